@@ -1,0 +1,276 @@
+//! Request extractors whose rejections are [`ApiError`]s (problem+json), so
+//! that malformed input is always a 400/415/422 naming the field, never axum's
+//! plain-text rejection.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A JSON request body. Unknown fields are refused by the target types
+/// (`deny_unknown_fields`), which is how mass assignment is prevented.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+/// An optional JSON body: an empty body is `None`.
+#[derive(Debug, Clone)]
+pub struct MaybeJson<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match MaybeJson::<T>::from_request(req, state).await? {
+            MaybeJson(Some(v)) => Ok(ApiJson(v)),
+            MaybeJson(None) => Err(ApiError::malformed(
+                None,
+                "the request body is empty: expected a JSON object",
+            )),
+        }
+    }
+}
+
+impl<S, T> FromRequest<S> for MaybeJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        check_content_type(req.headers())?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(MaybeJson(None));
+        }
+        // Every body of this API is an object (serde would also accept an
+        // array for a struct, field by position).
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            // Tell malformed JSON (400) from a well-formed non-object (422).
+            return match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(_) => Err(ApiError::validation("body", "must be a JSON object")),
+                Err(e) => Err(ApiError::malformed(None, format!("invalid JSON: {e}"))),
+            };
+        }
+        parse_json(&bytes).map(|v| MaybeJson(Some(v)))
+    }
+}
+
+/// A body without `Content-Type` is read as JSON; any other type is refused.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(ct) = headers.get(CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = ct
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "expected Content-Type: application/json, got {essence:?}"
+        )))
+    }
+}
+
+fn body_rejection(r: BytesRejection) -> ApiError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(r.body_text())
+    } else {
+        ApiError::malformed(None, r.body_text())
+    }
+}
+
+/// Deserialize JSON, turning serde's errors into 400 (syntax) or 422 (a field's
+/// value, type, a missing or an unknown field), with the field's path.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        json_error(&path, &inner)
+    })?;
+    de.end()
+        .map_err(|e| ApiError::malformed(None, format!("invalid JSON: {e}")))?;
+    Ok(value)
+}
+
+fn json_error(path: &str, e: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::malformed(None, format!("invalid JSON: {e}"))
+        }
+        Category::Data => {
+            let msg = strip_position(&e.to_string());
+            let parent = if path == "." { "" } else { path };
+            // Missing fields are reported at the parent's path: name the
+            // field itself.
+            let named = backticked(&msg)
+                .filter(|_| msg.starts_with("unknown field") || msg.starts_with("missing field"));
+            let field = match named {
+                // serde_path_to_error already ends the path with an unknown key.
+                Some(name) if parent == name || parent.ends_with(&format!(".{name}")) => {
+                    parent.to_string()
+                }
+                Some(name) if parent.is_empty() => name.to_string(),
+                Some(name) => format!("{parent}.{name}"),
+                None if parent.is_empty() => "body".to_string(),
+                None => parent.to_string(),
+            };
+            let detail = if msg.starts_with("unknown field") {
+                match msg.split_once(", expected") {
+                    Some((head, tail)) => {
+                        format!(
+                            "{head}: this field cannot be set (accepted: {})",
+                            tail.trim_start_matches(" one of ").trim()
+                        )
+                    }
+                    None => format!("{msg}: this field cannot be set"),
+                }
+            } else {
+                msg
+            };
+            ApiError::validation(field, detail)
+        }
+    }
+}
+
+fn backticked(msg: &str) -> Option<&str> {
+    let start = msg.find('`')? + 1;
+    let len = msg[start..].find('`')?;
+    Some(&msg[start..start + len])
+}
+
+/// serde_json appends " at line L column C"; it means nothing to a client
+/// that is told the field.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// The single path parameter of a route, as text (problem+json on rejection,
+/// e.g. invalid percent-encoding).
+#[derive(Debug, Clone)]
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|p| PathParam(p.0))
+            .map_err(|r| ApiError::malformed(None, r.body_text()))
+    }
+}
+
+/// Parse a numeric id from a path segment: 400 naming `id` otherwise.
+pub fn parse_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::malformed(Some("id"), format!("{raw:?} is not a valid id")))
+}
+
+/// The TCP peer's address (no forwarded headers are trusted), when the server
+/// was started with connect info (as [`crate::serve`] does).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ci| ci.0.ip()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        rate: u64,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        limits: Option<Vec<Inner>>,
+    }
+
+    fn err(body: &[u8]) -> ApiError {
+        match parse_json::<Body>(body) {
+            Ok(v) => panic!("accepted: {v:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn field(e: ApiError) -> (u16, String) {
+        match e {
+            ApiError::Validation { field, .. } => (422, field),
+            ApiError::Malformed { .. } => (400, String::new()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = err(br#"{"name":"a","id":3}"#);
+        assert_eq!(field(e), (422, "id".into()));
+        let e = err(br#"{"limits":[]}"#);
+        assert_eq!(field(e), (422, "name".into()));
+        let e = err(br#"{"name":"a","limits":[{"rate":-1}]}"#);
+        assert_eq!(field(e), (422, "limits[0].rate".into()));
+        let e = err(br#"{"name":"a","limits":[{"rate":1,"x":1}]}"#);
+        assert_eq!(field(e), (422, "limits[0].x".into()));
+        let e = err(br#"{"name":"a""#);
+        assert_eq!(field(e).0, 400);
+        let e = err(br#"5"#);
+        assert_eq!(field(e), (422, "body".into()));
+        let e = err(br#"{"name":"a"} x"#);
+        assert_eq!(field(e).0, 400);
+    }
+
+    #[test]
+    fn ids_must_be_positive_integers() {
+        assert_eq!(parse_id("12").ok(), Some(12));
+        assert!(parse_id("x").is_err());
+        assert!(parse_id("-1").is_err());
+    }
+}

@@ -1,0 +1,362 @@
+//! `GET /api/health` (no auth): the admin API itself, the database, Redis
+//! (when the limiter uses it), every proxy instance from the `instances`
+//! table, and every upstream target as the proxies last saw it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tollgate_core::config::LimiterBackend;
+use tollgate_core::db::instances::Instance;
+use tollgate_core::db::DbKind;
+use utoipa::ToSchema;
+
+use crate::AppState;
+
+/// An instance whose last heartbeat is older than this is reported down.
+pub const INSTANCE_STALE_AFTER: Duration = Duration::from_secs(15);
+const DB_TIMEOUT: Duration = Duration::from_secs(2);
+const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// `up`, `down`, or `unknown` (never checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Up,
+    Down,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HealthReport {
+    /// `ok`: everything up; `degraded`: the admin API and database are up but
+    /// something else is not; `down`: the database is unreachable (HTTP 503).
+    #[schema(example = "ok")]
+    pub status: String,
+    /// Unix ms.
+    pub checked_at: i64,
+    pub admin: AdminHealth,
+    pub database: ComponentHealth,
+    /// `null` unless `limiter.backend` is `redis`.
+    pub redis: Option<ComponentHealth>,
+    pub instances: Vec<InstanceHealth>,
+    pub upstreams: Vec<TargetHealthView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AdminHealth {
+    pub status: Status,
+    pub version: String,
+    /// Unix ms.
+    pub started_at: i64,
+    pub uptime_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ComponentHealth {
+    pub status: Status,
+    /// `sqlite`, `postgres`, `redis` or `redis-cluster`.
+    pub kind: String,
+    /// Round-trip time of the check, when it succeeded.
+    pub latency_ms: Option<f64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InstanceHealth {
+    pub id: String,
+    pub address: String,
+    pub version: String,
+    /// `up` if its last heartbeat is at most 15 s old.
+    pub status: Status,
+    /// Unix ms.
+    pub started_at: i64,
+    /// Unix ms of the last heartbeat.
+    pub last_seen: i64,
+    pub uptime_seconds: u64,
+    /// The instance's own figures.
+    #[schema(value_type = Object)]
+    pub stats: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TargetHealthView {
+    pub upstream: String,
+    pub target: String,
+    /// As reported by the most recently seen live instance; `unknown` if no
+    /// live instance reports it.
+    pub status: Status,
+    /// Unix ms of that check.
+    pub checked_at: Option<i64>,
+    pub error: Option<String>,
+    /// The instance whose report this is.
+    pub reported_by: Option<String>,
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/health", get(health))
+}
+
+/// Health of the admin API, database, Redis, proxy instances and upstream targets.
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    tag = "health",
+    responses(
+        (status = 200, description = "The admin API and the database are up (see `status` for the rest)", body = HealthReport),
+        (status = 503, description = "The database is unreachable; the body is the same report", body = HealthReport),
+    ),
+    security(())
+)]
+pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let config = state.config();
+    let now = tollgate_core::now_ms();
+
+    let db_fut = ping_database(&state);
+    let redis_fut = async {
+        match (config.limiter.backend, config.limiter.redis_url.as_deref()) {
+            (LimiterBackend::Redis, Some(url)) => Some(ping_redis(url).await),
+            (LimiterBackend::Redis, None) => Some(ComponentHealth {
+                status: Status::Down,
+                kind: "redis".into(),
+                latency_ms: None,
+                error: Some("limiter.backend is redis but no redis_url is configured".into()),
+            }),
+            _ => None,
+        }
+    };
+    let (database, redis) = tokio::join!(db_fut, redis_fut);
+
+    let stored = if database.status == Status::Up {
+        match tokio::time::timeout(DB_TIMEOUT, state.db().list_instances()).await {
+            Ok(Ok(list)) => list,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "reading proxy instances failed");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
+    let stale_ms = i64::try_from(INSTANCE_STALE_AFTER.as_millis()).unwrap_or(15_000);
+    let is_up = |i: &Instance| now - i.last_seen <= stale_ms;
+    let instances: Vec<InstanceHealth> = stored
+        .iter()
+        .map(|i| InstanceHealth {
+            id: i.id.clone(),
+            address: i.address.clone(),
+            version: i.version.clone(),
+            status: if is_up(i) { Status::Up } else { Status::Down },
+            started_at: i.started_at,
+            last_seen: i.last_seen,
+            uptime_seconds: u64::try_from((i.last_seen - i.started_at) / 1000).unwrap_or(0),
+            stats: i.stats.clone(),
+        })
+        .collect();
+
+    // Every configured target, then anything a live instance reports that the
+    // (possibly older or newer) config here does not name. Live instances are
+    // visited most recently seen first, so the freshest report wins.
+    let mut targets: BTreeMap<(String, String), TargetHealthView> = BTreeMap::new();
+    for (name, up) in &config.upstreams {
+        for t in &up.targets {
+            let view = TargetHealthView {
+                upstream: name.clone(),
+                target: t.to_string(),
+                status: Status::Unknown,
+                checked_at: None,
+                error: None,
+                reported_by: None,
+            };
+            targets.insert((name.clone(), t.to_string()), view);
+        }
+    }
+    let mut live: Vec<&Instance> = stored.iter().filter(|i| is_up(i)).collect();
+    live.sort_by_key(|i| std::cmp::Reverse(i.last_seen));
+    for inst in live {
+        for th in &inst.upstream_health {
+            let entry = targets
+                .entry((th.upstream.clone(), canonical_target(&config, th)))
+                .or_insert_with(|| TargetHealthView {
+                    upstream: th.upstream.clone(),
+                    target: th.target.clone(),
+                    status: Status::Unknown,
+                    checked_at: None,
+                    error: None,
+                    reported_by: None,
+                });
+            if entry.reported_by.is_none() {
+                entry.status = if th.healthy { Status::Up } else { Status::Down };
+                entry.checked_at = th.checked_at;
+                entry.error = th.error.clone();
+                entry.reported_by = Some(inst.id.clone());
+            }
+        }
+    }
+    let upstreams: Vec<TargetHealthView> = targets.into_values().collect();
+
+    let db_up = database.status == Status::Up;
+    let all_up = db_up
+        && redis.as_ref().is_none_or(|r| r.status == Status::Up)
+        && instances.iter().all(|i| i.status == Status::Up)
+        && upstreams.iter().all(|t| t.status != Status::Down);
+    let report = HealthReport {
+        status: if !db_up {
+            "down"
+        } else if all_up {
+            "ok"
+        } else {
+            "degraded"
+        }
+        .to_string(),
+        checked_at: now,
+        admin: AdminHealth {
+            status: Status::Up,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: state.started_at(),
+            uptime_seconds: u64::try_from((now - state.started_at()) / 1000).unwrap_or(0),
+        },
+        database,
+        redis,
+        instances,
+        upstreams,
+    };
+    let code = if db_up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(report))
+}
+
+/// A reported target matched to the config's spelling of it (the proxy may
+/// report `127.0.0.1:3001` for a target written `http://127.0.0.1:3001`).
+fn canonical_target(
+    config: &tollgate_core::config::Config,
+    th: &tollgate_core::db::instances::TargetHealth,
+) -> String {
+    if let Some(up) = config.upstreams.get(&th.upstream) {
+        for t in &up.targets {
+            if th.target == t.to_string() || th.target == t.authority() {
+                return t.to_string();
+            }
+        }
+    }
+    th.target.clone()
+}
+
+async fn ping_database(state: &AppState) -> ComponentHealth {
+    let kind = match state.db().kind() {
+        DbKind::Sqlite => "sqlite",
+        DbKind::Postgres => "postgres",
+    };
+    let start = Instant::now();
+    let ping = sqlx::query("SELECT 1").execute(state.db().pool());
+    match tokio::time::timeout(DB_TIMEOUT, ping).await {
+        Ok(Ok(_)) => up(kind, start),
+        Ok(Err(e)) => down(kind, e.to_string()),
+        Err(_) => down(
+            kind,
+            format!("no answer within {} ms", DB_TIMEOUT.as_millis()),
+        ),
+    }
+}
+
+fn up(kind: &str, start: Instant) -> ComponentHealth {
+    ComponentHealth {
+        status: Status::Up,
+        kind: kind.into(),
+        latency_ms: Some((start.elapsed().as_secs_f64() * 1e6).round() / 1e3),
+        error: None,
+    }
+}
+
+fn down(kind: &str, error: String) -> ComponentHealth {
+    ComponentHealth {
+        status: Status::Down,
+        kind: kind.into(),
+        latency_ms: None,
+        error: Some(error),
+    }
+}
+
+/// `redis+cluster://[user:pass@]h1:p1,h2:p2` → `redis://[user:pass@]hN:pN` each.
+fn cluster_nodes(url: &str) -> Option<Vec<String>> {
+    let rest = url.strip_prefix("redis+cluster://")?;
+    let (auth, hosts) = match rest.rsplit_once('@') {
+        Some((a, h)) => (format!("{a}@"), h),
+        None => (String::new(), rest),
+    };
+    let hosts = hosts.split('/').next().unwrap_or(hosts);
+    Some(
+        hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("redis://{auth}{h}"))
+            .collect(),
+    )
+}
+
+async fn ping_redis(url: &str) -> ComponentHealth {
+    let start = Instant::now();
+    if let Some(nodes) = cluster_nodes(url) {
+        let kind = "redis-cluster";
+        let check = async {
+            let client = redis::cluster::ClusterClient::new(nodes)?;
+            let mut con = client.get_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut con).await
+        };
+        return match tokio::time::timeout(REDIS_TIMEOUT, check).await {
+            Ok(Ok(_)) => up(kind, start),
+            Ok(Err(e)) => down(kind, e.to_string()),
+            Err(_) => down(
+                kind,
+                format!("no answer within {} ms", REDIS_TIMEOUT.as_millis()),
+            ),
+        };
+    }
+    let kind = "redis";
+    let check = async {
+        let client = redis::Client::open(url)?;
+        let mut con = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut con).await
+    };
+    match tokio::time::timeout(REDIS_TIMEOUT, check).await {
+        Ok(Ok(_)) => up(kind, start),
+        Ok(Err(e)) => down(kind, e.to_string()),
+        Err(_) => down(
+            kind,
+            format!("no answer within {} ms", REDIS_TIMEOUT.as_millis()),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls_split_into_nodes() {
+        assert_eq!(
+            cluster_nodes("redis+cluster://127.0.0.1:7301,127.0.0.1:7302"),
+            Some(vec![
+                "redis://127.0.0.1:7301".to_string(),
+                "redis://127.0.0.1:7302".to_string()
+            ])
+        );
+        assert_eq!(
+            cluster_nodes("redis+cluster://:pw@h1:1,h2:2"),
+            Some(vec![
+                "redis://:pw@h1:1".to_string(),
+                "redis://:pw@h2:2".to_string()
+            ])
+        );
+        assert_eq!(cluster_nodes("redis://x:1"), None);
+    }
+}

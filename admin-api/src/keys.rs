@@ -1,0 +1,596 @@
+//! `/api/keys`: create (the only time the full key is shown), list (paged,
+//! filtered), read, patch, rotate and delete API keys.
+
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use tollgate_core::db::{ApiKey, KeyFilter, KeyPatch, NewApiKey};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::AuthAdmin;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_id, ApiJson, MaybeJson, PathParam};
+use crate::openapi::ProblemDoc;
+use crate::plans::{limits_from_body, LimitBody};
+use crate::AppState;
+
+pub const DEFAULT_PER_PAGE: i64 = 50;
+pub const MAX_PER_PAGE: i64 = 200;
+/// The longest rotation grace period accepted (30 days).
+pub const MAX_GRACE_SECONDS: u64 = 30 * 86_400;
+const MAX_TEXT: usize = 200;
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// An API key record. The secret itself is never part of it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyView {
+    pub id: i64,
+    pub name: String,
+    pub owner: Option<String>,
+    /// Free-form JSON object.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// The plan whose limits apply (unless `limits` is set).
+    pub plan: Option<String>,
+    /// The key's own limits, used instead of the plan's when set.
+    pub limits: Option<Vec<LimitBody>>,
+    /// Maximum in-flight requests.
+    pub concurrency: Option<u32>,
+    pub enabled: bool,
+    /// Unix ms; the key is refused after it.
+    pub expires_at: Option<i64>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+    /// Unix ms.
+    pub last_used_at: Option<i64>,
+    /// `tg_` plus the first characters of the key, to recognise it.
+    #[schema(example = "tg_4fZq81Ab")]
+    pub key_prefix: String,
+}
+
+impl From<ApiKey> for KeyView {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: k.id,
+            name: k.name,
+            owner: k.owner,
+            metadata: k.metadata,
+            plan: k.plan,
+            limits: k.limits.map(|ls| ls.iter().map(LimitBody::from).collect()),
+            concurrency: k.concurrency,
+            enabled: k.enabled,
+            expires_at: k.expires_at,
+            created_at: k.created_at,
+            updated_at: k.updated_at,
+            last_used_at: k.last_used_at,
+            key_prefix: k.key_prefix,
+        }
+    }
+}
+
+/// A key record plus the full key: returned only by create and rotate.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyWithSecret {
+    #[serde(flatten)]
+    pub record: KeyView,
+    /// The full API key. Shown exactly once: store it now.
+    #[schema(example = "tg_4fZq81AbTWb2LQfDXb6o0nT7kKzJ9r2h1Qw3aB")]
+    pub key: String,
+}
+
+/// A page of keys.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyPage {
+    pub items: Vec<KeyView>,
+    /// How many keys match the filters in all.
+    pub total: i64,
+    pub page: i64,
+    pub per_page: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    #[schema(example = "mobile app")]
+    pub name: String,
+    pub owner: Option<String>,
+    /// A JSON object.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// A plan from the YAML config or `/api/plans`.
+    pub plan: Option<String>,
+    /// Own limits (instead of the plan's).
+    pub limits: Option<Vec<LimitBody>>,
+    #[schema(minimum = 1)]
+    pub concurrency: Option<u32>,
+    /// Unix ms, in the future.
+    pub expires_at: Option<i64>,
+}
+
+/// A partial update: absent fields stay, `null` clears a nullable field.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchKeyRequest {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String)]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub owner: Option<Option<String>>,
+    /// `null` resets it to `{}`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>, nullable)]
+    pub metadata: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub plan: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<LimitBody>>, nullable)]
+    pub limits: Option<Option<Vec<LimitBody>>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, nullable, minimum = 1)]
+    pub concurrency: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = bool)]
+    pub enabled: Option<Option<bool>>,
+    /// Unix ms.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, nullable)]
+    pub expires_at: Option<Option<i64>>,
+}
+
+/// A field that is present (possibly `null`) becomes `Some(…)`; an absent one
+/// stays `None` through `#[serde(default)]`.
+fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// How long the old secret stays valid, in seconds (default 0, at most 30 days).
+    #[schema(minimum = 0, maximum = 2592000)]
+    pub grace_seconds: Option<u64>,
+}
+
+/// Query parameters of `GET /api/keys`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KeyListQuery {
+    /// 1-based page number (default 1).
+    #[param(value_type = Option<i64>, minimum = 1)]
+    pub page: Option<String>,
+    /// Keys per page (default 50, at most 200).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
+    pub per_page: Option<String>,
+    /// Case-insensitive substring of the name.
+    pub name: Option<String>,
+    /// Exact plan name.
+    pub plan: Option<String>,
+    /// `true` or `false`.
+    #[param(value_type = Option<bool>)]
+    pub enabled: Option<String>,
+    /// `enabled` or `disabled` (the same filter as `enabled`).
+    pub state: Option<String>,
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/keys", get(list_keys).post(create_key))
+        .route(
+            "/api/keys/{id}",
+            get(get_key).patch(patch_key).delete(delete_key),
+        )
+        .route("/api/keys/{id}/rotate", post(rotate_key))
+}
+
+fn parse_bool(field: &str, v: &str) -> ApiResult<bool> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(ApiError::validation(field, "must be true or false")),
+    }
+}
+
+fn parse_int(field: &str, v: &str, min: i64, max: i64) -> ApiResult<i64> {
+    match v.parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::validation(
+            field,
+            format!("must be an integer from {min} to {max}"),
+        )),
+    }
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
+/// List keys, paged and filtered.
+#[utoipa::path(
+    get,
+    path = "/api/keys",
+    tag = "keys",
+    params(KeyListQuery),
+    responses(
+        (status = 200, description = "One page of keys, newest first", body = KeyPage),
+        (status = 400, description = "Malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_keys(
+    _auth: AuthAdmin,
+    State(state): State<AppState>,
+    query: Result<Query<KeyListQuery>, QueryRejection>,
+) -> ApiResult<Json<KeyPage>> {
+    let Query(q) = query.map_err(|r| ApiError::malformed(None, r.body_text()))?;
+    let page = match non_empty(q.page) {
+        Some(v) => parse_int("page", &v, 1, 1_000_000)?,
+        None => 1,
+    };
+    let per_page = match non_empty(q.per_page) {
+        Some(v) => parse_int("per_page", &v, 1, MAX_PER_PAGE)?,
+        None => DEFAULT_PER_PAGE,
+    };
+    let mut enabled = match non_empty(q.enabled) {
+        Some(v) => Some(parse_bool("enabled", &v)?),
+        None => None,
+    };
+    if let Some(s) = non_empty(q.state) {
+        let from_state = match s.as_str() {
+            "enabled" => true,
+            "disabled" => false,
+            _ => return Err(ApiError::validation("state", "must be enabled or disabled")),
+        };
+        if enabled.is_some_and(|e| e != from_state) {
+            return Err(ApiError::validation(
+                "state",
+                "contradicts the enabled parameter",
+            ));
+        }
+        enabled = Some(from_state);
+    }
+    let filter = KeyFilter {
+        name: non_empty(q.name),
+        plan: non_empty(q.plan),
+        enabled,
+        limit: per_page,
+        offset: (page - 1) * per_page,
+    };
+    let (items, total) = state.db().list_keys(&filter).await?;
+    Ok(Json(KeyPage {
+        items: items.into_iter().map(KeyView::from).collect(),
+        total,
+        page,
+        per_page,
+    }))
+}
+
+fn check_text(field: &str, v: &str, allow_empty: bool) -> ApiResult<()> {
+    if !allow_empty && v.trim().is_empty() {
+        return Err(ApiError::validation(field, "must not be empty"));
+    }
+    if v.chars().count() > MAX_TEXT {
+        return Err(ApiError::validation(
+            field,
+            format!("must be at most {MAX_TEXT} characters"),
+        ));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_metadata(v: &Value) -> ApiResult<()> {
+    if !v.is_object() {
+        return Err(ApiError::validation("metadata", "must be a JSON object"));
+    }
+    if v.to_string().len() > MAX_METADATA_BYTES {
+        return Err(ApiError::validation(
+            "metadata",
+            format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_concurrency(v: u32) -> ApiResult<()> {
+    if v == 0 {
+        return Err(ApiError::validation("concurrency", "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// 422 naming `plan` unless the plan is in the YAML config or the plans table.
+async fn check_plan(state: &AppState, plan: &str) -> ApiResult<()> {
+    if plan.is_empty() {
+        return Err(ApiError::validation(
+            "plan",
+            "must not be empty (use null for no plan)",
+        ));
+    }
+    if crate::plans::plan_exists(state, plan).await? {
+        Ok(())
+    } else {
+        Err(ApiError::validation(
+            "plan",
+            format!("no plan named {plan:?} in the config or /api/plans"),
+        ))
+    }
+}
+
+/// Create a key. The response is the only place the full key ever appears.
+#[utoipa::path(
+    post,
+    path = "/api/keys",
+    tag = "keys",
+    request_body = CreateKey,
+    responses(
+        (status = 201, description = "Created; `key` holds the full key, shown only this once", body = KeyWithSecret,
+            headers(("Location" = String, description = "/api/keys/{id}"))),
+        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing, unknown or invalid, or the plan does not exist (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_key(
+    auth: AuthAdmin,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreateKey>,
+) -> ApiResult<impl IntoResponse> {
+    check_text("name", &req.name, false)?;
+    if let Some(owner) = &req.owner {
+        check_text("owner", owner, true)?;
+    }
+    if let Some(m) = &req.metadata {
+        check_metadata(m)?;
+    }
+    let limits = match &req.limits {
+        Some(ls) => Some(limits_from_body("limits", ls)?),
+        None => None,
+    };
+    if let Some(c) = req.concurrency {
+        check_concurrency(c)?;
+    }
+    if let Some(at) = req.expires_at {
+        if at <= tollgate_core::now_ms() {
+            return Err(ApiError::validation(
+                "expires_at",
+                "must be in the future (Unix ms)",
+            ));
+        }
+    }
+    if let Some(plan) = &req.plan {
+        check_plan(&state, plan).await?;
+    }
+    let new = NewApiKey {
+        name: req.name.trim().to_string(),
+        owner: req.owner,
+        metadata: req.metadata,
+        plan: req.plan,
+        limits,
+        concurrency: req.concurrency,
+        expires_at: req.expires_at,
+    };
+    let (key, plain) = state.db().create_key(&new).await?;
+    tracing::info!(by = %auth.username, key_id = key.id, "API key created");
+    let location = format!("/api/keys/{}", key.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(KeyWithSecret {
+            record: key.into(),
+            key: plain,
+        }),
+    ))
+}
+
+/// One key.
+#[utoipa::path(
+    get,
+    path = "/api/keys/{id}",
+    tag = "keys",
+    params(("id" = i64, Path, description = "Key id")),
+    responses(
+        (status = 200, description = "The key record", body = KeyView),
+        (status = 400, description = "The id is not a positive integer", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_key(
+    _auth: AuthAdmin,
+    State(state): State<AppState>,
+    PathParam(id): PathParam,
+) -> ApiResult<Json<KeyView>> {
+    let id = parse_id(&id)?;
+    match state.db().get_key(id).await? {
+        Some(k) => Ok(Json(k.into())),
+        None => Err(no_key(id)),
+    }
+}
+
+fn no_key(id: i64) -> ApiError {
+    ApiError::not_found(format!("no API key with id {id}"))
+}
+
+/// Change a key: rename, owner, metadata, plan or limits, concurrency,
+/// enable/disable, expiry. A running proxy applies the change within 1 s.
+#[utoipa::path(
+    patch,
+    path = "/api/keys/{id}",
+    tag = "keys",
+    params(("id" = i64, Path, description = "Key id")),
+    request_body = PatchKeyRequest,
+    responses(
+        (status = 200, description = "The updated key record", body = KeyView),
+        (status = 400, description = "Malformed JSON or id", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A field is unknown or invalid, or the plan does not exist (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn patch_key(
+    auth: AuthAdmin,
+    State(state): State<AppState>,
+    PathParam(id): PathParam,
+    ApiJson(req): ApiJson<PatchKeyRequest>,
+) -> ApiResult<Json<KeyView>> {
+    let id = parse_id(&id)?;
+    let mut patch = KeyPatch::default();
+    match req.name {
+        Some(Some(name)) => {
+            check_text("name", &name, false)?;
+            patch.name = Some(name.trim().to_string());
+        }
+        Some(None) => return Err(ApiError::validation("name", "cannot be null")),
+        None => {}
+    }
+    if let Some(owner) = req.owner {
+        if let Some(o) = &owner {
+            check_text("owner", o, true)?;
+        }
+        patch.owner = Some(owner);
+    }
+    if let Some(metadata) = req.metadata {
+        let m = metadata.unwrap_or_else(|| Value::Object(Default::default()));
+        check_metadata(&m)?;
+        patch.metadata = Some(m);
+    }
+    if let Some(limits) = req.limits {
+        patch.limits = Some(match limits {
+            Some(ls) => Some(limits_from_body("limits", &ls)?),
+            None => None,
+        });
+    }
+    if let Some(c) = req.concurrency {
+        if let Some(c) = c {
+            check_concurrency(c)?;
+        }
+        patch.concurrency = Some(c);
+    }
+    match req.enabled {
+        Some(Some(e)) => patch.enabled = Some(e),
+        Some(None) => return Err(ApiError::validation("enabled", "cannot be null")),
+        None => {}
+    }
+    if let Some(at) = req.expires_at {
+        if at.is_some_and(|at| at <= 0) {
+            return Err(ApiError::validation(
+                "expires_at",
+                "must be a positive Unix ms timestamp",
+            ));
+        }
+        patch.expires_at = Some(at);
+    }
+    if let Some(plan) = req.plan {
+        if let Some(p) = &plan {
+            check_plan(&state, p).await?;
+        }
+        patch.plan = Some(plan);
+    }
+    match state.db().update_key(id, &patch).await? {
+        Some(k) => {
+            tracing::info!(by = %auth.username, key_id = id, "API key updated");
+            Ok(Json(k.into()))
+        }
+        None => Err(no_key(id)),
+    }
+}
+
+/// Delete a key; the proxy refuses it within 1 s.
+#[utoipa::path(
+    delete,
+    path = "/api/keys/{id}",
+    tag = "keys",
+    params(("id" = i64, Path, description = "Key id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The id is not a positive integer", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_key(
+    auth: AuthAdmin,
+    State(state): State<AppState>,
+    PathParam(id): PathParam,
+) -> ApiResult<StatusCode> {
+    let id = parse_id(&id)?;
+    if state.db().delete_key(id).await? {
+        tracing::info!(by = %auth.username, key_id = id, "API key deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(no_key(id))
+    }
+}
+
+/// Issue a new secret for the same key id. The old secret stays valid for
+/// `grace_seconds` (default 0: refused at once). The body may be omitted.
+#[utoipa::path(
+    post,
+    path = "/api/keys/{id}/rotate",
+    tag = "keys",
+    params(("id" = i64, Path, description = "Key id")),
+    request_body(content = Option<RotateKey>, description = "Optional; `{}` or no body means no grace period"),
+    responses(
+        (status = 200, description = "The key record and its new full key, shown only this once", body = KeyWithSecret),
+        (status = 400, description = "Malformed JSON or id", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "grace_seconds is invalid", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn rotate_key(
+    auth: AuthAdmin,
+    State(state): State<AppState>,
+    PathParam(id): PathParam,
+    MaybeJson(req): MaybeJson<RotateKey>,
+) -> ApiResult<Json<KeyWithSecret>> {
+    let id = parse_id(&id)?;
+    let grace = req.and_then(|r| r.grace_seconds).unwrap_or(0);
+    if grace > MAX_GRACE_SECONDS {
+        return Err(ApiError::validation(
+            "grace_seconds",
+            format!("must be at most {MAX_GRACE_SECONDS} (30 days)"),
+        ));
+    }
+    match state
+        .db()
+        .rotate_key(id, Duration::from_secs(grace))
+        .await?
+    {
+        Some((key, plain)) => {
+            tracing::info!(by = %auth.username, key_id = id, grace_seconds = grace, "API key rotated");
+            Ok(Json(KeyWithSecret {
+                record: key.into(),
+                key: plain,
+            }))
+        }
+        None => Err(no_key(id)),
+    }
+}

@@ -1,0 +1,243 @@
+//! Tollgate's admin API: an Axum service over the shared database that
+//! manages admins, API keys and plans, reports health and serves its own
+//! OpenAPI document. Everything is under `/api`, JSON in and out, with a JWT
+//! (HS256, 24 h) in `Authorization: Bearer` except for login, health and the
+//! OpenAPI document. Errors are RFC 9457 problem+json ([`error::ApiError`]).
+//!
+//! Start it with [`bootstrap`] (connect, first admin, JWT secret) and
+//! [`serve`]; [`app`] is the bare router.
+
+pub mod admins;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod keys;
+pub mod openapi;
+pub mod plans;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use tollgate_core::config::Config;
+use tollgate_core::db::{settings, Db, DbError};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{JwtKeys, LoginLimiter};
+use crate::error::ApiError;
+
+/// The environment variable that sets the first admin's password.
+pub const ADMIN_PASSWORD_ENV: &str = "TOLLGATE_ADMIN_PASSWORD";
+/// The username of the admin created on first start.
+pub const INITIAL_ADMIN: &str = "admin";
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Everything the handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    config: ArcSwap<Config>,
+    jwt: JwtKeys,
+    login_limiter: LoginLimiter,
+    started_at: i64,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("db", &self.inner.db.kind())
+            .field("started_at", &self.inner.started_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State over a connected database, a validated config and the JWT secret.
+    pub fn new(db: Db, config: Config, jwt_secret: &[u8]) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                config: ArcSwap::from_pointee(config),
+                jwt: JwtKeys::new(jwt_secret),
+                login_limiter: LoginLimiter::default(),
+                started_at: tollgate_core::now_ms(),
+            }),
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The current config (YAML plans, upstreams, limiter backend).
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.config.load_full()
+    }
+
+    /// Swap in a reloaded config (hot reload of the YAML file).
+    pub fn set_config(&self, config: Config) {
+        self.inner.config.store(Arc::new(config));
+    }
+
+    pub fn jwt(&self) -> &JwtKeys {
+        &self.inner.jwt
+    }
+
+    pub fn login_limiter(&self) -> &LoginLimiter {
+        &self.inner.login_limiter
+    }
+
+    /// Unix ms this state was created (the admin API's start).
+    pub fn started_at(&self) -> i64 {
+        self.inner.started_at
+    }
+}
+
+/// The whole admin API router (every `/api` route, problem+json fallbacks).
+pub fn app(state: AppState) -> Router {
+    api_router()
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Every `/api` route without state, so other routers (the dashboard) can be
+/// merged in before [`Router::with_state`].
+pub fn api_router() -> Router<AppState> {
+    Router::new()
+        .merge(auth::router())
+        .merge(admins::router())
+        .merge(keys::router())
+        .merge(plans::router())
+        .merge(health::router())
+        .merge(openapi::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
+
+/// Serve the admin API on `listener` until `shutdown` completes, then finish
+/// the requests in flight. Client addresses are recorded for the login limiter.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Why the admin API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("database: {0}")]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl From<ApiError> for BootstrapError {
+    fn from(e: ApiError) -> Self {
+        Self::Setup(e.to_string())
+    }
+}
+
+/// Connect the configured database (running migrations), then [`bootstrap_with_db`].
+pub async fn bootstrap(config: &Config) -> Result<(AppState, Option<String>), BootstrapError> {
+    let db = Db::connect(&config.storage.database_url).await?;
+    bootstrap_with_db(db, config).await
+}
+
+/// Prepare an already connected database:
+/// - when there is no admin yet, create `admin` with the password from
+///   `TOLLGATE_ADMIN_PASSWORD`, or a random one, which is returned (print it
+///   once; it is never stored in clear). `None`: no admin was created, or its
+///   password came from the environment.
+/// - the JWT secret is the value of the env var named by
+///   `admin.jwt_secret_env` if set and non-empty, else a secret generated once
+///   and kept in the `settings` table, so restarts keep sessions valid.
+pub async fn bootstrap_with_db(
+    db: Db,
+    config: &Config,
+) -> Result<(AppState, Option<String>), BootstrapError> {
+    let env_password = std::env::var(ADMIN_PASSWORD_ENV)
+        .ok()
+        .filter(|p| !p.is_empty());
+    let initial = ensure_first_admin(&db, env_password).await?;
+    let secret = resolve_jwt_secret(&db, &config.admin.jwt_secret_env).await?;
+    Ok((AppState::new(db, config.clone(), &secret), initial))
+}
+
+/// Create the first admin if there is none. Returns the generated password, if
+/// one was generated.
+pub async fn ensure_first_admin(
+    db: &Db,
+    password: Option<String>,
+) -> Result<Option<String>, BootstrapError> {
+    if db.count_admins().await? > 0 {
+        return Ok(None);
+    }
+    let (password, generated) = match password {
+        Some(p) => {
+            admins::validate_password(&p).map_err(|e| {
+                BootstrapError::Setup(format!("{ADMIN_PASSWORD_ENV} is unusable: {e}"))
+            })?;
+            (p, false)
+        }
+        None => (auth::random_password(20)?, true),
+    };
+    let phc = auth::hash_blocking(password.clone()).await?;
+    match db.create_admin(INITIAL_ADMIN, &phc).await {
+        Ok(_) => {
+            tracing::info!("created the first admin, {INITIAL_ADMIN:?}");
+            Ok(generated.then_some(password))
+        }
+        // Another instance created it at the same moment.
+        Err(DbError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The JWT secret: `$env_name` if set, else the one kept in the database
+/// (generated on first use).
+pub async fn resolve_jwt_secret(db: &Db, env_name: &str) -> Result<Vec<u8>, BootstrapError> {
+    if !env_name.is_empty() {
+        if let Some(s) = std::env::var(env_name).ok().filter(|s| !s.is_empty()) {
+            if s.len() < 32 {
+                tracing::warn!("{env_name} is shorter than 32 bytes; use a longer random secret");
+            }
+            return Ok(s.into_bytes());
+        }
+    }
+    if let Some(s) = db.get_setting(settings::JWT_SECRET).await? {
+        return Ok(s.into_bytes());
+    }
+    let generated = auth::generate_secret()?;
+    let stored = db
+        .put_setting_if_absent(settings::JWT_SECRET, &generated)
+        .await?;
+    tracing::info!(
+        "generated a JWT secret and stored it in the database (set {env_name} to provide your own)"
+    );
+    Ok(stored.into_bytes())
+}

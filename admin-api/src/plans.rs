@@ -1,0 +1,433 @@
+//! `/api/plans`: plans from the YAML config (read-only, `source: "config"`)
+//! and plans created through the API (stored in the `plans` table,
+//! `source: "api"`, editable; one in use by a key cannot be deleted).
+
+use std::collections::HashSet;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Deserializer, Serialize};
+use tollgate_core::db::plans::StoredPlan;
+use tollgate_core::duration;
+use tollgate_core::limits::Limit;
+use utoipa::ToSchema;
+
+use crate::auth::AuthAdmin;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, PathParam};
+use crate::openapi::ProblemDoc;
+use crate::AppState;
+
+/// The most limits one plan or key may have.
+pub const MAX_LIMITS: usize = 16;
+/// The largest `rate` accepted.
+pub const MAX_RATE: u64 = 1_000_000_000;
+
+/// One token bucket: `rate` tokens per `per`, capacity `burst` (default
+/// `rate`), each request costing `cost` (default 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitBody {
+    /// 1–64 characters of `A-Z a-z 0-9 . _ -`; unique within the list.
+    #[schema(example = "minute")]
+    pub name: String,
+    #[schema(example = 60, minimum = 1)]
+    pub rate: u64,
+    /// An integer and a unit: `ms`, `s`, `m`, `h` or `d`.
+    #[schema(example = "1m")]
+    pub per: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 10, minimum = 1)]
+    pub burst: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub cost: Option<u64>,
+}
+
+impl From<&Limit> for LimitBody {
+    fn from(l: &Limit) -> Self {
+        Self {
+            name: l.name.clone(),
+            rate: l.rate,
+            per: duration::format(l.per),
+            burst: l.burst,
+            cost: l.cost,
+        }
+    }
+}
+
+/// Validate a list of limits; errors name the field, e.g. `limits[1].per`.
+pub fn limits_from_body(field: &str, bodies: &[LimitBody]) -> ApiResult<Vec<Limit>> {
+    if bodies.is_empty() {
+        return Err(ApiError::validation(
+            field,
+            "must contain at least one limit",
+        ));
+    }
+    if bodies.len() > MAX_LIMITS {
+        return Err(ApiError::validation(
+            field,
+            format!("at most {MAX_LIMITS} limits"),
+        ));
+    }
+    let mut names = HashSet::new();
+    bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let f = |name: &str| format!("{field}[{i}].{name}");
+            check_name(&f("name"), &b.name)?;
+            if !names.insert(b.name.as_str()) {
+                return Err(ApiError::validation(
+                    f("name"),
+                    format!("duplicate limit name {:?}", b.name),
+                ));
+            }
+            if b.rate == 0 || b.rate > MAX_RATE {
+                return Err(ApiError::validation(
+                    f("rate"),
+                    format!("must be from 1 to {MAX_RATE}"),
+                ));
+            }
+            let per = duration::parse(&b.per)
+                .map_err(|e| ApiError::validation(f("per"), e.to_string()))?;
+            if per.is_zero() {
+                return Err(ApiError::validation(f("per"), "must be longer than 0"));
+            }
+            if per > std::time::Duration::from_secs(366 * 86_400) {
+                return Err(ApiError::validation(f("per"), "must be at most 366d"));
+            }
+            if b.burst == Some(0) {
+                return Err(ApiError::validation(f("burst"), "must be at least 1"));
+            }
+            if b.cost == Some(0) {
+                return Err(ApiError::validation(f("cost"), "must be at least 1"));
+            }
+            let limit = Limit {
+                name: b.name.clone(),
+                rate: b.rate,
+                per,
+                burst: b.burst,
+                cost: b.cost,
+            };
+            if limit.cost() > limit.burst() {
+                return Err(ApiError::validation(
+                    f("cost"),
+                    "must not exceed burst (such a request could never be admitted)",
+                ));
+            }
+            Ok(limit)
+        })
+        .collect()
+}
+
+fn check_name(field: &str, name: &str) -> ApiResult<()> {
+    if name.is_empty() {
+        return Err(ApiError::validation(field, "must not be empty"));
+    }
+    if name.len() > 64 {
+        return Err(ApiError::validation(field, "must be at most 64 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(ApiError::validation(
+            field,
+            "may only contain A-Z, a-z, 0-9, '.', '_' and '-'",
+        ));
+    }
+    Ok(())
+}
+
+/// Where a plan is defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanSource {
+    /// The YAML config: read-only here.
+    Config,
+    /// Created through this API: editable.
+    Api,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PlanView {
+    #[schema(example = "free")]
+    pub name: String,
+    pub limits: Vec<LimitBody>,
+    /// Maximum in-flight requests per key.
+    pub concurrency: Option<u32>,
+    pub source: PlanSource,
+    /// `true` for plans from the config.
+    pub read_only: bool,
+    /// Unix ms (API plans only).
+    pub created_at: Option<i64>,
+    /// Unix ms (API plans only).
+    pub updated_at: Option<i64>,
+}
+
+impl PlanView {
+    fn from_config(p: &tollgate_core::config::Plan) -> Self {
+        Self {
+            name: p.name.clone(),
+            limits: p.limits.iter().map(LimitBody::from).collect(),
+            concurrency: p.concurrency,
+            source: PlanSource::Config,
+            read_only: true,
+            created_at: None,
+            updated_at: None,
+        }
+    }
+
+    fn from_stored(p: StoredPlan) -> Self {
+        Self {
+            limits: p.limits.iter().map(LimitBody::from).collect(),
+            name: p.name,
+            concurrency: p.concurrency,
+            source: PlanSource::Api,
+            read_only: false,
+            created_at: Some(p.created_at),
+            updated_at: Some(p.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePlan {
+    /// 1–64 characters of `A-Z a-z 0-9 . _ -`, not a name the config uses.
+    #[schema(example = "partner")]
+    pub name: String,
+    pub limits: Vec<LimitBody>,
+    #[schema(minimum = 1)]
+    pub concurrency: Option<u32>,
+}
+
+/// A partial update of an API plan: absent fields stay, `null` clears
+/// `concurrency`. Plans cannot be renamed.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchPlan {
+    pub limits: Option<Vec<LimitBody>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, nullable, minimum = 1)]
+    pub concurrency: Option<Option<u32>>,
+}
+
+fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/plans", get(list_plans).post(create_plan))
+        .route(
+            "/api/plans/{name}",
+            get(get_plan).patch(patch_plan).delete(delete_plan),
+        )
+}
+
+/// Whether a plan of that name exists in the config or the plans table.
+pub async fn plan_exists(state: &AppState, name: &str) -> ApiResult<bool> {
+    if state.config().plans.contains_key(name) {
+        return Ok(true);
+    }
+    Ok(state.db().get_plan(name).await?.is_some())
+}
+
+fn read_only(name: &str) -> ApiError {
+    ApiError::ReadOnly(format!(
+        "plan {name:?} is defined in the YAML config; edit the config file instead"
+    ))
+}
+
+fn no_plan(name: &str) -> ApiError {
+    ApiError::not_found(format!("no plan named {name:?}"))
+}
+
+/// Every plan: the config's (read-only) first, then the API's.
+#[utoipa::path(
+    get,
+    path = "/api/plans",
+    tag = "plans",
+    responses(
+        (status = 200, description = "Every plan", body = Vec<PlanView>),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_plans(
+    _auth: AuthAdmin,
+    State(state): State<AppState>,
+) -> ApiResult<Json<Vec<PlanView>>> {
+    let config = state.config();
+    let mut out: Vec<PlanView> = config.plans.values().map(PlanView::from_config).collect();
+    for p in state.db().list_plans().await? {
+        // A config plan of the same name takes precedence.
+        if !config.plans.contains_key(&p.name) {
+            out.push(PlanView::from_stored(p));
+        }
+    }
+    Ok(Json(out))
+}
+
+/// One plan.
+#[utoipa::path(
+    get,
+    path = "/api/plans/{name}",
+    tag = "plans",
+    params(("name" = String, Path, description = "Plan name")),
+    responses(
+        (status = 200, description = "The plan", body = PlanView),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such plan", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_plan(
+    _auth: AuthAdmin,
+    State(state): State<AppState>,
+    PathParam(name): PathParam,
+) -> ApiResult<Json<PlanView>> {
+    if let Some(p) = state.config().plans.get(&name) {
+        return Ok(Json(PlanView::from_config(p)));
+    }
+    match state.db().get_plan(&name).await? {
+        Some(p) => Ok(Json(PlanView::from_stored(p))),
+        None => Err(no_plan(&name)),
+    }
+}
+
+/// Create a plan (stored in the database).
+#[utoipa::path(
+    post,
+    path = "/api/plans",
+    tag = "plans",
+    request_body = CreatePlan,
+    responses(
+        (status = 201, description = "Created", body = PlanView,
+            headers(("Location" = String, description = "/api/plans/{name}"))),
+        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "A plan of that name exists (in the config or the database)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing, unknown or invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_plan(
+    auth: AuthAdmin,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreatePlan>,
+) -> ApiResult<impl IntoResponse> {
+    check_name("name", &req.name)?;
+    let limits = limits_from_body("limits", &req.limits)?;
+    if req.concurrency == Some(0) {
+        return Err(ApiError::validation("concurrency", "must be at least 1"));
+    }
+    if state.config().plans.contains_key(&req.name) {
+        return Err(ApiError::Conflict(format!(
+            "plan {:?} is already defined in the YAML config",
+            req.name
+        )));
+    }
+    if state.db().get_plan(&req.name).await?.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "plan {:?} already exists",
+            req.name
+        )));
+    }
+    let plan = state
+        .db()
+        .create_plan(&req.name, &limits, req.concurrency)
+        .await?;
+    tracing::info!(by = %auth.username, plan = %plan.name, "plan created");
+    let location = format!("/api/plans/{}", plan.name);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(PlanView::from_stored(plan)),
+    ))
+}
+
+/// Change an API plan's limits or concurrency; the proxy applies it within 1 s.
+#[utoipa::path(
+    patch,
+    path = "/api/plans/{name}",
+    tag = "plans",
+    params(("name" = String, Path, description = "Plan name")),
+    request_body = PatchPlan,
+    responses(
+        (status = 200, description = "The updated plan", body = PlanView),
+        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such plan", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The plan is defined in the YAML config (type `read-only`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A field is unknown or invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn patch_plan(
+    auth: AuthAdmin,
+    State(state): State<AppState>,
+    PathParam(name): PathParam,
+    ApiJson(req): ApiJson<PatchPlan>,
+) -> ApiResult<Json<PlanView>> {
+    if state.config().plans.contains_key(&name) {
+        return Err(read_only(&name));
+    }
+    let limits = match &req.limits {
+        Some(ls) => Some(limits_from_body("limits", ls)?),
+        None => None,
+    };
+    if req.concurrency == Some(Some(0)) {
+        return Err(ApiError::validation("concurrency", "must be at least 1"));
+    }
+    match state
+        .db()
+        .update_plan(&name, limits.as_deref(), req.concurrency)
+        .await?
+    {
+        Some(p) => {
+            tracing::info!(by = %auth.username, plan = %name, "plan updated");
+            Ok(Json(PlanView::from_stored(p)))
+        }
+        None => Err(no_plan(&name)),
+    }
+}
+
+/// Delete an API plan; refused while a key uses it.
+#[utoipa::path(
+    delete,
+    path = "/api/plans/{name}",
+    tag = "plans",
+    params(("name" = String, Path, description = "Plan name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such plan", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The plan is in use by a key (`conflict`) or defined in the YAML config (`read-only`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_plan(
+    auth: AuthAdmin,
+    State(state): State<AppState>,
+    PathParam(name): PathParam,
+) -> ApiResult<StatusCode> {
+    if state.config().plans.contains_key(&name) {
+        return Err(read_only(&name));
+    }
+    if state.db().delete_plan(&name).await? {
+        tracing::info!(by = %auth.username, plan = %name, "plan deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(no_plan(&name))
+    }
+}

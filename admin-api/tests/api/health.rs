@@ -1,0 +1,178 @@
+//! /api/health
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tollgate_core::config;
+use tollgate_core::db::instances::{Heartbeat, TargetHealth};
+
+use crate::both;
+use crate::common::*;
+
+fn heartbeat(id: &str, healthy_3001: bool) -> Heartbeat {
+    Heartbeat {
+        id: id.into(),
+        address: "127.0.0.1:18080".into(),
+        version: "0.1.0".into(),
+        started_at: tollgate_core::now_ms() - 120_000,
+        stats: json!({"requests": 42}),
+        upstream_health: vec![TargetHealth {
+            upstream: "demo".into(),
+            target: "127.0.0.1:3001".into(),
+            healthy: healthy_3001,
+            checked_at: Some(tollgate_core::now_ms()),
+            error: (!healthy_3001).then(|| "connection refused".to_string()),
+        }],
+    }
+}
+
+async fn health_reports_every_part(app: TestApp) {
+    // No token needed.
+    let h = json(
+        app.anon(Method::GET, "/api/health")
+            .send()
+            .await
+            .expect("request"),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(h["admin"]["status"], "up");
+    assert_eq!(h["database"]["status"], "up");
+    assert!(h["database"]["latency_ms"].as_f64().expect("latency") >= 0.0);
+    let kind = h["database"]["kind"].as_str().expect("kind");
+    assert!(kind == "sqlite" || kind == "postgres");
+    assert_eq!(h["redis"], Value::Null, "local limiter: no Redis");
+    assert_eq!(h["instances"], json!([]));
+    // Configured targets nobody reported yet.
+    let ups = h["upstreams"].as_array().expect("upstreams");
+    assert_eq!(ups.len(), 2);
+    assert!(ups
+        .iter()
+        .all(|t| t["status"] == "unknown" && t["upstream"] == "demo"));
+
+    // One live instance that sees 3001 down, one stale instance that saw it up.
+    app.db
+        .upsert_instance(&heartbeat("live-1", false))
+        .await
+        .expect("heartbeat");
+    let stale_seen = tollgate_core::now_ms() - 60_000;
+    app.db
+        .upsert_instance_at(&heartbeat("stale-1", true), stale_seen)
+        .await
+        .expect("heartbeat");
+    let h = json(app.get("/api/health").await, StatusCode::OK).await;
+    let instances = h["instances"].as_array().expect("instances");
+    assert_eq!(instances.len(), 2);
+    let live = instances
+        .iter()
+        .find(|i| i["id"] == "live-1")
+        .expect("live");
+    assert_eq!(live["status"], "up");
+    assert_eq!(live["stats"]["requests"], 42);
+    assert_eq!(live["address"], "127.0.0.1:18080");
+    assert!(live["uptime_seconds"].as_u64().expect("uptime") >= 119);
+    let stale = instances
+        .iter()
+        .find(|i| i["id"] == "stale-1")
+        .expect("stale");
+    assert_eq!(stale["status"], "down");
+    assert_eq!(stale["last_seen"], stale_seen);
+    let ups = h["upstreams"].as_array().expect("upstreams");
+    let t1 = ups
+        .iter()
+        .find(|t| t["target"].as_str().is_some_and(|s| s.ends_with(":3001")))
+        .expect("3001");
+    assert_eq!(t1["status"], "down", "the live instance's report wins: {h}");
+    assert_eq!(t1["reported_by"], "live-1");
+    assert_eq!(t1["error"], "connection refused");
+    let t2 = ups
+        .iter()
+        .find(|t| t["target"].as_str().is_some_and(|s| s.ends_with(":3002")))
+        .expect("3002");
+    assert_eq!(t2["status"], "unknown");
+    assert_eq!(h["status"], "degraded");
+
+    // The live instance reports it healthy again; the heartbeat replaces its row.
+    app.db
+        .upsert_instance(&heartbeat("live-1", true))
+        .await
+        .expect("heartbeat");
+    let h = json(app.get("/api/health").await, StatusCode::OK).await;
+    assert_eq!(h["instances"].as_array().expect("instances").len(), 2);
+    let ups = h["upstreams"].as_array().expect("upstreams");
+    let t1 = ups
+        .iter()
+        .find(|t| t["target"].as_str().is_some_and(|s| s.ends_with(":3001")))
+        .expect("3001");
+    assert_eq!(t1["status"], "up");
+    assert_eq!(
+        app.db
+            .prune_instances(tollgate_core::now_ms() - 30_000)
+            .await
+            .expect("prune"),
+        1
+    );
+    let h = json(app.get("/api/health").await, StatusCode::OK).await;
+    assert_eq!(h["instances"].as_array().expect("instances").len(), 1);
+}
+both!(health_reports_every_part);
+
+fn redis_config(url: &str) -> tollgate_core::config::Config {
+    let limiter = format!("  backend: redis\n  redis_url: \"{url}\"\n  redis_timeout: 20ms");
+    config::parse(&test_yaml(&limiter), "test.yaml").expect("valid")
+}
+
+#[tokio::test]
+async fn health_pings_redis_when_configured() {
+    let Some(url) = service_url("TOLLGATE_TEST_REDIS_URL") else {
+        return;
+    };
+    let app = TestApp::sqlite_with(redis_config(&url)).await;
+    let h = json(app.get("/api/health").await, StatusCode::OK).await;
+    assert_eq!(h["redis"]["status"], "up", "{h}");
+    assert_eq!(h["redis"]["kind"], "redis");
+    assert!(h["redis"]["latency_ms"].as_f64().is_some());
+    drop(app);
+    // Nothing listens on port 1: down, reported quickly, the endpoint still answers.
+    let app = TestApp::sqlite_with(redis_config("redis://127.0.0.1:1")).await;
+    let started = std::time::Instant::now();
+    let h = json(app.get("/api/health").await, StatusCode::OK).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(h["redis"]["status"], "down");
+    assert!(h["redis"]["error"].is_string());
+    assert_eq!(h["status"], "degraded");
+}
+
+#[tokio::test]
+async fn health_pings_redis_cluster_when_configured() {
+    let Some(url) = service_url("TOLLGATE_TEST_REDIS_CLUSTER_URL") else {
+        return;
+    };
+    let app = TestApp::sqlite_with(redis_config(&url)).await;
+    let h = json(app.get("/api/health").await, StatusCode::OK).await;
+    assert_eq!(h["redis"]["status"], "up", "{h}");
+    assert_eq!(h["redis"]["kind"], "redis-cluster");
+}
+
+#[tokio::test]
+async fn health_is_503_when_the_database_is_down() {
+    let app = TestApp::sqlite().await;
+    app.db.close().await;
+    let res = app.get("/api/health").await;
+    let h = json(res, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(h["database"]["status"], "down");
+    assert_eq!(h["status"], "down");
+    assert_eq!(h["admin"]["status"], "up");
+    // Other endpoints answer 503 problem+json, not 500 (the token check needs the database).
+    problem(
+        app.get("/api/keys").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "database-unavailable",
+    )
+    .await;
+    problem(
+        app.login("admin", ADMIN_PASSWORD).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "database-unavailable",
+    )
+    .await;
+}

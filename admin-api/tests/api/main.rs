@@ -1,0 +1,11 @@
+//! The admin API over HTTP, each test on a fresh SQLite and a fresh
+//! PostgreSQL database.
+
+mod common;
+
+mod admins;
+mod auth;
+mod health;
+mod keys;
+mod openapi;
+mod plans;

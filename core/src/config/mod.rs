@@ -1,0 +1,97 @@
+//! Configuration: the YAML file operators edit.
+//!
+//! Three steps, each in its own module: [`raw`] is the serde model of the file
+//! (`deny_unknown_fields`, everything optional where the file may omit it);
+//! [`validate`] turns it into the internal [`model`], collecting *every*
+//! problem with its `file:line:column`; [`position`] maps a path inside the
+//! document (`routes[2].upstream`) back to where it is written.
+
+pub mod model;
+mod position;
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+pub use model::*;
+
+/// The quick-start config, embedded so `tollgate dev` runs from any directory.
+pub const DEFAULT_YAML: &str = include_str!("../../../config/tollgate.yaml");
+
+/// One problem found in a config file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based.
+    pub line: usize,
+    /// 1-based.
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// Every problem found in one file (never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Read and validate a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let name = path.display().to_string();
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: name.clone(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read file: {e}"),
+        }])
+    })?;
+    let mut config = parse(&src, &name)?;
+    config.source = Some(path.to_path_buf());
+    Ok(config)
+}
+
+/// Validate YAML text; `file` names it in error messages.
+pub fn parse(src: &str, file: &str) -> Result<Config, ConfigErrors> {
+    validate::parse_and_validate(src, file)
+}
+
+impl Config {
+    /// The one-line summary `check-config` prints.
+    pub fn summary(&self) -> String {
+        format!(
+            "ok: {} routes, {} upstreams, {} plans, limiter {}, storage {}",
+            self.routes.len(),
+            self.upstreams.len(),
+            self.plans.len(),
+            match self.limiter.backend {
+                LimiterBackend::Local => "local",
+                LimiterBackend::Redis => "redis",
+            },
+            self.storage.database_url.split(':').next().unwrap_or("?"),
+        )
+    }
+}

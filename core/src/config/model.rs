@@ -1,0 +1,207 @@
+//! The validated, internal configuration model.
+//!
+//! Everything here has been checked by [`super::validate`]: durations are parsed,
+//! every referenced plan and upstream exists, numbers are in range. The proxy and
+//! the admin API only ever see this model, never the raw YAML structs.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::limits::Limit;
+
+/// A complete, validated Tollgate configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this config was read from, if any (used for hot reload).
+    pub source: Option<PathBuf>,
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub storage: StorageConfig,
+    pub limiter: LimiterConfig,
+    pub log: LogConfig,
+    pub usage: UsageConfig,
+    pub plans: BTreeMap<String, Plan>,
+    pub upstreams: BTreeMap<String, Upstream>,
+    /// In file order; the proxy builds its own matcher from these.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    pub threads: usize,
+    /// Lower-cased header name the key is read from (`Authorization: Bearer` also works).
+    pub key_header: String,
+    /// 401/403 answers per second one client IP may provoke before it is throttled.
+    pub auth_failures_per_second: u32,
+    /// Seconds Pingora waits for in-flight requests on SIGTERM.
+    pub grace_period: Duration,
+    /// Downstream keep-alive idle timeout.
+    pub keepalive_timeout: Duration,
+    pub tls: Option<TlsListener>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Name of the environment variable holding the JWT secret.
+    pub jwt_secret_env: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageConfig {
+    pub database_url: String,
+    /// How often the proxy checks the database for key/plan changes.
+    pub key_refresh: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimiterBackend {
+    Local,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisError {
+    /// Fall back to the in-process limiter with the same limits (per instance).
+    Local,
+    /// Admit the request.
+    Allow,
+    /// Refuse with 503.
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimiterConfig {
+    pub backend: LimiterBackend,
+    pub redis_url: Option<String>,
+    pub redis_timeout: Duration,
+    pub on_redis_error: OnRedisError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageConfig {
+    pub flush_interval: Duration,
+    pub retention_days: u32,
+    /// Maximum number of aggregated rows held while the database is unreachable.
+    pub buffer_rows: usize,
+}
+
+/// A named set of limits a key can be assigned to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub name: String,
+    pub limits: Vec<Limit>,
+    /// Optional maximum number of in-flight requests per key.
+    pub concurrency: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub name: String,
+    pub targets: Vec<Target>,
+    pub health_check: Option<HealthCheck>,
+    pub timeouts: Timeouts,
+    /// Forward the client's `Host` header instead of the target's host.
+    pub preserve_host: bool,
+}
+
+/// One upstream address: `host:port`, `http://host[:port]` or `https://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Target {
+    /// `host:port`, suitable for socket address resolution.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.authority())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(2),
+            read: Duration::from_secs(30),
+            write: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    ApiKey,
+    /// No key: limits apply per client IP.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub name: String,
+    /// Starts with `/`; matches on segment boundaries (`/api/users` matches
+    /// `/api/users` and `/api/users/1`, not `/api/usersx`).
+    pub path_prefix: String,
+    /// Upper-case method names; `None` = every method.
+    pub methods: Option<Vec<String>>,
+    pub upstream: String,
+    pub strip_prefix: Option<String>,
+    pub auth: Auth,
+    /// Plan for keys with neither a plan nor own limits (and for `auth: none`).
+    pub default_plan: Option<String>,
+    /// Extra limits, per key (or IP) on this route.
+    pub limits: Vec<Limit>,
+    /// Count and report, never block.
+    pub shadow: bool,
+}

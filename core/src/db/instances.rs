@@ -1,0 +1,140 @@
+//! `instances`: one row per running proxy, refreshed by its heartbeat. The
+//! admin API's health endpoint reads them: an instance is up while its
+//! `last_seen` is recent, and each reports the health of the upstream targets
+//! it balances over.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::{Db, DbError};
+use crate::now_ms;
+
+/// The health of one upstream target as one proxy instance last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetHealth {
+    /// The upstream's name in the config.
+    pub upstream: String,
+    /// The target as written in the config (`127.0.0.1:3001`, `https://host`).
+    pub target: String,
+    pub healthy: bool,
+    /// Unix ms of the check; `None` if the target has not been checked yet.
+    #[serde(default)]
+    pub checked_at: Option<i64>,
+    /// Why the last check failed, if it did.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// What a proxy instance sends on each heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Stable for the life of the process (e.g. `hostname-pid-random`).
+    pub id: String,
+    /// Where the proxy listens (`127.0.0.1:8080`).
+    pub address: String,
+    pub version: String,
+    /// Unix ms the process started.
+    pub started_at: i64,
+    /// The instance's own figures (free-form JSON object, e.g. request counts).
+    pub stats: serde_json::Value,
+    pub upstream_health: Vec<TargetHealth>,
+}
+
+/// A stored instance row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub address: String,
+    pub version: String,
+    pub started_at: i64,
+    /// Unix ms of the last heartbeat.
+    pub last_seen: i64,
+    pub stats: serde_json::Value,
+    pub upstream_health: Vec<TargetHealth>,
+}
+
+fn instance_from_row(row: &sqlx::any::AnyRow) -> Result<Instance, DbError> {
+    let id: String = row.try_get("id")?;
+    let stats: Option<String> = row.try_get("stats")?;
+    let health: Option<String> = row.try_get("upstream_health")?;
+    let stats = match stats.as_deref() {
+        None | Some("") => serde_json::Value::Object(Default::default()),
+        Some(s) => serde_json::from_str(s)
+            .map_err(|e| DbError::Corrupt(format!("instances.stats of {id:?}: {e}")))?,
+    };
+    let upstream_health = match health.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(s) => serde_json::from_str(s)
+            .map_err(|e| DbError::Corrupt(format!("instances.upstream_health of {id:?}: {e}")))?,
+    };
+    Ok(Instance {
+        address: row.try_get("address")?,
+        version: row.try_get("version")?,
+        started_at: row.try_get("started_at")?,
+        last_seen: row.try_get("last_seen")?,
+        id,
+        stats,
+        upstream_health,
+    })
+}
+
+impl Db {
+    /// Record a heartbeat now (insert or refresh the instance's row).
+    pub async fn upsert_instance(&self, hb: &Heartbeat) -> Result<(), DbError> {
+        self.upsert_instance_at(hb, now_ms()).await
+    }
+
+    /// Record a heartbeat with an explicit `last_seen` (Unix ms).
+    pub async fn upsert_instance_at(&self, hb: &Heartbeat, last_seen: i64) -> Result<(), DbError> {
+        let stats = serde_json::to_string(&hb.stats)
+            .map_err(|e| DbError::Corrupt(format!("instance stats: {e}")))?;
+        let health = serde_json::to_string(&hb.upstream_health)
+            .map_err(|e| DbError::Corrupt(format!("instance upstream health: {e}")))?;
+        sqlx::query(
+            "INSERT INTO instances (id, address, version, started_at, last_seen, stats, upstream_health) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (id) DO UPDATE SET address = excluded.address, version = excluded.version, \
+             started_at = excluded.started_at, last_seen = excluded.last_seen, \
+             stats = excluded.stats, upstream_health = excluded.upstream_health",
+        )
+        .bind(&hb.id)
+        .bind(&hb.address)
+        .bind(&hb.version)
+        .bind(hb.started_at)
+        .bind(last_seen)
+        .bind(stats)
+        .bind(health)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Every known instance, most recently seen first.
+    pub async fn list_instances(&self) -> Result<Vec<Instance>, DbError> {
+        let rows = sqlx::query(
+            "SELECT id, address, version, started_at, last_seen, stats, upstream_health \
+             FROM instances ORDER BY last_seen DESC, id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(instance_from_row).collect()
+    }
+
+    /// Remove an instance's row (a proxy shutting down cleanly).
+    pub async fn delete_instance(&self, id: &str) -> Result<bool, DbError> {
+        let done = sqlx::query("DELETE FROM instances WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Forget instances not seen since `before` (Unix ms); returns how many.
+    pub async fn prune_instances(&self, before: i64) -> Result<u64, DbError> {
+        let done = sqlx::query("DELETE FROM instances WHERE last_seen < $1")
+            .bind(before)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,290 @@
+//! Limit policies and the token-bucket arithmetic every limiter backend shares.
+//!
+//! A bucket has capacity `burst` and refills continuously at `rate` tokens per
+//! `per`. It is stored as a single number, the *theoretical arrival time* (TAT,
+//! as in GCRA): the instant at which the bucket would be full again. With an
+//! emission interval `T = per / rate`, a bucket holds `(burst·T − (tat − now)) / T`
+//! tokens. This is exactly a token bucket, but needs one integer of state and no
+//! floating point. `lua/token_bucket.lua` implements the same arithmetic.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration;
+
+/// One token bucket policy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub name: String,
+    pub rate: u64,
+    #[serde(with = "duration::serde_str")]
+    pub per: Duration,
+    #[serde(default)]
+    pub burst: Option<u64>,
+    #[serde(default)]
+    pub cost: Option<u64>,
+}
+
+impl Limit {
+    pub fn burst(&self) -> u64 {
+        self.burst.unwrap_or(self.rate)
+    }
+
+    pub fn cost(&self) -> u64 {
+        self.cost.unwrap_or(1)
+    }
+
+    /// Nanoseconds for one token to come back.
+    pub fn emission_interval_ns(&self) -> u64 {
+        let per = u64::try_from(self.per.as_nanos()).unwrap_or(u64::MAX);
+        (per / self.rate.max(1)).max(1)
+    }
+
+    /// The window in whole seconds, as the `w` parameter of `RateLimit-Policy`.
+    pub fn window_secs(&self) -> u64 {
+        self.per.as_secs().max(1)
+    }
+}
+
+/// The outcome of checking one bucket at one instant, before anything is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketCheck {
+    pub allowed: bool,
+    /// The TAT to store if the whole request is admitted.
+    pub new_tat: u64,
+    /// Tokens left after this request (if admitted) or now (if refused).
+    pub remaining: u64,
+    /// Nanoseconds until enough tokens for this request are back (0 if allowed).
+    pub retry_after_ns: u64,
+    /// Nanoseconds until the bucket is full again.
+    pub reset_ns: u64,
+}
+
+/// Check one bucket: `tat` is the stored TAT (0 for a new, full bucket), `now`
+/// the current time in nanoseconds on the same clock.
+pub fn check_bucket(limit: &Limit, tat: u64, now: u64) -> BucketCheck {
+    let t = limit.emission_interval_ns();
+    let burst = limit.burst();
+    let cost = limit.cost();
+    let capacity_ns = burst.saturating_mul(t);
+    let base = tat.max(now);
+    let new_tat = base.saturating_add(cost.saturating_mul(t));
+    let needed = new_tat - now;
+    if cost <= burst && needed <= capacity_ns {
+        let remaining = (capacity_ns - needed) / t;
+        BucketCheck {
+            allowed: true,
+            new_tat,
+            remaining,
+            retry_after_ns: 0,
+            reset_ns: needed,
+        }
+    } else {
+        let used = base - now;
+        let remaining = capacity_ns.saturating_sub(used) / t;
+        // The request fits once `needed - capacity` more time has passed; a
+        // request costing more than the burst never fits.
+        let retry_after_ns = if cost > burst {
+            u64::MAX
+        } else {
+            needed - capacity_ns
+        };
+        BucketCheck {
+            allowed: false,
+            new_tat: tat,
+            remaining,
+            retry_after_ns,
+            reset_ns: used,
+        }
+    }
+}
+
+/// What a limiter reports for one limit of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitState {
+    pub name: String,
+    pub quota: u64,
+    pub window_secs: u64,
+    pub remaining: u64,
+    /// Seconds (rounded up) until the bucket is full again.
+    pub reset_secs: u64,
+    /// Whether this limit refused the request.
+    pub violated: bool,
+    /// Seconds (rounded up) until this limit would admit the request.
+    pub retry_after_secs: u64,
+}
+
+/// A limiter's answer for a whole request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limits: Vec<LimitState>,
+}
+
+impl Decision {
+    /// `Retry-After` in seconds: the longest wait among violated limits.
+    pub fn retry_after_secs(&self) -> u64 {
+        self.limits
+            .iter()
+            .filter(|l| l.violated)
+            .map(|l| l.retry_after_secs)
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn violated_names(&self) -> Vec<&str> {
+        self.limits
+            .iter()
+            .filter(|l| l.violated)
+            .map(|l| l.name.as_str())
+            .collect()
+    }
+}
+
+/// Round nanoseconds up to whole seconds (a request waiting `t` seconds must succeed).
+pub fn ceil_secs(ns: u64) -> u64 {
+    ns.div_ceil(1_000_000_000)
+}
+
+/// Decide a whole request against the buckets' current TATs: admitted only if
+/// every bucket admits it (nothing is taken otherwise). Returns the decision and,
+/// if admitted, the TATs to store, in the order of `limits`.
+pub fn decide(limits: &[&Limit], tats: &[u64], now: u64) -> (Decision, Option<Vec<u64>>) {
+    let checks: Vec<BucketCheck> = limits
+        .iter()
+        .zip(tats)
+        .map(|(l, &tat)| check_bucket(l, tat, now))
+        .collect();
+    let allowed = checks.iter().all(|c| c.allowed);
+    let states = limits
+        .iter()
+        .zip(&checks)
+        .map(|(l, c)| {
+            let (remaining, reset_ns) = if c.allowed && !allowed {
+                // Refused by another limit: report this bucket as it stays.
+                let taken_ns = l.cost().saturating_mul(l.emission_interval_ns());
+                (c.remaining + l.cost(), c.reset_ns.saturating_sub(taken_ns))
+            } else {
+                (c.remaining, c.reset_ns)
+            };
+            LimitState {
+                name: l.name.clone(),
+                quota: l.rate,
+                window_secs: l.window_secs(),
+                remaining,
+                reset_secs: ceil_secs(reset_ns),
+                violated: !c.allowed,
+                retry_after_secs: if c.allowed {
+                    0
+                } else {
+                    ceil_secs(c.retry_after_ns)
+                },
+            }
+        })
+        .collect();
+    let new_tats = allowed.then(|| checks.iter().map(|c| c.new_tat).collect());
+    (
+        Decision {
+            allowed,
+            limits: states,
+        },
+        new_tats,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(rate: u64, per_s: u64, burst: Option<u64>, cost: Option<u64>) -> Limit {
+        Limit {
+            name: "l".into(),
+            rate,
+            per: Duration::from_secs(per_s),
+            burst,
+            cost,
+        }
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn burst_then_refuse_then_refill() {
+        let l = limit(10, 1, Some(5), None);
+        let mut tat = 0;
+        let now = 100 * S;
+        for i in 0..5 {
+            let c = check_bucket(&l, tat, now);
+            assert!(c.allowed, "request {i}");
+            assert_eq!(c.remaining, 4 - i);
+            tat = c.new_tat;
+        }
+        let c = check_bucket(&l, tat, now);
+        assert!(!c.allowed);
+        assert_eq!(c.remaining, 0);
+        assert_eq!(c.retry_after_ns, S / 10);
+        // One token back after 100 ms.
+        let c = check_bucket(&l, tat, now + S / 10);
+        assert!(c.allowed);
+        assert_eq!(c.remaining, 0);
+    }
+
+    #[test]
+    fn cost_above_burst_never_fits() {
+        let l = limit(10, 1, Some(5), Some(6));
+        let c = check_bucket(&l, 0, S);
+        assert!(!c.allowed);
+        assert_eq!(c.retry_after_ns, u64::MAX);
+    }
+
+    #[test]
+    fn cost_takes_several_tokens() {
+        let l = limit(10, 1, None, Some(4));
+        let c = check_bucket(&l, 0, S);
+        assert!(c.allowed);
+        assert_eq!(c.remaining, 6);
+    }
+
+    #[test]
+    fn multi_limit_refusal_takes_nothing() {
+        let a = limit(100, 1, None, None);
+        let b = limit(1, 60, Some(1), None);
+        let now = 10 * S;
+        let (d, tats) = decide(&[&a, &b], &[0, 0], now);
+        assert!(d.allowed);
+        let tats = tats.expect("admitted");
+        let (d2, none) = decide(&[&a, &b], &tats, now);
+        assert!(!d2.allowed);
+        assert!(none.is_none());
+        assert_eq!(d2.violated_names(), vec!["l"]);
+        assert!(!d2.limits[0].violated);
+        assert_eq!(
+            d2.limits[0].remaining, 99,
+            "refused request took nothing from a"
+        );
+        assert_eq!(d2.retry_after_secs(), 60);
+    }
+
+    #[test]
+    fn admitted_never_exceeds_burst_plus_rate_times_t() {
+        let l = limit(7, 3, Some(4), Some(1));
+        let mut tat = 0;
+        let mut admitted = 0u64;
+        let start = 50 * S;
+        // A request every 13 ms for 20 s.
+        let mut now = start;
+        while now < start + 20 * S {
+            let c = check_bucket(&l, tat, now);
+            if c.allowed {
+                admitted += 1;
+                tat = c.new_tat;
+            }
+            now += 13_000_000;
+        }
+        let bound = 4 + 7 * 20 / 3;
+        assert!(admitted <= bound, "{admitted} > {bound}");
+        assert!(admitted + 1 >= bound, "{admitted} much less than {bound}");
+    }
+}

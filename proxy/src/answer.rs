@@ -1,0 +1,210 @@
+//! The answers the proxy gives itself (401/403/404/405/429/502/503/504), as
+//! plain data: status, headers and an RFC 9457 problem+json body.
+
+use tollgate_core::limits::Decision;
+use tollgate_core::problem::{self, Problem};
+
+use crate::headers;
+
+/// A complete response the proxy writes without asking the upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    fn problem(p: Problem) -> Self {
+        Self {
+            status: p.status,
+            headers: vec![("Content-Type", problem::CONTENT_TYPE.to_string())],
+            body: p.to_json(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Add `RateLimit-Policy` / `RateLimit` for the limits of a decision.
+    pub fn with_rate_limit_headers(mut self, decision: &Decision) -> Self {
+        if !decision.limits.is_empty() {
+            self.headers
+                .push((headers::POLICY, headers::policy(&decision.limits)));
+            self.headers
+                .push((headers::RATELIMIT, headers::ratelimit(&decision.limits)));
+        }
+        self
+    }
+}
+
+pub fn not_found(path: &str) -> Answer {
+    Answer::problem(
+        Problem::new("no-route", "Not Found", 404)
+            .detail("no route matches this path")
+            .instance(path),
+    )
+}
+
+pub fn method_not_allowed(method: &str, allowed: &[String]) -> Answer {
+    Answer::problem(
+        Problem::new("method-not-allowed", "Method Not Allowed", 405)
+            .detail(format!("{method} is not allowed on this route"))
+            .with("allowed", allowed.to_vec()),
+    )
+    .with_header("Allow", allowed.join(", "))
+}
+
+pub fn missing_key(key_header: &str) -> Answer {
+    Answer::problem(
+        Problem::new("missing-api-key", "Unauthorized", 401).detail(format!(
+            "send an API key in the {key_header} header or as Authorization: Bearer <key>"
+        )),
+    )
+    .with_header("WWW-Authenticate", "Bearer".to_string())
+}
+
+/// `reason` is one of `malformed`, `unknown`, `disabled`, `expired`.
+pub fn forbidden_key(reason: &str) -> Answer {
+    Answer::problem(
+        Problem::new("invalid-api-key", "Forbidden", 403)
+            .detail(format!("the API key is {reason}"))
+            .with("reason", reason),
+    )
+}
+
+/// Too many 401/403 answers to one client IP.
+pub fn auth_throttled(retry_after: u64) -> Answer {
+    Answer::problem(
+        Problem::new("too-many-auth-failures", "Too Many Requests", 429)
+            .detail("too many requests with a missing or invalid API key from this address"),
+    )
+    .with_header("Retry-After", retry_after.to_string())
+}
+
+pub fn quota_exceeded(decision: &Decision) -> Answer {
+    let violated = decision.violated_names();
+    let retry_after = decision.retry_after_secs();
+    let mut p = Problem::new("quota-exceeded", "Too Many Requests", 429)
+        .detail(format!("rate limit exceeded: {}", violated.join(", ")))
+        .with("violated_limits", violated);
+    let retry = if retry_after == u64::MAX {
+        // The request costs more than a bucket can ever hold.
+        p = p.detail("this request costs more than the limit's burst and can never be admitted");
+        None
+    } else {
+        Some(retry_after.max(1))
+    };
+    let mut a = Answer::problem(p).with_rate_limit_headers(decision);
+    if let Some(r) = retry {
+        a = a.with_header("Retry-After", r.to_string());
+    }
+    a
+}
+
+pub fn concurrency_exceeded(limit: u32) -> Answer {
+    Answer::problem(
+        Problem::new("concurrency-exceeded", "Too Many Requests", 429)
+            .detail(format!("more than {limit} requests in flight for this key"))
+            .with("concurrency", limit),
+    )
+    .with_header("Retry-After", "1".to_string())
+}
+
+pub fn limiter_unavailable() -> Answer {
+    Answer::problem(
+        Problem::new("limiter-unavailable", "Service Unavailable", 503)
+            .detail("the rate limiter is unavailable and the gateway is configured to refuse"),
+    )
+    .with_header("Retry-After", "1".to_string())
+}
+
+pub fn no_healthy_upstream(upstream: &str) -> Answer {
+    Answer::problem(
+        Problem::new("no-healthy-upstream", "Bad Gateway", 502)
+            .detail(format!("no healthy target in upstream {upstream}")),
+    )
+}
+
+pub fn upstream_failed(status: u16) -> Answer {
+    let (kind, title, detail) = match status {
+        504 => ("upstream-timeout", "Gateway Timeout", "the upstream did not answer in time"),
+        400 => ("bad-request", "Bad Request", "the request could not be read"),
+        _ => ("upstream-error", "Bad Gateway", "the upstream could not be reached or failed"),
+    };
+    Answer::problem(Problem::new(kind, title, status).detail(detail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_core::limits::LimitState;
+
+    fn v(a: &Answer) -> serde_json::Value {
+        serde_json::from_slice(&a.body).expect("json body")
+    }
+
+    #[test]
+    fn quota_exceeded_names_limits_and_sets_retry_after() {
+        let d = Decision {
+            allowed: false,
+            limits: vec![
+                LimitState {
+                    name: "minute".into(),
+                    quota: 60,
+                    window_secs: 60,
+                    remaining: 0,
+                    reset_secs: 7,
+                    violated: true,
+                    retry_after_secs: 2,
+                },
+                LimitState {
+                    name: "route".into(),
+                    quota: 10,
+                    window_secs: 1,
+                    remaining: 4,
+                    reset_secs: 1,
+                    violated: false,
+                    retry_after_secs: 0,
+                },
+            ],
+        };
+        let a = quota_exceeded(&d);
+        assert_eq!(a.status, 429);
+        assert_eq!(a.header("content-type"), Some("application/problem+json"));
+        assert_eq!(a.header("retry-after"), Some("2"));
+        assert_eq!(a.header("ratelimit"), Some(r#""minute";r=0;t=7, "route";r=4;t=1"#));
+        let body = v(&a);
+        assert!(body["type"].as_str().is_some_and(|t| t.ends_with("/quota-exceeded")));
+        assert_eq!(body["violated_limits"], serde_json::json!(["minute"]));
+    }
+
+    #[test]
+    fn every_answer_is_problem_json() {
+        for a in [
+            not_found("/x"),
+            method_not_allowed("PUT", &["GET".into()]),
+            missing_key("x-api-key"),
+            forbidden_key("disabled"),
+            auth_throttled(1),
+            concurrency_exceeded(2),
+            limiter_unavailable(),
+            no_healthy_upstream("demo"),
+            upstream_failed(504),
+        ] {
+            let body = v(&a);
+            assert_eq!(body["status"], a.status);
+            assert_eq!(a.header("Content-Type"), Some("application/problem+json"));
+        }
+        assert_eq!(method_not_allowed("PUT", &["GET".into()]).header("allow"), Some("GET"));
+    }
+}

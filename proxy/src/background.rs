@@ -1,0 +1,185 @@
+//! Background work of one proxy, off the request path: refreshing the key set
+//! and database plans, reloading the config file, running upstream health
+//! checks and sweeping full buckets out of the local limiter.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tollgate_core::config;
+use tollgate_core::db::Db;
+
+use crate::keyset::KeySet;
+use crate::limiter::LocalLimiter;
+use crate::metrics;
+use crate::state::{ConfigState, DbState, State};
+
+/// Load keys and database plans once (also used at start-up).
+pub async fn load_db_state(db: &Db) -> Result<DbState, tollgate_core::db::DbError> {
+    let records = db.load_key_records().await?;
+    let plans = db.list_plans().await?;
+    let keys = KeySet::from_records(records);
+    metrics::KEYS_LOADED.set(keys.len() as i64);
+    Ok(DbState::new(keys, plans))
+}
+
+pub struct Maintenance {
+    pub state: Arc<State>,
+    pub limiter: Arc<LocalLimiter>,
+    pub database_url: String,
+    pub config_path: Option<PathBuf>,
+}
+
+#[async_trait]
+impl BackgroundService for Maintenance {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let keys = refresh_keys(self.state.clone(), self.database_url.clone());
+        let reload = reload_config(self.state.clone(), self.config_path.clone());
+        let health = health_checks(self.state.clone());
+        let sweep = sweep_limiter(self.limiter.clone());
+        tokio::select! {
+            _ = keys => {}
+            _ = reload => {}
+            _ = health => {}
+            _ = sweep => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+async fn refresh_keys(state: Arc<State>, url: String) {
+    let mut db: Option<Db> = None;
+    let mut last = None;
+    loop {
+        let every = state.config.load().config.storage.key_refresh;
+        if db.is_none() {
+            match Db::connect(&url).await {
+                Ok(d) => db = Some(d),
+                Err(e) => {
+                    metrics::KEY_REFRESH_ERRORS.inc();
+                    tracing::warn!("key refresh: cannot connect to the database: {e}");
+                }
+            }
+        }
+        if let Some(d) = &db {
+            match fingerprint(d).await {
+                Ok(fp) if Some(fp) == last => {}
+                Ok(fp) => match load_db_state(d).await {
+                    Ok(new) => {
+                        tracing::debug!(keys = new.keys.len(), "key set refreshed");
+                        state.db.store(Arc::new(new));
+                        last = Some(fp);
+                    }
+                    Err(e) => {
+                        metrics::KEY_REFRESH_ERRORS.inc();
+                        tracing::warn!("key refresh failed: {e}");
+                    }
+                },
+                Err(e) => {
+                    metrics::KEY_REFRESH_ERRORS.inc();
+                    tracing::warn!("key refresh failed: {e}");
+                }
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn fingerprint(db: &Db) -> Result<(impl PartialEq + Copy, impl PartialEq + Copy), tollgate_core::db::DbError> {
+    Ok((db.keys_fingerprint().await?, db.plans_fingerprint().await?))
+}
+
+/// What identifies a version of the config file without reading it.
+fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+async fn reload_config(state: Arc<State>, path: Option<PathBuf>) {
+    let Some(path) = path else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    let mut last_stamp = stamp(&path);
+    let mut last_text = std::fs::read_to_string(&path).ok();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = stamp(&path);
+        if now == last_stamp {
+            continue;
+        }
+        last_stamp = now;
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        if Some(&text) == last_text.as_ref() {
+            continue;
+        }
+        last_text = Some(text.clone());
+        match config::parse(&text, &path.display().to_string()) {
+            Ok(mut new) => {
+                new.source = Some(path.clone());
+                let old = state.config.load_full();
+                if new.proxy.listen != old.config.proxy.listen
+                    || new.proxy.metrics_listen != old.config.proxy.metrics_listen
+                {
+                    tracing::warn!("listen addresses changed: they take effect after a restart");
+                }
+                let compiled = tokio::task::spawn_blocking(move || ConfigState::compile(new, Some(&old)))
+                    .await;
+                match compiled {
+                    Ok(c) => {
+                        state.config.store(Arc::new(c));
+                        metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
+                        tracing::info!(file = %path.display(), "config reloaded");
+                    }
+                    Err(e) => {
+                        metrics::CONFIG_RELOADS.with_label_values(&["failed"]).inc();
+                        tracing::error!("config reload failed: {e}");
+                    }
+                }
+            }
+            Err(errors) => {
+                metrics::CONFIG_RELOADS.with_label_values(&["failed"]).inc();
+                tracing::error!("config reload refused, the running config stays:\n{errors}");
+            }
+        }
+    }
+}
+
+async fn health_checks(state: Arc<State>) {
+    let mut last_run: HashMap<String, Instant> = HashMap::new();
+    loop {
+        let cfg = state.config.load_full();
+        let mut healthy = 0usize;
+        for (name, pool) in &cfg.upstreams {
+            let Some(hc) = &pool.config.health_check else {
+                healthy += pool.health().iter().filter(|h| h.healthy).count();
+                continue;
+            };
+            let due = last_run
+                .get(name)
+                .is_none_or(|t| t.elapsed() >= hc.interval);
+            if due {
+                pool.run_health_check().await;
+                last_run.insert(name.clone(), Instant::now());
+            }
+            healthy += pool.health().iter().filter(|h| h.healthy).count();
+        }
+        metrics::UPSTREAM_HEALTHY.set(healthy as f64);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn sweep_limiter(limiter: Arc<LocalLimiter>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let removed = limiter.sweep();
+        metrics::LIMITER_SUBJECTS.set(limiter.len() as i64);
+        tracing::trace!(removed, "limiter swept");
+    }
+}

@@ -1,0 +1,174 @@
+//! The active key set: every key, by the SHA-256 of its secret, in memory.
+//!
+//! The proxy never reads the database per request. [`KeySet`] is rebuilt from
+//! the database whenever its fingerprint changes (see `reload::KeyRefresher`)
+//! and swapped in atomically.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tollgate_core::db::KeyRecord;
+use tollgate_core::keys::KeyHash;
+
+use crate::limiter::{compile, Buckets, Scope};
+
+/// What the proxy needs to know about one key.
+#[derive(Debug)]
+pub struct ActiveKey {
+    pub id: i64,
+    /// Pre-rendered for `X-Tollgate-Key-Id`.
+    pub id_str: String,
+    pub name: String,
+    pub plan: Option<String>,
+    /// The key's own limits, used instead of any plan's.
+    pub own_buckets: Option<Buckets>,
+    pub concurrency: Option<u32>,
+    pub enabled: bool,
+    /// Unix ms.
+    pub expires_at: Option<i64>,
+}
+
+/// Why a well-formed key is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRejection {
+    Unknown,
+    Disabled,
+    Expired,
+}
+
+impl KeyRejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRejection::Unknown => "unknown",
+            KeyRejection::Disabled => "disabled",
+            KeyRejection::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    key: Arc<ActiveKey>,
+    /// Set for a rotated-out secret: valid until this Unix ms.
+    valid_until: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+pub struct KeySet {
+    by_hash: HashMap<KeyHash, Entry, ahash::RandomState>,
+    keys: usize,
+}
+
+impl KeySet {
+    pub fn from_records(records: Vec<KeyRecord>) -> Self {
+        let mut by_hash = HashMap::with_capacity_and_hasher(records.len(), Default::default());
+        let keys = records.len();
+        for r in records {
+            let k = r.key;
+            let key = Arc::new(ActiveKey {
+                id: k.id,
+                id_str: k.id.to_string(),
+                name: k.name,
+                plan: k.plan,
+                own_buckets: k.limits.as_deref().map(|l| compile(Scope::Key, l)),
+                concurrency: k.concurrency,
+                enabled: k.enabled,
+                expires_at: k.expires_at,
+            });
+            if let Some((prev, until)) = r.previous {
+                by_hash.insert(
+                    prev,
+                    Entry {
+                        key: key.clone(),
+                        valid_until: Some(until),
+                    },
+                );
+            }
+            by_hash.insert(
+                r.hash,
+                Entry {
+                    key,
+                    valid_until: None,
+                },
+            );
+        }
+        Self { by_hash, keys }
+    }
+
+    /// Number of keys (not secrets) loaded.
+    pub fn len(&self) -> usize {
+        self.keys
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys == 0
+    }
+
+    /// The key a (well-formed) secret belongs to, if it may be used at `now_ms`.
+    pub fn lookup(&self, hash: &KeyHash, now_ms: i64) -> Result<&Arc<ActiveKey>, KeyRejection> {
+        let entry = self.by_hash.get(hash).ok_or(KeyRejection::Unknown)?;
+        if entry.valid_until.is_some_and(|until| now_ms >= until) {
+            // A rotated-out secret past its grace period is simply unknown.
+            return Err(KeyRejection::Unknown);
+        }
+        let key = &entry.key;
+        if !key.enabled {
+            return Err(KeyRejection::Disabled);
+        }
+        if key.expires_at.is_some_and(|at| now_ms >= at) {
+            return Err(KeyRejection::Expired);
+        }
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_core::db::ApiKey;
+    use tollgate_core::keys;
+
+    fn record(id: i64, secret: &str, enabled: bool, expires_at: Option<i64>) -> KeyRecord {
+        KeyRecord {
+            key: ApiKey {
+                id,
+                name: format!("k{id}"),
+                owner: None,
+                metadata: serde_json::json!({}),
+                plan: None,
+                limits: None,
+                concurrency: None,
+                enabled,
+                expires_at,
+                created_at: 0,
+                updated_at: 0,
+                last_used_at: None,
+                key_prefix: keys::display_prefix(secret),
+            },
+            hash: keys::hash(secret),
+            previous: None,
+        }
+    }
+
+    #[test]
+    fn lookup_distinguishes_unknown_disabled_expired() {
+        let mut rotated = record(4, "new", true, None);
+        rotated.previous = Some((keys::hash("old"), 1_000));
+        let set = KeySet::from_records(vec![
+            record(1, "a", true, None),
+            record(2, "b", false, None),
+            record(3, "c", true, Some(500)),
+            rotated,
+        ]);
+        assert_eq!(set.len(), 4);
+        assert_eq!(set.lookup(&keys::hash("a"), 0).map(|k| k.id), Ok(1));
+        assert_eq!(set.lookup(&keys::hash("b"), 0).err(), Some(KeyRejection::Disabled));
+        assert_eq!(set.lookup(&keys::hash("c"), 499).map(|k| k.id), Ok(3));
+        assert_eq!(set.lookup(&keys::hash("c"), 500).err(), Some(KeyRejection::Expired));
+        assert_eq!(set.lookup(&keys::hash("zz"), 0).err(), Some(KeyRejection::Unknown));
+        // Old secret of a rotated key: valid during the grace period only.
+        assert_eq!(set.lookup(&keys::hash("old"), 999).map(|k| k.id), Ok(4));
+        assert_eq!(set.lookup(&keys::hash("old"), 1_000).err(), Some(KeyRejection::Unknown));
+        assert_eq!(set.lookup(&keys::hash("new"), 5_000).map(|k| k.id), Ok(4));
+    }
+}

@@ -1,0 +1,25 @@
+//! Tollgate's proxy: a Pingora service that checks API keys and rate limits,
+//! then forwards to the upstream or answers 401/403/404/429 itself.
+//!
+//! Code map: [`router`] (route matching), [`auth`] (reading the key),
+//! [`keyset`] (the in-memory key set), [`state`] (hot config + which limits
+//! apply), [`limiter`] (token buckets), [`headers`] (RateLimit headers),
+//! [`answer`] (problem+json answers), [`service`] (the `ProxyHttp` that
+//! orchestrates them), [`upstreams`], [`background`], [`metrics`], [`demo`]
+//! (the demo upstream of `tollgate dev`).
+
+pub mod answer;
+pub mod auth;
+pub mod background;
+pub mod demo;
+pub mod headers;
+pub mod keyset;
+pub mod limiter;
+pub mod metrics;
+pub mod router;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod upstreams;
+
+pub use server::{build, Prepared, ShutdownHandle};

@@ -1,0 +1,87 @@
+//! Limiters: who is limited ([`Subject`]), by which buckets ([`Bucket`]), and
+//! the backends that decide. The in-process backend lives in [`local`].
+
+pub mod breaker;
+pub mod local;
+pub mod redis;
+#[doc(hidden)]
+pub mod scenarios;
+
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tollgate_core::limits::Limit;
+
+pub use local::LocalLimiter;
+
+/// Whose buckets a request takes tokens from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// An API key, by its id.
+    Key(i64),
+    /// A client IP, on `auth: none` routes.
+    Ip(IpAddr),
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Key(id) => write!(f, "k{id}"),
+            Subject::Ip(ip) => write!(f, "ip{ip}"),
+        }
+    }
+}
+
+/// Where a bucket's limit comes from, which decides the bucket's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// The key's own or its plan's limits: one bucket per key, shared by all routes.
+    Key,
+    /// A route's extra limits: one bucket per key and route.
+    Route(&'a str),
+}
+
+/// One token bucket a subject has: a limit plus a stable identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    /// Stable 64-bit id (the same in every process), for the local store.
+    pub id: u64,
+    /// Stable readable id, `p:minute` or `r:users:route`, for the Redis key.
+    pub name: Arc<str>,
+    pub limit: Arc<Limit>,
+}
+
+impl Bucket {
+    pub fn new(scope: Scope<'_>, limit: Limit) -> Self {
+        let name: Arc<str> = match scope {
+            Scope::Key => format!("p:{}", limit.name).into(),
+            Scope::Route(route) => format!("r:{route}:{}", limit.name).into(),
+        };
+        Self {
+            id: stable_hash(&name),
+            name,
+            limit: Arc::new(limit),
+        }
+    }
+}
+
+fn stable_hash(s: &str) -> u64 {
+    // Fixed seeds: ids must not change between processes or restarts.
+    let state = ahash::RandomState::with_seeds(0x7467, 0x6174, 0x6567, 0x6174);
+    let mut h = state.build_hasher();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// Buckets compiled once per plan / route / key and shared by every request.
+pub type Buckets = Arc<[Bucket]>;
+
+pub fn compile(scope: Scope<'_>, limits: &[Limit]) -> Buckets {
+    limits
+        .iter()
+        .map(|l| Bucket::new(scope, l.clone()))
+        .collect::<Vec<_>>()
+        .into()
+}

@@ -1,0 +1,344 @@
+//! Limiter scenarios shared by the backends' tests: the same table runs
+//! against the local limiter (explicit times) and against Redis (real time,
+//! in `proxy/tests/redis_limiter.rs`), and both must decide identically.
+//!
+//! Redis takes its time from its own clock, so every scenario but the
+//! real-time one uses refill rates per hour: a few ms (or seconds) of elapsed
+//! time change nothing. The real-time scenario uses a 500 ms emission
+//! interval and schedules its requests half an interval away from every
+//! boundary, so it tolerates ±250 ms of scheduling jitter.
+//!
+//! Test support only: not used by the proxy itself.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::Duration;
+
+use tollgate_core::limits::{Decision, Limit};
+
+use super::{Bucket, LocalLimiter, Scope, Subject};
+
+/// Which subject a step speaks for; the runner maps it to a real [`Subject`]
+/// that is unique to the run (see [`SubjectSpec::subject`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectSpec {
+    Key(i64),
+    Ip(u16),
+}
+
+impl SubjectSpec {
+    /// The real subject for this spec in the run `base` (distinct bases give
+    /// distinct subjects, so runs against a shared Redis never collide).
+    pub fn subject(self, base: i64) -> Subject {
+        match self {
+            SubjectSpec::Key(n) => Subject::Key(base.wrapping_add(n)),
+            SubjectSpec::Ip(n) => {
+                let b = base.to_be_bytes();
+                let segs = [
+                    0xfd00,
+                    u16::from_be_bytes([b[0], b[1]]),
+                    u16::from_be_bytes([b[2], b[3]]),
+                    u16::from_be_bytes([b[4], b[5]]),
+                    u16::from_be_bytes([b[6], b[7]]),
+                    0,
+                    0,
+                    n,
+                ];
+                Subject::Ip(IpAddr::V6(Ipv6Addr::new(
+                    segs[0], segs[1], segs[2], segs[3], segs[4], segs[5], segs[6], segs[7],
+                )))
+            }
+        }
+    }
+}
+
+/// One request of a scenario.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// When, in ms after the scenario starts.
+    pub at_ms: u64,
+    pub subject: SubjectSpec,
+    /// Indices into [`Scenario::buckets`].
+    pub buckets: Vec<usize>,
+    /// The expected admission (anchors the table itself).
+    pub allowed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub buckets: Vec<Bucket>,
+    pub steps: Vec<Step>,
+}
+
+impl Scenario {
+    /// Whether the outcome depends on real elapsed time (Redis runners must
+    /// then sleep until each step's `at_ms`).
+    pub fn is_realtime(&self) -> bool {
+        self.steps.iter().any(|s| s.at_ms > 0)
+    }
+
+    pub fn step_buckets(&self, step: &Step) -> Vec<&Bucket> {
+        step.buckets.iter().map(|&i| &self.buckets[i]).collect()
+    }
+}
+
+/// What a backend decided for one step, reduced to what the backends must
+/// agree on exactly (admission, per-limit violation and remaining tokens)
+/// and on within a second (reset and retry-after).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub allowed: bool,
+    /// (name, violated, remaining, reset_secs, retry_after_secs) per limit.
+    pub limits: Vec<(String, bool, u64, u64, u64)>,
+}
+
+impl From<&Decision> for Outcome {
+    fn from(d: &Decision) -> Self {
+        Self {
+            allowed: d.allowed,
+            limits: d
+                .limits
+                .iter()
+                .map(|l| {
+                    (
+                        l.name.clone(),
+                        l.violated,
+                        l.remaining,
+                        l.reset_secs,
+                        l.retry_after_secs,
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Compare two backends' outcomes of one scenario: identical admissions,
+/// violations and remaining counts; reset and retry-after within 1 s
+/// (Redis' clock moves on between requests).
+pub fn compare(scenario: &Scenario, local: &[Outcome], other: &[Outcome]) -> Result<(), String> {
+    if local.len() != other.len() {
+        return Err(format!(
+            "{}: {} vs {} outcomes",
+            scenario.name,
+            local.len(),
+            other.len()
+        ));
+    }
+    for (i, ((a, b), step)) in local.iter().zip(other).zip(&scenario.steps).enumerate() {
+        let fail = |what: &str| {
+            Err(format!(
+                "{} step {i} ({step:?}): {what}\n local: {a:?}\n other: {b:?}",
+                scenario.name
+            ))
+        };
+        if a.allowed != step.allowed {
+            return fail("local backend disagrees with the table");
+        }
+        if a.allowed != b.allowed || a.limits.len() != b.limits.len() {
+            return fail("different admission");
+        }
+        for (la, lb) in a.limits.iter().zip(&b.limits) {
+            if la.0 != lb.0 || la.1 != lb.1 || la.2 != lb.2 {
+                return fail("different limit state");
+            }
+            if la.3.abs_diff(lb.3) > 1 || la.4.abs_diff(lb.4) > 1 {
+                return fail("reset / retry-after differ by more than 1 s");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run a scenario against a fresh local limiter with explicit times.
+pub fn run_local(scenario: &Scenario, base: i64) -> Vec<Outcome> {
+    const START_NS: u64 = 1_000_000_000_000;
+    let limiter = LocalLimiter::new(16);
+    scenario
+        .steps
+        .iter()
+        .map(|step| {
+            let buckets = scenario.step_buckets(step);
+            let now = START_NS + step.at_ms * 1_000_000;
+            Outcome::from(&limiter.check_at(&step.subject.subject(base), &buckets, now))
+        })
+        .collect()
+}
+
+fn limit(name: &str, rate: u64, per: Duration, burst: u64, cost: u64) -> Limit {
+    Limit {
+        name: name.into(),
+        rate,
+        per,
+        burst: Some(burst),
+        cost: Some(cost),
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn step(subject: SubjectSpec, buckets: &[usize], allowed: bool) -> Step {
+    Step {
+        at_ms: 0,
+        subject,
+        buckets: buckets.to_vec(),
+        allowed,
+    }
+}
+
+fn at(at_ms: u64, subject: SubjectSpec, buckets: &[usize], allowed: bool) -> Step {
+    Step {
+        at_ms,
+        ..step(subject, buckets, allowed)
+    }
+}
+
+/// The shared table.
+pub fn scenarios() -> Vec<Scenario> {
+    use SubjectSpec::{Ip, Key};
+    let k0 = Key(0);
+    vec![
+        Scenario {
+            name: "burst then refuse",
+            buckets: vec![Bucket::new(Scope::Key, limit("hour", 10, HOUR, 3, 1))],
+            steps: vec![
+                step(k0, &[0], true),
+                step(k0, &[0], true),
+                step(k0, &[0], true),
+                step(k0, &[0], false),
+                step(k0, &[0], false),
+            ],
+        },
+        Scenario {
+            name: "default burst is the rate",
+            buckets: vec![Bucket::new(
+                Scope::Key,
+                Limit {
+                    name: "hour".into(),
+                    rate: 2,
+                    per: HOUR,
+                    burst: None,
+                    cost: None,
+                },
+            )],
+            steps: vec![
+                step(k0, &[0], true),
+                step(k0, &[0], true),
+                step(k0, &[0], false),
+            ],
+        },
+        Scenario {
+            name: "cost takes several tokens",
+            buckets: vec![Bucket::new(Scope::Key, limit("hour", 10, HOUR, 10, 4))],
+            steps: vec![
+                step(k0, &[0], true),
+                step(k0, &[0], true),
+                step(k0, &[0], false),
+            ],
+        },
+        Scenario {
+            name: "cost above burst never fits",
+            buckets: vec![
+                Bucket::new(Scope::Key, limit("hour", 10, HOUR, 5, 6)),
+                Bucket::new(Scope::Key, limit("other", 100, HOUR, 100, 1)),
+            ],
+            steps: vec![
+                step(k0, &[0], false),
+                step(k0, &[0, 1], false),
+                // The refused request took nothing from "other".
+                step(k0, &[1], true),
+            ],
+        },
+        Scenario {
+            name: "multi-limit refusal takes nothing",
+            buckets: vec![
+                Bucket::new(Scope::Key, limit("big", 100, HOUR, 100, 1)),
+                Bucket::new(Scope::Route("users"), limit("small", 1, HOUR, 1, 1)),
+            ],
+            steps: vec![
+                step(k0, &[0, 1], true),
+                step(k0, &[0, 1], false),
+                step(k0, &[0, 1], false),
+                step(k0, &[0, 1], false),
+                // "big" lost one token, not four.
+                step(k0, &[0], true),
+            ],
+        },
+        Scenario {
+            name: "per-route and per-key buckets",
+            buckets: vec![
+                Bucket::new(Scope::Key, limit("hour", 5, HOUR, 3, 1)),
+                Bucket::new(Scope::Route("users"), limit("route", 2, HOUR, 2, 1)),
+                Bucket::new(Scope::Route("orders"), limit("route", 10, HOUR, 10, 1)),
+            ],
+            steps: vec![
+                step(k0, &[0, 1], true),
+                step(k0, &[0, 1], true),
+                // The users route is spent; the key still has one token.
+                step(k0, &[0, 1], false),
+                step(k0, &[0, 2], true),
+                // Now the key is spent on every route.
+                step(k0, &[0, 2], false),
+                step(k0, &[0, 1], false),
+            ],
+        },
+        Scenario {
+            name: "several subjects are independent",
+            buckets: vec![Bucket::new(Scope::Key, limit("hour", 10, HOUR, 2, 1))],
+            steps: vec![
+                step(Key(0), &[0], true),
+                step(Key(1), &[0], true),
+                step(Key(0), &[0], true),
+                step(Key(0), &[0], false),
+                step(Key(1), &[0], true),
+                step(Key(1), &[0], false),
+                step(Ip(1), &[0], true),
+                step(Ip(2), &[0], true),
+                step(Ip(1), &[0], true),
+                step(Ip(1), &[0], false),
+                step(Key(2), &[0], true),
+            ],
+        },
+        Scenario {
+            // 2 per second: one token per 500 ms, burst 2.
+            name: "real-time refill",
+            buckets: vec![Bucket::new(
+                Scope::Key,
+                limit("second", 2, Duration::from_secs(1), 2, 1),
+            )],
+            steps: vec![
+                at(0, k0, &[0], true),
+                at(0, k0, &[0], true),
+                at(0, k0, &[0], false),
+                // 1.5 tokens back: one request fits, the next does not.
+                at(750, k0, &[0], true),
+                at(750, k0, &[0], false),
+                // Full again (the bucket emptied at 1000 ms + 500 ms).
+                at(2_500, k0, &[0], true),
+                at(2_500, k0, &[0], true),
+                at(2_500, k0, &[0], false),
+            ],
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_backend_matches_the_table() {
+        for (i, s) in scenarios().iter().enumerate() {
+            let base = 1_000 * i as i64;
+            let outcomes = run_local(s, base);
+            compare(s, &outcomes, &outcomes).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
+    fn subjects_are_distinct_per_base() {
+        assert_ne!(SubjectSpec::Ip(1).subject(1), SubjectSpec::Ip(1).subject(2));
+        assert_ne!(SubjectSpec::Ip(1).subject(1), SubjectSpec::Ip(2).subject(1));
+        assert_eq!(SubjectSpec::Key(3).subject(10), Subject::Key(13));
+    }
+}

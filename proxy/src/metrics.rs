@@ -1,0 +1,126 @@
+//! Prometheus metrics (`tollgate_` prefix, base units, no per-key labels) and
+//! the `/metrics` endpoint served on `proxy.metrics_listen`.
+
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use prometheus::{
+    register_gauge, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge, Encoder, Gauge, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    TextEncoder,
+};
+
+/// Outcome label values of `tollgate_requests_total`.
+pub mod outcome {
+    pub const ALLOWED: &str = "allowed";
+    pub const LIMITED: &str = "limited";
+    pub const SHADOW_LIMITED: &str = "shadow_limited";
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    pub const UPSTREAM_ERROR: &str = "upstream_error";
+    pub const UNAVAILABLE: &str = "unavailable";
+}
+
+macro_rules! metric {
+    ($name:ident: $ty:ty = $init:expr) => {
+        pub static $name: LazyLock<$ty> = LazyLock::new(|| {
+            #[allow(clippy::expect_used)]
+            $init.expect(concat!("metric ", stringify!($name), " registers once"))
+        });
+    };
+}
+
+metric!(REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_requests_total",
+    "Requests by route and outcome",
+    &["route", "outcome"]
+));
+metric!(REQUEST_DURATION: HistogramVec = register_histogram_vec!(
+    "tollgate_request_duration_seconds",
+    "Time from request start to the end of the response, by route",
+    &["route"],
+    vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+));
+metric!(LIMITER_DURATION: HistogramVec = register_histogram_vec!(
+    "tollgate_limiter_decision_duration_seconds",
+    "Time to decide a request's limits, by backend",
+    &["backend"],
+    vec![0.000_001, 0.000_005, 0.000_025, 0.0001, 0.0005, 0.001, 0.005, 0.02, 0.1]
+));
+metric!(KEYS_LOADED: IntGauge = register_int_gauge!(
+    "tollgate_keys_loaded",
+    "API keys held in the proxy's in-memory key set"
+));
+metric!(KEY_REFRESH_ERRORS: IntCounter = register_int_counter!(
+    "tollgate_key_refresh_errors_total",
+    "Failed attempts to refresh the key set from the database"
+));
+metric!(CONFIG_RELOADS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_config_reloads_total",
+    "Config file reloads by result (ok, failed)",
+    &["result"]
+));
+metric!(LIMITER_SUBJECTS: IntGauge = register_int_gauge!(
+    "tollgate_local_limiter_subjects",
+    "Subjects (keys, IPs) with non-full buckets in the in-process limiter"
+));
+metric!(UPSTREAM_HEALTHY: Gauge = register_gauge!(
+    "tollgate_upstream_targets_healthy",
+    "Upstream targets currently passing health checks"
+));
+metric!(AUTH_THROTTLED: IntCounter = register_int_counter!(
+    "tollgate_auth_throttled_total",
+    "Requests refused because their IP sent too many missing or invalid keys"
+));
+
+/// Touch every metric so `/metrics` lists them before the first request.
+pub fn init() {
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&REQUEST_DURATION);
+    LazyLock::force(&LIMITER_DURATION);
+    LazyLock::force(&KEYS_LOADED);
+    LazyLock::force(&KEY_REFRESH_ERRORS);
+    LazyLock::force(&CONFIG_RELOADS);
+    LazyLock::force(&LIMITER_SUBJECTS);
+    LazyLock::force(&UPSTREAM_HEALTHY);
+    LazyLock::force(&AUTH_THROTTLED);
+    for result in ["ok", "failed"] {
+        CONFIG_RELOADS.with_label_values(&[result]);
+    }
+}
+
+/// The text exposition of every registered metric.
+pub fn render() -> Vec<u8> {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let encoder = TextEncoder::new();
+    if let Err(e) = encoder.encode(&prometheus::gather(), &mut buf) {
+        tracing::error!("cannot encode metrics: {e}");
+    }
+    buf
+}
+
+/// `GET /metrics` (anything else is 404).
+pub struct MetricsApp;
+
+#[async_trait]
+impl ServeHttp for MetricsApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path();
+        let (status, ctype, body) = if path == "/metrics" {
+            (200, "text/plain; version=0.0.4", render())
+        } else {
+            (404, "text/plain", b"not found\n".to_vec())
+        };
+        Response::builder()
+            .status(status)
+            .header("Content-Type", ctype)
+            .header("Content-Length", body.len())
+            .body(body)
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,174 @@
+//! Assembling a Pingora [`Server`] from a validated config: the proxy service,
+//! the metrics endpoint and the background maintenance.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use tokio::sync::watch;
+use tollgate_core::config::Config;
+use tollgate_core::db::{Db, DbError};
+
+use crate::background::{load_db_state, Maintenance};
+use crate::limiter::LocalLimiter;
+use crate::metrics::{self, MetricsApp};
+use crate::service::Gateway;
+use crate::state::{ConfigState, DbState, State};
+
+/// A config plus the key set loaded from its database: ready to serve.
+pub struct Prepared {
+    pub config: Config,
+    db_state: DbState,
+}
+
+impl Prepared {
+    /// Connect to the database (running migrations) and load the key set.
+    /// Call from any tokio runtime; the connection is not kept.
+    pub async fn load(config: Config) -> Result<Self, DbError> {
+        let db = Db::connect(&config.storage.database_url).await?;
+        let db_state = load_db_state(&db).await?;
+        db.close().await;
+        Ok(Self { config, db_state })
+    }
+}
+
+/// The built server plus a handle on its shared state (for tests and `dev`).
+pub struct Built {
+    pub server: Server,
+    pub state: Arc<State>,
+}
+
+impl Built {
+    /// Run until SIGTERM (graceful), SIGINT (fast) or SIGQUIT (upgrade).
+    pub fn run(self) {
+        self.server.run(RunArgs::default());
+    }
+
+    /// Run until the [`ShutdownHandle`] that made `args` fires.
+    pub fn run_with(self, args: RunArgs) {
+        self.server.run(args);
+    }
+}
+
+/// Build the Pingora server. Listeners bind when it runs.
+pub fn build(prepared: Prepared) -> Built {
+    metrics::init();
+    let Prepared { config, db_state } = prepared;
+    let conf = ServerConf {
+        threads: config.proxy.threads,
+        grace_period_seconds: Some(config.proxy.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let listen = config.proxy.listen;
+    let metrics_listen = config.proxy.metrics_listen;
+    let database_url = config.storage.database_url.clone();
+    let config_path = config.source.clone();
+    let keepalive = config.proxy.keepalive_timeout;
+
+    let state = Arc::new(State::new(ConfigState::compile(config, None), db_state));
+    let limiter = Arc::new(LocalLimiter::default());
+    let gateway = Gateway::new(state.clone(), limiter.clone());
+
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "tollgate-proxy");
+    if let Some(opts) = proxy.app_logic_mut() {
+        let mut server_options = opts.server_options.clone().unwrap_or_default();
+        server_options.keepalive_request_limit = Some(10_000);
+        opts.server_options = Some(server_options);
+    }
+    let _ = keepalive;
+    proxy.add_tcp(&listen.to_string());
+    server.add_service(proxy);
+
+    if let Some(addr) = metrics_listen {
+        let mut m = Service::new("tollgate-metrics".to_string(), MetricsApp);
+        m.add_tcp(&addr.to_string());
+        m.threads = Some(1);
+        server.add_service(m);
+    }
+
+    server.add_service(background_service(
+        "tollgate-maintenance",
+        Maintenance {
+            state: state.clone(),
+            limiter,
+            database_url,
+            config_path,
+        },
+    ));
+    Built { server, state }
+}
+
+/// A shutdown trigger for servers run in-process (tests, `dev`).
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    tx: Arc<watch::Sender<Option<bool>>>,
+    rx: watch::Receiver<Option<bool>>,
+}
+
+struct ChannelSignal(watch::Receiver<Option<bool>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for ChannelSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut rx = self.0.clone();
+        loop {
+            if let Some(graceful) = *rx.borrow_and_update() {
+                return if graceful {
+                    ShutdownSignal::GracefulTerminate
+                } else {
+                    ShutdownSignal::FastShutdown
+                };
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+impl Default for ShutdownHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ShutdownHandle {
+    pub fn new() -> Self {
+        let (tx, rx) = watch::channel(None);
+        Self {
+            tx: Arc::new(tx),
+            rx,
+        }
+    }
+
+    /// Arguments for [`Built::run_with`] that stop the server when this handle fires.
+    pub fn run_args(&self) -> RunArgs {
+        RunArgs {
+            shutdown_signal: Box::new(ChannelSignal(self.rx.clone())),
+        }
+    }
+
+    /// Stop at once (in-flight requests are cut).
+    pub fn fast(&self) {
+        let _ = self.tx.send(Some(false));
+    }
+
+    /// Stop accepting, let in-flight requests finish within the grace period.
+    pub fn graceful(&self) {
+        let _ = self.tx.send(Some(true));
+    }
+}
+
+/// How long a graceful stop may take at most: the grace period plus runtime shutdown.
+pub fn max_shutdown(config: &Config) -> Duration {
+    config.proxy.grace_period + Duration::from_secs(5)
+}

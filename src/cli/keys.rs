@@ -1,0 +1,316 @@
+//! `tollgate keys …`: manage API keys in the configured database directly.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use tollgate_core::db::{ApiKey, Db, KeyFilter, NewApiKey};
+use tollgate_core::{duration, now_ms};
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it: the only time the full key is shown.
+    Create {
+        /// A name to recognise the key by.
+        #[arg(long)]
+        name: String,
+        /// The plan whose limits apply (from the YAML config or the API).
+        #[arg(long)]
+        plan: Option<String>,
+        /// Who the key belongs to.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Expire the key after this long (e.g. 30d, 12h).
+        #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+        expires_in: Option<Duration>,
+    },
+    /// List keys (only their prefixes, never the secrets).
+    List {
+        /// Only keys whose name contains this (case-insensitive).
+        #[arg(long)]
+        name: Option<String>,
+        /// Only keys on this plan.
+        #[arg(long)]
+        plan: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse a key (403) until it is enabled again.
+    Disable { id: i64 },
+    /// Accept a disabled key again.
+    Enable { id: i64 },
+    /// Issue a new secret for a key and print it.
+    Rotate {
+        id: i64,
+        /// Keep the old secret valid this long (e.g. 1h); without it the old
+        /// secret stops working at once.
+        #[arg(long, value_name = "DURATION", value_parser = any_duration)]
+        grace: Option<Duration>,
+    },
+    /// Delete a key for good.
+    Delete { id: i64 },
+}
+
+fn any_duration(s: &str) -> Result<Duration, String> {
+    duration::parse(s).map_err(|e| e.to_string())
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match any_duration(s)? {
+        d if d.is_zero() => Err("must be longer than 0".to_string()),
+        d => Ok(d),
+    }
+}
+
+/// Run one `keys` subcommand against `database_url`.
+pub async fn run(cmd: KeysCommand, database_url: &str) -> anyhow::Result<()> {
+    let db = Db::connect(database_url)
+        .await
+        .context("cannot open the database")?;
+    let result = execute(&db, cmd).await;
+    db.close().await;
+    result
+}
+
+async fn execute(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Create {
+            name,
+            plan,
+            owner,
+            expires_in,
+        } => {
+            if name.trim().is_empty() {
+                bail!("--name must not be empty");
+            }
+            let expires_at = expires_in
+                .map(|d| now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+            let new = NewApiKey {
+                name,
+                owner,
+                plan,
+                expires_at,
+                ..NewApiKey::default()
+            };
+            let (key, plain) = db.create_key(&new).await.context("cannot create the key")?;
+            println!("created key {}", key.id);
+            print_details(&key);
+            println!("key:     {plain}");
+            eprintln!("This is the only time the full key is shown: store it now.");
+        }
+        KeysCommand::List { name, plan, json } => {
+            let keys = list_all(db, name, plan).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else if keys.is_empty() {
+                println!("no keys");
+            } else {
+                print!("{}", table(&keys, now_ms()));
+            }
+        }
+        KeysCommand::Disable { id } => {
+            let key = db
+                .set_key_enabled(id, false)
+                .await?
+                .ok_or_else(|| no_key(id))?;
+            println!("disabled key {} ({})", key.id, key.name);
+        }
+        KeysCommand::Enable { id } => {
+            let key = db
+                .set_key_enabled(id, true)
+                .await?
+                .ok_or_else(|| no_key(id))?;
+            println!("enabled key {} ({})", key.id, key.name);
+        }
+        KeysCommand::Rotate { id, grace } => {
+            let grace = grace.unwrap_or(Duration::ZERO);
+            let (key, plain) = db.rotate_key(id, grace).await?.ok_or_else(|| no_key(id))?;
+            println!("rotated key {} ({})", key.id, key.name);
+            println!("prefix:  {}", key.key_prefix);
+            println!("key:     {plain}");
+            if grace.is_zero() {
+                println!("the previous secret no longer works");
+            } else {
+                let until =
+                    now_ms().saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+                println!("the previous secret works until {}", when(until));
+            }
+            eprintln!("This is the only time the new key is shown: store it now.");
+        }
+        KeysCommand::Delete { id } => {
+            let name = db.get_key(id).await?.map(|k| k.name);
+            if !db.delete_key(id).await? {
+                return Err(no_key(id));
+            }
+            match name {
+                Some(n) => println!("deleted key {id} ({n})"),
+                None => println!("deleted key {id}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn no_key(id: i64) -> anyhow::Error {
+    anyhow::anyhow!("no key with id {id} (see `tollgate keys list`)")
+}
+
+/// Every matching key, page by page.
+async fn list_all(
+    db: &Db,
+    name: Option<String>,
+    plan: Option<String>,
+) -> anyhow::Result<Vec<ApiKey>> {
+    const PAGE: i64 = 500;
+    let mut filter = KeyFilter {
+        name,
+        plan,
+        enabled: None,
+        limit: PAGE,
+        offset: 0,
+    };
+    let mut out = Vec::new();
+    loop {
+        let (page, total) = db.list_keys(&filter).await?;
+        let n = page.len() as i64;
+        out.extend(page);
+        filter.offset += n;
+        if n < PAGE || filter.offset >= total {
+            return Ok(out);
+        }
+    }
+}
+
+fn print_details(key: &ApiKey) {
+    println!("name:    {}", key.name);
+    if let Some(owner) = &key.owner {
+        println!("owner:   {owner}");
+    }
+    println!("plan:    {}", key.plan.as_deref().unwrap_or("-"));
+    if let Some(at) = key.expires_at {
+        println!("expires: {}", when(at));
+    }
+    println!("prefix:  {}", key.key_prefix);
+}
+
+/// Unix ms as `2025-01-31 12:00 UTC`.
+fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn state(key: &ApiKey, now: i64) -> &'static str {
+    if !key.enabled {
+        "disabled"
+    } else if key.expires_at.is_some_and(|at| now >= at) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+/// An aligned table, the id first on every line.
+fn table(keys: &[ApiKey], now: i64) -> String {
+    let header = [
+        "ID",
+        "NAME",
+        "PLAN",
+        "STATE",
+        "PREFIX",
+        "EXPIRES",
+        "LAST USED",
+    ];
+    let rows: Vec<[String; 7]> = keys
+        .iter()
+        .map(|k| {
+            [
+                k.id.to_string(),
+                k.name.clone(),
+                k.plan.clone().unwrap_or_else(|| "-".into()),
+                state(k, now).to_string(),
+                format!("{}…", k.key_prefix),
+                k.expires_at.map(when).unwrap_or_else(|| "never".into()),
+                k.last_used_at.map(when).unwrap_or_else(|| "never".into()),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(padded.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(&header.map(String::from));
+    for row in &rows {
+        line(row);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: i64, name: &str, enabled: bool, expires_at: Option<i64>) -> ApiKey {
+        ApiKey {
+            id,
+            name: name.into(),
+            owner: None,
+            metadata: serde_json::json!({}),
+            plan: Some("pro".into()),
+            limits: None,
+            concurrency: None,
+            enabled,
+            expires_at,
+            created_at: 0,
+            updated_at: 0,
+            last_used_at: None,
+            key_prefix: "tg_abcdefgh".into(),
+        }
+    }
+
+    #[test]
+    fn table_lines_start_with_the_id_and_show_the_state() {
+        let keys = [
+            key(1, "one", true, None),
+            key(22, "two", false, None),
+            key(3, "three", true, Some(5)),
+        ];
+        let text = table(&keys, 10);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("ID"));
+        assert_eq!(lines[1].split_whitespace().next(), Some("1"));
+        assert!(lines[1].contains("active") && lines[1].contains("tg_abcdefgh"));
+        assert!(lines[2].starts_with("22") && lines[2].contains("disabled"));
+        assert!(lines[3].contains("expired"));
+        // Columns line up.
+        let col = lines[0].find("NAME").expect("NAME column");
+        assert!(lines
+            .iter()
+            .skip(1)
+            .all(|l| l[col..].starts_with(['o', 't'])));
+    }
+
+    #[test]
+    fn durations_are_checked() {
+        assert_eq!(
+            positive_duration("30d"),
+            Ok(Duration::from_secs(30 * 86400))
+        );
+        assert!(positive_duration("0s").is_err());
+        assert!(positive_duration("soon").is_err());
+        assert_eq!(any_duration("0s"), Ok(Duration::ZERO));
+    }
+}

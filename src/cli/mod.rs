@@ -1,0 +1,4 @@
+//! The subcommands that do more than dispatch.
+
+pub mod keys;
+pub mod run;

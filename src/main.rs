@@ -1,0 +1,94 @@
+//! `tollgate`: the command line. Dispatch only; the work lives in the crates.
+
+mod cli;
+mod logging;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tollgate_core::config::{self, Config};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const DEFAULT_CONFIG: &str = "config/tollgate.yaml";
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "API-key and rate-limiting gateway on Pingora")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process: proxy, demo upstream, SQLite, local limiter.
+    Dev {
+        /// Config file; without it `config/tollgate.yaml` if present, else the embedded default.
+        #[arg(long, env = "TOLLGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run the proxy (production role).
+    Proxy {
+        #[arg(long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config file: a summary and exit 0, or FILE:LINE:COLUMN: reason lines and exit 1.
+    CheckConfig { file: PathBuf },
+    /// Manage API keys in the configured database.
+    Keys {
+        #[arg(long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: cli::keys::KeysCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::CheckConfig { file } => return check_config(&file),
+        Command::Proxy { config } => load_or_exit(&config).and_then(cli::run::proxy),
+        Command::Dev { config } => dev_config(config.as_deref()).and_then(cli::run::dev),
+        Command::Keys { config, command } => load_or_exit(&config).and_then(|c| {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(cli::keys::run(command, &c.storage.database_url))
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    match config::load(file) {
+        Ok(c) => {
+            println!("{}: {}", file.display(), c.summary());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_or_exit(path: &Path) -> anyhow::Result<Config> {
+    config::load(path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))
+}
+
+fn dev_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => load_or_exit(p),
+        None if Path::new(DEFAULT_CONFIG).exists() => load_or_exit(Path::new(DEFAULT_CONFIG)),
+        None => config::parse(config::DEFAULT_YAML, "<embedded config/tollgate.yaml>")
+            .map_err(|e| anyhow::anyhow!("invalid embedded config:\n{e}")),
+    }
+}

@@ -1,0 +1,192 @@
+//! The `tollgate` binary: check-config, keys, dev.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn tollgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+#[test]
+fn check_config_accepts_the_shipped_configs() {
+    for file in ["config/tollgate.yaml", "config/examples/production.yaml"] {
+        let out = tollgate()
+            .args(["check-config", file])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{file}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("ok:"), "{stdout}");
+    }
+}
+
+#[test]
+fn check_config_reports_every_problem_with_its_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "upstreams:\n  demo: { targets: [\"127.0.0.1:3001\"] }\nroutes:\n  - name: a\n    match: { path_prefix: /a }\n    upstream: dem\n  - name: b\n    match: { path_prefix: b }\n    upstream: demo\n    limits: [ { name: x, rate: 0, per: 1s } ]\n",
+    )
+    .expect("write");
+    let out = tollgate().arg("check-config").arg(&file).output().expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let f = file.display().to_string();
+    assert!(stderr.contains(&format!("{f}:6:15:")), "unknown upstream position:\n{stderr}");
+    assert!(stderr.contains(&format!("{f}:8:27:")), "path_prefix position:\n{stderr}");
+    assert!(stderr.contains(&format!("{f}:10:32:")), "rate position:\n{stderr}");
+    assert_eq!(stderr.lines().count(), 3, "{stderr}");
+
+    std::fs::write(&file, "proxy:\n  listen: [\n").expect("write");
+    let out = tollgate().arg("check-config").arg(&file).output().expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with(&format!("{f}:")), "{stderr}");
+}
+
+fn sqlite_config(dir: &std::path::Path, proxy: u16, upstream: u16) -> std::path::PathBuf {
+    let file = dir.join("tollgate.yaml");
+    let text = tollgate_core::config::DEFAULT_YAML
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{proxy}"))
+        .replace("127.0.0.1:9091", &format!("127.0.0.1:{}", free_port()))
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", free_port()))
+        .replace("127.0.0.1:3001", &format!("127.0.0.1:{upstream}"))
+        .replace("sqlite://tollgate.db", &format!("sqlite://{}", dir.join("t.db").display()));
+    std::fs::write(&file, text).expect("write config");
+    file
+}
+
+fn keys(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = tollgate()
+        .arg("keys")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn keys_cli_manages_keys_in_the_configured_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = sqlite_config(dir.path(), free_port(), free_port());
+    let (ok, out, err) = keys(&config, &["create", "--name", "cli-key", "--plan", "pro", "--expires-in", "30d"]);
+    assert!(ok, "{out}{err}");
+    let key = out
+        .split_whitespace()
+        .find(|w| w.starts_with("tg_") && w.len() > 30)
+        .expect("full key printed once");
+    assert_eq!(tollgate_core::keys::validate(key), Ok(()));
+    let (ok, list, _) = keys(&config, &["list"]);
+    assert!(ok);
+    assert!(list.contains("cli-key") && list.contains("pro"), "{list}");
+    assert!(!list.contains(key), "listing shows only a prefix");
+    let id = list
+        .lines()
+        .find(|l| l.contains("cli-key"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("id column")
+        .to_string();
+    assert!(keys(&config, &["disable", &id]).0);
+    assert!(keys(&config, &["list"]).1.contains("disabled"));
+    assert!(keys(&config, &["enable", &id]).0);
+    let (ok, rotated, _) = keys(&config, &["rotate", &id]);
+    assert!(ok && rotated.contains("tg_") && !rotated.contains(key));
+    assert!(keys(&config, &["delete", &id]).0);
+    let (ok, _, err) = keys(&config, &["delete", &id]);
+    assert!(!ok && !err.is_empty(), "deleting twice is an error");
+}
+
+#[test]
+fn dev_runs_everything_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proxy = free_port();
+    let config = sqlite_config(dir.path(), proxy, free_port());
+    let mut child = tollgate()
+        .arg("dev")
+        .arg("--config")
+        .arg(&config)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn dev");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let start = Instant::now();
+    while !lines.iter().any(|l: &String| l.starts_with("demo key: ")) {
+        assert!(start.elapsed() < Duration::from_secs(30), "dev printed {lines:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
+    assert!(lines.iter().any(|l| l == &format!("proxy: http://127.0.0.1:{proxy}")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("metrics: http://")), "{lines:?}");
+    let key = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("demo key: "))
+        .expect("demo key")
+        .to_string();
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{proxy}/api/products");
+        let start = Instant::now();
+        loop {
+            match client.get(&url).header("x-api-key", &key).send().await {
+                Ok(r) if r.status() == 200 => {
+                    let body: serde_json::Value = r.json().await.expect("json");
+                    assert!(body["data"].as_array().is_some_and(|a| !a.is_empty()));
+                    break;
+                }
+                other => {
+                    assert!(start.elapsed() < Duration::from_secs(10), "{other:?}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        let r = client.get(&url).send().await.expect("request");
+        assert_eq!(r.status(), 401);
+    });
+
+    // Ctrl-C: a clean, prompt exit.
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "dev exited with {status}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "dev did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
