@@ -34,6 +34,11 @@ enum Command {
         #[arg(long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Run the admin API (production role).
+    Admin {
+        #[arg(long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Validate a config file: a summary and exit 0, or FILE:LINE:COLUMN: reason lines and exit 1.
     CheckConfig { file: PathBuf },
     /// Manage API keys in the configured database.
@@ -50,6 +55,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::CheckConfig { file } => return check_config(&file),
         Command::Proxy { config } => load_or_exit(&config).and_then(cli::run::proxy),
+        Command::Admin { config } => load_or_exit(&config).and_then(cli::run::admin),
         Command::Dev { config } => dev_config(config.as_deref()).and_then(cli::run::dev),
         Command::Keys { config, command } => load_or_exit(&config).and_then(|c| {
             let rt = tokio::runtime::Runtime::new()?;

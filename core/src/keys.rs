@@ -154,9 +154,10 @@ mod tests {
             validate(&String::from_utf8(typo).expect("ascii")),
             Err(KeyFormatError::Checksum)
         );
+        // 41 bytes, mostly non-ASCII: refused without panicking on a char boundary.
         assert_eq!(
             validate("tg_ééééééééééééééééééé"),
-            Err(KeyFormatError::Length)
+            Err(KeyFormatError::Charset)
         );
     }
 

@@ -21,5 +21,6 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod upstreams;
+pub mod usage;
 
 pub use server::{build, Prepared, ShutdownHandle};

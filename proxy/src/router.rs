@@ -29,7 +29,7 @@ impl<R: Routable> Router<R> {
     pub fn new(routes: Vec<Arc<R>>) -> Self {
         let mut routes = routes;
         // Stable sort: among equal prefixes the file order decides.
-        routes.sort_by(|a, b| b.path_prefix().len().cmp(&a.path_prefix().len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.path_prefix().len()));
         Self { routes }
     }
 

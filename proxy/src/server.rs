@@ -18,6 +18,7 @@ use crate::limiter::LocalLimiter;
 use crate::metrics::{self, MetricsApp};
 use crate::service::Gateway;
 use crate::state::{ConfigState, DbState, State};
+use crate::usage::UsageRecorder;
 
 /// A config plus the key set loaded from its database: ready to serve.
 pub struct Prepared {
@@ -75,7 +76,8 @@ pub fn build(prepared: Prepared) -> Built {
 
     let state = Arc::new(State::new(ConfigState::compile(config, None), db_state));
     let limiter = Arc::new(LocalLimiter::default());
-    let gateway = Gateway::new(state.clone(), limiter.clone());
+    let usage = UsageRecorder::new();
+    let gateway = Gateway::new(state.clone(), limiter.clone(), usage.clone());
 
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "tollgate-proxy");

@@ -25,10 +25,12 @@ use crate::limiter::{LocalLimiter, Subject};
 use crate::metrics::{self, outcome};
 use crate::router::{self, RouteMatch};
 use crate::state::{self, CompiledRoute, ConfigState, State};
+use crate::usage::{UsageEvent, UsageRecorder};
 
 /// Per-request context.
 pub struct Ctx {
     start: Instant,
+    start_ms: i64,
     request_id: String,
     config: Option<Arc<ConfigState>>,
     route: Option<Arc<CompiledRoute>>,
@@ -45,15 +47,17 @@ pub struct Ctx {
 pub struct Gateway {
     pub state: Arc<State>,
     pub limiter: Arc<LocalLimiter>,
+    pub usage: Arc<UsageRecorder>,
     auth_failures: Rate,
     inflight: Inflight,
 }
 
 impl Gateway {
-    pub fn new(state: Arc<State>, limiter: Arc<LocalLimiter>) -> Self {
+    pub fn new(state: Arc<State>, limiter: Arc<LocalLimiter>, usage: Arc<UsageRecorder>) -> Self {
         Self {
             state,
             limiter,
+            usage,
             auth_failures: Rate::new(std::time::Duration::from_secs(1)),
             inflight: Inflight::new(),
         }
@@ -209,6 +213,7 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             start: Instant::now(),
+            start_ms: tollgate_core::now_ms(),
             request_id: String::new(),
             config: None,
             route: None,
@@ -375,6 +380,25 @@ impl ProxyHttp for Gateway {
         metrics::REQUEST_DURATION
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
+        if let Some(r) = &ctx.route {
+            let req = session.req_header();
+            self.usage.record(UsageEvent {
+                at_ms: ctx.start_ms,
+                key_id: ctx.key.as_ref().map(|k| k.id),
+                route: r.name.clone(),
+                method: req.method.as_str().to_string(),
+                path: req.uri.path().to_string(),
+                client_ip: client_ip(session),
+                status,
+                outcome,
+                violated: ctx
+                    .decision
+                    .as_ref()
+                    .map(|d| d.violated_names().iter().map(|s| s.to_string()).collect())
+                    .unwrap_or_default(),
+                latency_us: elapsed.as_micros() as u64,
+            });
+        }
         let access_log = ctx
             .config
             .as_ref()

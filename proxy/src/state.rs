@@ -17,6 +17,8 @@ use crate::upstreams::{self, UpstreamPool};
 #[derive(Debug)]
 pub struct CompiledRoute {
     pub route: Route,
+    /// The route's name, shared with usage events.
+    pub name: Arc<str>,
     pub buckets: Buckets,
     pub upstream: Arc<UpstreamPool>,
 }
@@ -69,6 +71,7 @@ impl ConfigState {
                 let upstream = upstreams.get(&r.upstream)?.clone();
                 Some(Arc::new(CompiledRoute {
                     route: r.clone(),
+                    name: r.name.as_str().into(),
                     buckets: compile(Scope::Route(&r.name), &r.limits),
                     upstream,
                 }))
@@ -154,7 +157,7 @@ pub fn applicable<'a>(
     let mut out = Applicable::default();
     let key_plan = key
         .and_then(|k| k.plan.as_deref())
-        .and_then(|name| plan_named(name));
+        .and_then(&plan_named);
     let default_plan = route.route.default_plan.as_deref().and_then(plan_named);
     match (key.and_then(|k| k.own_buckets.as_ref()), key_plan) {
         (Some(own), _) => {

@@ -22,6 +22,50 @@ pub fn proxy(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The production admin role: API (and dashboard) until Ctrl-C / SIGTERM.
+pub fn admin(config: Config) -> anyhow::Result<()> {
+    let _guard = logging::init(&config.log);
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let (state, password) = tollgate_admin_api::bootstrap(&config)
+            .await
+            .context("cannot start the admin API")?;
+        let listener = tokio::net::TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.admin.listen))?;
+        println!("admin: http://{}", listener.local_addr()?);
+        if let Some(pw) = password {
+            println!("admin login: {} / {pw}", tollgate_admin_api::INITIAL_ADMIN);
+        }
+        tollgate_admin_api::serve(listener, state, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
 /// Everything in one process, for a first look.
 pub fn dev(config: Config) -> anyhow::Result<()> {
     let _guard = logging::init(&config.log);
@@ -38,16 +82,22 @@ pub fn dev(config: Config) -> anyhow::Result<()> {
         rt.spawn(tollgate_proxy::demo::serve(listener));
     }
     let demo_key = rt.block_on(demo_key(&config.storage.database_url))?;
+    let (admin_url, admin_password) = rt.block_on(start_admin(&config, &rt))?;
     let prepared = rt.block_on(Prepared::load(config.clone()))?;
     let built = build(prepared);
 
     println!("proxy: http://{}", config.proxy.listen);
+    println!("admin: {admin_url}");
     if let Some(m) = config.proxy.metrics_listen {
         println!("metrics: http://{m}/metrics");
     }
     if let Some(addr) = demo_addr {
         println!("demo upstream: http://{addr}");
     }
+    println!(
+        "admin login: {} / {admin_password}",
+        tollgate_admin_api::INITIAL_ADMIN
+    );
     println!("demo key: {demo_key}");
     println!(
         "try: curl -i -H 'x-api-key: {demo_key}' http://{}/api/users",
@@ -56,6 +106,54 @@ pub fn dev(config: Config) -> anyhow::Result<()> {
     built.run();
     drop(rt);
     Ok(())
+}
+
+/// Start the admin API on `rt`; returns its URL and the admin password. In dev
+/// mode the password is known only when just created, so otherwise it is
+/// reset (or set from `TOLLGATE_ADMIN_PASSWORD`) at every start.
+async fn start_admin(
+    config: &Config,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<(String, String)> {
+    let (state, created) = tollgate_admin_api::bootstrap(config)
+        .await
+        .context("cannot start the admin API")?;
+    let password = match (created, std::env::var(tollgate_admin_api::ADMIN_PASSWORD_ENV)) {
+        (Some(pw), _) => pw,
+        (None, Ok(pw)) => pw,
+        (None, Err(_)) => {
+            let pw = tollgate_admin_api::auth::random_password(20)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let hash = tollgate_admin_api::auth::hash_password(&pw)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let admin = state
+                .db()
+                .get_admin_by_username(tollgate_admin_api::INITIAL_ADMIN)
+                .await?;
+            match admin {
+                Some((a, _)) => {
+                    state.db().set_admin_password(a.id, &hash).await?;
+                }
+                None => {
+                    state
+                        .db()
+                        .create_admin(tollgate_admin_api::INITIAL_ADMIN, &hash)
+                        .await?;
+                }
+            }
+            pw
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("cannot start the admin API on {}", config.admin.listen))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    rt.spawn(async move {
+        if let Err(e) = tollgate_admin_api::serve(listener, state, std::future::pending()).await {
+            tracing::error!("admin API stopped: {e}");
+        }
+    });
+    Ok((url, password))
 }
 
 /// The demo upstream's address: the first target of an upstream named `demo`

@@ -8,7 +8,6 @@ pub mod redis;
 pub mod scenarios;
 
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -70,9 +69,7 @@ impl Bucket {
 fn stable_hash(s: &str) -> u64 {
     // Fixed seeds: ids must not change between processes or restarts.
     let state = ahash::RandomState::with_seeds(0x7467, 0x6174, 0x6567, 0x6174);
-    let mut h = state.build_hasher();
-    s.hash(&mut h);
-    h.finish()
+    state.hash_one(s)
 }
 
 /// Buckets compiled once per plan / route / key and shared by every request.
