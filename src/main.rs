@@ -15,7 +15,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const DEFAULT_CONFIG: &str = "config/tollgate.yaml";
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "API-key and rate-limiting gateway on Pingora")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "API-key and rate-limiting gateway on Pingora"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -25,7 +25,11 @@ fn check_config_accepts_the_shipped_configs() {
             .output()
             .expect("run");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{file}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{file}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains("ok:"), "{stdout}");
     }
 }
@@ -39,17 +43,34 @@ fn check_config_reports_every_problem_with_its_position() {
         "upstreams:\n  demo: { targets: [\"127.0.0.1:3001\"] }\nroutes:\n  - name: a\n    match: { path_prefix: /a }\n    upstream: dem\n  - name: b\n    match: { path_prefix: b }\n    upstream: demo\n    limits: [ { name: x, rate: 0, per: 1s } ]\n",
     )
     .expect("write");
-    let out = tollgate().arg("check-config").arg(&file).output().expect("run");
+    let out = tollgate()
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let f = file.display().to_string();
-    assert!(stderr.contains(&format!("{f}:6:15:")), "unknown upstream position:\n{stderr}");
-    assert!(stderr.contains(&format!("{f}:8:27:")), "path_prefix position:\n{stderr}");
-    assert!(stderr.contains(&format!("{f}:10:32:")), "rate position:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("{f}:6:15:")),
+        "unknown upstream position:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{f}:8:27:")),
+        "path_prefix position:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{f}:10:32:")),
+        "rate position:\n{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 3, "{stderr}");
 
     std::fs::write(&file, "proxy:\n  listen: [\n").expect("write");
-    let out = tollgate().arg("check-config").arg(&file).output().expect("run");
+    let out = tollgate()
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with(&format!("{f}:")), "{stderr}");
@@ -62,7 +83,10 @@ fn sqlite_config(dir: &std::path::Path, proxy: u16, upstream: u16) -> std::path:
         .replace("127.0.0.1:9091", &format!("127.0.0.1:{}", free_port()))
         .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", free_port()))
         .replace("127.0.0.1:3001", &format!("127.0.0.1:{upstream}"))
-        .replace("sqlite://tollgate.db", &format!("sqlite://{}", dir.join("t.db").display()));
+        .replace(
+            "sqlite://tollgate.db",
+            &format!("sqlite://{}", dir.join("t.db").display()),
+        );
     std::fs::write(&file, text).expect("write config");
     file
 }
@@ -86,7 +110,18 @@ fn keys(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
 fn keys_cli_manages_keys_in_the_configured_database() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = sqlite_config(dir.path(), free_port(), free_port());
-    let (ok, out, err) = keys(&config, &["create", "--name", "cli-key", "--plan", "pro", "--expires-in", "30d"]);
+    let (ok, out, err) = keys(
+        &config,
+        &[
+            "create",
+            "--name",
+            "cli-key",
+            "--plan",
+            "pro",
+            "--expires-in",
+            "30d",
+        ],
+    );
     assert!(ok, "{out}{err}");
     let key = out
         .split_whitespace()
@@ -140,13 +175,24 @@ fn dev_runs_everything_and_stops_on_ctrl_c() {
     let mut lines = Vec::new();
     let start = Instant::now();
     while !lines.iter().any(|l: &String| l.starts_with("demo key: ")) {
-        assert!(start.elapsed() < Duration::from_secs(30), "dev printed {lines:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "dev printed {lines:?}"
+        );
         if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
             lines.push(l);
         }
     }
-    assert!(lines.iter().any(|l| l == &format!("proxy: http://127.0.0.1:{proxy}")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with("metrics: http://")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("proxy: http://127.0.0.1:{proxy}")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("metrics: http://")),
+        "{lines:?}"
+    );
     let key = lines
         .iter()
         .find_map(|l| l.strip_prefix("demo key: "))
@@ -186,7 +232,10 @@ fn dev_runs_everything_and_stops_on_ctrl_c() {
             assert!(status.success(), "dev exited with {status}");
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "dev did not stop on SIGINT");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "dev did not stop on SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

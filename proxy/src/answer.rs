@@ -137,9 +137,21 @@ pub fn no_healthy_upstream(upstream: &str) -> Answer {
 
 pub fn upstream_failed(status: u16) -> Answer {
     let (kind, title, detail) = match status {
-        504 => ("upstream-timeout", "Gateway Timeout", "the upstream did not answer in time"),
-        400 => ("bad-request", "Bad Request", "the request could not be read"),
-        _ => ("upstream-error", "Bad Gateway", "the upstream could not be reached or failed"),
+        504 => (
+            "upstream-timeout",
+            "Gateway Timeout",
+            "the upstream did not answer in time",
+        ),
+        400 => (
+            "bad-request",
+            "Bad Request",
+            "the request could not be read",
+        ),
+        _ => (
+            "upstream-error",
+            "Bad Gateway",
+            "the upstream could not be reached or failed",
+        ),
     };
     Answer::problem(Problem::new(kind, title, status).detail(detail))
 }
@@ -182,9 +194,14 @@ mod tests {
         assert_eq!(a.status, 429);
         assert_eq!(a.header("content-type"), Some("application/problem+json"));
         assert_eq!(a.header("retry-after"), Some("2"));
-        assert_eq!(a.header("ratelimit"), Some(r#""minute";r=0;t=7, "route";r=4;t=1"#));
+        assert_eq!(
+            a.header("ratelimit"),
+            Some(r#""minute";r=0;t=7, "route";r=4;t=1"#)
+        );
         let body = v(&a);
-        assert!(body["type"].as_str().is_some_and(|t| t.ends_with("/quota-exceeded")));
+        assert!(body["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/quota-exceeded")));
         assert_eq!(body["violated_limits"], serde_json::json!(["minute"]));
     }
 
@@ -205,6 +222,9 @@ mod tests {
             assert_eq!(body["status"], a.status);
             assert_eq!(a.header("Content-Type"), Some("application/problem+json"));
         }
-        assert_eq!(method_not_allowed("PUT", &["GET".into()]).header("allow"), Some("GET"));
+        assert_eq!(
+            method_not_allowed("PUT", &["GET".into()]).header("allow"),
+            Some("GET")
+        );
     }
 }

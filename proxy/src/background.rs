@@ -14,6 +14,7 @@ use tollgate_core::config;
 use tollgate_core::db::Db;
 
 use crate::keyset::KeySet;
+use crate::limiter::backends::Limiters;
 use crate::limiter::LocalLimiter;
 use crate::metrics;
 use crate::state::{ConfigState, DbState, State};
@@ -30,6 +31,7 @@ pub async fn load_db_state(db: &Db) -> Result<DbState, tollgate_core::db::DbErro
 pub struct Maintenance {
     pub state: Arc<State>,
     pub limiter: Arc<LocalLimiter>,
+    pub limiters: Arc<Limiters>,
     pub database_url: String,
     pub config_path: Option<PathBuf>,
 }
@@ -41,11 +43,13 @@ impl BackgroundService for Maintenance {
         let reload = reload_config(self.state.clone(), self.config_path.clone());
         let health = health_checks(self.state.clone());
         let sweep = sweep_limiter(self.limiter.clone());
+        let redis = watch_redis(self.state.clone(), self.limiters.clone());
         tokio::select! {
             _ = keys => {}
             _ = reload => {}
             _ = health => {}
             _ = sweep => {}
+            _ = redis => {}
             _ = shutdown.changed() => {}
         }
     }
@@ -89,7 +93,9 @@ async fn refresh_keys(state: Arc<State>, url: String) {
     }
 }
 
-async fn fingerprint(db: &Db) -> Result<(impl PartialEq + Copy, impl PartialEq + Copy), tollgate_core::db::DbError> {
+async fn fingerprint(
+    db: &Db,
+) -> Result<(impl PartialEq + Copy, impl PartialEq + Copy), tollgate_core::db::DbError> {
     Ok((db.keys_fingerprint().await?, db.plans_fingerprint().await?))
 }
 
@@ -129,8 +135,9 @@ async fn reload_config(state: Arc<State>, path: Option<PathBuf>) {
                 {
                     tracing::warn!("listen addresses changed: they take effect after a restart");
                 }
-                let compiled = tokio::task::spawn_blocking(move || ConfigState::compile(new, Some(&old)))
-                    .await;
+                let compiled =
+                    tokio::task::spawn_blocking(move || ConfigState::compile(new, Some(&old)))
+                        .await;
                 match compiled {
                     Ok(c) => {
                         state.config.store(Arc::new(c));
@@ -181,5 +188,23 @@ async fn sweep_limiter(limiter: Arc<LocalLimiter>) {
         let removed = limiter.sweep();
         metrics::LIMITER_SUBJECTS.set(limiter.len() as i64);
         tracing::trace!(removed, "limiter swept");
+    }
+}
+
+/// Create the Redis limiter as soon as the config asks for one (so it is
+/// connected before the first request) and publish its breaker state and
+/// over-limit cache figures.
+async fn watch_redis(state: Arc<State>, limiters: Arc<Limiters>) {
+    loop {
+        let cfg = state.config.load_full();
+        match limiters.redis_for(&cfg.config.limiter) {
+            Some(redis) => {
+                metrics::REDIS_BREAKER_STATE.set(redis.breaker_state().as_i64());
+                metrics::OVER_LIMIT_CACHE_HITS.set(redis.over_limit_cache().hits() as i64);
+                redis.over_limit_cache().sweep(Instant::now());
+            }
+            None => metrics::REDIS_BREAKER_STATE.set(0),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

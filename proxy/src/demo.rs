@@ -87,9 +87,12 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
 }
 
 fn find(list: Value, id: &str) -> (StatusCode, Value) {
-    let found = list
-        .as_array()
-        .and_then(|items| items.iter().find(|i| i["id"].as_i64().is_some_and(|n| n.to_string() == id)).cloned());
+    let found = list.as_array().and_then(|items| {
+        items
+            .iter()
+            .find(|i| i["id"].as_i64().is_some_and(|n| n.to_string() == id))
+            .cloned()
+    });
     match found {
         Some(item) => (StatusCode::OK, item),
         None => (StatusCode::NOT_FOUND, json!({"error": "not found"})),

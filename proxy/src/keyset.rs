@@ -162,13 +162,25 @@ mod tests {
         ]);
         assert_eq!(set.len(), 4);
         assert_eq!(set.lookup(&keys::hash("a"), 0).map(|k| k.id), Ok(1));
-        assert_eq!(set.lookup(&keys::hash("b"), 0).err(), Some(KeyRejection::Disabled));
+        assert_eq!(
+            set.lookup(&keys::hash("b"), 0).err(),
+            Some(KeyRejection::Disabled)
+        );
         assert_eq!(set.lookup(&keys::hash("c"), 499).map(|k| k.id), Ok(3));
-        assert_eq!(set.lookup(&keys::hash("c"), 500).err(), Some(KeyRejection::Expired));
-        assert_eq!(set.lookup(&keys::hash("zz"), 0).err(), Some(KeyRejection::Unknown));
+        assert_eq!(
+            set.lookup(&keys::hash("c"), 500).err(),
+            Some(KeyRejection::Expired)
+        );
+        assert_eq!(
+            set.lookup(&keys::hash("zz"), 0).err(),
+            Some(KeyRejection::Unknown)
+        );
         // Old secret of a rotated key: valid during the grace period only.
         assert_eq!(set.lookup(&keys::hash("old"), 999).map(|k| k.id), Ok(4));
-        assert_eq!(set.lookup(&keys::hash("old"), 1_000).err(), Some(KeyRejection::Unknown));
+        assert_eq!(
+            set.lookup(&keys::hash("old"), 1_000).err(),
+            Some(KeyRejection::Unknown)
+        );
         assert_eq!(set.lookup(&keys::hash("new"), 5_000).map(|k| k.id), Ok(4));
     }
 }

@@ -73,6 +73,24 @@ metric!(UPSTREAM_HEALTHY: Gauge = register_gauge!(
     "tollgate_upstream_targets_healthy",
     "Upstream targets currently passing health checks"
 ));
+metric!(REDIS_ERRORS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_redis_errors_total",
+    "Redis limiter failures by kind (timeout, connection, script, circuit_open, …)",
+    &["kind"]
+));
+metric!(REDIS_BREAKER_STATE: IntGauge = register_int_gauge!(
+    "tollgate_redis_breaker_state",
+    "Redis circuit breaker: 0 closed, 1 open, 2 half-open"
+));
+metric!(LIMITER_FALLBACKS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_limiter_fallback_decisions_total",
+    "Decisions made by the on_redis_error policy instead of Redis, by policy",
+    &["policy"]
+));
+metric!(OVER_LIMIT_CACHE_HITS: IntGauge = register_int_gauge!(
+    "tollgate_redis_over_limit_cache_hits",
+    "Requests refused from the over-limit cache without asking Redis (since start)"
+));
 metric!(AUTH_THROTTLED: IntCounter = register_int_counter!(
     "tollgate_auth_throttled_total",
     "Requests refused because their IP sent too many missing or invalid keys"
@@ -89,6 +107,10 @@ pub fn init() {
     LazyLock::force(&LIMITER_SUBJECTS);
     LazyLock::force(&UPSTREAM_HEALTHY);
     LazyLock::force(&AUTH_THROTTLED);
+    LazyLock::force(&REDIS_ERRORS);
+    LazyLock::force(&REDIS_BREAKER_STATE);
+    LazyLock::force(&LIMITER_FALLBACKS);
+    LazyLock::force(&OVER_LIMIT_CACHE_HITS);
     for result in ["ok", "failed"] {
         CONFIG_RELOADS.with_label_values(&[result]);
     }

@@ -119,7 +119,10 @@ mod tests {
         let r = router();
         assert_eq!(found(&r, "/api/users/7", "GET"), Some("/api/users"));
         assert_eq!(found(&r, "/api/orders", "GET"), Some("/api"));
-        assert_eq!(found(&r, "/api/users/admin", "DELETE"), Some("/api/users/admin"));
+        assert_eq!(
+            found(&r, "/api/users/admin", "DELETE"),
+            Some("/api/users/admin")
+        );
     }
 
     #[test]
@@ -150,7 +153,10 @@ mod tests {
 
     #[test]
     fn no_route_is_not_found() {
-        assert!(matches!(router().find("/other", "GET"), RouteMatch::NotFound));
+        assert!(matches!(
+            router().find("/other", "GET"),
+            RouteMatch::NotFound
+        ));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tollgate_core::config::Config;
 use tollgate_core::db::{Db, DbError};
 
 use crate::background::{load_db_state, Maintenance};
+use crate::limiter::backends::Limiters;
 use crate::limiter::LocalLimiter;
 use crate::metrics::{self, MetricsApp};
 use crate::service::Gateway;
@@ -76,11 +77,15 @@ pub fn build(prepared: Prepared) -> Built {
 
     let state = Arc::new(State::new(ConfigState::compile(config, None), db_state));
     let limiter = Arc::new(LocalLimiter::default());
+    let limiters = Arc::new(Limiters::new(limiter.clone()));
     let usage = UsageRecorder::new();
-    let gateway = Gateway::new(state.clone(), limiter.clone(), usage.clone());
+    let gateway = Gateway::new(state.clone(), limiters.clone(), usage.clone());
 
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "tollgate-proxy");
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "tollgate-proxy",
+    );
     if let Some(opts) = proxy.app_logic_mut() {
         let mut server_options = opts.server_options.clone().unwrap_or_default();
         server_options.keepalive_request_limit = Some(10_000);
@@ -102,6 +107,7 @@ pub fn build(prepared: Prepared) -> Built {
         Maintenance {
             state: state.clone(),
             limiter,
+            limiters,
             database_url,
             config_path,
         },

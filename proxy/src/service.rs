@@ -21,7 +21,8 @@ use crate::answer::{self, Answer};
 use crate::auth::{self, Presented};
 use crate::headers;
 use crate::keyset::ActiveKey;
-use crate::limiter::{LocalLimiter, Subject};
+use crate::limiter::backends::{Limiters, Verdict};
+use crate::limiter::Subject;
 use crate::metrics::{self, outcome};
 use crate::router::{self, RouteMatch};
 use crate::state::{self, CompiledRoute, ConfigState, State};
@@ -39,6 +40,8 @@ pub struct Ctx {
     key_from_bearer: bool,
     decision: Option<Decision>,
     outcome: Option<&'static str>,
+    /// Which limiter decided (`local`, `redis`, `fallback`, `allow`).
+    backend: &'static str,
     target: Option<Target>,
     _inflight: Option<Guard>,
 }
@@ -46,17 +49,17 @@ pub struct Ctx {
 /// The gateway: shared state plus the in-process limiters.
 pub struct Gateway {
     pub state: Arc<State>,
-    pub limiter: Arc<LocalLimiter>,
+    pub limiters: Arc<Limiters>,
     pub usage: Arc<UsageRecorder>,
     auth_failures: Rate,
     inflight: Inflight,
 }
 
 impl Gateway {
-    pub fn new(state: Arc<State>, limiter: Arc<LocalLimiter>, usage: Arc<UsageRecorder>) -> Self {
+    pub fn new(state: Arc<State>, limiters: Arc<Limiters>, usage: Arc<UsageRecorder>) -> Self {
         Self {
             state,
-            limiter,
+            limiters,
             usage,
             auth_failures: Rate::new(std::time::Duration::from_secs(1)),
             inflight: Inflight::new(),
@@ -76,7 +79,7 @@ impl Gateway {
     }
 
     /// Route, key and limits; `Some(answer)` if the proxy answers itself.
-    fn decide(&self, session: &Session, ctx: &mut Ctx) -> Option<Answer> {
+    async fn decide(&self, session: &Session, ctx: &mut Ctx) -> Option<Answer> {
         let cfg = self.state.config.load_full();
         ctx.config = Some(cfg.clone());
         let req = session.req_header();
@@ -95,7 +98,7 @@ impl Gateway {
         ctx.route = Some(route.clone());
         let proxy_cfg = &cfg.config.proxy;
         let client_ip = client_ip(session);
-        let db = self.state.db.load();
+        let db = self.state.db.load_full();
 
         let subject = match route.route.auth {
             Auth::None => match client_ip {
@@ -152,11 +155,19 @@ impl Gateway {
             }
         }
 
-        let started = Instant::now();
-        let decision = self.limiter.check(&subject, &applicable.buckets);
-        metrics::LIMITER_DURATION
-            .with_label_values(&["local"])
-            .observe(started.elapsed().as_secs_f64());
+        let verdict = self
+            .limiters
+            .decide(&cfg.config.limiter, &subject, &applicable.buckets)
+            .await;
+        let (decision, backend) = match verdict {
+            Verdict::Decided(d, backend) => (d, backend),
+            Verdict::Unavailable => {
+                ctx.outcome = Some(outcome::UNAVAILABLE);
+                ctx.backend = "redis";
+                return Some(answer::limiter_unavailable());
+            }
+        };
+        ctx.backend = backend;
         if !decision.allowed {
             if route.route.shadow {
                 ctx.outcome = Some(outcome::SHADOW_LIMITED);
@@ -222,6 +233,7 @@ impl ProxyHttp for Gateway {
             key_from_bearer: false,
             decision: None,
             outcome: None,
+            backend: "none",
             target: None,
             _inflight: None,
         }
@@ -229,7 +241,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = request_id(session.req_header());
-        match self.decide(session, ctx) {
+        match self.decide(session, ctx).await {
             Some(a) => self.respond(session, ctx, a).await,
             None => Ok(false),
         }
@@ -237,7 +249,10 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let Some(route) = &ctx.route else {
-            return Err(Error::explain(ErrorType::InternalError, "no route selected"));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no route selected",
+            ));
         };
         let pool = &route.upstream;
         match pool.select() {
@@ -320,7 +335,8 @@ impl ProxyHttp for Gateway {
         if let Some(d) = &ctx.decision {
             if !d.limits.is_empty() {
                 upstream_response.insert_header(headers::POLICY, headers::policy(&d.limits))?;
-                upstream_response.insert_header(headers::RATELIMIT, headers::ratelimit(&d.limits))?;
+                upstream_response
+                    .insert_header(headers::RATELIMIT, headers::ratelimit(&d.limits))?;
             }
         }
         upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
@@ -374,7 +390,11 @@ impl ProxyHttp for Gateway {
         } else {
             outcome::ALLOWED
         });
-        let route = ctx.route.as_ref().map(|r| r.route.name.as_str()).unwrap_or("");
+        let route = ctx
+            .route
+            .as_ref()
+            .map(|r| r.route.name.as_str())
+            .unwrap_or("");
         let elapsed = ctx.start.elapsed();
         metrics::REQUESTS.with_label_values(&[route, outcome]).inc();
         metrics::REQUEST_DURATION
@@ -399,10 +419,7 @@ impl ProxyHttp for Gateway {
                 latency_us: elapsed.as_micros() as u64,
             });
         }
-        let access_log = ctx
-            .config
-            .as_ref()
-            .is_some_and(|c| c.config.log.access_log);
+        let access_log = ctx.config.as_ref().is_some_and(|c| c.config.log.access_log);
         if access_log {
             let req = session.req_header();
             tracing::info!(
@@ -414,7 +431,7 @@ impl ProxyHttp for Gateway {
                 path = %req.uri.path(),
                 status,
                 outcome,
-                limiter = "local",
+                limiter = ctx.backend,
                 upstream = ctx.target.as_ref().map(|t| t.to_string()),
                 duration_us = elapsed.as_micros() as u64,
             );

@@ -155,9 +155,7 @@ pub fn applicable<'a>(
         config.plans.get(name).or_else(|| db.plans.get(name))
     };
     let mut out = Applicable::default();
-    let key_plan = key
-        .and_then(|k| k.plan.as_deref())
-        .and_then(&plan_named);
+    let key_plan = key.and_then(|k| k.plan.as_deref()).and_then(&plan_named);
     let default_plan = route.route.default_plan.as_deref().and_then(plan_named);
     match (key.and_then(|k| k.own_buckets.as_ref()), key_plan) {
         (Some(own), _) => {
@@ -171,7 +169,11 @@ pub fn applicable<'a>(
         }
         (None, None) => {
             if let (Some(k), Some(missing)) = (key, key.and_then(|k| k.plan.as_deref())) {
-                tracing::warn!(key_id = k.id, plan = missing, "key's plan does not exist; using the route's default plan");
+                tracing::warn!(
+                    key_id = k.id,
+                    plan = missing,
+                    "key's plan does not exist; using the route's default plan"
+                );
             }
             if let Some(plan) = default_plan {
                 out.buckets.extend(plan.buckets.iter());

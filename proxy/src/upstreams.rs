@@ -63,8 +63,7 @@ impl UpstreamPool {
             let host = first.map(|t| t.host.clone()).unwrap_or_default();
             let tls = first.is_some_and(|t| t.tls);
             let mut check = HttpHealthCheck::new(&host, tls);
-            if let Ok(req) = pingora::http::RequestHeader::build("GET", hc.path.as_bytes(), None)
-            {
+            if let Ok(req) = pingora::http::RequestHeader::build("GET", hc.path.as_bytes(), None) {
                 let mut req = req;
                 let _ = req.insert_header("Host", host.as_str());
                 let _ = req.insert_header("User-Agent", "tollgate-health-check");

@@ -93,7 +93,11 @@ async fn forwards_with_prefix_stripped_and_key_replaced_by_key_id() {
     let headers = seen["headers"].as_object().expect("headers");
     assert!(headers.get("x-api-key").is_none(), "upstream saw the key");
     assert!(!body.to_string().contains(&plain), "key leaked upstream");
-    assert_eq!(headers["x-tollgate-key-id"], k.id.to_string(), "spoofed id replaced");
+    assert_eq!(
+        headers["x-tollgate-key-id"],
+        k.id.to_string(),
+        "spoofed id replaced"
+    );
     assert_eq!(headers["x-tollgate-plan"], "free");
     assert_eq!(headers["x-request-id"], "req-123");
 
@@ -120,7 +124,9 @@ async fn refusals_are_problem_json_with_the_right_status() {
     let r = get(&p.url("/api/users"), None).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(header(&r, "www-authenticate"), Some("Bearer"));
-    assert!(problem(r).await["type"].as_str().is_some_and(|t| t.ends_with("/missing-api-key")));
+    assert!(problem(r).await["type"]
+        .as_str()
+        .is_some_and(|t| t.ends_with("/missing-api-key")));
 
     // Wrong checksum: refused without any lookup.
     let mut typo = good.clone().into_bytes();
@@ -147,16 +153,28 @@ async fn refusals_are_problem_json_with_the_right_status() {
             ..NewApiKey::default()
         })
         .await;
-    p.wait_status(&expired_plain, "/api/users", |s| s == 200, Duration::from_secs(3))
-        .await;
+    p.wait_status(
+        &expired_plain,
+        "/api/users",
+        |s| s == 200,
+        Duration::from_secs(3),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(350)).await;
     let r = get(&p.url("/api/users"), Some(&expired_plain)).await;
-    assert_eq!(r.status(), StatusCode::FORBIDDEN, "key {} expired", expired.id);
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "key {} expired",
+        expired.id
+    );
     assert_eq!(problem(r).await["reason"], "expired");
 
     let r = get(&p.url("/nowhere"), Some(&good)).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert!(problem(r).await["type"].as_str().is_some_and(|t| t.ends_with("/no-route")));
+    assert!(problem(r).await["type"]
+        .as_str()
+        .is_some_and(|t| t.ends_with("/no-route")));
 
     let r = reqwest::Client::new()
         .delete(p.url("/api/users/1"))
@@ -207,19 +225,27 @@ async fn burst_then_429_with_headers_then_steady_refill() {
     assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
     assert_eq!(statuses[3], 429, "{statuses:?}");
     let ok = last_ok.expect("an admitted request");
-    assert_eq!(header(&ok, "ratelimit-policy"), Some(r#""second";q=10;w=1"#));
+    assert_eq!(
+        header(&ok, "ratelimit-policy"),
+        Some(r#""second";q=10;w=1"#)
+    );
     assert_eq!(header(&ok, "ratelimit"), Some(r#""second";r=0;t=1"#));
     let r = limited.expect("a refused request");
     assert_eq!(header(&r, "retry-after"), Some("1"));
     assert_eq!(header(&r, "ratelimit-policy"), Some(r#""second";q=10;w=1"#));
     assert!(header(&r, "ratelimit").is_some_and(|v| v.starts_with(r#""second";r=0;t="#)));
     let body = problem(r).await;
-    assert!(body["type"].as_str().is_some_and(|t| t.ends_with("/quota-exceeded")));
+    assert!(body["type"]
+        .as_str()
+        .is_some_and(|t| t.ends_with("/quota-exceeded")));
     assert_eq!(body["violated_limits"], serde_json::json!(["second"]));
 
     // Refill: 10 per second, so after 120 ms exactly one more fits.
     tokio::time::sleep(Duration::from_millis(120)).await;
-    assert_eq!(get(&p.url("/api/users"), Some(&plain)).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&p.url("/api/users"), Some(&plain)).await.status(),
+        StatusCode::OK
+    );
     assert_eq!(
         get(&p.url("/api/users"), Some(&plain)).await.status(),
         StatusCode::TOO_MANY_REQUESTS
@@ -245,7 +271,10 @@ async fn refusal_by_one_limit_takes_nothing_from_the_others_and_cost_counts() {
     p.wait_status(&plain, "/api/orders", |s| s == 200, Duration::from_secs(3))
         .await;
     // orders: 2/min route limit; one token already used above.
-    assert_eq!(get(&p.url("/api/orders"), Some(&plain)).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&p.url("/api/orders"), Some(&plain)).await.status(),
+        StatusCode::OK
+    );
     for _ in 0..3 {
         let r = get(&p.url("/api/orders"), Some(&plain)).await;
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -265,8 +294,15 @@ async fn refusal_by_one_limit_takes_nothing_from_the_others_and_cost_counts() {
     );
     get(&p.url("/api/products"), Some(&plain)).await;
     let r = get(&p.url("/api/products"), Some(&plain)).await;
-    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "cost 4 with 2 tokens left");
-    assert_eq!(problem(r).await["violated_limits"], serde_json::json!(["expensive"]));
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "cost 4 with 2 tokens left"
+    );
+    assert_eq!(
+        problem(r).await["violated_limits"],
+        serde_json::json!(["expensive"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,7 +316,11 @@ async fn shadow_mode_counts_but_never_blocks() {
     );
     for _ in 0..8 {
         let r = get(&p.url("/shadow/health"), Some(&plain)).await;
-        assert_eq!(r.status(), StatusCode::NOT_FOUND, "demo has no /shadow/health: forwarded");
+        assert_eq!(
+            r.status(),
+            StatusCode::NOT_FOUND,
+            "demo has no /shadow/health: forwarded"
+        );
     }
     let after = metric_value(
         &p.metrics_text().await,
@@ -307,31 +347,52 @@ async fn key_changes_reach_the_running_proxy(store: Store) {
         return;
     };
     let (k, plain) = p.key(named("toggle")).await;
-    p.db.update_key(k.id, &KeyPatch { enabled: Some(false), ..KeyPatch::default() })
-        .await
-        .expect("disable");
+    p.db.update_key(
+        k.id,
+        &KeyPatch {
+            enabled: Some(false),
+            ..KeyPatch::default()
+        },
+    )
+    .await
+    .expect("disable");
     let took = p
         .wait_status(&plain, "/api/users", |s| s == 403, Duration::from_secs(3))
         .await;
     assert!(took < Duration::from_secs(1), "disable took {took:?}");
-    p.db.update_key(k.id, &KeyPatch { enabled: Some(true), ..KeyPatch::default() })
-        .await
-        .expect("enable");
+    p.db.update_key(
+        k.id,
+        &KeyPatch {
+            enabled: Some(true),
+            ..KeyPatch::default()
+        },
+    )
+    .await
+    .expect("enable");
     p.wait_status(&plain, "/api/users", |s| s == 200, Duration::from_secs(1))
         .await;
-    let (_, new_plain) = p
-        .db
-        .rotate_key(k.id, Duration::ZERO)
-        .await
-        .expect("rotate")
-        .expect("key exists");
+    let (_, new_plain) =
+        p.db.rotate_key(k.id, Duration::ZERO)
+            .await
+            .expect("rotate")
+            .expect("key exists");
     p.wait_status(&plain, "/api/users", |s| s == 403, Duration::from_secs(1))
         .await;
-    p.wait_status(&new_plain, "/api/users", |s| s == 200, Duration::from_secs(1))
-        .await;
+    p.wait_status(
+        &new_plain,
+        "/api/users",
+        |s| s == 200,
+        Duration::from_secs(1),
+    )
+    .await;
     assert!(p.db.delete_key(k.id).await.expect("delete"));
-    p.wait_status(&new_plain, "/api/users", |s| s == 403, Duration::from_secs(1))
-        .await;
+    p.wait_status(
+        &new_plain,
+        "/api/users",
+        |s| s == 403,
+        Duration::from_secs(1),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,15 +409,25 @@ async fn key_changes_reach_the_running_proxy_postgres() {
 async fn hot_reload_applies_good_edits_and_refuses_bad_ones() {
     let p = TestProxy::start(BASE, Store::Sqlite).await.expect("sqlite");
     let (_, plain) = p.key(named("reload")).await;
-    assert_eq!(get(&p.url("/api/users"), Some(&plain)).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&p.url("/api/users"), Some(&plain)).await.status(),
+        StatusCode::OK
+    );
     let text = std::fs::read_to_string(&p.config_path).expect("config");
     let reloads = |t: &str, r: &str| {
-        metric_value(t, "tollgate_config_reloads_total", &[&format!("result=\"{r}\"")])
+        metric_value(
+            t,
+            "tollgate_config_reloads_total",
+            &[&format!("result=\"{r}\"")],
+        )
     };
     let m0 = p.metrics_text().await;
 
     // Bad edit: unknown upstream. Refused; the old config keeps serving.
-    let bad = text.replace("upstream: demo\n    strip_prefix: /api\n    default_plan: free", "upstream: nowhere\n    strip_prefix: /api\n    default_plan: free");
+    let bad = text.replace(
+        "upstream: demo\n    strip_prefix: /api\n    default_plan: free",
+        "upstream: nowhere\n    strip_prefix: /api\n    default_plan: free",
+    );
     assert_ne!(bad, text);
     std::fs::write(&p.config_path, &bad).expect("write");
     let start = std::time::Instant::now();
@@ -365,17 +436,31 @@ async fn hot_reload_applies_good_edits_and_refuses_bad_ones() {
         if reloads(&m, "failed") > reloads(&m0, "failed") {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "bad reload not counted");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "bad reload not counted"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(get(&p.url("/api/users"), Some(&plain)).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&p.url("/api/users"), Some(&plain)).await.status(),
+        StatusCode::OK
+    );
 
     // Good edit: the users route moves to /v2/users.
-    let good = text.replace("path_prefix: /api/users", "path_prefix: /v2/users").replace("strip_prefix: /api\n    default_plan: free", "strip_prefix: /v2\n    default_plan: free");
+    let good = text
+        .replace("path_prefix: /api/users", "path_prefix: /v2/users")
+        .replace(
+            "strip_prefix: /api\n    default_plan: free",
+            "strip_prefix: /v2\n    default_plan: free",
+        );
     std::fs::write(&p.config_path, &good).expect("write");
     p.wait_status(&plain, "/v2/users", |s| s == 200, Duration::from_secs(5))
         .await;
-    assert_eq!(get(&p.url("/api/users"), Some(&plain)).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&p.url("/api/users"), Some(&plain)).await.status(),
+        StatusCode::NOT_FOUND
+    );
     let m = p.metrics_text().await;
     assert!(reloads(&m, "ok") > reloads(&m0, "ok"));
 }
@@ -383,17 +468,26 @@ async fn hot_reload_applies_good_edits_and_refuses_bad_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_bad_keys_from_one_ip_are_throttled() {
     let yaml = BASE.replace("plans:", "proxy:\n  listen: \"{listen}\"\n  metrics_listen: \"{metrics}\"\n  auth_failures_per_second: 5\nplans:");
-    let p = TestProxy::start(&yaml, Store::Sqlite).await.expect("sqlite");
+    let p = TestProxy::start(&yaml, Store::Sqlite)
+        .await
+        .expect("sqlite");
     let mut statuses = Vec::new();
     for _ in 0..12 {
-        statuses.push(get(&p.url("/api/users"), Some("tg_guess")).await.status().as_u16());
+        statuses.push(
+            get(&p.url("/api/users"), Some("tg_guess"))
+                .await
+                .status()
+                .as_u16(),
+        );
     }
     assert_eq!(&statuses[..5], &[403; 5], "{statuses:?}");
     assert!(statuses.contains(&429), "{statuses:?}");
     let r = get(&p.url("/api/users"), Some("tg_guess")).await;
     if r.status() == StatusCode::TOO_MANY_REQUESTS {
         let body = problem(r).await;
-        assert!(body["type"].as_str().is_some_and(|t| t.ends_with("/too-many-auth-failures")));
+        assert!(body["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/too-many-auth-failures")));
     }
 }
 
@@ -413,8 +507,20 @@ async fn metrics_endpoint_lists_tollgate_metrics_without_key_labels() {
     ] {
         assert!(text.contains(name), "{name} missing");
     }
-    assert!(metric_value(&text, "tollgate_requests_total", &["route=\"users\"", "outcome=\"allowed\""]) >= 1.0);
-    assert!(metric_value(&text, "tollgate_requests_total", &["route=\"users\"", "outcome=\"unauthorized\""]) >= 1.0);
+    assert!(
+        metric_value(
+            &text,
+            "tollgate_requests_total",
+            &["route=\"users\"", "outcome=\"allowed\""]
+        ) >= 1.0
+    );
+    assert!(
+        metric_value(
+            &text,
+            "tollgate_requests_total",
+            &["route=\"users\"", "outcome=\"unauthorized\""]
+        ) >= 1.0
+    );
     assert!(!text.contains(&plain));
     assert!(!text.contains(&format!("key_id=\"{}\"", k.id)));
 }
@@ -426,23 +532,44 @@ async fn round_robin_skips_a_target_that_fails_its_health_check() {
         "demo: { targets: [\"{upstream}\"] }",
         &format!("demo: {{ targets: [\"{{upstream}}\", \"127.0.0.1:{dead}\"], health_check: {{ path: /health, interval: 200ms }} }}"),
     );
-    let p = TestProxy::start(&yaml, Store::Sqlite).await.expect("sqlite");
+    let p = TestProxy::start(&yaml, Store::Sqlite)
+        .await
+        .expect("sqlite");
     let (_, plain) = p
-        .key(NewApiKey { name: "rr".into(), plan: Some("big".into()), ..NewApiKey::default() })
+        .key(NewApiKey {
+            name: "rr".into(),
+            plan: Some("big".into()),
+            ..NewApiKey::default()
+        })
         .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let healthy = metric_value(&p.metrics_text().await, "tollgate_upstream_targets_healthy", &[]);
+    let healthy = metric_value(
+        &p.metrics_text().await,
+        "tollgate_upstream_targets_healthy",
+        &[],
+    );
     assert_eq!(healthy, 1.0, "one of two targets is healthy");
     for _ in 0..10 {
-        assert_eq!(get(&p.url("/api/users/1"), Some(&plain)).await.status().as_u16(), 200);
+        assert_eq!(
+            get(&p.url("/api/users/1"), Some(&plain))
+                .await
+                .status()
+                .as_u16(),
+            200
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_is_502_problem_json() {
     let dead = common::free_port();
-    let yaml = BASE.replace("demo: { targets: [\"{upstream}\"] }", &format!("demo: {{ targets: [\"127.0.0.1:{dead}\"] }}"));
-    let p = TestProxy::start(&yaml, Store::Sqlite).await.expect("sqlite");
+    let yaml = BASE.replace(
+        "demo: { targets: [\"{upstream}\"] }",
+        &format!("demo: {{ targets: [\"127.0.0.1:{dead}\"] }}"),
+    );
+    let p = TestProxy::start(&yaml, Store::Sqlite)
+        .await
+        .expect("sqlite");
     let (_, plain) = p.create_key(named("down")).await;
     let took = p
         .wait_status(&plain, "/api/users", |s| s == 502, Duration::from_secs(3))
@@ -450,6 +577,11 @@ async fn unreachable_upstream_is_502_problem_json() {
     assert!(took < Duration::from_secs(3));
     let r = get(&p.url("/api/users"), Some(&plain)).await;
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
-    assert!(header(&r, "ratelimit").is_some(), "keyed answers carry RateLimit");
-    assert!(problem(r).await["type"].as_str().is_some_and(|t| t.ends_with("/upstream-error")));
+    assert!(
+        header(&r, "ratelimit").is_some(),
+        "keyed answers carry RateLimit"
+    );
+    assert!(problem(r).await["type"]
+        .as_str()
+        .is_some_and(|t| t.ends_with("/upstream-error")));
 }

@@ -10,9 +10,6 @@
 //! Tests share Redis and run in parallel: each run and each test uses its own
 //! subjects (see `base`), and nothing here flushes or pauses a shared server.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,27 +22,11 @@ use tollgate_proxy::limiter::redis::{
 use tollgate_proxy::limiter::scenarios::{self, Outcome, Scenario, SubjectSpec};
 use tollgate_proxy::limiter::{Bucket, Scope, Subject};
 
+mod common;
+
+use common::redis::{raw_command, service_url, OwnRedis};
+
 // --- helpers -----------------------------------------------------------------
-
-fn services_required() -> bool {
-    std::env::var_os("CI").is_some() || std::env::var_os("TOLLGATE_REQUIRE_SERVICES").is_some()
-}
-
-/// The URL in `var`, or `None` (with a notice) to skip; fails in CI.
-fn service_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                !services_required(),
-                "{var} is not set (required because CI / TOLLGATE_REQUIRE_SERVICES is set); \
-                 run `eval \"$(scripts/services)\"`"
-            );
-            eprintln!("notice: {var} not set, skipping (eval \"$(scripts/services)\" to run)");
-            None
-        }
-    }
-}
 
 /// A subject base unique to this run and test: runs against a persistent
 /// Redis never see each other's buckets.
@@ -83,87 +64,6 @@ fn limit(name: &str, rate: u64, per: Duration, burst: u64) -> Limit {
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// One request/response on a fresh connection (RESP inline command).
-fn raw_command(port: u16, cmd: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.write_all(format!("{cmd}\r\n").as_bytes())?;
-    let mut buf = [0u8; 512];
-    let n = s.read(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-}
-
-/// A redis-server of our own, killed on drop.
-struct OwnRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    /// `None` (skip) if redis-server is not installed; fails in CI.
-    fn start() -> Option<Self> {
-        let mut r = Self {
-            port: free_port(),
-            child: None,
-        };
-        if !r.spawn() {
-            assert!(!services_required(), "redis-server is not installed");
-            eprintln!("notice: redis-server not installed, skipping");
-            return None;
-        }
-        Some(r)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--daemonize", "no", "--enable-debug-command", "yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let Ok(child) = child else { return false };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if raw_command(self.port, "PING").is_ok_and(|r| r.starts_with("+PONG")) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server on {} did not start", self.port);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.kill();
-        assert!(self.spawn(), "restart redis-server");
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 // --- scenarios: Redis decides exactly like the local limiter -----------------
 

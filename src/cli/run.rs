@@ -118,7 +118,10 @@ async fn start_admin(
     let (state, created) = tollgate_admin_api::bootstrap(config)
         .await
         .context("cannot start the admin API")?;
-    let password = match (created, std::env::var(tollgate_admin_api::ADMIN_PASSWORD_ENV)) {
+    let password = match (
+        created,
+        std::env::var(tollgate_admin_api::ADMIN_PASSWORD_ENV),
+    ) {
         (Some(pw), _) => pw,
         (None, Ok(pw)) => pw,
         (None, Err(_)) => {

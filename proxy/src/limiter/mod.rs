@@ -1,6 +1,7 @@
 //! Limiters: who is limited ([`Subject`]), by which buckets ([`Bucket`]), and
 //! the backends that decide. The in-process backend lives in [`local`].
 
+pub mod backends;
 pub mod breaker;
 pub mod local;
 pub mod redis;

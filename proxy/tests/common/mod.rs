@@ -2,6 +2,8 @@
 //! listeners) in front of the real demo upstream, over a fresh database.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -68,7 +70,8 @@ impl TestProxy {
         let text = render(yaml, addr, metrics, upstream, &db_url(&db));
         let config_path = dir.path().join("tollgate.yaml");
         std::fs::write(&config_path, &text).expect("write config");
-        let cfg = config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
+        let cfg = config::load(&config_path)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{text}"));
         let prepared = Prepared::load(cfg).await.expect("prepare proxy");
         let shutdown = ShutdownHandle::new();
         let handle = shutdown.clone();
@@ -86,6 +89,12 @@ impl TestProxy {
             thread: Some(thread),
             _dir: dir,
         }
+    }
+
+    /// A second proxy on the same database (e.g. sharing one Redis).
+    pub async fn start_sharing(&self, yaml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_with_db(yaml, self.db.clone(), dir).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -135,7 +144,10 @@ impl TestProxy {
             if ok(status) {
                 return start.elapsed();
             }
-            assert!(start.elapsed() < timeout, "status {status} still after {timeout:?}");
+            assert!(
+                start.elapsed() < timeout,
+                "status {status} still after {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -154,7 +166,13 @@ pub fn db_url(db: &Db) -> String {
     db.url().to_string()
 }
 
-pub fn render(yaml: &str, addr: SocketAddr, metrics: SocketAddr, upstream: SocketAddr, db: &str) -> String {
+pub fn render(
+    yaml: &str,
+    addr: SocketAddr,
+    metrics: SocketAddr,
+    upstream: SocketAddr,
+    db: &str,
+) -> String {
     let mut text = yaml
         .replace("{listen}", &addr.to_string())
         .replace("{metrics}", &metrics.to_string())
@@ -177,7 +195,10 @@ pub fn render(yaml: &str, addr: SocketAddr, metrics: SocketAddr, upstream: Socke
 pub async fn wait_listening(addr: SocketAddr) {
     let start = Instant::now();
     while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "proxy did not listen on {addr}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "proxy did not listen on {addr}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -1,0 +1,287 @@
+//! The Redis limiter through the real proxy: two proxies sharing one Redis
+//! (and a Redis Cluster) admit no more than the limits allow, and a Redis that
+//! dies or stalls never hangs a request.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::redis::{raw_command, service_url, OwnRedis};
+use common::{metric_value, Store, TestProxy};
+use tollgate_core::db::NewApiKey;
+
+fn yaml(redis_url: &str, policy: &str, rate: u32, per: &str, burst: u32) -> String {
+    format!(
+        r#"
+limiter:
+  backend: redis
+  redis_url: "{redis_url}"
+  redis_timeout: 50ms
+  on_redis_error: {policy}
+plans:
+  p: {{ limits: [ {{ name: plan, rate: {rate}, per: {per}, burst: {burst} }} ] }}
+upstreams:
+  demo: {{ targets: ["{{upstream}}"] }}
+routes:
+  - name: users
+    match: {{ path_prefix: /api/users }}
+    upstream: demo
+    strip_prefix: /api
+    default_plan: p
+"#
+    )
+}
+
+async fn status(client: &reqwest::Client, url: &str, key: &str) -> u16 {
+    client
+        .get(url)
+        .header("x-api-key", key)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Offer load at several times the limit through both proxies for `secs`;
+/// returns (admitted, bound = burst + rate × elapsed).
+async fn hammer(
+    a: &TestProxy,
+    b: &TestProxy,
+    key: &str,
+    rate: f64,
+    burst: f64,
+    secs: f64,
+) -> (u64, f64) {
+    let admitted = Arc::new(AtomicU64::new(0));
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let url = if i % 2 == 0 {
+            a.url("/api/users")
+        } else {
+            b.url("/api/users")
+        };
+        let (client, key, admitted) = (client.clone(), key.to_string(), admitted.clone());
+        tasks.push(tokio::spawn(async move {
+            while start.elapsed().as_secs_f64() < secs {
+                if status(&client, &url, &key).await == 200 {
+                    admitted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("load task");
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    (admitted.load(Ordering::Relaxed), burst + rate * elapsed)
+}
+
+async fn two_proxies_share_one_budget(url: &str, label: &str) {
+    // `deny`: a Redis hiccup under load must not admit through a local fallback.
+    let y = yaml(url, "deny", 40, "1s", 20);
+    let a = TestProxy::start(&y, Store::Sqlite).await.expect("sqlite");
+    let b = a.start_sharing(&y).await;
+    let (_, key) = a
+        .create_key(NewApiKey {
+            name: format!("shared-{label}"),
+            ..NewApiKey::default()
+        })
+        .await;
+    for p in [&a, &b] {
+        p.wait_status(&key, "/api/users", |s| s != 403, Duration::from_secs(3))
+            .await;
+    }
+    // Let the bucket fill up again after the two probes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (admitted, bound) = hammer(&a, &b, &key, 40.0, 20.0, 3.0).await;
+    println!("{label}: two proxies admitted {admitted}, bound burst + rate × t = {bound:.1}");
+    assert!(admitted as f64 <= bound + 1.0, "{admitted} > {bound}");
+    assert!(
+        admitted as f64 >= 0.8 * bound,
+        "{admitted} much less than {bound}"
+    );
+    let m = a.metrics_text().await;
+    assert!(
+        metric_value(
+            &m,
+            "tollgate_limiter_decision_duration_seconds_count",
+            &["backend=\"redis\""]
+        ) > 0.0,
+        "decisions came from Redis"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_on_one_redis_admit_no_more_than_the_limit() {
+    let Some(url) = service_url("TOLLGATE_TEST_REDIS_URL") else {
+        return;
+    };
+    two_proxies_share_one_budget(&url, "single node").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_on_a_redis_cluster_admit_no_more_than_the_limit() {
+    let Some(url) = service_url("TOLLGATE_TEST_REDIS_CLUSTER_URL") else {
+        return;
+    };
+    two_proxies_share_one_budget(&url, "cluster").await;
+}
+
+/// Requests while Redis is down: none waits much longer than redis_timeout.
+async fn max_latency(p: &TestProxy, key: &str, n: usize) -> (Duration, Vec<u16>) {
+    let client = reqwest::Client::new();
+    let mut worst = Duration::ZERO;
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        statuses.push(status(&client, &p.url("/api/users"), key).await);
+        worst = worst.max(t.elapsed());
+    }
+    (worst, statuses)
+}
+
+async fn start_on_own_redis(policy: &str) -> Option<(OwnRedis, TestProxy, String)> {
+    let redis = OwnRedis::start()?;
+    let p = TestProxy::start(&yaml(&redis.url(), policy, 1, "1h", 3), Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let (_, key) = p
+        .create_key(NewApiKey {
+            name: "r".into(),
+            ..NewApiKey::default()
+        })
+        .await;
+    p.wait_status(&key, "/api/users", |s| s == 200, Duration::from_secs(3))
+        .await;
+    Some((redis, p, key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_policy_local_falls_back_then_recovers() {
+    let Some((mut redis, p, key)) = start_on_own_redis("local").await else {
+        return;
+    };
+    redis.kill();
+    let (worst, statuses) = max_latency(&p, &key, 12).await;
+    println!("redis down, policy local: worst {worst:?}, {statuses:?}");
+    assert!(
+        worst < Duration::from_millis(500),
+        "a request waited {worst:?}"
+    );
+    // The local fallback enforces the same limits (burst 3) for this instance.
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 429),
+        "{statuses:?}"
+    );
+    let m = p.metrics_text().await;
+    assert!(
+        metric_value(
+            &m,
+            "tollgate_limiter_fallback_decisions_total",
+            &["policy=\"local\""]
+        ) >= 12.0
+    );
+    assert!(
+        metric_value(
+            &m,
+            "tollgate_redis_errors_total",
+            &["kind=\"circuit_open\""]
+        ) >= 1.0,
+        "breaker opened"
+    );
+    assert_eq!(metric_value(&m, "tollgate_redis_breaker_state", &[]), 1.0);
+
+    // Back: decisions come from Redis again within 2 s (its bucket has 2 tokens left).
+    redis.restart();
+    let before = metric_value(
+        &m,
+        "tollgate_limiter_decision_duration_seconds_count",
+        &["backend=\"redis\""],
+    );
+    let start = Instant::now();
+    loop {
+        status(&reqwest::Client::new(), &p.url("/api/users"), &key).await;
+        let m = p.metrics_text().await;
+        let now = metric_value(
+            &m,
+            "tollgate_limiter_decision_duration_seconds_count",
+            &["backend=\"redis\""],
+        );
+        if now > before {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "Redis not used again after 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("redis back in use after {:?}", start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_policy_allow_admits_and_deny_refuses_with_503() {
+    let Some((mut redis, p, key)) = start_on_own_redis("allow").await else {
+        return;
+    };
+    redis.kill();
+    let (worst, statuses) = max_latency(&p, &key, 8).await;
+    assert!(
+        worst < Duration::from_millis(500),
+        "a request waited {worst:?}"
+    );
+    assert!(statuses.iter().all(|&s| s == 200), "allow: {statuses:?}");
+
+    let Some((mut redis, p, key)) = start_on_own_redis("deny").await else {
+        return;
+    };
+    redis.kill();
+    let (worst, statuses) = max_latency(&p, &key, 5).await;
+    assert!(
+        worst < Duration::from_millis(500),
+        "a request waited {worst:?}"
+    );
+    assert!(statuses.iter().all(|&s| s == 503), "deny: {statuses:?}");
+    let r = reqwest::Client::new()
+        .get(p.url("/api/users"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert!(body["type"]
+        .as_str()
+        .is_some_and(|t| t.ends_with("/limiter-unavailable")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_is_bounded_by_the_timeout() {
+    let Some((redis, p, key)) = start_on_own_redis("allow").await else {
+        return;
+    };
+    // Accepts connections but answers nothing for 1.5 s.
+    let r = raw_command(redis.port, "CLIENT PAUSE 1500 ALL").expect("pause");
+    assert!(r.starts_with("+OK"), "{r}");
+    let (worst, statuses) = max_latency(&p, &key, 6).await;
+    println!("redis paused: worst {worst:?}, {statuses:?}");
+    assert!(
+        worst < Duration::from_millis(500),
+        "a request waited {worst:?}"
+    );
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+}
