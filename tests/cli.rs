@@ -1,20 +1,10 @@
 //! The `tollgate` binary: check-config, keys, dev.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn tollgate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tollgate"))
-}
+mod common;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
+use common::{tollgate, write_config, Dev, Ports};
 
 #[test]
 fn check_config_accepts_the_shipped_configs() {
@@ -76,19 +66,8 @@ fn check_config_reports_every_problem_with_its_position() {
     assert!(stderr.starts_with(&format!("{f}:")), "{stderr}");
 }
 
-fn sqlite_config(dir: &std::path::Path, proxy: u16, upstream: u16) -> std::path::PathBuf {
-    let file = dir.join("tollgate.yaml");
-    let text = tollgate_core::config::DEFAULT_YAML
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{proxy}"))
-        .replace("127.0.0.1:9091", &format!("127.0.0.1:{}", free_port()))
-        .replace("127.0.0.1:8081", &format!("127.0.0.1:{}", free_port()))
-        .replace("127.0.0.1:3001", &format!("127.0.0.1:{upstream}"))
-        .replace(
-            "sqlite://tollgate.db",
-            &format!("sqlite://{}", dir.join("t.db").display()),
-        );
-    std::fs::write(&file, text).expect("write config");
-    file
+fn sqlite_config(dir: &std::path::Path) -> std::path::PathBuf {
+    write_config(dir, &Ports::new(), &[])
 }
 
 fn keys(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
@@ -109,7 +88,7 @@ fn keys(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
 #[test]
 fn keys_cli_manages_keys_in_the_configured_database() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = sqlite_config(dir.path(), free_port(), free_port());
+    let config = sqlite_config(dir.path());
     let (ok, out, err) = keys(
         &config,
         &[
@@ -150,59 +129,27 @@ fn keys_cli_manages_keys_in_the_configured_database() {
 
 #[test]
 fn dev_runs_everything_and_stops_on_ctrl_c() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let proxy = free_port();
-    let config = sqlite_config(dir.path(), proxy, free_port());
-    let mut child = tollgate()
-        .arg("dev")
-        .arg("--config")
-        .arg(&config)
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn dev");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    let start = Instant::now();
-    while !lines.iter().any(|l: &String| l.starts_with("demo key: ")) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "dev printed {lines:?}"
-        );
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
-            lines.push(l);
-        }
-    }
-    assert!(
-        lines
-            .iter()
-            .any(|l| l == &format!("proxy: http://127.0.0.1:{proxy}")),
-        "{lines:?}"
+    let mut dev = Dev::start(&[], &[("TOLLGATE_ADMIN_PASSWORD", "dev-pass-123")]);
+    let p = &dev.ports;
+    assert_eq!(
+        dev.line("proxy: ").as_deref(),
+        Some(format!("http://127.0.0.1:{}", p.proxy).as_str())
     );
-    assert!(
-        lines.iter().any(|l| l.starts_with("metrics: http://")),
-        "{lines:?}"
+    assert_eq!(
+        dev.line("admin: ").as_deref(),
+        Some(format!("http://127.0.0.1:{}", p.admin).as_str())
     );
-    let key = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("demo key: "))
-        .expect("demo key")
-        .to_string();
+    assert_eq!(
+        dev.line("admin login: ").as_deref(),
+        Some("admin / dev-pass-123")
+    );
+    assert!(dev.line("metrics: http://").is_some(), "{:?}", dev.lines);
+    let key = dev.line("demo key: ").expect("demo key");
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let client = reqwest::Client::new();
-        let url = format!("http://127.0.0.1:{proxy}/api/products");
+        let url = dev.proxy_url("/api/products");
         let start = Instant::now();
         loop {
             match client.get(&url).header("x-api-key", &key).send().await {
@@ -219,23 +166,16 @@ fn dev_runs_everything_and_stops_on_ctrl_c() {
         }
         let r = client.get(&url).send().await.expect("request");
         assert_eq!(r.status(), 401);
+        let r = client
+            .post(dev.admin_url("/api/auth/login"))
+            .json(&serde_json::json!({"username": "admin", "password": "dev-pass-123"}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status(), 200);
     });
 
     // Ctrl-C: a clean, prompt exit.
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(status.success(), "dev exited with {status}");
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "dev did not stop on SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = dev.interrupt();
+    assert!(status.success(), "dev exited with {status}");
 }

@@ -9,6 +9,7 @@
 
 pub mod admins;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -105,6 +106,7 @@ impl AppState {
 /// The whole admin API router (every `/api` route, problem+json fallbacks).
 pub fn app(state: AppState) -> Router {
     api_router()
+        .merge(dashboard::router())
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())

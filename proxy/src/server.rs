@@ -73,7 +73,6 @@ pub fn build(prepared: Prepared) -> Built {
     let metrics_listen = config.proxy.metrics_listen;
     let database_url = config.storage.database_url.clone();
     let config_path = config.source.clone();
-    let keepalive = config.proxy.keepalive_timeout;
 
     let state = Arc::new(State::new(ConfigState::compile(config, None), db_state));
     let limiter = Arc::new(LocalLimiter::default());
@@ -91,7 +90,6 @@ pub fn build(prepared: Prepared) -> Built {
         server_options.keepalive_request_limit = Some(10_000);
         opts.server_options = Some(server_options);
     }
-    let _ = keepalive;
     proxy.add_tcp(&listen.to_string());
     server.add_service(proxy);
 

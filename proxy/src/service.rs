@@ -241,6 +241,8 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = request_id(session.req_header());
+        let keepalive = self.state.config.load().config.proxy.keepalive_timeout;
+        session.set_keepalive(Some(keepalive.as_secs()));
         match self.decide(session, ctx).await {
             Some(a) => self.respond(session, ctx, a).await,
             None => Ok(false),

@@ -15,6 +15,7 @@ plans:
   free: { limits: [ { name: minute, rate: 60, per: 1m, burst: 5 } ] }
   tight: { limits: [ { name: second, rate: 10, per: 1s, burst: 3 } ] }
   big: { limits: [ { name: hour, rate: 1000, per: 1h } ] }
+  single: { limits: [ { name: hour, rate: 1000, per: 1h } ], concurrency: 1 }
 upstreams:
   demo: { targets: ["{upstream}"] }
 routes:
@@ -35,6 +36,10 @@ routes:
     strip_prefix: /api
     default_plan: big
     limits: [ { name: expensive, rate: 10, per: 1m, cost: 4 } ]
+  - name: slow
+    match: { path_prefix: /slow }
+    upstream: demo
+    default_plan: big
   - name: shadowed
     match: { path_prefix: /shadow }
     upstream: demo
@@ -584,4 +589,32 @@ async fn unreachable_upstream_is_502_problem_json() {
     assert!(problem(r).await["type"]
         .as_str()
         .is_some_and(|t| t.ends_with("/upstream-error")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_limit_refuses_a_second_request_in_flight() {
+    let p = TestProxy::start(BASE, Store::Sqlite).await.expect("sqlite");
+    let (_, plain) = p
+        .key(NewApiKey {
+            name: "one-at-a-time".into(),
+            plan: Some("single".into()),
+            ..NewApiKey::default()
+        })
+        .await;
+    let slow = {
+        let (url, key) = (p.url("/slow/600"), plain.clone());
+        tokio::spawn(async move { get(&url, Some(&key)).await.status() })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let r = get(&p.url("/slow/0"), Some(&plain)).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(problem(r).await["type"]
+        .as_str()
+        .is_some_and(|t| t.ends_with("/concurrency-exceeded")));
+    assert_eq!(slow.await.expect("slow request"), StatusCode::OK);
+    // The slot is free again once the first request finished.
+    assert_eq!(
+        get(&p.url("/slow/0"), Some(&plain)).await.status(),
+        StatusCode::OK
+    );
 }

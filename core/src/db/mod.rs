@@ -17,6 +17,7 @@ pub mod keys;
 pub mod plans;
 pub mod settings;
 pub mod testing;
+pub mod usage;
 
 use std::sync::{Arc, Once};
 use std::time::Duration;
