@@ -1,0 +1,188 @@
+//! Hostile and odd input to the real proxy, over raw TCP: every answer is a
+//! clear 4xx (or a closed connection), never a 5xx, a panic or a hang.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Store, TestProxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tollgate_core::db::NewApiKey;
+
+const CONFIG: &str = r#"
+plans:
+  free: { limits: [ { name: minute, rate: 1000, per: 1m } ] }
+upstreams:
+  demo: { targets: ["{upstream}"] }
+routes:
+  - name: users
+    match: { path_prefix: /api/users }
+    upstream: demo
+    strip_prefix: /api
+    default_plan: free
+"#;
+
+/// Send raw bytes, read until the peer closes or 2 s pass.
+async fn raw(p: &TestProxy, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn statuses(response: &str) -> Vec<u16> {
+    response
+        .match_indices("HTTP/1.")
+        .filter_map(|(i, _)| response.get(i + 9..i + 12)?.parse().ok())
+        .collect()
+}
+
+async fn setup() -> (TestProxy, String) {
+    let p = TestProxy::start(CONFIG, Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let (_, key) = p
+        .key(NewApiKey {
+            name: "hostile".into(),
+            ..NewApiKey::default()
+        })
+        .await;
+    (p, key)
+}
+
+fn no_5xx(what: &str, response: &str) {
+    for s in statuses(response) {
+        assert!(s < 500, "{what}: got {s}\n{response}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_requests_get_4xx() {
+    let (p, key) = setup().await;
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "huge header",
+            format!("GET /api/users HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nx-big: {}\r\n\r\n", "a".repeat(200_000)).into_bytes(),
+        ),
+        (
+            "huge url",
+            format!("GET /api/users?{} HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n\r\n", "q".repeat(200_000)).into_bytes(),
+        ),
+        (
+            "many headers",
+            format!(
+                "GET /api/users HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n{}\r\n",
+                (0..500).map(|i| format!("x-h{i}: v\r\n")).collect::<String>()
+            )
+            .into_bytes(),
+        ),
+        ("garbage", b"\x00\x01\x02 not http at all\r\n\r\n".to_vec()),
+        ("bad method", b"G\x01T /api/users HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        (
+            "10 KB key",
+            format!("GET /api/users HTTP/1.1\r\nHost: x\r\nx-api-key: tg_{}\r\nConnection: close\r\n\r\n", "A".repeat(10_000)).into_bytes(),
+        ),
+        (
+            "invalid UTF-8 key",
+            [b"GET /api/users HTTP/1.1\r\nHost: x\r\nx-api-key: tg_\xff\xfe\xfd\r\nConnection: close\r\n\r\n".as_slice()].concat(),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let resp = raw(&p, &bytes).await;
+        no_5xx(what, &resp);
+    }
+    let resp = raw(
+        &p,
+        format!(
+            "GET /api/users HTTP/1.1\r\nHost: x\r\nx-api-key: tg_{}\r\nConnection: close\r\n\r\n",
+            "A".repeat(10_000)
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(statuses(&resp), vec![403], "{resp}");
+    // The proxy is still fine afterwards.
+    let r = reqwest::Client::new()
+        .get(p.url("/api/users"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_and_pipelining_are_handled() {
+    let (p, key) = setup().await;
+    let resp = raw(
+        &p,
+        format!("GET /api/users HTTP/1.0\r\nx-api-key: {key}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(statuses(&resp), vec![200], "{resp}");
+
+    let one = format!("GET /api/users/1 HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n\r\n");
+    let last = format!(
+        "GET /api/users/2 HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n"
+    );
+    // Pingora answers the first of pipelined requests and does not serve the
+    // rest from the same read buffer: no 5xx, no crash, the keyless one is
+    // never forwarded.
+    let resp = raw(
+        &p,
+        format!("{one}GET /api/users HTTP/1.1\r\nHost: x\r\n\r\n{last}").as_bytes(),
+    )
+    .await;
+    let got = statuses(&resp);
+    assert_eq!(got.first(), Some(&200), "{resp}");
+    no_5xx("pipelining", &resp);
+    assert!(
+        !got.get(1).is_some_and(|&s| s == 200),
+        "keyless pipelined request admitted: {resp}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_smuggling_attempts_are_refused() {
+    let (p, key) = setup().await;
+    // Content-Length and Transfer-Encoding together (CL.TE).
+    let smuggle = format!(
+        "POST /api/users HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/users HTTP/1.1\r\nHost: x\r\n\r\n"
+    );
+    let resp = raw(&p, smuggle.as_bytes()).await;
+    no_5xx("CL+TE", &resp);
+    // Whatever happens, the smuggled, keyless request must not be forwarded as 200.
+    assert!(
+        statuses(&resp).iter().filter(|&&s| s == 200).count() <= 1,
+        "{resp}"
+    );
+    // Two different Content-Lengths.
+    let resp = raw(&p, format!("POST /api/users HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde").as_bytes()).await;
+    no_5xx("double CL", &resp);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_does_not_block_others() {
+    let (p, key) = setup().await;
+    // Slowloris: send half a request and keep the connection open.
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(p.addr).await.expect("connect");
+        s.write_all(b"GET /api/users HTTP/1.1\r\nHost: x\r\nx-api-")
+            .await
+            .expect("write");
+        slow.push(s);
+    }
+    let start = std::time::Instant::now();
+    let r = reqwest::Client::new()
+        .get(p.url("/api/users"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    assert!(start.elapsed() < Duration::from_secs(2));
+    drop(slow);
+}
