@@ -179,3 +179,45 @@ fn dev_runs_everything_and_stops_on_ctrl_c() {
     let status = dev.interrupt();
     assert!(status.success(), "dev exited with {status}");
 }
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish_then_exits() {
+    let mut dev = Dev::start(
+        &[
+            ("  threads: 2\n", "  threads: 2\n  grace_period: 2s\n"),
+            (
+                "routes:\n",
+                "routes:\n  - name: slow\n    match: { path_prefix: /slow }\n    upstream: demo\n    auth: none\n",
+            ),
+        ],
+        &[],
+    );
+    let url = dev.proxy_url("/slow/1500");
+    let slow = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async { reqwest::get(&url).await.map(|r| r.status().as_u16()) })
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let start = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &dev.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert_eq!(
+        slow.join().expect("thread").expect("slow request answered"),
+        200,
+        "the in-flight request finished"
+    );
+    let status = loop {
+        if let Some(s) = dev.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(12),
+            "not stopped within grace + shutdown timeout"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    println!("stopped {:?} after SIGTERM", start.elapsed());
+}

@@ -116,6 +116,14 @@ impl Dev {
                 dev.lines.push(l);
             }
         }
+        // Pingora binds its listeners when it starts running, just after the lines.
+        while std::net::TcpStream::connect(("127.0.0.1", dev.ports.proxy)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "proxy never listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         dev
     }
 
