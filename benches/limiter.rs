@@ -51,6 +51,18 @@ fn bench(c: &mut Criterion) {
             black_box(many.check(&Subject::Key(k), black_box(&one_refs)))
         })
     });
+    drop(many);
+
+    let many3 = LocalLimiter::default();
+    for k in 0..KEYS {
+        many3.check(&Subject::Key(k), &three_refs);
+    }
+    c.bench_function("local: 1M distinct keys, 3 limits", |b| {
+        b.iter(|| {
+            k = (k + 7919) % KEYS;
+            black_box(many3.check(&Subject::Key(k), black_box(&three_refs)))
+        })
+    });
 }
 
 criterion_group!(benches, bench);

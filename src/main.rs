@@ -32,6 +32,9 @@ enum Command {
         /// Config file; without it `config/tollgate.yaml` if present, else the embedded default.
         #[arg(long, env = "TOLLGATE_CONFIG")]
         config: Option<PathBuf>,
+        /// Also send a realistic trickle of requests through the proxy (two keys, some 401/403, bursts that hit 429).
+        #[arg(long, env = "TOLLGATE_DEMO_TRAFFIC")]
+        demo_traffic: bool,
     },
     /// Run the proxy (production role).
     Proxy {
@@ -60,7 +63,10 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => return check_config(&file),
         Command::Proxy { config } => load_or_exit(&config).and_then(cli::run::proxy),
         Command::Admin { config } => load_or_exit(&config).and_then(cli::run::admin),
-        Command::Dev { config } => dev_config(config.as_deref()).and_then(cli::run::dev),
+        Command::Dev {
+            config,
+            demo_traffic,
+        } => dev_config(config.as_deref()).and_then(|c| cli::run::dev(c, demo_traffic)),
         Command::Keys { config, command } => load_or_exit(&config).and_then(|c| {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(cli::keys::run(command, &c.storage.database_url))

@@ -8,6 +8,7 @@
 //! [`serve`]; [`app`] is the bare router.
 
 pub mod admins;
+pub mod analytics;
 pub mod auth;
 pub mod dashboard;
 pub mod error;
@@ -120,6 +121,7 @@ pub fn api_router() -> Router<AppState> {
         .merge(admins::router())
         .merge(keys::router())
         .merge(plans::router())
+        .merge(analytics::router())
         .merge(health::router())
         .merge(openapi::router())
         .fallback(not_found)

@@ -85,6 +85,11 @@ impl Modify for BearerAuth {
         crate::plans::patch_plan,
         crate::plans::delete_plan,
         crate::health::health,
+        crate::analytics::summary,
+        crate::analytics::timeseries,
+        crate::analytics::key_analytics,
+        crate::analytics::top_keys,
+        crate::analytics::violations,
         openapi_json,
     ),
     components(schemas(ProblemDoc)),
@@ -96,6 +101,7 @@ impl Modify for BearerAuth {
         (name = "keys", description = "API keys"),
         (name = "plans", description = "Named sets of limits"),
         (name = "health", description = "Health of every part"),
+        (name = "analytics", description = "Usage, latency and violations the proxies recorded"),
         (name = "meta", description = "This document"),
     )
 )]

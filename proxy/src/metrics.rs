@@ -96,6 +96,24 @@ metric!(AUTH_THROTTLED: IntCounter = register_int_counter!(
     "Requests refused because their IP sent too many missing or invalid keys"
 ));
 
+metric!(USAGE_ROWS_WRITTEN: IntCounter = register_int_counter!(
+    "tollgate_usage_rows_written_total",
+    "Usage rows (minute x key x route) written to the database"
+));
+metric!(USAGE_DROPPED: IntCounterVec = register_int_counter_vec!(
+    "tollgate_usage_dropped_total",
+    "Usage lost because the bounded buffer was full: requests whose row was dropped (kind=requests), violations (kind=violations)",
+    &["kind"]
+));
+metric!(USAGE_FLUSH_ERRORS: IntCounter = register_int_counter!(
+    "tollgate_usage_flush_errors_total",
+    "Usage flushes that failed (database unreachable or erroring); what was held is retried"
+));
+metric!(USAGE_BUFFERED_ROWS: IntGauge = register_int_gauge!(
+    "tollgate_usage_buffered_rows",
+    "Usage rows held by the flusher that are not written yet"
+));
+
 /// Touch every metric so `/metrics` lists them before the first request.
 pub fn init() {
     LazyLock::force(&REQUESTS);
@@ -111,6 +129,12 @@ pub fn init() {
     LazyLock::force(&REDIS_BREAKER_STATE);
     LazyLock::force(&LIMITER_FALLBACKS);
     LazyLock::force(&OVER_LIMIT_CACHE_HITS);
+    LazyLock::force(&USAGE_ROWS_WRITTEN);
+    LazyLock::force(&USAGE_FLUSH_ERRORS);
+    LazyLock::force(&USAGE_BUFFERED_ROWS);
+    for kind in ["requests", "violations"] {
+        USAGE_DROPPED.with_label_values(&[kind]);
+    }
     for result in ["ok", "failed"] {
         CONFIG_RELOADS.with_label_values(&[result]);
     }

@@ -19,7 +19,7 @@ use crate::limiter::LocalLimiter;
 use crate::metrics::{self, MetricsApp};
 use crate::service::Gateway;
 use crate::state::{ConfigState, DbState, State};
-use crate::usage::UsageRecorder;
+use crate::usage::{UsageFlusher, UsageRecorder};
 
 /// A config plus the key set loaded from its database: ready to serve.
 pub struct Prepared {
@@ -100,6 +100,15 @@ pub fn build(prepared: Prepared) -> Built {
         server.add_service(m);
     }
 
+    server.add_service(background_service(
+        "tollgate-usage",
+        UsageFlusher::new(
+            usage,
+            state.clone(),
+            database_url.clone(),
+            listen.to_string(),
+        ),
+    ));
     server.add_service(background_service(
         "tollgate-maintenance",
         Maintenance {

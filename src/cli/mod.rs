@@ -1,4 +1,5 @@
 //! The subcommands that do more than dispatch.
 
+pub mod demo_traffic;
 pub mod keys;
 pub mod run;

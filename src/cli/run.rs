@@ -67,7 +67,7 @@ async fn shutdown_signal() {
 }
 
 /// Everything in one process, for a first look.
-pub fn dev(config: Config) -> anyhow::Result<()> {
+pub fn dev(config: Config, demo_traffic: bool) -> anyhow::Result<()> {
     let _guard = logging::init(&config.log);
     let demo_addr = demo_target(&config);
     // The demo upstream and set-up run on their own runtime; Pingora has its own.
@@ -103,6 +103,9 @@ pub fn dev(config: Config) -> anyhow::Result<()> {
         "try: curl -i -H 'x-api-key: {demo_key}' http://{}/api/users",
         config.proxy.listen
     );
+    if demo_traffic {
+        super::demo_traffic::start(&rt, &config, &demo_key)?;
+    }
     built.run();
     drop(rt);
     Ok(())

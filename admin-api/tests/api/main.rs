@@ -4,6 +4,7 @@
 mod common;
 
 mod admins;
+mod analytics;
 mod auth;
 mod health;
 mod keys;

@@ -27,6 +27,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/plans/{name}"),
     ("patch", "/api/plans/{name}"),
     ("delete", "/api/plans/{name}"),
+    ("get", "/api/analytics/summary"),
+    ("get", "/api/analytics/timeseries"),
+    ("get", "/api/analytics/keys/{id}"),
+    ("get", "/api/analytics/top-keys"),
+    ("get", "/api/analytics/violations"),
     ("get", "/api/health"),
     ("get", "/api/openapi.json"),
 ];
@@ -149,7 +154,7 @@ async fn unknown_routes_and_methods_are_problems(app: TestApp) {
     )
     .await;
     problem(
-        app.anon(Method::GET, "/").send().await.expect("request"),
+        app.anon(Method::GET, "/api").send().await.expect("request"),
         StatusCode::NOT_FOUND,
         "not-found",
     )

@@ -1,7 +1,7 @@
-//! `usage_minute` and `violations`: what the proxies write (batched upserts
-//! that add up across instances) and what the admin API reads back
-//! (summaries, zero-filled time series, top keys, paged violations), plus
-//! retention.
+//! `usage_minute`, its hourly rollup `usage_hour`, and `violations`: what the
+//! proxies write (batched upserts that add up across instances) and what the
+//! admin API reads back (summaries, zero-filled time series, top keys, paged
+//! violations), plus retention.
 //!
 //! Counting rules: every recorded request falls in exactly one of
 //! `allowed`, `limited`, `unauthorized`, `forbidden` and `upstream_errors`
@@ -12,9 +12,17 @@
 //! `lat_b0..lat_b11` (bounds: [`LATENCY_BUCKET_BOUNDS_US`]), so percentiles
 //! can be read back to the bucket.
 //!
-//! Every statement is written with `$N` placeholders built here (sqlx `Any`'s
-//! `QueryBuilder` emits `?`, which PostgreSQL refuses), and each batch is one
-//! statement.
+//! Each batch of rows is one `INSERT … ON CONFLICT … DO UPDATE` into
+//! `usage_minute` plus one into `usage_hour` (the same rows summed per hour),
+//! in one transaction. Reads over long ranges take the whole hours inside the
+//! range from `usage_hour` and only the partial hours at either end from
+//! `usage_minute`, so a day is ~24 rows per (key, route), not 1440.
+//!
+//! Statements are built here with their placeholders ([`Stmt`]): `$N` on
+//! PostgreSQL, and on SQLite plain `?` bound in order. (sqlx `Any`'s
+//! `QueryBuilder` emits `?`, which PostgreSQL refuses; and SQLite resolves
+//! every numbered or named parameter by scanning a list, which is quadratic
+//! in a statement of thousands of values.)
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,7 +31,7 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, Row};
 
-use super::{Db, DbError, LATENCY_BUCKETS, LATENCY_BUCKET_BOUNDS_US};
+use super::{Db, DbError, DbKind, LATENCY_BUCKETS, LATENCY_BUCKET_BOUNDS_US};
 
 /// Rows per `INSERT … ON CONFLICT` statement (21 bound values each).
 pub const USAGE_BATCH_ROWS: usize = 500;
@@ -33,12 +41,19 @@ pub const VIOLATION_BATCH_ROWS: usize = 1_000;
 pub const LAST_USED_BATCH: usize = 500;
 /// Milliseconds in a minute: `usage_minute.minute` is a multiple of it.
 pub const MINUTE_MS: i64 = 60_000;
+/// Milliseconds in an hour: `usage_hour.hour` is a multiple of it.
+pub const HOUR_MS: i64 = 3_600_000;
 /// The most points [`Db::usage_timeseries`] returns.
 pub const MAX_SERIES_POINTS: i64 = 10_000;
 
 /// The start (Unix ms) of the minute holding `ms`.
 pub fn minute_of(ms: i64) -> i64 {
     ms - ms.rem_euclid(MINUTE_MS)
+}
+
+/// The start (Unix ms) of the hour holding `ms`.
+pub fn hour_of(ms: i64) -> i64 {
+    ms - ms.rem_euclid(HOUR_MS)
 }
 
 /// The histogram bucket (`lat_b<i>`) a latency falls in.
@@ -84,7 +99,7 @@ impl Counts {
 
     /// Mean latency in milliseconds, `None` without requests.
     pub fn avg_latency_ms(&self) -> Option<f64> {
-        let n: i64 = self.latency_buckets.iter().sum();
+        let n = self.total();
         (n > 0).then(|| self.latency_sum_us as f64 / n as f64 / 1000.0)
     }
 
@@ -154,6 +169,8 @@ pub struct Violation {
     pub id: i64,
     pub at: i64,
     pub key_id: Option<i64>,
+    /// The key's name, if it (still) exists.
+    pub key_name: Option<String>,
     pub route: String,
     pub method: String,
     pub path: String,
@@ -241,17 +258,23 @@ fn bucket_column(i: usize) -> String {
 
 /// Every summed column (counters then buckets).
 fn summed_columns() -> Vec<String> {
+    columns(true)
+}
+
+/// The counters, and the histogram buckets if `histogram`.
+fn columns(histogram: bool) -> Vec<String> {
+    let buckets = if histogram { LATENCY_BUCKETS } else { 0 };
     COUNTER_COLUMNS
         .iter()
         .map(|c| c.to_string())
-        .chain((0..LATENCY_BUCKETS).map(bucket_column))
+        .chain((0..buckets).map(bucket_column))
         .collect()
 }
 
 /// `CAST(COALESCE(SUM(c), 0) AS BIGINT) AS c, …` (PostgreSQL sums BIGINT to
 /// NUMERIC, which sqlx `Any` cannot decode).
-fn sum_select() -> String {
-    summed_columns()
+fn sum_select(histogram: bool) -> String {
+    columns(histogram)
         .iter()
         .map(|c| format!("CAST(COALESCE(SUM({c}), 0) AS BIGINT) AS {c}"))
         .collect::<Vec<_>>()
@@ -261,10 +284,13 @@ fn sum_select() -> String {
 /// The total-requests expression of one row.
 const ROW_TOTAL: &str = "(allowed + limited + unauthorized + forbidden + upstream_errors)";
 
-fn counts_from_row(row: &AnyRow) -> Result<Counts, DbError> {
+/// A row of [`sum_select`] (buckets stay 0 without `histogram`).
+fn counts_from_row(row: &AnyRow, histogram: bool) -> Result<Counts, DbError> {
     let mut latency_buckets = [0i64; LATENCY_BUCKETS];
-    for (i, b) in latency_buckets.iter_mut().enumerate() {
-        *b = row.try_get(bucket_column(i).as_str())?;
+    if histogram {
+        for (i, b) in latency_buckets.iter_mut().enumerate() {
+            *b = row.try_get(bucket_column(i).as_str())?;
+        }
     }
     Ok(Counts {
         allowed: row.try_get("allowed")?,
@@ -277,142 +303,265 @@ fn counts_from_row(row: &AnyRow) -> Result<Counts, DbError> {
     })
 }
 
-/// One bound value of a dynamically built statement.
-enum Arg {
+/// One bound value.
+#[derive(Debug, Clone, Copy)]
+enum Arg<'a> {
     Int(i64),
     OptInt(Option<i64>),
-    Text(String),
-    OptText(Option<String>),
+    Text(&'a str),
+    OptText(Option<&'a str>),
 }
 
-fn bind_all<'q>(
-    mut q: Query<'q, Any, AnyArguments<'q>>,
-    args: Vec<Arg>,
-) -> Query<'q, Any, AnyArguments<'q>> {
-    for a in args {
-        q = match a {
-            Arg::Int(v) => q.bind(v),
-            Arg::OptInt(v) => q.bind(v),
-            Arg::Text(v) => q.bind(v),
-            Arg::OptText(v) => q.bind(v),
+/// A statement and its bound values, built in order: every
+/// [`Stmt::bind`] writes the next placeholder (`$N` or `?`) and records
+/// its value.
+struct Stmt<'a> {
+    kind: DbKind,
+    sql: String,
+    args: Vec<Arg<'a>>,
+}
+
+impl<'a> Stmt<'a> {
+    fn new(kind: DbKind) -> Self {
+        Self {
+            kind,
+            sql: String::with_capacity(256),
+            args: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
+    }
+
+    fn bind(&mut self, arg: Arg<'a>) -> &mut Self {
+        self.args.push(arg);
+        match self.kind {
+            DbKind::Postgres => {
+                let _ = write!(self.sql, "${}", self.args.len());
+            }
+            DbKind::Sqlite => self.sql.push('?'),
+        }
+        self
+    }
+
+    fn int(&mut self, v: i64) -> &mut Self {
+        self.bind(Arg::Int(v))
+    }
+
+    fn text(&mut self, v: &'a str) -> &mut Self {
+        self.bind(Arg::Text(v))
+    }
+
+    /// The statement, not cached (its text changes with its batch size).
+    fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
+        let mut q = sqlx::query(&self.sql).persistent(false);
+        for a in &self.args {
+            q = match *a {
+                Arg::Int(v) => q.bind(v),
+                Arg::OptInt(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v),
+                Arg::OptText(v) => q.bind(v),
+            };
+        }
+        q
+    }
+}
+
+/// Where the rows of a range are read from: whole hours from `usage_hour`,
+/// the partial hours at the ends from `usage_minute`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Split {
+    hours: Option<(i64, i64)>,
+    minutes: Vec<(i64, i64)>,
+}
+
+/// Split `from..to` (`from` rounded down to its minute); `hourly: false`
+/// reads minutes only (steps finer than an hour).
+fn split(from: i64, to: i64, hourly: bool) -> Split {
+    let from = minute_of(from);
+    if to <= from {
+        return Split {
+            hours: None,
+            minutes: Vec::new(),
         };
     }
-    q
+    let first_hour = hour_of(from + HOUR_MS - 1);
+    let end_hour = hour_of(to);
+    if !hourly || end_hour <= first_hour {
+        return Split {
+            hours: None,
+            minutes: vec![(from, to)],
+        };
+    }
+    let mut minutes = Vec::new();
+    if from < first_hour {
+        minutes.push((from, first_hour));
+    }
+    if end_hour < to {
+        minutes.push((end_hour, to));
+    }
+    Split {
+        hours: Some((first_hour, end_hour)),
+        minutes,
+    }
 }
 
 impl UsageFilter {
-    /// `WHERE …` over `usage_minute` and its arguments, numbered from `$first`.
-    fn condition(&self, first: usize) -> (String, Vec<Arg>) {
-        let mut args = vec![Arg::Int(minute_of(self.from)), Arg::Int(self.to)];
-        let mut sql = format!("minute >= ${} AND minute < ${}", first, first + 1);
-        if let Some(k) = self.key_id {
-            args.push(Arg::Int(k));
-            let _ = write!(sql, " AND key_id = ${}", first + args.len() - 1);
+    /// `SELECT t, key_id, route, <counters> FROM …` over the filtered rows of
+    /// both tables (`UNION ALL` of the parts), into `stmt`. `known_keys`
+    /// leaves out "no key" (0).
+    fn source<'a>(
+        &'a self,
+        stmt: &mut Stmt<'a>,
+        hourly: bool,
+        known_keys: bool,
+        histogram: bool,
+    ) -> bool {
+        let parts = split(self.from, self.to, hourly);
+        let columns = columns(histogram).join(", ");
+        let mut first = true;
+        let tables = parts
+            .hours
+            .iter()
+            .map(|r| ("usage_hour", "hour", *r))
+            .chain(parts.minutes.iter().map(|r| ("usage_minute", "minute", *r)));
+        for (table, column, (lo, hi)) in tables {
+            if !first {
+                stmt.push(" UNION ALL ");
+            }
+            first = false;
+            stmt.push(&format!(
+                "SELECT {column} AS t, key_id, route, {columns} FROM {table} WHERE {column} >= "
+            ))
+            .int(lo)
+            .push(&format!(" AND {column} < "))
+            .int(hi);
+            if let Some(k) = self.key_id {
+                stmt.push(" AND key_id = ").int(k);
+            }
+            if let Some(r) = &self.route {
+                stmt.push(" AND route = ").text(r);
+            }
+            if known_keys {
+                stmt.push(" AND key_id <> 0");
+            }
         }
-        if let Some(r) = &self.route {
-            args.push(Arg::Text(r.clone()));
-            let _ = write!(sql, " AND route = ${}", first + args.len() - 1);
-        }
-        (format!(" WHERE {sql}"), args)
+        !first
     }
 }
 
 impl ViolationFilter {
-    fn condition(&self) -> (String, Vec<Arg>) {
-        let mut args = vec![Arg::Int(self.from), Arg::Int(self.to)];
-        let mut sql = String::from("at >= $1 AND at < $2");
+    fn condition<'a>(&'a self, stmt: &mut Stmt<'a>) {
+        stmt.push(" WHERE at >= ")
+            .int(self.from)
+            .push(" AND at < ")
+            .int(self.to);
         match self.key_id {
-            Some(0) => sql.push_str(" AND key_id IS NULL"),
+            Some(0) => {
+                stmt.push(" AND key_id IS NULL");
+            }
             Some(k) => {
-                args.push(Arg::Int(k));
-                let _ = write!(sql, " AND key_id = ${}", args.len());
+                stmt.push(" AND key_id = ").int(k);
             }
             None => {}
         }
         if let Some(r) = &self.route {
-            args.push(Arg::Text(r.clone()));
-            let _ = write!(sql, " AND route = ${}", args.len());
+            stmt.push(" AND route = ").text(r);
         }
-        (format!(" WHERE {sql}"), args)
     }
 }
 
-/// Merge rows with the same (minute, key, route): one upsert statement may
-/// not touch a row twice (PostgreSQL refuses), and sorted rows make two
+/// Rows summed per `(time of, key, route)`, sorted: one upsert statement
+/// may not touch a row twice (PostgreSQL refuses), and sorted rows make two
 /// proxies take row locks in the same order.
-fn merged(rows: &[UsageRow]) -> Vec<UsageRow> {
+fn merged(rows: &[UsageRow], time_of: impl Fn(i64) -> i64) -> Vec<(i64, i64, &str, Counts)> {
     let mut map: BTreeMap<(i64, i64, &str), Counts> = BTreeMap::new();
     for r in rows {
-        map.entry((r.minute, r.key_id, r.route.as_str()))
+        map.entry((time_of(r.minute), r.key_id, r.route.as_str()))
             .or_default()
             .add(&r.counts);
     }
     map.into_iter()
-        .map(|((minute, key_id, route), counts)| UsageRow {
-            minute,
-            key_id,
-            route: route.to_string(),
-            counts,
-        })
+        .map(|((t, key_id, route), counts)| (t, key_id, route, counts))
         .collect()
 }
 
+/// The upsert of `rows` into `table` (time column `column`), one statement.
+fn upsert_stmt<'a>(
+    kind: DbKind,
+    table: &str,
+    column: &str,
+    rows: &'a [(i64, i64, &'a str, Counts)],
+) -> Stmt<'a> {
+    let columns = summed_columns();
+    let mut stmt = Stmt::new(kind);
+    stmt.push(&format!(
+        "INSERT INTO {table} ({column}, key_id, route, {}) VALUES ",
+        columns.join(", ")
+    ));
+    for (i, (t, key_id, route, c)) in rows.iter().enumerate() {
+        stmt.push(if i == 0 { "(" } else { ",(" });
+        stmt.int(*t).push(",").int(*key_id).push(",").text(route);
+        for v in [
+            c.allowed,
+            c.limited,
+            c.unauthorized,
+            c.forbidden,
+            c.upstream_errors,
+            c.latency_sum_us,
+        ]
+        .into_iter()
+        .chain(c.latency_buckets)
+        {
+            stmt.push(",").int(v);
+        }
+        stmt.push(")");
+    }
+    let updates = columns
+        .iter()
+        .map(|c| format!("{c} = {table}.{c} + excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    stmt.push(&format!(
+        " ON CONFLICT ({column}, key_id, route) DO UPDATE SET {updates}"
+    ));
+    stmt
+}
+
 impl Db {
-    /// Add `rows` to `usage_minute`: one `INSERT … ON CONFLICT (minute,
-    /// key_id, route) DO UPDATE SET c = usage_minute.c + excluded.c`
-    /// statement per [`USAGE_BATCH_ROWS`] rows, so several proxies writing
-    /// the same row add up. Returns the number of rows written. Pass at most
-    /// one batch to know exactly what was written when it fails.
+    /// Add `rows` to `usage_minute` and `usage_hour`: per
+    /// [`USAGE_BATCH_ROWS`] rows, one transaction of one `INSERT … ON
+    /// CONFLICT (minute, key_id, route) DO UPDATE SET c = usage_minute.c +
+    /// excluded.c` statement and its hourly twin, so several proxies writing
+    /// the same rows add up. Returns the number of (merged) minute rows
+    /// written. Pass at most one batch to know exactly what was written when
+    /// it fails: a failed batch writes nothing.
     pub async fn upsert_usage(&self, rows: &[UsageRow]) -> Result<u64, DbError> {
-        let rows = merged(rows);
-        let columns = summed_columns();
-        let per_row = 3 + columns.len();
-        let updates = columns
-            .iter()
-            .map(|c| format!("{c} = usage_minute.{c} + excluded.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let minutes = merged(rows, |m| m);
         let mut written = 0;
-        for batch in rows.chunks(USAGE_BATCH_ROWS) {
-            let mut sql = format!(
-                "INSERT INTO usage_minute (minute, key_id, route, {}) VALUES ",
-                columns.join(", ")
-            );
-            for (i, _) in batch.iter().enumerate() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push('(');
-                for j in 0..per_row {
-                    if j > 0 {
-                        sql.push(',');
-                    }
-                    let _ = write!(sql, "${}", i * per_row + j + 1);
-                }
-                sql.push(')');
-            }
-            let _ = write!(
-                sql,
-                " ON CONFLICT (minute, key_id, route) DO UPDATE SET {updates}"
-            );
-            let mut q = sqlx::query(&sql).persistent(false);
-            for r in batch {
-                let c = &r.counts;
-                q = q
-                    .bind(r.minute)
-                    .bind(r.key_id)
-                    .bind(r.route.as_str())
-                    .bind(c.allowed)
-                    .bind(c.limited)
-                    .bind(c.unauthorized)
-                    .bind(c.forbidden)
-                    .bind(c.upstream_errors)
-                    .bind(c.latency_sum_us);
-                for b in c.latency_buckets {
-                    q = q.bind(b);
-                }
-            }
-            q.execute(self.pool()).await?;
+        for batch in minutes.chunks(USAGE_BATCH_ROWS) {
+            let as_rows: Vec<UsageRow> = batch
+                .iter()
+                .map(|(t, key_id, route, counts)| UsageRow {
+                    minute: *t,
+                    key_id: *key_id,
+                    route: route.to_string(),
+                    counts: *counts,
+                })
+                .collect();
+            let hours = merged(&as_rows, hour_of);
+            let mut tx = self.pool().begin().await?;
+            upsert_stmt(self.kind(), "usage_minute", "minute", batch)
+                .query()
+                .execute(&mut *tx)
+                .await?;
+            upsert_stmt(self.kind(), "usage_hour", "hour", &hours)
+                .query()
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
             written += batch.len() as u64;
         }
         Ok(written)
@@ -422,40 +571,30 @@ impl Db {
     pub async fn insert_violations(&self, violations: &[NewViolation]) -> Result<u64, DbError> {
         let mut written = 0;
         for batch in violations.chunks(VIOLATION_BATCH_ROWS) {
-            let mut sql = String::from(
+            let mut stmt = Stmt::new(self.kind());
+            stmt.push(
                 "INSERT INTO violations (at, key_id, route, method, path, client_ip, limit_name, status) VALUES ",
             );
-            for i in 0..batch.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                let n = i * 8;
-                let _ = write!(
-                    sql,
-                    "(${},${},${},${},${},${},${},${})",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5,
-                    n + 6,
-                    n + 7,
-                    n + 8
-                );
+            for (i, v) in batch.iter().enumerate() {
+                stmt.push(if i == 0 { "(" } else { ",(" })
+                    .int(v.at)
+                    .push(",")
+                    .bind(Arg::OptInt(v.key_id))
+                    .push(",")
+                    .text(&v.route)
+                    .push(",")
+                    .text(&v.method)
+                    .push(",")
+                    .text(&v.path)
+                    .push(",")
+                    .text(&v.client_ip)
+                    .push(",")
+                    .bind(Arg::OptText(v.limit_name.as_deref()))
+                    .push(",")
+                    .int(v.status)
+                    .push(")");
             }
-            let mut q = sqlx::query(&sql).persistent(false);
-            for v in batch {
-                q = q
-                    .bind(v.at)
-                    .bind(v.key_id)
-                    .bind(v.route.as_str())
-                    .bind(v.method.as_str())
-                    .bind(v.path.as_str())
-                    .bind(v.client_ip.as_str())
-                    .bind(v.limit_name.as_deref())
-                    .bind(v.status);
-            }
-            q.execute(self.pool()).await?;
+            stmt.query().execute(self.pool()).await?;
             written += batch.len() as u64;
         }
         Ok(written)
@@ -473,47 +612,54 @@ impl Db {
         }
         let pairs: Vec<(i64, i64)> = latest.into_iter().collect();
         for batch in pairs.chunks(LAST_USED_BATCH) {
-            let mut case = String::from("CASE id");
-            let mut ids = Vec::with_capacity(batch.len());
-            for i in 0..batch.len() {
-                let _ = write!(case, " WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2);
-                ids.push(format!("${}", 2 * i + 1));
+            let case = |stmt: &mut Stmt<'_>| {
+                stmt.push("CASE id");
+                for &(id, at) in batch {
+                    stmt.push(" WHEN ").int(id).push(" THEN ").int(at);
+                }
+                stmt.push(" END");
+            };
+            let mut stmt = Stmt::new(self.kind());
+            stmt.push("UPDATE api_keys SET last_used_at = ");
+            case(&mut stmt);
+            stmt.push(" WHERE id IN (");
+            for (i, &(id, _)) in batch.iter().enumerate() {
+                if i > 0 {
+                    stmt.push(",");
+                }
+                stmt.int(id);
             }
-            case.push_str(" END");
-            let sql = format!(
-                "UPDATE api_keys SET last_used_at = {case} WHERE id IN ({}) \
-                 AND (last_used_at IS NULL OR last_used_at < {case})",
-                ids.join(",")
-            );
-            let mut q = sqlx::query(&sql).persistent(false);
-            for &(id, at) in batch {
-                q = q.bind(id).bind(at);
-            }
-            q.execute(self.pool()).await?;
+            stmt.push(") AND (last_used_at IS NULL OR last_used_at < ");
+            case(&mut stmt);
+            stmt.push(")");
+            stmt.query().execute(self.pool()).await?;
         }
         Ok(())
     }
 
     /// Totals over the filtered rows.
     pub async fn usage_totals(&self, filter: &UsageFilter) -> Result<UsageTotals, DbError> {
-        let (cond, args) = filter.condition(1);
-        let sql = format!(
-            "SELECT {}, COUNT(DISTINCT CASE WHEN key_id <> 0 THEN key_id END) AS active_keys \
-             FROM usage_minute{cond}",
-            sum_select()
-        );
-        let row = bind_all(sqlx::query(&sql), args)
-            .fetch_one(self.pool())
-            .await?;
+        let mut stmt = Stmt::new(self.kind());
+        stmt.push(&format!(
+            "SELECT {}, COUNT(DISTINCT CASE WHEN key_id <> 0 THEN key_id END) AS active_keys FROM (",
+            sum_select(true)
+        ));
+        if !filter.source(&mut stmt, true, false, true) {
+            return Ok(UsageTotals::default());
+        }
+        stmt.push(") u");
+        let row = stmt.query().fetch_one(self.pool()).await?;
         Ok(UsageTotals {
-            counts: counts_from_row(&row)?,
+            counts: counts_from_row(&row, true)?,
             active_keys: row.try_get("active_keys")?,
         })
     }
 
     /// Counts per step of `step_ms` (steps aligned to the epoch, UTC),
-    /// zero-filled from the step holding `from` up to `to` (exclusive).
-    /// At most [`MAX_SERIES_POINTS`] points: a finer step is an error.
+    /// zero-filled from the step holding `from` up to `to` (exclusive). The
+    /// latency histogram is not read (its buckets are 0; the latency sum is).
+    /// Steps of whole hours read the hourly rollup. At most
+    /// [`MAX_SERIES_POINTS`] points: a finer step is refused.
     pub async fn usage_timeseries(
         &self,
         filter: &UsageFilter,
@@ -535,20 +681,19 @@ impl Db {
                 "{points} points of {step_ms} ms: at most {MAX_SERIES_POINTS}"
             )));
         }
-        let (cond, mut args) = filter.condition(1);
-        args.push(Arg::Int(step_ms));
-        let sql = format!(
-            "SELECT CAST(minute - (minute % ${}) AS BIGINT) AS step_at, {} \
-             FROM usage_minute{cond} GROUP BY 1 ORDER BY 1",
-            args.len(),
-            sum_select()
-        );
-        let rows = bind_all(sqlx::query(&sql), args)
-            .fetch_all(self.pool())
-            .await?;
         let mut found: BTreeMap<i64, Counts> = BTreeMap::new();
-        for row in &rows {
-            found.insert(row.try_get("step_at")?, counts_from_row(row)?);
+        let mut stmt = Stmt::new(self.kind());
+        // The step is a validated integer: written as a literal, so that the
+        // grouping expression has no parameter in it.
+        stmt.push(&format!(
+            "SELECT CAST(t - (t % {step_ms}) AS BIGINT) AS step_at, {} FROM (",
+            sum_select(false)
+        ));
+        if filter.source(&mut stmt, step_ms % HOUR_MS == 0, false, false) {
+            stmt.push(") u GROUP BY 1 ORDER BY 1");
+            for row in stmt.query().fetch_all(self.pool()).await? {
+                found.insert(row.try_get("step_at")?, counts_from_row(&row, false)?);
+            }
         }
         Ok((0..points)
             .map(|i| {
@@ -563,54 +708,59 @@ impl Db {
 
     /// Counts per route over the filtered rows, busiest first.
     pub async fn usage_by_route(&self, filter: &UsageFilter) -> Result<Vec<RouteUsage>, DbError> {
-        let (cond, args) = filter.condition(1);
-        let sql = format!(
-            "SELECT route, {} FROM usage_minute{cond} GROUP BY route \
-             ORDER BY SUM{ROW_TOTAL} DESC, route",
-            sum_select()
-        );
-        let rows = bind_all(sqlx::query(&sql), args)
-            .fetch_all(self.pool())
-            .await?;
+        let mut stmt = Stmt::new(self.kind());
+        stmt.push(&format!("SELECT route, {} FROM (", sum_select(true)));
+        if !filter.source(&mut stmt, true, false, true) {
+            return Ok(Vec::new());
+        }
+        stmt.push(&format!(
+            ") u GROUP BY route ORDER BY SUM{ROW_TOTAL} DESC, route"
+        ));
+        let rows = stmt.query().fetch_all(self.pool()).await?;
         rows.iter()
             .map(|row| {
                 Ok(RouteUsage {
                     route: row.try_get("route")?,
-                    counts: counts_from_row(row)?,
+                    counts: counts_from_row(row, true)?,
                 })
             })
             .collect()
     }
 
     /// The `limit` keys with the most requests in `from..to` (ties by id),
-    /// with their name and prefix. Requests without a key are left out.
+    /// with their name and prefix. Requests without a key are left out. The
+    /// latency histogram is not read (its buckets are 0; the latency sum is).
     pub async fn top_keys(&self, from: i64, to: i64, limit: i64) -> Result<Vec<KeyUsage>, DbError> {
-        let sums = summed_columns()
+        let filter = UsageFilter {
+            from,
+            to,
+            ..UsageFilter::default()
+        };
+        let sums = columns(false)
             .iter()
-            .map(|c| format!("t.{c}"))
+            .map(|c| format!("r.{c}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!(
-            "SELECT t.key_id, k.name, k.key_prefix, {sums} FROM (\
-               SELECT key_id, CAST(SUM{ROW_TOTAL} AS BIGINT) AS total, {} FROM usage_minute \
-               WHERE minute >= $1 AND minute < $2 AND key_id <> 0 \
-               GROUP BY key_id ORDER BY total DESC, key_id LIMIT $3\
-             ) t LEFT JOIN api_keys k ON k.id = t.key_id ORDER BY t.total DESC, t.key_id",
-            sum_select()
-        );
-        let rows = sqlx::query(&sql)
-            .bind(minute_of(from))
-            .bind(to)
-            .bind(limit.max(0))
-            .fetch_all(self.pool())
-            .await?;
+        let mut stmt = Stmt::new(self.kind());
+        stmt.push(&format!(
+            "SELECT r.key_id, k.name, k.key_prefix, {sums} FROM (\
+               SELECT key_id, CAST(SUM{ROW_TOTAL} AS BIGINT) AS total, {} FROM (",
+            sum_select(false)
+        ));
+        if !filter.source(&mut stmt, true, true, false) {
+            return Ok(Vec::new());
+        }
+        stmt.push(") u GROUP BY key_id ORDER BY total DESC, key_id LIMIT ")
+            .int(limit.max(0))
+            .push(") r LEFT JOIN api_keys k ON k.id = r.key_id ORDER BY r.total DESC, r.key_id");
+        let rows = stmt.query().fetch_all(self.pool()).await?;
         rows.iter()
             .map(|row| {
                 Ok(KeyUsage {
                     key_id: row.try_get("key_id")?,
                     name: row.try_get("name")?,
                     key_prefix: row.try_get("key_prefix")?,
-                    counts: counts_from_row(row)?,
+                    counts: counts_from_row(row, false)?,
                 })
             })
             .collect()
@@ -621,27 +771,29 @@ impl Db {
         &self,
         filter: &ViolationFilter,
     ) -> Result<(Vec<Violation>, i64), DbError> {
-        let (cond, args) = filter.condition();
-        let total: i64 = bind_all(
-            sqlx::query(&format!("SELECT COUNT(*) AS n FROM violations{cond}")),
-            args,
-        )
-        .fetch_one(self.pool())
-        .await?
-        .try_get("n")?;
-        let (cond, mut args) = filter.condition();
-        let n = args.len();
-        args.push(Arg::Int(if filter.limit <= 0 { i64::MAX } else { filter.limit }));
-        args.push(Arg::Int(filter.offset.max(0)));
-        let sql = format!(
-            "SELECT id, at, key_id, route, method, path, client_ip, limit_name, status \
-             FROM violations{cond} ORDER BY at DESC, id DESC LIMIT ${} OFFSET ${}",
-            n + 1,
-            n + 2
+        let mut count = Stmt::new(self.kind());
+        count.push("SELECT COUNT(*) AS n FROM violations");
+        filter.condition(&mut count);
+        let total: i64 = count.query().fetch_one(self.pool()).await?.try_get("n")?;
+        // The page first (by index), then the names of its keys.
+        let mut stmt = Stmt::new(self.kind());
+        stmt.push(
+            "SELECT v.id, v.at, v.key_id, k.name AS key_name, v.route, v.method, v.path, \
+             v.client_ip, v.limit_name, v.status FROM (\
+               SELECT id, at, key_id, route, method, path, client_ip, limit_name, status \
+               FROM violations",
         );
-        let rows = bind_all(sqlx::query(&sql), args)
-            .fetch_all(self.pool())
-            .await?;
+        filter.condition(&mut stmt);
+        stmt.push(" ORDER BY at DESC, id DESC LIMIT ")
+            .int(if filter.limit <= 0 {
+                i64::MAX
+            } else {
+                filter.limit
+            })
+            .push(" OFFSET ")
+            .int(filter.offset.max(0))
+            .push(") v LEFT JOIN api_keys k ON k.id = v.key_id ORDER BY v.at DESC, v.id DESC");
+        let rows = stmt.query().fetch_all(self.pool()).await?;
         let items = rows
             .iter()
             .map(|row| {
@@ -649,6 +801,7 @@ impl Db {
                     id: row.try_get("id")?,
                     at: row.try_get("at")?,
                     key_id: row.try_get("key_id")?,
+                    key_name: row.try_get("key_name")?,
                     route: row.try_get("route")?,
                     method: row.try_get("method")?,
                     path: row.try_get("path")?,
@@ -661,37 +814,51 @@ impl Db {
         Ok((items, total))
     }
 
-    /// Delete usage rows of minutes before `before` and violations before it
-    /// (Unix ms). Deletes one hour of data per statement, so a large purge
-    /// never holds a long write lock (SQLite) or a huge transaction.
+    /// Delete usage older than `before` (Unix ms) by whole hours — minute
+    /// and hour rows before the hour holding `before`, so both tables keep
+    /// the same hours — and violations before `before`. Deletes one hour of
+    /// data per statement, so a large purge never holds a long write lock
+    /// (SQLite) or a huge transaction. `usage_rows` counts minute rows.
     pub async fn purge_usage_before(&self, before: i64) -> Result<Purged, DbError> {
+        let hour = hour_of(before);
+        self.purge_windows("usage_hour", "hour", hour).await?;
         Ok(Purged {
-            usage_rows: self
-                .purge_windows("usage_minute", "minute", before)
-                .await?,
+            usage_rows: self.purge_windows("usage_minute", "minute", hour).await?,
             violations: self.purge_windows("violations", "at", before).await?,
         })
     }
 
+    /// Refresh the query planner's statistics of the usage tables (after a
+    /// large purge or bulk load).
+    pub async fn analyze_usage(&self) -> Result<(), DbError> {
+        for table in ["usage_minute", "usage_hour", "violations"] {
+            sqlx::query(&format!("ANALYZE {table}"))
+                .execute(self.pool())
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn purge_windows(&self, table: &str, column: &str, before: i64) -> Result<u64, DbError> {
-        const WINDOW_MS: i64 = 3_600_000;
-        let oldest: Option<i64> =
-            sqlx::query(&format!("SELECT MIN({column}) AS m FROM {table}"))
-                .fetch_one(self.pool())
-                .await?
-                .try_get("m")?;
-        let Some(mut edge) = oldest else {
+        let row = sqlx::query(&format!(
+            "SELECT MIN({column}) AS lo, MAX({column}) AS hi FROM {table}"
+        ))
+        .fetch_one(self.pool())
+        .await?;
+        let lo: Option<i64> = row.try_get("lo")?;
+        let hi: Option<i64> = row.try_get("hi")?;
+        let (Some(lo), Some(hi)) = (lo, hi) else {
             return Ok(0);
         };
-        let delete = format!("DELETE FROM {table} WHERE {column} < $1");
+        let stop = before.min(hi.saturating_add(1));
+        let mut edge = lo;
         let mut deleted = 0;
-        while edge < before {
-            edge = edge.saturating_add(WINDOW_MS).min(before);
-            deleted += sqlx::query(&delete)
-                .bind(edge)
-                .execute(self.pool())
-                .await?
-                .rows_affected();
+        while edge < stop {
+            edge = edge.saturating_add(HOUR_MS).min(stop);
+            let mut stmt = Stmt::new(self.kind());
+            stmt.push(&format!("DELETE FROM {table} WHERE {column} < "))
+                .int(edge);
+            deleted += stmt.query().execute(self.pool()).await?.rows_affected();
         }
         Ok(deleted)
     }
@@ -736,6 +903,41 @@ mod tests {
     }
 
     #[test]
+    fn ranges_read_whole_hours_from_the_rollup() {
+        let h = HOUR_MS;
+        let m = MINUTE_MS;
+        // Within one hour: minutes only.
+        assert_eq!(
+            split(10 * h + 5 * m, 10 * h + 50 * m, true),
+            Split {
+                hours: None,
+                minutes: vec![(10 * h + 5 * m, 10 * h + 50 * m)]
+            }
+        );
+        // Ragged ends: minutes, whole hours between.
+        assert_eq!(
+            split(10 * h + 5 * m + 30_000, 13 * h + 7 * m + 1, true),
+            Split {
+                hours: Some((11 * h, 13 * h)),
+                minutes: vec![(10 * h + 5 * m, 11 * h), (13 * h, 13 * h + 7 * m + 1)]
+            }
+        );
+        // Aligned: hours only.
+        assert_eq!(
+            split(10 * h, 12 * h, true),
+            Split {
+                hours: Some((10 * h, 12 * h)),
+                minutes: vec![]
+            }
+        );
+        // An hour-aligned range of less than an hour, or minutes asked for.
+        assert_eq!(split(10 * h, 10 * h + m, true).hours, None);
+        assert_eq!(split(10 * h, 12 * h, false).minutes, vec![(10 * h, 12 * h)]);
+        assert_eq!(split(m, m, true).minutes, vec![]);
+        assert!(split(m + 5, m, true).minutes.is_empty());
+    }
+
+    #[test]
     fn minutes_round_down() {
         assert_eq!(minute_of(0), 0);
         assert_eq!(minute_of(59_999), 0);
@@ -754,8 +956,32 @@ mod tests {
                 ..Counts::default()
             },
         };
-        let m = merged(&[row(60_000, 2, "b", 1), row(0, 1, "a", 2), row(60_000, 2, "b", 3)]);
-        assert_eq!(m, vec![row(0, 1, "a", 2), row(60_000, 2, "b", 4)]);
+        let rows = [
+            row(60_000, 2, "b", 1),
+            row(0, 1, "a", 2),
+            row(60_000, 2, "b", 3),
+            row(HOUR_MS + 60_000, 2, "b", 5),
+        ];
+        let allowed = |n| Counts {
+            allowed: n,
+            ..Counts::default()
+        };
+        assert_eq!(
+            merged(&rows, |m| m),
+            vec![
+                (0, 1, "a", allowed(2)),
+                (60_000, 2, "b", allowed(4)),
+                (HOUR_MS + 60_000, 2, "b", allowed(5)),
+            ]
+        );
+        assert_eq!(
+            merged(&rows, hour_of),
+            vec![
+                (0, 1, "a", allowed(2)),
+                (0, 2, "b", allowed(4)),
+                (HOUR_MS, 2, "b", allowed(5)),
+            ]
+        );
     }
 
     /// Every analytics query is answered from an index on SQLite (the
@@ -780,7 +1006,7 @@ mod tests {
                     .join(" | ")
             }
         };
-        let sums = sum_select();
+        let sums = sum_select(true);
         let cases = [
             (
                 format!("SELECT {sums} FROM usage_minute WHERE minute >= 1 AND minute < 2"),
@@ -793,6 +1019,18 @@ mod tests {
             (
                 format!("SELECT {sums} FROM usage_minute WHERE minute >= 1 AND minute < 2 AND route = 'x'"),
                 "INDEX usage_minute_route",
+            ),
+            (
+                format!("SELECT {sums} FROM usage_hour WHERE hour >= 1 AND hour < 2"),
+                "SEARCH usage_hour USING PRIMARY KEY",
+            ),
+            (
+                format!("SELECT {sums} FROM usage_hour WHERE hour >= 1 AND hour < 2 AND key_id = 3"),
+                "INDEX usage_hour_key",
+            ),
+            (
+                format!("SELECT {sums} FROM usage_hour WHERE hour >= 1 AND hour < 2 AND route = 'x'"),
+                "INDEX usage_hour_route",
             ),
             (
                 "SELECT id FROM violations WHERE at >= 1 AND at < 2 ORDER BY at DESC, id DESC LIMIT 5"

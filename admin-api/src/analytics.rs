@@ -1,0 +1,783 @@
+//! `/api/analytics/…`: what the proxies wrote to `usage_minute` and
+//! `violations`, read back as a summary, a zero-filled time series, one key's
+//! usage with its limits, the busiest keys and a page of violations.
+//!
+//! Every endpoint takes `from` and `to` (Unix ms, `to` exclusive; default:
+//! the last hour). Usage is stored per minute, so `from` counts from the
+//! start of its minute. Each request counts in exactly one of `allowed`,
+//! `limited` (429), `unauthorized` (401), `forbidden` (403) and
+//! `upstream_errors` (5xx or no answer from the upstream); `total` is their
+//! sum. Latency percentiles are read from a fixed histogram: a percentile is
+//! the upper bound of the bucket holding it (1000 ms for the open-ended
+//! slowest bucket).
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tollgate_core::db::usage::{
+    bucket_bound_ms, Counts, UsageFilter, ViolationFilter, MAX_SERIES_POINTS, MINUTE_MS,
+};
+use tollgate_core::db::{ApiKey, LATENCY_BUCKETS, LATENCY_BUCKET_BOUNDS_US};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::AuthAdmin;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{parse_id, PathParam};
+use crate::keys::KeyView;
+use crate::openapi::ProblemDoc;
+use crate::plans::LimitBody;
+use crate::AppState;
+
+/// The default range: the last hour.
+pub const DEFAULT_RANGE_MS: i64 = 3_600_000;
+/// Default and largest `limit` of `top-keys`.
+pub const DEFAULT_TOP_KEYS: i64 = 10;
+pub const MAX_TOP_KEYS: i64 = 100;
+/// Default and largest `per_page` of `violations`.
+pub const DEFAULT_PER_PAGE: i64 = 50;
+pub const MAX_PER_PAGE: i64 = 200;
+/// Without `step`, the finest step giving at most this many points.
+pub const DEFAULT_MAX_POINTS: i64 = 1_440;
+/// The accepted steps.
+pub const STEPS: [(&str, i64); 4] = [
+    ("1m", MINUTE_MS),
+    ("5m", 5 * MINUTE_MS),
+    ("1h", 60 * MINUTE_MS),
+    ("1d", 1_440 * MINUTE_MS),
+];
+/// The latest instant accepted in `from`/`to` (year 9999).
+const MAX_MS: i64 = 253_402_300_799_999;
+const MAX_ROUTE_LEN: usize = 200;
+
+// --- response bodies ---------------------------------------------------------
+
+/// One bucket of the latency histogram.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LatencyBucket {
+    /// Upper bound (inclusive) in ms; `null` for the open-ended slowest bucket.
+    pub le_ms: Option<f64>,
+    pub count: i64,
+}
+
+/// Counts, rates and latency over a range.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageStats {
+    /// Every request: allowed + limited + unauthorized + forbidden + upstream_errors.
+    pub total: i64,
+    /// Admitted and answered by the upstream (below 500).
+    pub allowed: i64,
+    /// Refused with 429.
+    pub limited: i64,
+    /// Refused with 401 (no key).
+    pub unauthorized: i64,
+    /// Refused with 403 (unknown, disabled or expired key).
+    pub forbidden: i64,
+    /// Admitted, but the upstream failed or answered 5xx.
+    pub upstream_errors: i64,
+    /// (limited + unauthorized + forbidden) / total; 0 without requests.
+    #[schema(example = 0.125)]
+    pub block_rate: f64,
+    /// total / minutes in `from..to`.
+    pub requests_per_minute: f64,
+    /// `null` without requests.
+    pub avg_latency_ms: Option<f64>,
+    /// Percentiles, to the histogram bucket; `null` without requests.
+    pub p50_latency_ms: Option<f64>,
+    pub p95_latency_ms: Option<f64>,
+    pub p99_latency_ms: Option<f64>,
+    pub latency_histogram: Vec<LatencyBucket>,
+}
+
+impl UsageStats {
+    fn new(c: &Counts, from: i64, to: i64) -> Self {
+        let total = c.total();
+        let minutes = (to - from) as f64 / MINUTE_MS as f64;
+        Self {
+            total,
+            allowed: c.allowed,
+            limited: c.limited,
+            unauthorized: c.unauthorized,
+            forbidden: c.forbidden,
+            upstream_errors: c.upstream_errors,
+            block_rate: ratio(c.refused(), total),
+            requests_per_minute: if minutes > 0.0 {
+                round(total as f64 / minutes)
+            } else {
+                0.0
+            },
+            avg_latency_ms: c.avg_latency_ms().map(round),
+            p50_latency_ms: c.percentile_ms(0.50),
+            p95_latency_ms: c.percentile_ms(0.95),
+            p99_latency_ms: c.percentile_ms(0.99),
+            latency_histogram: (0..LATENCY_BUCKETS)
+                .map(|i| LatencyBucket {
+                    le_ms: (i < LATENCY_BUCKET_BOUNDS_US.len()).then(|| bucket_bound_ms(i)),
+                    count: c.latency_buckets[i],
+                })
+                .collect(),
+        }
+    }
+}
+
+fn ratio(part: i64, whole: i64) -> f64 {
+    if whole > 0 {
+        round(part as f64 / whole as f64)
+    } else {
+        0.0
+    }
+}
+
+/// Four decimals are plenty for a dashboard and keep the JSON short.
+fn round(v: f64) -> f64 {
+    (v * 10_000.0).round() / 10_000.0
+}
+
+/// `GET /api/analytics/summary`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Summary {
+    /// Unix ms.
+    pub from: i64,
+    /// Unix ms (exclusive).
+    pub to: i64,
+    #[serde(flatten)]
+    pub stats: UsageStats,
+    /// Keys with at least one request in the range.
+    pub active_keys: i64,
+}
+
+/// One step of a time series.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SeriesPoint {
+    /// Unix ms at the start of the step (steps are aligned to UTC).
+    pub at: i64,
+    pub total: i64,
+    pub allowed: i64,
+    pub limited: i64,
+    pub unauthorized: i64,
+    pub forbidden: i64,
+    pub upstream_errors: i64,
+}
+
+/// `GET /api/analytics/timeseries`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Timeseries {
+    pub from: i64,
+    pub to: i64,
+    #[schema(example = "5m")]
+    pub step: String,
+    pub step_ms: i64,
+    /// The key filter (0: requests without a key), if any.
+    pub key: Option<i64>,
+    pub route: Option<String>,
+    /// One point per step from the step holding `from` up to `to`, zero-filled.
+    pub points: Vec<SeriesPoint>,
+}
+
+/// Where a key's limits come from.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitsSource {
+    /// The key's own limits.
+    Key,
+    /// The key's plan.
+    Plan,
+    /// Neither: each route's `default_plan` applies.
+    RouteDefault,
+}
+
+/// Usage of one route.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RouteStats {
+    pub route: String,
+    pub total: i64,
+    pub allowed: i64,
+    pub limited: i64,
+    pub unauthorized: i64,
+    pub forbidden: i64,
+    pub upstream_errors: i64,
+    pub avg_latency_ms: Option<f64>,
+    pub p95_latency_ms: Option<f64>,
+}
+
+impl RouteStats {
+    fn new(route: String, c: &Counts) -> Self {
+        Self {
+            route,
+            total: c.total(),
+            allowed: c.allowed,
+            limited: c.limited,
+            unauthorized: c.unauthorized,
+            forbidden: c.forbidden,
+            upstream_errors: c.upstream_errors,
+            avg_latency_ms: c.avg_latency_ms().map(round),
+            p95_latency_ms: c.percentile_ms(0.95),
+        }
+    }
+}
+
+/// `GET /api/analytics/keys/{id}`: a key, the limits that apply to it and
+/// its usage in the range.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyAnalytics {
+    pub key: KeyView,
+    pub limits_source: LimitsSource,
+    /// The plan whose limits apply (`limits_source = plan`).
+    pub plan: Option<String>,
+    /// The limits that apply, besides each route's own (empty for `route_default`).
+    pub limits: Vec<LimitBody>,
+    /// Maximum in-flight requests (the key's own, else its plan's).
+    pub concurrency: Option<u32>,
+    pub from: i64,
+    pub to: i64,
+    #[serde(flatten)]
+    pub stats: UsageStats,
+    /// Per route, busiest first.
+    pub routes: Vec<RouteStats>,
+}
+
+/// One key in `top-keys`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TopKey {
+    pub key_id: i64,
+    /// `null` if the key has been deleted since.
+    pub name: Option<String>,
+    pub key_prefix: Option<String>,
+    pub total: i64,
+    pub allowed: i64,
+    pub limited: i64,
+    pub unauthorized: i64,
+    pub forbidden: i64,
+    pub upstream_errors: i64,
+    pub block_rate: f64,
+    pub avg_latency_ms: Option<f64>,
+}
+
+/// `GET /api/analytics/top-keys`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TopKeys {
+    pub from: i64,
+    pub to: i64,
+    /// Most requests first (ties: lower id first).
+    pub items: Vec<TopKey>,
+}
+
+/// A refused request.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ViolationView {
+    pub id: i64,
+    /// Unix ms.
+    pub at: i64,
+    /// `null` when no known key was presented.
+    pub key_id: Option<i64>,
+    pub key_name: Option<String>,
+    pub route: String,
+    #[schema(example = "GET")]
+    pub method: String,
+    pub path: String,
+    pub client_ip: String,
+    /// The violated limit(s) of a 429, comma-separated; `null` for 401/403.
+    #[schema(example = "minute")]
+    pub limit: Option<String>,
+    #[schema(example = 429)]
+    pub status: i64,
+}
+
+/// `GET /api/analytics/violations`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ViolationPage {
+    /// Newest first.
+    pub items: Vec<ViolationView>,
+    /// How many match in all.
+    pub total: i64,
+    pub page: i64,
+    pub per_page: i64,
+}
+
+// --- query strings -----------------------------------------------------------
+
+/// `from`/`to` of every analytics endpoint.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RangeQuery {
+    /// Unix ms (default: `to` minus one hour).
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub from: Option<String>,
+    /// Unix ms, exclusive (default: now).
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TimeseriesQuery {
+    /// Unix ms (default: `to` minus one hour).
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub from: Option<String>,
+    /// Unix ms, exclusive (default: now).
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub to: Option<String>,
+    /// `1m`, `5m`, `1h` or `1d` (default: the finest giving at most 1440
+    /// points). At most 10000 points.
+    pub step: Option<String>,
+    /// Only this key (0: requests without a key).
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub key: Option<String>,
+    /// Only this route.
+    pub route: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TopKeysQuery {
+    /// Unix ms (default: `to` minus one hour).
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub from: Option<String>,
+    /// Unix ms, exclusive (default: now).
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub to: Option<String>,
+    /// How many keys (default 10, at most 100).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    pub limit: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ViolationsQuery {
+    /// Unix ms (default: `to` minus one hour).
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub from: Option<String>,
+    /// Unix ms, exclusive (default: now).
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub to: Option<String>,
+    /// Only this key (0: requests without a known key).
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub key: Option<String>,
+    /// Only this route.
+    pub route: Option<String>,
+    /// 1-based page number (default 1).
+    #[param(value_type = Option<i64>, minimum = 1)]
+    pub page: Option<String>,
+    /// Violations per page (default 50, at most 200).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
+    pub per_page: Option<String>,
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
+}
+
+fn parse_int(field: &str, v: &str, min: i64, max: i64) -> ApiResult<i64> {
+    match v.parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::validation(
+            field,
+            format!("must be an integer from {min} to {max}"),
+        )),
+    }
+}
+
+/// `from`/`to`, defaulted and checked (`from < to`).
+fn range(from: Option<String>, to: Option<String>) -> ApiResult<(i64, i64)> {
+    let to = match non_empty(to) {
+        Some(v) => parse_int("to", &v, 1, MAX_MS)?,
+        None => tollgate_core::now_ms(),
+    };
+    let from = match non_empty(from) {
+        Some(v) => parse_int("from", &v, 0, MAX_MS)?,
+        None => (to - DEFAULT_RANGE_MS).max(0),
+    };
+    if from >= to {
+        return Err(ApiError::validation("from", "must be before to"));
+    }
+    Ok((from, to))
+}
+
+fn key_filter(v: Option<String>) -> ApiResult<Option<i64>> {
+    non_empty(v)
+        .map(|v| parse_int("key", &v, 0, i64::MAX))
+        .transpose()
+}
+
+fn route_filter(v: Option<String>) -> ApiResult<Option<String>> {
+    match v {
+        None => Ok(None),
+        Some(r) if r.is_empty() => Ok(None),
+        Some(r) if r.chars().count() > MAX_ROUTE_LEN || r.chars().any(char::is_control) => {
+            Err(ApiError::validation(
+                "route",
+                format!("must be a route name of at most {MAX_ROUTE_LEN} characters"),
+            ))
+        }
+        Some(r) => Ok(Some(r)),
+    }
+}
+
+fn points(from: i64, to: i64, step_ms: i64) -> i64 {
+    let first = from - from.rem_euclid(step_ms);
+    (to - first + step_ms - 1) / step_ms
+}
+
+/// The step named in the query, or the finest one giving at most
+/// [`DEFAULT_MAX_POINTS`] points; never more than [`MAX_SERIES_POINTS`].
+fn step(v: Option<String>, from: i64, to: i64) -> ApiResult<(&'static str, i64)> {
+    let Some(s) = non_empty(v) else {
+        let (name, ms) = STEPS
+            .iter()
+            .copied()
+            .find(|(_, ms)| points(from, to, *ms) <= DEFAULT_MAX_POINTS)
+            .unwrap_or(STEPS[STEPS.len() - 1]);
+        if points(from, to, ms) > MAX_SERIES_POINTS {
+            return Err(ApiError::validation(
+                "from",
+                format!(
+                    "the range is too long for a time series (at most {MAX_SERIES_POINTS} days)"
+                ),
+            ));
+        }
+        return Ok((name, ms));
+    };
+    let Some(&(name, ms)) = STEPS.iter().find(|(n, _)| *n == s) else {
+        return Err(ApiError::validation("step", "must be 1m, 5m, 1h or 1d"));
+    };
+    let n = points(from, to, ms);
+    if n > MAX_SERIES_POINTS {
+        return Err(ApiError::validation(
+            "step",
+            format!("{name} gives {n} points over this range, at most {MAX_SERIES_POINTS} are served: use a coarser step"),
+        ));
+    }
+    Ok((name, ms))
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(v)| v)
+        .map_err(|r| ApiError::malformed(None, r.body_text()))
+}
+
+// --- handlers ----------------------------------------------------------------
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/analytics/summary", get(summary))
+        .route("/api/analytics/timeseries", get(timeseries))
+        .route("/api/analytics/keys/{id}", get(key_analytics))
+        .route("/api/analytics/top-keys", get(top_keys))
+        .route("/api/analytics/violations", get(violations))
+}
+
+/// Totals, block rate, requests per minute, active keys and latency over a range.
+#[utoipa::path(
+    get,
+    path = "/api/analytics/summary",
+    tag = "analytics",
+    params(RangeQuery),
+    responses(
+        (status = 200, description = "The summary", body = Summary),
+        (status = 400, description = "Malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn summary(
+    _auth: AuthAdmin,
+    State(state): State<AppState>,
+    q: Result<Query<RangeQuery>, QueryRejection>,
+) -> ApiResult<Json<Summary>> {
+    let q = query(q)?;
+    let (from, to) = range(q.from, q.to)?;
+    let totals = state
+        .db()
+        .usage_totals(&UsageFilter {
+            from,
+            to,
+            ..UsageFilter::default()
+        })
+        .await?;
+    Ok(Json(Summary {
+        from,
+        to,
+        stats: UsageStats::new(&totals.counts, from, to),
+        active_keys: totals.active_keys,
+    }))
+}
+
+/// Allowed, limited, refused and failed requests per step, zero-filled.
+#[utoipa::path(
+    get,
+    path = "/api/analytics/timeseries",
+    tag = "analytics",
+    params(TimeseriesQuery),
+    responses(
+        (status = 200, description = "One point per step", body = Timeseries),
+        (status = 400, description = "Malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn timeseries(
+    _auth: AuthAdmin,
+    State(state): State<AppState>,
+    q: Result<Query<TimeseriesQuery>, QueryRejection>,
+) -> ApiResult<Json<Timeseries>> {
+    let q = query(q)?;
+    let (from, to) = range(q.from, q.to)?;
+    let (step_name, step_ms) = step(q.step, from, to)?;
+    let key = key_filter(q.key)?;
+    let route = route_filter(q.route)?;
+    let filter = UsageFilter {
+        from,
+        to,
+        key_id: key,
+        route: route.clone(),
+    };
+    let series = state.db().usage_timeseries(&filter, step_ms).await?;
+    Ok(Json(Timeseries {
+        from,
+        to,
+        step: step_name.to_string(),
+        step_ms,
+        key,
+        route,
+        points: series
+            .iter()
+            .map(|p| SeriesPoint {
+                at: p.at,
+                total: p.counts.total(),
+                allowed: p.counts.allowed,
+                limited: p.counts.limited,
+                unauthorized: p.counts.unauthorized,
+                forbidden: p.counts.forbidden,
+                upstream_errors: p.counts.upstream_errors,
+            })
+            .collect(),
+    }))
+}
+
+/// The limits that apply to a key (besides the routes' own).
+async fn key_limits(
+    state: &AppState,
+    key: &ApiKey,
+) -> ApiResult<(LimitsSource, Option<String>, Vec<LimitBody>, Option<u32>)> {
+    if let Some(own) = &key.limits {
+        return Ok((
+            LimitsSource::Key,
+            None,
+            own.iter().map(LimitBody::from).collect(),
+            key.concurrency,
+        ));
+    }
+    if let Some(plan) = &key.plan {
+        if let Some(p) = state.config().plans.get(plan) {
+            return Ok((
+                LimitsSource::Plan,
+                Some(plan.clone()),
+                p.limits.iter().map(LimitBody::from).collect(),
+                key.concurrency.or(p.concurrency),
+            ));
+        }
+        if let Some(p) = state.db().get_plan(plan).await? {
+            return Ok((
+                LimitsSource::Plan,
+                Some(plan.clone()),
+                p.limits.iter().map(LimitBody::from).collect(),
+                key.concurrency.or(p.concurrency),
+            ));
+        }
+    }
+    Ok((
+        LimitsSource::RouteDefault,
+        None,
+        Vec::new(),
+        key.concurrency,
+    ))
+}
+
+/// One key's usage (totals, latency, per route) and the limits that apply to it.
+#[utoipa::path(
+    get,
+    path = "/api/analytics/keys/{id}",
+    tag = "analytics",
+    params(("id" = i64, Path, description = "Key id"), RangeQuery),
+    responses(
+        (status = 200, description = "The key, its limits and its usage", body = KeyAnalytics),
+        (status = 400, description = "The id is not a positive integer, or a malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn key_analytics(
+    _auth: AuthAdmin,
+    State(state): State<AppState>,
+    PathParam(id): PathParam,
+    q: Result<Query<RangeQuery>, QueryRejection>,
+) -> ApiResult<Json<KeyAnalytics>> {
+    let id = parse_id(&id)?;
+    let q = query(q)?;
+    let (from, to) = range(q.from, q.to)?;
+    let Some(key) = state.db().get_key(id).await? else {
+        return Err(ApiError::not_found(format!("no API key with id {id}")));
+    };
+    let (limits_source, plan, limits, concurrency) = key_limits(&state, &key).await?;
+    let filter = UsageFilter {
+        from,
+        to,
+        key_id: Some(id),
+        route: None,
+    };
+    let routes = state.db().usage_by_route(&filter).await?;
+    let mut all = Counts::default();
+    for r in &routes {
+        all.add(&r.counts);
+    }
+    Ok(Json(KeyAnalytics {
+        key: key.into(),
+        limits_source,
+        plan,
+        limits,
+        concurrency,
+        from,
+        to,
+        stats: UsageStats::new(&all, from, to),
+        routes: routes
+            .iter()
+            .map(|r| RouteStats::new(r.route.clone(), &r.counts))
+            .collect(),
+    }))
+}
+
+/// The keys with the most requests in the range.
+#[utoipa::path(
+    get,
+    path = "/api/analytics/top-keys",
+    tag = "analytics",
+    params(TopKeysQuery),
+    responses(
+        (status = 200, description = "The busiest keys", body = TopKeys),
+        (status = 400, description = "Malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn top_keys(
+    _auth: AuthAdmin,
+    State(state): State<AppState>,
+    q: Result<Query<TopKeysQuery>, QueryRejection>,
+) -> ApiResult<Json<TopKeys>> {
+    let q = query(q)?;
+    let (from, to) = range(q.from, q.to)?;
+    let limit = match non_empty(q.limit) {
+        Some(v) => parse_int("limit", &v, 1, MAX_TOP_KEYS)?,
+        None => DEFAULT_TOP_KEYS,
+    };
+    let items = state.db().top_keys(from, to, limit).await?;
+    Ok(Json(TopKeys {
+        from,
+        to,
+        items: items
+            .into_iter()
+            .map(|k| TopKey {
+                key_id: k.key_id,
+                name: k.name,
+                key_prefix: k.key_prefix,
+                total: k.counts.total(),
+                allowed: k.counts.allowed,
+                limited: k.counts.limited,
+                unauthorized: k.counts.unauthorized,
+                forbidden: k.counts.forbidden,
+                upstream_errors: k.counts.upstream_errors,
+                block_rate: ratio(k.counts.refused(), k.counts.total()),
+                avg_latency_ms: k.counts.avg_latency_ms().map(round),
+            })
+            .collect(),
+    }))
+}
+
+/// Refused requests (429, 401, 403), newest first, paged.
+#[utoipa::path(
+    get,
+    path = "/api/analytics/violations",
+    tag = "analytics",
+    params(ViolationsQuery),
+    responses(
+        (status = 200, description = "One page of violations", body = ViolationPage),
+        (status = 400, description = "Malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn violations(
+    _auth: AuthAdmin,
+    State(state): State<AppState>,
+    q: Result<Query<ViolationsQuery>, QueryRejection>,
+) -> ApiResult<Json<ViolationPage>> {
+    let q = query(q)?;
+    let (from, to) = range(q.from, q.to)?;
+    let key_id = key_filter(q.key)?;
+    let route = route_filter(q.route)?;
+    let page = match non_empty(q.page) {
+        Some(v) => parse_int("page", &v, 1, 1_000_000)?,
+        None => 1,
+    };
+    let per_page = match non_empty(q.per_page) {
+        Some(v) => parse_int("per_page", &v, 1, MAX_PER_PAGE)?,
+        None => DEFAULT_PER_PAGE,
+    };
+    let (items, total) = state
+        .db()
+        .list_violations(&ViolationFilter {
+            from,
+            to,
+            key_id,
+            route,
+            limit: per_page,
+            offset: (page - 1) * per_page,
+        })
+        .await?;
+    Ok(Json(ViolationPage {
+        items: items
+            .into_iter()
+            .map(|v| ViolationView {
+                id: v.id,
+                at: v.at,
+                key_id: v.key_id,
+                key_name: v.key_name,
+                route: v.route,
+                method: v.method,
+                path: v.path,
+                client_ip: v.client_ip,
+                limit: v.limit_name,
+                status: v.status,
+            })
+            .collect(),
+        total,
+        page,
+        per_page,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_steps_keep_series_short() {
+        let day = 86_400_000;
+        let pick = |span: i64| step(None, 10 * day, 10 * day + span).map(|s| s.0).ok();
+        assert_eq!(pick(3_600_000), Some("1m"));
+        assert_eq!(pick(day), Some("1m"));
+        assert_eq!(pick(2 * day), Some("5m"));
+        assert_eq!(pick(30 * day), Some("1h"));
+        assert_eq!(pick(365 * day), Some("1d"));
+        assert!(step(None, 0, 20_000 * day).is_err());
+        assert!(step(Some("1m".into()), 0, 7 * day).is_err());
+        assert!(step(Some("2m".into()), 0, day).is_err());
+    }
+}
