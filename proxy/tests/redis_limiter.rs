@@ -200,11 +200,32 @@ async fn script_equals_core(url: &str, test: i64) {
             .as_micros(),
     )
     .expect("fits");
-    let (mut admitted, mut refused) = (0, 0);
-    for i in 0..1500 {
-        // Mostly bursts at one instant, sometimes a jump of up to ~2 intervals.
+    // Emission intervals in µs, fastest first.
+    let mut intervals: Vec<u64> = pool
+        .iter()
+        .map(|b| {
+            u64::try_from(b.limit.per.as_micros() / u128::from(b.limit.rate)).expect("fits")
+        })
+        .collect();
+    intervals.sort_unstable();
+    let (mut admitted, mut refused) = (0u32, 0u32);
+    let mut i = 0;
+    // At least 1500 requests, and on until both outcomes were seen often
+    // enough whatever limits the seed drew.
+    while i < 1500 || (i < 10_000 && (admitted <= 100 || refused <= 100)) {
+        i += 1;
+        // Mostly bursts at one instant, sometimes a jump of up to ~2 intervals
+        // of one of the buckets: of the fastest when refusals lag behind, of
+        // the slowest when admissions do.
         if rng.below(3) == 0 {
-            now_us += rng.below(2 * 7 * 86_400_000_000 / 60);
+            let interval = if refused * 4 < admitted {
+                intervals[0]
+            } else if admitted * 4 < refused {
+                intervals[intervals.len() - 1]
+            } else {
+                rng.pick(&intervals)
+            };
+            now_us += rng.below(2 * interval);
         }
         let subject = rng.pick(&subjects);
         let mut buckets: Vec<&Bucket> = pool.iter().filter(|_| rng.below(2) == 0).collect();
@@ -223,7 +244,7 @@ async fn script_equals_core(url: &str, test: i64) {
             refused += 1;
         }
     }
-    eprintln!("{url}: 1500 random requests, script == core ({admitted} admitted, {refused} refused, seed {seed})");
+    eprintln!("{url}: {i} random requests, script == core ({admitted} admitted, {refused} refused, seed {seed})");
     assert!(admitted > 100 && refused > 100, "{admitted} / {refused}");
 }
 
