@@ -18,6 +18,7 @@ use crate::limiter::backends::Limiters;
 use crate::limiter::LocalLimiter;
 use crate::metrics;
 use crate::state::{ConfigState, DbState, State};
+use crate::tls::{self, ListenerCert};
 
 /// Load keys and database plans once (also used at start-up).
 pub async fn load_db_state(db: &Db) -> Result<DbState, tollgate_core::db::DbError> {
@@ -34,19 +35,27 @@ pub struct Maintenance {
     pub limiters: Arc<Limiters>,
     pub database_url: String,
     pub config_path: Option<PathBuf>,
+    /// The HTTPS listener's certificate, re-read on reload and on file change.
+    pub listener_cert: Option<Arc<ListenerCert>>,
 }
 
 #[async_trait]
 impl BackgroundService for Maintenance {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let keys = refresh_keys(self.state.clone(), self.database_url.clone());
-        let reload = reload_config(self.state.clone(), self.config_path.clone());
+        let reload = reload_config(
+            self.state.clone(),
+            self.config_path.clone(),
+            self.listener_cert.clone(),
+        );
+        let certs = tls::watch(self.listener_cert.clone(), self.state.clone());
         let health = health_checks(self.state.clone());
         let sweep = sweep_limiter(self.limiter.clone());
         let redis = watch_redis(self.state.clone(), self.limiters.clone());
         tokio::select! {
             _ = keys => {}
             _ = reload => {}
+            _ = certs => {}
             _ = health => {}
             _ = sweep => {}
             _ = redis => {}
@@ -105,7 +114,11 @@ fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-async fn reload_config(state: Arc<State>, path: Option<PathBuf>) {
+async fn reload_config(
+    state: Arc<State>,
+    path: Option<PathBuf>,
+    listener_cert: Option<Arc<ListenerCert>>,
+) {
     let Some(path) = path else {
         std::future::pending::<()>().await;
         return;
@@ -132,15 +145,27 @@ async fn reload_config(state: Arc<State>, path: Option<PathBuf>) {
                 let old = state.config.load_full();
                 if new.proxy.listen != old.config.proxy.listen
                     || new.proxy.metrics_listen != old.config.proxy.metrics_listen
+                    || new.proxy.tls.as_ref().map(|t| t.listen)
+                        != old.config.proxy.tls.as_ref().map(|t| t.listen)
                 {
                     tracing::warn!("listen addresses changed: they take effect after a restart");
                 }
+                // Certificate, key and CA files are re-read with every reload.
+                let files = match tls::prepare_reload(&new) {
+                    Ok(files) => files,
+                    Err(e) => {
+                        metrics::CONFIG_RELOADS.with_label_values(&["failed"]).inc();
+                        tracing::error!("config reload refused, the running config stays: {e}");
+                        continue;
+                    }
+                };
                 let compiled =
                     tokio::task::spawn_blocking(move || ConfigState::compile(new, Some(&old)))
                         .await;
                 match compiled {
                     Ok(c) => {
                         state.config.store(Arc::new(c));
+                        files.apply(listener_cert.as_deref());
                         metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
                         tracing::info!(file = %path.display(), "config reloaded");
                     }

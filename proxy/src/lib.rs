@@ -5,8 +5,9 @@
 //! [`keyset`] (the in-memory key set), [`state`] (hot config + which limits
 //! apply), [`limiter`] (token buckets), [`headers`] (RateLimit headers),
 //! [`answer`] (problem+json answers), [`service`] (the `ProxyHttp` that
-//! orchestrates them), [`upstreams`], [`background`], [`metrics`], [`demo`]
-//! (the demo upstream of `tollgate dev`).
+//! orchestrates them), [`upstreams`], [`tls`] (HTTPS listener certificate,
+//! upstream CA files), [`background`], [`metrics`], [`demo`] (the demo
+//! upstream of `tollgate dev`).
 
 pub mod answer;
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod router;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod tls;
 pub mod upstreams;
 pub mod usage;
 

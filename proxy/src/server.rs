@@ -19,22 +19,46 @@ use crate::limiter::LocalLimiter;
 use crate::metrics::{self, MetricsApp};
 use crate::service::Gateway;
 use crate::state::{ConfigState, DbState, State};
+use crate::tls::{self, ListenerCert, TlsError};
 use crate::usage::{UsageFlusher, UsageRecorder};
 
-/// A config plus the key set loaded from its database: ready to serve.
+/// Why a proxy cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A certificate, key or CA file named by the config cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// A config plus the key set loaded from its database and the TLS files it
+/// names: ready to serve.
 pub struct Prepared {
     pub config: Config,
     db_state: DbState,
+    listener_cert: Option<Arc<ListenerCert>>,
 }
 
 impl Prepared {
-    /// Connect to the database (running migrations) and load the key set.
-    /// Call from any tokio runtime; the connection is not kept.
-    pub async fn load(config: Config) -> Result<Self, DbError> {
+    /// Read the TLS files, connect to the database (running migrations) and
+    /// load the key set. Call from any tokio runtime; the connection is not kept.
+    pub async fn load(config: Config) -> Result<Self, PrepareError> {
+        tls::check_upstream_cas(&config)?;
+        let listener_cert = config
+            .proxy
+            .tls
+            .as_ref()
+            .map(ListenerCert::load)
+            .transpose()?;
         let db = Db::connect(&config.storage.database_url).await?;
         let db_state = load_db_state(&db).await?;
         db.close().await;
-        Ok(Self { config, db_state })
+        Ok(Self {
+            config,
+            db_state,
+            listener_cert,
+        })
     }
 }
 
@@ -59,7 +83,11 @@ impl Built {
 /// Build the Pingora server. Listeners bind when it runs.
 pub fn build(prepared: Prepared) -> Built {
     metrics::init();
-    let Prepared { config, db_state } = prepared;
+    let Prepared {
+        config,
+        db_state,
+        listener_cert,
+    } = prepared;
     let conf = ServerConf {
         threads: config.proxy.threads,
         grace_period_seconds: Some(config.proxy.grace_period.as_secs()),
@@ -70,6 +98,7 @@ pub fn build(prepared: Prepared) -> Built {
     server.bootstrap();
 
     let listen = config.proxy.listen;
+    let tls_listen = config.proxy.tls.as_ref().map(|t| t.listen);
     let metrics_listen = config.proxy.metrics_listen;
     let database_url = config.storage.database_url.clone();
     let config_path = config.source.clone();
@@ -91,6 +120,12 @@ pub fn build(prepared: Prepared) -> Built {
         opts.server_options = Some(server_options);
     }
     proxy.add_tcp(&listen.to_string());
+    if let (Some(addr), Some(cert)) = (tls_listen, &listener_cert) {
+        match cert.settings() {
+            Ok(settings) => proxy.add_tls_with_settings(&addr.to_string(), None, settings),
+            Err(e) => tracing::error!("HTTPS listener not started: {e}"),
+        }
+    }
     server.add_service(proxy);
 
     if let Some(addr) = metrics_listen {
@@ -117,6 +152,7 @@ pub fn build(prepared: Prepared) -> Built {
             limiters,
             database_url,
             config_path,
+            listener_cert,
         },
     ));
     Built { server, state }

@@ -1,5 +1,13 @@
 //! Upstream pools: round robin over an upstream's targets, with active health
 //! checks run by [`crate::background::HealthChecker`].
+//!
+//! `https://` targets are reached over TLS with SNI and certificate
+//! verification, against the system roots or the upstream's `tls.ca_file`.
+//! Pingora pools upstream connections by the peer's hash (address, scheme,
+//! SNI, verification flags, group key): [`UpstreamPool::peer`] builds the same
+//! peer for the same target every time, so connections are reused, and puts
+//! the CA file's digest in the group key so that a changed CA never reuses a
+//! connection verified against the old one.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::ToSocketAddrs;
@@ -13,11 +21,26 @@ use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::upstreams::peer::HttpPeer;
 use tollgate_core::config::{Target, Upstream};
 
+use crate::tls::{self, UpstreamCa};
+
+/// What `https://` targets of one upstream are verified against.
+#[derive(Debug)]
+enum Trust {
+    /// The system's roots (Pingora's connector loads them once).
+    System,
+    /// `tls.ca_file`.
+    Ca(UpstreamCa),
+    /// `tls.ca_file` could not be read: every TLS connection is refused
+    /// (fail closed, never fall back to the system roots).
+    Unusable,
+}
+
 pub struct UpstreamPool {
     pub config: Upstream,
     lb: LoadBalancer<RoundRobin>,
     /// Resolved address → the target it came from (for TLS/SNI and Host).
     targets: HashMap<std::net::SocketAddr, Target>,
+    trust: Trust,
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -57,6 +80,22 @@ impl UpstreamPool {
                 ),
             }
         }
+        let trust = match &config.tls.ca_file {
+            None => Trust::System,
+            Some(path) => {
+                let setting = format!("upstreams.{}.tls.ca_file", config.name);
+                match tls::load_ca_file(&setting, path) {
+                    Ok(ca) => Trust::Ca(ca),
+                    Err(e) => {
+                        tracing::error!(
+                            upstream = %config.name,
+                            "TLS connections to this upstream are refused: {e}"
+                        );
+                        Trust::Unusable
+                    }
+                }
+            }
+        };
         let mut backends_set = Backends::new(Static::new(backends));
         if let Some(hc) = &config.health_check {
             let first = config.targets.first();
@@ -68,6 +107,9 @@ impl UpstreamPool {
                 let _ = req.insert_header("Host", host.as_str());
                 let _ = req.insert_header("User-Agent", "tollgate-health-check");
                 check.req = req;
+            }
+            if tls {
+                apply_tls(&mut check.peer_template, config, &trust, &host);
             }
             check.peer_template.options.connection_timeout = Some(config.timeouts.connect);
             check.peer_template.options.read_timeout =
@@ -83,6 +125,16 @@ impl UpstreamPool {
             config: config.clone(),
             lb,
             targets,
+            trust,
+        }
+    }
+
+    /// Whether the CA file (if any) still holds what was loaded.
+    fn trust_is_current(&self) -> bool {
+        match (&self.trust, &self.config.tls.ca_file) {
+            (Trust::System, None) => true,
+            (Trust::Ca(ca), Some(path)) => tls::file_sha(path) == Some(ca.sha),
+            _ => false,
         }
     }
 
@@ -100,12 +152,10 @@ impl UpstreamPool {
 
     /// Build the peer for one selected target.
     pub fn peer(&self, backend: &Backend, target: &Target) -> HttpPeer {
-        let sni = if target.tls {
-            target.host.clone()
-        } else {
-            String::new()
-        };
-        let mut peer = HttpPeer::new(backend.addr.clone(), target.tls, sni);
+        let mut peer = HttpPeer::new(backend.addr.clone(), target.tls, String::new());
+        if target.tls {
+            apply_tls(&mut peer, &self.config, &self.trust, &target.host);
+        }
         let t = &self.config.timeouts;
         peer.options.connection_timeout = Some(t.connect);
         peer.options.read_timeout = Some(t.read);
@@ -140,6 +190,23 @@ impl UpstreamPool {
     }
 }
 
+/// SNI (the target's host unless `tls.sni` is set), verification and CA of a
+/// TLS peer.
+fn apply_tls(peer: &mut HttpPeer, config: &Upstream, trust: &Trust, host: &str) {
+    peer.sni = config.tls.sni.clone().unwrap_or_else(|| host.to_string());
+    peer.options.verify_cert = config.tls.verify;
+    peer.options.verify_hostname = config.tls.verify;
+    match trust {
+        Trust::System => {}
+        Trust::Ca(ca) => {
+            peer.options.ca = Some(ca.certs.clone());
+            peer.group_key = ca.group_key();
+        }
+        // Pingora refuses to connect with an empty CA list.
+        Trust::Unusable => peer.options.ca = Some(Arc::from(Vec::new())),
+    }
+}
+
 /// Poll a future once: static discovery resolves immediately.
 fn futures_now<F: std::future::Future>(f: F) -> Option<F::Output> {
     let waker = std::task::Waker::noop();
@@ -151,7 +218,8 @@ fn futures_now<F: std::future::Future>(f: F) -> Option<F::Output> {
     }
 }
 
-/// Build pools for a new config, reusing unchanged ones (they keep their health state).
+/// Build pools for a new config, reusing unchanged ones (they keep their
+/// health state). A pool whose CA file changed is rebuilt.
 pub fn rebuild(
     upstreams: &std::collections::BTreeMap<String, Upstream>,
     previous: Option<&HashMap<String, Arc<UpstreamPool>>>,
@@ -161,7 +229,7 @@ pub fn rebuild(
         .map(|(name, cfg)| {
             let reused = previous
                 .and_then(|p| p.get(name))
-                .filter(|pool| pool.config == *cfg)
+                .filter(|pool| pool.config == *cfg && pool.trust_is_current())
                 .cloned();
             (
                 name.clone(),

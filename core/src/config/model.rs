@@ -127,6 +127,31 @@ pub struct Upstream {
     pub timeouts: Timeouts,
     /// Forward the client's `Host` header instead of the target's host.
     pub preserve_host: bool,
+    /// How `https://` targets are verified.
+    pub tls: UpstreamTls,
+}
+
+/// TLS towards an upstream's `https://` targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// PEM file of the CA certificates to trust instead of the system roots
+    /// (for private upstreams). Re-read when the config is reloaded.
+    pub ca_file: Option<PathBuf>,
+    /// Verify the upstream's certificate chain and name (default true).
+    pub verify: bool,
+    /// Server name sent in SNI and checked against the certificate, instead of
+    /// the target's host (e.g. targets given as IP addresses).
+    pub sni: Option<String>,
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            verify: true,
+            sni: None,
+        }
+    }
 }
 
 /// One upstream address: `host:port`, `http://host[:port]` or `https://host[:port]`.

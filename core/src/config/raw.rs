@@ -262,13 +262,26 @@ pub struct RawLimit {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "an upstream: a mapping with targets, health_check, timeouts and preserve_host"
+    expecting = "an upstream: a mapping with targets, health_check, timeouts, preserve_host and tls"
 )]
 pub struct RawUpstream {
     pub targets: Option<Vec<Scalar>>,
     pub health_check: Option<RawHealthCheck>,
     pub timeouts: Option<RawTimeouts>,
     pub preserve_host: Option<Scalar>,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+/// TLS towards an upstream's `https://` targets: `{ ca_file, verify, sni }`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of upstream TLS settings (ca_file, verify, sni)"
+)]
+pub struct RawUpstreamTls {
+    pub ca_file: Option<Scalar>,
+    pub verify: Option<Scalar>,
+    pub sni: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -390,6 +403,7 @@ mod tests {
             "upstreams: { u: { nope: 1 } }",
             "upstreams: { u: { health_check: { nope: 1 } } }",
             "upstreams: { u: { timeouts: { nope: 1 } } }",
+            "upstreams: { u: { tls: { nope: 1 } } }",
             "routes: [ { nope: 1 } ]",
             "routes: [ { match: { nope: 1 } } ]",
             "routes: [ { limits: [ { nope: 1 } ] } ]",

@@ -26,7 +26,7 @@ use super::raw::{
 use super::{
     AdminConfig, Auth, Config, ConfigError, ConfigErrors, HealthCheck, LimiterBackend,
     LimiterConfig, LogConfig, LogFormat, OnRedisError, Plan, ProxyConfig, Route, StorageConfig,
-    Target, Timeouts, TlsListener, Upstream, UsageConfig,
+    Target, Timeouts, TlsListener, Upstream, UpstreamTls, UsageConfig,
 };
 use crate::duration;
 use crate::limits::Limit;
@@ -258,6 +258,33 @@ pub fn parse_target(input: &str) -> Result<Target, String> {
         }
     };
     Ok(Target { tls, host, port })
+}
+
+/// A DNS name usable as TLS server name (SNI): dot-separated labels of
+/// letters, digits, `-` and `_`, not an IP address.
+fn server_name_problem(name: &str) -> Option<String> {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Some(format!(
+            "{name:?} is an IP address: SNI carries DNS names only (leave sni out to verify the certificate against the target's address)"
+        ));
+    }
+    let ok = name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if ok {
+        None
+    } else {
+        Some(format!(
+            "{name:?} is not a valid server name (a DNS name such as api.example.com)"
+        ))
+    }
 }
 
 struct Validator<'a> {
@@ -946,6 +973,45 @@ impl Validator<'_> {
             };
             let preserve_host =
                 self.flag_or(&child(&path, "preserve_host"), &u.preserve_host, false);
+            let tls = match &u.tls {
+                None => UpstreamTls::default(),
+                Some(t) => {
+                    let tp = child(&path, "tls");
+                    let ca_path = child(&tp, "ca_file");
+                    let ca_file = given(&t.ca_file)
+                        .and_then(|_| self.non_empty(&ca_path, &t.ca_file))
+                        .map(PathBuf::from);
+                    let verify = self.flag_or(&child(&tp, "verify"), &t.verify, true);
+                    let sni_path = child(&tp, "sni");
+                    let sni = self.text(&t.sni).and_then(|name| {
+                        let name = name.to_ascii_lowercase();
+                        match server_name_problem(&name) {
+                            None => Some(name),
+                            Some(why) => {
+                                self.error(&sni_path, why);
+                                None
+                            }
+                        }
+                    });
+                    if !verify && ca_file.is_some() {
+                        self.error(
+                            &ca_path,
+                            "has no effect with verify: false (remove one of them)",
+                        );
+                    }
+                    if !targets.is_empty() && !targets.iter().any(|t| t.tls) {
+                        self.error(
+                            &tp,
+                            "applies to https:// targets only, and this upstream has none",
+                        );
+                    }
+                    UpstreamTls {
+                        ca_file,
+                        verify,
+                        sni,
+                    }
+                }
+            };
             if ok {
                 upstreams.insert(
                     name.clone(),
@@ -955,6 +1021,7 @@ impl Validator<'_> {
                         health_check,
                         timeouts,
                         preserve_host,
+                        tls,
                     },
                 );
             }
@@ -1149,6 +1216,12 @@ plans:
         assert_eq!(prod.upstreams["api"].targets.len(), 2);
         assert_eq!(prod.log.format, LogFormat::Json);
         assert!(prod.storage.database_url.starts_with("postgres://"));
+        assert_eq!(prod.proxy.tls.as_ref().map(|t| t.listen.port()), Some(8443));
+        let billing = &prod.upstreams["billing"];
+        assert!(billing.targets.iter().all(|t| t.tls));
+        assert_eq!(billing.tls.sni.as_deref(), Some("billing.internal.example"));
+        assert!(billing.tls.ca_file.is_some());
+        assert_eq!(prod.upstreams["partner"].targets[0].port, 443);
         // The embedded copy is the same file.
         assert_eq!(super::super::DEFAULT_YAML, QUICK_START);
     }
@@ -1228,6 +1301,49 @@ routes:
         assert_eq!(u.timeouts, Timeouts::default());
         assert!(!u.preserve_host);
         assert_eq!(u.health_check, None);
+        assert_eq!(u.tls, UpstreamTls::default());
+        assert!(u.tls.verify);
+    }
+
+    #[test]
+    fn upstream_tls_settings() {
+        let c = ok("\
+upstreams:
+  private:
+    targets: [\"https://10.0.0.5:8443\", \"https://10.0.0.6:8443\"]
+    tls: { ca_file: certs/internal-ca.pem, sni: API.internal.example }
+  lab:
+    targets: [\"https://lab.example:443\"]
+    tls: { verify: false }
+  public:
+    targets: [\"https://api.example.com\"]
+    tls: {}
+");
+        let private = &c.upstreams["private"].tls;
+        assert_eq!(
+            private.ca_file.as_deref(),
+            Some(std::path::Path::new("certs/internal-ca.pem"))
+        );
+        assert!(private.verify);
+        assert_eq!(private.sni.as_deref(), Some("api.internal.example"));
+        let lab = &c.upstreams["lab"].tls;
+        assert!(!lab.verify);
+        assert_eq!(lab.ca_file, None);
+        assert_eq!(c.upstreams["public"].tls, UpstreamTls::default());
+        for name in ["a", "api.example.com", "my_host-1.internal"] {
+            assert_eq!(server_name_problem(name), None, "{name}");
+        }
+        for name in [
+            "",
+            "-a.example",
+            "a..b",
+            "a b",
+            "10.0.0.1",
+            "::1",
+            "a.example-",
+        ] {
+            assert!(server_name_problem(name).is_some(), "{name:?} accepted");
+        }
     }
 
     #[test]
@@ -1495,6 +1611,12 @@ upstreams2: ~
             ),
             ("upstreams:\n  u:\n    targets: [a:1]\n    health_check: { path: health }\n", 4, 27, "upstreams.u.health_check.path: must start with '/'"),
             ("upstreams:\n  u:\n    targets: [a:1]\n    timeouts: { read: 0s }\n", 4, 23, "upstreams.u.timeouts.read: must be at least 1ms"),
+            ("upstreams:\n  u:\n    targets: [a:1]\n    tls: { verify: false }\n", 4, 10, "upstreams.u.tls: applies to https:// targets only"),
+            ("upstreams:\n  u:\n    targets: [\"https://a\"]\n    tls: { ca_file: \"\" }\n", 4, 21, "upstreams.u.tls.ca_file: must not be empty"),
+            ("upstreams:\n  u:\n    targets: [\"https://a\"]\n    tls: { verify: no }\n", 4, 20, "upstreams.u.tls.verify: expected true or false"),
+            ("upstreams:\n  u:\n    targets: [\"https://a\"]\n    tls: { ca_file: ca.pem, verify: false }\n", 4, 21, "upstreams.u.tls.ca_file: has no effect with verify: false"),
+            ("upstreams:\n  u:\n    targets: [\"https://a\"]\n    tls: { sni: 10.0.0.1 }\n", 4, 17, "upstreams.u.tls.sni: \"10.0.0.1\" is an IP address"),
+            ("upstreams:\n  u:\n    targets: [\"https://a\"]\n    tls: { sni: \"a b\" }\n", 4, 17, "upstreams.u.tls.sni: \"a b\" is not a valid server name"),
             // Routes.
             ("routes:\n  - name: \"\"\n", 2, 11, "routes[0].name: must not be empty"),
             ("routes:\n  - name: a\n", 2, 5, "routes[0].match: missing required field"),
