@@ -33,7 +33,7 @@ enum Command {
         #[arg(long, env = "TOLLGATE_CONFIG")]
         config: Option<PathBuf>,
         /// Also send a realistic trickle of requests through the proxy (two keys, some 401/403, bursts that hit 429).
-        #[arg(long, env = "TOLLGATE_DEMO_TRAFFIC")]
+        #[arg(long, env = "TOLLGATE_DEMO_TRAFFIC", value_parser = clap::builder::BoolishValueParser::new())]
         demo_traffic: bool,
     },
     /// Run the proxy (production role).

@@ -44,7 +44,10 @@ export function topKeys(range, limit = 5) {
   return get(`/api/analytics/top-keys${qs({ ...span(range), limit })}`);
 }
 
-/** One key's totals over a range (the summary fields). */
+/**
+ * One key over a range: the summary's counts, rates and latency, plus the
+ * limits that apply (`limits_source`, `plan`, `limits`) and `routes`.
+ */
 export function keyUsage(id, range) {
   return get(`/api/analytics/keys/${encodeURIComponent(id)}${qs(span(range))}`);
 }
@@ -53,13 +56,28 @@ export function keySeries(id, range) {
   return series(range, { key: id });
 }
 
-/** Requests in the last 24 h per key id, for the keys table: Map id → {total, limited}. */
+/** The most keys top-keys returns. */
+const MAX_TOP_KEYS = 100;
+
+/**
+ * Requests in the last 24 h per key id, for the keys table: Map id → {total, limited}.
+ * One top-keys call covers the busiest keys; keys of the page missing from a
+ * full (possibly cut) ranking are asked for one by one.
+ */
 export async function usageByKey(ids) {
   const out = new Map();
   if (!ids.length) return out;
-  const res = await topKeys('24h', 100);
-  for (const k of res.items || res) {
+  const res = await topKeys('24h', MAX_TOP_KEYS);
+  const items = res.items || [];
+  for (const k of items) {
     if (ids.includes(k.key_id)) out.set(k.key_id, { total: k.total, limited: k.limited });
+  }
+  if (items.length >= MAX_TOP_KEYS) {
+    const missing = ids.filter((id) => !out.has(id));
+    const stats = await Promise.all(missing.map((id) => keyUsage(id, '24h').catch(() => null)));
+    missing.forEach((id, i) => {
+      if (stats[i]) out.set(id, { total: stats[i].total, limited: stats[i].limited });
+    });
   }
   return out;
 }

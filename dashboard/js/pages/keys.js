@@ -451,6 +451,12 @@ export function mount(root, ctx) {
     rangeSel.value = '1h';
     const limitsList = k.limits && k.limits.length
       ? `custom: ${k.limits.map(fmtLimit).join(', ')}` : k.plan ? `plan ${k.plan}` : 'the route’s default plan';
+    const limitsDd = h('dd', { text: limitsList });
+    const routesBody = h('tbody');
+    const routesTable = h('div', { class: 'table-wrap', hidden: true }, h('table', { class: 'table', id: 'key-routes' },
+      h('thead', {}, h('tr', {}, h('th', { scope: 'col', text: 'Route' }), h('th', { scope: 'col', class: 'num', text: 'Requests' }),
+        h('th', { scope: 'col', class: 'num', text: 'Limited' }), h('th', { scope: 'col', class: 'num', text: 'p95' }))),
+      routesBody));
     const d = openDialog({
       title: `Key “${k.name}”`,
       id: 'details-dialog',
@@ -458,7 +464,7 @@ export function mount(root, ctx) {
       body: [
         h('dl', { class: 'meta' },
           h('dt', { text: 'Prefix' }), h('dd', {}, h('code', { text: `${k.key_prefix}…` })),
-          h('dt', { text: 'Limits' }), h('dd', { text: limitsList }),
+          h('dt', { text: 'Limits' }), limitsDd,
           h('dt', { text: 'State' }), h('dd', { text: k.enabled ? 'enabled' : 'disabled' }),
           h('dt', { text: 'Created' }), h('dd', { text: fmtDateTime(k.created_at) }),
           h('dt', { text: 'Expires' }), h('dd', { text: k.expires_at ? fmtDateTime(k.expires_at) : 'never' }),
@@ -466,6 +472,7 @@ export function mount(root, ctx) {
         h('div', { class: 'section-head' }, h('h3', { text: 'Usage' }), rangeSel),
         stats,
         chartEl,
+        routesTable,
       ],
       actions: [{ label: 'Close', kind: 'ghost', submit: true }],
       onClose: () => chart.destroy(),
@@ -488,6 +495,13 @@ export function mount(root, ctx) {
           stat('Block rate', fmtPct(u.block_rate)), stat('Avg latency', fmtMs(u.avg_latency_ms)),
           stat('p95 latency', fmtMs(u.p95_latency_ms)));
         chart.update(series.xs, [series.allowed, series.limited, series.errors]);
+        const applied = (u.limits || []).map(fmtLimit).join(', ');
+        limitsDd.textContent = u.limits_source === 'key' ? `own limits: ${applied}`
+          : u.limits_source === 'plan' ? `plan ${u.plan}: ${applied}` : 'each route’s default plan';
+        routesTable.hidden = !(u.routes && u.routes.length);
+        replace(routesBody, (u.routes || []).map((r) => h('tr', {},
+          h('td', { text: r.route }), h('td', { class: 'num', text: fmtInt(r.total) }),
+          h('td', { class: 'num', text: fmtInt(r.limited) }), h('td', { class: 'num', text: fmtMs(r.p95_latency_ms) }))));
       } catch (e) {
         if (e.status !== 401) d.setError(`Could not load the usage: ${e.message}`);
       }

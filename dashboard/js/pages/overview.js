@@ -170,14 +170,17 @@ export function mount(root, ctx) {
     }
     replace(violBody, items.map((x) => h('tr', { dataset: { violation: String(x.id) } },
       h('td', { title: fmtDateTime(x.at), text: fmtWhen(x.at) }),
-      h('td', {}, h('span', { class: ['badge', `s${x.status}`], text: String(x.status) })),
+      h('td', {}, h('span', {
+        class: ['badge', `s${x.status}`], text: String(x.status),
+        title: { 401: 'no API key', 403: 'unknown, disabled or expired key', 429: 'rate limited' }[x.status] || '',
+      })),
       h('td', {}, x.key_id ? [x.key_name || `#${x.key_id}`,
         x.key_prefix ? h('div', {}, h('code', { class: 'small muted', text: `${x.key_prefix}…` })) : null]
         : h('span', { class: 'muted', text: 'no key' })),
       h('td', { class: 'hide-sm', text: x.route }),
       h('td', { class: 'path' }, h('code', { text: `${x.method} ${x.path}` })),
       h('td', { class: 'hide-sm' }, h('code', { text: x.client_ip || '—' })),
-      h('td', { text: x.limit || x.limit_name || (x.status === 401 ? 'no key' : x.status === 403 ? 'key refused' : '—') }))));
+      h('td', { text: x.limit || '—' }))));
   }
 
   function renderTop(t) {

@@ -1,0 +1,845 @@
+//! The dashboard in a real headless Chromium (chromedriver, driven with
+//! fantoccini) against the real `tollgate dev` binary: login, keys, live
+//! overview, monitoring, the proxy reacting to what is done in the browser,
+//! and no console error anywhere. Plus the `--demo-traffic` generator.
+//!
+//! Screenshots of every page go to a temporary directory (printed), or to
+//! `$TOLLGATE_SCREENSHOT_DIR`. With that variable set, the demo-traffic test
+//! also takes the README's screenshots there after a minute of demo traffic
+//! (`TOLLGATE_SCREENSHOT_DIR=docs/screenshots cargo test --test dashboard`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, Dev};
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "dashboard-e2e-password";
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The test config: usage flushed every 200 ms, so the overview can follow.
+const FAST_FLUSH: (&str, &str) = ("log:\n", "usage:\n  flush_interval: 200ms\nlog:\n");
+
+/// The tests of this file start a browser and a gateway each: one at a time
+/// on a 2-core machine.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+// ---------------------------------------------------------------------------
+// chromedriver + Chromium
+
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start chromedriver on a free port, or `None` (with a notice) when it or
+/// Chromium is not installed and services are not required.
+async fn start_driver() -> Option<Driver> {
+    let have_driver = Command::new("chromedriver")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_driver || !Path::new(CHROMIUM).exists() {
+        if tollgate_core::db::testing::services_required() {
+            panic!("chromedriver or {CHROMIUM} is missing: run scripts/services");
+        }
+        eprintln!("notice: chromedriver or {CHROMIUM} is missing; skipping the browser test (run scripts/services)");
+        return None;
+    }
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn chromedriver");
+    let driver = Driver {
+        child,
+        port,
+        _profile: tempfile::tempdir().expect("profile dir"),
+    };
+    let status = format!("http://127.0.0.1:{port}/status");
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(&status).await {
+            if r.json::<Value>()
+                .await
+                .is_ok_and(|v| v["value"]["ready"] == true)
+            {
+                return Some(driver);
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "chromedriver did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A page under test: the browser session and where the gateway is.
+struct Ui {
+    c: Client,
+    driver_port: u16,
+    session: String,
+    admin: String,
+    shots: PathBuf,
+}
+
+impl Ui {
+    async fn open(driver: &Driver, dev: &Dev, shots: PathBuf) -> Self {
+        let profile = driver._profile.path().display().to_string();
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:loggingPrefs": { "browser": "ALL" },
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--no-first-run", "--hide-scrollbars", "--window-size=1280,900",
+                    format!("--user-data-dir={profile}"),
+                ],
+            },
+        });
+        let Value::Object(caps) = caps else {
+            panic!("capabilities are an object")
+        };
+        let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+            .expect("WebDriver session");
+        let session = c
+            .session_id()
+            .await
+            .expect("session id")
+            .expect("a session");
+        std::fs::create_dir_all(&shots).expect("screenshot dir");
+        Self {
+            c,
+            driver_port: driver.port,
+            session,
+            admin: dev.admin_url(""),
+            shots,
+        }
+    }
+
+    async fn goto(&self, path: &str) {
+        self.c
+            .goto(&format!("{}{path}", self.admin))
+            .await
+            .expect("goto");
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.c
+            .execute(script, vec![])
+            .await
+            .expect("execute script")
+    }
+
+    /// Poll `script` (a function body returning a value) until it returns
+    /// something truthy; panic with `what` and the last value after `secs`.
+    async fn wait(&self, what: &str, secs: u64, script: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.js(script).await;
+            let truthy = match &v {
+                Value::Null | Value::Bool(false) => false,
+                Value::String(s) => !s.is_empty(),
+                Value::Number(n) => n.as_f64() != Some(0.0),
+                _ => true,
+            };
+            if truthy {
+                return v;
+            }
+            if start.elapsed() > Duration::from_secs(secs) {
+                let _ = self.shot("failure").await;
+                panic!(
+                    "timed out after {secs} s waiting for {what} (last value {v}); url {:?}",
+                    self.c.current_url().await.map(|u| u.to_string())
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_for(&self, css: &str) {
+        let script = format!("return !!document.querySelector({css:?})");
+        self.wait(&format!("`{css}`"), 10, &script).await;
+    }
+
+    async fn click(&self, css: &str) {
+        self.wait_for(css).await;
+        self.c
+            .find(Locator::Css(css))
+            .await
+            .expect("element")
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        self.wait_for(css).await;
+        let el = self.c.find(Locator::Css(css)).await.expect("element");
+        el.clear().await.expect("clear");
+        el.send_keys(text).await.expect("type");
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.wait_for(css).await;
+        self.c
+            .find(Locator::Css(css))
+            .await
+            .expect("element")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    async fn path(&self) -> String {
+        self.c.current_url().await.expect("url").path().to_string()
+    }
+
+    async fn shot(&self, name: &str) -> PathBuf {
+        // Let charts and transitions settle.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let png = self.c.screenshot().await.expect("screenshot");
+        let file = self.shots.join(format!("{name}.png"));
+        std::fs::write(&file, png).expect("write screenshot");
+        file
+    }
+
+    /// The browser's console and network log since the last call, SEVERE only.
+    async fn console_errors(&self) -> Vec<String> {
+        let url = format!(
+            "http://127.0.0.1:{}/session/{}/se/log",
+            self.driver_port, self.session
+        );
+        let v: Value = reqwest::Client::new()
+            .post(url)
+            .json(&json!({"type": "browser"}))
+            .send()
+            .await
+            .expect("log request")
+            .json()
+            .await
+            .expect("log json");
+        v["value"]
+            .as_array()
+            .expect("log entries")
+            .iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    /// Log in through the form.
+    async fn login(&self, password: &str) {
+        self.type_into("#username", "admin").await;
+        self.type_into("#password", password).await;
+        self.click("#login-submit").await;
+    }
+}
+
+/// A card's number ("1,234" → 1234).
+async fn metric(ui: &Ui, id: &str) -> i64 {
+    let t = ui
+        .js(&format!(
+            "const c = document.querySelector('[data-metric={id}]'); return c && !c.classList.contains('loading') ? c.querySelector('.value').textContent : ''"
+        ))
+        .await;
+    t.as_str()
+        .unwrap_or("")
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or(-1)
+}
+
+fn screenshot_dir(sub: &str) -> PathBuf {
+    match std::env::var_os("TOLLGATE_SCREENSHOT_DIR") {
+        Some(d) => PathBuf::from(d).join(sub),
+        None => {
+            std::env::temp_dir().join(format!("tollgate-dashboard-{}-{sub}", std::process::id()))
+        }
+    }
+}
+
+async fn proxy_status(client: &reqwest::Client, dev: &Dev, key: Option<&str>) -> u16 {
+    let mut req = client.get(dev.proxy_url("/api/products"));
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    req.send().await.expect("proxy request").status().as_u16()
+}
+
+/// Poll the proxy until it answers `want` with `key`; returns how long it took.
+async fn until_proxy(client: &reqwest::Client, dev: &Dev, key: &str, want: &[u16]) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = proxy_status(client, dev, Some(key)).await;
+        if want.contains(&got) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "the proxy still answers {got}, not {want:?}, 3 s after the change"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+/// The served files: content types, caching, the security headers, SPA
+/// fallback, and the API's own 404s left alone.
+async fn check_serving(dev: &Dev) {
+    let client = reqwest::Client::new();
+    let r = client.get(dev.admin_url("/")).send().await.expect("GET /");
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    let csp = h["content-security-policy"].to_str().expect("csp");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["cache-control"], "no-cache");
+    let body = r.text().await.expect("body");
+    assert!(
+        !has_inline_script(&body),
+        "inline script or event handler in {body}"
+    );
+    let etag = h["etag"].to_str().expect("etag").to_string();
+    let r = client
+        .get(dev.admin_url("/"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("conditional GET");
+    assert_eq!(r.status(), 304);
+
+    let r = client
+        .get(dev.admin_url("/js/app.js"))
+        .send()
+        .await
+        .expect("js");
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    let r = client
+        .get(dev.admin_url("/vendor/uplot-1.6.32/uPlot.iife.min.js"))
+        .send()
+        .await
+        .expect("vendor");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["cache-control"]
+        .to_str()
+        .expect("cc")
+        .contains("immutable"));
+
+    // Page paths answer the page; unknown files and API paths stay problems.
+    let r = client
+        .get(dev.admin_url("/keys"))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    for path in ["/nothing.js", "/api/nothing-here"] {
+        let r = client
+            .get(dev.admin_url(path))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .expect("404");
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+    }
+    let r = client
+        .get(dev.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("metrics text");
+    assert!(text.contains("tollgate_admin_build_info"), "{text}");
+}
+
+/// A `<script>` without `src`, or an `on…=` attribute.
+fn has_inline_script(html: &str) -> bool {
+    let lower = html.to_ascii_lowercase();
+    let script_without_src = lower
+        .match_indices("<script")
+        .any(|(i, _)| !lower[i..].split('>').next().unwrap_or("").contains("src="));
+    let handler = lower.match_indices(" on").any(|(i, _)| {
+        let rest = &lower[i + 3..];
+        let name: String = rest.chars().take_while(char::is_ascii_alphabetic).collect();
+        !name.is_empty() && rest[name.len()..].trim_start().starts_with('=')
+    });
+    script_without_src || handler
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_end_to_end_in_chromium() {
+    let _serial = SERIAL.lock().await;
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let dev = Dev::start(&[FAST_FLUSH], &[("TOLLGATE_ADMIN_PASSWORD", PASSWORD)]);
+    check_serving(&dev).await;
+    let shots = screenshot_dir("e2e");
+    let ui = Ui::open(&driver, &dev, shots.clone()).await;
+    let http = reqwest::Client::new();
+
+    // Not logged in: the login page. Live refresh every second for the test.
+    ui.goto("/").await;
+    ui.wait_for("#login-submit").await;
+    assert_eq!(ui.path().await, "/login");
+    ui.js("localStorage.setItem('tollgate.refresh_ms', '1000')")
+        .await;
+    ui.shot("login").await;
+
+    // A wrong password: an error, still on the login page.
+    ui.login("not-the-password").await;
+    let err = ui
+        .wait("the login error", 10, "const e = document.querySelector('#login-error'); return e && !e.hidden && e.textContent")
+        .await;
+    assert!(
+        err.as_str()
+            .unwrap_or("")
+            .contains("Wrong username or password"),
+        "{err}"
+    );
+    assert_eq!(ui.path().await, "/login");
+    ui.shot("login-error").await;
+
+    // The right one: the overview, token in sessionStorage only.
+    ui.login(PASSWORD).await;
+    ui.wait_for("[data-metric=total]:not(.loading)").await;
+    assert_eq!(ui.path().await, "/");
+    let stored = ui
+        .js("return [sessionStorage.getItem('tollgate.session'), localStorage.getItem('tollgate.session')]")
+        .await;
+    assert!(
+        stored[0].as_str().is_some_and(|s| s.contains("token")),
+        "{stored}"
+    );
+    assert!(stored[1].is_null(), "the token is not kept in localStorage");
+    // Everything from here on happens without a page load.
+    ui.js("window.__noReload = 'still here'").await;
+
+    // Keys page (client-side navigation): the demo key is listed.
+    ui.click("nav a[href='/keys']").await;
+    ui.wait("the demo key row", 10, "return [...document.querySelectorAll('#keys-table .key-name')].some(b => b.textContent === 'demo')").await;
+
+    // Create a key with custom limits (5 per minute), submitted with Enter.
+    ui.click("#new-key").await;
+    ui.wait_for("#create-dialog[open]").await;
+    ui.type_into("#f-name", "e2e-key").await;
+    ui.click("#create-dialog input[name=mode][value=custom]")
+        .await;
+    ui.type_into("#create-dialog [name=limit-rate]", "5").await;
+    ui.c.find(Locator::Css("#f-name"))
+        .await
+        .expect("name field")
+        .send_keys(&Key::Enter.to_string())
+        .await
+        .expect("Enter");
+    ui.wait_for("#secret-dialog[open]").await;
+    let key = ui.text("#secret-key").await;
+    assert_eq!(tollgate_core::keys::validate(&key), Ok(()), "{key}");
+    ui.click("#copy-key").await;
+    ui.wait(
+        "the copy confirmation",
+        5,
+        "return document.querySelector('#secret-dialog .copy-status').textContent",
+    )
+    .await;
+    ui.shot("key-created").await;
+    // Esc closes the dialog; the key is never shown again.
+    ui.c.find(Locator::Css("#secret-dialog"))
+        .await
+        .expect("dialog")
+        .send_keys(&Key::Escape.to_string())
+        .await
+        .expect("Esc");
+    ui.wait(
+        "the dialog to close",
+        5,
+        "return !document.querySelector('#secret-dialog')",
+    )
+    .await;
+    let row_text = ui
+        .wait("the new key's row", 10, "const r = [...document.querySelectorAll('#keys-table tbody tr')].find(r => r.textContent.includes('e2e-key')); return r && r.textContent")
+        .await;
+    let row_text = row_text.as_str().unwrap_or("").to_string();
+    assert!(
+        row_text.contains("custom") && row_text.contains("5 / 1m"),
+        "{row_text}"
+    );
+    assert!(!ui
+        .js("return document.body.textContent")
+        .await
+        .as_str()
+        .unwrap_or("")
+        .contains(&key));
+    let key_id: i64 = ui
+        .js("return [...document.querySelectorAll('#keys-table tbody tr')].find(r => r.textContent.includes('e2e-key')).dataset.keyId")
+        .await
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("key id");
+    ui.shot("keys").await;
+
+    // Overview, nothing sent yet: all zero.
+    ui.click("nav a[href='/']").await;
+    ui.wait_for("[data-metric=total]:not(.loading)").await;
+    assert_eq!(metric(&ui, "total").await, 0);
+
+    // Traffic through the real proxy: 5 allowed, then 429s; one without a key.
+    let mut allowed = 0;
+    let mut limited = 0;
+    for _ in 0..20 {
+        match proxy_status(&http, &dev, Some(&key)).await {
+            200 => allowed += 1,
+            429 => {
+                limited += 1;
+                if limited == 2 {
+                    break;
+                }
+            }
+            other => panic!("proxy answered {other}"),
+        }
+    }
+    assert_eq!((allowed, limited), (5, 2));
+    assert_eq!(proxy_status(&http, &dev, None).await, 401);
+
+    // The overview follows without a reload.
+    ui.wait(
+        "the overview to count 8 requests",
+        15,
+        "const v = id => document.querySelector(`[data-metric=${id}] .value`).textContent; return v('total') === '8' && v('limited') === '2' && v('allowed') === '5'",
+    )
+    .await;
+    let rows = ui
+        .wait(
+            "three violations in the table",
+            15,
+            "const r = [...document.querySelectorAll('#violations-table tbody tr[data-violation]')]; return r.length === 3 && r.map(x => x.textContent)",
+        )
+        .await;
+    let rows: Vec<String> = serde_json::from_value(rows).expect("rows");
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.contains("429") && r.contains("e2e-key"))
+            .count(),
+        2,
+        "{rows:?}"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.contains("401")).count(),
+        1,
+        "{rows:?}"
+    );
+    assert_eq!(metric(&ui, "active_keys").await, 1);
+    ui.wait("the traffic chart", 5, "return document.querySelector('#traffic-chart canvas') && document.querySelector('#traffic-chart .chart-empty').hidden").await;
+    ui.wait(
+        "the latency percentiles",
+        5,
+        "return document.querySelectorAll('#latency-percentiles [data-pct]').length === 4",
+    )
+    .await;
+    ui.shot("overview").await;
+
+    // Range switch: same numbers over 24 h.
+    ui.click("[data-range='24h']").await;
+    ui.wait(
+        "the 24 h total",
+        10,
+        "return document.querySelector('[data-metric=total] .value').textContent === '8'",
+    )
+    .await;
+    ui.click("[data-range='1h']").await;
+
+    // Disable the key in the UI: the proxy refuses it within about a second.
+    ui.click("nav a[href='/keys']").await;
+    ui.click(&format!("button[data-action=disable][data-id='{key_id}']"))
+        .await;
+    let took = until_proxy(&http, &dev, &key, &[403]).await;
+    eprintln!("disabled key refused by the proxy after {took:?}");
+    ui.wait("the Disabled badge", 10, &format!("const r = document.querySelector('tr[data-key-id=\"{key_id}\"]'); return r && r.textContent.includes('Disabled')")).await;
+
+    // Enable it, then rotate: the new key works, the old one is refused.
+    ui.click(&format!("button[data-action=enable][data-id='{key_id}']"))
+        .await;
+    until_proxy(&http, &dev, &key, &[200, 429]).await;
+    ui.click(&format!("button[data-action=rotate][data-id='{key_id}']"))
+        .await;
+    ui.wait_for("#rotate-dialog[open]").await;
+    ui.click("#rotate-dialog [data-testid=rotate]").await;
+    ui.wait_for("#secret-dialog[open]").await;
+    let rotated = ui.text("#secret-key").await;
+    assert_ne!(rotated, key);
+    assert_eq!(tollgate_core::keys::validate(&rotated), Ok(()));
+    ui.click("#secret-dialog [data-testid=done]").await;
+    until_proxy(&http, &dev, &key, &[403]).await;
+    until_proxy(&http, &dev, &rotated, &[200, 429]).await;
+
+    // Per-key usage dialog.
+    ui.click(&format!("tr[data-key-id='{key_id}'] .key-name"))
+        .await;
+    ui.wait_for("#details-dialog[open]").await;
+    ui.wait("the key's usage", 10, "const d = document.querySelector('#details-dialog .stats-grid'); return d && d.textContent.includes('Requests')").await;
+    ui.shot("key-usage").await;
+    ui.click("#details-dialog [aria-label=Close]").await;
+
+    // Delete, with confirmation: gone from the table and refused by the proxy.
+    ui.click(&format!("button[data-action=delete][data-id='{key_id}']"))
+        .await;
+    ui.wait_for("dialog[open] [data-testid=confirm]").await;
+    ui.shot("key-delete-confirm").await;
+    ui.click("dialog[open] [data-testid=confirm]").await;
+    ui.wait(
+        "the row to disappear",
+        10,
+        &format!("return !document.querySelector('tr[data-key-id=\"{key_id}\"]')"),
+    )
+    .await;
+    until_proxy(&http, &dev, &rotated, &[403]).await;
+
+    // Search with no match: an empty state, not an empty table.
+    ui.type_into("#key-search", "no-such-key-anywhere").await;
+    ui.wait("the no-match state", 10, "return document.querySelector('#keys-table .state-cell')?.textContent.includes('No keys match')").await;
+
+    // Monitoring: the running proxy instance, the database, the upstream.
+    ui.click("nav a[href='/monitoring']").await;
+    let proxy_addr = format!("127.0.0.1:{}", dev.ports.proxy);
+    ui.wait(
+        "the proxy instance",
+        20,
+        &format!("const r = document.querySelector('#instances-table tbody tr[data-instance]'); return r && r.textContent.includes('{proxy_addr}') && r.textContent.includes('Up')"),
+    )
+    .await;
+    let comps = ui.text("#components").await;
+    assert!(
+        comps.contains("Database") && comps.contains("sqlite"),
+        "{comps}"
+    );
+    let ups = ui.text("#upstreams-table").await;
+    assert!(
+        ups.contains(&format!("127.0.0.1:{}", dev.ports.upstream)),
+        "{ups}"
+    );
+    ui.shot("monitoring").await;
+
+    // A hidden tab stops polling; showing it again refreshes at once.
+    let api_calls =
+        "performance.getEntriesByType('resource').filter(e => e.name.includes('/api/')).length";
+    ui.js("performance.clearResourceTimings(); Object.defineProperty(document, 'visibilityState', {configurable: true, get: () => 'hidden'}); document.dispatchEvent(new Event('visibilitychange'))").await;
+    ui.wait(
+        "the paused indicator",
+        5,
+        "return document.querySelector('#live').dataset.state === 'paused'",
+    )
+    .await;
+    // (a call already in flight may still finish)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = ui.js(&format!("return {api_calls}")).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = ui.js(&format!("return {api_calls}")).await;
+    assert_eq!(before, after, "no API call while hidden");
+    ui.js("delete document.visibilityState; document.dispatchEvent(new Event('visibilitychange'))")
+        .await;
+    ui.wait("a refresh when visible again", 5, &format!("return {api_calls} > {before} && document.querySelector('#live').dataset.state === 'live'")).await;
+
+    // Phone width: the overview still fits.
+    ui.c.set_window_size(390, 844).await.expect("resize");
+    ui.click("nav a[href='/']").await;
+    ui.wait_for("[data-metric=total]:not(.loading)").await;
+    let overflow = ui
+        .js("return document.documentElement.scrollWidth - window.innerWidth")
+        .await;
+    assert!(
+        overflow.as_i64().unwrap_or(1) <= 0,
+        "horizontal overflow at 390 px: {overflow}"
+    );
+    ui.shot("overview-phone").await;
+    ui.c.set_window_size(1280, 900).await.expect("resize");
+
+    assert_eq!(
+        ui.js("return window.__noReload").await,
+        "still here",
+        "no page load happened"
+    );
+
+    // An invalid session: the next refresh sends the user to the login page.
+    ui.js("sessionStorage.setItem('tollgate.session', JSON.stringify({token: 'x.y.z', username: 'admin'}))").await;
+    ui.wait(
+        "the login page after a 401",
+        10,
+        "return location.pathname === '/login' && !!document.querySelector('#login-submit')",
+    )
+    .await;
+    let notice = ui.text(".form-notice").await;
+    assert!(notice.contains("session has ended"), "{notice}");
+    // Logging in again returns to the page that was open.
+    ui.login(PASSWORD).await;
+    ui.wait(
+        "back on the overview",
+        10,
+        "return location.pathname === '/' && !!document.querySelector('[data-metric=total]')",
+    )
+    .await;
+    // Log out: back to the login page, token gone.
+    ui.click("#logout").await;
+    ui.wait(
+        "the login page",
+        10,
+        "return location.pathname === '/login'",
+    )
+    .await;
+    assert!(ui
+        .js("return sessionStorage.getItem('tollgate.session')")
+        .await
+        .is_null());
+
+    // No console error, apart from the 401s this test provoked on purpose
+    // (the wrong password and the invalid token).
+    let errors: Vec<String> = ui
+        .console_errors()
+        .await
+        .into_iter()
+        .filter(|m| !m.contains("status of 401"))
+        .collect();
+    assert!(errors.is_empty(), "browser console errors: {errors:#?}");
+    eprintln!("screenshots: {}", shots.display());
+    ui.c.close().await.expect("close the session");
+}
+
+/// `tollgate dev --demo-traffic` (here through its environment variable):
+/// allowed requests, 429s, 401s and 403s show up in the analytics on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_traffic_feeds_the_dashboard() {
+    let _serial = SERIAL.lock().await;
+    let dev = Dev::start(
+        &[FAST_FLUSH],
+        &[
+            ("TOLLGATE_ADMIN_PASSWORD", PASSWORD),
+            ("TOLLGATE_DEMO_TRAFFIC", "1"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let login: Value = http
+        .post(dev.admin_url("/api/auth/login"))
+        .json(&json!({"username": "admin", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["token"].as_str().expect("token").to_string();
+    let start = Instant::now();
+    let summary = loop {
+        let s: Value = http
+            .get(dev.admin_url("/api/analytics/summary"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("summary")
+            .json()
+            .await
+            .expect("json");
+        let n = |f: &str| s[f].as_i64().unwrap_or(0);
+        if n("allowed") > 5 && n("limited") > 0 && n("unauthorized") > 0 && n("forbidden") > 0 {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "demo traffic did not produce allowed, 429, 401 and 403 within 60 s: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        summary["active_keys"].as_i64().unwrap_or(0) >= 2,
+        "{summary}"
+    );
+
+    // With TOLLGATE_SCREENSHOT_DIR: the README's screenshots, after some traffic.
+    let Some(dir) = std::env::var_os("TOLLGATE_SCREENSHOT_DIR") else {
+        return;
+    };
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let wait: u64 = std::env::var("TOLLGATE_SCREENSHOT_WAIT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(90);
+    tokio::time::sleep(Duration::from_secs(
+        wait.saturating_sub(start.elapsed().as_secs()),
+    ))
+    .await;
+    let ui = Ui::open(&driver, &dev, PathBuf::from(dir)).await;
+    ui.goto("/login").await;
+    ui.shot("login").await;
+    ui.login(PASSWORD).await;
+    ui.wait_for("[data-metric=total]:not(.loading)").await;
+    ui.click("[data-range='15m']").await;
+    ui.wait("the 15 min figures", 10, "return document.querySelector('[data-range=\"15m\"]').getAttribute('aria-pressed') === 'true' && !document.querySelector('.metric.loading')").await;
+    // Tall enough for the whole page.
+    ui.c.set_window_size(1280, 1480).await.expect("resize");
+    ui.shot("overview").await;
+    ui.c.set_window_size(390, 844).await.expect("resize");
+    ui.shot("overview-phone").await;
+    ui.c.set_window_size(1280, 900).await.expect("resize");
+    ui.click("nav a[href='/keys']").await;
+    ui.wait_for("#keys-table tr[data-key-id]").await;
+    ui.click("#new-key").await;
+    ui.type_into("#f-name", "mobile app").await;
+    ui.type_into("#f-owner", "team-ios").await;
+    ui.shot("key-create").await;
+    ui.click("#create-dialog [data-testid=create]").await;
+    ui.wait_for("#secret-dialog[open]").await;
+    ui.shot("key-created").await;
+    ui.click("#secret-dialog [data-testid=done]").await;
+    ui.wait("the new key's row", 10, "return [...document.querySelectorAll('#keys-table .key-name')].some(b => b.textContent === 'mobile app')").await;
+    ui.shot("keys").await;
+    ui.js("[...document.querySelectorAll('#keys-table .key-name')].find(b => b.textContent === 'demo').click()").await;
+    ui.wait("the key's usage", 10, "const d = document.querySelector('#details-dialog .stats-grid'); return d && d.textContent.includes('Requests')").await;
+    ui.shot("key-usage").await;
+    ui.click("#details-dialog [aria-label=Close]").await;
+    ui.click("nav a[href='/monitoring']").await;
+    ui.wait_for("#instances-table tr[data-instance]").await;
+    ui.shot("monitoring").await;
+    let errors = ui.console_errors().await;
+    assert!(errors.is_empty(), "browser console errors: {errors:#?}");
+    ui.c.close().await.expect("close the session");
+}
