@@ -203,9 +203,7 @@ async fn script_equals_core(url: &str, test: i64) {
     // Emission intervals in µs, fastest first.
     let mut intervals: Vec<u64> = pool
         .iter()
-        .map(|b| {
-            u64::try_from(b.limit.per.as_micros() / u128::from(b.limit.rate)).expect("fits")
-        })
+        .map(|b| u64::try_from(b.limit.per.as_micros() / u128::from(b.limit.rate)).expect("fits"))
         .collect();
     intervals.sort_unstable();
     let (mut admitted, mut refused) = (0u32, 0u32);
