@@ -62,41 +62,78 @@ pub struct BucketCheck {
     pub reset_ns: u64,
 }
 
+/// The longest span, in nanoseconds, the arithmetic works with: 2^50 µs
+/// (35.7 years), the same clamp as the Redis script's `MAX_SPAN_US`. A
+/// policy whose emission interval or capacity (`burst × interval`) is longer
+/// is clamped to it: one token per 35.7 years at the slowest, and at most
+/// that span's worth of tokens in the bucket. This keeps every TAT within
+/// `now + 3 × MAX_SPAN_NS`, far from `u64::MAX` (584 years of nanoseconds), so
+/// nothing saturates (a saturated TAT would stop counting: an absurd policy
+/// such as one token per century would admit everything).
+pub const MAX_SPAN_NS: u64 = (1 << 50) * 1_000;
+
+/// A limit's numbers as the arithmetic uses them (clamped to [`MAX_SPAN_NS`]).
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    /// Emission interval in ns, in `1..=MAX_SPAN_NS`.
+    t: u64,
+    /// Capacity in tokens, `burst × t ≤ MAX_SPAN_NS`.
+    burst: u64,
+    /// Tokens this request takes; `burst + 1` (never fits) if the configured
+    /// cost is above the configured burst.
+    cost: u64,
+}
+
+impl Params {
+    fn of(limit: &Limit) -> Self {
+        let t = limit.emission_interval_ns().min(MAX_SPAN_NS);
+        let burst = limit.burst().min(MAX_SPAN_NS / t);
+        let cost = if limit.cost() > limit.burst() {
+            burst + 1
+        } else {
+            limit.cost().min(burst)
+        };
+        Params { t, burst, cost }
+    }
+}
+
 /// Check one bucket: `tat` is the stored TAT (0 for a new, full bucket), `now`
 /// the current time in nanoseconds on the same clock.
 pub fn check_bucket(limit: &Limit, tat: u64, now: u64) -> BucketCheck {
-    let t = limit.emission_interval_ns();
-    let burst = limit.burst();
-    let cost = limit.cost();
-    let capacity_ns = burst.saturating_mul(t);
+    let Params { t, burst, cost } = Params::of(limit);
+    let capacity_ns = burst * t;
     let base = tat.max(now);
-    let new_tat = base.saturating_add(cost.saturating_mul(t));
-    let needed = new_tat - now;
-    if cost <= burst && needed <= capacity_ns {
-        let remaining = (capacity_ns - needed) / t;
-        BucketCheck {
-            allowed: true,
-            new_tat,
-            remaining,
-            retry_after_ns: 0,
-            reset_ns: needed,
+    let used = base - now;
+    // ≤ 2 × MAX_SPAN_NS; `None` only for a clock past ~500 years.
+    let new_tat = base.checked_add(cost * t);
+    let needed = used.saturating_add(cost * t);
+    match new_tat {
+        Some(new_tat) if cost <= burst && needed <= capacity_ns => {
+            let remaining = (capacity_ns - needed) / t;
+            BucketCheck {
+                allowed: true,
+                new_tat,
+                remaining,
+                retry_after_ns: 0,
+                reset_ns: needed,
+            }
         }
-    } else {
-        let used = base - now;
-        let remaining = capacity_ns.saturating_sub(used) / t;
-        // The request fits once `needed - capacity` more time has passed; a
-        // request costing more than the burst never fits.
-        let retry_after_ns = if cost > burst {
-            u64::MAX
-        } else {
-            needed - capacity_ns
-        };
-        BucketCheck {
-            allowed: false,
-            new_tat: tat,
-            remaining,
-            retry_after_ns,
-            reset_ns: used,
+        _ => {
+            let remaining = capacity_ns.saturating_sub(used) / t;
+            // The request fits once `needed - capacity` more time has passed; a
+            // request costing more than the burst never fits.
+            let retry_after_ns = if cost > burst || new_tat.is_none() {
+                u64::MAX
+            } else {
+                needed - capacity_ns
+            };
+            BucketCheck {
+                allowed: false,
+                new_tat: tat,
+                remaining,
+                retry_after_ns,
+                reset_ns: used,
+            }
         }
     }
 }
@@ -164,8 +201,8 @@ pub fn decide(limits: &[&Limit], tats: &[u64], now: u64) -> (Decision, Option<Ve
         .map(|(l, c)| {
             let (remaining, reset_ns) = if c.allowed && !allowed {
                 // Refused by another limit: report this bucket as it stays.
-                let taken_ns = l.cost().saturating_mul(l.emission_interval_ns());
-                (c.remaining + l.cost(), c.reset_ns.saturating_sub(taken_ns))
+                let p = Params::of(l);
+                (c.remaining + p.cost, c.reset_ns - p.cost * p.t)
             } else {
                 (c.remaining, c.reset_ns)
             };

@@ -19,7 +19,7 @@ pub fn policy(limits: &[LimitState]) -> String {
             out.push_str(", ");
         }
         push_sf_string(&mut out, &l.name);
-        let _ = write!(out, ";q={};w={}", l.quota, l.window_secs);
+        let _ = write!(out, ";q={};w={}", sf_int(l.quota), sf_int(l.window_secs));
     }
     out
 }
@@ -32,9 +32,19 @@ pub fn ratelimit(limits: &[LimitState]) -> String {
             out.push_str(", ");
         }
         push_sf_string(&mut out, &l.name);
-        let _ = write!(out, ";r={};t={}", l.remaining, l.reset_secs);
+        let _ = write!(out, ";r={};t={}", sf_int(l.remaining), sf_int(l.reset_secs));
     }
     out
+}
+
+/// The largest RFC 8941 sf-integer (15 digits).
+pub const SF_MAX_INT: u64 = 999_999_999_999_999;
+
+/// `n` as an sf-integer: larger numbers (a quota or burst the config allows
+/// up to `u64::MAX`, a reset decades away) would make the whole field
+/// unparseable, so they are capped at [`SF_MAX_INT`].
+fn sf_int(n: u64) -> u64 {
+    n.min(SF_MAX_INT)
 }
 
 /// An RFC 8941 sf-string: printable ASCII, `"` and `\` escaped; anything else
@@ -81,6 +91,15 @@ mod tests {
     fn escapes_names() {
         let l = vec![state("a\"b\\c\u{e9}", 1, 1, 0, 1)];
         assert_eq!(policy(&l), r#""a\"b\\c?";q=1;w=1"#);
+    }
+
+    #[test]
+    fn numbers_beyond_sf_integers_are_capped() {
+        // `rate: 10000000000000000` is a valid config; 17 digits are not a
+        // valid sf-integer (found by proxy/tests/props.rs).
+        let l = vec![state("big", 10_000_000_000_000_000, u64::MAX, u64::MAX, 7)];
+        assert_eq!(policy(&l), r#""big";q=999999999999999;w=999999999999999"#);
+        assert_eq!(ratelimit(&l), r#""big";r=999999999999999;t=7"#);
     }
 
     #[test]

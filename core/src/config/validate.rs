@@ -71,6 +71,12 @@ pub(super) fn parse_and_validate(src: &str, file: &str) -> Result<Config, Config
         }
         Err(problems) => problems,
     };
+    // libyaml puts the end of a stream that lacks a final line break on a
+    // line of its own: report it at the end of the last line.
+    let lines = text_lines(src);
+    for (pos, _) in &mut problems {
+        *pos = within(&lines, *pos);
+    }
     // Report in document order; problems at one place keep the order found.
     problems.sort_by_key(|(pos, _)| *pos);
     Err(ConfigErrors(
@@ -87,6 +93,43 @@ pub(super) fn parse_and_validate(src: &str, file: &str) -> Result<Config, Config
 }
 
 type Problems = Vec<(Position, String)>;
+
+/// The width in characters of each line of `src`, lines broken as YAML
+/// parsers break them: `\n`, `\r\n`, `\r`, and (libyaml) NEL, LS and PS.
+fn text_lines(src: &str) -> Vec<usize> {
+    let mut widths = vec![0];
+    let mut chars = src.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                widths.push(0);
+            }
+            '\n' | '\u{85}' | '\u{2028}' | '\u{2029}' => widths.push(0),
+            _ => {
+                if let Some(w) = widths.last_mut() {
+                    *w += 1;
+                }
+            }
+        }
+    }
+    widths
+}
+
+/// `pos`, or, for the end of a text without a final line break, which
+/// libyaml places at column 1 of the line after the last, the end of the
+/// last line.
+fn within(lines: &[usize], pos: Position) -> Position {
+    match lines.last() {
+        Some(&width) if pos.line == lines.len() + 1 && pos.column == 1 => Position {
+            line: lines.len(),
+            column: width + 1,
+        },
+        _ => pos,
+    }
+}
 
 /// Passes 1 and 2: YAML syntax, repeated keys, then the raw structs.
 fn parse_raw(src: &str, index: &PositionIndex) -> Result<RawConfig, Problems> {

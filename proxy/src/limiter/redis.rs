@@ -52,8 +52,9 @@ const REPLY_STRIDE: usize = 4;
 /// The longest span (µs) the script handles: "now" (~2^50.6 µs since the
 /// epoch) plus a stored TAT's lead plus a cost, each ≤ 2^50 (+ one interval),
 /// stays below 2^53, exact in Lua's doubles, until the year 2100 and beyond.
-/// 2^50 µs is 35 years; only absurd policies are clamped.
-pub const MAX_SPAN_US: u64 = 1 << 50;
+/// 2^50 µs is 35 years; only absurd policies are clamped, as the local
+/// arithmetic clamps them (`tollgate_core::limits::MAX_SPAN_NS`).
+pub const MAX_SPAN_US: u64 = tollgate_core::limits::MAX_SPAN_NS / 1_000;
 
 /// The Redis key of one bucket of one subject, e.g. `tg:{k42}:p:minute` or
 /// `tg:{ip10.0.0.1}:r:users:route`. The hash tag `{subject}` puts every bucket
