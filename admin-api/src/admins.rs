@@ -41,9 +41,15 @@ impl From<Admin> for AdminView {
 #[serde(deny_unknown_fields)]
 pub struct CreateAdmin {
     /// 1–64 characters of `A-Z a-z 0-9 . _ @ -`.
-    #[schema(example = "alice")]
+    #[schema(
+        example = "alice",
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9._@-]+$"
+    )]
     pub username: String,
-    /// At least 8 characters.
+    /// 8–1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
 }
 
@@ -83,10 +89,10 @@ pub fn validate_password(password: &str) -> ApiResult<()> {
             format!("must be at least {MIN_PASSWORD_LEN} characters"),
         ));
     }
-    if password.len() > MAX_PASSWORD_LEN {
+    if n > MAX_PASSWORD_LEN {
         return Err(ApiError::validation(
             "password",
-            format!("must be at most {MAX_PASSWORD_LEN} bytes"),
+            format!("must be at most {MAX_PASSWORD_LEN} characters"),
         ));
     }
     Ok(())
@@ -161,7 +167,7 @@ pub async fn create_admin(
     get,
     path = "/api/admins/{id}",
     tag = "admins",
-    params(("id" = i64, Path, description = "Admin id")),
+    params(("id" = i64, Path, minimum = 1, description = "Admin id")),
     responses(
         (status = 200, description = "The admin", body = AdminView),
         (status = 400, description = "The id is not a positive integer", body = ProblemDoc, content_type = "application/problem+json"),
@@ -188,7 +194,7 @@ pub async fn get_admin(
     delete,
     path = "/api/admins/{id}",
     tag = "admins",
-    params(("id" = i64, Path, description = "Admin id")),
+    params(("id" = i64, Path, minimum = 1, description = "Admin id")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "The id is not a positive integer", body = ProblemDoc, content_type = "application/problem+json"),

@@ -301,22 +301,22 @@ pub struct ViolationPage {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RangeQuery {
-    /// Unix ms (default: `to` minus one hour).
-    #[param(value_type = Option<i64>, minimum = 0)]
+    /// Unix ms (default: `to` minus one hour); before `to`.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 253_402_300_799_999.0)]
     pub from: Option<String>,
     /// Unix ms, exclusive (default: now).
-    #[param(value_type = Option<i64>, minimum = 0)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 253_402_300_799_999.0)]
     pub to: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TimeseriesQuery {
-    /// Unix ms (default: `to` minus one hour).
-    #[param(value_type = Option<i64>, minimum = 0)]
+    /// Unix ms (default: `to` minus one hour); before `to`.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 253_402_300_799_999.0)]
     pub from: Option<String>,
     /// Unix ms, exclusive (default: now).
-    #[param(value_type = Option<i64>, minimum = 0)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 253_402_300_799_999.0)]
     pub to: Option<String>,
     /// `1m`, `5m`, `1h` or `1d` (default: the finest giving at most 1440
     /// points). At most 10000 points.
@@ -331,11 +331,11 @@ pub struct TimeseriesQuery {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TopKeysQuery {
-    /// Unix ms (default: `to` minus one hour).
-    #[param(value_type = Option<i64>, minimum = 0)]
+    /// Unix ms (default: `to` minus one hour); before `to`.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 253_402_300_799_999.0)]
     pub from: Option<String>,
     /// Unix ms, exclusive (default: now).
-    #[param(value_type = Option<i64>, minimum = 0)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 253_402_300_799_999.0)]
     pub to: Option<String>,
     /// How many keys (default 10, at most 100).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
@@ -345,11 +345,11 @@ pub struct TopKeysQuery {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ViolationsQuery {
-    /// Unix ms (default: `to` minus one hour).
-    #[param(value_type = Option<i64>, minimum = 0)]
+    /// Unix ms (default: `to` minus one hour); before `to`.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 253_402_300_799_999.0)]
     pub from: Option<String>,
     /// Unix ms, exclusive (default: now).
-    #[param(value_type = Option<i64>, minimum = 0)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 253_402_300_799_999.0)]
     pub to: Option<String>,
     /// Only this key (0: requests without a known key).
     #[param(value_type = Option<i64>, minimum = 0)]
@@ -357,7 +357,7 @@ pub struct ViolationsQuery {
     /// Only this route.
     pub route: Option<String>,
     /// 1-based page number (default 1).
-    #[param(value_type = Option<i64>, minimum = 1)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
     pub page: Option<String>,
     /// Violations per page (default 50, at most 200).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
@@ -601,7 +601,7 @@ async fn key_limits(
     get,
     path = "/api/analytics/keys/{id}",
     tag = "analytics",
-    params(("id" = i64, Path, description = "Key id"), RangeQuery),
+    params(("id" = i64, Path, minimum = 1, description = "Key id"), RangeQuery),
     responses(
         (status = 200, description = "The key, its limits and its usage", body = KeyAnalytics),
         (status = 400, description = "The id is not a positive integer, or a malformed query string", body = ProblemDoc, content_type = "application/problem+json"),

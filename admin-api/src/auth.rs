@@ -322,8 +322,9 @@ impl LoginLimiter {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    #[schema(example = "admin")]
+    #[schema(example = "admin", min_length = 1)]
     pub username: String,
+    #[schema(min_length = 1)]
     pub password: String,
 }
 
@@ -369,8 +370,9 @@ pub async fn login(
     if req.password.is_empty() {
         return Err(ApiError::validation("password", "must not be empty"));
     }
-    // Bound the work an attacker can make argon2 and the limiter's map do.
-    if req.username.len() > 256 || req.password.len() > 1024 {
+    // Bound the work an attacker can make argon2 and the limiter's map do
+    // (no admin has a longer name or password).
+    if req.username.len() > 256 || req.password.chars().count() > crate::admins::MAX_PASSWORD_LEN {
         return Err(ApiError::unauthorized("wrong username or password"));
     }
     let limiter = state.login_limiter();
@@ -380,7 +382,13 @@ pub async fn login(
             detail: format!("too many failed logins; try again in {wait} s"),
         });
     }
-    let found = state.db().get_admin_by_username(&req.username).await?;
+    // A name no admin can have (NUL bytes, quotes, …) is not looked up; it
+    // fails like an unknown one, after the same password check.
+    let found = if crate::admins::validate_username(&req.username).is_ok() {
+        state.db().get_admin_by_username(&req.username).await?
+    } else {
+        None
+    };
     let (admin, phc) = match found {
         Some((admin, phc)) => (Some(admin), phc),
         None => (None, dummy_hash().to_string()),

@@ -243,15 +243,28 @@ fn from_sqlx(e: sqlx::Error) -> ApiError {
                 return ApiError::Conflict("the record is referenced by another record".into());
             }
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            // PostgreSQL: connection exceptions (08…), operator intervention
-            // (57…, e.g. shutdown), insufficient resources (53…). SQLite: BUSY (5)
-            // and LOCKED (6) with their extended codes.
-            let transient = code.starts_with("08")
-                || code.starts_with("57")
-                || code.starts_with("53")
-                || matches!(code.parse::<i64>(), Ok(n) if n & 0xff == 5 || n & 0xff == 6);
+            let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
+            // SQLite: BUSY (5) and LOCKED (6) with their extended codes.
+            // PostgreSQL (a five-character SQLSTATE, which may look like a
+            // number: 22021 must not read as SQLite's 5): connection exceptions
+            // (08…), operator intervention (57…, e.g. shutdown), insufficient
+            // resources (53…).
+            let transient = if sqlite {
+                matches!(code.parse::<i64>(), Ok(n) if n & 0xff == 5 || n & 0xff == 6)
+            } else {
+                code.starts_with("08") || code.starts_with("57") || code.starts_with("53")
+            };
             if transient {
                 ApiError::DatabaseUnavailable(format!("database unavailable: {e}"))
+            } else if !sqlite && code.starts_with("22") {
+                // Data exception: a value the handlers let through that the
+                // database cannot store or compare (e.g. NUL in text). The
+                // client's input, not an outage; the detail stays in the log.
+                tracing::warn!(error = %e, "the database refused a value");
+                ApiError::malformed(
+                    None,
+                    "a value in the request cannot be stored or compared by the database",
+                )
             } else {
                 ApiError::Internal(e.to_string())
             }

@@ -31,12 +31,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match MaybeJson::<T>::from_request(req, state).await? {
-            MaybeJson(Some(v)) => Ok(ApiJson(v)),
-            MaybeJson(None) => Err(ApiError::malformed(
+        match read_json::<S, T>(req, state).await? {
+            Body::Value(v) => Ok(ApiJson(v)),
+            Body::Empty => Err(ApiError::malformed(
                 None,
                 "the request body is empty: expected a JSON object",
             )),
+            Body::Null => Err(ApiError::validation("body", "must be a JSON object")),
         }
     }
 }
@@ -48,26 +49,45 @@ where
 {
     type Rejection = ApiError;
 
+    /// No body, an empty one or JSON `null` (what the OpenAPI document calls
+    /// an optional, nullable body) is `None`.
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        check_content_type(req.headers())?;
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(body_rejection)?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(MaybeJson(None));
+        match read_json::<S, T>(req, state).await? {
+            Body::Value(v) => Ok(MaybeJson(Some(v))),
+            Body::Empty | Body::Null => Ok(MaybeJson(None)),
         }
-        // Every body of this API is an object (serde would also accept an
-        // array for a struct, field by position).
-        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-        if first != Some(&b'{') {
-            // Tell malformed JSON (400) from a well-formed non-object (422).
-            return match serde_json::from_slice::<serde_json::Value>(&bytes) {
-                Ok(_) => Err(ApiError::validation("body", "must be a JSON object")),
-                Err(e) => Err(ApiError::malformed(None, format!("invalid JSON: {e}"))),
-            };
-        }
-        parse_json(&bytes).map(|v| MaybeJson(Some(v)))
     }
+}
+
+enum Body<T> {
+    Empty,
+    Null,
+    Value(T),
+}
+
+async fn read_json<S: Send + Sync, T: DeserializeOwned>(
+    req: Request,
+    state: &S,
+) -> Result<Body<T>, ApiError> {
+    check_content_type(req.headers())?;
+    let bytes = Bytes::from_request(req, state)
+        .await
+        .map_err(body_rejection)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Body::Empty);
+    }
+    // Every body of this API is an object (serde would also accept an
+    // array for a struct, field by position).
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        // Tell malformed JSON (400) from a well-formed non-object (422).
+        return match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(serde_json::Value::Null) => Ok(Body::Null),
+            Ok(_) => Err(ApiError::validation("body", "must be a JSON object")),
+            Err(e) => Err(ApiError::malformed(None, format!("invalid JSON: {e}"))),
+        };
+    }
+    parse_json(&bytes).map(Body::Value)
 }
 
 /// A body without `Content-Type` is read as JSON; any other type is refused.

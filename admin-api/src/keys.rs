@@ -100,8 +100,16 @@ pub struct KeyPage {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    #[schema(example = "mobile app")]
+    /// 1–200 characters, not only spaces, no control characters.
+    #[schema(
+        example = "mobile app",
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
+    /// At most 200 characters, no control characters.
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub owner: Option<String>,
     /// A JSON object.
     #[schema(value_type = Option<Object>)]
@@ -109,10 +117,12 @@ pub struct CreateKey {
     /// A plan from the YAML config or `/api/plans`.
     pub plan: Option<String>,
     /// Own limits (instead of the plan's).
+    #[schema(min_items = 1, max_items = 16)]
     pub limits: Option<Vec<LimitBody>>,
     #[schema(minimum = 1)]
     pub concurrency: Option<u32>,
     /// Unix ms, in the future.
+    #[schema(minimum = 1)]
     pub expires_at: Option<i64>,
 }
 
@@ -120,11 +130,12 @@ pub struct CreateKey {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchKeyRequest {
+    /// 1–200 characters, not only spaces, no control characters.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, nullable)]
+    #[schema(value_type = Option<String>, nullable, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub owner: Option<Option<String>>,
     /// `null` resets it to `{}`.
     #[serde(default, deserialize_with = "present")]
@@ -134,7 +145,7 @@ pub struct PatchKeyRequest {
     #[schema(value_type = Option<String>, nullable)]
     pub plan: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Vec<LimitBody>>, nullable)]
+    #[schema(value_type = Option<Vec<LimitBody>>, nullable, min_items = 1, max_items = 16)]
     pub limits: Option<Option<Vec<LimitBody>>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>, nullable, minimum = 1)]
@@ -144,7 +155,7 @@ pub struct PatchKeyRequest {
     pub enabled: Option<Option<bool>>,
     /// Unix ms.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>, nullable)]
+    #[schema(value_type = Option<i64>, nullable, minimum = 1)]
     pub expires_at: Option<Option<i64>>,
 }
 
@@ -171,14 +182,16 @@ pub struct RotateKey {
 #[into_params(parameter_in = Query)]
 pub struct KeyListQuery {
     /// 1-based page number (default 1).
-    #[param(value_type = Option<i64>, minimum = 1)]
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
     pub page: Option<String>,
     /// Keys per page (default 50, at most 200).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
     pub per_page: Option<String>,
-    /// Case-insensitive substring of the name.
+    /// Case-insensitive substring of the name (`%` and `_` match themselves).
+    #[param(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub name: Option<String>,
     /// Exact plan name.
+    #[param(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub plan: Option<String>,
     /// `true` or `false`.
     #[param(value_type = Option<bool>)]
@@ -264,6 +277,13 @@ pub async fn list_keys(
             ));
         }
         enabled = Some(from_state);
+    }
+    // Filters are text like the names they match: no control characters
+    // (PostgreSQL cannot even compare a NUL), no longer than a name.
+    for (field, v) in [("name", &q.name), ("plan", &q.plan)] {
+        if let Some(v) = v {
+            check_text(field, v, true)?;
+        }
     }
     let filter = KeyFilter {
         name: non_empty(q.name),
@@ -410,7 +430,7 @@ pub async fn create_key(
     get,
     path = "/api/keys/{id}",
     tag = "keys",
-    params(("id" = i64, Path, description = "Key id")),
+    params(("id" = i64, Path, minimum = 1, description = "Key id")),
     responses(
         (status = 200, description = "The key record", body = KeyView),
         (status = 400, description = "The id is not a positive integer", body = ProblemDoc, content_type = "application/problem+json"),
@@ -441,7 +461,7 @@ fn no_key(id: i64) -> ApiError {
     patch,
     path = "/api/keys/{id}",
     tag = "keys",
-    params(("id" = i64, Path, description = "Key id")),
+    params(("id" = i64, Path, minimum = 1, description = "Key id")),
     request_body = PatchKeyRequest,
     responses(
         (status = 200, description = "The updated key record", body = KeyView),
@@ -525,7 +545,7 @@ pub async fn patch_key(
     delete,
     path = "/api/keys/{id}",
     tag = "keys",
-    params(("id" = i64, Path, description = "Key id")),
+    params(("id" = i64, Path, minimum = 1, description = "Key id")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "The id is not a positive integer", body = ProblemDoc, content_type = "application/problem+json"),
@@ -554,7 +574,7 @@ pub async fn delete_key(
     post,
     path = "/api/keys/{id}/rotate",
     tag = "keys",
-    params(("id" = i64, Path, description = "Key id")),
+    params(("id" = i64, Path, minimum = 1, description = "Key id")),
     request_body(content = Option<RotateKey>, description = "Optional; `{}` or no body means no grace period"),
     responses(
         (status = 200, description = "The key record and its new full key, shown only this once", body = KeyWithSecret),

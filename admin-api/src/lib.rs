@@ -126,6 +126,38 @@ pub fn api_router() -> Router<AppState> {
         .merge(openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(deadline))
+}
+
+/// How long an `/api` request may take. Handlers wait on nothing but the
+/// database (and argon2, well under a second), so a request past this is a
+/// database that does not answer: a refused or black-holed connection the
+/// pool keeps retrying for its 10 s acquire timeout, or a query on a
+/// connection that went silent (which nothing else would ever end). Longer
+/// than SQLite's 5 s busy timeout (a legitimate wait for another writer)
+/// plus argon2 on a loaded machine.
+pub const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(9);
+
+/// Answer 503 `database-unavailable` (with `Retry-After`) instead of hanging
+/// when a request outlives [`REQUEST_DEADLINE`]. Dropping the handler rolls
+/// back whatever transaction it had open.
+async fn deadline(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = req.uri().path().to_string();
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => {
+            tracing::warn!(%path, "request timed out waiting for the database");
+            ApiError::DatabaseUnavailable(format!(
+                "the database did not answer within {} s",
+                REQUEST_DEADLINE.as_secs()
+            ))
+            .into_response()
+        }
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -25,6 +25,8 @@ use crate::AppState;
 pub const MAX_LIMITS: usize = 16;
 /// The largest `rate` accepted.
 pub const MAX_RATE: u64 = 1_000_000_000;
+/// The largest `burst` and `cost` accepted (`i64::MAX`, so they fit `int64`).
+pub const MAX_TOKENS: u64 = i64::MAX as u64;
 
 /// One token bucket: `rate` tokens per `per`, capacity `burst` (default
 /// `rate`), each request costing `cost` (default 1).
@@ -32,18 +34,25 @@ pub const MAX_RATE: u64 = 1_000_000_000;
 #[serde(deny_unknown_fields)]
 pub struct LimitBody {
     /// 1–64 characters of `A-Z a-z 0-9 . _ -`; unique within the list.
-    #[schema(example = "minute")]
+    #[schema(
+        example = "minute",
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9._-]+$"
+    )]
     pub name: String,
-    #[schema(example = 60, minimum = 1)]
+    #[schema(example = 60, minimum = 1, maximum = 1_000_000_000)]
     pub rate: u64,
-    /// An integer and a unit: `ms`, `s`, `m`, `h` or `d`.
-    #[schema(example = "1m")]
+    /// An integer and a unit: `ms`, `s`, `m`, `h` or `d`; more than 0, at most `366d`.
+    #[schema(example = "1m", pattern = "^[0-9]+(ms|s|m|h|d)$")]
     pub per: String,
+    /// Capacity of the bucket (default `rate`); at least `cost`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = 10, minimum = 1)]
+    #[schema(example = 10, minimum = 1, format = Int64)]
     pub burst: Option<u64>,
+    /// Tokens one request takes (default 1); at most `burst`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, format = Int64)]
     pub cost: Option<u64>,
 }
 
@@ -100,11 +109,15 @@ pub fn limits_from_body(field: &str, bodies: &[LimitBody]) -> ApiResult<Vec<Limi
             if per > std::time::Duration::from_secs(366 * 86_400) {
                 return Err(ApiError::validation(f("per"), "must be at most 366d"));
             }
-            if b.burst == Some(0) {
-                return Err(ApiError::validation(f("burst"), "must be at least 1"));
-            }
-            if b.cost == Some(0) {
-                return Err(ApiError::validation(f("cost"), "must be at least 1"));
+            // Every number the API returns fits a signed 64-bit integer
+            // (`int64`, as documented), whatever reads it back.
+            for (name, v) in [("burst", b.burst), ("cost", b.cost)] {
+                if v.is_some_and(|v| v == 0 || v > MAX_TOKENS) {
+                    return Err(ApiError::validation(
+                        f(name),
+                        format!("must be from 1 to {MAX_TOKENS}"),
+                    ));
+                }
             }
             let limit = Limit {
                 name: b.name.clone(),
@@ -199,8 +212,14 @@ impl PlanView {
 #[serde(deny_unknown_fields)]
 pub struct CreatePlan {
     /// 1–64 characters of `A-Z a-z 0-9 . _ -`, not a name the config uses.
-    #[schema(example = "partner")]
+    #[schema(
+        example = "partner",
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9._-]+$"
+    )]
     pub name: String,
+    #[schema(min_items = 1, max_items = 16)]
     pub limits: Vec<LimitBody>,
     #[schema(minimum = 1)]
     pub concurrency: Option<u32>,
@@ -211,6 +230,7 @@ pub struct CreatePlan {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchPlan {
+    #[schema(min_items = 1, max_items = 16)]
     pub limits: Option<Vec<LimitBody>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>, nullable, minimum = 1)]
@@ -239,7 +259,16 @@ pub async fn plan_exists(state: &AppState, name: &str) -> ApiResult<bool> {
     if state.config().plans.contains_key(name) {
         return Ok(true);
     }
+    if !valid_name(name) {
+        return Ok(false);
+    }
     Ok(state.db().get_plan(name).await?.is_some())
+}
+
+/// Whether an API plan could have this name: anything else (NUL bytes,
+/// quotes, 10 KB of text) is not looked up at all.
+fn valid_name(name: &str) -> bool {
+    check_name("name", name).is_ok()
 }
 
 fn read_only(name: &str) -> ApiError {
@@ -298,6 +327,9 @@ pub async fn get_plan(
 ) -> ApiResult<Json<PlanView>> {
     if let Some(p) = state.config().plans.get(&name) {
         return Ok(Json(PlanView::from_config(p)));
+    }
+    if !valid_name(&name) {
+        return Err(no_plan(&name));
     }
     match state.db().get_plan(&name).await? {
         Some(p) => Ok(Json(PlanView::from_stored(p))),
@@ -382,6 +414,9 @@ pub async fn patch_plan(
     if state.config().plans.contains_key(&name) {
         return Err(read_only(&name));
     }
+    if !valid_name(&name) {
+        return Err(no_plan(&name));
+    }
     let limits = match &req.limits {
         Some(ls) => Some(limits_from_body("limits", ls)?),
         None => None,
@@ -423,6 +458,9 @@ pub async fn delete_plan(
 ) -> ApiResult<StatusCode> {
     if state.config().plans.contains_key(&name) {
         return Err(read_only(&name));
+    }
+    if !valid_name(&name) {
+        return Err(no_plan(&name));
     }
     if state.db().delete_plan(&name).await? {
         tracing::info!(by = %auth.username, plan = %name, "plan deleted");

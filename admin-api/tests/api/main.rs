@@ -9,4 +9,6 @@ mod auth;
 mod health;
 mod keys;
 mod openapi;
+mod outage;
 mod plans;
+mod security;
