@@ -64,22 +64,43 @@ impl BackgroundService for Maintenance {
     }
 }
 
+/// How long the key refresh waits for its fingerprint query.
+const FINGERPRINT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long the key refresh waits to (re)connect.
+const REFRESH_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn refresh_keys(state: Arc<State>, url: String) {
     let mut db: Option<Db> = None;
     let mut last = None;
     loop {
         let every = state.config.load().config.storage.key_refresh;
         if db.is_none() {
-            match Db::connect(&url).await {
-                Ok(d) => db = Some(d),
-                Err(e) => {
+            match tokio::time::timeout(REFRESH_CONNECT_TIMEOUT, Db::connect(&url)).await {
+                Ok(Ok(d)) => db = Some(d),
+                Ok(Err(e)) => {
                     metrics::KEY_REFRESH_ERRORS.inc();
                     tracing::warn!("key refresh: cannot connect to the database: {e}");
+                }
+                Err(_) => {
+                    metrics::KEY_REFRESH_ERRORS.inc();
+                    tracing::warn!("key refresh: connecting to the database timed out");
                 }
             }
         }
         if let Some(d) = &db {
-            match fingerprint(d).await {
+            // Bounded: a database that is down would otherwise hold this
+            // check for the pool's whole acquire timeout (10 s) and the
+            // failure would show in the metric only then.
+            let Ok(checked) = tokio::time::timeout(FINGERPRINT_TIMEOUT, fingerprint(d)).await
+            else {
+                metrics::KEY_REFRESH_ERRORS.inc();
+                tracing::warn!(
+                    "key refresh: no answer from the database within {FINGERPRINT_TIMEOUT:?}"
+                );
+                tokio::time::sleep(every).await;
+                continue;
+            };
+            match checked {
                 Ok(fp) if Some(fp) == last => {}
                 Ok(fp) => match load_db_state(d).await {
                     Ok(new) => {

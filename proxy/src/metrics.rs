@@ -113,10 +113,15 @@ metric!(USAGE_BUFFERED_ROWS: IntGauge = register_int_gauge!(
     "tollgate_usage_buffered_rows",
     "Usage rows held by the flusher that are not written yet"
 ));
+metric!(IDLE_CLOSED: IntCounter = register_int_counter!(
+    "tollgate_idle_connections_closed_total",
+    "New client connections closed because they sent nothing within proxy.keepalive_timeout"
+));
 
 /// Touch every metric so `/metrics` lists them before the first request.
 pub fn init() {
     LazyLock::force(&REQUESTS);
+    LazyLock::force(&IDLE_CLOSED);
     LazyLock::force(&REQUEST_DURATION);
     LazyLock::force(&LIMITER_DURATION);
     LazyLock::force(&KEYS_LOADED);

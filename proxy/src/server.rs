@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use pingora::services::background::background_service;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use tokio::sync::watch;
 use tollgate_core::config::Config;
@@ -62,21 +64,175 @@ impl Prepared {
     }
 }
 
+/// How long a fast stop (SIGINT, Ctrl-C) waits for the usage flusher to
+/// write what it holds before the runtimes are dropped.
+pub const FAST_STOP_FLUSH: Duration = Duration::from_secs(3);
+
 /// The built server plus a handle on its shared state (for tests and `dev`).
 pub struct Built {
     pub server: Server,
     pub state: Arc<State>,
+    usage_stop: Arc<UsageStop>,
 }
 
 impl Built {
-    /// Run until SIGTERM (graceful), SIGINT (fast) or SIGQUIT (upgrade).
+    /// Run until SIGTERM (graceful), SIGINT (fast) or SIGQUIT (upgrade). A
+    /// fast stop first lets the usage flusher write what it holds, for at
+    /// most [`FAST_STOP_FLUSH`].
     pub fn run(self) {
-        self.server.run(RunArgs::default());
+        let args = RunArgs {
+            shutdown_signal: Box::new(Signals {
+                usage: self.usage_stop.clone(),
+            }),
+        };
+        self.server.run(args);
     }
 
-    /// Run until the [`ShutdownHandle`] that made `args` fires.
+    /// Run until the [`ShutdownHandle`] that made `args` fires (Pingora's
+    /// own semantics: a fast stop does not flush usage).
     pub fn run_with(self, args: RunArgs) {
         self.server.run(args);
+    }
+}
+
+/// Pingora's Unix signals (SIGQUIT upgrade, SIGTERM graceful, SIGINT fast),
+/// except that before a fast stop the usage flusher writes what it holds:
+/// Pingora drops every runtime at once on SIGINT without telling background
+/// services, which would lose up to `usage.flush_interval` of usage.
+struct Signals {
+    usage: Arc<UsageStop>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        async fn on(kind: SignalKind) {
+            match signal(kind) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::error!("cannot listen for signal {kind:?}: {e}");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+        let signal = tokio::select! {
+            _ = on(SignalKind::quit()) => ShutdownSignal::GracefulUpgrade,
+            _ = on(SignalKind::terminate()) => ShutdownSignal::GracefulTerminate,
+            _ = on(SignalKind::interrupt()) => ShutdownSignal::FastShutdown,
+        };
+        if matches!(signal, ShutdownSignal::FastShutdown) {
+            tracing::info!("SIGINT: fast stop, flushing usage first");
+            self.usage.flush_now(FAST_STOP_FLUSH).await;
+        }
+        signal
+    }
+}
+
+/// Stops the usage flusher on either kind of shutdown and tells when it is done.
+struct UsageStop {
+    stop: watch::Sender<bool>,
+    done: watch::Sender<bool>,
+    state: Arc<State>,
+}
+
+impl UsageStop {
+    fn new(state: Arc<State>) -> Self {
+        Self {
+            stop: watch::channel(false).0,
+            done: watch::channel(false).0,
+            state,
+        }
+    }
+
+    /// A fast stop: the flusher writes what it holds once, with no grace
+    /// period to wait for in-flight requests, and leaves; wait for it at
+    /// most `limit`.
+    async fn flush_now(&self, limit: Duration) {
+        let current = self.state.config.load_full();
+        if !current.config.proxy.grace_period.is_zero() {
+            // The flusher's shutdown path keeps flushing for the grace period
+            // it reads from the config; a fast stop has none.
+            let mut config = (*current.config).clone();
+            config.proxy.grace_period = Duration::ZERO;
+            let compiled = ConfigState::compile(config, Some(&current));
+            self.state.config.store(Arc::new(compiled));
+        }
+        let mut done = self.done.subscribe();
+        self.stop.send_replace(true);
+        let started = std::time::Instant::now();
+        let flushed = tokio::time::timeout(limit, done.wait_for(|d| *d))
+            .await
+            .is_ok();
+        if flushed {
+            tracing::info!(took = ?started.elapsed(), "fast stop: usage flushed");
+        } else {
+            tracing::warn!(
+                "fast stop: usage not flushed within {limit:?}; what is unwritten is lost"
+            );
+        }
+    }
+}
+
+/// The usage flusher, stopped by Pingora's graceful shutdown or by a fast stop.
+struct UsageService {
+    flusher: UsageFlusher,
+    stop: Arc<UsageStop>,
+}
+
+#[async_trait]
+impl BackgroundService for UsageService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let inner = self.stop.stop.subscribe();
+        let graceful = async {
+            if shutdown.changed().await.is_ok() {
+                self.stop.stop.send_replace(true);
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = self.flusher.start(inner) => {}
+            _ = graceful => {}
+        }
+        self.stop.done.send_replace(true);
+    }
+}
+
+/// Pingora waits a fixed 60 s for the first request on a new connection
+/// (`proxy.keepalive_timeout` only applies between requests, once Tollgate
+/// has set it). This wrapper closes a connection that sends nothing within
+/// `proxy.keepalive_timeout`, so idle connections, new or reused, are
+/// bounded by the same setting.
+struct IdleGuard<A> {
+    inner: Arc<A>,
+    state: Arc<State>,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for IdleGuard<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let wait = self.state.config.load().config.proxy.keepalive_timeout;
+        let mut first = [0u8; 1];
+        // Plain TCP peeks one byte (and puts it back); TLS streams do not
+        // peek and go straight on (their handshake is already done).
+        match tokio::time::timeout(wait, stream.try_peek(&mut first)).await {
+            Ok(Ok(_)) => self.inner.process_new(stream, shutdown).await,
+            Ok(Err(_)) => None,
+            Err(_) => {
+                metrics::IDLE_CLOSED.inc();
+                None
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
     }
 }
 
@@ -90,7 +246,8 @@ pub fn build(prepared: Prepared) -> Built {
     } = prepared;
     let conf = ServerConf {
         threads: config.proxy.threads,
-        grace_period_seconds: Some(config.proxy.grace_period.as_secs()),
+        // Pingora counts whole seconds: round up so that e.g. 1500ms is not cut to 1 s.
+        grace_period_seconds: Some(whole_seconds_up(config.proxy.grace_period)),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
     };
@@ -109,16 +266,15 @@ pub fn build(prepared: Prepared) -> Built {
     let usage = UsageRecorder::new();
     let gateway = Gateway::new(state.clone(), limiters.clone(), usage.clone());
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "tollgate-proxy",
-    );
-    if let Some(opts) = proxy.app_logic_mut() {
-        let mut server_options = opts.server_options.clone().unwrap_or_default();
-        server_options.keepalive_request_limit = Some(10_000);
-        opts.server_options = Some(server_options);
-    }
+    let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut server_options = app.server_options.clone().unwrap_or_default();
+    server_options.keepalive_request_limit = Some(10_000);
+    app.server_options = Some(server_options);
+    let app = IdleGuard {
+        inner: Arc::new(app),
+        state: state.clone(),
+    };
+    let mut proxy = Service::new("tollgate-proxy".to_string(), app);
     proxy.add_tcp(&listen.to_string());
     if let (Some(addr), Some(cert)) = (tls_listen, &listener_cert) {
         match cert.settings() {
@@ -135,14 +291,18 @@ pub fn build(prepared: Prepared) -> Built {
         server.add_service(m);
     }
 
+    let usage_stop = Arc::new(UsageStop::new(state.clone()));
     server.add_service(background_service(
         "tollgate-usage",
-        UsageFlusher::new(
-            usage,
-            state.clone(),
-            database_url.clone(),
-            listen.to_string(),
-        ),
+        UsageService {
+            flusher: UsageFlusher::new(
+                usage,
+                state.clone(),
+                database_url.clone(),
+                listen.to_string(),
+            ),
+            stop: usage_stop.clone(),
+        },
     ));
     server.add_service(background_service(
         "tollgate-maintenance",
@@ -155,7 +315,16 @@ pub fn build(prepared: Prepared) -> Built {
             listener_cert,
         },
     ));
-    Built { server, state }
+    Built {
+        server,
+        state,
+        usage_stop,
+    }
+}
+
+/// `d` in whole seconds, rounded up.
+fn whole_seconds_up(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 /// A shutdown trigger for servers run in-process (tests, `dev`).
@@ -219,7 +388,21 @@ impl ShutdownHandle {
     }
 }
 
-/// How long a graceful stop may take at most: the grace period plus runtime shutdown.
+/// How long a graceful stop may take at most: the grace period (Pingora
+/// always waits all of it) plus runtime shutdown.
 pub fn max_shutdown(config: &Config) -> Duration {
-    config.proxy.grace_period + Duration::from_secs(5)
+    Duration::from_secs(whole_seconds_up(config.proxy.grace_period)) + Duration::from_secs(5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_rounds_up_to_whole_seconds() {
+        assert_eq!(whole_seconds_up(Duration::ZERO), 0);
+        assert_eq!(whole_seconds_up(Duration::from_millis(500)), 1);
+        assert_eq!(whole_seconds_up(Duration::from_secs(10)), 10);
+        assert_eq!(whole_seconds_up(Duration::from_millis(1500)), 2);
+    }
 }

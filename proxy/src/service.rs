@@ -242,7 +242,9 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = request_id(session.req_header());
         let keepalive = self.state.config.load().config.proxy.keepalive_timeout;
-        session.set_keepalive(Some(keepalive.as_secs()));
+        // Whole seconds, at least 1: Pingora takes 0 to mean "no limit".
+        let secs = keepalive.as_secs() + u64::from(keepalive.subsec_nanos() > 0);
+        session.set_keepalive(Some(secs.max(1)));
         match self.decide(session, ctx).await {
             Some(a) => self.respond(session, ctx, a).await,
             None => Ok(false),
@@ -348,7 +350,10 @@ impl ProxyHttp for Gateway {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
+            // The upstream got the request and did not answer in time.
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
+            // It could not be reached at all (down, or not answering SYNs).
+            ErrorType::ConnectTimedout => 502,
             _ => match e.esource() {
                 pingora::ErrorSource::Upstream => 502,
                 pingora::ErrorSource::Downstream => match e.etype() {
@@ -362,6 +367,9 @@ impl ProxyHttp for Gateway {
             ctx.outcome = Some(outcome::UPSTREAM_ERROR);
         }
         if code > 0 {
+            // The connection is not reused after this answer (see below): say
+            // so, or a client may send its next request into a closing socket.
+            session.set_keepalive(None);
             let a = match (code, &ctx.route) {
                 (502, Some(route)) if ctx.target.is_none() => {
                     answer::no_healthy_upstream(route.upstream.name())

@@ -186,3 +186,148 @@ async fn a_slow_client_does_not_block_others() {
     assert!(start.elapsed() < Duration::from_secs(2));
     drop(slow);
 }
+
+/// Headers in numbers: sixty small ones pass (the demo upstream, hyper,
+/// takes at most 100 itself); beyond what Pingora's parser takes (256), 500
+/// are refused with a 4xx or the connection closed, never a 5xx, and the
+/// proxy serves the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_headers_are_bounded() {
+    let (p, key) = setup().await;
+    let headers = |n: usize| (0..n).map(|i| format!("x-h{i}: v\r\n")).collect::<String>();
+    let resp = raw(
+        &p,
+        format!(
+            "GET /api/users HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n{}Connection: close\r\n\r\n",
+            headers(60)
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(statuses(&resp), vec![200], "60 headers: {resp}");
+    let resp = raw(
+        &p,
+        format!(
+            "GET /api/users HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n{}Connection: close\r\n\r\n",
+            headers(500)
+        )
+        .as_bytes(),
+    )
+    .await;
+    let got = statuses(&resp);
+    assert!(
+        got.iter().all(|s| (400..500).contains(s)),
+        "500 headers: {resp}"
+    );
+    println!("500 headers: {got:?}");
+    let r = reqwest::Client::new()
+        .get(p.url("/api/users"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+}
+
+/// Keys with the right prefix, length and alphabet but a wrong checksum are
+/// refused by the format check (reason `malformed`), before any lookup in the
+/// key set; a well-formed key that is not in the set is `unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_checksum_is_refused_before_any_lookup() {
+    let (p, key) = setup().await;
+    assert_eq!(tollgate_core::keys::validate(&key), Ok(()));
+    let client = reqwest::Client::new();
+    let reason = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), 403);
+        assert_eq!(
+            r.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/problem+json")
+        );
+        let body: serde_json::Value = r.json().await.expect("json");
+        body["reason"].as_str().unwrap_or_default().to_string()
+    };
+    // The real key with each of its last three (checksum) characters changed.
+    for i in 1..=3 {
+        let mut bytes = key.clone().into_bytes();
+        let at = bytes.len() - i;
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        let wrong = String::from_utf8(bytes).expect("ascii");
+        assert!(tollgate_core::keys::validate(&wrong).is_err(), "{wrong}");
+        assert_eq!(wrong.len(), key.len());
+        let r = client
+            .get(p.url("/api/users"))
+            .header("x-api-key", &wrong)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(reason(r).await, "malformed");
+    }
+    let unknown = tollgate_core::keys::generate().expect("key").plain;
+    let r = client
+        .get(p.url("/api/users"))
+        .header("x-api-key", &unknown)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(reason(r).await, "unknown");
+}
+
+/// Downstream idle limits: a connection that sends nothing is closed after
+/// `proxy.keepalive_timeout` (not Pingora's fixed 60 s), and so is a
+/// kept-alive one idle after its request; a connection that sends in time
+/// is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_the_keepalive_timeout() {
+    let yaml = format!(
+        "proxy:\n  listen: \"{{listen}}\"\n  metrics_listen: \"{{metrics}}\"\n  threads: 2\n  keepalive_timeout: 1s\n{CONFIG}"
+    );
+    let p = TestProxy::start(&yaml, Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let (_, key) = p
+        .key(NewApiKey {
+            name: "idle".into(),
+            ..NewApiKey::default()
+        })
+        .await;
+
+    // Sends nothing at all.
+    let start = std::time::Instant::now();
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let waited = start.elapsed();
+    assert!(read.is_ok(), "a silent connection was still open after 5 s");
+    assert!(out.is_empty());
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500),
+        "closed after {waited:?}"
+    );
+    let m = p.metrics_text().await;
+    assert!(common::metric_value(&m, "tollgate_idle_connections_closed_total", &[]) >= 1.0);
+
+    // One request, then silence: closed after the keep-alive timeout.
+    let mut s = TcpStream::connect(p.addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    s.write_all(
+        format!("GET /api/users HTTP/1.1\r\nHost: x\r\nx-api-key: {key}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let start = std::time::Instant::now();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let waited = start.elapsed();
+    assert!(
+        read.is_ok(),
+        "an idle kept-alive connection was still open after 5 s"
+    );
+    let resp = String::from_utf8_lossy(&out);
+    assert_eq!(statuses(&resp), vec![200], "{resp}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500),
+        "closed after {waited:?}"
+    );
+}
