@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::duration;
 
@@ -185,11 +186,15 @@ pub fn ceil_secs(ns: u64) -> u64 {
     ns.div_ceil(1_000_000_000)
 }
 
+/// The TATs to store after an admitted request, one per limit (no allocation
+/// for up to four limits).
+pub type NewTats = SmallVec<[u64; 4]>;
+
 /// Decide a whole request against the buckets' current TATs: admitted only if
 /// every bucket admits it (nothing is taken otherwise). Returns the decision and,
 /// if admitted, the TATs to store, in the order of `limits`.
-pub fn decide(limits: &[&Limit], tats: &[u64], now: u64) -> (Decision, Option<Vec<u64>>) {
-    let checks: Vec<BucketCheck> = limits
+pub fn decide(limits: &[&Limit], tats: &[u64], now: u64) -> (Decision, Option<NewTats>) {
+    let checks: SmallVec<[BucketCheck; 4]> = limits
         .iter()
         .zip(tats)
         .map(|(l, &tat)| check_bucket(l, tat, now))

@@ -828,7 +828,7 @@ proptest! {
                         m.take(e, e.cost);
                         prop_assert_eq!(s.remaining, m.tokens(e));
                     }
-                    tats = new;
+                    tats = new.to_vec();
                 }
                 None => {
                     prop_assert!(!d.allowed);

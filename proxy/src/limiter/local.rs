@@ -73,22 +73,30 @@ impl LocalLimiter {
         }
         let policies: SmallVec<[&Limit; 4]> = buckets.iter().map(|b| &*b.limit).collect();
         let mut map = self.shard(subject).lock();
-        let tats: SmallVec<[u64; 4]> = match map.get(subject) {
-            Some(entry) => buckets
+        // One hash lookup for a subject already held (the hot path).
+        if let Some(entry) = map.get_mut(subject) {
+            let tats: SmallVec<[u64; 4]> = buckets
                 .iter()
                 .map(|b| lookup(entry, b.id).unwrap_or(0))
-                .collect(),
-            None => buckets.iter().map(|_| 0).collect(),
-        };
-        let (decision, new_tats) = limits::decide(&policies, &tats, now);
-        if let Some(new_tats) = new_tats {
-            let entry = map.entry(*subject).or_default();
-            for (b, tat) in buckets.iter().zip(new_tats) {
-                match entry.iter_mut().find(|(id, _)| *id == b.id) {
-                    Some(slot) => slot.1 = tat,
-                    None => entry.push((b.id, tat)),
+                .collect();
+            let (decision, new_tats) = limits::decide(&policies, &tats, now);
+            if let Some(new_tats) = new_tats {
+                for (b, tat) in buckets.iter().zip(new_tats) {
+                    match entry.iter_mut().find(|(id, _)| *id == b.id) {
+                        Some(slot) => slot.1 = tat,
+                        None => entry.push((b.id, tat)),
+                    }
                 }
             }
+            return decision;
+        }
+        let full: SmallVec<[u64; 4]> = buckets.iter().map(|_| 0).collect();
+        let (decision, new_tats) = limits::decide(&policies, &full, now);
+        if let Some(new_tats) = new_tats {
+            map.insert(
+                *subject,
+                buckets.iter().map(|b| b.id).zip(new_tats).collect(),
+            );
         }
         decision
     }
