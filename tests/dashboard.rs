@@ -258,6 +258,26 @@ impl Ui {
     }
 }
 
+/// The Monitoring page's uptime, latency and check round-trip cells of the
+/// upstream target on `port`, once all three hold a figure.
+async fn target_cells(ui: &Ui, port: u16) -> Vec<Value> {
+    let script = format!(
+        "const r = document.querySelector('#upstreams-table tr[data-target$=\":{port}\"]'); \
+         if (!r) return ''; \
+         const t = ['.c-uptime', '.c-latency', '.c-check'].map(c => r.querySelector(c).textContent.trim()); \
+         return t.every(x => /\\d/.test(x)) ? t : ''"
+    );
+    ui.wait(
+        "the target's uptime, latency and check round trip",
+        20,
+        &script,
+    )
+    .await
+    .as_array()
+    .cloned()
+    .unwrap_or_default()
+}
+
 /// A card's number ("1,234" → 1234).
 async fn metric(ui: &Ui, id: &str) -> i64 {
     let t = ui
@@ -657,6 +677,31 @@ async fn dashboard_end_to_end_in_chromium() {
         ups.contains(&format!("127.0.0.1:{}", dev.ports.upstream)),
         "{ups}"
     );
+    // The demo target: up for some seconds (it is health-checked), a median
+    // latency of the requests this test sent through the proxy, the round
+    // trip of the last check.
+    let cells = target_cells(&ui, dev.ports.upstream).await;
+    let [uptime, latency, check] = [0, 1, 2].map(|i| cells[i].as_str().unwrap_or("").to_string());
+    assert!(
+        uptime.ends_with(" s") && uptime.chars().next().is_some_and(|c| c.is_ascii_digit()),
+        "uptime {uptime:?}"
+    );
+    assert!(
+        latency.contains(" ms") || latency.contains(" s"),
+        "latency {latency:?}"
+    );
+    assert!(latency.contains("req"), "latency sample count {latency:?}");
+    assert!(check.ends_with(" ms"), "check round trip {check:?}");
+    let titles = ui
+        .js("return [...document.querySelectorAll('#upstreams-table th')].map(t => t.textContent + '|' + (t.title || '')).join('\\n')")
+        .await;
+    let titles = titles.as_str().unwrap_or("");
+    assert!(
+        titles.contains("Latency (p50)|Median time from a request's arrival at the proxy")
+            && titles.contains("Uptime|")
+            && titles.contains("Check RTT|"),
+        "{titles}"
+    );
     ui.shot("monitoring").await;
 
     // A hidden tab stops polling; showing it again refreshes at once.
@@ -838,6 +883,7 @@ async fn demo_traffic_feeds_the_dashboard() {
     ui.click("#details-dialog [aria-label=Close]").await;
     ui.click("nav a[href='/monitoring']").await;
     ui.wait_for("#instances-table tr[data-instance]").await;
+    target_cells(&ui, dev.ports.upstream).await;
     ui.shot("monitoring").await;
     let errors = ui.console_errors().await;
     assert!(errors.is_empty(), "browser console errors: {errors:#?}");

@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use tollgate_core::config::LimiterBackend;
-use tollgate_core::db::instances::Instance;
+use tollgate_core::db::instances::{Instance, TargetHealth};
 use tollgate_core::db::DbKind;
 use utoipa::ToSchema;
 
@@ -91,11 +91,67 @@ pub struct TargetHealthView {
     /// As reported by the most recently seen live instance; `unknown` if no
     /// live instance reports it.
     pub status: Status,
-    /// Unix ms of that check.
+    /// Unix ms of that instance's last health check of the target; `null`
+    /// before the first one or when the upstream has no `health_check`.
     pub checked_at: Option<i64>,
+    /// Why the last health check failed.
     pub error: Option<String>,
+    /// Median time, in ms, from a request's arrival at the proxy to the
+    /// target's response header, over the requests that instance proxied to
+    /// it in the last 5 minutes; `null` without recent traffic.
+    #[schema(example = 4.2)]
+    pub latency_ms: Option<f64>,
+    /// How many requests `latency_ms` is the median of.
+    pub latency_samples: u32,
+    /// Round trip of the last health check, in ms, when it passed.
+    pub check_latency_ms: Option<f64>,
+    /// Unix ms since which the health checks have seen the target up without
+    /// interruption; `null` while it is down, before its first check, or
+    /// when the upstream has no `health_check`.
+    pub up_since: Option<i64>,
+    /// Seconds from `up_since` to now (`null` when `up_since` is).
+    pub uptime_seconds: Option<u64>,
     /// The instance whose report this is.
     pub reported_by: Option<String>,
+}
+
+impl TargetHealthView {
+    /// A configured target nobody reported yet.
+    fn unknown(upstream: &str, target: String) -> Self {
+        Self {
+            upstream: upstream.to_string(),
+            target,
+            status: Status::Unknown,
+            checked_at: None,
+            error: None,
+            latency_ms: None,
+            latency_samples: 0,
+            check_latency_ms: None,
+            up_since: None,
+            uptime_seconds: None,
+            reported_by: None,
+        }
+    }
+
+    /// Take `report` of instance `by`, as of `now` (Unix ms).
+    fn fill(&mut self, report: &TargetHealth, by: &str, now: i64) {
+        self.status = if report.healthy {
+            Status::Up
+        } else {
+            Status::Down
+        };
+        self.checked_at = report.checked_at;
+        self.error = report.error.clone();
+        self.latency_ms = report.latency_ms;
+        self.latency_samples = report.latency_samples;
+        self.check_latency_ms = report.check_latency_ms;
+        // An up-time only means something for a target reported up.
+        self.up_since = report.up_since.filter(|_| report.healthy);
+        self.uptime_seconds = self
+            .up_since
+            .map(|since| u64::try_from((now - since) / 1000).unwrap_or(0));
+        self.reported_by = Some(by.to_string());
+    }
 }
 
 pub fn router() -> Router<AppState> {
@@ -166,14 +222,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let mut targets: BTreeMap<(String, String), TargetHealthView> = BTreeMap::new();
     for (name, up) in &config.upstreams {
         for t in &up.targets {
-            let view = TargetHealthView {
-                upstream: name.clone(),
-                target: t.to_string(),
-                status: Status::Unknown,
-                checked_at: None,
-                error: None,
-                reported_by: None,
-            };
+            let view = TargetHealthView::unknown(name, t.to_string());
             targets.insert((name.clone(), t.to_string()), view);
         }
     }
@@ -183,19 +232,9 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
         for th in &inst.upstream_health {
             let entry = targets
                 .entry((th.upstream.clone(), canonical_target(&config, th)))
-                .or_insert_with(|| TargetHealthView {
-                    upstream: th.upstream.clone(),
-                    target: th.target.clone(),
-                    status: Status::Unknown,
-                    checked_at: None,
-                    error: None,
-                    reported_by: None,
-                });
+                .or_insert_with(|| TargetHealthView::unknown(&th.upstream, th.target.clone()));
             if entry.reported_by.is_none() {
-                entry.status = if th.healthy { Status::Up } else { Status::Down };
-                entry.checked_at = th.checked_at;
-                entry.error = th.error.clone();
-                entry.reported_by = Some(inst.id.clone());
+                entry.fill(th, &inst.id, now);
             }
         }
     }
@@ -237,10 +276,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
 
 /// A reported target matched to the config's spelling of it (the proxy may
 /// report `127.0.0.1:3001` for a target written `http://127.0.0.1:3001`).
-fn canonical_target(
-    config: &tollgate_core::config::Config,
-    th: &tollgate_core::db::instances::TargetHealth,
-) -> String {
+fn canonical_target(config: &tollgate_core::config::Config, th: &TargetHealth) -> String {
     if let Some(up) = config.upstreams.get(&th.upstream) {
         for t in &up.targets {
             if th.target == t.to_string() || th.target == t.authority() {

@@ -344,6 +344,11 @@ impl ProxyHttp for Gateway {
             }
         }
         upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        // Time from arrival to the upstream's response header, per target
+        // (the Monitoring page's latency).
+        if let (Some(route), Some(target)) = (&ctx.route, &ctx.target) {
+            route.upstream.record_response(target, ctx.start.elapsed());
+        }
         Ok(())
     }
 

@@ -103,6 +103,30 @@ pub struct LoadedCert {
     not_after: Option<i64>,
 }
 
+/// Every problem with the listener's files, each under its own setting: a
+/// missing certificate does not hide a missing key (`tollgate check-config`).
+pub fn check_listener_files(tls: &TlsListener) -> Vec<TlsError> {
+    let cert = read("proxy.tls.cert", &tls.cert).and_then(|(pem, sha)| {
+        certs_from_pem("proxy.tls.cert", &tls.cert, &pem).map(|_| (pem, sha))
+    });
+    let key = read("proxy.tls.key", &tls.key);
+    match (cert, key) {
+        (Ok((cert_pem, cert_sha)), Ok((key_pem, key_sha))) => {
+            parse_listener_cert(tls, &cert_pem, &key_pem, (cert_sha, key_sha))
+                .err()
+                .into_iter()
+                .collect()
+        }
+        (cert, key) => {
+            let mut problems: Vec<TlsError> = cert.err().into_iter().collect();
+            if let Err(e) = key {
+                problems.push(e);
+            }
+            problems
+        }
+    }
+}
+
 /// Read and check the listener's certificate chain and private key.
 pub fn load_listener_cert(tls: &TlsListener) -> Result<LoadedCert, TlsError> {
     let (cert_pem, cert_sha) = read("proxy.tls.cert", &tls.cert)?;
@@ -452,6 +476,33 @@ mod tests {
         std::fs::write(&t.key, &key).expect("write");
         let loaded = load_listener_cert(&t).expect("valid pair");
         assert!(loaded.not_after.is_some_and(|t| t > 0));
+    }
+
+    #[test]
+    fn listener_file_check_reports_each_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t = tls(dir.path());
+        let settings = |t: &TlsListener| {
+            check_listener_files(t)
+                .into_iter()
+                .map(|e| e.setting)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(settings(&t), ["proxy.tls.cert", "proxy.tls.key"]);
+        let (cert, key) = self_signed("a.test");
+        let (_, other_key) = self_signed("b.test");
+        std::fs::write(&t.key, &key).expect("write");
+        std::fs::write(&t.cert, "not pem").expect("write");
+        assert_eq!(settings(&t), ["proxy.tls.cert"]);
+        std::fs::write(&t.cert, &cert).expect("write");
+        assert!(check_listener_files(&t).is_empty());
+        std::fs::write(&t.key, &other_key).expect("write");
+        let problems = check_listener_files(&t);
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].reason.contains("does not belong"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -8,14 +8,23 @@
 //! peer for the same target every time, so connections are reused, and puts
 //! the CA file's digest in the group key so that a changed CA never reuses a
 //! connection verified against the old one.
+//!
+//! What the Monitoring page shows per target comes from here too
+//! ([`UpstreamPool::health`]): the health check is wrapped ([`TimedCheck`]) to
+//! keep, per backend, when it last ran, its round trip, why it failed and
+//! since when the target has been up; and [`UpstreamPool::record_response`]
+//! takes the time to the response header of every proxied request (a small
+//! ring of recent samples per target, one short lock) for a median latency.
 
-use std::collections::{BTreeSet, HashMap};
-use std::net::ToSocketAddrs;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use parking_lot::Mutex;
 use pingora::lb::discovery::Static;
-use pingora::lb::health_check::HttpHealthCheck;
+use pingora::lb::health_check::{HealthCheck, HttpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::upstreams::peer::HttpPeer;
@@ -39,8 +48,184 @@ pub struct UpstreamPool {
     pub config: Upstream,
     lb: LoadBalancer<RoundRobin>,
     /// Resolved address → the target it came from (for TLS/SNI and Host).
-    targets: HashMap<std::net::SocketAddr, Target>,
+    targets: HashMap<SocketAddr, Target>,
     trust: Trust,
+    /// What the health checks saw, per resolved address (shared with the
+    /// [`TimedCheck`] Pingora runs).
+    checks: Arc<HashMap<SocketAddr, Mutex<CheckState>>>,
+    /// Response times of proxied requests, per configured target (same order
+    /// as `config.targets`).
+    latency: Vec<Mutex<LatencyWindow>>,
+}
+
+/// Samples older than this do not count towards a target's latency.
+pub const LATENCY_WINDOW: Duration = Duration::from_secs(300);
+/// At most this many recent samples are kept per target.
+const LATENCY_SAMPLES: usize = 256;
+
+/// The most recent response times of one target: (Unix ms, µs).
+#[derive(Debug, Default)]
+struct LatencyWindow {
+    samples: VecDeque<(i64, u32)>,
+}
+
+impl LatencyWindow {
+    fn push(&mut self, at_ms: i64, elapsed: Duration) {
+        if self.samples.len() >= LATENCY_SAMPLES {
+            self.samples.pop_front();
+        }
+        let us = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
+        self.samples.push_back((at_ms, us));
+    }
+
+    /// Median (ms) and count of the samples taken since `since` (Unix ms).
+    fn median_since(&self, since: i64) -> Option<(f64, u32)> {
+        let mut recent: Vec<u32> = self
+            .samples
+            .iter()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, us)| *us)
+            .collect();
+        if recent.is_empty() {
+            return None;
+        }
+        recent.sort_unstable();
+        let n = recent.len();
+        let median_us = if n % 2 == 1 {
+            f64::from(recent[n / 2])
+        } else {
+            (f64::from(recent[n / 2 - 1]) + f64::from(recent[n / 2])) / 2.0
+        };
+        Some((round_ms(median_us), u32::try_from(n).unwrap_or(u32::MAX)))
+    }
+}
+
+/// µs → ms with three decimals.
+fn round_ms(us: f64) -> f64 {
+    us.round() / 1e3
+}
+
+/// What the health checks of one backend saw.
+#[derive(Debug, Clone, PartialEq)]
+struct CheckState {
+    /// Unix ms of the last completed check.
+    checked_at: Option<i64>,
+    /// Round trip of the last check, if it passed.
+    rtt: Option<Duration>,
+    /// Why the last check failed.
+    error: Option<String>,
+    /// Pingora's verdict (it starts healthy and flips after enough
+    /// consecutive results).
+    healthy: bool,
+    /// Unix ms of the first passing check since the target was last seen
+    /// down (or since the pool was built).
+    up_since: Option<i64>,
+}
+
+impl Default for CheckState {
+    fn default() -> Self {
+        Self {
+            checked_at: None,
+            rtt: None,
+            error: None,
+            healthy: true,
+            up_since: None,
+        }
+    }
+}
+
+impl CheckState {
+    /// One check completed at `now` (Unix ms).
+    fn observe(&mut self, now: i64, rtt: Duration, error: Option<String>) {
+        self.checked_at = Some(now);
+        match error {
+            None => {
+                self.rtt = Some(rtt);
+                self.error = None;
+                if self.healthy && self.up_since.is_none() {
+                    self.up_since = Some(now);
+                }
+            }
+            Some(e) => {
+                self.rtt = None;
+                self.error = Some(e);
+            }
+        }
+    }
+
+    /// Pingora flipped the backend's health at `now`.
+    fn flip(&mut self, healthy: bool, now: i64) {
+        self.healthy = healthy;
+        self.up_since = healthy.then_some(now);
+    }
+}
+
+/// Pingora's HTTP health check, timed: every result lands in the pool's
+/// [`CheckState`] of the backend.
+struct TimedCheck {
+    inner: HttpHealthCheck,
+    checks: Arc<HashMap<SocketAddr, Mutex<CheckState>>>,
+}
+
+impl TimedCheck {
+    fn state(&self, backend: &Backend) -> Option<&Mutex<CheckState>> {
+        backend.addr.as_inet().and_then(|a| self.checks.get(a))
+    }
+}
+
+#[async_trait]
+impl HealthCheck for TimedCheck {
+    async fn check(&self, target: &Backend) -> pingora::Result<()> {
+        let start = Instant::now();
+        let result = self.inner.check(target).await;
+        let rtt = start.elapsed();
+        if let Some(state) = self.state(target) {
+            let error = result.as_ref().err().map(|e| check_error(e));
+            state.lock().observe(tollgate_core::now_ms(), rtt, error);
+        }
+        result
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        if let Some(state) = self.state(target) {
+            state.lock().flip(healthy, tollgate_core::now_ms());
+        }
+        self.inner.health_status_change(target, healthy).await;
+    }
+
+    fn backend_summary(&self, target: &Backend) -> String {
+        self.inner.backend_summary(target)
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        self.inner.health_threshold(success)
+    }
+}
+
+/// A failed check in a few words: `answered HTTP 503`, `ConnectRefused: …`.
+fn check_error(e: &pingora::Error) -> String {
+    if let pingora::ErrorType::CustomCode(_, code) = e.etype() {
+        return format!("answered HTTP {code}");
+    }
+    // `ConnectRefused: Connection refused (os error 111)` rather than the
+    // whole chain of contexts.
+    let kind = e.etype().as_str();
+    let root = e.root_cause().to_string();
+    let root = root.trim();
+    let text = if root.is_empty() || root.contains(kind) {
+        e.to_string().trim().to_string()
+    } else {
+        format!("{kind}: {root}")
+    };
+    const MAX: usize = 200;
+    if text.len() <= MAX {
+        return text;
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -53,10 +238,22 @@ impl std::fmt::Debug for UpstreamPool {
 }
 
 /// Health of one target as the proxy last saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TargetHealth {
     pub target: String,
     pub healthy: bool,
+    /// Unix ms of the last health check (`None`: none ran yet, or none configured).
+    pub checked_at: Option<i64>,
+    /// Why the last health check failed.
+    pub error: Option<String>,
+    /// Round trip of the last passing health check, ms.
+    pub check_latency_ms: Option<f64>,
+    /// Unix ms since which the checks have seen it up without interruption.
+    pub up_since: Option<i64>,
+    /// Median time to the response header of the proxied requests of the
+    /// last [`LATENCY_WINDOW`], ms, and how many requests that is.
+    pub latency_ms: Option<f64>,
+    pub latency_samples: u32,
 }
 
 impl UpstreamPool {
@@ -96,6 +293,17 @@ impl UpstreamPool {
                 }
             }
         };
+        let checks: Arc<HashMap<SocketAddr, Mutex<CheckState>>> = Arc::new(
+            targets
+                .keys()
+                .map(|a| (*a, Mutex::new(CheckState::default())))
+                .collect(),
+        );
+        let latency = config
+            .targets
+            .iter()
+            .map(|_| Mutex::new(LatencyWindow::default()))
+            .collect();
         let mut backends_set = Backends::new(Static::new(backends));
         if let Some(hc) = &config.health_check {
             let first = config.targets.first();
@@ -114,7 +322,10 @@ impl UpstreamPool {
             check.peer_template.options.connection_timeout = Some(config.timeouts.connect);
             check.peer_template.options.read_timeout =
                 Some(hc.interval.min(Duration::from_secs(2)));
-            backends_set.set_health_check(Box::new(check));
+            backends_set.set_health_check(Box::new(TimedCheck {
+                inner: check,
+                checks: checks.clone(),
+            }));
         }
         let lb = LoadBalancer::from_backends(backends_set);
         // Static discovery never blocks or fails; a failure here only means no targets.
@@ -126,6 +337,8 @@ impl UpstreamPool {
             lb,
             targets,
             trust,
+            checks,
+            latency,
         }
     }
 
@@ -164,6 +377,20 @@ impl UpstreamPool {
         peer
     }
 
+    /// Note the time a proxied request to `target` took to its response
+    /// header (called from the proxy's response filter; one short lock).
+    pub fn record_response(&self, target: &Target, elapsed: Duration) {
+        self.record_response_at(target, elapsed, tollgate_core::now_ms());
+    }
+
+    fn record_response_at(&self, target: &Target, elapsed: Duration, at_ms: i64) {
+        if let Some(i) = self.config.targets.iter().position(|t| t == target) {
+            if let Some(window) = self.latency.get(i) {
+                window.lock().push(at_ms, elapsed);
+            }
+        }
+    }
+
     pub async fn run_health_check(&self) {
         if self.config.health_check.is_some() {
             self.lb.backends().run_health_check(true).await;
@@ -171,18 +398,43 @@ impl UpstreamPool {
     }
 
     pub fn health(&self) -> Vec<TargetHealth> {
+        self.health_at(tollgate_core::now_ms())
+    }
+
+    fn health_at(&self, now_ms: i64) -> Vec<TargetHealth> {
+        let since = now_ms - i64::try_from(LATENCY_WINDOW.as_millis()).unwrap_or(i64::MAX);
+        let latency: Vec<Option<(f64, u32)>> = self
+            .latency
+            .iter()
+            .map(|w| w.lock().median_since(since))
+            .collect();
         let backends = self.lb.backends();
         let mut out: Vec<TargetHealth> = backends
             .get_backend()
             .iter()
-            .map(|b| TargetHealth {
-                target: b
-                    .addr
-                    .as_inet()
-                    .and_then(|a| self.targets.get(a))
-                    .map(|t| t.to_string())
-                    .unwrap_or_else(|| b.addr.to_string()),
-                healthy: backends.ready(b),
+            .map(|b| {
+                let addr = b.addr.as_inet();
+                let target = addr.and_then(|a| self.targets.get(a));
+                let check = addr
+                    .and_then(|a| self.checks.get(a))
+                    .map(|s| s.lock().clone())
+                    .filter(|_| self.config.health_check.is_some())
+                    .unwrap_or_default();
+                let traffic = target
+                    .and_then(|t| self.config.targets.iter().position(|c| c == t))
+                    .and_then(|i| latency.get(i).copied().flatten());
+                TargetHealth {
+                    target: target
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| b.addr.to_string()),
+                    healthy: backends.ready(b),
+                    checked_at: check.checked_at,
+                    error: check.error,
+                    check_latency_ms: check.rtt.map(|d| round_ms(d.as_micros() as f64)),
+                    up_since: check.up_since,
+                    latency_ms: traffic.map(|(ms, _)| ms),
+                    latency_samples: traffic.map_or(0, |(_, n)| n),
+                }
             })
             .collect();
         out.sort_by(|a, b| a.target.cmp(&b.target));
@@ -237,4 +489,140 @@ pub fn rebuild(
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(yaml_targets: &[&str], health_check: bool) -> Upstream {
+        let targets = yaml_targets
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let hc = if health_check {
+            ", health_check: { path: /health, interval: 1s }"
+        } else {
+            ""
+        };
+        let yaml = format!(
+            "upstreams:\n  u: {{ targets: [{targets}]{hc} }}\nroutes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: u\n    auth: none\n"
+        );
+        let cfg = tollgate_core::config::parse(&yaml, "t.yaml").expect("valid config");
+        cfg.upstreams["u"].clone()
+    }
+
+    #[test]
+    fn latency_is_the_median_of_recent_requests_per_target() {
+        let pool = UpstreamPool::build(&upstream(&["127.0.0.1:1", "127.0.0.1:2"], false));
+        let (a, b) = (
+            pool.config.targets[0].clone(),
+            pool.config.targets[1].clone(),
+        );
+        let now = 10_000_000;
+        let old = now - 301_000;
+        pool.record_response_at(&a, Duration::from_millis(900), old);
+        for ms in [3, 1, 2, 10] {
+            pool.record_response_at(&a, Duration::from_millis(ms), now - 1_000);
+        }
+        let h = pool.health_at(now);
+        let ha = h.iter().find(|t| t.target == a.to_string()).expect("a");
+        assert_eq!((ha.latency_ms, ha.latency_samples), (Some(2.5), 4));
+        let hb = h.iter().find(|t| t.target == b.to_string()).expect("b");
+        assert_eq!((hb.latency_ms, hb.latency_samples), (None, 0));
+        // Without health checks nothing claims a check or an up-time.
+        assert!(h
+            .iter()
+            .all(|t| t.checked_at.is_none() && t.up_since.is_none()));
+
+        // The ring keeps the most recent samples only.
+        for _ in 0..LATENCY_SAMPLES {
+            pool.record_response_at(&b, Duration::from_micros(1_500), now);
+        }
+        pool.record_response_at(&b, Duration::from_secs(5), now);
+        let h = pool.health_at(now);
+        let hb = h.iter().find(|t| t.target == b.to_string()).expect("b");
+        assert_eq!(hb.latency_samples as usize, LATENCY_SAMPLES);
+        assert_eq!(hb.latency_ms, Some(1.5));
+
+        // A target the pool does not know is ignored.
+        let other = tollgate_core::config::Target {
+            tls: false,
+            host: "127.0.0.9".into(),
+            port: 9,
+        };
+        pool.record_response_at(&other, Duration::from_millis(1), now);
+    }
+
+    #[test]
+    fn up_since_follows_the_health_checks() {
+        let mut s = CheckState::default();
+        // First passing check: up since then.
+        s.observe(1_000, Duration::from_micros(2_500), None);
+        assert_eq!(
+            (s.up_since, s.rtt, s.checked_at),
+            (Some(1_000), Some(Duration::from_micros(2_500)), Some(1_000))
+        );
+        s.observe(2_000, Duration::from_millis(1), None);
+        assert_eq!(s.up_since, Some(1_000), "still up since the first check");
+        // A failure flips it down: no up-time, the error is kept.
+        s.observe(3_000, Duration::from_secs(1), Some("refused".into()));
+        s.flip(false, 3_000);
+        assert_eq!(
+            (s.up_since, s.rtt, s.error.as_deref()),
+            (None, None, Some("refused"))
+        );
+        // Passing checks again: up since the flip back.
+        s.observe(4_000, Duration::from_millis(1), None);
+        assert_eq!(s.up_since, None, "Pingora has not flipped it back yet");
+        s.flip(true, 4_000);
+        assert_eq!((s.up_since, s.error.as_deref()), (Some(4_000), None));
+    }
+
+    #[tokio::test]
+    async fn health_checks_are_timed_and_remembered() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let up = listener.local_addr().expect("addr");
+        tokio::spawn(crate::demo::serve(listener));
+        let down = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port");
+        let pool = UpstreamPool::build(&upstream(&[&up.to_string(), &down.to_string()], true));
+        let before = tollgate_core::now_ms();
+        pool.run_health_check().await;
+        let h = pool.health();
+        let hu = h
+            .iter()
+            .find(|t| t.target.ends_with(&up.to_string()))
+            .expect("up");
+        assert!(hu.healthy);
+        assert!(hu.checked_at.is_some_and(|t| t >= before), "{hu:?}");
+        assert!(hu.check_latency_ms.is_some_and(|ms| ms > 0.0), "{hu:?}");
+        assert!(hu.up_since.is_some_and(|t| t >= before), "{hu:?}");
+        assert_eq!(hu.error, None);
+        let hd = h
+            .iter()
+            .find(|t| t.target.ends_with(&down.to_string()))
+            .expect("down");
+        assert!(!hd.healthy);
+        assert!(hd.checked_at.is_some());
+        assert_eq!((hd.up_since, hd.check_latency_ms), (None, None));
+        assert!(
+            hd.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("ConnectRefused: ") && !e.contains("context")),
+            "{hd:?}"
+        );
+        let first_up = hu.up_since;
+        pool.run_health_check().await;
+        let h = pool.health();
+        let hu = h
+            .iter()
+            .find(|t| t.target.ends_with(&up.to_string()))
+            .expect("up");
+        assert_eq!(hu.up_since, first_up);
+    }
 }

@@ -509,7 +509,6 @@ impl UsageFlusher {
     fn heartbeat(&self, rate: f64, pending: &Pending) -> Heartbeat {
         let t = self.recorder.totals();
         let cfg = self.state.config.load();
-        let now = tollgate_core::now_ms();
         let mut upstream_health = Vec::new();
         let mut names: Vec<&String> = cfg.upstreams.keys().collect();
         names.sort();
@@ -517,14 +516,17 @@ impl UsageFlusher {
             let Some(pool) = cfg.upstreams.get(name) else {
                 continue;
             };
-            let checked = pool.config.health_check.is_some();
             for h in pool.health() {
                 upstream_health.push(TargetHealth {
                     upstream: name.clone(),
                     target: h.target,
                     healthy: h.healthy,
-                    checked_at: checked.then_some(now),
-                    error: None,
+                    checked_at: h.checked_at,
+                    error: h.error,
+                    latency_ms: h.latency_ms,
+                    latency_samples: h.latency_samples,
+                    check_latency_ms: h.check_latency_ms,
+                    up_since: h.up_since,
                 });
             }
         }

@@ -9,6 +9,7 @@ use crate::both;
 use crate::common::*;
 
 fn heartbeat(id: &str, healthy_3001: bool) -> Heartbeat {
+    let now = tollgate_core::now_ms();
     Heartbeat {
         id: id.into(),
         address: "127.0.0.1:18080".into(),
@@ -19,8 +20,12 @@ fn heartbeat(id: &str, healthy_3001: bool) -> Heartbeat {
             upstream: "demo".into(),
             target: "127.0.0.1:3001".into(),
             healthy: healthy_3001,
-            checked_at: Some(tollgate_core::now_ms()),
+            checked_at: Some(now),
             error: (!healthy_3001).then(|| "connection refused".to_string()),
+            latency_ms: Some(if healthy_3001 { 4.25 } else { 950.5 }),
+            latency_samples: 17,
+            check_latency_ms: healthy_3001.then_some(1.5),
+            up_since: healthy_3001.then_some(now - 3_600_000),
         }],
     }
 }
@@ -84,11 +89,26 @@ async fn health_reports_every_part(app: TestApp) {
     assert_eq!(t1["status"], "down", "the live instance's report wins: {h}");
     assert_eq!(t1["reported_by"], "live-1");
     assert_eq!(t1["error"], "connection refused");
+    // Down: traffic latency as measured, no check round trip, no up-time.
+    assert_eq!(t1["latency_ms"], 950.5);
+    assert_eq!(t1["latency_samples"], 17);
+    assert_eq!(t1["check_latency_ms"], Value::Null);
+    assert_eq!(t1["up_since"], Value::Null);
+    assert_eq!(t1["uptime_seconds"], Value::Null);
     let t2 = ups
         .iter()
         .find(|t| t["target"].as_str().is_some_and(|s| s.ends_with(":3002")))
         .expect("3002");
     assert_eq!(t2["status"], "unknown");
+    for field in [
+        "latency_ms",
+        "check_latency_ms",
+        "up_since",
+        "uptime_seconds",
+    ] {
+        assert_eq!(t2[field], Value::Null, "{field} of an unreported target");
+    }
+    assert_eq!(t2["latency_samples"], 0);
     assert_eq!(h["status"], "degraded");
 
     // The live instance reports it healthy again; the heartbeat replaces its row.
@@ -104,6 +124,13 @@ async fn health_reports_every_part(app: TestApp) {
         .find(|t| t["target"].as_str().is_some_and(|s| s.ends_with(":3001")))
         .expect("3001");
     assert_eq!(t1["status"], "up");
+    assert_eq!(t1["error"], Value::Null);
+    assert_eq!(t1["latency_ms"], 4.25);
+    assert_eq!(t1["check_latency_ms"], 1.5);
+    let up_since = t1["up_since"].as_i64().expect("up_since");
+    assert!(tollgate_core::now_ms() - up_since >= 3_600_000);
+    let uptime = t1["uptime_seconds"].as_u64().expect("uptime");
+    assert!((3_600..3_700).contains(&uptime), "{uptime}");
     assert_eq!(
         app.db
             .prune_instances(tollgate_core::now_ms() - 30_000)
@@ -115,6 +142,44 @@ async fn health_reports_every_part(app: TestApp) {
     assert_eq!(h["instances"].as_array().expect("instances").len(), 1);
 }
 both!(health_reports_every_part);
+
+/// A row written by a proxy of an earlier version (no latency or up-time in
+/// its report) still reads, with those fields empty.
+async fn health_reads_reports_of_older_proxies(app: TestApp) {
+    app.db
+        .upsert_instance(&heartbeat("old-1", true))
+        .await
+        .expect("heartbeat");
+    let old = format!(
+        r#"[{{"upstream":"demo","target":"127.0.0.1:3001","healthy":true,"checked_at":{}}}]"#,
+        tollgate_core::now_ms()
+    );
+    sqlx::query("UPDATE instances SET upstream_health = $1 WHERE id = $2")
+        .bind(old)
+        .bind("old-1")
+        .execute(app.db.pool())
+        .await
+        .expect("rewrite the row as an older proxy wrote it");
+    let h = json(app.get("/api/health").await, StatusCode::OK).await;
+    let t1 = h["upstreams"]
+        .as_array()
+        .expect("upstreams")
+        .iter()
+        .find(|t| t["target"].as_str().is_some_and(|s| s.ends_with(":3001")))
+        .cloned()
+        .expect("3001");
+    assert_eq!(t1["status"], "up");
+    assert_eq!(t1["reported_by"], "old-1");
+    for field in [
+        "latency_ms",
+        "check_latency_ms",
+        "up_since",
+        "uptime_seconds",
+    ] {
+        assert_eq!(t1[field], Value::Null, "{field}: {t1}");
+    }
+}
+both!(health_reads_reports_of_older_proxies);
 
 fn redis_config(url: &str) -> tollgate_core::config::Config {
     let limiter = format!("  backend: redis\n  redis_url: \"{url}\"\n  redis_timeout: 20ms");

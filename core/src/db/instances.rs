@@ -10,7 +10,10 @@ use super::{Db, DbError};
 use crate::now_ms;
 
 /// The health of one upstream target as one proxy instance last saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Fields added after the first release carry `#[serde(default)]`: rows
+/// written by older proxies still read (the column is JSON, no migration).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetHealth {
     /// The upstream's name in the config.
     pub upstream: String,
@@ -23,6 +26,22 @@ pub struct TargetHealth {
     /// Why the last check failed, if it did.
     #[serde(default)]
     pub error: Option<String>,
+    /// Median time, in ms, from a request's arrival at the proxy to this
+    /// target's response header, over the proxied requests of the last few
+    /// minutes; `None` without recent traffic.
+    #[serde(default)]
+    pub latency_ms: Option<f64>,
+    /// How many requests `latency_ms` is taken over.
+    #[serde(default)]
+    pub latency_samples: u32,
+    /// Round trip of the last health check, in ms, when it succeeded.
+    #[serde(default)]
+    pub check_latency_ms: Option<f64>,
+    /// Unix ms since which the health checks have seen the target healthy
+    /// without interruption; `None` while it is down, before its first
+    /// check, or without health checks.
+    #[serde(default)]
+    pub up_since: Option<i64>,
 }
 
 /// What a proxy instance sends on each heartbeat.
@@ -136,5 +155,37 @@ impl Db {
             .execute(self.pool())
             .await?;
         Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_of_older_proxies_still_read() {
+        let old =
+            r#"[{"upstream":"demo","target":"127.0.0.1:3001","healthy":true,"checked_at":5}]"#;
+        let parsed: Vec<TargetHealth> = serde_json::from_str(old).expect("old row");
+        assert_eq!(parsed[0].checked_at, Some(5));
+        assert_eq!(parsed[0].latency_ms, None);
+        assert_eq!(parsed[0].latency_samples, 0);
+        assert_eq!(parsed[0].check_latency_ms, None);
+        assert_eq!(parsed[0].up_since, None);
+
+        let new = TargetHealth {
+            upstream: "demo".into(),
+            target: "127.0.0.1:3001".into(),
+            healthy: true,
+            checked_at: Some(7),
+            error: None,
+            latency_ms: Some(1.25),
+            latency_samples: 3,
+            check_latency_ms: Some(0.5),
+            up_since: Some(2),
+        };
+        let text = serde_json::to_string(&new).expect("serialise");
+        let back: TargetHealth = serde_json::from_str(&text).expect("round trip");
+        assert_eq!(back, new);
     }
 }

@@ -8,6 +8,34 @@ export const title = 'Monitoring';
 
 const STATUS_TEXT = { up: 'Up', down: 'Down', unknown: 'Unknown', ok: 'All systems up', degraded: 'Degraded' };
 
+// The upstream targets table: what each column shows (the header tooltip says
+// where the figure comes from).
+const TARGET_COLUMNS = [
+  { text: 'Upstream' },
+  { text: 'Target' },
+  { text: 'Status' },
+  {
+    text: 'Uptime',
+    title: 'How long the health checks have seen the target up without interruption (hover a value for the time it came up). '
+      + 'Needs a health_check on the upstream.',
+  },
+  {
+    text: 'Latency (p50)',
+    cls: 'num',
+    title: "Median time from a request's arrival at the proxy to this target's response header, "
+      + 'over the requests proxied to it in the last 5 minutes',
+  },
+  {
+    text: 'Check RTT',
+    cls: 'num hide-sm',
+    title: 'Round trip of the last passing health check (GET of the upstream\'s health_check.path)',
+  },
+  { text: 'Last checked' },
+  { text: 'Reported by', cls: 'hide-sm', title: 'The proxy instance whose heartbeat these figures come from' },
+];
+
+const present = (v) => v !== null && v !== undefined;
+
 function pill(status, text) {
   return h('span', { class: ['status-pill', `s-${status}`] }, h('span', { class: 'dot', 'aria-hidden': 'true' }),
     text || STATUS_TEXT[status] || status);
@@ -38,8 +66,7 @@ export function mount(root) {
       h('div', { class: 'table-wrap' }, h('table', { class: 'table', id: 'upstreams-table' },
         h('caption', { class: 'sr-only', text: 'Upstream targets' }),
         h('thead', {}, h('tr', {},
-          ['Upstream', 'Target', 'Status', 'Last checked', 'Reported by']
-            .map((t, i) => h('th', { scope: 'col', class: i === 4 ? 'hide-sm' : null, text: t })))),
+          TARGET_COLUMNS.map((c) => h('th', { scope: 'col', class: c.cls || null, title: c.title || null, text: c.text })))),
         upBody))),
   );
 
@@ -105,13 +132,21 @@ export function mount(root) {
     }
 
     if (!r.upstreams.length) {
-      replace(upBody, h('tr', {}, h('td', { colspan: '5', class: 'state-cell', text: 'No upstreams are configured.' })));
+      replace(upBody, h('tr', {}, h('td', { colspan: String(TARGET_COLUMNS.length), class: 'state-cell', text: 'No upstreams are configured.' })));
     } else {
-      replace(upBody, r.upstreams.map((t) => h('tr', {},
+      replace(upBody, r.upstreams.map((t) => h('tr', { dataset: { upstream: t.upstream, target: t.target } },
         h('td', { text: t.upstream }),
         h('td', {}, h('code', { text: t.target })),
         h('td', {}, pill(t.status), t.error ? h('div', { class: 'small error-text', text: t.error }) : null),
-        h('td', { title: t.checked_at ? fmtDateTime(t.checked_at) : '', text: t.checked_at ? fmtAgo(t.checked_at, now) : 'not checked' }),
+        h('td', {
+          class: 'c-uptime',
+          title: present(t.up_since) ? `up since ${fmtDateTime(t.up_since)}` : null,
+          text: present(t.uptime_seconds) ? fmtDuration(t.uptime_seconds) : '—',
+        }),
+        h('td', { class: 'num c-latency' }, present(t.latency_ms) ? fmtMs(t.latency_ms) : '—',
+          t.latency_samples ? h('div', { class: 'small muted', text: `${fmtInt(t.latency_samples)} req` }) : null),
+        h('td', { class: 'num hide-sm c-check', text: present(t.check_latency_ms) ? fmtMs(t.check_latency_ms) : '—' }),
+        h('td', { title: t.checked_at ? fmtDateTime(t.checked_at) : null, text: t.checked_at ? fmtAgo(t.checked_at, now) : 'not checked' }),
         h('td', { class: 'hide-sm' }, t.reported_by ? h('code', { class: 'small', text: t.reported_by }) : '—'))));
     }
   }
