@@ -46,8 +46,13 @@ enum Command {
         #[arg(long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Validate a config file: a summary and exit 0, or FILE:LINE:COLUMN: reason lines and exit 1.
-    CheckConfig { file: PathBuf },
+    /// Validate a config file and the TLS certificate, key and CA files it names: a summary and exit 0, or FILE:LINE:COLUMN: reason lines and exit 1.
+    CheckConfig {
+        file: PathBuf,
+        /// Check the YAML only, not the files it names (e.g. a production config checked on another machine).
+        #[arg(long)]
+        skip_files: bool,
+    },
     /// Manage API keys in the configured database.
     Keys {
         #[arg(long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG, global = true)]
@@ -60,7 +65,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::CheckConfig { file } => return check_config(&file),
+        Command::CheckConfig { file, skip_files } => return cli::check::run(&file, skip_files),
         Command::Proxy { config } => load_or_exit(&config).and_then(cli::run::proxy),
         Command::Admin { config } => load_or_exit(&config).and_then(cli::run::admin),
         Command::Dev {
@@ -76,21 +81,6 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn check_config(file: &Path) -> ExitCode {
-    match config::load(file) {
-        Ok(c) => {
-            println!("{}: {}", file.display(), c.summary());
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
             ExitCode::FAILURE
         }
     }

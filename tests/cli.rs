@@ -8,9 +8,14 @@ use common::{tollgate, write_config, Dev, Ports};
 
 #[test]
 fn check_config_accepts_the_shipped_configs() {
-    for file in ["config/tollgate.yaml", "config/examples/production.yaml"] {
+    // The production example names certificate files of its own host.
+    for (file, skip) in [
+        ("config/tollgate.yaml", None),
+        ("config/examples/production.yaml", Some("--skip-files")),
+    ] {
         let out = tollgate()
             .args(["check-config", file])
+            .args(skip)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .expect("run");
@@ -220,4 +225,202 @@ fn sigterm_lets_in_flight_requests_finish_then_exits() {
     };
     assert!(status.success(), "exit status {status}");
     println!("stopped {:?} after SIGTERM", start.elapsed());
+}
+
+// A throwaway self-signed certificate (CN and SAN localhost, 127.0.0.1,
+// valid for a century), its key, and an unrelated key.
+const CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBnDCCAUGgAwIBAgIUM16Ay965jszvnLgeq5stWXyl4MowCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyNTA5MDMzN1oYDzIxMjYxMTAx
+MDkwMzM3WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAR47KfKWjCoVY48guoSsGv2/mja24/X2O6LdmdNVOjIPhreUEiEkNHM
+KMjeLy94z+ZNXbsuyqGgrlIyPD8t0BAPo28wbTAdBgNVHQ4EFgQUPaTkS0zuk3Df
+gBvuEUZXTBCNEwAwHwYDVR0jBBgwFoAUPaTkS0zuk3DfgBvuEUZXTBCNEwAwDwYD
+VR0TAQH/BAUwAwEB/zAaBgNVHREEEzARgglsb2NhbGhvc3SHBH8AAAEwCgYIKoZI
+zj0EAwIDSQAwRgIhAPJKo1+BYe3fAbCzyvw23tqJIdPUfaHrOUMCtk53jM1pAiEA
+mfmfBSjtvkPwSOnm77m3Mw2sWWT7vLc4U1VOPrQvjVY=
+-----END CERTIFICATE-----
+";
+const KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQglr1dE0We9mE38Vru
+1hA8pD1V0jc3RkOvpWVOxm9pTe2hRANCAAR47KfKWjCoVY48guoSsGv2/mja24/X
+2O6LdmdNVOjIPhreUEiEkNHMKMjeLy94z+ZNXbsuyqGgrlIyPD8t0BAP
+-----END PRIVATE KEY-----
+";
+const OTHER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg/QppSiDuVcFPA5+X
+gby5hTnmZ8tZohFXJh9DjBS5UcWhRANCAARUIsGB/ZcHag0baYv7IfLJ8eaxK5BJ
+OcemDDGjGc/jvkZqdhbog4BX5wMJHdu6G7lA4+8fPgofuzVKo5PGsFjG
+-----END PRIVATE KEY-----
+";
+
+/// `check-config FILE` (plus `args`): success, stdout, stderr.
+fn check_config(file: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = tollgate()
+        .arg("check-config")
+        .arg(file)
+        .args(args)
+        .output()
+        .expect("run");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_reads_the_tls_files_and_reports_the_setting_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (cert, key, ca) = (d.join("cert.pem"), d.join("key.pem"), d.join("ca.pem"));
+    let file = d.join("tls.yaml");
+    let yaml = format!(
+        "proxy:\n  listen: \"127.0.0.1:8080\"\n  tls:\n    listen: \"127.0.0.1:8443\"\n    cert: {}\n    key: \"{}\"\nupstreams:\n  demo: {{ targets: [\"127.0.0.1:3001\"] }}\n  private: {{ targets: [\"https://127.0.0.1:3443\"],\n             tls: {{ sni: api.internal, ca_file: {} }} }}\nroutes:\n  - name: a\n    match: {{ path_prefix: /a }}\n    upstream: demo\n",
+        cert.display(),
+        key.display(),
+        ca.display()
+    );
+    std::fs::write(&file, &yaml).expect("write");
+    let f = file.display().to_string();
+
+    // Nothing exists: one line per file, at the setting, in file order.
+    let (ok, out, err) = check_config(&file, &[]);
+    assert!(!ok, "{out}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("{f}:5:11: proxy.tls.cert ({})", cert.display()))
+            && lines[0].contains("cannot read"),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{f}:6:10: proxy.tls.key ({})", key.display())),
+        "{err}"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "{f}:10:49: upstreams.private.tls.ca_file ({})",
+            ca.display()
+        )),
+        "{err}"
+    );
+    // --skip-files: the YAML alone is fine.
+    let (ok, out, _) = check_config(&file, &["--skip-files"]);
+    assert!(ok && out.contains("ok:"), "{out}");
+
+    // Files that are there but are not what they should be.
+    std::fs::write(&cert, "not a certificate").expect("write");
+    std::fs::write(&key, KEY).expect("write");
+    std::fs::write(&ca, KEY).expect("write");
+    let (ok, _, err) = check_config(&file, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains(":5:11: proxy.tls.cert") && err.contains("no certificate found"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":10:49: upstreams.private.tls.ca_file"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 2, "{err}");
+
+    // A key of another certificate.
+    std::fs::write(&cert, CERT).expect("write");
+    std::fs::write(&key, OTHER_KEY).expect("write");
+    std::fs::write(&ca, CERT).expect("write");
+    let (ok, _, err) = check_config(&file, &[]);
+    assert!(!ok);
+    assert!(
+        err.starts_with(&format!("{f}:6:10: proxy.tls.key")) && err.contains("does not belong"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // All good.
+    std::fs::write(&key, KEY).expect("write");
+    let (ok, out, err) = check_config(&file, &[]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with(&format!("{f}: ok:")), "{out}");
+}
+
+#[test]
+fn proxy_names_the_tls_file_it_cannot_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("missing-cert.pem");
+    let config = write_config(
+        dir.path(),
+        &Ports::new(),
+        &[(
+            "  threads: 2\n",
+            &format!(
+                "  threads: 2\n  tls: {{ listen: \"127.0.0.1:{}\", cert: \"{}\", key: \"{}\" }}\n",
+                common::free_port(),
+                missing.display(),
+                missing.display()
+            ),
+        )],
+    );
+    let out = tollgate()
+        .arg("proxy")
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot load a TLS certificate, private key or CA file")
+            && err.contains("proxy.tls.cert")
+            && err.contains("missing-cert.pem"),
+        "{err}"
+    );
+    assert!(!err.contains("database"), "{err}");
+}
+
+#[test]
+fn dev_prints_the_https_url_when_tls_is_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, CERT).expect("write");
+    std::fs::write(&key, KEY).expect("write");
+    let tls_port = common::free_port();
+    let tls = format!(
+        "  threads: 2\n  tls: {{ listen: \"127.0.0.1:{tls_port}\", cert: \"{}\", key: \"{}\" }}\n",
+        cert.display(),
+        key.display()
+    );
+    let mut dev = Dev::start(&[("  threads: 2\n", &tls)], &[]);
+    assert_eq!(
+        dev.line("proxy: ").as_deref(),
+        Some(format!("http://127.0.0.1:{}", dev.ports.proxy).as_str())
+    );
+    let https = format!("https://127.0.0.1:{tls_port}");
+    assert_eq!(
+        dev.line("proxy (https): ").as_deref(),
+        Some(https.as_str()),
+        "{:?}",
+        dev.lines
+    );
+    // It is the listener's address: the HTTPS proxy answers there.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let status = rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("client");
+        let start = Instant::now();
+        loop {
+            match client.get(format!("{https}/api/products")).send().await {
+                Ok(r) => break r.status().as_u16(),
+                Err(e) => {
+                    assert!(start.elapsed() < Duration::from_secs(10), "{e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    assert_eq!(status, 401, "no key: the proxy's own answer, over TLS");
+    assert!(dev.interrupt().success());
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use tollgate_core::config::Config;
 use tollgate_core::db::{Db, KeyFilter, NewApiKey};
-use tollgate_proxy::server::{build, Prepared};
+use tollgate_proxy::server::{build, PrepareError, Prepared};
 
 use crate::logging;
 
@@ -13,10 +13,9 @@ use crate::logging;
 pub fn proxy(config: Config) -> anyhow::Result<()> {
     let _guard = logging::init(&config.log);
     let rt = tokio::runtime::Runtime::new()?;
-    let prepared = rt
-        .block_on(Prepared::load(config))
-        .context("cannot load keys from the database")?;
+    let prepared = rt.block_on(Prepared::load(config)).map_err(prepare_error)?;
     drop(rt);
+    print_proxy_urls(&prepared.config);
     let built = build(prepared);
     built.run();
     Ok(())
@@ -83,10 +82,12 @@ pub fn dev(config: Config, demo_traffic: bool) -> anyhow::Result<()> {
     }
     let demo_key = rt.block_on(demo_key(&config.storage.database_url))?;
     let (admin_url, admin_password) = rt.block_on(start_admin(&config, &rt))?;
-    let prepared = rt.block_on(Prepared::load(config.clone()))?;
+    let prepared = rt
+        .block_on(Prepared::load(config.clone()))
+        .map_err(prepare_error)?;
     let built = build(prepared);
 
-    println!("proxy: http://{}", config.proxy.listen);
+    print_proxy_urls(&config);
     println!("admin: {admin_url}");
     if let Some(m) = config.proxy.metrics_listen {
         println!("metrics: http://{m}/metrics");
@@ -109,6 +110,24 @@ pub fn dev(config: Config, demo_traffic: bool) -> anyhow::Result<()> {
     built.run();
     drop(rt);
     Ok(())
+}
+
+/// What failed while preparing the proxy, named: the database (keys, plans)
+/// or a TLS file (the error names the setting and the file).
+fn prepare_error(e: PrepareError) -> anyhow::Error {
+    match e {
+        PrepareError::Db(e) => anyhow::Error::new(e).context("cannot load keys from the database"),
+        PrepareError::Tls(e) => anyhow::Error::new(e)
+            .context("cannot load a TLS certificate, private key or CA file named by the config"),
+    }
+}
+
+/// `proxy: http://…`, and `proxy (https): https://…` with `proxy.tls`.
+fn print_proxy_urls(config: &Config) {
+    println!("proxy: http://{}", config.proxy.listen);
+    if let Some(tls) = &config.proxy.tls {
+        println!("proxy (https): https://{}", tls.listen);
+    }
 }
 
 /// Start the admin API on `rt`; returns its URL and the admin password. In dev
