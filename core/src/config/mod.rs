@@ -7,7 +7,7 @@
 //! document (`routes[2].upstream`) back to where it is written.
 
 pub mod model;
-mod position;
+pub mod position;
 mod raw;
 mod validate;
 
