@@ -135,15 +135,16 @@ impl ShutdownSignalWatch for Signals {
 struct UsageStop {
     stop: watch::Sender<bool>,
     done: watch::Sender<bool>,
-    state: Arc<State>,
+    /// The flusher's fast-stop flag (`UsageFlusher::fast_stop_flag`).
+    fast: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl UsageStop {
-    fn new(state: Arc<State>) -> Self {
+    fn new(fast: Arc<std::sync::atomic::AtomicBool>) -> Self {
         Self {
             stop: watch::channel(false).0,
             done: watch::channel(false).0,
-            state,
+            fast,
         }
     }
 
@@ -151,15 +152,7 @@ impl UsageStop {
     /// period to wait for in-flight requests, and leaves; wait for it at
     /// most `limit`.
     async fn flush_now(&self, limit: Duration) {
-        let current = self.state.config.load_full();
-        if !current.config.proxy.grace_period.is_zero() {
-            // The flusher's shutdown path keeps flushing for the grace period
-            // it reads from the config; a fast stop has none.
-            let mut config = (*current.config).clone();
-            config.proxy.grace_period = Duration::ZERO;
-            let compiled = ConfigState::compile(config, Some(&current));
-            self.state.config.store(Arc::new(compiled));
-        }
+        self.fast.store(true, std::sync::atomic::Ordering::Release);
         let mut done = self.done.subscribe();
         self.stop.send_replace(true);
         let started = std::time::Instant::now();
@@ -291,16 +284,17 @@ pub fn build(prepared: Prepared) -> Built {
         server.add_service(m);
     }
 
-    let usage_stop = Arc::new(UsageStop::new(state.clone()));
+    let flusher = UsageFlusher::new(
+        usage,
+        state.clone(),
+        database_url.clone(),
+        listen.to_string(),
+    );
+    let usage_stop = Arc::new(UsageStop::new(flusher.fast_stop_flag()));
     server.add_service(background_service(
         "tollgate-usage",
         UsageService {
-            flusher: UsageFlusher::new(
-                usage,
-                state.clone(),
-                database_url.clone(),
-                listen.to_string(),
-            ),
+            flusher,
             stop: usage_stop.clone(),
         },
     ));

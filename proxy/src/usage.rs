@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -481,6 +481,8 @@ pub struct UsageFlusher {
     address: String,
     id: String,
     started_at: i64,
+    /// Set before a fast stop: no grace period to keep flushing through.
+    fast_stop: Arc<AtomicBool>,
 }
 
 impl UsageFlusher {
@@ -498,7 +500,14 @@ impl UsageFlusher {
             address,
             id: instance_id(),
             started_at: tollgate_core::now_ms(),
+            fast_stop: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Set it, then stop the flusher, for a fast stop: it writes what it
+    /// holds once and leaves instead of flushing through the grace period.
+    pub fn fast_stop_flag(&self) -> Arc<AtomicBool> {
+        self.fast_stop.clone()
     }
 
     /// This instance's id in the `instances` table.
@@ -675,7 +684,11 @@ impl BackgroundService for UsageFlusher {
         // period (after which Pingora drops this runtime), so keep flushing
         // what they add for most of it, then once more and leave.
         let cfg = self.state.config.load_full();
-        let grace = cfg.config.proxy.grace_period;
+        let grace = if self.fast_stop.load(Ordering::Acquire) {
+            Duration::ZERO
+        } else {
+            cfg.config.proxy.grace_period
+        };
         let every = cfg
             .config
             .usage
