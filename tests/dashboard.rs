@@ -184,15 +184,22 @@ impl Ui {
         self.wait(&format!("`{css}`"), 10, &script).await;
     }
 
+    /// Click the element; if the live refresh re-rendered it between finding
+    /// and clicking (a stale element), find it again, a few times.
     async fn click(&self, css: &str) {
-        self.wait_for(css).await;
-        self.c
-            .find(Locator::Css(css))
-            .await
-            .expect("element")
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        let mut attempt = 0;
+        loop {
+            self.wait_for(css).await;
+            let el = self.c.find(Locator::Css(css)).await.expect("element");
+            match el.click().await {
+                Ok(_) => return,
+                Err(e) if attempt < 5 && e.to_string().contains("stale element") => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
     }
 
     async fn type_into(&self, css: &str, text: &str) {

@@ -82,6 +82,11 @@ pub struct Fingerprint {
     pub count: i64,
     pub max_updated: i64,
     pub sum_updated: i64,
+    /// The highest id (tables with never-reused integer ids; else 0). A row
+    /// deleted and another inserted in the same breath can leave count and
+    /// stamps exactly as they were (the new stamp may equal the deleted
+    /// row's, which ran ahead of the clock); the new id cannot.
+    pub max_id: i64,
 }
 
 /// The columns an [`ApiKey`] is read from.
@@ -100,19 +105,26 @@ pub(crate) fn next_stamp(table: &str) -> String {
     )
 }
 
-/// `COUNT`, `MAX(updated_at)` and a sum of the stamps. The sum is taken
+/// `COUNT`, `MAX(updated_at)`, a sum of the stamps and, where given, `MAX(id)`. The sum is taken
 /// modulo 2^32 per row so it cannot overflow a BIGINT (a plain sum would past
 /// ~5 million rows); the cast makes PostgreSQL return BIGINT, not NUMERIC.
-pub(crate) async fn fingerprint_of(db: &Db, table: &str) -> Result<Fingerprint, DbError> {
+pub(crate) async fn fingerprint_of(
+    db: &Db,
+    table: &str,
+    id_column: Option<&str>,
+) -> Result<Fingerprint, DbError> {
+    let max_id = id_column.map_or("0".to_string(), |c| format!("COALESCE(MAX({c}), 0)"));
     let sql = format!(
         "SELECT COUNT(*) AS n, CAST(COALESCE(MAX(updated_at), 0) AS BIGINT) AS mx, \
-         CAST(COALESCE(SUM(updated_at % 4294967296), 0) AS BIGINT) AS sm FROM {table}"
+         CAST(COALESCE(SUM(updated_at % 4294967296), 0) AS BIGINT) AS sm, \
+         CAST({max_id} AS BIGINT) AS mid FROM {table}"
     );
     let row = sqlx::query(&sql).fetch_one(db.pool()).await?;
     Ok(Fingerprint {
         count: row.try_get("n")?,
         max_updated: row.try_get("mx")?,
         sum_updated: row.try_get("sm")?,
+        max_id: row.try_get("mid")?,
     })
 }
 
@@ -449,6 +461,6 @@ impl Db {
     /// updates raise `max_updated` (stamps only grow, see `next_stamp`),
     /// deletes lower `count`. `last_used_at` updates do not count.
     pub async fn keys_fingerprint(&self) -> Result<Fingerprint, DbError> {
-        fingerprint_of(self, "api_keys").await
+        fingerprint_of(self, "api_keys", Some("id")).await
     }
 }

@@ -153,6 +153,6 @@ impl Db {
 
     /// Changes whenever a plan is created, changed or deleted.
     pub async fn plans_fingerprint(&self) -> Result<Fingerprint, DbError> {
-        fingerprint_of(self, "plans").await
+        fingerprint_of(self, "plans", None).await
     }
 }
