@@ -14,6 +14,7 @@
 pub mod admins;
 pub mod instances;
 pub mod keys;
+pub mod own_postgres;
 pub mod plans;
 pub mod settings;
 pub mod testing;
