@@ -260,3 +260,17 @@ macro_rules! both {
         }
     };
 }
+
+/// Unpadded base64url (JWT segments).
+pub fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The bytes of an unpadded base64url JWT segment.
+pub fn b64url_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .expect("base64url")
+}
