@@ -285,3 +285,87 @@ async fn a_stalled_redis_is_bounded_by_the_timeout() {
     );
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
 }
+
+/// Redis killed and restarted while four clients keep sending: no request
+/// fails or hangs (each waits at most about `redis_timeout` for Redis, then
+/// the breaker answers), and every one is decided (limits are generous, so
+/// every answer is 200 under `on_redis_error: local`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_under_concurrent_load_hangs_nothing() {
+    let Some(mut redis) = OwnRedis::start() else {
+        return;
+    };
+    let p = TestProxy::start(
+        &yaml(&redis.url(), "local", 1_000_000, "1s", 1_000_000),
+        Store::Sqlite,
+    )
+    .await
+    .expect("sqlite");
+    let (_, key) = p
+        .create_key(NewApiKey {
+            name: "load".into(),
+            ..NewApiKey::default()
+        })
+        .await;
+    p.wait_status(&key, "/api/users", |s| s == 200, Duration::from_secs(3))
+        .await;
+
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let start = Instant::now();
+    let run_for = Duration::from_millis(3000);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (client, url, key) = (client.clone(), p.url("/api/users"), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while start.elapsed() < run_for {
+                let t = Instant::now();
+                let s = status(&client, &url, &key).await;
+                seen.push((start.elapsed(), s, t.elapsed()));
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    redis.kill();
+    let down_at = start.elapsed();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    redis.restart();
+    let up_at = start.elapsed();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("load task"));
+    }
+    let during = all
+        .iter()
+        .filter(|(at, _, _)| *at > down_at && *at < up_at)
+        .count();
+    let worst = all
+        .iter()
+        .map(|(_, _, took)| *took)
+        .max()
+        .unwrap_or_default();
+    let not_ok: Vec<_> = all.iter().filter(|(_, s, _)| *s != 200).collect();
+    println!(
+        "{} requests, {during} while Redis was down, worst {worst:?}",
+        all.len()
+    );
+    assert!(not_ok.is_empty(), "failed or refused: {not_ok:?}");
+    assert!(during >= 20, "only {during} requests during the outage");
+    assert!(
+        worst < Duration::from_millis(1000),
+        "a request waited {worst:?}"
+    );
+    let m = p.metrics_text().await;
+    assert!(
+        metric_value(
+            &m,
+            "tollgate_limiter_fallback_decisions_total",
+            &["policy=\"local\""]
+        ) >= 1.0,
+        "the outage was noticed"
+    );
+}
