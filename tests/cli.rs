@@ -148,7 +148,7 @@ fn dev_runs_everything_and_stops_on_ctrl_c() {
         dev.line("admin login: ").as_deref(),
         Some("admin / dev-pass-123")
     );
-    assert!(dev.line("metrics: http://").is_some(), "{:?}", dev.lines);
+    assert!(dev.line("metrics: http://").is_some(), "{:?}", dev.lines());
     let key = dev.line("demo key: ").expect("demo key");
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -401,7 +401,7 @@ fn dev_prints_the_https_url_when_tls_is_configured() {
         dev.line("proxy (https): ").as_deref(),
         Some(https.as_str()),
         "{:?}",
-        dev.lines
+        dev.lines()
     );
     // It is the listener's address: the HTTPS proxy answers there.
     let rt = tokio::runtime::Runtime::new().expect("runtime");

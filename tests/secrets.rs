@@ -7,100 +7,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{tollgate, write_config, Ports};
+use common::Dev;
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "secrets-test-password";
-
-/// `tollgate dev` with every line of stdout and stderr kept.
-struct Dev {
-    child: Child,
-    ports: Ports,
-    lines: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn collect(stream: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            lines.lock().expect("lines").push(line);
-        }
-    });
-}
-
-impl Dev {
-    fn start() -> Dev {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ports = Ports::new();
-        let config = write_config(dir.path(), &ports, &[("level: info", "level: debug")]);
-        let mut child = tollgate()
-            .arg("dev")
-            .arg("--config")
-            .arg(&config)
-            .current_dir(dir.path())
-            .env("TOLLGATE_ADMIN_PASSWORD", PASSWORD)
-            // Everything of ours at debug (request spans with their URIs
-            // included); the dependencies' own chatter at info.
-            .env(
-                "RUST_LOG",
-                "debug,pingora=info,sqlx=info,hyper=info,hyper_util=info,h2=info,rustls=info",
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tollgate dev");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().expect("stdout"), lines.clone());
-        collect(child.stderr.take().expect("stderr"), lines.clone());
-        let dev = Dev {
-            child,
-            ports,
-            lines,
-            _dir: dir,
-        };
-        let start = Instant::now();
-        while !dev.text().contains("demo key: ") {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "dev printed {}",
-                dev.text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        while std::net::TcpStream::connect(("127.0.0.1", dev.ports.proxy)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "proxy never listened"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        dev
-    }
-
-    fn text(&self) -> String {
-        self.lines.lock().expect("lines").join("\n")
-    }
-
-    fn admin(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.ports.admin)
-    }
-
-    fn proxy(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.ports.proxy)
-    }
-}
 
 struct Api {
     client: reqwest::Client,
@@ -117,7 +29,7 @@ impl Api {
     ) -> (u16, String) {
         let mut req = self
             .client
-            .request(method, dev.admin(path))
+            .request(method, dev.admin_url(path))
             .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
@@ -157,7 +69,7 @@ fn assert_absent(what: &str, text: &str, secrets: &[String]) {
 }
 
 async fn proxy_get(client: &reqwest::Client, dev: &Dev, key: &str, bearer: bool) -> u16 {
-    let req = client.get(dev.proxy("/api/products"));
+    let req = client.get(dev.proxy_url("/api/products"));
     let req = if bearer {
         req.bearer_auth(key)
     } else {
@@ -185,10 +97,22 @@ async fn until(client: &reqwest::Client, dev: &Dev, key: &str, want: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_key_never_appears_in_logs_metrics_or_listings() {
     use reqwest::Method;
-    let dev = Dev::start();
+    let dev = Dev::start_with(
+        &[("level: info", "level: debug")],
+        &[
+            ("TOLLGATE_ADMIN_PASSWORD", PASSWORD),
+            // Everything of ours at debug (request spans with their URIs
+            // included); the dependencies' own chatter at info.
+            (
+                "RUST_LOG",
+                "debug,pingora=info,sqlx=info,hyper=info,hyper_util=info,h2=info,rustls=info",
+            ),
+        ],
+        true,
+    );
     let client = reqwest::Client::new();
     let login: Value = client
-        .post(dev.admin("/api/auth/login"))
+        .post(dev.admin_url("/api/auth/login"))
         .json(&json!({"username": "admin", "password": PASSWORD}))
         .send()
         .await
@@ -321,7 +245,7 @@ async fn the_key_never_appears_in_logs_metrics_or_listings() {
     );
     assert_absent("proxy /metrics", &proxy_metrics, &secrets);
     let admin_metrics = client
-        .get(dev.admin("/metrics"))
+        .get(dev.admin_url("/metrics"))
         .send()
         .await
         .expect("admin metrics");

@@ -3,11 +3,11 @@
 //! process that is killed on drop.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn tollgate() -> Command {
@@ -64,16 +64,31 @@ pub fn write_config(dir: &Path, ports: &Ports, extra: &[(&str, &str)]) -> PathBu
 /// `tollgate dev` running as a child process.
 pub struct Dev {
     pub child: Child,
-    pub lines: Vec<String>,
     pub ports: Ports,
-    rx: Receiver<String>,
+    /// Every line printed so far (stdout; stderr too if captured).
+    output: Arc<Mutex<Vec<String>>>,
     pub dir: tempfile::TempDir,
+}
+
+/// Append every line of `stream` to `output`, on a thread of its own.
+fn collect(stream: impl Read + Send + 'static, output: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            output.lock().expect("output").push(line);
+        }
+    });
 }
 
 impl Dev {
     /// Start `tollgate dev` with the quick-start config (plus `extra`
-    /// replacements) and wait until it printed its `demo key:` line.
+    /// replacements) and wait until it printed its `demo key:` line and the
+    /// proxy listens. Its stderr (the logs) goes to the test's.
     pub fn start(extra: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
+        Self::start_with(extra, env, false)
+    }
+
+    /// [`Dev::start`], keeping the logs (stderr) in [`Dev::text`] too.
+    pub fn start_with(extra: &[(&str, &str)], env: &[(&str, &str)], capture_logs: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = Ports::new();
         let config = write_config(dir.path(), &ports, extra);
@@ -84,25 +99,24 @@ impl Dev {
             .current_dir(dir.path())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(if capture_logs {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            });
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn tollgate dev");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut dev = Self {
+        let output = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take().expect("stdout"), output.clone());
+        if let Some(stderr) = child.stderr.take() {
+            collect(stderr, output.clone());
+        }
+        let dev = Self {
             child,
-            lines: Vec::new(),
             ports,
-            rx,
+            output,
             dir,
         };
         let start = Instant::now();
@@ -110,11 +124,9 @@ impl Dev {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "dev printed {:?}",
-                dev.lines
+                dev.lines()
             );
-            if let Ok(l) = dev.rx.recv_timeout(Duration::from_millis(200)) {
-                dev.lines.push(l);
-            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         // Pingora binds its listeners when it starts running, just after the lines.
         while std::net::TcpStream::connect(("127.0.0.1", dev.ports.proxy)).is_err() {
@@ -127,9 +139,21 @@ impl Dev {
         dev
     }
 
+    /// The lines printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.output.lock().expect("output").clone()
+    }
+
+    /// Everything printed so far, one line per line.
+    pub fn text(&self) -> String {
+        self.output.lock().expect("output").join("\n")
+    }
+
     /// The rest of the first printed line starting with `prefix`.
     pub fn line(&self, prefix: &str) -> Option<String> {
-        self.lines
+        self.output
+            .lock()
+            .expect("output")
             .iter()
             .find_map(|l| l.strip_prefix(prefix))
             .map(str::to_string)
