@@ -9,6 +9,8 @@ pub mod db;
 pub mod duration;
 pub mod keys;
 pub mod limits;
+pub mod net;
+pub mod path;
 pub mod problem;
 
 /// Milliseconds since the Unix epoch: how every timestamp is stored.

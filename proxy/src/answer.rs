@@ -55,6 +55,33 @@ pub fn not_found(path: &str) -> Answer {
     )
 }
 
+/// A request target refused by `proxy.path_policy` or the fixed path rules.
+pub fn bad_path(e: tollgate_core::path::PathError) -> Answer {
+    Answer::problem(
+        Problem::new("bad-path", "Bad Request", 400)
+            .detail(e.detail())
+            .with("reason", e.reason()),
+    )
+}
+
+/// A request that breaks HTTP/1 framing rules (the connection is closed after it).
+pub fn bad_request(reason: &str, detail: &str) -> Answer {
+    Answer::problem(
+        Problem::new("bad-request", "Bad Request", 400)
+            .detail(detail)
+            .with("reason", reason),
+    )
+}
+
+/// The request line and header fields exceed `proxy.max_header_bytes`.
+pub fn header_too_large(limit: usize) -> Answer {
+    Answer::problem(
+        Problem::new("header-too-large", "Request Header Fields Too Large", 431)
+            .detail(format!("the request header is larger than {limit} bytes"))
+            .with("max_header_bytes", limit),
+    )
+}
+
 pub fn method_not_allowed(method: &str, allowed: &[String]) -> Answer {
     Answer::problem(
         Problem::new("method-not-allowed", "Method Not Allowed", 405)
@@ -217,6 +244,9 @@ mod tests {
             limiter_unavailable(),
             no_healthy_upstream("demo"),
             upstream_failed(504),
+            bad_path(tollgate_core::path::PathError::DotSegment),
+            bad_request("te-and-cl", "x"),
+            header_too_large(32),
         ] {
             let body = v(&a);
             assert_eq!(body["status"], a.status);

@@ -30,6 +30,9 @@ impl Routable for CompiledRoute {
     fn methods(&self) -> Option<&[String]> {
         self.route.methods.as_deref()
     }
+    fn case_insensitive(&self) -> bool {
+        self.route.case_insensitive
+    }
 }
 
 #[derive(Debug)]

@@ -160,7 +160,7 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of proxy settings (listen, metrics_listen, threads, key_header, auth_failures_per_second, grace_period, keepalive_timeout, tls)"
+    expecting = "a mapping of proxy settings (listen, metrics_listen, threads, key_header, auth_failures_per_second, grace_period, keepalive_timeout, tls, path_policy, trusted_proxies, proxy_protocol, header_timeout, max_header_bytes, max_connections_per_ip)"
 )]
 pub struct RawProxy {
     pub listen: Option<Scalar>,
@@ -171,6 +171,12 @@ pub struct RawProxy {
     pub grace_period: Option<Scalar>,
     pub keepalive_timeout: Option<Scalar>,
     pub tls: Option<RawTls>,
+    pub path_policy: Option<Scalar>,
+    pub trusted_proxies: Option<Vec<Scalar>>,
+    pub proxy_protocol: Option<Scalar>,
+    pub header_timeout: Option<Scalar>,
+    pub max_header_bytes: Option<Scalar>,
+    pub max_connections_per_ip: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -306,7 +312,7 @@ pub struct RawTimeouts {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a route: a mapping with name, match, upstream, strip_prefix, auth, default_plan, limits and shadow"
+    expecting = "a route: a mapping with name, match, upstream, strip_prefix, auth, default_plan, limits, shadow and allow_method_override"
 )]
 pub struct RawRoute {
     pub name: Option<Scalar>,
@@ -318,16 +324,18 @@ pub struct RawRoute {
     pub default_plan: Option<Scalar>,
     pub limits: Option<Vec<RawLimit>>,
     pub shadow: Option<Scalar>,
+    pub allow_method_override: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with path_prefix and optionally methods"
+    expecting = "a mapping with path_prefix and optionally methods and case_insensitive"
 )]
 pub struct RawMatch {
     pub path_prefix: Option<Scalar>,
     pub methods: Option<Vec<Scalar>>,
+    pub case_insensitive: Option<Scalar>,
 }
 
 /// Deserialize the whole file with serde_yaml; an empty document (or one that

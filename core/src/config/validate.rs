@@ -24,12 +24,13 @@ use super::raw::{
     RawRoute, RawStorage, RawUpstream, RawUsage, Scalar,
 };
 use super::{
-    AdminConfig, Auth, Config, ConfigError, ConfigErrors, HealthCheck, LimiterBackend,
+    AdminConfig, Auth, Config, ConfigError, ConfigErrors, EdgeConfig, HealthCheck, LimiterBackend,
     LimiterConfig, LogConfig, LogFormat, OnRedisError, Plan, ProxyConfig, Route, StorageConfig,
     Target, Timeouts, TlsListener, Upstream, UpstreamTls, UsageConfig,
 };
 use crate::duration;
 use crate::limits::Limit;
+use crate::path::PathPolicy;
 
 /// `proxy.listen` when the file does not say.
 pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:8080";
@@ -640,6 +641,7 @@ impl Validator<'_> {
                 self.error(path, format!("{addr} is already used by {other}"));
             }
         }
+        let edge = self.edge(p);
         ProxyConfig {
             listen,
             metrics_listen,
@@ -649,6 +651,97 @@ impl Validator<'_> {
             grace_period,
             keepalive_timeout,
             tls,
+            edge,
+        }
+    }
+
+    /// The request-edge settings under `proxy.*`.
+    fn edge(&mut self, p: &RawProxy) -> EdgeConfig {
+        let d = EdgeConfig::default();
+        let path_policy = self.choice_or(
+            "proxy.path_policy",
+            &p.path_policy,
+            &[
+                ("reject", PathPolicy::Reject),
+                ("normalize", PathPolicy::Normalize),
+            ],
+            d.path_policy,
+        );
+        let mut nets = Vec::new();
+        for (i, s) in p.trusted_proxies.iter().flatten().enumerate() {
+            let path = item("proxy.trusted_proxies", i);
+            match s.text() {
+                None => self.error(&path, "expected a CIDR such as 10.0.0.0/8, got null"),
+                Some(t) => match crate::net::parse_cidr(&t) {
+                    Ok(n) => nets.push(n),
+                    Err(e) => self.error(&path, e),
+                },
+            }
+        }
+        let proxy_protocol = self.flag_or("proxy.proxy_protocol", &p.proxy_protocol, false);
+        let header_timeout = self.duration_or(
+            "proxy.header_timeout",
+            &p.header_timeout,
+            Duration::from_millis(100),
+            d.header_timeout,
+        );
+        let max_header_bytes = match given(&p.max_header_bytes) {
+            None => d.max_header_bytes,
+            Some(s) => self
+                .byte_size("proxy.max_header_bytes", s, 1024, 1024 * 1024)
+                .unwrap_or(d.max_header_bytes),
+        };
+        let max_connections_per_ip = self.number_or(
+            "proxy.max_connections_per_ip",
+            &p.max_connections_per_ip,
+            0,
+            u64::from(u32::MAX),
+            u64::from(d.max_connections_per_ip),
+        );
+        EdgeConfig {
+            path_policy,
+            trusted_proxies: crate::net::TrustedProxies::new(nets),
+            proxy_protocol,
+            header_timeout,
+            max_header_bytes,
+            max_connections_per_ip: u32::try_from(max_connections_per_ip).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// A size in bytes: a whole number, or with `KiB`/`MiB` (`KB`/`MB`, `k`,
+    /// `m` mean the same), within `min..=max`.
+    fn byte_size(&mut self, path: &str, s: &Scalar, min: usize, max: usize) -> Option<usize> {
+        let text = s.text().unwrap_or_default();
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1024,
+            "m" | "mb" | "mib" => 1024 * 1024,
+            _ => 0,
+        };
+        let n = digits
+            .parse::<usize>()
+            .ok()
+            .filter(|_| factor > 0)
+            .and_then(|n| n.checked_mul(factor));
+        match n {
+            None => {
+                self.error(
+                    path,
+                    format!("expected a size such as 32768, 32KiB or 1MiB, got {s}"),
+                );
+                None
+            }
+            Some(n) if n < min || n > max => {
+                self.error(
+                    path,
+                    format!("must be between {min} and {max} bytes, got {text:?}"),
+                );
+                None
+            }
+            Some(n) => Some(n),
         }
     }
 
@@ -1091,10 +1184,10 @@ impl Validator<'_> {
             });
 
             let match_path = child(&path, "match");
-            let (path_prefix, methods) = match &r.match_ {
+            let (path_prefix, methods, case_insensitive) = match &r.match_ {
                 None => {
                     self.missing(&match_path, "");
-                    (None, None)
+                    (None, None, false)
                 }
                 Some(m) => {
                     let pp = child(&match_path, "path_prefix");
@@ -1107,13 +1200,30 @@ impl Validator<'_> {
                             self.error(&pp, format!("{p:?} is not a path: no spaces, '?' or '#'"));
                             return false;
                         }
+                        if !crate::path::is_canonical(p) {
+                            let hint = crate::path::canonicalize(p.as_bytes(), PathPolicy::Normalize)
+                                .map(|c| format!(" (write {:?})", c.path))
+                                .unwrap_or_default();
+                            self.error(
+                                &pp,
+                                format!(
+                                    "{p:?} is not a canonical path: no '.', '..' or empty segments, ';', '\\', encoded '/' or escapes of plain characters{hint}"
+                                ),
+                            );
+                            return false;
+                        }
                         true
                     });
                     let methods = m
                         .methods
                         .as_ref()
                         .map(|list| self.methods(&child(&match_path, "methods"), list));
-                    (prefix, methods)
+                    let ci = self.flag_or(
+                        &child(&match_path, "case_insensitive"),
+                        &m.case_insensitive,
+                        false,
+                    );
+                    (prefix, methods, ci)
                 }
             };
 
@@ -1164,6 +1274,11 @@ impl Validator<'_> {
 
             let limits = self.limits(&child(&path, "limits"), r.limits.as_deref());
             let shadow = self.flag_or(&child(&path, "shadow"), &r.shadow, false);
+            let allow_method_override = self.flag_or(
+                &child(&path, "allow_method_override"),
+                &r.allow_method_override,
+                false,
+            );
 
             if let (Some(name), Some(path_prefix), Some(upstream)) = (name, path_prefix, upstream) {
                 routes.push(Route {
@@ -1176,6 +1291,8 @@ impl Validator<'_> {
                     default_plan,
                     limits,
                     shadow,
+                    case_insensitive,
+                    allow_method_override,
                 });
             }
         }
@@ -1282,6 +1399,7 @@ plans:
                 grace_period: Duration::from_secs(10),
                 keepalive_timeout: Duration::from_secs(60),
                 tls: None,
+                edge: EdgeConfig::default(),
             },
             admin: AdminConfig {
                 listen: "127.0.0.1:8081".parse().expect("addr"),
