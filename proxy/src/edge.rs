@@ -35,6 +35,20 @@ impl Refusal {
     }
 }
 
+/// The values of the header lines named `name` in a raw HTTP/1 header block
+/// (Pingora collapses repeated `Content-Length`s and drops it beside
+/// `Transfer-Encoding` before the filters run; the raw bytes still tell).
+pub fn raw_values<'a>(raw: &'a [u8], name: &str) -> Vec<&'a [u8]> {
+    raw.split(|&b| b == b'\n')
+        .skip(1)
+        .filter_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            let (n, v) = line.split_at(colon);
+            n.eq_ignore_ascii_case(name.as_bytes()).then_some(&v[1..])
+        })
+        .collect()
+}
+
 /// Request line plus header fields, counted as on the wire (`name: value\r\n`).
 pub fn header_bytes(req: &RequestHeader) -> usize {
     let line = req.method.as_str().len() + req.raw_path().len() + 12;
@@ -49,8 +63,20 @@ pub fn header_bytes(req: &RequestHeader) -> usize {
 /// `Content-Length` together with `Transfer-Encoding`, several or
 /// list-valued `Content-Length`s, a missing or repeated `Host` on HTTP/1.1.
 /// `absolute_form` requests carry their host in the target.
-pub fn check_framing(req: &RequestHeader, absolute_form: bool) -> Result<(), Refusal> {
-    let cl: Vec<_> = req.headers.get_all(CONTENT_LENGTH).iter().collect();
+pub fn check_framing(
+    req: &RequestHeader,
+    raw: Option<&[u8]>,
+    absolute_form: bool,
+) -> Result<(), Refusal> {
+    let cl: Vec<&[u8]> = match raw {
+        Some(raw) => raw_values(raw, "content-length"),
+        None => req
+            .headers
+            .get_all(CONTENT_LENGTH)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect(),
+    };
     let te = req.headers.contains_key(TRANSFER_ENCODING);
     if te && !cl.is_empty() {
         return Err(Refusal::close(answer::bad_request(
@@ -60,9 +86,8 @@ pub fn check_framing(req: &RequestHeader, absolute_form: bool) -> Result<(), Ref
     }
     if cl.len() > 1
         || cl.first().is_some_and(|v| {
-            v.to_str()
-                .map(|s| s.trim().is_empty() || !s.trim().bytes().all(|b| b.is_ascii_digit()))
-                .unwrap_or(true)
+            let v = v.trim_ascii();
+            v.is_empty() || !v.iter().all(|b| b.is_ascii_digit())
         })
     {
         return Err(Refusal::close(answer::bad_request(
@@ -99,12 +124,14 @@ pub struct Inbound {
 
 /// Size, framing and path checks, and the client address; `peer` is the TCP
 /// peer or the PROXY-protocol source.
+/// `raw` is the HTTP/1 header block as received (`None` for HTTP/2).
 pub fn inspect(
     req: &RequestHeader,
+    raw: Option<&[u8]>,
     peer: Option<std::net::IpAddr>,
     cfg: &EdgeConfig,
 ) -> Result<Inbound, Refusal> {
-    let size = header_bytes(req);
+    let size = raw.map_or_else(|| header_bytes(req), <[u8]>::len);
     if size > cfg.max_header_bytes {
         return Err(Refusal::close(answer::header_too_large(
             cfg.max_header_bytes,
@@ -112,7 +139,7 @@ pub fn inspect(
     }
     let canonical = path::canonicalize(req.raw_path(), cfg.path_policy)
         .map_err(|e| Refusal::keep(answer::bad_path(e)))?;
-    check_framing(req, canonical.authority.is_some())?;
+    check_framing(req, raw, canonical.authority.is_some())?;
     let peer = peer.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let xff: Vec<&str> = req
         .headers
@@ -191,7 +218,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            reason(inspect(&r, None, &cfg)),
+            reason(inspect(&r, None, None, &cfg)),
             (400, "content-length-and-transfer-encoding".into(), true)
         );
         for cl in [
@@ -205,26 +232,55 @@ mod tests {
             h.extend(cl.iter().map(|v| ("content-length", *v)));
             let r = req("POST", b"/a", &h);
             assert_eq!(
-                reason(inspect(&r, None, &cfg)),
+                reason(inspect(&r, None, None, &cfg)),
                 (400, "bad-content-length".into(), true),
                 "{cl:?}"
             );
         }
         let r = req("GET", b"/a", &[]);
         assert_eq!(
-            reason(inspect(&r, None, &cfg)),
+            reason(inspect(&r, None, None, &cfg)),
             (400, "missing-host".into(), true)
         );
         let r = req("GET", b"/a", &[("host", "a"), ("host", "b")]);
         assert_eq!(
-            reason(inspect(&r, None, &cfg)),
+            reason(inspect(&r, None, None, &cfg)),
             (400, "duplicate-host".into(), true)
         );
         // Absolute form brings its own host.
         let r = req("GET", b"http://api.example/a/%73", &[]);
-        let i = inspect(&r, None, &cfg).expect("absolute form");
+        let i = inspect(&r, None, None, &cfg).expect("absolute form");
         assert_eq!(i.host.as_deref(), Some("api.example"));
         assert_eq!(i.canonical.path, "/a/s");
+    }
+
+    #[test]
+    fn raw_header_block_shows_what_pingora_collapsed() {
+        let cfg = EdgeConfig::default();
+        let r = req(
+            "POST",
+            b"/a",
+            &[("host", "x"), ("transfer-encoding", "chunked")],
+        );
+        let raw = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            reason(inspect(&r, Some(raw), None, &cfg)),
+            (400, "content-length-and-transfer-encoding".into(), true)
+        );
+        let r = req("POST", b"/a", &[("host", "x"), ("content-length", "5")]);
+        let raw = b"POST /a HTTP/1.1\r\nHost: x\r\ncontent-length: 5\r\nCONTENT-LENGTH: 5\r\n\r\n";
+        assert_eq!(
+            reason(inspect(&r, Some(raw), None, &cfg)),
+            (400, "bad-content-length".into(), true)
+        );
+        let raw = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n";
+        assert_eq!(
+            reason(inspect(&r, Some(raw), None, &cfg)),
+            (400, "bad-content-length".into(), true)
+        );
+        let raw =
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-Content-Length: 1\r\n\r\n";
+        assert!(inspect(&r, Some(raw), None, &cfg).is_ok());
     }
 
     #[test]
@@ -235,17 +291,17 @@ mod tests {
         };
         let big = "a".repeat(1100);
         let r = req("GET", b"/a", &[("host", "x"), ("x-big", &big)]);
-        assert_eq!(reason(inspect(&r, None, &cfg)).0, 431);
+        assert_eq!(reason(inspect(&r, None, None, &cfg)).0, 431);
         let r = req("GET", b"/a/../b", &[("host", "x")]);
         assert_eq!(
-            reason(inspect(&r, None, &cfg)),
+            reason(inspect(&r, None, None, &cfg)),
             (400, "dot-segment".into(), false)
         );
         let cfg = EdgeConfig {
             path_policy: PathPolicy::Normalize,
             ..cfg
         };
-        let i = inspect(&r, None, &cfg).expect("normalized");
+        let i = inspect(&r, None, None, &cfg).expect("normalized");
         assert_eq!(i.canonical.path, "/b");
     }
 

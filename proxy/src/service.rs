@@ -100,7 +100,9 @@ impl Gateway {
         ctx.config = Some(cfg.clone());
         let edge_cfg = &cfg.config.proxy.edge;
         let peer = peer_ip(session);
-        let inbound = match edge::inspect(session.req_header(), peer, edge_cfg) {
+        let raw_head = session.as_http1().map(|h| h.get_headers_raw_bytes());
+        let inbound = match edge::inspect(session.req_header(), raw_head.as_deref(), peer, edge_cfg)
+        {
             Ok(i) => i,
             Err(refusal) => {
                 // The client address is still needed for logs and the

@@ -12,7 +12,6 @@
 //! `tollgate_auth_throttle_evictions_total`.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -64,9 +63,7 @@ impl AuthThrottle {
     }
 
     fn shard(&self, addr: &IpAddr) -> &Mutex<HashMap<IpAddr, Bucket>> {
-        let mut h = self.hasher.build_hasher();
-        addr.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(addr) as usize) % SHARDS]
     }
 
     /// Whether `addr` may still fail right now (a bucket of `per_second`
