@@ -10,6 +10,7 @@ pub mod duration;
 pub mod keys;
 pub mod limits;
 pub mod problem;
+pub mod redis_url;
 
 /// Milliseconds since the Unix epoch: how every timestamp is stored.
 pub fn now_ms() -> i64 {

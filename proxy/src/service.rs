@@ -11,7 +11,6 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorType;
-use pingora_limits::inflight::{Guard, Inflight};
 use pingora_limits::rate::Rate;
 use tollgate_core::config::{Auth, Target};
 use tollgate_core::keys;
@@ -21,7 +20,7 @@ use crate::answer::{self, Answer};
 use crate::auth::{self, Presented};
 use crate::headers;
 use crate::keyset::ActiveKey;
-use crate::limiter::backends::{Limiters, Verdict};
+use crate::limiter::backends::{Concurrency, InFlightHold, Limiters, Verdict};
 use crate::limiter::Subject;
 use crate::metrics::{self, outcome};
 use crate::router::{self, RouteMatch};
@@ -43,7 +42,7 @@ pub struct Ctx {
     /// Which limiter decided (`local`, `redis`, `fallback`, `allow`).
     backend: &'static str,
     target: Option<Target>,
-    _inflight: Option<Guard>,
+    _inflight: Option<InFlightHold>,
 }
 
 /// The gateway: shared state plus the in-process limiters.
@@ -52,7 +51,6 @@ pub struct Gateway {
     pub limiters: Arc<Limiters>,
     pub usage: Arc<UsageRecorder>,
     auth_failures: Rate,
-    inflight: Inflight,
 }
 
 impl Gateway {
@@ -62,7 +60,6 @@ impl Gateway {
             limiters,
             usage,
             auth_failures: Rate::new(std::time::Duration::from_secs(1)),
-            inflight: Inflight::new(),
         }
     }
 
@@ -147,11 +144,22 @@ impl Gateway {
         let applicable = state::applicable(&route, ctx.key.as_deref(), &cfg, &db);
         ctx.plan = applicable.plan.map(str::to_string);
         if let (Some(max), Some(key)) = (applicable.concurrency, &ctx.key) {
-            let (guard, in_flight) = self.inflight.incr(key.id, 1);
-            ctx._inflight = Some(guard);
-            if in_flight > i64::from(max) as isize && !route.route.shadow {
-                ctx.outcome = Some(outcome::LIMITED);
-                return Some(answer::concurrency_exceeded(max));
+            match self
+                .limiters
+                .acquire(&cfg.config.limiter, key.id, max)
+                .await
+            {
+                Concurrency::Held(hold) => ctx._inflight = Some(hold),
+                Concurrency::Full if route.route.shadow => {}
+                Concurrency::Full => {
+                    ctx.outcome = Some(outcome::LIMITED);
+                    return Some(answer::concurrency_exceeded(max));
+                }
+                Concurrency::Unavailable => {
+                    ctx.outcome = Some(outcome::UNAVAILABLE);
+                    ctx.backend = "redis";
+                    return Some(answer::limiter_unavailable());
+                }
             }
         }
 
