@@ -10,12 +10,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, tollgate, Dev};
+use common::proxy::Proxy;
+use common::{free_port, Dev};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::{JoinHandle, JoinSet};
 use tollgate_core::db::own_postgres::OwnPostgres;
@@ -125,104 +125,6 @@ async fn serve_conn(mut s: tokio::net::TcpStream, name: &'static str, hits: Arc<
         if s.write_all(resp.as_bytes()).await.is_err() {
             return;
         }
-    }
-}
-
-// --- the real binary -------------------------------------------------------------
-
-/// `tollgate proxy` as a child process, killed on drop.
-struct Proxy {
-    child: Child,
-    port: u16,
-    metrics: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Proxy {
-    /// Start on `yaml` (the sections after `proxy:`/`storage:`/`log:`);
-    /// `proxy_extra` is added to the `proxy:` section.
-    async fn start(dir: tempfile::TempDir, db_url: &str, proxy_extra: &str, yaml: &str) -> Self {
-        let (port, metrics) = (free_port(), free_port());
-        let text = format!(
-            "proxy:\n  listen: \"127.0.0.1:{port}\"\n  metrics_listen: \"127.0.0.1:{metrics}\"\n  threads: 2\n  auth_failures_per_second: 100000\n{proxy_extra}storage:\n  database_url: \"{db_url}\"\n  key_refresh: 100ms\nlog:\n  level: warn\n  access_log: false\n{yaml}"
-        );
-        let config = dir.path().join("tollgate.yaml");
-        std::fs::write(&config, &text).expect("write config");
-        let child = tollgate()
-            .arg("proxy")
-            .arg("--config")
-            .arg(&config)
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn tollgate proxy");
-        let p = Self {
-            child,
-            port,
-            metrics,
-            _dir: dir,
-        };
-        let start = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "tollgate proxy did not listen:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        p
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    async fn metrics(&self) -> String {
-        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics body")
-    }
-
-    fn signal(&self, name: &str) {
-        signal(&self.child, name);
-    }
-
-    /// Wait for the exit status, at most `limit`.
-    async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        wait_exit(&mut self.child, limit).await
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn signal(child: &Child, name: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{name}");
-}
-
-async fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return s;
-        }
-        assert!(start.elapsed() < limit, "still running after {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

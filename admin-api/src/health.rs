@@ -176,7 +176,9 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let db_fut = ping_database(&state);
     let redis_fut = async {
         match (config.limiter.backend, config.limiter.redis_url.as_deref()) {
-            (LimiterBackend::Redis, Some(url)) => Some(ping_redis(url).await),
+            (LimiterBackend::Redis, Some(url)) => {
+                Some(ping_redis(url, config.limiter.redis_ca_file.as_deref()).await)
+            }
             (LimiterBackend::Redis, None) => Some(ComponentHealth {
                 status: Status::Down,
                 kind: "redis".into(),
@@ -322,77 +324,57 @@ fn down(kind: &str, error: String) -> ComponentHealth {
     }
 }
 
-/// `redis+cluster://[user:pass@]h1:p1,h2:p2` → `redis://[user:pass@]hN:pN` each.
-fn cluster_nodes(url: &str) -> Option<Vec<String>> {
-    let rest = url.strip_prefix("redis+cluster://")?;
-    let (auth, hosts) = match rest.rsplit_once('@') {
-        Some((a, h)) => (format!("{a}@"), h),
-        None => (String::new(), rest),
-    };
-    let hosts = hosts.split('/').next().unwrap_or(hosts);
-    Some(
-        hosts
-            .split(',')
-            .filter(|h| !h.is_empty())
-            .map(|h| format!("redis://{auth}{h}"))
-            .collect(),
-    )
-}
-
-async fn ping_redis(url: &str) -> ComponentHealth {
+/// PING Redis as the proxy connects to it: the URL parsed by core's one
+/// parser, TLS with `limiter.redis_ca_file` if set. Errors never show the
+/// password.
+async fn ping_redis(url: &str, ca_file: Option<&std::path::Path>) -> ComponentHealth {
     let start = Instant::now();
-    if let Some(nodes) = cluster_nodes(url) {
-        let kind = "redis-cluster";
-        let check = async {
-            let client = redis::cluster::ClusterClient::new(nodes)?;
+    let parsed = match tollgate_core::redis_url::parse(url) {
+        Ok(p) => p,
+        Err(e) => return down("redis", e.to_string()),
+    };
+    let kind = parsed.kind();
+    let certs = match ca_file {
+        Some(path) if parsed.tls => match tokio::fs::read(path).await {
+            Ok(pem) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            }),
+            Err(e) => {
+                return down(
+                    kind,
+                    format!("limiter.redis_ca_file {}: {e}", path.display()),
+                )
+            }
+        },
+        _ => None,
+    };
+    let nodes = parsed.node_urls();
+    let check = async {
+        if parsed.cluster {
+            let mut builder = redis::cluster::ClusterClientBuilder::new(nodes);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            let client = builder.build()?;
             let mut con = client.get_async_connection().await?;
             redis::cmd("PING").query_async::<String>(&mut con).await
-        };
-        return match tokio::time::timeout(REDIS_TIMEOUT, check).await {
-            Ok(Ok(_)) => up(kind, start),
-            Ok(Err(e)) => down(kind, e.to_string()),
-            Err(_) => down(
-                kind,
-                format!("no answer within {} ms", REDIS_TIMEOUT.as_millis()),
-            ),
-        };
-    }
-    let kind = "redis";
-    let check = async {
-        let client = redis::Client::open(url)?;
-        let mut con = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut con).await
+        } else {
+            let node = nodes.into_iter().next().unwrap_or_default();
+            let client = match certs {
+                Some(certs) => redis::Client::build_with_tls(node, certs)?,
+                None => redis::Client::open(node)?,
+            };
+            let mut con = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut con).await
+        }
     };
     match tokio::time::timeout(REDIS_TIMEOUT, check).await {
         Ok(Ok(_)) => up(kind, start),
-        Ok(Err(e)) => down(kind, e.to_string()),
+        Ok(Err(e)) => down(kind, tollgate_core::redis_url::redact(&e.to_string())),
         Err(_) => down(
             kind,
             format!("no answer within {} ms", REDIS_TIMEOUT.as_millis()),
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cluster_urls_split_into_nodes() {
-        assert_eq!(
-            cluster_nodes("redis+cluster://127.0.0.1:7301,127.0.0.1:7302"),
-            Some(vec![
-                "redis://127.0.0.1:7301".to_string(),
-                "redis://127.0.0.1:7302".to_string()
-            ])
-        );
-        assert_eq!(
-            cluster_nodes("redis+cluster://:pw@h1:1,h2:2"),
-            Some(vec![
-                "redis://:pw@h1:1".to_string(),
-                "redis://:pw@h2:2".to_string()
-            ])
-        );
-        assert_eq!(cluster_nodes("redis://x:1"), None);
     }
 }

@@ -11,7 +11,6 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorType;
-use pingora_limits::inflight::{Guard, Inflight};
 use tollgate_core::config::{Auth, Target};
 use tollgate_core::keys;
 use tollgate_core::limits::Decision;
@@ -24,7 +23,7 @@ use crate::edge_metrics;
 use crate::forward::{self, Forwarding};
 use crate::headers;
 use crate::keyset::ActiveKey;
-use crate::limiter::backends::{Limiters, Verdict};
+use crate::limiter::backends::{Concurrency, InFlightHold, Limiters, Verdict};
 use crate::limiter::Subject;
 use crate::metrics::{self, outcome};
 use crate::router::{self, RouteMatch};
@@ -53,7 +52,7 @@ pub struct Ctx {
     /// Which limiter decided (`local`, `redis`, `fallback`, `allow`).
     backend: &'static str,
     target: Option<Target>,
-    _inflight: Option<Guard>,
+    _inflight: Option<InFlightHold>,
 }
 
 /// The gateway: shared state plus the in-process limiters.
@@ -62,7 +61,6 @@ pub struct Gateway {
     pub limiters: Arc<Limiters>,
     pub usage: Arc<UsageRecorder>,
     auth_failures: AuthThrottle,
-    inflight: Inflight,
 }
 
 impl Gateway {
@@ -72,7 +70,6 @@ impl Gateway {
             limiters,
             usage,
             auth_failures: AuthThrottle::default(),
-            inflight: Inflight::new(),
         }
     }
 
@@ -195,11 +192,22 @@ impl Gateway {
         let applicable = state::applicable(&route, ctx.key.as_deref(), &cfg, &db);
         ctx.plan = applicable.plan.map(str::to_string);
         if let (Some(max), Some(key)) = (applicable.concurrency, &ctx.key) {
-            let (guard, in_flight) = self.inflight.incr(key.id, 1);
-            ctx._inflight = Some(guard);
-            if in_flight > i64::from(max) as isize && !route.route.shadow {
-                ctx.outcome = Some(outcome::LIMITED);
-                return Some(answer::concurrency_exceeded(max));
+            match self
+                .limiters
+                .acquire(&cfg.config.limiter, key.id, max)
+                .await
+            {
+                Concurrency::Held(hold) => ctx._inflight = Some(hold),
+                Concurrency::Full if route.route.shadow => {}
+                Concurrency::Full => {
+                    ctx.outcome = Some(outcome::LIMITED);
+                    return Some(answer::concurrency_exceeded(max));
+                }
+                Concurrency::Unavailable => {
+                    ctx.outcome = Some(outcome::UNAVAILABLE);
+                    ctx.backend = "redis";
+                    return Some(answer::limiter_unavailable());
+                }
             }
         }
 

@@ -124,9 +124,16 @@ pub enum OnRedisError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimiterConfig {
     pub backend: LimiterBackend,
+    /// Checked by [`crate::redis_url::parse`]; parse it again to use it.
     pub redis_url: Option<String>,
     pub redis_timeout: Duration,
     pub on_redis_error: OnRedisError,
+    /// PEM file of the CA certificates trusted for `rediss://` instead of
+    /// the system roots.
+    pub redis_ca_file: Option<PathBuf>,
+    /// With the Redis backend: how long a proxy's concurrency hold outlives
+    /// the proxy (renewed every third of it while its request runs).
+    pub concurrency_lease: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -210,13 +210,15 @@ pub struct RawStorage {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of limiter settings (backend, redis_url, redis_timeout, on_redis_error)"
+    expecting = "a mapping of limiter settings (backend, redis_url, redis_timeout, on_redis_error, redis_ca_file, concurrency_lease)"
 )]
 pub struct RawLimiter {
     pub backend: Option<Scalar>,
     pub redis_url: Option<Scalar>,
     pub redis_timeout: Option<Scalar>,
     pub on_redis_error: Option<Scalar>,
+    pub redis_ca_file: Option<Scalar>,
+    pub concurrency_lease: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]

@@ -47,6 +47,7 @@ pub const DEFAULT_JWT_SECRET_ENV: &str = "TOLLGATE_JWT_SECRET";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://tollgate.db";
 pub const DEFAULT_KEY_REFRESH: Duration = Duration::from_millis(500);
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(20);
+pub const DEFAULT_CONCURRENCY_LEASE: Duration = Duration::from_secs(10);
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_RETENTION_DAYS: u64 = 30;
@@ -815,23 +816,28 @@ impl Validator<'_> {
             LimiterBackend::Local,
         );
         let redis_url = self.text(&l.redis_url);
-        match &redis_url {
-            Some(url)
-                if !(url.starts_with("redis://")
-                    || url.starts_with("rediss://")
-                    || url.starts_with("redis+cluster://")) =>
-            {
-                self.error(
-                    "limiter.redis_url",
-                    format!(
-                        "unsupported Redis URL {url:?}: expected redis://…, rediss://… (TLS) or redis+cluster://… (Redis Cluster)"
-                    ),
-                );
-            }
+        let parsed = match &redis_url {
+            Some(url) => match crate::redis_url::parse(url) {
+                Ok(parsed) => Some(parsed),
+                Err(e) => {
+                    self.error("limiter.redis_url", e);
+                    None
+                }
+            },
             None if backend == LimiterBackend::Redis => {
                 self.missing("limiter.redis_url", " (required when backend is redis)");
+                None
             }
-            _ => {}
+            None => None,
+        };
+        let redis_ca_file = given(&l.redis_ca_file)
+            .and_then(|_| self.non_empty("limiter.redis_ca_file", &l.redis_ca_file))
+            .map(PathBuf::from);
+        if redis_ca_file.is_some() && parsed.as_ref().is_some_and(|u| !u.tls) {
+            self.error(
+                "limiter.redis_ca_file",
+                "applies to rediss:// (TLS) URLs only, and redis_url is not one",
+            );
         }
         let redis_timeout = self.duration_or(
             "limiter.redis_timeout",
@@ -849,11 +855,19 @@ impl Validator<'_> {
             ],
             OnRedisError::Local,
         );
+        let concurrency_lease = self.duration_or(
+            "limiter.concurrency_lease",
+            &l.concurrency_lease,
+            Duration::from_millis(300),
+            DEFAULT_CONCURRENCY_LEASE,
+        );
         LimiterConfig {
             backend,
             redis_url,
             redis_timeout,
             on_redis_error,
+            redis_ca_file,
+            concurrency_lease,
         }
     }
 
@@ -1414,6 +1428,8 @@ plans:
                 redis_url: None,
                 redis_timeout: Duration::from_millis(20),
                 on_redis_error: OnRedisError::Local,
+                redis_ca_file: None,
+                concurrency_lease: DEFAULT_CONCURRENCY_LEASE,
             },
             log: LogConfig {
                 level: "info".into(),
@@ -1745,7 +1761,12 @@ upstreams2: ~
             ("admin:\n  jwt_secret_env: \"s3cr3t!\"\n", 2, 19, "not an environment variable name"),
             ("limiter:\n  backend: memcached\n", 2, 12, "limiter.backend: expected local or redis, got \"memcached\""),
             ("limiter:\n  backend: redis\n", 2, 3, "limiter.redis_url: missing required field (required when backend is redis)"),
-            ("limiter:\n  backend: redis\n  redis_url: \"http://r:6379\"\n", 3, 14, "unsupported Redis URL"),
+            ("limiter:\n  backend: redis\n  redis_url: \"http://r:6379\"\n", 3, 14, "unsupported scheme"),
+            ("limiter:\n  backend: redis\n  redis_url: \"redis://u:hunter2@a:1,b:2\"\n", 3, 14, "several hosts: use redis+cluster:// (or rediss+cluster://) for Redis Cluster in Redis URL \"redis://***@a:1,b:2\""),
+            ("limiter:\n  backend: redis\n  redis_url: \"rediss://h:1#insecure\"\n", 3, 14, "query strings and fragments are not supported"),
+            ("limiter:\n  backend: redis\n  redis_url: \"redis://h:1\"\n  redis_ca_file: ca.pem\n", 4, 18, "applies to rediss:// (TLS) URLs only"),
+            ("limiter:\n  redis_ca_file: \"\"\n", 2, 18, "must not be empty"),
+            ("limiter:\n  concurrency_lease: 10ms\n", 2, 22, "limiter.concurrency_lease: must be at least 300ms"),
             ("limiter:\n  on_redis_error: ignore\n", 2, 19, "expected local, allow or deny"),
             ("log:\n  level: verbose\n", 2, 10, "log.level: expected trace, debug, info, warn or error"),
             ("log:\n  format: xml\n", 2, 11, "log.format: expected text or json"),
