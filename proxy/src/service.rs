@@ -40,6 +40,8 @@ pub struct Ctx {
     key_from_bearer: bool,
     decision: Option<Decision>,
     outcome: Option<&'static str>,
+    /// Why the proxy answered itself (`Answer::reason`), for usage.
+    refusal: String,
     /// Which limiter decided (`local`, `redis`, `fallback`, `allow`).
     backend: &'static str,
     target: Option<Target>,
@@ -145,6 +147,11 @@ impl Gateway {
         };
 
         let applicable = state::applicable(&route, ctx.key.as_deref(), &cfg, &db);
+        if let (Some(plan), Some(key)) = (applicable.unknown_plan, &ctx.key) {
+            self.state.note_unknown_plan(key.id, plan);
+            ctx.outcome = Some(outcome::FORBIDDEN);
+            return Some(answer::unknown_plan());
+        }
         ctx.plan = applicable.plan.map(str::to_string);
         if let (Some(max), Some(key)) = (applicable.concurrency, &ctx.key) {
             let (guard, in_flight) = self.inflight.incr(key.id, 1);
@@ -233,6 +240,7 @@ impl ProxyHttp for Gateway {
             key_from_bearer: false,
             decision: None,
             outcome: None,
+            refusal: String::new(),
             backend: "none",
             target: None,
             _inflight: None,
@@ -246,7 +254,10 @@ impl ProxyHttp for Gateway {
         let secs = keepalive.as_secs() + u64::from(keepalive.subsec_nanos() > 0);
         session.set_keepalive(Some(secs.max(1)));
         match self.decide(session, ctx).await {
-            Some(a) => self.respond(session, ctx, a).await,
+            Some(mut a) => {
+                ctx.refusal = std::mem::take(&mut a.reason);
+                self.respond(session, ctx, a).await
+            }
             None => Ok(false),
         }
     }
@@ -431,6 +442,7 @@ impl ProxyHttp for Gateway {
                     .as_ref()
                     .map(|d| d.violated_names().iter().map(|s| s.to_string()).collect())
                     .unwrap_or_default(),
+                reason: std::mem::take(&mut ctx.refusal),
                 latency_us: elapsed.as_micros() as u64,
             });
         }
