@@ -12,11 +12,15 @@ pub struct Answer {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// Why, as usage records it: the problem type (`missing-api-key`), for
+    /// invalid keys with the key's state (`invalid-api-key:disabled`).
+    pub reason: String,
 }
 
 impl Answer {
     fn problem(p: Problem) -> Self {
         Self {
+            reason: p.kind().to_string(),
             status: p.status,
             headers: vec![("Content-Type", problem::CONTENT_TYPE.to_string())],
             body: p.to_json(),
@@ -102,10 +106,21 @@ pub fn missing_key(key_header: &str) -> Answer {
 
 /// `reason` is one of `malformed`, `unknown`, `disabled`, `expired`.
 pub fn forbidden_key(reason: &str) -> Answer {
-    Answer::problem(
+    let mut a = Answer::problem(
         Problem::new("invalid-api-key", "Forbidden", 403)
             .detail(format!("the API key is {reason}"))
             .with("reason", reason),
+    );
+    a.reason = format!("invalid-api-key:{reason}");
+    a
+}
+
+/// The key is valid but names a plan that exists nowhere: fail closed
+/// rather than guess its limits. The plan's name is not disclosed.
+pub fn unknown_plan() -> Answer {
+    Answer::problem(
+        Problem::new("unknown-plan", "Forbidden", 403)
+            .detail("this API key's plan is not configured; ask the API's operator to fix the key"),
     )
 }
 
@@ -239,6 +254,7 @@ mod tests {
             method_not_allowed("PUT", &["GET".into()]),
             missing_key("x-api-key"),
             forbidden_key("disabled"),
+            unknown_plan(),
             auth_throttled(1),
             concurrency_exceeded(2),
             limiter_unavailable(),

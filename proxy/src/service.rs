@@ -49,6 +49,8 @@ pub struct Ctx {
     key_from_bearer: bool,
     decision: Option<Decision>,
     outcome: Option<&'static str>,
+    /// Why the proxy answered itself (`Answer::reason`), for usage.
+    refusal: String,
     /// Which limiter decided (`local`, `redis`, `fallback`, `allow`).
     backend: &'static str,
     target: Option<Target>,
@@ -190,6 +192,11 @@ impl Gateway {
         };
 
         let applicable = state::applicable(&route, ctx.key.as_deref(), &cfg, &db);
+        if let (Some(plan), Some(key)) = (applicable.unknown_plan, &ctx.key) {
+            self.state.note_unknown_plan(key.id, plan);
+            ctx.outcome = Some(outcome::FORBIDDEN);
+            return Some(answer::unknown_plan());
+        }
         ctx.plan = applicable.plan.map(str::to_string);
         if let (Some(max), Some(key)) = (applicable.concurrency, &ctx.key) {
             match self
@@ -293,6 +300,7 @@ impl ProxyHttp for Gateway {
             key_from_bearer: false,
             decision: None,
             outcome: None,
+            refusal: String::new(),
             backend: "none",
             target: None,
             _inflight: None,
@@ -313,14 +321,13 @@ impl ProxyHttp for Gateway {
         let secs = keepalive.as_secs() + u64::from(keepalive.subsec_nanos() > 0);
         session.set_keepalive(Some(secs.max(1)));
         match self.decide(session, ctx).await {
-            Some(a) => {
+            Some(mut a) => {
+                ctx.refusal = std::mem::take(&mut a.reason);
                 if ctx.close {
                     session.set_keepalive(None);
-                    let a = a.with_header("Connection", "close".to_string());
-                    self.respond(session, ctx, a).await
-                } else {
-                    self.respond(session, ctx, a).await
+                    a = a.with_header("Connection", "close".to_string());
                 }
+                self.respond(session, ctx, a).await
             }
             None => Ok(false),
         }
@@ -526,6 +533,7 @@ impl ProxyHttp for Gateway {
                     .as_ref()
                     .map(|d| d.violated_names().iter().map(|s| s.to_string()).collect())
                     .unwrap_or_default(),
+                reason: std::mem::take(&mut ctx.refusal),
                 latency_us: elapsed.as_micros() as u64,
             });
         }

@@ -153,6 +153,8 @@ pub struct LogConfig {
 pub struct UsageConfig {
     pub flush_interval: Duration,
     pub retention_days: u32,
+    /// Days the `violations` and `violation_aggregates` tables are kept.
+    pub violation_retention_days: u32,
     /// Maximum number of aggregated rows held while the database is unreachable.
     pub buffer_rows: usize,
 }
@@ -176,6 +178,8 @@ pub struct Upstream {
     pub preserve_host: bool,
     /// How `https://` targets are verified.
     pub tls: UpstreamTls,
+    /// How often host names among the targets are resolved again.
+    pub resolve_interval: Duration,
 }
 
 /// TLS towards an upstream's `https://` targets.

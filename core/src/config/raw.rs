@@ -235,11 +235,12 @@ pub struct RawLog {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of usage settings (flush_interval, retention_days, buffer_rows)"
+    expecting = "a mapping of usage settings (flush_interval, retention_days, violation_retention_days, buffer_rows)"
 )]
 pub struct RawUsage {
     pub flush_interval: Option<Scalar>,
     pub retention_days: Option<Scalar>,
+    pub violation_retention_days: Option<Scalar>,
     pub buffer_rows: Option<Scalar>,
 }
 
@@ -270,10 +271,11 @@ pub struct RawLimit {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "an upstream: a mapping with targets, health_check, timeouts, preserve_host and tls"
+    expecting = "an upstream: a mapping with targets, health_check, timeouts, preserve_host, tls and resolve_interval"
 )]
 pub struct RawUpstream {
     pub targets: Option<Vec<Scalar>>,
+    pub resolve_interval: Option<Scalar>,
     pub health_check: Option<RawHealthCheck>,
     pub timeouts: Option<RawTimeouts>,
     pub preserve_host: Option<Scalar>,

@@ -52,6 +52,9 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_RETENTION_DAYS: u64 = 30;
 pub const DEFAULT_BUFFER_ROWS: u64 = 100_000;
+pub const DEFAULT_VIOLATION_RETENTION_DAYS: u64 = 7;
+/// `upstreams.*.resolve_interval`: how often target host names are resolved again.
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 /// `health_check.interval` when a health check gives only its path.
 pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -904,6 +907,13 @@ impl Validator<'_> {
             u64::from(u32::MAX),
             DEFAULT_RETENTION_DAYS,
         );
+        let violation_retention_days = self.number_or(
+            "usage.violation_retention_days",
+            &u.violation_retention_days,
+            1,
+            u64::from(u32::MAX),
+            DEFAULT_VIOLATION_RETENTION_DAYS,
+        );
         let buffer_rows = self.number_or(
             "usage.buffer_rows",
             &u.buffer_rows,
@@ -914,6 +924,7 @@ impl Validator<'_> {
         UsageConfig {
             flush_interval,
             retention_days: u32::try_from(retention_days).unwrap_or(u32::MAX),
+            violation_retention_days: u32::try_from(violation_retention_days).unwrap_or(u32::MAX),
             buffer_rows: usize::try_from(buffer_rows).unwrap_or(usize::MAX),
         }
     }
@@ -1123,6 +1134,12 @@ impl Validator<'_> {
             };
             let preserve_host =
                 self.flag_or(&child(&path, "preserve_host"), &u.preserve_host, false);
+            let resolve_interval = self.duration_or(
+                &child(&path, "resolve_interval"),
+                &u.resolve_interval,
+                Duration::from_secs(1),
+                DEFAULT_RESOLVE_INTERVAL,
+            );
             let tls = match &u.tls {
                 None => UpstreamTls::default(),
                 Some(t) => {
@@ -1172,6 +1189,7 @@ impl Validator<'_> {
                         timeouts,
                         preserve_host,
                         tls,
+                        resolve_interval,
                     },
                 );
             }
@@ -1439,6 +1457,7 @@ plans:
             usage: UsageConfig {
                 flush_interval: Duration::from_secs(5),
                 retention_days: 30,
+                violation_retention_days: 7,
                 buffer_rows: 100_000,
             },
             plans: BTreeMap::new(),
