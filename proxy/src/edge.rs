@@ -18,19 +18,23 @@ use crate::answer::{self, Answer};
 pub struct Refusal {
     pub answer: Answer,
     pub close: bool,
+    /// The `reason` label of `tollgate_edge_refused_total`.
+    pub reason: &'static str,
 }
 
 impl Refusal {
-    fn keep(answer: Answer) -> Self {
+    fn keep(reason: &'static str, answer: Answer) -> Self {
         Self {
             answer,
             close: false,
+            reason,
         }
     }
-    fn close(answer: Answer) -> Self {
+    fn close(reason: &'static str, answer: Answer) -> Self {
         Self {
             answer,
             close: true,
+            reason,
         }
     }
 }
@@ -79,10 +83,13 @@ pub fn check_framing(
     };
     let te = req.headers.contains_key(TRANSFER_ENCODING);
     if te && !cl.is_empty() {
-        return Err(Refusal::close(answer::bad_request(
+        return Err(Refusal::close(
             "content-length-and-transfer-encoding",
-            "a request may not carry both Content-Length and Transfer-Encoding",
-        )));
+            answer::bad_request(
+                "content-length-and-transfer-encoding",
+                "a request may not carry both Content-Length and Transfer-Encoding",
+            ),
+        ));
     }
     if cl.len() > 1
         || cl.first().is_some_and(|v| {
@@ -90,24 +97,30 @@ pub fn check_framing(
             v.is_empty() || !v.iter().all(|b| b.is_ascii_digit())
         })
     {
-        return Err(Refusal::close(answer::bad_request(
+        return Err(Refusal::close(
             "bad-content-length",
-            "Content-Length must be given once, as one number",
-        )));
+            answer::bad_request(
+                "bad-content-length",
+                "Content-Length must be given once, as one number",
+            ),
+        ));
     }
     if req.version == Version::HTTP_11 || req.version == Version::HTTP_10 {
         let hosts = req.headers.get_all(HOST).iter().count();
         if hosts > 1 {
-            return Err(Refusal::close(answer::bad_request(
+            return Err(Refusal::close(
                 "duplicate-host",
-                "a request may carry one Host header only",
-            )));
+                answer::bad_request("duplicate-host", "a request may carry one Host header only"),
+            ));
         }
         if hosts == 0 && req.version == Version::HTTP_11 && !absolute_form {
-            return Err(Refusal::close(answer::bad_request(
+            return Err(Refusal::close(
                 "missing-host",
-                "an HTTP/1.1 request must carry a Host header",
-            )));
+                answer::bad_request(
+                    "missing-host",
+                    "an HTTP/1.1 request must carry a Host header",
+                ),
+            ));
         }
     }
     Ok(())
@@ -133,12 +146,13 @@ pub fn inspect(
 ) -> Result<Inbound, Refusal> {
     let size = raw.map_or_else(|| header_bytes(req), <[u8]>::len);
     if size > cfg.max_header_bytes {
-        return Err(Refusal::close(answer::header_too_large(
-            cfg.max_header_bytes,
-        )));
+        return Err(Refusal::close(
+            "header-too-large",
+            answer::header_too_large(cfg.max_header_bytes),
+        ));
     }
     let canonical = path::canonicalize(req.raw_path(), cfg.path_policy)
-        .map_err(|e| Refusal::keep(answer::bad_path(e)))?;
+        .map_err(|e| Refusal::keep(e.reason(), answer::bad_path(e)))?;
     check_framing(req, raw, canonical.authority.is_some())?;
     let peer = peer.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let xff: Vec<&str> = req

@@ -49,14 +49,20 @@ const SET_BY_PROXY: [&str; 5] = [
 /// The proxy's own prefix.
 const OWN_PREFIX: &str = "x-tollgate-";
 
-/// A header name as a CGI gateway sees it: lower case, `_` as `-`.
-fn cgi(name: &str) -> String {
-    name.chars()
-        .map(|c| match c {
-            '_' => '-',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect()
+/// A header name as a CGI gateway sees it: lower case, `_` as `-`. Names
+/// from the parser are already lower case, so most need no copy.
+fn cgi(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+        name.chars()
+            .map(|c| match c {
+                '_' => '-',
+                c => c.to_ascii_lowercase(),
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        name.into()
+    }
 }
 
 /// Whether an `Authorization` value carries a Tollgate key as a bearer token.
@@ -94,12 +100,13 @@ pub fn to_remove(req: &RequestHeader, f: &Forwarding<'_>) -> Vec<HeaderName> {
     let mut out: Vec<HeaderName> = Vec::new();
     for (name, value) in req.headers.iter() {
         let n = cgi(name.as_str());
+        let n = n.as_ref();
         let drop = n == key
             || n.starts_with(OWN_PREFIX)
-            || SET_BY_PROXY.contains(&n.as_str())
-            || PATH_OVERRIDE_HEADERS.contains(&n.as_str())
-            || (!f.allow_method_override && METHOD_OVERRIDE_HEADERS.contains(&n.as_str()))
-            || (!f.client.peer_trusted && CLIENT_ADDRESS_HEADERS.contains(&n.as_str()))
+            || SET_BY_PROXY.contains(&n)
+            || PATH_OVERRIDE_HEADERS.contains(&n)
+            || (!f.allow_method_override && METHOD_OVERRIDE_HEADERS.contains(&n))
+            || (!f.client.peer_trusted && CLIENT_ADDRESS_HEADERS.contains(&n))
             || (n == "authorization" && (f.key_from_bearer || is_bearer_key(value.as_bytes())));
         if drop && !out.contains(name) {
             out.push(name.clone());

@@ -104,13 +104,9 @@ impl Gateway {
         {
             Ok(i) => i,
             Err(refusal) => {
-                // The client address is still needed for logs and the
-                // request id: resolve it from what can be read.
-                let reason = serde_json::from_slice::<serde_json::Value>(&refusal.answer.body)
-                    .ok()
-                    .and_then(|v| v["reason"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| "header-too-large".to_string());
-                edge_metrics::REFUSED.with_label_values(&[&reason]).inc();
+                edge_metrics::REFUSED
+                    .with_label_values(&[refusal.reason])
+                    .inc();
                 ctx.outcome = Some(edge_metrics::BAD_REQUEST);
                 ctx.close = refusal.close;
                 return Some(refusal.answer);

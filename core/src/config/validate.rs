@@ -1393,6 +1393,91 @@ plans:
     }
 
     #[test]
+    fn edge_settings_have_defaults_and_parse() {
+        let c = ok("");
+        assert_eq!(c.proxy.edge, EdgeConfig::default());
+        assert_eq!(c.proxy.edge.max_header_bytes, 32 * 1024);
+        let c = ok("proxy:\n  path_policy: normalize\n  trusted_proxies: [10.0.0.0/8, \"::1\", 192.0.2.7]\n  proxy_protocol: true\n  header_timeout: 2s\n  max_header_bytes: 64KiB\n  max_connections_per_ip: 0\n");
+        let e = &c.proxy.edge;
+        assert_eq!(e.path_policy, PathPolicy::Normalize);
+        assert_eq!(e.trusted_proxies.nets().len(), 3);
+        assert!(e.trusted_proxies.contains("10.1.2.3".parse().expect("ip")));
+        assert!(e.proxy_protocol);
+        assert_eq!(e.header_timeout, Duration::from_secs(2));
+        assert_eq!(e.max_header_bytes, 64 * 1024);
+        assert_eq!(e.max_connections_per_ip, 0);
+        assert_eq!(
+            ok("proxy: { max_header_bytes: 4096 }")
+                .proxy
+                .edge
+                .max_header_bytes,
+            4096
+        );
+    }
+
+    #[test]
+    fn hostile_edge_settings_are_refused_at_their_position() {
+        for (src, needle) in [
+            (
+                "proxy:\n  path_policy: lenient\n",
+                "expected reject or normalize",
+            ),
+            (
+                "proxy:\n  trusted_proxies: [10.0.0.0/33]\n",
+                "invalid network",
+            ),
+            (
+                "proxy:\n  trusted_proxies: [evil.example]\n",
+                "invalid network",
+            ),
+            ("proxy:\n  trusted_proxies: [~]\n", "got null"),
+            ("proxy:\n  trusted_proxies: 10.0.0.0/8\n", ""),
+            ("proxy:\n  proxy_protocol: yes please\n", "true or false"),
+            ("proxy:\n  header_timeout: 0s\n", "at least"),
+            ("proxy:\n  max_header_bytes: 10\n", "between"),
+            ("proxy:\n  max_header_bytes: 2MiB\n", "between"),
+            (
+                "proxy:\n  max_header_bytes: 32 parsecs\n",
+                "expected a size",
+            ),
+            (
+                "proxy:\n  max_header_bytes: 99999999999999999999KiB\n",
+                "expected a size",
+            ),
+            ("proxy:\n  max_connections_per_ip: -1\n", "at least 0"),
+        ] {
+            let errs = errors(src);
+            assert!(
+                errs.iter()
+                    .any(|e| e.message.contains(needle) && e.line >= 1),
+                "{src}: {errs:?}"
+            );
+        }
+        for prefix in [
+            "/a/../b", "/a//b", "/a/./b", "/%7euser", "/a;b", "/a%2fb", "/a\\\\b",
+        ] {
+            let src = format!(
+                "{BASE}routes:\n  - {{ name: r, match: {{ path_prefix: \"{prefix}\" }}, upstream: demo }}\n"
+            );
+            let errs = errors(&src);
+            assert!(
+                errs.iter()
+                    .any(|e| e.message.contains("not a canonical path") && e.line == 6),
+                "{prefix}: {errs:?}"
+            );
+        }
+        let src = format!(
+            "{BASE}routes:\n  - {{ name: r, match: {{ path_prefix: /a, case_insensitive: maybe }}, upstream: demo, allow_method_override: 1 }}\n"
+        );
+        let errs = errors(&src);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        let c = ok(&format!(
+            "{BASE}routes:\n  - {{ name: r, match: {{ path_prefix: /A, case_insensitive: true }}, upstream: demo, allow_method_override: true }}\n"
+        ));
+        assert!(c.routes[0].case_insensitive && c.routes[0].allow_method_override);
+    }
+
+    #[test]
     fn shipped_configs_validate() {
         let quick = ok(QUICK_START);
         assert_eq!(quick.routes.len(), 4);
