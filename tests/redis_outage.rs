@@ -31,18 +31,23 @@ async fn upstream() -> u16 {
     port
 }
 
-fn yaml(redis_url: &str, upstream: u16) -> String {
+fn yaml(redis_url: &str, upstream: u16, concurrency: u32) -> String {
     format!(
         r#"limiter:
   backend: redis
   redis_url: "{redis_url}"
   redis_timeout: 20ms
   on_redis_error: local
+  concurrency_lease: 1s
 plans:
-  p: {{ limits: [ {{ name: s, rate: 1000000, per: 1s }} ], concurrency: 1000 }}
+  p: {{ limits: [ {{ name: s, rate: 1000000, per: 1s }} ], concurrency: {concurrency} }}
 upstreams:
   demo: {{ targets: ["127.0.0.1:{upstream}"] }}
 routes:
+  - name: slow
+    match: {{ path_prefix: /slow }}
+    upstream: demo
+    default_plan: p
   - name: users
     match: {{ path_prefix: /api/users }}
     upstream: demo
@@ -60,6 +65,10 @@ struct Setup {
 }
 
 async fn setup() -> Option<Setup> {
+    setup_with(1000).await
+}
+
+async fn setup_with(concurrency: u32) -> Option<Setup> {
     let redis = OwnRedis::start()?;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
@@ -70,7 +79,7 @@ async fn setup() -> Option<Setup> {
         })
         .await
         .expect("key");
-    let y = yaml(&redis.url(), upstream().await);
+    let y = yaml(&redis.url(), upstream().await, concurrency);
     let mut proxies = Vec::new();
     for _ in 0..2 {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -213,4 +222,57 @@ async fn redis_paused_under_load_delays_no_request() {
     )
     .await;
     check("CLIENT PAUSE", &all);
+}
+
+/// Concurrency 3 across both proxies: three long requests through proxy 0
+/// hold every slot (renewed past the 1 s lease), so proxy 1 refuses; proxy
+/// 0 killed (SIGKILL: it releases nothing), its holds expire with the lease
+/// and proxy 1 admits again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_proxys_concurrency_holds_expire_with_the_lease() {
+    let Some(s) = setup_with(3).await else { return };
+    let client = reqwest::Client::new();
+    let get = |p: usize, path: &str| {
+        client
+            .get(s.proxies[p].url(path))
+            .header("x-api-key", &s.key)
+            .timeout(Duration::from_secs(10))
+            .send()
+    };
+    let long: Vec<_> = (0..3).map(|_| tokio::spawn(get(0, "/slow/6000"))).collect();
+    // All three admitted and holding (polled: the box may be slow).
+    let start = Instant::now();
+    loop {
+        let status = get(1, "/api/users").await.map(|r| r.status().as_u16());
+        if status.as_ref().is_ok_and(|s| *s == 429) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "never full: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Still held after twice the lease: renewed while the requests run.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = get(1, "/api/users").await.map(|r| r.status().as_u16());
+    assert!(status.as_ref().is_ok_and(|s| *s == 429), "{status:?}");
+
+    s.proxies[0].signal("KILL");
+    for t in long {
+        let _ = t.await;
+    }
+    let killed = Instant::now();
+    loop {
+        let status = get(1, "/api/users").await.map(|r| r.status().as_u16());
+        if status.as_ref().is_ok_and(|s| *s == 200) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "holds of the killed proxy never expired: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("slots back {:?} after the kill", killed.elapsed());
 }
