@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::redis::service_url;
+use common::redis::OwnRedis;
 use common::{Store, TestProxy};
 use tollgate_core::db::NewApiKey;
 
@@ -102,10 +102,11 @@ async fn local_concurrency_is_exact_per_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_concurrency_is_global_across_two_proxies() {
-    let Some(url) = service_url("TOLLGATE_TEST_REDIS_URL") else {
+    // Its own Redis: key ids of fresh databases repeat across tests.
+    let Some(redis) = OwnRedis::start() else {
         return;
     };
-    let y = yaml(&redis_limiter(&url, "10s"));
+    let y = yaml(&redis_limiter(&redis.url(), "10s"));
     let a = TestProxy::start(&y, Store::Sqlite).await.expect("sqlite");
     let b = a.start_sharing(&y).await;
     let k = key(&a, "global").await;
