@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+/// The throw-away `redis-server`s of the proxy tests, shared.
+#[path = "../../proxy/tests/common/redis.rs"]
+pub mod redis;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;

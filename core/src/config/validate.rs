@@ -779,11 +779,16 @@ impl Validator<'_> {
     fn storage(&mut self, s: &RawStorage) -> StorageConfig {
         let database_url = match self.text(&s.database_url) {
             None => DEFAULT_DATABASE_URL.to_string(),
-            Some(url)
-                if url.starts_with("sqlite:")
-                    || url.starts_with("postgres://")
-                    || url.starts_with("postgresql://") =>
-            {
+            Some(url) if url.starts_with("sqlite:") => url,
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                // As the driver will read it: sslmode, sslrootcert, … are
+                // checked here, not at the first connection.
+                if let Err(e) = url.parse::<sqlx::postgres::PgConnectOptions>() {
+                    self.error(
+                        "storage.database_url",
+                        format!("invalid PostgreSQL URL: {e}"),
+                    );
+                }
                 url
             }
             Some(url) => {
@@ -1870,6 +1875,7 @@ upstreams2: ~
             ("limiter:\n  backend: redis\n  redis_url: \"rediss://h:1#insecure\"\n", 3, 14, "query strings and fragments are not supported"),
             ("limiter:\n  backend: redis\n  redis_url: \"redis://h:1\"\n  redis_ca_file: ca.pem\n", 4, 18, "applies to rediss:// (TLS) URLs only"),
             ("limiter:\n  redis_ca_file: \"\"\n", 2, 18, "must not be empty"),
+            ("storage:\n  database_url: \"postgres://u:p@h/db?sslmode=sometimes\"\n", 2, 17, "storage.database_url: invalid PostgreSQL URL"),
             ("limiter:\n  concurrency_lease: 10ms\n", 2, 22, "limiter.concurrency_lease: must be at least 300ms"),
             ("limiter:\n  on_redis_error: ignore\n", 2, 19, "expected local, allow or deny"),
             ("log:\n  level: verbose\n", 2, 10, "log.level: expected trace, debug, info, warn or error"),
