@@ -588,19 +588,21 @@ fn the_admin_role_reloads_its_config_like_the_proxy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ports = Ports::new();
     let config = write_config(dir.path(), &ports, &[]);
-    let mut child = tollgate()
-        .arg("admin")
-        .arg("--config")
-        .arg(&config)
-        .env("TOLLGATE_ADMIN_PASSWORD", "admin-pass-123")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("spawn admin");
+    let _admin = KillOnDrop(
+        tollgate()
+            .arg("admin")
+            .arg("--config")
+            .arg(&config)
+            .env("TOLLGATE_ADMIN_PASSWORD", "admin-pass-123")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn admin"),
+    );
     let base = format!("http://127.0.0.1:{}", ports.admin);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let result = rt.block_on(async {
+    rt.block_on(async {
         let client = reqwest::Client::new();
         let start = Instant::now();
         let token = loop {
@@ -660,7 +662,14 @@ fn the_admin_role_reloads_its_config_like_the_proxy() {
         tokio::time::sleep(Duration::from_millis(2_500)).await;
         assert!(plans().await.contains(&"gold".to_string()));
     });
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+}
+
+/// A child process killed when the test ends, even by a failed assertion.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
