@@ -10,6 +10,8 @@ pub struct Proxy {
     pub child: Child,
     pub port: u16,
     pub metrics: u16,
+    /// The config file it runs (and reloads).
+    pub config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -22,6 +24,17 @@ impl Proxy {
         proxy_extra: &str,
         yaml: &str,
     ) -> Self {
+        Self::start_env(dir, db_url, proxy_extra, yaml, &[]).await
+    }
+
+    /// [`Proxy::start`] with extra environment variables.
+    pub async fn start_env(
+        dir: tempfile::TempDir,
+        db_url: &str,
+        proxy_extra: &str,
+        yaml: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let (port, metrics) = (free_port(), free_port());
         let text = format!(
             "proxy:\n  listen: \"127.0.0.1:{port}\"\n  metrics_listen: \"127.0.0.1:{metrics}\"\n  threads: 2\n  auth_failures_per_second: 100000\n{proxy_extra}storage:\n  database_url: \"{db_url}\"\n  key_refresh: 100ms\nlog:\n  level: warn\n  access_log: false\n{yaml}"
@@ -33,6 +46,7 @@ impl Proxy {
             .arg("--config")
             .arg(&config)
             .current_dir(dir.path())
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -41,6 +55,7 @@ impl Proxy {
             child,
             port,
             metrics,
+            config,
             _dir: dir,
         };
         let start = Instant::now();

@@ -291,4 +291,67 @@ mod tests {
         assert_eq!(w.poll(t), WatchEvent::Readable);
         assert_eq!(w.poll(t), WatchEvent::Changed("b".into()));
     }
+
+    #[test]
+    fn new_settings_refuse_hostile_values() {
+        let c = parse("routes: []\n", "t").expect("defaults");
+        assert_eq!(c.usage.violation_retention_days, 7);
+        for (src, want) in [
+            (
+                "usage: { violation_retention_days: 0 }\n",
+                "usage.violation_retention_days",
+            ),
+            (
+                "usage: { violation_retention_days: -3 }\n",
+                "usage.violation_retention_days",
+            ),
+            (
+                "usage: { violation_retention_days: seven }\n",
+                "usage.violation_retention_days",
+            ),
+            (
+                "usage: { violation_retention_days: 99999999999 }\n",
+                "usage.violation_retention_days",
+            ),
+            (
+                "upstreams: { u: { targets: [\"a:1\"], resolve_interval: 0s } }\n",
+                "upstreams.u.resolve_interval",
+            ),
+            (
+                "upstreams: { u: { targets: [\"a:1\"], resolve_interval: 500ms } }\n",
+                "upstreams.u.resolve_interval",
+            ),
+            (
+                "upstreams: { u: { targets: [\"a:1\"], resolve_interval: soon } }\n",
+                "upstreams.u.resolve_interval",
+            ),
+            (
+                "upstreams: { u: { targets: [\"a:1\"], resolve_interval: [1] } }\n",
+                "resolve_interval",
+            ),
+        ] {
+            let e = parse(src, "t").expect_err(src).to_string();
+            assert!(e.contains(want), "{src}: {e}");
+        }
+        let ok = parse(
+            "usage: { violation_retention_days: 90 }\nupstreams: { u: { targets: [\"a:1\"], resolve_interval: 5m } }\nroutes: []\n",
+            "t",
+        )
+        .expect("valid");
+        assert_eq!(ok.usage.violation_retention_days, 90);
+        assert_eq!(ok.upstreams["u"].resolve_interval, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn hostile_files_are_refused_without_panicking() {
+        for src in [
+            "routes: [",
+            "routes: !!binary AAAA",
+            "\u{0}",
+            "routes: [[]]",
+            "routes: {}",
+        ] {
+            assert!(parse_for_serving(src, "t").is_err(), "{src:?}");
+        }
+    }
 }
