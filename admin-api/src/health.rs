@@ -1,11 +1,17 @@
-//! `GET /api/health` (no auth): the admin API itself, the database, Redis
-//! (when the limiter uses it), every proxy instance from the `instances`
-//! table, and every upstream target as the proxies last saw it.
+//! `GET /api/health`: without a token only `{"status": …}` (for load
+//! balancers and probes); with one (any role) the admin API itself, the
+//! database, Redis (when the limiter uses it), every proxy instance from the
+//! `instances` table, and every upstream target as the proxies last saw it.
+//!
+//! The probe runs at most about once a second ([`HealthCache`]): concurrent
+//! and repeated calls share its result, and the Redis connection is kept
+//! and reused rather than opened per call.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -22,6 +28,43 @@ use crate::AppState;
 pub const INSTANCE_STALE_AFTER: Duration = Duration::from_secs(15);
 const DB_TIMEOUT: Duration = Duration::from_secs(2);
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a probe's result is served before the next probe.
+pub const PROBE_CACHE: Duration = Duration::from_secs(1);
+
+/// The last probe and the Redis connection, shared by every call.
+#[derive(Default)]
+pub struct HealthCache {
+    last: tokio::sync::Mutex<Option<(Instant, StatusCode, HealthReport)>>,
+    redis: tokio::sync::Mutex<Option<(String, RedisConn)>>,
+    probes: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for HealthCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthCache").finish_non_exhaustive()
+    }
+}
+
+impl HealthCache {
+    /// How many probes ran (not served from the cache).
+    pub fn probes(&self) -> u64 {
+        self.probes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+enum RedisConn {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+/// The unauthenticated answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HealthSummary {
+    /// `ok`, `degraded` or `down` (HTTP 503).
+    #[schema(example = "ok")]
+    pub status: String,
+}
 
 /// `up`, `down`, or `unknown` (never checked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -158,25 +201,83 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/health", get(health))
 }
 
-/// Health of the admin API, database, Redis, proxy instances and upstream targets.
+/// Health: without a token only `{"status"}`; with a token (any role) the
+/// admin API, database, Redis, proxy instances and upstream targets.
 #[utoipa::path(
     get,
     path = "/api/health",
     tag = "health",
     responses(
-        (status = 200, description = "The admin API and the database are up (see `status` for the rest)", body = HealthReport),
+        (status = 200, description = "The admin API and the database are up (see `status` for the rest). Without a token the body is only `{\"status\"}` (HealthSummary)", body = HealthReport),
+        (status = 401, description = "A token was sent and is invalid", body = crate::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The database is unreachable; the body is the same report", body = HealthReport),
     ),
-    security(())
+    security((), ("bearer" = ["viewer"]))
 )]
-pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn health(State(state): State<AppState>, parts: Parts) -> axum::response::Response {
+    // Details only for a logged-in admin; a bad token is refused, not
+    // silently downgraded.
+    let detailed = if parts
+        .headers
+        .contains_key(axum::http::header::AUTHORIZATION)
+    {
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let token = match crate::auth::bearer(&parts) {
+            Ok(t) => t,
+            Err(e) => return e.into_response(),
+        };
+        match crate::auth::authenticate(&state, token, ip).await {
+            Ok(_) => true,
+            // The token cannot be checked: say what can be said without it.
+            Err(crate::error::ApiError::DatabaseUnavailable(_)) => false,
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        false
+    };
+    let (code, report) = cached_probe(&state).await;
+    if detailed {
+        (code, Json(report)).into_response()
+    } else {
+        (
+            code,
+            Json(HealthSummary {
+                status: report.status,
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// The last probe if it is younger than [`PROBE_CACHE`], else a new one.
+/// Callers arriving during a probe wait for it rather than start their own.
+async fn cached_probe(state: &AppState) -> (StatusCode, HealthReport) {
+    let cache = state.health_cache();
+    let mut last = cache.last.lock().await;
+    if let Some((at, code, report)) = last.as_ref() {
+        if at.elapsed() < PROBE_CACHE {
+            return (*code, report.clone());
+        }
+    }
+    cache
+        .probes
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (code, report) = probe(state).await;
+    *last = Some((Instant::now(), code, report.clone()));
+    (code, report)
+}
+
+async fn probe(state: &AppState) -> (StatusCode, HealthReport) {
     let config = state.config();
     let now = tollgate_core::now_ms();
 
-    let db_fut = ping_database(&state);
+    let db_fut = ping_database(state);
     let redis_fut = async {
         match (config.limiter.backend, config.limiter.redis_url.as_deref()) {
-            (LimiterBackend::Redis, Some(url)) => Some(ping_redis(url).await),
+            (LimiterBackend::Redis, Some(url)) => Some(ping_redis(state.health_cache(), url).await),
             (LimiterBackend::Redis, None) => Some(ComponentHealth {
                 status: Status::Down,
                 kind: "redis".into(),
@@ -271,7 +372,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(report))
+    (code, report)
 }
 
 /// A reported target matched to the config's spelling of it (the proxy may
@@ -339,31 +440,47 @@ fn cluster_nodes(url: &str) -> Option<Vec<String>> {
     )
 }
 
-async fn ping_redis(url: &str) -> ComponentHealth {
-    let start = Instant::now();
-    if let Some(nodes) = cluster_nodes(url) {
-        let kind = "redis-cluster";
-        let check = async {
-            let client = redis::cluster::ClusterClient::new(nodes)?;
-            let mut con = client.get_async_connection().await?;
-            redis::cmd("PING").query_async::<String>(&mut con).await
-        };
-        return match tokio::time::timeout(REDIS_TIMEOUT, check).await {
-            Ok(Ok(_)) => up(kind, start),
-            Ok(Err(e)) => down(kind, e.to_string()),
-            Err(_) => down(
-                kind,
-                format!("no answer within {} ms", REDIS_TIMEOUT.as_millis()),
-            ),
-        };
+/// A connection for `url`: the kept one, or a new one (kept for next time).
+async fn redis_conn(cache: &HealthCache, url: &str) -> redis::RedisResult<RedisConn> {
+    let mut slot = cache.redis.lock().await;
+    if let Some((u, c)) = slot.as_ref() {
+        if u == url {
+            return Ok(c.clone());
+        }
     }
-    let kind = "redis";
-    let check = async {
-        let client = redis::Client::open(url)?;
-        let mut con = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut con).await
+    let conn = match cluster_nodes(url) {
+        Some(nodes) => {
+            let client = redis::cluster::ClusterClient::new(nodes)?;
+            RedisConn::Cluster(client.get_async_connection().await?)
+        }
+        None => {
+            let client = redis::Client::open(url)?;
+            RedisConn::Single(client.get_multiplexed_async_connection().await?)
+        }
     };
-    match tokio::time::timeout(REDIS_TIMEOUT, check).await {
+    *slot = Some((url.to_string(), conn.clone()));
+    Ok(conn)
+}
+
+async fn ping_redis(cache: &HealthCache, url: &str) -> ComponentHealth {
+    let start = Instant::now();
+    let kind = if cluster_nodes(url).is_some() {
+        "redis-cluster"
+    } else {
+        "redis"
+    };
+    let check = async {
+        match redis_conn(cache, url).await? {
+            RedisConn::Single(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
+            RedisConn::Cluster(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
+        }
+    };
+    let result = tokio::time::timeout(REDIS_TIMEOUT, check).await;
+    if !matches!(result, Ok(Ok(_))) {
+        // Reconnect next time rather than trust a broken connection.
+        *cache.redis.lock().await = None;
+    }
+    match result {
         Ok(Ok(_)) => up(kind, start),
         Ok(Err(e)) => down(kind, e.to_string()),
         Err(_) => down(

@@ -28,6 +28,7 @@ pub fn admin(config: Config) -> anyhow::Result<()> {
     rt.block_on(async {
         let (state, password) = tollgate_admin_api::bootstrap(&config)
             .await
+            .map_err(refuse_weak_secret)
             .context("cannot start the admin API")?;
         let listener = tokio::net::TcpListener::bind(config.admin.listen)
             .await
@@ -39,6 +40,16 @@ pub fn admin(config: Config) -> anyhow::Result<()> {
         tollgate_admin_api::serve(listener, state, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// A refused JWT secret ends the process with exit code 2 and one line
+/// naming the variable; other errors are returned.
+fn refuse_weak_secret(e: tollgate_admin_api::BootstrapError) -> tollgate_admin_api::BootstrapError {
+    if let tollgate_admin_api::BootstrapError::WeakSecret { var, reason } = &e {
+        eprintln!("error: {var} {reason}");
+        std::process::exit(2);
+    }
+    e
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -137,8 +148,9 @@ async fn start_admin(
     config: &Config,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<(String, String)> {
-    let (state, created) = tollgate_admin_api::bootstrap(config)
+    let (state, created) = tollgate_admin_api::bootstrap_dev(config)
         .await
+        .map_err(refuse_weak_secret)
         .context("cannot start the admin API")?;
     let password = match (
         created,
