@@ -73,15 +73,10 @@ async fn three_hundred_concurrent_wrong_logins(postgres: bool) {
     assert!(limited >= 290, "{counts:?}");
     assert!(app.state.argon2().peak_running() <= PERMITS);
 
-    // The right password from that address is refused for now …
-    let res = client_from("127.0.0.2")
-        .post(app.url("/api/auth/login"))
-        .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    // … but works from an address that has not failed.
+    // (From that address the right password is refused until its back-off
+    // ends; how long the flood took decides whether it has, so that is
+    // checked in login_guard's unit tests rather than here.)
+    // The right password works from an address that has not failed.
     let res = client_from("127.0.0.3")
         .post(app.url("/api/auth/login"))
         .json(&json!({"username": "admin", "password": ADMIN_PASSWORD}))
