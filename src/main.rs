@@ -63,6 +63,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::keys::KeysCommand,
     },
+    /// Read the audit log (who changed what) in the configured database.
+    Audit {
+        #[arg(long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: cli::audit::AuditCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -82,6 +89,10 @@ fn main() -> ExitCode {
                 cli::keys::refuse_unknown_plan(&command, &c).await?;
                 cli::keys::run(command, &c.storage.database_url).await
             })
+        }),
+        Command::Audit { config, command } => load_or_exit(&config).and_then(|c| {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(cli::audit::run(command, &c.storage.database_url))
         }),
     };
     match result {

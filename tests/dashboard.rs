@@ -259,7 +259,11 @@ impl Ui {
 
     /// Log in through the form.
     async fn login(&self, password: &str) {
-        self.type_into("#username", "admin").await;
+        self.login_as("admin", password).await;
+    }
+
+    async fn login_as(&self, username: &str, password: &str) {
+        self.type_into("#username", username).await;
         self.type_into("#password", password).await;
         self.click("#login-submit").await;
     }
@@ -769,7 +773,35 @@ async fn dashboard_end_to_end_in_chromium() {
         "return location.pathname === '/' && !!document.querySelector('[data-metric=total]')",
     )
     .await;
-    // Log out: back to the login page, token gone.
+    // The Audit page lists what this test did, the key's creation first.
+    ui.click("#nav-audit").await;
+    ui.wait(
+        "the key creation in the audit log",
+        10,
+        "return [...document.querySelectorAll('#audit-table tr[data-action=\"key.create\"]')].some(r => r.textContent.includes('admin'))",
+    )
+    .await;
+    ui.shot("audit").await;
+    ui.click("nav a[href='/']").await;
+    // Log out: back to the login page, token gone — and revoked on the
+    // server, not just forgotten by the browser.
+    let session: Value = serde_json::from_str(
+        ui.js("return sessionStorage.getItem('tollgate.session')")
+            .await
+            .as_str()
+            .expect("a session"),
+    )
+    .expect("session json");
+    let token = session["token"].as_str().expect("token").to_string();
+    assert_eq!(session["role"], "owner");
+    let status = http
+        .get(dev.admin_url("/api/keys"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request")
+        .status();
+    assert_eq!(status, 200);
     ui.click("#logout").await;
     ui.wait(
         "the login page",
@@ -781,6 +813,14 @@ async fn dashboard_end_to_end_in_chromium() {
         .js("return sessionStorage.getItem('tollgate.session')")
         .await
         .is_null());
+    let status = http
+        .get(dev.admin_url("/api/keys"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request")
+        .status();
+    assert_eq!(status, 401, "the logged-out token still works");
 
     // No console error, apart from the 401s this test provoked on purpose
     // (the wrong password and the invalid token).
@@ -792,6 +832,126 @@ async fn dashboard_end_to_end_in_chromium() {
         .collect();
     assert!(errors.is_empty(), "browser console errors: {errors:#?}");
     eprintln!("screenshots: {}", shots.display());
+    ui.c.close().await.expect("close the session");
+}
+
+/// A viewer in the dashboard: sees the overview, the keys and monitoring,
+/// is offered no action that changes a key (and no Audit page), and the API
+/// refuses what the page does not offer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_sees_data_but_cannot_change_keys() {
+    const VIEWER_PASSWORD: &str = "plum tangent oyster 41";
+    let _serial = SERIAL.lock().await;
+    let Some(driver) = start_driver().await else {
+        return;
+    };
+    let dev = Dev::start(&[FAST_FLUSH], &[("TOLLGATE_ADMIN_PASSWORD", PASSWORD)]);
+    check_serving(&dev).await;
+    let http = reqwest::Client::new();
+    let login: Value = http
+        .post(dev.admin_url("/api/auth/login"))
+        .json(&json!({"username": "admin", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let owner = login["token"].as_str().expect("token").to_string();
+    let res = http
+        .post(dev.admin_url("/api/admins"))
+        .bearer_auth(&owner)
+        .json(&json!({"username": "vera", "password": VIEWER_PASSWORD, "role": "viewer"}))
+        .send()
+        .await
+        .expect("create viewer");
+    assert_eq!(res.status(), 201);
+
+    let shots = screenshot_dir("viewer");
+    let ui = Ui::open(&driver, &dev, shots.clone()).await;
+    ui.goto("/").await;
+    ui.wait_for("#login-submit").await;
+    ui.login_as("vera", VIEWER_PASSWORD).await;
+    // The overview with its figures.
+    ui.wait_for("[data-metric=total]:not(.loading)").await;
+    let who = ui.text("#whoami").await;
+    assert!(who.contains("vera") && who.contains("viewer"), "{who}");
+    assert_eq!(
+        ui.js("return document.querySelector('#nav-audit').hidden")
+            .await,
+        Value::Bool(true),
+        "the Audit page is offered to a viewer"
+    );
+    // The keys, without a way to change them.
+    ui.click("nav a[href='/keys']").await;
+    ui.wait("the demo key row", 10, "return [...document.querySelectorAll('#keys-table .key-name')].some(b => b.textContent === 'demo')").await;
+    let offered = ui
+        .js("return [!!document.querySelector('#new-key'), document.querySelectorAll('#keys-table [data-action=disable], #keys-table [data-action=enable], #keys-table [data-action=rotate], #keys-table [data-action=delete], #keys-table [data-action=edit]').length]")
+        .await;
+    assert_eq!(offered, json!([false, 0]), "actions offered to a viewer");
+    ui.shot("viewer-keys").await;
+    // Monitoring shows the details (a viewer's token gets them).
+    ui.click("nav a[href='/monitoring']").await;
+    ui.wait_for("#instances-table").await;
+    // What the page does not offer, the API refuses.
+    let session: Value = serde_json::from_str(
+        ui.js("return sessionStorage.getItem('tollgate.session')")
+            .await
+            .as_str()
+            .expect("a session"),
+    )
+    .expect("session json");
+    let viewer = session["token"].as_str().expect("token").to_string();
+    let res = http
+        .post(dev.admin_url("/api/keys"))
+        .bearer_auth(&viewer)
+        .json(&json!({"name": "sneaky"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 403);
+    let keys: Value = http
+        .get(dev.admin_url("/api/keys"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let demo = keys["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|k| k["name"] == "demo")
+        .expect("demo key")["id"]
+        .as_i64()
+        .expect("id");
+    let res = http
+        .patch(dev.admin_url(&format!("/api/keys/{demo}")))
+        .bearer_auth(&viewer)
+        .json(&json!({"enabled": false}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 403);
+    ui.click("#logout").await;
+    ui.wait(
+        "the login page",
+        10,
+        "return location.pathname === '/login'",
+    )
+    .await;
+    let status = http
+        .get(dev.admin_url("/api/keys"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .expect("request")
+        .status();
+    assert_eq!(status, 401, "the logged-out token still works");
+    let errors = ui.console_errors().await;
+    assert!(errors.is_empty(), "browser console errors: {errors:#?}");
     ui.c.close().await.expect("close the session");
 }
 

@@ -4,6 +4,11 @@
 //! by its limits, rotate, disable, delete) and its logs, both `/metrics`
 //! endpoints and every admin listing must never contain the key, its secret
 //! part or its SHA-256.
+//!
+//! Also the admin's secrets, black-box through the real binary: the admin
+//! role refuses a weak `TOLLGATE_JWT_SECRET` (exit 2, one line naming it),
+//! the SQLite files are created 0600, and `tollgate keys …` changes land in
+//! the audit log (`tollgate audit list`) without the key.
 
 mod common;
 
@@ -274,4 +279,148 @@ async fn the_key_never_appears_in_logs_metrics_or_listings() {
             near[created["key_prefix"].as_str().expect("prefix").len()..].to_string(),
         ],
     );
+}
+
+/// `tollgate admin` with `TOLLGATE_JWT_SECRET=<secret>`: exit status and stderr.
+fn admin_with_secret(secret: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = common::Ports::new();
+    let config = common::write_config(dir.path(), &ports, &[]);
+    let mut child = common::tollgate()
+        .arg("admin")
+        .arg("--config")
+        .arg(&config)
+        .current_dir(dir.path())
+        .env("TOLLGATE_JWT_SECRET", secret)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tollgate admin");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            use std::io::Read;
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return (status.code(), err);
+        }
+        // Serving: it accepted the secret.
+        if std::net::TcpStream::connect(("127.0.0.1", ports.admin)).is_ok() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, String::new());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "tollgate admin neither exited nor listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_admin_role_refuses_weak_jwt_secrets() {
+    for weak in [
+        "change-me",
+        "short-but-random-9f3k",
+        "change-me-change-me-change-me-change-me",
+        "0123456789abcdef0123456789abcdef",
+        "passwordpasswordpasswordpassword",
+    ] {
+        let (code, err) = admin_with_secret(weak);
+        assert_eq!(code, Some(2), "{weak:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{weak:?}: {err}");
+        assert!(lines[0].contains("TOLLGATE_JWT_SECRET"), "{err}");
+        assert!(!lines[0].contains(weak), "the secret is echoed: {err}");
+    }
+    // A strong one starts (and is still running when we stop it).
+    let (code, err) = admin_with_secret("q8Jf3kLz0PmX7vB2nR5tW9yC4hD6gS1aE0uIx7Zp");
+    assert_eq!(code, None, "a strong secret was refused: {err}");
+}
+
+#[test]
+fn sqlite_files_are_private_and_cli_changes_are_audited() {
+    use std::os::unix::fs::PermissionsExt;
+    let dev = Dev::start(&[], &[("TOLLGATE_ADMIN_PASSWORD", PASSWORD)]);
+    let db = dev.dir.path().join("t.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.clone().into_os_string();
+        p.push(suffix);
+        let meta = std::fs::metadata(&p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "{p:?} is readable by others"
+        );
+    }
+    let config = dev.dir.path().join("tollgate.yaml");
+    let run = |args: &[&str]| {
+        let out = common::tollgate()
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("USER", "ops-alice")
+            .output()
+            .expect("run tollgate");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let created = run(&["keys", "create", "--name", "cli-audited"]);
+    let id = created
+        .lines()
+        .find_map(|l| l.strip_prefix("created key "))
+        .expect("id")
+        .trim()
+        .to_string();
+    let key = created
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .expect("key")
+        .trim()
+        .to_string();
+    let rotated = run(&["keys", "rotate", &id]);
+    let new_key = rotated
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .expect("key")
+        .trim()
+        .to_string();
+    run(&["keys", "disable", &id]);
+    run(&["keys", "delete", &id]);
+    let json_out = run(&["audit", "list", "--target", &id, "--json"]);
+    let events: Vec<Value> = serde_json::from_str(&json_out).expect("json");
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["action"].as_str().expect("a"))
+        .collect();
+    assert_eq!(
+        actions,
+        ["key.delete", "key.disable", "key.rotate", "key.create"]
+    );
+    assert!(events
+        .iter()
+        .all(|e| e["actor"] == "cli:ops-alice" && e["actor_kind"] == "cli"));
+    assert_eq!(
+        events[1]["changes"]["enabled"],
+        json!({"before": true, "after": false})
+    );
+    let text = run(&["audit", "list", "--actor", "cli:ops-alice"]);
+    assert!(text.contains("key.rotate"), "{text}");
+    for secret in forms(&key, &key[..12])
+        .into_iter()
+        .chain(forms(&new_key, &new_key[..12]))
+    {
+        assert!(
+            !json_out.contains(&secret) && !text.contains(&secret),
+            "the audit log holds a key"
+        );
+    }
 }

@@ -1,28 +1,33 @@
-//! `/api/admins`: list, add and remove the admins (never the last one).
+//! `/api/admins`: list, add, change the role of and remove admins (role
+//! `owner`; never the last owner), `GET /api/admins/me` and
+//! `POST /api/admins/me/password` (any role).
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tollgate_core::db::admins::Admin;
+use tollgate_core::db::admins::{Admin, Role};
 use utoipa::ToSchema;
 
-use crate::auth::{hash_blocking, AuthAdmin};
+use crate::auth::{audit, AuthAdmin, RequireOwner};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_id, ApiJson, PathParam};
 use crate::openapi::ProblemDoc;
+use crate::password::validate_password;
 use crate::AppState;
 
-pub const MIN_PASSWORD_LEN: usize = 8;
-pub const MAX_PASSWORD_LEN: usize = 1024;
+pub use crate::password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
 
 /// An admin (the password hash is never shown).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AdminView {
     pub id: i64,
     pub username: String,
+    /// `owner` (admins, settings), `admin` (keys, plans) or `viewer` (read-only).
+    #[schema(value_type = String, example = "admin")]
+    pub role: Role,
     /// Unix ms.
     pub created_at: i64,
 }
@@ -32,6 +37,7 @@ impl From<Admin> for AdminView {
         Self {
             id: a.id,
             username: a.username,
+            role: a.role,
             created_at: a.created_at,
         }
     }
@@ -40,7 +46,7 @@ impl From<Admin> for AdminView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAdmin {
-    /// 1–64 characters of `A-Z a-z 0-9 . _ @ -`.
+    /// 1–64 characters of `A-Z a-z 0-9 . _ @ -`, unique regardless of case.
     #[schema(
         example = "alice",
         min_length = 1,
@@ -48,15 +54,49 @@ pub struct CreateAdmin {
         pattern = "^[A-Za-z0-9._@-]+$"
     )]
     pub username: String,
-    /// 8–1024 characters.
-    #[schema(min_length = 8, max_length = 1024)]
+    /// 12–1024 characters, not weak or common.
+    #[schema(min_length = 12, max_length = 1024)]
     pub password: String,
+    /// `owner`, `admin` (default) or `viewer`.
+    #[schema(value_type = Option<String>, example = "viewer")]
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchAdmin {
+    /// `owner`, `admin` or `viewer`. Ends the admin's sessions.
+    #[schema(value_type = String, example = "viewer")]
+    pub role: Role,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    #[schema(min_length = 1)]
+    pub old_password: String,
+    /// 12–1024 characters, not weak or common.
+    #[schema(min_length = 12, max_length = 1024)]
+    pub new_password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasswordChanged {
+    /// A new token for this session: every other session has ended.
+    pub token: String,
+    /// Unix ms.
+    pub expires_at: i64,
 }
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/admins", get(list_admins).post(create_admin))
-        .route("/api/admins/{id}", get(get_admin).delete(delete_admin))
+        .route("/api/admins/me", get(me))
+        .route("/api/admins/me/password", post(change_password))
+        .route(
+            "/api/admins/{id}",
+            get(get_admin).patch(patch_admin).delete(delete_admin),
+        )
 }
 
 pub fn validate_username(username: &str) -> ApiResult<()> {
@@ -81,23 +121,6 @@ pub fn validate_username(username: &str) -> ApiResult<()> {
     Ok(())
 }
 
-pub fn validate_password(password: &str) -> ApiResult<()> {
-    let n = password.chars().count();
-    if n < MIN_PASSWORD_LEN {
-        return Err(ApiError::validation(
-            "password",
-            format!("must be at least {MIN_PASSWORD_LEN} characters"),
-        ));
-    }
-    if n > MAX_PASSWORD_LEN {
-        return Err(ApiError::validation(
-            "password",
-            format!("must be at most {MAX_PASSWORD_LEN} characters"),
-        ));
-    }
-    Ok(())
-}
-
 /// List every admin.
 #[utoipa::path(
     get,
@@ -106,11 +129,13 @@ pub fn validate_password(password: &str) -> ApiResult<()> {
     responses(
         (status = 200, description = "Every admin, oldest first", body = Vec<AdminView>),
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "Only owners manage admins", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["owner"]))
 )]
 pub async fn list_admins(
-    _auth: AuthAdmin,
+    _auth: RequireOwner,
     State(state): State<AppState>,
 ) -> ApiResult<Json<Vec<AdminView>>> {
     let admins = state.db().list_admins().await?;
@@ -128,18 +153,20 @@ pub async fn list_admins(
             headers(("Location" = String, description = "/api/admins/{id}"))),
         (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "The username is taken", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "Only owners manage admins", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The username is taken (in any case)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing, unknown or invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+        (status = 503, description = "Database unavailable, or too many password hashes at once", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["owner"]))
 )]
 pub async fn create_admin(
-    auth: AuthAdmin,
+    auth: RequireOwner,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateAdmin>,
 ) -> ApiResult<impl IntoResponse> {
     validate_username(&req.username)?;
-    validate_password(&req.password)?;
+    validate_password(&req.password, &req.username)?;
     if state
         .db()
         .get_admin_by_username(&req.username)
@@ -151,15 +178,127 @@ pub async fn create_admin(
             req.username
         )));
     }
-    let phc = hash_blocking(req.password).await?;
-    let admin = state.db().create_admin(&req.username, &phc).await?;
-    tracing::info!(by = %auth.username, admin = %admin.username, "admin created");
+    let role = req.role.unwrap_or(Role::Admin);
+    let phc = state.argon2().hash(req.password).await?;
+    let admin = state
+        .db()
+        .create_admin_with_role(&req.username, &phc, role)
+        .await?;
+    tracing::info!(by = %auth.username, admin = %admin.username, role = %admin.role, "admin created");
+    audit(
+        &state,
+        auth.event("admin.create")
+            .target("admin", admin.id)
+            .changes(serde_json::json!({
+                "username": {"before": null, "after": admin.username},
+                "role": {"before": null, "after": admin.role},
+            })),
+    )
+    .await;
     let location = format!("/api/admins/{}", admin.id);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         Json(AdminView::from(admin)),
     ))
+}
+
+/// The admin of this token.
+#[utoipa::path(
+    get,
+    path = "/api/admins/me",
+    tag = "admins",
+    responses(
+        (status = 200, description = "The logged-in admin, with its role", body = AdminView),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["viewer"]))
+)]
+pub async fn me(auth: AuthAdmin, State(state): State<AppState>) -> ApiResult<Json<AdminView>> {
+    match state.db().get_admin(auth.id).await? {
+        Some(a) => Ok(Json(a.into())),
+        None => Err(ApiError::unauthorized("the admin no longer exists")),
+    }
+}
+
+/// Change the own password (the old one is required). Every other session
+/// of the admin ends; the answer carries a new token for this one.
+#[utoipa::path(
+    post,
+    path = "/api/admins/me/password",
+    tag = "admins",
+    request_body = ChangePassword,
+    responses(
+        (status = 200, description = "Changed; other sessions have ended", body = PasswordChanged),
+        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "The old password is wrong (`field`: `old_password`) or the new one is refused (`new_password`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong old passwords; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, or too many password checks at once", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["viewer"]))
+)]
+pub async fn change_password(
+    auth: AuthAdmin,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ChangePassword>,
+) -> ApiResult<Json<PasswordChanged>> {
+    if req.old_password.is_empty() || req.old_password.chars().count() > MAX_PASSWORD_LEN {
+        return Err(ApiError::validation("old_password", "is wrong"));
+    }
+    validate_password(&req.new_password, &auth.username)
+        .map_err(|e| rename_field(e, "new_password"))?;
+    if req.new_password == req.old_password {
+        return Err(ApiError::validation(
+            "new_password",
+            "must differ from the old password",
+        ));
+    }
+    // A stolen token must not be a way around the login limiter.
+    let attempt = state
+        .login_guard()
+        .begin(auth.ip, &auth.username.to_ascii_lowercase())
+        .map_err(|wait| ApiError::RateLimited {
+            retry_after_secs: wait,
+            detail: format!("too many wrong passwords; try again in {wait} s"),
+        })?;
+    let phc = state
+        .db()
+        .get_admin_password_hash(auth.id)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the admin no longer exists"))?;
+    if !state.argon2().verify(req.old_password, phc).await? {
+        audit(
+            &state,
+            auth.event("admin.password.failure")
+                .target("admin", auth.id),
+        )
+        .await;
+        return Err(ApiError::validation("old_password", "is wrong"));
+    }
+    state.login_guard().succeed(attempt);
+    let phc = state.argon2().hash(req.new_password).await?;
+    let admin = state
+        .db()
+        .change_admin_password(auth.id, &phc)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the admin no longer exists"))?;
+    let (token, expires_at) = state.jwt().issue(&admin)?;
+    audit(
+        &state,
+        auth.event("admin.password").target("admin", auth.id),
+    )
+    .await;
+    tracing::info!(admin = %auth.username, "admin changed its password; other sessions ended");
+    Ok(Json(PasswordChanged { token, expires_at }))
+}
+
+fn rename_field(e: ApiError, to: &str) -> ApiError {
+    match e {
+        ApiError::Validation { detail, .. } => ApiError::validation(to, detail),
+        other => other,
+    }
 }
 
 /// One admin.
@@ -172,12 +311,14 @@ pub async fn create_admin(
         (status = 200, description = "The admin", body = AdminView),
         (status = 400, description = "The id is not a positive integer", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "Only owners manage admins", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such admin", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["owner"]))
 )]
 pub async fn get_admin(
-    _auth: AuthAdmin,
+    _auth: RequireOwner,
     State(state): State<AppState>,
     PathParam(id): PathParam,
 ) -> ApiResult<Json<AdminView>> {
@@ -188,7 +329,54 @@ pub async fn get_admin(
     }
 }
 
-/// Remove an admin. The last admin cannot be removed. Tokens of a removed
+/// Change an admin's role. The last owner cannot be demoted. The admin's
+/// sessions end, so the new role applies at once.
+#[utoipa::path(
+    patch,
+    path = "/api/admins/{id}",
+    tag = "admins",
+    params(("id" = i64, Path, minimum = 1, description = "Admin id")),
+    request_body = PatchAdmin,
+    responses(
+        (status = 200, description = "The admin as it is now", body = AdminView),
+        (status = 400, description = "Malformed JSON or id", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "Only owners manage admins", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "It is the last owner", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown role (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["owner"]))
+)]
+pub async fn patch_admin(
+    auth: RequireOwner,
+    State(state): State<AppState>,
+    PathParam(id): PathParam,
+    ApiJson(req): ApiJson<PatchAdmin>,
+) -> ApiResult<Json<AdminView>> {
+    let id = parse_id(&id)?;
+    let (before, after) = state
+        .db()
+        .set_admin_role(id, req.role)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no admin with id {id}")))?;
+    if before.role != after.role {
+        tracing::info!(by = %auth.username, admin = %after.username, role = %after.role, "admin role changed");
+        audit(
+            &state,
+            auth.event("admin.role")
+                .target("admin", id)
+                .changes(serde_json::json!({
+                    "role": {"before": before.role, "after": after.role}
+                })),
+        )
+        .await;
+    }
+    Ok(Json(after.into()))
+}
+
+/// Remove an admin. The last owner cannot be removed. Tokens of a removed
 /// admin stop working at once.
 #[utoipa::path(
     delete,
@@ -199,21 +387,34 @@ pub async fn get_admin(
         (status = 204, description = "Deleted"),
         (status = 400, description = "The id is not a positive integer", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "Only owners manage admins", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such admin", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 409, description = "It is the last admin", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "It is the last owner", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["owner"]))
 )]
 pub async fn delete_admin(
-    auth: AuthAdmin,
+    auth: RequireOwner,
     State(state): State<AppState>,
     PathParam(id): PathParam,
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
-    if state.db().delete_admin(id).await? {
-        tracing::info!(by = %auth.username, admin_id = id, "admin deleted");
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found(format!("no admin with id {id}")))
+    match state.db().delete_admin(id).await? {
+        Some(gone) => {
+            tracing::info!(by = %auth.username, admin_id = id, "admin deleted");
+            audit(
+                &state,
+                auth.event("admin.delete")
+                    .target("admin", id)
+                    .changes(serde_json::json!({
+                        "username": {"before": gone.username, "after": null},
+                        "role": {"before": gone.role, "after": null},
+                    })),
+            )
+            .await;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(ApiError::not_found(format!("no admin with id {id}"))),
     }
 }

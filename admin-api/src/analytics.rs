@@ -506,7 +506,8 @@ pub fn router() -> Router<AppState> {
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["viewer"]))
 )]
 pub async fn summary(
     _auth: AuthAdmin,
@@ -543,7 +544,8 @@ pub async fn summary(
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["viewer"]))
 )]
 pub async fn timeseries(
     _auth: AuthAdmin,
@@ -636,7 +638,8 @@ async fn key_limits(
         (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["viewer"]))
 )]
 pub async fn key_analytics(
     _auth: AuthAdmin,
@@ -690,7 +693,8 @@ pub async fn key_analytics(
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["viewer"]))
 )]
 pub async fn top_keys(
     _auth: AuthAdmin,
@@ -740,7 +744,8 @@ pub async fn top_keys(
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["viewer"]))
 )]
 pub async fn violations(
     _auth: AuthAdmin,

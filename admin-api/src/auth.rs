@@ -1,23 +1,26 @@
-//! Authentication: argon2id passwords, HS256 JWTs valid for 24 h, the
-//! [`AuthAdmin`] extractor every protected handler takes, the login endpoint
-//! and its failure limiter (per client IP and per username).
+//! Authentication: HS256 session tokens, the extractors every protected
+//! handler takes ([`AuthAdmin`] for any role, [`RequireAdmin`],
+//! [`RequireOwner`]), login, logout and the password change.
+//!
+//! A token carries `sub` (admin id), `name`, `iat`, `exp`, `jti` and `gen`
+//! (the admin's session generation). It is accepted only if its signature is
+//! right, it has not expired, `exp − iat` is within `admin.session_ttl`, its
+//! `jti` was not revoked (logout) and `gen` is the admin's current one (a
+//! password or role change ends every older session).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, SaltString};
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tollgate_core::limits::{check_bucket, Limit};
+use tollgate_core::db::admins::{Admin, Role};
+use tollgate_core::db::audit::{Actor, NewAuditEvent};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ApiResult};
@@ -25,73 +28,12 @@ use crate::extract::{ApiJson, ClientIp};
 use crate::openapi::ProblemDoc;
 use crate::AppState;
 
-/// How long a session token is valid.
-pub const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Failed logins allowed per minute, per client IP and per username.
-pub const LOGIN_FAILURES_PER_MINUTE: u64 = 5;
+pub use crate::password::{
+    generate_secret, hash_password, random_password, verify_password, MAX_PASSWORD_LEN,
+};
 
-// ---------------------------------------------------------------------------
-// Passwords
-
-/// Hash a password with argon2id (default parameters: 19 MiB, 2 passes) and a
-/// random salt, as a PHC string.
-pub fn hash_password(password: &str) -> Result<String, ApiError> {
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| ApiError::internal(format!("OS RNG failed: {e}")))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| ApiError::internal(e.to_string()))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| ApiError::internal(format!("argon2: {e}")))
-}
-
-/// Check a password against a stored PHC string (`false` on any mismatch or
-/// an unparseable hash).
-pub fn verify_password(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// A hash to verify against when the username does not exist, so that an
-/// unknown user takes as long to refuse as a wrong password.
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| hash_password("tollgate-dummy-password").unwrap_or_default())
-}
-
-/// Argon2 is deliberately slow: keep it off the async workers.
-async fn verify_blocking(password: String, phc: String) -> ApiResult<bool> {
-    tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-        .await
-        .map_err(|e| ApiError::internal(format!("password check task: {e}")))
-}
-
-pub(crate) async fn hash_blocking(password: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| ApiError::internal(format!("password hash task: {e}")))?
-}
-
-/// A random password of `len` base62 characters (≈ 5.95 bits each).
-pub fn random_password(len: usize) -> Result<String, ApiError> {
-    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut out = String::with_capacity(len);
-    let mut buf = [0u8; 64];
-    while out.len() < len {
-        getrandom::fill(&mut buf).map_err(|e| ApiError::internal(format!("OS RNG failed: {e}")))?;
-        for &b in buf.iter().filter(|&&b| b < 248) {
-            if out.len() == len {
-                break;
-            }
-            out.push(ALPHABET[usize::from(b % 62)] as char);
-        }
-    }
-    Ok(out)
-}
+/// Tokens whose `iat` lies further in the future than this are refused.
+const CLOCK_SKEW_SECS: u64 = 60;
 
 // ---------------------------------------------------------------------------
 // Tokens
@@ -107,14 +49,22 @@ pub struct Claims {
     pub iat: u64,
     /// Expiry, Unix seconds.
     pub exp: u64,
+    /// This token's id (hex), what logout revokes. Required (a token
+    /// without one is refused after decoding).
+    #[serde(default)]
+    pub jti: String,
+    /// The admin's session generation when the token was issued.
+    #[serde(default)]
+    pub gen: i64,
 }
 
-/// The HS256 signing and verification keys.
+/// The HS256 signing and verification keys, and the session lifetime.
 #[derive(Clone)]
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    ttl: Duration,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -124,27 +74,36 @@ impl std::fmt::Debug for JwtKeys {
 }
 
 impl JwtKeys {
-    pub fn new(secret: &[u8]) -> Self {
+    pub fn new(secret: &[u8], ttl: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
         validation.validate_exp = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            ttl,
         }
     }
 
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// A token for `admin`, and when it expires (Unix ms).
-    pub fn issue(&self, admin_id: i64, username: &str) -> ApiResult<(String, i64)> {
+    pub fn issue(&self, admin: &Admin) -> ApiResult<(String, i64)> {
         let now = unix_secs();
-        let exp = now + TOKEN_TTL.as_secs();
+        let exp = now + self.ttl.as_secs();
+        let mut jti = [0u8; 16];
+        getrandom::fill(&mut jti).map_err(|e| ApiError::internal(format!("OS RNG failed: {e}")))?;
         let claims = Claims {
-            sub: admin_id.to_string(),
-            name: username.to_string(),
+            sub: admin.id.to_string(),
+            name: admin.username.clone(),
             iat: now,
             exp,
+            jti: hex::encode(jti),
+            gen: admin.session_gen,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| ApiError::internal(format!("signing a token: {e}")))?;
@@ -153,10 +112,10 @@ impl JwtKeys {
     }
 
     /// Verify signature (HS256 only: `none` and every other algorithm are
-    /// refused), expiry and shape.
+    /// refused), expiry, lifetime and shape.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
         use jsonwebtoken::errors::ErrorKind;
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|d| d.claims)
             .map_err(|e| {
                 ApiError::unauthorized(match e.kind() {
@@ -165,7 +124,19 @@ impl JwtKeys {
                     ErrorKind::InvalidAlgorithm => "the token's algorithm is not accepted",
                     _ => "the token is malformed",
                 })
-            })
+            })?;
+        if claims.exp.saturating_sub(claims.iat) > self.ttl.as_secs() + 5 {
+            return Err(ApiError::unauthorized(
+                "the token's lifetime is longer than admin.session_ttl",
+            ));
+        }
+        if claims.iat > unix_secs() + CLOCK_SKEW_SECS {
+            return Err(ApiError::unauthorized("the token was issued in the future"));
+        }
+        if claims.jti.is_empty() || claims.jti.len() > 64 {
+            return Err(ApiError::unauthorized("the token is malformed"));
+        }
+        Ok(claims)
     }
 }
 
@@ -176,148 +147,155 @@ fn unix_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// A generated JWT secret: 32 random bytes, hex.
-pub fn generate_secret() -> Result<String, ApiError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(format!("OS RNG failed: {e}")))?;
-    Ok(hex::encode(bytes))
-}
+// ---------------------------------------------------------------------------
+// Extractors
 
-/// The authenticated admin of a request: extracting it checks
-/// `Authorization: Bearer <jwt>` and that the admin still exists.
+/// The authenticated admin of a request, any role: extracting it checks
+/// `Authorization: Bearer <jwt>`, that the token is not revoked and that the
+/// admin still exists with the same session generation.
 #[derive(Debug, Clone)]
 pub struct AuthAdmin {
     pub id: i64,
     pub username: String,
+    pub role: Role,
+    /// The token's id and expiry (Unix ms), for logout.
+    pub jti: String,
+    pub expires_at: i64,
+    /// The TCP peer.
+    pub ip: Option<IpAddr>,
+}
+
+impl AuthAdmin {
+    pub fn actor(&self) -> Actor {
+        Actor::Admin {
+            id: self.id,
+            username: self.username.clone(),
+        }
+    }
+
+    /// An audit event by this admin, from its address.
+    pub fn event(&self, action: &str) -> NewAuditEvent {
+        NewAuditEvent::new(self.actor(), action).ip(self.ip.map(|i| i.to_string()))
+    }
+
+    fn require(self, role: Role) -> Result<Self, ApiError> {
+        if self.role.allows(role) {
+            Ok(self)
+        } else {
+            Err(ApiError::InsufficientRole(format!(
+                "this needs the {role} role; {} is {}",
+                self.username, self.role
+            )))
+        }
+    }
+}
+
+/// An admin with role `admin` or `owner` (keys, plans).
+#[derive(Debug, Clone)]
+pub struct RequireAdmin(pub AuthAdmin);
+
+/// An admin with role `owner` (admins, settings).
+#[derive(Debug, Clone)]
+pub struct RequireOwner(pub AuthAdmin);
+
+impl std::ops::Deref for RequireAdmin {
+    type Target = AuthAdmin;
+    fn deref(&self) -> &AuthAdmin {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for RequireOwner {
+    type Target = AuthAdmin;
+    fn deref(&self) -> &AuthAdmin {
+        &self.0
+    }
+}
+
+/// The bearer token of a request, if it has a well-formed header.
+pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token> header"))?;
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(token.trim()),
+        _ => Err(ApiError::unauthorized(
+            "expected Authorization: Bearer <token>",
+        )),
+    }
+}
+
+/// Check a token against the keys and the database.
+pub async fn authenticate(
+    state: &AppState,
+    token: &str,
+    ip: Option<IpAddr>,
+) -> Result<AuthAdmin, ApiError> {
+    let claims = state.jwt().verify(token)?;
+    let id: i64 = claims
+        .sub
+        .parse()
+        .map_err(|_| ApiError::unauthorized("the token is malformed"))?;
+    match state.db().session_admin(id, &claims.jti).await? {
+        Some(admin) if admin.username == claims.name && admin.session_gen == claims.gen => {
+            Ok(AuthAdmin {
+                id,
+                username: admin.username,
+                role: admin.role,
+                jti: claims.jti,
+                expires_at: i64::try_from(claims.exp).unwrap_or(i64::MAX / 1000) * 1000,
+                ip,
+            })
+        }
+        Some(_) => Err(ApiError::unauthorized(
+            "the session has ended (password or role changed): log in again",
+        )),
+        None => Err(ApiError::unauthorized(
+            "the session has ended or its admin no longer exists: log in again",
+        )),
+    }
+}
+
+fn peer(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|ci| ci.0.ip())
 }
 
 impl FromRequestParts<AppState> for AuthAdmin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized("missing Authorization: Bearer <token> header")
-        })?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
-        let token = match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-            _ => {
-                return Err(ApiError::unauthorized(
-                    "expected Authorization: Bearer <token>",
-                ))
-            }
-        };
-        let claims = state.jwt().verify(token)?;
-        let id: i64 = claims
-            .sub
-            .parse()
-            .map_err(|_| ApiError::unauthorized("the token is malformed"))?;
-        match state.db().get_admin(id).await? {
-            Some(admin) if admin.username == claims.name => Ok(AuthAdmin {
-                id,
-                username: admin.username,
-            }),
-            _ => Err(ApiError::unauthorized("the token's admin no longer exists")),
-        }
+        let token = bearer(parts)?;
+        authenticate(state, token, peer(parts)).await
+    }
+}
+
+impl FromRequestParts<AppState> for RequireAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let a = AuthAdmin::from_request_parts(parts, state).await?;
+        a.require(Role::Admin).map(RequireAdmin)
+    }
+}
+
+impl FromRequestParts<AppState> for RequireOwner {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let a = AuthAdmin::from_request_parts(parts, state).await?;
+        a.require(Role::Owner).map(RequireOwner)
     }
 }
 
 // ---------------------------------------------------------------------------
-// Login limiter
-
-/// Counts failed logins in token buckets (5 per minute, burst 5) per client IP
-/// and per username; while either bucket is empty, logins are refused with 429.
-#[derive(Debug)]
-pub struct LoginLimiter {
-    limit: Limit,
-    epoch: Instant,
-    inner: Mutex<LimiterMaps>,
-}
-
-#[derive(Debug, Default)]
-struct LimiterMaps {
-    ips: HashMap<IpAddr, u64>,
-    users: HashMap<String, u64>,
-}
-
-const MAX_TRACKED: usize = 100_000;
-
-impl Default for LoginLimiter {
-    fn default() -> Self {
-        Self::new(LOGIN_FAILURES_PER_MINUTE, Duration::from_secs(60))
-    }
-}
-
-impl LoginLimiter {
-    pub fn new(failures: u64, per: Duration) -> Self {
-        Self {
-            limit: Limit {
-                name: "login".into(),
-                rate: failures.max(1),
-                per,
-                burst: None,
-                cost: None,
-            },
-            epoch: Instant::now(),
-            inner: Mutex::new(LimiterMaps::default()),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    /// `Err(seconds to wait)` while the IP or the username may not try again.
-    pub fn check(&self, ip: Option<IpAddr>, username: &str) -> Result<(), u64> {
-        let now = self.now();
-        let maps = self.inner.lock();
-        let mut wait = 0;
-        let tats = [
-            ip.and_then(|ip| maps.ips.get(&ip).copied()),
-            maps.users.get(username).copied(),
-        ];
-        for tat in tats.into_iter().flatten() {
-            let c = check_bucket(&self.limit, tat, now);
-            if !c.allowed {
-                wait = wait.max(tollgate_core::limits::ceil_secs(c.retry_after_ns).max(1));
-            }
-        }
-        if wait > 0 {
-            Err(wait)
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Take one token from the IP's and the username's buckets.
-    pub fn record_failure(&self, ip: Option<IpAddr>, username: &str) {
-        let now = self.now();
-        let limit = &self.limit;
-        let mut maps = self.inner.lock();
-        if maps.ips.len() + maps.users.len() > MAX_TRACKED {
-            // Forget buckets that have refilled completely.
-            maps.ips.retain(|_, tat| *tat > now);
-            maps.users.retain(|_, tat| *tat > now);
-        }
-        let take = |tat: &mut u64| {
-            let c = check_bucket(limit, *tat, now);
-            if c.allowed {
-                *tat = c.new_tat;
-            }
-        };
-        if let Some(ip) = ip {
-            take(maps.ips.entry(ip).or_insert(0));
-        }
-        if maps.users.len() < MAX_TRACKED || maps.users.contains_key(username) {
-            take(maps.users.entry(username.to_string()).or_insert(0));
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Login endpoint
+// Login, logout
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -340,10 +318,23 @@ pub struct LoginResponse {
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/auth/login", post(login))
+    Router::new()
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/logout", post(logout))
 }
 
-/// Log in: exchange a username and password for a 24 h session token.
+/// Record an audit event; a failure is logged, never shown to the client
+/// (the change itself is done).
+pub async fn audit(state: &AppState, event: NewAuditEvent) {
+    let action = event.action.clone();
+    if let Err(e) = state.db().record_audit(event).await {
+        tracing::error!(%action, error = %e, "cannot write the audit event");
+        crate::metrics::audit_failed();
+    }
+}
+
+/// Log in: exchange a username and password for a session token valid for
+/// `admin.session_ttl` (default 12 h).
 #[utoipa::path(
     post,
     path = "/api/auth/login",
@@ -354,8 +345,8 @@ pub fn router() -> Router<AppState> {
         (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Wrong username or password", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing or invalid", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed logins from this IP or for this username; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this address or for this username; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Too many password checks in progress, or the database is unavailable; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(())
 )]
@@ -372,16 +363,19 @@ pub async fn login(
     }
     // Bound the work an attacker can make argon2 and the limiter's map do
     // (no admin has a longer name or password).
-    if req.username.len() > 256 || req.password.chars().count() > crate::admins::MAX_PASSWORD_LEN {
+    if req.username.len() > 64 || req.password.chars().count() > MAX_PASSWORD_LEN {
         return Err(ApiError::unauthorized("wrong username or password"));
     }
-    let limiter = state.login_limiter();
-    if let Err(wait) = limiter.check(ip, &req.username) {
-        return Err(ApiError::RateLimited {
+    let name = req.username.to_ascii_lowercase();
+    // Counted before the password is checked, so concurrent attempts cannot
+    // slip through; refunded below when it was right.
+    let attempt = state.login_guard().begin(ip, &name).map_err(|wait| {
+        crate::metrics::login("throttled");
+        ApiError::RateLimited {
             retry_after_secs: wait,
-            detail: format!("too many failed logins; try again in {wait} s"),
-        });
-    }
+            detail: format!("too many login attempts; try again in {wait} s"),
+        }
+    })?;
     // A name no admin can have (NUL bytes, quotes, …) is not looked up; it
     // fails like an unknown one, after the same password check.
     let found = if crate::admins::validate_username(&req.username).is_ok() {
@@ -391,13 +385,39 @@ pub async fn login(
     };
     let (admin, phc) = match found {
         Some((admin, phc)) => (Some(admin), phc),
-        None => (None, dummy_hash().to_string()),
+        None => (None, crate::password::dummy_hash().to_string()),
     };
-    let ok = verify_blocking(req.password, phc).await?;
+    let ok = match state.argon2().verify(req.password, phc).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            // Not checked: not counted against anyone.
+            state.login_guard().succeed(attempt);
+            if matches!(e, ApiError::Busy(_)) {
+                crate::metrics::login("busy");
+            }
+            return Err(e);
+        }
+    };
+    let ip_text = ip.map(|i| i.to_string());
     match admin {
         Some(admin) if ok => {
-            let (token, expires_at) = state.jwt().issue(admin.id, &admin.username)?;
+            state.login_guard().succeed(attempt);
+            let (token, expires_at) = state.jwt().issue(&admin)?;
             tracing::info!(admin = %admin.username, "admin logged in");
+            crate::metrics::login("success");
+            audit(
+                &state,
+                NewAuditEvent::new(
+                    Actor::Admin {
+                        id: admin.id,
+                        username: admin.username.clone(),
+                    },
+                    "login.success",
+                )
+                .ip(ip_text)
+                .target("admin", admin.id),
+            )
+            .await;
             Ok(Json(LoginResponse {
                 token,
                 token_type: "Bearer",
@@ -405,63 +425,86 @@ pub async fn login(
                 admin: admin.into(),
             }))
         }
-        _ => {
-            limiter.record_failure(ip, &req.username);
+        other => {
             tracing::info!(ip = ?ip, "failed admin login");
+            crate::metrics::login("failure");
+            // The name is recorded only when it is an admin's: what someone
+            // typed into the username field may be a password.
+            let mut event = NewAuditEvent::new(Actor::Anonymous, "login.failure").ip(ip_text);
+            if let Some(a) = other {
+                event = event.target("admin", a.id).changes(serde_json::json!({
+                    "username": a.username
+                }));
+            }
+            audit(&state, event).await;
             Err(ApiError::unauthorized("wrong username or password"))
         }
     }
+}
+
+/// Log out: revoke the token of this request at once (other sessions of the
+/// admin stay valid).
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "auth",
+    responses(
+        (status = 204, description = "The token is revoked"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["viewer"]))
+)]
+pub async fn logout(auth: AuthAdmin, State(state): State<AppState>) -> ApiResult<StatusCode> {
+    state
+        .db()
+        .revoke_token(&auth.jti, auth.id, auth.expires_at)
+        .await?;
+    audit(&state, auth.event("logout").target("admin", auth.id)).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn passwords_round_trip() {
-        let h = hash_password("correct horse").expect("hash");
-        assert!(h.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse", &h));
-        assert!(!verify_password("wrong", &h));
-        assert!(!verify_password("x", "not a phc string"));
+    fn admin(gen: i64) -> Admin {
+        Admin {
+            id: 7,
+            username: "root".into(),
+            role: Role::Owner,
+            created_at: 0,
+            session_gen: gen,
+        }
     }
 
     #[test]
     fn tokens_verify_only_with_the_same_key() {
-        let a = JwtKeys::new(b"0123456789abcdef0123456789abcdef");
-        let b = JwtKeys::new(b"another secret, also 32 bytes...");
-        let (t, exp) = a.issue(7, "root").expect("issue");
+        let ttl = Duration::from_secs(3600);
+        let a = JwtKeys::new(b"0123456789abcdef0123456789abcdef", ttl);
+        let b = JwtKeys::new(b"another secret, also 32 bytes...", ttl);
+        let (t, exp) = a.issue(&admin(3)).expect("issue");
         assert!(exp > tollgate_core::now_ms());
         let c = a.verify(&t).expect("valid");
         assert_eq!(c.sub, "7");
+        assert_eq!(c.gen, 3);
+        assert_eq!(c.jti.len(), 32);
         assert!(b.verify(&t).is_err());
     }
 
     #[test]
-    fn limiter_blocks_after_five_failures() {
-        let l = LoginLimiter::default();
-        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
-        for _ in 0..5 {
-            assert!(l.check(Some(ip), "bob").is_ok());
-            l.record_failure(Some(ip), "bob");
-        }
-        let wait = l.check(Some(ip), "bob").expect_err("blocked");
-        assert!((1..=12).contains(&wait), "{wait}");
-        // Another username from the same IP is blocked too (per IP) …
-        assert!(l.check(Some(ip), "alice").is_err());
-        // … and the same username from another IP (per username).
-        assert!(l
-            .check(Some("10.0.0.2".parse().expect("ip")), "bob")
-            .is_err());
-        assert!(l
-            .check(Some("10.0.0.2".parse().expect("ip")), "carol")
-            .is_ok());
-    }
-
-    #[test]
-    fn random_passwords_are_long_and_distinct() {
-        let a = random_password(20).expect("rng");
-        assert_eq!(a.len(), 20);
-        assert_ne!(a, random_password(20).expect("rng"));
+    fn a_lifetime_beyond_the_session_ttl_is_refused() {
+        let long = JwtKeys::new(
+            b"0123456789abcdef0123456789abcdef",
+            Duration::from_secs(365 * 86400),
+        );
+        let short = JwtKeys::new(
+            b"0123456789abcdef0123456789abcdef",
+            Duration::from_secs(3600),
+        );
+        let (t, _) = long.issue(&admin(0)).expect("issue");
+        assert!(long.verify(&t).is_ok());
+        let e = short.verify(&t).expect_err("too long");
+        assert!(e.to_string().contains("session_ttl"), "{e}");
     }
 }

@@ -44,7 +44,7 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const REVALIDATE: &str = "no-cache";
 
 /// Client-side routes that always answer `index.html`, whatever `Accept` says.
-const PAGES: &[&str] = &["login", "overview", "keys", "monitoring"];
+const PAGES: &[&str] = &["login", "overview", "keys", "monitoring", "audit"];
 
 /// `/`, `/metrics` and every non-`/api` path. Merge into the API router
 /// before `with_state` (it sets no fallback of its own).

@@ -26,6 +26,13 @@ pub enum ApiError {
     /// 401 `unauthorized`: no, or no valid, bearer token / wrong credentials.
     #[error("{0}")]
     Unauthorized(String),
+    /// 403 `insufficient-role`: logged in, but the admin's role may not do this.
+    #[error("{0}")]
+    InsufficientRole(String),
+    /// 421 `host-not-allowed`: the `Host` header is not one this listener
+    /// answers (DNS rebinding).
+    #[error("{0}")]
+    HostNotAllowed(String),
     /// 404 `not-found`.
     #[error("{0}")]
     NotFound(String),
@@ -50,6 +57,10 @@ pub enum ApiError {
         retry_after_secs: u64,
         detail: String,
     },
+    /// 503 `busy`: too much work of one kind in progress (password checks),
+    /// with `Retry-After: 1`.
+    #[error("{0}")]
+    Busy(String),
     /// 503 `database-unavailable`: the database cannot be reached right now.
     #[error("{0}")]
     DatabaseUnavailable(String),
@@ -90,13 +101,15 @@ impl ApiError {
             Self::Malformed { .. } => StatusCode::BAD_REQUEST,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::InsufficientRole(_) => StatusCode::FORBIDDEN,
+            Self::HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) | Self::ReadOnly(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DatabaseUnavailable(_) | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -107,6 +120,8 @@ impl ApiError {
             Self::Malformed { .. } => "malformed-request",
             Self::Validation { .. } => "validation-error",
             Self::Unauthorized(_) => "unauthorized",
+            Self::InsufficientRole(_) => "insufficient-role",
+            Self::HostNotAllowed(_) => "host-not-allowed",
             Self::NotFound(_) => "not-found",
             Self::MethodNotAllowed(_) => "method-not-allowed",
             Self::Conflict(_) => "conflict",
@@ -115,6 +130,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::RateLimited { .. } => "rate-limited",
             Self::DatabaseUnavailable(_) => "database-unavailable",
+            Self::Busy(_) => "busy",
             Self::Internal(_) => "internal-error",
         }
     }
@@ -124,6 +140,8 @@ impl ApiError {
             Self::Malformed { .. } => "Malformed request",
             Self::Validation { .. } => "Invalid field value",
             Self::Unauthorized(_) => "Unauthorized",
+            Self::InsufficientRole(_) => "Insufficient role",
+            Self::HostNotAllowed(_) => "Host not allowed",
             Self::NotFound(_) => "Not found",
             Self::MethodNotAllowed(_) => "Method not allowed",
             Self::Conflict(_) => "Conflict",
@@ -132,6 +150,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "Unsupported media type",
             Self::RateLimited { .. } => "Too many requests",
             Self::DatabaseUnavailable(_) => "Database unavailable",
+            Self::Busy(_) => "Busy",
             Self::Internal(_) => "Internal error",
         }
     }
@@ -164,6 +183,9 @@ impl ApiError {
                 p = p.detail("an unexpected error occurred; see the admin API log");
             }
             Self::Unauthorized(d)
+            | Self::InsufficientRole(d)
+            | Self::HostNotAllowed(d)
+            | Self::Busy(d)
             | Self::NotFound(d)
             | Self::MethodNotAllowed(d)
             | Self::Conflict(d)
@@ -200,6 +222,9 @@ impl IntoResponse for ApiError {
             }
             Self::DatabaseUnavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Self::Busy(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

@@ -1,11 +1,17 @@
-//! `GET /api/health` (no auth): the admin API itself, the database, Redis
-//! (when the limiter uses it), every proxy instance from the `instances`
-//! table, and every upstream target as the proxies last saw it.
+//! `GET /api/health`: without a token only `{"status": …}` (for load
+//! balancers and probes); with one (any role) the admin API itself, the
+//! database, Redis (when the limiter uses it), every proxy instance from the
+//! `instances` table, and every upstream target as the proxies last saw it.
+//!
+//! The probe runs at most about once a second ([`HealthCache`]): concurrent
+//! and repeated calls share its result, and the Redis connection is kept
+//! and reused rather than opened per call.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -22,6 +28,43 @@ use crate::AppState;
 pub const INSTANCE_STALE_AFTER: Duration = Duration::from_secs(15);
 const DB_TIMEOUT: Duration = Duration::from_secs(2);
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a probe's result is served before the next probe.
+pub const PROBE_CACHE: Duration = Duration::from_secs(1);
+
+/// The last probe and the Redis connection, shared by every call.
+#[derive(Default)]
+pub struct HealthCache {
+    last: tokio::sync::Mutex<Option<(Instant, StatusCode, HealthReport)>>,
+    redis: tokio::sync::Mutex<Option<(String, RedisConn)>>,
+    probes: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for HealthCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthCache").finish_non_exhaustive()
+    }
+}
+
+impl HealthCache {
+    /// How many probes ran (not served from the cache).
+    pub fn probes(&self) -> u64 {
+        self.probes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+enum RedisConn {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+/// The unauthenticated answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HealthSummary {
+    /// `ok`, `degraded` or `down` (HTTP 503).
+    #[schema(example = "ok")]
+    pub status: String,
+}
 
 /// `up`, `down`, or `unknown` (never checked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -158,27 +201,90 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/health", get(health))
 }
 
-/// Health of the admin API, database, Redis, proxy instances and upstream targets.
+/// Health: without a token only `{"status"}`; with a token (any role) the
+/// admin API, database, Redis, proxy instances and upstream targets.
 #[utoipa::path(
     get,
     path = "/api/health",
     tag = "health",
     responses(
-        (status = 200, description = "The admin API and the database are up (see `status` for the rest)", body = HealthReport),
+        (status = 200, description = "The admin API and the database are up (see `status` for the rest). Without a token the body is only `{\"status\"}` (HealthSummary)", body = HealthReport),
+        (status = 401, description = "A token was sent and is invalid", body = crate::openapi::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The database is unreachable; the body is the same report", body = HealthReport),
     ),
-    security(())
+    security((), ("bearer" = ["viewer"]))
 )]
-pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn health(State(state): State<AppState>, parts: Parts) -> axum::response::Response {
+    // Details only for a logged-in admin; a bad token is refused, not
+    // silently downgraded.
+    let detailed = if parts
+        .headers
+        .contains_key(axum::http::header::AUTHORIZATION)
+    {
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let token = match crate::auth::bearer(&parts) {
+            Ok(t) => t,
+            Err(e) => return e.into_response(),
+        };
+        match crate::auth::authenticate(&state, token, ip).await {
+            Ok(_) => true,
+            // The token cannot be checked: say what can be said without it.
+            Err(crate::error::ApiError::DatabaseUnavailable(_)) => false,
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        false
+    };
+    let (code, report) = cached_probe(&state).await;
+    if detailed {
+        (code, Json(report)).into_response()
+    } else {
+        (
+            code,
+            Json(HealthSummary {
+                status: report.status,
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// The last probe if it is younger than [`PROBE_CACHE`], else a new one.
+/// Callers arriving during a probe wait for it rather than start their own.
+async fn cached_probe(state: &AppState) -> (StatusCode, HealthReport) {
+    let cache = state.health_cache();
+    let mut last = cache.last.lock().await;
+    if let Some((at, code, report)) = last.as_ref() {
+        if at.elapsed() < PROBE_CACHE {
+            return (*code, report.clone());
+        }
+    }
+    cache
+        .probes
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (code, report) = probe(state).await;
+    *last = Some((Instant::now(), code, report.clone()));
+    (code, report)
+}
+
+async fn probe(state: &AppState) -> (StatusCode, HealthReport) {
     let config = state.config();
     let now = tollgate_core::now_ms();
 
-    let db_fut = ping_database(&state);
+    let db_fut = ping_database(state);
     let redis_fut = async {
         match (config.limiter.backend, config.limiter.redis_url.as_deref()) {
-            (LimiterBackend::Redis, Some(url)) => {
-                Some(ping_redis(url, config.limiter.redis_ca_file.as_deref()).await)
-            }
+            (LimiterBackend::Redis, Some(url)) => Some(
+                ping_redis(
+                    state.health_cache(),
+                    url,
+                    config.limiter.redis_ca_file.as_deref(),
+                )
+                .await,
+            ),
             (LimiterBackend::Redis, None) => Some(ComponentHealth {
                 status: Status::Down,
                 kind: "redis".into(),
@@ -273,7 +379,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(report))
+    (code, report)
 }
 
 /// A reported target matched to the config's spelling of it (the proxy may
@@ -324,54 +430,89 @@ fn down(kind: &str, error: String) -> ComponentHealth {
     }
 }
 
-/// PING Redis as the proxy connects to it: the URL parsed by core's one
-/// parser, TLS with `limiter.redis_ca_file` if set. Errors never show the
-/// password.
-async fn ping_redis(url: &str, ca_file: Option<&std::path::Path>) -> ComponentHealth {
-    let start = Instant::now();
-    let parsed = match tollgate_core::redis_url::parse(url) {
-        Ok(p) => p,
-        Err(e) => return down("redis", e.to_string()),
-    };
-    let kind = parsed.kind();
+/// A connection to Redis as the proxy makes it (the URL parsed by core's one
+/// parser, TLS with `limiter.redis_ca_file` if set): the kept one, or a new
+/// one, kept for the next probe.
+async fn redis_conn(
+    cache: &HealthCache,
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<RedisConn, String> {
+    let mut slot = cache.redis.lock().await;
+    if let Some((u, c)) = slot.as_ref() {
+        if u == url {
+            return Ok(c.clone());
+        }
+    }
+    let parsed = tollgate_core::redis_url::parse(url).map_err(|e| e.to_string())?;
     let certs = match ca_file {
-        Some(path) if parsed.tls => match tokio::fs::read(path).await {
-            Ok(pem) => Some(redis::TlsCertificates {
+        Some(path) if parsed.tls => {
+            let pem = tokio::fs::read(path)
+                .await
+                .map_err(|e| format!("limiter.redis_ca_file {}: {e}", path.display()))?;
+            Some(redis::TlsCertificates {
                 client_tls: None,
                 root_cert: Some(pem),
-            }),
-            Err(e) => {
-                return down(
-                    kind,
-                    format!("limiter.redis_ca_file {}: {e}", path.display()),
-                )
-            }
-        },
+            })
+        }
         _ => None,
     };
     let nodes = parsed.node_urls();
-    let check = async {
+    let connect = async {
         if parsed.cluster {
             let mut builder = redis::cluster::ClusterClientBuilder::new(nodes);
             if let Some(certs) = certs {
                 builder = builder.certs(certs);
             }
             let client = builder.build()?;
-            let mut con = client.get_async_connection().await?;
-            redis::cmd("PING").query_async::<String>(&mut con).await
+            Ok::<_, redis::RedisError>(RedisConn::Cluster(client.get_async_connection().await?))
         } else {
             let node = nodes.into_iter().next().unwrap_or_default();
             let client = match certs {
                 Some(certs) => redis::Client::build_with_tls(node, certs)?,
                 None => redis::Client::open(node)?,
             };
-            let mut con = client.get_multiplexed_async_connection().await?;
-            redis::cmd("PING").query_async::<String>(&mut con).await
+            Ok(RedisConn::Single(
+                client.get_multiplexed_async_connection().await?,
+            ))
         }
     };
-    match tokio::time::timeout(REDIS_TIMEOUT, check).await {
+    let conn = connect.await.map_err(|e| e.to_string())?;
+    *slot = Some((url.to_string(), conn.clone()));
+    Ok(conn)
+}
+
+/// PING Redis, bounded by [`REDIS_TIMEOUT`]. Errors never show the password.
+async fn ping_redis(
+    cache: &HealthCache,
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> ComponentHealth {
+    let start = Instant::now();
+    let kind = match tollgate_core::redis_url::parse(url) {
+        Ok(p) => p.kind(),
+        Err(e) => return down("redis", e.to_string()),
+    };
+    let check = async {
+        match redis_conn(cache, url, ca_file).await? {
+            RedisConn::Single(mut c) => redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .map_err(|e| e.to_string()),
+            RedisConn::Cluster(mut c) => redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    };
+    let result = tokio::time::timeout(REDIS_TIMEOUT, check).await;
+    if !matches!(result, Ok(Ok(_))) {
+        // Reconnect next time rather than trust a broken connection.
+        *cache.redis.lock().await = None;
+    }
+    match result {
         Ok(Ok(_)) => up(kind, start),
-        Ok(Err(e)) => down(kind, tollgate_core::redis_url::redact(&e.to_string())),
+        Ok(Err(e)) => down(kind, tollgate_core::redis_url::redact(&e)),
         Err(_) => down(
             kind,
             format!("no answer within {} ms", REDIS_TIMEOUT.as_millis()),

@@ -14,12 +14,13 @@ use serde_json::Value;
 use tollgate_core::db::{ApiKey, KeyFilter, KeyPatch, NewApiKey};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::AuthAdmin;
+use crate::auth::{audit, AuthAdmin, RequireAdmin};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_id, ApiJson, MaybeJson, PathParam};
 use crate::openapi::ProblemDoc;
 use crate::plans::{limits_from_body, LimitBody};
 use crate::AppState;
+use tollgate_core::db::audit::diff;
 
 pub const DEFAULT_PER_PAGE: i64 = 50;
 pub const MAX_PER_PAGE: i64 = 200;
@@ -244,7 +245,8 @@ fn non_empty(v: Option<String>) -> Option<String> {
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["viewer"]))
 )]
 pub async fn list_keys(
     _auth: AuthAdmin,
@@ -369,12 +371,14 @@ async fn check_plan(state: &AppState, plan: &str) -> ApiResult<()> {
             headers(("Location" = String, description = "/api/keys/{id}"))),
         (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing, unknown or invalid, or the plan does not exist (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["admin"]))
 )]
 pub async fn create_key(
-    auth: AuthAdmin,
+    auth: RequireAdmin,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateKey>,
 ) -> ApiResult<impl IntoResponse> {
@@ -414,6 +418,13 @@ pub async fn create_key(
     };
     let (key, plain) = state.db().create_key(&new).await?;
     tracing::info!(by = %auth.username, key_id = key.id, "API key created");
+    audit(
+        &state,
+        auth.event("key.create")
+            .target("key", key.id)
+            .changes(diff(&Value::Null, &audit_view(&key))),
+    )
+    .await;
     let location = format!("/api/keys/{}", key.id);
     Ok((
         StatusCode::CREATED,
@@ -437,7 +448,8 @@ pub async fn create_key(
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["viewer"]))
 )]
 pub async fn get_key(
     _auth: AuthAdmin,
@@ -449,6 +461,17 @@ pub async fn get_key(
         Some(k) => Ok(Json(k.into())),
         None => Err(no_key(id)),
     }
+}
+
+/// A key as the audit log compares it: its record without the fields that
+/// change by themselves (`updated_at`, `last_used_at`).
+fn audit_view(k: &ApiKey) -> Value {
+    let mut v = serde_json::to_value(KeyView::from(k.clone())).unwrap_or(Value::Null);
+    if let Some(m) = v.as_object_mut() {
+        m.remove("updated_at");
+        m.remove("last_used_at");
+    }
+    v
 }
 
 fn no_key(id: i64) -> ApiError {
@@ -467,13 +490,15 @@ fn no_key(id: i64) -> ApiError {
         (status = 200, description = "The updated key record", body = KeyView),
         (status = 400, description = "Malformed JSON or id", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A field is unknown or invalid, or the plan does not exist (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["admin"]))
 )]
 pub async fn patch_key(
-    auth: AuthAdmin,
+    auth: RequireAdmin,
     State(state): State<AppState>,
     PathParam(id): PathParam,
     ApiJson(req): ApiJson<PatchKeyRequest>,
@@ -531,9 +556,26 @@ pub async fn patch_key(
         }
         patch.plan = Some(plan);
     }
+    let Some(before) = state.db().get_key(id).await? else {
+        return Err(no_key(id));
+    };
     match state.db().update_key(id, &patch).await? {
         Some(k) => {
             tracing::info!(by = %auth.username, key_id = id, "API key updated");
+            let changes = diff(&audit_view(&before), &audit_view(&k));
+            let only_enabled = changes
+                .as_object()
+                .is_some_and(|m| m.len() == 1 && m.contains_key("enabled"));
+            let action = match (only_enabled, k.enabled) {
+                (true, true) => "key.enable",
+                (true, false) => "key.disable",
+                _ => "key.update",
+            };
+            audit(
+                &state,
+                auth.event(action).target("key", id).changes(changes),
+            )
+            .await;
             Ok(Json(k.into()))
         }
         None => Err(no_key(id)),
@@ -550,18 +592,29 @@ pub async fn patch_key(
         (status = 204, description = "Deleted"),
         (status = 400, description = "The id is not a positive integer", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["admin"]))
 )]
 pub async fn delete_key(
-    auth: AuthAdmin,
+    auth: RequireAdmin,
     State(state): State<AppState>,
     PathParam(id): PathParam,
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
+    let before = state.db().get_key(id).await?;
     if state.db().delete_key(id).await? {
         tracing::info!(by = %auth.username, key_id = id, "API key deleted");
+        let changes = before
+            .map(|b| diff(&audit_view(&b), &Value::Null))
+            .unwrap_or(Value::Null);
+        audit(
+            &state,
+            auth.event("key.delete").target("key", id).changes(changes),
+        )
+        .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(no_key(id))
@@ -580,13 +633,15 @@ pub async fn delete_key(
         (status = 200, description = "The key record and its new full key, shown only this once", body = KeyWithSecret),
         (status = 400, description = "Malformed JSON or id", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "grace_seconds is invalid", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["admin"]))
 )]
 pub async fn rotate_key(
-    auth: AuthAdmin,
+    auth: RequireAdmin,
     State(state): State<AppState>,
     PathParam(id): PathParam,
     MaybeJson(req): MaybeJson<RotateKey>,
@@ -599,6 +654,7 @@ pub async fn rotate_key(
             format!("must be at most {MAX_GRACE_SECONDS} (30 days)"),
         ));
     }
+    let before_prefix = state.db().get_key(id).await?.map(|k| k.key_prefix);
     match state
         .db()
         .rotate_key(id, Duration::from_secs(grace))
@@ -606,6 +662,16 @@ pub async fn rotate_key(
     {
         Some((key, plain)) => {
             tracing::info!(by = %auth.username, key_id = id, grace_seconds = grace, "API key rotated");
+            audit(
+                &state,
+                auth.event("key.rotate")
+                    .target("key", id)
+                    .changes(serde_json::json!({
+                        "key_prefix": {"before": before_prefix, "after": key.key_prefix},
+                        "grace_seconds": {"before": null, "after": grace},
+                    })),
+            )
+            .await;
             Ok(Json(KeyWithSecret {
                 record: key.into(),
                 key: plain,

@@ -1,25 +1,32 @@
 //! Tollgate's admin API: an Axum service over the shared database that
 //! manages admins, API keys and plans, reports health and serves its own
 //! OpenAPI document. Everything is under `/api`, JSON in and out, with a JWT
-//! (HS256, 24 h) in `Authorization: Bearer` except for login, health and the
-//! OpenAPI document. Errors are RFC 9457 problem+json ([`error::ApiError`]).
+//! (HS256, `admin.session_ttl`, default 12 h) in `Authorization: Bearer`
+//! except for login, the health summary and the OpenAPI document. Every
+//! handler states the role it needs (`viewer`, `admin`, `owner`) through its
+//! extractor, and every change is written to the audit log. Errors are RFC
+//! 9457 problem+json ([`error::ApiError`]).
 //!
 //! Start it with [`bootstrap`] (connect, first admin, JWT secret) and
 //! [`serve`]; [`app`] is the bare router.
 
 pub mod admins;
 pub mod analytics;
+pub mod audit;
 pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod keys;
+pub mod listener;
+pub mod login_guard;
+pub mod metrics;
 pub mod openapi;
+pub mod password;
 pub mod plans;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -29,8 +36,10 @@ use tollgate_core::config::Config;
 use tollgate_core::db::{settings, Db, DbError};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::{JwtKeys, LoginLimiter};
+use crate::auth::JwtKeys;
 use crate::error::ApiError;
+use crate::login_guard::LoginGuard;
+use crate::password::Argon2Gate;
 
 /// The environment variable that sets the first admin's password.
 pub const ADMIN_PASSWORD_ENV: &str = "TOLLGATE_ADMIN_PASSWORD";
@@ -49,7 +58,9 @@ struct Inner {
     db: Db,
     config: ArcSwap<Config>,
     jwt: JwtKeys,
-    login_limiter: LoginLimiter,
+    login_guard: LoginGuard,
+    argon2: Argon2Gate,
+    health: health::HealthCache,
     started_at: i64,
 }
 
@@ -65,12 +76,20 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// State over a connected database, a validated config and the JWT secret.
     pub fn new(db: Db, config: Config, jwt_secret: &[u8]) -> Self {
+        Self::with_argon2(db, config, jwt_secret, Argon2Gate::default())
+    }
+
+    /// [`AppState::new`] with a given argon2 gate (tests size it).
+    pub fn with_argon2(db: Db, config: Config, jwt_secret: &[u8], argon2: Argon2Gate) -> Self {
+        let ttl = config.admin.session_ttl;
         Self {
             inner: Arc::new(Inner {
                 db,
                 config: ArcSwap::from_pointee(config),
-                jwt: JwtKeys::new(jwt_secret),
-                login_limiter: LoginLimiter::default(),
+                jwt: JwtKeys::new(jwt_secret, ttl),
+                login_guard: LoginGuard::default(),
+                argon2,
+                health: health::HealthCache::default(),
                 started_at: tollgate_core::now_ms(),
             }),
         }
@@ -94,8 +113,17 @@ impl AppState {
         &self.inner.jwt
     }
 
-    pub fn login_limiter(&self) -> &LoginLimiter {
-        &self.inner.login_limiter
+    pub fn login_guard(&self) -> &LoginGuard {
+        &self.inner.login_guard
+    }
+
+    /// Every argon2 run (login, password set) goes through this gate.
+    pub fn argon2(&self) -> &Argon2Gate {
+        &self.inner.argon2
+    }
+
+    pub fn health_cache(&self) -> &health::HealthCache {
+        &self.inner.health
     }
 
     /// Unix ms this state was created (the admin API's start).
@@ -110,6 +138,7 @@ pub fn app(state: AppState) -> Router {
         .merge(dashboard::router())
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(no_store))
         .layer(TraceLayer::new_for_http())
 }
 
@@ -123,10 +152,28 @@ pub fn api_router() -> Router<AppState> {
         .merge(plans::router())
         .merge(analytics::router())
         .merge(health::router())
+        .merge(audit::router())
         .merge(openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(deadline))
+}
+
+/// `Cache-Control: no-store` on every `/api` answer: tokens, new keys and
+/// admin data must never sit in a browser or proxy cache.
+async fn no_store(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let api = req.uri().path().starts_with("/api");
+    let mut res = next.run(req).await;
+    if api {
+        res.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
+    }
+    res
 }
 
 /// How long an `/api` request may take. Handlers wait on nothing but the
@@ -169,18 +216,24 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 }
 
 /// Serve the admin API on `listener` until `shutdown` completes, then finish
-/// the requests in flight. Client addresses are recorded for the login limiter.
+/// the requests in flight: header and idle timeouts, `admin.max_connections`,
+/// the `Host` allow-list (see [`listener`]) and the audit retention task.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let config = state.config();
+    let local = listener.local_addr()?;
+    let opts = listener::Options::from_config(&config.admin, local);
+    let retention = audit::spawn_retention(state.clone());
+    let app = app(state).layer(axum::middleware::from_fn_with_state(
+        std::sync::Arc::new(opts.hosts.clone()),
+        listener::check_host,
+    ));
+    let result = listener::serve(listener, app, opts, shutdown).await;
+    retention.abort();
+    result
 }
 
 /// Why the admin API could not start.
@@ -190,6 +243,10 @@ pub enum BootstrapError {
     Db(#[from] DbError),
     #[error("{0}")]
     Setup(String),
+    /// The JWT secret in the environment is refused: the admin role must not
+    /// start (exit 2).
+    #[error("{var} {reason}")]
+    WeakSecret { var: String, reason: String },
 }
 
 impl From<ApiError> for BootstrapError {
@@ -204,48 +261,96 @@ pub async fn bootstrap(config: &Config) -> Result<(AppState, Option<String>), Bo
     bootstrap_with_db(db, config).await
 }
 
+/// [`bootstrap`] for `tollgate dev`, a local first look: a password from
+/// `TOLLGATE_ADMIN_PASSWORD` only needs to be long enough, not strong.
+pub async fn bootstrap_dev(config: &Config) -> Result<(AppState, Option<String>), BootstrapError> {
+    let db = Db::connect(&config.storage.database_url).await?;
+    bootstrap_inner(db, config, PasswordPolicy::LengthOnly).await
+}
+
+/// How strictly the first admin's password is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordPolicy {
+    /// Length and strength (production).
+    Full,
+    /// Length only (`tollgate dev`).
+    LengthOnly,
+}
+
 /// Prepare an already connected database:
-/// - when there is no admin yet, create `admin` with the password from
-///   `TOLLGATE_ADMIN_PASSWORD`, or a random one, which is returned (print it
-///   once; it is never stored in clear). `None`: no admin was created, or its
-///   password came from the environment.
+/// - when there is no admin yet, create `admin` (an owner) with the password
+///   from `TOLLGATE_ADMIN_PASSWORD`, or a random one, which is returned
+///   (print it once; it is never stored in clear). `None`: no admin was
+///   created, or its password came from the environment.
 /// - the JWT secret is the value of the env var named by
-///   `admin.jwt_secret_env` if set and non-empty, else a secret generated once
-///   and kept in the `settings` table, so restarts keep sessions valid.
+///   `admin.jwt_secret_env` if set and non-empty (refused when shorter than 32
+///   bytes or a placeholder: [`BootstrapError::WeakSecret`]), else a secret
+///   generated once and kept in the `settings` table, so restarts keep
+///   sessions valid.
 pub async fn bootstrap_with_db(
     db: Db,
     config: &Config,
 ) -> Result<(AppState, Option<String>), BootstrapError> {
+    bootstrap_inner(db, config, PasswordPolicy::Full).await
+}
+
+async fn bootstrap_inner(
+    db: Db,
+    config: &Config,
+    policy: PasswordPolicy,
+) -> Result<(AppState, Option<String>), BootstrapError> {
     let env_password = std::env::var(ADMIN_PASSWORD_ENV)
         .ok()
         .filter(|p| !p.is_empty());
-    let initial = ensure_first_admin(&db, env_password).await?;
+    // The secret first: a refused secret must not leave an admin behind.
     let secret = resolve_jwt_secret(&db, &config.admin.jwt_secret_env).await?;
+    let initial = ensure_first_admin_with(&db, env_password, policy).await?;
     Ok((AppState::new(db, config.clone(), &secret), initial))
 }
 
-/// Create the first admin if there is none. Returns the generated password, if
-/// one was generated.
+/// Create the first admin (an owner) if there is none. Returns the generated
+/// password, if one was generated.
 pub async fn ensure_first_admin(
     db: &Db,
     password: Option<String>,
+) -> Result<Option<String>, BootstrapError> {
+    ensure_first_admin_with(db, password, PasswordPolicy::Full).await
+}
+
+async fn ensure_first_admin_with(
+    db: &Db,
+    password: Option<String>,
+    policy: PasswordPolicy,
 ) -> Result<Option<String>, BootstrapError> {
     if db.count_admins().await? > 0 {
         return Ok(None);
     }
     let (password, generated) = match password {
         Some(p) => {
-            admins::validate_password(&p).map_err(|e| {
+            let checked = match policy {
+                PasswordPolicy::Full => password::validate_password(&p, INITIAL_ADMIN),
+                PasswordPolicy::LengthOnly if p.chars().count() < password::MIN_PASSWORD_LEN => {
+                    Err(ApiError::validation(
+                        "password",
+                        format!("must be at least {} characters", password::MIN_PASSWORD_LEN),
+                    ))
+                }
+                PasswordPolicy::LengthOnly => Ok(()),
+            };
+            checked.map_err(|e| {
                 BootstrapError::Setup(format!("{ADMIN_PASSWORD_ENV} is unusable: {e}"))
             })?;
             (p, false)
         }
-        None => (auth::random_password(20)?, true),
+        None => (password::random_password(20)?, true),
     };
-    let phc = auth::hash_blocking(password.clone()).await?;
-    match db.create_admin(INITIAL_ADMIN, &phc).await {
+    let phc = Argon2Gate::new(1, 0).hash(password.clone()).await?;
+    match db
+        .create_admin_with_role(INITIAL_ADMIN, &phc, tollgate_core::db::admins::Role::Owner)
+        .await
+    {
         Ok(_) => {
-            tracing::info!("created the first admin, {INITIAL_ADMIN:?}");
+            tracing::info!("created the first admin, {INITIAL_ADMIN:?} (owner)");
             Ok(generated.then_some(password))
         }
         // Another instance created it at the same moment.
@@ -259,8 +364,11 @@ pub async fn ensure_first_admin(
 pub async fn resolve_jwt_secret(db: &Db, env_name: &str) -> Result<Vec<u8>, BootstrapError> {
     if !env_name.is_empty() {
         if let Some(s) = std::env::var(env_name).ok().filter(|s| !s.is_empty()) {
-            if s.len() < 32 {
-                tracing::warn!("{env_name} is shorter than 32 bytes; use a longer random secret");
+            if let Some(reason) = password::weak_secret_reason(&s) {
+                return Err(BootstrapError::WeakSecret {
+                    var: env_name.to_string(),
+                    reason,
+                });
             }
             return Ok(s.into_bytes());
         }
@@ -268,7 +376,7 @@ pub async fn resolve_jwt_secret(db: &Db, env_name: &str) -> Result<Vec<u8>, Boot
     if let Some(s) = db.get_setting(settings::JWT_SECRET).await? {
         return Ok(s.into_bytes());
     }
-    let generated = auth::generate_secret()?;
+    let generated = password::generate_secret()?;
     let stored = db
         .put_setting_if_absent(settings::JWT_SECRET, &generated)
         .await?;

@@ -18,7 +18,8 @@ use crate::AppState;
 /// `unauthorized` (401), `not-found` (404), `method-not-allowed` (405),
 /// `conflict` (409), `read-only` (409), `payload-too-large` (413),
 /// `unsupported-media-type` (415), `validation-error` (422),
-/// `rate-limited` (429), `internal-error` (500), `database-unavailable` (503).
+/// `insufficient-role` (403), `host-not-allowed` (421), `rate-limited`
+/// (429), `internal-error` (500), `database-unavailable` (503), `busy` (503).
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Problem, title = "Problem")]
 pub struct ProblemDoc {
@@ -50,7 +51,8 @@ impl Modify for BearerAuth {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
                     .description(Some(
-                        "The token from POST /api/auth/login (HS256, valid 24 h)",
+                        "The token from POST /api/auth/login (HS256, valid admin.session_ttl, default 12 h). \
+                         Each operation lists the least role it needs: viewer < admin < owner.",
                     ))
                     .build(),
             ),
@@ -63,15 +65,21 @@ impl Modify for BearerAuth {
     info(
         title = "Tollgate admin API",
         description = "Manage admins, API keys and plans of a Tollgate gateway, and read its health. \
-            Every route except login, health and this document needs `Authorization: Bearer <token>`. \
+            Every route except login, the health summary and this document needs `Authorization: Bearer <token>`; \
+            each operation's security requirement names the least role it needs (`viewer`, `admin` or `owner`), \
+            a lower role gets 403 `insufficient-role`. \
             Timestamps are Unix milliseconds. Errors are RFC 9457 problem+json.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     paths(
         crate::auth::login,
+        crate::auth::logout,
         crate::admins::list_admins,
         crate::admins::create_admin,
+        crate::admins::me,
+        crate::admins::change_password,
         crate::admins::get_admin,
+        crate::admins::patch_admin,
         crate::admins::delete_admin,
         crate::keys::list_keys,
         crate::keys::create_key,
@@ -90,13 +98,15 @@ impl Modify for BearerAuth {
         crate::analytics::key_analytics,
         crate::analytics::top_keys,
         crate::analytics::violations,
+        crate::audit::list_audit,
         openapi_json,
     ),
     components(schemas(ProblemDoc)),
     modifiers(&BearerAuth),
-    security(("bearer" = [])),
+    security(("bearer" = ["viewer"])),
     tags(
-        (name = "auth", description = "Log in"),
+        (name = "auth", description = "Log in and out"),
+        (name = "audit", description = "Who changed what"),
         (name = "admins", description = "The people who may use this API"),
         (name = "keys", description = "API keys"),
         (name = "plans", description = "Named sets of limits"),

@@ -15,11 +15,12 @@ use tollgate_core::duration;
 use tollgate_core::limits::Limit;
 use utoipa::ToSchema;
 
-use crate::auth::AuthAdmin;
+use crate::auth::{audit, AuthAdmin, RequireAdmin};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, PathParam};
 use crate::openapi::ProblemDoc;
 use crate::AppState;
+use tollgate_core::db::audit::diff;
 
 /// The most limits one plan or key may have.
 pub const MAX_LIMITS: usize = 16;
@@ -166,6 +167,15 @@ pub enum PlanSource {
     Api,
 }
 
+/// A plan as the audit log compares it (without `updated_at`).
+fn audit_view(p: &PlanView) -> serde_json::Value {
+    let mut v = serde_json::to_value(p).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("updated_at");
+    }
+    v
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PlanView {
     #[schema(example = "free")]
@@ -290,7 +300,8 @@ fn no_plan(name: &str) -> ApiError {
         (status = 200, description = "Every plan", body = Vec<PlanView>),
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["viewer"]))
 )]
 pub async fn list_plans(
     _auth: AuthAdmin,
@@ -318,7 +329,8 @@ pub async fn list_plans(
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such plan", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["viewer"]))
 )]
 pub async fn get_plan(
     _auth: AuthAdmin,
@@ -348,13 +360,15 @@ pub async fn get_plan(
             headers(("Location" = String, description = "/api/plans/{name}"))),
         (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "A plan of that name exists (in the config or the database)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing, unknown or invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["admin"]))
 )]
 pub async fn create_plan(
-    auth: AuthAdmin,
+    auth: RequireAdmin,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreatePlan>,
 ) -> ApiResult<impl IntoResponse> {
@@ -380,6 +394,14 @@ pub async fn create_plan(
         .create_plan(&req.name, &limits, req.concurrency)
         .await?;
     tracing::info!(by = %auth.username, plan = %plan.name, "plan created");
+    let view = PlanView::from_stored(plan.clone());
+    audit(
+        &state,
+        auth.event("plan.create")
+            .target("plan", &view.name)
+            .changes(diff(&serde_json::Value::Null, &audit_view(&view))),
+    )
+    .await;
     let location = format!("/api/plans/{}", plan.name);
     Ok((
         StatusCode::CREATED,
@@ -399,14 +421,16 @@ pub async fn create_plan(
         (status = 200, description = "The updated plan", body = PlanView),
         (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such plan", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The plan is defined in the YAML config (type `read-only`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A field is unknown or invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["admin"]))
 )]
 pub async fn patch_plan(
-    auth: AuthAdmin,
+    auth: RequireAdmin,
     State(state): State<AppState>,
     PathParam(name): PathParam,
     ApiJson(req): ApiJson<PatchPlan>,
@@ -424,6 +448,7 @@ pub async fn patch_plan(
     if req.concurrency == Some(Some(0)) {
         return Err(ApiError::validation("concurrency", "must be at least 1"));
     }
+    let before = state.db().get_plan(&name).await?.map(PlanView::from_stored);
     match state
         .db()
         .update_plan(&name, limits.as_deref(), req.concurrency)
@@ -431,7 +456,16 @@ pub async fn patch_plan(
     {
         Some(p) => {
             tracing::info!(by = %auth.username, plan = %name, "plan updated");
-            Ok(Json(PlanView::from_stored(p)))
+            let after = PlanView::from_stored(p);
+            let before = before.as_ref().map(audit_view).unwrap_or_default();
+            audit(
+                &state,
+                auth.event("plan.update")
+                    .target("plan", &name)
+                    .changes(diff(&before, &audit_view(&after))),
+            )
+            .await;
+            Ok(Json(after))
         }
         None => Err(no_plan(&name)),
     }
@@ -446,13 +480,15 @@ pub async fn patch_plan(
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such plan", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The plan is in use by a key (`conflict`) or defined in the YAML config (`read-only`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
-    )
+    ),
+    security(("bearer" = ["admin"]))
 )]
 pub async fn delete_plan(
-    auth: AuthAdmin,
+    auth: RequireAdmin,
     State(state): State<AppState>,
     PathParam(name): PathParam,
 ) -> ApiResult<StatusCode> {
@@ -462,8 +498,17 @@ pub async fn delete_plan(
     if !valid_name(&name) {
         return Err(no_plan(&name));
     }
+    let before = state.db().get_plan(&name).await?.map(PlanView::from_stored);
     if state.db().delete_plan(&name).await? {
         tracing::info!(by = %auth.username, plan = %name, "plan deleted");
+        let before = before.as_ref().map(audit_view).unwrap_or_default();
+        audit(
+            &state,
+            auth.event("plan.delete")
+                .target("plan", &name)
+                .changes(diff(&before, &serde_json::Value::Null)),
+        )
+        .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(no_plan(&name))

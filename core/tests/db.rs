@@ -948,7 +948,14 @@ async fn both_migration_sets_build_the_same_schema() {
     for (table, cols) in [
         (
             "admins",
-            &["id", "username", "password_hash", "created_at"][..],
+            &[
+                "id",
+                "username",
+                "password_hash",
+                "created_at",
+                "role",
+                "session_gen",
+            ][..],
         ),
         (
             "plans",

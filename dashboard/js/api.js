@@ -4,7 +4,7 @@
 const SESSION_KEY = 'tollgate.session';
 
 export const session = {
-  /** `{token, expires_at, username}` or null (none, unreadable or expired). */
+  /** `{token, expires_at, username, role}` or null (none, unreadable or expired). */
   get() {
     let s;
     try {
@@ -24,6 +24,7 @@ export const session = {
       token: login.token,
       expires_at: login.expires_at,
       username: login.admin && login.admin.username,
+      role: login.admin && login.admin.role,
     };
     sessionStorage.setItem(SESSION_KEY, JSON.stringify(s));
   },
@@ -31,6 +32,19 @@ export const session = {
     sessionStorage.removeItem(SESSION_KEY);
   },
 };
+
+const RANKS = { viewer: 0, admin: 1, owner: 2 };
+
+/**
+ * Whether the signed-in admin's role may do what `needed` (`viewer`, `admin`,
+ * `owner`) may. The API enforces roles; the dashboard only hides what would
+ * be refused. An unknown role may do nothing beyond reading.
+ */
+export function can(needed) {
+  const s = session.get();
+  const have = s && s.role in RANKS ? RANKS[s.role] : 0;
+  return have >= (RANKS[needed] ?? 99);
+}
 
 /** A failed API call: HTTP status (0: network) and the problem document. */
 export class ApiError extends Error {

@@ -2,18 +2,20 @@
 // for every page path), the session, the header, toasts and the live refresh
 // loop (every few seconds while the tab is visible, paused while hidden).
 
-import { session, onUnauthorized, api } from './api.js';
+import { session, onUnauthorized, api, can } from './api.js';
 import { h, replace, fmtAgo } from './dom.js';
 import * as login from './pages/login.js';
 import * as overview from './pages/overview.js';
 import * as keys from './pages/keys.js';
 import * as monitoring from './pages/monitoring.js';
+import * as audit from './pages/audit.js';
 
 const ROUTES = {
   '/': overview,
   '/overview': overview,
   '/keys': keys,
   '/monitoring': monitoring,
+  '/audit': audit,
   '/login': login,
 };
 
@@ -62,7 +64,12 @@ function render() {
   unmount();
   topbar.hidden = !s;
   document.body.classList.toggle('signed-in', Boolean(s));
-  whoEl.textContent = s && s.username ? s.username : '';
+  whoEl.textContent = s && s.username ? `${s.username}${s.role ? ` · ${s.role}` : ''}` : '';
+  document.body.dataset.role = (s && s.role) || '';
+  // Pages a role may not use are not offered.
+  for (const a of topbar.querySelectorAll('nav a[data-role]')) {
+    a.hidden = !can(a.dataset.role);
+  }
   for (const a of topbar.querySelectorAll('nav a')) {
     const target = a.getAttribute('href');
     const active = target === path || (target === '/' && path === '/overview');
@@ -195,7 +202,16 @@ onUnauthorized(() => {
   render();
 });
 
-document.getElementById('logout').addEventListener('click', () => {
+// Log out: revoke the token on the server, then forget it here (even when
+// the server cannot be reached: the token is gone from this browser).
+document.getElementById('logout').addEventListener('click', async () => {
+  if (session.get()) {
+    try {
+      await api('POST', '/api/auth/logout');
+    } catch {
+      // Already invalid, or the API is down: nothing more to do here.
+    }
+  }
   session.clear();
   navigate('/login');
 });

@@ -1,4 +1,5 @@
 //! `tollgate keys …`: manage API keys in the configured database directly.
+//! Every change is written to the audit log as `cli:<OS user>`.
 
 use std::time::Duration;
 
@@ -6,6 +7,8 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use tollgate_core::db::{ApiKey, Db, KeyFilter, NewApiKey};
 use tollgate_core::{duration, now_ms};
+
+use super::audit::record_key;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -132,6 +135,7 @@ async fn execute(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
                 ..NewApiKey::default()
             };
             let (key, plain) = db.create_key(&new).await.context("cannot create the key")?;
+            record_key(db, "key.create", key.id, None, Some(&key)).await;
             println!("created key {}", key.id);
             print_details(&key);
             println!("key:     {plain}");
@@ -148,22 +152,28 @@ async fn execute(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Disable { id } => {
+            let before = db.get_key(id).await?;
             let key = db
                 .set_key_enabled(id, false)
                 .await?
                 .ok_or_else(|| no_key(id))?;
+            record_key(db, "key.disable", id, before.as_ref(), Some(&key)).await;
             println!("disabled key {} ({})", key.id, key.name);
         }
         KeysCommand::Enable { id } => {
+            let before = db.get_key(id).await?;
             let key = db
                 .set_key_enabled(id, true)
                 .await?
                 .ok_or_else(|| no_key(id))?;
+            record_key(db, "key.enable", id, before.as_ref(), Some(&key)).await;
             println!("enabled key {} ({})", key.id, key.name);
         }
         KeysCommand::Rotate { id, grace } => {
             let grace = grace.unwrap_or(Duration::ZERO);
+            let before = db.get_key(id).await?;
             let (key, plain) = db.rotate_key(id, grace).await?.ok_or_else(|| no_key(id))?;
+            record_key(db, "key.rotate", id, before.as_ref(), Some(&key)).await;
             println!("rotated key {} ({})", key.id, key.name);
             println!("prefix:  {}", key.key_prefix);
             println!("key:     {plain}");
@@ -177,10 +187,12 @@ async fn execute(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
             eprintln!("This is the only time the new key is shown: store it now.");
         }
         KeysCommand::Delete { id } => {
-            let name = db.get_key(id).await?.map(|k| k.name);
+            let before = db.get_key(id).await?;
+            let name = before.as_ref().map(|k| k.name.clone());
             if !db.delete_key(id).await? {
                 return Err(no_key(id));
             }
+            record_key(db, "key.delete", id, before.as_ref(), None).await;
             match name {
                 Some(n) => println!("deleted key {id} ({n})"),
                 None => println!("deleted key {id}"),

@@ -1,5 +1,6 @@
 //! The subcommands that do more than dispatch.
 
+pub mod audit;
 pub mod check;
 pub mod demo_traffic;
 pub mod keys;

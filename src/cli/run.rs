@@ -30,6 +30,7 @@ pub fn admin(config: Config) -> anyhow::Result<()> {
     rt.block_on(async {
         let (state, password) = tollgate_admin_api::bootstrap(&config)
             .await
+            .map_err(refuse_weak_secret)
             .context("cannot start the admin API")?;
         let listener = tokio::net::TcpListener::bind(config.admin.listen)
             .await
@@ -106,6 +107,14 @@ async fn admin_config(
         return Err(format!("{}: {msg}", path.display()));
     }
     Ok(new)
+/// A refused JWT secret ends the process with exit code 2 and one line
+/// naming the variable; other errors are returned.
+fn refuse_weak_secret(e: tollgate_admin_api::BootstrapError) -> tollgate_admin_api::BootstrapError {
+    if let tollgate_admin_api::BootstrapError::WeakSecret { var, reason } = &e {
+        eprintln!("error: {var} {reason}");
+        std::process::exit(2);
+    }
+    e
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -228,8 +237,9 @@ async fn start_admin(
     rt: &tokio::runtime::Runtime,
     may_reset: bool,
 ) -> anyhow::Result<(String, Option<String>)> {
-    let (state, created) = tollgate_admin_api::bootstrap(config)
+    let (state, created) = tollgate_admin_api::bootstrap_dev(config)
         .await
+        .map_err(refuse_weak_secret)
         .context("cannot start the admin API")?;
     let password = match (
         created,

@@ -167,12 +167,12 @@ async fn the_last_admin_cannot_be_deleted(app: TestApp) {
         "conflict",
     )
     .await;
-    assert!(v["detail"].as_str().expect("detail").contains("last admin"));
-    // With a second admin, the first can go (even deleting itself).
+    assert!(v["detail"].as_str().expect("detail").contains("last owner"));
+    // With a second owner, the first can go (even deleting itself).
     let bob = json(
         app.post(
             "/api/admins",
-            json!({"username": "bob", "password": "bob-password"}),
+            json!({"username": "bob", "password": OTHER_PASSWORD, "role": "owner"}),
         )
         .await,
         StatusCode::CREATED,
@@ -181,7 +181,7 @@ async fn the_last_admin_cannot_be_deleted(app: TestApp) {
     let res = app.delete(&format!("/api/admins/{id}")).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     // Now bob is the last one.
-    let body = json(app.login("bob", "bob-password").await, StatusCode::OK).await;
+    let body = json(app.login("bob", OTHER_PASSWORD).await, StatusCode::OK).await;
     let token = body["token"].as_str().expect("token");
     let res = app
         .anon(Method::DELETE, &format!("/api/admins/{}", bob["id"]))

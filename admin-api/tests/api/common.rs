@@ -5,11 +5,14 @@
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 use tokio::sync::oneshot;
+use tollgate_admin_api::password::Argon2Gate;
 use tollgate_admin_api::{ensure_first_admin, serve, AppState};
 use tollgate_core::config::{self, Config};
 use tollgate_core::db::Db;
 
 pub const ADMIN_PASSWORD: &str = "correct-horse-battery";
+/// The password of the admins tests create.
+pub const OTHER_PASSWORD: &str = "plum tangent oyster 41";
 pub const JWT_SECRET: &[u8] = b"test-secret-0123456789abcdef0123456789";
 
 /// The YAML every test runs with: two config plans, one upstream with two
@@ -107,10 +110,41 @@ impl TestApp {
     }
 
     pub async fn start(db: Db, config: Config, dir: Option<tempfile::TempDir>) -> TestApp {
+        Self::start_gated(db, config, dir, Argon2Gate::default()).await
+    }
+
+    /// A fresh SQLite or PostgreSQL app (`None` when PostgreSQL is not
+    /// configured), with `config` and an argon2 gate of `permits`/`queue`.
+    pub async fn fresh(
+        postgres: bool,
+        config: Config,
+        permits: usize,
+        queue: usize,
+    ) -> Option<TestApp> {
+        let gate = Argon2Gate::new(permits, queue);
+        if postgres {
+            service_url("TOLLGATE_TEST_POSTGRES_URL")?;
+            let db = tollgate_core::db::testing::fresh_postgres()
+                .await
+                .expect("a fresh PostgreSQL database");
+            Some(Self::start_gated(db, config, None, gate).await)
+        } else {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+            Some(Self::start_gated(db, config, Some(dir), gate).await)
+        }
+    }
+
+    pub async fn start_gated(
+        db: Db,
+        config: Config,
+        dir: Option<tempfile::TempDir>,
+        gate: Argon2Gate,
+    ) -> TestApp {
         ensure_first_admin(&db, Some(ADMIN_PASSWORD.to_string()))
             .await
             .expect("first admin");
-        let state = AppState::new(db.clone(), config, JWT_SECRET);
+        let state = AppState::with_argon2(db.clone(), config, JWT_SECRET, gate);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -125,11 +159,7 @@ impl TestApp {
             .expect("query")
             .expect("admin exists")
             .0;
-        let token = state
-            .jwt()
-            .issue(admin.id, &admin.username)
-            .expect("token")
-            .0;
+        let token = state.jwt().issue(&admin).expect("token").0;
         TestApp {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
@@ -180,6 +210,37 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+
+    /// The address the app listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("addr")
+    }
+
+    /// Create an admin with `role` (as the owner) and log it in; returns
+    /// its id and token.
+    pub async fn admin_with_role(&self, name: &str, role: &str) -> (i64, String) {
+        let body = json(
+            self.post(
+                "/api/admins",
+                serde_json::json!({"username": name, "password": OTHER_PASSWORD, "role": role}),
+            )
+            .await,
+            StatusCode::CREATED,
+        )
+        .await;
+        assert_eq!(body["role"], role);
+        let id = body["id"].as_i64().expect("id");
+        let login = json(self.login(name, OTHER_PASSWORD).await, StatusCode::OK).await;
+        (id, login["token"].as_str().expect("token").to_string())
+    }
+
+    /// A request with `token`.
+    pub fn with(&self, token: &str, method: Method, path: &str) -> RequestBuilder {
+        self.anon(method, path).bearer_auth(token)
     }
 
     /// Log in through the API; returns the response.
@@ -259,6 +320,17 @@ macro_rules! both {
             }
         }
     };
+}
+
+/// An admin record for tokens of admins that may not exist.
+pub fn fake_admin(id: i64, username: &str) -> tollgate_core::db::admins::Admin {
+    tollgate_core::db::admins::Admin {
+        id,
+        username: username.to_string(),
+        role: tollgate_core::db::admins::Role::Owner,
+        created_at: 0,
+        session_gen: 0,
+    }
 }
 
 /// Unpadded base64url (JWT segments).

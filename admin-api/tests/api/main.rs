@@ -5,10 +5,16 @@ mod common;
 
 mod admins;
 mod analytics;
+mod audit;
 mod auth;
+mod brute_force;
+mod db_roles;
 mod health;
 mod keys;
+mod listener;
 mod openapi;
 mod outage;
 mod plans;
+mod roles;
 mod security;
+mod sessions;

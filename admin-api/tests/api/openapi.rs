@@ -12,10 +12,15 @@ use crate::common::*;
 /// Every route the admin API serves, as (method, OpenAPI path).
 const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/auth/login"),
+    ("post", "/api/auth/logout"),
     ("get", "/api/admins"),
     ("post", "/api/admins"),
+    ("get", "/api/admins/me"),
+    ("post", "/api/admins/me/password"),
     ("get", "/api/admins/{id}"),
+    ("patch", "/api/admins/{id}"),
     ("delete", "/api/admins/{id}"),
+    ("get", "/api/audit"),
     ("get", "/api/keys"),
     ("post", "/api/keys"),
     ("get", "/api/keys/{id}"),
@@ -70,7 +75,14 @@ async fn openapi_document_covers_every_route(app: TestApp) {
                     );
                 }
             }
-            if PUBLIC.contains(&path.as_str()) {
+            if path == "/api/health" {
+                // A summary without a token, the details with one.
+                assert_eq!(
+                    op["security"],
+                    json!([{}, {"bearer": ["viewer"]}]),
+                    "{method} {path}"
+                );
+            } else if PUBLIC.contains(&path.as_str()) {
                 assert_eq!(
                     op["security"],
                     json!([{}]),
@@ -89,7 +101,7 @@ async fn openapi_document_covers_every_route(app: TestApp) {
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(documented, expected);
-    assert_eq!(doc["security"], json!([{"bearer": []}]));
+    assert_eq!(doc["security"], json!([{"bearer": ["viewer"]}]));
     assert_eq!(
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
@@ -192,7 +204,7 @@ async fn bootstrap_creates_the_first_admin_and_keeps_the_secret(app: TestApp) {
         .await
         .expect("bootstrap again");
     let admin = app.db.list_admins().await.expect("admins").remove(0);
-    let (t1, _) = s1.jwt().issue(admin.id, &admin.username).expect("token");
+    let (t1, _) = s1.jwt().issue(&admin).expect("token");
     s2.jwt()
         .verify(&t1)
         .expect("a restart keeps sessions valid");
@@ -206,11 +218,23 @@ async fn bootstrap_creates_the_first_admin_and_keeps_the_secret(app: TestApp) {
     let mut with_env = config.clone();
     with_env.admin.jwt_secret_env = "PATH".into();
     let path = std::env::var("PATH").expect("PATH is set");
+    if let Some(reason) = tollgate_admin_api::password::weak_secret_reason(&path) {
+        // PATH is not a strong secret here: the admin role refuses it.
+        match bootstrap_with_db(app.db.clone(), &with_env).await {
+            Err(tollgate_admin_api::BootstrapError::WeakSecret { var, .. }) => {
+                assert_eq!(var, "PATH", "{reason}")
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a weak secret was accepted: {reason}"),
+        }
+        return;
+    }
     let (s3, _) = bootstrap_with_db(app.db.clone(), &with_env)
         .await
         .expect("bootstrap");
-    let env_keys = tollgate_admin_api::auth::JwtKeys::new(path.as_bytes());
-    let (t3, _) = env_keys.issue(admin.id, &admin.username).expect("token");
+    let env_keys =
+        tollgate_admin_api::auth::JwtKeys::new(path.as_bytes(), config.admin.session_ttl);
+    let (t3, _) = env_keys.issue(&admin).expect("token");
     s3.jwt().verify(&t3).expect("env secret used");
     assert!(s3.jwt().verify(&t1).is_err());
 }

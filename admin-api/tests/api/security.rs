@@ -75,7 +75,7 @@ async fn forged_and_stale_tokens_are_401(app: TestApp) {
     json(
         app.post(
             "/api/admins",
-            json!({"username": "bob", "password": "bob-password-1"}),
+            json!({"username": "bob", "password": "bob-password-1", "role": "owner"}),
         )
         .await,
         StatusCode::CREATED,

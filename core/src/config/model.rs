@@ -96,6 +96,20 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Name of the environment variable holding the JWT secret.
     pub jwt_secret_env: String,
+    /// How long a session token is valid (its `exp` − `iat` may not exceed it).
+    pub session_ttl: Duration,
+    /// `Host` values the admin listener answers (lower case, `host` or
+    /// `host:port`); empty means the defaults: the listen address and
+    /// `localhost`, `127.0.0.1`, `[::1]` on the listen port.
+    pub allowed_hosts: Vec<String>,
+    /// Time a client has to send a whole request header.
+    pub header_timeout: Duration,
+    /// A connection with no bytes received for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open connections accepted at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Audit events older than this are deleted.
+    pub audit_retention: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

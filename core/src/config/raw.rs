@@ -190,11 +190,17 @@ pub struct RawTls {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of admin settings (listen, jwt_secret_env)"
+    expecting = "a mapping of admin settings (listen, jwt_secret_env, session_ttl, allowed_hosts, header_timeout, idle_timeout, max_connections, audit_retention)"
 )]
 pub struct RawAdmin {
     pub listen: Option<Scalar>,
     pub jwt_secret_env: Option<Scalar>,
+    pub session_ttl: Option<Scalar>,
+    pub allowed_hosts: Option<Vec<Scalar>>,
+    pub header_timeout: Option<Scalar>,
+    pub idle_timeout: Option<Scalar>,
+    pub max_connections: Option<Scalar>,
+    pub audit_retention: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]

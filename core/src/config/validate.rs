@@ -44,6 +44,11 @@ pub const DEFAULT_AUTH_FAILURES_PER_SECOND: u64 = 20;
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_JWT_SECRET_ENV: &str = "TOLLGATE_JWT_SECRET";
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: u64 = 512;
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(365 * 86_400);
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://tollgate.db";
 pub const DEFAULT_KEY_REFRESH: Duration = Duration::from_millis(500);
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(20);
@@ -770,9 +775,66 @@ impl Validator<'_> {
                 DEFAULT_JWT_SECRET_ENV.to_string()
             }
         };
+        let session_ttl = self.duration_or(
+            "admin.session_ttl",
+            &a.session_ttl,
+            Duration::from_secs(60),
+            DEFAULT_SESSION_TTL,
+        );
+        if session_ttl > Duration::from_secs(30 * 86_400) {
+            self.error("admin.session_ttl", "must be at most 30d");
+        }
+        let mut allowed_hosts = Vec::new();
+        for (i, h) in a.allowed_hosts.iter().flatten().enumerate() {
+            let path = format!("admin.allowed_hosts[{i}]");
+            let text = h.text().unwrap_or_default().trim().to_ascii_lowercase();
+            if text.is_empty()
+                || !text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+            {
+                self.error(
+                    &path,
+                    format!("{h} is not a host name, host:port or IP address"),
+                );
+            } else {
+                allowed_hosts.push(text);
+            }
+        }
+        let header_timeout = self.duration_or(
+            "admin.header_timeout",
+            &a.header_timeout,
+            Duration::from_millis(100),
+            DEFAULT_ADMIN_HEADER_TIMEOUT,
+        );
+        let idle_timeout = self.duration_or(
+            "admin.idle_timeout",
+            &a.idle_timeout,
+            Duration::from_secs(1),
+            DEFAULT_ADMIN_IDLE_TIMEOUT,
+        );
+        let max_connections = self.number_or(
+            "admin.max_connections",
+            &a.max_connections,
+            1,
+            1_000_000,
+            DEFAULT_ADMIN_MAX_CONNECTIONS,
+        );
+        let audit_retention = self.duration_or(
+            "admin.audit_retention",
+            &a.audit_retention,
+            Duration::from_secs(86_400),
+            DEFAULT_AUDIT_RETENTION,
+        );
         AdminConfig {
             listen,
             jwt_secret_env,
+            session_ttl,
+            allowed_hosts,
+            header_timeout,
+            idle_timeout,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            audit_retention,
         }
     }
 
@@ -1526,6 +1588,12 @@ plans:
             admin: AdminConfig {
                 listen: "127.0.0.1:8081".parse().expect("addr"),
                 jwt_secret_env: "TOLLGATE_JWT_SECRET".into(),
+                session_ttl: Duration::from_secs(12 * 3600),
+                allowed_hosts: Vec::new(),
+                header_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+                max_connections: 512,
+                audit_retention: Duration::from_secs(365 * 86_400),
             },
             storage: StorageConfig {
                 database_url: "sqlite://tollgate.db".into(),
@@ -1868,6 +1936,11 @@ upstreams2: ~
             ),
             ("proxy:\n  key_header: \"x api key\"\n", 2, 15, "proxy.key_header: invalid header name"),
             ("admin:\n  jwt_secret_env: \"s3cr3t!\"\n", 2, 19, "not an environment variable name"),
+            ("admin:\n  session_ttl: 90d\n", 2, 16, "admin.session_ttl: must be at most 30d"),
+            ("admin:\n  session_ttl: 1s\n", 2, 16, "admin.session_ttl: must be at least 1m"),
+            ("admin:\n  allowed_hosts: [\"evil host/\"]\n", 2, 19, "admin.allowed_hosts[0]: \"evil host/\" is not a host name"),
+            ("admin:\n  max_connections: 0\n", 2, 20, "admin.max_connections: must be greater than 0"),
+            ("admin:\n  audit_retention: 1h\n", 2, 20, "admin.audit_retention: must be at least 1d"),
             ("limiter:\n  backend: memcached\n", 2, 12, "limiter.backend: expected local or redis, got \"memcached\""),
             ("limiter:\n  backend: redis\n", 2, 3, "limiter.redis_url: missing required field (required when backend is redis)"),
             ("limiter:\n  backend: redis\n  redis_url: \"http://r:6379\"\n", 3, 14, "unsupported scheme"),

@@ -12,6 +12,8 @@
 //! `TEXT`.
 
 pub mod admins;
+pub mod audit;
+pub mod file_mode;
 pub mod instances;
 pub mod keys;
 pub mod own_postgres;
@@ -208,6 +210,8 @@ impl Db {
         let options: AnyConnectOptions = full.parse()?;
         let memory = is_sqlite_memory(&full);
         if !memory {
+            // Owner-only files: they hold the JWT secret and key hashes.
+            file_mode::restrict(&full).map_err(sqlx::Error::Io)?;
             // Set up on one connection first: WAL, then the migrations, so
             // that the pool's connections never race each other for them.
             let mut conn = options.connect().await?;
@@ -248,8 +252,13 @@ impl Db {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        // sqlx takes an advisory lock, so concurrent starts migrate once.
-        POSTGRES_MIGRATIONS.run(&pool).await?;
+        // sqlx takes an advisory lock, so concurrent starts migrate once. A
+        // database that is up to date is left alone, so that a role without
+        // CREATE rights (the proxies' role, deploy/postgres/roles.sql) can
+        // connect; with migrations pending such a role fails here.
+        if !postgres_up_to_date(&pool).await {
+            POSTGRES_MIGRATIONS.run(&pool).await?;
+        }
         Ok(Self {
             pool,
             kind: DbKind::Postgres,
@@ -289,6 +298,20 @@ impl Db {
     pub async fn ping(&self) -> Result<(), DbError> {
         sqlx::query("SELECT 1").execute(self.pool()).await?;
         Ok(())
+    }
+}
+
+/// Whether every embedded PostgreSQL migration is recorded as applied.
+async fn postgres_up_to_date(pool: &AnyPool) -> bool {
+    let applied: Result<Vec<i64>, _> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await;
+    match applied {
+        Ok(done) => POSTGRES_MIGRATIONS
+            .iter()
+            .all(|m| done.contains(&m.version)),
+        Err(_) => false,
     }
 }
 

@@ -1,7 +1,7 @@
 // Keys: a searchable, paged table; create (plan or custom limits, expiry) with
 // a copy-once dialog; edit; enable/disable; rotate; delete; per-key usage.
 
-import { api, get, qs } from '../api.js';
+import { api, get, qs, can } from '../api.js';
 import { h, icon, replace, debounce, fmtInt, fmtAgo, fmtDateTime, fmtLimit, fmtMs, fmtPct } from '../dom.js';
 import { openDialog, confirmDialog, secretDialog } from '../dialog.js';
 import { timeChart } from '../charts.js';
@@ -19,6 +19,9 @@ const EXPIRY = [
 ];
 
 export function mount(root, ctx) {
+  // Viewers see the keys; changing them needs the admin role (the API
+  // refuses it anyway, so the actions are not offered).
+  const editable = can('admin');
   const params = new URLSearchParams(location.search);
   const state = {
     page: Math.max(1, Number(params.get('page')) || 1),
@@ -60,8 +63,10 @@ export function mount(root, ctx) {
   root.append(
     h('div', { class: 'page-head' },
       h('div', {}, h('h1', { text: 'API keys' }),
-        h('p', { class: 'sub', text: 'Changes reach every proxy within a second.' })),
-      createBtn),
+        h('p', { class: 'sub', text: editable
+          ? 'Changes reach every proxy within a second.'
+          : 'Read-only: your role is viewer.' })),
+      editable ? createBtn : null),
     h('section', { class: 'panel' },
       h('form', { class: 'toolbar', role: 'search', on: { submit: (e) => e.preventDefault() } },
         h('label', { class: 'search' }, h('span', { class: 'sr-only', text: 'Search keys by name' }), icon('search'), search),
@@ -155,8 +160,8 @@ export function mount(root, ctx) {
           ? h('p', { text: 'No keys match these filters.' })
           : [h('p', { class: 'empty-title', text: 'No API keys yet' }),
             h('p', { text: 'Create a key for each client that calls your API.' }),
-            h('button', { type: 'button', class: 'btn primary', on: { click: () => createDialog() } },
-              icon('plus'), 'Create the first key')])));
+            editable ? h('button', { type: 'button', class: 'btn primary', on: { click: () => createDialog() } },
+              icon('plus'), 'Create the first key') : null])));
     } else {
       replace(tbody, items.map(row));
     }
@@ -210,11 +215,11 @@ export function mount(root, ctx) {
       h('td', { class: 'num' }, u ? [fmtInt(u.total),
         u.limited ? h('div', { class: 'small limited-text', text: `${fmtInt(u.limited)} limited` }) : null] : '0'),
       h('td', { class: 'hide-sm', title: k.last_used_at ? fmtDateTime(k.last_used_at) : '' }, fmtAgo(k.last_used_at)),
-      h('td', { class: 'actions' },
+      h('td', { class: 'actions' }, editable ? [
         btn('Edit', 'edit'),
         btn(k.enabled ? 'Disable' : 'Enable', k.enabled ? 'disable' : 'enable'),
         btn('Rotate', 'rotate'),
-        btn('Delete', 'delete', { kind: 'danger-ghost' })));
+        btn('Delete', 'delete', { kind: 'danger-ghost' })] : null));
   }
 
   async function onAction(action, k) {

@@ -1,0 +1,194 @@
+//! `GET /api/audit`: the audit log, newest first, filtered and paged (role
+//! `admin` or `owner`), and the task that applies `admin.audit_retention`.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tollgate_core::db::audit::{AuditEvent, AuditFilter};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::RequireAdmin;
+use crate::error::{ApiError, ApiResult};
+use crate::openapi::ProblemDoc;
+use crate::AppState;
+
+const DEFAULT_PER_PAGE: i64 = 50;
+const MAX_PER_PAGE: i64 = 200;
+const MAX_FILTER_LEN: usize = 256;
+
+/// One audit event.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditEventView {
+    pub id: i64,
+    /// Unix ms.
+    pub at: i64,
+    /// `admin`, `cli` or `anonymous`.
+    #[schema(example = "admin")]
+    pub actor_kind: String,
+    /// The admin's username, `cli:<OS user>`, or `anonymous`.
+    #[schema(example = "alice")]
+    pub actor: String,
+    pub actor_id: Option<i64>,
+    /// The client's address (API) — `null` for the CLI.
+    pub client_ip: Option<String>,
+    /// e.g. `key.create`, `key.rotate`, `admin.role`, `login.failure`.
+    #[schema(example = "key.create")]
+    pub action: String,
+    /// `key`, `plan`, `admin`.
+    pub target_type: Option<String>,
+    /// The target's id or name.
+    pub target: Option<String>,
+    /// `{field: {before, after}}` (never a key, hash or password).
+    #[schema(value_type = Option<Object>)]
+    pub changes: Option<serde_json::Value>,
+}
+
+impl From<AuditEvent> for AuditEventView {
+    fn from(e: AuditEvent) -> Self {
+        Self {
+            id: e.id,
+            at: e.at,
+            actor_kind: e.actor_kind,
+            actor: e.actor,
+            actor_id: e.actor_id,
+            client_ip: e.client_ip,
+            action: e.action,
+            target_type: e.target_type,
+            target: e.target,
+            changes: e.changes,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditEventView>,
+    pub total: i64,
+    pub page: i64,
+    pub per_page: i64,
+}
+
+/// Query parameters of `GET /api/audit`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Exact actor: a username or `cli:<OS user>`.
+    #[param(max_length = 256)]
+    pub actor: Option<String>,
+    /// Exact action (`key.create`), or a prefix ending in `.` (`key.`).
+    #[param(max_length = 256)]
+    pub action: Option<String>,
+    /// Target type: `key`, `plan`, `admin`.
+    #[param(max_length = 256)]
+    pub target_type: Option<String>,
+    /// Target id or name.
+    #[param(max_length = 256)]
+    pub target: Option<String>,
+    /// Unix ms, inclusive.
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub from: Option<String>,
+    /// Unix ms, exclusive.
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub to: Option<String>,
+    /// 1-based page number (default 1).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
+    pub page: Option<String>,
+    /// Events per page (default 50, at most 200).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
+    pub per_page: Option<String>,
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/audit", get(list_audit))
+}
+
+fn text(field: &str, v: Option<String>) -> ApiResult<Option<String>> {
+    match v.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) if s.len() > MAX_FILTER_LEN => Err(ApiError::validation(
+            field,
+            format!("must be at most {MAX_FILTER_LEN} bytes"),
+        )),
+        Some(s) if s.chars().any(char::is_control) => Err(ApiError::validation(
+            field,
+            "must not contain control characters",
+        )),
+        Some(s) => Ok(Some(s)),
+    }
+}
+
+fn int(field: &str, v: Option<String>, min: i64, max: i64) -> ApiResult<Option<i64>> {
+    match v.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(ApiError::validation(
+                field,
+                format!("must be an integer from {min} to {max}"),
+            )),
+        },
+    }
+}
+
+/// The audit log, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/audit",
+    tag = "audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "One page of events, newest first", body = AuditPage),
+        (status = 400, description = "Malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The admin's role is viewer", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn list_audit(
+    _auth: RequireAdmin,
+    State(state): State<AppState>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> ApiResult<Json<AuditPage>> {
+    let Query(q) = query.map_err(|r| ApiError::malformed(None, r.body_text()))?;
+    let page = int("page", q.page, 1, 1_000_000)?.unwrap_or(1);
+    let per_page = int("per_page", q.per_page, 1, MAX_PER_PAGE)?.unwrap_or(DEFAULT_PER_PAGE);
+    let filter = AuditFilter {
+        actor: text("actor", q.actor)?,
+        action: text("action", q.action)?,
+        target_type: text("target_type", q.target_type)?,
+        target: text("target", q.target)?,
+        from: int("from", q.from, 0, i64::MAX / 2)?,
+        to: int("to", q.to, 0, i64::MAX / 2)?,
+        limit: per_page,
+        offset: (page - 1) * per_page,
+    };
+    let (items, total) = state.db().list_audit(&filter).await?;
+    Ok(Json(AuditPage {
+        items: items.into_iter().map(AuditEventView::from).collect(),
+        total,
+        page,
+        per_page,
+    }))
+}
+
+/// Delete events older than `admin.audit_retention`, now and then hourly.
+pub fn spawn_retention(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let keep = state.config().admin.audit_retention;
+            let before =
+                tollgate_core::now_ms() - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX / 2);
+            match state.db().prune_audit(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "audit events past retention deleted"),
+                Err(e) => tracing::warn!(error = %e, "audit retention failed"),
+            }
+        }
+    })
+}

@@ -1,0 +1,324 @@
+//! The admin API's listener: what `axum::serve` does, plus what an exposed
+//! admin port needs.
+//!
+//! - `admin.header_timeout`: a client must send a whole request header in
+//!   time (slowloris).
+//! - `admin.idle_timeout`: a connection with nothing received or sent for
+//!   that long is closed (silent and half-sent connections).
+//! - `admin.max_connections`: connections beyond it are closed at accept, so
+//!   idle sockets cannot use up the process's file descriptors.
+//! - `Host` allow-list: a browser tricked by DNS rebinding sends the
+//!   attacker's host name, so only `localhost`, IP literals (which cannot be
+//!   rebound) and the names in `admin.allowed_hosts` are answered; anything
+//!   else is 421 `host-not-allowed`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::time::Sleep;
+use tollgate_core::config::AdminConfig;
+use tower::ServiceExt;
+
+use crate::error::ApiError;
+
+/// The hosts a request's `Host` may name.
+#[derive(Debug, Clone, Default)]
+pub struct AllowedHosts {
+    /// Lower case, `host` (any port) or `host:port`.
+    names: Vec<String>,
+}
+
+impl AllowedHosts {
+    pub fn new(configured: &[String]) -> Self {
+        let mut names: Vec<String> = configured.iter().map(|h| h.to_ascii_lowercase()).collect();
+        names.push("localhost".into());
+        Self { names }
+    }
+
+    /// Whether `host` (a `Host` header value or URI authority) is answered.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        if host.is_empty() || host.contains(['/', '@', ' ']) {
+            return false;
+        }
+        let (name, has_port) = split_port(&host);
+        // IP literals cannot be the target of DNS rebinding.
+        let bare = name.trim_start_matches('[').trim_end_matches(']');
+        if bare.parse::<std::net::IpAddr>().is_ok() {
+            return true;
+        }
+        let name = name.trim_end_matches('.');
+        self.names.iter().any(|allowed| {
+            let (a_name, a_port) = split_port(allowed);
+            if a_port {
+                allowed == &host || (has_port && host.trim_end_matches('.') == allowed.as_str())
+            } else {
+                a_name == name
+            }
+        })
+    }
+}
+
+/// (`host` without port, whether a port was given).
+fn split_port(h: &str) -> (&str, bool) {
+    if let Some(rest) = h.strip_prefix('[') {
+        return match rest.find(']') {
+            Some(i) => (&h[..i + 2], h.len() > i + 2),
+            None => (h, false),
+        };
+    }
+    match h.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && port.chars().all(|c| c.is_ascii_digit()) => {
+            (name, true)
+        }
+        _ => (h, false),
+    }
+}
+
+/// Middleware: refuse requests whose `Host` (or HTTP/2 authority) is not
+/// allowed.
+pub async fn check_host(
+    State(hosts): State<Arc<AllowedHosts>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    match host {
+        Some(h) if hosts.allows(&h) => next.run(req).await,
+        Some(h) => {
+            crate::metrics::host_refused();
+            let shown: String = h.chars().take(100).collect();
+            ApiError::HostNotAllowed(format!(
+                "this admin API does not answer for host {shown:?}; add it to admin.allowed_hosts"
+            ))
+            .into_response()
+        }
+        None => {
+            crate::metrics::host_refused();
+            ApiError::malformed(Some("Host"), "the request has no Host header").into_response()
+        }
+    }
+}
+
+/// What the listener enforces.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub hosts: AllowedHosts,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Options {
+    pub fn from_config(c: &AdminConfig, _local: SocketAddr) -> Self {
+        Self {
+            hosts: AllowedHosts::new(&c.allowed_hosts),
+            header_timeout: c.header_timeout,
+            idle_timeout: c.idle_timeout,
+            max_connections: c.max_connections,
+        }
+    }
+}
+
+/// Serve `app` until `shutdown`, then let the connections in flight finish
+/// (at most 10 s).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    opts: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "admin API accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            crate::metrics::connection_refused("max_connections");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let svc =
+            app.clone()
+                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req
+                });
+        let svc = hyper_util::service::TowerToHyperService::new(svc);
+        let io = TokioIo::new(IdleIo::new(stream, opts.idle_timeout));
+        let header_timeout = opts.header_timeout;
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            builder.http2().timer(TokioTimer::new());
+            let conn = builder.serve_connection_with_upgrades(io, svc);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, %peer, "admin API connection ended");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("admin API connections still open after 10 s; closing them");
+    }
+    Ok(())
+}
+
+/// A TCP stream that fails its pending read once nothing was received or
+/// sent for `timeout`.
+struct IdleIo {
+    inner: TcpStream,
+    timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl IdleIo {
+    fn new(inner: TcpStream, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    fn touch(&mut self) {
+        let at = tokio::time::Instant::now() + self.timeout;
+        self.sleep.as_mut().reset(at);
+    }
+}
+
+impl AsyncRead for IdleIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                self.touch();
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if self.sleep.as_mut().poll(cx).is_ready() {
+                    crate::metrics::connection_refused("idle");
+                    Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "idle connection closed",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for IdleIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        let h = AllowedHosts::new(&["admin.example.com".into(), "ops.example:8443".into()]);
+        for ok in [
+            "localhost",
+            "localhost:8081",
+            "LOCALHOST:1",
+            "127.0.0.1:8081",
+            "10.1.2.3",
+            "[::1]:8081",
+            "admin.example.com",
+            "admin.example.com:443",
+            "ops.example:8443",
+        ] {
+            assert!(h.allows(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8081",
+            "localhost.evil.example",
+            "ops.example:9999",
+            "ops.example",
+            "",
+            "user@localhost",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!h.allows(bad), "{bad}");
+        }
+    }
+}

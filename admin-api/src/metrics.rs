@@ -1,0 +1,72 @@
+//! The admin API's own counters, in the process's default Prometheus
+//! registry (served by `/metrics`).
+
+use std::sync::OnceLock;
+
+use prometheus::{IntCounterVec, Opts};
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> Option<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).ok()?;
+    if let Err(e) = prometheus::register(Box::new(c.clone())) {
+        tracing::debug!(error = %e, "admin metric already registered");
+    }
+    Some(c)
+}
+
+/// `tollgate_admin_logins_total{outcome}`: success, failure, throttled (429)
+/// and busy (503, too many password checks at once).
+pub fn login(outcome: &str) {
+    static C: OnceLock<Option<IntCounterVec>> = OnceLock::new();
+    if let Some(c) = C.get_or_init(|| {
+        counter(
+            "tollgate_admin_logins_total",
+            "Admin login attempts by outcome (success, failure, throttled, busy)",
+            &["outcome"],
+        )
+    }) {
+        c.with_label_values(&[outcome]).inc();
+    }
+}
+
+/// `tollgate_admin_connections_refused_total{reason}`: connections closed at
+/// accept (`max_connections`) or for a timeout (`header_timeout`, `idle`).
+pub fn connection_refused(reason: &str) {
+    static C: OnceLock<Option<IntCounterVec>> = OnceLock::new();
+    if let Some(c) = C.get_or_init(|| {
+        counter(
+            "tollgate_admin_connections_refused_total",
+            "Admin API connections closed at accept because admin.max_connections were open",
+            &["reason"],
+        )
+    }) {
+        c.with_label_values(&[reason]).inc();
+    }
+}
+
+/// `tollgate_admin_host_refused_total`: requests refused for their `Host`.
+pub fn host_refused() {
+    static C: OnceLock<Option<IntCounterVec>> = OnceLock::new();
+    if let Some(c) = C.get_or_init(|| {
+        counter(
+            "tollgate_admin_host_refused_total",
+            "Admin API requests refused because their Host is not in admin.allowed_hosts",
+            &[],
+        )
+    }) {
+        c.with_label_values::<&str>(&[]).inc();
+    }
+}
+
+/// `tollgate_admin_audit_write_failures_total`.
+pub fn audit_failed() {
+    static C: OnceLock<Option<IntCounterVec>> = OnceLock::new();
+    if let Some(c) = C.get_or_init(|| {
+        counter(
+            "tollgate_admin_audit_write_failures_total",
+            "Audit events that could not be written",
+            &[],
+        )
+    }) {
+        c.with_label_values::<&str>(&[]).inc();
+    }
+}

@@ -1,0 +1,291 @@
+//! The admin listener: `Host` allow-list (DNS rebinding), header and idle
+//! timeouts, the connection cap, `Cache-Control: no-store`, and the health
+//! endpoint's public summary and cached probe.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::both;
+use crate::common::*;
+
+fn config_with(admin_extra: &str) -> tollgate_core::config::Config {
+    let yaml = test_yaml("  backend: local").replace(
+        "  jwt_secret_env: \"TOLLGATE_TEST_JWT_SECRET_NEVER_SET\"\n",
+        &format!("  jwt_secret_env: \"TOLLGATE_TEST_JWT_SECRET_NEVER_SET\"\n{admin_extra}"),
+    );
+    tollgate_core::config::parse(&yaml, "test.yaml").expect("valid config")
+}
+
+/// Send raw bytes, read until the server closes or `wait` passes.
+fn raw(app: &TestApp, bytes: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(app.addr()).expect("connect");
+    s.set_read_timeout(Some(wait)).expect("timeout");
+    s.write_all(bytes).expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether the server closes `s` within `deadline` (EOF or reset).
+fn closed_within(s: &mut TcpStream, deadline: Duration) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let start = Instant::now();
+    let mut buf = [0u8; 512];
+    while start.elapsed() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+async fn foreign_hosts_are_refused(app: TestApp) {
+    let port = app.addr().port();
+    let app = std::sync::Arc::new(app);
+    let a = app.clone();
+    let answers = tokio::task::spawn_blocking(move || {
+        let ask = |host: &str, path: &str| {
+            raw(
+                &a,
+                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+                Duration::from_secs(10),
+            )
+        };
+        vec![
+            ask("evil.example", "/api/health"),
+            ask(&format!("rebind.attacker.example:{port}"), "/metrics"),
+            ask("localhost.evil.example", "/"),
+            ask(&format!("localhost:{port}"), "/api/health"),
+            ask(&format!("127.0.0.1:{port}"), "/api/health"),
+            ask(&format!("[::1]:{port}"), "/api/health"),
+            raw(
+                &a,
+                b"GET /api/health HTTP/1.0\r\n\r\n",
+                Duration::from_secs(10),
+            ),
+        ]
+    })
+    .await
+    .expect("join");
+    for refused in &answers[..3] {
+        assert!(refused.starts_with("HTTP/1.1 421"), "{refused}");
+        assert!(refused.contains("host-not-allowed"), "{refused}");
+        assert!(!refused.contains("database"), "{refused}");
+    }
+    for ok in &answers[3..6] {
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    }
+    assert!(
+        answers[6].starts_with("HTTP/1.0 400") || answers[6].starts_with("HTTP/1.1 400"),
+        "{}",
+        answers[6]
+    );
+    // A configured name is answered.
+    let Some(named) = TestApp::fresh(
+        app.db.kind() == tollgate_core::db::DbKind::Postgres,
+        config_with("  allowed_hosts: [\"admin.example.com\"]\n"),
+        1,
+        4,
+    )
+    .await
+    else {
+        return;
+    };
+    let res = named
+        .anon(Method::GET, "/api/health")
+        .header("host", "admin.example.com")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = named
+        .anon(Method::GET, "/api/health")
+        .header("host", "other.example.com")
+        .send()
+        .await
+        .expect("request");
+    problem(res, StatusCode::MISDIRECTED_REQUEST, "host-not-allowed").await;
+}
+both!(foreign_hosts_are_refused);
+
+async fn silent_half_sent_and_idle_connections_are_closed(app: TestApp) {
+    let postgres = app.db.kind() == tollgate_core::db::DbKind::Postgres;
+    drop(app);
+    let Some(app) = TestApp::fresh(
+        postgres,
+        config_with("  header_timeout: 500ms\n  idle_timeout: 1s\n"),
+        1,
+        4,
+    )
+    .await
+    else {
+        return;
+    };
+    let addr = app.addr();
+    tokio::task::spawn_blocking(move || {
+        // Silent from the start.
+        let mut silent = TcpStream::connect(addr).expect("connect");
+        assert!(closed_within(&mut silent, Duration::from_secs(15)), "silent connection kept");
+        // Half a header, then nothing.
+        let mut half = TcpStream::connect(addr).expect("connect");
+        half.write_all(b"GET /api/health HTTP/1.1\r\nHo").expect("write");
+        assert!(closed_within(&mut half, Duration::from_secs(15)), "half-sent header kept");
+        // A header dribbled a byte at a time is cut at header_timeout even
+        // though bytes keep coming.
+        let mut slow = TcpStream::connect(addr).expect("connect");
+        let start = Instant::now();
+        let mut cut = false;
+        for b in b"GET /api/health HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter().cycle().take(200) {
+            if slow.write_all(&[*b]).is_err() {
+                cut = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            if start.elapsed() > Duration::from_secs(15) {
+                break;
+            }
+        }
+        assert!(cut || closed_within(&mut slow, Duration::from_secs(5)), "slowloris kept");
+        // Keep-alive: one request served, then idle → closed.
+        let mut idle = TcpStream::connect(addr).expect("connect");
+        idle.write_all(format!("GET /api/health HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .expect("write");
+        assert!(closed_within(&mut idle, Duration::from_secs(15)), "idle keep-alive kept");
+    })
+    .await
+    .expect("join");
+    // The listener still serves.
+    let res = app
+        .anon(Method::GET, "/api/health")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+}
+both!(silent_half_sent_and_idle_connections_are_closed);
+
+async fn connections_beyond_the_cap_are_closed(app: TestApp) {
+    let postgres = app.db.kind() == tollgate_core::db::DbKind::Postgres;
+    drop(app);
+    let Some(app) = TestApp::fresh(postgres, config_with("  max_connections: 4\n"), 1, 4).await
+    else {
+        return;
+    };
+    let addr = app.addr();
+    let held = tokio::task::spawn_blocking(move || {
+        let held: Vec<TcpStream> = (0..4)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let mut extra = TcpStream::connect(addr).expect("connect");
+        let _ =
+            extra.write_all(format!("GET /api/health HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes());
+        assert!(
+            closed_within(&mut extra, Duration::from_secs(10)),
+            "the 5th connection was served"
+        );
+        held
+    })
+    .await
+    .expect("join");
+    drop(held);
+    // Slots come back once the held connections close.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let res = reqwest::Client::new()
+            .get(app.url("/api/health"))
+            .send()
+            .await;
+        if res.is_ok_and(|r| r.status() == StatusCode::OK) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+both!(connections_beyond_the_cap_are_closed);
+
+async fn answers_with_secrets_are_not_cached(app: TestApp) {
+    let res = app.login("admin", ADMIN_PASSWORD).await;
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let res = app.post("/api/keys", json!({"name": "k"})).await;
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let id = res.json::<Value>().await.expect("json")["id"]
+        .as_i64()
+        .expect("id");
+    let res = app.post(&format!("/api/keys/{id}/rotate"), json!({})).await;
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let res = app.get("/api/keys").await;
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let res = app.anon(Method::GET, "/api/nope").send().await.expect("r");
+    assert_eq!(res.headers()["cache-control"], "no-store");
+}
+both!(answers_with_secrets_are_not_cached);
+
+async fn health_without_a_token_is_only_a_status(app: TestApp) {
+    let res = app
+        .anon(Method::GET, "/api/health")
+        .send()
+        .await
+        .expect("r");
+    let v = json(res, StatusCode::OK).await;
+    let keys: Vec<&String> = v.as_object().expect("object").keys().collect();
+    assert_eq!(keys, ["status"], "{v}");
+    assert!(
+        ["ok", "degraded"].contains(&v["status"].as_str().unwrap_or("")),
+        "{v}"
+    );
+    // With a token: the details.
+    let v = json(app.get("/api/health").await, StatusCode::OK).await;
+    assert!(
+        v["database"]["status"].is_string() && v["upstreams"].is_array(),
+        "{v}"
+    );
+    // A bad token is refused, not downgraded.
+    let res = app
+        .anon(Method::GET, "/api/health")
+        .bearer_auth("not.a.token")
+        .send()
+        .await
+        .expect("r");
+    problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
+}
+both!(health_without_a_token_is_only_a_status);
+
+async fn health_probes_are_cached_and_shared(app: TestApp) {
+    let before = app.state.health_cache().probes();
+    let mut calls = Vec::new();
+    for _ in 0..40 {
+        let req = app.anon(Method::GET, "/api/health");
+        calls.push(tokio::spawn(async move {
+            req.send().await.expect("r").status()
+        }));
+    }
+    for c in calls {
+        assert_eq!(c.await.expect("join"), StatusCode::OK);
+    }
+    let start = Instant::now();
+    for _ in 0..20 {
+        let _ = app.get("/api/health").await;
+    }
+    let elapsed = start.elapsed().as_secs() + 2;
+    let probes = app.state.health_cache().probes() - before;
+    assert!(
+        probes <= elapsed + 1,
+        "{probes} probes in about {elapsed} s"
+    );
+}
+both!(health_probes_are_cached_and_shared);

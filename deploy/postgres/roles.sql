@@ -1,0 +1,94 @@
+-- Two PostgreSQL roles for Tollgate, so that a compromised proxy host cannot
+-- read admin password hashes, the generated JWT secret or the audit log.
+--
+--   tollgate_admin  owns the schema: runs the migrations, manages admins,
+--                   keys, plans, settings and the audit log (`tollgate admin`,
+--                   `tollgate keys …`, `tollgate audit …`).
+--   tollgate_proxy  reads keys and plans; writes usage, violations,
+--                   instances and keys' last-used time. It cannot read
+--                   admins, settings, revoked_tokens or audit_events.
+--
+-- Run it as a superuser (or a role with CREATEROLE) in the Tollgate
+-- database, once before the first start and again after every upgrade
+-- (new tables get their grants):
+--
+--   psql -d tollgate -v ON_ERROR_STOP=1 -f deploy/postgres/roles.sql
+--   psql -d tollgate -c '\password tollgate_admin'
+--   psql -d tollgate -c '\password tollgate_proxy'
+--
+-- On a new database, start `tollgate admin` first (it creates the tables),
+-- then run this file again so the proxy role gets its table grants. Give
+-- each host its role through PGUSER/PGPASSWORD in its env file
+-- (deploy/env/*.env.example); `storage.database_url` then names no user.
+-- Upgrades: the admin role migrates; start the admin before the proxies.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tollgate_admin') THEN
+        CREATE ROLE tollgate_admin LOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tollgate_proxy') THEN
+        CREATE ROLE tollgate_proxy LOGIN;
+    END IF;
+END
+$$;
+
+-- The schema: only the admin role creates objects in it.
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+GRANT USAGE, CREATE ON SCHEMA public TO tollgate_admin;
+GRANT USAGE ON SCHEMA public TO tollgate_proxy;
+DO $$
+BEGIN
+    EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO tollgate_admin, tollgate_proxy',
+                   current_database());
+    -- The admin role owns the database so that it can run the migrations.
+    EXECUTE format('ALTER DATABASE %I OWNER TO tollgate_admin', current_database());
+END
+$$;
+ALTER SCHEMA public OWNER TO tollgate_admin;
+
+-- Tables that exist already (after the admin's first start) belong to the
+-- admin role; the proxy gets exactly what it uses, per table.
+DO $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP
+        EXECUTE format('ALTER TABLE public.%I OWNER TO tollgate_admin', t.tablename);
+        EXECUTE format('REVOKE ALL ON public.%I FROM PUBLIC, tollgate_proxy', t.tablename);
+    END LOOP;
+    FOR t IN SELECT sequencename FROM pg_sequences WHERE schemaname = 'public' LOOP
+        EXECUTE format('REVOKE ALL ON SEQUENCE public.%I FROM PUBLIC, tollgate_proxy', t.sequencename);
+    END LOOP;
+
+    -- Migrations table: the proxy checks that the schema is up to date.
+    IF to_regclass('public._sqlx_migrations') IS NOT NULL THEN
+        GRANT SELECT ON public._sqlx_migrations TO tollgate_proxy;
+    END IF;
+    -- Keys and plans: read; only a key's last-used time is written.
+    IF to_regclass('public.api_keys') IS NOT NULL THEN
+        GRANT SELECT ON public.api_keys TO tollgate_proxy;
+        GRANT UPDATE (last_used_at) ON public.api_keys TO tollgate_proxy;
+    END IF;
+    IF to_regclass('public.plans') IS NOT NULL THEN
+        GRANT SELECT ON public.plans TO tollgate_proxy;
+    END IF;
+    -- What the proxies report: usage rollups (and their retention),
+    -- violations, their own instance rows.
+    IF to_regclass('public.usage_minute') IS NOT NULL THEN
+        GRANT SELECT, INSERT, UPDATE, DELETE ON public.usage_minute TO tollgate_proxy;
+    END IF;
+    IF to_regclass('public.usage_hour') IS NOT NULL THEN
+        GRANT SELECT, INSERT, UPDATE, DELETE ON public.usage_hour TO tollgate_proxy;
+    END IF;
+    IF to_regclass('public.violations') IS NOT NULL THEN
+        GRANT SELECT, INSERT, DELETE ON public.violations TO tollgate_proxy;
+        GRANT USAGE ON SEQUENCE public.violations_id_seq TO tollgate_proxy;
+    END IF;
+    IF to_regclass('public.instances') IS NOT NULL THEN
+        GRANT SELECT, INSERT, UPDATE, DELETE ON public.instances TO tollgate_proxy;
+    END IF;
+    -- Never: admins, settings (the generated JWT secret), revoked_tokens,
+    -- audit_events. Revoked above, granted nowhere.
+END
+$$;
