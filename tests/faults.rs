@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::proxy::Proxy;
-use common::{free_port, Dev};
+use common::{free_port, tollgate, Dev};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::{JoinHandle, JoinSet};
 use tollgate_core::db::own_postgres::OwnPostgres;

@@ -107,6 +107,8 @@ async fn admin_config(
         return Err(format!("{}: {msg}", path.display()));
     }
     Ok(new)
+}
+
 /// A refused JWT secret ends the process with exit code 2 and one line
 /// naming the variable; other errors are returned.
 fn refuse_weak_secret(e: tollgate_admin_api::BootstrapError) -> tollgate_admin_api::BootstrapError {
