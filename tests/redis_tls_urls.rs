@@ -199,6 +199,21 @@ async fn rediss_with_the_ca_file_decides_in_redis_and_untrusted_follows_the_poli
         }
         assert!(p.child.try_wait().expect("wait").is_none(), "proxy alive");
     }
+
+    // A CA file that vanished: check-config says so; a proxy started anyway
+    // cannot create its Redis limiter and follows the policy (no panic).
+    let gone = format!(
+        "  redis_ca_file: \"{}\"\n",
+        dir.path().join("gone.pem").display()
+    );
+    let y = limiter_yaml(&url, "deny", &gone, up);
+    let (ok, err) = check_config(dir.path(), db.url(), &y);
+    assert!(!ok && err.contains("limiter.redis_ca_file"), "{err}");
+    let mut p = Proxy::start(tempfile::tempdir().expect("dir"), db.url(), "", &y).await;
+    wait_for(&p, &key, 503).await;
+    assert!(p.child.try_wait().expect("wait").is_none(), "proxy alive");
+    let m = p.metrics().await;
+    assert!(metric(&m, "tollgate_redis_errors_total", "kind=\"config\"") >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,6 +258,16 @@ async fn every_redis_url_shape_passes_check_config_and_never_panics_the_proxy() 
         assert!(err.contains("limiter.redis_url"), "{url}: {err}");
         assert!(!err.contains("secret"), "{url}: password printed: {err}");
     }
+    // A CA file that is not a CA file is named at its setting.
+    let junk = write(dir.path(), "junk.pem", "not a certificate\n");
+    let y = limiter_yaml(
+        "rediss://127.0.0.1:1",
+        "allow",
+        &format!("  redis_ca_file: \"{}\"\n", junk.display()),
+        up,
+    );
+    let (ok, err) = check_config(dir.path(), db.url(), &y);
+    assert!(!ok && err.contains("limiter.redis_ca_file"), "{err}");
     // A CA file for a plain redis:// URL is a mistake worth refusing.
     let y = limiter_yaml(
         "redis://127.0.0.1:1",

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::redis::OwnRedis;
 use common::{Store, TestProxy};
@@ -97,7 +97,22 @@ async fn local_concurrency_is_exact_per_key() {
     assert_eq!((count(&sa, 200), count(&sa, 429)), (3, 5), "{sa:?}");
     assert_eq!(count(&sb, 200), 3, "{sb:?}");
     // Slots come back when requests end.
-    assert_eq!(count(&burst(&[&p], &a, 3, 10).await, 200), 3);
+    all_admitted_again(&[&p], &a).await;
+}
+
+/// The slots are freed just after the answers went out: within 2 s (far
+/// below the 10 s lease, so released, not expired) 3 requests at once are
+/// admitted again.
+async fn all_admitted_again(proxies: &[&TestProxy], key: &str) {
+    let start = Instant::now();
+    loop {
+        let s = burst(proxies, key, 3, 10).await;
+        if count(&s, 200) == 3 {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(2), "{s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,7 +130,6 @@ async fn redis_concurrency_is_global_across_two_proxies() {
     // 8 at once through two proxies: 3 in total, not 3 per proxy.
     let s = burst(&[&a, &b], &k, 8, 1500).await;
     assert_eq!((count(&s, 200), count(&s, 429)), (3, 5), "{s:?}");
-    // Released when they end: 3 again, right away.
-    let s = burst(&[&a, &b], &k, 3, 10).await;
-    assert_eq!(count(&s, 200), 3, "{s:?}");
+    // Released when they end.
+    all_admitted_again(&[&a, &b], &k).await;
 }

@@ -1,6 +1,7 @@
 //! `tollgate check-config FILE`: the YAML (core's validation, every problem
 //! with its `FILE:LINE:COLUMN`), then the TLS files it names — the listener's
-//! certificate and key (`proxy.tls.*`) and every upstream's `tls.ca_file` —
+//! certificate and key (`proxy.tls.*`), every upstream's `tls.ca_file` and
+//! `limiter.redis_ca_file` —
 //! read and parsed as the proxy will, each problem reported at the setting
 //! that names the file.
 //!
@@ -62,6 +63,11 @@ pub fn tls_file_problems(config: &Config, src: &str, file: &str) -> Vec<String> 
                 let at = position::child(&position::child("upstreams", name), "tls.ca_file");
                 found.push((at, e));
             }
+        }
+    }
+    if let Some(path) = &config.limiter.redis_ca_file {
+        if let Err(e) = tls::load_ca_file("limiter.redis_ca_file", path) {
+            found.push(("limiter.redis_ca_file".to_string(), e));
         }
     }
     let index = PositionIndex::build(src);
