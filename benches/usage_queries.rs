@@ -226,6 +226,7 @@ fn record(c: &mut Criterion) {
         } else {
             Vec::new()
         },
+        reason: String::new(),
         latency_us: 1_234,
     };
     let mut g = c.benchmark_group("record");

@@ -35,6 +35,9 @@ enum Command {
         /// Also send a realistic trickle of requests through the proxy (two keys, some 401/403, bursts that hit 429).
         #[arg(long, env = "TOLLGATE_DEMO_TRAFFIC", value_parser = clap::builder::BoolishValueParser::new())]
         demo_traffic: bool,
+        /// Reset the admin password and rotate the demo key even in a database `dev` did not create (never without this flag).
+        #[arg(long)]
+        reset: bool,
     },
     /// Run the proxy (production role).
     Proxy {
@@ -73,15 +76,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::CheckConfig { file, skip_files } => return cli::check::run(&file, skip_files),
-        Command::Proxy { config } => load_or_exit(&config).and_then(cli::run::proxy),
+        Command::Proxy { config } => serving_or_exit(&config).and_then(cli::run::proxy),
         Command::Admin { config } => load_or_exit(&config).and_then(cli::run::admin),
         Command::Dev {
             config,
             demo_traffic,
-        } => dev_config(config.as_deref()).and_then(|c| cli::run::dev(c, demo_traffic)),
+            reset,
+        } => dev_config(config.as_deref()).and_then(|c| cli::run::dev(c, demo_traffic, reset)),
         Command::Keys { config, command } => load_or_exit(&config).and_then(|c| {
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(cli::keys::run(command, &c.storage.database_url))
+            rt.block_on(async {
+                cli::keys::refuse_unknown_plan(&command, &c).await?;
+                cli::keys::run(command, &c.storage.database_url).await
+            })
         }),
         Command::Audit { config, command } => load_or_exit(&config).and_then(|c| {
             let rt = tokio::runtime::Runtime::new()?;
@@ -101,11 +108,16 @@ fn load_or_exit(path: &Path) -> anyhow::Result<Config> {
     config::load(path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))
 }
 
+/// A config the proxy serves: also refused without routes (unless `routes: []`).
+fn serving_or_exit(path: &Path) -> anyhow::Result<Config> {
+    config::load_for_serving(path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))
+}
+
 fn dev_config(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
-        Some(p) => load_or_exit(p),
-        None if Path::new(DEFAULT_CONFIG).exists() => load_or_exit(Path::new(DEFAULT_CONFIG)),
-        None => config::parse(config::DEFAULT_YAML, "<embedded config/tollgate.yaml>")
+        Some(p) => serving_or_exit(p),
+        None if Path::new(DEFAULT_CONFIG).exists() => serving_or_exit(Path::new(DEFAULT_CONFIG)),
+        None => config::parse_for_serving(config::DEFAULT_YAML, "<embedded config/tollgate.yaml>")
             .map_err(|e| anyhow::anyhow!("invalid embedded config:\n{e}")),
     }
 }

@@ -424,3 +424,252 @@ fn dev_prints_the_https_url_when_tls_is_configured() {
     assert_eq!(status, 401, "no key: the proxy's own answer, over TLS");
     assert!(dev.interrupt().success());
 }
+
+#[test]
+fn check_config_refuses_a_config_without_routes_unless_it_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("t.yaml");
+    for src in ["", "# nothing\n", "proxy: {}\nroutes:\n", "upstreams: {}\n"] {
+        std::fs::write(&file, src).expect("write");
+        let (ok, out, err) = check_config(&file, &[]);
+        assert!(!ok, "{src:?}: {out}");
+        assert!(
+            err.contains("has no routes") && err.contains("routes: []"),
+            "{err}"
+        );
+        assert!(err.starts_with(&format!("{}:", file.display())), "{err}");
+    }
+    std::fs::write(&file, "routes: []\n").expect("write");
+    let (ok, out, err) = check_config(&file, &[]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("ok: 0 routes"), "{out}");
+}
+
+#[test]
+fn keys_create_refuses_a_plan_that_exists_nowhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = sqlite_config(dir.path());
+    let (ok, out, err) = keys(&config, &["create", "--name", "k", "--plan", "gold"]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("unknown plan \"gold\""), "{err}");
+    assert!(
+        err.contains("free") && err.contains("pro"),
+        "names the known plans: {err}"
+    );
+    assert!(!out.contains("tg_"), "no key was created: {out}");
+    let (ok, list, _) = keys(&config, &["list"]);
+    assert!(ok && list.contains("no keys"), "{list}");
+    let (ok, out, err) = keys(&config, &["create", "--name", "k", "--plan", "free"]);
+    assert!(ok, "{out}{err}");
+}
+
+/// Runs `tollgate dev` on `config` until it printed its `demo key:` line;
+/// returns every line printed, then kills it.
+fn dev_lines(config: &std::path::Path, args: &[&str]) -> Vec<String> {
+    use std::io::BufRead;
+    let mut child = tollgate()
+        .arg("dev")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("TOLLGATE_ADMIN_PASSWORD")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn dev");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let start = Instant::now();
+    while !lines.iter().any(|l: &String| l.starts_with("demo key: ")) {
+        let left = Duration::from_secs(30).saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("dev printed {lines:?}");
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+fn printed<'a>(lines: &'a [String], prefix: &str) -> &'a str {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in {lines:?}"))
+}
+
+#[test]
+fn dev_leaves_a_database_it_did_not_create_alone_unless_reset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &Ports::new(), &[]);
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // Someone's database: an admin and a key named `demo` already there.
+    let (key_id, hash) = rt.block_on(async {
+        let db = tollgate_core::db::Db::connect(&url).await.expect("db");
+        db.create_admin("admin", "someone's argon2 hash")
+            .await
+            .expect("admin");
+        let (key, _) = db
+            .create_key(&tollgate_core::db::NewApiKey {
+                name: "demo".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("key");
+        let hash = db.load_key_records().await.expect("records")[0].hash;
+        db.close().await;
+        (key.id, hash)
+    });
+    let state = || {
+        rt.block_on(async {
+            let db = tollgate_core::db::Db::connect(&url).await.expect("db");
+            let (_, pw) = db
+                .get_admin_by_username("admin")
+                .await
+                .expect("query")
+                .expect("admin");
+            let records = db.load_key_records().await.expect("records");
+            db.close().await;
+            let key = records.iter().find(|r| r.key.id == key_id).map(|r| r.hash);
+            (pw, key)
+        })
+    };
+
+    let lines = dev_lines(&config, &[]);
+    assert!(
+        printed(&lines, "admin login: ").contains("unchanged"),
+        "{lines:?}"
+    );
+    assert!(
+        printed(&lines, "demo key: ").contains("unchanged"),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("tg_")), "{lines:?}");
+    assert_eq!(state(), ("someone's argon2 hash".to_string(), Some(hash)));
+
+    // Asked to: a new password and a new demo key secret.
+    let lines = dev_lines(&config, &["--reset"]);
+    let key = printed(&lines, "demo key: ");
+    assert!(key.starts_with("tg_"), "{lines:?}");
+    assert!(!printed(&lines, "admin login: ").contains("unchanged"));
+    let (pw, now) = state();
+    assert_ne!(pw, "someone's argon2 hash");
+    assert_ne!(now, Some(hash));
+
+    // A database dev created itself stays dev's: a fresh one every start.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let config = write_config(fresh.path(), &Ports::new(), &[]);
+    let first = dev_lines(&config, &[]);
+    let second = dev_lines(&config, &[]);
+    let (a, b) = (
+        printed(&first, "demo key: "),
+        printed(&second, "demo key: "),
+    );
+    assert!(a.starts_with("tg_") && b.starts_with("tg_") && a != b);
+}
+
+#[test]
+fn the_admin_role_reloads_its_config_like_the_proxy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = Ports::new();
+    let config = write_config(dir.path(), &ports, &[]);
+    let _admin = KillOnDrop(
+        tollgate()
+            .arg("admin")
+            .arg("--config")
+            .arg(&config)
+            .env("TOLLGATE_ADMIN_PASSWORD", "admin-pass-123")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn admin"),
+    );
+    let base = format!("http://127.0.0.1:{}", ports.admin);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let start = Instant::now();
+        let token = loop {
+            let r = client
+                .post(format!("{base}/api/auth/login"))
+                .json(&serde_json::json!({"username": "admin", "password": "admin-pass-123"}))
+                .send()
+                .await;
+            if let Ok(r) = r {
+                if r.status() == 200 {
+                    let v: serde_json::Value = r.json().await.expect("json");
+                    break v["token"].as_str().expect("token").to_string();
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "admin not up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let plans = || async {
+            let v: serde_json::Value = client
+                .get(format!("{base}/api/plans"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("plans")
+                .json()
+                .await
+                .expect("json");
+            let items = v.get("items").cloned().unwrap_or(v);
+            items
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| p["name"].as_str().map(str::to_string))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        assert!(!plans().await.contains(&"gold".to_string()));
+        let text = std::fs::read_to_string(&config).expect("config");
+        let edited = text.replacen(
+            "plans:\n",
+            "plans:\n  gold: { limits: [ { name: m, rate: 5, per: 1m } ] }\n",
+            1,
+        );
+        assert_ne!(edited, text);
+        std::fs::write(&config, &edited).expect("write");
+        let start = Instant::now();
+        while !plans().await.contains(&"gold".to_string()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "gold never appeared"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // An emptied file is refused: the plans stay.
+        std::fs::write(&config, "").expect("truncate");
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        assert!(plans().await.contains(&"gold".to_string()));
+    });
+}
+
+/// A child process killed when the test ends, even by a failed assertion.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

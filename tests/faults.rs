@@ -10,11 +10,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::proxy::Proxy;
 use common::{free_port, tollgate, Dev};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::{JoinHandle, JoinSet};
@@ -125,104 +125,6 @@ async fn serve_conn(mut s: tokio::net::TcpStream, name: &'static str, hits: Arc<
         if s.write_all(resp.as_bytes()).await.is_err() {
             return;
         }
-    }
-}
-
-// --- the real binary -------------------------------------------------------------
-
-/// `tollgate proxy` as a child process, killed on drop.
-struct Proxy {
-    child: Child,
-    port: u16,
-    metrics: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Proxy {
-    /// Start on `yaml` (the sections after `proxy:`/`storage:`/`log:`);
-    /// `proxy_extra` is added to the `proxy:` section.
-    async fn start(dir: tempfile::TempDir, db_url: &str, proxy_extra: &str, yaml: &str) -> Self {
-        let (port, metrics) = (free_port(), free_port());
-        let text = format!(
-            "proxy:\n  listen: \"127.0.0.1:{port}\"\n  metrics_listen: \"127.0.0.1:{metrics}\"\n  threads: 2\n  auth_failures_per_second: 100000\n{proxy_extra}storage:\n  database_url: \"{db_url}\"\n  key_refresh: 100ms\nlog:\n  level: warn\n  access_log: false\n{yaml}"
-        );
-        let config = dir.path().join("tollgate.yaml");
-        std::fs::write(&config, &text).expect("write config");
-        let child = tollgate()
-            .arg("proxy")
-            .arg("--config")
-            .arg(&config)
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn tollgate proxy");
-        let p = Self {
-            child,
-            port,
-            metrics,
-            _dir: dir,
-        };
-        let start = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "tollgate proxy did not listen:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        p
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    async fn metrics(&self) -> String {
-        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics body")
-    }
-
-    fn signal(&self, name: &str) {
-        signal(&self.child, name);
-    }
-
-    /// Wait for the exit status, at most `limit`.
-    async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        wait_exit(&mut self.child, limit).await
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn signal(child: &Child, name: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{name}");
-}
-
-async fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return s;
-        }
-        assert!(start.elapsed() < limit, "still running after {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -726,4 +628,328 @@ async fn database_outage_under_load_keeps_answering_and_enforcing_keys() {
     assert_eq!(metric_value(&m, "tollgate_usage_dropped_total", &[]), 0.0);
     drop(p);
     db.close().await;
+}
+
+// --- 5. background work, reloads, refusals ----------------------------------------
+
+/// A keyed route to a test upstream, usage flushed quickly.
+fn keyed_yaml(upstream_port: u16) -> String {
+    format!(
+        "usage:\n  flush_interval: 200ms\nplans:\n  free: {{ limits: [ {{ name: minute, rate: 2, per: 1m }} ] }}\nupstreams:\n  u: {{ targets: [\"127.0.0.1:{upstream_port}\"], health_check: {{ path: /health, interval: 200ms }} }}\nroutes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: u\n    strip_prefix: /api\n    default_plan: free\n"
+    )
+}
+
+/// A flood of junk keys (and no keys) from 50 source addresses leaves a few
+/// counted rows, not a row per request; a valid key over its limit still
+/// leaves one row per refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_key_floods_from_many_addresses_leave_a_bounded_number_of_rows() {
+    let up = Upstream::start("u", free_port()).await;
+    let (dir, db) = sqlite().await;
+    let p = Proxy::start(dir, db.url(), "", &keyed_yaml(up.port)).await;
+    let (_, good) = db.create_key(&named("good")).await.expect("key");
+    let started = tollgate_core::now_ms();
+
+    let mut tasks = JoinSet::new();
+    for host in 1..=50u8 {
+        let url = p.url("/api/x");
+        tasks.spawn(async move {
+            let client = reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from([127, 0, 0, host]))
+                .build()
+                .expect("client");
+            let mut statuses = Vec::new();
+            for i in 0..22u32 {
+                let key = match i % 11 {
+                    0 => None,
+                    1 => Some(format!("tg_{}", "A".repeat(38))),
+                    _ => Some(format!("junk-{host}-{i}")),
+                };
+                statuses.push(get(&client, &url, key.as_deref()).await.status().as_u16());
+            }
+            statuses
+        });
+    }
+    let mut refused = 0usize;
+    while let Some(r) = tasks.join_next().await {
+        for status in r.expect("client task") {
+            assert!([401, 403, 429].contains(&status), "{status}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 1_100);
+    // The valid key: 2 admitted, then 3 refused over its limit.
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            get(&client, &p.url("/api/x"), Some(&good))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [200, 200, 429, 429, 429]);
+
+    let range = tollgate_core::db::violation_aggregates::AggregateFilter {
+        from: started - 60_000,
+        to: tollgate_core::now_ms() + 60_000,
+        ..Default::default()
+    };
+    wait_for("every refusal counted", Duration::from_secs(20), || async {
+        db.list_violation_aggregates(&range)
+            .await
+            .is_ok_and(|(_, _, n)| n == 1_100)
+    })
+    .await;
+    let (rows, total, _) = db.list_violation_aggregates(&range).await.expect("rows");
+    // One client network, one route, 401/403/429 by reason, in at most two
+    // minutes: a handful of rows for 1,100 refusals.
+    assert!(total <= 12, "{total} rows: {rows:?}");
+    assert!(rows.iter().all(|r| r.key.client_net == "127.0.0.0/24"));
+    wait_for(
+        "the valid key's refusals",
+        Duration::from_secs(10),
+        || async {
+            db.list_violations(&tollgate_core::db::usage::ViolationFilter {
+                from: 0,
+                to: i64::MAX,
+                ..Default::default()
+            })
+            .await
+            .is_ok_and(|(_, n)| n == 3)
+        },
+    )
+    .await;
+    let (violations, n) = db
+        .list_violations(&tollgate_core::db::usage::ViolationFilter {
+            from: 0,
+            to: i64::MAX,
+            ..Default::default()
+        })
+        .await
+        .expect("violations");
+    assert_eq!(n, 3, "{violations:?}");
+    assert!(violations
+        .iter()
+        .all(|v| v.status == 429 && v.key_id.is_some()));
+}
+
+/// The test hook makes the key refresh panic at every start: it is
+/// restarted (and counted) again and again, while config reloads and health
+/// checks go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_background_task_stops_none_of_the_others() {
+    let mut up = Upstream::start("u", free_port()).await;
+    let (dir, db) = sqlite().await;
+    let yaml = keyed_yaml(up.port);
+    let p = Proxy::start_env(
+        dir,
+        db.url(),
+        "",
+        &yaml,
+        &[("TOLLGATE_FAULT_PANIC", "key-refresh")],
+    )
+    .await;
+    wait_for("key refresh restarted", Duration::from_secs(20), || async {
+        metric_value(
+            &p.metrics().await,
+            "tollgate_background_restarts_total",
+            &["task=\"key-refresh\""],
+        ) >= 2.0
+    })
+    .await;
+    let m = p.metrics().await;
+    assert!(metric_value(&m, "tollgate_keys_last_refresh_timestamp_seconds", &[]) > 0.0);
+    assert_eq!(
+        metric_value(
+            &m,
+            "tollgate_background_restarts_total",
+            &["task=\"config-reload\""]
+        ),
+        0.0
+    );
+
+    // Health checks still run: the stopped target is taken out.
+    up.stop().await;
+    wait_for("health check notices", Duration::from_secs(20), || async {
+        metric_value(&p.metrics().await, "tollgate_upstream_targets_healthy", &[]) == 0.0
+    })
+    .await;
+    up.restart().await;
+    // Config reloads still apply: a new keyless route.
+    let text = std::fs::read_to_string(&p.config).expect("config");
+    let edited = format!(
+        "{text}  - name: open\n    match: {{ path_prefix: /open }}\n    upstream: u\n    auth: none\n"
+    );
+    std::fs::write(&p.config, edited).expect("write");
+    let client = reqwest::Client::new();
+    wait_for("the reloaded route", Duration::from_secs(20), || async {
+        get(&client, &p.url("/open/x"), None).await.status() == 200
+    })
+    .await;
+    let restarts = metric_value(
+        &p.metrics().await,
+        "tollgate_background_restarts_total",
+        &["task=\"key-refresh\""],
+    );
+    assert!(restarts >= 2.0, "{restarts}");
+}
+
+/// Truncated, emptied, half-written and deleted config files never replace
+/// the running config; each refusal is counted; a good edit still applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_config_edits_are_never_applied() {
+    let up = Upstream::start("u", free_port()).await;
+    let (dir, db) = sqlite().await;
+    let yaml = format!(
+        "upstreams:\n  u: {{ targets: [\"127.0.0.1:{}\"] }}\nroutes:\n  - name: a\n    match: {{ path_prefix: /a }}\n    upstream: u\n    auth: none\n  - name: b\n    match: {{ path_prefix: /b }}\n    upstream: u\n    auth: none\n",
+        up.port
+    );
+    let p = Proxy::start(dir, db.url(), "", &yaml).await;
+    let full = std::fs::read_to_string(&p.config).expect("config");
+    let client = reqwest::Client::new();
+    let both_served = || async {
+        get(&client, &p.url("/a"), None).await.status() == 200
+            && get(&client, &p.url("/b"), None).await.status() == 200
+    };
+    assert!(both_served().await);
+    let count = |m: &str, r: &str| {
+        metric_value(
+            m,
+            "tollgate_config_reloads_total",
+            &[&format!("result=\"{r}\"")],
+        )
+    };
+
+    // Emptied (a failed `cmd > tollgate.yaml`): refused, counted.
+    let m0 = p.metrics().await;
+    std::fs::write(&p.config, "").expect("truncate");
+    wait_for("empty file refused", Duration::from_secs(15), || async {
+        count(&p.metrics().await, "failed") > count(&m0, "failed")
+    })
+    .await;
+    assert!(both_served().await);
+    // Cut before the routes: also no routes, refused.
+    let m1 = p.metrics().await;
+    let cut = &full[..full.find("routes:").expect("routes")];
+    std::fs::write(&p.config, cut).expect("cut");
+    wait_for("cut file refused", Duration::from_secs(15), || async {
+        count(&p.metrics().await, "failed") > count(&m1, "failed")
+    })
+    .await;
+    assert!(both_served().await);
+
+    // Deleted: logged and counted as unreadable, the config stays.
+    std::fs::remove_file(&p.config).expect("rm");
+    wait_for("deleted file counted", Duration::from_secs(15), || async {
+        count(&p.metrics().await, "unreadable") >= 1.0
+    })
+    .await;
+    assert!(both_served().await);
+
+    // Half written (route b cut off), completed 300 ms later: the half
+    // file never applies, so /b never stops being served.
+    let ok_before = count(&p.metrics().await, "ok");
+    let half = &full[..full.find("  - name: b").expect("route b")];
+    std::fs::write(&p.config, half).expect("half");
+    let written = Instant::now();
+    let mut completed = false;
+    while written.elapsed() < Duration::from_millis(2_500) {
+        if !completed && written.elapsed() >= Duration::from_millis(300) {
+            let edited = full.replace("path_prefix: /a", "path_prefix: /a2");
+            std::fs::write(&p.config, edited).expect("complete");
+            completed = true;
+        }
+        assert_eq!(get(&client, &p.url("/b"), None).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for("the completed edit", Duration::from_secs(15), || async {
+        get(&client, &p.url("/a2"), None).await.status() == 200
+    })
+    .await;
+    assert_eq!(get(&client, &p.url("/b"), None).await.status(), 200);
+    assert_eq!(count(&p.metrics().await, "ok"), ok_before + 1.0);
+}
+
+/// A key whose plan exists nowhere is refused (403 unknown-plan) and
+/// counted, never served with some other plan's limits; plan names defined
+/// in the YAML and in the database at once stop the proxy from starting
+/// and refuse a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_and_doubly_defined_plans_fail_closed() {
+    let up = Upstream::start("u", free_port()).await;
+    let (dir, db) = sqlite().await;
+    let yaml = keyed_yaml(up.port);
+    let p = Proxy::start(dir, db.url(), "", &yaml).await;
+    let (_, orphan) = db
+        .create_key(&NewApiKey {
+            name: "orphan".into(),
+            plan: Some("gold".into()),
+            ..NewApiKey::default()
+        })
+        .await
+        .expect("key");
+    let client = reqwest::Client::new();
+    wait_for("the new key is known", Duration::from_secs(10), || async {
+        let r = get(&client, &p.url("/api/x"), Some(&orphan)).await;
+        r.status() == 403 && problem_type(r).await.ends_with("/unknown-plan")
+    })
+    .await;
+    for _ in 0..5 {
+        let r = get(&client, &p.url("/api/x"), Some(&orphan)).await;
+        assert_eq!(r.status(), 403);
+        assert!(problem_type(r).await.ends_with("/unknown-plan"));
+    }
+    assert!(metric_value(&p.metrics().await, "tollgate_unknown_plan_total", &[]) >= 5.0);
+    assert_eq!(up.hits(), 0, "nothing forwarded");
+
+    // A database plan named like a YAML plan: a reload adding it is refused.
+    let limit = tollgate_core::limits::Limit {
+        name: "m".into(),
+        rate: 1000,
+        per: Duration::from_secs(60),
+        burst: None,
+        cost: None,
+    };
+    db.create_plan("gold", std::slice::from_ref(&limit), None)
+        .await
+        .expect("db plan");
+    wait_for(
+        "the plan serves the key",
+        Duration::from_secs(10),
+        || async { get(&client, &p.url("/api/x"), Some(&orphan)).await.status() == 200 },
+    )
+    .await;
+    let m0 = p.metrics().await;
+    let text = std::fs::read_to_string(&p.config).expect("config");
+    let doubled = text.replace(
+        "plans:\n",
+        "plans:\n  gold: { limits: [ { name: m, rate: 1, per: 1m } ] }\n",
+    );
+    assert_ne!(doubled, text);
+    std::fs::write(&p.config, &doubled).expect("write");
+    wait_for("reload refused", Duration::from_secs(15), || async {
+        metric_value(
+            &p.metrics().await,
+            "tollgate_config_reloads_total",
+            &["result=\"failed\""],
+        ) > metric_value(&m0, "tollgate_config_reloads_total", &["result=\"failed\""])
+    })
+    .await;
+    assert_eq!(
+        get(&client, &p.url("/api/x"), Some(&orphan)).await.status(),
+        200
+    );
+
+    // Started on that file, the proxy refuses and names the plan.
+    let out = tollgate()
+        .arg("proxy")
+        .arg("--config")
+        .arg(&p.config)
+        .output()
+        .expect("run proxy");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"gold\"") && err.contains("both"), "{err}");
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tollgate_core::db::usage::{
     bucket_bound_ms, Counts, UsageFilter, ViolationFilter, MAX_SERIES_POINTS, MINUTE_MS,
 };
+use tollgate_core::db::violation_aggregates::AggregateFilter;
 use tollgate_core::db::{ApiKey, LATENCY_BUCKETS, LATENCY_BUCKET_BOUNDS_US};
 use utoipa::{IntoParams, ToSchema};
 
@@ -284,6 +285,25 @@ pub struct ViolationView {
     pub status: i64,
 }
 
+/// Refusals without a valid key (401, 403, throttled 429s), counted per
+/// minute, route, status, reason and client network instead of one row each.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AggregatedViolationView {
+    /// Unix ms at the start of the minute.
+    pub at: i64,
+    pub route: String,
+    #[schema(example = 403)]
+    pub status: i64,
+    /// The answer's problem type, e.g. `invalid-api-key:unknown`.
+    #[schema(example = "invalid-api-key:unknown")]
+    pub reason: String,
+    /// The clients' /24 (IPv4) or /64 (IPv6).
+    #[schema(example = "203.0.113.0/24")]
+    pub client_net: String,
+    /// Refusals counted in this row.
+    pub count: i64,
+}
+
 /// `GET /api/analytics/violations`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ViolationPage {
@@ -293,6 +313,13 @@ pub struct ViolationPage {
     pub total: i64,
     pub page: i64,
     pub per_page: i64,
+    /// The same page of the aggregated refusals (none when filtered by a
+    /// key other than 0): newest minute first.
+    pub aggregated: Vec<AggregatedViolationView>,
+    /// How many aggregated rows match in all.
+    pub aggregated_total: i64,
+    /// How many refusals those rows count.
+    pub aggregated_refusals: i64,
 }
 
 // --- query strings -----------------------------------------------------------
@@ -703,7 +730,9 @@ pub async fn top_keys(
     }))
 }
 
-/// Refused requests (429, 401, 403), newest first, paged.
+/// Refused requests (429, 401, 403), newest first, paged: valid keys over
+/// their limits one by one (`items`), refusals without a valid key counted
+/// per minute × route × status × reason × client network (`aggregated`).
 #[utoipa::path(
     get,
     path = "/api/analytics/violations",
@@ -735,6 +764,21 @@ pub async fn violations(
         Some(v) => parse_int("per_page", &v, 1, MAX_PER_PAGE)?,
         None => DEFAULT_PER_PAGE,
     };
+    let (aggregated, aggregated_total, aggregated_refusals) = match key_id {
+        Some(k) if k != 0 => (Vec::new(), 0, 0),
+        _ => {
+            state
+                .db()
+                .list_violation_aggregates(&AggregateFilter {
+                    from,
+                    to,
+                    route: route.clone(),
+                    limit: per_page,
+                    offset: (page - 1) * per_page,
+                })
+                .await?
+        }
+    };
     let (items, total) = state
         .db()
         .list_violations(&ViolationFilter {
@@ -765,6 +809,19 @@ pub async fn violations(
         total,
         page,
         per_page,
+        aggregated: aggregated
+            .into_iter()
+            .map(|a| AggregatedViolationView {
+                at: a.key.minute,
+                route: a.key.route,
+                status: a.key.status,
+                reason: a.key.reason,
+                client_net: a.key.client_net,
+                count: a.count,
+            })
+            .collect(),
+        aggregated_total,
+        aggregated_refusals,
     }))
 }
 

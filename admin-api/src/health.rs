@@ -284,7 +284,14 @@ async fn probe(state: &AppState) -> (StatusCode, HealthReport) {
     let db_fut = ping_database(state);
     let redis_fut = async {
         match (config.limiter.backend, config.limiter.redis_url.as_deref()) {
-            (LimiterBackend::Redis, Some(url)) => Some(ping_redis(state.health_cache(), url).await),
+            (LimiterBackend::Redis, Some(url)) => Some(
+                ping_redis(
+                    state.health_cache(),
+                    url,
+                    config.limiter.redis_ca_file.as_deref(),
+                )
+                .await,
+            ),
             (LimiterBackend::Redis, None) => Some(ComponentHealth {
                 status: Status::Down,
                 kind: "redis".into(),
@@ -430,25 +437,14 @@ fn down(kind: &str, error: String) -> ComponentHealth {
     }
 }
 
-/// `redis+cluster://[user:pass@]h1:p1,h2:p2` → `redis://[user:pass@]hN:pN` each.
-fn cluster_nodes(url: &str) -> Option<Vec<String>> {
-    let rest = url.strip_prefix("redis+cluster://")?;
-    let (auth, hosts) = match rest.rsplit_once('@') {
-        Some((a, h)) => (format!("{a}@"), h),
-        None => (String::new(), rest),
-    };
-    let hosts = hosts.split('/').next().unwrap_or(hosts);
-    Some(
-        hosts
-            .split(',')
-            .filter(|h| !h.is_empty())
-            .map(|h| format!("redis://{auth}{h}"))
-            .collect(),
-    )
-}
-
-/// A connection for `url`: the kept one, or a new one (kept for next time).
-async fn redis_conn(cache: &HealthCache, url: &str) -> redis::RedisResult<RedisConn> {
+/// A connection to Redis as the proxy makes it (the URL parsed by core's one
+/// parser, TLS with `limiter.redis_ca_file` if set): the kept one, or a new
+/// one, kept for the next probe.
+async fn redis_conn(
+    cache: &HealthCache,
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<RedisConn, String> {
     let mut slot = cache.redis.lock().await;
     if let Some((u, c)) = slot.as_ref() {
         if u == url {
@@ -458,31 +454,65 @@ async fn redis_conn(cache: &HealthCache, url: &str) -> redis::RedisResult<RedisC
     cache
         .redis_connects
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let conn = match cluster_nodes(url) {
-        Some(nodes) => {
-            let client = redis::cluster::ClusterClient::new(nodes)?;
-            RedisConn::Cluster(client.get_async_connection().await?)
+    let parsed = tollgate_core::redis_url::parse(url).map_err(|e| e.to_string())?;
+    let certs = match ca_file {
+        Some(path) if parsed.tls => {
+            let pem = tokio::fs::read(path)
+                .await
+                .map_err(|e| format!("limiter.redis_ca_file {}: {e}", path.display()))?;
+            Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            })
         }
-        None => {
-            let client = redis::Client::open(url)?;
-            RedisConn::Single(client.get_multiplexed_async_connection().await?)
+        _ => None,
+    };
+    let nodes = parsed.node_urls();
+    let connect = async {
+        if parsed.cluster {
+            let mut builder = redis::cluster::ClusterClientBuilder::new(nodes);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            let client = builder.build()?;
+            Ok::<_, redis::RedisError>(RedisConn::Cluster(client.get_async_connection().await?))
+        } else {
+            let node = nodes.into_iter().next().unwrap_or_default();
+            let client = match certs {
+                Some(certs) => redis::Client::build_with_tls(node, certs)?,
+                None => redis::Client::open(node)?,
+            };
+            Ok(RedisConn::Single(
+                client.get_multiplexed_async_connection().await?,
+            ))
         }
     };
+    let conn = connect.await.map_err(|e| e.to_string())?;
     *slot = Some((url.to_string(), conn.clone()));
     Ok(conn)
 }
 
-async fn ping_redis(cache: &HealthCache, url: &str) -> ComponentHealth {
+/// PING Redis, bounded by [`REDIS_TIMEOUT`]. Errors never show the password.
+async fn ping_redis(
+    cache: &HealthCache,
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> ComponentHealth {
     let start = Instant::now();
-    let kind = if cluster_nodes(url).is_some() {
-        "redis-cluster"
-    } else {
-        "redis"
+    let kind = match tollgate_core::redis_url::parse(url) {
+        Ok(p) => p.kind(),
+        Err(e) => return down("redis", e.to_string()),
     };
     let check = async {
-        match redis_conn(cache, url).await? {
-            RedisConn::Single(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
-            RedisConn::Cluster(mut c) => redis::cmd("PING").query_async::<String>(&mut c).await,
+        match redis_conn(cache, url, ca_file).await? {
+            RedisConn::Single(mut c) => redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .map_err(|e| e.to_string()),
+            RedisConn::Cluster(mut c) => redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .map_err(|e| e.to_string()),
         }
     };
     let result = tokio::time::timeout(REDIS_TIMEOUT, check).await;
@@ -492,34 +522,10 @@ async fn ping_redis(cache: &HealthCache, url: &str) -> ComponentHealth {
     }
     match result {
         Ok(Ok(_)) => up(kind, start),
-        Ok(Err(e)) => down(kind, e.to_string()),
+        Ok(Err(e)) => down(kind, tollgate_core::redis_url::redact(&e)),
         Err(_) => down(
             kind,
             format!("no answer within {} ms", REDIS_TIMEOUT.as_millis()),
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cluster_urls_split_into_nodes() {
-        assert_eq!(
-            cluster_nodes("redis+cluster://127.0.0.1:7301,127.0.0.1:7302"),
-            Some(vec![
-                "redis://127.0.0.1:7301".to_string(),
-                "redis://127.0.0.1:7302".to_string()
-            ])
-        );
-        assert_eq!(
-            cluster_nodes("redis+cluster://:pw@h1:1,h2:2"),
-            Some(vec![
-                "redis://:pw@h1:1".to_string(),
-                "redis://:pw@h2:2".to_string()
-            ])
-        );
-        assert_eq!(cluster_nodes("redis://x:1"), None);
     }
 }

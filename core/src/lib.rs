@@ -9,7 +9,10 @@ pub mod db;
 pub mod duration;
 pub mod keys;
 pub mod limits;
+pub mod net;
+pub mod path;
 pub mod problem;
+pub mod redis_url;
 
 /// Milliseconds since the Unix epoch: how every timestamp is stored.
 pub fn now_ms() -> i64 {

@@ -12,11 +12,15 @@ pub struct Answer {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// Why, as usage records it: the problem type (`missing-api-key`), for
+    /// invalid keys with the key's state (`invalid-api-key:disabled`).
+    pub reason: String,
 }
 
 impl Answer {
     fn problem(p: Problem) -> Self {
         Self {
+            reason: p.kind().to_string(),
             status: p.status,
             headers: vec![("Content-Type", problem::CONTENT_TYPE.to_string())],
             body: p.to_json(),
@@ -55,6 +59,33 @@ pub fn not_found(path: &str) -> Answer {
     )
 }
 
+/// A request target refused by `proxy.path_policy` or the fixed path rules.
+pub fn bad_path(e: tollgate_core::path::PathError) -> Answer {
+    Answer::problem(
+        Problem::new("bad-path", "Bad Request", 400)
+            .detail(e.detail())
+            .with("reason", e.reason()),
+    )
+}
+
+/// A request that breaks HTTP/1 framing rules (the connection is closed after it).
+pub fn bad_request(reason: &str, detail: &str) -> Answer {
+    Answer::problem(
+        Problem::new("bad-request", "Bad Request", 400)
+            .detail(detail)
+            .with("reason", reason),
+    )
+}
+
+/// The request line and header fields exceed `proxy.max_header_bytes`.
+pub fn header_too_large(limit: usize) -> Answer {
+    Answer::problem(
+        Problem::new("header-too-large", "Request Header Fields Too Large", 431)
+            .detail(format!("the request header is larger than {limit} bytes"))
+            .with("max_header_bytes", limit),
+    )
+}
+
 pub fn method_not_allowed(method: &str, allowed: &[String]) -> Answer {
     Answer::problem(
         Problem::new("method-not-allowed", "Method Not Allowed", 405)
@@ -75,10 +106,21 @@ pub fn missing_key(key_header: &str) -> Answer {
 
 /// `reason` is one of `malformed`, `unknown`, `disabled`, `expired`.
 pub fn forbidden_key(reason: &str) -> Answer {
-    Answer::problem(
+    let mut a = Answer::problem(
         Problem::new("invalid-api-key", "Forbidden", 403)
             .detail(format!("the API key is {reason}"))
             .with("reason", reason),
+    );
+    a.reason = format!("invalid-api-key:{reason}");
+    a
+}
+
+/// The key is valid but names a plan that exists nowhere: fail closed
+/// rather than guess its limits. The plan's name is not disclosed.
+pub fn unknown_plan() -> Answer {
+    Answer::problem(
+        Problem::new("unknown-plan", "Forbidden", 403)
+            .detail("this API key's plan is not configured; ask the API's operator to fix the key"),
     )
 }
 
@@ -212,11 +254,15 @@ mod tests {
             method_not_allowed("PUT", &["GET".into()]),
             missing_key("x-api-key"),
             forbidden_key("disabled"),
+            unknown_plan(),
             auth_throttled(1),
             concurrency_exceeded(2),
             limiter_unavailable(),
             no_healthy_upstream("demo"),
             upstream_failed(504),
+            bad_path(tollgate_core::path::PathError::DotSegment),
+            bad_request("te-and-cl", "x"),
+            header_too_large(32),
         ] {
             let body = v(&a);
             assert_eq!(body["status"], a.status);

@@ -1,17 +1,23 @@
 //! Background work of one proxy, off the request path: refreshing the key set
-//! and database plans, reloading the config file, running upstream health
-//! checks and sweeping full buckets out of the local limiter.
+//! and database plans, reloading the config file, watching the listener's
+//! certificate, running upstream health checks, re-resolving upstream host
+//! names, sweeping the local limiter and watching Redis.
+//!
+//! Each is its own supervised task ([`supervise`]): a task that panics or
+//! stops is counted (`tollgate_background_restarts_total{task}`), logged and
+//! started again after its own backoff, and never takes the others with it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tollgate_core::config;
-use tollgate_core::db::Db;
+use tollgate_core::config::reload::{self, FileWatch, WatchEvent, RELOAD_POLL, RELOAD_SETTLE};
+use tollgate_core::db::{Db, Fingerprint};
 
 use crate::keyset::KeySet;
 use crate::limiter::backends::Limiters;
@@ -19,6 +25,23 @@ use crate::limiter::LocalLimiter;
 use crate::metrics;
 use crate::state::{ConfigState, DbState, State};
 use crate::tls::{self, ListenerCert};
+use crate::upstreams;
+
+/// The supervised tasks, by the name their metrics and logs use.
+pub const TASKS: [&str; 7] = [
+    "key-refresh",
+    "config-reload",
+    "cert-watch",
+    "health-checks",
+    "upstream-resolve",
+    "limiter-sweep",
+    "redis-watch",
+];
+
+/// Test hook: a comma-separated list of [`TASKS`] that panic at each start,
+/// for tests of the supervision with the real binary (no real fault makes a
+/// task panic on demand). Unset in production.
+pub const FAULT_PANIC_ENV: &str = "TOLLGATE_FAULT_PANIC";
 
 /// Load keys and database plans once (also used at start-up).
 pub async fn load_db_state(db: &Db) -> Result<DbState, tollgate_core::db::DbError> {
@@ -26,6 +49,7 @@ pub async fn load_db_state(db: &Db) -> Result<DbState, tollgate_core::db::DbErro
     let plans = db.list_plans().await?;
     let keys = KeySet::from_records(records);
     metrics::KEYS_LOADED.set(keys.len() as i64);
+    metrics::KEYS_LAST_REFRESH.set(tollgate_core::now_ms() as f64 / 1000.0);
     Ok(DbState::new(keys, plans))
 }
 
@@ -42,98 +66,236 @@ pub struct Maintenance {
 #[async_trait]
 impl BackgroundService for Maintenance {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let keys = refresh_keys(self.state.clone(), self.database_url.clone());
-        let reload = reload_config(
+        let mut tasks = tokio::task::JoinSet::new();
+        let backoff = Backoff::default();
+        let (state, url) = (self.state.clone(), self.database_url.clone());
+        tasks.spawn(supervise("key-refresh", backoff, move || {
+            refresh_keys(state.clone(), url.clone())
+        }));
+        let (state, path, cert) = (
             self.state.clone(),
             self.config_path.clone(),
             self.listener_cert.clone(),
         );
-        let certs = tls::watch(self.listener_cert.clone(), self.state.clone());
-        let health = health_checks(self.state.clone());
-        let sweep = sweep_limiter(self.limiter.clone());
-        let redis = watch_redis(self.state.clone(), self.limiters.clone());
-        tokio::select! {
-            _ = keys => {}
-            _ = reload => {}
-            _ = certs => {}
-            _ = health => {}
-            _ = sweep => {}
-            _ = redis => {}
-            _ = shutdown.changed() => {}
+        tasks.spawn(supervise("config-reload", backoff, move || {
+            reload_config(state.clone(), path.clone(), cert.clone())
+        }));
+        let (state, cert) = (self.state.clone(), self.listener_cert.clone());
+        tasks.spawn(supervise("cert-watch", backoff, move || {
+            tls::watch(cert.clone(), state.clone())
+        }));
+        let state = self.state.clone();
+        tasks.spawn(supervise("health-checks", backoff, move || {
+            health_checks(state.clone())
+        }));
+        let state = self.state.clone();
+        tasks.spawn(supervise("upstream-resolve", backoff, move || {
+            resolve_upstreams(state.clone())
+        }));
+        let limiter = self.limiter.clone();
+        tasks.spawn(supervise("limiter-sweep", backoff, move || {
+            sweep_limiter(limiter.clone())
+        }));
+        let (state, limiters) = (self.state.clone(), self.limiters.clone());
+        tasks.spawn(supervise("redis-watch", backoff, move || {
+            watch_redis(state.clone(), limiters.clone())
+        }));
+        let _ = shutdown.changed().await;
+        // Dropping the set aborts the supervisors, and each its task.
+        tasks.abort_all();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Supervision
+
+/// How long a supervised task waits before it is started again.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    /// A task that ran at least this long restarts after `initial` again.
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(60),
         }
     }
 }
 
+/// Aborts the task when dropped (the supervisor was stopped).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Whether the [`FAULT_PANIC_ENV`] test hook names `task`.
+fn fault_injected(task: &str) -> bool {
+    std::env::var(FAULT_PANIC_ENV).is_ok_and(|v| v.split(',').any(|t| t.trim() == task))
+}
+
+/// Run the future `make` builds as its own tokio task, forever: whenever it
+/// ends — a panic (caught as the task's `JoinError`) or a return — count a
+/// restart of `name`, log it, wait (doubling from `backoff.initial` up to
+/// `backoff.max`) and start a fresh one.
+pub async fn supervise<F, Fut>(name: &'static str, backoff: Backoff, make: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut delay = backoff.initial;
+    loop {
+        let started = Instant::now();
+        let inject = fault_injected(name);
+        let work = make();
+        let handle = tokio::spawn(async move {
+            if inject {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                panic!("{FAULT_PANIC_ENV}: injected panic in {name}");
+            }
+            work.await;
+        });
+        let _guard = AbortOnDrop(handle.abort_handle());
+        let why = match handle.await {
+            Ok(()) => "stopped".to_string(),
+            Err(e) if e.is_panic() => {
+                let payload = e.into_panic();
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_string());
+                format!("panicked: {msg}")
+            }
+            Err(_) => "was cancelled".to_string(),
+        };
+        if started.elapsed() >= backoff.reset_after {
+            delay = backoff.initial;
+        }
+        metrics::BACKGROUND_RESTARTS
+            .with_label_values(&[name])
+            .inc();
+        tracing::error!(
+            task = name,
+            "background task {why}; starting it again in {delay:?} (the other tasks go on)"
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(backoff.max);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Key refresh
+
 /// How long the key refresh waits for its fingerprint query.
-const FINGERPRINT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const FINGERPRINT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the key refresh waits to (re)connect.
-const REFRESH_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const REFRESH_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long loading the whole key set and the plans may take.
+const REFRESH_LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between attempts while the refresh fails.
+const REFRESH_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 async fn refresh_keys(state: Arc<State>, url: String) {
     let mut db: Option<Db> = None;
     let mut last = None;
+    let mut failures = 0u32;
     loop {
         let every = state.config.load().config.storage.key_refresh;
-        if db.is_none() {
-            match tokio::time::timeout(REFRESH_CONNECT_TIMEOUT, Db::connect(&url)).await {
-                Ok(Ok(d)) => db = Some(d),
-                Ok(Err(e)) => {
-                    metrics::KEY_REFRESH_ERRORS.inc();
-                    tracing::warn!("key refresh: cannot connect to the database: {e}");
-                }
-                Err(_) => {
-                    metrics::KEY_REFRESH_ERRORS.inc();
-                    tracing::warn!("key refresh: connecting to the database timed out");
-                }
+        match refresh_once(&state, &url, &mut db, &mut last).await {
+            Ok(()) => {
+                failures = 0;
+                metrics::KEYS_LAST_REFRESH.set(tollgate_core::now_ms() as f64 / 1000.0);
             }
-        }
-        if let Some(d) = &db {
-            // Bounded: a database that is down would otherwise hold this
-            // check for the pool's whole acquire timeout (10 s) and the
-            // failure would show in the metric only then.
-            let Ok(checked) = tokio::time::timeout(FINGERPRINT_TIMEOUT, fingerprint(d)).await
-            else {
+            Err(e) => {
                 metrics::KEY_REFRESH_ERRORS.inc();
-                tracing::warn!(
-                    "key refresh: no answer from the database within {FINGERPRINT_TIMEOUT:?}"
-                );
-                tokio::time::sleep(every).await;
-                continue;
-            };
-            match checked {
-                Ok(fp) if Some(fp) == last => {}
-                Ok(fp) => match load_db_state(d).await {
-                    Ok(new) => {
-                        tracing::debug!(keys = new.keys.len(), "key set refreshed");
-                        state.db.store(Arc::new(new));
-                        last = Some(fp);
-                    }
-                    Err(e) => {
-                        metrics::KEY_REFRESH_ERRORS.inc();
-                        tracing::warn!("key refresh failed: {e}");
-                    }
-                },
-                Err(e) => {
-                    metrics::KEY_REFRESH_ERRORS.inc();
-                    tracing::warn!("key refresh failed: {e}");
+                if failures == 0 {
+                    tracing::warn!("key refresh failed, the last key set stays: {e}");
+                } else {
+                    tracing::debug!("key refresh failed again: {e}");
                 }
+                failures = failures.saturating_add(1);
             }
         }
-        tokio::time::sleep(every).await;
+        let wait = if failures == 0 {
+            every
+        } else {
+            // Back off while the database is in trouble, never slower than
+            // REFRESH_MAX_BACKOFF (or the configured interval if longer).
+            let factor = 1u32 << failures.min(6);
+            (every * factor).min(REFRESH_MAX_BACKOFF.max(every))
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
-async fn fingerprint(
-    db: &Db,
-) -> Result<(impl PartialEq + Copy, impl PartialEq + Copy), tollgate_core::db::DbError> {
+/// The key set's and the plans' fingerprints.
+type Fingerprints = (Fingerprint, Fingerprint);
+
+/// One check: connect if needed, compare the fingerprints, reload on
+/// change. Every step has a deadline.
+async fn refresh_once(
+    state: &State,
+    url: &str,
+    db: &mut Option<Db>,
+    last: &mut Option<Fingerprints>,
+) -> Result<(), String> {
+    if db.is_none() {
+        let connected = tokio::time::timeout(REFRESH_CONNECT_TIMEOUT, Db::connect(url))
+            .await
+            .map_err(|_| format!("connecting timed out after {REFRESH_CONNECT_TIMEOUT:?}"))?
+            .map_err(|e| format!("cannot connect to the database: {e}"))?;
+        *db = Some(connected);
+    }
+    let Some(d) = db.as_ref() else {
+        return Ok(());
+    };
+    let fp = tokio::time::timeout(FINGERPRINT_TIMEOUT, fingerprints(d))
+        .await
+        .map_err(|_| format!("no answer from the database within {FINGERPRINT_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
+    if *last == Some(fp) {
+        return Ok(());
+    }
+    let new = tokio::time::timeout(REFRESH_LOAD_TIMEOUT, load_db_state(d))
+        .await
+        .map_err(|_| format!("loading keys took longer than {REFRESH_LOAD_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
+    tracing::debug!(keys = new.keys.len(), "key set refreshed");
+    report_plan_conflicts(&state.config.load().config, &new);
+    state.db.store(Arc::new(new));
+    *last = Some(fp);
+    Ok(())
+}
+
+async fn fingerprints(db: &Db) -> Result<Fingerprints, tollgate_core::db::DbError> {
     Ok((db.keys_fingerprint().await?, db.plans_fingerprint().await?))
 }
 
-/// What identifies a version of the config file without reading it.
-fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
+/// Log (and count in a gauge) plan names defined both in the YAML and in the
+/// database: the YAML plan is enforced, the database plan is shadowed.
+pub fn report_plan_conflicts(config: &tollgate_core::config::Config, db: &DbState) -> usize {
+    let both = reload::plan_conflicts(config, db.plans.keys().map(String::as_str));
+    let before = metrics::PLAN_CONFLICTS.get();
+    metrics::PLAN_CONFLICTS.set(both.len() as i64);
+    if let Some(msg) = reload::plan_conflict_message(&both) {
+        if before != both.len() as i64 {
+            tracing::error!("{msg}; the YAML plan is used");
+        }
+    }
+    both.len()
 }
+
+// ---------------------------------------------------------------------------
+// Config reload
 
 async fn reload_config(
     state: Arc<State>,
@@ -144,65 +306,74 @@ async fn reload_config(
         std::future::pending::<()>().await;
         return;
     };
-    let mut last_stamp = stamp(&path);
-    let mut last_text = std::fs::read_to_string(&path).ok();
+    let mut watch = FileWatch::from_file(path.clone(), RELOAD_SETTLE);
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = stamp(&path);
-        if now == last_stamp {
-            continue;
-        }
-        last_stamp = now;
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        if Some(&text) == last_text.as_ref() {
-            continue;
-        }
-        last_text = Some(text.clone());
-        match config::parse(&text, &path.display().to_string()) {
-            Ok(mut new) => {
-                new.source = Some(path.clone());
-                let old = state.config.load_full();
-                if new.proxy.listen != old.config.proxy.listen
-                    || new.proxy.metrics_listen != old.config.proxy.metrics_listen
-                    || new.proxy.tls.as_ref().map(|t| t.listen)
-                        != old.config.proxy.tls.as_ref().map(|t| t.listen)
-                {
-                    tracing::warn!("listen addresses changed: they take effect after a restart");
-                }
-                // Certificate, key and CA files are re-read with every reload.
-                let files = match tls::prepare_reload(&new) {
-                    Ok(files) => files,
-                    Err(e) => {
-                        metrics::CONFIG_RELOADS.with_label_values(&["failed"]).inc();
-                        tracing::error!("config reload refused, the running config stays: {e}");
-                        continue;
-                    }
-                };
-                let compiled =
-                    tokio::task::spawn_blocking(move || ConfigState::compile(new, Some(&old)))
-                        .await;
-                match compiled {
-                    Ok(c) => {
-                        state.config.store(Arc::new(c));
-                        files.apply(listener_cert.as_deref());
+        tokio::time::sleep(RELOAD_POLL).await;
+        match watch.poll(Instant::now()) {
+            WatchEvent::Nothing => {}
+            WatchEvent::Readable => {
+                tracing::info!(file = %path.display(), "config file readable again");
+            }
+            WatchEvent::Unreadable(e) => {
+                metrics::CONFIG_RELOADS
+                    .with_label_values(&["unreadable"])
+                    .inc();
+                tracing::error!(
+                    file = %path.display(),
+                    "config file unreadable, the running config stays: {e}"
+                );
+            }
+            WatchEvent::Changed(text) => {
+                match apply_config(&state, &path, &text, listener_cert.as_deref()).await {
+                    Ok(()) => {
                         metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
                         tracing::info!(file = %path.display(), "config reloaded");
                     }
                     Err(e) => {
                         metrics::CONFIG_RELOADS.with_label_values(&["failed"]).inc();
-                        tracing::error!("config reload failed: {e}");
+                        tracing::error!("config reload refused, the running config stays:\n{e}");
                     }
                 }
-            }
-            Err(errors) => {
-                metrics::CONFIG_RELOADS.with_label_values(&["failed"]).inc();
-                tracing::error!("config reload refused, the running config stays:\n{errors}");
             }
         }
     }
 }
+
+/// Validate `text` as a served config (routes present, plan names not also
+/// in the database, TLS files usable) and swap it in.
+async fn apply_config(
+    state: &Arc<State>,
+    path: &std::path::Path,
+    text: &str,
+    listener_cert: Option<&ListenerCert>,
+) -> Result<(), String> {
+    let mut new =
+        reload::parse_for_serving(text, &path.display().to_string()).map_err(|e| e.to_string())?;
+    new.source = Some(path.to_path_buf());
+    let both = reload::plan_conflicts(&new, state.db.load().plans.keys().map(String::as_str));
+    if let Some(msg) = reload::plan_conflict_message(&both) {
+        return Err(format!("{}: {msg}", path.display()));
+    }
+    let old = state.config.load_full();
+    if new.proxy.listen != old.config.proxy.listen
+        || new.proxy.metrics_listen != old.config.proxy.metrics_listen
+        || new.proxy.tls.as_ref().map(|t| t.listen)
+            != old.config.proxy.tls.as_ref().map(|t| t.listen)
+    {
+        tracing::warn!("listen addresses changed: they take effect after a restart");
+    }
+    // Certificate, key and CA files are re-read with every reload.
+    let files = tls::prepare_reload(&new).map_err(|e| e.to_string())?;
+    let compiled = tokio::task::spawn_blocking(move || ConfigState::compile(new, Some(&old)))
+        .await
+        .map_err(|e| format!("compiling the config failed: {e}"))?;
+    state.config.store(Arc::new(compiled));
+    files.apply(listener_cert);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Upstreams
 
 async fn health_checks(state: Arc<State>) {
     let mut last_run: HashMap<String, Instant> = HashMap::new();
@@ -228,6 +399,68 @@ async fn health_checks(state: Arc<State>) {
     }
 }
 
+/// Resolve the host names among upstream targets again every
+/// `resolve_interval`; a pool whose addresses changed is rebuilt (and the
+/// config state swapped, unless a reload swapped it meanwhile: the reload
+/// resolved afresh anyway). A failed resolution keeps the old addresses.
+async fn resolve_upstreams(state: Arc<State>) {
+    let mut last_run: HashMap<String, Instant> = HashMap::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let cfg = state.config.load_full();
+        let mut changed: BTreeSet<String> = BTreeSet::new();
+        for (name, pool) in &cfg.upstreams {
+            if !pool.has_host_names() {
+                continue;
+            }
+            let due = last_run
+                .get(name)
+                .is_none_or(|t| t.elapsed() >= pool.config.resolve_interval);
+            if !due {
+                continue;
+            }
+            last_run.insert(name.clone(), Instant::now());
+            let config = pool.config.clone();
+            let fresh = tokio::task::spawn_blocking(move || upstreams::resolve(&config)).await;
+            match fresh {
+                Ok(Ok(addrs)) if addrs != pool.addresses() => {
+                    tracing::info!(upstream = %name, "upstream addresses changed: {addrs:?}");
+                    changed.insert(name.clone());
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    metrics::UPSTREAM_RESOLVE_ERRORS.inc();
+                    tracing::warn!(upstream = %name, "cannot resolve upstream targets, keeping the previous addresses: {e}");
+                }
+                Err(e) => {
+                    metrics::UPSTREAM_RESOLVE_ERRORS.inc();
+                    tracing::warn!(upstream = %name, "resolving upstream targets failed: {e}");
+                }
+            }
+        }
+        if changed.is_empty() {
+            continue;
+        }
+        let old = cfg.clone();
+        let rebuilt =
+            tokio::task::spawn_blocking(move || old.with_upstreams_rebuilt(&changed)).await;
+        match rebuilt {
+            Ok(new) => {
+                let prev = state.config.compare_and_swap(&cfg, Arc::new(new));
+                if !Arc::ptr_eq(&prev, &cfg) {
+                    tracing::debug!(
+                        "config reloaded while re-resolving; the reload's addresses stay"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("rebuilding upstream pools failed: {e}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Limiter
+
 async fn sweep_limiter(limiter: Arc<LocalLimiter>) {
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -252,5 +485,80 @@ async fn watch_redis(state: Arc<State>, limiters: Arc<Limiters>) {
             None => metrics::REDIS_BREAKER_STATE.set(0),
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    fn restarts(task: &str) -> u64 {
+        metrics::BACKGROUND_RESTARTS
+            .with_label_values(&[task])
+            .get()
+    }
+
+    /// One task panics at every run, another fails (returns) at every run;
+    /// a third keeps working all along, and the first two keep being
+    /// started again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_or_failing_task_stops_none_of_the_others() {
+        let fast = Backoff {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(40),
+            reset_after: Duration::from_secs(60),
+        };
+        let ticks = Arc::new(AtomicU64::new(0));
+        let runs = Arc::new(AtomicU64::new(0));
+        let mut set = tokio::task::JoinSet::new();
+        let r = runs.clone();
+        set.spawn(supervise("test-panics", fast, move || {
+            r.fetch_add(1, Ordering::Relaxed);
+            async { panic!("boom") }
+        }));
+        set.spawn(supervise("test-returns", fast, || async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }));
+        let t = ticks.clone();
+        set.spawn(supervise("test-works", fast, move || {
+            let t = t.clone();
+            async move {
+                loop {
+                    t.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while restarts("test-panics") < 5 || restarts("test-returns") < 5 {
+            assert!(Instant::now() < deadline, "tasks were not restarted");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let before = ticks.load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ticks.load(Ordering::Relaxed) < before + 20 {
+            assert!(Instant::now() < deadline, "the working task stopped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(restarts("test-works"), 0);
+        assert!(runs.load(Ordering::Relaxed) >= 5);
+        // Stopping the supervisors stops their tasks too.
+        set.abort_all();
+        while set.join_next().await.is_some() {}
+        let stopped = ticks.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(ticks.load(Ordering::Relaxed), stopped);
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_maximum() {
+        let b = Backoff::default();
+        let mut d = b.initial;
+        for _ in 0..20 {
+            d = (d * 2).min(b.max);
+        }
+        assert_eq!(d, b.max);
+        assert!(b.initial < b.max);
     }
 }

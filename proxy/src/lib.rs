@@ -1,7 +1,10 @@
 //! Tollgate's proxy: a Pingora service that checks API keys and rate limits,
 //! then forwards to the upstream or answers 401/403/404/429 itself.
 //!
-//! Code map: [`router`] (route matching), [`auth`] (reading the key),
+//! Code map: [`conn`] (connection edge: PROXY protocol, per-address cap,
+//! header deadline), [`edge`] (size, framing, canonical path, client
+//! address), [`forward`] (what the upstream is told), [`throttle`] (the
+//! bad-key throttle), [`router`] (route matching), [`auth`] (reading the key),
 //! [`keyset`] (the in-memory key set), [`state`] (hot config + which limits
 //! apply), [`limiter`] (token buckets), [`headers`] (RateLimit headers),
 //! [`answer`] (problem+json answers), [`service`] (the `ProxyHttp` that
@@ -12,7 +15,11 @@
 pub mod answer;
 pub mod auth;
 pub mod background;
+pub mod conn;
 pub mod demo;
+pub mod edge;
+pub mod edge_metrics;
+pub mod forward;
 pub mod headers;
 pub mod keyset;
 pub mod limiter;
@@ -21,6 +28,7 @@ pub mod router;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod throttle;
 pub mod tls;
 pub mod upstreams;
 pub mod usage;

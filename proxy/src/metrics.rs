@@ -62,7 +62,7 @@ metric!(KEY_REFRESH_ERRORS: IntCounter = register_int_counter!(
 ));
 metric!(CONFIG_RELOADS: IntCounterVec = register_int_counter_vec!(
     "tollgate_config_reloads_total",
-    "Config file reloads by result (ok, failed)",
+    "Config file reloads by result (ok, failed: refused as invalid, unreadable: file missing or unreadable)",
     &["result"]
 ));
 metric!(LIMITER_SUBJECTS: IntGauge = register_int_gauge!(
@@ -118,8 +118,42 @@ metric!(IDLE_CLOSED: IntCounter = register_int_counter!(
     "New client connections closed because they sent nothing within proxy.keepalive_timeout"
 ));
 
+metric!(USAGE_BATCHES_REPEATED: IntCounter = register_int_counter!(
+    "tollgate_usage_batches_repeated_total",
+    "Usage batches retried after a timeout that had been written already (skipped, not counted twice)"
+));
+metric!(BACKGROUND_RESTARTS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_background_restarts_total",
+    "Background tasks restarted after they panicked or stopped, by task",
+    &["task"]
+));
+metric!(KEYS_LAST_REFRESH: Gauge = register_gauge!(
+    "tollgate_keys_last_refresh_timestamp_seconds",
+    "Unix time of the last successful check of the key set against the database (revocations are at most this old)"
+));
+metric!(UNKNOWN_PLAN: IntCounter = register_int_counter!(
+    "tollgate_unknown_plan_total",
+    "Requests refused (403 unknown-plan) because their key names a plan that exists neither in the YAML nor in the database"
+));
+metric!(PLAN_CONFLICTS: IntGauge = register_int_gauge!(
+    "tollgate_plan_name_conflicts",
+    "Plan names defined both in the YAML config and in the database (the YAML plan is used)"
+));
+metric!(UPSTREAM_RESOLVE_ERRORS: IntCounter = register_int_counter!(
+    "tollgate_upstream_resolve_errors_total",
+    "Failed re-resolutions of upstream target host names (the previous addresses stay)"
+));
+
 /// Touch every metric so `/metrics` lists them before the first request.
 pub fn init() {
+    LazyLock::force(&USAGE_BATCHES_REPEATED);
+    LazyLock::force(&KEYS_LAST_REFRESH);
+    LazyLock::force(&UNKNOWN_PLAN);
+    LazyLock::force(&PLAN_CONFLICTS);
+    LazyLock::force(&UPSTREAM_RESOLVE_ERRORS);
+    for task in crate::background::TASKS {
+        BACKGROUND_RESTARTS.with_label_values(&[task]);
+    }
     LazyLock::force(&REQUESTS);
     LazyLock::force(&IDLE_CLOSED);
     LazyLock::force(&REQUEST_DURATION);
@@ -140,7 +174,7 @@ pub fn init() {
     for kind in ["requests", "violations"] {
         USAGE_DROPPED.with_label_values(&[kind]);
     }
-    for result in ["ok", "failed"] {
+    for result in ["ok", "failed", "unreadable"] {
         CONFIG_RELOADS.with_label_values(&[result]);
     }
 }

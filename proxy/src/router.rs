@@ -1,6 +1,11 @@
 //! Route matching: a route matches when its `path_prefix` matches on a segment
 //! boundary and it takes the method; the longest such prefix wins (file order
 //! breaks ties). A path that only routes with other methods match is 405.
+//!
+//! The path is the canonical one (`tollgate_core::path`). Prefixes match
+//! byte for byte unless the route says `match.case_insensitive: true` (ASCII
+//! case). Methods are tokens and match exactly, case-sensitively, as HTTP
+//! defines them (`get` is not `GET`); `HEAD` is taken wherever `GET` is.
 
 use std::sync::Arc;
 
@@ -9,6 +14,17 @@ pub trait Routable {
     fn path_prefix(&self) -> &str;
     /// Upper-case methods; `None` = every method.
     fn methods(&self) -> Option<&[String]>;
+    /// Whether the prefix matches in any ASCII case.
+    fn case_insensitive(&self) -> bool {
+        false
+    }
+}
+
+/// Whether a route's method list takes `method` (`HEAD` rides on `GET`).
+fn takes(methods: &[String], method: &str) -> bool {
+    methods
+        .iter()
+        .any(|m| m == method || (method == "HEAD" && m == "GET"))
 }
 
 #[derive(Debug)]
@@ -40,15 +56,23 @@ impl<R: Routable> Router<R> {
     pub fn find(&self, path: &str, method: &str) -> RouteMatch<'_, R> {
         let mut allowed: Vec<String> = Vec::new();
         for route in &self.routes {
-            if !prefix_matches(route.path_prefix(), path) {
+            let matches = if route.case_insensitive() {
+                prefix_matches_ignore_case(route.path_prefix(), path)
+            } else {
+                prefix_matches(route.path_prefix(), path)
+            };
+            if !matches {
                 continue;
             }
             match route.methods() {
                 None => return RouteMatch::Found(route),
-                Some(methods) if methods.iter().any(|m| m == method) => {
-                    return RouteMatch::Found(route)
+                Some(methods) if takes(methods, method) => return RouteMatch::Found(route),
+                Some(methods) => {
+                    allowed.extend(methods.iter().cloned());
+                    if methods.iter().any(|m| m == "GET") {
+                        allowed.push("HEAD".to_string());
+                    }
                 }
-                Some(methods) => allowed.extend(methods.iter().cloned()),
             }
         }
         if allowed.is_empty() {
@@ -70,6 +94,39 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
+/// [`prefix_matches`] in any ASCII case.
+pub fn prefix_matches_ignore_case(prefix: &str, path: &str) -> bool {
+    let (p, q) = (prefix.as_bytes(), path.as_bytes());
+    if q.len() < p.len() || !q[..p.len()].eq_ignore_ascii_case(p) {
+        return false;
+    }
+    let rest = &q[p.len()..];
+    rest.is_empty() || prefix.ends_with('/') || rest[0] == b'/'
+}
+
+/// Remove `strip` from the front of `path`, keeping a leading `/`; in any
+/// ASCII case when `ignore_case` (the route matched that way).
+pub fn strip_path_case<'a>(
+    path: &'a str,
+    strip: &str,
+    ignore_case: bool,
+) -> std::borrow::Cow<'a, str> {
+    let strip = strip.trim_end_matches('/');
+    if ignore_case
+        && path.len() >= strip.len()
+        && path.as_bytes()[..strip.len()].eq_ignore_ascii_case(strip.as_bytes())
+    {
+        // ASCII-only comparison: `strip.len()` is a char boundary of `path`.
+        let rest = &path[strip.len()..];
+        return if rest.starts_with('/') {
+            rest.into()
+        } else {
+            format!("/{rest}").into()
+        };
+    }
+    strip_path(path, strip)
+}
+
 /// Remove `strip` from the front of `path`, keeping a leading `/`.
 pub fn strip_path<'a>(path: &'a str, strip: &str) -> std::borrow::Cow<'a, str> {
     match path.strip_prefix(strip.trim_end_matches('/')) {
@@ -84,13 +141,16 @@ mod tests {
     use super::*;
 
     #[derive(Debug)]
-    struct R(&'static str, Option<Vec<String>>);
+    struct R(&'static str, Option<Vec<String>>, bool);
     impl Routable for R {
         fn path_prefix(&self) -> &str {
             self.0
         }
         fn methods(&self) -> Option<&[String]> {
             self.1.as_deref()
+        }
+        fn case_insensitive(&self) -> bool {
+            self.2
         }
     }
 
@@ -100,10 +160,11 @@ mod tests {
 
     fn router() -> Router<R> {
         Router::new(vec![
-            Arc::new(R("/api", None)),
-            Arc::new(R("/api/users", m(&["GET", "POST"]))),
-            Arc::new(R("/api/users/admin", m(&["DELETE"]))),
-            Arc::new(R("/files/", m(&["GET"]))),
+            Arc::new(R("/api", None, false)),
+            Arc::new(R("/api/users", m(&["GET", "POST"]), false)),
+            Arc::new(R("/api/users/admin", m(&["DELETE"]), false)),
+            Arc::new(R("/files/", m(&["GET"]), false)),
+            Arc::new(R("/Open/Secret", m(&["GET"]), true)),
         ])
     }
 
@@ -139,7 +200,7 @@ mod tests {
         let r = router();
         assert_eq!(found(&r, "/api/users/admin", "GET"), Some("/api/users"));
         match r.find("/files/x", "PUT") {
-            RouteMatch::MethodNotAllowed(allowed) => assert_eq!(allowed, vec!["GET"]),
+            RouteMatch::MethodNotAllowed(allowed) => assert_eq!(allowed, vec!["GET", "HEAD"]),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -149,6 +210,30 @@ mod tests {
         // `/api` takes every method, so PUT /api/users/7 goes there.
         let r = router();
         assert_eq!(found(&r, "/api/users/7", "PUT"), Some("/api"));
+    }
+
+    #[test]
+    fn methods_are_case_sensitive_and_head_rides_on_get() {
+        let r = router();
+        assert_eq!(found(&r, "/files/x", "HEAD"), Some("/files/"));
+        assert!(matches!(
+            r.find("/files/x", "get"),
+            RouteMatch::MethodNotAllowed(_)
+        ));
+        // `/api` takes every method, even odd spellings.
+        assert_eq!(found(&r, "/api/users", "get"), Some("/api"));
+    }
+
+    #[test]
+    fn case_insensitive_routes() {
+        let r = router();
+        assert_eq!(found(&r, "/open/secret/x", "GET"), Some("/Open/Secret"));
+        assert_eq!(found(&r, "/OPEN/SECRET", "GET"), Some("/Open/Secret"));
+        assert_eq!(found(&r, "/open/secretx", "GET"), None);
+        // Others stay exact.
+        assert_eq!(found(&r, "/API/users", "GET"), None);
+        assert_eq!(strip_path_case("/OPEN/x", "/open", true), "/x");
+        assert_eq!(strip_path_case("/OPEN/x", "/open", false), "/OPEN/x");
     }
 
     #[test]

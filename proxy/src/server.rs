@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
-use pingora::protocols::Stream;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -16,6 +14,7 @@ use tollgate_core::config::Config;
 use tollgate_core::db::{Db, DbError};
 
 use crate::background::{load_db_state, Maintenance};
+use crate::conn::{ConnTable, EdgeApp, ProxyProtocolTls};
 use crate::limiter::backends::Limiters;
 use crate::limiter::LocalLimiter;
 use crate::metrics::{self, MetricsApp};
@@ -193,45 +192,10 @@ impl BackgroundService for UsageService {
     }
 }
 
-/// Pingora waits a fixed 60 s for the first request on a new connection
-/// (`proxy.keepalive_timeout` only applies between requests, once Tollgate
-/// has set it). This wrapper closes a connection that sends nothing within
-/// `proxy.keepalive_timeout`, so idle connections, new or reused, are
-/// bounded by the same setting.
-struct IdleGuard<A> {
-    inner: Arc<A>,
-    state: Arc<State>,
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for IdleGuard<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let wait = self.state.config.load().config.proxy.keepalive_timeout;
-        let mut first = [0u8; 1];
-        // Plain TCP peeks one byte (and puts it back); TLS streams do not
-        // peek and go straight on (their handshake is already done).
-        match tokio::time::timeout(wait, stream.try_peek(&mut first)).await {
-            Ok(Ok(_)) => self.inner.process_new(stream, shutdown).await,
-            Ok(Err(_)) => None,
-            Err(_) => {
-                metrics::IDLE_CLOSED.inc();
-                None
-            }
-        }
-    }
-
-    async fn cleanup(&self) {
-        self.inner.cleanup().await;
-    }
-}
-
 /// Build the Pingora server. Listeners bind when it runs.
 pub fn build(prepared: Prepared) -> Built {
     metrics::init();
+    crate::edge_metrics::init();
     let Prepared {
         config,
         db_state,
@@ -263,11 +227,17 @@ pub fn build(prepared: Prepared) -> Built {
     let mut server_options = app.server_options.clone().unwrap_or_default();
     server_options.keepalive_request_limit = Some(10_000);
     app.server_options = Some(server_options);
-    let app = IdleGuard {
+    let app = EdgeApp {
         inner: Arc::new(app),
         state: state.clone(),
+        conns: Arc::new(ConnTable::default()),
     };
     let mut proxy = Service::new("tollgate-proxy".to_string(), app);
+    proxy
+        .endpoints()
+        .set_pre_tls_callback(Arc::new(ProxyProtocolTls {
+            state: state.clone(),
+        }));
     proxy.add_tcp(&listen.to_string());
     if let (Some(addr), Some(cert)) = (tls_listen, &listener_cert) {
         match cert.settings() {

@@ -11,21 +11,24 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorType;
-use pingora_limits::inflight::{Guard, Inflight};
-use pingora_limits::rate::Rate;
 use tollgate_core::config::{Auth, Target};
 use tollgate_core::keys;
 use tollgate_core::limits::Decision;
+use tollgate_core::net;
 
 use crate::answer::{self, Answer};
 use crate::auth::{self, Presented};
+use crate::edge::{self, Inbound};
+use crate::edge_metrics;
+use crate::forward::{self, Forwarding};
 use crate::headers;
 use crate::keyset::ActiveKey;
-use crate::limiter::backends::{Limiters, Verdict};
+use crate::limiter::backends::{Concurrency, InFlightHold, Limiters, Verdict};
 use crate::limiter::Subject;
 use crate::metrics::{self, outcome};
 use crate::router::{self, RouteMatch};
 use crate::state::{self, CompiledRoute, ConfigState, State};
+use crate::throttle::AuthThrottle;
 use crate::usage::{UsageEvent, UsageRecorder};
 
 /// Per-request context.
@@ -33,6 +36,12 @@ pub struct Ctx {
     start: Instant,
     start_ms: i64,
     request_id: String,
+    /// The client's own `X-Request-Id` when it was not kept.
+    client_request_id: Option<String>,
+    /// Canonical path, client address, host: set once the edge checks passed.
+    inbound: Option<Inbound>,
+    /// Close the connection after the answer (framing errors).
+    close: bool,
     config: Option<Arc<ConfigState>>,
     route: Option<Arc<CompiledRoute>>,
     key: Option<Arc<ActiveKey>>,
@@ -40,10 +49,12 @@ pub struct Ctx {
     key_from_bearer: bool,
     decision: Option<Decision>,
     outcome: Option<&'static str>,
+    /// Why the proxy answered itself (`Answer::reason`), for usage.
+    refusal: String,
     /// Which limiter decided (`local`, `redis`, `fallback`, `allow`).
     backend: &'static str,
     target: Option<Target>,
-    _inflight: Option<Guard>,
+    _inflight: Option<InFlightHold>,
 }
 
 /// The gateway: shared state plus the in-process limiters.
@@ -51,8 +62,7 @@ pub struct Gateway {
     pub state: Arc<State>,
     pub limiters: Arc<Limiters>,
     pub usage: Arc<UsageRecorder>,
-    auth_failures: Rate,
-    inflight: Inflight,
+    auth_failures: AuthThrottle,
 }
 
 impl Gateway {
@@ -61,30 +71,65 @@ impl Gateway {
             state,
             limiters,
             usage,
-            auth_failures: Rate::new(std::time::Duration::from_secs(1)),
-            inflight: Inflight::new(),
+            auth_failures: AuthThrottle::default(),
         }
     }
 
-    fn auth_throttled(&self, ip: Option<IpAddr>, per_second: u32) -> bool {
-        let Some(ip) = ip else { return false };
-        let limit = f64::from(per_second);
-        self.auth_failures.rate(&ip) > limit || self.auth_failures.observe(&ip, 0) as f64 > limit
-    }
-
-    fn note_auth_failure(&self, ip: Option<IpAddr>) {
-        if let Some(ip) = ip {
-            self.auth_failures.observe(&ip, 1);
+    /// Count a missing or invalid key from `addr`; `Some(429)` when the
+    /// address has used up its failures (`proxy.auth_failures_per_second`).
+    fn auth_failure(&self, addr: IpAddr, per_second: u32, ctx: &mut Ctx) -> Option<Answer> {
+        let (ok, evicted) =
+            self.auth_failures
+                .fail(net::bucket_key(addr), per_second, Instant::now());
+        if evicted > 0 {
+            edge_metrics::THROTTLE_EVICTIONS.inc_by(evicted as u64);
         }
+        if ok {
+            return None;
+        }
+        metrics::AUTH_THROTTLED.inc();
+        ctx.outcome = Some(outcome::LIMITED);
+        Some(answer::auth_throttled(1))
     }
 
-    /// Route, key and limits; `Some(answer)` if the proxy answers itself.
-    async fn decide(&self, session: &Session, ctx: &mut Ctx) -> Option<Answer> {
+    /// Edge checks, route, key and limits; `Some(answer)` if the proxy
+    /// answers itself.
+    async fn decide(&self, session: &mut Session, ctx: &mut Ctx) -> Option<Answer> {
         let cfg = self.state.config.load_full();
         ctx.config = Some(cfg.clone());
+        let edge_cfg = &cfg.config.proxy.edge;
+        let peer = peer_ip(session);
+        let raw_head = session.as_http1().map(|h| h.get_headers_raw_bytes());
+        let inbound = match edge::inspect(session.req_header(), raw_head.as_deref(), peer, edge_cfg)
+        {
+            Ok(i) => i,
+            Err(refusal) => {
+                edge_metrics::REFUSED
+                    .with_label_values(&[refusal.reason])
+                    .inc();
+                ctx.outcome = Some(edge_metrics::BAD_REQUEST);
+                ctx.close = refusal.close;
+                return Some(refusal.answer);
+            }
+        };
+        let (request_id, client_request_id) =
+            edge::request_id(session.req_header(), inbound.client.peer_trusted);
+        ctx.request_id = request_id;
+        ctx.client_request_id = client_request_id;
+        if let Some(authority) = &inbound.canonical.authority {
+            // Absolute-form: the URL's host is the request's host (RFC 9112 §3.2.2).
+            if let Err(e) = session
+                .req_header_mut()
+                .insert_header("Host", authority.as_str())
+            {
+                tracing::debug!("cannot set Host from an absolute-form target: {e}");
+            }
+        }
+        let client_addr = inbound.client.client;
+        let path = inbound.canonical.path.clone();
+        ctx.inbound = Some(inbound);
         let req = session.req_header();
-        let path = req.uri.path();
-        let route = match cfg.router.find(path, req.method.as_str()) {
+        let route = match cfg.router.find(&path, req.method.as_str()) {
             RouteMatch::Found(route) => route.clone(),
             RouteMatch::MethodNotAllowed(allowed) => {
                 ctx.outcome = Some(outcome::METHOD_NOT_ALLOWED);
@@ -92,30 +137,26 @@ impl Gateway {
             }
             RouteMatch::NotFound => {
                 ctx.outcome = Some(outcome::NOT_FOUND);
-                return Some(answer::not_found(path));
+                return Some(answer::not_found(&path));
             }
         };
         ctx.route = Some(route.clone());
         let proxy_cfg = &cfg.config.proxy;
-        let client_ip = client_ip(session);
+        let per_second = proxy_cfg.auth_failures_per_second;
         let db = self.state.db.load_full();
 
         let subject = match route.route.auth {
-            Auth::None => match client_ip {
-                Some(ip) => Subject::Ip(ip),
-                None => Subject::Key(0),
-            },
+            Auth::None => Subject::Ip(net::bucket_key(client_addr)),
             Auth::ApiKey => {
-                if self.auth_throttled(client_ip, proxy_cfg.auth_failures_per_second) {
-                    metrics::AUTH_THROTTLED.inc();
-                    ctx.outcome = Some(outcome::LIMITED);
-                    return Some(answer::auth_throttled(1));
-                }
+                // The key is looked up first (in memory): a valid key is
+                // never refused for other callers' failures.
                 let presented = auth::extract(&req.headers, &proxy_cfg.key_header);
                 ctx.key_from_bearer = matches!(presented, Presented::Bearer(_));
                 let plain = match presented {
                     Presented::Missing => {
-                        self.note_auth_failure(client_ip);
+                        if let Some(a) = self.auth_failure(client_addr, per_second, ctx) {
+                            return Some(a);
+                        }
                         ctx.outcome = Some(outcome::UNAUTHORIZED);
                         return Some(answer::missing_key(&proxy_cfg.key_header));
                     }
@@ -136,7 +177,9 @@ impl Gateway {
                         Subject::Key(key.id)
                     }
                     Err(reason) => {
-                        self.note_auth_failure(client_ip);
+                        if let Some(a) = self.auth_failure(client_addr, per_second, ctx) {
+                            return Some(a);
+                        }
                         ctx.outcome = Some(outcome::FORBIDDEN);
                         return Some(answer::forbidden_key(reason));
                     }
@@ -145,13 +188,29 @@ impl Gateway {
         };
 
         let applicable = state::applicable(&route, ctx.key.as_deref(), &cfg, &db);
+        if let (Some(plan), Some(key)) = (applicable.unknown_plan, &ctx.key) {
+            self.state.note_unknown_plan(key.id, plan);
+            ctx.outcome = Some(outcome::FORBIDDEN);
+            return Some(answer::unknown_plan());
+        }
         ctx.plan = applicable.plan.map(str::to_string);
         if let (Some(max), Some(key)) = (applicable.concurrency, &ctx.key) {
-            let (guard, in_flight) = self.inflight.incr(key.id, 1);
-            ctx._inflight = Some(guard);
-            if in_flight > i64::from(max) as isize && !route.route.shadow {
-                ctx.outcome = Some(outcome::LIMITED);
-                return Some(answer::concurrency_exceeded(max));
+            match self
+                .limiters
+                .acquire(&cfg.config.limiter, key.id, max)
+                .await
+            {
+                Concurrency::Held(hold) => ctx._inflight = Some(hold),
+                Concurrency::Full if route.route.shadow => {}
+                Concurrency::Full => {
+                    ctx.outcome = Some(outcome::LIMITED);
+                    return Some(answer::concurrency_exceeded(max));
+                }
+                Concurrency::Unavailable => {
+                    ctx.outcome = Some(outcome::UNAVAILABLE);
+                    ctx.backend = "redis";
+                    return Some(answer::limiter_unavailable());
+                }
             }
         }
 
@@ -197,25 +256,26 @@ impl Gateway {
     }
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
+/// The TCP peer, or the PROXY-protocol source on listeners that take one.
+fn peer_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
 }
 
-/// Keep a client's `X-Request-Id` if it is sane, else mint one.
-fn request_id(req: &RequestHeader) -> String {
-    req.headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+/// The client address: resolved through trusted proxies, else the peer.
+fn client_ip(session: &Session, ctx: &Ctx) -> Option<IpAddr> {
+    match &ctx.inbound {
+        Some(i) => Some(i.client.client),
+        None => peer_ip(session),
+    }
 }
 
-/// Header names the proxy owns: a client may not send them to the upstream.
-const OWN_HEADERS: [&str; 2] = ["x-tollgate-key-id", "x-tollgate-plan"];
+/// Whether the request came in on the TLS listener.
+fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
 
 #[async_trait]
 impl ProxyHttp for Gateway {
@@ -226,6 +286,9 @@ impl ProxyHttp for Gateway {
             start: Instant::now(),
             start_ms: tollgate_core::now_ms(),
             request_id: String::new(),
+            client_request_id: None,
+            inbound: None,
+            close: false,
             config: None,
             route: None,
             key: None,
@@ -233,20 +296,35 @@ impl ProxyHttp for Gateway {
             key_from_bearer: false,
             decision: None,
             outcome: None,
+            refusal: String::new(),
             backend: "none",
             target: None,
             _inflight: None,
         }
     }
 
+    async fn early_request_filter(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        // The whole request header is in: the header timeout is met.
+        crate::conn::header_done();
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.request_id = request_id(session.req_header());
+        crate::conn::header_done();
+        ctx.request_id = uuid::Uuid::new_v4().simple().to_string();
         let keepalive = self.state.config.load().config.proxy.keepalive_timeout;
         // Whole seconds, at least 1: Pingora takes 0 to mean "no limit".
         let secs = keepalive.as_secs() + u64::from(keepalive.subsec_nanos() > 0);
         session.set_keepalive(Some(secs.max(1)));
         match self.decide(session, ctx).await {
-            Some(a) => self.respond(session, ctx, a).await,
+            Some(mut a) => {
+                ctx.refusal = std::mem::take(&mut a.reason);
+                if ctx.close {
+                    session.set_keepalive(None);
+                    a = a.with_header("Connection", "close".to_string());
+                }
+                self.respond(session, ctx, a).await
+            }
             None => Ok(false),
         }
     }
@@ -276,46 +354,62 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let (Some(route), Some(cfg)) = (&ctx.route, &ctx.config) else {
-            return Ok(());
+        let (Some(route), Some(cfg), Some(inbound)) = (&ctx.route, &ctx.config, &ctx.inbound)
+        else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no route selected",
+            ));
         };
-        if let Some(strip) = &route.route.strip_prefix {
-            let uri = &upstream_request.uri;
-            let path = router::strip_path(uri.path(), strip);
-            let new = match uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path.into_owned(),
-            };
-            match new.parse::<http::Uri>() {
-                Ok(u) => upstream_request.set_uri(u),
-                Err(e) => {
-                    return Err(Error::explain(
-                        ErrorType::HTTPStatus(400),
-                        format!("cannot rewrite path: {e}"),
-                    ))
-                }
+        // Exactly the canonical path that was routed on (less strip_prefix).
+        let path = match &route.route.strip_prefix {
+            Some(strip) => router::strip_path_case(
+                &inbound.canonical.path,
+                strip,
+                route.route.case_insensitive,
+            ),
+            None => inbound.canonical.path.as_str().into(),
+        };
+        let target = match &inbound.canonical.query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.into_owned(),
+        };
+        match target.parse::<http::Uri>() {
+            Ok(u) => upstream_request.set_uri(u),
+            Err(e) => {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(400),
+                    format!("cannot rewrite path: {e}"),
+                ))
             }
         }
-        if route.route.auth == Auth::ApiKey {
-            upstream_request.remove_header(cfg.config.proxy.key_header.as_str());
-            if ctx.key_from_bearer {
-                upstream_request.remove_header("authorization");
-            }
-        }
-        for h in OWN_HEADERS {
-            upstream_request.remove_header(h);
-        }
-        if let Some(key) = &ctx.key {
-            upstream_request.insert_header("X-Tollgate-Key-Id", key.id_str.as_str())?;
-            if let Some(plan) = &ctx.plan {
-                upstream_request.insert_header("X-Tollgate-Plan", plan.as_str())?;
-            }
-        }
-        upstream_request.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        forward::apply(
+            upstream_request,
+            &Forwarding {
+                key_header: &cfg.config.proxy.key_header,
+                key_from_bearer: ctx.key_from_bearer,
+                allow_method_override: route.route.allow_method_override,
+                client: &inbound.client,
+                proto: net::forwarded_proto(
+                    inbound.client.peer_trusted,
+                    session
+                        .req_header()
+                        .headers
+                        .get("x-forwarded-proto")
+                        .and_then(|v| v.to_str().ok()),
+                    is_tls(session),
+                ),
+                host: inbound.host.as_deref(),
+                request_id: &ctx.request_id,
+                client_request_id: ctx.client_request_id.as_deref(),
+                key_id: ctx.key.as_ref().map(|k| k.id_str.as_str()),
+                plan: ctx.key.as_ref().and(ctx.plan.as_deref()),
+            },
+        )?;
         if let Some(target) = &ctx.target {
             if !route.upstream.config.preserve_host {
                 let default_port = if target.tls { 443 } else { 80 };
@@ -422,8 +516,12 @@ impl ProxyHttp for Gateway {
                 key_id: ctx.key.as_ref().map(|k| k.id),
                 route: r.name.clone(),
                 method: req.method.as_str().to_string(),
-                path: req.uri.path().to_string(),
-                client_ip: client_ip(session),
+                path: ctx
+                    .inbound
+                    .as_ref()
+                    .map(|i| i.canonical.path.clone())
+                    .unwrap_or_else(|| req.uri.path().to_string()),
+                client_ip: client_ip(session, ctx),
                 status,
                 outcome,
                 violated: ctx
@@ -431,6 +529,7 @@ impl ProxyHttp for Gateway {
                     .as_ref()
                     .map(|d| d.violated_names().iter().map(|s| s.to_string()).collect())
                     .unwrap_or_default(),
+                reason: std::mem::take(&mut ctx.refusal),
                 latency_us: elapsed.as_micros() as u64,
             });
         }
@@ -443,7 +542,8 @@ impl ProxyHttp for Gateway {
                 route,
                 key_id = ctx.key.as_ref().map(|k| k.id),
                 method = %req.method,
-                path = %req.uri.path(),
+                path = %ctx.inbound.as_ref().map(|i| i.canonical.path.as_str()).unwrap_or_else(|| req.uri.path()),
+                client = ?client_ip(session, ctx),
                 status,
                 outcome,
                 limiter = ctx.backend,

@@ -2,10 +2,12 @@
 //! database-backed key set and plans (swapped on change). Readers take an
 //! `Arc` snapshot per request and never block writers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use tollgate_core::config::{Auth, Config, Plan, Route};
 use tollgate_core::db::plans::StoredPlan;
 
@@ -29,6 +31,9 @@ impl Routable for CompiledRoute {
     }
     fn methods(&self) -> Option<&[String]> {
         self.route.methods.as_deref()
+    }
+    fn case_insensitive(&self) -> bool {
+        self.route.case_insensitive
     }
 }
 
@@ -62,7 +67,22 @@ impl ConfigState {
     /// Compile a validated config. `previous` lets unchanged upstreams keep
     /// their health state across reloads.
     pub fn compile(config: Config, previous: Option<&ConfigState>) -> Self {
-        let upstreams = upstreams::rebuild(&config.upstreams, previous.map(|p| &p.upstreams));
+        Self::compile_rebuilding(config, previous, &BTreeSet::new())
+    }
+
+    /// The same config with the named upstream pools built afresh (their
+    /// host names resolved again); the others are kept.
+    pub fn with_upstreams_rebuilt(&self, names: &BTreeSet<String>) -> Self {
+        Self::compile_rebuilding((*self.config).clone(), Some(self), names)
+    }
+
+    fn compile_rebuilding(
+        config: Config,
+        previous: Option<&ConfigState>,
+        rebuild: &BTreeSet<String>,
+    ) -> Self {
+        let upstreams =
+            upstreams::rebuild(&config.upstreams, previous.map(|p| &p.upstreams), rebuild);
         let routes = config
             .routes
             .iter()
@@ -123,13 +143,51 @@ impl DbState {
 pub struct State {
     pub config: ArcSwap<ConfigState>,
     pub db: ArcSwap<DbState>,
+    /// Keys whose plan is missing, and when that was last logged.
+    unknown_plan_warned: Mutex<HashMap<i64, Instant>>,
 }
+
+/// How often a key with a missing plan is logged at most.
+const UNKNOWN_PLAN_WARN_EVERY: Duration = Duration::from_secs(60);
+/// Keys remembered for that; beyond it the memory starts over.
+const UNKNOWN_PLAN_WARN_KEYS: usize = 10_000;
 
 impl State {
     pub fn new(config: ConfigState, db: DbState) -> Self {
         Self {
             config: ArcSwap::from_pointee(config),
             db: ArcSwap::from_pointee(db),
+            unknown_plan_warned: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A request of key `key_id` was refused because its plan `plan` exists
+    /// nowhere: counted every time, logged once per key per minute.
+    pub fn note_unknown_plan(&self, key_id: i64, plan: &str) {
+        crate::metrics::UNKNOWN_PLAN.inc();
+        let now = Instant::now();
+        let log = {
+            let mut warned = self.unknown_plan_warned.lock();
+            if warned.len() >= UNKNOWN_PLAN_WARN_KEYS {
+                warned.retain(|_, at| now.duration_since(*at) < UNKNOWN_PLAN_WARN_EVERY);
+                if warned.len() >= UNKNOWN_PLAN_WARN_KEYS {
+                    warned.clear();
+                }
+            }
+            match warned.get(&key_id) {
+                Some(at) if now.duration_since(*at) < UNKNOWN_PLAN_WARN_EVERY => false,
+                _ => {
+                    warned.insert(key_id, now);
+                    true
+                }
+            }
+        };
+        if log {
+            tracing::warn!(
+                key_id,
+                plan,
+                "key's plan exists neither in the YAML nor in the database: its requests are refused (403 unknown-plan)"
+            );
         }
     }
 }
@@ -140,11 +198,14 @@ pub struct Applicable<'a> {
     pub buckets: smallvec::SmallVec<[&'a Bucket; 4]>,
     pub concurrency: Option<u32>,
     pub plan: Option<&'a str>,
+    /// The key names a plan that exists nowhere: refuse (fail closed).
+    pub unknown_plan: Option<&'a str>,
 }
 
 /// Which limits apply: the key's own limits, else its plan's, else the route's
 /// default plan's; plus the route's extra limits. YAML plans take precedence
-/// over database plans of the same name.
+/// over database plans of the same name. A key whose plan is missing gets no
+/// limits but `unknown_plan`: the caller refuses it.
 pub fn applicable<'a>(
     route: &'a CompiledRoute,
     key: Option<&'a ActiveKey>,
@@ -155,7 +216,8 @@ pub fn applicable<'a>(
         config.plans.get(name).or_else(|| db.plans.get(name))
     };
     let mut out = Applicable::default();
-    let key_plan = key.and_then(|k| k.plan.as_deref()).and_then(&plan_named);
+    let key_plan_name = key.and_then(|k| k.plan.as_deref());
+    let key_plan = key_plan_name.and_then(&plan_named);
     let default_plan = route.route.default_plan.as_deref().and_then(plan_named);
     match (key.and_then(|k| k.own_buckets.as_ref()), key_plan) {
         (Some(own), _) => {
@@ -168,12 +230,9 @@ pub fn applicable<'a>(
             out.plan = Some(&plan.name);
         }
         (None, None) => {
-            if let (Some(k), Some(missing)) = (key, key.and_then(|k| k.plan.as_deref())) {
-                tracing::warn!(
-                    key_id = k.id,
-                    plan = missing,
-                    "key's plan does not exist; using the route's default plan"
-                );
+            if let Some(missing) = key_plan_name {
+                out.unknown_plan = Some(missing);
+                return out;
             }
             if let Some(plan) = default_plan {
                 out.buckets.extend(plan.buckets.iter());

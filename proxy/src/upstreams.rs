@@ -263,7 +263,7 @@ impl UpstreamPool {
         let mut backends = BTreeSet::new();
         let mut targets = HashMap::new();
         for target in &config.targets {
-            match target.authority().to_socket_addrs() {
+            match resolve_target(target) {
                 Ok(addrs) => {
                     for addr in addrs {
                         if let Ok(b) = Backend::new(&addr.to_string()) {
@@ -353,6 +353,20 @@ impl UpstreamPool {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The addresses the targets resolved to when the pool was built.
+    pub fn addresses(&self) -> BTreeSet<SocketAddr> {
+        self.targets.keys().copied().collect()
+    }
+
+    /// Whether any target is a host name (not an IP address), i.e. worth
+    /// resolving again every `resolve_interval`.
+    pub fn has_host_names(&self) -> bool {
+        self.config
+            .targets
+            .iter()
+            .any(|t| t.host.parse::<std::net::IpAddr>().is_err())
     }
 
     /// The next healthy target, round robin.
@@ -459,6 +473,25 @@ fn apply_tls(peer: &mut HttpPeer, config: &Upstream, trust: &Trust, host: &str) 
     }
 }
 
+/// The addresses one target resolves to (blocking: DNS).
+fn resolve_target(target: &Target) -> std::io::Result<Vec<SocketAddr>> {
+    Ok(target.authority().to_socket_addrs()?.collect())
+}
+
+/// Resolve every target of an upstream (blocking: DNS). An error if any
+/// target does not resolve, so that a DNS hiccup never shrinks a pool.
+pub fn resolve(config: &Upstream) -> Result<BTreeSet<SocketAddr>, String> {
+    let mut out = BTreeSet::new();
+    for target in &config.targets {
+        let addrs = resolve_target(target).map_err(|e| format!("{target}: {e}"))?;
+        if addrs.is_empty() {
+            return Err(format!("{target}: no address"));
+        }
+        out.extend(addrs);
+    }
+    Ok(out)
+}
+
 /// Poll a future once: static discovery resolves immediately.
 fn futures_now<F: std::future::Future>(f: F) -> Option<F::Output> {
     let waker = std::task::Waker::noop();
@@ -472,15 +505,18 @@ fn futures_now<F: std::future::Future>(f: F) -> Option<F::Output> {
 
 /// Build pools for a new config, reusing unchanged ones (they keep their
 /// health state). A pool whose CA file changed is rebuilt.
+/// Pools named in `fresh` are rebuilt in any case (their addresses changed).
 pub fn rebuild(
     upstreams: &std::collections::BTreeMap<String, Upstream>,
     previous: Option<&HashMap<String, Arc<UpstreamPool>>>,
+    fresh: &BTreeSet<String>,
 ) -> HashMap<String, Arc<UpstreamPool>> {
     upstreams
         .iter()
         .map(|(name, cfg)| {
             let reused = previous
                 .and_then(|p| p.get(name))
+                .filter(|_| !fresh.contains(name))
                 .filter(|pool| pool.config == *cfg && pool.trust_is_current())
                 .cloned();
             (
@@ -624,5 +660,35 @@ mod tests {
             .find(|t| t.target.ends_with(&up.to_string()))
             .expect("up");
         assert_eq!(hu.up_since, first_up);
+    }
+
+    #[test]
+    fn host_names_are_resolved_again_on_request() {
+        let named = upstream(&["localhost:3001"], false);
+        let literal = upstream(&["127.0.0.1:3001"], false);
+        assert_eq!(named.resolve_interval, Duration::from_secs(30));
+        let addrs = resolve(&named).expect("localhost resolves");
+        assert!(addrs
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 3001));
+        let pool = UpstreamPool::build(&named);
+        assert!(pool.has_host_names());
+        assert_eq!(pool.addresses(), addrs);
+        assert!(!UpstreamPool::build(&literal).has_host_names());
+
+        let configs = std::collections::BTreeMap::from([
+            ("a".to_string(), named.clone()),
+            ("b".to_string(), literal.clone()),
+        ]);
+        let first = rebuild(&configs, None, &BTreeSet::new());
+        let same = rebuild(&configs, Some(&first), &BTreeSet::new());
+        assert!(Arc::ptr_eq(&first["a"], &same["a"]));
+        let fresh = rebuild(&configs, Some(&first), &BTreeSet::from(["a".to_string()]));
+        assert!(!Arc::ptr_eq(&first["a"], &fresh["a"]));
+        assert!(Arc::ptr_eq(&first["b"], &fresh["b"]));
+
+        let mut broken = named;
+        broken.targets[0].host = "no-such-host.invalid".into();
+        assert!(resolve(&broken).is_err());
     }
 }

@@ -198,7 +198,22 @@ async fn redis_killed_policy_local_falls_back_then_recovers() {
         ) >= 1.0,
         "breaker opened"
     );
-    assert_eq!(metric_value(&m, "tollgate_redis_breaker_state", &[]), 1.0);
+    // The gauge is process-wide, and the other tests of this binary running
+    // at the same time set it too: poll (each request of ours sets it from
+    // this proxy's breaker, open for a second at a time) instead of reading once.
+    let start = Instant::now();
+    loop {
+        status(&reqwest::Client::new(), &p.url("/api/users"), &key).await;
+        let m = p.metrics_text().await;
+        if metric_value(&m, "tollgate_redis_breaker_state", &[]) == 1.0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "breaker state never 1 (open) while Redis is down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Back: decisions come from Redis again within 2 s (its bucket has 2 tokens left).
     redis.restart();
@@ -368,4 +383,39 @@ async fn redis_outage_under_concurrent_load_hangs_nothing() {
         ) >= 1.0,
         "the outage was noticed"
     );
+}
+
+/// A refusal Redis gave is served from the over-limit cache until its
+/// Retry-After, but only for the limit values it was made with: raising
+/// the limit (a config reload) applies at the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raising_a_limit_is_not_hidden_by_the_over_limit_cache() {
+    // Its own Redis: key ids of fresh databases repeat across tests.
+    let Some(redis) = OwnRedis::start() else {
+        return;
+    };
+    // 1 per 10 s, burst 1: the second request is refused for ~10 s.
+    let p = TestProxy::start(&yaml(&redis.url(), "deny", 1, "10s", 1), Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let (_, key) = p
+        .create_key(NewApiKey {
+            name: "raise".into(),
+            ..NewApiKey::default()
+        })
+        .await;
+    p.wait_status(&key, "/api/users", |s| s == 200, Duration::from_secs(3))
+        .await;
+    let client = reqwest::Client::new();
+    assert_eq!(status(&client, &p.url("/api/users"), &key).await, 429);
+    assert_eq!(status(&client, &p.url("/api/users"), &key).await, 429);
+    // Burst raised to 20 (same limit name, same bucket): Redis admits now.
+    let text = std::fs::read_to_string(&p.config_path).expect("config");
+    let raised = text.replace("burst: 1 }", "burst: 20 }");
+    assert_ne!(raised, text);
+    std::fs::write(&p.config_path, raised).expect("write");
+    let took = p
+        .wait_status(&key, "/api/users", |s| s == 200, Duration::from_secs(5))
+        .await;
+    println!("admitted {took:?} after the raise");
 }

@@ -748,3 +748,68 @@ async fn upstream_slower_than_its_read_timeout_gives_504() {
         ) >= 1.0
     );
 }
+
+/// `proxy.proxy_protocol` on the HTTPS listener: the PROXY header comes
+/// before the TLS handshake and its source is the client the upstream hears
+/// of. Turned on by a hot reload (the listener reads the setting per
+/// connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_before_the_tls_handshake() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new("client-facing CA");
+    let yaml = BASE.replace("    default_plan: tight\n", "    auth: none\n");
+    let p = TlsProxy::start(&ca, &yaml).await;
+    p.edit_config(|t| t.replace("  threads: 2\n", "  threads: 2\n  proxy_protocol: true\n"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.pem().as_bytes()) {
+        roots.add(cert.expect("ca pem")).expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let https = p.https;
+    let attempt = move |proxy_header: bool| {
+        let connector = connector.clone();
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(https).await.ok()?;
+            if proxy_header {
+                tcp.write_all(b"PROXY TCP4 192.0.2.44 127.0.0.1 4444 443\r\n")
+                    .await
+                    .ok()?;
+            }
+            let name = rustls::pki_types::ServerName::try_from("localhost").ok()?;
+            let mut tls =
+                tokio::time::timeout(Duration::from_secs(5), connector.connect(name, tcp))
+                    .await
+                    .ok()?
+                    .ok()?;
+            tls.write_all(
+                b"GET /api/users HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .ok()?;
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+            Some(String::from_utf8_lossy(&out).into_owned())
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(resp) = attempt(true).await {
+            if resp.contains("\"x-forwarded-for\":\"192.0.2.44\"") {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the PROXY source never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Without the header the handshake never completes.
+    assert!(attempt(false).await.is_none());
+}

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::{free_port, metric_value, render, start_upstream, wait_listening, Store, TestProxy};
 use tollgate_core::db::own_postgres::OwnPostgres;
 use tollgate_core::db::usage::{Counts, NewViolation, UsageFilter, UsageRow, ViolationFilter};
+use tollgate_core::db::violation_aggregates::{AggregateFilter, AggregateKey, ViolationAggregate};
 use tollgate_core::db::{Db, NewApiKey};
 use tollgate_core::now_ms;
 use tollgate_proxy::server::{build, Prepared, ShutdownHandle};
@@ -22,6 +23,7 @@ const YAML: &str = r#"
 usage:
   flush_interval: 100ms
   retention_days: 1
+  violation_retention_days: 1
   buffer_rows: 1000
 plans:
   big: { limits: [ { name: hour, rate: 100000, per: 1h } ] }
@@ -196,6 +198,12 @@ async fn known_mix_is_written_exactly(store: Store) {
     }])
     .await
     .expect("old violation");
+    db.upsert_violation_aggregates(&[ViolationAggregate {
+        key: AggregateKey::new(old, "users", 403, "invalid-api-key:unknown", None),
+        count: 9,
+    }])
+    .await
+    .expect("old aggregate");
 
     let started = now_ms();
     let p = TestProxy::start_with_db(YAML, db.clone(), dir).await;
@@ -273,7 +281,8 @@ async fn known_mix_is_written_exactly(store: Store) {
         .collect();
     assert_eq!(ranked, [(a.id, 7, Some("a")), (b.id, 5, Some("b"))]);
 
-    // Violations: the 2 × 429 (naming the limit), 2 × 401, 3 × 403.
+    // Violations: the valid key's 2 × 429 one by one (naming the limit);
+    // the 2 × 401 and 3 × 403 without a valid key only as counts.
     let (violations, total) = db
         .list_violations(&ViolationFilter {
             from: started - 1000,
@@ -282,29 +291,44 @@ async fn known_mix_is_written_exactly(store: Store) {
         })
         .await
         .expect("violations");
-    assert_eq!(total, 7);
-    // Status → (key id, violated limit) of each.
-    type Seen = Vec<(Option<i64>, Option<String>)>;
-    let mut by_status: BTreeMap<i64, Seen> = BTreeMap::new();
+    assert_eq!(total, 2);
     for v in &violations {
         assert_eq!((v.route.as_str(), v.method.as_str()), ("users", "GET"));
         assert_eq!(v.path, "/api/users");
         assert_eq!(v.client_ip, "127.0.0.1");
         assert!(v.at >= started - 1000);
-        by_status
-            .entry(v.status)
-            .or_default()
-            .push((v.key_id, v.limit_name.clone()));
+        assert_eq!(
+            (v.status, v.key_id, v.limit_name.as_deref()),
+            (429, Some(b.id), Some("minute"))
+        );
     }
-    assert_eq!(
-        by_status[&429],
-        vec![(Some(b.id), Some("minute".to_string())); 2]
-    );
-    assert_eq!(by_status[&401], vec![(None, None); 2]);
-    assert_eq!(by_status[&403], vec![(None, None); 3]);
     assert!(
         violations.windows(2).all(|w| w[0].at >= w[1].at),
         "newest first"
+    );
+    let (counted, _, refusals) = db
+        .list_violation_aggregates(&AggregateFilter {
+            from: started - 60_000,
+            to: now_ms() + 60_000,
+            ..AggregateFilter::default()
+        })
+        .await
+        .expect("aggregates");
+    assert_eq!(refusals, 5);
+    let mut by_reason: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    for a in &counted {
+        assert_eq!(a.key.route, "users");
+        assert_eq!(a.key.client_net, "127.0.0.0/24");
+        *by_reason
+            .entry((a.key.status, a.key.reason.clone()))
+            .or_default() += a.count;
+    }
+    assert_eq!(
+        by_reason,
+        BTreeMap::from([
+            ((401, "missing-api-key".to_string()), 2),
+            ((403, "invalid-api-key:unknown".to_string()), 3),
+        ])
     );
 
     // Keys' last use, batched; an unused key stays unused.
@@ -361,7 +385,15 @@ async fn known_mix_is_written_exactly(store: Store) {
             })
             .await
             .expect("violations");
-        (old_rows.counts.total(), old_violations) == (0, 0)
+        let (_, old_counted, _) = db
+            .list_violation_aggregates(&AggregateFilter {
+                from: 0,
+                to: started - 86_400_000,
+                ..AggregateFilter::default()
+            })
+            .await
+            .expect("aggregates");
+        (old_rows.counts.total(), old_violations, old_counted) == (0, 0, 0)
     })
     .await;
 

@@ -16,7 +16,8 @@ use tollgate_proxy::tls;
 
 /// Validate `file`; unless `skip_files`, also the TLS files it names.
 pub fn run(file: &Path, skip_files: bool) -> ExitCode {
-    let config = match config::load(file) {
+    // As served: a config without routes is refused unless it says `routes: []`.
+    let config = match config::load_for_serving(file) {
         Ok(c) => c,
         Err(errors) => {
             for e in &errors.0 {

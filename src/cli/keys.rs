@@ -66,6 +66,44 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// Refuse `keys create --plan NAME` when NAME is neither a YAML plan of
+/// `config` nor a plan in its database: such a key would be refused with
+/// 403 `unknown-plan` on every request.
+pub async fn refuse_unknown_plan(
+    cmd: &KeysCommand,
+    config: &tollgate_core::config::Config,
+) -> anyhow::Result<()> {
+    let KeysCommand::Create {
+        plan: Some(plan), ..
+    } = cmd
+    else {
+        return Ok(());
+    };
+    if config.plans.contains_key(plan) {
+        return Ok(());
+    }
+    let db = Db::connect(&config.storage.database_url)
+        .await
+        .context("cannot open the database")?;
+    let stored = db.list_plans().await;
+    db.close().await;
+    let stored = stored.context("cannot read the plans")?;
+    if stored.iter().any(|p| &p.name == plan) {
+        return Ok(());
+    }
+    let mut known: Vec<&str> = config.plans.keys().map(String::as_str).collect();
+    known.extend(stored.iter().map(|p| p.name.as_str()));
+    known.sort_unstable();
+    bail!(
+        "unknown plan {plan:?} (known: {}); keys on a missing plan are refused",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    )
+}
+
 /// Run one `keys` subcommand against `database_url`.
 pub async fn run(cmd: KeysCommand, database_url: &str) -> anyhow::Result<()> {
     let db = Db::connect(database_url)

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use tollgate_core::config::reload::{self, FileWatch, WatchEvent, RELOAD_POLL, RELOAD_SETTLE};
 use tollgate_core::config::Config;
 use tollgate_core::db::{Db, KeyFilter, NewApiKey};
 use tollgate_proxy::server::{build, PrepareError, Prepared};
@@ -13,6 +14,7 @@ use crate::logging;
 pub fn proxy(config: Config) -> anyhow::Result<()> {
     let _guard = logging::init(&config.log);
     let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(refuse_plan_conflicts(&config))?;
     let prepared = rt.block_on(Prepared::load(config)).map_err(prepare_error)?;
     drop(rt);
     print_proxy_urls(&prepared.config);
@@ -37,9 +39,74 @@ pub fn admin(config: Config) -> anyhow::Result<()> {
         if let Some(pw) = password {
             println!("admin login: {} / {pw}", tollgate_admin_api::INITIAL_ADMIN);
         }
+        if let Some(path) = config.source.clone() {
+            tokio::spawn(reload_admin_config(state.clone(), path));
+        }
         tollgate_admin_api::serve(listener, state, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// Refuse to start when a plan name is defined both in the YAML and in the
+/// database (which one applies would depend on who you ask).
+async fn refuse_plan_conflicts(config: &Config) -> anyhow::Result<()> {
+    let db = Db::connect(&config.storage.database_url)
+        .await
+        .context("cannot open the database")?;
+    let plans = db.list_plans().await;
+    db.close().await;
+    let plans = plans.context("cannot read the plans")?;
+    let both = reload::plan_conflicts(config, plans.iter().map(|p| p.name.as_str()));
+    match reload::plan_conflict_message(&both) {
+        Some(msg) => anyhow::bail!("{msg}"),
+        None => Ok(()),
+    }
+}
+
+/// The admin role follows edits of its config file as the proxy does: a
+/// change applies once the file has settled, is validated as the proxy
+/// validates it (routes, plan names not also in the database), and an
+/// invalid or unreadable file is logged while the running config stays.
+async fn reload_admin_config(state: tollgate_admin_api::AppState, path: std::path::PathBuf) {
+    let mut watch = FileWatch::from_file(path.clone(), RELOAD_SETTLE);
+    loop {
+        tokio::time::sleep(RELOAD_POLL).await;
+        match watch.poll(std::time::Instant::now()) {
+            WatchEvent::Nothing => {}
+            WatchEvent::Readable => {
+                tracing::info!(file = %path.display(), "config file readable again");
+            }
+            WatchEvent::Unreadable(e) => tracing::error!(
+                file = %path.display(),
+                "config file unreadable, the running config stays: {e}"
+            ),
+            WatchEvent::Changed(text) => match admin_config(&state, &path, &text).await {
+                Ok(new) => {
+                    state.set_config(new);
+                    tracing::info!(file = %path.display(), "config reloaded");
+                }
+                Err(e) => {
+                    tracing::error!("config reload refused, the running config stays:\n{e}");
+                }
+            },
+        }
+    }
+}
+
+async fn admin_config(
+    state: &tollgate_admin_api::AppState,
+    path: &std::path::Path,
+    text: &str,
+) -> Result<Config, String> {
+    let mut new =
+        reload::parse_for_serving(text, &path.display().to_string()).map_err(|e| e.to_string())?;
+    new.source = Some(path.to_path_buf());
+    let plans = state.db().list_plans().await.map_err(|e| e.to_string())?;
+    let both = reload::plan_conflicts(&new, plans.iter().map(|p| p.name.as_str()));
+    if let Some(msg) = reload::plan_conflict_message(&both) {
+        return Err(format!("{}: {msg}", path.display()));
+    }
+    Ok(new)
 }
 
 /// A refused JWT secret ends the process with exit code 2 and one line
@@ -76,8 +143,10 @@ async fn shutdown_signal() {
     }
 }
 
-/// Everything in one process, for a first look.
-pub fn dev(config: Config, demo_traffic: bool) -> anyhow::Result<()> {
+/// Everything in one process, for a first look. In a database `dev` did not
+/// create, the admin password and the demo key are left alone unless
+/// `reset` (they may be someone's real credentials).
+pub fn dev(config: Config, demo_traffic: bool, reset: bool) -> anyhow::Result<()> {
     let _guard = logging::init(&config.log);
     let demo_addr = demo_target(&config);
     // The demo upstream and set-up run on their own runtime; Pingora has its own.
@@ -91,8 +160,21 @@ pub fn dev(config: Config, demo_traffic: bool) -> anyhow::Result<()> {
             .with_context(|| format!("cannot start the demo upstream on {addr}"))?;
         rt.spawn(tollgate_proxy::demo::serve(listener));
     }
-    let demo_key = rt.block_on(demo_key(&config.storage.database_url))?;
-    let (admin_url, admin_password) = rt.block_on(start_admin(&config, &rt))?;
+    let owned = rt.block_on(dev_owns_database(&config.storage.database_url))?;
+    let may_reset = owned || reset;
+    if !may_reset {
+        eprintln!(
+            "note: {} was not created by `tollgate dev`: the admin password and the demo key are left as they are (pass --reset to set new ones)",
+            config.storage.database_url.split('?').next().unwrap_or_default()
+        );
+    }
+    let demo_key = if may_reset {
+        Some(rt.block_on(demo_key(&config.storage.database_url))?)
+    } else {
+        None
+    };
+    rt.block_on(refuse_plan_conflicts(&config))?;
+    let (admin_url, admin_password) = rt.block_on(start_admin(&config, &rt, may_reset))?;
     let prepared = rt
         .block_on(Prepared::load(config.clone()))
         .map_err(prepare_error)?;
@@ -106,17 +188,25 @@ pub fn dev(config: Config, demo_traffic: bool) -> anyhow::Result<()> {
     if let Some(addr) = demo_addr {
         println!("demo upstream: http://{addr}");
     }
-    println!(
-        "admin login: {} / {admin_password}",
-        tollgate_admin_api::INITIAL_ADMIN
-    );
-    println!("demo key: {demo_key}");
-    println!(
-        "try: curl -i -H 'x-api-key: {demo_key}' http://{}/api/users",
-        config.proxy.listen
-    );
-    if demo_traffic {
-        super::demo_traffic::start(&rt, &config, &demo_key)?;
+    match &admin_password {
+        Some(pw) => println!("admin login: {} / {pw}", tollgate_admin_api::INITIAL_ADMIN),
+        None => println!(
+            "admin login: {} / (unchanged; `tollgate dev --reset` sets a new password)",
+            tollgate_admin_api::INITIAL_ADMIN
+        ),
+    }
+    match &demo_key {
+        Some(key) => {
+            println!("demo key: {key}");
+            println!(
+                "try: curl -i -H 'x-api-key: {key}' http://{}/api/users",
+                config.proxy.listen
+            );
+        }
+        None => println!("demo key: (unchanged; `tollgate dev --reset` issues a new one)"),
+    }
+    if let (true, Some(key)) = (demo_traffic, &demo_key) {
+        super::demo_traffic::start(&rt, &config, key)?;
     }
     built.run();
     drop(rt);
@@ -147,7 +237,8 @@ fn print_proxy_urls(config: &Config) {
 async fn start_admin(
     config: &Config,
     rt: &tokio::runtime::Runtime,
-) -> anyhow::Result<(String, String)> {
+    may_reset: bool,
+) -> anyhow::Result<(String, Option<String>)> {
     let (state, created) = tollgate_admin_api::bootstrap_dev(config)
         .await
         .map_err(refuse_weak_secret)
@@ -156,8 +247,9 @@ async fn start_admin(
         created,
         std::env::var(tollgate_admin_api::ADMIN_PASSWORD_ENV),
     ) {
-        (Some(pw), _) => pw,
-        (None, Ok(pw)) => pw,
+        (Some(pw), _) => Some(pw),
+        (None, Ok(pw)) => Some(pw),
+        (None, Err(_)) if !may_reset => None,
         (None, Err(_)) => {
             let pw = tollgate_admin_api::auth::random_password(20)
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -178,7 +270,7 @@ async fn start_admin(
                         .await?;
                 }
             }
-            pw
+            Some(pw)
         }
     };
     let listener = tokio::net::TcpListener::bind(config.admin.listen)
@@ -199,6 +291,37 @@ fn demo_target(config: &Config) -> Option<SocketAddr> {
     let t = config.upstreams.get("demo")?.targets.first()?;
     let addr: SocketAddr = t.authority().parse().ok()?;
     addr.ip().is_loopback().then_some(addr)
+}
+
+/// The `settings` entry that marks a database `tollgate dev` created.
+const DEV_MARK: &str = "created_by_tollgate_dev";
+
+/// Whether `dev` may treat the database as its own: it holds `dev`'s mark,
+/// or it is new (no admin, no key yet), and then it gets the mark.
+async fn dev_owns_database(database_url: &str) -> anyhow::Result<bool> {
+    let db = Db::connect(database_url)
+        .await
+        .context("cannot open the database")?;
+    let owned = async {
+        if db.get_setting(DEV_MARK).await?.is_some() {
+            return Ok::<bool, tollgate_core::db::DbError>(true);
+        }
+        let (keys, _) = db
+            .list_keys(&KeyFilter {
+                limit: 1,
+                ..KeyFilter::default()
+            })
+            .await?;
+        if db.count_admins().await? == 0 && keys.is_empty() {
+            db.put_setting(DEV_MARK, &tollgate_core::now_ms().to_string())
+                .await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+    .await;
+    db.close().await;
+    Ok(owned?)
 }
 
 /// A key named `demo`, created on first start. Only its hash is stored, so

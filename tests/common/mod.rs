@@ -3,6 +3,11 @@
 //! process that is killed on drop.
 #![allow(dead_code)]
 
+pub mod proxy;
+/// The throw-away `redis-server`s of the proxy tests, shared.
+#[path = "../../proxy/tests/common/redis.rs"]
+pub mod redis;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

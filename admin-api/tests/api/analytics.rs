@@ -774,3 +774,68 @@ async fn analytics_routes_are_documented(app: TestApp) {
     }
 }
 both!(analytics_routes_are_documented);
+
+async fn keyless_refusals_are_listed_as_counts(app: TestApp) {
+    use tollgate_core::db::violation_aggregates::{AggregateKey, ViolationAggregate};
+    let f = fixture(&app).await;
+    let agg =
+        |at: i64, route: &str, status: u16, reason: &str, ip: [u8; 4], count| ViolationAggregate {
+            key: AggregateKey::new(at, route, status, reason, Some(ip.into())),
+            count,
+        };
+    app.db
+        .upsert_violation_aggregates(&[
+            agg(
+                T0,
+                "users",
+                403,
+                "invalid-api-key:unknown",
+                [10, 0, 0, 7],
+                900,
+            ),
+            agg(T0 + MIN, "users", 401, "missing-api-key", [10, 0, 1, 9], 40),
+            agg(
+                T0 + 2 * MIN,
+                "orders",
+                429,
+                "too-many-auth-failures",
+                [10, 0, 0, 8],
+                60,
+            ),
+        ])
+        .await
+        .expect("aggregates");
+    let range = format!("from={T0}&to={}", T0 + 10 * MIN);
+    let page = get_ok(
+        &app,
+        &format!("/api/analytics/violations?{range}&per_page=2"),
+    )
+    .await;
+    assert_eq!(page["aggregated_total"], 3);
+    assert_eq!(page["aggregated_refusals"], 1_000);
+    let rows = page["aggregated"].as_array().expect("aggregated");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["at"], T0 + 2 * MIN);
+    assert_eq!(rows[0]["route"], "orders");
+    assert_eq!(rows[0]["status"], 429);
+    assert_eq!(rows[0]["reason"], "too-many-auth-failures");
+    assert_eq!(rows[0]["client_net"], "10.0.0.0/24");
+    assert_eq!(rows[0]["count"], 60);
+    assert_eq!(rows[1]["client_net"], "10.0.1.0/24");
+    // By route; a key filter (other than 0) has no counted rows.
+    let users = get_ok(
+        &app,
+        &format!("/api/analytics/violations?{range}&route=users"),
+    )
+    .await;
+    assert_eq!(users["aggregated_refusals"], 940);
+    let by_key = get_ok(
+        &app,
+        &format!("/api/analytics/violations?{range}&key={}", f.k1.id),
+    )
+    .await;
+    assert_eq!(by_key["aggregated"], json!([]));
+    let keyless = get_ok(&app, &format!("/api/analytics/violations?{range}&key=0")).await;
+    assert_eq!(keyless["aggregated_total"], 3);
+}
+both!(keyless_refusals_are_listed_as_counts);

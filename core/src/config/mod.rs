@@ -9,12 +9,14 @@
 pub mod model;
 pub mod position;
 mod raw;
+pub mod reload;
 mod validate;
 
 use std::fmt;
 use std::path::Path;
 
 pub use model::*;
+pub use reload::{load_for_serving, parse_for_serving};
 
 /// The quick-start config, embedded so `tollgate dev` runs from any directory.
 pub const DEFAULT_YAML: &str = include_str!("../../../config/tollgate.yaml");

@@ -42,6 +42,46 @@ pub struct ProxyConfig {
     /// Downstream keep-alive idle timeout.
     pub keepalive_timeout: Duration,
     pub tls: Option<TlsListener>,
+    /// The request edge: paths, client addresses, header limits.
+    pub edge: EdgeConfig,
+}
+
+/// `proxy.path_policy`, `trusted_proxies`, `proxy_protocol`,
+/// `header_timeout`, `max_header_bytes`, `max_connections_per_ip`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeConfig {
+    pub path_policy: crate::path::PathPolicy,
+    /// Peers whose `X-Forwarded-For` (and `X-Forwarded-Proto`/`-Host`,
+    /// `X-Request-Id`) are believed.
+    pub trusted_proxies: crate::net::TrustedProxies,
+    /// The listeners expect a PROXY protocol (v1 or v2) header first.
+    pub proxy_protocol: bool,
+    /// The whole request header must arrive within this.
+    pub header_timeout: Duration,
+    /// Request line plus header fields; larger → 431.
+    pub max_header_bytes: usize,
+    /// Open connections per client address (IPv6: per /64); 0 = no cap.
+    pub max_connections_per_ip: u32,
+}
+
+/// `proxy.header_timeout` when the file does not say.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `proxy.max_header_bytes` when the file does not say (32 KiB).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// `proxy.max_connections_per_ip` when the file does not say.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 256;
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            path_policy: crate::path::PathPolicy::Reject,
+            trusted_proxies: crate::net::TrustedProxies::default(),
+            proxy_protocol: false,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,9 +138,16 @@ pub enum OnRedisError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimiterConfig {
     pub backend: LimiterBackend,
+    /// Checked by [`crate::redis_url::parse`]; parse it again to use it.
     pub redis_url: Option<String>,
     pub redis_timeout: Duration,
     pub on_redis_error: OnRedisError,
+    /// PEM file of the CA certificates trusted for `rediss://` instead of
+    /// the system roots.
+    pub redis_ca_file: Option<PathBuf>,
+    /// With the Redis backend: how long a proxy's concurrency hold outlives
+    /// the proxy (renewed every third of it while its request runs).
+    pub concurrency_lease: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +167,8 @@ pub struct LogConfig {
 pub struct UsageConfig {
     pub flush_interval: Duration,
     pub retention_days: u32,
+    /// Days the `violations` and `violation_aggregates` tables are kept.
+    pub violation_retention_days: u32,
     /// Maximum number of aggregated rows held while the database is unreachable.
     pub buffer_rows: usize,
 }
@@ -143,6 +192,8 @@ pub struct Upstream {
     pub preserve_host: bool,
     /// How `https://` targets are verified.
     pub tls: UpstreamTls,
+    /// How often host names among the targets are resolved again.
+    pub resolve_interval: Duration,
 }
 
 /// TLS towards an upstream's `https://` targets.
@@ -243,4 +294,9 @@ pub struct Route {
     pub limits: Vec<Limit>,
     /// Count and report, never block.
     pub shadow: bool,
+    /// `match.case_insensitive`: the prefix matches in any ASCII case (for
+    /// upstreams that route that way).
+    pub case_insensitive: bool,
+    /// Forward `X-HTTP-Method-Override` and its kin (stripped otherwise).
+    pub allow_method_override: bool,
 }

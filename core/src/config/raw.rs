@@ -160,7 +160,7 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of proxy settings (listen, metrics_listen, threads, key_header, auth_failures_per_second, grace_period, keepalive_timeout, tls)"
+    expecting = "a mapping of proxy settings (listen, metrics_listen, threads, key_header, auth_failures_per_second, grace_period, keepalive_timeout, tls, path_policy, trusted_proxies, proxy_protocol, header_timeout, max_header_bytes, max_connections_per_ip)"
 )]
 pub struct RawProxy {
     pub listen: Option<Scalar>,
@@ -171,6 +171,12 @@ pub struct RawProxy {
     pub grace_period: Option<Scalar>,
     pub keepalive_timeout: Option<Scalar>,
     pub tls: Option<RawTls>,
+    pub path_policy: Option<Scalar>,
+    pub trusted_proxies: Option<Vec<Scalar>>,
+    pub proxy_protocol: Option<Scalar>,
+    pub header_timeout: Option<Scalar>,
+    pub max_header_bytes: Option<Scalar>,
+    pub max_connections_per_ip: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -210,13 +216,15 @@ pub struct RawStorage {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of limiter settings (backend, redis_url, redis_timeout, on_redis_error)"
+    expecting = "a mapping of limiter settings (backend, redis_url, redis_timeout, on_redis_error, redis_ca_file, concurrency_lease)"
 )]
 pub struct RawLimiter {
     pub backend: Option<Scalar>,
     pub redis_url: Option<Scalar>,
     pub redis_timeout: Option<Scalar>,
     pub on_redis_error: Option<Scalar>,
+    pub redis_ca_file: Option<Scalar>,
+    pub concurrency_lease: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -233,11 +241,12 @@ pub struct RawLog {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of usage settings (flush_interval, retention_days, buffer_rows)"
+    expecting = "a mapping of usage settings (flush_interval, retention_days, violation_retention_days, buffer_rows)"
 )]
 pub struct RawUsage {
     pub flush_interval: Option<Scalar>,
     pub retention_days: Option<Scalar>,
+    pub violation_retention_days: Option<Scalar>,
     pub buffer_rows: Option<Scalar>,
 }
 
@@ -268,10 +277,11 @@ pub struct RawLimit {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "an upstream: a mapping with targets, health_check, timeouts, preserve_host and tls"
+    expecting = "an upstream: a mapping with targets, health_check, timeouts, preserve_host, tls and resolve_interval"
 )]
 pub struct RawUpstream {
     pub targets: Option<Vec<Scalar>>,
+    pub resolve_interval: Option<Scalar>,
     pub health_check: Option<RawHealthCheck>,
     pub timeouts: Option<RawTimeouts>,
     pub preserve_host: Option<Scalar>,
@@ -312,7 +322,7 @@ pub struct RawTimeouts {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a route: a mapping with name, match, upstream, strip_prefix, auth, default_plan, limits and shadow"
+    expecting = "a route: a mapping with name, match, upstream, strip_prefix, auth, default_plan, limits, shadow and allow_method_override"
 )]
 pub struct RawRoute {
     pub name: Option<Scalar>,
@@ -324,16 +334,18 @@ pub struct RawRoute {
     pub default_plan: Option<Scalar>,
     pub limits: Option<Vec<RawLimit>>,
     pub shadow: Option<Scalar>,
+    pub allow_method_override: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with path_prefix and optionally methods"
+    expecting = "a mapping with path_prefix and optionally methods and case_insensitive"
 )]
 pub struct RawMatch {
     pub path_prefix: Option<Scalar>,
     pub methods: Option<Vec<Scalar>>,
+    pub case_insensitive: Option<Scalar>,
 }
 
 /// Deserialize the whole file with serde_yaml; an empty document (or one that

@@ -24,12 +24,13 @@ use super::raw::{
     RawRoute, RawStorage, RawUpstream, RawUsage, Scalar,
 };
 use super::{
-    AdminConfig, Auth, Config, ConfigError, ConfigErrors, HealthCheck, LimiterBackend,
+    AdminConfig, Auth, Config, ConfigError, ConfigErrors, EdgeConfig, HealthCheck, LimiterBackend,
     LimiterConfig, LogConfig, LogFormat, OnRedisError, Plan, ProxyConfig, Route, StorageConfig,
     Target, Timeouts, TlsListener, Upstream, UpstreamTls, UsageConfig,
 };
 use crate::duration;
 use crate::limits::Limit;
+use crate::path::PathPolicy;
 
 /// `proxy.listen` when the file does not say.
 pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:8080";
@@ -51,10 +52,14 @@ pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(365 * 86_400);
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://tollgate.db";
 pub const DEFAULT_KEY_REFRESH: Duration = Duration::from_millis(500);
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(20);
+pub const DEFAULT_CONCURRENCY_LEASE: Duration = Duration::from_secs(10);
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_RETENTION_DAYS: u64 = 30;
 pub const DEFAULT_BUFFER_ROWS: u64 = 100_000;
+pub const DEFAULT_VIOLATION_RETENTION_DAYS: u64 = 7;
+/// `upstreams.*.resolve_interval`: how often target host names are resolved again.
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 /// `health_check.interval` when a health check gives only its path.
 pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -645,6 +650,7 @@ impl Validator<'_> {
                 self.error(path, format!("{addr} is already used by {other}"));
             }
         }
+        let edge = self.edge(p);
         ProxyConfig {
             listen,
             metrics_listen,
@@ -654,6 +660,97 @@ impl Validator<'_> {
             grace_period,
             keepalive_timeout,
             tls,
+            edge,
+        }
+    }
+
+    /// The request-edge settings under `proxy.*`.
+    fn edge(&mut self, p: &RawProxy) -> EdgeConfig {
+        let d = EdgeConfig::default();
+        let path_policy = self.choice_or(
+            "proxy.path_policy",
+            &p.path_policy,
+            &[
+                ("reject", PathPolicy::Reject),
+                ("normalize", PathPolicy::Normalize),
+            ],
+            d.path_policy,
+        );
+        let mut nets = Vec::new();
+        for (i, s) in p.trusted_proxies.iter().flatten().enumerate() {
+            let path = item("proxy.trusted_proxies", i);
+            match s.text() {
+                None => self.error(&path, "expected a CIDR such as 10.0.0.0/8, got null"),
+                Some(t) => match crate::net::parse_cidr(&t) {
+                    Ok(n) => nets.push(n),
+                    Err(e) => self.error(&path, e),
+                },
+            }
+        }
+        let proxy_protocol = self.flag_or("proxy.proxy_protocol", &p.proxy_protocol, false);
+        let header_timeout = self.duration_or(
+            "proxy.header_timeout",
+            &p.header_timeout,
+            Duration::from_millis(100),
+            d.header_timeout,
+        );
+        let max_header_bytes = match given(&p.max_header_bytes) {
+            None => d.max_header_bytes,
+            Some(s) => self
+                .byte_size("proxy.max_header_bytes", s, 1024, 1024 * 1024)
+                .unwrap_or(d.max_header_bytes),
+        };
+        let max_connections_per_ip = self.number_or(
+            "proxy.max_connections_per_ip",
+            &p.max_connections_per_ip,
+            0,
+            u64::from(u32::MAX),
+            u64::from(d.max_connections_per_ip),
+        );
+        EdgeConfig {
+            path_policy,
+            trusted_proxies: crate::net::TrustedProxies::new(nets),
+            proxy_protocol,
+            header_timeout,
+            max_header_bytes,
+            max_connections_per_ip: u32::try_from(max_connections_per_ip).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// A size in bytes: a whole number, or with `KiB`/`MiB` (`KB`/`MB`, `k`,
+    /// `m` mean the same), within `min..=max`.
+    fn byte_size(&mut self, path: &str, s: &Scalar, min: usize, max: usize) -> Option<usize> {
+        let text = s.text().unwrap_or_default();
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1024,
+            "m" | "mb" | "mib" => 1024 * 1024,
+            _ => 0,
+        };
+        let n = digits
+            .parse::<usize>()
+            .ok()
+            .filter(|_| factor > 0)
+            .and_then(|n| n.checked_mul(factor));
+        match n {
+            None => {
+                self.error(
+                    path,
+                    format!("expected a size such as 32768, 32KiB or 1MiB, got {s}"),
+                );
+                None
+            }
+            Some(n) if n < min || n > max => {
+                self.error(
+                    path,
+                    format!("must be between {min} and {max} bytes, got {text:?}"),
+                );
+                None
+            }
+            Some(n) => Some(n),
         }
     }
 
@@ -744,11 +841,16 @@ impl Validator<'_> {
     fn storage(&mut self, s: &RawStorage) -> StorageConfig {
         let database_url = match self.text(&s.database_url) {
             None => DEFAULT_DATABASE_URL.to_string(),
-            Some(url)
-                if url.starts_with("sqlite:")
-                    || url.starts_with("postgres://")
-                    || url.starts_with("postgresql://") =>
-            {
+            Some(url) if url.starts_with("sqlite:") => url,
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                // As the driver will read it: sslmode, sslrootcert, … are
+                // checked here, not at the first connection.
+                if let Err(e) = url.parse::<sqlx::postgres::PgConnectOptions>() {
+                    self.error(
+                        "storage.database_url",
+                        format!("invalid PostgreSQL URL: {e}"),
+                    );
+                }
                 url
             }
             Some(url) => {
@@ -784,23 +886,28 @@ impl Validator<'_> {
             LimiterBackend::Local,
         );
         let redis_url = self.text(&l.redis_url);
-        match &redis_url {
-            Some(url)
-                if !(url.starts_with("redis://")
-                    || url.starts_with("rediss://")
-                    || url.starts_with("redis+cluster://")) =>
-            {
-                self.error(
-                    "limiter.redis_url",
-                    format!(
-                        "unsupported Redis URL {url:?}: expected redis://…, rediss://… (TLS) or redis+cluster://… (Redis Cluster)"
-                    ),
-                );
-            }
+        let parsed = match &redis_url {
+            Some(url) => match crate::redis_url::parse(url) {
+                Ok(parsed) => Some(parsed),
+                Err(e) => {
+                    self.error("limiter.redis_url", e);
+                    None
+                }
+            },
             None if backend == LimiterBackend::Redis => {
                 self.missing("limiter.redis_url", " (required when backend is redis)");
+                None
             }
-            _ => {}
+            None => None,
+        };
+        let redis_ca_file = given(&l.redis_ca_file)
+            .and_then(|_| self.non_empty("limiter.redis_ca_file", &l.redis_ca_file))
+            .map(PathBuf::from);
+        if redis_ca_file.is_some() && parsed.as_ref().is_some_and(|u| !u.tls) {
+            self.error(
+                "limiter.redis_ca_file",
+                "applies to rediss:// (TLS) URLs only, and redis_url is not one",
+            );
         }
         let redis_timeout = self.duration_or(
             "limiter.redis_timeout",
@@ -818,11 +925,19 @@ impl Validator<'_> {
             ],
             OnRedisError::Local,
         );
+        let concurrency_lease = self.duration_or(
+            "limiter.concurrency_lease",
+            &l.concurrency_lease,
+            Duration::from_millis(300),
+            DEFAULT_CONCURRENCY_LEASE,
+        );
         LimiterConfig {
             backend,
             redis_url,
             redis_timeout,
             on_redis_error,
+            redis_ca_file,
+            concurrency_lease,
         }
     }
 
@@ -859,6 +974,13 @@ impl Validator<'_> {
             u64::from(u32::MAX),
             DEFAULT_RETENTION_DAYS,
         );
+        let violation_retention_days = self.number_or(
+            "usage.violation_retention_days",
+            &u.violation_retention_days,
+            1,
+            u64::from(u32::MAX),
+            DEFAULT_VIOLATION_RETENTION_DAYS,
+        );
         let buffer_rows = self.number_or(
             "usage.buffer_rows",
             &u.buffer_rows,
@@ -869,6 +991,7 @@ impl Validator<'_> {
         UsageConfig {
             flush_interval,
             retention_days: u32::try_from(retention_days).unwrap_or(u32::MAX),
+            violation_retention_days: u32::try_from(violation_retention_days).unwrap_or(u32::MAX),
             buffer_rows: usize::try_from(buffer_rows).unwrap_or(usize::MAX),
         }
     }
@@ -1078,6 +1201,12 @@ impl Validator<'_> {
             };
             let preserve_host =
                 self.flag_or(&child(&path, "preserve_host"), &u.preserve_host, false);
+            let resolve_interval = self.duration_or(
+                &child(&path, "resolve_interval"),
+                &u.resolve_interval,
+                Duration::from_secs(1),
+                DEFAULT_RESOLVE_INTERVAL,
+            );
             let tls = match &u.tls {
                 None => UpstreamTls::default(),
                 Some(t) => {
@@ -1127,6 +1256,7 @@ impl Validator<'_> {
                         timeouts,
                         preserve_host,
                         tls,
+                        resolve_interval,
                     },
                 );
             }
@@ -1153,10 +1283,10 @@ impl Validator<'_> {
             });
 
             let match_path = child(&path, "match");
-            let (path_prefix, methods) = match &r.match_ {
+            let (path_prefix, methods, case_insensitive) = match &r.match_ {
                 None => {
                     self.missing(&match_path, "");
-                    (None, None)
+                    (None, None, false)
                 }
                 Some(m) => {
                     let pp = child(&match_path, "path_prefix");
@@ -1169,13 +1299,30 @@ impl Validator<'_> {
                             self.error(&pp, format!("{p:?} is not a path: no spaces, '?' or '#'"));
                             return false;
                         }
+                        if !crate::path::is_canonical(p) {
+                            let hint = crate::path::canonicalize(p.as_bytes(), PathPolicy::Normalize)
+                                .map(|c| format!(" (write {:?})", c.path))
+                                .unwrap_or_default();
+                            self.error(
+                                &pp,
+                                format!(
+                                    "{p:?} is not a canonical path: no '.', '..' or empty segments, ';', '\\', encoded '/' or escapes of plain characters{hint}"
+                                ),
+                            );
+                            return false;
+                        }
                         true
                     });
                     let methods = m
                         .methods
                         .as_ref()
                         .map(|list| self.methods(&child(&match_path, "methods"), list));
-                    (prefix, methods)
+                    let ci = self.flag_or(
+                        &child(&match_path, "case_insensitive"),
+                        &m.case_insensitive,
+                        false,
+                    );
+                    (prefix, methods, ci)
                 }
             };
 
@@ -1226,6 +1373,11 @@ impl Validator<'_> {
 
             let limits = self.limits(&child(&path, "limits"), r.limits.as_deref());
             let shadow = self.flag_or(&child(&path, "shadow"), &r.shadow, false);
+            let allow_method_override = self.flag_or(
+                &child(&path, "allow_method_override"),
+                &r.allow_method_override,
+                false,
+            );
 
             if let (Some(name), Some(path_prefix), Some(upstream)) = (name, path_prefix, upstream) {
                 routes.push(Route {
@@ -1238,6 +1390,8 @@ impl Validator<'_> {
                     default_plan,
                     limits,
                     shadow,
+                    case_insensitive,
+                    allow_method_override,
                 });
             }
         }
@@ -1306,6 +1460,91 @@ plans:
     }
 
     #[test]
+    fn edge_settings_have_defaults_and_parse() {
+        let c = ok("");
+        assert_eq!(c.proxy.edge, EdgeConfig::default());
+        assert_eq!(c.proxy.edge.max_header_bytes, 32 * 1024);
+        let c = ok("proxy:\n  path_policy: normalize\n  trusted_proxies: [10.0.0.0/8, \"::1\", 192.0.2.7]\n  proxy_protocol: true\n  header_timeout: 2s\n  max_header_bytes: 64KiB\n  max_connections_per_ip: 0\n");
+        let e = &c.proxy.edge;
+        assert_eq!(e.path_policy, PathPolicy::Normalize);
+        assert_eq!(e.trusted_proxies.nets().len(), 3);
+        assert!(e.trusted_proxies.contains("10.1.2.3".parse().expect("ip")));
+        assert!(e.proxy_protocol);
+        assert_eq!(e.header_timeout, Duration::from_secs(2));
+        assert_eq!(e.max_header_bytes, 64 * 1024);
+        assert_eq!(e.max_connections_per_ip, 0);
+        assert_eq!(
+            ok("proxy: { max_header_bytes: 4096 }")
+                .proxy
+                .edge
+                .max_header_bytes,
+            4096
+        );
+    }
+
+    #[test]
+    fn hostile_edge_settings_are_refused_at_their_position() {
+        for (src, needle) in [
+            (
+                "proxy:\n  path_policy: lenient\n",
+                "expected reject or normalize",
+            ),
+            (
+                "proxy:\n  trusted_proxies: [10.0.0.0/33]\n",
+                "invalid network",
+            ),
+            (
+                "proxy:\n  trusted_proxies: [evil.example]\n",
+                "invalid network",
+            ),
+            ("proxy:\n  trusted_proxies: [~]\n", "got null"),
+            ("proxy:\n  trusted_proxies: 10.0.0.0/8\n", ""),
+            ("proxy:\n  proxy_protocol: yes please\n", "true or false"),
+            ("proxy:\n  header_timeout: 0s\n", "at least"),
+            ("proxy:\n  max_header_bytes: 10\n", "between"),
+            ("proxy:\n  max_header_bytes: 2MiB\n", "between"),
+            (
+                "proxy:\n  max_header_bytes: 32 parsecs\n",
+                "expected a size",
+            ),
+            (
+                "proxy:\n  max_header_bytes: 99999999999999999999KiB\n",
+                "expected a size",
+            ),
+            ("proxy:\n  max_connections_per_ip: -1\n", "at least 0"),
+        ] {
+            let errs = errors(src);
+            assert!(
+                errs.iter()
+                    .any(|e| e.message.contains(needle) && e.line >= 1),
+                "{src}: {errs:?}"
+            );
+        }
+        for prefix in [
+            "/a/../b", "/a//b", "/a/./b", "/%7euser", "/a;b", "/a%2fb", "/a\\\\b",
+        ] {
+            let src = format!(
+                "{BASE}routes:\n  - {{ name: r, match: {{ path_prefix: \"{prefix}\" }}, upstream: demo }}\n"
+            );
+            let errs = errors(&src);
+            assert!(
+                errs.iter()
+                    .any(|e| e.message.contains("not a canonical path") && e.line == 6),
+                "{prefix}: {errs:?}"
+            );
+        }
+        let src = format!(
+            "{BASE}routes:\n  - {{ name: r, match: {{ path_prefix: /a, case_insensitive: maybe }}, upstream: demo, allow_method_override: 1 }}\n"
+        );
+        let errs = errors(&src);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        let c = ok(&format!(
+            "{BASE}routes:\n  - {{ name: r, match: {{ path_prefix: /A, case_insensitive: true }}, upstream: demo, allow_method_override: true }}\n"
+        ));
+        assert!(c.routes[0].case_insensitive && c.routes[0].allow_method_override);
+    }
+
+    #[test]
     fn shipped_configs_validate() {
         let quick = ok(QUICK_START);
         assert_eq!(quick.routes.len(), 4);
@@ -1344,6 +1583,7 @@ plans:
                 grace_period: Duration::from_secs(10),
                 keepalive_timeout: Duration::from_secs(60),
                 tls: None,
+                edge: EdgeConfig::default(),
             },
             admin: AdminConfig {
                 listen: "127.0.0.1:8081".parse().expect("addr"),
@@ -1364,6 +1604,8 @@ plans:
                 redis_url: None,
                 redis_timeout: Duration::from_millis(20),
                 on_redis_error: OnRedisError::Local,
+                redis_ca_file: None,
+                concurrency_lease: DEFAULT_CONCURRENCY_LEASE,
             },
             log: LogConfig {
                 level: "info".into(),
@@ -1373,6 +1615,7 @@ plans:
             usage: UsageConfig {
                 flush_interval: Duration::from_secs(5),
                 retention_days: 30,
+                violation_retention_days: 7,
                 buffer_rows: 100_000,
             },
             plans: BTreeMap::new(),
@@ -1700,7 +1943,13 @@ upstreams2: ~
             ("admin:\n  audit_retention: 1h\n", 2, 20, "admin.audit_retention: must be at least 1d"),
             ("limiter:\n  backend: memcached\n", 2, 12, "limiter.backend: expected local or redis, got \"memcached\""),
             ("limiter:\n  backend: redis\n", 2, 3, "limiter.redis_url: missing required field (required when backend is redis)"),
-            ("limiter:\n  backend: redis\n  redis_url: \"http://r:6379\"\n", 3, 14, "unsupported Redis URL"),
+            ("limiter:\n  backend: redis\n  redis_url: \"http://r:6379\"\n", 3, 14, "unsupported scheme"),
+            ("limiter:\n  backend: redis\n  redis_url: \"redis://u:hunter2@a:1,b:2\"\n", 3, 14, "several hosts: use redis+cluster:// (or rediss+cluster://) for Redis Cluster in Redis URL \"redis://***@a:1,b:2\""),
+            ("limiter:\n  backend: redis\n  redis_url: \"rediss://h:1#insecure\"\n", 3, 14, "query strings and fragments are not supported"),
+            ("limiter:\n  backend: redis\n  redis_url: \"redis://h:1\"\n  redis_ca_file: ca.pem\n", 4, 18, "applies to rediss:// (TLS) URLs only"),
+            ("limiter:\n  redis_ca_file: \"\"\n", 2, 18, "must not be empty"),
+            ("storage:\n  database_url: \"postgres://u:p@h/db?sslmode=sometimes\"\n", 2, 17, "storage.database_url: invalid PostgreSQL URL"),
+            ("limiter:\n  concurrency_lease: 10ms\n", 2, 22, "limiter.concurrency_lease: must be at least 300ms"),
             ("limiter:\n  on_redis_error: ignore\n", 2, 19, "expected local, allow or deny"),
             ("log:\n  level: verbose\n", 2, 10, "log.level: expected trace, debug, info, warn or error"),
             ("log:\n  format: xml\n", 2, 11, "log.format: expected text or json"),

@@ -21,6 +21,8 @@ pub mod plans;
 pub mod settings;
 pub mod testing;
 pub mod usage;
+pub mod usage_batch;
+pub mod violation_aggregates;
 
 use std::sync::{Arc, Once};
 use std::time::Duration;

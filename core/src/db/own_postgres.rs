@@ -21,11 +21,23 @@ pub struct OwnPostgres {
     data: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// `ssl=on` with these PEM files (certificate, key), TCP only over TLS.
+    tls: Option<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
 impl OwnPostgres {
     pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// A server with `ssl=on` serving `cert_pem` / `key_pem`, whose
+    /// `pg_hba.conf` accepts TCP connections only over TLS (`hostssl`).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Option<Self> {
+        Self::start_with(Some((cert_pem.to_string(), key_pem.to_string())))
+    }
+
+    fn start_with(tls: Option<(String, String)>) -> Option<Self> {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .into_iter()
@@ -65,6 +77,7 @@ impl OwnPostgres {
             bin,
             port: free_port(),
             as_postgres,
+            tls,
             _dir: dir,
         };
         let data = pg.data.display().to_string();
@@ -82,8 +95,43 @@ impl OwnPostgres {
                 "UTF8",
             ],
         );
+        if let Some((cert, key)) = &pg.tls {
+            pg.write_tls_files(cert, key);
+        }
         pg.start_server();
         Some(pg)
+    }
+
+    /// server.crt / server.key in the data directory (key 0600, owned by
+    /// the server's user) and `hostssl` in place of `host`.
+    fn write_tls_files(&self, cert: &str, key: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let write = |name: &str, text: &str, mode: u32| {
+            let path = self.data.join(name);
+            std::fs::write(&path, text).expect("write a PostgreSQL TLS file");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .expect("chmod a PostgreSQL TLS file");
+            if self.as_postgres {
+                let ok = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&path)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "chown {name}");
+            }
+        };
+        write("server.crt", cert, 0o644);
+        write("server.key", key, 0o600);
+        let hba = self.data.join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        let text: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("host ") {
+                Some(rest) => format!("hostssl {rest}\n"),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(&hba, text).expect("write pg_hba.conf");
     }
 
     fn command(&self, program: &std::path::Path) -> Command {
@@ -126,10 +174,13 @@ impl OwnPostgres {
             .parent()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        let opts = format!(
+        let mut opts = format!(
             "-p {} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
             self.port
         );
+        if self.tls.is_some() {
+            opts.push_str(" -c ssl=on");
+        }
         let log = self.data.with_extension("log").display().to_string();
         self.pg_ctl(&["-l", &log, "-o", &opts, "-w", "-t", "30", "start"]);
     }

@@ -240,6 +240,10 @@ pub struct ViolationFilter {
 pub struct Purged {
     pub usage_rows: u64,
     pub violations: u64,
+    /// `violation_aggregates` rows.
+    pub aggregates: u64,
+    /// `usage_batches` ids (not data).
+    pub batches: u64,
 }
 
 /// The counter columns in table order.
@@ -305,7 +309,7 @@ fn counts_from_row(row: &AnyRow, histogram: bool) -> Result<Counts, DbError> {
 
 /// One bound value.
 #[derive(Debug, Clone, Copy)]
-enum Arg<'a> {
+pub(crate) enum Arg<'a> {
     Int(i64),
     OptInt(Option<i64>),
     Text(&'a str),
@@ -315,14 +319,14 @@ enum Arg<'a> {
 /// A statement and its bound values, built in order: every
 /// [`Stmt::bind`] writes the next placeholder (`$N` or `?`) and records
 /// its value.
-struct Stmt<'a> {
+pub(crate) struct Stmt<'a> {
     kind: DbKind,
     sql: String,
     args: Vec<Arg<'a>>,
 }
 
 impl<'a> Stmt<'a> {
-    fn new(kind: DbKind) -> Self {
+    pub(crate) fn new(kind: DbKind) -> Self {
         Self {
             kind,
             sql: String::with_capacity(256),
@@ -330,12 +334,12 @@ impl<'a> Stmt<'a> {
         }
     }
 
-    fn push(&mut self, sql: &str) -> &mut Self {
+    pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
         self.sql.push_str(sql);
         self
     }
 
-    fn bind(&mut self, arg: Arg<'a>) -> &mut Self {
+    pub(crate) fn bind(&mut self, arg: Arg<'a>) -> &mut Self {
         self.args.push(arg);
         match self.kind {
             DbKind::Postgres => {
@@ -346,16 +350,16 @@ impl<'a> Stmt<'a> {
         self
     }
 
-    fn int(&mut self, v: i64) -> &mut Self {
+    pub(crate) fn int(&mut self, v: i64) -> &mut Self {
         self.bind(Arg::Int(v))
     }
 
-    fn text(&mut self, v: &'a str) -> &mut Self {
+    pub(crate) fn text(&mut self, v: &'a str) -> &mut Self {
         self.bind(Arg::Text(v))
     }
 
     /// The statement, not cached (its text changes with its batch size).
-    fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
+    pub(crate) fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
         let mut q = sqlx::query(&self.sql).persistent(false);
         for a in &self.args {
             q = match *a {
@@ -476,7 +480,10 @@ impl ViolationFilter {
 /// Rows summed per `(time of, key, route)`, sorted: one upsert statement
 /// may not touch a row twice (PostgreSQL refuses), and sorted rows make two
 /// proxies take row locks in the same order.
-fn merged(rows: &[UsageRow], time_of: impl Fn(i64) -> i64) -> Vec<(i64, i64, &str, Counts)> {
+pub(crate) fn merged(
+    rows: &[UsageRow],
+    time_of: impl Fn(i64) -> i64,
+) -> Vec<(i64, i64, &str, Counts)> {
     let mut map: BTreeMap<(i64, i64, &str), Counts> = BTreeMap::new();
     for r in rows {
         map.entry((time_of(r.minute), r.key_id, r.route.as_str()))
@@ -489,7 +496,7 @@ fn merged(rows: &[UsageRow], time_of: impl Fn(i64) -> i64) -> Vec<(i64, i64, &st
 }
 
 /// The upsert of `rows` into `table` (time column `column`), one statement.
-fn upsert_stmt<'a>(
+pub(crate) fn upsert_stmt<'a>(
     kind: DbKind,
     table: &str,
     column: &str,
@@ -527,6 +534,34 @@ fn upsert_stmt<'a>(
     stmt.push(&format!(
         " ON CONFLICT ({column}, key_id, route) DO UPDATE SET {updates}"
     ));
+    stmt
+}
+
+/// The insert of `batch` into `violations`, one statement.
+pub(crate) fn violations_stmt(kind: DbKind, batch: &[NewViolation]) -> Stmt<'_> {
+    let mut stmt = Stmt::new(kind);
+    stmt.push(
+        "INSERT INTO violations (at, key_id, route, method, path, client_ip, limit_name, status) VALUES ",
+    );
+    for (i, v) in batch.iter().enumerate() {
+        stmt.push(if i == 0 { "(" } else { ",(" })
+            .int(v.at)
+            .push(",")
+            .bind(Arg::OptInt(v.key_id))
+            .push(",")
+            .text(&v.route)
+            .push(",")
+            .text(&v.method)
+            .push(",")
+            .text(&v.path)
+            .push(",")
+            .text(&v.client_ip)
+            .push(",")
+            .bind(Arg::OptText(v.limit_name.as_deref()))
+            .push(",")
+            .int(v.status)
+            .push(")");
+    }
     stmt
 }
 
@@ -571,30 +606,10 @@ impl Db {
     pub async fn insert_violations(&self, violations: &[NewViolation]) -> Result<u64, DbError> {
         let mut written = 0;
         for batch in violations.chunks(VIOLATION_BATCH_ROWS) {
-            let mut stmt = Stmt::new(self.kind());
-            stmt.push(
-                "INSERT INTO violations (at, key_id, route, method, path, client_ip, limit_name, status) VALUES ",
-            );
-            for (i, v) in batch.iter().enumerate() {
-                stmt.push(if i == 0 { "(" } else { ",(" })
-                    .int(v.at)
-                    .push(",")
-                    .bind(Arg::OptInt(v.key_id))
-                    .push(",")
-                    .text(&v.route)
-                    .push(",")
-                    .text(&v.method)
-                    .push(",")
-                    .text(&v.path)
-                    .push(",")
-                    .text(&v.client_ip)
-                    .push(",")
-                    .bind(Arg::OptText(v.limit_name.as_deref()))
-                    .push(",")
-                    .int(v.status)
-                    .push(")");
-            }
-            stmt.query().execute(self.pool()).await?;
+            violations_stmt(self.kind(), batch)
+                .query()
+                .execute(self.pool())
+                .await?;
             written += batch.len() as u64;
         }
         Ok(written)
@@ -820,18 +835,54 @@ impl Db {
     /// data per statement, so a large purge never holds a long write lock
     /// (SQLite) or a huge transaction. `usage_rows` counts minute rows.
     pub async fn purge_usage_before(&self, before: i64) -> Result<Purged, DbError> {
-        let hour = hour_of(before);
+        self.purge(before, before).await
+    }
+
+    /// Retention with separate horizons: usage before `usage_before`, and
+    /// `violations` and `violation_aggregates` before `violations_before`
+    /// (Unix ms); also the ids of usage batches applied more than a day ago.
+    pub async fn purge(
+        &self,
+        usage_before: i64,
+        violations_before: i64,
+    ) -> Result<Purged, DbError> {
+        let hour = hour_of(usage_before);
         self.purge_windows("usage_hour", "hour", hour).await?;
+        let usage_rows = self.purge_windows("usage_minute", "minute", hour).await?;
+        let violations = self
+            .purge_windows("violations", "at", violations_before)
+            .await?;
+        let aggregates = self
+            .purge_windows(
+                "violation_aggregates",
+                "minute",
+                minute_of(violations_before),
+            )
+            .await?;
+        let batches = self
+            .purge_windows(
+                "usage_batches",
+                "applied_at",
+                crate::now_ms() - super::usage_batch::BATCH_ID_KEPT_MS,
+            )
+            .await?;
         Ok(Purged {
-            usage_rows: self.purge_windows("usage_minute", "minute", hour).await?,
-            violations: self.purge_windows("violations", "at", before).await?,
+            usage_rows,
+            violations,
+            aggregates,
+            batches,
         })
     }
 
     /// Refresh the query planner's statistics of the usage tables (after a
     /// large purge or bulk load).
     pub async fn analyze_usage(&self) -> Result<(), DbError> {
-        for table in ["usage_minute", "usage_hour", "violations"] {
+        for table in [
+            "usage_minute",
+            "usage_hour",
+            "violations",
+            "violation_aggregates",
+        ] {
             sqlx::query(&format!("ANALYZE {table}"))
                 .execute(self.pool())
                 .await?;

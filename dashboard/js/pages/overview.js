@@ -160,15 +160,29 @@ export function mount(root, ctx) {
   }
 
   function renderViolations(v) {
-    const items = v.items || [];
-    violCount.textContent = v.total ? `newest ${items.length} of ${fmtInt(v.total)}` : '';
+    // Valid keys over their limits come one by one; refusals without a valid
+    // key come counted per minute, route, status, reason and client network.
+    const counted = (v.aggregated || []).map((a, i) => ({
+      aggregate: i, at: a.at, status: a.status, route: a.route, count: a.count,
+      reason: a.reason, client_ip: a.client_net,
+    }));
+    const items = [...(v.items || []), ...counted].sort((a, b) => b.at - a.at).slice(0, 10);
+    const total = (v.total || 0) + (v.aggregated_refusals || 0);
+    violCount.textContent = total ? `newest ${items.length} rows of ${fmtInt(total)} refusals` : '';
     if (!items.length) {
       replace(violBody, h('tr', {}, h('td', { colspan: '7', class: 'state-cell' },
         h('p', { class: 'empty-title', text: 'No violations in this range' }),
         h('p', { text: 'Requests refused with 401, 403 or 429 show up here.' }))));
       return;
     }
-    replace(violBody, items.map((x) => h('tr', { dataset: { violation: String(x.id) } },
+    replace(violBody, items.map((x) => x.aggregate !== undefined ? h('tr', { dataset: { violation: `counted-${x.aggregate}`, count: String(x.count) } },
+      h('td', { title: fmtDateTime(x.at), text: fmtWhen(x.at) }),
+      h('td', {}, h('span', { class: ['badge', `s${x.status}`], text: String(x.status) })),
+      h('td', {}, h('span', { class: 'muted', text: 'no valid key' }), h('div', { class: 'small', text: `× ${fmtInt(x.count)}` })),
+      h('td', { class: 'hide-sm', text: x.route }),
+      h('td', { class: 'path' }, h('code', { text: x.reason })),
+      h('td', { class: 'hide-sm' }, h('code', { text: x.client_ip || '—' })),
+      h('td', { text: '—' })) : h('tr', { dataset: { violation: String(x.id) } },
       h('td', { title: fmtDateTime(x.at), text: fmtWhen(x.at) }),
       h('td', {}, h('span', {
         class: ['badge', `s${x.status}`], text: String(x.status),

@@ -2,14 +2,18 @@
 //! the `on_redis_error` policy when Redis fails, times out or its breaker is
 //! open. The request filter calls [`Limiters::decide`] and nothing else.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
 use tollgate_core::config::{LimiterBackend, LimiterConfig, OnRedisError};
 use tollgate_core::limits::Decision;
 
-use super::redis::RedisLimiter;
+use super::concurrency::{InFlight, InFlightGuard};
+use super::redis::holds::RedisHold;
+use super::redis::{RedisLimitError, RedisLimiter, RedisLimiterOptions};
 use super::{Bucket, LocalLimiter, Subject};
 use crate::metrics;
 
@@ -22,16 +26,60 @@ pub enum Verdict {
     Unavailable,
 }
 
+/// The Redis limiter of one (URL, timeout, CA file), or why it could not be
+/// created (then retried after [`RETRY_CREATE`]).
 struct RedisSlot {
     url: String,
     timeout: Duration,
-    limiter: Arc<RedisLimiter>,
+    ca_file: Option<PathBuf>,
+    lease: Duration,
+    limiter: Result<Arc<RedisLimiter>, RedisLimitError>,
+    created: Instant,
+}
+
+impl RedisSlot {
+    fn serves(&self, cfg: &LimiterConfig, url: &str) -> bool {
+        self.url == url
+            && self.timeout == cfg.redis_timeout
+            && self.ca_file == cfg.redis_ca_file
+            && self.lease == cfg.concurrency_lease
+    }
+}
+
+/// How long a Redis limiter that could not be created (e.g. an unreadable
+/// CA file) waits before it is tried again; meanwhile `on_redis_error` decides.
+const RETRY_CREATE: Duration = Duration::from_secs(5);
+
+/// A request's concurrency slot, released when dropped.
+#[derive(Debug)]
+pub enum InFlightHold {
+    /// Counted in this process (local backend, or the `local` fallback).
+    Local(InFlightGuard),
+    /// Counted in Redis across proxies.
+    Redis(RedisHold),
+    /// Not counted: Redis failed and the policy is `allow`.
+    Uncounted,
+}
+
+/// What the concurrency step concluded.
+#[derive(Debug)]
+pub enum Concurrency {
+    /// A slot is held until the value is dropped.
+    Held(InFlightHold),
+    /// Every slot of the key is taken.
+    Full,
+    /// Redis failed and the policy is `deny`.
+    Unavailable,
 }
 
 /// The limiters of one proxy process.
 pub struct Limiters {
     pub local: Arc<LocalLimiter>,
+    /// Exact per-key in-flight counts (local backend and fallback).
+    pub in_flight: Arc<InFlight>,
     redis: ArcSwapOption<RedisSlot>,
+    /// Serialises creation, so that concurrent first requests make one.
+    creating: Mutex<()>,
 }
 
 impl std::fmt::Debug for Limiters {
@@ -42,46 +90,127 @@ impl std::fmt::Debug for Limiters {
     }
 }
 
+/// Read the CA file and create the limiter; never panics, whatever the URL.
+fn create(url: &str, cfg: &LimiterConfig) -> Result<RedisLimiter, RedisLimitError> {
+    let ca_pem = match &cfg.redis_ca_file {
+        None => None,
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            RedisLimitError::Config(format!("limiter.redis_ca_file {}: {e}", path.display()))
+        })?),
+    };
+    RedisLimiter::with_options(
+        url,
+        RedisLimiterOptions {
+            timeout: cfg.redis_timeout,
+            ca_pem,
+            concurrency_lease: cfg.concurrency_lease,
+            ..RedisLimiterOptions::default()
+        },
+    )
+}
+
 impl Limiters {
     pub fn new(local: Arc<LocalLimiter>) -> Self {
         Self {
             local,
+            in_flight: Arc::new(InFlight::default()),
             redis: ArcSwapOption::empty(),
+            creating: Mutex::new(()),
+        }
+    }
+
+    /// Take one of `key_id`'s `max` concurrency slots: exact in this process
+    /// with the local backend, across every proxy with Redis (where a
+    /// failure follows `on_redis_error`, bounded by `redis_timeout` like
+    /// [`Self::decide`]).
+    pub async fn acquire(&self, cfg: &LimiterConfig, key_id: i64, max: u32) -> Concurrency {
+        let local = || match self.in_flight.try_acquire(key_id, max) {
+            Some(g) => Concurrency::Held(InFlightHold::Local(g)),
+            None => Concurrency::Full,
+        };
+        let result = match self.redis_limiter(cfg) {
+            None => return local(),
+            Some(Err(e)) => Err(e),
+            Some(Ok(redis)) => {
+                let r = redis.acquire_hold(key_id, max).await;
+                metrics::REDIS_BREAKER_STATE.set(redis.breaker_state().as_i64());
+                r
+            }
+        };
+        match result {
+            Ok(Some(hold)) => Concurrency::Held(InFlightHold::Redis(hold)),
+            Ok(None) => Concurrency::Full,
+            Err(e) => {
+                metrics::REDIS_ERRORS.with_label_values(&[e.kind()]).inc();
+                tracing::debug!("redis concurrency: {e}");
+                let (verdict, policy) = match cfg.on_redis_error {
+                    OnRedisError::Local => (local(), "local"),
+                    OnRedisError::Allow => (Concurrency::Held(InFlightHold::Uncounted), "allow"),
+                    OnRedisError::Deny => (Concurrency::Unavailable, "deny"),
+                };
+                metrics::LIMITER_FALLBACKS
+                    .with_label_values(&[policy])
+                    .inc();
+                verdict
+            }
         }
     }
 
     /// The Redis limiter for this config, created (lazily connecting) when
-    /// the URL or timeout changes. `None` for the local backend.
-    pub fn redis_for(&self, cfg: &LimiterConfig) -> Option<Arc<RedisLimiter>> {
+    /// the URL, timeout or CA file changes. `None` for the local backend;
+    /// `Some(Err)` when it cannot be created (then `on_redis_error` decides).
+    pub fn redis_limiter(
+        &self,
+        cfg: &LimiterConfig,
+    ) -> Option<Result<Arc<RedisLimiter>, RedisLimitError>> {
         if cfg.backend != LimiterBackend::Redis {
             return None;
         }
-        let url = cfg.redis_url.as_deref()?;
-        if let Some(slot) = self.redis.load().as_ref() {
-            if slot.url == url && slot.timeout == cfg.redis_timeout {
-                return Some(slot.limiter.clone());
-            }
+        let Some(url) = cfg.redis_url.as_deref() else {
+            return Some(Err(RedisLimitError::Config(
+                "limiter.redis_url is not set".into(),
+            )));
+        };
+        let current = |slot: &Option<Arc<RedisSlot>>| {
+            slot.as_ref()
+                .filter(|s| s.serves(cfg, url))
+                .filter(|s| s.limiter.is_ok() || s.created.elapsed() < RETRY_CREATE)
+                .map(|s| s.limiter.clone())
+        };
+        if let Some(found) = current(&self.redis.load_full()) {
+            return Some(found);
         }
-        match RedisLimiter::new(url, cfg.redis_timeout) {
-            Ok(limiter) => {
-                let limiter = Arc::new(limiter);
-                self.redis.store(Some(Arc::new(RedisSlot {
-                    url: url.to_string(),
-                    timeout: cfg.redis_timeout,
-                    limiter: limiter.clone(),
-                })));
-                Some(limiter)
-            }
-            Err(e) => {
-                tracing::error!("cannot create the Redis limiter: {e}");
-                None
-            }
+        let _creating = self.creating.lock();
+        if let Some(found) = current(&self.redis.load_full()) {
+            return Some(found);
         }
+        let limiter = create(url, cfg).map(Arc::new);
+        if let Err(e) = &limiter {
+            tracing::error!("cannot create the Redis limiter: {e}");
+        }
+        self.redis.store(Some(Arc::new(RedisSlot {
+            url: url.to_string(),
+            timeout: cfg.redis_timeout,
+            ca_file: cfg.redis_ca_file.clone(),
+            lease: cfg.concurrency_lease,
+            limiter: limiter.clone(),
+            created: Instant::now(),
+        })));
+        Some(limiter)
+    }
+
+    /// The Redis limiter for this config, if there is one and it could be
+    /// created. See [`Self::redis_limiter`].
+    pub fn redis_for(&self, cfg: &LimiterConfig) -> Option<Arc<RedisLimiter>> {
+        self.redis_limiter(cfg).and_then(Result::ok)
     }
 
     /// The current Redis limiter, if one was created.
     pub fn current_redis(&self) -> Option<Arc<RedisLimiter>> {
-        self.redis.load().as_ref().map(|s| s.limiter.clone())
+        self.redis
+            .load()
+            .as_ref()
+            .and_then(|s| s.limiter.as_ref().ok().cloned())
     }
 
     /// Decide a request's limits with the configured backend and policy.
@@ -101,13 +230,19 @@ impl Limiters {
             );
         }
         let started = Instant::now();
-        let Some(redis) = self.redis_for(cfg) else {
-            let d = self.local.check(subject, buckets);
-            observe("local", started);
-            return Verdict::Decided(d, "local");
+        let result = match self.redis_limiter(cfg) {
+            None => {
+                let d = self.local.check(subject, buckets);
+                observe("local", started);
+                return Verdict::Decided(d, "local");
+            }
+            Some(Err(e)) => Err(e),
+            Some(Ok(redis)) => {
+                let result = redis.check(subject, buckets).await;
+                metrics::REDIS_BREAKER_STATE.set(redis.breaker_state().as_i64());
+                result
+            }
         };
-        let result = redis.check(subject, buckets).await;
-        metrics::REDIS_BREAKER_STATE.set(redis.breaker_state().as_i64());
         match result {
             Ok(d) => {
                 observe("redis", started);

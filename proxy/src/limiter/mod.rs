@@ -3,7 +3,9 @@
 
 pub mod backends;
 pub mod breaker;
+pub mod concurrency;
 pub mod local;
+pub mod over_limit;
 pub mod redis;
 #[doc(hidden)]
 pub mod scenarios;
@@ -50,6 +52,10 @@ pub struct Bucket {
     pub id: u64,
     /// Stable readable id, `p:minute` or `r:users:route`, for the Redis key.
     pub name: Arc<str>,
+    /// The identity plus the limit's values (rate, per, burst, cost): it
+    /// changes when the limit does, so a refusal cached under the old values
+    /// is not served once a limit is raised.
+    pub fingerprint: u64,
     pub limit: Arc<Limit>,
 }
 
@@ -59,9 +65,17 @@ impl Bucket {
             Scope::Key => format!("p:{}", limit.name).into(),
             Scope::Route(route) => format!("r:{route}:{}", limit.name).into(),
         };
+        let fingerprint = stable_hash(&format!(
+            "{name}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{:?}",
+            limit.rate,
+            limit.per.as_nanos(),
+            limit.burst,
+            limit.cost
+        ));
         Self {
             id: stable_hash(&name),
             name,
+            fingerprint,
             limit: Arc::new(limit),
         }
     }

@@ -19,9 +19,9 @@
 //!   while it keeps failing; an [`OverLimitCache`] refuses a subject that Redis
 //!   refused until its Retry-After, without asking Redis again.
 
-use std::collections::HashMap;
+pub mod holds;
+
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
@@ -31,14 +31,16 @@ use ::redis::cluster_async::ClusterConnection;
 use ::redis::io::tcp::TcpSettings;
 use ::redis::{
     ErrorKind, IntoConnectionInfo, RedisError, Script, ScriptInvocation, ServerErrorKind,
+    TlsCertificates,
 };
-use parking_lot::Mutex;
 use smallvec::SmallVec;
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
 use tollgate_core::limits::{ceil_secs, Decision, Limit, LimitState};
+use tollgate_core::redis_url::{self, RedisUrl};
 
 use super::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+pub use super::over_limit::OverLimitCache;
 use super::{Bucket, Subject};
 
 /// The Lua source, loaded at build time.
@@ -270,6 +272,11 @@ pub struct RedisLimiterOptions {
     pub connect_timeout: Duration,
     /// Worker threads of the limiter's own runtime.
     pub threads: usize,
+    /// PEM CA certificates trusted for `rediss://` instead of the system
+    /// roots (`limiter.redis_ca_file`).
+    pub ca_pem: Option<Vec<u8>>,
+    /// How long a concurrency hold outlives this process (`limiter.concurrency_lease`).
+    pub concurrency_lease: Duration,
 }
 
 impl Default for RedisLimiterOptions {
@@ -281,6 +288,8 @@ impl Default for RedisLimiterOptions {
             over_limit_max_ttl: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(1),
             threads: 1,
+            ca_pem: None,
+            concurrency_lease: Duration::from_secs(10),
         }
     }
 }
@@ -296,6 +305,20 @@ impl Conn {
         match self {
             Conn::Single(c) => inv.invoke_async(c).await,
             Conn::Cluster(c) => inv.invoke_async(c).await,
+        }
+    }
+
+    async fn invoke_i64(&mut self, inv: &ScriptInvocation<'static>) -> Result<i64, RedisError> {
+        match self {
+            Conn::Single(c) => inv.invoke_async(c).await,
+            Conn::Cluster(c) => inv.invoke_async(c).await,
+        }
+    }
+
+    async fn query_i64(&mut self, cmd: &::redis::Cmd) -> Result<i64, RedisError> {
+        match self {
+            Conn::Single(c) => cmd.query_async(c).await,
+            Conn::Cluster(c) => cmd.query_async(c).await,
         }
     }
 
@@ -327,6 +350,10 @@ pub struct RedisLimiter {
     over_limit: OverLimitCache,
     /// The URL without credentials, for logs.
     target: String,
+    /// Concurrency holds of this process (see [`holds`]).
+    holds: holds::Holds,
+    /// How long a concurrency hold outlives this process.
+    lease: Duration,
 }
 
 impl fmt::Debug for RedisLimiter {
@@ -370,6 +397,10 @@ impl RedisLimiter {
         redis_url: &str,
         options: RedisLimiterOptions,
     ) -> Result<Self, RedisLimitError> {
+        // Everything that can refuse the URL happens before the runtime
+        // exists: a runtime dropped inside another one panics.
+        let url =
+            redis_url::parse(redis_url).map_err(|e| RedisLimitError::Config(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(options.threads.max(1))
             .thread_name("tollgate-redis")
@@ -379,8 +410,22 @@ impl RedisLimiter {
         // Connection tasks spawned while connecting land on this runtime.
         let conn = {
             let _entered = runtime.enter();
-            connect(redis_url, &options)?
+            connect(&url, &options)
         };
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
+        let holds = holds::Holds::default();
+        holds::spawn_renewal(
+            runtime.handle(),
+            holds.clone(),
+            conn.clone(),
+            options.concurrency_lease,
+        );
         Ok(Self {
             conn,
             handle: runtime.handle().clone(),
@@ -391,7 +436,9 @@ impl RedisLimiter {
                 options.over_limit_capacity,
                 options.over_limit_max_ttl,
             ),
-            target: redact(redis_url),
+            target: url.redacted(),
+            holds,
+            lease: options.concurrency_lease,
         })
     }
 
@@ -557,7 +604,7 @@ fn tcp_settings() -> TcpSettings {
 }
 
 /// Build the (lazy) connection; must run inside the limiter's runtime.
-fn connect(url: &str, options: &RedisLimiterOptions) -> Result<Conn, RedisLimitError> {
+fn connect(url: &RedisUrl, options: &RedisLimiterOptions) -> Result<Conn, RedisLimitError> {
     let config_err = |e: RedisError| RedisLimitError::Config(e.to_string());
     // Internal response timeout, longer than ours (which answers first): it
     // only bounds requests the caller gave up on.
@@ -565,14 +612,21 @@ fn connect(url: &str, options: &RedisLimiterOptions) -> Result<Conn, RedisLimitE
         .timeout
         .saturating_mul(2)
         .max(Duration::from_millis(500));
-    if let Some(nodes) = cluster_nodes(url)? {
-        let client = ClusterClientBuilder::new(nodes)
+    let certs = || TlsCertificates {
+        client_tls: None,
+        root_cert: options.ca_pem.clone(),
+    };
+    let nodes = url.node_urls();
+    if url.cluster {
+        let mut builder = ClusterClientBuilder::new(nodes)
             .tcp_settings(tcp_settings())
             .retries(3)
             .min_retry_wait(10)
-            .max_retry_wait(200)
-            .build()
-            .map_err(config_err)?;
+            .max_retry_wait(200);
+        if url.tls && options.ca_pem.is_some() {
+            builder = builder.certs(certs());
+        }
+        let client = builder.build().map_err(config_err)?;
         let config = ClusterConfig::new()
             .set_connection_timeout(options.connect_timeout)
             .set_response_timeout(response_timeout);
@@ -580,11 +634,20 @@ fn connect(url: &str, options: &RedisLimiterOptions) -> Result<Conn, RedisLimitE
             client.get_pending_async_connection_with_config(config),
         ))
     } else {
-        let info = url
+        let node = nodes
+            .into_iter()
+            .next()
+            .ok_or_else(|| RedisLimitError::Config(format!("{}: no host", url.redacted())))?;
+        let info = node
+            .as_str()
             .into_connection_info()
             .map_err(config_err)?
             .set_tcp_settings(tcp_settings());
-        let client = ::redis::Client::open(info).map_err(config_err)?;
+        let client = if url.tls && options.ca_pem.is_some() {
+            ::redis::Client::build_with_tls(info, certs()).map_err(config_err)?
+        } else {
+            ::redis::Client::open(info).map_err(config_err)?
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(response_timeout))
@@ -594,266 +657,6 @@ fn connect(url: &str, options: &RedisLimiterOptions) -> Result<Conn, RedisLimitE
         let manager =
             ConnectionManager::new_lazy_with_config(client, config).map_err(config_err)?;
         Ok(Conn::Single(manager))
-    }
-}
-
-/// `redis+cluster://[userinfo@]h1:p1,h2:p2[/…]` → one `redis://` URL per
-/// node (`rediss+cluster` → `rediss://`); `None` for a single-node URL.
-pub fn cluster_nodes(url: &str) -> Result<Option<Vec<String>>, RedisLimitError> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(RedisLimitError::Config(format!(
-            "{}: expected redis://, rediss:// or redis+cluster://",
-            redact(url)
-        )));
-    };
-    let node_scheme = match scheme {
-        "redis+cluster" => "redis",
-        "rediss+cluster" => "rediss",
-        _ => return Ok(None),
-    };
-    let (userinfo, hosts) = match rest.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, rest),
-    };
-    let split = hosts.find(['/', '?']).unwrap_or(hosts.len());
-    let (hosts, suffix) = hosts.split_at(split);
-    let nodes: Vec<String> = hosts
-        .split(',')
-        .map(str::trim)
-        .map(|h| {
-            if h.is_empty() {
-                return Err(RedisLimitError::Config(format!(
-                    "{}: empty host in the cluster node list",
-                    redact(url)
-                )));
-            }
-            Ok(match userinfo {
-                Some(u) => format!("{node_scheme}://{u}@{h}{suffix}"),
-                None => format!("{node_scheme}://{h}{suffix}"),
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Some(nodes))
-}
-
-/// The URL without its userinfo (password).
-pub fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, hosts)) => format!("{scheme}://***@{hosts}"),
-            None => url.to_string(),
-        },
-        None => match url.rsplit_once('@') {
-            Some((_, hosts)) => format!("***@{hosts}"),
-            None => url.to_string(),
-        },
-    }
-}
-
-// --- Over-limit cache --------------------------------------------------------
-
-struct CachedLimit {
-    state: LimitState,
-    reset_at: Instant,
-    /// `None`: never admits (cost > burst).
-    retry_at: Option<Instant>,
-}
-
-struct Refusal {
-    ids: SmallVec<[u64; 4]>,
-    until: Instant,
-    limits: Vec<CachedLimit>,
-}
-
-type Refusals = SmallVec<[Refusal; 1]>;
-type CacheShard = Mutex<HashMap<Subject, Refusals, ahash::RandomState>>;
-
-/// Refusals Redis gave, remembered until their Retry-After so the same
-/// request of the same subject is refused locally without a round trip.
-///
-/// A refused request takes nothing and tokens only come back with time, so
-/// until the longest wait among the violated limits Redis could only refuse
-/// again: serving the refusal locally changes no decision (requests through
-/// other proxies need the same violated bucket and are refused too). Keyed by
-/// subject and the exact list of bucket ids (a different route's request is
-/// asked again). The limit states served are those of the refusal, with
-/// reset and retry-after counted down; a subject's refusals are dropped when
-/// this process admits one of its requests, so only admissions through other
-/// proxies can leave the `remaining` of a non-violated limit overstated. Bounded: at most `capacity` subjects (expired entries are swept
-/// when a shard is full; if still full, the refusal is not cached), each
-/// held at most `max_ttl`.
-pub struct OverLimitCache {
-    shards: Box<[CacheShard]>,
-    hasher: ahash::RandomState,
-    per_shard: usize,
-    max_ttl: Duration,
-    hits: AtomicU64,
-}
-
-impl fmt::Debug for OverLimitCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OverLimitCache")
-            .field("subjects", &self.len())
-            .field("hits", &self.hits())
-            .finish()
-    }
-}
-
-const CACHE_SHARDS: usize = 64;
-
-fn same_ids(ids: &[u64], buckets: &[&Bucket]) -> bool {
-    ids.len() == buckets.len() && ids.iter().zip(buckets).all(|(id, b)| *id == b.id)
-}
-
-fn until_ns(from: Instant, to: Instant) -> u64 {
-    u64::try_from(to.saturating_duration_since(from).as_nanos()).unwrap_or(u64::MAX)
-}
-
-impl OverLimitCache {
-    pub fn new(capacity: usize, max_ttl: Duration) -> Self {
-        Self {
-            shards: (0..CACHE_SHARDS)
-                .map(|_| Mutex::new(HashMap::default()))
-                .collect(),
-            hasher: ahash::RandomState::new(),
-            per_shard: capacity.div_ceil(CACHE_SHARDS),
-            max_ttl,
-            hits: AtomicU64::new(0),
-        }
-    }
-
-    fn shard(&self, subject: &Subject) -> &CacheShard {
-        let h = self.hasher.hash_one(subject);
-        &self.shards[(h as usize) % self.shards.len()]
-    }
-
-    /// The cached refusal of this request at `now`, if one is still running.
-    pub fn get(&self, subject: &Subject, buckets: &[&Bucket], now: Instant) -> Option<Decision> {
-        let mut map = self.shard(subject).lock();
-        let refusals = map.get_mut(subject)?;
-        let i = refusals.iter().position(|r| same_ids(&r.ids, buckets))?;
-        if refusals[i].until <= now {
-            refusals.swap_remove(i);
-            if refusals.is_empty() {
-                map.remove(subject);
-            }
-            return None;
-        }
-        let refusal = &refusals[i];
-        let limits = refusal
-            .limits
-            .iter()
-            .map(|c| LimitState {
-                reset_secs: ceil_secs(until_ns(now, c.reset_at)),
-                retry_after_secs: if c.state.violated {
-                    ceil_secs(c.retry_at.map_or(u64::MAX, |t| until_ns(now, t)))
-                } else {
-                    0
-                },
-                ..c.state.clone()
-            })
-            .collect();
-        drop(map);
-        self.hits.fetch_add(1, Ordering::Relaxed);
-        Some(Decision {
-            allowed: false,
-            limits,
-        })
-    }
-
-    /// Remember a refusal made at `now`; `times` in the order of `decision.limits`.
-    pub fn insert(
-        &self,
-        subject: &Subject,
-        buckets: &[&Bucket],
-        decision: &Decision,
-        times: &[LimitTimes],
-        now: Instant,
-    ) {
-        if decision.allowed
-            || decision.limits.len() != buckets.len()
-            || times.len() != buckets.len()
-        {
-            return;
-        }
-        let wait = decision
-            .limits
-            .iter()
-            .zip(times)
-            .filter(|(l, _)| l.violated)
-            .map(|(_, t)| t.retry.unwrap_or(self.max_ttl))
-            .max()
-            .unwrap_or(Duration::ZERO)
-            .min(self.max_ttl);
-        if wait.is_zero() {
-            return;
-        }
-        let refusal = Refusal {
-            ids: buckets.iter().map(|b| b.id).collect(),
-            until: now + wait,
-            limits: decision
-                .limits
-                .iter()
-                .zip(times)
-                .map(|(l, t)| CachedLimit {
-                    state: l.clone(),
-                    reset_at: now + t.reset,
-                    retry_at: t.retry.map(|r| now + r),
-                })
-                .collect(),
-        };
-        let mut map = self.shard(subject).lock();
-        if map.len() >= self.per_shard && !map.contains_key(subject) {
-            map.retain(|_, refusals| {
-                refusals.retain(|r| r.until > now);
-                !refusals.is_empty()
-            });
-            if map.len() >= self.per_shard {
-                return;
-            }
-        }
-        let refusals = map.entry(*subject).or_default();
-        match refusals.iter_mut().find(|r| same_ids(&r.ids, buckets)) {
-            Some(slot) => *slot = refusal,
-            None => refusals.push(refusal),
-        }
-    }
-
-    /// Drop the subject's refusals (after an admission of one of its requests).
-    pub fn forget(&self, subject: &Subject) {
-        let mut map = self.shard(subject).lock();
-        if !map.is_empty() {
-            map.remove(subject);
-        }
-    }
-
-    /// Drop every expired refusal. Returns how many subjects were dropped.
-    pub fn sweep(&self, now: Instant) -> usize {
-        let mut removed = 0;
-        for shard in self.shards.iter() {
-            let mut map = shard.lock();
-            let before = map.len();
-            map.retain(|_, refusals| {
-                refusals.retain(|r| r.until > now);
-                !refusals.is_empty()
-            });
-            removed += before - map.len();
-        }
-        removed
-    }
-
-    /// Subjects held.
-    pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Requests refused from the cache so far.
-    pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed)
     }
 }
 
@@ -999,29 +802,6 @@ mod tests {
     }
 
     #[test]
-    fn cluster_urls() {
-        assert_eq!(cluster_nodes("redis://127.0.0.1:6379").expect("ok"), None);
-        assert_eq!(
-            cluster_nodes("redis+cluster://127.0.0.1:7301,127.0.0.1:7302").expect("ok"),
-            Some(vec![
-                "redis://127.0.0.1:7301".to_string(),
-                "redis://127.0.0.1:7302".to_string()
-            ])
-        );
-        assert_eq!(
-            cluster_nodes("rediss+cluster://u:p@a:1,b:2/0").expect("ok"),
-            Some(vec![
-                "rediss://u:p@a:1/0".to_string(),
-                "rediss://u:p@b:2/0".to_string()
-            ])
-        );
-        assert!(cluster_nodes("redis+cluster://a:1,,b:2").is_err());
-        assert!(cluster_nodes("localhost:6379").is_err());
-        assert_eq!(redact("redis://user:secret@h:1/0"), "redis://***@h:1/0");
-        assert_eq!(redact("redis://h:1"), "redis://h:1");
-    }
-
-    #[test]
     fn bad_urls_are_config_errors() {
         let e = RedisLimiter::new("http://x", Duration::from_millis(20)).expect_err("bad scheme");
         assert_eq!(e.kind(), "config");
@@ -1059,125 +839,5 @@ mod tests {
         });
         // Dropping the limiter inside a runtime must not panic.
         rt.block_on(async move { drop(l) });
-    }
-
-    fn refusal() -> (Vec<Bucket>, Decision, Vec<LimitTimes>) {
-        let a = Bucket::new(
-            Scope::Key,
-            limit("a", 100, Duration::from_secs(1), None, None),
-        );
-        let b = Bucket::new(
-            Scope::Route("r"),
-            limit("b", 1, Duration::from_secs(60), Some(1), None),
-        );
-        let decision = Decision {
-            allowed: false,
-            limits: vec![
-                LimitState {
-                    name: "a".into(),
-                    quota: 100,
-                    window_secs: 1,
-                    remaining: 99,
-                    reset_secs: 1,
-                    violated: false,
-                    retry_after_secs: 0,
-                },
-                LimitState {
-                    name: "b".into(),
-                    quota: 1,
-                    window_secs: 60,
-                    remaining: 0,
-                    reset_secs: 30,
-                    violated: true,
-                    retry_after_secs: 30,
-                },
-            ],
-        };
-        let times = vec![
-            LimitTimes {
-                reset: Duration::from_millis(10),
-                retry: Some(Duration::ZERO),
-            },
-            LimitTimes {
-                reset: Duration::from_millis(29_500),
-                retry: Some(Duration::from_millis(29_500)),
-            },
-        ];
-        (vec![a, b], decision, times)
-    }
-
-    #[test]
-    fn cache_refuses_until_retry_after() {
-        let cache = OverLimitCache::new(1000, Duration::from_secs(3600));
-        let t0 = Instant::now();
-        let (buckets, decision, times) = refusal();
-        let refs: Vec<&Bucket> = buckets.iter().collect();
-        let k = Subject::Key(9);
-        assert!(cache.get(&k, &refs, t0).is_none());
-        cache.insert(&k, &refs, &decision, &times, t0);
-        let d = cache
-            .get(&k, &refs, t0 + Duration::from_secs(10))
-            .expect("cached");
-        assert!(!d.allowed);
-        assert_eq!(d.violated_names(), vec!["b"]);
-        assert_eq!(d.retry_after_secs(), 20, "19.5 s left, rounded up");
-        assert_eq!(d.limits[1].reset_secs, 20);
-        assert_eq!(d.limits[0].remaining, 99);
-        assert_eq!(cache.hits(), 1);
-        // Another subject, or another set of buckets, is not refused.
-        assert!(cache.get(&Subject::Key(10), &refs, t0).is_none());
-        assert!(cache.get(&k, &refs[..1], t0).is_none());
-        assert!(cache.get(&k, &[refs[1], refs[0]], t0).is_none());
-        // An admission of the subject drops its refusals.
-        cache.forget(&Subject::Key(10));
-        assert!(cache.get(&k, &refs, t0).is_some());
-        cache.forget(&k);
-        assert!(cache.get(&k, &refs, t0).is_none());
-        cache.insert(&k, &refs, &decision, &times, t0);
-        // Expired at exactly the retry instant, and dropped.
-        assert!(cache
-            .get(&k, &refs, t0 + Duration::from_millis(29_500))
-            .is_none());
-        assert!(cache.is_empty());
-    }
-
-    #[test]
-    fn cache_caps_ttl_and_never_caches_admissions() {
-        let cache = OverLimitCache::new(1000, Duration::from_secs(5));
-        let t0 = Instant::now();
-        let (buckets, mut decision, mut times) = refusal();
-        let refs: Vec<&Bucket> = buckets.iter().collect();
-        let k = Subject::Key(1);
-        times[1].retry = None; // cost > burst: never fits
-        cache.insert(&k, &refs, &decision, &times, t0);
-        let d = cache
-            .get(&k, &refs, t0 + Duration::from_secs(4))
-            .expect("cached");
-        assert_eq!(d.retry_after_secs(), ceil_secs(u64::MAX));
-        assert!(cache.get(&k, &refs, t0 + Duration::from_secs(5)).is_none());
-        decision.allowed = true;
-        cache.insert(&Subject::Key(2), &refs, &decision, &times, t0);
-        assert!(cache.is_empty());
-    }
-
-    #[test]
-    fn cache_is_bounded_and_sweeps() {
-        let cache = OverLimitCache::new(CACHE_SHARDS * 2, Duration::from_secs(3600));
-        let t0 = Instant::now();
-        let (buckets, decision, times) = refusal();
-        let refs: Vec<&Bucket> = buckets.iter().collect();
-        for id in 0..10_000 {
-            cache.insert(&Subject::Key(id), &refs, &decision, &times, t0);
-        }
-        assert!(cache.len() <= CACHE_SHARDS * 2, "{}", cache.len());
-        assert!(cache.len() >= CACHE_SHARDS, "{}", cache.len());
-        // Once expired, room is made again.
-        let later = t0 + Duration::from_secs(31);
-        cache.insert(&Subject::Key(20_000), &refs, &decision, &times, later);
-        assert!(cache.get(&Subject::Key(20_000), &refs, later).is_some());
-        let held = cache.len();
-        assert_eq!(cache.sweep(later), held - 1, "all but the new one expired");
-        assert_eq!(cache.sweep(later + Duration::from_secs(31)), 1);
-        assert!(cache.is_empty());
     }
 }

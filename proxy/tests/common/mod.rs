@@ -2,6 +2,7 @@
 //! listeners) in front of the real demo upstream, over a fresh database.
 #![allow(dead_code)]
 
+pub mod raw;
 pub mod redis;
 
 use std::net::{SocketAddr, TcpListener};

@@ -40,14 +40,35 @@ pub fn raw_command(port: u16, cmd: &str) -> std::io::Result<String> {
 pub struct OwnRedis {
     pub port: u16,
     child: Option<Child>,
+    /// `Some`: TLS only (`--tls-port`), with these files.
+    tls: Option<RedisTls>,
+}
+
+/// The certificate, key and CA files of a TLS redis-server.
+#[derive(Clone)]
+pub struct RedisTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
 }
 
 impl OwnRedis {
     /// `None` (skip) if redis-server is not installed; fails in CI.
     pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// A redis-server that speaks only TLS (`--port 0 --tls-port`), with the
+    /// distro's TLS-enabled build.
+    pub fn start_tls(tls: RedisTls) -> Option<Self> {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<RedisTls>) -> Option<Self> {
         let mut r = Self {
             port: free_port(),
             child: None,
+            tls,
         };
         if !r.spawn() {
             assert!(!services_required(), "redis-server is not installed");
@@ -61,9 +82,37 @@ impl OwnRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Answers PING (over TLS with `redis-cli --tls` for a TLS server).
+    fn ready(&self) -> bool {
+        match &self.tls {
+            None => raw_command(self.port, "PING").is_ok_and(|r| r.starts_with("+PONG")),
+            Some(t) => Command::new("redis-cli")
+                .args(["--tls", "--cacert"])
+                .arg(&t.ca)
+                .args(["-h", "localhost", "-p", &self.port.to_string(), "PING"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG")),
+        }
+    }
+
     fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            None => {
+                cmd.args(["--port", &self.port.to_string()]);
+            }
+            Some(t) => {
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(&t.cert)
+                    .arg("--tls-key-file")
+                    .arg(&t.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&t.ca)
+                    .args(["--tls-auth-clients", "no"]);
+            }
+        }
+        let child = cmd
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--enable-debug-command", "yes"])
             .stdout(Stdio::null())
@@ -73,12 +122,30 @@ impl OwnRedis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if raw_command(self.port, "PING").is_ok_and(|r| r.starts_with("+PONG")) {
+            if self.ready() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("redis-server on {} did not start", self.port);
+    }
+
+    /// Send `signal` (e.g. `TERM`, `STOP`, `CONT`) to the server.
+    pub fn signal(&self, signal: &str) {
+        let Some(c) = &self.child else { return };
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &c.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} redis-server");
+    }
+
+    /// SIGTERM (Redis' graceful shutdown) and wait for the exit.
+    pub fn terminate(&mut self) {
+        self.signal("TERM");
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
     }
 
     pub fn kill(&mut self) {
@@ -89,6 +156,7 @@ impl OwnRedis {
     }
 
     pub fn restart(&mut self) {
+        self.signal("CONT");
         self.kill();
         assert!(self.spawn(), "restart redis-server");
     }

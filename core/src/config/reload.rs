@@ -1,0 +1,357 @@
+//! Rules for configs that are served (the proxy at start and on every reload,
+//! `check-config`) and for watching the file, shared by the proxy and the
+//! admin role so that both reload the same way.
+//!
+//! - A config without routes is refused unless it says so with an explicit
+//!   `routes: []`: an empty or truncated file (a failed `cmd > tollgate.yaml`)
+//!   would otherwise answer every request with 404.
+//! - A changed file is applied only once its content has stayed the same for
+//!   [`RELOAD_SETTLE`] (a half-written file is not read as a config), and a
+//!   file that cannot be read (deleted, permissions) is reported once per
+//!   episode while the running config stays.
+//! - A plan name may be defined in the YAML or in the database, never both.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::position::PositionIndex;
+use super::{parse, Config, ConfigError, ConfigErrors};
+
+/// How often a watched config file is looked at.
+pub const RELOAD_POLL: Duration = Duration::from_millis(250);
+/// How long a changed file must keep the same content before it is applied.
+pub const RELOAD_SETTLE: Duration = Duration::from_secs(1);
+/// A config file larger than this is not read (it is not a config).
+pub const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
+
+/// [`parse`], then refuse a config without routes unless its file says
+/// `routes: []` explicitly.
+pub fn parse_for_serving(src: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let config = parse(src, file)?;
+    if config.routes.is_empty() && !explicitly_without_routes(src) {
+        let pos = PositionIndex::build(src).key("routes");
+        let (line, column) = pos.map_or((1, 1), |p| (p.line, p.column));
+        return Err(ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            message: NO_ROUTES.to_string(),
+        }]));
+    }
+    Ok(config)
+}
+
+/// Why a config without routes is refused.
+pub const NO_ROUTES: &str = "routes: the config has no routes (an empty or truncated file?); \
+     write `routes: []` to run without routes on purpose";
+
+/// Read `path` and [`parse_for_serving`] it.
+pub fn load_for_serving(path: &Path) -> Result<Config, ConfigErrors> {
+    let name = path.display().to_string();
+    let src = read_config(path).map_err(|message| {
+        ConfigErrors(vec![ConfigError {
+            file: name.clone(),
+            line: 1,
+            column: 1,
+            message,
+        }])
+    })?;
+    let mut config = parse_for_serving(&src, &name)?;
+    config.source = Some(path.to_path_buf());
+    Ok(config)
+}
+
+/// Whether the document holds `routes: []` (an empty sequence, not a null or
+/// a missing section).
+fn explicitly_without_routes(src: &str) -> bool {
+    super::raw::from_str(src).is_ok_and(|raw| raw.routes.is_some_and(|r| r.is_empty()))
+}
+
+/// Read a config file, refusing absurd sizes.
+fn read_config(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read file: {e}"))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "cannot read file: {} bytes is more than a config file may have ({MAX_CONFIG_BYTES})",
+            meta.len()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read file: {e}"))
+}
+
+/// The plan names defined both in the YAML and in the database, sorted.
+pub fn plan_conflicts<'a>(
+    config: &Config,
+    database_plans: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    let mut both: Vec<String> = database_plans
+        .into_iter()
+        .filter(|name| config.plans.contains_key(*name))
+        .map(str::to_string)
+        .collect();
+    both.sort();
+    both.dedup();
+    both
+}
+
+/// The message for [`plan_conflicts`] (empty input: `None`).
+pub fn plan_conflict_message(names: &[String]) -> Option<String> {
+    if names.is_empty() {
+        return None;
+    }
+    let list = names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(format!(
+        "plan {list} is defined both in the YAML config and in the database: \
+         delete the database plan (DELETE /api/plans/NAME) or rename the YAML plan"
+    ))
+}
+
+/// What one look at a watched file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// Nothing to do (unchanged, still settling, or still unreadable).
+    Nothing,
+    /// The file changed and has kept this content for [`RELOAD_SETTLE`]:
+    /// validate and apply it.
+    Changed(String),
+    /// The file cannot be read (first look of an episode): report it, keep
+    /// the running config.
+    Unreadable(String),
+    /// The file is readable again after [`WatchEvent::Unreadable`].
+    Readable,
+}
+
+/// Watches one config file by content (mtimes can be coarse or lie).
+#[derive(Debug)]
+pub struct FileWatch {
+    path: PathBuf,
+    settle: Duration,
+    /// The content last handed out (or the one running at start).
+    current: Option<String>,
+    /// A new content and since when it has been seen unchanged.
+    candidate: Option<(String, Instant)>,
+    unreadable: bool,
+}
+
+impl FileWatch {
+    /// Watch `path`; `running` is the text of the config in use (if read from it).
+    pub fn new(path: PathBuf, settle: Duration, running: Option<String>) -> Self {
+        Self {
+            path,
+            settle,
+            current: running,
+            candidate: None,
+            unreadable: false,
+        }
+    }
+
+    /// Start from the file's present content.
+    pub fn from_file(path: PathBuf, settle: Duration) -> Self {
+        let running = read_config(&path).ok();
+        Self::new(path, settle, running)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Look at the file once.
+    pub fn poll(&mut self, now: Instant) -> WatchEvent {
+        let text = match read_config(&self.path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.candidate = None;
+                if self.unreadable {
+                    return WatchEvent::Nothing;
+                }
+                self.unreadable = true;
+                return WatchEvent::Unreadable(e);
+            }
+        };
+        let was_unreadable = std::mem::replace(&mut self.unreadable, false);
+        if self.current.as_ref() == Some(&text) {
+            self.candidate = None;
+            return if was_unreadable {
+                WatchEvent::Readable
+            } else {
+                WatchEvent::Nothing
+            };
+        }
+        match &self.candidate {
+            Some((seen, since)) if *seen == text => {
+                if now.duration_since(*since) >= self.settle {
+                    self.candidate = None;
+                    self.current = Some(text.clone());
+                    WatchEvent::Changed(text)
+                } else {
+                    WatchEvent::Nothing
+                }
+            }
+            _ => {
+                self.candidate = Some((text, now));
+                if was_unreadable {
+                    WatchEvent::Readable
+                } else {
+                    WatchEvent::Nothing
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UPSTREAM: &str = "upstreams:\n  demo: { targets: [\"127.0.0.1:3001\"] }\n";
+
+    #[test]
+    fn a_config_without_routes_needs_an_explicit_empty_list() {
+        for src in ["", "# nothing\n", "~", "routes:\n", "routes: ~\n", UPSTREAM] {
+            let e = parse_for_serving(src, "t.yaml").expect_err(src);
+            assert!(e.to_string().contains("has no routes"), "{src:?}: {e}");
+        }
+        let e = parse_for_serving("proxy: {}\nroutes:\n", "t.yaml").expect_err("null");
+        assert_eq!((e.0[0].line, e.0[0].column), (2, 1), "{e}");
+        for src in ["routes: []\n", "routes: [ ]\n", "proxy: {}\nroutes: []\n"] {
+            let c = parse_for_serving(src, "t.yaml").expect(src);
+            assert!(c.routes.is_empty());
+        }
+        let one = format!(
+            "{UPSTREAM}routes:\n  - {{ name: a, match: {{ path_prefix: /a }}, upstream: demo }}\n"
+        );
+        assert_eq!(
+            parse_for_serving(&one, "t.yaml").expect("ok").routes.len(),
+            1
+        );
+        // Other problems are still reported as such.
+        assert!(parse_for_serving("routes: [ {} ]\n", "t.yaml").is_err());
+    }
+
+    #[test]
+    fn plan_conflicts_are_named() {
+        let c = parse("plans: { free: {}, pro: {} }\nroutes: []\n", "t").expect("ok");
+        assert!(plan_conflicts(&c, ["gold", "silver"]).is_empty());
+        let both = plan_conflicts(&c, ["pro", "gold", "free", "pro"]);
+        assert_eq!(both, ["free", "pro"]);
+        let msg = plan_conflict_message(&both).expect("message");
+        assert!(msg.contains("\"free\", \"pro\""), "{msg}");
+        assert_eq!(plan_conflict_message(&[]), None);
+    }
+
+    #[test]
+    fn a_change_is_applied_only_once_it_has_settled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.yaml");
+        std::fs::write(&path, "a").expect("write");
+        let settle = Duration::from_secs(1);
+        let mut w = FileWatch::from_file(path.clone(), settle);
+        let t0 = Instant::now();
+        assert_eq!(w.poll(t0), WatchEvent::Nothing);
+        // Half written, then complete: the clock restarts at every change.
+        std::fs::write(&path, "ab").expect("write");
+        assert_eq!(w.poll(t0), WatchEvent::Nothing);
+        std::fs::write(&path, "abc").expect("write");
+        assert_eq!(w.poll(t0 + Duration::from_millis(900)), WatchEvent::Nothing);
+        assert_eq!(
+            w.poll(t0 + Duration::from_millis(1800)),
+            WatchEvent::Nothing
+        );
+        assert_eq!(
+            w.poll(t0 + Duration::from_millis(1900)),
+            WatchEvent::Changed("abc".into())
+        );
+        assert_eq!(w.poll(t0 + Duration::from_secs(5)), WatchEvent::Nothing);
+        // A change back to what runs is no change.
+        std::fs::write(&path, "x").expect("write");
+        assert_eq!(w.poll(t0 + Duration::from_secs(6)), WatchEvent::Nothing);
+        std::fs::write(&path, "abc").expect("write");
+        assert_eq!(w.poll(t0 + Duration::from_secs(8)), WatchEvent::Nothing);
+    }
+
+    #[test]
+    fn an_unreadable_file_is_reported_once_per_episode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.yaml");
+        std::fs::write(&path, "a").expect("write");
+        let mut w = FileWatch::from_file(path.clone(), Duration::ZERO);
+        let t = Instant::now();
+        std::fs::remove_file(&path).expect("rm");
+        assert!(matches!(w.poll(t), WatchEvent::Unreadable(_)));
+        assert_eq!(w.poll(t), WatchEvent::Nothing);
+        std::fs::write(&path, "a").expect("write");
+        assert_eq!(w.poll(t), WatchEvent::Readable);
+        std::fs::remove_file(&path).expect("rm");
+        assert!(matches!(w.poll(t), WatchEvent::Unreadable(_)));
+        std::fs::write(&path, "b").expect("write");
+        assert_eq!(w.poll(t), WatchEvent::Readable);
+        assert_eq!(w.poll(t), WatchEvent::Changed("b".into()));
+    }
+
+    #[test]
+    fn new_settings_refuse_hostile_values() {
+        let c = parse("routes: []\n", "t").expect("defaults");
+        assert_eq!(c.usage.violation_retention_days, 7);
+        for (src, want) in [
+            (
+                "usage: { violation_retention_days: 0 }\n",
+                "usage.violation_retention_days",
+            ),
+            (
+                "usage: { violation_retention_days: -3 }\n",
+                "usage.violation_retention_days",
+            ),
+            (
+                "usage: { violation_retention_days: seven }\n",
+                "usage.violation_retention_days",
+            ),
+            (
+                "usage: { violation_retention_days: 99999999999 }\n",
+                "usage.violation_retention_days",
+            ),
+            (
+                "upstreams: { u: { targets: [\"a:1\"], resolve_interval: 0s } }\n",
+                "upstreams.u.resolve_interval",
+            ),
+            (
+                "upstreams: { u: { targets: [\"a:1\"], resolve_interval: 500ms } }\n",
+                "upstreams.u.resolve_interval",
+            ),
+            (
+                "upstreams: { u: { targets: [\"a:1\"], resolve_interval: soon } }\n",
+                "upstreams.u.resolve_interval",
+            ),
+            (
+                "upstreams: { u: { targets: [\"a:1\"], resolve_interval: [1] } }\n",
+                "resolve_interval",
+            ),
+        ] {
+            let e = parse(src, "t").expect_err(src).to_string();
+            assert!(e.contains(want), "{src}: {e}");
+        }
+        let ok = parse(
+            "usage: { violation_retention_days: 90 }\nupstreams: { u: { targets: [\"a:1\"], resolve_interval: 5m } }\nroutes: []\n",
+            "t",
+        )
+        .expect("valid");
+        assert_eq!(ok.usage.violation_retention_days, 90);
+        assert_eq!(ok.upstreams["u"].resolve_interval, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn hostile_files_are_refused_without_panicking() {
+        for src in [
+            "routes: [",
+            "routes: !!binary AAAA",
+            "\u{0}",
+            "routes: [[]]",
+            "routes: {}",
+        ] {
+            assert!(parse_for_serving(src, "t").is_err(), "{src:?}");
+        }
+    }
+}

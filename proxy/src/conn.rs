@@ -1,0 +1,341 @@
+//! The connection edge, wrapped around Pingora's HTTP app: the PROXY protocol
+//! header, the per-address connection cap, the idle wait for a first byte and
+//! the request-header deadline.
+//!
+//! Pingora hands each connection to [`ServerApp::process_new`], once per
+//! request on HTTP/1 keep-alive connections. [`EdgeApp`] runs before it:
+//!
+//! - on a PROXY-protocol listener, the first call reads the v1/v2 header
+//!   (within `proxy.header_timeout`) and replaces the socket's peer address
+//!   with the source it names, so everything after sees the real client;
+//! - the first call also counts the connection against its client address
+//!   (IPv6: /64); over `proxy.max_connections_per_ip` it is closed at once.
+//!   The count is released when Pingora is done with the connection;
+//! - every call waits at most `proxy.keepalive_timeout` for a first byte
+//!   (plain TCP), then gives the request header `proxy.header_timeout` to
+//!   arrive in full: the service calls [`header_done`] as soon as it has the
+//!   header. A connection that misses the deadline is closed.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use pingora::apps::ServerApp;
+use pingora::listeners::PreTlsProcess;
+use pingora::protocols::l4::socket::SocketAddr as PSocketAddr;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::tls::ALPN;
+use pingora::protocols::SocketDigest;
+use pingora::protocols::{GetSocketDigest, Stream};
+use pingora::server::ShutdownWatch;
+use tokio::io::AsyncReadExt;
+use tollgate_core::net::{self, ProxyHeader, MAX_PROXY_HEADER};
+
+use crate::edge_metrics;
+use crate::metrics;
+use crate::state::State;
+
+tokio::task_local! {
+    static HEADER_DONE: Arc<AtomicBool>;
+}
+
+/// Called by the service once the request header is in: the header deadline
+/// of this connection no longer applies. Outside an [`EdgeApp`] a no-op.
+pub fn header_done() {
+    let _ = HEADER_DONE.try_with(|f| f.store(true, Ordering::Release));
+}
+
+/// Open connections per client address, and which address each open
+/// connection (by its unique id, the file descriptor) was counted for.
+#[derive(Debug, Default)]
+pub struct ConnTable {
+    inner: Mutex<ConnInner>,
+}
+
+#[derive(Debug, Default)]
+struct ConnInner {
+    per_ip: HashMap<IpAddr, u32>,
+    open: HashMap<i32, IpAddr>,
+}
+
+impl ConnTable {
+    /// Whether `id` is already counted (a reused keep-alive connection).
+    fn is_open(&self, id: i32) -> bool {
+        self.inner.lock().open.contains_key(&id)
+    }
+
+    /// Count a new connection; `false` (not counted) when `ip` is at `cap`.
+    pub fn admit(&self, id: i32, ip: IpAddr, cap: u32) -> bool {
+        let mut g = self.inner.lock();
+        let n = g.per_ip.entry(ip).or_insert(0);
+        if cap > 0 && *n >= cap {
+            if *n == 0 {
+                g.per_ip.remove(&ip);
+            }
+            return false;
+        }
+        *n += 1;
+        g.open.insert(id, ip);
+        true
+    }
+
+    /// The connection `id` is closed.
+    pub fn release(&self, id: i32) {
+        let mut g = self.inner.lock();
+        if let Some(ip) = g.open.remove(&id) {
+            if let Some(n) = g.per_ip.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    g.per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+
+    pub fn count(&self, ip: IpAddr) -> u32 {
+        self.inner.lock().per_ip.get(&ip).copied().unwrap_or(0)
+    }
+}
+
+/// Releases a connection's count when dropped, unless kept (the connection
+/// goes back to Pingora for its next request).
+struct Counted<'a> {
+    table: &'a ConnTable,
+    id: i32,
+    keep: bool,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.table.release(self.id);
+        }
+    }
+}
+
+/// Pingora's HTTP app behind the connection edge.
+pub struct EdgeApp<A> {
+    pub inner: Arc<A>,
+    pub state: Arc<State>,
+    pub conns: Arc<ConnTable>,
+}
+
+fn peer_of(stream: &Stream) -> Option<IpAddr> {
+    stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+}
+
+/// Read a PROXY header from the start of `stream` and make its source the
+/// stream's peer address. Bytes read past the header are put back.
+pub async fn read_proxy_header(stream: &mut L4Stream) -> Result<(), &'static str> {
+    let mut buf = Vec::with_capacity(128);
+    let mut chunk = [0u8; 256];
+    loop {
+        match net::parse_proxy_header(&buf) {
+            ProxyHeader::Incomplete => {}
+            ProxyHeader::Invalid => return Err("not a PROXY protocol header"),
+            ProxyHeader::Done { consumed, source } => {
+                stream.rewind(&buf[consumed..]);
+                if let Some(src) = source {
+                    use std::os::unix::io::AsRawFd;
+                    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
+                    let _ = digest.peer_addr.set(Some(PSocketAddr::Inet(src)));
+                    stream.set_socket_digest(digest);
+                }
+                return Ok(());
+            }
+        }
+        // Never read past what a header can be, beyond one chunk.
+        if buf.len() > MAX_PROXY_HEADER {
+            return Err("PROXY protocol header too long");
+        }
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|_| "connection error in the PROXY protocol header")?;
+        if n == 0 {
+            return Err("connection closed in the PROXY protocol header");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The PROXY header on TLS listeners, read before the handshake.
+pub struct ProxyProtocolTls {
+    pub state: Arc<State>,
+}
+
+#[async_trait]
+impl PreTlsProcess for ProxyProtocolTls {
+    async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
+        let edge = &self.state.config.load().config.proxy.edge;
+        if !edge.proxy_protocol {
+            return Ok(());
+        }
+        let res = tokio::time::timeout(edge.header_timeout, read_proxy_header(stream)).await;
+        match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => {
+                edge_metrics::CONNECTIONS_REFUSED
+                    .with_label_values(&["proxy_protocol"])
+                    .inc();
+                Err(pingora::Error::explain(pingora::ErrorType::ReadError, why))
+            }
+            Err(_) => {
+                edge_metrics::HEADER_TIMEOUTS.inc();
+                Err(pingora::Error::explain(
+                    pingora::ErrorType::ReadTimedout,
+                    "PROXY protocol header timed out",
+                ))
+            }
+        }
+    }
+}
+
+impl<A: ServerApp + Send + Sync + 'static> EdgeApp<A> {
+    /// The first call on a plain TCP connection of a PROXY-protocol
+    /// listener: read the header. `None` closes the connection.
+    async fn proxy_protocol(&self, stream: Stream, timeout: Duration) -> Option<Stream> {
+        if !stream.as_any().is::<L4Stream>() {
+            // TLS: read before the handshake by `ProxyProtocolTls`.
+            return Some(stream);
+        }
+        let mut l4 = stream.into_any().downcast::<L4Stream>().ok()?;
+        match tokio::time::timeout(timeout, read_proxy_header(&mut l4)).await {
+            Ok(Ok(())) => Some(l4),
+            Ok(Err(why)) => {
+                tracing::debug!("connection closed: {why}");
+                edge_metrics::CONNECTIONS_REFUSED
+                    .with_label_values(&["proxy_protocol"])
+                    .inc();
+                None
+            }
+            Err(_) => {
+                edge_metrics::HEADER_TIMEOUTS.inc();
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let config = self.state.config.load_full();
+        let proxy = &config.config.proxy;
+        let edge = &proxy.edge;
+        let id = stream.id();
+        let reused = self.conns.is_open(id);
+        if !reused {
+            if edge.proxy_protocol {
+                stream = self.proxy_protocol(stream, edge.header_timeout).await?;
+            }
+            let ip = peer_of(&stream)
+                .map(net::bucket_key)
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            if !self.conns.admit(id, ip, edge.max_connections_per_ip) {
+                edge_metrics::CONNECTIONS_REFUSED
+                    .with_label_values(&["per_ip_cap"])
+                    .inc();
+                return None;
+            }
+        }
+        let mut counted = Counted {
+            table: &self.conns,
+            id,
+            keep: false,
+        };
+
+        // Plain TCP peeks one byte (and puts it back); TLS streams do not
+        // peek and go straight on (their handshake is already done).
+        let mut first = [0u8; 1];
+        let peeked = match tokio::time::timeout(
+            proxy.keepalive_timeout,
+            stream.try_peek(&mut first),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return None,
+            Err(_) => {
+                metrics::IDLE_CLOSED.inc();
+                return None;
+            }
+        };
+        // A reused TLS connection may idle first: give it the keep-alive
+        // time on top of the header deadline.
+        let deadline = if reused && !peeked {
+            edge.header_timeout + proxy.keepalive_timeout
+        } else {
+            edge.header_timeout
+        };
+        if stream.selected_alpn_proto() == Some(ALPN::H2) {
+            // HTTP/2 serves its streams on tasks of their own; its frames
+            // are read by Pingora's h2 server with its own limits.
+            let r = self.inner.process_new(stream, shutdown).await;
+            counted.keep = r.is_some();
+            return r;
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let fut = HEADER_DONE.scope(done.clone(), self.inner.process_new(stream, shutdown));
+        tokio::pin!(fut);
+        let result = tokio::select! {
+            r = &mut fut => r,
+            _ = tokio::time::sleep(deadline) => {
+                if done.load(Ordering::Acquire) {
+                    fut.await
+                } else {
+                    edge_metrics::HEADER_TIMEOUTS.inc();
+                    // Dropping the future closes the connection.
+                    None
+                }
+            }
+        };
+        counted.keep = result.is_some();
+        result
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_table_caps_and_releases() {
+        let t = ConnTable::default();
+        let a: IpAddr = "127.0.0.2".parse().expect("ip");
+        let b: IpAddr = "127.0.0.3".parse().expect("ip");
+        assert!(t.admit(10, a, 2));
+        assert!(t.admit(11, a, 2));
+        assert!(!t.admit(12, a, 2));
+        assert!(t.admit(13, b, 2));
+        t.release(10);
+        assert_eq!(t.count(a), 1);
+        assert!(t.admit(12, a, 2));
+        // 0 = no cap.
+        for id in 100..400 {
+            assert!(t.admit(id, b, 0));
+        }
+        for id in 100..400 {
+            t.release(id);
+        }
+        t.release(13);
+        assert_eq!(t.count(b), 0);
+        // Releasing twice is harmless.
+        t.release(13);
+        assert_eq!(t.count(b), 0);
+    }
+}

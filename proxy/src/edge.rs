@@ -1,0 +1,332 @@
+//! What the proxy checks about a request before routing it: its size, its
+//! HTTP/1 framing, its path (made canonical), who the client is, and the
+//! request id. Plain functions over the parsed header, tested without sockets.
+
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::Version;
+use pingora::http::RequestHeader;
+use tollgate_core::config::EdgeConfig;
+use tollgate_core::net::{self, ClientAddress};
+use tollgate_core::path::{self, Canonical};
+
+use crate::answer::{self, Answer};
+
+/// Why a request is answered before routing, and whether the connection must
+/// be closed after the answer (framing errors: the rest of the stream cannot
+/// be trusted).
+#[derive(Debug)]
+pub struct Refusal {
+    pub answer: Answer,
+    pub close: bool,
+    /// The `reason` label of `tollgate_edge_refused_total`.
+    pub reason: &'static str,
+}
+
+impl Refusal {
+    fn keep(reason: &'static str, answer: Answer) -> Self {
+        Self {
+            answer,
+            close: false,
+            reason,
+        }
+    }
+    fn close(reason: &'static str, answer: Answer) -> Self {
+        Self {
+            answer,
+            close: true,
+            reason,
+        }
+    }
+}
+
+/// The values of the header lines named `name` in a raw HTTP/1 header block
+/// (Pingora collapses repeated `Content-Length`s and drops it beside
+/// `Transfer-Encoding` before the filters run; the raw bytes still tell).
+pub fn raw_values<'a>(raw: &'a [u8], name: &str) -> Vec<&'a [u8]> {
+    raw.split(|&b| b == b'\n')
+        .skip(1)
+        .filter_map(|line| {
+            let colon = line.iter().position(|&b| b == b':')?;
+            let (n, v) = line.split_at(colon);
+            n.eq_ignore_ascii_case(name.as_bytes()).then_some(&v[1..])
+        })
+        .collect()
+}
+
+/// Request line plus header fields, counted as on the wire (`name: value\r\n`).
+pub fn header_bytes(req: &RequestHeader) -> usize {
+    let line = req.method.as_str().len() + req.raw_path().len() + 12;
+    req.headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
+/// RFC 9112 framing rules a smuggling attack relies on a proxy ignoring:
+/// `Content-Length` together with `Transfer-Encoding`, several or
+/// list-valued `Content-Length`s, a missing or repeated `Host` on HTTP/1.1.
+/// `absolute_form` requests carry their host in the target.
+pub fn check_framing(
+    req: &RequestHeader,
+    raw: Option<&[u8]>,
+    absolute_form: bool,
+) -> Result<(), Refusal> {
+    let cl: Vec<&[u8]> = match raw {
+        Some(raw) => raw_values(raw, "content-length"),
+        None => req
+            .headers
+            .get_all(CONTENT_LENGTH)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect(),
+    };
+    let te = req.headers.contains_key(TRANSFER_ENCODING);
+    if te && !cl.is_empty() {
+        return Err(Refusal::close(
+            "content-length-and-transfer-encoding",
+            answer::bad_request(
+                "content-length-and-transfer-encoding",
+                "a request may not carry both Content-Length and Transfer-Encoding",
+            ),
+        ));
+    }
+    if cl.len() > 1
+        || cl.first().is_some_and(|v| {
+            let v = v.trim_ascii();
+            v.is_empty() || !v.iter().all(|b| b.is_ascii_digit())
+        })
+    {
+        return Err(Refusal::close(
+            "bad-content-length",
+            answer::bad_request(
+                "bad-content-length",
+                "Content-Length must be given once, as one number",
+            ),
+        ));
+    }
+    if req.version == Version::HTTP_11 || req.version == Version::HTTP_10 {
+        let hosts = req.headers.get_all(HOST).iter().count();
+        if hosts > 1 {
+            return Err(Refusal::close(
+                "duplicate-host",
+                answer::bad_request("duplicate-host", "a request may carry one Host header only"),
+            ));
+        }
+        if hosts == 0 && req.version == Version::HTTP_11 && !absolute_form {
+            return Err(Refusal::close(
+                "missing-host",
+                answer::bad_request(
+                    "missing-host",
+                    "an HTTP/1.1 request must carry a Host header",
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Everything the edge learned about one request.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub canonical: Canonical,
+    pub client: ClientAddress,
+    /// The host the client asked for (absolute-form authority, else `Host`).
+    pub host: Option<String>,
+}
+
+/// Size, framing and path checks, and the client address; `peer` is the TCP
+/// peer or the PROXY-protocol source.
+/// `raw` is the HTTP/1 header block as received (`None` for HTTP/2).
+pub fn inspect(
+    req: &RequestHeader,
+    raw: Option<&[u8]>,
+    peer: Option<std::net::IpAddr>,
+    cfg: &EdgeConfig,
+) -> Result<Inbound, Refusal> {
+    let size = raw.map_or_else(|| header_bytes(req), <[u8]>::len);
+    if size > cfg.max_header_bytes {
+        return Err(Refusal::close(
+            "header-too-large",
+            answer::header_too_large(cfg.max_header_bytes),
+        ));
+    }
+    let canonical = path::canonicalize(req.raw_path(), cfg.path_policy)
+        .map_err(|e| Refusal::keep(e.reason(), answer::bad_path(e)))?;
+    check_framing(req, raw, canonical.authority.is_some())?;
+    let peer = peer.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let xff: Vec<&str> = req
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let client = net::resolve(peer, &xff, &cfg.trusted_proxies);
+    let host = canonical.authority.clone().or_else(|| {
+        req.headers
+            .get(HOST)
+            .and_then(|v| v.to_str().ok())
+            .filter(|h| net::is_host(h))
+            .map(str::to_ascii_lowercase)
+    });
+    Ok(Inbound {
+        canonical,
+        client,
+        host,
+    })
+}
+
+/// A client-sent request id worth keeping: visible ASCII, at most 128 bytes.
+pub fn sane_request_id(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The request id and, when the client's own id is not trusted, that id to
+/// pass on as `X-Client-Request-Id`.
+pub fn request_id(req: &RequestHeader, peer_trusted: bool) -> (String, Option<String>) {
+    let sent = req
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| sane_request_id(s))
+        .map(str::to_string);
+    match sent {
+        Some(id) if peer_trusted => (id, None),
+        other => (uuid::Uuid::new_v4().simple().to_string(), other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_core::path::PathPolicy;
+
+    fn req(method: &str, target: &[u8], headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build(method, target, None).expect("request");
+        for (n, v) in headers {
+            r.append_header(n.to_string(), *v).expect("header");
+        }
+        r
+    }
+
+    fn reason(r: Result<impl std::fmt::Debug, Refusal>) -> (u16, String, bool) {
+        let e = r.expect_err("refused");
+        let body: serde_json::Value = serde_json::from_slice(&e.answer.body).expect("json");
+        (
+            e.answer.status,
+            body["reason"].as_str().unwrap_or_default().to_string(),
+            e.close,
+        )
+    }
+
+    #[test]
+    fn framing() {
+        let cfg = EdgeConfig::default();
+        let r = req(
+            "POST",
+            b"/a",
+            &[
+                ("host", "x"),
+                ("content-length", "5"),
+                ("transfer-encoding", "chunked"),
+            ],
+        );
+        assert_eq!(
+            reason(inspect(&r, None, None, &cfg)),
+            (400, "content-length-and-transfer-encoding".into(), true)
+        );
+        for cl in [
+            vec!["5", "5"],
+            vec!["5, 5"],
+            vec!["-1"],
+            vec![""],
+            vec!["0x5"],
+        ] {
+            let mut h = vec![("host", "x")];
+            h.extend(cl.iter().map(|v| ("content-length", *v)));
+            let r = req("POST", b"/a", &h);
+            assert_eq!(
+                reason(inspect(&r, None, None, &cfg)),
+                (400, "bad-content-length".into(), true),
+                "{cl:?}"
+            );
+        }
+        let r = req("GET", b"/a", &[]);
+        assert_eq!(
+            reason(inspect(&r, None, None, &cfg)),
+            (400, "missing-host".into(), true)
+        );
+        let r = req("GET", b"/a", &[("host", "a"), ("host", "b")]);
+        assert_eq!(
+            reason(inspect(&r, None, None, &cfg)),
+            (400, "duplicate-host".into(), true)
+        );
+        // Absolute form brings its own host.
+        let r = req("GET", b"http://api.example/a/%73", &[]);
+        let i = inspect(&r, None, None, &cfg).expect("absolute form");
+        assert_eq!(i.host.as_deref(), Some("api.example"));
+        assert_eq!(i.canonical.path, "/a/s");
+    }
+
+    #[test]
+    fn raw_header_block_shows_what_pingora_collapsed() {
+        let cfg = EdgeConfig::default();
+        let r = req(
+            "POST",
+            b"/a",
+            &[("host", "x"), ("transfer-encoding", "chunked")],
+        );
+        let raw = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            reason(inspect(&r, Some(raw), None, &cfg)),
+            (400, "content-length-and-transfer-encoding".into(), true)
+        );
+        let r = req("POST", b"/a", &[("host", "x"), ("content-length", "5")]);
+        let raw = b"POST /a HTTP/1.1\r\nHost: x\r\ncontent-length: 5\r\nCONTENT-LENGTH: 5\r\n\r\n";
+        assert_eq!(
+            reason(inspect(&r, Some(raw), None, &cfg)),
+            (400, "bad-content-length".into(), true)
+        );
+        let raw = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n";
+        assert_eq!(
+            reason(inspect(&r, Some(raw), None, &cfg)),
+            (400, "bad-content-length".into(), true)
+        );
+        let raw =
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-Content-Length: 1\r\n\r\n";
+        assert!(inspect(&r, Some(raw), None, &cfg).is_ok());
+    }
+
+    #[test]
+    fn size_and_path() {
+        let cfg = EdgeConfig {
+            max_header_bytes: 1024,
+            ..EdgeConfig::default()
+        };
+        let big = "a".repeat(1100);
+        let r = req("GET", b"/a", &[("host", "x"), ("x-big", &big)]);
+        assert_eq!(reason(inspect(&r, None, None, &cfg)).0, 431);
+        let r = req("GET", b"/a/../b", &[("host", "x")]);
+        assert_eq!(
+            reason(inspect(&r, None, None, &cfg)),
+            (400, "dot-segment".into(), false)
+        );
+        let cfg = EdgeConfig {
+            path_policy: PathPolicy::Normalize,
+            ..cfg
+        };
+        let i = inspect(&r, None, None, &cfg).expect("normalized");
+        assert_eq!(i.canonical.path, "/b");
+    }
+
+    #[test]
+    fn request_ids() {
+        let r = req("GET", b"/", &[("x-request-id", "abc")]);
+        assert_eq!(request_id(&r, true), ("abc".to_string(), None));
+        let (id, client) = request_id(&r, false);
+        assert_ne!(id, "abc");
+        assert_eq!(client.as_deref(), Some("abc"));
+        let r = req("GET", b"/", &[("x-request-id", "a b")]);
+        assert_eq!(request_id(&r, false).1, None);
+    }
+}

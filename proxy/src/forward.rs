@@ -1,0 +1,258 @@
+//! What the upstream is told, and what it is not: the API key never reaches
+//! it (header or `Authorization: Bearer`, on every route), nor the proxy's own
+//! `X-Tollgate-*` headers as sent by a client, nor an untrusted client's
+//! forwarding headers, method overrides or path overrides. Header names are
+//! compared as CGI-style servers see them: case-insensitively and with `_`
+//! equal to `-` (`X_Tollgate_Key_Id` reaches a WSGI app as
+//! `HTTP_X_TOLLGATE_KEY_ID`).
+
+use http::HeaderName;
+use pingora::http::RequestHeader;
+use pingora::Result;
+use tollgate_core::net::ClientAddress;
+
+/// Forwarding headers an untrusted client may not set (the proxy sets its own
+/// `X-Forwarded-For`, `-Proto` and `-Host`).
+const CLIENT_ADDRESS_HEADERS: [&str; 10] = [
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-original-forwarded-for",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+];
+
+/// Headers some frameworks take as the real method.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Headers some frameworks (IIS, Symfony, Zend) take as the real path: the
+/// route was chosen on the request line, so they are never passed on.
+const PATH_OVERRIDE_HEADERS: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+
+/// Set by the proxy on every forwarded request; a client's are dropped.
+const SET_BY_PROXY: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "x-client-request-id",
+];
+
+/// The proxy's own prefix.
+const OWN_PREFIX: &str = "x-tollgate-";
+
+/// A header name as a CGI gateway sees it: lower case, `_` as `-`. Names
+/// from the parser are already lower case, so most need no copy.
+fn cgi(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+        name.chars()
+            .map(|c| match c {
+                '_' => '-',
+                c => c.to_ascii_lowercase(),
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        name.into()
+    }
+}
+
+/// Whether an `Authorization` value carries a Tollgate key as a bearer token.
+fn is_bearer_key(v: &[u8]) -> bool {
+    let s = String::from_utf8_lossy(v);
+    let s = s.trim();
+    s.len() > 7
+        && s[..7].eq_ignore_ascii_case("bearer ")
+        && s[7..]
+            .trim_start()
+            .get(..3)
+            .is_some_and(|p| p.eq_ignore_ascii_case("tg_"))
+}
+
+/// What to tell the upstream.
+#[derive(Debug)]
+pub struct Forwarding<'a> {
+    /// `proxy.key_header`, lower case.
+    pub key_header: &'a str,
+    /// The key came as `Authorization: Bearer`: drop that header whatever it holds.
+    pub key_from_bearer: bool,
+    pub allow_method_override: bool,
+    pub client: &'a ClientAddress,
+    pub proto: &'static str,
+    pub host: Option<&'a str>,
+    pub request_id: &'a str,
+    pub client_request_id: Option<&'a str>,
+    pub key_id: Option<&'a str>,
+    pub plan: Option<&'a str>,
+}
+
+/// The names of the headers to drop from `req`.
+pub fn to_remove(req: &RequestHeader, f: &Forwarding<'_>) -> Vec<HeaderName> {
+    let key = cgi(f.key_header);
+    let mut out: Vec<HeaderName> = Vec::new();
+    for (name, value) in req.headers.iter() {
+        let n = cgi(name.as_str());
+        let n = n.as_ref();
+        let drop = n == key
+            || n.starts_with(OWN_PREFIX)
+            || SET_BY_PROXY.contains(&n)
+            || PATH_OVERRIDE_HEADERS.contains(&n)
+            || (!f.allow_method_override && METHOD_OVERRIDE_HEADERS.contains(&n))
+            || (!f.client.peer_trusted && CLIENT_ADDRESS_HEADERS.contains(&n))
+            || (n == "authorization" && (f.key_from_bearer || is_bearer_key(value.as_bytes())));
+        if drop && !out.contains(name) {
+            out.push(name.clone());
+        }
+    }
+    out
+}
+
+/// Rewrite the upstream request's headers.
+pub fn apply(req: &mut RequestHeader, f: &Forwarding<'_>) -> Result<()> {
+    let trusted_xfh = if f.client.peer_trusted {
+        req.headers
+            .get("x-forwarded-host")
+            .and_then(|v| v.to_str().ok())
+            .filter(|h| tollgate_core::net::is_host(h))
+            .map(str::to_string)
+    } else {
+        None
+    };
+    for name in to_remove(req, f) {
+        req.remove_header(&name);
+    }
+    req.insert_header("X-Forwarded-For", f.client.forwarded_for.as_str())?;
+    req.insert_header("X-Forwarded-Proto", f.proto)?;
+    if let Some(h) = trusted_xfh.as_deref().or(f.host) {
+        req.insert_header("X-Forwarded-Host", h)?;
+    }
+    req.insert_header("X-Request-Id", f.request_id)?;
+    if let Some(id) = f.client_request_id {
+        req.insert_header("X-Client-Request-Id", id)?;
+    }
+    if let Some(id) = f.key_id {
+        req.insert_header("X-Tollgate-Key-Id", id)?;
+        if let Some(plan) = f.plan {
+            req.insert_header("X-Tollgate-Plan", plan)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(trusted: bool) -> ClientAddress {
+        ClientAddress {
+            client: "203.0.113.5".parse().expect("ip"),
+            peer_trusted: trusted,
+            forwarded_for: "203.0.113.5".into(),
+        }
+    }
+
+    fn names(r: &RequestHeader) -> Vec<String> {
+        let mut v: Vec<String> = r.headers.keys().map(|k| k.as_str().to_string()).collect();
+        v.sort();
+        v
+    }
+
+    fn base<'a>(c: &'a ClientAddress) -> Forwarding<'a> {
+        Forwarding {
+            key_header: "x-api-key",
+            key_from_bearer: false,
+            allow_method_override: false,
+            client: c,
+            proto: "http",
+            host: Some("api.example"),
+            request_id: "rid",
+            client_request_id: None,
+            key_id: None,
+            plan: None,
+        }
+    }
+
+    #[test]
+    fn key_and_own_headers_go_in_every_spelling() {
+        let mut r = RequestHeader::build("GET", b"/", None).expect("req");
+        for (n, v) in [
+            ("X-Api-Key", "tg_a"),
+            ("x_api_key", "tg_b"),
+            ("Authorization", "bearer tg_c"),
+            ("X-Tollgate-Key-Id", "forged"),
+            ("X_Tollgate_Plan", "forged"),
+            ("x-tollgate-anything", "forged"),
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("X-Original-URL", "/secret"),
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X_Forwarded_For", "6.6.6.6"),
+            ("Forwarded", "for=6.6.6.6"),
+            ("X-Real-IP", "6.6.6.6"),
+            ("X-Client-Request-Id", "forged"),
+            ("accept", "*/*"),
+        ] {
+            r.append_header(n.to_string(), v).expect("header");
+        }
+        let c = client(false);
+        let mut f = base(&c);
+        f.key_id = Some("7");
+        f.plan = Some("free");
+        apply(&mut r, &f).expect("apply");
+        assert_eq!(
+            names(&r),
+            vec![
+                "accept",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-request-id",
+                "x-tollgate-key-id",
+                "x-tollgate-plan"
+            ]
+        );
+        assert_eq!(r.headers["x-tollgate-key-id"], "7");
+        assert_eq!(r.headers["x-forwarded-for"], "203.0.113.5");
+    }
+
+    #[test]
+    fn upstream_authorization_survives_unless_it_carried_the_key() {
+        let c = client(false);
+        let mut r = RequestHeader::build("GET", b"/", None).expect("req");
+        r.append_header("Authorization", "Bearer eyJhbGciOi")
+            .expect("h");
+        apply(&mut r, &base(&c)).expect("apply");
+        assert!(r.headers.contains_key("authorization"));
+        let mut f = base(&c);
+        f.key_from_bearer = true;
+        apply(&mut r, &f).expect("apply");
+        assert!(!r.headers.contains_key("authorization"));
+    }
+
+    #[test]
+    fn trusted_peers_keep_their_forwarding_headers() {
+        let c = ClientAddress {
+            forwarded_for: "203.0.113.5, 10.0.0.1".into(),
+            ..client(true)
+        };
+        let mut r = RequestHeader::build("GET", b"/", None).expect("req");
+        r.append_header("X-Forwarded-Host", "public.example")
+            .expect("h");
+        r.append_header("X-Real-IP", "203.0.113.5").expect("h");
+        r.append_header("X-HTTP-Method-Override", "PUT").expect("h");
+        let mut f = base(&c);
+        f.allow_method_override = true;
+        apply(&mut r, &f).expect("apply");
+        assert_eq!(r.headers["x-forwarded-host"], "public.example");
+        assert_eq!(r.headers["x-forwarded-for"], "203.0.113.5, 10.0.0.1");
+        assert_eq!(r.headers["x-real-ip"], "203.0.113.5");
+        assert_eq!(r.headers["x-http-method-override"], "PUT");
+    }
+}

@@ -1,0 +1,205 @@
+//! [`UsageFlusher`], a background service with its own database pool: every
+//! `usage.flush_interval` it takes what the recorder holds, writes it as
+//! batches that count once ([`super::buffer`]), heartbeats this instance's
+//! row ([`super::heartbeat`]) and runs retention when due
+//! ([`super::retention`]). A database outage only fills the bounded buffer.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tollgate_core::db::Db;
+
+use super::buffer::{bounded, write_pending, FlushError, Pending};
+use super::heartbeat::{self, RequestRate};
+use super::recorder::UsageRecorder;
+use super::retention::Retention;
+use crate::metrics;
+use crate::state::State;
+
+/// How long one database step (connect, one batch…) may take before the tick
+/// gives up and keeps what it holds for the next one.
+const DB_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the round trip that opens each tick may take: an unreachable
+/// database is noticed this fast (the pool would otherwise wait for a
+/// connection for its whole acquire timeout), without cutting short a slow
+/// but working write.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The background service that writes usage, violations, keys' last use and
+/// this instance's heartbeat, and purges old data.
+pub struct UsageFlusher {
+    recorder: Arc<UsageRecorder>,
+    state: Arc<State>,
+    database_url: String,
+    address: String,
+    id: String,
+    started_at: i64,
+    /// Set before a fast stop: no grace period to keep flushing through.
+    fast_stop: Arc<AtomicBool>,
+}
+
+impl UsageFlusher {
+    /// `address` is where this proxy listens (reported in its heartbeat).
+    pub fn new(
+        recorder: Arc<UsageRecorder>,
+        state: Arc<State>,
+        database_url: String,
+        address: String,
+    ) -> Self {
+        Self {
+            recorder,
+            state,
+            database_url,
+            address,
+            id: heartbeat::instance_id(),
+            started_at: tollgate_core::now_ms(),
+            fast_stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Set it, then stop the flusher, for a fast stop: it writes what it
+    /// holds once and leaves instead of flushing through the grace period.
+    pub fn fast_stop_flag(&self) -> Arc<AtomicBool> {
+        self.fast_stop.clone()
+    }
+
+    /// This instance's id in the `instances` table.
+    pub fn instance_id(&self) -> &str {
+        &self.id
+    }
+
+    /// One tick: take what the recorder holds, write it (keeping what fails
+    /// within the bounds), heartbeat, purge when due.
+    async fn tick(&self, run: &mut Run, limit: Duration) {
+        let usage = self.state.config.load().config.usage.clone();
+        self.recorder.set_max_rows(usage.buffer_rows);
+        let (requests, refusals) = run
+            .pending
+            .absorb(self.recorder.drain(), usage.buffer_rows.max(1));
+        if requests > 0 {
+            metrics::USAGE_DROPPED
+                .with_label_values(&["requests"])
+                .inc_by(requests);
+        }
+        if refusals > 0 {
+            metrics::USAGE_DROPPED
+                .with_label_values(&["violations"])
+                .inc_by(refusals);
+        }
+        metrics::USAGE_BUFFERED_ROWS.set(run.pending.rows() as i64);
+
+        match self.write(run, limit, &usage).await {
+            Ok(()) => {
+                if run.failing {
+                    tracing::info!("usage flush: the database is reachable again");
+                }
+                run.failing = false;
+            }
+            Err(e) => {
+                metrics::USAGE_FLUSH_ERRORS.inc();
+                if !run.failing {
+                    tracing::warn!(
+                        held_rows = run.pending.rows(),
+                        "usage flush failed, keeping what is held for the next attempt: {e}"
+                    );
+                }
+                run.failing = true;
+            }
+        }
+        metrics::USAGE_BUFFERED_ROWS.set(run.pending.rows() as i64);
+    }
+
+    async fn write(
+        &self,
+        run: &mut Run,
+        limit: Duration,
+        usage: &tollgate_core::config::UsageConfig,
+    ) -> Result<(), FlushError> {
+        if run.db.is_none() {
+            run.db = Some(bounded(limit, Db::connect(&self.database_url)).await?);
+        }
+        let Some(db) = run.db.clone() else {
+            return Ok(());
+        };
+        bounded(PING_TIMEOUT.min(limit), db.ping()).await?;
+        write_pending(&db, &mut run.pending, limit).await?;
+
+        let rate = run.rate.update(self.recorder.totals().requests);
+        let hb = heartbeat::heartbeat(
+            &self.id,
+            &self.address,
+            self.started_at,
+            &self.recorder,
+            &self.state,
+            rate,
+            run.pending.rows(),
+        );
+        bounded(limit, db.upsert_instance(&hb)).await?;
+        run.retention.run_if_due(&db, usage, limit).await
+    }
+}
+
+/// The flusher's state across ticks.
+#[derive(Default)]
+struct Run {
+    db: Option<Db>,
+    pending: Pending,
+    failing: bool,
+    retention: Retention,
+    rate: RequestRate,
+}
+
+#[async_trait]
+impl BackgroundService for UsageFlusher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut run = Run::default();
+        loop {
+            let every = self.state.config.load().config.usage.flush_interval;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => break,
+            }
+            self.tick(&mut run, DB_TIMEOUT).await;
+        }
+
+        // Graceful shutdown: requests in flight finish during the grace
+        // period (after which Pingora drops this runtime), so keep flushing
+        // what they add for most of it, then once more and leave.
+        let cfg = self.state.config.load_full();
+        let grace = if self.fast_stop.load(Ordering::Acquire) {
+            Duration::ZERO
+        } else {
+            cfg.config.proxy.grace_period
+        };
+        let every = cfg
+            .config
+            .usage
+            .flush_interval
+            .min(Duration::from_millis(500));
+        let until = Instant::now() + grace.saturating_sub(Duration::from_secs(1));
+        let short = Duration::from_secs(3);
+        self.tick(&mut run, short).await;
+        while Instant::now() + every < until {
+            tokio::time::sleep(every).await;
+            if self.recorder.held_rows() > 0 || !run.pending.is_empty() {
+                self.tick(&mut run, short).await;
+            }
+        }
+        self.tick(&mut run, short).await;
+        if let Some(db) = &run.db {
+            if let Err(e) = bounded(short, db.delete_instance(&self.id)).await {
+                tracing::debug!("could not remove this instance's row: {e}");
+            }
+        }
+        if !run.pending.is_empty() {
+            tracing::warn!(
+                rows = run.pending.rows(),
+                "usage flush at shutdown failed: unwritten usage is lost"
+            );
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! This instance's row in `instances`: its id, address, version, own figures
+//! since start and what its health checks see, written by the flusher at
+//! every tick (an upsert of absolute values: a retry never counts twice).
+
+use std::time::Instant;
+
+use tollgate_core::db::instances::{Heartbeat, TargetHealth};
+
+use super::recorder::UsageRecorder;
+use crate::state::State;
+
+/// A process-stable instance id: `host-pid-random`.
+pub fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "proxy".to_string());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &random[..8])
+}
+
+/// Requests per second between two heartbeats.
+#[derive(Debug)]
+pub struct RequestRate {
+    at: Instant,
+    requests: u64,
+}
+
+impl RequestRate {
+    pub fn new() -> Self {
+        Self {
+            at: Instant::now(),
+            requests: 0,
+        }
+    }
+
+    /// The rate since the last call, given the total now.
+    pub fn update(&mut self, requests: u64) -> f64 {
+        let now = Instant::now();
+        let secs = now.duration_since(self.at).as_secs_f64();
+        let rate = if secs > 0.0 {
+            requests.saturating_sub(self.requests) as f64 / secs
+        } else {
+            0.0
+        };
+        self.at = now;
+        self.requests = requests;
+        rate
+    }
+}
+
+impl Default for RequestRate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The heartbeat of instance `id`.
+pub fn heartbeat(
+    id: &str,
+    address: &str,
+    started_at: i64,
+    recorder: &UsageRecorder,
+    state: &State,
+    rate: f64,
+    held_rows: usize,
+) -> Heartbeat {
+    let t = recorder.totals();
+    let cfg = state.config.load();
+    let mut upstream_health = Vec::new();
+    let mut names: Vec<&String> = cfg.upstreams.keys().collect();
+    names.sort();
+    for name in names {
+        let Some(pool) = cfg.upstreams.get(name) else {
+            continue;
+        };
+        for h in pool.health() {
+            upstream_health.push(TargetHealth {
+                upstream: name.clone(),
+                target: h.target,
+                healthy: h.healthy,
+                checked_at: h.checked_at,
+                error: h.error,
+                latency_ms: h.latency_ms,
+                latency_samples: h.latency_samples,
+                check_latency_ms: h.check_latency_ms,
+                up_since: h.up_since,
+            });
+        }
+    }
+    Heartbeat {
+        id: id.to_string(),
+        address: address.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at,
+        stats: serde_json::json!({
+            "requests": t.requests,
+            "allowed": t.allowed,
+            "limited": t.limited,
+            "unauthorized": t.unauthorized,
+            "forbidden": t.forbidden,
+            "upstream_errors": t.upstream_errors,
+            "requests_per_second": (rate * 100.0).round() / 100.0,
+            "usage_rows_buffered": held_rows + recorder.held_rows(),
+        }),
+        upstream_health,
+    }
+}

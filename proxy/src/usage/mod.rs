@@ -1,0 +1,23 @@
+//! Usage analytics, off the request path, one concept per module:
+//!
+//! - [`recorder`]: the `logging` phase hands every routed request to
+//!   [`UsageRecorder::record`] (in-memory aggregation, never blocks);
+//! - [`buffer`]: what the flusher holds until it is written, written as
+//!   batches that count once even when a write is retried after a timeout;
+//! - [`flusher`]: [`UsageFlusher`], the background service that writes every
+//!   `usage.flush_interval`;
+//! - [`heartbeat`]: this instance's row in `instances`;
+//! - [`retention`]: deleting old usage and violations.
+
+pub mod buffer;
+pub mod flusher;
+pub mod heartbeat;
+pub mod recorder;
+pub mod retention;
+
+pub use buffer::Pending;
+pub use flusher::UsageFlusher;
+pub use recorder::{
+    Drained, RowKey, TotalsSnapshot, UsageEvent, UsageRecorder, DEFAULT_MAX_ROWS,
+    MAX_HELD_AGGREGATES, MAX_HELD_VIOLATIONS,
+};

@@ -1,0 +1,180 @@
+//! Raw HTTP/1 over TCP for tests that must send bytes a client library would
+//! clean up (`..`, `%2e`, `//`, odd framing), optionally from a chosen local
+//! address (`127.0.0.x`), and test upstreams that interpret paths the way
+//! some real servers do.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// A parsed response (the first one on the connection).
+#[derive(Debug, Clone, Default)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// Everything read, for messages.
+    pub raw: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.raw))
+    }
+}
+
+/// Connect to `to`, from `from` if given.
+pub async fn connect(from: Option<IpAddr>, to: SocketAddr) -> TcpStream {
+    match from {
+        None => TcpStream::connect(to).await.expect("connect"),
+        Some(ip) => {
+            let s = TcpSocket::new_v4().expect("socket");
+            s.bind(SocketAddr::new(ip, 0)).expect("bind local address");
+            s.connect(to).await.expect("connect")
+        }
+    }
+}
+
+/// Send `bytes`, read until the peer closes (or `wait` passes).
+pub async fn exchange(
+    from: Option<IpAddr>,
+    to: SocketAddr,
+    bytes: &[u8],
+    wait: Duration,
+) -> String {
+    let mut s = connect(from, to).await;
+    s.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parse the first response in `raw` (Content-Length framed, or to the end).
+pub fn parse(raw: &str) -> RawResponse {
+    let mut r = RawResponse {
+        raw: raw.to_string(),
+        ..RawResponse::default()
+    };
+    let Some((head, rest)) = raw.split_once("\r\n\r\n") else {
+        return r;
+    };
+    let mut lines = head.split("\r\n");
+    r.status = lines
+        .next()
+        .and_then(|l| l.get(9..12))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    for l in lines {
+        if let Some((n, v)) = l.split_once(':') {
+            r.headers.push((n.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    r.body = match r
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(n) => rest.get(..n).unwrap_or(rest).to_string(),
+        None => rest.to_string(),
+    };
+    r
+}
+
+/// All status codes in a stream of responses.
+pub fn statuses(raw: &str) -> Vec<u16> {
+    raw.match_indices("HTTP/1.")
+        .filter_map(|(i, _)| raw.get(i + 9..i + 12)?.parse().ok())
+        .collect()
+}
+
+/// `GET target` with `headers`, `Host: t` and `Connection: close`.
+pub async fn get(
+    from: Option<IpAddr>,
+    to: SocketAddr,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> RawResponse {
+    let mut req = format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    parse(&exchange(from, to, req.as_bytes(), Duration::from_secs(10)).await)
+}
+
+/// A test upstream: reads one request head per connection, answers
+/// `200` with `answer(raw target)` as the body, and closes.
+pub async fn start_interpreting_upstream(answer: fn(&str) -> String) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let target = head.split(' ').nth(1).unwrap_or_default().to_string();
+                let body = answer(&target);
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Percent-decode everything (as many frameworks do before routing).
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Resolve dot segments and merge slashes, treating `\` as `/`.
+pub fn resolve_dots(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for seg in path.split(['/', '\\']) {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    format!("/{}", out.join("/"))
+}

@@ -1,0 +1,288 @@
+//! What reaches the upstream and what does not (issue #15 item 4, #16 item 3),
+//! and strict HTTP/1 framing, through a real Pingora listener in front of the
+//! echoing demo upstream.
+
+mod common;
+
+use std::time::Duration;
+
+use common::raw;
+use common::{Store, TestProxy};
+use serde_json::Value;
+use tollgate_core::db::NewApiKey;
+
+const CONFIG: &str = r#"
+proxy:
+  listen: "{listen}"
+  metrics_listen: "{metrics}"
+  threads: 2
+  max_header_bytes: 8KiB
+plans:
+  free: { limits: [ { name: minute, rate: 100000, per: 1m } ] }
+upstreams:
+  demo: { targets: ["{upstream}"] }
+routes:
+  - { name: keyed, match: { path_prefix: /api/users, methods: [GET, POST] }, upstream: demo, strip_prefix: /api, default_plan: free }
+  - { name: open, match: { path_prefix: /open }, upstream: demo, strip_prefix: /open, auth: none }
+  - { name: override, match: { path_prefix: /ovr, methods: [POST] }, upstream: demo, strip_prefix: /ovr, auth: none, allow_method_override: true }
+"#;
+
+async fn setup() -> (TestProxy, String) {
+    let p = TestProxy::start(CONFIG, Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let (_, key) = p
+        .key(NewApiKey {
+            name: "edge".into(),
+            ..NewApiKey::default()
+        })
+        .await;
+    (p, key)
+}
+
+fn seen_headers(r: &raw::RawResponse) -> serde_json::Map<String, Value> {
+    r.json()["request"]["headers"]
+        .as_object()
+        .cloned()
+        .unwrap_or_else(|| panic!("no echo: {}", r.raw))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_never_reaches_the_upstream_on_any_route() {
+    let (p, key) = setup().await;
+    let bearer = format!("Bearer {key}");
+    let spaced = format!("bearer   {key}");
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("/api/users", vec![("x-api-key", &key)]),
+        ("/api/users", vec![("Authorization", &bearer)]),
+        // Key header wins; a second key in Authorization is stripped too.
+        (
+            "/api/users",
+            vec![("x-api-key", &key), ("Authorization", &bearer)],
+        ),
+        ("/api/users", vec![("x-api-key", &key), ("x_api_key", &key)]),
+        // auth: none routes never see a key either.
+        ("/open/users", vec![("x-api-key", &key)]),
+        ("/open/users", vec![("X_Api_Key", &key)]),
+        ("/open/users", vec![("Authorization", &bearer)]),
+        ("/open/users", vec![("authorization", &spaced)]),
+    ];
+    for (path, headers) in cases {
+        let r = raw::get(None, p.addr, path, &headers).await;
+        assert_eq!(r.status, 200, "{path} {headers:?}: {}", r.raw);
+        assert!(
+            !r.body.contains(&key[3..]),
+            "{path} {headers:?}: the key reached the upstream\n{}",
+            r.body
+        );
+    }
+    // An upstream's own bearer token (not a Tollgate key) passes on auth: none.
+    let r = raw::get(
+        None,
+        p.addr,
+        "/open/users",
+        &[("Authorization", "Bearer eyJ.upstream")],
+    )
+    .await;
+    assert_eq!(seen_headers(&r)["authorization"], "Bearer eyJ.upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_and_spoofed_headers_are_replaced_in_every_spelling() {
+    let (p, key) = setup().await;
+    let r = raw::get(
+        None,
+        p.addr,
+        "/api/users",
+        &[
+            ("x-api-key", &key),
+            ("X-Tollgate-Key-Id", "999"),
+            ("X_Tollgate_Key_Id", "999"),
+            ("x_tollgate_plan", "enterprise"),
+            ("X-Tollgate-Admin", "yes"),
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X_Forwarded_For", "6.6.6.6"),
+            ("Forwarded", "for=6.6.6.6"),
+            ("X-Real-IP", "6.6.6.6"),
+            ("True-Client-IP", "6.6.6.6"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("X-Original-URL", "/admin"),
+            ("X-Request-Id", "client-chosen"),
+            ("X-Client-Request-Id", "forged"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let h = seen_headers(&r);
+    let names: Vec<&String> = h.keys().collect();
+    for forbidden in [
+        "x_tollgate_key_id",
+        "x_tollgate_plan",
+        "x-tollgate-admin",
+        "x_forwarded_for",
+        "forwarded",
+        "x-real-ip",
+        "true-client-ip",
+        "x-original-url",
+        "x-api-key",
+    ] {
+        assert!(
+            !h.contains_key(forbidden),
+            "{forbidden} reached the upstream: {names:?}"
+        );
+    }
+    assert_ne!(h["x-tollgate-key-id"], "999");
+    assert_eq!(h["x-tollgate-plan"], "free");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "t");
+    assert_eq!(h["x-client-request-id"], "client-chosen");
+    let rid = h["x-request-id"].as_str().expect("id");
+    assert_ne!(rid, "client-chosen");
+    assert_eq!(r.header("x-request-id"), Some(rid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_overrides_are_stripped_unless_the_route_opts_in() {
+    let (p, key) = setup().await;
+    for name in [
+        "X-HTTP-Method-Override",
+        "X-HTTP-Method",
+        "X-Method-Override",
+        "x_http_method_override",
+    ] {
+        let r = raw::get(
+            None,
+            p.addr,
+            "/api/users",
+            &[("x-api-key", &key), (name, "DELETE")],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.raw);
+        let h = seen_headers(&r);
+        assert!(
+            !h.keys().any(|k| k.contains("method")),
+            "{name} reached a method-restricted route: {h:?}"
+        );
+    }
+    let raw_req = "POST /ovr/users HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nX-HTTP-Method-Override: PUT\r\nConnection: close\r\n\r\n";
+    let r =
+        raw::parse(&raw::exchange(None, p.addr, raw_req.as_bytes(), Duration::from_secs(5)).await);
+    assert_eq!(
+        seen_headers(&r)["x-http-method-override"],
+        "PUT",
+        "{}",
+        r.raw
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_over_max_header_bytes_is_431() {
+    let (p, key) = setup().await;
+    let big = "a".repeat(9 * 1024);
+    let r = raw::get(
+        None,
+        p.addr,
+        "/api/users",
+        &[("x-api-key", &key), ("x-big", &big)],
+    )
+    .await;
+    assert_eq!(r.status, 431, "{}", r.raw);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert!(r.json()["type"]
+        .as_str()
+        .is_some_and(|t| t.ends_with("/header-too-large")));
+    // Many small headers add up.
+    let many: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("x-h{i}"), "v".repeat(50)))
+        .collect();
+    let refs: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let r = raw::get(None, p.addr, "/open/users", &refs).await;
+    assert_eq!(r.status, 431, "{}", r.raw);
+    // Just under the limit is fine.
+    let fine = "a".repeat(6 * 1024);
+    let r = raw::get(
+        None,
+        p.addr,
+        "/api/users",
+        &[("x-api-key", &key), ("x-big", &fine)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+}
+
+/// RFC 9112 framing: every smuggling shape is a 400 and the connection is
+/// closed, so a request hidden behind it is never served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_http1_framing() {
+    let (p, key) = setup().await;
+    let hidden = format!("GET /api/users HTTP/1.1\r\nHost: t\r\nx-api-key: {key}\r\n\r\n");
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "CL+TE",
+            format!("POST /open/users HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{hidden}"),
+        ),
+        (
+            "list-valued CL",
+            format!("POST /open/users HTTP/1.1\r\nHost: t\r\nContent-Length: 0, 0\r\n\r\n{hidden}"),
+        ),
+        (
+            "duplicate CL",
+            format!("POST /open/users HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n{hidden}"),
+        ),
+        ("no Host", format!("GET /open/users HTTP/1.1\r\n\r\n{hidden}")),
+        (
+            "two Hosts",
+            format!("GET /open/users HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n{hidden}"),
+        ),
+        ("ESC in target", format!("GET /open/users\x1b HTTP/1.1\r\nHost: t\r\n\r\n{hidden}")),
+        ("DEL in target", format!("GET /open/\x7fusers HTTP/1.1\r\nHost: t\r\n\r\n{hidden}")),
+    ];
+    for (what, bytes) in cases {
+        let resp = raw::exchange(None, p.addr, bytes.as_bytes(), Duration::from_secs(5)).await;
+        let s = raw::statuses(&resp);
+        assert_eq!(s.first(), Some(&400), "{what}: {resp}");
+        assert_eq!(s.len(), 1, "{what}: the hidden request was served: {resp}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_head_and_exact_methods() {
+    let (p, key) = setup().await;
+    // Absolute form: accepted, the URL's host is the request's host.
+    let req = format!(
+        "GET http://api.example:8080/api/users/1 HTTP/1.1\r\nHost: api.example:8080\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n"
+    );
+    let r = raw::parse(&raw::exchange(None, p.addr, req.as_bytes(), Duration::from_secs(5)).await);
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let body = r.json();
+    assert_eq!(body["request"]["path"], "/users/1");
+    assert_eq!(
+        body["request"]["headers"]["x-forwarded-host"],
+        "api.example:8080"
+    );
+    // A Host that contradicts the URL is refused (Pingora's own check).
+    let req = format!(
+        "GET http://api.example/api/users/1 HTTP/1.1\r\nHost: other\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n"
+    );
+    let resp = raw::exchange(None, p.addr, req.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(raw::statuses(&resp), vec![400], "{resp}");
+    // HEAD wherever GET is.
+    let req = format!(
+        "HEAD /api/users HTTP/1.1\r\nHost: t\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n"
+    );
+    let resp = raw::exchange(None, p.addr, req.as_bytes(), Duration::from_secs(5)).await;
+    // Forwarded (the demo upstream itself only answers GET, with 404).
+    let r = raw::parse(&resp);
+    assert_ne!(r.status, 405, "{resp}");
+    assert_eq!(r.header("content-type"), Some("application/json"), "{resp}");
+    assert!(r.header("ratelimit").is_some(), "{resp}");
+    // Methods are case-sensitive tokens: `get` is not GET.
+    let req = format!(
+        "get /api/users HTTP/1.1\r\nHost: t\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n"
+    );
+    let resp = raw::exchange(None, p.addr, req.as_bytes(), Duration::from_secs(5)).await;
+    let s = raw::statuses(&resp);
+    assert!(s == vec![405] || s == vec![400], "{resp}");
+}
