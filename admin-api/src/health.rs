@@ -37,6 +37,7 @@ pub struct HealthCache {
     last: tokio::sync::Mutex<Option<(Instant, StatusCode, HealthReport)>>,
     redis: tokio::sync::Mutex<Option<(String, RedisConn)>>,
     probes: std::sync::atomic::AtomicU64,
+    redis_connects: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for HealthCache {
@@ -49,6 +50,12 @@ impl HealthCache {
     /// How many probes ran (not served from the cache).
     pub fn probes(&self) -> u64 {
         self.probes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many Redis connections the probes opened.
+    pub fn redis_connects(&self) -> u64 {
+        self.redis_connects
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -444,6 +451,9 @@ async fn redis_conn(
             return Ok(c.clone());
         }
     }
+    cache
+        .redis_connects
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let parsed = tollgate_core::redis_url::parse(url).map_err(|e| e.to_string())?;
     let certs = match ca_file {
         Some(path) if parsed.tls => {

@@ -227,6 +227,11 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let opts = listener::Options::from_config(&config.admin, local);
     let retention = audit::spawn_retention(state.clone());
+    // The hash unknown usernames are checked against: computed once, off
+    // the async workers, before the first login needs it.
+    tokio::task::spawn_blocking(|| {
+        let _ = password::dummy_hash();
+    });
     let app = app(state).layer(axum::middleware::from_fn_with_state(
         std::sync::Arc::new(opts.hosts.clone()),
         listener::check_host,

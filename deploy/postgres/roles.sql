@@ -4,8 +4,9 @@
 --   tollgate_admin  owns the schema: runs the migrations, manages admins,
 --                   keys, plans, settings and the audit log (`tollgate admin`,
 --                   `tollgate keys …`, `tollgate audit …`).
---   tollgate_proxy  reads keys and plans; writes usage, violations,
---                   instances and keys' last-used time. It cannot read
+--   tollgate_proxy  reads keys and plans; writes usage (and its batch ids),
+--                   violations and their aggregates, instances and keys'
+--                   last-used time. It cannot read
 --                   admins, settings, revoked_tokens or audit_events.
 --
 -- Run it as a superuser (or a role with CREATEROLE) in the Tollgate
@@ -21,6 +22,8 @@
 -- each host its role through PGUSER/PGPASSWORD in its env file
 -- (deploy/env/*.env.example); `storage.database_url` then names no user.
 -- Upgrades: the admin role migrates; start the admin before the proxies.
+-- A migration that adds a table the proxies write needs a grant below
+-- (admin-api/tests/api/db_roles.rs runs the proxy's writes as this role).
 
 DO $$
 BEGIN
@@ -84,6 +87,13 @@ BEGIN
     IF to_regclass('public.violations') IS NOT NULL THEN
         GRANT SELECT, INSERT, DELETE ON public.violations TO tollgate_proxy;
         GRANT USAGE ON SEQUENCE public.violations_id_seq TO tollgate_proxy;
+    END IF;
+    IF to_regclass('public.violation_aggregates') IS NOT NULL THEN
+        GRANT SELECT, INSERT, UPDATE, DELETE ON public.violation_aggregates TO tollgate_proxy;
+    END IF;
+    -- Usage flush batches already applied (idempotent retries).
+    IF to_regclass('public.usage_batches') IS NOT NULL THEN
+        GRANT SELECT, INSERT, DELETE ON public.usage_batches TO tollgate_proxy;
     END IF;
     IF to_regclass('public.instances') IS NOT NULL THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON public.instances TO tollgate_proxy;

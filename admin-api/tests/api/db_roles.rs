@@ -10,6 +10,8 @@ use tollgate_core::db::audit::{Actor, NewAuditEvent};
 use tollgate_core::db::instances::Heartbeat;
 use tollgate_core::db::own_postgres::OwnPostgres;
 use tollgate_core::db::usage::{Counts, NewViolation, UsageRow};
+use tollgate_core::db::usage_batch::UsageBatch;
+use tollgate_core::db::violation_aggregates::{AggregateKey, ViolationAggregate};
 use tollgate_core::db::{Db, NewApiKey};
 
 fn psql(url: &str, args: &[&str]) {
@@ -104,8 +106,11 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
     proxy.list_plans().await.expect("plans");
     proxy.plans_fingerprint().await.expect("plans fingerprint");
     let minute = tollgate_core::now_ms() / 60_000 * 60_000;
-    proxy
-        .upsert_usage(&[UsageRow {
+    // Usage, violations and refusal aggregates go in one batch, as the
+    // proxy's flusher writes them.
+    let batch = UsageBatch {
+        id: "batch-1".into(),
+        rows: vec![UsageRow {
             minute,
             key_id: key.id,
             route: "r".into(),
@@ -113,11 +118,8 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
                 allowed: 1,
                 ..Counts::default()
             },
-        }])
-        .await
-        .expect("usage");
-    proxy
-        .insert_violations(&[NewViolation {
+        }],
+        violations: vec![NewViolation {
             at: tollgate_core::now_ms(),
             key_id: Some(key.id),
             route: "r".into(),
@@ -126,9 +128,23 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
             client_ip: "10.0.0.1".into(),
             limit_name: Some("minute".into()),
             status: 429,
-        }])
+        }],
+        aggregates: vec![ViolationAggregate {
+            key: AggregateKey {
+                minute,
+                route: "r".into(),
+                status: 401,
+                reason: "missing-api-key".into(),
+                client_net: "10.0.0.0/24".into(),
+            },
+            count: 3,
+        }],
+    };
+    assert!(proxy.apply_usage_batch(&batch).await.expect("usage batch"));
+    assert!(!proxy
+        .apply_usage_batch(&batch)
         .await
-        .expect("violations");
+        .expect("usage batch retried"));
     proxy
         .set_keys_last_used(&[(key.id, tollgate_core::now_ms())])
         .await
@@ -144,7 +160,7 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
         })
         .await
         .expect("heartbeat");
-    proxy.purge_usage_before(0).await.expect("retention");
+    proxy.purge(0, 0).await.expect("retention");
 
     // And nothing else.
     for sql in [

@@ -289,3 +289,29 @@ async fn health_probes_are_cached_and_shared(app: TestApp) {
     );
 }
 both!(health_probes_are_cached_and_shared);
+
+/// With the Redis limiter, the probe keeps one Redis connection across
+/// probes (single node and cluster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reuses_its_redis_connection() {
+    for var in ["TOLLGATE_TEST_REDIS_URL", "TOLLGATE_TEST_REDIS_CLUSTER_URL"] {
+        let Some(url) = service_url(var) else {
+            return;
+        };
+        let yaml = test_yaml(&format!("  backend: redis\n  redis_url: \"{url}\""));
+        let config = tollgate_core::config::parse(&yaml, "test.yaml").expect("config");
+        let Some(app) = TestApp::fresh(false, config, 1, 4).await else {
+            return;
+        };
+        for _ in 0..3 {
+            tokio::time::sleep(
+                tollgate_admin_api::health::PROBE_CACHE + Duration::from_millis(100),
+            )
+            .await;
+            let v = json(app.get("/api/health").await, StatusCode::OK).await;
+            assert_eq!(v["redis"]["status"], "up", "{var}: {v}");
+        }
+        assert!(app.state.health_cache().probes() >= 3);
+        assert_eq!(app.state.health_cache().redis_connects(), 1, "{var}");
+    }
+}
