@@ -412,13 +412,15 @@ async fn sigterm_finishes_in_flight_flushes_usage_and_exits_within_grace() {
     let client = reqwest::Client::new();
     for _ in 0..3 {
         assert_eq!(
-            get(&client, &p.url("/api/x"), Some(&plain)).await.status(),
+            get(&client, &p.url("/api/x"), Some(plain.as_str()))
+                .await
+                .status(),
             200
         );
     }
     let slow = {
         let (client, url, plain) = (client.clone(), p.url("/api/slow/1000"), plain.clone());
-        tokio::spawn(async move { get(&client, &url, Some(&plain)).await.status() })
+        tokio::spawn(async move { get(&client, &url, Some(plain.as_str())).await.status() })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -952,4 +954,81 @@ async fn missing_and_doubly_defined_plans_fail_closed() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"gold\"") && err.contains("both"), "{err}");
+}
+
+/// The config path briefly becomes a named pipe (or any non-regular file):
+/// nothing waits for a writer. The reload counts it as unreadable, and the
+/// other background work goes on meanwhile: a key disabled while the pipe is
+/// there is refused within the key refresh, and once the file is back an edit
+/// applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_pipe_in_place_of_the_config_stalls_nothing() {
+    let up = Upstream::start("u", free_port()).await;
+    let (dir, db) = sqlite().await;
+    let (key, plain) = db.create_key(&named("fifo")).await.expect("key");
+    let yaml = format!(
+        "upstreams:\n  u: {{ targets: [\"127.0.0.1:{}\"] }}\nroutes:\n  - name: a\n    match: {{ path_prefix: /a }}\n    upstream: u\n",
+        up.port
+    );
+    let p = Proxy::start(dir, db.url(), "", &yaml).await;
+    let full = std::fs::read_to_string(&p.config).expect("config");
+    let client = reqwest::Client::new();
+    assert_eq!(
+        get(&client, &p.url("/a"), Some(plain.as_str()))
+            .await
+            .status(),
+        200
+    );
+
+    std::fs::remove_file(&p.config).expect("rm");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&p.config)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    wait_for(
+        "the pipe counted as unreadable",
+        Duration::from_secs(15),
+        || async {
+            metric_value(
+                &p.metrics().await,
+                "tollgate_config_reloads_total",
+                &["result=\"unreadable\""],
+            ) >= 1.0
+        },
+    )
+    .await;
+    // Revocations still reach the proxy while the pipe is there.
+    db.set_key_enabled(key.id, false).await.expect("disable");
+    wait_for(
+        "the disabled key refused",
+        Duration::from_secs(15),
+        || async {
+            get(&client, &p.url("/a"), Some(plain.as_str()))
+                .await
+                .status()
+                == 403
+        },
+    )
+    .await;
+
+    // The file back, with an edit: applied.
+    std::fs::remove_file(&p.config).expect("rm pipe");
+    std::fs::write(
+        &p.config,
+        full.replace("path_prefix: /a", "path_prefix: /a2"),
+    )
+    .expect("restore");
+    db.set_key_enabled(key.id, true).await.expect("enable");
+    wait_for(
+        "the edit after the pipe",
+        Duration::from_secs(15),
+        || async {
+            get(&client, &p.url("/a2"), Some(plain.as_str()))
+                .await
+                .status()
+                == 200
+        },
+    )
+    .await;
 }

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod db;
 pub mod duration;
+pub mod files;
 pub mod keys;
 pub mod limits;
 pub mod net;

@@ -15,6 +15,8 @@
 //!   (RFC 3986 §5.2.4 remove-dot-segments, empty segments merged;
 //!   [`PathPolicy::Normalize`]); a trailing `/` is kept;
 //! - always refused, whatever the policy: encoded `/` or `\` (`%2F`, `%5C`),
+//!   an encoded `?` or `#` (`%3F`, `%23`: an upstream that decodes before it
+//!   splits off the query would route on less of the path than was checked),
 //!   a raw `\`, `;` path parameters (raw or `%3B`), an encoded `%` (`%25`,
 //!   double encoding), NUL and other control bytes (raw or encoded), and
 //!   malformed escapes;
@@ -46,6 +48,8 @@ pub enum PathError {
     ControlByte,
     /// `%2F` or `%5C` (an encoded `/` or `\`), or a raw `\`.
     EncodedSlash,
+    /// `%3F` or `%23`: an encoded `?` or `#`.
+    EncodedDelimiter,
     /// A `.` or `..` segment under [`PathPolicy::Reject`].
     DotSegment,
     /// An empty segment (`//`) under [`PathPolicy::Reject`].
@@ -67,6 +71,7 @@ impl PathError {
         match self {
             PathError::ControlByte => "control-byte",
             PathError::EncodedSlash => "encoded-slash",
+            PathError::EncodedDelimiter => "encoded-delimiter",
             PathError::DotSegment => "dot-segment",
             PathError::EmptySegment => "empty-segment",
             PathError::Parameters => "path-parameters",
@@ -83,6 +88,7 @@ impl PathError {
             PathError::EncodedSlash => {
                 "the path contains an encoded '/' or '\\' (%2F, %5C) or a backslash"
             }
+            PathError::EncodedDelimiter => "the path contains an encoded '?' or '#' (%3F, %23)",
             PathError::DotSegment => "the path contains a '.' or '..' segment",
             PathError::EmptySegment => "the path contains an empty segment ('//')",
             PathError::Parameters => "the path contains ';' parameters",
@@ -256,6 +262,7 @@ fn decode_segments(raw: &[u8]) -> Result<Vec<String>, PathError> {
                     let d = h * 16 + l;
                     match d {
                         b'/' | b'\\' => return Err(PathError::EncodedSlash),
+                        b'?' | b'#' => return Err(PathError::EncodedDelimiter),
                         b';' => return Err(PathError::Parameters),
                         b'%' => return Err(PathError::DoubleEncoding),
                         _ if is_control(d) && d != b' ' => return Err(PathError::ControlByte),
@@ -372,6 +379,15 @@ mod tests {
         assert_eq!(reject("/a%2Fb"), Err(PathError::EncodedSlash));
         assert_eq!(reject("/a%5cb"), Err(PathError::EncodedSlash));
         assert_eq!(reject("/a\\b"), Err(PathError::EncodedSlash));
+        for p in [
+            "/open/secret%3f/admin",
+            "/open/secret%3F",
+            "/a%23b",
+            "/a%23",
+        ] {
+            assert_eq!(reject(p), Err(PathError::EncodedDelimiter), "{p}");
+            assert_eq!(normalize(p), Err(PathError::EncodedDelimiter), "{p}");
+        }
         assert_eq!(reject("/v1/search;"), Err(PathError::Parameters));
         assert_eq!(
             reject("/v1/search;jsessionid=1"),

@@ -65,13 +65,9 @@ pub fn header_bytes(req: &RequestHeader) -> usize {
 
 /// RFC 9112 framing rules a smuggling attack relies on a proxy ignoring:
 /// `Content-Length` together with `Transfer-Encoding`, several or
-/// list-valued `Content-Length`s, a missing or repeated `Host` on HTTP/1.1.
-/// `absolute_form` requests carry their host in the target.
-pub fn check_framing(
-    req: &RequestHeader,
-    raw: Option<&[u8]>,
-    absolute_form: bool,
-) -> Result<(), Refusal> {
+/// list-valued `Content-Length`s, a missing, repeated or malformed `Host` on
+/// HTTP/1.1.
+pub fn check_framing(req: &RequestHeader, raw: Option<&[u8]>) -> Result<(), Refusal> {
     let cl: Vec<&[u8]> = match raw {
         Some(raw) => raw_values(raw, "content-length"),
         None => req
@@ -113,13 +109,24 @@ pub fn check_framing(
                 answer::bad_request("duplicate-host", "a request may carry one Host header only"),
             ));
         }
-        if hosts == 0 && req.version == Version::HTTP_11 && !absolute_form {
+        // RFC 9112 §3.2: every HTTP/1.1 request carries Host, absolute-form too.
+        if hosts == 0 && req.version == Version::HTTP_11 {
             return Err(Refusal::close(
                 "missing-host",
                 answer::bad_request(
                     "missing-host",
                     "an HTTP/1.1 request must carry a Host header",
                 ),
+            ));
+        }
+        let bad_value = req
+            .headers
+            .get(HOST)
+            .is_some_and(|h| h.to_str().map_or(true, |h| !net::is_host(h)));
+        if bad_value {
+            return Err(Refusal::close(
+                "bad-host",
+                answer::bad_request("bad-host", "the Host header must be one host[:port]"),
             ));
         }
     }
@@ -153,7 +160,7 @@ pub fn inspect(
     }
     let canonical = path::canonicalize(req.raw_path(), cfg.path_policy)
         .map_err(|e| Refusal::keep(e.reason(), answer::bad_path(e)))?;
-    check_framing(req, raw, canonical.authority.is_some())?;
+    check_framing(req, raw)?;
     let peer = peer.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let xff: Vec<&str> = req
         .headers
@@ -261,8 +268,25 @@ mod tests {
             reason(inspect(&r, None, None, &cfg)),
             (400, "duplicate-host".into(), true)
         );
-        // Absolute form brings its own host.
+        // Absolute form brings its own host (and still needs a Host header).
         let r = req("GET", b"http://api.example/a/%73", &[]);
+        assert_eq!(
+            inspect(&r, None, None, &cfg).err().map(|r| r.reason),
+            Some("missing-host")
+        );
+        for bad in ["x, evil.com", "x y", "a\"b<script>", ""] {
+            let r = req("GET", b"/a", &[("host", bad)]);
+            assert_eq!(
+                inspect(&r, None, None, &cfg).err().map(|r| r.reason),
+                Some("bad-host"),
+                "{bad:?}"
+            );
+        }
+        let r = req(
+            "GET",
+            b"http://api.example/a/%73",
+            &[("host", "api.example")],
+        );
         let i = inspect(&r, None, None, &cfg).expect("absolute form");
         assert_eq!(i.host.as_deref(), Some("api.example"));
         assert_eq!(i.canonical.path, "/a/s");

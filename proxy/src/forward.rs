@@ -13,8 +13,11 @@ use tollgate_core::net::ClientAddress;
 
 /// Forwarding headers an untrusted client may not set (the proxy sets its own
 /// `X-Forwarded-For`, `-Proto` and `-Host`).
-const CLIENT_ADDRESS_HEADERS: [&str; 10] = [
+const CLIENT_ADDRESS_HEADERS: [&str; 13] = [
     "forwarded",
+    "forwarded-for",
+    "x-forwarded",
+    "fastly-client-ip",
     "x-real-ip",
     "x-forwarded-port",
     "x-forwarded-prefix",
@@ -27,15 +30,36 @@ const CLIENT_ADDRESS_HEADERS: [&str; 10] = [
 ];
 
 /// Headers some frameworks take as the real method.
-pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+pub const METHOD_OVERRIDE_HEADERS: [&str; 4] = [
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-original-method",
 ];
 
 /// Headers some frameworks (IIS, Symfony, Zend) take as the real path: the
 /// route was chosen on the request line, so they are never passed on.
-const PATH_OVERRIDE_HEADERS: [&str; 2] = ["x-original-url", "x-rewrite-url"];
+const PATH_OVERRIDE_HEADERS: [&str; 3] =
+    ["x-original-url", "x-rewrite-url", "x-envoy-original-path"];
+
+/// Connection-level headers: the real ones are Pingora's business, and a
+/// spelling with `_` (`Content_Length`, `Transfer_Encoding`) is a second,
+/// conflicting framing header to a CGI-style server, so it never passes.
+const FRAMING_HEADERS: [&str; 9] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Protocol upgrades (WebSocket, h2c) are not forwarded: after a `101` the
+/// connection would be a raw tunnel that no route, key or limit governs.
+const UPGRADE_HEADERS: [&str; 2] = ["upgrade", "http2-settings"];
 
 /// Set by the proxy on every forwarded request; a client's are dropped.
 const SET_BY_PROXY: [&str; 5] = [
@@ -63,6 +87,15 @@ fn cgi(name: &str) -> std::borrow::Cow<'_, str> {
     } else {
         name.into()
     }
+}
+
+/// The methods a request's override headers name (any spelling, upper-cased;
+/// a value that is not text counts as the empty method, taken by no route).
+pub fn overridden_methods(req: &RequestHeader) -> impl Iterator<Item = String> + '_ {
+    req.headers
+        .iter()
+        .filter(|(name, _)| METHOD_OVERRIDE_HEADERS.contains(&cgi(name.as_str()).as_ref()))
+        .map(|(_, v)| v.to_str().unwrap_or_default().trim().to_ascii_uppercase())
 }
 
 /// Whether an `Authorization` value carries a Tollgate key as a bearer token.
@@ -101,8 +134,11 @@ pub fn to_remove(req: &RequestHeader, f: &Forwarding<'_>) -> Vec<HeaderName> {
     for (name, value) in req.headers.iter() {
         let n = cgi(name.as_str());
         let n = n.as_ref();
+        let respelled = name.as_str().contains('_');
         let drop = n == key
             || n.starts_with(OWN_PREFIX)
+            || (respelled && FRAMING_HEADERS.contains(&n))
+            || UPGRADE_HEADERS.contains(&n)
             || SET_BY_PROXY.contains(&n)
             || PATH_OVERRIDE_HEADERS.contains(&n)
             || (!f.allow_method_override && METHOD_OVERRIDE_HEADERS.contains(&n))
@@ -197,6 +233,15 @@ mod tests {
             ("Forwarded", "for=6.6.6.6"),
             ("X-Real-IP", "6.6.6.6"),
             ("X-Client-Request-Id", "forged"),
+            ("Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded", "for=6.6.6.6"),
+            ("Fastly-Client-IP", "6.6.6.6"),
+            ("X-Original-Method", "DELETE"),
+            ("X-Envoy-Original-Path", "/secret"),
+            ("Content_Length", "50"),
+            ("Transfer_Encoding", "chunked"),
+            ("Upgrade", "websocket"),
+            ("HTTP2-Settings", "AAMAAABkAAQAAP__"),
             ("accept", "*/*"),
         ] {
             r.append_header(n.to_string(), v).expect("header");

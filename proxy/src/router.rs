@@ -20,6 +20,11 @@ pub trait Routable {
     }
 }
 
+/// Whether `route` takes `method` (every method when it names none).
+pub fn route_takes<R: Routable>(route: &R, method: &str) -> bool {
+    route.methods().is_none_or(|m| takes(m, method))
+}
+
 /// Whether a route's method list takes `method` (`HEAD` rides on `GET`).
 fn takes(methods: &[String], method: &str) -> bool {
     methods

@@ -26,7 +26,7 @@ use crate::keyset::ActiveKey;
 use crate::limiter::backends::{Concurrency, InFlightHold, Limiters, Verdict};
 use crate::limiter::Subject;
 use crate::metrics::{self, outcome};
-use crate::router::{self, RouteMatch};
+use crate::router::{self, Routable, RouteMatch};
 use crate::state::{self, CompiledRoute, ConfigState, State};
 use crate::throttle::AuthThrottle;
 use crate::usage::{UsageEvent, UsageRecorder};
@@ -140,6 +140,16 @@ impl Gateway {
                 return Some(answer::not_found(&path));
             }
         };
+        if route.route.allow_method_override {
+            // The method the upstream will act on must be one the route takes.
+            if let Some(m) =
+                forward::overridden_methods(req).find(|m| !router::route_takes(route.as_ref(), m))
+            {
+                ctx.outcome = Some(outcome::METHOD_NOT_ALLOWED);
+                let allowed = route.methods().map(<[String]>::to_vec).unwrap_or_default();
+                return Some(answer::method_not_allowed(&m, &allowed));
+            }
+        }
         ctx.route = Some(route.clone());
         let proxy_cfg = &cfg.config.proxy;
         let per_second = proxy_cfg.auth_failures_per_second;

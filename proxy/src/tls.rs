@@ -64,7 +64,7 @@ static CERT_EXPIRY: LazyLock<Option<IntGauge>> = LazyLock::new(|| {
 });
 
 fn read(setting: &str, path: &Path) -> Result<(Vec<u8>, Sha), TlsError> {
-    let bytes = std::fs::read(path)
+    let bytes = tollgate_core::files::read_regular(path, tollgate_core::files::DEFAULT_MAX_BYTES)
         .map_err(|e| TlsError::new(setting, path, format!("cannot read: {e}")))?;
     let sha = Sha256::digest(&bytes).into();
     Ok((bytes, sha))
@@ -424,7 +424,9 @@ pub fn load_ca_file(setting: &str, path: &Path) -> Result<UpstreamCa, TlsError> 
 
 /// SHA-256 of a file, `None` if it cannot be read.
 pub fn file_sha(path: &Path) -> Option<Sha> {
-    std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
+    tollgate_core::files::read_regular(path, tollgate_core::files::DEFAULT_MAX_BYTES)
+        .ok()
+        .map(|b| Sha256::digest(&b).into())
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ upstreams:
 routes:
   - { name: keyed, match: { path_prefix: /api/users, methods: [GET, POST] }, upstream: demo, strip_prefix: /api, default_plan: free }
   - { name: open, match: { path_prefix: /open }, upstream: demo, strip_prefix: /open, auth: none }
-  - { name: override, match: { path_prefix: /ovr, methods: [POST] }, upstream: demo, strip_prefix: /ovr, auth: none, allow_method_override: true }
+  - { name: override, match: { path_prefix: /ovr, methods: [POST, PUT] }, upstream: demo, strip_prefix: /ovr, auth: none, allow_method_override: true }
 "#;
 
 async fn setup() -> (TestProxy, String) {
@@ -175,6 +175,19 @@ async fn method_overrides_are_stripped_unless_the_route_opts_in() {
         "{}",
         r.raw
     );
+    // An override to a method the route does not take is refused, in any
+    // spelling: the route's method list governs the method acted on.
+    for name in [
+        "X-HTTP-Method-Override",
+        "x_method_override",
+        "X-Original-Method",
+    ] {
+        let raw_req = format!("POST /ovr/users HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n{name}: delete\r\nConnection: close\r\n\r\n");
+        let r = raw::parse(
+            &raw::exchange(None, p.addr, raw_req.as_bytes(), Duration::from_secs(5)).await,
+        );
+        assert_eq!(r.status, 405, "{name}: {}", r.raw);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,7 +63,7 @@ impl std::error::Error for ConfigErrors {}
 /// Read and validate a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
-    let src = std::fs::read_to_string(path).map_err(|e| {
+    let src = crate::files::read_regular_text(path, reload::MAX_CONFIG_BYTES).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             file: name.clone(),
             line: 1,

@@ -67,16 +67,11 @@ fn explicitly_without_routes(src: &str) -> bool {
     super::raw::from_str(src).is_ok_and(|raw| raw.routes.is_some_and(|r| r.is_empty()))
 }
 
-/// Read a config file, refusing absurd sizes.
+/// Read a config file: a regular file of a sane size, never blocking (a
+/// FIFO or device in its place is an error, not a stalled reload task).
 fn read_config(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read file: {e}"))?;
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(format!(
-            "cannot read file: {} bytes is more than a config file may have ({MAX_CONFIG_BYTES})",
-            meta.len()
-        ));
-    }
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read file: {e}"))
+    crate::files::read_regular_text(path, MAX_CONFIG_BYTES)
+        .map_err(|e| format!("cannot read file: {e}"))
 }
 
 /// The plan names defined both in the YAML and in the database, sorted.

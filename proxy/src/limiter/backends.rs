@@ -94,9 +94,15 @@ impl std::fmt::Debug for Limiters {
 fn create(url: &str, cfg: &LimiterConfig) -> Result<RedisLimiter, RedisLimitError> {
     let ca_pem = match &cfg.redis_ca_file {
         None => None,
-        Some(path) => Some(std::fs::read(path).map_err(|e| {
-            RedisLimitError::Config(format!("limiter.redis_ca_file {}: {e}", path.display()))
-        })?),
+        Some(path) => Some(
+            tollgate_core::files::read_regular(path, tollgate_core::files::DEFAULT_MAX_BYTES)
+                .map_err(|e| {
+                    RedisLimitError::Config(format!(
+                        "limiter.redis_ca_file {}: {e}",
+                        path.display()
+                    ))
+                })?,
+        ),
     };
     RedisLimiter::with_options(
         url,
