@@ -1267,6 +1267,8 @@ impl Validator<'_> {
     fn routes(&mut self, raw: &[RawRoute], plans: &[&str], upstreams: &[&str]) -> Vec<Route> {
         let mut routes = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
+        // (index, prefix, methods, case_insensitive) of the routes so far.
+        let mut matchers: Vec<(usize, String, Option<Vec<String>>, bool)> = Vec::new();
         for (i, r) in raw.iter().enumerate() {
             let path = item("routes", i);
             let name_path = child(&path, "name");
@@ -1337,6 +1339,28 @@ impl Validator<'_> {
                 }
                 ok
             });
+
+            if let Some(prefix) = &path_prefix {
+                let own = methods.clone().flatten();
+                let clash = matchers.iter().find(|(_, p, m, ci)| {
+                    let same = if *ci || case_insensitive {
+                        p.eq_ignore_ascii_case(prefix)
+                    } else {
+                        p == prefix
+                    };
+                    same && methods_overlap(m.as_deref(), own.as_deref())
+                });
+                if let Some((first, ..)) = clash {
+                    self.error(
+                        &child(&match_path, "path_prefix"),
+                        format!(
+                            "{prefix:?} with these methods is also matched by routes[{first}]; \
+                             only one of them could ever be chosen"
+                        ),
+                    );
+                }
+                matchers.push((i, prefix.clone(), own, case_insensitive));
+            }
 
             let strip_path = child(&path, "strip_prefix");
             let strip_prefix = self.text(&r.strip_prefix);
@@ -1424,6 +1448,14 @@ impl Validator<'_> {
             }
         }
         Some(out)
+    }
+}
+
+/// Whether two routes' method lists (`None`: every method) share a method.
+fn methods_overlap(a: Option<&[String]>, b: Option<&[String]>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
+        _ => true,
     }
 }
 
@@ -1860,6 +1892,12 @@ upstreams2: ~
                 5,
                 13,
                 "routes[1].name: duplicate route name \"a\" (also routes[0])",
+            ),
+            (
+                "upstreams:\n  demo: { targets: [\"127.0.0.1:3001\"] }\nroutes:\n  - { name: a, match: { path_prefix: /a, methods: [GET, POST] }, upstream: demo, auth: none }\n  - { name: b, match: { path_prefix: /a, methods: [POST] }, upstream: demo }\n",
+                5,
+                38,
+                "routes[1].match.path_prefix: \"/a\" with these methods is also matched by routes[0]; only one of them could ever be chosen",
             ),
             (
                 "plans:\n  p: { limits: [ { name: m, rate: 1, per: 1s }, { name: m, rate: 2, per: 1m } ] }\n",
