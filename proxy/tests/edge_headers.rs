@@ -110,6 +110,11 @@ async fn own_and_spoofed_headers_are_replaced_in_every_spelling() {
             ("X-Original-URL", "/admin"),
             ("X-Request-Id", "client-chosen"),
             ("X-Client-Request-Id", "forged"),
+            ("Forwarded-For", "6.6.6.6"),
+            ("Fastly-Client-IP", "6.6.6.6"),
+            ("X-Envoy-Original-Path", "/admin"),
+            ("Upgrade", "websocket"),
+            ("Content_Length", "50"),
         ],
     )
     .await;
@@ -126,6 +131,11 @@ async fn own_and_spoofed_headers_are_replaced_in_every_spelling() {
         "true-client-ip",
         "x-original-url",
         "x-api-key",
+        "forwarded-for",
+        "fastly-client-ip",
+        "x-envoy-original-path",
+        "upgrade",
+        "content_length",
     ] {
         assert!(
             !h.contains_key(forbidden),
