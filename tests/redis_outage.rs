@@ -232,7 +232,9 @@ async fn redis_paused_under_load_delays_no_request() {
 async fn a_killed_proxys_concurrency_holds_expire_with_the_lease() {
     // Redis stays up here: a generous timeout keeps a busy box's scheduling
     // delays from turning a hold into the local fallback (which is per proxy).
-    let Some(s) = setup_with(3, "1s").await else { return };
+    let Some(s) = setup_with(3, "1s").await else {
+        return;
+    };
     let client = reqwest::Client::new();
     let get = |p: usize, path: &str| {
         client
@@ -242,7 +244,9 @@ async fn a_killed_proxys_concurrency_holds_expire_with_the_lease() {
             .send()
     };
     // Long enough to outlast a slow start on a busy box; the kill ends them.
-    let long: Vec<_> = (0..3).map(|_| tokio::spawn(get(0, "/slow/20000"))).collect();
+    let long: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(get(0, "/slow/20000")))
+        .collect();
     // All three admitted and holding (polled: the box may be slow).
     let start = Instant::now();
     loop {
