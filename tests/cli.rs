@@ -466,6 +466,15 @@ fn keys_create_refuses_a_plan_that_exists_nowhere() {
 /// Runs `tollgate dev` on `config` until it printed its `demo key:` line;
 /// returns every line printed, then kills it.
 fn dev_lines(config: &std::path::Path, args: &[&str]) -> Vec<String> {
+    let (mut child, lines) = dev_running(config, args);
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    lines
+}
+
+/// `tollgate dev --config <config> <args>` (without `TOLLGATE_ADMIN_PASSWORD`)
+/// once it printed its `demo key:` line, still running, and what it printed.
+fn dev_running(config: &std::path::Path, args: &[&str]) -> (KillOnDrop, Vec<String>) {
     use std::io::BufRead;
     let mut child = tollgate()
         .arg("dev")
@@ -500,9 +509,7 @@ fn dev_lines(config: &std::path::Path, args: &[&str]) -> Vec<String> {
             }
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    lines
+    (KillOnDrop(child), lines)
 }
 
 fn printed<'a>(lines: &'a [String], prefix: &str) -> &'a str {
@@ -671,5 +678,98 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// `tollgate dev --reset` on a database it already used: the new admin
+/// password ends the old sessions, and the reset and the demo key's rotation
+/// are in the audit log as the CLI's.
+#[test]
+fn a_dev_password_reset_ends_old_sessions_and_is_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = Ports::new();
+    let config = write_config(dir.path(), &ports, &[]);
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let base = format!("http://127.0.0.1:{}", ports.admin);
+    let password = |lines: &[String]| {
+        printed(lines, "admin login: ")
+            .rsplit(" / ")
+            .next()
+            .expect("password")
+            .to_string()
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = reqwest::Client::new();
+    let login = |pw: String| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let start = Instant::now();
+            loop {
+                let r = client
+                    .post(format!("{base}/api/auth/login"))
+                    .json(&serde_json::json!({"username": "admin", "password": pw}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 200 => {
+                        let v: serde_json::Value = r.json().await.expect("json");
+                        return v["token"].as_str().expect("token").to_string();
+                    }
+                    Ok(r) if r.status() != 503 => panic!("login: {}", r.status()),
+                    _ => {}
+                }
+                assert!(start.elapsed() < Duration::from_secs(30), "admin not up");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let admins = |token: String| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            client
+                .get(format!("{base}/api/admins"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("admins")
+                .status()
+        }
+    };
+
+    let (first, lines) = dev_running(&config, &[]);
+    let old_token = rt.block_on(login(password(&lines)));
+    assert_eq!(rt.block_on(admins(old_token.clone())), 200);
+    drop(first);
+
+    let (_second, lines) = dev_running(&config, &["--reset"]);
+    let new_token = rt.block_on(login(password(&lines)));
+    assert_eq!(rt.block_on(admins(new_token)), 200);
+    assert_eq!(
+        rt.block_on(admins(old_token)),
+        401,
+        "a token from before the reset is still accepted"
+    );
+
+    let events = rt.block_on(async {
+        let db = tollgate_core::db::Db::connect(&url).await.expect("db");
+        let (events, _) = db
+            .list_audit(&tollgate_core::db::audit::AuditFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("audit");
+        db.close().await;
+        events
+    });
+    for action in ["admin.password_reset", "key.rotate"] {
+        let e = events
+            .iter()
+            .find(|e| e.action == action)
+            .unwrap_or_else(|| panic!("no {action} in {events:?}"));
+        assert_eq!(e.actor_kind, "cli", "{e:?}");
+        assert!(e.actor.starts_with("cli:"), "{e:?}");
     }
 }

@@ -329,6 +329,14 @@ fn the_admin_role_refuses_weak_jwt_secrets() {
         "change-me-change-me-change-me-change-me",
         "0123456789abcdef0123456789abcdef",
         "passwordpasswordpasswordpassword",
+        // Long and "strong as a password", but not random.
+        "Summer2026!Summer2026!Summer2026",
+        "tollgate-jwt-key-tollgate-jwt-key!",
+        "qwertyuiopasdfghjklzxcvbnm123456",
+        "1q2w3e4r5t6y7u8i9o0p1q2w3e4r5t6y",
+        "correcthorsebatterystaple1234567",
+        // base64 of "12345678901234567890123456789012".
+        "MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI=",
     ] {
         let (code, err) = admin_with_secret(weak);
         assert_eq!(code, Some(2), "{weak:?}: {err}");
@@ -340,6 +348,25 @@ fn the_admin_role_refuses_weak_jwt_secrets() {
     // A strong one starts (and is still running when we stop it).
     let (code, err) = admin_with_secret("q8Jf3kLz0PmX7vB2nR5tW9yC4hD6gS1aE0uIx7Zp");
     assert_eq!(code, None, "a strong secret was refused: {err}");
+    // What `openssl rand -base64 32`, `-base64 48` and `-hex 32` print starts.
+    use base64::Engine;
+    let random = |n: usize| {
+        let mut bytes = vec![0u8; n];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom").expect("urandom"),
+            &mut bytes,
+        )
+        .expect("read urandom");
+        bytes
+    };
+    for secret in [
+        base64::engine::general_purpose::STANDARD.encode(random(32)),
+        base64::engine::general_purpose::STANDARD.encode(random(48)),
+        random(32).iter().map(|b| format!("{b:02x}")).collect(),
+    ] {
+        let (code, err) = admin_with_secret(&secret);
+        assert_eq!(code, None, "a random secret was refused: {err}");
+    }
 }
 
 #[test]

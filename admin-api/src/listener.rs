@@ -87,34 +87,45 @@ fn split_port(h: &str) -> (&str, bool) {
     }
 }
 
-/// Middleware: refuse requests whose `Host` (or HTTP/2 authority) is not
-/// allowed.
+/// Middleware: refuse requests whose `Host` or target authority (absolute-form
+/// HTTP/1 target, HTTP/2 `:authority`) is not allowed. Every name the request
+/// carries must pass; more than one `Host` header is 400.
 pub async fn check_host(
     State(hosts): State<Arc<AllowedHosts>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let host = req
-        .headers()
-        .get(axum::http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
-    match host {
-        Some(h) if hosts.allows(&h) => next.run(req).await,
-        Some(h) => {
-            crate::metrics::host_refused();
-            let shown: String = h.chars().take(100).collect();
-            ApiError::HostNotAllowed(format!(
-                "this admin API does not answer for host {shown:?}; add it to admin.allowed_hosts"
-            ))
-            .into_response()
-        }
-        None => {
-            crate::metrics::host_refused();
-            ApiError::malformed(Some("Host"), "the request has no Host header").into_response()
-        }
+    let mut host_headers = req.headers().get_all(axum::http::header::HOST).iter();
+    let header = host_headers.next();
+    if host_headers.next().is_some() {
+        crate::metrics::host_refused();
+        return ApiError::malformed(Some("Host"), "the request has more than one Host header")
+            .into_response();
     }
+    let header = match header.map(|v| v.to_str()) {
+        Some(Ok(h)) => Some(h.to_string()),
+        Some(Err(_)) => {
+            crate::metrics::host_refused();
+            return ApiError::malformed(Some("Host"), "the Host header is not visible ASCII")
+                .into_response();
+        }
+        None => None,
+    };
+    let authority = req.uri().authority().map(|a| a.to_string());
+    let names: Vec<String> = header.into_iter().chain(authority).collect();
+    if names.is_empty() {
+        crate::metrics::host_refused();
+        return ApiError::malformed(Some("Host"), "the request has no Host header").into_response();
+    }
+    if let Some(h) = names.iter().find(|h| !hosts.allows(h)) {
+        crate::metrics::host_refused();
+        let shown: String = h.chars().take(100).collect();
+        return ApiError::HostNotAllowed(format!(
+            "this admin API does not answer for host {shown:?}; add it to admin.allowed_hosts"
+        ))
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// What the listener enforces.

@@ -259,16 +259,25 @@ async fn start_admin(
                 .db()
                 .get_admin_by_username(tollgate_admin_api::INITIAL_ADMIN)
                 .await?;
-            match admin {
+            // A reset ends the admin's sessions (as a password change does)
+            // and, like every CLI change, is audited.
+            let event = match admin {
                 Some((a, _)) => {
-                    state.db().set_admin_password(a.id, &hash).await?;
+                    state.db().change_admin_password(a.id, &hash).await?;
+                    super::audit::cli_event("admin.password_reset").target("admin", a.id)
                 }
                 None => {
-                    state
+                    let a = state
                         .db()
                         .create_admin(tollgate_admin_api::INITIAL_ADMIN, &hash)
                         .await?;
+                    super::audit::cli_event("admin.create").target("admin", a.id)
                 }
+            };
+            if let Err(e) = state.db().record_audit(event).await {
+                eprintln!(
+                    "warning: the password is set but could not be written to the audit log: {e}"
+                );
             }
             Some(pw)
         }
@@ -335,10 +344,14 @@ async fn demo_key(database_url: &str) -> anyhow::Result<String> {
     };
     let (existing, _) = db.list_keys(&filter).await?;
     let key = match existing.iter().find(|k| k.name == "demo") {
-        Some(k) => db
-            .rotate_key(k.id, std::time::Duration::ZERO)
-            .await?
-            .map(|(_, plain)| plain),
+        Some(before) => match db.rotate_key(before.id, std::time::Duration::ZERO).await? {
+            Some((after, plain)) => {
+                super::audit::record_key(&db, "key.rotate", after.id, Some(before), Some(&after))
+                    .await;
+                Some(plain)
+            }
+            None => None,
+        },
         None => None,
     };
     let key = match key {
@@ -349,7 +362,9 @@ async fn demo_key(database_url: &str) -> anyhow::Result<String> {
                 owner: Some("tollgate dev".into()),
                 ..NewApiKey::default()
             };
-            db.create_key(&new).await?.1
+            let (created, plain) = db.create_key(&new).await?;
+            super::audit::record_key(&db, "key.create", created.id, None, Some(&created)).await;
+            plain
         }
     };
     db.close().await;

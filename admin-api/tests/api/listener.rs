@@ -76,6 +76,27 @@ async fn foreign_hosts_are_refused(app: TestApp) {
                 b"GET /api/health HTTP/1.0\r\n\r\n",
                 Duration::from_secs(10),
             ),
+            // Smuggling a foreign name past the check: a second Host header,
+            // or an absolute-form target naming another authority.
+            raw(
+                &a,
+                format!(
+                    "GET /api/health HTTP/1.1\r\nHost: localhost:{port}\r\nHost: evil.com\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+                Duration::from_secs(10),
+            ),
+            raw(
+                &a,
+                format!(
+                    "GET /api/health HTTP/1.1\r\nHost: evil.com\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+                Duration::from_secs(10),
+            ),
+            ask("localhost", "http://evil.com/api/health"),
+            ask("localhost", "http://evil.com:80/metrics"),
+            ask(&format!("localhost:{port}"), &format!("http://localhost:{port}/api/health")),
         ]
     })
     .await
@@ -93,6 +114,21 @@ async fn foreign_hosts_are_refused(app: TestApp) {
         "{}",
         answers[6]
     );
+    for two_hosts in &answers[7..9] {
+        assert!(two_hosts.starts_with("HTTP/1.1 400"), "{two_hosts}");
+        assert!(two_hosts.contains("Host"), "{two_hosts}");
+    }
+    for foreign_target in &answers[9..11] {
+        assert!(
+            foreign_target.starts_with("HTTP/1.1 421"),
+            "{foreign_target}"
+        );
+        assert!(
+            foreign_target.contains("host-not-allowed"),
+            "{foreign_target}"
+        );
+    }
+    assert!(answers[11].starts_with("HTTP/1.1 200"), "{}", answers[11]);
     // A configured name is answered.
     let Some(named) = TestApp::fresh(
         app.db.kind() == tollgate_core::db::DbKind::Postgres,
