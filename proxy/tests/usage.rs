@@ -529,8 +529,18 @@ async fn database_outage_keeps_requests_fast_and_rows_bounded() {
             slowest = slowest.max(t.elapsed());
         }
         if i == 3 {
-            // Let the flusher try (and fail) with the first four rows held.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Let the flusher try (and fail) with the first four rows held:
+            // polled, since a busy box may take longer than any fixed pause.
+            let start = Instant::now();
+            while metric_value(
+                &p.metrics_text().await,
+                "tollgate_usage_flush_errors_total",
+                &[],
+            ) <= errors_before
+            {
+                assert!(start.elapsed() < Duration::from_secs(15), "no failed flush");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
     assert!(
