@@ -59,6 +59,42 @@ pub fn not_found(path: &str) -> Answer {
     )
 }
 
+/// The request header did not arrive in full within `proxy.header_timeout`
+/// (written by the connection edge, then the connection is closed).
+pub fn request_timeout(timeout: std::time::Duration) -> Answer {
+    Answer::problem(
+        Problem::new("request-timeout", "Request Timeout", 408)
+            .detail(format!(
+                "the request header did not arrive within {} ms",
+                timeout.as_millis()
+            ))
+            .with(
+                "header_timeout_ms",
+                u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
+    )
+}
+
+/// `a` as the bytes of a whole HTTP/1.1 response that closes the connection,
+/// for the connection edge, which answers outside Pingora's session.
+pub fn to_http1_close(a: &Answer) -> Vec<u8> {
+    let reason = http::StatusCode::from_u16(a.status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut out = format!("HTTP/1.1 {} {reason}\r\n", a.status);
+    for (name, value) in &a.headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        a.body.len()
+    ));
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&a.body);
+    bytes
+}
+
 /// A request target refused by `proxy.path_policy` or the fixed path rules.
 pub fn bad_path(e: tollgate_core::path::PathError) -> Answer {
     Answer::problem(
