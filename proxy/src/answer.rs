@@ -244,6 +244,23 @@ mod tests {
     }
 
     #[test]
+    fn request_timeout_as_a_whole_http1_response_that_closes() {
+        let a = request_timeout(std::time::Duration::from_millis(1500));
+        assert_eq!(a.status, 408);
+        assert_eq!(v(&a)["header_timeout_ms"], 1500);
+        let bytes = to_http1_close(&a);
+        let text = String::from_utf8(bytes).expect("utf-8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        let mut lines = head.split("\r\n");
+        assert_eq!(lines.next(), Some("HTTP/1.1 408 Request Timeout"));
+        let headers: Vec<&str> = lines.collect();
+        assert!(headers.contains(&"Content-Type: application/problem+json"));
+        assert!(headers.contains(&"Connection: close"));
+        assert!(headers.contains(&format!("Content-Length: {}", body.len()).as_str()));
+        assert_eq!(body.as_bytes(), a.body.as_slice());
+    }
+
+    #[test]
     fn quota_exceeded_names_limits_and_sets_retry_after() {
         let d = Decision {
             allowed: false,
