@@ -201,8 +201,12 @@ pub fn build(prepared: Prepared) -> Built {
         db_state,
         listener_cert,
     } = prepared;
+    let tuning = config.proxy.tuning;
     let conf = ServerConf {
         threads: config.proxy.threads,
+        work_stealing: tuning.work_stealing,
+        listener_tasks_per_fd: tuning.listener_tasks,
+        upstream_keepalive_pool_size: tuning.upstream_keepalive_pool,
         // Pingora counts whole seconds: round up so that e.g. 1500ms is not cut to 1 s.
         grace_period_seconds: Some(whole_seconds_up(config.proxy.grace_period)),
         graceful_shutdown_timeout_seconds: Some(5),
@@ -225,7 +229,7 @@ pub fn build(prepared: Prepared) -> Built {
 
     let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
     let mut server_options = app.server_options.clone().unwrap_or_default();
-    server_options.keepalive_request_limit = Some(10_000);
+    server_options.keepalive_request_limit = Some(tuning.downstream_keepalive_requests);
     app.server_options = Some(server_options);
     let handshakes = Arc::new(HandshakeWatch::default());
     let app = EdgeApp {

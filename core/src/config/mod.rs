@@ -10,6 +10,8 @@ pub mod model;
 pub mod position;
 mod raw;
 pub mod reload;
+#[cfg(test)]
+mod tuning_tests;
 mod validate;
 
 use std::fmt;

@@ -44,6 +44,37 @@ pub struct ProxyConfig {
     pub tls: Option<TlsListener>,
     /// The request edge: paths, client addresses, header limits.
     pub edge: EdgeConfig,
+    /// Pingora's server settings (runtime, listeners, connection reuse).
+    pub tuning: ServerTuning,
+}
+
+/// `proxy.work_stealing`, `listener_tasks`, `upstream_keepalive_pool`,
+/// `downstream_keepalive_requests`: the Pingora server settings that change
+/// throughput. The defaults were chosen by measurement (benches/RESULTS.md,
+/// "Pingora's settings"). TCP_NODELAY is always on (Pingora sets it on every
+/// accepted and upstream socket) and the listen backlog is Pingora's 65 535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerTuning {
+    /// One work-stealing tokio runtime for all `threads` (Pingora's default),
+    /// or one single-threaded runtime per thread (`false`, Tollgate's).
+    pub work_stealing: bool,
+    /// Accept tasks per listening socket.
+    pub listener_tasks: usize,
+    /// Idle upstream connections kept for reuse (all upstreams together).
+    pub upstream_keepalive_pool: usize,
+    /// Requests served on one client connection before it is closed.
+    pub downstream_keepalive_requests: u32,
+}
+
+impl Default for ServerTuning {
+    fn default() -> Self {
+        Self {
+            work_stealing: false,
+            listener_tasks: 1,
+            upstream_keepalive_pool: 128,
+            downstream_keepalive_requests: 10_000,
+        }
+    }
 }
 
 /// `proxy.path_policy`, `trusted_proxies`, `proxy_protocol`,

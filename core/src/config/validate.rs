@@ -25,8 +25,8 @@ use super::raw::{
 };
 use super::{
     AdminConfig, Auth, Config, ConfigError, ConfigErrors, EdgeConfig, HealthCheck, LimiterBackend,
-    LimiterConfig, LogConfig, LogFormat, OnRedisError, Plan, ProxyConfig, Route, StorageConfig,
-    Target, Timeouts, TlsListener, Upstream, UpstreamTls, UsageConfig,
+    LimiterConfig, LogConfig, LogFormat, OnRedisError, Plan, ProxyConfig, Route, ServerTuning,
+    StorageConfig, Target, Timeouts, TlsListener, Upstream, UpstreamTls, UsageConfig,
 };
 use crate::duration;
 use crate::limits::Limit;
@@ -39,6 +39,10 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 pub const DEFAULT_THREADS: u64 = 2;
 /// Upper bound for `proxy.threads`.
 pub const MAX_THREADS: u64 = 1024;
+/// Upper bound for `proxy.listener_tasks`.
+pub const MAX_LISTENER_TASKS: u64 = 64;
+/// Upper bound for `proxy.upstream_keepalive_pool` (idle connections).
+pub const MAX_UPSTREAM_KEEPALIVE_POOL: u64 = 1_000_000;
 pub const DEFAULT_KEY_HEADER: &str = "x-api-key";
 pub const DEFAULT_AUTH_FAILURES_PER_SECOND: u64 = 20;
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
@@ -651,6 +655,7 @@ impl Validator<'_> {
             }
         }
         let edge = self.edge(p);
+        let tuning = self.tuning(p);
         ProxyConfig {
             listen,
             metrics_listen,
@@ -661,6 +666,40 @@ impl Validator<'_> {
             keepalive_timeout,
             tls,
             edge,
+            tuning,
+        }
+    }
+
+    /// Pingora's server settings under `proxy.*`.
+    fn tuning(&mut self, p: &RawProxy) -> ServerTuning {
+        let d = ServerTuning::default();
+        let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        ServerTuning {
+            work_stealing: self.flag_or("proxy.work_stealing", &p.work_stealing, d.work_stealing),
+            listener_tasks: usize::try_from(self.number_or(
+                "proxy.listener_tasks",
+                &p.listener_tasks,
+                1,
+                MAX_LISTENER_TASKS,
+                n(d.listener_tasks),
+            ))
+            .unwrap_or(d.listener_tasks),
+            upstream_keepalive_pool: usize::try_from(self.number_or(
+                "proxy.upstream_keepalive_pool",
+                &p.upstream_keepalive_pool,
+                0,
+                MAX_UPSTREAM_KEEPALIVE_POOL,
+                n(d.upstream_keepalive_pool),
+            ))
+            .unwrap_or(d.upstream_keepalive_pool),
+            downstream_keepalive_requests: u32::try_from(self.number_or(
+                "proxy.downstream_keepalive_requests",
+                &p.downstream_keepalive_requests,
+                1,
+                u64::from(u32::MAX),
+                u64::from(d.downstream_keepalive_requests),
+            ))
+            .unwrap_or(d.downstream_keepalive_requests),
         }
     }
 
@@ -1616,6 +1655,7 @@ plans:
                 keepalive_timeout: Duration::from_secs(60),
                 tls: None,
                 edge: EdgeConfig::default(),
+                tuning: ServerTuning::default(),
             },
             admin: AdminConfig {
                 listen: "127.0.0.1:8081".parse().expect("addr"),
