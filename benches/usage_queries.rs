@@ -216,17 +216,17 @@ fn record(c: &mut Criterion) {
         at_ms: tollgate_core::now_ms(),
         key_id: Some(key),
         route: route.clone(),
-        method: "GET".into(),
-        path: "/api/users/42".into(),
+        method: "GET",
+        path: "/api/users/42",
         client_ip: Some([10, 0, 0, 1].into()),
         status,
         outcome,
         violated: if status == 429 {
-            vec!["minute".into()]
+            vec!["minute"]
         } else {
             Vec::new()
         },
-        reason: String::new(),
+        reason: "",
         latency_us: 1_234,
     };
     let mut g = c.benchmark_group("record");

@@ -188,6 +188,11 @@ pub fn sane_request_id(v: &str) -> bool {
     !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// A new request id (32 hex digits).
+pub fn new_request_id() -> String {
+    crate::request_id::new()
+}
+
 /// The request id and, when the client's own id is not trusted, that id to
 /// pass on as `X-Client-Request-Id`.
 pub fn request_id(req: &RequestHeader, peer_trusted: bool) -> (String, Option<String>) {
@@ -199,7 +204,7 @@ pub fn request_id(req: &RequestHeader, peer_trusted: bool) -> (String, Option<St
         .map(str::to_string);
     match sent {
         Some(id) if peer_trusted => (id, None),
-        other => (uuid::Uuid::new_v4().simple().to_string(), other),
+        other => (new_request_id(), other),
     }
 }
 

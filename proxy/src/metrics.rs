@@ -1,7 +1,8 @@
 //! Prometheus metrics (`tollgate_` prefix, base units, no per-key labels) and
 //! the `/metrics` endpoint served on `proxy.metrics_listen`.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::Response;
@@ -9,8 +10,8 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::{
     register_gauge, register_histogram_vec, register_int_counter, register_int_counter_vec,
-    register_int_gauge, Encoder, Gauge, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    TextEncoder,
+    register_int_gauge, Encoder, Gauge, Histogram, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, TextEncoder,
 };
 
 /// Outcome label values of `tollgate_requests_total`.
@@ -24,6 +25,61 @@ pub mod outcome {
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     pub const UPSTREAM_ERROR: &str = "upstream_error";
     pub const UNAVAILABLE: &str = "unavailable";
+    /// Every value above.
+    pub const ALL: [&str; 9] = [
+        ALLOWED,
+        LIMITED,
+        SHADOW_LIMITED,
+        UNAUTHORIZED,
+        FORBIDDEN,
+        NOT_FOUND,
+        METHOD_NOT_ALLOWED,
+        UPSTREAM_ERROR,
+        UNAVAILABLE,
+    ];
+}
+
+/// `tollgate_requests_total` and `tollgate_request_duration_seconds` of one
+/// route, kept with the compiled route: each series is looked up by its
+/// labels once (on first use, so `/metrics` lists only series that
+/// happened), not per request.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    route: Arc<str>,
+    requests: [OnceLock<IntCounter>; outcome::ALL.len()],
+    duration: OnceLock<Histogram>,
+}
+
+impl RouteMetrics {
+    pub fn new(route: Arc<str>) -> Self {
+        Self {
+            route,
+            requests: Default::default(),
+            duration: OnceLock::new(),
+        }
+    }
+
+    /// Count one finished request of this route.
+    pub fn request(&self, outcome: &str, elapsed: Duration) {
+        let labels = [&*self.route, outcome];
+        match outcome::ALL.iter().position(|o| *o == outcome) {
+            Some(i) => self.requests[i]
+                .get_or_init(|| REQUESTS.with_label_values(&labels))
+                .inc(),
+            None => REQUESTS.with_label_values(&labels).inc(),
+        }
+        self.duration
+            .get_or_init(|| REQUEST_DURATION.with_label_values(&[&*self.route]))
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Count one finished request that matched no route (label `route=""`).
+pub fn unrouted_request(outcome: &str, elapsed: Duration) {
+    REQUESTS.with_label_values(&["", outcome]).inc();
+    REQUEST_DURATION
+        .with_label_values(&[""])
+        .observe(elapsed.as_secs_f64());
 }
 
 macro_rules! metric {
@@ -207,5 +263,31 @@ impl ServeHttp for MetricsApp {
             .header("Content-Length", body.len())
             .body(body)
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_handles_count_in_the_labelled_series() {
+        let m = RouteMetrics::new("metrics-handle-test".into());
+        let before = REQUESTS
+            .with_label_values(&["metrics-handle-test", outcome::ALLOWED])
+            .get();
+        m.request(outcome::ALLOWED, Duration::from_millis(1));
+        m.request(outcome::ALLOWED, Duration::from_millis(1));
+        // An outcome outside `outcome::ALL` is still counted under its label.
+        m.request("bad_request", Duration::from_millis(1));
+        let allowed = REQUESTS.with_label_values(&["metrics-handle-test", outcome::ALLOWED]);
+        assert_eq!(allowed.get(), before + 2);
+        let bad = REQUESTS.with_label_values(&["metrics-handle-test", "bad_request"]);
+        assert_eq!(bad.get(), 1);
+        let d = REQUEST_DURATION.with_label_values(&["metrics-handle-test"]);
+        assert_eq!(d.get_sample_count(), 3);
+        // A second handle of the same route (after a reload) shares the series.
+        RouteMetrics::new("metrics-handle-test".into()).request(outcome::ALLOWED, Duration::ZERO);
+        assert_eq!(allowed.get(), before + 3);
     }
 }

@@ -23,6 +23,7 @@ use crate::edge_metrics;
 use crate::forward::{self, Forwarding};
 use crate::headers;
 use crate::keyset::ActiveKey;
+use crate::ladder::{Ladder, Step};
 use crate::limiter::backends::{self, Concurrency, InFlightHold, Limiters, Verdict};
 use crate::limiter::Subject;
 use crate::metrics::{self, outcome};
@@ -63,6 +64,8 @@ pub struct Gateway {
     pub limiters: Arc<Limiters>,
     pub usage: Arc<UsageRecorder>,
     auth_failures: AuthThrottle,
+    /// The steps that run (all but in the load harness's cost ladder).
+    ladder: Ladder,
 }
 
 impl Gateway {
@@ -72,6 +75,7 @@ impl Gateway {
             limiters,
             usage,
             auth_failures: AuthThrottle::default(),
+            ladder: Ladder::from_env(),
         }
     }
 
@@ -109,6 +113,7 @@ impl Gateway {
                     .inc();
                 ctx.outcome = Some(edge_metrics::BAD_REQUEST);
                 ctx.close = refusal.close;
+                ctx.request_id = edge::new_request_id();
                 return Some(refusal.answer);
             }
         };
@@ -151,6 +156,9 @@ impl Gateway {
             }
         }
         ctx.route = Some(route.clone());
+        if !self.ladder.on(Step::Key) {
+            return None;
+        }
         let proxy_cfg = &cfg.config.proxy;
         let per_second = proxy_cfg.auth_failures_per_second;
         let db = self.state.db.load_full();
@@ -197,6 +205,9 @@ impl Gateway {
             }
         };
 
+        if !self.ladder.on(Step::Limiter) {
+            return None;
+        }
         let applicable = state::applicable(&route, ctx.key.as_deref(), &cfg, &db);
         if let (Some(plan), Some(key)) = (applicable.unknown_plan, &ctx.key) {
             self.state.note_unknown_plan(key.id, plan);
@@ -259,7 +270,12 @@ impl Gateway {
             resp.insert_header(*name, value.as_str())?;
         }
         resp.insert_header("Content-Length", a.body.len().to_string())?;
-        resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if ctx.request_id.is_empty() {
+            // Answered before the request had an id (not expected).
+            resp.insert_header("X-Request-Id", edge::new_request_id())?;
+        } else {
+            resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        }
         session.write_response_header(Box::new(resp), false).await?;
         session
             .write_response_body(Some(Bytes::from(a.body)), true)
@@ -323,11 +339,17 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         crate::conn::header_done();
-        ctx.request_id = uuid::Uuid::new_v4().simple().to_string();
         let keepalive = self.state.config.load().config.proxy.keepalive_timeout;
         // Whole seconds, at least 1: Pingora takes 0 to mean "no limit".
         let secs = keepalive.as_secs() + u64::from(keepalive.subsec_nanos() > 0);
         session.set_keepalive(Some(secs.max(1)));
+        if !self.ladder.on(Step::Route) {
+            // Cost ladder, step 0: straight to the first route's upstream.
+            let cfg = self.state.config.load_full();
+            ctx.route = cfg.router.routes().first().cloned();
+            ctx.config = Some(cfg);
+            return Ok(false);
+        }
         match self.decide(session, ctx).await {
             Some(mut a) => {
                 ctx.refusal = std::mem::take(&mut a.reason);
@@ -370,6 +392,9 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if !self.ladder.on(Step::UpstreamHeaders) {
+            return Ok(());
+        }
         let (Some(route), Some(cfg), Some(inbound)) = (&ctx.route, &ctx.config, &ctx.inbound)
         else {
             return Err(Error::explain(
@@ -442,6 +467,9 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if !self.ladder.on(Step::ResponseHeaders) {
+            return Ok(());
+        }
         if let Some(d) = &ctx.decision {
             if !d.limits.is_empty() {
                 upstream_response.insert_header(headers::POLICY, headers::policy(&d.limits))?;
@@ -517,31 +545,33 @@ impl ProxyHttp for Gateway {
             .map(|r| r.route.name.as_str())
             .unwrap_or("");
         let elapsed = ctx.start.elapsed();
-        metrics::REQUESTS.with_label_values(&[route, outcome]).inc();
-        metrics::REQUEST_DURATION
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
-        if let Some(r) = &ctx.route {
+        if self.ladder.on(Step::Metrics) {
+            match &ctx.route {
+                Some(r) => r.metrics.request(outcome, elapsed),
+                None => metrics::unrouted_request(outcome, elapsed),
+            }
+        }
+        if let Some(r) = ctx.route.as_ref().filter(|_| self.ladder.on(Step::Usage)) {
             let req = session.req_header();
             self.usage.record(UsageEvent {
                 at_ms: ctx.start_ms,
                 key_id: ctx.key.as_ref().map(|k| k.id),
                 route: r.name.clone(),
-                method: req.method.as_str().to_string(),
+                method: req.method.as_str(),
                 path: ctx
                     .inbound
                     .as_ref()
-                    .map(|i| i.canonical.path.clone())
-                    .unwrap_or_else(|| req.uri.path().to_string()),
+                    .map(|i| i.canonical.path.as_str())
+                    .unwrap_or_else(|| req.uri.path()),
                 client_ip: client_ip(session, ctx),
                 status,
                 outcome,
                 violated: ctx
                     .decision
                     .as_ref()
-                    .map(|d| d.violated_names().iter().map(|s| s.to_string()).collect())
+                    .map(|d| d.violated_names())
                     .unwrap_or_default(),
-                reason: std::mem::take(&mut ctx.refusal),
+                reason: &ctx.refusal,
                 latency_us: elapsed.as_micros() as u64,
             });
         }

@@ -13,6 +13,7 @@ use tollgate_core::db::plans::StoredPlan;
 
 use crate::keyset::{ActiveKey, KeySet};
 use crate::limiter::{compile, Bucket, Buckets, Scope};
+use crate::metrics::RouteMetrics;
 use crate::router::{Routable, Router};
 use crate::upstreams::{self, UpstreamPool};
 
@@ -23,6 +24,8 @@ pub struct CompiledRoute {
     pub name: Arc<str>,
     pub buckets: Buckets,
     pub upstream: Arc<UpstreamPool>,
+    /// This route's request metrics, resolved once.
+    pub metrics: RouteMetrics,
 }
 
 impl Routable for CompiledRoute {
@@ -89,9 +92,11 @@ impl ConfigState {
             .filter_map(|r| {
                 // Validation guarantees the upstream exists.
                 let upstream = upstreams.get(&r.upstream)?.clone();
+                let name: Arc<str> = r.name.as_str().into();
                 Some(Arc::new(CompiledRoute {
                     route: r.clone(),
-                    name: r.name.as_str().into(),
+                    metrics: RouteMetrics::new(name.clone()),
+                    name,
                     buckets: compile(Scope::Route(&r.name), &r.limits),
                     upstream,
                 }))

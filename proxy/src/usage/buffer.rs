@@ -193,18 +193,18 @@ mod tests {
     use std::sync::Arc;
     use tollgate_core::db::usage::UsageFilter;
 
-    fn allowed(key: i64) -> UsageEvent {
+    fn allowed(key: i64) -> UsageEvent<'static> {
         UsageEvent {
             at_ms: 120_500,
             key_id: Some(key),
             route: "users".into(),
-            method: "GET".into(),
-            path: "/".into(),
+            method: "GET",
+            path: "/",
             client_ip: None,
             status: 200,
             outcome: outcome::ALLOWED,
             violated: vec![],
-            reason: String::new(),
+            reason: "",
             latency_us: 1,
         }
     }

@@ -31,24 +31,25 @@ use tollgate_core::db::violation_aggregates::{self, AggregateKey};
 
 use crate::metrics::{self, outcome};
 
-/// One finished request, as the proxy saw it.
+/// One finished request, as the proxy saw it. The text is borrowed from
+/// the request: only a refusal kept as a violation copies it.
 #[derive(Debug, Clone)]
-pub struct UsageEvent {
+pub struct UsageEvent<'a> {
     /// Unix ms when the request started.
     pub at_ms: i64,
     pub key_id: Option<i64>,
     pub route: Arc<str>,
-    pub method: String,
-    pub path: String,
+    pub method: &'a str,
+    pub path: &'a str,
     pub client_ip: Option<IpAddr>,
     pub status: u16,
     /// A `metrics::outcome` value.
     pub outcome: &'static str,
     /// The limits that refused the request, if it was limited.
-    pub violated: Vec<String>,
+    pub violated: Vec<&'a str>,
     /// Why the proxy refused it (the answer's problem type, e.g.
     /// `invalid-api-key:unknown`); empty when it did not answer itself.
-    pub reason: String,
+    pub reason: &'a str,
     pub latency_us: u64,
 }
 
@@ -203,7 +204,7 @@ impl UsageRecorder {
 
     /// Record one finished request. Never blocks on I/O: one short lock of
     /// this thread's shard.
-    pub fn record(&self, event: UsageEvent) {
+    pub fn record(&self, event: UsageEvent<'_>) {
         let UsageEvent {
             at_ms,
             key_id,
@@ -232,11 +233,7 @@ impl UsageRecorder {
         let (violation, aggregate) = if !refused {
             (None, None)
         } else if violation_aggregates::is_aggregated(refused_status, key_id) {
-            let reason = if reason.is_empty() {
-                outcome
-            } else {
-                reason.as_str()
-            };
+            let reason = if reason.is_empty() { outcome } else { reason };
             let key = AggregateKey::new(at_ms, &route, refused_status, reason, client_ip);
             (None, Some(key))
         } else {
@@ -244,8 +241,8 @@ impl UsageRecorder {
                 at: at_ms,
                 key_id,
                 route: route.to_string(),
-                method: truncated(method, MAX_METHOD),
-                path: truncated(path, MAX_PATH),
+                method: truncated(method.to_string(), MAX_METHOD),
+                path: truncated(path.to_string(), MAX_PATH),
                 client_ip: client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
                 limit_name: (!violated.is_empty())
                     .then(|| truncated(violated.join(","), MAX_LIMIT_NAME)),
@@ -378,22 +375,22 @@ mod tests {
         outcome: &'static str,
         status: u16,
         latency_us: u64,
-    ) -> UsageEvent {
+    ) -> UsageEvent<'static> {
         UsageEvent {
             at_ms: 120_500,
             key_id: key,
             route: route.into(),
-            method: "GET".into(),
-            path: "/api/users".into(),
+            method: "GET",
+            path: "/api/users",
             client_ip: Some([127, 0, 0, 1].into()),
             status,
             outcome,
             violated: if outcome == outcome::LIMITED {
-                vec!["minute".into(), "route".into()]
+                vec!["minute", "route"]
             } else {
                 vec![]
             },
-            reason: String::new(),
+            reason: "",
             latency_us,
         }
     }
@@ -467,10 +464,10 @@ mod tests {
         for i in 0..2_000u32 {
             let mut e = event(None, "users", outcome::FORBIDDEN, 403, 5);
             e.client_ip = Some([127, 0, (i % 2) as u8, (i % 250) as u8].into());
-            e.reason = "invalid-api-key:unknown".into();
+            e.reason = "invalid-api-key:unknown";
             r.record(e);
             let mut e = event(None, "users", outcome::LIMITED, 429, 5);
-            e.reason = "too-many-auth-failures".into();
+            e.reason = "too-many-auth-failures";
             r.record(e);
         }
         let d = r.drain();
