@@ -50,13 +50,17 @@ pub struct ProxyConfig {
 
 /// `proxy.work_stealing`, `listener_tasks`, `upstream_keepalive_pool`,
 /// `downstream_keepalive_requests`: the Pingora server settings that change
-/// throughput. The defaults were chosen by measurement (benches/RESULTS.md,
-/// "Pingora's settings"). TCP_NODELAY is always on (Pingora sets it on every
+/// throughput (benches/RESULTS.md, "Pingora's settings"). The defaults are
+/// Pingora's, except the 10 000 requests per client connection Tollgate
+/// always had: `work_stealing: false` serves more per core, but with Pingora
+/// 0.9 a second server in the same process (the in-process tests) can pick
+/// a stopped server's runtime, and `tollgate dev` did not stop on SIGINT
+/// with it; it stays opt-in until both are understood. TCP_NODELAY is always on (Pingora sets it on every
 /// accepted and upstream socket) and the listen backlog is Pingora's 65 535.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerTuning {
     /// One work-stealing tokio runtime for all `threads` (Pingora's default),
-    /// or one single-threaded runtime per thread (`false`, Tollgate's).
+    /// or one single-threaded runtime per thread (`false`).
     pub work_stealing: bool,
     /// Accept tasks per listening socket.
     pub listener_tasks: usize,
@@ -69,7 +73,7 @@ pub struct ServerTuning {
 impl Default for ServerTuning {
     fn default() -> Self {
         Self {
-            work_stealing: false,
+            work_stealing: true,
             listener_tasks: 1,
             upstream_keepalive_pool: 128,
             downstream_keepalive_requests: 10_000,
