@@ -3,8 +3,10 @@
 //! run at connect. Every timestamp is an `i64` of Unix milliseconds and every
 //! query uses `$N` placeholders, so one set of queries serves both databases.
 //!
-//! The submodules hold the queries of one table each; [`testing`] opens fresh
-//! databases for tests (this crate's and the other crates').
+//! The submodules hold the queries of one table each; `testing` opens fresh
+//! databases for tests (this crate's and the other crates') and
+//! `own_postgres` runs a throw-away PostgreSQL server: both only with the
+//! `testing` feature, which the crates' dev-dependencies turn on.
 //!
 //! Conventions both schemas follow (a test checks they have the same tables
 //! and columns): integers are `BIGINT` (SQLite: `INTEGER`), booleans are the
@@ -16,9 +18,11 @@ pub mod audit;
 pub mod file_mode;
 pub mod instances;
 pub mod keys;
+#[cfg(any(test, feature = "testing"))]
 pub mod own_postgres;
 pub mod plans;
 pub mod settings;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod usage;
 pub mod usage_batch;
