@@ -232,6 +232,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A broken rule of `tollgate_core::rules`: 422 naming the field.
+impl From<tollgate_core::rules::FieldError> for ApiError {
+    fn from(e: tollgate_core::rules::FieldError) -> Self {
+        Self::validation(e.field, e.message)
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {

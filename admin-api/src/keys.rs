@@ -21,13 +21,10 @@ use crate::openapi::ProblemDoc;
 use crate::plans::{limits_from_body, LimitBody};
 use crate::AppState;
 use tollgate_core::db::audit::diff;
+use tollgate_core::rules::{self, keys as key_rules};
 
 pub const DEFAULT_PER_PAGE: i64 = 50;
 pub const MAX_PER_PAGE: i64 = 200;
-/// The longest rotation grace period accepted (30 days).
-pub const MAX_GRACE_SECONDS: u64 = 30 * 86_400;
-const MAX_TEXT: usize = 200;
-const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 /// An API key record. The secret itself is never part of it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -284,7 +281,7 @@ pub async fn list_keys(
     // (PostgreSQL cannot even compare a NUL), no longer than a name.
     for (field, v) in [("name", &q.name), ("plan", &q.plan)] {
         if let Some(v) = v {
-            check_text(field, v, true)?;
+            key_rules::check_text(v, true).map_err(|m| ApiError::validation(field, m))?;
         }
     }
     let filter = KeyFilter {
@@ -303,61 +300,23 @@ pub async fn list_keys(
     }))
 }
 
-fn check_text(field: &str, v: &str, allow_empty: bool) -> ApiResult<()> {
-    if !allow_empty && v.trim().is_empty() {
-        return Err(ApiError::validation(field, "must not be empty"));
-    }
-    if v.chars().count() > MAX_TEXT {
-        return Err(ApiError::validation(
-            field,
-            format!("must be at most {MAX_TEXT} characters"),
-        ));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(ApiError::validation(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    Ok(())
-}
-
-fn check_metadata(v: &Value) -> ApiResult<()> {
-    if !v.is_object() {
-        return Err(ApiError::validation("metadata", "must be a JSON object"));
-    }
-    if v.to_string().len() > MAX_METADATA_BYTES {
-        return Err(ApiError::validation(
-            "metadata",
-            format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_concurrency(v: u32) -> ApiResult<()> {
-    if v == 0 {
-        return Err(ApiError::validation("concurrency", "must be at least 1"));
-    }
-    Ok(())
-}
-
 /// 422 naming `plan` unless the plan is in the YAML config or the plans table.
 async fn check_plan(state: &AppState, plan: &str) -> ApiResult<()> {
-    if plan.is_empty() {
-        return Err(ApiError::validation(
-            "plan",
-            "must not be empty (use null for no plan)",
-        ));
-    }
     if crate::plans::plan_exists(state, plan).await? {
-        Ok(())
-    } else {
-        Err(ApiError::validation(
-            "plan",
-            format!("no plan named {plan:?} in the config or /api/plans"),
-        ))
+        return Ok(());
     }
+    let stored = state.db().list_plans().await?;
+    let config = state.config();
+    let known: Vec<&str> = config
+        .plans
+        .keys()
+        .map(String::as_str)
+        .chain(stored.iter().map(|p| p.name.as_str()))
+        .collect();
+    Err(ApiError::validation(
+        "plan",
+        rules::unknown_plan(plan, &known),
+    ))
 }
 
 /// Create a key. The response is the only place the full key ever appears.
@@ -382,33 +341,12 @@ pub async fn create_key(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreateKey>,
 ) -> ApiResult<impl IntoResponse> {
-    check_text("name", &req.name, false)?;
-    if let Some(owner) = &req.owner {
-        check_text("owner", owner, true)?;
-    }
-    if let Some(m) = &req.metadata {
-        check_metadata(m)?;
-    }
     let limits = match &req.limits {
         Some(ls) => Some(limits_from_body("limits", ls)?),
         None => None,
     };
-    if let Some(c) = req.concurrency {
-        check_concurrency(c)?;
-    }
-    if let Some(at) = req.expires_at {
-        if at <= tollgate_core::now_ms() {
-            return Err(ApiError::validation(
-                "expires_at",
-                "must be in the future (Unix ms)",
-            ));
-        }
-    }
-    if let Some(plan) = &req.plan {
-        check_plan(&state, plan).await?;
-    }
-    let new = NewApiKey {
-        name: req.name.trim().to_string(),
+    let mut new = NewApiKey {
+        name: req.name,
         owner: req.owner,
         metadata: req.metadata,
         plan: req.plan,
@@ -416,6 +354,11 @@ pub async fn create_key(
         concurrency: req.concurrency,
         expires_at: req.expires_at,
     };
+    key_rules::check_new_key(&new, tollgate_core::now_ms())?;
+    if let Some(plan) = &new.plan {
+        check_plan(&state, plan).await?;
+    }
+    new.name = key_rules::normalise_name(&new.name);
     let (key, plain) = state.db().create_key(&new).await?;
     tracing::info!(by = %auth.username, key_id = key.id, "API key created");
     audit(
@@ -506,56 +449,33 @@ pub async fn patch_key(
     let id = parse_id(&id)?;
     let mut patch = KeyPatch::default();
     match req.name {
-        Some(Some(name)) => {
-            check_text("name", &name, false)?;
-            patch.name = Some(name.trim().to_string());
-        }
+        Some(Some(name)) => patch.name = Some(name),
         Some(None) => return Err(ApiError::validation("name", "cannot be null")),
         None => {}
     }
-    if let Some(owner) = req.owner {
-        if let Some(o) = &owner {
-            check_text("owner", o, true)?;
-        }
-        patch.owner = Some(owner);
-    }
-    if let Some(metadata) = req.metadata {
-        let m = metadata.unwrap_or_else(|| Value::Object(Default::default()));
-        check_metadata(&m)?;
-        patch.metadata = Some(m);
-    }
+    patch.owner = req.owner;
+    patch.metadata = req
+        .metadata
+        .map(|m| m.unwrap_or_else(|| Value::Object(Default::default())));
     if let Some(limits) = req.limits {
         patch.limits = Some(match limits {
             Some(ls) => Some(limits_from_body("limits", &ls)?),
             None => None,
         });
     }
-    if let Some(c) = req.concurrency {
-        if let Some(c) = c {
-            check_concurrency(c)?;
-        }
-        patch.concurrency = Some(c);
-    }
+    patch.concurrency = req.concurrency;
     match req.enabled {
         Some(Some(e)) => patch.enabled = Some(e),
         Some(None) => return Err(ApiError::validation("enabled", "cannot be null")),
         None => {}
     }
-    if let Some(at) = req.expires_at {
-        if at.is_some_and(|at| at <= 0) {
-            return Err(ApiError::validation(
-                "expires_at",
-                "must be a positive Unix ms timestamp",
-            ));
-        }
-        patch.expires_at = Some(at);
+    patch.expires_at = req.expires_at;
+    patch.plan = req.plan;
+    key_rules::check_patch(&patch)?;
+    if let Some(Some(p)) = &patch.plan {
+        check_plan(&state, p).await?;
     }
-    if let Some(plan) = req.plan {
-        if let Some(p) = &plan {
-            check_plan(&state, p).await?;
-        }
-        patch.plan = Some(plan);
-    }
+    patch.name = patch.name.as_deref().map(key_rules::normalise_name);
     let Some(before) = state.db().get_key(id).await? else {
         return Err(no_key(id));
     };
@@ -648,12 +568,8 @@ pub async fn rotate_key(
 ) -> ApiResult<Json<KeyWithSecret>> {
     let id = parse_id(&id)?;
     let grace = req.and_then(|r| r.grace_seconds).unwrap_or(0);
-    if grace > MAX_GRACE_SECONDS {
-        return Err(ApiError::validation(
-            "grace_seconds",
-            format!("must be at most {MAX_GRACE_SECONDS} (30 days)"),
-        ));
-    }
+    key_rules::check_grace(Duration::from_secs(grace))
+        .map_err(|m| ApiError::validation("grace_seconds", m))?;
     let before_prefix = state.db().get_key(id).await?.map(|k| k.key_prefix);
     match state
         .db()

@@ -2,8 +2,6 @@
 //! and plans created through the API (stored in the `plans` table,
 //! `source: "api"`, editable; one in use by a key cannot be deleted).
 
-use std::collections::HashSet;
-
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -13,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tollgate_core::db::plans::StoredPlan;
 use tollgate_core::duration;
 use tollgate_core::limits::Limit;
+use tollgate_core::rules::limits::{self as limit_rules, is_plan_name};
 use utoipa::ToSchema;
 
 use crate::auth::{audit, AuthAdmin, RequireAdmin};
@@ -21,13 +20,6 @@ use crate::extract::{ApiJson, PathParam};
 use crate::openapi::ProblemDoc;
 use crate::AppState;
 use tollgate_core::db::audit::diff;
-
-/// The most limits one plan or key may have.
-pub const MAX_LIMITS: usize = 16;
-/// The largest `rate` accepted.
-pub const MAX_RATE: u64 = 1_000_000_000;
-/// The largest `burst` and `cost` accepted (`i64::MAX`, so they fit `int64`).
-pub const MAX_TOKENS: u64 = i64::MAX as u64;
 
 /// One token bucket: `rate` tokens per `per`, capacity `burst` (default
 /// `rate`), each request costing `cost` (default 1).
@@ -69,92 +61,24 @@ impl From<&Limit> for LimitBody {
     }
 }
 
-/// Validate a list of limits; errors name the field, e.g. `limits[1].per`.
+/// The limits of a request body, `per` parsed (errors name the field, e.g.
+/// `limits[1].per`); the rules are checked by `tollgate_core::rules`.
 pub fn limits_from_body(field: &str, bodies: &[LimitBody]) -> ApiResult<Vec<Limit>> {
-    if bodies.is_empty() {
-        return Err(ApiError::validation(
-            field,
-            "must contain at least one limit",
-        ));
-    }
-    if bodies.len() > MAX_LIMITS {
-        return Err(ApiError::validation(
-            field,
-            format!("at most {MAX_LIMITS} limits"),
-        ));
-    }
-    let mut names = HashSet::new();
     bodies
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            let f = |name: &str| format!("{field}[{i}].{name}");
-            check_name(&f("name"), &b.name)?;
-            if !names.insert(b.name.as_str()) {
-                return Err(ApiError::validation(
-                    f("name"),
-                    format!("duplicate limit name {:?}", b.name),
-                ));
-            }
-            if b.rate == 0 || b.rate > MAX_RATE {
-                return Err(ApiError::validation(
-                    f("rate"),
-                    format!("must be from 1 to {MAX_RATE}"),
-                ));
-            }
             let per = duration::parse(&b.per)
-                .map_err(|e| ApiError::validation(f("per"), e.to_string()))?;
-            if per.is_zero() {
-                return Err(ApiError::validation(f("per"), "must be longer than 0"));
-            }
-            if per > std::time::Duration::from_secs(366 * 86_400) {
-                return Err(ApiError::validation(f("per"), "must be at most 366d"));
-            }
-            // Every number the API returns fits a signed 64-bit integer
-            // (`int64`, as documented), whatever reads it back.
-            for (name, v) in [("burst", b.burst), ("cost", b.cost)] {
-                if v.is_some_and(|v| v == 0 || v > MAX_TOKENS) {
-                    return Err(ApiError::validation(
-                        f(name),
-                        format!("must be from 1 to {MAX_TOKENS}"),
-                    ));
-                }
-            }
-            let limit = Limit {
+                .map_err(|e| ApiError::validation(format!("{field}[{i}].per"), e.to_string()))?;
+            Ok(Limit {
                 name: b.name.clone(),
                 rate: b.rate,
                 per,
                 burst: b.burst,
                 cost: b.cost,
-            };
-            if limit.cost() > limit.burst() {
-                return Err(ApiError::validation(
-                    f("cost"),
-                    "must not exceed burst (such a request could never be admitted)",
-                ));
-            }
-            Ok(limit)
+            })
         })
         .collect()
-}
-
-fn check_name(field: &str, name: &str) -> ApiResult<()> {
-    if name.is_empty() {
-        return Err(ApiError::validation(field, "must not be empty"));
-    }
-    if name.len() > 64 {
-        return Err(ApiError::validation(field, "must be at most 64 characters"));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
-        return Err(ApiError::validation(
-            field,
-            "may only contain A-Z, a-z, 0-9, '.', '_' and '-'",
-        ));
-    }
-    Ok(())
 }
 
 /// Where a plan is defined.
@@ -229,7 +153,8 @@ pub struct CreatePlan {
         pattern = "^[A-Za-z0-9._-]+$"
     )]
     pub name: String,
-    #[schema(min_items = 1, max_items = 16)]
+    /// At most 16; none for a plan with only a concurrency cap (or none).
+    #[schema(max_items = 16)]
     pub limits: Vec<LimitBody>,
     #[schema(minimum = 1)]
     pub concurrency: Option<u32>,
@@ -240,7 +165,7 @@ pub struct CreatePlan {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchPlan {
-    #[schema(min_items = 1, max_items = 16)]
+    #[schema(max_items = 16)]
     pub limits: Option<Vec<LimitBody>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>, nullable, minimum = 1)]
@@ -269,16 +194,10 @@ pub async fn plan_exists(state: &AppState, name: &str) -> ApiResult<bool> {
     if state.config().plans.contains_key(name) {
         return Ok(true);
     }
-    if !valid_name(name) {
+    if !is_plan_name(name) {
         return Ok(false);
     }
     Ok(state.db().get_plan(name).await?.is_some())
-}
-
-/// Whether an API plan could have this name: anything else (NUL bytes,
-/// quotes, 10 KB of text) is not looked up at all.
-fn valid_name(name: &str) -> bool {
-    check_name("name", name).is_ok()
 }
 
 fn read_only(name: &str) -> ApiError {
@@ -340,7 +259,7 @@ pub async fn get_plan(
     if let Some(p) = state.config().plans.get(&name) {
         return Ok(Json(PlanView::from_config(p)));
     }
-    if !valid_name(&name) {
+    if !is_plan_name(&name) {
         return Err(no_plan(&name));
     }
     match state.db().get_plan(&name).await? {
@@ -372,11 +291,8 @@ pub async fn create_plan(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreatePlan>,
 ) -> ApiResult<impl IntoResponse> {
-    check_name("name", &req.name)?;
     let limits = limits_from_body("limits", &req.limits)?;
-    if req.concurrency == Some(0) {
-        return Err(ApiError::validation("concurrency", "must be at least 1"));
-    }
+    limit_rules::check_plan(&req.name, &limits, req.concurrency)?;
     if state.config().plans.contains_key(&req.name) {
         return Err(ApiError::Conflict(format!(
             "plan {:?} is already defined in the YAML config",
@@ -438,15 +354,19 @@ pub async fn patch_plan(
     if state.config().plans.contains_key(&name) {
         return Err(read_only(&name));
     }
-    if !valid_name(&name) {
+    if !is_plan_name(&name) {
         return Err(no_plan(&name));
     }
     let limits = match &req.limits {
         Some(ls) => Some(limits_from_body("limits", ls)?),
         None => None,
     };
-    if req.concurrency == Some(Some(0)) {
-        return Err(ApiError::validation("concurrency", "must be at least 1"));
+    if let Some(ls) = &limits {
+        limit_rules::check_limits("limits", ls, limit_rules::ListKind::Plan)?;
+    }
+    if let Some(Some(c)) = req.concurrency {
+        limit_rules::check_concurrency(u64::from(c))
+            .map_err(|m| ApiError::validation("concurrency", m))?;
     }
     let before = state.db().get_plan(&name).await?.map(PlanView::from_stored);
     match state
@@ -495,7 +415,7 @@ pub async fn delete_plan(
     if state.config().plans.contains_key(&name) {
         return Err(read_only(&name));
     }
-    if !valid_name(&name) {
+    if !is_plan_name(&name) {
         return Err(no_plan(&name));
     }
     let before = state.db().get_plan(&name).await?.map(PlanView::from_stored);

@@ -14,6 +14,7 @@ pub mod net;
 pub mod path;
 pub mod problem;
 pub mod redis_url;
+pub mod rules;
 
 /// Milliseconds since the Unix epoch: how every timestamp is stored.
 pub fn now_ms() -> i64 {

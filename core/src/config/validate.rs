@@ -31,6 +31,7 @@ use super::{
 use crate::duration;
 use crate::limits::Limit;
 use crate::path::PathPolicy;
+use crate::rules::{self, limits as limit_rules};
 
 /// `proxy.listen` when the file does not say.
 pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:8080";
@@ -216,23 +217,6 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// Safe inside an HTTP structured-field string (`RateLimit-Policy: "name";…`).
-fn is_sf_string_safe(s: &str) -> bool {
-    s.chars()
-        .all(|c| (' '..='~').contains(&c) && c != '"' && c != '\\')
-}
-
-fn known(names: &[&str], what: &str) -> String {
-    if names.is_empty() {
-        format!("no {what} are defined")
-    } else {
-        let mut sorted = names.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        format!("known: {}", sorted.join(", "))
-    }
-}
-
 /// Parse an upstream target: `host:port`, `http://host[:port]` or
 /// `https://host[:port]`, IPv6 hosts in brackets.
 pub fn parse_target(input: &str) -> Result<Target, String> {
@@ -409,16 +393,8 @@ impl Validator<'_> {
                 return None;
             }
         };
-        if n < i128::from(min) {
-            if min == 1 {
-                self.error(path, format!("must be greater than 0, got {n}"));
-            } else {
-                self.error(path, format!("must be at least {min}, got {n}"));
-            }
-            return None;
-        }
-        if n > i128::from(max) {
-            self.error(path, format!("must be at most {max}, got {n}"));
+        if let Err(message) = rules::in_range(n, min, max) {
+            self.error(path, message);
             return None;
         }
         u64::try_from(n).ok()
@@ -996,9 +972,15 @@ impl Validator<'_> {
         }
     }
 
-    /// Check the names of a `plans` or `upstreams` mapping: non-empty and
-    /// unique. Returns, per entry, whether its name is usable.
-    fn names<T>(&mut self, section: &str, what: &str, map: &OrderedMap<T>) -> Vec<bool> {
+    /// Check the names of a `plans` or `upstreams` mapping: non-empty,
+    /// unique and passing `rule`. Returns, per entry, whether its name is usable.
+    fn names<T>(
+        &mut self,
+        section: &str,
+        what: &str,
+        map: &OrderedMap<T>,
+        rule: impl Fn(&str) -> Result<(), String>,
+    ) -> Vec<bool> {
         let mut seen: HashMap<&str, usize> = HashMap::new();
         map.0
             .iter()
@@ -1017,6 +999,9 @@ impl Validator<'_> {
                 } else if occurrence > 0 {
                     self.error_at(pos, &path, format!("duplicate {what} name {name:?}"));
                     false
+                } else if let Err(message) = rule(name) {
+                    self.error_at(pos, &path, message);
+                    false
                 } else {
                     true
                 }
@@ -1025,13 +1010,15 @@ impl Validator<'_> {
     }
 
     fn plans(&mut self, raw: &OrderedMap<RawPlan>) -> BTreeMap<String, Plan> {
-        let ok = self.names("plans", "plan", raw);
+        let ok = self.names("plans", "plan", raw, |n| limit_rules::check_name("plan", n));
         let mut plans = BTreeMap::new();
         for ((name, p), ok) in raw.0.iter().zip(ok) {
             let path = child("plans", name);
             let limits = self.limits(&child(&path, "limits"), p.limits.as_deref());
             let concurrency = given(&p.concurrency)
-                .and_then(|s| self.number(&child(&path, "concurrency"), s, 1, u64::from(u32::MAX)));
+                .and_then(|s| {
+                self.number(&child(&path, "concurrency"), s, 1, limit_rules::MAX_CONCURRENCY)
+            });
             if ok {
                 plans.insert(
                     name.clone(),
@@ -1046,27 +1033,27 @@ impl Validator<'_> {
         plans
     }
 
-    /// A list of limits (a plan's or a route's).
+    /// A list of limits (a plan's or a route's), by the rules of
+    /// [`limit_rules`]; every problem is reported at its field.
     fn limits(&mut self, path: &str, raw: Option<&[RawLimit]>) -> Vec<Limit> {
+        let raw = raw.unwrap_or_default();
+        if let Err(message) = limit_rules::check_count(raw.len(), limit_rules::ListKind::Plan) {
+            self.error(path, message);
+        }
         let mut out = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
-        for (i, l) in raw.unwrap_or_default().iter().enumerate() {
+        for (i, l) in raw.iter().enumerate() {
             let lp = item(path, i);
             let name_path = child(&lp, "name");
             let name = self.non_empty(&name_path, &l.name).filter(|name| {
-                if !is_sf_string_safe(name) {
-                    self.error(
-                        &name_path,
-                        format!(
-                            "invalid limit name {name:?}: use printable ASCII characters other than \" and \\ (the name is sent in RateLimit headers)"
-                        ),
-                    );
+                if let Err(message) = limit_rules::check_name("limit", name) {
+                    self.error(&name_path, message);
                     return false;
                 }
                 if let Some(first) = names.get(name) {
                     self.error(
                         &name_path,
-                        format!("duplicate limit name {name:?} (also {})", item(path, *first)),
+                        limit_rules::duplicate_name(name, &item(path, *first)),
                     );
                     return false;
                 }
@@ -1074,28 +1061,38 @@ impl Validator<'_> {
                 true
             });
             let rate = match given(&l.rate) {
-                Some(s) => self.number(&child(&lp, "rate"), s, 1, u64::MAX),
+                Some(s) => self.number(&child(&lp, "rate"), s, 1, limit_rules::MAX_RATE),
                 None => {
                     self.missing(&child(&lp, "rate"), "");
                     None
                 }
             };
             let per = match given(&l.per) {
-                Some(s) => self.duration(&child(&lp, "per"), s, Duration::from_millis(1)),
+                Some(s) => {
+                    let per_path = child(&lp, "per");
+                    self.duration(&per_path, s, limit_rules::MIN_PER)
+                        .filter(|per| match limit_rules::check_per(*per) {
+                            Ok(()) => true,
+                            Err(message) => {
+                                self.error(&per_path, message);
+                                false
+                            }
+                        })
+                }
                 None => {
                     self.missing(&child(&lp, "per"), "");
                     None
                 }
             };
             // `Some(None)`: omitted; `None`: invalid (and reported).
-            let burst = match given(&l.burst) {
+            let mut tokens = |field: &str, s: &Option<Scalar>| match given(s) {
                 None => Some(None),
-                Some(s) => self.number(&child(&lp, "burst"), s, 1, u64::MAX).map(Some),
+                Some(s) => self
+                    .number(&child(&lp, field), s, 1, limit_rules::MAX_TOKENS)
+                    .map(Some),
             };
-            let cost = match given(&l.cost) {
-                None => Some(None),
-                Some(s) => self.number(&child(&lp, "cost"), s, 1, u64::MAX).map(Some),
-            };
+            let burst = tokens("burst", &l.burst);
+            let cost = tokens("cost", &l.cost);
             let (Some(name), Some(rate), Some(per), Some(burst), Some(cost)) =
                 (name, rate, per, burst, cost)
             else {
@@ -1108,19 +1105,8 @@ impl Validator<'_> {
                 burst,
                 cost,
             };
-            if limit.cost() > limit.burst() {
-                let of = if burst.is_some() {
-                    format!("burst {}", limit.burst())
-                } else {
-                    format!("burst {} (the rate, as burst is not set)", limit.burst())
-                };
-                self.error(
-                    &child(&lp, "cost"),
-                    format!(
-                        "cost {} is more than {of}: no request could ever be admitted",
-                        limit.cost()
-                    ),
-                );
+            if let Err(message) = limit_rules::check_cost_fits(&limit) {
+                self.error(&child(&lp, "cost"), message);
                 continue;
             }
             out.push(limit);
@@ -1129,7 +1115,7 @@ impl Validator<'_> {
     }
 
     fn upstreams(&mut self, raw: &OrderedMap<RawUpstream>) -> BTreeMap<String, Upstream> {
-        let ok = self.names("upstreams", "upstream", raw);
+        let ok = self.names("upstreams", "upstream", raw, |_| Ok(()));
         let mut upstreams = BTreeMap::new();
         for ((name, u), ok) in raw.0.iter().zip(ok) {
             let path = child("upstreams", name);
@@ -1334,7 +1320,7 @@ impl Validator<'_> {
                 if !ok {
                     self.error(
                         &upstream_path,
-                        format!("unknown upstream {u:?} ({})", known(upstreams, "upstreams")),
+                        format!("unknown upstream {u:?} ({})", rules::known(upstreams, "upstreams")),
                     );
                 }
                 ok
@@ -1390,7 +1376,7 @@ impl Validator<'_> {
                 if !plans.contains(&p.as_str()) {
                     self.error(
                         &plan_path,
-                        format!("unknown plan {p:?} ({})", known(plans, "plans")),
+                        rules::unknown_plan(p, plans),
                     );
                 }
             }
