@@ -21,6 +21,8 @@ use tollgate_core::db::usage::{
 };
 use tollgate_core::db::violation_aggregates::AggregateFilter;
 use tollgate_core::db::{ApiKey, LATENCY_BUCKETS, LATENCY_BUCKET_BOUNDS_US};
+use tollgate_core::limits::Limit;
+use tollgate_core::rules::effective::{limit_source, KeySide, LimitSource};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthAdmin;
@@ -586,43 +588,50 @@ pub async fn timeseries(
     }))
 }
 
-/// The limits that apply to a key (besides the routes' own).
+/// The limits that apply to a key (besides the routes' own), by the proxy's
+/// rule (`tollgate_core::rules::effective`); the route's default plan is
+/// per route, so it is not resolved here.
 async fn key_limits(
     state: &AppState,
     key: &ApiKey,
 ) -> ApiResult<(LimitsSource, Option<String>, Vec<LimitBody>, Option<u32>)> {
-    if let Some(own) = &key.limits {
-        return Ok((
+    // The key's plan (limits, concurrency), looked up only if it would apply.
+    let plan = match (&key.limits, &key.plan) {
+        (None, Some(name)) => match state.config().plans.get(name) {
+            Some(p) => Some((p.limits.clone(), p.concurrency)),
+            None => state
+                .db()
+                .get_plan(name)
+                .await?
+                .map(|p| (p.limits, p.concurrency)),
+        },
+        _ => None,
+    };
+    let side = KeySide {
+        own_limits: key.limits.is_some(),
+        plan: key.plan.as_deref(),
+        concurrency: key.concurrency,
+    };
+    let source = limit_source(side, plan.as_ref(), None);
+    let concurrency = source.concurrency(side, |p| p.1);
+    let bodies = |ls: &[Limit]| ls.iter().map(LimitBody::from).collect();
+    Ok(match source {
+        LimitSource::Own => (
             LimitsSource::Key,
             None,
-            own.iter().map(LimitBody::from).collect(),
-            key.concurrency,
-        ));
-    }
-    if let Some(plan) = &key.plan {
-        if let Some(p) = state.config().plans.get(plan) {
-            return Ok((
-                LimitsSource::Plan,
-                Some(plan.clone()),
-                p.limits.iter().map(LimitBody::from).collect(),
-                key.concurrency.or(p.concurrency),
-            ));
+            bodies(key.limits.as_deref().unwrap_or_default()),
+            concurrency,
+        ),
+        LimitSource::Plan(p) => (
+            LimitsSource::Plan,
+            key.plan.clone(),
+            bodies(&p.0),
+            concurrency,
+        ),
+        LimitSource::UnknownPlan(_) | LimitSource::RouteDefault(_) => {
+            (LimitsSource::RouteDefault, None, Vec::new(), concurrency)
         }
-        if let Some(p) = state.db().get_plan(plan).await? {
-            return Ok((
-                LimitsSource::Plan,
-                Some(plan.clone()),
-                p.limits.iter().map(LimitBody::from).collect(),
-                key.concurrency.or(p.concurrency),
-            ));
-        }
-    }
-    Ok((
-        LimitsSource::RouteDefault,
-        None,
-        Vec::new(),
-        key.concurrency,
-    ))
+    })
 }
 
 /// One key's usage (totals, latency, per route) and the limits that apply to it.

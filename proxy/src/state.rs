@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tollgate_core::config::{Auth, Config, Plan, Route};
 use tollgate_core::db::plans::StoredPlan;
+use tollgate_core::rules::effective::{limit_source, KeySide, LimitSource};
 
 use crate::keyset::{ActiveKey, KeySet};
 use crate::limiter::{compile, Bucket, Buckets, Scope};
@@ -202,10 +203,11 @@ pub struct Applicable<'a> {
     pub unknown_plan: Option<&'a str>,
 }
 
-/// Which limits apply: the key's own limits, else its plan's, else the route's
-/// default plan's; plus the route's extra limits. YAML plans take precedence
-/// over database plans of the same name. A key whose plan is missing gets no
-/// limits but `unknown_plan`: the caller refuses it.
+/// Which limits apply (`tollgate_core::rules::effective`): the key's own
+/// limits, else its plan's, else the route's default plan's; plus the route's
+/// extra limits. YAML plans take precedence over database plans of the same
+/// name. A key whose plan is missing gets no limits but `unknown_plan`: the
+/// caller refuses it.
 pub fn applicable<'a>(
     route: &'a CompiledRoute,
     key: Option<&'a ActiveKey>,
@@ -215,32 +217,31 @@ pub fn applicable<'a>(
     let plan_named = |name: &str| -> Option<&'a Arc<CompiledPlan>> {
         config.plans.get(name).or_else(|| db.plans.get(name))
     };
-    let mut out = Applicable::default();
-    let key_plan_name = key.and_then(|k| k.plan.as_deref());
-    let key_plan = key_plan_name.and_then(&plan_named);
+    let side = KeySide {
+        own_limits: key.is_some_and(|k| k.own_buckets.is_some()),
+        plan: key.and_then(|k| k.plan.as_deref()),
+        concurrency: key.and_then(|k| k.concurrency),
+    };
     let default_plan = route.route.default_plan.as_deref().and_then(plan_named);
-    match (key.and_then(|k| k.own_buckets.as_ref()), key_plan) {
-        (Some(own), _) => {
-            out.buckets.extend(own.iter());
-            out.concurrency = key.and_then(|k| k.concurrency);
+    let source = limit_source(side, side.plan.and_then(plan_named), default_plan);
+    let mut out = Applicable::default();
+    match source {
+        LimitSource::UnknownPlan(missing) => {
+            out.unknown_plan = Some(missing);
+            return out;
         }
-        (None, Some(plan)) => {
+        LimitSource::Own => {
+            if let Some(own) = key.and_then(|k| k.own_buckets.as_ref()) {
+                out.buckets.extend(own.iter());
+            }
+        }
+        LimitSource::Plan(plan) | LimitSource::RouteDefault(Some(plan)) => {
             out.buckets.extend(plan.buckets.iter());
-            out.concurrency = key.and_then(|k| k.concurrency).or(plan.concurrency);
             out.plan = Some(&plan.name);
         }
-        (None, None) => {
-            if let Some(missing) = key_plan_name {
-                out.unknown_plan = Some(missing);
-                return out;
-            }
-            if let Some(plan) = default_plan {
-                out.buckets.extend(plan.buckets.iter());
-                out.concurrency = key.and_then(|k| k.concurrency).or(plan.concurrency);
-                out.plan = Some(&plan.name);
-            }
-        }
+        LimitSource::RouteDefault(None) => {}
     }
+    out.concurrency = source.concurrency(side, |p| p.concurrency);
     out.buckets.extend(route.buckets.iter());
     if route.route.auth == Auth::None {
         out.concurrency = None;

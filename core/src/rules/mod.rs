@@ -9,6 +9,7 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod cases;
+pub mod effective;
 pub mod keys;
 pub mod limits;
 
