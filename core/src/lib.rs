@@ -15,6 +15,7 @@ pub mod path;
 pub mod problem;
 pub mod redis_url;
 pub mod rules;
+pub mod usage;
 
 /// Milliseconds since the Unix epoch: how every timestamp is stored.
 pub fn now_ms() -> i64 {

@@ -22,6 +22,7 @@ pub mod keys;
 pub mod own_postgres;
 pub mod plans;
 pub mod settings;
+mod stmt;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod usage;
@@ -38,13 +39,7 @@ use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection};
 pub use keys::{ApiKey, Fingerprint, KeyFilter, KeyPatch, KeyRecord, NewApiKey};
 pub use plans::StoredPlan;
 
-/// Upper bounds (inclusive, microseconds) of the latency buckets
-/// `usage_minute.lat_b0 ..= lat_b10`; `lat_b11` counts everything slower.
-pub const LATENCY_BUCKET_BOUNDS_US: [u64; 11] = [
-    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-];
-/// Number of latency bucket columns (`lat_b0` … `lat_b11`).
-pub const LATENCY_BUCKETS: usize = LATENCY_BUCKET_BOUNDS_US.len() + 1;
+pub use crate::usage::{LATENCY_BUCKETS, LATENCY_BUCKET_BOUNDS_US};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
