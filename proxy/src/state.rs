@@ -248,3 +248,74 @@ pub fn applicable<'a>(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = r#"
+plans:
+  pro: { limits: [ { name: second, rate: 5, per: 1s } ], concurrency: 4 }
+  free: { limits: [ { name: minute, rate: 60, per: 1m } ], concurrency: 1 }
+upstreams:
+  demo: { targets: ["127.0.0.1:9"] }
+routes:
+  - { name: with-default, match: { path_prefix: /a }, upstream: demo, default_plan: free }
+  - { name: bare, match: { path_prefix: /b }, upstream: demo, limits: [ { name: r, rate: 1, per: 1s } ] }
+"#;
+
+    fn key(plan: Option<&str>, concurrency: Option<u32>) -> ActiveKey {
+        ActiveKey {
+            id: 1,
+            id_str: "1".into(),
+            name: "k".into(),
+            plan: plan.map(str::to_string),
+            own_buckets: None,
+            concurrency,
+            enabled: true,
+            expires_at: None,
+        }
+    }
+
+    /// `applicable` follows `tollgate_core::rules::effective`: plan over the
+    /// route's default, a missing plan refuses, and a key's own
+    /// concurrency cap holds even where no plan applies.
+    #[test]
+    fn limits_and_caps_follow_the_core_precedence() {
+        let config = tollgate_core::config::parse(YAML, "t.yaml").expect("valid");
+        let cfg = ConfigState::compile(config, None);
+        let db = DbState::default();
+        let route = |name: &str| {
+            cfg.router
+                .routes()
+                .iter()
+                .find(|r| &*r.name == name)
+                .expect("route")
+        };
+        let (a, b) = (route("with-default"), route("bare"));
+
+        let pro = key(Some("pro"), None);
+        let got = applicable(a, Some(&pro), &cfg, &db);
+        assert_eq!(
+            (got.plan, got.concurrency, got.buckets.len()),
+            (Some("pro"), Some(4), 1)
+        );
+
+        let none = key(None, None);
+        let got = applicable(a, Some(&none), &cfg, &db);
+        assert_eq!((got.plan, got.concurrency), (Some("free"), Some(1)));
+        let got = applicable(b, Some(&none), &cfg, &db);
+        assert_eq!(
+            (got.plan, got.concurrency, got.buckets.len()),
+            (None, None, 1)
+        );
+
+        let capped = key(None, Some(2));
+        assert_eq!(applicable(a, Some(&capped), &cfg, &db).concurrency, Some(2));
+        assert_eq!(applicable(b, Some(&capped), &cfg, &db).concurrency, Some(2));
+
+        let lost = key(Some("gold"), Some(2));
+        let got = applicable(a, Some(&lost), &cfg, &db);
+        assert_eq!((got.unknown_plan, got.buckets.len()), (Some("gold"), 0));
+    }
+}
