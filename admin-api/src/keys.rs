@@ -21,7 +21,7 @@ use crate::openapi::ProblemDoc;
 use crate::plans::{limits_from_body, LimitBody};
 use crate::AppState;
 use tollgate_core::db::audit::diff;
-use tollgate_core::rules::{self, keys as key_rules};
+use tollgate_core::rules::keys as key_rules;
 
 pub const DEFAULT_PER_PAGE: i64 = 50;
 pub const MAX_PER_PAGE: i64 = 200;
@@ -306,17 +306,8 @@ async fn check_plan(state: &AppState, plan: &str) -> ApiResult<()> {
         return Ok(());
     }
     let stored = state.db().list_plans().await?;
-    let config = state.config();
-    let known: Vec<&str> = config
-        .plans
-        .keys()
-        .map(String::as_str)
-        .chain(stored.iter().map(|p| p.name.as_str()))
-        .collect();
-    Err(ApiError::validation(
-        "plan",
-        rules::unknown_plan(plan, &known),
-    ))
+    let message = key_rules::unknown_key_plan(plan, &state.config(), &stored);
+    Err(ApiError::validation("plan", message))
 }
 
 /// Create a key. The response is the only place the full key ever appears.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use tollgate_core::db::{ApiKey, Db, KeyFilter, NewApiKey};
-use tollgate_core::rules::{self, keys as key_rules};
+use tollgate_core::rules::keys as key_rules;
 use tollgate_core::{duration, now_ms};
 
 use super::audit::record_key;
@@ -103,13 +103,10 @@ pub async fn check(
     if stored.iter().any(|p| &p.name == plan) {
         return Ok(());
     }
-    let known: Vec<&str> = config
-        .plans
-        .keys()
-        .map(String::as_str)
-        .chain(stored.iter().map(|p| p.name.as_str()))
-        .collect();
-    bail!("--plan: {}", rules::unknown_plan(plan, &known))
+    bail!(
+        "--plan: {}",
+        key_rules::unknown_key_plan(plan, config, &stored)
+    )
 }
 
 /// Run one `keys` subcommand against `database_url`.

@@ -9,6 +9,8 @@ use serde_json::Value;
 
 use super::limits::{check_concurrency, check_limits, ListKind};
 use super::FieldError;
+use crate::config::Config;
+use crate::db::plans::StoredPlan;
 use crate::db::{KeyPatch, NewApiKey};
 
 /// The longest key name or owner, in characters.
@@ -52,6 +54,18 @@ pub fn check_plan_ref(plan: &str) -> Result<(), String> {
         return Err("must not be empty (use null for no plan)".into());
     }
     Ok(())
+}
+
+/// The refusal of a key's plan that is neither a YAML plan of `config` nor
+/// one of the `stored` plans, naming the known ones.
+pub fn unknown_key_plan(plan: &str, config: &Config, stored: &[StoredPlan]) -> String {
+    let known: Vec<&str> = config
+        .plans
+        .keys()
+        .map(String::as_str)
+        .chain(stored.iter().map(|p| p.name.as_str()))
+        .collect();
+    super::unknown_plan(plan, &known)
 }
 
 /// A rotation grace period.
