@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tollgate_core::config::{Auth, Config, Plan, Route};
+use tollgate_core::db::instances::TargetHealth;
 use tollgate_core::db::plans::StoredPlan;
 use tollgate_core::rules::effective::{limit_source, KeySide, LimitSource};
 
@@ -114,6 +115,35 @@ impl ConfigState {
             plans,
             upstreams,
         }
+    }
+}
+
+impl ConfigState {
+    /// What the upstream pools' health checks see, by upstream name then
+    /// target (reported in this instance's heartbeat).
+    pub fn upstream_health(&self) -> Vec<TargetHealth> {
+        let mut upstream_health = Vec::new();
+        let mut names: Vec<&String> = self.upstreams.keys().collect();
+        names.sort();
+        for name in names {
+            let Some(pool) = self.upstreams.get(name) else {
+                continue;
+            };
+            for h in pool.health() {
+                upstream_health.push(TargetHealth {
+                    upstream: name.clone(),
+                    target: h.target,
+                    healthy: h.healthy,
+                    checked_at: h.checked_at,
+                    error: h.error,
+                    latency_ms: h.latency_ms,
+                    latency_samples: h.latency_samples,
+                    check_latency_ms: h.check_latency_ms,
+                    up_since: h.up_since,
+                });
+            }
+        }
+        upstream_health
     }
 }
 
