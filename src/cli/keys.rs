@@ -111,12 +111,7 @@ pub async fn check(
 
 /// Run one `keys` subcommand against `database_url`.
 pub async fn run(cmd: KeysCommand, database_url: &str) -> anyhow::Result<()> {
-    let db = Db::connect(database_url)
-        .await
-        .context("cannot open the database")?;
-    let result = execute(&db, cmd).await;
-    db.close().await;
-    result
+    super::with_db(database_url, |db| async move { execute(&db, cmd).await }).await
 }
 
 async fn execute(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
