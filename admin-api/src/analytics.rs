@@ -11,8 +11,7 @@
 //! the upper bound of the bucket holding it (1000 ms for the open-ended
 //! slowest bucket).
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -25,7 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthAdmin;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_id, PathParam};
+use crate::extract::{parse_id, text_filter, ApiQuery, PathParam, QueryInt};
 use crate::keys::KeyView;
 use crate::openapi::ProblemDoc;
 use crate::plans::LimitBody;
@@ -41,13 +40,6 @@ pub const DEFAULT_PER_PAGE: i64 = 50;
 pub const MAX_PER_PAGE: i64 = 200;
 /// Without `step`, the finest step giving at most this many points.
 pub const DEFAULT_MAX_POINTS: i64 = 1_440;
-/// The accepted steps.
-pub const STEPS: [(&str, i64); 4] = [
-    ("1m", MINUTE_MS),
-    ("5m", 5 * MINUTE_MS),
-    ("1h", 60 * MINUTE_MS),
-    ("1d", 1_440 * MINUTE_MS),
-];
 /// The latest instant accepted in `from`/`to` (year 9999).
 const MAX_MS: i64 = 253_402_300_799_999;
 const MAX_ROUTE_LEN: usize = 200;
@@ -324,16 +316,57 @@ pub struct ViolationPage {
 
 // --- query strings -----------------------------------------------------------
 
+/// A Unix ms instant accepted in `from`.
+pub type FromMs = QueryInt<0, MAX_MS>;
+/// A Unix ms instant accepted in `to`.
+pub type ToMs = QueryInt<1, MAX_MS>;
+
 /// `from`/`to` of every analytics endpoint.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RangeQuery {
     /// Unix ms (default: `to` minus one hour); before `to`.
     #[param(value_type = Option<i64>, minimum = 0, maximum = 253_402_300_799_999.0)]
-    pub from: Option<String>,
+    pub from: Option<FromMs>,
     /// Unix ms, exclusive (default: now).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 253_402_300_799_999.0)]
-    pub to: Option<String>,
+    pub to: Option<ToMs>,
+}
+
+/// A time series step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+pub enum Step {
+    #[serde(rename = "1m")]
+    Minute,
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    #[serde(rename = "1h")]
+    Hour,
+    #[serde(rename = "1d")]
+    Day,
+}
+
+impl Step {
+    /// Finest first.
+    pub const ALL: [Step; 4] = [Step::Minute, Step::FiveMinutes, Step::Hour, Step::Day];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Minute => "1m",
+            Step::FiveMinutes => "5m",
+            Step::Hour => "1h",
+            Step::Day => "1d",
+        }
+    }
+
+    pub fn ms(self) -> i64 {
+        match self {
+            Step::Minute => MINUTE_MS,
+            Step::FiveMinutes => 5 * MINUTE_MS,
+            Step::Hour => 60 * MINUTE_MS,
+            Step::Day => 1_440 * MINUTE_MS,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -341,17 +374,19 @@ pub struct RangeQuery {
 pub struct TimeseriesQuery {
     /// Unix ms (default: `to` minus one hour); before `to`.
     #[param(value_type = Option<i64>, minimum = 0, maximum = 253_402_300_799_999.0)]
-    pub from: Option<String>,
+    pub from: Option<FromMs>,
     /// Unix ms, exclusive (default: now).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 253_402_300_799_999.0)]
-    pub to: Option<String>,
+    pub to: Option<ToMs>,
     /// `1m`, `5m`, `1h` or `1d` (default: the finest giving at most 1440
     /// points). At most 10000 points.
-    pub step: Option<String>,
+    #[param(inline)]
+    pub step: Option<Step>,
     /// Only this key (0: requests without a key).
     #[param(value_type = Option<i64>, minimum = 0)]
-    pub key: Option<String>,
+    pub key: Option<QueryInt<0, { i64::MAX }>>,
     /// Only this route.
+    #[param(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub route: Option<String>,
 }
 
@@ -360,13 +395,13 @@ pub struct TimeseriesQuery {
 pub struct TopKeysQuery {
     /// Unix ms (default: `to` minus one hour); before `to`.
     #[param(value_type = Option<i64>, minimum = 0, maximum = 253_402_300_799_999.0)]
-    pub from: Option<String>,
+    pub from: Option<FromMs>,
     /// Unix ms, exclusive (default: now).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 253_402_300_799_999.0)]
-    pub to: Option<String>,
+    pub to: Option<ToMs>,
     /// How many keys (default 10, at most 100).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
-    pub limit: Option<String>,
+    pub limit: Option<QueryInt<1, MAX_TOP_KEYS>>,
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -374,71 +409,36 @@ pub struct TopKeysQuery {
 pub struct ViolationsQuery {
     /// Unix ms (default: `to` minus one hour); before `to`.
     #[param(value_type = Option<i64>, minimum = 0, maximum = 253_402_300_799_999.0)]
-    pub from: Option<String>,
+    pub from: Option<FromMs>,
     /// Unix ms, exclusive (default: now).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 253_402_300_799_999.0)]
-    pub to: Option<String>,
+    pub to: Option<ToMs>,
     /// Only this key (0: requests without a known key).
     #[param(value_type = Option<i64>, minimum = 0)]
-    pub key: Option<String>,
+    pub key: Option<QueryInt<0, { i64::MAX }>>,
     /// Only this route.
+    #[param(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub route: Option<String>,
     /// 1-based page number (default 1).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
-    pub page: Option<String>,
+    pub page: Option<QueryInt<1, 1_000_000>>,
     /// Violations per page (default 50, at most 200).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
-    pub per_page: Option<String>,
-}
-
-fn non_empty(v: Option<String>) -> Option<String> {
-    v.filter(|s| !s.is_empty())
-}
-
-fn parse_int(field: &str, v: &str, min: i64, max: i64) -> ApiResult<i64> {
-    match v.parse::<i64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(ApiError::validation(
-            field,
-            format!("must be an integer from {min} to {max}"),
-        )),
-    }
+    pub per_page: Option<QueryInt<1, MAX_PER_PAGE>>,
 }
 
 /// `from`/`to`, defaulted and checked (`from < to`).
-fn range(from: Option<String>, to: Option<String>) -> ApiResult<(i64, i64)> {
-    let to = match non_empty(to) {
-        Some(v) => parse_int("to", &v, 1, MAX_MS)?,
-        None => tollgate_core::now_ms(),
-    };
-    let from = match non_empty(from) {
-        Some(v) => parse_int("from", &v, 0, MAX_MS)?,
-        None => (to - DEFAULT_RANGE_MS).max(0),
-    };
+fn range(from: Option<FromMs>, to: Option<ToMs>) -> ApiResult<(i64, i64)> {
+    let to = to.map_or_else(tollgate_core::now_ms, QueryInt::get);
+    let from = from.map_or((to - DEFAULT_RANGE_MS).max(0), QueryInt::get);
     if from >= to {
         return Err(ApiError::validation("from", "must be before to"));
     }
     Ok((from, to))
 }
 
-fn key_filter(v: Option<String>) -> ApiResult<Option<i64>> {
-    non_empty(v)
-        .map(|v| parse_int("key", &v, 0, i64::MAX))
-        .transpose()
-}
-
 fn route_filter(v: Option<String>) -> ApiResult<Option<String>> {
-    match v {
-        None => Ok(None),
-        Some(r) if r.is_empty() => Ok(None),
-        Some(r) if r.chars().count() > MAX_ROUTE_LEN || r.chars().any(char::is_control) => {
-            Err(ApiError::validation(
-                "route",
-                format!("must be a route name of at most {MAX_ROUTE_LEN} characters"),
-            ))
-        }
-        Some(r) => Ok(Some(r)),
-    }
+    text_filter("route", v, MAX_ROUTE_LEN)
 }
 
 fn points(from: i64, to: i64, step_ms: i64) -> i64 {
@@ -448,14 +448,13 @@ fn points(from: i64, to: i64, step_ms: i64) -> i64 {
 
 /// The step named in the query, or the finest one giving at most
 /// [`DEFAULT_MAX_POINTS`] points; never more than [`MAX_SERIES_POINTS`].
-fn step(v: Option<String>, from: i64, to: i64) -> ApiResult<(&'static str, i64)> {
-    let Some(s) = non_empty(v) else {
-        let (name, ms) = STEPS
-            .iter()
-            .copied()
-            .find(|(_, ms)| points(from, to, *ms) <= DEFAULT_MAX_POINTS)
-            .unwrap_or(STEPS[STEPS.len() - 1]);
-        if points(from, to, ms) > MAX_SERIES_POINTS {
+fn step(v: Option<Step>, from: i64, to: i64) -> ApiResult<Step> {
+    let Some(s) = v else {
+        let s = Step::ALL
+            .into_iter()
+            .find(|s| points(from, to, s.ms()) <= DEFAULT_MAX_POINTS)
+            .unwrap_or(Step::Day);
+        if points(from, to, s.ms()) > MAX_SERIES_POINTS {
             return Err(ApiError::validation(
                 "from",
                 format!(
@@ -463,24 +462,16 @@ fn step(v: Option<String>, from: i64, to: i64) -> ApiResult<(&'static str, i64)>
                 ),
             ));
         }
-        return Ok((name, ms));
+        return Ok(s);
     };
-    let Some(&(name, ms)) = STEPS.iter().find(|(n, _)| *n == s) else {
-        return Err(ApiError::validation("step", "must be 1m, 5m, 1h or 1d"));
-    };
-    let n = points(from, to, ms);
+    let n = points(from, to, s.ms());
     if n > MAX_SERIES_POINTS {
         return Err(ApiError::validation(
             "step",
-            format!("{name} gives {n} points over this range, at most {MAX_SERIES_POINTS} are served: use a coarser step"),
+            format!("{} gives {n} points over this range, at most {MAX_SERIES_POINTS} are served: use a coarser step", s.name()),
         ));
     }
-    Ok((name, ms))
-}
-
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
-    q.map(|Query(v)| v)
-        .map_err(|r| ApiError::malformed(None, r.body_text()))
+    Ok(s)
 }
 
 // --- handlers ----------------------------------------------------------------
@@ -512,9 +503,8 @@ pub fn router() -> Router<AppState> {
 pub async fn summary(
     _auth: AuthAdmin,
     State(state): State<AppState>,
-    q: Result<Query<RangeQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> ApiResult<Json<Summary>> {
-    let q = query(q)?;
     let (from, to) = range(q.from, q.to)?;
     let totals = state
         .db()
@@ -550,12 +540,12 @@ pub async fn summary(
 pub async fn timeseries(
     _auth: AuthAdmin,
     State(state): State<AppState>,
-    q: Result<Query<TimeseriesQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<TimeseriesQuery>,
 ) -> ApiResult<Json<Timeseries>> {
-    let q = query(q)?;
     let (from, to) = range(q.from, q.to)?;
-    let (step_name, step_ms) = step(q.step, from, to)?;
-    let key = key_filter(q.key)?;
+    let step = step(q.step, from, to)?;
+    let step_ms = step.ms();
+    let key = q.key.map(QueryInt::get);
     let route = route_filter(q.route)?;
     let filter = UsageFilter {
         from,
@@ -567,7 +557,7 @@ pub async fn timeseries(
     Ok(Json(Timeseries {
         from,
         to,
-        step: step_name.to_string(),
+        step: step.name().to_string(),
         step_ms,
         key,
         route,
@@ -645,10 +635,9 @@ pub async fn key_analytics(
     _auth: AuthAdmin,
     State(state): State<AppState>,
     PathParam(id): PathParam,
-    q: Result<Query<RangeQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> ApiResult<Json<KeyAnalytics>> {
     let id = parse_id(&id)?;
-    let q = query(q)?;
     let (from, to) = range(q.from, q.to)?;
     let Some(key) = state.db().get_key(id).await? else {
         return Err(ApiError::not_found(format!("no API key with id {id}")));
@@ -699,14 +688,10 @@ pub async fn key_analytics(
 pub async fn top_keys(
     _auth: AuthAdmin,
     State(state): State<AppState>,
-    q: Result<Query<TopKeysQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<TopKeysQuery>,
 ) -> ApiResult<Json<TopKeys>> {
-    let q = query(q)?;
     let (from, to) = range(q.from, q.to)?;
-    let limit = match non_empty(q.limit) {
-        Some(v) => parse_int("limit", &v, 1, MAX_TOP_KEYS)?,
-        None => DEFAULT_TOP_KEYS,
-    };
+    let limit = q.limit.map_or(DEFAULT_TOP_KEYS, QueryInt::get);
     let items = state.db().top_keys(from, to, limit).await?;
     Ok(Json(TopKeys {
         from,
@@ -750,20 +735,13 @@ pub async fn top_keys(
 pub async fn violations(
     _auth: AuthAdmin,
     State(state): State<AppState>,
-    q: Result<Query<ViolationsQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ViolationsQuery>,
 ) -> ApiResult<Json<ViolationPage>> {
-    let q = query(q)?;
     let (from, to) = range(q.from, q.to)?;
-    let key_id = key_filter(q.key)?;
+    let key_id = q.key.map(QueryInt::get);
     let route = route_filter(q.route)?;
-    let page = match non_empty(q.page) {
-        Some(v) => parse_int("page", &v, 1, 1_000_000)?,
-        None => 1,
-    };
-    let per_page = match non_empty(q.per_page) {
-        Some(v) => parse_int("per_page", &v, 1, MAX_PER_PAGE)?,
-        None => DEFAULT_PER_PAGE,
-    };
+    let page = q.page.map_or(1, QueryInt::get);
+    let per_page = q.per_page.map_or(DEFAULT_PER_PAGE, QueryInt::get);
     let (aggregated, aggregated_total, aggregated_refusals) = match key_id {
         Some(k) if k != 0 => (Vec::new(), 0, 0),
         _ => {
@@ -832,14 +810,14 @@ mod tests {
     #[test]
     fn default_steps_keep_series_short() {
         let day = 86_400_000;
-        let pick = |span: i64| step(None, 10 * day, 10 * day + span).map(|s| s.0).ok();
+        let pick = |span: i64| step(None, 10 * day, 10 * day + span).map(Step::name).ok();
         assert_eq!(pick(3_600_000), Some("1m"));
         assert_eq!(pick(day), Some("1m"));
         assert_eq!(pick(2 * day), Some("5m"));
         assert_eq!(pick(30 * day), Some("1h"));
         assert_eq!(pick(365 * day), Some("1d"));
         assert!(step(None, 0, 20_000 * day).is_err());
-        assert!(step(Some("1m".into()), 0, 7 * day).is_err());
-        assert!(step(Some("2m".into()), 0, day).is_err());
+        assert!(step(Some(Step::Minute), 0, 7 * day).is_err());
+        assert!(crate::extract::parse_query::<TimeseriesQuery>("step=2m").is_err());
     }
 }

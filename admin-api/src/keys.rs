@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -16,7 +15,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{audit, AuthAdmin, RequireAdmin};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_id, ApiJson, MaybeJson, PathParam};
+use crate::extract::{
+    parse_id, text_filter, ApiJson, ApiQuery, MaybeJson, PathParam, QueryBool, QueryInt,
+};
 use crate::openapi::ProblemDoc;
 use crate::plans::{limits_from_body, LimitBody};
 use crate::AppState;
@@ -184,10 +185,10 @@ pub struct RotateKey {
 pub struct KeyListQuery {
     /// 1-based page number (default 1).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
-    pub page: Option<String>,
+    pub page: Option<QueryInt<1, 1_000_000>>,
     /// Keys per page (default 50, at most 200).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
-    pub per_page: Option<String>,
+    pub per_page: Option<QueryInt<1, MAX_PER_PAGE>>,
     /// Case-insensitive substring of the name (`%` and `_` match themselves).
     #[param(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub name: Option<String>,
@@ -196,9 +197,18 @@ pub struct KeyListQuery {
     pub plan: Option<String>,
     /// `true` or `false`.
     #[param(value_type = Option<bool>)]
-    pub enabled: Option<String>,
+    pub enabled: Option<QueryBool>,
     /// `enabled` or `disabled` (the same filter as `enabled`).
-    pub state: Option<String>,
+    #[param(inline)]
+    pub state: Option<KeyState>,
+}
+
+/// The `state` filter of `GET /api/keys`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    Enabled,
+    Disabled,
 }
 
 pub fn router() -> Router<AppState> {
@@ -209,28 +219,6 @@ pub fn router() -> Router<AppState> {
             get(get_key).patch(patch_key).delete(delete_key),
         )
         .route("/api/keys/{id}/rotate", post(rotate_key))
-}
-
-fn parse_bool(field: &str, v: &str) -> ApiResult<bool> {
-    match v {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(ApiError::validation(field, "must be true or false")),
-    }
-}
-
-fn parse_int(field: &str, v: &str, min: i64, max: i64) -> ApiResult<i64> {
-    match v.parse::<i64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(ApiError::validation(
-            field,
-            format!("must be an integer from {min} to {max}"),
-        )),
-    }
-}
-
-fn non_empty(v: Option<String>) -> Option<String> {
-    v.filter(|s| !s.is_empty())
 }
 
 /// List keys, paged and filtered.
@@ -251,27 +239,13 @@ fn non_empty(v: Option<String>) -> Option<String> {
 pub async fn list_keys(
     _auth: AuthAdmin,
     State(state): State<AppState>,
-    query: Result<Query<KeyListQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<KeyListQuery>,
 ) -> ApiResult<Json<KeyPage>> {
-    let Query(q) = query.map_err(|r| ApiError::malformed(None, r.body_text()))?;
-    let page = match non_empty(q.page) {
-        Some(v) => parse_int("page", &v, 1, 1_000_000)?,
-        None => 1,
-    };
-    let per_page = match non_empty(q.per_page) {
-        Some(v) => parse_int("per_page", &v, 1, MAX_PER_PAGE)?,
-        None => DEFAULT_PER_PAGE,
-    };
-    let mut enabled = match non_empty(q.enabled) {
-        Some(v) => Some(parse_bool("enabled", &v)?),
-        None => None,
-    };
-    if let Some(s) = non_empty(q.state) {
-        let from_state = match s.as_str() {
-            "enabled" => true,
-            "disabled" => false,
-            _ => return Err(ApiError::validation("state", "must be enabled or disabled")),
-        };
+    let page = q.page.map_or(1, QueryInt::get);
+    let per_page = q.per_page.map_or(DEFAULT_PER_PAGE, QueryInt::get);
+    let mut enabled = q.enabled.map(|b| b.0);
+    if let Some(s) = q.state {
+        let from_state = s == KeyState::Enabled;
         if enabled.is_some_and(|e| e != from_state) {
             return Err(ApiError::validation(
                 "state",
@@ -282,14 +256,9 @@ pub async fn list_keys(
     }
     // Filters are text like the names they match: no control characters
     // (PostgreSQL cannot even compare a NUL), no longer than a name.
-    for (field, v) in [("name", &q.name), ("plan", &q.plan)] {
-        if let Some(v) = v {
-            check_text(field, v, true)?;
-        }
-    }
     let filter = KeyFilter {
-        name: non_empty(q.name),
-        plan: non_empty(q.plan),
+        name: text_filter("name", q.name, MAX_TEXT)?,
+        plan: text_filter("plan", q.plan, MAX_TEXT)?,
         enabled,
         limit: per_page,
         offset: (page - 1) * per_page,
