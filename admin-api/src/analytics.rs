@@ -24,7 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthAdmin;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_id, text_filter, ApiQuery, PathParam, QueryInt};
+use crate::extract::{parse_id, text_filter, ApiQuery, PathParam, QueryIds, QueryInt};
 use crate::keys::KeyView;
 use crate::openapi::ProblemDoc;
 use crate::plans::LimitBody;
@@ -230,13 +230,9 @@ pub struct KeyAnalytics {
     pub routes: Vec<RouteStats>,
 }
 
-/// One key in `top-keys`.
+/// A key's requests over a range.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct TopKey {
-    pub key_id: i64,
-    /// `null` if the key has been deleted since.
-    pub name: Option<String>,
-    pub key_prefix: Option<String>,
+pub struct KeyCounts {
     pub total: i64,
     pub allowed: i64,
     pub limited: i64,
@@ -245,6 +241,50 @@ pub struct TopKey {
     pub upstream_errors: i64,
     pub block_rate: f64,
     pub avg_latency_ms: Option<f64>,
+}
+
+impl KeyCounts {
+    fn new(c: &Counts) -> Self {
+        Self {
+            total: c.total(),
+            allowed: c.allowed,
+            limited: c.limited,
+            unauthorized: c.unauthorized,
+            forbidden: c.forbidden,
+            upstream_errors: c.upstream_errors,
+            block_rate: ratio(c.refused(), c.total()),
+            avg_latency_ms: c.avg_latency_ms().map(round),
+        }
+    }
+}
+
+/// One key in `top-keys`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TopKey {
+    pub key_id: i64,
+    /// `null` if the key has been deleted since.
+    pub name: Option<String>,
+    pub key_prefix: Option<String>,
+    #[serde(flatten)]
+    pub counts: KeyCounts,
+}
+
+/// One key in `GET /api/analytics/keys`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyUsageView {
+    pub key_id: i64,
+    #[serde(flatten)]
+    pub counts: KeyCounts,
+}
+
+/// `GET /api/analytics/keys`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeysUsage {
+    pub from: i64,
+    pub to: i64,
+    /// One per requested id, in the order asked (zeros for a key without
+    /// requests, or no key of that id).
+    pub items: Vec<KeyUsageView>,
 }
 
 /// `GET /api/analytics/top-keys`.
@@ -404,6 +444,27 @@ pub struct TopKeysQuery {
     pub limit: Option<QueryInt<1, MAX_TOP_KEYS>>,
 }
 
+/// The most ids `GET /api/analytics/keys` takes.
+pub const MAX_BATCH_KEYS: usize = 100;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KeysUsageQuery {
+    /// Unix ms (default: `to` minus one hour); before `to`.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 253_402_300_799_999.0)]
+    pub from: Option<FromMs>,
+    /// Unix ms, exclusive (default: now).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 253_402_300_799_999.0)]
+    pub to: Option<ToMs>,
+    /// The keys: 1 to 100 comma-separated ids.
+    #[param(
+        value_type = String,
+        pattern = "^[1-9][0-9]{0,17}(,[1-9][0-9]{0,17}){0,99}$",
+        example = "1,2,3"
+    )]
+    pub ids: QueryIds<MAX_BATCH_KEYS>,
+}
+
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ViolationsQuery {
@@ -480,6 +541,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/analytics/summary", get(summary))
         .route("/api/analytics/timeseries", get(timeseries))
+        .route("/api/analytics/keys", get(keys_usage))
         .route("/api/analytics/keys/{id}", get(key_analytics))
         .route("/api/analytics/top-keys", get(top_keys))
         .route("/api/analytics/violations", get(violations))
@@ -670,6 +732,45 @@ pub async fn key_analytics(
     }))
 }
 
+/// Several keys' requests over a range, in one call (the dashboard's keys
+/// table asks for its page of keys at once).
+#[utoipa::path(
+    get,
+    path = "/api/analytics/keys",
+    tag = "analytics",
+    params(KeysUsageQuery),
+    responses(
+        (status = 200, description = "One item per requested key", body = KeysUsage),
+        (status = 400, description = "Malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["viewer"]))
+)]
+pub async fn keys_usage(
+    _auth: AuthAdmin,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<KeysUsageQuery>,
+) -> ApiResult<Json<KeysUsage>> {
+    let (from, to) = range(q.from, q.to)?;
+    let mut items = Vec::with_capacity(q.ids.0.len());
+    for key_id in q.ids.0 {
+        let filter = UsageFilter {
+            from,
+            to,
+            key_id: Some(key_id),
+            route: None,
+        };
+        let totals = state.db().usage_totals(&filter).await?;
+        items.push(KeyUsageView {
+            key_id,
+            counts: KeyCounts::new(&totals.counts),
+        });
+    }
+    Ok(Json(KeysUsage { from, to, items }))
+}
+
 /// The keys with the most requests in the range.
 #[utoipa::path(
     get,
@@ -702,14 +803,7 @@ pub async fn top_keys(
                 key_id: k.key_id,
                 name: k.name,
                 key_prefix: k.key_prefix,
-                total: k.counts.total(),
-                allowed: k.counts.allowed,
-                limited: k.counts.limited,
-                unauthorized: k.counts.unauthorized,
-                forbidden: k.counts.forbidden,
-                upstream_errors: k.counts.upstream_errors,
-                block_rate: ratio(k.counts.refused(), k.counts.total()),
-                avg_latency_ms: k.counts.avg_latency_ms().map(round),
+                counts: KeyCounts::new(&k.counts),
             })
             .collect(),
     }))

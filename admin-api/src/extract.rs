@@ -278,6 +278,35 @@ impl<'de> serde::Deserialize<'de> for QueryBool {
     }
 }
 
+/// Up to `MAX` comma-separated positive ids (`1,2,3`), each once (a repeated
+/// id is dropped), in the order given. Empty, anything but positive
+/// integers, or more than `MAX` ids is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryIds<const MAX: usize>(pub Vec<i64>);
+
+impl<'de, const MAX: usize> serde::Deserialize<'de> for QueryIds<MAX> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        let refused =
+            || serde::de::Error::custom(format!("must be 1 to {MAX} comma-separated positive ids"));
+        let mut ids = Vec::new();
+        for part in raw.split(',') {
+            let id = part
+                .parse::<i64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(refused)?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+            if ids.len() > MAX {
+                return Err(refused());
+            }
+        }
+        Ok(Self(ids))
+    }
+}
+
 /// A free-text filter: empty is no filter; longer than `max` characters or
 /// holding a control character (PostgreSQL cannot even compare a NUL) is a
 /// 422 naming `field`.

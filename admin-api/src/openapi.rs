@@ -95,6 +95,7 @@ impl Modify for BearerAuth {
         crate::health::health,
         crate::analytics::summary,
         crate::analytics::timeseries,
+        crate::analytics::keys_usage,
         crate::analytics::key_analytics,
         crate::analytics::top_keys,
         crate::analytics::violations,
