@@ -23,12 +23,10 @@ use tollgate_core::db::{ApiKey, LATENCY_BUCKETS, LATENCY_BUCKET_BOUNDS_US};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::AuthAdmin;
+use crate::bodies::{KeyView, LimitBody};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{parse_id, text_filter, ApiQuery, PathParam, QueryIds, QueryInt};
-use crate::keys::KeyView;
-use crate::openapi::ProblemDoc;
-use crate::plans::LimitBody;
-use crate::AppState;
+use crate::state::AppState;
 
 /// The default range: the last hour.
 pub const DEFAULT_RANGE_MS: i64 = 3_600_000;
@@ -555,10 +553,6 @@ pub fn router() -> Router<AppState> {
     params(RangeQuery),
     responses(
         (status = 200, description = "The summary", body = Summary),
-        (status = 400, description = "Malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]
@@ -592,10 +586,6 @@ pub async fn summary(
     params(TimeseriesQuery),
     responses(
         (status = 200, description = "One point per step", body = Timeseries),
-        (status = 400, description = "Malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]
@@ -685,11 +675,6 @@ async fn key_limits(
     params(("id" = i64, Path, minimum = 1, description = "Key id"), RangeQuery),
     responses(
         (status = 200, description = "The key, its limits and its usage", body = KeyAnalytics),
-        (status = 400, description = "The id is not a positive integer, or a malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]
@@ -741,10 +726,6 @@ pub async fn key_analytics(
     params(KeysUsageQuery),
     responses(
         (status = 200, description = "One item per requested key", body = KeysUsage),
-        (status = 400, description = "Malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]
@@ -779,10 +760,6 @@ pub async fn keys_usage(
     params(TopKeysQuery),
     responses(
         (status = 200, description = "The busiest keys", body = TopKeys),
-        (status = 400, description = "Malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]
@@ -819,10 +796,6 @@ pub async fn top_keys(
     params(ViolationsQuery),
     responses(
         (status = 200, description = "One page of violations", body = ViolationPage),
-        (status = 400, description = "Malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]

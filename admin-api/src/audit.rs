@@ -11,8 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::RequireAdmin;
 use crate::error::ApiResult;
 use crate::extract::{text_filter, ApiQuery, QueryInt};
-use crate::openapi::ProblemDoc;
-use crate::AppState;
+use crate::state::AppState;
 
 const DEFAULT_PER_PAGE: i64 = 50;
 const MAX_PER_PAGE: i64 = 200;
@@ -114,11 +113,6 @@ pub fn router() -> Router<AppState> {
     params(AuditQuery),
     responses(
         (status = 200, description = "One page of events, newest first", body = AuditPage),
-        (status = 400, description = "Malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The admin's role is viewer", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]

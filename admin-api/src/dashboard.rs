@@ -26,8 +26,8 @@ use axum::routing::{any, get};
 use axum::Router;
 use rust_embed::RustEmbed;
 
-use crate::error::ApiError;
-use crate::AppState;
+use crate::error::{method_not_allowed, not_found, ApiError};
+use crate::state::AppState;
 
 #[derive(RustEmbed)]
 #[folder = "../dashboard/"]
@@ -84,15 +84,15 @@ async fn index(headers: HeaderMap) -> Response {
 async fn asset_or_page(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path().trim_start_matches('/');
     if path == "api" || path.starts_with("api/") {
-        return crate::not_found(uri).await.into_response();
+        return not_found(uri).await.into_response();
     }
     let is_file = Assets::get(path).is_some();
     let is_page = is_page_path(path, &headers);
     if !is_file && !is_page {
-        return crate::not_found(uri).await.into_response();
+        return not_found(uri).await.into_response();
     }
     if method != Method::GET && method != Method::HEAD {
-        return crate::method_not_allowed(method, uri).await.into_response();
+        return method_not_allowed(method, uri).await.into_response();
     }
     let file = if is_file { path } else { "index.html" };
     serve_file(file, &headers).unwrap_or_else(missing_index)

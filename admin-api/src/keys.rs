@@ -14,13 +14,13 @@ use tollgate_core::db::{ApiKey, KeyFilter, KeyPatch, NewApiKey};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{audit, AuthAdmin, RequireAdmin};
-use crate::error::{ApiError, ApiResult};
+use crate::bodies::{KeyView, LimitBody};
+use crate::error::{ApiError, ApiResult, ProblemDoc};
 use crate::extract::{
     parse_id, text_filter, ApiJson, ApiQuery, MaybeJson, PathParam, QueryBool, QueryInt,
 };
-use crate::openapi::ProblemDoc;
-use crate::plans::{limits_from_body, LimitBody};
-use crate::AppState;
+use crate::rules::limits_from_body;
+use crate::state::AppState;
 use tollgate_core::db::audit::diff;
 
 pub const DEFAULT_PER_PAGE: i64 = 50;
@@ -29,55 +29,6 @@ pub const MAX_PER_PAGE: i64 = 200;
 pub const MAX_GRACE_SECONDS: u64 = 30 * 86_400;
 const MAX_TEXT: usize = 200;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
-
-/// An API key record. The secret itself is never part of it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct KeyView {
-    pub id: i64,
-    pub name: String,
-    pub owner: Option<String>,
-    /// Free-form JSON object.
-    #[schema(value_type = Object)]
-    pub metadata: Value,
-    /// The plan whose limits apply (unless `limits` is set).
-    pub plan: Option<String>,
-    /// The key's own limits, used instead of the plan's when set.
-    pub limits: Option<Vec<LimitBody>>,
-    /// Maximum in-flight requests.
-    pub concurrency: Option<u32>,
-    pub enabled: bool,
-    /// Unix ms; the key is refused after it.
-    pub expires_at: Option<i64>,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Unix ms.
-    pub updated_at: i64,
-    /// Unix ms.
-    pub last_used_at: Option<i64>,
-    /// `tg_` plus the first characters of the key, to recognise it.
-    #[schema(example = "tg_4fZq81Ab")]
-    pub key_prefix: String,
-}
-
-impl From<ApiKey> for KeyView {
-    fn from(k: ApiKey) -> Self {
-        Self {
-            id: k.id,
-            name: k.name,
-            owner: k.owner,
-            metadata: k.metadata,
-            plan: k.plan,
-            limits: k.limits.map(|ls| ls.iter().map(LimitBody::from).collect()),
-            concurrency: k.concurrency,
-            enabled: k.enabled,
-            expires_at: k.expires_at,
-            created_at: k.created_at,
-            updated_at: k.updated_at,
-            last_used_at: k.last_used_at,
-            key_prefix: k.key_prefix,
-        }
-    }
-}
 
 /// A key record plus the full key: returned only by create and rotate.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -229,10 +180,6 @@ pub fn router() -> Router<AppState> {
     params(KeyListQuery),
     responses(
         (status = 200, description = "One page of keys, newest first", body = KeyPage),
-        (status = 400, description = "Malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]
@@ -319,7 +266,7 @@ async fn check_plan(state: &AppState, plan: &str) -> ApiResult<()> {
             "must not be empty (use null for no plan)",
         ));
     }
-    if crate::plans::plan_exists(state, plan).await? {
+    if crate::rules::plan_exists(state, plan).await? {
         Ok(())
     } else {
         Err(ApiError::validation(
@@ -338,11 +285,7 @@ async fn check_plan(state: &AppState, plan: &str) -> ApiResult<()> {
     responses(
         (status = 201, description = "Created; `key` holds the full key, shown only this once", body = KeyWithSecret,
             headers(("Location" = String, description = "/api/keys/{id}"))),
-        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing, unknown or invalid, or the plan does not exist (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -413,10 +356,6 @@ pub async fn create_key(
     params(("id" = i64, Path, minimum = 1, description = "Key id")),
     responses(
         (status = 200, description = "The key record", body = KeyView),
-        (status = 400, description = "The id is not a positive integer", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]
@@ -457,12 +396,7 @@ fn no_key(id: i64) -> ApiError {
     request_body = PatchKeyRequest,
     responses(
         (status = 200, description = "The updated key record", body = KeyView),
-        (status = 400, description = "Malformed JSON or id", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A field is unknown or invalid, or the plan does not exist (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -559,11 +493,6 @@ pub async fn patch_key(
     params(("id" = i64, Path, minimum = 1, description = "Key id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "The id is not a positive integer", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -600,12 +529,7 @@ pub async fn delete_key(
     request_body(content = Option<RotateKey>, description = "Optional; `{}` or no body means no grace period"),
     responses(
         (status = 200, description = "The key record and its new full key, shown only this once", body = KeyWithSecret),
-        (status = 400, description = "Malformed JSON or id", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "grace_seconds is invalid", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]
