@@ -325,6 +325,17 @@ pub fn text_filter(field: &str, v: Option<String>, max: usize) -> Result<Option<
     }
 }
 
+/// For `#[serde(default, deserialize_with = "present")]` on an
+/// `Option<Option<T>>` field of a PATCH body: a field that is present
+/// (possibly `null`) becomes `Some(…)`; an absent one stays `None`.
+pub fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 /// The single path parameter of a route, as text (problem+json on rejection,
 /// e.g. invalid percent-encoding).
 #[derive(Debug, Clone)]

@@ -7,14 +7,14 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use tollgate_core::db::plans::StoredPlan;
 use utoipa::ToSchema;
 
 use crate::auth::{audit, AuthAdmin, RequireAdmin};
 use crate::bodies::LimitBody;
 use crate::error::{ApiError, ApiResult, ProblemDoc};
-use crate::extract::{ApiJson, PathParam};
+use crate::extract::{present, ApiJson, PathParam};
 use crate::rules::{check_name, limits_from_body, valid_name};
 use crate::state::AppState;
 use tollgate_core::db::audit::diff;
@@ -107,14 +107,6 @@ pub struct PatchPlan {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>, nullable, minimum = 1)]
     pub concurrency: Option<Option<u32>>,
-}
-
-fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: Deserialize<'de>,
-    D: Deserializer<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
 }
 
 pub fn router() -> Router<AppState> {
