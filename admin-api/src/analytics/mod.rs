@@ -35,8 +35,8 @@ pub use query::{
 };
 pub use views::{
     AggregatedViolationView, KeyAnalytics, KeyCounts, KeyUsageView, KeysUsage, LatencyBucket,
-    LimitsSource, RouteStats, SeriesPoint, Summary, Timeseries, TopKey, TopKeys, UsageStats,
-    ViolationPage, ViolationView,
+    LimitsSource, Outcomes, RouteStats, SeriesPoint, Summary, Timeseries, TopKey, TopKeys,
+    UsageStats, ViolationPage, ViolationView,
 };
 
 pub fn router() -> Router<AppState> {
@@ -121,12 +121,7 @@ pub async fn timeseries(
             .iter()
             .map(|p| SeriesPoint {
                 at: p.at,
-                total: p.counts.total(),
-                allowed: p.counts.allowed,
-                limited: p.counts.limited,
-                unauthorized: p.counts.unauthorized,
-                forbidden: p.counts.forbidden,
-                upstream_errors: p.counts.upstream_errors,
+                outcomes: Outcomes::new(&p.counts),
             })
             .collect(),
     }))

@@ -15,9 +15,10 @@ pub struct LatencyBucket {
     pub count: i64,
 }
 
-/// Counts, rates and latency over a range.
+/// How the requests ended: each counts in exactly one of `allowed`,
+/// `limited`, `unauthorized`, `forbidden` and `upstream_errors`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct UsageStats {
+pub struct Outcomes {
     /// Every request: allowed + limited + unauthorized + forbidden + upstream_errors.
     pub total: i64,
     /// Admitted and answered by the upstream (below 500).
@@ -30,6 +31,26 @@ pub struct UsageStats {
     pub forbidden: i64,
     /// Admitted, but the upstream failed or answered 5xx.
     pub upstream_errors: i64,
+}
+
+impl Outcomes {
+    pub(super) fn new(c: &Counts) -> Self {
+        Self {
+            total: c.total(),
+            allowed: c.allowed,
+            limited: c.limited,
+            unauthorized: c.unauthorized,
+            forbidden: c.forbidden,
+            upstream_errors: c.upstream_errors,
+        }
+    }
+}
+
+/// Counts, rates and latency over a range.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageStats {
+    #[serde(flatten)]
+    pub outcomes: Outcomes,
     /// (limited + unauthorized + forbidden) / total; 0 without requests.
     #[schema(example = 0.125)]
     pub block_rate: f64,
@@ -49,12 +70,7 @@ impl UsageStats {
         let total = c.total();
         let minutes = (to - from) as f64 / MINUTE_MS as f64;
         Self {
-            total,
-            allowed: c.allowed,
-            limited: c.limited,
-            unauthorized: c.unauthorized,
-            forbidden: c.forbidden,
-            upstream_errors: c.upstream_errors,
+            outcomes: Outcomes::new(c),
             block_rate: ratio(c.refused(), total),
             requests_per_minute: if minutes > 0.0 {
                 round(total as f64 / minutes)
@@ -106,12 +122,8 @@ pub struct Summary {
 pub struct SeriesPoint {
     /// Unix ms at the start of the step (steps are aligned to UTC).
     pub at: i64,
-    pub total: i64,
-    pub allowed: i64,
-    pub limited: i64,
-    pub unauthorized: i64,
-    pub forbidden: i64,
-    pub upstream_errors: i64,
+    #[serde(flatten)]
+    pub outcomes: Outcomes,
 }
 
 /// `GET /api/analytics/timeseries`.
@@ -145,12 +157,8 @@ pub enum LimitsSource {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RouteStats {
     pub route: String,
-    pub total: i64,
-    pub allowed: i64,
-    pub limited: i64,
-    pub unauthorized: i64,
-    pub forbidden: i64,
-    pub upstream_errors: i64,
+    #[serde(flatten)]
+    pub outcomes: Outcomes,
     pub avg_latency_ms: Option<f64>,
     pub p95_latency_ms: Option<f64>,
 }
@@ -159,12 +167,7 @@ impl RouteStats {
     pub(super) fn new(route: String, c: &Counts) -> Self {
         Self {
             route,
-            total: c.total(),
-            allowed: c.allowed,
-            limited: c.limited,
-            unauthorized: c.unauthorized,
-            forbidden: c.forbidden,
-            upstream_errors: c.upstream_errors,
+            outcomes: Outcomes::new(c),
             avg_latency_ms: c.avg_latency_ms().map(round),
             p95_latency_ms: c.percentile_ms(0.95),
         }
@@ -194,12 +197,8 @@ pub struct KeyAnalytics {
 /// A key's requests over a range.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct KeyCounts {
-    pub total: i64,
-    pub allowed: i64,
-    pub limited: i64,
-    pub unauthorized: i64,
-    pub forbidden: i64,
-    pub upstream_errors: i64,
+    #[serde(flatten)]
+    pub outcomes: Outcomes,
     pub block_rate: f64,
     pub avg_latency_ms: Option<f64>,
 }
@@ -207,12 +206,7 @@ pub struct KeyCounts {
 impl KeyCounts {
     pub(super) fn new(c: &Counts) -> Self {
         Self {
-            total: c.total(),
-            allowed: c.allowed,
-            limited: c.limited,
-            unauthorized: c.unauthorized,
-            forbidden: c.forbidden,
-            upstream_errors: c.upstream_errors,
+            outcomes: Outcomes::new(c),
             block_rate: ratio(c.refused(), c.total()),
             avg_latency_ms: c.avg_latency_ms().map(round),
         }
