@@ -1,205 +1,35 @@
 //! `/api/keys`: create (the only time the full key is shown), list (paged,
 //! filtered), read, patch, rotate and delete API keys.
 
+mod requests;
+
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use tollgate_core::db::{ApiKey, KeyFilter, KeyPatch, NewApiKey};
-use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{audit, AuthAdmin, RequireAdmin};
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_id, ApiJson, MaybeJson, PathParam};
-use crate::openapi::ProblemDoc;
-use crate::plans::{limits_from_body, LimitBody};
-use crate::AppState;
+use crate::bodies::KeyView;
+use crate::error::{ApiError, ApiResult, ProblemDoc};
+use crate::extract::{parse_id, text_filter, ApiJson, ApiQuery, MaybeJson, PathParam, QueryInt};
+use crate::rules::limits_from_body;
+use crate::state::AppState;
+
+pub use requests::{
+    CreateKey, KeyListQuery, KeyPage, KeyState, KeyWithSecret, PatchKeyRequest, RotateKey,
+    DEFAULT_PER_PAGE, MAX_PER_PAGE,
+};
 use tollgate_core::db::audit::diff;
 
-pub const DEFAULT_PER_PAGE: i64 = 50;
-pub const MAX_PER_PAGE: i64 = 200;
 /// The longest rotation grace period accepted (30 days).
 pub const MAX_GRACE_SECONDS: u64 = 30 * 86_400;
 const MAX_TEXT: usize = 200;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
-
-/// An API key record. The secret itself is never part of it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct KeyView {
-    pub id: i64,
-    pub name: String,
-    pub owner: Option<String>,
-    /// Free-form JSON object.
-    #[schema(value_type = Object)]
-    pub metadata: Value,
-    /// The plan whose limits apply (unless `limits` is set).
-    pub plan: Option<String>,
-    /// The key's own limits, used instead of the plan's when set.
-    pub limits: Option<Vec<LimitBody>>,
-    /// Maximum in-flight requests.
-    pub concurrency: Option<u32>,
-    pub enabled: bool,
-    /// Unix ms; the key is refused after it.
-    pub expires_at: Option<i64>,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Unix ms.
-    pub updated_at: i64,
-    /// Unix ms.
-    pub last_used_at: Option<i64>,
-    /// `tg_` plus the first characters of the key, to recognise it.
-    #[schema(example = "tg_4fZq81Ab")]
-    pub key_prefix: String,
-}
-
-impl From<ApiKey> for KeyView {
-    fn from(k: ApiKey) -> Self {
-        Self {
-            id: k.id,
-            name: k.name,
-            owner: k.owner,
-            metadata: k.metadata,
-            plan: k.plan,
-            limits: k.limits.map(|ls| ls.iter().map(LimitBody::from).collect()),
-            concurrency: k.concurrency,
-            enabled: k.enabled,
-            expires_at: k.expires_at,
-            created_at: k.created_at,
-            updated_at: k.updated_at,
-            last_used_at: k.last_used_at,
-            key_prefix: k.key_prefix,
-        }
-    }
-}
-
-/// A key record plus the full key: returned only by create and rotate.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct KeyWithSecret {
-    #[serde(flatten)]
-    pub record: KeyView,
-    /// The full API key. Shown exactly once: store it now.
-    #[schema(example = "tg_4fZq81AbTWb2LQfDXb6o0nT7kKzJ9r2h1Qw3aB")]
-    pub key: String,
-}
-
-/// A page of keys.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct KeyPage {
-    pub items: Vec<KeyView>,
-    /// How many keys match the filters in all.
-    pub total: i64,
-    pub page: i64,
-    pub per_page: i64,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateKey {
-    /// 1–200 characters, not only spaces, no control characters.
-    #[schema(
-        example = "mobile app",
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
-    )]
-    pub name: String,
-    /// At most 200 characters, no control characters.
-    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
-    pub owner: Option<String>,
-    /// A JSON object.
-    #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Value>,
-    /// A plan from the YAML config or `/api/plans`.
-    pub plan: Option<String>,
-    /// Own limits (instead of the plan's).
-    #[schema(min_items = 1, max_items = 16)]
-    pub limits: Option<Vec<LimitBody>>,
-    #[schema(minimum = 1)]
-    pub concurrency: Option<u32>,
-    /// Unix ms, in the future.
-    #[schema(minimum = 1)]
-    pub expires_at: Option<i64>,
-}
-
-/// A partial update: absent fields stay, `null` clears a nullable field.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PatchKeyRequest {
-    /// 1–200 characters, not only spaces, no control characters.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = String, min_length = 1, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
-    pub name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, nullable, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
-    pub owner: Option<Option<String>>,
-    /// `null` resets it to `{}`.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Object>, nullable)]
-    pub metadata: Option<Option<Value>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, nullable)]
-    pub plan: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Vec<LimitBody>>, nullable, min_items = 1, max_items = 16)]
-    pub limits: Option<Option<Vec<LimitBody>>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u32>, nullable, minimum = 1)]
-    pub concurrency: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = bool)]
-    pub enabled: Option<Option<bool>>,
-    /// Unix ms.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>, nullable, minimum = 1)]
-    pub expires_at: Option<Option<i64>>,
-}
-
-/// A field that is present (possibly `null`) becomes `Some(…)`; an absent one
-/// stays `None` through `#[serde(default)]`.
-fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: Deserialize<'de>,
-    D: Deserializer<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
-
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RotateKey {
-    /// How long the old secret stays valid, in seconds (default 0, at most 30 days).
-    #[schema(minimum = 0, maximum = 2592000)]
-    pub grace_seconds: Option<u64>,
-}
-
-/// Query parameters of `GET /api/keys`.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct KeyListQuery {
-    /// 1-based page number (default 1).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
-    pub page: Option<String>,
-    /// Keys per page (default 50, at most 200).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
-    pub per_page: Option<String>,
-    /// Case-insensitive substring of the name (`%` and `_` match themselves).
-    #[param(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
-    pub name: Option<String>,
-    /// Exact plan name.
-    #[param(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
-    pub plan: Option<String>,
-    /// `true` or `false`.
-    #[param(value_type = Option<bool>)]
-    pub enabled: Option<String>,
-    /// `enabled` or `disabled` (the same filter as `enabled`).
-    pub state: Option<String>,
-}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -211,28 +41,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/keys/{id}/rotate", post(rotate_key))
 }
 
-fn parse_bool(field: &str, v: &str) -> ApiResult<bool> {
-    match v {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(ApiError::validation(field, "must be true or false")),
-    }
-}
-
-fn parse_int(field: &str, v: &str, min: i64, max: i64) -> ApiResult<i64> {
-    match v.parse::<i64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(ApiError::validation(
-            field,
-            format!("must be an integer from {min} to {max}"),
-        )),
-    }
-}
-
-fn non_empty(v: Option<String>) -> Option<String> {
-    v.filter(|s| !s.is_empty())
-}
-
 /// List keys, paged and filtered.
 #[utoipa::path(
     get,
@@ -241,37 +49,19 @@ fn non_empty(v: Option<String>) -> Option<String> {
     params(KeyListQuery),
     responses(
         (status = 200, description = "One page of keys, newest first", body = KeyPage),
-        (status = 400, description = "Malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]
 pub async fn list_keys(
     _auth: AuthAdmin,
     State(state): State<AppState>,
-    query: Result<Query<KeyListQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<KeyListQuery>,
 ) -> ApiResult<Json<KeyPage>> {
-    let Query(q) = query.map_err(|r| ApiError::malformed(None, r.body_text()))?;
-    let page = match non_empty(q.page) {
-        Some(v) => parse_int("page", &v, 1, 1_000_000)?,
-        None => 1,
-    };
-    let per_page = match non_empty(q.per_page) {
-        Some(v) => parse_int("per_page", &v, 1, MAX_PER_PAGE)?,
-        None => DEFAULT_PER_PAGE,
-    };
-    let mut enabled = match non_empty(q.enabled) {
-        Some(v) => Some(parse_bool("enabled", &v)?),
-        None => None,
-    };
-    if let Some(s) = non_empty(q.state) {
-        let from_state = match s.as_str() {
-            "enabled" => true,
-            "disabled" => false,
-            _ => return Err(ApiError::validation("state", "must be enabled or disabled")),
-        };
+    let page = q.page.map_or(1, QueryInt::get);
+    let per_page = q.per_page.map_or(DEFAULT_PER_PAGE, QueryInt::get);
+    let mut enabled = q.enabled.map(|b| b.0);
+    if let Some(s) = q.state {
+        let from_state = s == KeyState::Enabled;
         if enabled.is_some_and(|e| e != from_state) {
             return Err(ApiError::validation(
                 "state",
@@ -282,14 +72,9 @@ pub async fn list_keys(
     }
     // Filters are text like the names they match: no control characters
     // (PostgreSQL cannot even compare a NUL), no longer than a name.
-    for (field, v) in [("name", &q.name), ("plan", &q.plan)] {
-        if let Some(v) = v {
-            check_text(field, v, true)?;
-        }
-    }
     let filter = KeyFilter {
-        name: non_empty(q.name),
-        plan: non_empty(q.plan),
+        name: text_filter("name", q.name, MAX_TEXT)?,
+        plan: text_filter("plan", q.plan, MAX_TEXT)?,
         enabled,
         limit: per_page,
         offset: (page - 1) * per_page,
@@ -350,7 +135,7 @@ async fn check_plan(state: &AppState, plan: &str) -> ApiResult<()> {
             "must not be empty (use null for no plan)",
         ));
     }
-    if crate::plans::plan_exists(state, plan).await? {
+    if crate::rules::plan_exists(state, plan).await? {
         Ok(())
     } else {
         Err(ApiError::validation(
@@ -369,11 +154,7 @@ async fn check_plan(state: &AppState, plan: &str) -> ApiResult<()> {
     responses(
         (status = 201, description = "Created; `key` holds the full key, shown only this once", body = KeyWithSecret,
             headers(("Location" = String, description = "/api/keys/{id}"))),
-        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A field is missing, unknown or invalid, or the plan does not exist (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -444,10 +225,6 @@ pub async fn create_key(
     params(("id" = i64, Path, minimum = 1, description = "Key id")),
     responses(
         (status = 200, description = "The key record", body = KeyView),
-        (status = 400, description = "The id is not a positive integer", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]
@@ -488,12 +265,7 @@ fn no_key(id: i64) -> ApiError {
     request_body = PatchKeyRequest,
     responses(
         (status = 200, description = "The updated key record", body = KeyView),
-        (status = 400, description = "Malformed JSON or id", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "A field is unknown or invalid, or the plan does not exist (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -590,11 +362,6 @@ pub async fn patch_key(
     params(("id" = i64, Path, minimum = 1, description = "Key id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "The id is not a positive integer", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -631,12 +398,7 @@ pub async fn delete_key(
     request_body(content = Option<RotateKey>, description = "Optional; `{}` or no body means no grace period"),
     responses(
         (status = 200, description = "The key record and its new full key, shown only this once", body = KeyWithSecret),
-        (status = 400, description = "Malformed JSON or id", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such key", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "grace_seconds is invalid", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]
