@@ -2,7 +2,9 @@
 //! processes (threads: 2) on one redis-server of the test's own, eight
 //! concurrent clients, and Redis stopped (SIGTERM), killed (SIGKILL), frozen
 //! (SIGSTOP) or paused (CLIENT PAUSE) mid-load. No request may wait much
-//! longer than `redis_timeout`, and every one is answered.
+//! longer than `redis_timeout`, and every one is answered. The plan has a
+//! `concurrency` cap, so every request makes both Redis calls (its hold and
+//! its buckets), which share one deadline.
 //!
 //! The bound asserted is 300 ms with `redis_timeout: 20ms`: what a request
 //! may spend waiting for Redis is 20 ms, and the rest is the proxy, the demo

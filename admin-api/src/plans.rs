@@ -7,79 +7,18 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use tollgate_core::db::plans::StoredPlan;
-use tollgate_core::duration;
-use tollgate_core::limits::Limit;
 use tollgate_core::rules::limits::{self as limit_rules, is_plan_name};
 use utoipa::ToSchema;
 
 use crate::auth::{audit, AuthAdmin, RequireAdmin};
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, PathParam};
-use crate::openapi::ProblemDoc;
-use crate::AppState;
+use crate::bodies::LimitBody;
+use crate::error::{ApiError, ApiResult, ProblemDoc};
+use crate::extract::{present, ApiJson, PathParam};
+use crate::rules::limits_from_body;
+use crate::state::AppState;
 use tollgate_core::db::audit::diff;
-
-/// One token bucket: `rate` tokens per `per`, capacity `burst` (default
-/// `rate`), each request costing `cost` (default 1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LimitBody {
-    /// 1–64 characters of `A-Z a-z 0-9 . _ -`; unique within the list.
-    #[schema(
-        example = "minute",
-        min_length = 1,
-        max_length = 64,
-        pattern = "^[A-Za-z0-9._-]+$"
-    )]
-    pub name: String,
-    #[schema(example = 60, minimum = 1, maximum = 1_000_000_000)]
-    pub rate: u64,
-    /// An integer and a unit: `ms`, `s`, `m`, `h` or `d`; more than 0, at most `366d`.
-    #[schema(example = "1m", pattern = "^[0-9]+(ms|s|m|h|d)$")]
-    pub per: String,
-    /// Capacity of the bucket (default `rate`); at least `cost`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = 10, minimum = 1, format = Int64)]
-    pub burst: Option<u64>,
-    /// Tokens one request takes (default 1); at most `burst`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1, format = Int64)]
-    pub cost: Option<u64>,
-}
-
-impl From<&Limit> for LimitBody {
-    fn from(l: &Limit) -> Self {
-        Self {
-            name: l.name.clone(),
-            rate: l.rate,
-            per: duration::format(l.per),
-            burst: l.burst,
-            cost: l.cost,
-        }
-    }
-}
-
-/// The limits of a request body, `per` parsed (errors name the field, e.g.
-/// `limits[1].per`); the rules are checked by `tollgate_core::rules`.
-pub fn limits_from_body(field: &str, bodies: &[LimitBody]) -> ApiResult<Vec<Limit>> {
-    bodies
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            let per = duration::parse(&b.per)
-                .map_err(|e| ApiError::validation(format!("{field}[{i}].per"), e.to_string()))?;
-            Ok(Limit {
-                name: b.name.clone(),
-                rate: b.rate,
-                per,
-                burst: b.burst,
-                cost: b.cost,
-            })
-        })
-        .collect()
-}
 
 /// Where a plan is defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -172,14 +111,6 @@ pub struct PatchPlan {
     pub concurrency: Option<Option<u32>>,
 }
 
-fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: Deserialize<'de>,
-    D: Deserializer<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
-
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/plans", get(list_plans).post(create_plan))
@@ -187,17 +118,6 @@ pub fn router() -> Router<AppState> {
             "/api/plans/{name}",
             get(get_plan).patch(patch_plan).delete(delete_plan),
         )
-}
-
-/// Whether a plan of that name exists in the config or the plans table.
-pub async fn plan_exists(state: &AppState, name: &str) -> ApiResult<bool> {
-    if state.config().plans.contains_key(name) {
-        return Ok(true);
-    }
-    if !is_plan_name(name) {
-        return Ok(false);
-    }
-    Ok(state.db().get_plan(name).await?.is_some())
 }
 
 fn read_only(name: &str) -> ApiError {
@@ -217,8 +137,6 @@ fn no_plan(name: &str) -> ApiError {
     tag = "plans",
     responses(
         (status = 200, description = "Every plan", body = Vec<PlanView>),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]
@@ -245,9 +163,6 @@ pub async fn list_plans(
     params(("name" = String, Path, description = "Plan name")),
     responses(
         (status = 200, description = "The plan", body = PlanView),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such plan", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]
@@ -277,12 +192,7 @@ pub async fn get_plan(
     responses(
         (status = 201, description = "Created", body = PlanView,
             headers(("Location" = String, description = "/api/plans/{name}"))),
-        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "A plan of that name exists (in the config or the database)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A field is missing, unknown or invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -335,13 +245,7 @@ pub async fn create_plan(
     request_body = PatchPlan,
     responses(
         (status = 200, description = "The updated plan", body = PlanView),
-        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such plan", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The plan is defined in the YAML config (type `read-only`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A field is unknown or invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -399,11 +303,7 @@ pub async fn patch_plan(
     params(("name" = String, Path, description = "Plan name")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such plan", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The plan is in use by a key (`conflict`) or defined in the YAML config (`read-only`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]

@@ -59,6 +59,42 @@ pub fn not_found(path: &str) -> Answer {
     )
 }
 
+/// The request header did not arrive in full within `proxy.header_timeout`
+/// (written by the connection edge, then the connection is closed).
+pub fn request_timeout(timeout: std::time::Duration) -> Answer {
+    Answer::problem(
+        Problem::new("request-timeout", "Request Timeout", 408)
+            .detail(format!(
+                "the request header did not arrive within {} ms",
+                timeout.as_millis()
+            ))
+            .with(
+                "header_timeout_ms",
+                u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
+    )
+}
+
+/// `a` as the bytes of a whole HTTP/1.1 response that closes the connection,
+/// for the connection edge, which answers outside Pingora's session.
+pub fn to_http1_close(a: &Answer) -> Vec<u8> {
+    let reason = http::StatusCode::from_u16(a.status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut out = format!("HTTP/1.1 {} {reason}\r\n", a.status);
+    for (name, value) in &a.headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        a.body.len()
+    ));
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&a.body);
+    bytes
+}
+
 /// A request target refused by `proxy.path_policy` or the fixed path rules.
 pub fn bad_path(e: tollgate_core::path::PathError) -> Answer {
     Answer::problem(
@@ -205,6 +241,23 @@ mod tests {
 
     fn v(a: &Answer) -> serde_json::Value {
         serde_json::from_slice(&a.body).expect("json body")
+    }
+
+    #[test]
+    fn request_timeout_as_a_whole_http1_response_that_closes() {
+        let a = request_timeout(std::time::Duration::from_millis(1500));
+        assert_eq!(a.status, 408);
+        assert_eq!(v(&a)["header_timeout_ms"], 1500);
+        let bytes = to_http1_close(&a);
+        let text = String::from_utf8(bytes).expect("utf-8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        let mut lines = head.split("\r\n");
+        assert_eq!(lines.next(), Some("HTTP/1.1 408 Request Timeout"));
+        let headers: Vec<&str> = lines.collect();
+        assert!(headers.contains(&"Content-Type: application/problem+json"));
+        assert!(headers.contains(&"Connection: close"));
+        assert!(headers.contains(&format!("Content-Length: {}", body.len()).as_str()));
+        assert_eq!(body.as_bytes(), a.body.as_slice());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tollgate_core::config::Config;
 use tollgate_core::db::{Db, DbError};
 
 use crate::background::{load_db_state, Maintenance};
-use crate::conn::{ConnTable, EdgeApp, ProxyProtocolTls};
+use crate::conn::{ConnTable, EdgeApp, HandshakeWatch, PreTlsEdge};
 use crate::limiter::backends::Limiters;
 use crate::limiter::LocalLimiter;
 use crate::metrics::{self, MetricsApp};
@@ -128,17 +128,18 @@ pub fn build(prepared: Prepared) -> Built {
     let mut server_options = app.server_options.clone().unwrap_or_default();
     server_options.keepalive_request_limit = Some(10_000);
     app.server_options = Some(server_options);
+    let handshakes = Arc::new(HandshakeWatch::default());
     let app = EdgeApp {
         inner: Arc::new(app),
         state: state.clone(),
         conns: Arc::new(ConnTable::default()),
+        handshakes: handshakes.clone(),
     };
     let mut proxy = Service::new("tollgate-proxy".to_string(), app);
-    proxy
-        .endpoints()
-        .set_pre_tls_callback(Arc::new(ProxyProtocolTls {
-            state: state.clone(),
-        }));
+    proxy.endpoints().set_pre_tls_callback(Arc::new(PreTlsEdge {
+        state: state.clone(),
+        handshakes,
+    }));
     proxy.add_tcp(&listen.to_string());
     if let (Some(addr), Some(cert)) = (tls_listen, &listener_cert) {
         match cert.settings() {

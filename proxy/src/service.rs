@@ -23,7 +23,7 @@ use crate::edge_metrics;
 use crate::forward::{self, Forwarding};
 use crate::headers;
 use crate::keyset::ActiveKey;
-use crate::limiter::backends::{Concurrency, InFlightHold, Limiters, Verdict};
+use crate::limiter::backends::{self, Concurrency, InFlightHold, Limiters, Verdict};
 use crate::limiter::Subject;
 use crate::metrics::{self, outcome};
 use crate::router::{self, Routable, RouteMatch};
@@ -204,10 +204,12 @@ impl Gateway {
             return Some(answer::unknown_plan());
         }
         ctx.plan = applicable.plan.map(str::to_string);
+        // One Redis deadline for the hold and the buckets together.
+        let deadline = backends::redis_deadline(&cfg.config.limiter);
         if let (Some(max), Some(key)) = (applicable.concurrency, &ctx.key) {
             match self
                 .limiters
-                .acquire(&cfg.config.limiter, key.id, max)
+                .acquire(&cfg.config.limiter, key.id, max, deadline)
                 .await
             {
                 Concurrency::Held(hold) => ctx._inflight = Some(hold),
@@ -226,7 +228,7 @@ impl Gateway {
 
         let verdict = self
             .limiters
-            .decide(&cfg.config.limiter, &subject, &applicable.buckets)
+            .decide(&cfg.config.limiter, &subject, &applicable.buckets, deadline)
             .await;
         let (decision, backend) = match verdict {
             Verdict::Decided(d, backend) => (d, backend),

@@ -473,9 +473,52 @@ fn apply_tls(peer: &mut HttpPeer, config: &Upstream, trust: &Trust, host: &str) 
     }
 }
 
-/// The addresses one target resolves to (blocking: DNS).
+/// The addresses one target resolves to (blocking: DNS), unless a test put
+/// its host name in [`testing::set_host`]'s table.
 fn resolve_target(target: &Target) -> std::io::Result<Vec<SocketAddr>> {
+    if let Some(ips) = testing::lookup(&target.host) {
+        return Ok(ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, target.port))
+            .collect());
+    }
     Ok(target.authority().to_socket_addrs()?.collect())
+}
+
+/// A hosts table in front of DNS, for tests that change what a host name
+/// resolves to while a proxy runs (as a DNS record changes). Empty unless a
+/// test fills it; only names in it are affected, so tests sharing a process
+/// use names of their own (under `.test`).
+#[doc(hidden)]
+pub mod testing {
+    use std::collections::HashMap;
+    use std::net::IpAddr;
+    use std::sync::LazyLock;
+
+    use parking_lot::RwLock;
+
+    static HOSTS: LazyLock<RwLock<HashMap<String, Vec<IpAddr>>>> =
+        LazyLock::new(|| RwLock::new(HashMap::new()));
+
+    /// From now on `name` resolves to `ips` (none: the lookup fails).
+    pub fn set_host(name: &str, ips: &[IpAddr]) {
+        HOSTS
+            .write()
+            .insert(name.to_ascii_lowercase(), ips.to_vec());
+    }
+
+    /// `name` goes back to DNS.
+    pub fn remove_host(name: &str) {
+        HOSTS.write().remove(&name.to_ascii_lowercase());
+    }
+
+    pub(super) fn lookup(name: &str) -> Option<Vec<IpAddr>> {
+        let hosts = HOSTS.read();
+        if hosts.is_empty() {
+            return None;
+        }
+        hosts.get(&name.to_ascii_lowercase()).cloned()
+    }
 }
 
 /// Resolve every target of an upstream (blocking: DNS). An error if any

@@ -333,6 +333,38 @@ routes:
   - { name: open, match: { path_prefix: /open }, upstream: demo, strip_prefix: /open, auth: none }
 "#;
 
+/// A header that stops half-way gets `408 Request Timeout` (problem+json,
+/// `Connection: close`) at `header_timeout` (1 s), then the connection is
+/// closed; never before the deadline, and long before a client would give up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_header_gets_408_then_close() {
+    let p = TestProxy::start(SLOW, Store::Sqlite).await.expect("sqlite");
+    let mut s = raw::connect(None, p.addr).await;
+    let start = Instant::now();
+    s.write_all(b"GET /open/users HTTP/1.1\r\nHost: t\r\nX-Half: ")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
+    let took = start.elapsed();
+    assert!(read.is_ok(), "still open after 30 s");
+    assert!(took >= Duration::from_millis(1000), "cut early: {took:?}");
+    assert!(took < Duration::from_secs(8), "closed after {took:?}");
+    let text = String::from_utf8_lossy(&out);
+    let r = raw::parse(&text);
+    assert_eq!(r.status, 408, "{text}");
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(
+        r.json()["type"]
+            .as_str()
+            .map(|t| t.ends_with("/request-timeout")),
+        Some(true),
+        "{text}"
+    );
+    assert_eq!(r.json()["header_timeout_ms"], 1000);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_header_is_cut_at_header_timeout() {
     let p = TestProxy::start(SLOW, Store::Sqlite).await.expect("sqlite");

@@ -133,3 +133,50 @@ async fn redis_concurrency_is_global_across_two_proxies() {
     // Released when they end.
     all_admitted_again(&[&a, &b], &k).await;
 }
+
+/// A request on a capped plan makes two Redis calls (its hold, then its
+/// buckets), and they share ONE deadline: with Redis frozen (SIGSTOP), no
+/// request waits for Redis longer than `redis_timeout` in all. Two
+/// deadlines would take at least 2 × 400 ms = 800 ms (timers never fire
+/// early); one takes about 400 ms, so 650 ms leaves a busy box 250 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_and_buckets_share_one_redis_deadline() {
+    let Some(redis) = OwnRedis::start() else {
+        return;
+    };
+    let limiter = format!(
+        "limiter:\n  backend: redis\n  redis_url: \"{}\"\n  redis_timeout: 400ms\n  on_redis_error: local\n",
+        redis.url()
+    );
+    let p = TestProxy::start(&yaml(&limiter), Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let key = key(&p, "deadline").await;
+    redis.signal("STOP");
+    let client = reqwest::Client::new();
+    let mut took = Vec::new();
+    // The breaker opens after 3 failed requests: the first ones wait.
+    for _ in 0..5 {
+        let start = Instant::now();
+        let status = client
+            .get(p.url("/api/users"))
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        took.push((status, start.elapsed()));
+    }
+    redis.signal("CONT");
+    println!("redis frozen: {took:?}");
+    assert!(took.iter().all(|(s, _)| *s == 200), "{took:?}");
+    let worst = took.iter().map(|(_, d)| *d).max().unwrap_or_default();
+    assert!(
+        worst >= Duration::from_millis(400),
+        "the first request waited for Redis: {took:?}"
+    );
+    assert!(
+        worst < Duration::from_millis(650),
+        "a request waited {worst:?} (two Redis deadlines?): {took:?}"
+    );
+}

@@ -813,3 +813,122 @@ async fn proxy_protocol_before_the_tls_handshake() {
     // Without the header the handshake never completes.
     assert!(attempt(false).await.is_none());
 }
+
+/// The TLS handshake and the request header are both bounded by
+/// `proxy.header_timeout` (1 s here): a client that connects and sends
+/// nothing, or half a ClientHello, is closed (Pingora's own handshake limit
+/// is 60 s); one that completes the handshake and then trickles its header
+/// gets `408 Request Timeout` inside TLS; a handshake that completes is
+/// never cut afterwards (an idle keep-alive connection is served again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_tls_clients_are_bounded_by_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new("client-facing CA");
+    let yaml = format!(
+        "  header_timeout: 1s\n{}",
+        BASE.replace("    default_plan: tight\n", "    auth: none\n")
+    );
+    let p = TlsProxy::start(&ca, &yaml).await;
+    // Closed: the time from `start` until the peer closes (EOF or reset).
+    async fn closed_after(mut s: impl AsyncReadExt + Unpin, start: Instant) -> Duration {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("still open after 30 s"),
+            }
+        }
+    }
+    // Bounds: never before the deadline; long before Pingora's 60 s.
+    let within = |what: &str, took: Duration| {
+        assert!(
+            took >= Duration::from_millis(900),
+            "{what}: cut early, {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(8),
+            "{what}: closed after {took:?}"
+        );
+    };
+
+    let start = Instant::now();
+    let silent = tokio::net::TcpStream::connect(p.https).await.expect("tcp");
+    within("silent", closed_after(silent, start).await);
+
+    let start = Instant::now();
+    let mut half = tokio::net::TcpStream::connect(p.https).await.expect("tcp");
+    // A handshake record announcing 512 bytes, of which 40 arrive.
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    hello.extend_from_slice(&[7u8; 29]);
+    half.write_all(&hello).await.expect("write");
+    within("half a ClientHello", closed_after(half, start).await);
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.pem().as_bytes()) {
+        roots.add(cert.expect("ca pem")).expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(p.https).await.expect("tcp");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        connector.connect(name, tcp).await.expect("handshake")
+    };
+
+    // Handshake done, then half a header: 408 problem, then closed.
+    let mut tls = connect().await;
+    let start = Instant::now();
+    tls.write_all(b"GET /api/users HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut out)).await;
+    let took = start.elapsed();
+    assert!(read.is_ok(), "still open after 30 s");
+    within("slow header over TLS", took);
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Content-Type: application/problem+json"),
+        "{text}"
+    );
+    assert!(text.contains("Connection: close"), "{text}");
+    assert!(text.contains("request-timeout"), "{text}");
+
+    // A completed handshake is not cut by its deadline later: a keep-alive
+    // connection idle past header_timeout is served again.
+    let mut tls = connect().await;
+    let request = b"GET /api/users HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    tls.write_all(request).await.expect("write");
+    let mut buf = vec![0u8; 8192];
+    let n = tls.read(&mut buf).await.expect("first response");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tls.write_all(b"GET /api/users HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let m = p.proxy.metrics_text().await;
+    assert!(
+        metric_value(&m, "tollgate_header_timeouts_total", &[]) >= 3.0,
+        "{m}"
+    );
+}

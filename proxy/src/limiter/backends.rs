@@ -50,6 +50,13 @@ impl RedisSlot {
 /// CA file) waits before it is tried again; meanwhile `on_redis_error` decides.
 const RETRY_CREATE: Duration = Duration::from_secs(5);
 
+/// The one Redis deadline of a request that starts its limiter step now:
+/// its concurrency hold and its buckets together wait for Redis no longer
+/// than `redis_timeout`.
+pub fn redis_deadline(cfg: &LimiterConfig) -> Instant {
+    Instant::now() + cfg.redis_timeout
+}
+
 /// A request's concurrency slot, released when dropped.
 #[derive(Debug)]
 pub enum InFlightHold {
@@ -127,9 +134,16 @@ impl Limiters {
 
     /// Take one of `key_id`'s `max` concurrency slots: exact in this process
     /// with the local backend, across every proxy with Redis (where a
-    /// failure follows `on_redis_error`, bounded by `redis_timeout` like
-    /// [`Self::decide`]).
-    pub async fn acquire(&self, cfg: &LimiterConfig, key_id: i64, max: u32) -> Concurrency {
+    /// failure follows `on_redis_error`). Redis is waited for until
+    /// `deadline` at most: the request's one Redis deadline
+    /// ([`redis_deadline`]), shared with [`Self::decide`].
+    pub async fn acquire(
+        &self,
+        cfg: &LimiterConfig,
+        key_id: i64,
+        max: u32,
+        deadline: Instant,
+    ) -> Concurrency {
         let local = || match self.in_flight.try_acquire(key_id, max) {
             Some(g) => Concurrency::Held(InFlightHold::Local(g)),
             None => Concurrency::Full,
@@ -138,7 +152,7 @@ impl Limiters {
             None => return local(),
             Some(Err(e)) => Err(e),
             Some(Ok(redis)) => {
-                let r = redis.acquire_hold(key_id, max).await;
+                let r = redis.acquire_hold_by(key_id, max, deadline).await;
                 metrics::REDIS_BREAKER_STATE.set(redis.breaker_state().as_i64());
                 r
             }
@@ -219,12 +233,14 @@ impl Limiters {
             .and_then(|s| s.limiter.as_ref().ok().cloned())
     }
 
-    /// Decide a request's limits with the configured backend and policy.
+    /// Decide a request's limits with the configured backend and policy,
+    /// waiting for Redis until `deadline` at most (see [`Self::acquire`]).
     pub async fn decide(
         &self,
         cfg: &LimiterConfig,
         subject: &Subject,
         buckets: &[&Bucket],
+        deadline: Instant,
     ) -> Verdict {
         if buckets.is_empty() {
             return Verdict::Decided(
@@ -244,7 +260,7 @@ impl Limiters {
             }
             Some(Err(e)) => Err(e),
             Some(Ok(redis)) => {
-                let result = redis.check(subject, buckets).await;
+                let result = redis.check_by(subject, buckets, deadline).await;
                 metrics::REDIS_BREAKER_STATE.set(redis.breaker_state().as_i64());
                 result
             }

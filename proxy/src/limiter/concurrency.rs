@@ -11,19 +11,15 @@
 //! `redis/holds.rs`); this table then serves the `on_redis_error: local`
 //! fallback.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use super::sharded::ShardedMap;
 
 const SHARDS: usize = 64;
 
-type Shard = Mutex<HashMap<i64, u32, ahash::RandomState>>;
-
 /// Exact in-flight counts per key.
 pub struct InFlight {
-    shards: Box<[Shard]>,
-    hasher: ahash::RandomState,
+    map: ShardedMap<i64, u32>,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -37,23 +33,15 @@ impl std::fmt::Debug for InFlight {
 impl Default for InFlight {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(HashMap::default()))
-                .collect(),
-            hasher: ahash::RandomState::new(),
+            map: ShardedMap::new(SHARDS),
         }
     }
 }
 
 impl InFlight {
-    fn shard(&self, key: i64) -> &Shard {
-        let h = self.hasher.hash_one(key);
-        &self.shards[(h as usize) % self.shards.len()]
-    }
-
     /// Take one of `key`'s `max` slots, or `None` if all are taken.
     pub fn try_acquire(self: &Arc<Self>, key: i64, max: u32) -> Option<InFlightGuard> {
-        let mut map = self.shard(key).lock();
+        let mut map = self.map.lock(&key);
         let count = map.entry(key).or_insert(0);
         if *count >= max {
             if *count == 0 {
@@ -70,16 +58,16 @@ impl InFlight {
 
     /// Requests of `key` in flight now.
     pub fn count(&self, key: i64) -> u32 {
-        self.shard(key).lock().get(&key).copied().unwrap_or(0)
+        self.map.lock(&key).get(&key).copied().unwrap_or(0)
     }
 
     /// Keys with requests in flight (entries held).
     pub fn keys(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.map.len()
     }
 
     fn release(&self, key: i64) {
-        let mut map = self.shard(key).lock();
+        let mut map = self.map.lock(&key);
         if let Some(count) = map.get_mut(&key) {
             *count = count.saturating_sub(1);
             if *count == 0 {

@@ -1,5 +1,5 @@
 //! The in-process limiter: token buckets (GCRA arithmetic from
-//! `tollgate_core::limits`) in a sharded map.
+//! `tollgate_core::limits`) in the limiters' [`ShardedMap`].
 //!
 //! All buckets of one subject live in one entry of one shard, so a request
 //! checks and takes from all its buckets under a single short lock: atomic
@@ -7,22 +7,18 @@
 //! are evicted by [`LocalLimiter::sweep`], which bounds memory by the number of
 //! subjects active within one refill period.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
 use std::time::Instant;
 
-use parking_lot::Mutex;
 use smallvec::SmallVec;
 use tollgate_core::limits::{self, Decision, Limit};
 
+use super::sharded::ShardedMap;
 use super::{Bucket, Subject};
 
 type Tats = SmallVec<[(u64, u64); 3]>;
-type Shard = Mutex<HashMap<Subject, Tats, ahash::RandomState>>;
 
 pub struct LocalLimiter {
-    shards: Box<[Shard]>,
-    hasher: ahash::RandomState,
+    map: ShardedMap<Subject, Tats>,
     epoch: Instant,
 }
 
@@ -35,7 +31,7 @@ impl Default for LocalLimiter {
 impl std::fmt::Debug for LocalLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalLimiter")
-            .field("shards", &self.shards.len())
+            .field("shards", &self.map.shard_count())
             .field("subjects", &self.len())
             .finish()
     }
@@ -44,10 +40,8 @@ impl std::fmt::Debug for LocalLimiter {
 impl LocalLimiter {
     /// `shards` is rounded up to a power of two.
     pub fn new(shards: usize) -> Self {
-        let n = shards.max(1).next_power_of_two();
         Self {
-            shards: (0..n).map(|_| Mutex::new(HashMap::default())).collect(),
-            hasher: ahash::RandomState::new(),
+            map: ShardedMap::new(shards),
             epoch: Instant::now(),
         }
     }
@@ -72,7 +66,7 @@ impl LocalLimiter {
             };
         }
         let policies: SmallVec<[&Limit; 4]> = buckets.iter().map(|b| &*b.limit).collect();
-        let mut map = self.shard(subject).lock();
+        let mut map = self.map.lock(subject);
         // One hash lookup for a subject already held (the hot path).
         if let Some(entry) = map.get_mut(subject) {
             let tats: SmallVec<[u64; 4]> = buckets
@@ -107,30 +101,17 @@ impl LocalLimiter {
     }
 
     pub fn sweep_at(&self, now: u64) -> usize {
-        let mut removed = 0;
-        for shard in self.shards.iter() {
-            let mut map = shard.lock();
-            let before = map.len();
-            map.retain(|_, tats| tats.iter().any(|&(_, tat)| tat > now));
-            removed += before - map.len();
-        }
-        removed
+        self.map
+            .retain(|_, tats| tats.iter().any(|&(_, tat)| tat > now))
     }
 
     /// Subjects currently held.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn shard(&self, subject: &Subject) -> &Shard {
-        let mut h = self.hasher.build_hasher();
-        subject.hash(&mut h);
-        let i = (std::hash::Hasher::finish(&h) as usize) & (self.shards.len() - 1);
-        &self.shards[i]
     }
 }
 

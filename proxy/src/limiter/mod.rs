@@ -5,10 +5,10 @@ pub mod backends;
 pub mod breaker;
 pub mod concurrency;
 pub mod local;
-pub mod over_limit;
 pub mod redis;
 #[doc(hidden)]
 pub mod scenarios;
+pub mod sharded;
 
 use std::fmt;
 use std::net::IpAddr;

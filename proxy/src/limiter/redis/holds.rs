@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::redis::Script;
 use parking_lot::Mutex;
@@ -76,8 +76,22 @@ impl RedisLimiter {
         key_id: i64,
         max: u32,
     ) -> Result<Option<RedisHold>, RedisLimitError> {
+        self.acquire_hold_by(key_id, max, self.deadline()).await
+    }
+
+    /// [`Self::acquire_hold`] bounded by the request's one Redis deadline
+    /// (see [`Self::check_by`]).
+    pub async fn acquire_hold_by(
+        self: &Arc<Self>,
+        key_id: i64,
+        max: u32,
+        deadline: Instant,
+    ) -> Result<Option<RedisHold>, RedisLimitError> {
         if max == 0 {
             return Ok(None);
+        }
+        if Instant::now() >= deadline {
+            return Err(RedisLimitError::Timeout(self.timeout));
         }
         if !self.breaker.allow() {
             return Err(RedisLimitError::CircuitOpen);
@@ -97,7 +111,9 @@ impl RedisLimiter {
             .arg(lease_ms)
             .arg(&id);
         let result = self
-            .run(move |mut conn| async move { conn.invoke_i64(&inv).await })
+            .run(deadline, move |mut conn| async move {
+                conn.invoke_i64(&inv).await
+            })
             .await;
         let hold = || RedisHold {
             limiter: self.clone(),

@@ -2,17 +2,16 @@
 //! Retry-After so the same request of the same subject is refused locally
 //! without a round trip (see [`OverLimitCache`]).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use smallvec::SmallVec;
 use tollgate_core::limits::{ceil_secs, Decision, LimitState};
 
-use super::redis::LimitTimes;
-use super::{Bucket, Subject};
+use super::script::LimitTimes;
+use crate::limiter::sharded::ShardedMap;
+use crate::limiter::{Bucket, Subject};
 
 struct CachedLimit {
     state: LimitState,
@@ -28,7 +27,6 @@ struct Refusal {
 }
 
 type Refusals = SmallVec<[Refusal; 1]>;
-type CacheShard = Mutex<HashMap<Subject, Refusals, ahash::RandomState>>;
 
 /// Refusals Redis gave, remembered until their Retry-After so the same
 /// request of the same subject is refused locally without a round trip.
@@ -46,8 +44,7 @@ type CacheShard = Mutex<HashMap<Subject, Refusals, ahash::RandomState>>;
 /// when a shard is full; if still full, the refusal is not cached), each
 /// held at most `max_ttl`.
 pub struct OverLimitCache {
-    shards: Box<[CacheShard]>,
-    hasher: ahash::RandomState,
+    map: ShardedMap<Subject, Refusals>,
     per_shard: usize,
     max_ttl: Duration,
     hits: AtomicU64,
@@ -76,24 +73,16 @@ fn until_ns(from: Instant, to: Instant) -> u64 {
 impl OverLimitCache {
     pub fn new(capacity: usize, max_ttl: Duration) -> Self {
         Self {
-            shards: (0..CACHE_SHARDS)
-                .map(|_| Mutex::new(HashMap::default()))
-                .collect(),
-            hasher: ahash::RandomState::new(),
+            map: ShardedMap::new(CACHE_SHARDS),
             per_shard: capacity.div_ceil(CACHE_SHARDS),
             max_ttl,
             hits: AtomicU64::new(0),
         }
     }
 
-    fn shard(&self, subject: &Subject) -> &CacheShard {
-        let h = self.hasher.hash_one(subject);
-        &self.shards[(h as usize) % self.shards.len()]
-    }
-
     /// The cached refusal of this request at `now`, if one is still running.
     pub fn get(&self, subject: &Subject, buckets: &[&Bucket], now: Instant) -> Option<Decision> {
-        let mut map = self.shard(subject).lock();
+        let mut map = self.map.lock(subject);
         let refusals = map.get_mut(subject)?;
         let i = refusals.iter().position(|r| same_ids(&r.ids, buckets))?;
         if refusals[i].until <= now {
@@ -166,7 +155,7 @@ impl OverLimitCache {
                 })
                 .collect(),
         };
-        let mut map = self.shard(subject).lock();
+        let mut map = self.map.lock(subject);
         if map.len() >= self.per_shard && !map.contains_key(subject) {
             map.retain(|_, refusals| {
                 refusals.retain(|r| r.until > now);
@@ -185,7 +174,7 @@ impl OverLimitCache {
 
     /// Drop the subject's refusals (after an admission of one of its requests).
     pub fn forget(&self, subject: &Subject) {
-        let mut map = self.shard(subject).lock();
+        let mut map = self.map.lock(subject);
         if !map.is_empty() {
             map.remove(subject);
         }
@@ -193,22 +182,15 @@ impl OverLimitCache {
 
     /// Drop every expired refusal. Returns how many subjects were dropped.
     pub fn sweep(&self, now: Instant) -> usize {
-        let mut removed = 0;
-        for shard in self.shards.iter() {
-            let mut map = shard.lock();
-            let before = map.len();
-            map.retain(|_, refusals| {
-                refusals.retain(|r| r.until > now);
-                !refusals.is_empty()
-            });
-            removed += before - map.len();
-        }
-        removed
+        self.map.retain(|_, refusals| {
+            refusals.retain(|r| r.until > now);
+            !refusals.is_empty()
+        })
     }
 
     /// Subjects held.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -223,8 +205,8 @@ impl OverLimitCache {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Scope;
     use super::*;
+    use crate::limiter::Scope;
     use tollgate_core::limits::Limit;
 
     fn limit(name: &str, rate: u64, per: Duration, burst: Option<u64>, cost: Option<u64>) -> Limit {

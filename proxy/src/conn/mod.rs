@@ -14,7 +14,16 @@
 //! - every call waits at most `proxy.keepalive_timeout` for a first byte
 //!   (plain TCP), then gives the request header `proxy.header_timeout` to
 //!   arrive in full: the service calls [`header_done`] as soon as it has the
-//!   header. A connection that misses the deadline is closed.
+//!   header ([`deadline::HeaderDeadline`]). A connection that misses the
+//!   deadline gets `408 Request Timeout` if part of a request arrived, and
+//!   is closed;
+//! - on TLS listeners the handshake (and the PROXY header before it) must be
+//!   done within `proxy.header_timeout` too ([`HandshakeWatch`]).
+
+mod deadline;
+mod handshake;
+
+pub use handshake::HandshakeWatch;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -38,6 +47,7 @@ use tollgate_core::net::{self, ProxyHeader, MAX_PROXY_HEADER};
 use crate::edge_metrics;
 use crate::metrics;
 use crate::state::State;
+use deadline::{DeadlineFlags, HeaderDeadline};
 
 tokio::task_local! {
     static HEADER_DONE: Arc<AtomicBool>;
@@ -122,7 +132,13 @@ pub struct EdgeApp<A> {
     pub inner: Arc<A>,
     pub state: Arc<State>,
     pub conns: Arc<ConnTable>,
+    /// Shared with the listener's [`PreTlsEdge`].
+    pub handshakes: Arc<HandshakeWatch>,
 }
+
+/// How long after the header deadline the edge stops waiting for the 408 to
+/// be written (a client that reads nothing) and drops the connection.
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 fn peer_of(stream: &Stream) -> Option<IpAddr> {
     stream
@@ -165,15 +181,21 @@ pub async fn read_proxy_header(stream: &mut L4Stream) -> Result<(), &'static str
     }
 }
 
-/// The PROXY header on TLS listeners, read before the handshake.
-pub struct ProxyProtocolTls {
+/// Before a TLS handshake: start its deadline ([`HandshakeWatch`]) and, on
+/// PROXY-protocol listeners, read the PROXY header.
+pub struct PreTlsEdge {
     pub state: Arc<State>,
+    pub handshakes: Arc<HandshakeWatch>,
 }
 
 #[async_trait]
-impl PreTlsProcess for ProxyProtocolTls {
+impl PreTlsProcess for PreTlsEdge {
     async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
-        let edge = &self.state.config.load().config.proxy.edge;
+        use std::os::unix::io::AsRawFd;
+        let config = self.state.config.load_full();
+        let edge = &config.config.proxy.edge;
+        self.handshakes
+            .start(stream.as_raw_fd(), edge.header_timeout);
         if !edge.proxy_protocol {
             return Ok(());
         }
@@ -202,7 +224,7 @@ impl<A: ServerApp + Send + Sync + 'static> EdgeApp<A> {
     /// listener: read the header. `None` closes the connection.
     async fn proxy_protocol(&self, stream: Stream, timeout: Duration) -> Option<Stream> {
         if !stream.as_any().is::<L4Stream>() {
-            // TLS: read before the handshake by `ProxyProtocolTls`.
+            // TLS: read before the handshake by `PreTlsEdge`.
             return Some(stream);
         }
         let mut l4 = stream.into_any().downcast::<L4Stream>().ok()?;
@@ -236,6 +258,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
         let id = stream.id();
         let reused = self.conns.is_open(id);
         if !reused {
+            // A TLS connection's handshake is over once it gets here.
+            self.handshakes.finished(id);
             if edge.proxy_protocol {
                 stream = self.proxy_protocol(stream, edge.header_timeout).await?;
             }
@@ -285,16 +309,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
             counted.keep = r.is_some();
             return r;
         }
-        let done = Arc::new(AtomicBool::new(false));
-        let fut = HEADER_DONE.scope(done.clone(), self.inner.process_new(stream, shutdown));
+        let flags = Arc::new(DeadlineFlags::default());
+        let stream = HeaderDeadline::arm(stream, flags.clone(), deadline, edge.header_timeout)?;
+        let fut = HEADER_DONE.scope(flags.done.clone(), self.inner.process_new(stream, shutdown));
         tokio::pin!(fut);
         let result = tokio::select! {
             r = &mut fut => r,
-            _ = tokio::time::sleep(deadline) => {
-                if done.load(Ordering::Acquire) {
+            // The 408 is written (or nothing had arrived): close.
+            () = flags.answered.notified() => None,
+            () = tokio::time::sleep(deadline + ANSWER_GRACE) => {
+                if flags.done.load(Ordering::Acquire) {
                     fut.await
                 } else {
-                    edge_metrics::HEADER_TIMEOUTS.inc();
                     // Dropping the future closes the connection.
                     None
                 }

@@ -1,0 +1,264 @@
+//! The request-header deadline inside the stream: [`HeaderDeadline`] wraps a
+//! connection's stream while Pingora reads a request header from it. When
+//! the deadline passes before the service called [`super::header_done`]:
+//!
+//! - if bytes of this request arrived, it writes `408 Request Timeout`
+//!   (problem+json, `Connection: close`) through the stream, so on TLS the
+//!   answer goes inside the TLS session, closes its write side and tells the
+//!   edge ([`DeadlineFlags::answered`]), which ends the connection;
+//! - if nothing arrived (an idle keep-alive connection), it ends the read
+//!   (end of file) and Pingora closes the connection quietly.
+//!
+//! Everything else (digests, ALPN, peek, id) is the wrapped stream's.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+
+use crate::answer;
+
+/// Shared between a [`HeaderDeadline`] and the edge that waits on it.
+#[derive(Debug, Default)]
+pub struct DeadlineFlags {
+    /// The service has the whole header: the deadline no longer applies.
+    pub done: Arc<AtomicBool>,
+    /// The 408 was written (or could not be): end the connection.
+    pub answered: Notify,
+}
+
+enum Phase {
+    Reading,
+    /// Writing the 408: bytes written so far.
+    Answering(usize),
+    Closing,
+    Finished,
+}
+
+/// A stream whose request-header reads end at a deadline (see the module).
+pub struct HeaderDeadline {
+    inner: Stream,
+    flags: Arc<DeadlineFlags>,
+    sleep: Pin<Box<Sleep>>,
+    timeout: Duration,
+    /// Bytes read since the deadline was (re)set.
+    read: usize,
+    phase: Phase,
+    answer: Vec<u8>,
+}
+
+impl fmt::Debug for HeaderDeadline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeaderDeadline")
+            .field("inner", &self.inner)
+            .field("read", &self.read)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeaderDeadline {
+    /// Wrap `stream` (or re-arm it if it is one already, as on a reused
+    /// keep-alive connection) with a deadline `deadline` from now;
+    /// `timeout` is the configured `header_timeout`, for the answer.
+    pub fn arm(
+        stream: Stream,
+        flags: Arc<DeadlineFlags>,
+        deadline: Duration,
+        timeout: Duration,
+    ) -> Option<Stream> {
+        let inner = if stream.as_any().is::<HeaderDeadline>() {
+            // Never fails (the type was just checked); `None` closes.
+            stream.into_any().downcast::<HeaderDeadline>().ok()?.inner
+        } else {
+            stream
+        };
+        Some(Box::new(Self {
+            inner,
+            flags,
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now() + deadline)),
+            timeout,
+            read: 0,
+            phase: Phase::Reading,
+            answer: Vec::new(),
+        }))
+    }
+
+    /// Drive the 408: write it, flush, close the write side.
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match self.phase {
+                Phase::Answering(written) if written < self.answer.len() => {
+                    match Pin::new(&mut self.inner).poll_write(cx, &self.answer[written..]) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(n)) if n > 0 => self.phase = Phase::Answering(written + n),
+                        Poll::Ready(_) => self.phase = Phase::Finished,
+                    }
+                }
+                Phase::Answering(_) => match Pin::new(&mut self.inner).poll_flush(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(_) => self.phase = Phase::Closing,
+                },
+                Phase::Closing => match Pin::new(&mut self.inner).poll_shutdown(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(_) => self.phase = Phase::Finished,
+                },
+                Phase::Finished => {
+                    self.flags.answered.notify_one();
+                    return Poll::Ready(());
+                }
+                Phase::Reading => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+impl AsyncRead for HeaderDeadline {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if !matches!(this.phase, Phase::Reading) {
+            // The 408 is on its way: the edge ends the connection.
+            return match this.poll_answer(cx) {
+                Poll::Ready(()) | Poll::Pending => Poll::Pending,
+            };
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &r {
+            this.read += buf.filled().len() - before;
+        }
+        if r.is_ready() || this.flags.done.load(Ordering::Acquire) {
+            return r;
+        }
+        if this.sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        crate::edge_metrics::HEADER_TIMEOUTS.inc();
+        if this.read == 0 {
+            // Nothing of a request arrived: end of file, closed quietly.
+            this.phase = Phase::Finished;
+            this.flags.answered.notify_one();
+            return Poll::Ready(Ok(()));
+        }
+        this.answer = answer::to_http1_close(&answer::request_timeout(this.timeout));
+        this.phase = Phase::Answering(0);
+        match this.poll_answer(cx) {
+            Poll::Ready(()) | Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for HeaderDeadline {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeaderDeadline {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await;
+    }
+}
+
+impl UniqueID for HeaderDeadline {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeaderDeadline {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeaderDeadline {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for HeaderDeadline {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for HeaderDeadline {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest);
+    }
+}
+
+#[async_trait]
+impl Peek for HeaderDeadline {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}

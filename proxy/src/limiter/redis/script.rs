@@ -1,0 +1,293 @@
+//! The protocol of `lua/token_bucket.lua`: bucket keys, the arguments sent
+//! per limit, the reply, and the request's [`Decision`] built from it.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use ::redis::Script;
+use tollgate_core::limits::{ceil_secs, Decision, Limit, LimitState};
+
+use super::RedisLimitError;
+use crate::limiter::{Bucket, Subject};
+
+/// The Lua source, loaded at build time.
+pub const SCRIPT_SOURCE: &str = include_str!("../../../../lua/token_bucket.lua");
+
+pub(super) static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SCRIPT_SOURCE));
+
+/// Integers returned per limit by the script: allowed, remaining, reset, retry.
+const REPLY_STRIDE: usize = 4;
+
+/// The longest span (µs) the script handles: "now" (~2^50.6 µs since the
+/// epoch) plus a stored TAT's lead plus a cost, each ≤ 2^50 (+ one interval),
+/// stays below 2^53, exact in Lua's doubles, until the year 2100 and beyond.
+/// 2^50 µs is 35 years; only absurd policies are clamped, as the local
+/// arithmetic clamps them (`tollgate_core::limits::MAX_SPAN_NS`).
+pub const MAX_SPAN_US: u64 = tollgate_core::limits::MAX_SPAN_NS / 1_000;
+
+/// The Redis key of one bucket of one subject, e.g. `tg:{k42}:p:minute` or
+/// `tg:{ip10.0.0.1}:r:users:route`. The hash tag `{subject}` puts every bucket
+/// of a subject in the same cluster slot. The only place the key format lives.
+pub fn bucket_key(subject: &Subject, bucket: &Bucket) -> String {
+    format!("tg:{{{subject}}}:{}", bucket.name)
+}
+
+/// The numbers the script gets for one limit (ARGV triple).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScriptArgs {
+    /// µs for one token to come back, ≥ 1.
+    pub interval_us: u64,
+    pub burst: u64,
+    pub cost: u64,
+}
+
+impl ScriptArgs {
+    /// The limit's parameters in µs, clamped so that `interval × burst` and
+    /// `interval × cost` are ≤ [`MAX_SPAN_US`] (+ one interval); a cost above
+    /// the burst stays above it (never admitted). The interval is
+    /// `per / rate` truncated to whole µs (core truncates to whole ns): the
+    /// backends agree exactly whenever `per / rate` is a whole number of µs,
+    /// and otherwise differ by less than 1 µs per token.
+    pub fn new(limit: &Limit) -> Self {
+        let c = tollgate_core::limits::clamp_us(limit);
+        Self {
+            interval_us: c.interval,
+            burst: c.burst,
+            cost: c.cost,
+        }
+    }
+}
+
+/// What the script answered for one limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketReply {
+    pub allowed: bool,
+    pub remaining: u64,
+    pub reset_us: u64,
+    /// µs until this bucket admits the request; `None`: never (cost > burst).
+    pub retry_us: Option<u64>,
+}
+
+/// Parse the script's flat reply (see `lua/token_bucket.lua`).
+pub fn parse_reply(reply: &[i64], limits: usize) -> Result<Vec<BucketReply>, RedisLimitError> {
+    if reply.len() != limits * REPLY_STRIDE {
+        return Err(RedisLimitError::Script(format!(
+            "unexpected reply: {} integers for {limits} limits",
+            reply.len()
+        )));
+    }
+    let non_negative = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(reply
+        .chunks_exact(REPLY_STRIDE)
+        .map(|c| BucketReply {
+            allowed: c[0] == 1,
+            remaining: non_negative(c[1]),
+            reset_us: non_negative(c[2]),
+            retry_us: (c[3] >= 0).then(|| non_negative(c[3])),
+        })
+        .collect())
+}
+
+/// When a limit is full again and when it admits the request, for the
+/// [`OverLimitCache`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitTimes {
+    pub reset: Duration,
+    /// `None`: never (cost > burst). Zero for limits that did not refuse.
+    pub retry: Option<Duration>,
+}
+
+fn us_to_ns(us: u64) -> u64 {
+    us.saturating_mul(1_000)
+}
+
+/// Build the request's [`Decision`] from the script's per-limit replies,
+/// exactly as `tollgate_core::limits::decide` does from `check_bucket`.
+pub fn decide_from_replies(
+    buckets: &[&Bucket],
+    args: &[ScriptArgs],
+    replies: &[BucketReply],
+) -> (Decision, Vec<LimitTimes>) {
+    let allowed = replies.iter().all(|r| r.allowed);
+    let mut times = Vec::with_capacity(replies.len());
+    let limits = buckets
+        .iter()
+        .zip(args)
+        .zip(replies)
+        .map(|((b, a), r)| {
+            let (remaining, reset_us) = if r.allowed && !allowed {
+                // Refused by another limit: report this bucket as it stays.
+                let taken_us = a.cost.saturating_mul(a.interval_us);
+                (r.remaining + a.cost, r.reset_us.saturating_sub(taken_us))
+            } else {
+                (r.remaining, r.reset_us)
+            };
+            let retry = if r.allowed {
+                Some(Duration::ZERO)
+            } else {
+                r.retry_us.map(Duration::from_micros)
+            };
+            times.push(LimitTimes {
+                reset: Duration::from_micros(reset_us),
+                retry,
+            });
+            LimitState {
+                name: b.limit.name.clone(),
+                quota: b.limit.rate,
+                window_secs: b.limit.window_secs(),
+                remaining,
+                reset_secs: ceil_secs(us_to_ns(reset_us)),
+                violated: !r.allowed,
+                retry_after_secs: if r.allowed {
+                    0
+                } else {
+                    // Like core: "never" is u64::MAX ns, rounded up to seconds.
+                    ceil_secs(r.retry_us.map_or(u64::MAX, us_to_ns))
+                },
+            }
+        })
+        .collect();
+    (Decision { allowed, limits }, times)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limiter::Scope;
+    use tollgate_core::limits::check_bucket;
+
+    fn limit(name: &str, rate: u64, per: Duration, burst: Option<u64>, cost: Option<u64>) -> Limit {
+        Limit {
+            name: name.into(),
+            rate,
+            per,
+            burst,
+            cost,
+        }
+    }
+
+    #[test]
+    fn key_format_shares_the_subject_hash_tag() {
+        let b = Bucket::new(
+            Scope::Key,
+            limit("minute", 60, Duration::from_secs(60), None, None),
+        );
+        let r = Bucket::new(
+            Scope::Route("users"),
+            limit("route", 10, Duration::from_secs(1), None, None),
+        );
+        assert_eq!(bucket_key(&Subject::Key(42), &b), "tg:{k42}:p:minute");
+        assert_eq!(bucket_key(&Subject::Key(42), &r), "tg:{k42}:r:users:route");
+        let ip = Subject::Ip("10.0.0.1".parse().expect("ip"));
+        assert_eq!(bucket_key(&ip, &b), "tg:{ip10.0.0.1}:p:minute");
+        let v6 = Subject::Ip("::1".parse().expect("ip"));
+        assert_eq!(bucket_key(&v6, &r), "tg:{ip::1}:r:users:route");
+    }
+
+    #[test]
+    fn script_args_in_microseconds_and_clamped() {
+        let a = ScriptArgs::new(&limit("m", 60, Duration::from_secs(60), Some(10), None));
+        assert_eq!(
+            a,
+            ScriptArgs {
+                interval_us: 1_000_000,
+                burst: 10,
+                cost: 1
+            }
+        );
+        // 1 per day with a burst of a million: 2700 years, clamped to 2^50 µs.
+        let a = ScriptArgs::new(&limit(
+            "d",
+            1,
+            Duration::from_secs(86_400),
+            Some(1_000_000),
+            Some(2),
+        ));
+        assert_eq!(a.interval_us, 86_400_000_000);
+        assert!(a.burst * a.interval_us <= MAX_SPAN_US);
+        assert_eq!(a.cost, 2);
+        // Cost above burst stays above.
+        let a = ScriptArgs::new(&limit("c", 10, Duration::from_secs(1), Some(5), Some(6)));
+        assert_eq!((a.burst, a.cost), (5, 6));
+        let a = ScriptArgs::new(&limit(
+            "c",
+            1,
+            Duration::from_secs(86_400),
+            Some(u64::MAX - 1),
+            Some(u64::MAX),
+        ));
+        assert!(a.cost > a.burst);
+        // Sub-microsecond intervals become 1 µs.
+        let a = ScriptArgs::new(&limit("f", 10_000_000, Duration::from_secs(1), None, None));
+        assert_eq!(a.interval_us, 1);
+    }
+
+    #[test]
+    fn reply_parsing() {
+        let r = parse_reply(&[1, 4, 100, 0, 0, 0, 7, -1], 2).expect("parse");
+        assert_eq!(
+            r,
+            vec![
+                BucketReply {
+                    allowed: true,
+                    remaining: 4,
+                    reset_us: 100,
+                    retry_us: Some(0)
+                },
+                BucketReply {
+                    allowed: false,
+                    remaining: 0,
+                    reset_us: 7,
+                    retry_us: None
+                }
+            ]
+        );
+        let e = parse_reply(&[1, 2, 3], 1).expect_err("short");
+        assert_eq!(e.kind(), "script");
+    }
+
+    /// The script's per-bucket values (simulated here with core's
+    /// `check_bucket` in µs-exact units) turn into core's `decide` output.
+    #[test]
+    fn decision_matches_core_decide() {
+        use tollgate_core::limits::decide;
+        let a = Bucket::new(
+            Scope::Key,
+            limit("a", 100, Duration::from_secs(1), None, None),
+        );
+        let b = Bucket::new(
+            Scope::Route("r"),
+            limit("b", 1, Duration::from_secs(60), Some(1), None),
+        );
+        let c = Bucket::new(
+            Scope::Key,
+            limit("c", 10, Duration::from_secs(1), Some(5), Some(6)),
+        );
+        let now = 1_000_000_000_000u64; // ns, a whole number of µs
+        for (buckets, tats) in [
+            (vec![&a, &b], vec![0, 0]),
+            (vec![&a, &b], vec![now + 10_000_000, now + 60_000_000_000]),
+            (vec![&a, &c], vec![now + 500_000_000, 0]),
+        ] {
+            let limits: Vec<&Limit> = buckets.iter().map(|b| &*b.limit).collect();
+            let (want, _) = decide(&limits, &tats, now);
+            let args: Vec<ScriptArgs> = buckets.iter().map(|b| ScriptArgs::new(&b.limit)).collect();
+            let replies: Vec<BucketReply> = limits
+                .iter()
+                .zip(&tats)
+                .map(|(l, &tat)| {
+                    let c = check_bucket(l, tat, now);
+                    BucketReply {
+                        allowed: c.allowed,
+                        remaining: c.remaining,
+                        reset_us: c.reset_ns / 1_000,
+                        retry_us: (c.retry_after_ns != u64::MAX)
+                            .then_some(c.retry_after_ns / 1_000),
+                    }
+                })
+                .collect();
+            let (got, _) = decide_from_replies(&buckets, &args, &replies);
+            assert_eq!(got, want);
+        }
+    }
+}
