@@ -264,8 +264,13 @@ async fn apply_config(
     text: &str,
     listener_cert: Option<&ListenerCert>,
 ) -> Result<(), String> {
-    let mut new =
-        reload::parse_for_serving(text, &path.display().to_string()).map_err(|e| e.to_string())?;
+    // Parsing is CPU work on operator input: off the async workers, so that a
+    // slow document never holds up key refresh or health checks.
+    let (src, name) = (text.to_string(), path.display().to_string());
+    let mut new = tokio::task::spawn_blocking(move || reload::parse_for_serving(&src, &name))
+        .await
+        .map_err(|e| format!("parsing the config failed: {e}"))?
+        .map_err(|e| e.to_string())?;
     new.source = Some(path.to_path_buf());
     let both = reload::plan_conflicts(&new, state.db.load().plans.keys().map(String::as_str));
     if let Some(msg) = reload::plan_conflict_message(&both) {
