@@ -86,7 +86,7 @@ fn main() -> ExitCode {
         Command::Keys { config, command } => load_or_exit(&config).and_then(|c| {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
-                cli::keys::refuse_unknown_plan(&command, &c).await?;
+                cli::keys::check(&command, &c).await?;
                 cli::keys::run(command, &c.storage.database_url).await
             })
         }),

@@ -463,6 +463,59 @@ fn keys_create_refuses_a_plan_that_exists_nowhere() {
     assert!(ok, "{out}{err}");
 }
 
+/// `keys create` and `keys rotate` refuse what the admin API refuses, with
+/// its messages (both call `tollgate_core::rules::keys`), naming the flag.
+#[test]
+fn keys_cli_refuses_what_the_api_refuses() {
+    use tollgate_core::rules::keys as rules;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = sqlite_config(dir.path());
+    let long = "x".repeat(201);
+    let message = |r: Result<(), String>| r.expect_err("refused by the rule");
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["create", "--name", "   "],
+            format!("--name: {}", message(rules::check_text("   ", false))),
+        ),
+        (
+            vec!["create", "--name", &long],
+            format!("--name: {}", message(rules::check_text(&long, false))),
+        ),
+        (
+            vec!["create", "--name", "a\u{1}b"],
+            format!("--name: {}", message(rules::check_text("a\u{1}b", false))),
+        ),
+        (
+            vec!["create", "--name", "k", "--owner", &long],
+            format!("--owner: {}", message(rules::check_text(&long, true))),
+        ),
+        (
+            vec!["rotate", "1", "--grace", "31d"],
+            format!(
+                "--grace: {}",
+                message(rules::check_grace(std::time::Duration::from_secs(
+                    31 * 86_400
+                )))
+            ),
+        ),
+    ];
+    for (args, expected) in cases {
+        let (ok, out, err) = keys(&config, &args);
+        assert!(!ok, "{args:?} accepted: {out}");
+        assert!(
+            err.contains(&expected),
+            "{args:?}: expected {expected:?} in {err}"
+        );
+        assert!(!out.contains("tg_"), "no key was created: {out}");
+    }
+    let (ok, list, _) = keys(&config, &["list"]);
+    assert!(ok && list.contains("no keys"), "{list}");
+    // Surrounding spaces are trimmed, as the API trims them.
+    let (ok, out, err) = keys(&config, &["create", "--name", "  padded  "]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("name:    padded\n"), "{out}");
+}
+
 /// Runs `tollgate dev` on `config` until it printed its `demo key:` line;
 /// returns every line printed, then kills it.
 fn dev_lines(config: &std::path::Path, args: &[&str]) -> Vec<String> {

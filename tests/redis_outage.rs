@@ -24,15 +24,6 @@ use tollgate_core::db::{Db, NewApiKey};
 
 const BOUND: Duration = Duration::from_millis(300);
 
-async fn upstream() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(tollgate_proxy::demo::serve(listener));
-    port
-}
-
 fn yaml(redis_url: &str, upstream: u16, concurrency: u32, redis_timeout: &str) -> String {
     format!(
         r#"limiter:
@@ -81,7 +72,12 @@ async fn setup_with(concurrency: u32, redis_timeout: &str) -> Option<Setup> {
         })
         .await
         .expect("key");
-    let y = yaml(&redis.url(), upstream().await, concurrency, redis_timeout);
+    let y = yaml(
+        &redis.url(),
+        common::demo_upstream().await,
+        concurrency,
+        redis_timeout,
+    );
     let mut proxies = Vec::new();
     for _ in 0..2 {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -52,15 +52,6 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-async fn upstream() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(tollgate_proxy::demo::serve(listener));
-    port
-}
-
 fn limiter_yaml(redis_url: &str, policy: &str, extra: &str, upstream: u16) -> String {
     format!(
         r#"limiter:
@@ -159,7 +150,7 @@ async fn rediss_with_the_ca_file_decides_in_redis_and_untrusted_follows_the_poli
         return;
     };
     let (db, key) = key_db(dir.path()).await;
-    let up = upstream().await;
+    let up = common::demo_upstream().await;
     let url = format!("rediss://127.0.0.1:{}", redis.port);
     let ca_line = format!("  redis_ca_file: \"{}\"\n", tls.ca.display());
 
@@ -220,7 +211,7 @@ async fn rediss_with_the_ca_file_decides_in_redis_and_untrusted_follows_the_poli
 async fn every_redis_url_shape_passes_check_config_and_never_panics_the_proxy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, key) = key_db(dir.path()).await;
-    let up = upstream().await;
+    let up = common::demo_upstream().await;
     // Nothing listens on ports 1-3: every one follows on_redis_error (allow).
     for url in [
         "redis://127.0.0.1:1",
@@ -301,7 +292,7 @@ async fn postgres_over_tls_with_sslrootcert_and_refused_without_tls() {
         .expect("key");
 
     // The same URL in a config: check-config and the real proxy use it.
-    let up = upstream().await;
+    let up = common::demo_upstream().await;
     let yaml = format!(
         "plans:\n  p: {{ limits: [ {{ name: s, rate: 100, per: 1s }} ] }}\nupstreams:\n  demo: {{ targets: [\"127.0.0.1:{up}\"] }}\nroutes:\n  - name: users\n    match: {{ path_prefix: /api/users }}\n    upstream: demo\n    strip_prefix: /api\n    default_plan: p\n"
     );

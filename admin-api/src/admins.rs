@@ -8,40 +8,17 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tollgate_core::db::admins::{Admin, Role};
+use tollgate_core::db::admins::Role;
 use utoipa::ToSchema;
 
 use crate::auth::{audit, AuthAdmin, RequireOwner};
-use crate::error::{ApiError, ApiResult};
+use crate::bodies::AdminView;
+use crate::error::{ApiError, ApiResult, ProblemDoc};
 use crate::extract::{parse_id, ApiJson, PathParam};
-use crate::openapi::ProblemDoc;
-use crate::password::validate_password;
-use crate::AppState;
+use crate::password::{validate_password, validate_username};
+use crate::state::AppState;
 
 pub use crate::password::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
-
-/// An admin (the password hash is never shown).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct AdminView {
-    pub id: i64,
-    pub username: String,
-    /// `owner` (admins, settings), `admin` (keys, plans) or `viewer` (read-only).
-    #[schema(value_type = String, example = "admin")]
-    pub role: Role,
-    /// Unix ms.
-    pub created_at: i64,
-}
-
-impl From<Admin> for AdminView {
-    fn from(a: Admin) -> Self {
-        Self {
-            id: a.id,
-            username: a.username,
-            role: a.role,
-            created_at: a.created_at,
-        }
-    }
-}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -99,28 +76,6 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-pub fn validate_username(username: &str) -> ApiResult<()> {
-    if username.is_empty() {
-        return Err(ApiError::validation("username", "must not be empty"));
-    }
-    if username.len() > 64 {
-        return Err(ApiError::validation(
-            "username",
-            "must be at most 64 characters",
-        ));
-    }
-    if !username
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
-    {
-        return Err(ApiError::validation(
-            "username",
-            "may only contain A-Z, a-z, 0-9, '.', '_', '@' and '-'",
-        ));
-    }
-    Ok(())
-}
-
 /// List every admin.
 #[utoipa::path(
     get,
@@ -128,9 +83,6 @@ pub fn validate_username(username: &str) -> ApiResult<()> {
     tag = "admins",
     responses(
         (status = 200, description = "Every admin, oldest first", body = Vec<AdminView>),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "Only owners manage admins", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["owner"]))
 )]
@@ -151,12 +103,7 @@ pub async fn list_admins(
     responses(
         (status = 201, description = "Created; `Location` names the new admin", body = AdminView,
             headers(("Location" = String, description = "/api/admins/{id}"))),
-        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "Only owners manage admins", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The username is taken (in any case)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A field is missing, unknown or invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable, or too many password hashes at once", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["owner"]))
 )]
@@ -210,8 +157,6 @@ pub async fn create_admin(
     tag = "admins",
     responses(
         (status = 200, description = "The logged-in admin, with its role", body = AdminView),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]
@@ -231,11 +176,8 @@ pub async fn me(auth: AuthAdmin, State(state): State<AppState>) -> ApiResult<Jso
     request_body = ChangePassword,
     responses(
         (status = 200, description = "Changed; other sessions have ended", body = PasswordChanged),
-        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "The old password is wrong (`field`: `old_password`) or the new one is refused (`new_password`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "Too many wrong old passwords; see Retry-After", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable, or too many password checks at once", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]
@@ -309,11 +251,6 @@ fn rename_field(e: ApiError, to: &str) -> ApiError {
     params(("id" = i64, Path, minimum = 1, description = "Admin id")),
     responses(
         (status = 200, description = "The admin", body = AdminView),
-        (status = 400, description = "The id is not a positive integer", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "Only owners manage admins", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such admin", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["owner"]))
 )]
@@ -339,13 +276,7 @@ pub async fn get_admin(
     request_body = PatchAdmin,
     responses(
         (status = 200, description = "The admin as it is now", body = AdminView),
-        (status = 400, description = "Malformed JSON or id", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "Only owners manage admins", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such admin", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "It is the last owner", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown role (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["owner"]))
 )]
@@ -385,12 +316,7 @@ pub async fn patch_admin(
     params(("id" = i64, Path, minimum = 1, description = "Admin id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "The id is not a positive integer", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "Only owners manage admins", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such admin", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "It is the last owner", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["owner"]))
 )]

@@ -1,8 +1,7 @@
 //! `GET /api/audit`: the audit log, newest first, filtered and paged (role
 //! `admin` or `owner`), and the task that applies `admin.audit_retention`.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -10,13 +9,15 @@ use tollgate_core::db::audit::{AuditEvent, AuditFilter};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::RequireAdmin;
-use crate::error::{ApiError, ApiResult};
-use crate::openapi::ProblemDoc;
-use crate::AppState;
+use crate::error::ApiResult;
+use crate::extract::{text_filter, ApiQuery, QueryInt};
+use crate::state::AppState;
 
 const DEFAULT_PER_PAGE: i64 = 50;
 const MAX_PER_PAGE: i64 = 200;
 const MAX_FILTER_LEN: usize = 256;
+/// The latest instant accepted in `from`/`to`.
+const MAX_MS: i64 = i64::MAX / 2;
 
 /// One audit event.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -88,48 +89,20 @@ pub struct AuditQuery {
     pub target: Option<String>,
     /// Unix ms, inclusive.
     #[param(value_type = Option<i64>, minimum = 0)]
-    pub from: Option<String>,
+    pub from: Option<QueryInt<0, MAX_MS>>,
     /// Unix ms, exclusive.
     #[param(value_type = Option<i64>, minimum = 0)]
-    pub to: Option<String>,
+    pub to: Option<QueryInt<0, MAX_MS>>,
     /// 1-based page number (default 1).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
-    pub page: Option<String>,
+    pub page: Option<QueryInt<1, 1_000_000>>,
     /// Events per page (default 50, at most 200).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 200)]
-    pub per_page: Option<String>,
+    pub per_page: Option<QueryInt<1, MAX_PER_PAGE>>,
 }
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/audit", get(list_audit))
-}
-
-fn text(field: &str, v: Option<String>) -> ApiResult<Option<String>> {
-    match v.filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(s) if s.len() > MAX_FILTER_LEN => Err(ApiError::validation(
-            field,
-            format!("must be at most {MAX_FILTER_LEN} bytes"),
-        )),
-        Some(s) if s.chars().any(char::is_control) => Err(ApiError::validation(
-            field,
-            "must not contain control characters",
-        )),
-        Some(s) => Ok(Some(s)),
-    }
-}
-
-fn int(field: &str, v: Option<String>, min: i64, max: i64) -> ApiResult<Option<i64>> {
-    match v.filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(s) => match s.parse::<i64>() {
-            Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
-            _ => Err(ApiError::validation(
-                field,
-                format!("must be an integer from {min} to {max}"),
-            )),
-        },
-    }
 }
 
 /// The audit log, newest first.
@@ -140,29 +113,23 @@ fn int(field: &str, v: Option<String>, min: i64, max: i64) -> ApiResult<Option<i
     params(AuditQuery),
     responses(
         (status = 200, description = "One page of events, newest first", body = AuditPage),
-        (status = 400, description = "Malformed query string", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The admin's role is viewer", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A query parameter is invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]
 pub async fn list_audit(
     _auth: RequireAdmin,
     State(state): State<AppState>,
-    query: Result<Query<AuditQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
-    let Query(q) = query.map_err(|r| ApiError::malformed(None, r.body_text()))?;
-    let page = int("page", q.page, 1, 1_000_000)?.unwrap_or(1);
-    let per_page = int("per_page", q.per_page, 1, MAX_PER_PAGE)?.unwrap_or(DEFAULT_PER_PAGE);
+    let page = q.page.map_or(1, QueryInt::get);
+    let per_page = q.per_page.map_or(DEFAULT_PER_PAGE, QueryInt::get);
     let filter = AuditFilter {
-        actor: text("actor", q.actor)?,
-        action: text("action", q.action)?,
-        target_type: text("target_type", q.target_type)?,
-        target: text("target", q.target)?,
-        from: int("from", q.from, 0, i64::MAX / 2)?,
-        to: int("to", q.to, 0, i64::MAX / 2)?,
+        actor: text_filter("actor", q.actor, MAX_FILTER_LEN)?,
+        action: text_filter("action", q.action, MAX_FILTER_LEN)?,
+        target_type: text_filter("target_type", q.target_type, MAX_FILTER_LEN)?,
+        target: text_filter("target", q.target, MAX_FILTER_LEN)?,
+        from: q.from.map(QueryInt::get),
+        to: q.to.map(QueryInt::get),
         limit: per_page,
         offset: (page - 1) * per_page,
     };

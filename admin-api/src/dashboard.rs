@@ -26,8 +26,8 @@ use axum::routing::{any, get};
 use axum::Router;
 use rust_embed::RustEmbed;
 
-use crate::error::ApiError;
-use crate::AppState;
+use crate::error::{method_not_allowed, not_found, ApiError};
+use crate::state::AppState;
 
 #[derive(RustEmbed)]
 #[folder = "../dashboard/"]
@@ -43,8 +43,30 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Everything else: cache, but revalidate (ETag) before every use.
 const REVALIDATE: &str = "no-cache";
 
-/// Client-side routes that always answer `index.html`, whatever `Accept` says.
-const PAGES: &[&str] = &["login", "overview", "keys", "monitoring", "audit"];
+/// The dashboard's page registry, the one place a page is added.
+const PAGE_REGISTRY: &str = "js/pages/index.js";
+
+/// Client-side routes that always answer `index.html`, whatever `Accept`
+/// says: the first segment of every `path: '/…'` of [`PAGE_REGISTRY`].
+fn pages() -> &'static [String] {
+    static PAGES: OnceLock<Vec<String>> = OnceLock::new();
+    PAGES.get_or_init(|| {
+        Assets::get(PAGE_REGISTRY)
+            .map(|f| page_paths(&String::from_utf8_lossy(&f.data)))
+            .unwrap_or_default()
+    })
+}
+
+/// The first segments of the `path: '/…'` values of the registry's source
+/// (not the root).
+fn page_paths(js: &str) -> Vec<String> {
+    js.split("path: '/")
+        .skip(1)
+        .filter_map(|rest| rest.split(['\'', '/']).next())
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
+}
 
 /// `/`, `/metrics` and every non-`/api` path. Merge into the API router
 /// before `with_state` (it sets no fallback of its own).
@@ -62,26 +84,26 @@ async fn index(headers: HeaderMap) -> Response {
 async fn asset_or_page(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path().trim_start_matches('/');
     if path == "api" || path.starts_with("api/") {
-        return crate::not_found(uri).await.into_response();
+        return not_found(uri).await.into_response();
     }
     let is_file = Assets::get(path).is_some();
     let is_page = is_page_path(path, &headers);
     if !is_file && !is_page {
-        return crate::not_found(uri).await.into_response();
+        return not_found(uri).await.into_response();
     }
     if method != Method::GET && method != Method::HEAD {
-        return crate::method_not_allowed(method, uri).await.into_response();
+        return method_not_allowed(method, uri).await.into_response();
     }
     let file = if is_file { path } else { "index.html" };
     serve_file(file, &headers).unwrap_or_else(missing_index)
 }
 
-/// A path the page script handles: one of [`PAGES`] (optionally with more
+/// A path the page script handles: one of [`pages`] (optionally with more
 /// segments, e.g. `keys/12`), or any extension-less path a browser asks an
 /// HTML page for.
 fn is_page_path(path: &str, headers: &HeaderMap) -> bool {
     let first = path.split('/').next().unwrap_or("");
-    if PAGES.contains(&first) {
+    if pages().iter().any(|p| p == first) {
         return true;
     }
     let last = path.rsplit('/').next().unwrap_or("");
@@ -255,6 +277,17 @@ mod tests {
             "text/plain; charset=utf-8"
         );
         assert_eq!(content_type("x.bin"), "application/octet-stream");
+    }
+
+    #[test]
+    fn the_pages_come_from_the_registry() {
+        for page in ["login", "overview", "keys", "monitoring", "audit"] {
+            assert!(pages().iter().any(|p| p == page), "{page}: {:?}", pages());
+        }
+        assert_eq!(
+            super::page_paths("{ path: '/', x }, { path: '/a' }, {path: '/b/c'}"),
+            ["a", "b"]
+        );
     }
 
     #[test]

@@ -192,6 +192,150 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
+/// A query string, deserialized into `T` with every problem a 422
+/// `validation-error` naming the parameter: a value of the wrong type, out of
+/// range or empty where a value is needed (the typed parameters are
+/// [`QueryInt`], [`QueryBool`] and enums; an empty value is never taken as
+/// absent for them), or a parameter given more than once. Parameters `T` does
+/// not know are ignored. Text filters stay `Option<String>`: for them an empty
+/// value means "no filter" (see [`text_filter`]).
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or("")).map(ApiQuery)
+    }
+}
+
+/// Deserialize a raw query string (see [`ApiQuery`]).
+pub fn parse_query<T: DeserializeOwned>(raw: &str) -> Result<T, ApiError> {
+    let mut seen = std::collections::HashSet::new();
+    for (name, _) in form_urlencoded::parse(raw.as_bytes()) {
+        if !seen.insert(name.clone()) {
+            return Err(ApiError::validation(
+                name.into_owned(),
+                "must be given at most once",
+            ));
+        }
+    }
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(raw.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.into_inner().to_string();
+        let field = match backticked(&msg) {
+            Some(name) if path == "." || path.is_empty() => name.to_string(),
+            _ if path == "." || path.is_empty() => "query".to_string(),
+            _ => path,
+        };
+        let detail = match msg.split_once("expected one of ") {
+            Some((head, tail)) if head.starts_with("unknown variant") => {
+                format!("must be one of {}", tail.replace('`', ""))
+            }
+            _ => msg,
+        };
+        ApiError::validation(field, detail)
+    })
+}
+
+/// An integer query parameter from `MIN` to `MAX`: anything else, the empty
+/// value included, is refused with "must be an integer from MIN to MAX".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryInt<const MIN: i64, const MAX: i64>(pub i64);
+
+impl<const MIN: i64, const MAX: i64> QueryInt<MIN, MAX> {
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl<'de, const MIN: i64, const MAX: i64> serde::Deserialize<'de> for QueryInt<MIN, MAX> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        match raw.parse::<i64>() {
+            Ok(n) if (MIN..=MAX).contains(&n) => Ok(Self(n)),
+            _ => Err(serde::de::Error::custom(format!(
+                "must be an integer from {MIN} to {MAX}"
+            ))),
+        }
+    }
+}
+
+/// A boolean query parameter: `true`/`1` or `false`/`0`, nothing else (not
+/// the empty value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryBool(pub bool);
+
+impl<'de> serde::Deserialize<'de> for QueryBool {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match &*std::borrow::Cow::<'de, str>::deserialize(d)? {
+            "true" | "1" => Ok(Self(true)),
+            "false" | "0" => Ok(Self(false)),
+            _ => Err(serde::de::Error::custom("must be true or false")),
+        }
+    }
+}
+
+/// Up to `MAX` comma-separated positive ids (`1,2,3`), each once (a repeated
+/// id is dropped), in the order given. Empty, anything but positive
+/// integers, or more than `MAX` ids is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryIds<const MAX: usize>(pub Vec<i64>);
+
+impl<'de, const MAX: usize> serde::Deserialize<'de> for QueryIds<MAX> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        let refused =
+            || serde::de::Error::custom(format!("must be 1 to {MAX} comma-separated positive ids"));
+        let mut ids = Vec::new();
+        for part in raw.split(',') {
+            let id = part
+                .parse::<i64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(refused)?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+            if ids.len() > MAX {
+                return Err(refused());
+            }
+        }
+        Ok(Self(ids))
+    }
+}
+
+/// A free-text filter: empty is no filter; longer than `max` characters or
+/// holding a control character (PostgreSQL cannot even compare a NUL) is a
+/// 422 naming `field`.
+pub fn text_filter(field: &str, v: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(s) if s.chars().count() > max => Err(ApiError::validation(
+            field,
+            format!("must be at most {max} characters"),
+        )),
+        Some(s) if s.chars().any(char::is_control) => Err(ApiError::validation(
+            field,
+            "must not contain control characters",
+        )),
+        Some(s) if s.is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+/// For `#[serde(default, deserialize_with = "present")]` on an
+/// `Option<Option<T>>` field of a PATCH body: a field that is present
+/// (possibly `null`) becomes `Some(…)`; an absent one stays `None`.
+pub fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 /// The single path parameter of a route, as text (problem+json on rejection,
 /// e.g. invalid percent-encoding).
 #[derive(Debug, Clone)]
@@ -285,6 +429,48 @@ mod tests {
         assert_eq!(field(e), (422, "body".into()));
         let e = err(br#"{"name":"a"} x"#);
         assert_eq!(field(e).0, 400);
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Query {
+        page: Option<QueryInt<1, 10>>,
+        on: Option<QueryBool>,
+        name: Option<String>,
+    }
+
+    fn query_field(raw: &str) -> String {
+        match parse_query::<Query>(raw) {
+            Ok(q) => panic!("accepted {raw:?}: {q:?}"),
+            Err(ApiError::Validation { field, .. }) => field,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn query_values_are_typed_and_given_once() {
+        let q = parse_query::<Query>("page=3&on=1&name=&other=x").expect("valid");
+        assert_eq!(q.page, Some(QueryInt(3)));
+        assert_eq!(q.on, Some(QueryBool(true)));
+        assert_eq!(q.name.as_deref(), Some(""));
+        assert!(parse_query::<Query>("").is_ok_and(|q| q.page.is_none()));
+        for raw in [
+            "page=",
+            "page=0",
+            "page=11",
+            "page=x",
+            "page=1&page=1",
+            "page=%2B1%00",
+        ] {
+            assert_eq!(query_field(raw), "page", "{raw}");
+        }
+        for raw in ["on=", "on=yes", "on=true&on=false"] {
+            assert_eq!(query_field(raw), "on", "{raw}");
+        }
+        assert_eq!(query_field("name=a&name=a"), "name");
+        assert_eq!(text_filter("f", Some(String::new()), 3).ok(), Some(None));
+        assert!(text_filter("f", Some("abcd".into()), 3).is_err());
+        assert!(text_filter("f", Some("a\u{0}".into()), 3).is_err());
     }
 
     #[test]

@@ -7,37 +7,11 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
-use crate::AppState;
-
-/// An RFC 9457 problem details object (`application/problem+json`), the body
-/// of every error. `type` ends in a stable suffix: `malformed-request` (400),
-/// `unauthorized` (401), `not-found` (404), `method-not-allowed` (405),
-/// `conflict` (409), `read-only` (409), `payload-too-large` (413),
-/// `unsupported-media-type` (415), `validation-error` (422),
-/// `insufficient-role` (403), `host-not-allowed` (421), `rate-limited`
-/// (429), `internal-error` (500), `database-unavailable` (503), `busy` (503).
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(as = Problem, title = "Problem")]
-pub struct ProblemDoc {
-    #[serde(rename = "type")]
-    #[schema(example = "https://tollgate.dev/problems/validation-error")]
-    pub type_uri: String,
-    #[schema(example = "Invalid field value")]
-    pub title: String,
-    #[schema(example = 422)]
-    pub status: u16,
-    #[schema(example = "limits[0].rate: must be at least 1")]
-    pub detail: Option<String>,
-    /// The offending field (400/422), as a path such as `limits[0].rate`.
-    #[schema(example = "limits[0].rate")]
-    pub field: Option<String>,
-    /// Seconds to wait (429), also sent as `Retry-After`.
-    pub retry_after: Option<u64>,
-}
+use crate::error::{ProblemDoc, ProblemResponses};
+use crate::state::AppState;
 
 struct BearerAuth;
 
@@ -72,8 +46,8 @@ impl Modify for BearerAuth {
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     paths(
-        crate::auth::login,
-        crate::auth::logout,
+        crate::login::login,
+        crate::login::logout,
         crate::admins::list_admins,
         crate::admins::create_admin,
         crate::admins::me,
@@ -95,6 +69,7 @@ impl Modify for BearerAuth {
         crate::health::health,
         crate::analytics::summary,
         crate::analytics::timeseries,
+        crate::analytics::keys_usage,
         crate::analytics::key_analytics,
         crate::analytics::top_keys,
         crate::analytics::violations,
@@ -102,7 +77,7 @@ impl Modify for BearerAuth {
         openapi_json,
     ),
     components(schemas(ProblemDoc)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemResponses),
     security(("bearer" = ["viewer"])),
     tags(
         (name = "auth", description = "Log in and out"),
@@ -141,4 +116,49 @@ pub fn router() -> Router<AppState> {
 )]
 pub async fn openapi_json() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statuses(doc: &serde_json::Value, path: &str, method: &str) -> Vec<String> {
+        doc["paths"][path][method]["responses"]
+            .as_object()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn every_operation_gets_the_error_responses_it_can_answer() {
+        let doc: serde_json::Value = serde_json::from_str(document()).expect("JSON");
+        let s = |path, method| statuses(&doc, path, method);
+        // A viewer read with a path id; an admin write with one; a query.
+        assert_eq!(
+            s("/api/keys/{id}", "get"),
+            ["200", "400", "401", "404", "503"]
+        );
+        assert_eq!(
+            s("/api/keys/{id}", "patch"),
+            ["200", "400", "401", "403", "404", "422", "503"]
+        );
+        assert_eq!(
+            s("/api/analytics/summary", "get"),
+            ["200", "400", "401", "422", "503"]
+        );
+        assert_eq!(s("/api/plans", "get"), ["200", "401", "503"]);
+        assert_eq!(s("/api/openapi.json", "get"), ["200"]);
+        // An operation's own descriptions are kept.
+        let login = &doc["paths"]["/api/auth/login"]["post"]["responses"];
+        assert_eq!(login["401"]["description"], "Wrong username or password");
+        assert!(login["429"].is_object());
+        let keys = &doc["paths"]["/api/keys"]["post"]["responses"];
+        assert!(keys["422"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("plan does not exist")));
+        assert_eq!(
+            keys["403"]["content"]["application/problem+json"]["schema"]["$ref"],
+            "#/components/schemas/Problem"
+        );
+    }
 }

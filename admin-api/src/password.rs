@@ -130,6 +130,29 @@ fn decoded_texts(secret: &str) -> Vec<String> {
     texts
 }
 
+/// A username an admin may have: 1–64 characters of `A-Z a-z 0-9 . _ @ -`.
+pub fn validate_username(username: &str) -> ApiResult<()> {
+    if username.is_empty() {
+        return Err(ApiError::validation("username", "must not be empty"));
+    }
+    if username.len() > 64 {
+        return Err(ApiError::validation(
+            "username",
+            "must be at most 64 characters",
+        ));
+    }
+    if !username
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
+    {
+        return Err(ApiError::validation(
+            "username",
+            "may only contain A-Z, a-z, 0-9, '.', '_', '@' and '-'",
+        ));
+    }
+    Ok(())
+}
+
 /// The password rules: 12–1024 characters, and not weak or common by
 /// zxcvbn's estimate (taking the username into account).
 pub fn validate_password(password: &str, username: &str) -> ApiResult<()> {

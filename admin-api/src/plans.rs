@@ -2,160 +2,23 @@
 //! and plans created through the API (stored in the `plans` table,
 //! `source: "api"`, editable; one in use by a key cannot be deleted).
 
-use std::collections::HashSet;
-
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use tollgate_core::db::plans::StoredPlan;
-use tollgate_core::duration;
-use tollgate_core::limits::Limit;
+use tollgate_core::rules::limits::{self as limit_rules, is_plan_name};
 use utoipa::ToSchema;
 
 use crate::auth::{audit, AuthAdmin, RequireAdmin};
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, PathParam};
-use crate::openapi::ProblemDoc;
-use crate::AppState;
+use crate::bodies::LimitBody;
+use crate::error::{ApiError, ApiResult, ProblemDoc};
+use crate::extract::{present, ApiJson, PathParam};
+use crate::rules::limits_from_body;
+use crate::state::AppState;
 use tollgate_core::db::audit::diff;
-
-/// The most limits one plan or key may have.
-pub const MAX_LIMITS: usize = 16;
-/// The largest `rate` accepted.
-pub const MAX_RATE: u64 = 1_000_000_000;
-/// The largest `burst` and `cost` accepted (`i64::MAX`, so they fit `int64`).
-pub const MAX_TOKENS: u64 = i64::MAX as u64;
-
-/// One token bucket: `rate` tokens per `per`, capacity `burst` (default
-/// `rate`), each request costing `cost` (default 1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LimitBody {
-    /// 1–64 characters of `A-Z a-z 0-9 . _ -`; unique within the list.
-    #[schema(
-        example = "minute",
-        min_length = 1,
-        max_length = 64,
-        pattern = "^[A-Za-z0-9._-]+$"
-    )]
-    pub name: String,
-    #[schema(example = 60, minimum = 1, maximum = 1_000_000_000)]
-    pub rate: u64,
-    /// An integer and a unit: `ms`, `s`, `m`, `h` or `d`; more than 0, at most `366d`.
-    #[schema(example = "1m", pattern = "^[0-9]+(ms|s|m|h|d)$")]
-    pub per: String,
-    /// Capacity of the bucket (default `rate`); at least `cost`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = 10, minimum = 1, format = Int64)]
-    pub burst: Option<u64>,
-    /// Tokens one request takes (default 1); at most `burst`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1, format = Int64)]
-    pub cost: Option<u64>,
-}
-
-impl From<&Limit> for LimitBody {
-    fn from(l: &Limit) -> Self {
-        Self {
-            name: l.name.clone(),
-            rate: l.rate,
-            per: duration::format(l.per),
-            burst: l.burst,
-            cost: l.cost,
-        }
-    }
-}
-
-/// Validate a list of limits; errors name the field, e.g. `limits[1].per`.
-pub fn limits_from_body(field: &str, bodies: &[LimitBody]) -> ApiResult<Vec<Limit>> {
-    if bodies.is_empty() {
-        return Err(ApiError::validation(
-            field,
-            "must contain at least one limit",
-        ));
-    }
-    if bodies.len() > MAX_LIMITS {
-        return Err(ApiError::validation(
-            field,
-            format!("at most {MAX_LIMITS} limits"),
-        ));
-    }
-    let mut names = HashSet::new();
-    bodies
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            let f = |name: &str| format!("{field}[{i}].{name}");
-            check_name(&f("name"), &b.name)?;
-            if !names.insert(b.name.as_str()) {
-                return Err(ApiError::validation(
-                    f("name"),
-                    format!("duplicate limit name {:?}", b.name),
-                ));
-            }
-            if b.rate == 0 || b.rate > MAX_RATE {
-                return Err(ApiError::validation(
-                    f("rate"),
-                    format!("must be from 1 to {MAX_RATE}"),
-                ));
-            }
-            let per = duration::parse(&b.per)
-                .map_err(|e| ApiError::validation(f("per"), e.to_string()))?;
-            if per.is_zero() {
-                return Err(ApiError::validation(f("per"), "must be longer than 0"));
-            }
-            if per > std::time::Duration::from_secs(366 * 86_400) {
-                return Err(ApiError::validation(f("per"), "must be at most 366d"));
-            }
-            // Every number the API returns fits a signed 64-bit integer
-            // (`int64`, as documented), whatever reads it back.
-            for (name, v) in [("burst", b.burst), ("cost", b.cost)] {
-                if v.is_some_and(|v| v == 0 || v > MAX_TOKENS) {
-                    return Err(ApiError::validation(
-                        f(name),
-                        format!("must be from 1 to {MAX_TOKENS}"),
-                    ));
-                }
-            }
-            let limit = Limit {
-                name: b.name.clone(),
-                rate: b.rate,
-                per,
-                burst: b.burst,
-                cost: b.cost,
-            };
-            if limit.cost() > limit.burst() {
-                return Err(ApiError::validation(
-                    f("cost"),
-                    "must not exceed burst (such a request could never be admitted)",
-                ));
-            }
-            Ok(limit)
-        })
-        .collect()
-}
-
-fn check_name(field: &str, name: &str) -> ApiResult<()> {
-    if name.is_empty() {
-        return Err(ApiError::validation(field, "must not be empty"));
-    }
-    if name.len() > 64 {
-        return Err(ApiError::validation(field, "must be at most 64 characters"));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
-        return Err(ApiError::validation(
-            field,
-            "may only contain A-Z, a-z, 0-9, '.', '_' and '-'",
-        ));
-    }
-    Ok(())
-}
 
 /// Where a plan is defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -229,7 +92,8 @@ pub struct CreatePlan {
         pattern = "^[A-Za-z0-9._-]+$"
     )]
     pub name: String,
-    #[schema(min_items = 1, max_items = 16)]
+    /// At most 16; none for a plan with only a concurrency cap (or none).
+    #[schema(max_items = 16)]
     pub limits: Vec<LimitBody>,
     #[schema(minimum = 1)]
     pub concurrency: Option<u32>,
@@ -240,19 +104,11 @@ pub struct CreatePlan {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchPlan {
-    #[schema(min_items = 1, max_items = 16)]
+    #[schema(max_items = 16)]
     pub limits: Option<Vec<LimitBody>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>, nullable, minimum = 1)]
     pub concurrency: Option<Option<u32>>,
-}
-
-fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: Deserialize<'de>,
-    D: Deserializer<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
 }
 
 pub fn router() -> Router<AppState> {
@@ -262,23 +118,6 @@ pub fn router() -> Router<AppState> {
             "/api/plans/{name}",
             get(get_plan).patch(patch_plan).delete(delete_plan),
         )
-}
-
-/// Whether a plan of that name exists in the config or the plans table.
-pub async fn plan_exists(state: &AppState, name: &str) -> ApiResult<bool> {
-    if state.config().plans.contains_key(name) {
-        return Ok(true);
-    }
-    if !valid_name(name) {
-        return Ok(false);
-    }
-    Ok(state.db().get_plan(name).await?.is_some())
-}
-
-/// Whether an API plan could have this name: anything else (NUL bytes,
-/// quotes, 10 KB of text) is not looked up at all.
-fn valid_name(name: &str) -> bool {
-    check_name("name", name).is_ok()
 }
 
 fn read_only(name: &str) -> ApiError {
@@ -298,8 +137,6 @@ fn no_plan(name: &str) -> ApiError {
     tag = "plans",
     responses(
         (status = 200, description = "Every plan", body = Vec<PlanView>),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]
@@ -326,9 +163,6 @@ pub async fn list_plans(
     params(("name" = String, Path, description = "Plan name")),
     responses(
         (status = 200, description = "The plan", body = PlanView),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such plan", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]
@@ -340,7 +174,7 @@ pub async fn get_plan(
     if let Some(p) = state.config().plans.get(&name) {
         return Ok(Json(PlanView::from_config(p)));
     }
-    if !valid_name(&name) {
+    if !is_plan_name(&name) {
         return Err(no_plan(&name));
     }
     match state.db().get_plan(&name).await? {
@@ -358,12 +192,7 @@ pub async fn get_plan(
     responses(
         (status = 201, description = "Created", body = PlanView,
             headers(("Location" = String, description = "/api/plans/{name}"))),
-        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "A plan of that name exists (in the config or the database)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A field is missing, unknown or invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -372,11 +201,8 @@ pub async fn create_plan(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreatePlan>,
 ) -> ApiResult<impl IntoResponse> {
-    check_name("name", &req.name)?;
     let limits = limits_from_body("limits", &req.limits)?;
-    if req.concurrency == Some(0) {
-        return Err(ApiError::validation("concurrency", "must be at least 1"));
-    }
+    limit_rules::check_plan(&req.name, &limits, req.concurrency)?;
     if state.config().plans.contains_key(&req.name) {
         return Err(ApiError::Conflict(format!(
             "plan {:?} is already defined in the YAML config",
@@ -419,13 +245,7 @@ pub async fn create_plan(
     request_body = PatchPlan,
     responses(
         (status = 200, description = "The updated plan", body = PlanView),
-        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such plan", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The plan is defined in the YAML config (type `read-only`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 422, description = "A field is unknown or invalid (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -438,15 +258,19 @@ pub async fn patch_plan(
     if state.config().plans.contains_key(&name) {
         return Err(read_only(&name));
     }
-    if !valid_name(&name) {
+    if !is_plan_name(&name) {
         return Err(no_plan(&name));
     }
     let limits = match &req.limits {
         Some(ls) => Some(limits_from_body("limits", ls)?),
         None => None,
     };
-    if req.concurrency == Some(Some(0)) {
-        return Err(ApiError::validation("concurrency", "must be at least 1"));
+    if let Some(ls) = &limits {
+        limit_rules::check_limits("limits", ls, limit_rules::ListKind::Plan)?;
+    }
+    if let Some(Some(c)) = req.concurrency {
+        limit_rules::check_concurrency(u64::from(c))
+            .map_err(|m| ApiError::validation("concurrency", m))?;
     }
     let before = state.db().get_plan(&name).await?.map(PlanView::from_stored);
     match state
@@ -479,11 +303,7 @@ pub async fn patch_plan(
     params(("name" = String, Path, description = "Plan name")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "Missing or invalid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The admin's role is viewer: `insufficient-role`", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such plan", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The plan is in use by a key (`conflict`) or defined in the YAML config (`read-only`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -495,7 +315,7 @@ pub async fn delete_plan(
     if state.config().plans.contains_key(&name) {
         return Err(read_only(&name));
     }
-    if !valid_name(&name) {
+    if !is_plan_name(&name) {
         return Err(no_plan(&name));
     }
     let before = state.db().get_plan(&name).await?.map(PlanView::from_stored);

@@ -1,8 +1,12 @@
 //! Tollgate's core: what the proxy and the admin API share.
 //!
 //! No Pingora and no axum in here: configuration (raw YAML model, validation,
-//! the validated model), the API key format, limit policies and token-bucket
-//! arithmetic, problem details, and the database layer.
+//! the validated model and its defaults), the rules every way of changing
+//! the configuration shares ([`rules`]: plans, limits, key fields, which
+//! limits apply to a key), the API key format, limit policies and
+//! token-bucket arithmetic, usage counting ([`usage`]), problem details, and
+//! the database layer. Test harnesses (`db::testing`, `db::own_postgres`,
+//! `rules::cases`) exist only with the `testing` feature.
 
 pub mod config;
 pub mod db;
@@ -14,6 +18,8 @@ pub mod net;
 pub mod path;
 pub mod problem;
 pub mod redis_url;
+pub mod rules;
+pub mod usage;
 
 /// Milliseconds since the Unix epoch: how every timestamp is stored.
 pub fn now_ms() -> i64 {

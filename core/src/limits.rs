@@ -73,35 +73,56 @@ pub struct BucketCheck {
 /// such as one token per century would admit everything).
 pub const MAX_SPAN_NS: u64 = (1 << 50) * 1_000;
 
-/// A limit's numbers as the arithmetic uses them (clamped to [`MAX_SPAN_NS`]).
-#[derive(Debug, Clone, Copy)]
-struct Params {
-    /// Emission interval in ns, in `1..=MAX_SPAN_NS`.
-    t: u64,
-    /// Capacity in tokens, `burst × t ≤ MAX_SPAN_NS`.
-    burst: u64,
+/// A limit's numbers as a backend's arithmetic uses them, in that backend's
+/// time unit (ns here, µs in the Redis script), clamped to its longest span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clamped {
+    /// Time for one token to come back, in `1..=max_span`.
+    pub interval: u64,
+    /// Capacity in tokens, `burst × interval ≤ max_span`.
+    pub burst: u64,
     /// Tokens this request takes; `burst + 1` (never fits) if the configured
     /// cost is above the configured burst.
-    cost: u64,
+    pub cost: u64,
 }
 
-impl Params {
-    fn of(limit: &Limit) -> Self {
-        let t = limit.emission_interval_ns().min(MAX_SPAN_NS);
-        let burst = limit.burst().min(MAX_SPAN_NS / t);
-        let cost = if limit.cost() > limit.burst() {
-            burst + 1
-        } else {
-            limit.cost().min(burst)
-        };
-        Params { t, burst, cost }
+/// The one clamp both backends use: `interval` is the limit's emission
+/// interval in the backend's unit (`per / rate`, truncated), `max_span` the
+/// longest span in that unit. A cost above the burst stays above it.
+pub fn clamp(limit: &Limit, interval: u64, max_span: u64) -> Clamped {
+    let interval = interval.clamp(1, max_span.max(1));
+    let burst = limit.burst().min(max_span / interval);
+    let cost = if limit.cost() > limit.burst() {
+        burst + 1
+    } else {
+        limit.cost().min(burst)
+    };
+    Clamped {
+        interval,
+        burst,
+        cost,
     }
+}
+
+/// [`clamp`] in nanoseconds, for the arithmetic here.
+pub fn clamp_ns(limit: &Limit) -> Clamped {
+    clamp(limit, limit.emission_interval_ns(), MAX_SPAN_NS)
+}
+
+/// [`clamp`] in microseconds, for the Redis script (`lua/token_bucket.lua`).
+pub fn clamp_us(limit: &Limit) -> Clamped {
+    let per_us = u64::try_from(limit.per.as_micros()).unwrap_or(u64::MAX);
+    clamp(limit, per_us / limit.rate.max(1), MAX_SPAN_NS / 1_000)
 }
 
 /// Check one bucket: `tat` is the stored TAT (0 for a new, full bucket), `now`
 /// the current time in nanoseconds on the same clock.
 pub fn check_bucket(limit: &Limit, tat: u64, now: u64) -> BucketCheck {
-    let Params { t, burst, cost } = Params::of(limit);
+    let Clamped {
+        interval: t,
+        burst,
+        cost,
+    } = clamp_ns(limit);
     let capacity_ns = burst * t;
     let base = tat.max(now);
     let used = base - now;
@@ -206,8 +227,8 @@ pub fn decide(limits: &[&Limit], tats: &[u64], now: u64) -> (Decision, Option<Ne
         .map(|(l, c)| {
             let (remaining, reset_ns) = if c.allowed && !allowed {
                 // Refused by another limit: report this bucket as it stays.
-                let p = Params::of(l);
-                (c.remaining + p.cost, c.reset_ns - p.cost * p.t)
+                let p = clamp_ns(l);
+                (c.remaining + p.cost, c.reset_ns - p.cost * p.interval)
             } else {
                 (c.remaining, c.reset_ns)
             };
@@ -271,6 +292,25 @@ mod tests {
         let c = check_bucket(&l, tat, now + S / 10);
         assert!(c.allowed);
         assert_eq!(c.remaining, 0);
+    }
+
+    #[test]
+    fn one_clamp_in_both_units() {
+        // Whole microseconds per token: the units agree exactly.
+        for l in [
+            limit(10, 1, Some(5), None),
+            limit(1, 100 * 365 * 86_400, None, None),
+            limit(1, 1, Some(u64::MAX), Some(u64::MAX)),
+            limit(2, 1, Some(1), Some(3)),
+        ] {
+            let (ns, us) = (clamp_ns(&l), clamp_us(&l));
+            assert_eq!(ns.interval, us.interval * 1_000, "{l:?}");
+            assert_eq!((ns.burst, ns.cost), (us.burst, us.cost), "{l:?}");
+            assert!(ns.burst * ns.interval <= MAX_SPAN_NS, "{l:?}");
+        }
+        // A cost above the burst stays above it after the clamp.
+        let c = clamp_ns(&limit(2, 1, Some(1), Some(3)));
+        assert_eq!(c.cost, c.burst + 1);
     }
 
     #[test]

@@ -56,28 +56,14 @@ export function keySeries(id, range) {
   return series(range, { key: id });
 }
 
-/** The most keys top-keys returns. */
-const MAX_TOP_KEYS = 100;
-
 /**
- * Requests in the last 24 h per key id, for the keys table: Map id → {total, limited}.
- * One top-keys call covers the busiest keys; keys of the page missing from a
- * full (possibly cut) ranking are asked for one by one.
+ * Requests in the last 24 h per key id, for the keys table: Map id → {total,
+ * limited}, in one request for the whole page of keys (at most 100 ids).
  */
 export async function usageByKey(ids) {
   const out = new Map();
   if (!ids.length) return out;
-  const res = await topKeys('24h', MAX_TOP_KEYS);
-  const items = res.items || [];
-  for (const k of items) {
-    if (ids.includes(k.key_id)) out.set(k.key_id, { total: k.total, limited: k.limited });
-  }
-  if (items.length >= MAX_TOP_KEYS) {
-    const missing = ids.filter((id) => !out.has(id));
-    const stats = await Promise.all(missing.map((id) => keyUsage(id, '24h').catch(() => null)));
-    missing.forEach((id, i) => {
-      if (stats[i]) out.set(id, { total: stats[i].total, limited: stats[i].limited });
-    });
-  }
+  const res = await get(`/api/analytics/keys${qs({ ...span('24h'), ids: ids.join(',') })}`);
+  for (const k of res.items || []) out.set(k.key_id, { total: k.total, limited: k.limited });
   return out;
 }

@@ -4,20 +4,9 @@
 
 import { session, onUnauthorized, api, can } from './api.js';
 import { h, replace, fmtAgo } from './dom.js';
-import * as login from './pages/login.js';
-import * as overview from './pages/overview.js';
-import * as keys from './pages/keys.js';
-import * as monitoring from './pages/monitoring.js';
-import * as audit from './pages/audit.js';
+import { PAGES, LOGIN } from './pages/index.js';
 
-const ROUTES = {
-  '/': overview,
-  '/overview': overview,
-  '/keys': keys,
-  '/monitoring': monitoring,
-  '/audit': audit,
-  '/login': login,
-};
+const ROUTES = Object.fromEntries(PAGES.map((p) => [p.path, p.page]));
 
 /** How often pages refresh, ms (≤ 5 s; `localStorage['tollgate.refresh_ms']` overrides, 1–60 s). */
 function refreshInterval() {
@@ -31,6 +20,14 @@ const liveEl = document.getElementById('live');
 const whoEl = document.getElementById('whoami');
 const bannerEl = document.getElementById('banner');
 const toastsEl = document.getElementById('toasts');
+
+// The navigation bar, from the page list.
+topbar.querySelector('nav').replaceChildren(...PAGES.filter((p) => p.nav).map((p) => h('a', {
+  href: p.path,
+  id: `nav-${p.path.slice(1) || 'overview'}`,
+  dataset: p.role ? { link: '', role: p.role } : { link: '' },
+  hidden: Boolean(p.role),
+}, p.nav)));
 
 let current = null; // {page, path, instance}
 let timer = null;
@@ -89,7 +86,7 @@ function render() {
   main.replaceChildren();
   const instance = page.mount(main, ctx);
   current = { page, path, instance };
-  if (page !== login) main.focus({ preventScroll: true });
+  if (page !== LOGIN) main.focus({ preventScroll: true });
   refreshNow();
 }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use tokio::sync::watch;
 use tollgate_core::config::Config;
@@ -21,6 +21,7 @@ use crate::metrics::{self, MetricsApp};
 use crate::service::Gateway;
 use crate::state::{ConfigState, DbState, State};
 use crate::tls::{self, ListenerCert, TlsError};
+use crate::usage::shutdown::{Signals, UsageService, UsageStop};
 use crate::usage::{UsageFlusher, UsageRecorder};
 
 /// Why a proxy cannot start.
@@ -63,9 +64,7 @@ impl Prepared {
     }
 }
 
-/// How long a fast stop (SIGINT, Ctrl-C) waits for the usage flusher to
-/// write what it holds before the runtimes are dropped.
-pub const FAST_STOP_FLUSH: Duration = Duration::from_secs(3);
+pub use crate::usage::shutdown::FAST_STOP_FLUSH;
 
 /// The built server plus a handle on its shared state (for tests and `dev`).
 pub struct Built {
@@ -91,104 +90,6 @@ impl Built {
     /// own semantics: a fast stop does not flush usage).
     pub fn run_with(self, args: RunArgs) {
         self.server.run(args);
-    }
-}
-
-/// Pingora's Unix signals (SIGQUIT upgrade, SIGTERM graceful, SIGINT fast),
-/// except that before a fast stop the usage flusher writes what it holds:
-/// Pingora drops every runtime at once on SIGINT without telling background
-/// services, which would lose up to `usage.flush_interval` of usage.
-struct Signals {
-    usage: Arc<UsageStop>,
-}
-
-#[async_trait]
-impl ShutdownSignalWatch for Signals {
-    async fn recv(&self) -> ShutdownSignal {
-        use tokio::signal::unix::{signal, SignalKind};
-        async fn on(kind: SignalKind) {
-            match signal(kind) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(e) => {
-                    tracing::error!("cannot listen for signal {kind:?}: {e}");
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
-        let signal = tokio::select! {
-            _ = on(SignalKind::quit()) => ShutdownSignal::GracefulUpgrade,
-            _ = on(SignalKind::terminate()) => ShutdownSignal::GracefulTerminate,
-            _ = on(SignalKind::interrupt()) => ShutdownSignal::FastShutdown,
-        };
-        if matches!(signal, ShutdownSignal::FastShutdown) {
-            tracing::info!("SIGINT: fast stop, flushing usage first");
-            self.usage.flush_now(FAST_STOP_FLUSH).await;
-        }
-        signal
-    }
-}
-
-/// Stops the usage flusher on either kind of shutdown and tells when it is done.
-struct UsageStop {
-    stop: watch::Sender<bool>,
-    done: watch::Sender<bool>,
-    /// The flusher's fast-stop flag (`UsageFlusher::fast_stop_flag`).
-    fast: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl UsageStop {
-    fn new(fast: Arc<std::sync::atomic::AtomicBool>) -> Self {
-        Self {
-            stop: watch::channel(false).0,
-            done: watch::channel(false).0,
-            fast,
-        }
-    }
-
-    /// A fast stop: the flusher writes what it holds once, with no grace
-    /// period to wait for in-flight requests, and leaves; wait for it at
-    /// most `limit`.
-    async fn flush_now(&self, limit: Duration) {
-        self.fast.store(true, std::sync::atomic::Ordering::Release);
-        let mut done = self.done.subscribe();
-        self.stop.send_replace(true);
-        let started = std::time::Instant::now();
-        let flushed = tokio::time::timeout(limit, done.wait_for(|d| *d))
-            .await
-            .is_ok();
-        if flushed {
-            tracing::info!(took = ?started.elapsed(), "fast stop: usage flushed");
-        } else {
-            tracing::warn!(
-                "fast stop: usage not flushed within {limit:?}; what is unwritten is lost"
-            );
-        }
-    }
-}
-
-/// The usage flusher, stopped by Pingora's graceful shutdown or by a fast stop.
-struct UsageService {
-    flusher: UsageFlusher,
-    stop: Arc<UsageStop>,
-}
-
-#[async_trait]
-impl BackgroundService for UsageService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let inner = self.stop.stop.subscribe();
-        let graceful = async {
-            if shutdown.changed().await.is_ok() {
-                self.stop.stop.send_replace(true);
-            }
-            std::future::pending::<()>().await
-        };
-        tokio::select! {
-            _ = self.flusher.start(inner) => {}
-            _ = graceful => {}
-        }
-        self.stop.done.send_replace(true);
     }
 }
 

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tollgate_core::config::{Auth, Config, Plan, Route};
+use tollgate_core::db::instances::TargetHealth;
 use tollgate_core::db::plans::StoredPlan;
+use tollgate_core::rules::effective::{limit_source, KeySide, LimitSource};
 
 use crate::keyset::{ActiveKey, KeySet};
 use crate::limiter::{compile, Bucket, Buckets, Scope};
@@ -121,6 +123,35 @@ impl ConfigState {
     }
 }
 
+impl ConfigState {
+    /// What the upstream pools' health checks see, by upstream name then
+    /// target (reported in this instance's heartbeat).
+    pub fn upstream_health(&self) -> Vec<TargetHealth> {
+        let mut upstream_health = Vec::new();
+        let mut names: Vec<&String> = self.upstreams.keys().collect();
+        names.sort();
+        for name in names {
+            let Some(pool) = self.upstreams.get(name) else {
+                continue;
+            };
+            for h in pool.health() {
+                upstream_health.push(TargetHealth {
+                    upstream: name.clone(),
+                    target: h.target,
+                    healthy: h.healthy,
+                    checked_at: h.checked_at,
+                    error: h.error,
+                    latency_ms: h.latency_ms,
+                    latency_samples: h.latency_samples,
+                    check_latency_ms: h.check_latency_ms,
+                    up_since: h.up_since,
+                });
+            }
+        }
+        upstream_health
+    }
+}
+
 /// Everything derived from the database.
 #[derive(Debug, Default)]
 pub struct DbState {
@@ -207,10 +238,11 @@ pub struct Applicable<'a> {
     pub unknown_plan: Option<&'a str>,
 }
 
-/// Which limits apply: the key's own limits, else its plan's, else the route's
-/// default plan's; plus the route's extra limits. YAML plans take precedence
-/// over database plans of the same name. A key whose plan is missing gets no
-/// limits but `unknown_plan`: the caller refuses it.
+/// Which limits apply (`tollgate_core::rules::effective`): the key's own
+/// limits, else its plan's, else the route's default plan's; plus the route's
+/// extra limits. YAML plans take precedence over database plans of the same
+/// name. A key whose plan is missing gets no limits but `unknown_plan`: the
+/// caller refuses it.
 pub fn applicable<'a>(
     route: &'a CompiledRoute,
     key: Option<&'a ActiveKey>,
@@ -220,35 +252,105 @@ pub fn applicable<'a>(
     let plan_named = |name: &str| -> Option<&'a Arc<CompiledPlan>> {
         config.plans.get(name).or_else(|| db.plans.get(name))
     };
-    let mut out = Applicable::default();
-    let key_plan_name = key.and_then(|k| k.plan.as_deref());
-    let key_plan = key_plan_name.and_then(&plan_named);
+    let side = KeySide {
+        own_limits: key.is_some_and(|k| k.own_buckets.is_some()),
+        plan: key.and_then(|k| k.plan.as_deref()),
+        concurrency: key.and_then(|k| k.concurrency),
+    };
     let default_plan = route.route.default_plan.as_deref().and_then(plan_named);
-    match (key.and_then(|k| k.own_buckets.as_ref()), key_plan) {
-        (Some(own), _) => {
-            out.buckets.extend(own.iter());
-            out.concurrency = key.and_then(|k| k.concurrency);
+    let source = limit_source(side, side.plan.and_then(plan_named), default_plan);
+    let mut out = Applicable::default();
+    match source {
+        LimitSource::UnknownPlan(missing) => {
+            out.unknown_plan = Some(missing);
+            return out;
         }
-        (None, Some(plan)) => {
+        LimitSource::Own => {
+            if let Some(own) = key.and_then(|k| k.own_buckets.as_ref()) {
+                out.buckets.extend(own.iter());
+            }
+        }
+        LimitSource::Plan(plan) | LimitSource::RouteDefault(Some(plan)) => {
             out.buckets.extend(plan.buckets.iter());
-            out.concurrency = key.and_then(|k| k.concurrency).or(plan.concurrency);
             out.plan = Some(&plan.name);
         }
-        (None, None) => {
-            if let Some(missing) = key_plan_name {
-                out.unknown_plan = Some(missing);
-                return out;
-            }
-            if let Some(plan) = default_plan {
-                out.buckets.extend(plan.buckets.iter());
-                out.concurrency = key.and_then(|k| k.concurrency).or(plan.concurrency);
-                out.plan = Some(&plan.name);
-            }
-        }
+        LimitSource::RouteDefault(None) => {}
     }
+    out.concurrency = source.concurrency(side, |p| p.concurrency);
     out.buckets.extend(route.buckets.iter());
     if route.route.auth == Auth::None {
         out.concurrency = None;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = r#"
+plans:
+  pro: { limits: [ { name: second, rate: 5, per: 1s } ], concurrency: 4 }
+  free: { limits: [ { name: minute, rate: 60, per: 1m } ], concurrency: 1 }
+upstreams:
+  demo: { targets: ["127.0.0.1:9"] }
+routes:
+  - { name: with-default, match: { path_prefix: /a }, upstream: demo, default_plan: free }
+  - { name: bare, match: { path_prefix: /b }, upstream: demo, limits: [ { name: r, rate: 1, per: 1s } ] }
+"#;
+
+    fn key(plan: Option<&str>, concurrency: Option<u32>) -> ActiveKey {
+        ActiveKey {
+            id: 1,
+            id_str: "1".into(),
+            name: "k".into(),
+            plan: plan.map(str::to_string),
+            own_buckets: None,
+            concurrency,
+            enabled: true,
+            expires_at: None,
+        }
+    }
+
+    /// `applicable` follows `tollgate_core::rules::effective`: plan over the
+    /// route's default, a missing plan refuses, and a key's own
+    /// concurrency cap holds even where no plan applies.
+    #[test]
+    fn limits_and_caps_follow_the_core_precedence() {
+        let config = tollgate_core::config::parse(YAML, "t.yaml").expect("valid");
+        let cfg = ConfigState::compile(config, None);
+        let db = DbState::default();
+        let route = |name: &str| {
+            cfg.router
+                .routes()
+                .iter()
+                .find(|r| &*r.name == name)
+                .expect("route")
+        };
+        let (a, b) = (route("with-default"), route("bare"));
+
+        let pro = key(Some("pro"), None);
+        let got = applicable(a, Some(&pro), &cfg, &db);
+        assert_eq!(
+            (got.plan, got.concurrency, got.buckets.len()),
+            (Some("pro"), Some(4), 1)
+        );
+
+        let none = key(None, None);
+        let got = applicable(a, Some(&none), &cfg, &db);
+        assert_eq!((got.plan, got.concurrency), (Some("free"), Some(1)));
+        let got = applicable(b, Some(&none), &cfg, &db);
+        assert_eq!(
+            (got.plan, got.concurrency, got.buckets.len()),
+            (None, None, 1)
+        );
+
+        let capped = key(None, Some(2));
+        assert_eq!(applicable(a, Some(&capped), &cfg, &db).concurrency, Some(2));
+        assert_eq!(applicable(b, Some(&capped), &cfg, &db).concurrency, Some(2));
+
+        let lost = key(Some("gold"), Some(2));
+        let got = applicable(a, Some(&lost), &cfg, &db);
+        assert_eq!((got.unknown_plan, got.buckets.len()), (Some("gold"), 0));
+    }
 }

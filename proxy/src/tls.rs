@@ -12,7 +12,6 @@
 
 use std::path::Path;
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -29,9 +28,6 @@ use rustls_pki_types::pem::{self, PemObject};
 use sha2::{Digest, Sha256};
 use tollgate_core::config::{Config, TlsListener};
 use x509_parser::prelude::{FromDer, X509Certificate};
-
-use crate::metrics;
-use crate::state::State;
 
 /// A certificate, key or CA file that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -347,32 +343,6 @@ pub fn check_upstream_cas(config: &Config) -> Result<(), TlsError> {
         }
     }
     Ok(())
-}
-
-/// Re-read the listener certificate every second when its files change.
-pub async fn watch(cert: Option<Arc<ListenerCert>>, state: Arc<State>) {
-    let Some(cert) = cert else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let cfg = state.config.load_full();
-        let Some(tls) = &cfg.config.proxy.tls else {
-            continue;
-        };
-        match cert.refresh(tls) {
-            Ok(false) => {}
-            Ok(true) => {
-                metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
-                tracing::info!(cert = %tls.cert.display(), "TLS certificate reloaded");
-            }
-            Err(e) => {
-                metrics::CONFIG_RELOADS.with_label_values(&["failed"]).inc();
-                tracing::error!("TLS certificate not reloaded, the current one stays: {e}");
-            }
-        }
-    }
 }
 
 /// CA certificates trusted for one upstream instead of the system roots.

@@ -1,5 +1,5 @@
 //! Upstream pools: round robin over an upstream's targets, with active health
-//! checks run by [`crate::background::HealthChecker`].
+//! checks run by the `health_checks` task in `crate::background`.
 //!
 //! `https://` targets are reached over TLS with SNI and certificate
 //! verification, against the system roots or the upstream's `tls.ca_file`.

@@ -7,9 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::raw;
-use common::{Store, TestProxy};
+use common::TestProxy;
 use serde_json::Value;
-use tollgate_core::db::NewApiKey;
 
 const CONFIG: &str = r#"
 proxy:
@@ -28,16 +27,7 @@ routes:
 "#;
 
 async fn setup() -> (TestProxy, String) {
-    let p = TestProxy::start(CONFIG, Store::Sqlite)
-        .await
-        .expect("sqlite");
-    let (_, key) = p
-        .key(NewApiKey {
-            name: "edge".into(),
-            ..NewApiKey::default()
-        })
-        .await;
-    (p, key)
+    TestProxy::sqlite_with_key(CONFIG, "edge").await
 }
 
 fn seen_headers(r: &raw::RawResponse) -> serde_json::Map<String, Value> {

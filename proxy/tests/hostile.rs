@@ -40,16 +40,7 @@ fn statuses(response: &str) -> Vec<u16> {
 }
 
 async fn setup() -> (TestProxy, String) {
-    let p = TestProxy::start(CONFIG, Store::Sqlite)
-        .await
-        .expect("sqlite");
-    let (_, key) = p
-        .key(NewApiKey {
-            name: "hostile".into(),
-            ..NewApiKey::default()
-        })
-        .await;
-    (p, key)
+    TestProxy::sqlite_with_key(CONFIG, "hostile").await
 }
 
 fn no_5xx(what: &str, response: &str) {

@@ -539,7 +539,23 @@ async fn metrics_endpoint_lists_tollgate_metrics_without_key_labels() {
     let (k, plain) = p.key(named("metrics")).await;
     get(&p.url("/api/users"), Some(&plain)).await;
     get(&p.url("/api/users"), None).await;
-    let text = p.metrics_text().await;
+    // Requests are counted in Pingora's logging phase, which may run just
+    // after the client has its answer: wait for both to be counted.
+    let counted = |text: &str, outcome: &str| {
+        metric_value(
+            text,
+            "tollgate_requests_total",
+            &["route=\"users\"", &format!("outcome=\"{outcome}\"")],
+        ) >= 1.0
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut text = p.metrics_text().await;
+    while !(counted(&text, "allowed") && counted(&text, "unauthorized"))
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        text = p.metrics_text().await;
+    }
     for name in [
         "tollgate_requests_total",
         "tollgate_request_duration_seconds_bucket",
@@ -549,20 +565,8 @@ async fn metrics_endpoint_lists_tollgate_metrics_without_key_labels() {
     ] {
         assert!(text.contains(name), "{name} missing");
     }
-    assert!(
-        metric_value(
-            &text,
-            "tollgate_requests_total",
-            &["route=\"users\"", "outcome=\"allowed\""]
-        ) >= 1.0
-    );
-    assert!(
-        metric_value(
-            &text,
-            "tollgate_requests_total",
-            &["route=\"users\"", "outcome=\"unauthorized\""]
-        ) >= 1.0
-    );
+    assert!(counted(&text, "allowed"), "{text}");
+    assert!(counted(&text, "unauthorized"), "{text}");
     assert!(!text.contains(&plain));
     assert!(!text.contains(&format!("key_id=\"{}\"", k.id)));
 }

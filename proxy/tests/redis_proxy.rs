@@ -82,7 +82,11 @@ async fn hammer(
 
 async fn two_proxies_share_one_budget(url: &str, label: &str) {
     // `deny`: a Redis hiccup under load must not admit through a local fallback.
-    let y = yaml(url, "deny", 40, "1s", 20);
+    // This measures accuracy, not outages: a generous Redis timeout keeps a
+    // busy machine's slow round trips from turning into refusals (which
+    // would make the lower bound below fail for the wrong reason).
+    let y = yaml(url, "deny", 40, "1s", 20).replace("redis_timeout: 50ms", "redis_timeout: 5s");
+    assert!(y.contains("redis_timeout: 5s"));
     let a = TestProxy::start(&y, Store::Sqlite).await.expect("sqlite");
     let b = a.start_sharing(&y).await;
     let (_, key) = a
@@ -165,9 +169,18 @@ async fn redis_killed_policy_local_falls_back_then_recovers() {
     let Some((mut redis, p, key)) = start_on_own_redis("local").await else {
         return;
     };
+    // On a busy machine a set-up request may already have fallen back (a
+    // Redis round trip slower than redis_timeout) and taken a local token.
+    let fallen_back = metric_value(
+        &p.metrics_text().await,
+        "tollgate_limiter_fallback_decisions_total",
+        &["policy=\"local\""],
+    ) as usize;
     redis.kill();
     let (worst, statuses) = max_latency(&p, &key, 12).await;
-    println!("redis down, policy local: worst {worst:?}, {statuses:?}");
+    println!(
+        "redis down, policy local: worst {worst:?}, {statuses:?}, {fallen_back} fell back before"
+    );
     assert!(
         worst < Duration::from_millis(500),
         "a request waited {worst:?}"
@@ -175,7 +188,7 @@ async fn redis_killed_policy_local_falls_back_then_recovers() {
     // The local fallback enforces the same limits (burst 3) for this instance.
     assert_eq!(
         statuses.iter().filter(|&&s| s == 200).count(),
-        3,
+        3usize.saturating_sub(fallen_back),
         "{statuses:?}"
     );
     assert!(

@@ -1,7 +1,6 @@
 //! `tollgate audit list`: read the audit log; and the audit records that
 //! `tollgate keys …` writes for every change it makes (actor `cli:<OS user>`).
 
-use anyhow::Context;
 use clap::Subcommand;
 use serde_json::Value;
 use tollgate_core::db::audit::{diff, Actor, AuditEvent, AuditFilter, NewAuditEvent};
@@ -92,12 +91,7 @@ pub async fn record_key(
 
 /// Run one `audit` subcommand against `database_url`.
 pub async fn run(cmd: AuditCommand, database_url: &str) -> anyhow::Result<()> {
-    let db = Db::connect(database_url)
-        .await
-        .context("cannot open the database")?;
-    let result = execute(&db, cmd).await;
-    db.close().await;
-    result
+    super::with_db(database_url, |db| async move { execute(&db, cmd).await }).await
 }
 
 async fn execute(db: &Db, cmd: AuditCommand) -> anyhow::Result<()> {

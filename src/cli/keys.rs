@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use tollgate_core::db::{ApiKey, Db, KeyFilter, NewApiKey};
+use tollgate_core::rules::keys as key_rules;
 use tollgate_core::{duration, now_ms};
 
 use super::audit::record_key;
@@ -66,17 +67,28 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// The command-line flag of a key field, for messages.
+fn flag(field: &str) -> &str {
+    match field {
+        "expires_at" => "--expires-in",
+        "name" => "--name",
+        "owner" => "--owner",
+        "plan" => "--plan",
+        other => other,
+    }
+}
+
 /// Refuse `keys create --plan NAME` when NAME is neither a YAML plan of
-/// `config` nor a plan in its database: such a key would be refused with
-/// 403 `unknown-plan` on every request.
-pub async fn refuse_unknown_plan(
+/// `config` nor a plan in its database (such a key would be refused with
+/// 403 `unknown-plan` on every request), with the admin API's message.
+pub async fn check(
     cmd: &KeysCommand,
     config: &tollgate_core::config::Config,
 ) -> anyhow::Result<()> {
-    let KeysCommand::Create {
-        plan: Some(plan), ..
-    } = cmd
-    else {
+    let KeysCommand::Create { plan, .. } = cmd else {
+        return Ok(());
+    };
+    let Some(plan) = plan else {
         return Ok(());
     };
     if config.plans.contains_key(plan) {
@@ -91,27 +103,15 @@ pub async fn refuse_unknown_plan(
     if stored.iter().any(|p| &p.name == plan) {
         return Ok(());
     }
-    let mut known: Vec<&str> = config.plans.keys().map(String::as_str).collect();
-    known.extend(stored.iter().map(|p| p.name.as_str()));
-    known.sort_unstable();
     bail!(
-        "unknown plan {plan:?} (known: {}); keys on a missing plan are refused",
-        if known.is_empty() {
-            "none".to_string()
-        } else {
-            known.join(", ")
-        }
+        "--plan: {}",
+        key_rules::unknown_key_plan(plan, config, &stored)
     )
 }
 
 /// Run one `keys` subcommand against `database_url`.
 pub async fn run(cmd: KeysCommand, database_url: &str) -> anyhow::Result<()> {
-    let db = Db::connect(database_url)
-        .await
-        .context("cannot open the database")?;
-    let result = execute(&db, cmd).await;
-    db.close().await;
-    result
+    super::with_db(database_url, |db| async move { execute(&db, cmd).await }).await
 }
 
 async fn execute(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
@@ -122,18 +122,20 @@ async fn execute(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
             owner,
             expires_in,
         } => {
-            if name.trim().is_empty() {
-                bail!("--name must not be empty");
-            }
-            let expires_at = expires_in
-                .map(|d| now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
-            let new = NewApiKey {
+            let mut new = NewApiKey {
                 name,
                 owner,
                 plan,
-                expires_at,
+                expires_at: expires_in.map(|d| {
+                    now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                }),
                 ..NewApiKey::default()
             };
+            // What the admin API refuses, with its messages.
+            if let Err(e) = key_rules::check_new_key(&new, now_ms()) {
+                bail!("{}: {}", flag(&e.field), e.message);
+            }
+            new.name = key_rules::normalise_name(&new.name);
             let (key, plain) = db.create_key(&new).await.context("cannot create the key")?;
             record_key(db, "key.create", key.id, None, Some(&key)).await;
             println!("created key {}", key.id);
@@ -171,6 +173,9 @@ async fn execute(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Rotate { id, grace } => {
             let grace = grace.unwrap_or(Duration::ZERO);
+            if let Err(m) = key_rules::check_grace(grace) {
+                bail!("--grace: {m}");
+            }
             let before = db.get_key(id).await?;
             let (key, plain) = db.rotate_key(id, grace).await?.ok_or_else(|| no_key(id))?;
             record_key(db, "key.rotate", id, before.as_ref(), Some(&key)).await;

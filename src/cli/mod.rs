@@ -5,3 +5,23 @@ pub mod check;
 pub mod demo_traffic;
 pub mod keys;
 pub mod run;
+
+use std::future::Future;
+
+use anyhow::Context;
+use tollgate_core::db::Db;
+
+/// Open the database at `database_url`, run `f` on it and close it again,
+/// whatever `f` answered (the `keys` and `audit` subcommands).
+pub async fn with_db<T, F, Fut>(database_url: &str, f: F) -> anyhow::Result<T>
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let db = Db::connect(database_url)
+        .await
+        .context("cannot open the database")?;
+    let result = f(db.clone()).await;
+    db.close().await;
+    result
+}

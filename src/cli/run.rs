@@ -98,8 +98,12 @@ async fn admin_config(
     path: &std::path::Path,
     text: &str,
 ) -> Result<Config, String> {
-    let mut new =
-        reload::parse_for_serving(text, &path.display().to_string()).map_err(|e| e.to_string())?;
+    // CPU work on operator input: off the async workers (see the proxy's reload).
+    let (src, name) = (text.to_string(), path.display().to_string());
+    let mut new = tokio::task::spawn_blocking(move || reload::parse_for_serving(&src, &name))
+        .await
+        .map_err(|e| format!("parsing the config failed: {e}"))?
+        .map_err(|e| e.to_string())?;
     new.source = Some(path.to_path_buf());
     let plans = state.db().list_plans().await.map_err(|e| e.to_string())?;
     let both = reload::plan_conflicts(&new, plans.iter().map(|p| p.name.as_str()));

@@ -198,3 +198,14 @@ impl Drop for Dev {
         let _ = self.child.wait();
     }
 }
+
+/// The demo upstream in-process on a free port (for proxies the binary runs
+/// in front of it); its port.
+pub async fn demo_upstream() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(tollgate_proxy::demo::serve(listener));
+    port
+}

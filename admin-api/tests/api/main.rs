@@ -15,6 +15,7 @@ mod listener;
 mod openapi;
 mod outage;
 mod plans;
+mod queries;
 mod roles;
 mod security;
 mod sessions;

@@ -34,6 +34,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/plans/{name}"),
     ("get", "/api/analytics/summary"),
     ("get", "/api/analytics/timeseries"),
+    ("get", "/api/analytics/keys"),
     ("get", "/api/analytics/keys/{id}"),
     ("get", "/api/analytics/top-keys"),
     ("get", "/api/analytics/violations"),

@@ -134,8 +134,13 @@ async fn api_plans_crud(app: TestApp) {
         "name",
     )
     .await;
+    // At most 16 limits (a plan may have none: see yaml_plans_and_api_plans_agree).
+    let seventeen: Vec<Value> = (0..17)
+        .map(|i| json!({"name": format!("l{i}"), "rate": 1, "per": "1s"}))
+        .collect();
     invalid(
-        app.patch("/api/plans/partner", json!({"limits": []})).await,
+        app.patch("/api/plans/partner", json!({"limits": seventeen}))
+            .await,
         "limits",
     )
     .await;
@@ -223,7 +228,10 @@ async fn create_plan_validates(app: TestApp) {
             "name",
         ),
         (json!({"name": "p"}), "limits"),
-        (json!({"name": "p", "limits": []}), "limits"),
+        (
+            json!({"name": "p", "limits": [{"name": "m", "rate": 1_000_000_001u64, "per": "1s"}]}),
+            "limits[0].rate",
+        ),
         (
             json!({"name": "p", "limits": [{"name": "m", "rate": 0, "per": "1m"}]}),
             "limits[0].rate",
@@ -263,3 +271,49 @@ async fn create_plan_validates(app: TestApp) {
     );
 }
 both!(create_plan_validates);
+
+/// The admin API accepts exactly the plans the YAML config accepts: the
+/// shared table of edge cases (`tollgate_core::rules::cases`), which core's
+/// tests run through the YAML validation.
+async fn yaml_plans_and_api_plans_agree(app: TestApp) {
+    let mut wrong = Vec::new();
+    for c in tollgate_core::rules::cases::plan_cases() {
+        let yaml_ok =
+            tollgate_core::config::parse(&tollgate_core::rules::cases::as_yaml(&c), "c.yaml")
+                .is_ok();
+        let res = app.post("/api/plans", c.plan.clone()).await;
+        let status = res.status();
+        let body = res.text().await.unwrap_or_default();
+        let api_ok = status == StatusCode::CREATED;
+        if !api_ok && status != StatusCode::UNPROCESSABLE_ENTITY {
+            wrong.push(format!("{}: status {status}: {body}", c.what));
+        }
+        if api_ok != c.valid || yaml_ok != c.valid {
+            wrong.push(format!(
+                "{}: expected valid={}, API {status} {body}, YAML valid={yaml_ok}",
+                c.what, c.valid
+            ));
+        }
+        if api_ok {
+            // Stored whole (`per` reads back normalised: 8784h is 366d).
+            let name = c.plan["name"].as_str().expect("name");
+            let got = json(app.get(&format!("/api/plans/{name}")).await, StatusCode::OK).await;
+            let names = |v: &Value| -> Vec<Value> {
+                v.as_array()
+                    .expect("limits")
+                    .iter()
+                    .map(|l| l["name"].clone())
+                    .collect()
+            };
+            assert_eq!(
+                names(&got["limits"]),
+                names(&c.plan["limits"]),
+                "{}",
+                c.what
+            );
+            assert_eq!(got["concurrency"], c.plan["concurrency"], "{}", c.what);
+        }
+    }
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+both!(yaml_plans_and_api_plans_agree);

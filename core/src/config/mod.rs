@@ -6,6 +6,7 @@
 //! problem with its `file:line:column`; [`position`] maps a path inside the
 //! document (`routes[2].upstream`) back to where it is written.
 
+pub mod depth;
 pub mod model;
 pub mod position;
 mod raw;
@@ -79,7 +80,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 }
 
 /// Validate YAML text; `file` names it in error messages.
+/// Text nested deeper than [`depth::MAX_DEPTH`] is refused before any YAML
+/// parser sees it (parsers take quadratic time in the depth).
 pub fn parse(src: &str, file: &str) -> Result<Config, ConfigErrors> {
+    if let Some((line, column)) = depth::too_deep(src) {
+        return Err(ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            message: format!(
+                "nested more than {} levels deep; a Tollgate config needs fewer than ten",
+                depth::MAX_DEPTH
+            ),
+        }]));
+    }
     validate::parse_and_validate(src, file)
 }
 

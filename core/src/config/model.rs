@@ -1,4 +1,5 @@
-//! The validated, internal configuration model.
+//! The validated, internal configuration model, and its defaults (each next
+//! to the section it belongs to: what a value is when the file does not say).
 //!
 //! Everything here has been checked by [`super::validate`]: durations are parsed,
 //! every referenced plan and upstream exists, numbers are in range. The proxy and
@@ -81,6 +82,20 @@ impl Default for ServerTuning {
     }
 }
 
+/// `proxy.listen` when the file does not say.
+pub const DEFAULT_PROXY_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_THREADS: u64 = 2;
+/// Upper bound for `proxy.threads`.
+pub const MAX_THREADS: u64 = 1024;
+/// Upper bound for `proxy.listener_tasks`.
+pub const MAX_LISTENER_TASKS: u64 = 64;
+/// Upper bound for `proxy.upstream_keepalive_pool` (idle connections).
+pub const MAX_UPSTREAM_KEEPALIVE_POOL: u64 = 1_000_000;
+pub const DEFAULT_KEY_HEADER: &str = "x-api-key";
+pub const DEFAULT_AUTH_FAILURES_PER_SECOND: u64 = 20;
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// `proxy.path_policy`, `trusted_proxies`, `proxy_protocol`,
 /// `header_timeout`, `max_header_bytes`, `max_connections_per_ip`.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,12 +162,24 @@ pub struct AdminConfig {
     pub audit_retention: Duration,
 }
 
+/// `admin.listen` when the file does not say.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
+pub const DEFAULT_JWT_SECRET_ENV: &str = "TOLLGATE_JWT_SECRET";
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: u64 = 512;
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(365 * 86_400);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StorageConfig {
     pub database_url: String,
     /// How often the proxy checks the database for key/plan changes.
     pub key_refresh: Duration,
 }
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://tollgate.db";
+pub const DEFAULT_KEY_REFRESH: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimiterBackend {
@@ -185,6 +212,9 @@ pub struct LimiterConfig {
     pub concurrency_lease: Duration,
 }
 
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(20);
+pub const DEFAULT_CONCURRENCY_LEASE: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -198,6 +228,8 @@ pub struct LogConfig {
     pub access_log: bool,
 }
 
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct UsageConfig {
     pub flush_interval: Duration,
@@ -207,6 +239,11 @@ pub struct UsageConfig {
     /// Maximum number of aggregated rows held while the database is unreachable.
     pub buffer_rows: usize,
 }
+
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_RETENTION_DAYS: u64 = 30;
+pub const DEFAULT_BUFFER_ROWS: u64 = 100_000;
+pub const DEFAULT_VIOLATION_RETENTION_DAYS: u64 = 7;
 
 /// A named set of limits a key can be assigned to.
 #[derive(Debug, Clone, PartialEq)]
@@ -230,6 +267,9 @@ pub struct Upstream {
     /// How often host names among the targets are resolved again.
     pub resolve_interval: Duration,
 }
+
+/// `upstreams.*.resolve_interval`: how often target host names are resolved again.
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// TLS towards an upstream's `https://` targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,6 +325,9 @@ pub struct HealthCheck {
     pub path: String,
     pub interval: Duration,
 }
+
+/// `health_check.interval` when a health check gives only its path.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timeouts {

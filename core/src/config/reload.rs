@@ -38,7 +38,63 @@ pub fn parse_for_serving(src: &str, file: &str) -> Result<Config, ConfigErrors> 
             message: NO_ROUTES.to_string(),
         }]));
     }
+    let empty = keys_without_value(src);
+    if !empty.is_empty() {
+        let index = PositionIndex::build(src);
+        return Err(ConfigErrors(
+            empty
+                .into_iter()
+                .map(|path| {
+                    let pos = index.key(&path).unwrap_or_else(|| index.locate(&path));
+                    ConfigError {
+                        file: file.to_string(),
+                        line: pos.line,
+                        column: pos.column,
+                        message: format!("{path}: {NO_VALUE}"),
+                    }
+                })
+                .collect(),
+        ));
+    }
     Ok(config)
+}
+
+/// Why a key written without a value is refused in a served config.
+pub const NO_VALUE: &str = "has no value (a truncated file?); give it one or remove the key \
+     (`[]` or `{}` for an empty list or mapping)";
+
+/// The document paths of mapping keys written with no value (`limits:` at
+/// the end of a cut-off file reads as null, which would silently mean "no
+/// limits"). At most 20 are reported.
+fn keys_without_value(src: &str) -> Vec<String> {
+    fn walk(v: &serde_yaml::Value, path: &str, out: &mut Vec<String>) {
+        match v {
+            serde_yaml::Value::Mapping(m) => {
+                for (k, v) in m {
+                    let Some(k) = k.as_str() else { continue };
+                    let p = super::position::child(path, k);
+                    if v.is_null() {
+                        out.push(p);
+                    } else {
+                        walk(v, &p, out);
+                    }
+                }
+            }
+            serde_yaml::Value::Sequence(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, &super::position::item(path, i), out);
+                }
+            }
+            serde_yaml::Value::Tagged(t) => walk(&t.value, path, out),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(src) {
+        walk(&doc, "", &mut out);
+    }
+    out.truncate(20);
+    out
 }
 
 /// Why a config without routes is refused.
@@ -225,6 +281,40 @@ mod tests {
         );
         // Other problems are still reported as such.
         assert!(parse_for_serving("routes: [ {} ]\n", "t.yaml").is_err());
+    }
+
+    #[test]
+    fn a_key_without_a_value_is_refused_at_its_position() {
+        // A file cut right after `limits:` must not run the route unlimited.
+        let cut = "upstreams: { u: { targets: [\"a:1\"] } }\nroutes:\n  - name: r\n    match: { path_prefix: /a }\n    upstream: u\n    limits:\n";
+        let e = parse_for_serving(cut, "t.yaml").expect_err("a null limits");
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!((e.0[0].line, e.0[0].column), (6, 5), "{e}");
+        assert!(
+            e.0[0].message.starts_with("routes[0].limits: has no value"),
+            "{e}"
+        );
+        let written = cut.replace("limits:\n", "limits: []\n");
+        assert!(parse_for_serving(&written, "t.yaml").is_ok());
+        let e =
+            parse_for_serving("proxy:\n  trusted_proxies:\nroutes: []\n", "t").expect_err("null");
+        assert!(
+            e.to_string()
+                .contains("proxy.trusted_proxies: has no value"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        // 100,000 levels: a YAML parser would take minutes (quadratic).
+        let deep = format!("routes: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let started = std::time::Instant::now();
+        let e = parse_for_serving(&deep, "t.yaml").expect_err("too deep");
+        assert!(e.to_string().contains("nested more than 64 levels"), "{e}");
+        assert_eq!(e.0[0].line, 1);
+        // Generous for a busy machine; the parser alone would take minutes.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::Row;
 
+use super::stmt::{Arg, Stmt};
 use super::{Db, DbError};
 use crate::now_ms;
 
@@ -172,74 +173,40 @@ pub fn diff(before: &Value, after: &Value) -> Value {
     Value::Object(out)
 }
 
-enum Arg {
-    Text(String),
-    Int(i64),
-}
-
 impl AuditFilter {
-    fn condition(&self) -> (String, Vec<Arg>) {
-        let mut parts: Vec<String> = Vec::new();
-        let mut args: Vec<Arg> = Vec::new();
-        fn add(parts: &mut Vec<String>, args: &mut Vec<Arg>, column: &str, op: &str, arg: Arg) {
-            args.push(arg);
-            parts.push(format!("{column} {op} ${}", args.len()));
-        }
+    /// The `WHERE` clause, onto `stmt`.
+    fn condition<'a>(&'a self, stmt: &mut Stmt<'a>) {
         if let Some(a) = &self.actor {
-            add(&mut parts, &mut args, "actor", "=", Arg::Text(a.clone()));
+            stmt.and_where().push("actor = ").text(a);
         }
         if let Some(a) = &self.action {
             match a.strip_suffix('.') {
                 Some(prefix) if !prefix.is_empty() => {
                     let p = format!("{prefix}.");
-                    args.push(Arg::Int(i64::try_from(p.len()).unwrap_or(i64::MAX)));
-                    let n = args.len();
-                    args.push(Arg::Text(p));
-                    parts.push(format!(
-                        "substr(action, 1, CAST(${n} AS INTEGER)) = ${}",
-                        n + 1
-                    ));
+                    stmt.and_where()
+                        .push("substr(action, 1, CAST(")
+                        .int(i64::try_from(p.len()).unwrap_or(i64::MAX))
+                        .push(" AS INTEGER)) = ")
+                        .bind(Arg::Owned(Some(p)));
                 }
-                _ => add(&mut parts, &mut args, "action", "=", Arg::Text(a.clone())),
+                _ => {
+                    stmt.and_where().push("action = ").text(a);
+                }
             }
         }
         if let Some(t) = &self.target_type {
-            add(
-                &mut parts,
-                &mut args,
-                "target_type",
-                "=",
-                Arg::Text(t.clone()),
-            );
+            stmt.and_where().push("target_type = ").text(t);
         }
         if let Some(t) = &self.target {
-            add(&mut parts, &mut args, "target", "=", Arg::Text(t.clone()));
+            stmt.and_where().push("target = ").text(t);
         }
         if let Some(f) = self.from {
-            add(&mut parts, &mut args, "at", ">=", Arg::Int(f));
+            stmt.and_where().push("at >= ").int(f);
         }
         if let Some(t) = self.to {
-            add(&mut parts, &mut args, "at", "<", Arg::Int(t));
-        }
-        if parts.is_empty() {
-            (String::new(), args)
-        } else {
-            (format!(" WHERE {}", parts.join(" AND ")), args)
+            stmt.and_where().push("at < ").int(t);
         }
     }
-}
-
-fn bind_all<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    args: Vec<Arg>,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    for a in args {
-        q = match a {
-            Arg::Text(s) => q.bind(s),
-            Arg::Int(i) => q.bind(i),
-        };
-    }
-    q
 }
 
 fn event_from_row(row: &sqlx::any::AnyRow) -> Result<AuditEvent, DbError> {
@@ -305,28 +272,22 @@ impl Db {
 
     /// Matching events, newest first, and how many match in all.
     pub async fn list_audit(&self, f: &AuditFilter) -> Result<(Vec<AuditEvent>, i64), DbError> {
-        let (clause, args) = f.condition();
-        let total: i64 = bind_all(
-            sqlx::query(&format!("SELECT COUNT(*) FROM audit_events{clause}")),
-            args,
-        )
-        .fetch_one(self.pool())
-        .await?
-        .try_get(0)?;
-        let (clause, args) = f.condition();
-        let n = args.len();
-        let sql = format!(
-            "SELECT id, at, actor_kind, actor, actor_id, client_ip, action, target_type, target, \
-             changes FROM audit_events{clause} ORDER BY id DESC LIMIT ${} OFFSET ${}",
-            n + 1,
-            n + 2
-        );
+        let mut count = Stmt::new(self.kind());
+        count.push("SELECT COUNT(*) FROM audit_events");
+        f.condition(&mut count);
+        let total: i64 = count.query().fetch_one(self.pool()).await?.try_get(0)?;
         let limit = if f.limit <= 0 { i64::MAX } else { f.limit };
-        let rows = bind_all(sqlx::query(&sql), args)
-            .bind(limit)
-            .bind(f.offset.max(0))
-            .fetch_all(self.pool())
-            .await?;
+        let mut page = Stmt::new(self.kind());
+        page.push(
+            "SELECT id, at, actor_kind, actor, actor_id, client_ip, action, target_type, target, \
+             changes FROM audit_events",
+        );
+        f.condition(&mut page);
+        page.push(" ORDER BY id DESC LIMIT ")
+            .int(limit)
+            .push(" OFFSET ")
+            .int(f.offset.max(0));
+        let rows = page.query().fetch_all(self.pool()).await?;
         let events = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
         Ok((events, total))
     }
@@ -371,8 +332,9 @@ mod tests {
             actor: Some("bob".into()),
             ..AuditFilter::default()
         };
-        let (sql, args) = f.condition();
-        assert_eq!(args.len(), 3);
+        let mut stmt = crate::db::stmt::Stmt::new(crate::db::DbKind::Postgres);
+        f.condition(&mut stmt);
+        let sql = stmt.sql();
         assert!(sql.contains("actor = $1"), "{sql}");
         assert!(
             sql.contains("substr(action, 1, CAST($2 AS INTEGER)) = $3"),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::stmt::{Arg, Stmt};
 use super::{u32_column, Db, DbError};
 use crate::keys::{self, KeyHash};
 use crate::limits::Limit;
@@ -184,51 +185,21 @@ fn contains_pattern(s: &str) -> String {
     out
 }
 
-/// One bound value of a dynamically built statement.
-enum Arg {
-    Int(Option<i64>),
-    Text(Option<String>),
-}
-
-fn bind_all<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    args: Vec<Arg>,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    for a in args {
-        q = match a {
-            Arg::Int(v) => q.bind(v),
-            Arg::Text(v) => q.bind(v),
-        };
-    }
-    q
-}
-
 impl KeyFilter {
-    /// The `WHERE` clause and its arguments, numbered from `$1`.
-    fn condition(&self) -> (String, Vec<Arg>) {
-        let mut conds = Vec::new();
-        let mut args = Vec::new();
+    /// The `WHERE` clause, onto `stmt`.
+    fn condition<'a>(&'a self, stmt: &mut Stmt<'a>) {
         if let Some(name) = &self.name {
-            args.push(Arg::Text(Some(contains_pattern(name))));
-            conds.push(format!(
-                "LOWER(name) LIKE LOWER(${}) ESCAPE '\\'",
-                args.len()
-            ));
+            stmt.and_where()
+                .push("LOWER(name) LIKE LOWER(")
+                .bind(Arg::Owned(Some(contains_pattern(name))))
+                .push(") ESCAPE '\\'");
         }
         if let Some(plan) = &self.plan {
-            args.push(Arg::Text(Some(plan.clone())));
-            conds.push(format!("plan = ${}", args.len()));
+            stmt.and_where().push("plan = ").text(plan);
         }
         if let Some(enabled) = self.enabled {
-            args.push(Arg::Int(Some(i64::from(enabled))));
-            conds.push(format!("enabled = ${}", args.len()));
+            stmt.and_where().push("enabled = ").int(i64::from(enabled));
         }
-        let clause = if conds.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conds.join(" AND "))
-        };
-        (clause, args)
     }
 }
 
@@ -275,29 +246,23 @@ impl Db {
     ///
     /// Ordered by id; `limit <= 0` means no limit, a negative offset is 0.
     pub async fn list_keys(&self, filter: &KeyFilter) -> Result<(Vec<ApiKey>, i64), DbError> {
-        let (clause, args) = filter.condition();
-        let count_sql = format!("SELECT COUNT(*) FROM api_keys{clause}");
-        let total: i64 = bind_all(sqlx::query(&count_sql), args)
-            .fetch_one(self.pool())
-            .await?
-            .try_get(0)?;
-        let (clause, mut args) = filter.condition();
-        let n = args.len();
-        let sql = format!(
-            "SELECT {COLUMNS} FROM api_keys{clause} ORDER BY id LIMIT ${} OFFSET ${}",
-            n + 1,
-            n + 2
-        );
+        let mut count = Stmt::new(self.kind());
+        count.push("SELECT COUNT(*) FROM api_keys");
+        filter.condition(&mut count);
+        let total: i64 = count.query().fetch_one(self.pool()).await?.try_get(0)?;
         let limit = if filter.limit <= 0 {
             i64::MAX
         } else {
             filter.limit
         };
-        args.push(Arg::Int(Some(limit)));
-        args.push(Arg::Int(Some(filter.offset.max(0))));
-        let rows = bind_all(sqlx::query(&sql), args)
-            .fetch_all(self.pool())
-            .await?;
+        let mut page = Stmt::new(self.kind());
+        page.push("SELECT ").push(COLUMNS).push(" FROM api_keys");
+        filter.condition(&mut page);
+        page.push(" ORDER BY id LIMIT ")
+            .int(limit)
+            .push(" OFFSET ")
+            .int(filter.offset.max(0));
+        let rows = page.query().fetch_all(self.pool()).await?;
         let keys = rows.iter().map(decode_key).collect::<Result<_, _>>()?;
         Ok((keys, total))
     }
@@ -305,48 +270,51 @@ impl Db {
     /// Apply a partial update in one statement; `None` if there is no such
     /// key. An empty patch changes nothing and returns the key as it is.
     pub async fn update_key(&self, id: i64, patch: &KeyPatch) -> Result<Option<ApiKey>, DbError> {
-        // $1 = now, $2 = id; the patched columns follow.
-        let mut sets = Vec::new();
-        let mut args = vec![Arg::Int(Some(now_ms())), Arg::Int(Some(id))];
-        let mut set = |column: &str, arg: Arg| {
-            args.push(arg);
-            sets.push(format!("{column} = ${}", args.len()));
+        let mut stmt = Stmt::new(self.kind());
+        stmt.push("UPDATE api_keys SET ");
+        let mut sets = 0;
+        let mut set = |column: &str, arg: Arg<'static>| {
+            stmt.push(if sets == 0 { "" } else { ", " })
+                .push(column)
+                .push(" = ")
+                .bind(arg);
+            sets += 1;
         };
+        let owned = |v: Option<&str>| Arg::Owned(v.map(str::to_string));
         if let Some(v) = &patch.name {
-            set("name", Arg::Text(Some(v.clone())));
+            set("name", owned(Some(v)));
         }
         if let Some(v) = &patch.owner {
-            set("owner", Arg::Text(v.clone()));
+            set("owner", owned(v.as_deref()));
         }
         if let Some(v) = &patch.metadata {
-            set("metadata", Arg::Text(Some(v.to_string())));
+            set("metadata", Arg::Owned(Some(v.to_string())));
         }
         if let Some(v) = &patch.plan {
-            set("plan", Arg::Text(v.clone()));
+            set("plan", owned(v.as_deref()));
         }
         if let Some(v) = &patch.limits {
-            set("limits", Arg::Text(limits_json(v.as_deref())?));
+            set("limits", Arg::Owned(limits_json(v.as_deref())?));
         }
         if let Some(v) = patch.concurrency {
-            set("concurrency", Arg::Int(v.map(i64::from)));
+            set("concurrency", Arg::OptInt(v.map(i64::from)));
         }
         if let Some(v) = patch.enabled {
-            set("enabled", Arg::Int(Some(i64::from(v))));
+            set("enabled", Arg::Int(i64::from(v)));
         }
         if let Some(v) = patch.expires_at {
-            set("expires_at", Arg::Int(v));
+            set("expires_at", Arg::OptInt(v));
         }
-        if sets.is_empty() {
+        if sets == 0 {
             return self.get_key(id).await;
         }
-        let sql = format!(
-            "UPDATE api_keys SET {}, updated_at = {} WHERE id = $2 RETURNING {COLUMNS}",
-            sets.join(", "),
-            next_stamp("api_keys")
-        );
-        let row = bind_all(sqlx::query(&sql), args)
-            .fetch_optional(self.pool())
-            .await?;
+        stmt.push(", updated_at = ")
+            .push_with(&next_stamp("api_keys"), now_ms())
+            .push(" WHERE id = ")
+            .int(id)
+            .push(" RETURNING ")
+            .push(COLUMNS);
+        let row = stmt.query().fetch_optional(self.pool()).await?;
         row.as_ref().map(decode_key).transpose()
     }
 

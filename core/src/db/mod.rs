@@ -3,8 +3,10 @@
 //! run at connect. Every timestamp is an `i64` of Unix milliseconds and every
 //! query uses `$N` placeholders, so one set of queries serves both databases.
 //!
-//! The submodules hold the queries of one table each; [`testing`] opens fresh
-//! databases for tests (this crate's and the other crates').
+//! The submodules hold the queries of one table each; `testing` opens fresh
+//! databases for tests (this crate's and the other crates') and
+//! `own_postgres` runs a throw-away PostgreSQL server: both only with the
+//! `testing` feature, which the crates' dev-dependencies turn on.
 //!
 //! Conventions both schemas follow (a test checks they have the same tables
 //! and columns): integers are `BIGINT` (SQLite: `INTEGER`), booleans are the
@@ -16,9 +18,12 @@ pub mod audit;
 pub mod file_mode;
 pub mod instances;
 pub mod keys;
+#[cfg(any(test, feature = "testing"))]
 pub mod own_postgres;
 pub mod plans;
 pub mod settings;
+mod stmt;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod usage;
 pub mod usage_batch;
@@ -34,13 +39,7 @@ use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection};
 pub use keys::{ApiKey, Fingerprint, KeyFilter, KeyPatch, KeyRecord, NewApiKey};
 pub use plans::StoredPlan;
 
-/// Upper bounds (inclusive, microseconds) of the latency buckets
-/// `usage_minute.lat_b0 ..= lat_b10`; `lat_b11` counts everything slower.
-pub const LATENCY_BUCKET_BOUNDS_US: [u64; 11] = [
-    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-];
-/// Number of latency bucket columns (`lat_b0` … `lat_b11`).
-pub const LATENCY_BUCKETS: usize = LATENCY_BUCKET_BOUNDS_US.len() + 1;
+pub use crate::usage::{LATENCY_BUCKETS, LATENCY_BUCKET_BOUNDS_US};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");

@@ -9,7 +9,7 @@
 //! upstream errors), so their sum is the number of requests. `key_id` 0 is
 //! "no key" (unauthenticated routes, 401s, unknown keys). Each request's
 //! latency goes to `latency_sum_us` and to one of the fixed histogram buckets
-//! `lat_b0..lat_b11` (bounds: [`LATENCY_BUCKET_BOUNDS_US`]), so percentiles
+//! `lat_b0..lat_b11` (bounds: [`super::LATENCY_BUCKET_BOUNDS_US`]), so percentiles
 //! can be read back to the bucket.
 //!
 //! Each batch of rows is one `INSERT … ON CONFLICT … DO UPDATE` into
@@ -18,20 +18,17 @@
 //! range from `usage_hour` and only the partial hours at either end from
 //! `usage_minute`, so a day is ~24 rows per (key, route), not 1440.
 //!
-//! Statements are built here with their placeholders ([`Stmt`]): `$N` on
-//! PostgreSQL, and on SQLite plain `?` bound in order. (sqlx `Any`'s
-//! `QueryBuilder` emits `?`, which PostgreSQL refuses; and SQLite resolves
-//! every numbered or named parameter by scanning a list, which is quadratic
-//! in a statement of thousands of values.)
+//! Statements are built with [`Stmt`] (`super::stmt`), the one builder of
+//! dynamic statements.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::query::Query;
-use sqlx::{Any, Row};
+use sqlx::any::AnyRow;
+use sqlx::Row;
 
-use super::{Db, DbError, DbKind, LATENCY_BUCKETS, LATENCY_BUCKET_BOUNDS_US};
+use super::stmt::{Arg, Stmt};
+use super::{Db, DbError, DbKind, LATENCY_BUCKETS};
+pub use crate::usage::{bucket_bound_ms, latency_bucket, Counts};
 
 /// Rows per `INSERT … ON CONFLICT` statement (21 bound values each).
 pub const USAGE_BATCH_ROWS: usize = 500;
@@ -54,86 +51,6 @@ pub fn minute_of(ms: i64) -> i64 {
 /// The start (Unix ms) of the hour holding `ms`.
 pub fn hour_of(ms: i64) -> i64 {
     ms - ms.rem_euclid(HOUR_MS)
-}
-
-/// The histogram bucket (`lat_b<i>`) a latency falls in.
-pub fn latency_bucket(latency_us: u64) -> usize {
-    LATENCY_BUCKET_BOUNDS_US.partition_point(|&bound| bound < latency_us)
-}
-
-/// What is counted per (minute, key, route).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub allowed: i64,
-    pub limited: i64,
-    pub unauthorized: i64,
-    pub forbidden: i64,
-    pub upstream_errors: i64,
-    pub latency_sum_us: i64,
-    /// Requests per latency bucket (`lat_b0..lat_b11`).
-    pub latency_buckets: [i64; LATENCY_BUCKETS],
-}
-
-impl Counts {
-    /// Every request counted (the five outcome columns are disjoint).
-    pub fn total(&self) -> i64 {
-        self.allowed + self.limited + self.unauthorized + self.forbidden + self.upstream_errors
-    }
-
-    /// Requests the gateway refused (429, 401, 403).
-    pub fn refused(&self) -> i64 {
-        self.limited + self.unauthorized + self.forbidden
-    }
-
-    pub fn add(&mut self, other: &Counts) {
-        self.allowed += other.allowed;
-        self.limited += other.limited;
-        self.unauthorized += other.unauthorized;
-        self.forbidden += other.forbidden;
-        self.upstream_errors += other.upstream_errors;
-        self.latency_sum_us += other.latency_sum_us;
-        for (a, b) in self.latency_buckets.iter_mut().zip(other.latency_buckets) {
-            *a += b;
-        }
-    }
-
-    /// Mean latency in milliseconds, `None` without requests.
-    pub fn avg_latency_ms(&self) -> Option<f64> {
-        let n = self.total();
-        (n > 0).then(|| self.latency_sum_us as f64 / n as f64 / 1000.0)
-    }
-
-    /// The histogram bucket holding quantile `q` (0 < q ≤ 1): the first
-    /// bucket whose cumulative count reaches `ceil(q × n)`. `None` without
-    /// requests.
-    pub fn percentile_bucket(&self, q: f64) -> Option<usize> {
-        let n: i64 = self.latency_buckets.iter().sum();
-        if n <= 0 {
-            return None;
-        }
-        let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as i64).max(1);
-        let mut seen = 0;
-        for (i, c) in self.latency_buckets.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Some(i);
-            }
-        }
-        Some(LATENCY_BUCKETS - 1)
-    }
-
-    /// Quantile `q` in milliseconds, to the bucket: the upper bound of the
-    /// bucket holding it; for the open-ended last bucket its lower bound
-    /// (the slowest bound, 1000 ms). `None` without requests.
-    pub fn percentile_ms(&self, q: f64) -> Option<f64> {
-        self.percentile_bucket(q).map(bucket_bound_ms)
-    }
-}
-
-/// The upper bound in ms of bucket `i`; the lower bound for the last, open one.
-pub fn bucket_bound_ms(i: usize) -> f64 {
-    let last = LATENCY_BUCKET_BOUNDS_US[LATENCY_BUCKET_BOUNDS_US.len() - 1];
-    LATENCY_BUCKET_BOUNDS_US.get(i).copied().unwrap_or(last) as f64 / 1000.0
 }
 
 /// One aggregated row, as the proxy flushes it.
@@ -305,72 +222,6 @@ fn counts_from_row(row: &AnyRow, histogram: bool) -> Result<Counts, DbError> {
         latency_sum_us: row.try_get("latency_sum_us")?,
         latency_buckets,
     })
-}
-
-/// One bound value.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Arg<'a> {
-    Int(i64),
-    OptInt(Option<i64>),
-    Text(&'a str),
-    OptText(Option<&'a str>),
-}
-
-/// A statement and its bound values, built in order: every
-/// [`Stmt::bind`] writes the next placeholder (`$N` or `?`) and records
-/// its value.
-pub(crate) struct Stmt<'a> {
-    kind: DbKind,
-    sql: String,
-    args: Vec<Arg<'a>>,
-}
-
-impl<'a> Stmt<'a> {
-    pub(crate) fn new(kind: DbKind) -> Self {
-        Self {
-            kind,
-            sql: String::with_capacity(256),
-            args: Vec::new(),
-        }
-    }
-
-    pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
-        self.sql.push_str(sql);
-        self
-    }
-
-    pub(crate) fn bind(&mut self, arg: Arg<'a>) -> &mut Self {
-        self.args.push(arg);
-        match self.kind {
-            DbKind::Postgres => {
-                let _ = write!(self.sql, "${}", self.args.len());
-            }
-            DbKind::Sqlite => self.sql.push('?'),
-        }
-        self
-    }
-
-    pub(crate) fn int(&mut self, v: i64) -> &mut Self {
-        self.bind(Arg::Int(v))
-    }
-
-    pub(crate) fn text(&mut self, v: &'a str) -> &mut Self {
-        self.bind(Arg::Text(v))
-    }
-
-    /// The statement, not cached (its text changes with its batch size).
-    pub(crate) fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
-        let mut q = sqlx::query(&self.sql).persistent(false);
-        for a in &self.args {
-            q = match *a {
-                Arg::Int(v) => q.bind(v),
-                Arg::OptInt(v) => q.bind(v),
-                Arg::Text(v) => q.bind(v),
-                Arg::OptText(v) => q.bind(v),
-            };
-        }
-        q
-    }
 }
 
 /// Where the rows of a range are read from: whole hours from `usage_hour`,
@@ -918,40 +769,6 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn with_buckets(buckets: &[(usize, i64)]) -> Counts {
-        let mut c = Counts::default();
-        for &(i, n) in buckets {
-            c.latency_buckets[i] = n;
-            c.allowed += n;
-        }
-        c
-    }
-
-    #[test]
-    fn latencies_fall_in_inclusive_buckets() {
-        assert_eq!(latency_bucket(0), 0);
-        assert_eq!(latency_bucket(500), 0);
-        assert_eq!(latency_bucket(501), 1);
-        assert_eq!(latency_bucket(1_000), 1);
-        assert_eq!(latency_bucket(1_000_000), 10);
-        assert_eq!(latency_bucket(1_000_001), 11);
-        assert_eq!(latency_bucket(u64::MAX), 11);
-    }
-
-    #[test]
-    fn percentiles_are_read_to_the_bucket() {
-        assert_eq!(Counts::default().percentile_ms(0.5), None);
-        // 50 fast (≤ 0.5 ms), 45 at ≤ 5 ms, 4 at ≤ 100 ms, 1 slower than 1 s.
-        let c = with_buckets(&[(0, 50), (3, 45), (7, 4), (11, 1)]);
-        assert_eq!(c.percentile_ms(0.5), Some(0.5));
-        assert_eq!(c.percentile_ms(0.51), Some(5.0));
-        assert_eq!(c.percentile_ms(0.95), Some(5.0));
-        assert_eq!(c.percentile_ms(0.96), Some(100.0));
-        assert_eq!(c.percentile_ms(0.99), Some(100.0));
-        assert_eq!(c.percentile_ms(1.0), Some(1000.0));
-        assert_eq!(c.percentile_bucket(1.0), Some(11));
-    }
 
     #[test]
     fn ranges_read_whole_hours_from_the_rollup() {

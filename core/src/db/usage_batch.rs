@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use super::usage::{hour_of, merged, upsert_stmt, violations_stmt, Stmt};
+use super::stmt::Stmt;
+use super::usage::{hour_of, merged, upsert_stmt, violations_stmt};
 use super::usage::{NewViolation, UsageRow, USAGE_BATCH_ROWS, VIOLATION_BATCH_ROWS};
 use super::violation_aggregates::{self, AggregateKey, ViolationAggregate, AGGREGATE_BATCH_ROWS};
 use super::{Db, DbError};

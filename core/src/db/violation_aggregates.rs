@@ -11,7 +11,8 @@ use std::net::IpAddr;
 
 use sqlx::Row;
 
-use super::usage::{minute_of, Arg, Stmt};
+use super::stmt::{Arg, Stmt};
+use super::usage::minute_of;
 use super::{Db, DbError, DbKind};
 
 /// Aggregate rows per upsert statement (6 bound values each).

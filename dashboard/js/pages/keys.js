@@ -1,22 +1,19 @@
-// Keys: a searchable, paged table; create (plan or custom limits, expiry) with
-// a copy-once dialog; edit; enable/disable; rotate; delete; per-key usage.
+// Keys: a searchable, paged table with each key's requests of the last
+// 24 h (one batch usage request per refresh), enable/disable and delete.
+// The dialogs (create, edit, rotate, details) live in ./keys/.
 
 import { api, get, qs, can } from '../api.js';
-import { h, icon, replace, debounce, fmtInt, fmtAgo, fmtDateTime, fmtLimit, fmtMs, fmtPct } from '../dom.js';
-import { openDialog, confirmDialog, secretDialog } from '../dialog.js';
-import { timeChart } from '../charts.js';
-import { usageByKey, keyUsage, keySeries } from '../analytics.js';
+import { h, icon, replace, debounce, fmtInt, fmtAgo, fmtDateTime, fmtLimit } from '../dom.js';
+import { confirmDialog } from '../dialog.js';
+import { usageByKey } from '../analytics.js';
+import { createDialog } from './keys/create.js';
+import { editDialog } from './keys/edit.js';
+import { rotateDialog } from './keys/rotate.js';
+import { detailsDialog } from './keys/details.js';
 
 export const title = 'API keys';
 
 const PER_PAGE = 20;
-const PERIODS = [
-  ['1s', 'second'], ['1m', 'minute'], ['1h', 'hour'], ['1d', 'day'],
-];
-const EXPIRY = [
-  ['', 'Never'], ['1', 'In 1 day'], ['7', 'In 7 days'], ['30', 'In 30 days'], ['90', 'In 90 days'],
-  ['365', 'In 1 year'], ['custom', 'On a date…'],
-];
 
 export function mount(root, ctx) {
   // Viewers see the keys; changing them needs the admin role (the API
@@ -96,7 +93,7 @@ export function mount(root, ctx) {
     state.plan = planSel.value;
     onFilter();
   });
-  createBtn.addEventListener('click', () => createDialog());
+  createBtn.addEventListener('click', () => createDialog(env));
 
   async function loadPlans() {
     if (state.plans) return state.plans;
@@ -141,6 +138,9 @@ export function mount(root, ctx) {
     }
   }
 
+  /** What the dialogs need from the page. */
+  const env = { ctx, loadPlans, reload };
+
   function renderError(e) {
     state.lastJson = '';
     replace(tbody, h('tr', {}, h('td', { colspan: '7', class: 'state-cell error' },
@@ -160,7 +160,7 @@ export function mount(root, ctx) {
           ? h('p', { text: 'No keys match these filters.' })
           : [h('p', { class: 'empty-title', text: 'No API keys yet' }),
             h('p', { text: 'Create a key for each client that calls your API.' }),
-            editable ? h('button', { type: 'button', class: 'btn primary', on: { click: () => createDialog() } },
+            editable ? h('button', { type: 'button', class: 'btn primary', on: { click: () => createDialog(env) } },
               icon('plus'), 'Create the first key') : null])));
     } else {
       replace(tbody, items.map(row));
@@ -224,12 +224,12 @@ export function mount(root, ctx) {
 
   async function onAction(action, k) {
     try {
-      if (action === 'edit') return editDialog(k);
+      if (action === 'edit') return editDialog(k, env);
       if (action === 'enable' || action === 'disable') {
         await api('PATCH', `/api/keys/${k.id}`, { enabled: action === 'enable' });
         ctx.toast(`Key “${k.name}” ${action}d`);
       } else if (action === 'rotate') {
-        return rotateDialog(k);
+        return rotateDialog(k, env);
       } else if (action === 'delete') {
         const ok = await confirmDialog({
           title: `Delete key “${k.name}”?`,
@@ -247,283 +247,5 @@ export function mount(root, ctx) {
     }
   }
 
-  // -------------------------------------------------------------------------
-  // Forms
-
-  /** The limits part of the create/edit form: plan, route default or custom. */
-  function limitsFields(plans, key) {
-    const mode = key && key.limits && key.limits.length ? 'custom' : key && !key.plan ? 'default' : 'plan';
-    const planSelect = h('select', { id: 'f-plan', name: 'plan' },
-      plans.map((p) => h('option', { value: p.name }, `${p.name} — ${p.limits.map(fmtLimit).join(', ')}`)));
-    if (key && key.plan) planSelect.value = key.plan;
-    else if (plans.some((p) => p.name === 'free')) planSelect.value = 'free';
-    const rows = h('div', { class: 'limit-rows' });
-    const addRow = (l = { name: '', rate: '', per: '1m', burst: '' }) => {
-      const i = rows.children.length;
-      const per = h('select', { name: 'limit-per', 'aria-label': `Limit ${i + 1} period` },
-        PERIODS.map(([v, label]) => h('option', { value: v }, `per ${label}`)));
-      if (!PERIODS.some(([v]) => v === l.per)) per.appendChild(h('option', { value: l.per }, `per ${l.per}`));
-      per.value = l.per;
-      const r = h('div', { class: 'limit-row' },
-        h('input', { name: 'limit-name', 'aria-label': `Limit ${i + 1} name`, placeholder: 'name', value: l.name || `limit${i + 1}` }),
-        h('input', { name: 'limit-rate', type: 'number', min: '1', 'aria-label': `Limit ${i + 1} requests`, placeholder: 'requests', value: l.rate ?? '' }),
-        per,
-        h('input', { name: 'limit-burst', type: 'number', min: '1', 'aria-label': `Limit ${i + 1} burst (optional)`, placeholder: 'burst', value: l.burst ?? '' }),
-        h('button', {
-          type: 'button', class: 'icon-btn', 'aria-label': `Remove limit ${i + 1}`,
-          on: { click: () => { if (rows.children.length > 1) r.remove(); } },
-        }, '×'));
-      rows.appendChild(r);
-    };
-    for (const l of (key && key.limits && key.limits.length ? key.limits : [{ name: 'minute', rate: 60, per: '1m', burst: '' }])) addRow(l);
-    const custom = h('div', { class: 'custom-limits' }, rows,
-      h('button', { type: 'button', class: 'btn ghost small', on: { click: () => addRow() } }, icon('plus'), 'Add a limit'));
-    const radios = [['plan', 'A plan'], ['custom', 'Custom limits'], ['default', 'The route’s default plan']].map(([v, label]) =>
-      h('label', { class: 'radio' }, h('input', { type: 'radio', name: 'mode', value: v, checked: v === mode }), label));
-    const planWrap = h('div', { class: 'field' }, h('label', { for: 'f-plan', text: 'Plan' }), planSelect);
-    const sync = () => {
-      const m = radios.map((r) => r.firstChild).find((r) => r.checked).value;
-      planWrap.hidden = m !== 'plan';
-      custom.hidden = m !== 'custom';
-    };
-    for (const r of radios) r.firstChild.addEventListener('change', sync);
-    sync();
-    const node = h('fieldset', { class: 'fieldset' }, h('legend', { text: 'Limits' }),
-      h('div', { class: 'radios' }, radios), planWrap, custom);
-    return {
-      node,
-      /** `{plan, limits}` for the API; throws naming the bad input. */
-      value() {
-        const m = radios.map((r) => r.firstChild).find((r) => r.checked).value;
-        if (m === 'plan') return { plan: planSelect.value || null, limits: null };
-        if (m === 'default') return { plan: null, limits: null };
-        const limits = [...rows.children].map((r, i) => {
-          const name = r.querySelector('[name=limit-name]').value.trim();
-          const rate = Number(r.querySelector('[name=limit-rate]').value);
-          const burstV = r.querySelector('[name=limit-burst]').value;
-          if (!name) throw fieldError(`Limit ${i + 1} needs a name.`, r.querySelector('[name=limit-name]'));
-          if (!Number.isInteger(rate) || rate < 1) {
-            throw fieldError(`Limit ${i + 1}: requests must be a whole number of at least 1.`, r.querySelector('[name=limit-rate]'));
-          }
-          const l = { name, rate, per: r.querySelector('[name=limit-per]').value };
-          if (burstV !== '') {
-            const burst = Number(burstV);
-            if (!Number.isInteger(burst) || burst < 1) {
-              throw fieldError(`Limit ${i + 1}: burst must be a whole number of at least 1.`, r.querySelector('[name=limit-burst]'));
-            }
-            l.burst = burst;
-          }
-          return l;
-        });
-        return { plan: null, limits };
-      },
-    };
-  }
-
-  function expiryFields(key) {
-    const sel = h('select', { id: 'f-expiry', name: 'expiry' });
-    if (key && key.expires_at) sel.appendChild(h('option', { value: 'keep' }, `Keep: ${fmtDateTime(key.expires_at)}`));
-    for (const [v, label] of EXPIRY) sel.appendChild(h('option', { value: v }, label));
-    sel.value = key && key.expires_at ? 'keep' : '';
-    const date = h('input', { type: 'datetime-local', id: 'f-expiry-date', name: 'expiry_date', 'aria-label': 'Expiry date and time' });
-    const dateWrap = h('div', { class: 'field', hidden: true }, h('label', { for: 'f-expiry-date', text: 'Expires at (local time)' }), date);
-    sel.addEventListener('change', () => { dateWrap.hidden = sel.value !== 'custom'; });
-    return {
-      node: [h('div', { class: 'field' }, h('label', { for: 'f-expiry', text: 'Expiry' }), sel), dateWrap],
-      /** Unix ms, null (never) or undefined (keep). */
-      value() {
-        if (sel.value === 'keep') return undefined;
-        if (sel.value === '') return null;
-        if (sel.value === 'custom') {
-          const t = date.value ? new Date(date.value).getTime() : NaN;
-          if (!Number.isFinite(t) || t <= Date.now()) throw fieldError('Pick an expiry date in the future.', date);
-          return t;
-        }
-        return Date.now() + Number(sel.value) * 86400000;
-      },
-    };
-  }
-
-  async function createDialog() {
-    let plans;
-    try {
-      plans = await loadPlans();
-    } catch (e) {
-      ctx.toast(`Could not load the plans: ${e.message}`, 'error');
-      return;
-    }
-    const name = h('input', { id: 'f-name', name: 'name', required: true, autofocus: true, maxlength: '200', autocomplete: 'off' });
-    const owner = h('input', { id: 'f-owner', name: 'owner', maxlength: '200', autocomplete: 'off' });
-    const limits = limitsFields(plans, null);
-    const expiry = expiryFields(null);
-    openDialog({
-      title: 'New API key',
-      id: 'create-dialog',
-      body: [
-        h('div', { class: 'field' }, h('label', { for: 'f-name', text: 'Name' }), name,
-          h('p', { class: 'hint', text: 'Who or what uses it, e.g. “mobile app”.' })),
-        h('div', { class: 'field' }, h('label', { for: 'f-owner' }, 'Owner ', h('span', { class: 'muted', text: '(optional)' })), owner),
-        limits.node,
-        expiry.node,
-      ],
-      actions: [
-        { label: 'Cancel', kind: 'ghost', onClick: (_e, d) => d.close() },
-        { label: 'Create key', kind: 'primary', submit: true, testid: 'create' },
-      ],
-      onSubmit: async (d) => {
-        if (!name.value.trim()) throw fieldError('Give the key a name.', name);
-        const body = { name: name.value.trim(), ...limits.value() };
-        if (owner.value.trim()) body.owner = owner.value.trim();
-        const exp = expiry.value();
-        if (exp) body.expires_at = exp;
-        if (!body.limits) delete body.limits;
-        if (!body.plan) delete body.plan;
-        const created = await api('POST', '/api/keys', body);
-        d.close();
-        secretDialog({ title: 'Key created', keyText: created.key, name: created.name });
-        reload();
-      },
-    });
-  }
-
-  function editDialog(k) {
-    loadPlans().then((plans) => {
-      const name = h('input', { id: 'f-name', name: 'name', required: true, value: k.name, maxlength: '200', autofocus: true });
-      const owner = h('input', { id: 'f-owner', name: 'owner', value: k.owner || '', maxlength: '200' });
-      const enabled = h('input', { type: 'checkbox', id: 'f-enabled', name: 'enabled', checked: k.enabled });
-      const limits = limitsFields(plans, k);
-      const expiry = expiryFields(k);
-      openDialog({
-        title: `Edit key “${k.name}”`,
-        id: 'edit-dialog',
-        body: [
-          h('div', { class: 'field' }, h('label', { for: 'f-name', text: 'Name' }), name),
-          h('div', { class: 'field' }, h('label', { for: 'f-owner' }, 'Owner ', h('span', { class: 'muted', text: '(optional)' })), owner),
-          h('label', { class: 'checkbox' }, enabled, 'Enabled'),
-          limits.node,
-          expiry.node,
-        ],
-        actions: [
-          { label: 'Cancel', kind: 'ghost', onClick: (_e, d) => d.close() },
-          { label: 'Save changes', kind: 'primary', submit: true, testid: 'save' },
-        ],
-        onSubmit: async (d) => {
-          if (!name.value.trim()) throw fieldError('The name cannot be empty.', name);
-          const body = { name: name.value.trim(), owner: owner.value.trim() || null, enabled: enabled.checked, ...limits.value() };
-          const exp = expiry.value();
-          if (exp !== undefined) body.expires_at = exp;
-          await api('PATCH', `/api/keys/${k.id}`, body);
-          d.close();
-          ctx.toast(`Key “${body.name}” saved`);
-          reload();
-        },
-      });
-    }).catch((e) => ctx.toast(`Could not load the plans: ${e.message}`, 'error'));
-  }
-
-  function rotateDialog(k) {
-    const grace = h('select', { id: 'f-grace', name: 'grace' },
-      h('option', { value: '0' }, 'Refuse it at once'),
-      h('option', { value: '3600' }, 'Keep it valid for 1 hour'),
-      h('option', { value: '86400' }, 'Keep it valid for 24 hours'),
-      h('option', { value: '604800' }, 'Keep it valid for 7 days'));
-    openDialog({
-      title: `Rotate key “${k.name}”?`,
-      id: 'rotate-dialog',
-      body: [
-        h('p', { text: 'A new secret is issued for the same key (same limits and history). The new key is shown once.' }),
-        h('div', { class: 'field' }, h('label', { for: 'f-grace', text: 'The current secret' }), grace),
-      ],
-      actions: [
-        { label: 'Cancel', kind: 'ghost', onClick: (_e, d) => d.close() },
-        { label: 'Rotate key', kind: 'primary', submit: true, testid: 'rotate' },
-      ],
-      onSubmit: async (d) => {
-        const res = await api('POST', `/api/keys/${k.id}/rotate`, { grace_seconds: Number(grace.value) });
-        d.close();
-        secretDialog({ title: 'Key rotated', keyText: res.key, name: res.name });
-        reload();
-      },
-    });
-  }
-
-  function detailsDialog(k) {
-    const chartEl = h('div', { class: 'chart-box' });
-    const stats = h('dl', { class: 'stats-grid' });
-    const rangeSel = h('select', { id: 'f-key-range', 'aria-label': 'Usage range' },
-      h('option', { value: '1h' }, 'Last hour'), h('option', { value: '24h' }, 'Last 24 hours'),
-      h('option', { value: '7d' }, 'Last 7 days'));
-    rangeSel.value = '1h';
-    const limitsList = k.limits && k.limits.length
-      ? `custom: ${k.limits.map(fmtLimit).join(', ')}` : k.plan ? `plan ${k.plan}` : 'the route’s default plan';
-    const limitsDd = h('dd', { text: limitsList });
-    const routesBody = h('tbody');
-    const routesTable = h('div', { class: 'table-wrap', hidden: true }, h('table', { class: 'table', id: 'key-routes' },
-      h('thead', {}, h('tr', {}, h('th', { scope: 'col', text: 'Route' }), h('th', { scope: 'col', class: 'num', text: 'Requests' }),
-        h('th', { scope: 'col', class: 'num', text: 'Limited' }), h('th', { scope: 'col', class: 'num', text: 'p95' }))),
-      routesBody));
-    const d = openDialog({
-      title: `Key “${k.name}”`,
-      id: 'details-dialog',
-      wide: true,
-      body: [
-        h('dl', { class: 'meta' },
-          h('dt', { text: 'Prefix' }), h('dd', {}, h('code', { text: `${k.key_prefix}…` })),
-          h('dt', { text: 'Limits' }), limitsDd,
-          h('dt', { text: 'State' }), h('dd', { text: k.enabled ? 'enabled' : 'disabled' }),
-          h('dt', { text: 'Created' }), h('dd', { text: fmtDateTime(k.created_at) }),
-          h('dt', { text: 'Expires' }), h('dd', { text: k.expires_at ? fmtDateTime(k.expires_at) : 'never' }),
-          h('dt', { text: 'Last used' }), h('dd', { text: k.last_used_at ? fmtDateTime(k.last_used_at) : 'never' })),
-        h('div', { class: 'section-head' }, h('h3', { text: 'Usage' }), rangeSel),
-        stats,
-        chartEl,
-        routesTable,
-      ],
-      actions: [{ label: 'Close', kind: 'ghost', submit: true }],
-      onClose: () => chart.destroy(),
-    });
-    const chart = timeChart(chartEl, {
-      series: [
-        { label: 'Allowed', color: '--c-allowed', fill: true },
-        { label: 'Limited', color: '--c-limited', fill: true },
-        { label: 'Errors', color: '--c-errors' },
-      ],
-      height: 200,
-      empty: 'No requests with this key in this range',
-      label: `Requests with key ${k.name} over time`,
-    });
-    const load = async () => {
-      try {
-        const [u, series] = await Promise.all([keyUsage(k.id, rangeSel.value), keySeries(k.id, rangeSel.value)]);
-        replace(stats,
-          stat('Requests', fmtInt(u.total)), stat('Allowed', fmtInt(u.allowed)), stat('Limited', fmtInt(u.limited)),
-          stat('Block rate', fmtPct(u.block_rate)), stat('Avg latency', fmtMs(u.avg_latency_ms)),
-          stat('p95 latency', fmtMs(u.p95_latency_ms)));
-        chart.update(series.xs, [series.allowed, series.limited, series.errors]);
-        const applied = (u.limits || []).map(fmtLimit).join(', ');
-        limitsDd.textContent = u.limits_source === 'key' ? `own limits: ${applied}`
-          : u.limits_source === 'plan' ? `plan ${u.plan}: ${applied}` : 'each route’s default plan';
-        routesTable.hidden = !(u.routes && u.routes.length);
-        replace(routesBody, (u.routes || []).map((r) => h('tr', {},
-          h('td', { text: r.route }), h('td', { class: 'num', text: fmtInt(r.total) }),
-          h('td', { class: 'num', text: fmtInt(r.limited) }), h('td', { class: 'num', text: fmtMs(r.p95_latency_ms) }))));
-      } catch (e) {
-        if (e.status !== 401) d.setError(`Could not load the usage: ${e.message}`);
-      }
-    };
-    rangeSel.addEventListener('change', load);
-    load();
-  }
-
   return { refresh, unmount() {} };
-}
-
-function stat(label, value) {
-  return h('div', {}, h('dt', { text: label }), h('dd', { text: value }));
-}
-
-function fieldError(message, el) {
-  const e = new Error(message);
-  if (el) setTimeout(() => el.focus(), 0);
-  return e;
 }

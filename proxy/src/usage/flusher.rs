@@ -4,9 +4,9 @@
 //! row ([`super::heartbeat`]) and runs retention when due
 //! ([`super::retention`]). A database outage only fills the bounded buffer.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -32,14 +32,14 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// The background service that writes usage, violations, keys' last use and
 /// this instance's heartbeat, and purges old data.
 pub struct UsageFlusher {
-    recorder: Arc<UsageRecorder>,
-    state: Arc<State>,
+    pub(super) recorder: Arc<UsageRecorder>,
+    pub(super) state: Arc<State>,
     database_url: String,
     address: String,
-    id: String,
+    pub(super) id: String,
     started_at: i64,
     /// Set before a fast stop: no grace period to keep flushing through.
-    fast_stop: Arc<AtomicBool>,
+    pub(super) fast_stop: Arc<AtomicBool>,
 }
 
 impl UsageFlusher {
@@ -74,7 +74,7 @@ impl UsageFlusher {
 
     /// One tick: take what the recorder holds, write it (keeping what fails
     /// within the bounds), heartbeat, purge when due.
-    async fn tick(&self, run: &mut Run, limit: Duration) {
+    pub(super) async fn tick(&self, run: &mut Run, limit: Duration) {
         let usage = self.state.config.load().config.usage.clone();
         self.recorder.set_max_rows(usage.buffer_rows);
         let (requests, refusals) = run
@@ -145,9 +145,9 @@ impl UsageFlusher {
 
 /// The flusher's state across ticks.
 #[derive(Default)]
-struct Run {
-    db: Option<Db>,
-    pending: Pending,
+pub(super) struct Run {
+    pub(super) db: Option<Db>,
+    pub(super) pending: Pending,
     failing: bool,
     retention: Retention,
     rate: RequestRate,
@@ -166,40 +166,6 @@ impl BackgroundService for UsageFlusher {
             self.tick(&mut run, DB_TIMEOUT).await;
         }
 
-        // Graceful shutdown: requests in flight finish during the grace
-        // period (after which Pingora drops this runtime), so keep flushing
-        // what they add for most of it, then once more and leave.
-        let cfg = self.state.config.load_full();
-        let grace = if self.fast_stop.load(Ordering::Acquire) {
-            Duration::ZERO
-        } else {
-            cfg.config.proxy.grace_period
-        };
-        let every = cfg
-            .config
-            .usage
-            .flush_interval
-            .min(Duration::from_millis(500));
-        let until = Instant::now() + grace.saturating_sub(Duration::from_secs(1));
-        let short = Duration::from_secs(3);
-        self.tick(&mut run, short).await;
-        while Instant::now() + every < until {
-            tokio::time::sleep(every).await;
-            if self.recorder.held_rows() > 0 || !run.pending.is_empty() {
-                self.tick(&mut run, short).await;
-            }
-        }
-        self.tick(&mut run, short).await;
-        if let Some(db) = &run.db {
-            if let Err(e) = bounded(short, db.delete_instance(&self.id)).await {
-                tracing::debug!("could not remove this instance's row: {e}");
-            }
-        }
-        if !run.pending.is_empty() {
-            tracing::warn!(
-                rows = run.pending.rows(),
-                "usage flush at shutdown failed: unwritten usage is lost"
-            );
-        }
+        self.finish(&mut run).await;
     }
 }

@@ -1,10 +1,12 @@
 //! This instance's row in `instances`: its id, address, version, own figures
-//! since start and what its health checks see, written by the flusher at
-//! every tick (an upsert of absolute values: a retry never counts twice).
+//! since start and what its health checks see (taken from the upstream
+//! pools by [`ConfigState::upstream_health`](crate::state::ConfigState::upstream_health)),
+//! written by the flusher at every tick (an upsert of absolute values: a
+//! retry never counts twice).
 
 use std::time::Instant;
 
-use tollgate_core::db::instances::{Heartbeat, TargetHealth};
+use tollgate_core::db::instances::Heartbeat;
 
 use super::recorder::UsageRecorder;
 use crate::state::State;
@@ -68,28 +70,7 @@ pub fn heartbeat(
     held_rows: usize,
 ) -> Heartbeat {
     let t = recorder.totals();
-    let cfg = state.config.load();
-    let mut upstream_health = Vec::new();
-    let mut names: Vec<&String> = cfg.upstreams.keys().collect();
-    names.sort();
-    for name in names {
-        let Some(pool) = cfg.upstreams.get(name) else {
-            continue;
-        };
-        for h in pool.health() {
-            upstream_health.push(TargetHealth {
-                upstream: name.clone(),
-                target: h.target,
-                healthy: h.healthy,
-                checked_at: h.checked_at,
-                error: h.error,
-                latency_ms: h.latency_ms,
-                latency_samples: h.latency_samples,
-                check_latency_ms: h.check_latency_ms,
-                up_since: h.up_since,
-            });
-        }
-    }
+    let upstream_health = state.config.load().upstream_health();
     Heartbeat {
         id: id.to_string(),
         address: address.to_string(),

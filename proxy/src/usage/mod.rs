@@ -7,13 +7,16 @@
 //! - [`flusher`]: [`UsageFlusher`], the background service that writes every
 //!   `usage.flush_interval`;
 //! - [`heartbeat`]: this instance's row in `instances`;
-//! - [`retention`]: deleting old usage and violations.
+//! - [`retention`]: deleting old usage and violations;
+//! - [`shutdown`]: the shutdown protocol (graceful and fast stops), which
+//!   the server wires in.
 
 pub mod buffer;
 pub mod flusher;
 pub mod heartbeat;
 pub mod recorder;
 pub mod retention;
+pub mod shutdown;
 
 pub use buffer::Pending;
 pub use flusher::UsageFlusher;

@@ -59,6 +59,10 @@ pub struct UsageEvent<'a> {
 pub const MAX_HELD_VIOLATIONS: usize = 10_000;
 /// Distinct violation counts held in memory (same places as above).
 pub const MAX_HELD_AGGREGATES: usize = 10_000;
+/// Refusals of one valid key on one route listed one by one per minute;
+/// beyond this they are counted like keyless refusals, so that a cheap key
+/// hammering its limit costs a bounded number of rows.
+pub const LISTED_PER_KEY_MINUTE: u32 = 60;
 /// Distinct rows the recorder holds until [`UsageRecorder::set_max_rows`].
 pub const DEFAULT_MAX_ROWS: usize = 100_000;
 /// Shards of the recorder; a row lives in the shard its (key, route) hashes to.
@@ -117,12 +121,19 @@ fn truncated(mut s: String, max: usize) -> String {
 /// A row's identity: (minute, key id or 0, route).
 pub type RowKey = (i64, i64, Arc<str>);
 
+fn row_key_of(at_ms: i64, key: i64, route: &Arc<str>) -> RowKey {
+    (minute_of(at_ms), key, route.clone())
+}
+
 #[derive(Debug, Default)]
 struct Shard {
     rows: HashMap<RowKey, Counts, ahash::RandomState>,
     violations: VecDeque<NewViolation>,
     aggregates: HashMap<AggregateKey, i64, ahash::RandomState>,
     last_used: HashMap<i64, i64, ahash::RandomState>,
+    /// Violations listed this minute per (minute, key, route); kept across
+    /// drains, old minutes dropped at each drain.
+    listed: HashMap<RowKey, u32, ahash::RandomState>,
 }
 
 /// Everything taken out of the recorder at once.
@@ -230,11 +241,11 @@ impl UsageRecorder {
             class,
             Class::Limited | Class::Unauthorized | Class::Forbidden
         );
-        let (violation, aggregate) = if !refused {
+        let reason_text = if reason.is_empty() { outcome } else { reason };
+        let (violation, mut aggregate) = if !refused {
             (None, None)
         } else if violation_aggregates::is_aggregated(refused_status, key_id) {
-            let reason = if reason.is_empty() { outcome } else { reason };
-            let key = AggregateKey::new(at_ms, &route, refused_status, reason, client_ip);
+            let key = AggregateKey::new(at_ms, &route, refused_status, reason_text, client_ip);
             (None, Some(key))
         } else {
             let v = NewViolation {
@@ -252,7 +263,7 @@ impl UsageRecorder {
         };
         let row_id = key_id.unwrap_or(0);
         let shard_index = (self.hasher.hash_one((row_id, &*route)) as usize) % SHARDS;
-        let row_key = (minute_of(at_ms), row_id, route);
+        let row_key = (minute_of(at_ms), row_id, route.clone());
         let mut dropped_request = false;
         let mut dropped_violation = false;
         {
@@ -275,6 +286,27 @@ impl UsageRecorder {
                 let at = shard.last_used.entry(id).or_insert(at_ms);
                 *at = (*at).max(at_ms);
             }
+            // A key's refusals past its per-minute quota of listed rows are
+            // counted instead.
+            let violation = violation.and_then(|v| {
+                let listed = shard
+                    .listed
+                    .entry(row_key_of(at_ms, row_id, &route))
+                    .or_insert(0);
+                if *listed >= LISTED_PER_KEY_MINUTE {
+                    aggregate = Some(AggregateKey::new(
+                        at_ms,
+                        &route,
+                        refused_status,
+                        reason_text,
+                        client_ip,
+                    ));
+                    None
+                } else {
+                    *listed += 1;
+                    Some(v)
+                }
+            });
             if let Some(v) = violation {
                 if self.held_violations.fetch_add(1, Ordering::Relaxed) >= MAX_HELD_VIOLATIONS {
                     self.held_violations.fetch_sub(1, Ordering::Relaxed);
@@ -331,8 +363,16 @@ impl UsageRecorder {
     /// Take everything held (each shard is swapped out under its lock).
     pub fn drain(&self) -> Drained {
         let mut out = Drained::default();
+        let this_minute = minute_of(tollgate_core::now_ms());
         for shard in &self.shards {
-            let taken = std::mem::take(&mut *shard.lock());
+            let taken = {
+                let mut guard = shard.lock();
+                let mut listed = std::mem::take(&mut guard.listed);
+                listed.retain(|k, _| k.0 >= this_minute);
+                let taken = std::mem::take(&mut *guard);
+                guard.listed = listed;
+                taken
+            };
             self.held_rows
                 .fetch_sub(taken.rows.len(), Ordering::Relaxed);
             self.held_violations
@@ -392,6 +432,37 @@ mod tests {
             },
             reason: "",
             latency_us,
+        }
+    }
+
+    #[test]
+    fn a_key_lists_a_bounded_number_of_violations_per_minute_and_counts_the_rest() {
+        let r = UsageRecorder::default();
+        let now = tollgate_core::now_ms();
+        let limited = |key| UsageEvent {
+            at_ms: now,
+            ..event(Some(key), "users", outcome::LIMITED, 429, 10)
+        };
+        for _ in 0..100 {
+            r.record(limited(7));
+        }
+        r.record(limited(8));
+        let d = r.drain();
+        let per_key = |d: &Drained, k| d.violations.iter().filter(|v| v.key_id == Some(k)).count();
+        assert_eq!(per_key(&d, 7), LISTED_PER_KEY_MINUTE as usize);
+        assert_eq!(per_key(&d, 8), 1);
+        let counted: i64 = d.aggregates.iter().map(|(_, n)| n).sum();
+        assert_eq!(counted, 100 - i64::from(LISTED_PER_KEY_MINUTE));
+        // Usage still counts every refusal.
+        let limited_rows: i64 = d.rows.iter().map(|(_, c)| c.limited).sum();
+        assert_eq!(limited_rows, 101);
+        // The quota holds across flushes within the minute (unless the
+        // minute just turned, in which case the key starts afresh).
+        r.record(limited(7));
+        let d = r.drain();
+        if minute_of(tollgate_core::now_ms()) == minute_of(now) {
+            assert!(d.violations.is_empty());
+            assert_eq!(d.aggregates.len(), 1);
         }
     }
 

@@ -116,6 +116,19 @@ impl TestProxy {
         created
     }
 
+    /// A proxy for `yaml` over a fresh SQLite database, and the plain text
+    /// of a key named `name` it already knows.
+    pub async fn sqlite_with_key(yaml: &str, name: &str) -> (Self, String) {
+        let p = Self::start(yaml, Store::Sqlite).await.expect("sqlite");
+        let (_, key) = p
+            .key(NewApiKey {
+                name: name.into(),
+                ..NewApiKey::default()
+            })
+            .await;
+        (p, key)
+    }
+
     /// Create a key and wait until the running proxy knows it.
     pub async fn key(&self, new: NewApiKey) -> (ApiKey, String) {
         let (k, plain) = self.create_key(new).await;

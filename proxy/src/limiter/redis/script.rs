@@ -49,19 +49,11 @@ impl ScriptArgs {
     /// backends agree exactly whenever `per / rate` is a whole number of µs,
     /// and otherwise differ by less than 1 µs per token.
     pub fn new(limit: &Limit) -> Self {
-        let per_us = u64::try_from(limit.per.as_micros()).unwrap_or(u64::MAX);
-        let interval_us = (per_us / limit.rate.max(1)).clamp(1, MAX_SPAN_US);
-        let max_tokens = MAX_SPAN_US / interval_us;
-        let burst = limit.burst().min(max_tokens);
-        let cost = if limit.cost() > limit.burst() {
-            burst + 1
-        } else {
-            limit.cost().min(burst)
-        };
+        let c = tollgate_core::limits::clamp_us(limit);
         Self {
-            interval_us,
-            burst,
-            cost,
+            interval_us: c.interval,
+            burst: c.burst,
+            cost: c.cost,
         }
     }
 }

@@ -4,11 +4,18 @@
 //! one HTTP status and one stable `type` suffix under
 //! [`tollgate_core::problem::TYPE_BASE`] (see [`ApiError::kind`]). Bad input is
 //! always 400/422 with the offending field named in the `field` member, never 500.
+//! How these errors appear in the OpenAPI document: [`ProblemDoc`] (the
+//! problem schema) and [`ProblemResponses`] (the one set of error responses
+//! every operation lists).
 
-use axum::http::{header, HeaderValue, StatusCode};
+mod doc;
+
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tollgate_core::db::DbError;
 use tollgate_core::problem::{Problem, CONTENT_TYPE};
+
+pub use doc::{ProblemDoc, ProblemResponses};
 
 /// Every error the admin API answers with.
 #[derive(Debug, thiserror::Error)]
@@ -232,6 +239,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A broken rule of `tollgate_core::rules`: 422 naming the field.
+impl From<tollgate_core::rules::FieldError> for ApiError {
+    fn from(e: tollgate_core::rules::FieldError) -> Self {
+        Self::validation(e.field, e.message)
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
@@ -300,6 +314,16 @@ fn from_sqlx(e: sqlx::Error) -> ApiError {
 
 /// A handler's result.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The fallback of every path no route serves: 404 `not-found`.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {}", uri.path()))
+}
+
+/// The fallback of a served path asked with another method: 405.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,119 @@
+//! The admin app: every route (one `router()` per resource), the
+//! problem+json fallbacks, `Cache-Control: no-store`, the request deadline,
+//! and [`serve`], which runs it on a listener.
+
+use std::future::Future;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use tower_http::trace::TraceLayer;
+
+use crate::error::{method_not_allowed, not_found, ApiError};
+use crate::state::AppState;
+use crate::{
+    admins, analytics, audit, dashboard, health, keys, listener, login, openapi, password, plans,
+};
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The whole admin API router (every `/api` route, problem+json fallbacks).
+pub fn app(state: AppState) -> Router {
+    api_router()
+        .merge(dashboard::router())
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(no_store))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Every `/api` route without state, so other routers (the dashboard) can be
+/// merged in before [`Router::with_state`].
+pub fn api_router() -> Router<AppState> {
+    Router::new()
+        .merge(login::router())
+        .merge(admins::router())
+        .merge(keys::router())
+        .merge(plans::router())
+        .merge(analytics::router())
+        .merge(health::router())
+        .merge(audit::router())
+        .merge(openapi::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(deadline))
+}
+
+/// `Cache-Control: no-store` on every `/api` answer: tokens, new keys and
+/// admin data must never sit in a browser or proxy cache.
+async fn no_store(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let api = req.uri().path().starts_with("/api");
+    let mut res = next.run(req).await;
+    if api {
+        res.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
+    }
+    res
+}
+
+/// How long an `/api` request may take. Handlers wait on nothing but the
+/// database (and argon2, well under a second), so a request past this is a
+/// database that does not answer: a refused or black-holed connection the
+/// pool keeps retrying for its 10 s acquire timeout, or a query on a
+/// connection that went silent (which nothing else would ever end). Longer
+/// than SQLite's 5 s busy timeout (a legitimate wait for another writer)
+/// plus argon2 on a loaded machine.
+pub const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(9);
+
+/// Answer 503 `database-unavailable` (with `Retry-After`) instead of hanging
+/// when a request outlives [`REQUEST_DEADLINE`]. Dropping the handler rolls
+/// back whatever transaction it had open.
+async fn deadline(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = req.uri().path().to_string();
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => {
+            tracing::warn!(%path, "request timed out waiting for the database");
+            ApiError::DatabaseUnavailable(format!(
+                "the database did not answer within {} s",
+                REQUEST_DEADLINE.as_secs()
+            ))
+            .into_response()
+        }
+    }
+}
+
+/// Serve the admin API on `listener` until `shutdown` completes, then finish
+/// the requests in flight: header and idle timeouts, `admin.max_connections`,
+/// the `Host` allow-list (see [`listener`]) and the audit retention task.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let config = state.config();
+    let local = listener.local_addr()?;
+    let opts = listener::Options::from_config(&config.admin, local);
+    let retention = audit::spawn_retention(state.clone());
+    // The hash unknown usernames are checked against: computed once, off
+    // the async workers, before the first login needs it.
+    tokio::task::spawn_blocking(|| {
+        let _ = password::dummy_hash();
+    });
+    let app = app(state).layer(axum::middleware::from_fn_with_state(
+        std::sync::Arc::new(opts.hosts.clone()),
+        listener::check_host,
+    ));
+    let result = listener::serve(listener, app, opts, shutdown).await;
+    retention.abort();
+    result
+}

@@ -1,0 +1,123 @@
+//! The request and response bodies more than one resource uses: a limit
+//! ([`LimitBody`], in plans and keys), a key ([`KeyView`], in keys and
+//! analytics) and an admin ([`AdminView`], in admins and login).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tollgate_core::db::admins::{Admin, Role};
+use tollgate_core::db::ApiKey;
+use tollgate_core::duration;
+use tollgate_core::limits::Limit;
+use utoipa::ToSchema;
+
+/// One token bucket: `rate` tokens per `per`, capacity `burst` (default
+/// `rate`), each request costing `cost` (default 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitBody {
+    /// 1–64 characters of `A-Z a-z 0-9 . _ -`; unique within the list.
+    #[schema(
+        example = "minute",
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9._-]+$"
+    )]
+    pub name: String,
+    #[schema(example = 60, minimum = 1, maximum = 1_000_000_000)]
+    pub rate: u64,
+    /// An integer and a unit: `ms`, `s`, `m`, `h` or `d`; more than 0, at most `366d`.
+    #[schema(example = "1m", pattern = "^[0-9]+(ms|s|m|h|d)$")]
+    pub per: String,
+    /// Capacity of the bucket (default `rate`); at least `cost`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 10, minimum = 1, format = Int64)]
+    pub burst: Option<u64>,
+    /// Tokens one request takes (default 1); at most `burst`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, format = Int64)]
+    pub cost: Option<u64>,
+}
+
+impl From<&Limit> for LimitBody {
+    fn from(l: &Limit) -> Self {
+        Self {
+            name: l.name.clone(),
+            rate: l.rate,
+            per: duration::format(l.per),
+            burst: l.burst,
+            cost: l.cost,
+        }
+    }
+}
+
+/// An API key record. The secret itself is never part of it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyView {
+    pub id: i64,
+    pub name: String,
+    pub owner: Option<String>,
+    /// Free-form JSON object.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// The plan whose limits apply (unless `limits` is set).
+    pub plan: Option<String>,
+    /// The key's own limits, used instead of the plan's when set.
+    pub limits: Option<Vec<LimitBody>>,
+    /// Maximum in-flight requests.
+    pub concurrency: Option<u32>,
+    pub enabled: bool,
+    /// Unix ms; the key is refused after it.
+    pub expires_at: Option<i64>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+    /// Unix ms.
+    pub last_used_at: Option<i64>,
+    /// `tg_` plus the first characters of the key, to recognise it.
+    #[schema(example = "tg_4fZq81Ab")]
+    pub key_prefix: String,
+}
+
+impl From<ApiKey> for KeyView {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: k.id,
+            name: k.name,
+            owner: k.owner,
+            metadata: k.metadata,
+            plan: k.plan,
+            limits: k.limits.map(|ls| ls.iter().map(LimitBody::from).collect()),
+            concurrency: k.concurrency,
+            enabled: k.enabled,
+            expires_at: k.expires_at,
+            created_at: k.created_at,
+            updated_at: k.updated_at,
+            last_used_at: k.last_used_at,
+            key_prefix: k.key_prefix,
+        }
+    }
+}
+
+/// An admin (the password hash is never shown).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AdminView {
+    pub id: i64,
+    pub username: String,
+    /// `owner` (admins, settings), `admin` (keys, plans) or `viewer` (read-only).
+    #[schema(value_type = String, example = "admin")]
+    pub role: Role,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+impl From<Admin> for AdminView {
+    fn from(a: Admin) -> Self {
+        Self {
+            id: a.id,
+            username: a.username,
+            role: a.role,
+            created_at: a.created_at,
+        }
+    }
+}

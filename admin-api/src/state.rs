@@ -1,0 +1,97 @@
+//! [`AppState`]: what every handler shares (database, config, JWT keys,
+//! login guard, argon2 gate, health cache).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tollgate_core::config::Config;
+use tollgate_core::db::Db;
+
+use crate::health::report::HealthCache;
+use crate::jwt::JwtKeys;
+use crate::login_guard::LoginGuard;
+use crate::password::Argon2Gate;
+
+/// Everything the handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    config: ArcSwap<Config>,
+    jwt: JwtKeys,
+    login_guard: LoginGuard,
+    argon2: Argon2Gate,
+    health: HealthCache,
+    started_at: i64,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("db", &self.inner.db.kind())
+            .field("started_at", &self.inner.started_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State over a connected database, a validated config and the JWT secret.
+    pub fn new(db: Db, config: Config, jwt_secret: &[u8]) -> Self {
+        Self::with_argon2(db, config, jwt_secret, Argon2Gate::default())
+    }
+
+    /// [`AppState::new`] with a given argon2 gate (tests size it).
+    pub fn with_argon2(db: Db, config: Config, jwt_secret: &[u8], argon2: Argon2Gate) -> Self {
+        let ttl = config.admin.session_ttl;
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                config: ArcSwap::from_pointee(config),
+                jwt: JwtKeys::new(jwt_secret, ttl),
+                login_guard: LoginGuard::default(),
+                argon2,
+                health: HealthCache::default(),
+                started_at: tollgate_core::now_ms(),
+            }),
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The current config (YAML plans, upstreams, limiter backend).
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.config.load_full()
+    }
+
+    /// Swap in a reloaded config (hot reload of the YAML file).
+    pub fn set_config(&self, config: Config) {
+        self.inner.config.store(Arc::new(config));
+    }
+
+    pub fn jwt(&self) -> &JwtKeys {
+        &self.inner.jwt
+    }
+
+    pub fn login_guard(&self) -> &LoginGuard {
+        &self.inner.login_guard
+    }
+
+    /// Every argon2 run (login, password set) goes through this gate.
+    pub fn argon2(&self) -> &Argon2Gate {
+        &self.inner.argon2
+    }
+
+    pub fn health_cache(&self) -> &HealthCache {
+        &self.inner.health
+    }
+
+    /// Unix ms this state was created (the admin API's start).
+    pub fn started_at(&self) -> i64 {
+        self.inner.started_at
+    }
+}

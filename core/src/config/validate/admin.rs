@@ -1,0 +1,89 @@
+//! `admin:`.
+
+use super::*;
+
+impl Validator<'_> {
+    pub(super) fn admin(&mut self, a: &RawAdmin) -> AdminConfig {
+        let listen = self.addr_or("admin.listen", &a.listen, DEFAULT_ADMIN_LISTEN);
+        let jwt_secret_env = match self.text(&a.jwt_secret_env) {
+            None => DEFAULT_JWT_SECRET_ENV.to_string(),
+            Some(v)
+                if !v.is_empty()
+                    && !v.starts_with(|c: char| c.is_ascii_digit())
+                    && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                v
+            }
+            Some(v) => {
+                self.error(
+                    "admin.jwt_secret_env",
+                    format!(
+                        "{v:?} is not an environment variable name (letters, digits and _, not starting with a digit); it names the variable that holds the secret, not the secret"
+                    ),
+                );
+                DEFAULT_JWT_SECRET_ENV.to_string()
+            }
+        };
+        let session_ttl = self.duration_or(
+            "admin.session_ttl",
+            &a.session_ttl,
+            Duration::from_secs(60),
+            DEFAULT_SESSION_TTL,
+        );
+        if session_ttl > Duration::from_secs(30 * 86_400) {
+            self.error("admin.session_ttl", "must be at most 30d");
+        }
+        let mut allowed_hosts = Vec::new();
+        for (i, h) in a.allowed_hosts.iter().flatten().enumerate() {
+            let path = format!("admin.allowed_hosts[{i}]");
+            let text = h.text().unwrap_or_default().trim().to_ascii_lowercase();
+            if text.is_empty()
+                || !text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+            {
+                self.error(
+                    &path,
+                    format!("{h} is not a host name, host:port or IP address"),
+                );
+            } else {
+                allowed_hosts.push(text);
+            }
+        }
+        let header_timeout = self.duration_or(
+            "admin.header_timeout",
+            &a.header_timeout,
+            Duration::from_millis(100),
+            DEFAULT_ADMIN_HEADER_TIMEOUT,
+        );
+        let idle_timeout = self.duration_or(
+            "admin.idle_timeout",
+            &a.idle_timeout,
+            Duration::from_secs(1),
+            DEFAULT_ADMIN_IDLE_TIMEOUT,
+        );
+        let max_connections = self.number_or(
+            "admin.max_connections",
+            &a.max_connections,
+            1,
+            1_000_000,
+            DEFAULT_ADMIN_MAX_CONNECTIONS,
+        );
+        let audit_retention = self.duration_or(
+            "admin.audit_retention",
+            &a.audit_retention,
+            Duration::from_secs(86_400),
+            DEFAULT_AUDIT_RETENTION,
+        );
+        AdminConfig {
+            listen,
+            jwt_secret_env,
+            session_ttl,
+            allowed_hosts,
+            header_timeout,
+            idle_timeout,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            audit_retention,
+        }
+    }
+}

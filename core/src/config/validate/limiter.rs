@@ -1,0 +1,71 @@
+//! `limiter:`.
+
+use super::*;
+
+impl Validator<'_> {
+    pub(super) fn limiter(&mut self, l: &RawLimiter) -> LimiterConfig {
+        let backend = self.choice_or(
+            "limiter.backend",
+            &l.backend,
+            &[
+                ("local", LimiterBackend::Local),
+                ("redis", LimiterBackend::Redis),
+            ],
+            LimiterBackend::Local,
+        );
+        let redis_url = self.text(&l.redis_url);
+        let parsed = match &redis_url {
+            Some(url) => match crate::redis_url::parse(url) {
+                Ok(parsed) => Some(parsed),
+                Err(e) => {
+                    self.error("limiter.redis_url", e);
+                    None
+                }
+            },
+            None if backend == LimiterBackend::Redis => {
+                self.missing("limiter.redis_url", " (required when backend is redis)");
+                None
+            }
+            None => None,
+        };
+        let redis_ca_file = given(&l.redis_ca_file)
+            .and_then(|_| self.non_empty("limiter.redis_ca_file", &l.redis_ca_file))
+            .map(PathBuf::from);
+        if redis_ca_file.is_some() && parsed.as_ref().is_some_and(|u| !u.tls) {
+            self.error(
+                "limiter.redis_ca_file",
+                "applies to rediss:// (TLS) URLs only, and redis_url is not one",
+            );
+        }
+        let redis_timeout = self.duration_or(
+            "limiter.redis_timeout",
+            &l.redis_timeout,
+            Duration::from_millis(1),
+            DEFAULT_REDIS_TIMEOUT,
+        );
+        let on_redis_error = self.choice_or(
+            "limiter.on_redis_error",
+            &l.on_redis_error,
+            &[
+                ("local", OnRedisError::Local),
+                ("allow", OnRedisError::Allow),
+                ("deny", OnRedisError::Deny),
+            ],
+            OnRedisError::Local,
+        );
+        let concurrency_lease = self.duration_or(
+            "limiter.concurrency_lease",
+            &l.concurrency_lease,
+            Duration::from_millis(300),
+            DEFAULT_CONCURRENCY_LEASE,
+        );
+        LimiterConfig {
+            backend,
+            redis_url,
+            redis_timeout,
+            on_redis_error,
+            redis_ca_file,
+            concurrency_lease,
+        }
+    }
+}

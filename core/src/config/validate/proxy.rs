@@ -1,0 +1,176 @@
+//! `proxy:` and its request edge settings.
+
+use super::*;
+
+impl Validator<'_> {
+    pub(super) fn proxy(&mut self, p: &RawProxy) -> ProxyConfig {
+        let listen = self.addr_or("proxy.listen", &p.listen, DEFAULT_PROXY_LISTEN);
+        let metrics_listen =
+            given(&p.metrics_listen).and_then(|s| self.addr("proxy.metrics_listen", s));
+        let threads = self.number_or("proxy.threads", &p.threads, 1, MAX_THREADS, DEFAULT_THREADS);
+        let key_header = match self.text(&p.key_header) {
+            None => DEFAULT_KEY_HEADER.to_string(),
+            Some(h) if is_token(&h) => h.to_ascii_lowercase(),
+            Some(h) => {
+                self.error(
+                    "proxy.key_header",
+                    format!(
+                        "invalid header name {h:?}: use letters, digits and !#$%&'*+-.^_`|~ only"
+                    ),
+                );
+                DEFAULT_KEY_HEADER.to_string()
+            }
+        };
+        let auth_failures_per_second = self.number_or(
+            "proxy.auth_failures_per_second",
+            &p.auth_failures_per_second,
+            1,
+            u64::from(u32::MAX),
+            DEFAULT_AUTH_FAILURES_PER_SECOND,
+        );
+        let grace_period = self.duration_or(
+            "proxy.grace_period",
+            &p.grace_period,
+            Duration::ZERO,
+            DEFAULT_GRACE_PERIOD,
+        );
+        let keepalive_timeout = self.duration_or(
+            "proxy.keepalive_timeout",
+            &p.keepalive_timeout,
+            Duration::ZERO,
+            DEFAULT_KEEPALIVE_TIMEOUT,
+        );
+        let tls = p.tls.as_ref().and_then(|t| {
+            let listen = match given(&t.listen) {
+                Some(s) => self.addr("proxy.tls.listen", s),
+                None => {
+                    self.missing("proxy.tls.listen", "");
+                    None
+                }
+            };
+            let cert = self.non_empty("proxy.tls.cert", &t.cert);
+            let key = self.non_empty("proxy.tls.key", &t.key);
+            Some(TlsListener {
+                listen: listen?,
+                cert: PathBuf::from(cert?),
+                key: PathBuf::from(key?),
+            })
+        });
+        // One process binds all three: they must differ.
+        let mut bound = vec![("proxy.listen", listen)];
+        if let Some(m) = metrics_listen {
+            bound.push(("proxy.metrics_listen", m));
+        }
+        if let Some(t) = &tls {
+            bound.push(("proxy.tls.listen", t.listen));
+        }
+        for (i, (path, addr)) in bound.iter().enumerate() {
+            if let Some((other, _)) = bound[..i]
+                .iter()
+                .find(|(_, a)| a == addr && addr.port() != 0)
+            {
+                self.error(path, format!("{addr} is already used by {other}"));
+            }
+        }
+        let edge = self.edge(p);
+        let tuning = self.tuning(p);
+        ProxyConfig {
+            listen,
+            metrics_listen,
+            threads: usize::try_from(threads).unwrap_or(1),
+            key_header,
+            auth_failures_per_second: u32::try_from(auth_failures_per_second).unwrap_or(u32::MAX),
+            grace_period,
+            keepalive_timeout,
+            tls,
+            edge,
+            tuning,
+        }
+    }
+
+    /// Pingora's server settings under `proxy.*`.
+    fn tuning(&mut self, p: &RawProxy) -> ServerTuning {
+        let d = ServerTuning::default();
+        let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        ServerTuning {
+            work_stealing: self.flag_or("proxy.work_stealing", &p.work_stealing, d.work_stealing),
+            listener_tasks: usize::try_from(self.number_or(
+                "proxy.listener_tasks",
+                &p.listener_tasks,
+                1,
+                MAX_LISTENER_TASKS,
+                n(d.listener_tasks),
+            ))
+            .unwrap_or(d.listener_tasks),
+            upstream_keepalive_pool: usize::try_from(self.number_or(
+                "proxy.upstream_keepalive_pool",
+                &p.upstream_keepalive_pool,
+                0,
+                MAX_UPSTREAM_KEEPALIVE_POOL,
+                n(d.upstream_keepalive_pool),
+            ))
+            .unwrap_or(d.upstream_keepalive_pool),
+            downstream_keepalive_requests: u32::try_from(self.number_or(
+                "proxy.downstream_keepalive_requests",
+                &p.downstream_keepalive_requests,
+                1,
+                u64::from(u32::MAX),
+                u64::from(d.downstream_keepalive_requests),
+            ))
+            .unwrap_or(d.downstream_keepalive_requests),
+        }
+    }
+
+    /// The request-edge settings under `proxy.*`.
+    pub(super) fn edge(&mut self, p: &RawProxy) -> EdgeConfig {
+        let d = EdgeConfig::default();
+        let path_policy = self.choice_or(
+            "proxy.path_policy",
+            &p.path_policy,
+            &[
+                ("reject", PathPolicy::Reject),
+                ("normalize", PathPolicy::Normalize),
+            ],
+            d.path_policy,
+        );
+        let mut nets = Vec::new();
+        for (i, s) in p.trusted_proxies.iter().flatten().enumerate() {
+            let path = item("proxy.trusted_proxies", i);
+            match s.text() {
+                None => self.error(&path, "expected a CIDR such as 10.0.0.0/8, got null"),
+                Some(t) => match crate::net::parse_cidr(&t) {
+                    Ok(n) => nets.push(n),
+                    Err(e) => self.error(&path, e),
+                },
+            }
+        }
+        let proxy_protocol = self.flag_or("proxy.proxy_protocol", &p.proxy_protocol, false);
+        let header_timeout = self.duration_or(
+            "proxy.header_timeout",
+            &p.header_timeout,
+            Duration::from_millis(100),
+            d.header_timeout,
+        );
+        let max_header_bytes = match given(&p.max_header_bytes) {
+            None => d.max_header_bytes,
+            Some(s) => self
+                .byte_size("proxy.max_header_bytes", s, 1024, 1024 * 1024)
+                .unwrap_or(d.max_header_bytes),
+        };
+        let max_connections_per_ip = self.number_or(
+            "proxy.max_connections_per_ip",
+            &p.max_connections_per_ip,
+            0,
+            u64::from(u32::MAX),
+            u64::from(d.max_connections_per_ip),
+        );
+        EdgeConfig {
+            path_policy,
+            trusted_proxies: crate::net::TrustedProxies::new(nets),
+            proxy_protocol,
+            header_timeout,
+            max_header_bytes,
+            max_connections_per_ip: u32::try_from(max_connections_per_ip).unwrap_or(u32::MAX),
+        }
+    }
+}

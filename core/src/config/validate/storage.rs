@@ -1,0 +1,78 @@
+//! `storage:` and `usage:`.
+
+use super::*;
+
+impl Validator<'_> {
+    pub(super) fn storage(&mut self, s: &RawStorage) -> StorageConfig {
+        let database_url = match self.text(&s.database_url) {
+            None => DEFAULT_DATABASE_URL.to_string(),
+            Some(url) if url.starts_with("sqlite:") => url,
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                // As the driver will read it: sslmode, sslrootcert, … are
+                // checked here, not at the first connection.
+                if let Err(e) = url.parse::<sqlx::postgres::PgConnectOptions>() {
+                    self.error(
+                        "storage.database_url",
+                        format!("invalid PostgreSQL URL: {e}"),
+                    );
+                }
+                url
+            }
+            Some(url) => {
+                self.error(
+                    "storage.database_url",
+                    format!(
+                        "unsupported database URL {url:?}: expected sqlite:… (e.g. sqlite://tollgate.db) or postgres://…"
+                    ),
+                );
+                DEFAULT_DATABASE_URL.to_string()
+            }
+        };
+        let key_refresh = self.duration_or(
+            "storage.key_refresh",
+            &s.key_refresh,
+            Duration::from_millis(1),
+            DEFAULT_KEY_REFRESH,
+        );
+        StorageConfig {
+            database_url,
+            key_refresh,
+        }
+    }
+
+    pub(super) fn usage(&mut self, u: &RawUsage) -> UsageConfig {
+        let flush_interval = self.duration_or(
+            "usage.flush_interval",
+            &u.flush_interval,
+            Duration::from_millis(1),
+            DEFAULT_FLUSH_INTERVAL,
+        );
+        let retention_days = self.number_or(
+            "usage.retention_days",
+            &u.retention_days,
+            1,
+            u64::from(u32::MAX),
+            DEFAULT_RETENTION_DAYS,
+        );
+        let violation_retention_days = self.number_or(
+            "usage.violation_retention_days",
+            &u.violation_retention_days,
+            1,
+            u64::from(u32::MAX),
+            DEFAULT_VIOLATION_RETENTION_DAYS,
+        );
+        let buffer_rows = self.number_or(
+            "usage.buffer_rows",
+            &u.buffer_rows,
+            1,
+            u64::try_from(usize::MAX).unwrap_or(u64::MAX),
+            DEFAULT_BUFFER_ROWS,
+        );
+        UsageConfig {
+            flush_interval,
+            retention_days: u32::try_from(retention_days).unwrap_or(u32::MAX),
+            violation_retention_days: u32::try_from(violation_retention_days).unwrap_or(u32::MAX),
+            buffer_rows: usize::try_from(buffer_rows).unwrap_or(usize::MAX),
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The rules every way of changing the configuration shares: the YAML file
+//! (`config::validate`), the admin API and the `tollgate` CLI all call these
+//! functions, so a plan, a limit or a key refused by one is refused by all,
+//! with the same message.
+//!
+//! Each check returns the message alone (`Err(String)`) when the caller knows
+//! the field, or a [`FieldError`] naming it (`limits[1].per`) when the check
+//! walks a list.
+
+#[cfg(any(test, feature = "testing"))]
+pub mod cases;
+pub mod effective;
+pub mod keys;
+pub mod limits;
+
+use std::fmt::Display;
+
+/// A value that breaks a rule: which field (`limits[1].per`, `name`) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A whole number in `min..=max`; the message every checker uses.
+pub fn in_range(n: impl Into<i128> + Display + Copy, min: u64, max: u64) -> Result<(), String> {
+    let v: i128 = n.into();
+    if v < i128::from(min) {
+        return Err(if min == 1 {
+            format!("must be greater than 0, got {n}")
+        } else {
+            format!("must be at least {min}, got {n}")
+        });
+    }
+    if v > i128::from(max) {
+        return Err(format!("must be at most {max}, got {n}"));
+    }
+    Ok(())
+}
+
+/// The sorted, de-duplicated list of names for "unknown …" messages.
+pub fn known(names: &[&str], what: &str) -> String {
+    if names.is_empty() {
+        format!("no {what} are defined")
+    } else {
+        let mut sorted = names.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        format!("known: {}", sorted.join(", "))
+    }
+}
+
+/// The message for a reference to a plan that exists nowhere.
+pub fn unknown_plan(name: &str, known_plans: &[&str]) -> String {
+    format!("unknown plan {name:?} ({})", known(known_plans, "plans"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_name_the_bound_and_the_value() {
+        assert_eq!(in_range(5u64, 1, 10), Ok(()));
+        assert_eq!(
+            in_range(0u64, 1, 10),
+            Err("must be greater than 0, got 0".into())
+        );
+        assert_eq!(
+            in_range(-3i64, 2, 10),
+            Err("must be at least 2, got -3".into())
+        );
+        assert_eq!(
+            in_range(11u64, 1, 10),
+            Err("must be at most 10, got 11".into())
+        );
+        assert_eq!(in_range(u64::MAX, 1, u64::MAX), Ok(()));
+    }
+
+    #[test]
+    fn unknown_plans_list_the_known_ones_sorted() {
+        assert_eq!(
+            unknown_plan("gold", &["pro", "free", "pro"]),
+            "unknown plan \"gold\" (known: free, pro)"
+        );
+        assert_eq!(
+            unknown_plan("gold", &[]),
+            "unknown plan \"gold\" (no plans are defined)"
+        );
+    }
+}

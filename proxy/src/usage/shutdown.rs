@@ -1,0 +1,170 @@
+//! The shutdown protocol of usage, in one place. Pingora stops a proxy
+//! in one of two ways, and usage held in memory must reach the database in
+//! both:
+//!
+//! - graceful (SIGTERM, or a test's/`dev`'s handle): Pingora's
+//!   `ShutdownWatch` fires; [`UsageService`] stops the flusher, which then
+//!   keeps flushing what in-flight requests add for most of
+//!   `proxy.grace_period`, flushes once more, removes this instance's
+//!   heartbeat row and leaves ([`UsageFlusher::finish`]);
+//! - fast (SIGINT, Ctrl-C): Pingora drops every runtime at once without
+//!   telling background services, so [`Signals`] first sets the flusher's
+//!   fast-stop flag and stops it through [`UsageStop::flush_now`]: it
+//!   flushes once, with no grace period, and the signal waits for that at
+//!   most [`FAST_STOP_FLUSH`].
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::BackgroundService;
+use tokio::sync::watch;
+
+use super::buffer::bounded;
+use super::flusher::{Run, UsageFlusher};
+
+/// How long a fast stop (SIGINT, Ctrl-C) waits for the usage flusher to
+/// write what it holds before the runtimes are dropped.
+pub const FAST_STOP_FLUSH: Duration = Duration::from_secs(3);
+
+/// Pingora's Unix signals (SIGQUIT upgrade, SIGTERM graceful, SIGINT fast),
+/// except that before a fast stop the usage flusher writes what it holds:
+/// Pingora drops every runtime at once on SIGINT without telling background
+/// services, which would lose up to `usage.flush_interval` of usage.
+pub(crate) struct Signals {
+    pub(crate) usage: Arc<UsageStop>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        async fn on(kind: SignalKind) {
+            match signal(kind) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::error!("cannot listen for signal {kind:?}: {e}");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+        let signal = tokio::select! {
+            _ = on(SignalKind::quit()) => ShutdownSignal::GracefulUpgrade,
+            _ = on(SignalKind::terminate()) => ShutdownSignal::GracefulTerminate,
+            _ = on(SignalKind::interrupt()) => ShutdownSignal::FastShutdown,
+        };
+        if matches!(signal, ShutdownSignal::FastShutdown) {
+            tracing::info!("SIGINT: fast stop, flushing usage first");
+            self.usage.flush_now(FAST_STOP_FLUSH).await;
+        }
+        signal
+    }
+}
+
+/// Stops the usage flusher on either kind of shutdown and tells when it is done.
+pub(crate) struct UsageStop {
+    stop: watch::Sender<bool>,
+    done: watch::Sender<bool>,
+    /// The flusher's fast-stop flag (`UsageFlusher::fast_stop_flag`).
+    fast: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl UsageStop {
+    pub(crate) fn new(fast: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Self {
+            stop: watch::channel(false).0,
+            done: watch::channel(false).0,
+            fast,
+        }
+    }
+
+    /// A fast stop: the flusher writes what it holds once, with no grace
+    /// period to wait for in-flight requests, and leaves; wait for it at
+    /// most `limit`.
+    async fn flush_now(&self, limit: Duration) {
+        self.fast.store(true, std::sync::atomic::Ordering::Release);
+        let mut done = self.done.subscribe();
+        self.stop.send_replace(true);
+        let started = std::time::Instant::now();
+        let flushed = tokio::time::timeout(limit, done.wait_for(|d| *d))
+            .await
+            .is_ok();
+        if flushed {
+            tracing::info!(took = ?started.elapsed(), "fast stop: usage flushed");
+        } else {
+            tracing::warn!(
+                "fast stop: usage not flushed within {limit:?}; what is unwritten is lost"
+            );
+        }
+    }
+}
+
+/// The usage flusher, stopped by Pingora's graceful shutdown or by a fast stop.
+pub(crate) struct UsageService {
+    pub(crate) flusher: UsageFlusher,
+    pub(crate) stop: Arc<UsageStop>,
+}
+
+#[async_trait]
+impl BackgroundService for UsageService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let inner = self.stop.stop.subscribe();
+        let graceful = async {
+            if shutdown.changed().await.is_ok() {
+                self.stop.stop.send_replace(true);
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = self.flusher.start(inner) => {}
+            _ = graceful => {}
+        }
+        self.stop.done.send_replace(true);
+    }
+}
+
+impl UsageFlusher {
+    /// After the flusher was stopped: flush through the grace period (none
+    /// on a fast stop), once more, then remove this instance's row.
+    pub(super) async fn finish(&self, run: &mut Run) {
+        // Graceful shutdown: requests in flight finish during the grace
+        // period (after which Pingora drops this runtime), so keep flushing
+        // what they add for most of it, then once more and leave.
+        let cfg = self.state.config.load_full();
+        let grace = if self.fast_stop.load(Ordering::Acquire) {
+            Duration::ZERO
+        } else {
+            cfg.config.proxy.grace_period
+        };
+        let every = cfg
+            .config
+            .usage
+            .flush_interval
+            .min(Duration::from_millis(500));
+        let until = Instant::now() + grace.saturating_sub(Duration::from_secs(1));
+        let short = Duration::from_secs(3);
+        self.tick(run, short).await;
+        while Instant::now() + every < until {
+            tokio::time::sleep(every).await;
+            if self.recorder.held_rows() > 0 || !run.pending.is_empty() {
+                self.tick(run, short).await;
+            }
+        }
+        self.tick(run, short).await;
+        if let Some(db) = &run.db {
+            if let Err(e) = bounded(short, db.delete_instance(&self.id)).await {
+                tracing::debug!("could not remove this instance's row: {e}");
+            }
+        }
+        if !run.pending.is_empty() {
+            tracing::warn!(
+                rows = run.pending.rows(),
+                "usage flush at shutdown failed: unwritten usage is lost"
+            );
+        }
+    }
+}
