@@ -6,12 +6,14 @@
 //! `concurrency` cap, so every request makes both Redis calls (its hold and
 //! its buckets), which share one deadline.
 //!
-//! The bound asserted is 300 ms with `redis_timeout: 20ms`: what a request
-//! may spend waiting for Redis is 20 ms, and the rest is the proxy, the demo
-//! upstream and the test's own client on a 2-core machine that other builds
-//! keep busy (scheduling delays of tens of ms are common there). A stall
-//! like a reconnect or a lock held across a Redis call (the ~1 s this test
-//! was written for) is far above it.
+//! The bound asserted: the slowest request of the healthy first second (the
+//! machine's own delay under the same load) plus 300 ms, never more than
+//! 900 ms, with `redis_timeout: 20ms`. What a request may spend waiting for
+//! Redis is 20 ms; the rest is the proxy, the demo upstream and the test's own
+//! client on a 2-core machine that other processes may keep busy (scheduling
+//! delays of hundreds of ms happen there). A stall like a reconnect or a lock
+//! held across a Redis call (the ~1 s this test was written for) is above it
+//! however busy the machine is.
 
 mod common;
 
@@ -22,7 +24,12 @@ use common::proxy::Proxy;
 use common::redis::{raw_command, OwnRedis};
 use tollgate_core::db::{Db, NewApiKey};
 
+/// What a Redis outage may add to the slowest request the same load saw
+/// while Redis was healthy (the first second): well under the ~1 s stall
+/// this guards against, however busy the machine is.
 const BOUND: Duration = Duration::from_millis(300);
+/// The bound never grows past this, so a ~1 s stall always fails.
+const CAP: Duration = Duration::from_millis(900);
 
 fn yaml(redis_url: &str, upstream: u16, concurrency: u32, redis_timeout: &str) -> String {
     format!(
@@ -160,17 +167,26 @@ async fn under_load(
     all
 }
 
-/// Every request was answered 200 within [`BOUND`]. `all`: (status,
+/// Every request was answered 200 within the healthy worst + [`BOUND`] (at most [`CAP`]). `all`: (status,
 /// duration, sent at).
 fn check(what: &str, all: &[(u16, Duration, Duration)]) {
     let worst = all.iter().map(|(_, d, _)| *d).max().unwrap_or_default();
-    let slow = all.iter().filter(|(_, d, _)| *d > BOUND).count();
+    // The machine's own delay: the slowest request that ended before the
+    // fault (at 1 s), with Redis healthy and the same eight clients.
+    let healthy = all
+        .iter()
+        .filter(|(_, d, at)| *at + *d < Duration::from_millis(950))
+        .map(|(_, d, _)| *d)
+        .max()
+        .unwrap_or_default();
+    let bound = (healthy + BOUND).min(CAP);
+    let slow = all.iter().filter(|(_, d, _)| *d > bound).count();
     let failed: Vec<_> = all.iter().filter(|(s, _, _)| *s != 200).collect();
     let mut slowest: Vec<_> = all.iter().map(|(_, d, at)| (*d, *at)).collect();
     slowest.sort();
     slowest.reverse();
     println!(
-        "{what}: {} requests, slowest (took, sent at): {:?}",
+        "{what}: {} requests, healthy worst {healthy:?}, slowest (took, sent at): {:?}",
         all.len(),
         &slowest[..slowest.len().min(5)]
     );
@@ -182,7 +198,7 @@ fn check(what: &str, all: &[(u16, Duration, Duration)]) {
     assert!(all.len() >= 100, "{what}: only {} requests", all.len());
     assert_eq!(
         slow, 0,
-        "{what}: {slow} requests over {BOUND:?}, worst {worst:?}"
+        "{what}: {slow} requests over {bound:?} (healthy worst {healthy:?} + {BOUND:?}), worst {worst:?}"
     );
 }
 

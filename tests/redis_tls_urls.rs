@@ -169,10 +169,9 @@ async fn rediss_with_the_ca_file_decides_in_redis_and_untrusted_follows_the_poli
         ) >= 1.0,
         "decided in Redis over TLS"
     );
-    assert_eq!(
-        metric(&m, "tollgate_limiter_fallback_decisions_total", ""),
-        0.0
-    );
+    // With `deny`, the 200 `wait_for` saw can only be Redis' decision (a
+    // round trip slower than redis_timeout on a busy machine falls back to
+    // a 503, so fallbacks are not asserted to be zero).
     drop(p);
 
     // Not trusted (system roots only), and plain TCP to the TLS port:
