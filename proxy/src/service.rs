@@ -502,6 +502,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        // Pingora calls this once per request, before it reads the next one
+        // on a keep-alive connection: that one gets its own header deadline.
+        crate::conn::request_finished();
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

@@ -926,9 +926,41 @@ async fn slow_tls_clients_are_bounded_by_header_timeout() {
     let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
+    // The next request header on a kept-alive connection has the same
+    // deadline from its first byte: trickled, it gets 408 inside TLS.
+    let mut tls = connect().await;
+    tls.write_all(request).await.expect("write");
+    let n = tls.read(&mut buf).await.expect("first response");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let start = Instant::now();
+    let mut out = Vec::new();
+    for b in b"GET /api/users HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
+        .iter()
+        .cycle()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still open after 30 s"
+        );
+        if tls.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    within("slow second header over TLS", start.elapsed());
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{text}"
+    );
     let m = p.proxy.metrics_text().await;
     assert!(
-        metric_value(&m, "tollgate_header_timeouts_total", &[]) >= 3.0,
+        metric_value(&m, "tollgate_header_timeouts_total", &[]) >= 4.0,
         "{m}"
     );
 }

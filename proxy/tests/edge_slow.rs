@@ -1,0 +1,160 @@
+//! Slow clients through a real Pingora listener, after their first request:
+//! every request header of a keep-alive connection must arrive within
+//! `proxy.header_timeout` of its first byte (408 + close), an idle
+//! keep-alive connection is closed after `proxy.keepalive_timeout`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::raw;
+use common::{Store, TestProxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SLOW: &str = r#"
+proxy:
+  listen: "{listen}"
+  metrics_listen: "{metrics}"
+  threads: 2
+  header_timeout: 1s
+  keepalive_timeout: 3s
+plans:
+  free: { limits: [ { name: minute, rate: 100000, per: 1m } ] }
+upstreams:
+  demo: { targets: ["{upstream}"] }
+routes:
+  - { name: open, match: { path_prefix: /open }, upstream: demo, strip_prefix: /open, auth: none }
+  - { name: keyed, match: { path_prefix: /keyed }, upstream: demo, strip_prefix: /keyed, default_plan: free }
+"#;
+
+/// Send `req` and read one whole response (with a `Content-Length` body).
+async fn one_exchange(s: &mut TcpStream, req: &[u8]) -> String {
+    s.write_all(req).await.expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = String::from_utf8_lossy(&out).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = raw::parse(&text)
+                .header("content-length")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if out.len() >= end + 4 + len {
+                return text;
+            }
+        }
+        assert!(Instant::now() < deadline, "no whole response: {text}");
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(n > 0, "closed mid-response: {text}");
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Trickle `bytes` one at a time every 100 ms until the proxy closes the
+/// connection; what it answered, and how long after the first byte.
+async fn trickle_until_closed(s: &mut TcpStream, bytes: &[u8]) -> (String, Duration) {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    for b in bytes.iter().cycle() {
+        // The trickle would take minutes; the proxy must cut it long before.
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still open after 30 s: {}",
+            String::from_utf8_lossy(&out)
+        );
+        if s.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    // Whatever is still buffered.
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    (String::from_utf8_lossy(&out).to_string(), start.elapsed())
+}
+
+fn assert_408_in_time(what: &str, text: &str, took: Duration) {
+    assert!(
+        took >= Duration::from_millis(900),
+        "{what}: cut early, {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "{what}: closed after {took:?}"
+    );
+    let r = raw::parse(text);
+    assert_eq!(r.status, 408, "{what}: {text}");
+    assert_eq!(r.header("connection"), Some("close"), "{what}: {text}");
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/problem+json"),
+        "{what}"
+    );
+}
+
+/// F9: one quick request, then the next header trickled on the same
+/// connection: 408 at `header_timeout` from its first byte, then closed;
+/// likewise after a 401 that keeps the connection open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_keep_alive_request_header_has_the_header_deadline() {
+    let p = TestProxy::start(SLOW, Store::Sqlite).await.expect("sqlite");
+    let slow = b"GET /open/users HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    for (what, first, status) in [
+        (
+            "after a 200",
+            &b"GET /open/users HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+            200,
+        ),
+        (
+            "after a 401",
+            &b"GET /keyed/users HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+            401,
+        ),
+    ] {
+        let mut s = raw::connect(None, p.addr).await;
+        let text = one_exchange(&mut s, first).await;
+        let r = raw::parse(&text);
+        assert_eq!(r.status, status, "{what}: {text}");
+        assert_ne!(r.header("connection"), Some("close"), "{what}: {text}");
+        let (text, took) = trickle_until_closed(&mut s, slow).await;
+        assert_408_in_time(what, &text, took);
+    }
+    // Several quick requests in a row on one connection are all served.
+    let mut s = raw::connect(None, p.addr).await;
+    for _ in 0..3 {
+        let text = one_exchange(&mut s, b"GET /open/users HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert_eq!(raw::parse(&text).status, 200, "{text}");
+    }
+}
+
+/// An idle keep-alive connection is closed after `keepalive_timeout` (3 s),
+/// quietly (no answer); one that idles less is served again, however long
+/// that is past `header_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_close_after_keepalive_timeout() {
+    let p = TestProxy::start(SLOW, Store::Sqlite).await.expect("sqlite");
+    let req = b"GET /open/users HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut s = raw::connect(None, p.addr).await;
+    let text = one_exchange(&mut s, req).await;
+    assert_eq!(raw::parse(&text).status, 200, "{text}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = one_exchange(&mut s, req).await;
+    assert_eq!(raw::parse(&text).status, 200, "{text}");
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
+    let took = start.elapsed();
+    assert!(read.is_ok(), "an idle connection still open after 30 s");
+    assert!(took >= Duration::from_millis(2500), "cut early: {took:?}");
+    assert!(took < Duration::from_secs(15), "closed after {took:?}");
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+}
