@@ -1,7 +1,8 @@
-//! Slow clients through a real Pingora listener, after their first request:
-//! every request header of a keep-alive connection must arrive within
+//! Slow and greedy clients through a real Pingora listener: every request
+//! header of a keep-alive connection must arrive within
 //! `proxy.header_timeout` of its first byte (408 + close), an idle
-//! keep-alive connection is closed after `proxy.keepalive_timeout`.
+//! keep-alive connection is closed after `proxy.keepalive_timeout`, and a
+//! trusted load balancer is not capped by `max_connections_per_ip`.
 
 mod common;
 
@@ -157,4 +158,106 @@ async fn idle_keep_alive_connections_close_after_keepalive_timeout() {
     assert!(took >= Duration::from_millis(2500), "cut early: {took:?}");
     assert!(took < Duration::from_secs(15), "closed after {took:?}");
     assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+}
+
+const BALANCED: &str = r#"
+proxy:
+  listen: "{listen}"
+  metrics_listen: "{metrics}"
+  threads: 2
+  max_connections_per_ip: 3
+  trusted_proxies: [127.0.0.1/32]
+upstreams:
+  demo: { targets: ["{upstream}"] }
+routes:
+  - { name: open, match: { path_prefix: /open }, upstream: demo, strip_prefix: /open, auth: none }
+"#;
+
+/// F2: a trusted load balancer (127.0.0.1) carries many clients: its own
+/// address is not capped by `max_connections_per_ip` (3 here), while an
+/// untrusted address still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_balancer_is_not_capped_by_its_own_address() {
+    let p = TestProxy::start(BALANCED, Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let lb = Some("127.0.0.1".parse().expect("ip"));
+    let req = b"GET /open/users HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.5\r\nConnection: close\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(raw::connect(lb, p.addr).await);
+    }
+    // Give the proxy time to take (and count) every held connection.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..3 {
+        let resp = raw::exchange(lb, p.addr, req, Duration::from_secs(10)).await;
+        assert_eq!(raw::statuses(&resp), vec![200], "request {i}: {resp}");
+    }
+    // The held connections are served too.
+    for s in held.iter_mut().take(2) {
+        let text = one_exchange(s, b"GET /open/users HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert_eq!(raw::parse(&text).status, 200, "{text}");
+    }
+    // An untrusted address is still capped.
+    let hog = Some("127.0.0.7".parse().expect("ip"));
+    let mut refused = false;
+    let mut hogged = Vec::new();
+    for attempt in 1..=10u64 {
+        hogged.clear();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..3 {
+            hogged.push(raw::connect(hog, p.addr).await);
+            tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+        }
+        let resp = raw::exchange(hog, p.addr, req, Duration::from_secs(5)).await;
+        if raw::statuses(&resp).is_empty() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(
+        refused,
+        "a fourth connection from 127.0.0.7 was always served"
+    );
+}
+
+/// With the PROXY protocol the cap applies to the source the header names,
+/// not to the balancer that sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_proxy_protocol_the_cap_is_the_sources() {
+    let yaml = BALANCED.replace("  threads: 2\n", "  threads: 2\n  proxy_protocol: true\n");
+    let p = TestProxy::start(&yaml, Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let lb = Some("127.0.0.1".parse().expect("ip"));
+    let header = |src: &str| format!("PROXY TCP4 {src} 127.0.0.1 5555 80\r\n");
+    let req = "GET /open/users HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let mut refused = false;
+    let mut held = Vec::new();
+    for attempt in 1..=10u64 {
+        held.clear();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..3 {
+            let mut s = raw::connect(lb, p.addr).await;
+            s.write_all(header("198.51.100.7").as_bytes())
+                .await
+                .expect("write");
+            held.push(s);
+            tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+        }
+        let probe = format!("{}{req}", header("198.51.100.7"));
+        let resp = raw::exchange(lb, p.addr, probe.as_bytes(), Duration::from_secs(5)).await;
+        if raw::statuses(&resp).is_empty() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(
+        refused,
+        "a fourth connection of one PROXY source was always served"
+    );
+    // Another source through the same balancer is not affected.
+    let other = format!("{}{req}", header("198.51.100.8"));
+    let resp = raw::exchange(lb, p.addr, other.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(raw::statuses(&resp), vec![200], "{resp}");
 }

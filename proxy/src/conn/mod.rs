@@ -160,6 +160,17 @@ fn peer_of(stream: &Stream) -> Option<IpAddr> {
         .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
 }
 
+/// The cap on open connections for a connection from `peer` (after a PROXY
+/// header, its source): `max_connections_per_ip`, except for a peer in
+/// `trusted_proxies` (a load balancer carries many clients, told apart per
+/// request by `X-Forwarded-For`): 0, no cap.
+fn connection_cap(peer: Option<IpAddr>, edge: &tollgate_core::config::EdgeConfig) -> u32 {
+    match peer {
+        Some(ip) if edge.trusted_proxies.contains(ip) => 0,
+        _ => edge.max_connections_per_ip,
+    }
+}
+
 /// Read a PROXY header from the start of `stream` and make its source the
 /// stream's peer address. Bytes read past the header are put back.
 pub async fn read_proxy_header(stream: &mut L4Stream) -> Result<(), &'static str> {
@@ -277,10 +288,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
             if edge.proxy_protocol {
                 stream = self.proxy_protocol(stream, edge.header_timeout).await?;
             }
-            let ip = peer_of(&stream)
+            let peer = peer_of(&stream);
+            let ip = peer
                 .map(net::bucket_key)
                 .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-            if !self.conns.admit(id, ip, edge.max_connections_per_ip) {
+            let cap = connection_cap(peer, edge);
+            if !self.conns.admit(id, ip, cap) {
                 edge_metrics::CONNECTIONS_REFUSED
                     .with_label_values(&["per_ip_cap"])
                     .inc();
@@ -353,6 +366,21 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_proxies_are_not_capped_by_their_own_address() {
+        let mut edge = tollgate_core::config::EdgeConfig {
+            max_connections_per_ip: 7,
+            ..Default::default()
+        };
+        edge.trusted_proxies =
+            tollgate_core::net::TrustedProxies::new(vec!["10.0.0.0/8".parse().expect("net")]);
+        let lb: IpAddr = "10.1.2.3".parse().expect("ip");
+        let client: IpAddr = "203.0.113.9".parse().expect("ip");
+        assert_eq!(connection_cap(Some(lb), &edge), 0);
+        assert_eq!(connection_cap(Some(client), &edge), 7);
+        assert_eq!(connection_cap(None, &edge), 7);
+    }
 
     #[test]
     fn conn_table_caps_and_releases() {
