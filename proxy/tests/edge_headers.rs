@@ -67,6 +67,53 @@ async fn the_key_never_reaches_the_upstream_on_any_route() {
         ("/open/users", vec![("Authorization", &bearer)]),
         ("/open/users", vec![("authorization", &spaced)]),
     ];
+    // F3: unusual forms an upstream may still read as the key.
+    let tab = format!("Bearer\t{key}");
+    let listed = format!("Bearer x, Bearer {key}");
+    let basic = format!("Basic {key}");
+    let token = format!("Token {key}");
+    let cookie = format!("session=1; x-api-key={key}");
+    let encoded = {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("user:{key}"))
+        )
+    };
+    let odd: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("/open/users", vec![("Authorization", &tab)]),
+        ("/open/users", vec![("Authorization", &listed)]),
+        ("/open/users", vec![("Authorization", &key)]),
+        ("/open/users", vec![("Authorization", &basic)]),
+        ("/open/users", vec![("Authorization", &token)]),
+        ("/open/users", vec![("Authorization", &encoded)]),
+        ("/open/users", vec![("Proxy-Authorization", &encoded)]),
+        ("/open/users", vec![("Cookie", &cookie)]),
+        ("/open/users", vec![("X.Api.Key", &key)]),
+        ("/open/users", vec![("X-Api-Key_", &key)]),
+        (
+            "/api/users",
+            vec![("x-api-key", &key), ("Authorization", &listed)],
+        ),
+    ];
+    for (path, headers) in &odd {
+        let r = raw::get(None, p.addr, path, headers).await;
+        assert_eq!(r.status, 200, "{path} {headers:?}: {}", r.raw);
+        assert!(
+            !r.body.contains(&key[3..]),
+            "{path} {headers:?}: the key reached the upstream\n{}",
+            r.body
+        );
+        let seen = seen_headers(&r);
+        for (name, _) in headers {
+            if !name.eq_ignore_ascii_case("x-api-key") {
+                assert!(
+                    !seen.contains_key(&name.to_ascii_lowercase()),
+                    "{path} {name} reached the upstream: {seen:?}"
+                );
+            }
+        }
+    }
     for (path, headers) in cases {
         let r = raw::get(None, p.addr, path, &headers).await;
         assert_eq!(r.status, 200, "{path} {headers:?}: {}", r.raw);
