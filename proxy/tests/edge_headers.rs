@@ -308,13 +308,29 @@ async fn strict_http1_framing() {
         ),
         ("ESC in target", format!("GET /open/users\x1b HTTP/1.1\r\nHost: t\r\n\r\n{hidden}")),
         ("DEL in target", format!("GET /open/\x7fusers HTTP/1.1\r\nHost: t\r\n\r\n{hidden}")),
+        (
+            "TE gzip, chunked",
+            format!("POST /open/users HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n{hidden}"),
+        ),
+        (
+            "TE x, chunked",
+            format!("POST /open/users HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: x, chunked\r\n\r\n0\r\n\r\n{hidden}"),
+        ),
     ];
     for (what, bytes) in cases {
         let resp = raw::exchange(None, p.addr, bytes.as_bytes(), Duration::from_secs(5)).await;
         let s = raw::statuses(&resp);
         assert_eq!(s.first(), Some(&400), "{what}: {resp}");
         assert_eq!(s.len(), 1, "{what}: the hidden request was served: {resp}");
+        if what.starts_with("TE") {
+            assert!(resp.contains("bad-transfer-encoding"), "{what}: {resp}");
+            assert_eq!(raw::parse(&resp).header("connection"), Some("close"));
+        }
     }
+    // Exactly `chunked` (any case) is still served.
+    let ok = "POST /open/users HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n0\r\n\r\n";
+    let resp = raw::exchange(None, p.addr, ok.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(raw::statuses(&resp), vec![201], "{resp}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
