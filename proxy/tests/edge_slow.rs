@@ -1,8 +1,9 @@
 //! Slow and greedy clients through a real Pingora listener: every request
 //! header of a keep-alive connection must arrive within
 //! `proxy.header_timeout` of its first byte (408 + close), an idle
-//! keep-alive connection is closed after `proxy.keepalive_timeout`, and a
-//! trusted load balancer is not capped by `max_connections_per_ip`.
+//! keep-alive connection is closed after `proxy.keepalive_timeout`, a
+//! stalled request body gets 408 at `proxy.body_timeout`, and a trusted
+//! load balancer is not capped by `max_connections_per_ip`.
 
 mod common;
 
@@ -260,4 +261,75 @@ async fn with_proxy_protocol_the_cap_is_the_sources() {
     let other = format!("{}{req}", header("198.51.100.8"));
     let resp = raw::exchange(lb, p.addr, other.as_bytes(), Duration::from_secs(5)).await;
     assert_eq!(raw::statuses(&resp), vec![200], "{resp}");
+}
+
+const BODY: &str = r#"
+proxy:
+  listen: "{listen}"
+  metrics_listen: "{metrics}"
+  threads: 2
+  body_timeout: 1s
+upstreams:
+  demo: { targets: ["{upstream}"] }
+routes:
+  - { name: open, match: { path_prefix: /open }, upstream: demo, strip_prefix: /open, auth: none }
+"#;
+
+/// F10/F11: a request body that stops coming (none at all, or stalled half
+/// way) gets `408 Request Timeout` at `body_timeout` (1 s here) and the
+/// connection is closed; it is the client's fault, not an upstream error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_body_gets_408_at_body_timeout() {
+    let p = TestProxy::start(BODY, Store::Sqlite).await.expect("sqlite");
+    for (what, sent) in [("no body", ""), ("half a body", "{\"name\": \"half")] {
+        let mut s = raw::connect(None, p.addr).await;
+        let req = format!(
+            "POST /open/users HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{sent}"
+        );
+        s.write_all(req.as_bytes()).await.expect("write");
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
+        let took = start.elapsed();
+        assert!(read.is_ok(), "{what}: still open after 30 s");
+        assert!(
+            took >= Duration::from_millis(900),
+            "{what}: cut early, {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(15),
+            "{what}: closed after {took:?}"
+        );
+        let text = String::from_utf8_lossy(&out);
+        let r = raw::parse(&text);
+        assert_eq!(r.status, 408, "{what}: {text}");
+        assert_eq!(r.header("connection"), Some("close"), "{what}: {text}");
+        assert_eq!(r.json()["body_timeout_ms"], 1000, "{what}: {text}");
+    }
+    let m = p.metrics_text().await;
+    assert_eq!(
+        common::metric_value(&m, "tollgate_requests_total", &["open", "upstream_error"]),
+        0.0,
+        "{m}"
+    );
+    assert!(
+        common::metric_value(&m, "tollgate_requests_total", &["\"open\"", "bad_request"]) >= 2.0,
+        "{m}"
+    );
+    // A body sent in pieces, each within the timeout, is served.
+    let mut s = raw::connect(None, p.addr).await;
+    let body = b"{\"name\":\"Slow\",\"email\":\"slow@example.com\"}";
+    let head = format!(
+        "POST /open/users HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    for chunk in body.chunks(body.len() / 3 + 1) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.write_all(chunk).await.expect("write");
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(raw::statuses(&text), vec![201], "{text}");
 }
