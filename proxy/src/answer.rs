@@ -75,6 +75,22 @@ pub fn request_timeout(timeout: std::time::Duration) -> Answer {
     )
 }
 
+/// The next piece of the request body did not arrive within
+/// `proxy.body_timeout` (a client fault, not an upstream one).
+pub fn body_timeout(timeout: std::time::Duration) -> Answer {
+    Answer::problem(
+        Problem::new("request-timeout", "Request Timeout", 408)
+            .detail(format!(
+                "the request body stalled for more than {} ms",
+                timeout.as_millis()
+            ))
+            .with(
+                "body_timeout_ms",
+                u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            ),
+    )
+}
+
 /// `a` as the bytes of a whole HTTP/1.1 response that closes the connection,
 /// for the connection edge, which answers outside Pingora's session.
 pub fn to_http1_close(a: &Answer) -> Vec<u8> {

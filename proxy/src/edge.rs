@@ -53,6 +53,17 @@ pub fn raw_values<'a>(raw: &'a [u8], name: &str) -> Vec<&'a [u8]> {
         .collect()
 }
 
+/// Whether the `Transfer-Encoding` lines are exactly one `chunked` (any
+/// case, surrounding whitespace): any other coding (`gzip, chunked`,
+/// `x, chunked`, `identity`) would be dropped or misread on the way to the
+/// upstream (RFC 9112 §6.1).
+fn only_chunked(values: &[&[u8]]) -> bool {
+    match values {
+        [one] => one.trim_ascii().eq_ignore_ascii_case(b"chunked"),
+        _ => false,
+    }
+}
+
 /// Request line plus header fields, counted as on the wire (`name: value\r\n`).
 pub fn header_bytes(req: &RequestHeader) -> usize {
     let line = req.method.as_str().len() + req.raw_path().len() + 12;
@@ -78,6 +89,24 @@ pub fn check_framing(req: &RequestHeader, raw: Option<&[u8]>) -> Result<(), Refu
             .collect(),
     };
     let te = req.headers.contains_key(TRANSFER_ENCODING);
+    let te_values: Vec<&[u8]> = match raw {
+        Some(raw) => raw_values(raw, "transfer-encoding"),
+        None => req
+            .headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect(),
+    };
+    if te && !only_chunked(&te_values) {
+        return Err(Refusal::close(
+            "bad-transfer-encoding",
+            answer::bad_request(
+                "bad-transfer-encoding",
+                "Transfer-Encoding must be exactly \"chunked\" (no other coding, once)",
+            ),
+        ));
+    }
     if te && !cl.is_empty() {
         return Err(Refusal::close(
             "content-length-and-transfer-encoding",
@@ -295,6 +324,53 @@ mod tests {
         let i = inspect(&r, None, None, &cfg).expect("absolute form");
         assert_eq!(i.host.as_deref(), Some("api.example"));
         assert_eq!(i.canonical.path, "/a/s");
+    }
+
+    #[test]
+    fn transfer_encoding_is_chunked_only() {
+        let cfg = EdgeConfig::default();
+        for te in ["chunked", "Chunked", " CHUNKED\t"] {
+            let r = req("POST", b"/a", &[("host", "x"), ("transfer-encoding", te)]);
+            assert!(inspect(&r, None, None, &cfg).is_ok(), "{te:?}");
+            let raw = format!("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert!(
+                inspect(&r, Some(raw.as_bytes()), None, &cfg).is_ok(),
+                "{te:?}"
+            );
+        }
+        for te in [
+            "gzip, chunked",
+            "x, chunked",
+            "chunked, chunked",
+            "identity",
+            "gzip",
+            "",
+            "chunked;q=1",
+        ] {
+            let r = req("POST", b"/a", &[("host", "x"), ("transfer-encoding", te)]);
+            assert_eq!(
+                reason(inspect(&r, None, None, &cfg)),
+                (400, "bad-transfer-encoding".into(), true),
+                "{te:?}"
+            );
+            let raw = format!("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert_eq!(
+                reason(inspect(&r, Some(raw.as_bytes()), None, &cfg)),
+                (400, "bad-transfer-encoding".into(), true),
+                "{te:?}"
+            );
+        }
+        // Two lines, even both `chunked`, as Pingora may have joined them.
+        let r = req(
+            "POST",
+            b"/a",
+            &[("host", "x"), ("transfer-encoding", "chunked")],
+        );
+        let raw = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            reason(inspect(&r, Some(raw), None, &cfg)),
+            (400, "bad-transfer-encoding".into(), true)
+        );
     }
 
     #[test]

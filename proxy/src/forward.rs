@@ -9,6 +9,7 @@
 use http::HeaderName;
 use pingora::http::RequestHeader;
 use pingora::Result;
+use tollgate_core::keys;
 use tollgate_core::net::ClientAddress;
 
 /// Forwarding headers an untrusted client may not set (the proxy sets its own
@@ -110,6 +111,20 @@ fn is_bearer_key(v: &[u8]) -> bool {
             .is_some_and(|p| p.eq_ignore_ascii_case("tg_"))
 }
 
+/// Credential headers: a key anywhere in them, even base64-encoded, keeps
+/// the whole header from the upstream.
+const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization"];
+
+/// Whether a header value carries a valid Tollgate key in any form (any
+/// scheme, whitespace, list member, cookie; in credentials also base64).
+fn carries_key(name: &str, v: &[u8]) -> bool {
+    if CREDENTIAL_HEADERS.contains(&name) {
+        keys::credentials_contain_key(v)
+    } else {
+        keys::contains_key(v)
+    }
+}
+
 /// What to tell the upstream.
 #[derive(Debug)]
 pub struct Forwarding<'a> {
@@ -143,7 +158,8 @@ pub fn to_remove(req: &RequestHeader, f: &Forwarding<'_>) -> Vec<HeaderName> {
             || PATH_OVERRIDE_HEADERS.contains(&n)
             || (!f.allow_method_override && METHOD_OVERRIDE_HEADERS.contains(&n))
             || (!f.client.peer_trusted && CLIENT_ADDRESS_HEADERS.contains(&n))
-            || (n == "authorization" && (f.key_from_bearer || is_bearer_key(value.as_bytes())));
+            || (n == "authorization" && (f.key_from_bearer || is_bearer_key(value.as_bytes())))
+            || carries_key(n, value.as_bytes());
         if drop && !out.contains(name) {
             out.push(name.clone());
         }

@@ -117,6 +117,7 @@ pub fn build(prepared: Prepared) -> Built {
     server.bootstrap();
 
     let listen = config.proxy.listen;
+    let keepalive_timeout = config.proxy.keepalive_timeout;
     let tls_listen = config.proxy.tls.as_ref().map(|t| t.listen);
     let metrics_listen = config.proxy.metrics_listen;
     let database_url = config.storage.database_url.clone();
@@ -131,6 +132,10 @@ pub fn build(prepared: Prepared) -> Built {
     let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
     let mut server_options = app.server_options.clone().unwrap_or_default();
     server_options.keepalive_request_limit = Some(tuning.downstream_keepalive_requests);
+    // An HTTP/2 connection with no stream in flight (PINGs and SETTINGS do
+    // not count) is closed after keepalive_timeout, as an idle HTTP/1 one
+    // (the value at start; a reload applies to HTTP/1 only).
+    server_options.h2_idle_timeout = Some(keepalive_timeout);
     app.server_options = Some(server_options);
     let handshakes = Arc::new(HandshakeWatch::default());
     let app = EdgeApp {

@@ -32,6 +32,12 @@ use crate::state::{self, CompiledRoute, ConfigState, State};
 use crate::throttle::AuthThrottle;
 use crate::usage::{UsageEvent, UsageRecorder};
 
+/// A read of the client's request body timed out (`proxy.body_timeout`).
+fn body_stalled(e: &Error) -> bool {
+    matches!(e.esource(), pingora::ErrorSource::Downstream)
+        && matches!(e.etype(), ErrorType::ReadTimedout)
+}
+
 /// Per-request context.
 pub struct Ctx {
     start: Instant,
@@ -343,6 +349,10 @@ impl ProxyHttp for Gateway {
         // Whole seconds, at least 1: Pingora takes 0 to mean "no limit".
         let secs = keepalive.as_secs() + u64::from(keepalive.subsec_nanos() > 0);
         session.set_keepalive(Some(secs.max(1)));
+        // Each read of the request body waits at most body_timeout (HTTP/1;
+        // h2 streams have their own flow control and limits).
+        let body_timeout = self.state.config.load().config.proxy.edge.body_timeout;
+        session.set_read_timeout(Some(body_timeout));
         if !self.ladder.on(Step::Route) {
             // Cost ladder, step 0: straight to the first route's upstream.
             let cfg = self.state.config.load_full();
@@ -487,6 +497,24 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if body_stalled(e) {
+            // The client's body stopped coming: its fault, answered 408.
+            ctx.outcome = Some(edge_metrics::BAD_REQUEST);
+            session.set_keepalive(None);
+            let body_timeout = ctx
+                .config
+                .as_ref()
+                .map(|c| c.config.proxy.edge.body_timeout)
+                .unwrap_or(tollgate_core::config::DEFAULT_BODY_TIMEOUT);
+            let a = answer::body_timeout(body_timeout).with_header("Connection", "close".into());
+            if let Err(e) = self.respond(session, ctx, a).await {
+                tracing::debug!("cannot send the body timeout answer: {e}");
+            }
+            return FailToProxy {
+                error_code: 408,
+                can_reuse_downstream: false,
+            };
+        }
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
             // The upstream got the request and did not answer in time.
@@ -530,6 +558,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        // Pingora calls this once per request, before it reads the next one
+        // on a keep-alive connection: that one gets its own header deadline.
+        crate::conn::request_finished();
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

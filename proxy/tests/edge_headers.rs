@@ -57,6 +57,53 @@ async fn the_key_never_reaches_the_upstream_on_any_route() {
         ("/open/users", vec![("Authorization", &bearer)]),
         ("/open/users", vec![("authorization", &spaced)]),
     ];
+    // F3: unusual forms an upstream may still read as the key.
+    let tab = format!("Bearer\t{key}");
+    let listed = format!("Bearer x, Bearer {key}");
+    let basic = format!("Basic {key}");
+    let token = format!("Token {key}");
+    let cookie = format!("session=1; x-api-key={key}");
+    let encoded = {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("user:{key}"))
+        )
+    };
+    let odd: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("/open/users", vec![("Authorization", &tab)]),
+        ("/open/users", vec![("Authorization", &listed)]),
+        ("/open/users", vec![("Authorization", &key)]),
+        ("/open/users", vec![("Authorization", &basic)]),
+        ("/open/users", vec![("Authorization", &token)]),
+        ("/open/users", vec![("Authorization", &encoded)]),
+        ("/open/users", vec![("Proxy-Authorization", &encoded)]),
+        ("/open/users", vec![("Cookie", &cookie)]),
+        ("/open/users", vec![("X.Api.Key", &key)]),
+        ("/open/users", vec![("X-Api-Key_", &key)]),
+        (
+            "/api/users",
+            vec![("x-api-key", &key), ("Authorization", &listed)],
+        ),
+    ];
+    for (path, headers) in &odd {
+        let r = raw::get(None, p.addr, path, headers).await;
+        assert_eq!(r.status, 200, "{path} {headers:?}: {}", r.raw);
+        assert!(
+            !r.body.contains(&key[3..]),
+            "{path} {headers:?}: the key reached the upstream\n{}",
+            r.body
+        );
+        let seen = seen_headers(&r);
+        for (name, _) in headers {
+            if !name.eq_ignore_ascii_case("x-api-key") {
+                assert!(
+                    !seen.contains_key(&name.to_ascii_lowercase()),
+                    "{path} {name} reached the upstream: {seen:?}"
+                );
+            }
+        }
+    }
     for (path, headers) in cases {
         let r = raw::get(None, p.addr, path, &headers).await;
         assert_eq!(r.status, 200, "{path} {headers:?}: {}", r.raw);
@@ -251,13 +298,29 @@ async fn strict_http1_framing() {
         ),
         ("ESC in target", format!("GET /open/users\x1b HTTP/1.1\r\nHost: t\r\n\r\n{hidden}")),
         ("DEL in target", format!("GET /open/\x7fusers HTTP/1.1\r\nHost: t\r\n\r\n{hidden}")),
+        (
+            "TE gzip, chunked",
+            format!("POST /open/users HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n{hidden}"),
+        ),
+        (
+            "TE x, chunked",
+            format!("POST /open/users HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: x, chunked\r\n\r\n0\r\n\r\n{hidden}"),
+        ),
     ];
     for (what, bytes) in cases {
         let resp = raw::exchange(None, p.addr, bytes.as_bytes(), Duration::from_secs(5)).await;
         let s = raw::statuses(&resp);
         assert_eq!(s.first(), Some(&400), "{what}: {resp}");
         assert_eq!(s.len(), 1, "{what}: the hidden request was served: {resp}");
+        if what.starts_with("TE") {
+            assert!(resp.contains("bad-transfer-encoding"), "{what}: {resp}");
+            assert_eq!(raw::parse(&resp).header("connection"), Some("close"));
+        }
     }
+    // Exactly `chunked` (any case) is still served.
+    let ok = "POST /open/users HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n0\r\n\r\n";
+    let resp = raw::exchange(None, p.addr, ok.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(raw::statuses(&resp), vec![201], "{resp}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

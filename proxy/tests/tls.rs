@@ -926,9 +926,95 @@ async fn slow_tls_clients_are_bounded_by_header_timeout() {
     let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
+    // The next request header on a kept-alive connection has the same
+    // deadline from its first byte: trickled, it gets 408 inside TLS.
+    let mut tls = connect().await;
+    tls.write_all(request).await.expect("write");
+    let n = tls.read(&mut buf).await.expect("first response");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let start = Instant::now();
+    let mut out = Vec::new();
+    for b in b"GET /api/users HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
+        .iter()
+        .cycle()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still open after 30 s"
+        );
+        if tls.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    within("slow second header over TLS", start.elapsed());
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{text}"
+    );
     let m = p.proxy.metrics_text().await;
     assert!(
-        metric_value(&m, "tollgate_header_timeouts_total", &[]) >= 3.0,
+        metric_value(&m, "tollgate_header_timeouts_total", &[]) >= 4.0,
         "{m}"
     );
+}
+
+/// F14: an HTTP/2 connection that only sends PINGs (no request) is closed
+/// after `proxy.keepalive_timeout` (2 s here), as an idle HTTP/1 one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_connection_of_only_pings_closes_at_keepalive_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new("client-facing CA");
+    let yaml = format!(
+        "  keepalive_timeout: 2s\n{}",
+        BASE.replace("    default_plan: tight\n", "    auth: none\n")
+    );
+    let p = TlsProxy::start(&ca, &yaml).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.pem().as_bytes()) {
+        roots.add(cert.expect("ca pem")).expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(p.https).await.expect("tcp");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // Preface and an empty SETTINGS frame, then a PING every 500 ms.
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("preface");
+    let ping = b"\0\0\x08\x06\0\0\0\0\0tollgate";
+    let start = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let closed = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "a PING-only h2 connection still open after 30 s"
+        );
+        if tls.write_all(ping).await.is_err() {
+            break start.elapsed();
+        }
+        match tokio::time::timeout(Duration::from_millis(500), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break start.elapsed(),
+            _ => {}
+        }
+    };
+    assert!(
+        closed >= Duration::from_millis(1800),
+        "cut early: {closed:?}"
+    );
+    assert!(closed < Duration::from_secs(15), "closed after {closed:?}");
 }

@@ -97,7 +97,8 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `proxy.path_policy`, `trusted_proxies`, `proxy_protocol`,
-/// `header_timeout`, `max_header_bytes`, `max_connections_per_ip`.
+/// `header_timeout`, `body_timeout`, `max_header_bytes`,
+/// `max_connections_per_ip`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeConfig {
     pub path_policy: crate::path::PathPolicy,
@@ -108,6 +109,8 @@ pub struct EdgeConfig {
     pub proxy_protocol: bool,
     /// The whole request header must arrive within this.
     pub header_timeout: Duration,
+    /// The longest wait for the next piece of a request body (408 after).
+    pub body_timeout: Duration,
     /// Request line plus header fields; larger → 431.
     pub max_header_bytes: usize,
     /// Open connections per client address (IPv6: per /64); 0 = no cap.
@@ -116,6 +119,8 @@ pub struct EdgeConfig {
 
 /// `proxy.header_timeout` when the file does not say.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `proxy.body_timeout` when the file does not say.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// `proxy.max_header_bytes` when the file does not say (32 KiB).
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 /// `proxy.max_connections_per_ip` when the file does not say.
@@ -128,6 +133,7 @@ impl Default for EdgeConfig {
             trusted_proxies: crate::net::TrustedProxies::default(),
             proxy_protocol: false,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
         }

@@ -160,7 +160,7 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of proxy settings (listen, metrics_listen, threads, key_header, auth_failures_per_second, grace_period, keepalive_timeout, tls, path_policy, trusted_proxies, proxy_protocol, header_timeout, max_header_bytes, max_connections_per_ip, work_stealing, listener_tasks, upstream_keepalive_pool, downstream_keepalive_requests)"
+    expecting = "a mapping of proxy settings (listen, metrics_listen, threads, key_header, auth_failures_per_second, grace_period, keepalive_timeout, tls, path_policy, trusted_proxies, proxy_protocol, header_timeout, body_timeout, max_header_bytes, max_connections_per_ip, work_stealing, listener_tasks, upstream_keepalive_pool, downstream_keepalive_requests)"
 )]
 pub struct RawProxy {
     pub listen: Option<Scalar>,
@@ -175,6 +175,7 @@ pub struct RawProxy {
     pub trusted_proxies: Option<Vec<Scalar>>,
     pub proxy_protocol: Option<Scalar>,
     pub header_timeout: Option<Scalar>,
+    pub body_timeout: Option<Scalar>,
     pub max_header_bytes: Option<Scalar>,
     pub max_connections_per_ip: Option<Scalar>,
     pub work_stealing: Option<Scalar>,

@@ -1,6 +1,10 @@
 //! The request-header deadline inside the stream: [`HeaderDeadline`] wraps a
-//! connection's stream while Pingora reads a request header from it. When
-//! the deadline passes before the service called [`super::header_done`]:
+//! connection's stream for its whole life; Pingora reads every request
+//! header of a keep-alive connection through it. After the service said a
+//! request is finished ([`super::request_finished`]), the next request
+//! first waits at most `keepalive_timeout` for its first byte, then its
+//! header must be in within `header_timeout` of that byte. When a deadline
+//! passes before the service called [`super::header_done`]:
 //!
 //! - if bytes of this request arrived, it writes `408 Request Timeout`
 //!   (problem+json, `Connection: close`) through the stream, so on TLS the
@@ -39,6 +43,8 @@ pub struct DeadlineFlags {
     pub done: Arc<AtomicBool>,
     /// The 408 was written (or could not be): end the connection.
     pub answered: Notify,
+    /// A request is finished: the next read starts the next request.
+    pub rearm: AtomicBool,
 }
 
 enum Phase {
@@ -55,6 +61,10 @@ pub struct HeaderDeadline {
     flags: Arc<DeadlineFlags>,
     sleep: Pin<Box<Sleep>>,
     timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    keepalive: Duration,
+    /// Between requests: the deadline is the idle one (`keepalive`).
+    idle: bool,
     /// Bytes read since the deadline was (re)set.
     read: usize,
     phase: Phase,
@@ -72,13 +82,16 @@ impl fmt::Debug for HeaderDeadline {
 
 impl HeaderDeadline {
     /// Wrap `stream` (or re-arm it if it is one already, as on a reused
-    /// keep-alive connection) with a deadline `deadline` from now;
-    /// `timeout` is the configured `header_timeout`, for the answer.
+    /// keep-alive connection) with a deadline `deadline` from now for its
+    /// first request header; `timeout` is the configured `header_timeout`
+    /// (later headers, and the answer), `keepalive` the idle wait before
+    /// each later request.
     pub fn arm(
         stream: Stream,
         flags: Arc<DeadlineFlags>,
         deadline: Duration,
         timeout: Duration,
+        keepalive: Duration,
     ) -> Option<Stream> {
         let inner = if stream.as_any().is::<HeaderDeadline>() {
             // Never fails (the type was just checked); `None` closes.
@@ -91,10 +104,52 @@ impl HeaderDeadline {
             flags,
             sleep: Box::pin(tokio::time::sleep_until(Instant::now() + deadline)),
             timeout,
+            keepalive,
+            idle: false,
             read: 0,
             phase: Phase::Reading,
             answer: Vec::new(),
         }))
+    }
+
+    /// The next request starts: wait for its first byte (idle), then give
+    /// its header `timeout` from that byte.
+    fn start_next_request(&mut self) {
+        self.read = 0;
+        self.idle = true;
+        self.sleep.as_mut().reset(Instant::now() + self.keepalive);
+    }
+
+    /// The deadline passed with the header unfinished.
+    fn expire(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.read == 0 {
+            // Nothing of a request arrived: end of file, closed quietly.
+            if self.idle {
+                crate::metrics::IDLE_CLOSED.inc();
+            } else {
+                crate::edge_metrics::HEADER_TIMEOUTS.inc();
+            }
+            self.phase = Phase::Finished;
+            self.flags.answered.notify_one();
+            return Poll::Ready(Ok(()));
+        }
+        crate::edge_metrics::HEADER_TIMEOUTS.inc();
+        self.answer = answer::to_http1_close(&answer::request_timeout(self.timeout));
+        self.phase = Phase::Answering(0);
+        // A client that reads nothing does not hold the connection.
+        self.sleep
+            .as_mut()
+            .reset(Instant::now() + super::ANSWER_GRACE);
+        self.poll_answer_or_give_up(cx);
+        Poll::Pending
+    }
+
+    /// Drive the 408 until written or until the answer's grace is over.
+    fn poll_answer_or_give_up(&mut self, cx: &mut Context<'_>) {
+        if self.poll_answer(cx).is_pending() && self.sleep.as_mut().poll(cx).is_ready() {
+            self.phase = Phase::Finished;
+            self.flags.answered.notify_one();
+        }
     }
 
     /// Drive the 408: write it, flush, close the write side.
@@ -135,14 +190,22 @@ impl AsyncRead for HeaderDeadline {
         let this = self.get_mut();
         if !matches!(this.phase, Phase::Reading) {
             // The 408 is on its way: the edge ends the connection.
-            return match this.poll_answer(cx) {
-                Poll::Ready(()) | Poll::Pending => Poll::Pending,
-            };
+            this.poll_answer_or_give_up(cx);
+            return Poll::Pending;
+        }
+        if this.flags.rearm.swap(false, Ordering::AcqRel) {
+            this.start_next_request();
         }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &r {
-            this.read += buf.filled().len() - before;
+            let n = buf.filled().len() - before;
+            this.read += n;
+            if this.idle && n > 0 {
+                // The first byte of the next request: its header deadline.
+                this.idle = false;
+                this.sleep.as_mut().reset(Instant::now() + this.timeout);
+            }
         }
         if r.is_ready() || this.flags.done.load(Ordering::Acquire) {
             return r;
@@ -150,18 +213,7 @@ impl AsyncRead for HeaderDeadline {
         if this.sleep.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
-        crate::edge_metrics::HEADER_TIMEOUTS.inc();
-        if this.read == 0 {
-            // Nothing of a request arrived: end of file, closed quietly.
-            this.phase = Phase::Finished;
-            this.flags.answered.notify_one();
-            return Poll::Ready(Ok(()));
-        }
-        this.answer = answer::to_http1_close(&answer::request_timeout(this.timeout));
-        this.phase = Phase::Answering(0);
-        match this.poll_answer(cx) {
-            Poll::Ready(()) | Poll::Pending => Poll::Pending,
-        }
+        this.expire(cx)
     }
 }
 

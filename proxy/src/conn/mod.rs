@@ -2,8 +2,9 @@
 //! header, the per-address connection cap, the idle wait for a first byte and
 //! the request-header deadline.
 //!
-//! Pingora hands each connection to [`ServerApp::process_new`], once per
-//! request on HTTP/1 keep-alive connections. [`EdgeApp`] runs before it:
+//! Pingora hands each connection to [`ServerApp::process_new`] once and
+//! serves all requests of an HTTP/1 keep-alive connection inside that call.
+//! [`EdgeApp`] runs before it:
 //!
 //! - on a PROXY-protocol listener, the first call reads the v1/v2 header
 //!   (within `proxy.header_timeout`) and replaces the socket's peer address
@@ -11,12 +12,14 @@
 //! - the first call also counts the connection against its client address
 //!   (IPv6: /64); over `proxy.max_connections_per_ip` it is closed at once.
 //!   The count is released when Pingora is done with the connection;
-//! - every call waits at most `proxy.keepalive_timeout` for a first byte
-//!   (plain TCP), then gives the request header `proxy.header_timeout` to
-//!   arrive in full: the service calls [`header_done`] as soon as it has the
-//!   header ([`deadline::HeaderDeadline`]). A connection that misses the
-//!   deadline gets `408 Request Timeout` if part of a request arrived, and
-//!   is closed;
+//! - it waits at most `proxy.keepalive_timeout` for a first byte (plain
+//!   TCP), then gives the request header `proxy.header_timeout` to arrive in
+//!   full: the service calls [`header_done`] as soon as it has the header
+//!   ([`deadline::HeaderDeadline`]). Every later request on the connection
+//!   gets the same ([`request_finished`] re-arms the deadline): at most
+//!   `keepalive_timeout` idle, then `header_timeout` from its first byte. A
+//!   connection that misses a deadline gets `408 Request Timeout` if part of
+//!   a request arrived, and is closed;
 //! - on TLS listeners the handshake (and the PROXY header before it) must be
 //!   done within `proxy.header_timeout` too ([`HandshakeWatch`]).
 
@@ -27,7 +30,7 @@ pub use handshake::HandshakeWatch;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,13 +53,24 @@ use crate::state::State;
 use deadline::{DeadlineFlags, HeaderDeadline};
 
 tokio::task_local! {
-    static HEADER_DONE: Arc<AtomicBool>;
+    static HEADER_DONE: Arc<DeadlineFlags>;
 }
 
 /// Called by the service once the request header is in: the header deadline
-/// of this connection no longer applies. Outside an [`EdgeApp`] a no-op.
+/// of this request no longer applies. Outside an [`EdgeApp`] a no-op.
 pub fn header_done() {
-    let _ = HEADER_DONE.try_with(|f| f.store(true, Ordering::Release));
+    let _ = HEADER_DONE.try_with(|f| f.done.store(true, Ordering::Release));
+}
+
+/// Called by the service when a request is finished (answered and logged):
+/// on a keep-alive connection the next request header gets its own deadline
+/// (`keepalive_timeout` for its first byte, then `header_timeout`). Outside
+/// an [`EdgeApp`] (HTTP/2 streams) a no-op.
+pub fn request_finished() {
+    let _ = HEADER_DONE.try_with(|f| {
+        f.done.store(false, Ordering::Release);
+        f.rearm.store(true, Ordering::Release);
+    });
 }
 
 /// Open connections per client address, and which address each open
@@ -138,12 +152,23 @@ pub struct EdgeApp<A> {
 
 /// How long after the header deadline the edge stops waiting for the 408 to
 /// be written (a client that reads nothing) and drops the connection.
-const ANSWER_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 fn peer_of(stream: &Stream) -> Option<IpAddr> {
     stream
         .get_socket_digest()
         .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+}
+
+/// The cap on open connections for a connection from `peer` (after a PROXY
+/// header, its source): `max_connections_per_ip`, except for a peer in
+/// `trusted_proxies` (a load balancer carries many clients, told apart per
+/// request by `X-Forwarded-For`): 0, no cap.
+fn connection_cap(peer: Option<IpAddr>, edge: &tollgate_core::config::EdgeConfig) -> u32 {
+    match peer {
+        Some(ip) if edge.trusted_proxies.contains(ip) => 0,
+        _ => edge.max_connections_per_ip,
+    }
 }
 
 /// Read a PROXY header from the start of `stream` and make its source the
@@ -263,10 +288,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
             if edge.proxy_protocol {
                 stream = self.proxy_protocol(stream, edge.header_timeout).await?;
             }
-            let ip = peer_of(&stream)
+            let peer = peer_of(&stream);
+            let ip = peer
                 .map(net::bucket_key)
                 .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-            if !self.conns.admit(id, ip, edge.max_connections_per_ip) {
+            let cap = connection_cap(peer, edge);
+            if !self.conns.admit(id, ip, cap) {
                 edge_metrics::CONNECTIONS_REFUSED
                     .with_label_values(&["per_ip_cap"])
                     .inc();
@@ -310,21 +337,22 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
             return r;
         }
         let flags = Arc::new(DeadlineFlags::default());
-        let stream = HeaderDeadline::arm(stream, flags.clone(), deadline, edge.header_timeout)?;
-        let fut = HEADER_DONE.scope(flags.done.clone(), self.inner.process_new(stream, shutdown));
+        let stream = HeaderDeadline::arm(
+            stream,
+            flags.clone(),
+            deadline,
+            edge.header_timeout,
+            proxy.keepalive_timeout,
+        )?;
+        // Pingora serves every request of an HTTP/1 keep-alive connection
+        // inside this one call; the stream re-arms its deadline per request.
+        let fut = HEADER_DONE.scope(flags.clone(), self.inner.process_new(stream, shutdown));
         tokio::pin!(fut);
         let result = tokio::select! {
             r = &mut fut => r,
-            // The 408 is written (or nothing had arrived): close.
+            // The 408 is written, given up on, or nothing had arrived:
+            // dropping the future closes the connection.
             () = flags.answered.notified() => None,
-            () = tokio::time::sleep(deadline + ANSWER_GRACE) => {
-                if flags.done.load(Ordering::Acquire) {
-                    fut.await
-                } else {
-                    // Dropping the future closes the connection.
-                    None
-                }
-            }
         };
         counted.keep = result.is_some();
         result
@@ -338,6 +366,21 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_proxies_are_not_capped_by_their_own_address() {
+        let mut edge = tollgate_core::config::EdgeConfig {
+            max_connections_per_ip: 7,
+            ..Default::default()
+        };
+        edge.trusted_proxies =
+            tollgate_core::net::TrustedProxies::new(vec!["10.0.0.0/8".parse().expect("net")]);
+        let lb: IpAddr = "10.1.2.3".parse().expect("ip");
+        let client: IpAddr = "203.0.113.9".parse().expect("ip");
+        assert_eq!(connection_cap(Some(lb), &edge), 0);
+        assert_eq!(connection_cap(Some(client), &edge), 7);
+        assert_eq!(connection_cap(None, &edge), 7);
+    }
 
     #[test]
     fn conn_table_caps_and_releases() {

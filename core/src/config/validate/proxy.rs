@@ -151,6 +151,12 @@ impl Validator<'_> {
             Duration::from_millis(100),
             d.header_timeout,
         );
+        let body_timeout = self.duration_or(
+            "proxy.body_timeout",
+            &p.body_timeout,
+            Duration::from_millis(100),
+            d.body_timeout,
+        );
         let max_header_bytes = match given(&p.max_header_bytes) {
             None => d.max_header_bytes,
             Some(s) => self
@@ -169,6 +175,7 @@ impl Validator<'_> {
             trusted_proxies: crate::net::TrustedProxies::new(nets),
             proxy_protocol,
             header_timeout,
+            body_timeout,
             max_header_bytes,
             max_connections_per_ip: u32::try_from(max_connections_per_ip).unwrap_or(u32::MAX),
         }

@@ -8,13 +8,14 @@ fn edge_settings_have_defaults_and_parse() {
     let c = ok("");
     assert_eq!(c.proxy.edge, EdgeConfig::default());
     assert_eq!(c.proxy.edge.max_header_bytes, 32 * 1024);
-    let c = ok("proxy:\n  path_policy: normalize\n  trusted_proxies: [10.0.0.0/8, \"::1\", 192.0.2.7]\n  proxy_protocol: true\n  header_timeout: 2s\n  max_header_bytes: 64KiB\n  max_connections_per_ip: 0\n");
+    let c = ok("proxy:\n  path_policy: normalize\n  trusted_proxies: [10.0.0.0/8, \"::1\", 192.0.2.7]\n  proxy_protocol: true\n  header_timeout: 2s\n  body_timeout: 3s\n  max_header_bytes: 64KiB\n  max_connections_per_ip: 0\n");
     let e = &c.proxy.edge;
     assert_eq!(e.path_policy, PathPolicy::Normalize);
     assert_eq!(e.trusted_proxies.nets().len(), 3);
     assert!(e.trusted_proxies.contains("10.1.2.3".parse().expect("ip")));
     assert!(e.proxy_protocol);
     assert_eq!(e.header_timeout, Duration::from_secs(2));
+    assert_eq!(e.body_timeout, Duration::from_secs(3));
     assert_eq!(e.max_header_bytes, 64 * 1024);
     assert_eq!(e.max_connections_per_ip, 0);
     assert_eq!(
@@ -45,6 +46,8 @@ fn hostile_edge_settings_are_refused_at_their_position() {
         ("proxy:\n  trusted_proxies: 10.0.0.0/8\n", ""),
         ("proxy:\n  proxy_protocol: yes please\n", "true or false"),
         ("proxy:\n  header_timeout: 0s\n", "at least"),
+        ("proxy:\n  body_timeout: 0s\n", "at least"),
+        ("proxy:\n  body_timeout: soon\n", ""),
         ("proxy:\n  max_header_bytes: 10\n", "between"),
         ("proxy:\n  max_header_bytes: 2MiB\n", "between"),
         (

@@ -1,0 +1,335 @@
+//! Slow and greedy clients through a real Pingora listener: every request
+//! header of a keep-alive connection must arrive within
+//! `proxy.header_timeout` of its first byte (408 + close), an idle
+//! keep-alive connection is closed after `proxy.keepalive_timeout`, a
+//! stalled request body gets 408 at `proxy.body_timeout`, and a trusted
+//! load balancer is not capped by `max_connections_per_ip`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::raw;
+use common::{Store, TestProxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SLOW: &str = r#"
+proxy:
+  listen: "{listen}"
+  metrics_listen: "{metrics}"
+  threads: 2
+  header_timeout: 1s
+  keepalive_timeout: 3s
+plans:
+  free: { limits: [ { name: minute, rate: 100000, per: 1m } ] }
+upstreams:
+  demo: { targets: ["{upstream}"] }
+routes:
+  - { name: open, match: { path_prefix: /open }, upstream: demo, strip_prefix: /open, auth: none }
+  - { name: keyed, match: { path_prefix: /keyed }, upstream: demo, strip_prefix: /keyed, default_plan: free }
+"#;
+
+/// Send `req` and read one whole response (with a `Content-Length` body).
+async fn one_exchange(s: &mut TcpStream, req: &[u8]) -> String {
+    s.write_all(req).await.expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = String::from_utf8_lossy(&out).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = raw::parse(&text)
+                .header("content-length")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if out.len() >= end + 4 + len {
+                return text;
+            }
+        }
+        assert!(Instant::now() < deadline, "no whole response: {text}");
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(n > 0, "closed mid-response: {text}");
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Trickle `bytes` one at a time every 100 ms until the proxy closes the
+/// connection; what it answered, and how long after the first byte.
+async fn trickle_until_closed(s: &mut TcpStream, bytes: &[u8]) -> (String, Duration) {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    for b in bytes.iter().cycle() {
+        // The trickle would take minutes; the proxy must cut it long before.
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "still open after 30 s: {}",
+            String::from_utf8_lossy(&out)
+        );
+        if s.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    // Whatever is still buffered.
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    (String::from_utf8_lossy(&out).to_string(), start.elapsed())
+}
+
+fn assert_408_in_time(what: &str, text: &str, took: Duration) {
+    assert!(
+        took >= Duration::from_millis(900),
+        "{what}: cut early, {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "{what}: closed after {took:?}"
+    );
+    let r = raw::parse(text);
+    assert_eq!(r.status, 408, "{what}: {text}");
+    assert_eq!(r.header("connection"), Some("close"), "{what}: {text}");
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/problem+json"),
+        "{what}"
+    );
+}
+
+/// F9: one quick request, then the next header trickled on the same
+/// connection: 408 at `header_timeout` from its first byte, then closed;
+/// likewise after a 401 that keeps the connection open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_keep_alive_request_header_has_the_header_deadline() {
+    let p = TestProxy::start(SLOW, Store::Sqlite).await.expect("sqlite");
+    let slow = b"GET /open/users HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    for (what, first, status) in [
+        (
+            "after a 200",
+            &b"GET /open/users HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+            200,
+        ),
+        (
+            "after a 401",
+            &b"GET /keyed/users HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+            401,
+        ),
+    ] {
+        let mut s = raw::connect(None, p.addr).await;
+        let text = one_exchange(&mut s, first).await;
+        let r = raw::parse(&text);
+        assert_eq!(r.status, status, "{what}: {text}");
+        assert_ne!(r.header("connection"), Some("close"), "{what}: {text}");
+        let (text, took) = trickle_until_closed(&mut s, slow).await;
+        assert_408_in_time(what, &text, took);
+    }
+    // Several quick requests in a row on one connection are all served.
+    let mut s = raw::connect(None, p.addr).await;
+    for _ in 0..3 {
+        let text = one_exchange(&mut s, b"GET /open/users HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert_eq!(raw::parse(&text).status, 200, "{text}");
+    }
+}
+
+/// An idle keep-alive connection is closed after `keepalive_timeout` (3 s),
+/// quietly (no answer); one that idles less is served again, however long
+/// that is past `header_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_close_after_keepalive_timeout() {
+    let p = TestProxy::start(SLOW, Store::Sqlite).await.expect("sqlite");
+    let req = b"GET /open/users HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut s = raw::connect(None, p.addr).await;
+    let text = one_exchange(&mut s, req).await;
+    assert_eq!(raw::parse(&text).status, 200, "{text}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = one_exchange(&mut s, req).await;
+    assert_eq!(raw::parse(&text).status, 200, "{text}");
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
+    let took = start.elapsed();
+    assert!(read.is_ok(), "an idle connection still open after 30 s");
+    assert!(took >= Duration::from_millis(2500), "cut early: {took:?}");
+    assert!(took < Duration::from_secs(15), "closed after {took:?}");
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+}
+
+const BALANCED: &str = r#"
+proxy:
+  listen: "{listen}"
+  metrics_listen: "{metrics}"
+  threads: 2
+  max_connections_per_ip: 3
+  trusted_proxies: [127.0.0.1/32]
+upstreams:
+  demo: { targets: ["{upstream}"] }
+routes:
+  - { name: open, match: { path_prefix: /open }, upstream: demo, strip_prefix: /open, auth: none }
+"#;
+
+/// F2: a trusted load balancer (127.0.0.1) carries many clients: its own
+/// address is not capped by `max_connections_per_ip` (3 here), while an
+/// untrusted address still is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_balancer_is_not_capped_by_its_own_address() {
+    let p = TestProxy::start(BALANCED, Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let lb = Some("127.0.0.1".parse().expect("ip"));
+    let req = b"GET /open/users HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.5\r\nConnection: close\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(raw::connect(lb, p.addr).await);
+    }
+    // Give the proxy time to take (and count) every held connection.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 0..3 {
+        let resp = raw::exchange(lb, p.addr, req, Duration::from_secs(10)).await;
+        assert_eq!(raw::statuses(&resp), vec![200], "request {i}: {resp}");
+    }
+    // The held connections are served too.
+    for s in held.iter_mut().take(2) {
+        let text = one_exchange(s, b"GET /open/users HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert_eq!(raw::parse(&text).status, 200, "{text}");
+    }
+    // An untrusted address is still capped.
+    let hog = Some("127.0.0.7".parse().expect("ip"));
+    let mut refused = false;
+    let mut hogged = Vec::new();
+    for attempt in 1..=10u64 {
+        hogged.clear();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..3 {
+            hogged.push(raw::connect(hog, p.addr).await);
+            tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+        }
+        let resp = raw::exchange(hog, p.addr, req, Duration::from_secs(5)).await;
+        if raw::statuses(&resp).is_empty() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(
+        refused,
+        "a fourth connection from 127.0.0.7 was always served"
+    );
+}
+
+/// With the PROXY protocol the cap applies to the source the header names,
+/// not to the balancer that sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_proxy_protocol_the_cap_is_the_sources() {
+    let yaml = BALANCED.replace("  threads: 2\n", "  threads: 2\n  proxy_protocol: true\n");
+    let p = TestProxy::start(&yaml, Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let lb = Some("127.0.0.1".parse().expect("ip"));
+    let header = |src: &str| format!("PROXY TCP4 {src} 127.0.0.1 5555 80\r\n");
+    let req = "GET /open/users HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let mut refused = false;
+    let mut held = Vec::new();
+    for attempt in 1..=10u64 {
+        held.clear();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..3 {
+            let mut s = raw::connect(lb, p.addr).await;
+            s.write_all(header("198.51.100.7").as_bytes())
+                .await
+                .expect("write");
+            held.push(s);
+            tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+        }
+        let probe = format!("{}{req}", header("198.51.100.7"));
+        let resp = raw::exchange(lb, p.addr, probe.as_bytes(), Duration::from_secs(5)).await;
+        if raw::statuses(&resp).is_empty() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(
+        refused,
+        "a fourth connection of one PROXY source was always served"
+    );
+    // Another source through the same balancer is not affected.
+    let other = format!("{}{req}", header("198.51.100.8"));
+    let resp = raw::exchange(lb, p.addr, other.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(raw::statuses(&resp), vec![200], "{resp}");
+}
+
+const BODY: &str = r#"
+proxy:
+  listen: "{listen}"
+  metrics_listen: "{metrics}"
+  threads: 2
+  body_timeout: 1s
+upstreams:
+  demo: { targets: ["{upstream}"] }
+routes:
+  - { name: open, match: { path_prefix: /open }, upstream: demo, strip_prefix: /open, auth: none }
+"#;
+
+/// F10/F11: a request body that stops coming (none at all, or stalled half
+/// way) gets `408 Request Timeout` at `body_timeout` (1 s here) and the
+/// connection is closed; it is the client's fault, not an upstream error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_body_gets_408_at_body_timeout() {
+    let p = TestProxy::start(BODY, Store::Sqlite).await.expect("sqlite");
+    for (what, sent) in [("no body", ""), ("half a body", "{\"name\": \"half")] {
+        let mut s = raw::connect(None, p.addr).await;
+        let req = format!(
+            "POST /open/users HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{sent}"
+        );
+        s.write_all(req.as_bytes()).await.expect("write");
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
+        let took = start.elapsed();
+        assert!(read.is_ok(), "{what}: still open after 30 s");
+        assert!(
+            took >= Duration::from_millis(900),
+            "{what}: cut early, {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(15),
+            "{what}: closed after {took:?}"
+        );
+        let text = String::from_utf8_lossy(&out);
+        let r = raw::parse(&text);
+        assert_eq!(r.status, 408, "{what}: {text}");
+        assert_eq!(r.header("connection"), Some("close"), "{what}: {text}");
+        assert_eq!(r.json()["body_timeout_ms"], 1000, "{what}: {text}");
+    }
+    let m = p.metrics_text().await;
+    assert_eq!(
+        common::metric_value(&m, "tollgate_requests_total", &["open", "upstream_error"]),
+        0.0,
+        "{m}"
+    );
+    assert!(
+        common::metric_value(&m, "tollgate_requests_total", &["\"open\"", "bad_request"]) >= 2.0,
+        "{m}"
+    );
+    // A body sent in pieces, each within the timeout, is served.
+    let mut s = raw::connect(None, p.addr).await;
+    let body = b"{\"name\":\"Slow\",\"email\":\"slow@example.com\"}";
+    let head = format!(
+        "POST /open/users HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    for chunk in body.chunks(body.len() / 3 + 1) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.write_all(chunk).await.expect("write");
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(raw::statuses(&text), vec![201], "{text}");
+}
