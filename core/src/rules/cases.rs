@@ -196,7 +196,13 @@ pub fn plan_cases() -> Vec<PlanCase> {
     ];
     for (what, name, c, valid) in [
         ("concurrency 1", "k1", json!(1), true),
-        ("concurrency 2^32 - 1", "kmax", json!(u32::MAX), true),
+        ("concurrency 2^31 - 1", "kmax", json!(i32::MAX), true),
+        (
+            "concurrency 2^31 (past int32)",
+            "k31",
+            json!(1u64 << 31),
+            false,
+        ),
         ("concurrency 0", "k0", json!(0), false),
         (
             "concurrency 2^32",

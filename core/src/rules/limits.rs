@@ -9,7 +9,7 @@
 //! - a list holds at most [`MAX_LIMITS`] limits with distinct names; a plan
 //!   may have none (only a concurrency cap, or nothing: unlimited), a key's
 //!   own list has at least one (no list means "the plan's");
-//! - a concurrency cap is 1 to `u32::MAX`.
+//! - a concurrency cap is 1 to `i32::MAX` (the OpenAPI `int32`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -30,7 +30,7 @@ pub const MIN_PER: Duration = Duration::from_millis(1);
 /// The longest `per`: 366 days.
 pub const MAX_PER: Duration = Duration::from_secs(366 * 86_400);
 /// The largest concurrency cap.
-pub const MAX_CONCURRENCY: u64 = u32::MAX as u64;
+pub const MAX_CONCURRENCY: u64 = i32::MAX as u64;
 
 /// Whether a list of limits may be empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
