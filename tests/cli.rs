@@ -197,6 +197,23 @@ fn sigterm_lets_in_flight_requests_finish_then_exits() {
         ],
         &[],
     );
+    // The route is served before the slow request is sent (a 404 here once,
+    // on a loaded machine: the request must test the stop, not the start).
+    let ready = dev.proxy_url("/slow/1");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let start = Instant::now();
+    loop {
+        let status = rt.block_on(async { reqwest::get(&ready).await.map(|r| r.status().as_u16()) });
+        if status.as_ref().is_ok_and(|s| *s == 200) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "/slow never served: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(rt);
     let url = dev.proxy_url("/slow/1500");
     let slow = std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
