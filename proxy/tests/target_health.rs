@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{free_port, Store, TestProxy};
+use common::{closed_port, Store, TestProxy};
 use tollgate_core::db::instances::TargetHealth;
 use tollgate_core::db::Db;
 
@@ -64,7 +64,7 @@ fn find(health: &[TargetHealth], port: u16) -> Option<&TargetHealth> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_traffic_gives_each_target_a_latency() {
-    let down_port = free_port();
+    let (_held, down_port) = closed_port();
     let started = tollgate_core::now_ms();
     let Some(p) = TestProxy::start(&yaml(down_port), Store::Sqlite).await else {
         return;

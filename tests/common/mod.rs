@@ -19,6 +19,18 @@ pub fn tollgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
 }
 
+/// A port on which connections are refused, held for as long as the guard
+/// lives: the socket is bound but never listens, so no test running beside
+/// this one can take the port and answer on it.
+pub fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind port 0");
+    let port = socket.local_addr().expect("addr").port();
+    (socket, port)
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
