@@ -147,6 +147,14 @@ metric!(OVER_LIMIT_CACHE_HITS: IntGauge = register_int_gauge!(
     "tollgate_redis_over_limit_cache_hits",
     "Requests refused from the over-limit cache without asking Redis (since start)"
 ));
+metric!(LEASED_TOKENS: IntGauge = register_int_gauge!(
+    "tollgate_limiter_leased_tokens",
+    "Tokens this proxy holds in Redis token leases, unspent (taken from Redis, not yet admitted or given back)"
+));
+metric!(LEASE_HITS: IntGauge = register_int_gauge!(
+    "tollgate_limiter_lease_hits",
+    "Requests admitted from this proxy's Redis token leases without asking Redis (since start)"
+));
 metric!(AUTH_THROTTLED: IntCounter = register_int_counter!(
     "tollgate_auth_throttled_total",
     "Requests refused because their IP sent too many missing or invalid keys"
@@ -224,6 +232,8 @@ pub fn init() {
     LazyLock::force(&REDIS_BREAKER_STATE);
     LazyLock::force(&LIMITER_FALLBACKS);
     LazyLock::force(&OVER_LIMIT_CACHE_HITS);
+    LazyLock::force(&LEASED_TOKENS);
+    LazyLock::force(&LEASE_HITS);
     LazyLock::force(&USAGE_ROWS_WRITTEN);
     LazyLock::force(&USAGE_FLUSH_ERRORS);
     LazyLock::force(&USAGE_BUFFERED_ROWS);

@@ -216,10 +216,18 @@ pub struct LimiterConfig {
     /// With the Redis backend: how long a proxy's concurrency hold outlives
     /// the proxy (renewed every third of it while its request runs).
     pub concurrency_lease: Duration,
+    /// With the Redis backend: how long a token lease taken from a Redis
+    /// bucket may be spent locally before its unused tokens go back.
+    /// Zero: no leases, every request asks Redis.
+    pub lease_ttl: Duration,
 }
 
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(20);
 pub const DEFAULT_CONCURRENCY_LEASE: Duration = Duration::from_secs(10);
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_millis(200);
+/// `limiter.lease_ttl`: 0 (off) or within these bounds.
+pub const MIN_LEASE_TTL: Duration = Duration::from_millis(10);
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

@@ -221,7 +221,7 @@ pub struct RawStorage {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of limiter settings (backend, redis_url, redis_timeout, on_redis_error, redis_ca_file, concurrency_lease)"
+    expecting = "a mapping of limiter settings (backend, redis_url, redis_timeout, on_redis_error, redis_ca_file, concurrency_lease, lease_ttl)"
 )]
 pub struct RawLimiter {
     pub backend: Option<Scalar>,
@@ -230,6 +230,7 @@ pub struct RawLimiter {
     pub on_redis_error: Option<Scalar>,
     pub redis_ca_file: Option<Scalar>,
     pub concurrency_lease: Option<Scalar>,
+    pub lease_ttl: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]

@@ -393,8 +393,8 @@ async fn sweep_limiter(limiter: Arc<LocalLimiter>) {
 }
 
 /// Create the Redis limiter as soon as the config asks for one (so it is
-/// connected before the first request) and publish its breaker state and
-/// over-limit cache figures.
+/// connected before the first request) and publish its breaker state,
+/// over-limit cache and lease figures.
 async fn watch_redis(state: Arc<State>, limiters: Arc<Limiters>) {
     loop {
         let cfg = state.config.load_full();
@@ -402,6 +402,9 @@ async fn watch_redis(state: Arc<State>, limiters: Arc<Limiters>) {
             Some(redis) => {
                 metrics::REDIS_BREAKER_STATE.set(redis.breaker_state().as_i64());
                 metrics::OVER_LIMIT_CACHE_HITS.set(redis.over_limit_cache().hits() as i64);
+                let leases = redis.leases();
+                metrics::LEASED_TOKENS.set(i64::try_from(leases.outstanding()).unwrap_or(i64::MAX));
+                metrics::LEASE_HITS.set(i64::try_from(leases.hits()).unwrap_or(i64::MAX));
                 redis.over_limit_cache().sweep(Instant::now());
             }
             None => metrics::REDIS_BREAKER_STATE.set(0),

@@ -26,13 +26,14 @@ pub enum Verdict {
     Unavailable,
 }
 
-/// The Redis limiter of one (URL, timeout, CA file), or why it could not be
+/// The Redis limiter of one (URL, timeout, CA file, leases), or why it could not be
 /// created (then retried after [`RETRY_CREATE`]).
 struct RedisSlot {
     url: String,
     timeout: Duration,
     ca_file: Option<PathBuf>,
     lease: Duration,
+    lease_ttl: Duration,
     limiter: Result<Arc<RedisLimiter>, RedisLimitError>,
     created: Instant,
 }
@@ -43,6 +44,7 @@ impl RedisSlot {
             && self.timeout == cfg.redis_timeout
             && self.ca_file == cfg.redis_ca_file
             && self.lease == cfg.concurrency_lease
+            && self.lease_ttl == cfg.lease_ttl
     }
 }
 
@@ -117,6 +119,7 @@ fn create(url: &str, cfg: &LimiterConfig) -> Result<RedisLimiter, RedisLimitErro
             timeout: cfg.redis_timeout,
             ca_pem,
             concurrency_lease: cfg.concurrency_lease,
+            lease_ttl: cfg.lease_ttl,
             ..RedisLimiterOptions::default()
         },
     )
@@ -213,6 +216,7 @@ impl Limiters {
             timeout: cfg.redis_timeout,
             ca_file: cfg.redis_ca_file.clone(),
             lease: cfg.concurrency_lease,
+            lease_ttl: cfg.lease_ttl,
             limiter: limiter.clone(),
             created: Instant::now(),
         })));

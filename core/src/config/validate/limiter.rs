@@ -59,6 +59,7 @@ impl Validator<'_> {
             Duration::from_millis(300),
             DEFAULT_CONCURRENCY_LEASE,
         );
+        let lease_ttl = self.lease_ttl(&l.lease_ttl);
         LimiterConfig {
             backend,
             redis_url,
@@ -66,6 +67,46 @@ impl Validator<'_> {
             on_redis_error,
             redis_ca_file,
             concurrency_lease,
+            lease_ttl,
         }
+    }
+
+    /// `limiter.lease_ttl`: `0` (or `0ms`, `0s`) turns leases off; otherwise
+    /// within [`MIN_LEASE_TTL`, `MAX_LEASE_TTL`]: shorter leases would cost
+    /// a Redis call per request anyway, longer ones keep tokens away from
+    /// other proxies for too long.
+    fn lease_ttl(&mut self, s: &Option<Scalar>) -> Duration {
+        let path = "limiter.lease_ttl";
+        let Some(s) = given(s) else {
+            return DEFAULT_LEASE_TTL;
+        };
+        let text = s.text().unwrap_or_default();
+        if text.trim() == "0" {
+            return Duration::ZERO;
+        }
+        let Some(d) = self.duration(path, s, Duration::ZERO) else {
+            return DEFAULT_LEASE_TTL;
+        };
+        if !d.is_zero() && d < MIN_LEASE_TTL {
+            self.error(
+                path,
+                format!(
+                    "must be 0 (no leases) or at least {}, got {text:?}",
+                    duration::format(MIN_LEASE_TTL)
+                ),
+            );
+            return DEFAULT_LEASE_TTL;
+        }
+        if d > MAX_LEASE_TTL {
+            self.error(
+                path,
+                format!(
+                    "must be at most {}, got {text:?}",
+                    duration::format(MAX_LEASE_TTL)
+                ),
+            );
+            return DEFAULT_LEASE_TTL;
+        }
+        d
     }
 }

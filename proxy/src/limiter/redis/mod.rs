@@ -18,23 +18,33 @@
 //! - Every call is bounded by `redis_timeout`; a [`CircuitBreaker`] skips Redis
 //!   while it keeps failing; an [`OverLimitCache`] refuses a subject that Redis
 //!   refused until its Retry-After, without asking Redis again.
+//! - With `limiter.lease_ttl` > 0 a call may take more tokens than the
+//!   request costs: a lease this proxy spends locally ([`lease`]), with no
+//!   Redis call and no hop to the limiter's runtime. Unspent tokens go back.
+//! - Calls queued on the multiplexed connection by the time its driver runs
+//!   go out in one write (its sink is flushed only when its queue is empty):
+//!   the calls of one event-loop turn share one pipeline.
 //!
 //! Split by concept: [`script`] (the token-bucket script's protocol),
-//! [`conn`] (the connection), [`holds`] (concurrency across proxies),
-//! [`over_limit`] (refusals served locally), [`error`].
+//! [`lease`] (token leases), [`conn`] (the connection), [`holds`]
+//! (concurrency across proxies), [`over_limit`] (refusals served locally),
+//! [`error`].
 
 pub mod conn;
 pub mod error;
 pub mod holds;
+pub mod lease;
 pub mod over_limit;
 pub mod script;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::redis::RedisError;
 use smallvec::SmallVec;
 use tokio::runtime::{Handle, Runtime};
+use tollgate_core::config::DEFAULT_LEASE_TTL;
 use tollgate_core::limits::Decision;
 use tollgate_core::redis_url;
 
@@ -42,8 +52,8 @@ use super::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use super::{Bucket, Subject};
 use conn::{connect, AbortOnDrop, Conn};
 pub use error::RedisLimitError;
+use lease::{LeaseArgs, Leases};
 pub use over_limit::OverLimitCache;
-use script::SCRIPT;
 pub use script::{
     bucket_key, decide_from_replies, parse_reply, BucketReply, LimitTimes, ScriptArgs, MAX_SPAN_US,
     SCRIPT_SOURCE,
@@ -69,6 +79,8 @@ pub struct RedisLimiterOptions {
     pub ca_pem: Option<Vec<u8>>,
     /// How long a concurrency hold outlives this process (`limiter.concurrency_lease`).
     pub concurrency_lease: Duration,
+    /// How long a token lease may be spent (`limiter.lease_ttl`; zero: no leases).
+    pub lease_ttl: Duration,
 }
 
 impl Default for RedisLimiterOptions {
@@ -82,6 +94,7 @@ impl Default for RedisLimiterOptions {
             threads: 1,
             ca_pem: None,
             concurrency_lease: Duration::from_secs(10),
+            lease_ttl: DEFAULT_LEASE_TTL,
         }
     }
 }
@@ -100,6 +113,8 @@ pub struct RedisLimiter {
     holds: holds::Holds,
     /// How long a concurrency hold outlives this process.
     lease: Duration,
+    /// Token leases of this process (see [`lease`]).
+    leases: Arc<Leases>,
 }
 
 impl fmt::Debug for RedisLimiter {
@@ -172,6 +187,13 @@ impl RedisLimiter {
             conn.clone(),
             options.concurrency_lease,
         );
+        let leases = Arc::new(Leases::new(options.lease_ttl));
+        lease::spawn_returns(
+            runtime.handle(),
+            leases.clone(),
+            conn.clone(),
+            options.timeout,
+        );
         Ok(Self {
             conn,
             handle: runtime.handle().clone(),
@@ -185,6 +207,7 @@ impl RedisLimiter {
             target: url.redacted(),
             holds,
             lease: options.concurrency_lease,
+            leases,
         })
     }
 
@@ -224,6 +247,11 @@ impl RedisLimiter {
                 limits: Vec::new(),
             });
         }
+        // Served from this proxy's leases: tokens Redis already granted.
+        if let Some(decision) = self.leases.try_take(subject, buckets, Instant::now()) {
+            self.over_limit.forget(subject);
+            return Ok(decision);
+        }
         if let Some(decision) = self.over_limit.get(subject, buckets, Instant::now()) {
             return Ok(decision);
         }
@@ -236,11 +264,20 @@ impl RedisLimiter {
         if !self.breaker.allow() {
             return Err(RedisLimitError::CircuitOpen);
         }
-        let result = self.eval(subject, buckets, None, deadline).await;
+        let args: SmallVec<[ScriptArgs; 4]> =
+            buckets.iter().map(|b| ScriptArgs::new(&b.limit)).collect();
+        // This proxy's leases of these buckets go back with the call (lost
+        // if it fails: fewer admissions, never more).
+        let asked = self.leases.checkout(subject, buckets, &args, started);
+        let result = self
+            .eval(subject, buckets, &args, &asked, None, deadline)
+            .await;
         match &result {
-            Ok((decision, times)) => {
+            Ok((decision, times, replies)) => {
                 self.breaker.success();
                 if decision.allowed {
+                    self.leases
+                        .store(subject, buckets, &args, &asked, replies, Instant::now());
                     // Its other cached refusals may report buckets this
                     // admission just took from.
                     self.over_limit.forget(subject);
@@ -251,7 +288,7 @@ impl RedisLimiter {
             }
             Err(_) => self.breaker.failure(),
         }
-        result.map(|(decision, _)| decision)
+        result.map(|(decision, _, _)| decision)
     }
 
     /// Tests only: one script call at an explicit instant (µs on any clock)
@@ -270,31 +307,65 @@ impl RedisLimiter {
                 limits: Vec::new(),
             });
         }
-        self.eval(subject, buckets, Some(now_us), self.deadline())
-            .await
-            .map(|(decision, _)| decision)
+        let args: SmallVec<[ScriptArgs; 4]> =
+            buckets.iter().map(|b| ScriptArgs::new(&b.limit)).collect();
+        let exact: SmallVec<[LeaseArgs; 4]> = args
+            .iter()
+            .map(|a| LeaseArgs {
+                ret: 0,
+                want: a.cost,
+            })
+            .collect();
+        self.eval(
+            subject,
+            buckets,
+            &args,
+            &exact,
+            Some(now_us),
+            self.deadline(),
+        )
+        .await
+        .map(|(decision, _, _)| decision)
     }
 
-    /// One script call, without the cache and the breaker.
+    /// Tests only: one script call with explicit lease arguments at an
+    /// explicit instant (µs), returning the script's replies, to compare
+    /// the script with [`lease::model::script`]. Leaves this proxy's leases
+    /// alone.
+    #[doc(hidden)]
+    pub async fn lease_call_at_us(
+        &self,
+        subject: &Subject,
+        buckets: &[&Bucket],
+        asked: &[LeaseArgs],
+        now_us: u64,
+    ) -> Result<Vec<BucketReply>, RedisLimitError> {
+        let args: SmallVec<[ScriptArgs; 4]> =
+            buckets.iter().map(|b| ScriptArgs::new(&b.limit)).collect();
+        self.eval(
+            subject,
+            buckets,
+            &args,
+            asked,
+            Some(now_us),
+            self.deadline(),
+        )
+        .await
+        .map(|(_, _, replies)| replies)
+    }
+
+    /// One script call, without the cache and the breaker: give back
+    /// `asked.ret` and take each bucket's grant for `asked.want`.
     async fn eval(
         &self,
         subject: &Subject,
         buckets: &[&Bucket],
+        args: &[ScriptArgs],
+        asked: &[LeaseArgs],
         now_us: Option<u64>,
         deadline: Instant,
-    ) -> Result<(Decision, Vec<LimitTimes>), RedisLimitError> {
-        let args: SmallVec<[ScriptArgs; 4]> =
-            buckets.iter().map(|b| ScriptArgs::new(&b.limit)).collect();
-        let mut inv = SCRIPT.prepare_invoke();
-        for b in buckets {
-            inv.key(bucket_key(subject, b));
-        }
-        for a in &args {
-            inv.arg(a.interval_us).arg(a.burst).arg(a.cost);
-        }
-        if let Some(now) = now_us {
-            inv.arg(now);
-        }
+    ) -> Result<(Decision, Vec<LimitTimes>, Vec<BucketReply>), RedisLimitError> {
+        let inv = script::invocation(subject, buckets, args, asked, now_us);
         let reply = self
             .run(deadline, move |mut conn| async move {
                 match conn.invoke(&inv).await {
@@ -306,7 +377,8 @@ impl RedisLimiter {
             })
             .await?;
         let replies = parse_reply(&reply, buckets.len())?;
-        Ok(decide_from_replies(buckets, &args, &replies))
+        let (decision, times) = decide_from_replies(buckets, args, &replies);
+        Ok((decision, times, replies))
     }
 
     /// A call starting now may wait for Redis until this instant.
@@ -350,6 +422,11 @@ impl RedisLimiter {
 
     pub fn over_limit_cache(&self) -> &OverLimitCache {
         &self.over_limit
+    }
+
+    /// This process' token leases.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     pub fn timeout(&self) -> Duration {

@@ -4,9 +4,10 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use ::redis::Script;
+use ::redis::{Script, ScriptInvocation};
 use tollgate_core::limits::{ceil_secs, Decision, Limit, LimitState};
 
+use super::lease::LeaseArgs;
 use super::RedisLimitError;
 use crate::limiter::{Bucket, Subject};
 
@@ -15,8 +16,9 @@ pub const SCRIPT_SOURCE: &str = include_str!("../../../../lua/token_bucket.lua")
 
 pub(super) static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SCRIPT_SOURCE));
 
-/// Integers returned per limit by the script: allowed, remaining, reset, retry.
-const REPLY_STRIDE: usize = 4;
+/// Integers returned per limit by the script: allowed, remaining, reset,
+/// retry, granted.
+const REPLY_STRIDE: usize = 5;
 
 /// The longest span (µs) the script handles: "now" (~2^50.6 µs since the
 /// epoch) plus a stored TAT's lead plus a cost, each ≤ 2^50 (+ one interval),
@@ -32,7 +34,8 @@ pub fn bucket_key(subject: &Subject, bucket: &Bucket) -> String {
     format!("tg:{{{subject}}}:{}", bucket.name)
 }
 
-/// The numbers the script gets for one limit (ARGV triple).
+/// The limit's numbers the script gets (the first three of its five ARGV
+/// per limit; the lease's two are [`super::lease::LeaseArgs`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScriptArgs {
     /// µs for one token to come back, ≥ 1.
@@ -58,6 +61,32 @@ impl ScriptArgs {
     }
 }
 
+/// One call of the script: per bucket its key, the limit's numbers and what
+/// the proxy gives back and wants; `now_us` only in tests (else Redis' TIME).
+pub fn invocation(
+    subject: &Subject,
+    buckets: &[&Bucket],
+    args: &[ScriptArgs],
+    asked: &[LeaseArgs],
+    now_us: Option<u64>,
+) -> ScriptInvocation<'static> {
+    let mut inv = SCRIPT.prepare_invoke();
+    for b in buckets {
+        inv.key(bucket_key(subject, b));
+    }
+    for (a, l) in args.iter().zip(asked) {
+        inv.arg(a.interval_us)
+            .arg(a.burst)
+            .arg(a.cost)
+            .arg(l.ret)
+            .arg(l.want);
+    }
+    if let Some(now) = now_us {
+        inv.arg(now);
+    }
+    inv
+}
+
 /// What the script answered for one limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BucketReply {
@@ -66,6 +95,9 @@ pub struct BucketReply {
     pub reset_us: u64,
     /// µs until this bucket admits the request; `None`: never (cost > burst).
     pub retry_us: Option<u64>,
+    /// Tokens granted: the cost, or a lease; 0 if this bucket refuses.
+    /// `remaining` and `reset_us` count them all as taken.
+    pub granted: u64,
 }
 
 /// Parse the script's flat reply (see `lua/token_bucket.lua`).
@@ -84,6 +116,7 @@ pub fn parse_reply(reply: &[i64], limits: usize) -> Result<Vec<BucketReply>, Red
             remaining: non_negative(c[1]),
             reset_us: non_negative(c[2]),
             retry_us: (c[3] >= 0).then(|| non_negative(c[3])),
+            granted: non_negative(c[4]),
         })
         .collect())
 }
@@ -103,6 +136,8 @@ fn us_to_ns(us: u64) -> u64 {
 
 /// Build the request's [`Decision`] from the script's per-limit replies,
 /// exactly as `tollgate_core::limits::decide` does from `check_bucket`.
+/// Tokens granted beyond the cost (a lease held by this proxy) are reported
+/// as still in the bucket: the request itself took only its cost.
 pub fn decide_from_replies(
     buckets: &[&Bucket],
     args: &[ScriptArgs],
@@ -115,13 +150,17 @@ pub fn decide_from_replies(
         .zip(args)
         .zip(replies)
         .map(|((b, a), r)| {
-            let (remaining, reset_us) = if r.allowed && !allowed {
+            let back = match (r.allowed, allowed) {
                 // Refused by another limit: report this bucket as it stays.
-                let taken_us = a.cost.saturating_mul(a.interval_us);
-                (r.remaining + a.cost, r.reset_us.saturating_sub(taken_us))
-            } else {
-                (r.remaining, r.reset_us)
+                (true, false) => r.granted,
+                // Admitted: the lease beyond the cost is this proxy's.
+                (true, true) => r.granted.saturating_sub(a.cost),
+                (false, _) => 0,
             };
+            let remaining = r.remaining.saturating_add(back);
+            let reset_us = r
+                .reset_us
+                .saturating_sub(back.saturating_mul(a.interval_us));
             let retry = if r.allowed {
                 Some(Duration::ZERO)
             } else {
@@ -224,7 +263,7 @@ mod tests {
 
     #[test]
     fn reply_parsing() {
-        let r = parse_reply(&[1, 4, 100, 0, 0, 0, 7, -1], 2).expect("parse");
+        let r = parse_reply(&[1, 4, 100, 0, 3, 0, 0, 7, -1, 0], 2).expect("parse");
         assert_eq!(
             r,
             vec![
@@ -232,17 +271,19 @@ mod tests {
                     allowed: true,
                     remaining: 4,
                     reset_us: 100,
-                    retry_us: Some(0)
+                    retry_us: Some(0),
+                    granted: 3,
                 },
                 BucketReply {
                     allowed: false,
                     remaining: 0,
                     reset_us: 7,
-                    retry_us: None
+                    retry_us: None,
+                    granted: 0,
                 }
             ]
         );
-        let e = parse_reply(&[1, 2, 3], 1).expect_err("short");
+        let e = parse_reply(&[1, 2, 3, 4], 1).expect_err("short");
         assert_eq!(e.kind(), "script");
     }
 
@@ -283,6 +324,7 @@ mod tests {
                         reset_us: c.reset_ns / 1_000,
                         retry_us: (c.retry_after_ns != u64::MAX)
                             .then_some(c.retry_after_ns / 1_000),
+                        granted: if c.allowed { l.cost() } else { 0 },
                     }
                 })
                 .collect();

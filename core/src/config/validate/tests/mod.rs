@@ -96,6 +96,7 @@ fn empty_document_gives_the_defaults() {
             on_redis_error: OnRedisError::Local,
             redis_ca_file: None,
             concurrency_lease: DEFAULT_CONCURRENCY_LEASE,
+            lease_ttl: DEFAULT_LEASE_TTL,
         },
         log: LogConfig {
             level: "info".into(),

@@ -218,3 +218,38 @@ fn targets() {
         assert!(t(bad).is_err(), "{bad:?} accepted: {:?}", t(bad));
     }
 }
+
+#[test]
+fn lease_ttl_defaults_and_turns_off() {
+    let lease = |v: &str| {
+        let src = format!("{BASE}limiter:\n  lease_ttl: {v}\nroutes: []\n");
+        ok(&src).limiter.lease_ttl
+    };
+    assert_eq!(
+        ok(&format!("{BASE}routes: []\n")).limiter.lease_ttl,
+        DEFAULT_LEASE_TTL
+    );
+    assert_eq!(lease("0"), Duration::ZERO);
+    assert_eq!(lease("0ms"), Duration::ZERO);
+    assert_eq!(lease("10ms"), MIN_LEASE_TTL);
+    assert_eq!(lease("250ms"), Duration::from_millis(250));
+    assert_eq!(lease("5s"), MAX_LEASE_TTL);
+    // Hostile values are refused with a clear message, never a panic.
+    for bad in [
+        "1ms",
+        "9ms",
+        "5001ms",
+        "1d",
+        "true",
+        "\"\"",
+        "[]",
+        "99999999999999999999ms",
+    ] {
+        let src = format!("{BASE}limiter:\n  lease_ttl: {bad}\nroutes: []\n");
+        let e = errors(&src);
+        assert!(
+            e.iter().any(|e| e.to_string().contains("lease_ttl")),
+            "{bad}: {e:?}"
+        );
+    }
+}
