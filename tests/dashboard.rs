@@ -305,6 +305,17 @@ async fn metric(ui: &Ui, id: &str) -> i64 {
         .unwrap_or(-1)
 }
 
+/// The dashboard's session (token, role) as the browser keeps it.
+async fn ui_session(ui: &Ui) -> Value {
+    serde_json::from_str(
+        ui.js("return sessionStorage.getItem('tollgate.session')")
+            .await
+            .as_str()
+            .expect("a session"),
+    )
+    .expect("session json")
+}
+
 fn screenshot_dir(sub: &str) -> PathBuf {
     match std::env::var_os("TOLLGATE_SCREENSHOT_DIR") {
         Some(d) => PathBuf::from(d).join(sub),
@@ -785,13 +796,7 @@ async fn dashboard_end_to_end_in_chromium() {
     ui.click("nav a[href='/']").await;
     // Log out: back to the login page, token gone — and revoked on the
     // server, not just forgotten by the browser.
-    let session: Value = serde_json::from_str(
-        ui.js("return sessionStorage.getItem('tollgate.session')")
-            .await
-            .as_str()
-            .expect("a session"),
-    )
-    .expect("session json");
+    let session = ui_session(&ui).await;
     let token = session["token"].as_str().expect("token").to_string();
     assert_eq!(session["role"], "owner");
     let status = http
@@ -848,16 +853,7 @@ async fn a_viewer_sees_data_but_cannot_change_keys() {
     let dev = Dev::start(&[FAST_FLUSH], &[("TOLLGATE_ADMIN_PASSWORD", PASSWORD)]);
     check_serving(&dev).await;
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(dev.admin_url("/api/auth/login"))
-        .json(&json!({"username": "admin", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    let owner = login["token"].as_str().expect("token").to_string();
+    let owner = dev.login(&http, PASSWORD).await;
     let res = http
         .post(dev.admin_url("/api/admins"))
         .bearer_auth(&owner)
@@ -894,13 +890,7 @@ async fn a_viewer_sees_data_but_cannot_change_keys() {
     ui.click("nav a[href='/monitoring']").await;
     ui.wait_for("#instances-table").await;
     // What the page does not offer, the API refuses.
-    let session: Value = serde_json::from_str(
-        ui.js("return sessionStorage.getItem('tollgate.session')")
-            .await
-            .as_str()
-            .expect("a session"),
-    )
-    .expect("session json");
+    let session = ui_session(&ui).await;
     let viewer = session["token"].as_str().expect("token").to_string();
     let res = http
         .post(dev.admin_url("/api/keys"))
@@ -968,16 +958,7 @@ async fn demo_traffic_feeds_the_dashboard() {
         ],
     );
     let http = reqwest::Client::new();
-    let login: Value = http
-        .post(dev.admin_url("/api/auth/login"))
-        .json(&json!({"username": "admin", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    let token = login["token"].as_str().expect("token").to_string();
+    let token = dev.login(&http, PASSWORD).await;
     let start = Instant::now();
     let summary = loop {
         let s: Value = http

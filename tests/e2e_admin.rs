@@ -17,15 +17,7 @@ struct Api {
 impl Api {
     async fn login(dev: Dev) -> Self {
         let client = reqwest::Client::new();
-        let r = client
-            .post(dev.admin_url("/api/auth/login"))
-            .json(&json!({"username": "admin", "password": "e2e-password-1"}))
-            .send()
-            .await
-            .expect("login");
-        assert_eq!(r.status(), 200);
-        let body: Value = r.json().await.expect("json");
-        let token = body["token"].as_str().expect("token").to_string();
+        let token = dev.login(&client, "e2e-password-1").await;
         Self { client, dev, token }
     }
 

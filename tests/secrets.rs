@@ -116,18 +116,9 @@ async fn the_key_never_appears_in_logs_metrics_or_listings() {
         true,
     );
     let client = reqwest::Client::new();
-    let login: Value = client
-        .post(dev.admin_url("/api/auth/login"))
-        .json(&json!({"username": "admin", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
     let api = Api {
         client: client.clone(),
-        token: login["token"].as_str().expect("token").to_string(),
+        token: dev.login(&client, PASSWORD).await,
     };
 
     // Create: the only answer with the key.

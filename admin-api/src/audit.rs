@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::RequireAdmin;
 use crate::error::ApiResult;
-use crate::extract::{text_filter, ApiQuery, QueryInt};
+use crate::extract::{text_filter, ApiQuery, Paging, QueryInt};
 use crate::state::AppState;
 
 const DEFAULT_PER_PAGE: i64 = 50;
@@ -121,8 +121,11 @@ pub async fn list_audit(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
-    let page = q.page.map_or(1, QueryInt::get);
-    let per_page = q.per_page.map_or(DEFAULT_PER_PAGE, QueryInt::get);
+    let Paging {
+        page,
+        per_page,
+        offset,
+    } = Paging::new(q.page, q.per_page, DEFAULT_PER_PAGE);
     let filter = AuditFilter {
         actor: text_filter("actor", q.actor, MAX_FILTER_LEN)?,
         action: text_filter("action", q.action, MAX_FILTER_LEN)?,
@@ -131,7 +134,7 @@ pub async fn list_audit(
         from: q.from.map(QueryInt::get),
         to: q.to.map(QueryInt::get),
         limit: per_page,
-        offset: (page - 1) * per_page,
+        offset,
     };
     let (items, total) = state.db().list_audit(&filter).await?;
     Ok(Json(AuditPage {

@@ -263,6 +263,33 @@ impl<'de, const MIN: i64, const MAX: i64> serde::Deserialize<'de> for QueryInt<M
     }
 }
 
+/// One page of a list: `page` (1-based) of `per_page` rows, after `offset`
+/// rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paging {
+    pub page: i64,
+    pub per_page: i64,
+    pub offset: i64,
+}
+
+impl Paging {
+    /// From the `page` and `per_page` query parameters (defaults: the first
+    /// page, `default_per_page` rows).
+    pub fn new<const MAX_PAGE: i64, const MAX: i64>(
+        page: Option<QueryInt<1, MAX_PAGE>>,
+        per_page: Option<QueryInt<1, MAX>>,
+        default_per_page: i64,
+    ) -> Self {
+        let page = page.map_or(1, QueryInt::get);
+        let per_page = per_page.map_or(default_per_page, QueryInt::get);
+        Self {
+            page,
+            per_page,
+            offset: (page - 1) * per_page,
+        }
+    }
+}
+
 /// A boolean query parameter: `true`/`1` or `false`/`0`, nothing else (not
 /// the empty value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

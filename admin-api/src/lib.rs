@@ -35,6 +35,7 @@ pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod health_report;
 pub mod jwt;
 pub mod keys;
 pub mod listener;

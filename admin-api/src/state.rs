@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 use tollgate_core::config::Config;
 use tollgate_core::db::Db;
 
-use crate::health::report::HealthCache;
+use crate::health_report::HealthCache;
 use crate::jwt::JwtKeys;
 use crate::login_guard::LoginGuard;
 use crate::password::Argon2Gate;

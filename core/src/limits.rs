@@ -29,6 +29,24 @@ pub struct Limit {
 }
 
 impl Limit {
+    /// A limit of `rate` per `per` (`burst` defaults to `rate`, `cost` to 1);
+    /// not validated (see `rules::limits`).
+    pub fn new(
+        name: impl Into<String>,
+        rate: u64,
+        per: Duration,
+        burst: Option<u64>,
+        cost: Option<u64>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            rate,
+            per,
+            burst,
+            cost,
+        }
+    }
+
     pub fn burst(&self) -> u64 {
         self.burst.unwrap_or(self.rate)
     }
@@ -262,13 +280,7 @@ mod tests {
     use super::*;
 
     fn limit(rate: u64, per_s: u64, burst: Option<u64>, cost: Option<u64>) -> Limit {
-        Limit {
-            name: "l".into(),
-            rate,
-            per: Duration::from_secs(per_s),
-            burst,
-            cost,
-        }
+        Limit::new("l", rate, Duration::from_secs(per_s), burst, cost)
     }
 
     const S: u64 = 1_000_000_000;

@@ -13,31 +13,8 @@ use tollgate_core::keys;
 use tollgate_core::limits::Limit;
 use tollgate_core::now_ms;
 
-/// `both!(name, body)`: `name::sqlite` and `name::postgres` run `body(&db)`.
-macro_rules! both {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
-                assert_eq!(db.kind(), tollgate_core::db::DbKind::Sqlite);
-                super::$body(&db).await;
-                db.close().await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                let Some(db) = tollgate_core::db::testing::fresh_postgres().await else {
-                    return;
-                };
-                assert_eq!(db.kind(), tollgate_core::db::DbKind::Postgres);
-                super::$body(&db).await;
-                db.close().await;
-            }
-        }
-    };
-}
+#[macro_use]
+mod common;
 
 both!(create_and_get, create_and_get_body);
 both!(list_filters_and_pages, list_body);
@@ -53,13 +30,7 @@ both!(plans_fingerprint_changes, plans_fingerprint_body);
 both!(other_tables_accept_rows, other_tables_body);
 
 fn limit(name: &str, rate: u64, per_s: u64) -> Limit {
-    Limit {
-        name: name.into(),
-        rate,
-        per: Duration::from_secs(per_s),
-        burst: Some(rate * 2),
-        cost: None,
-    }
+    Limit::new(name, rate, Duration::from_secs(per_s), Some(rate * 2), None)
 }
 
 fn named(name: &str) -> NewApiKey {
@@ -193,37 +164,22 @@ async fn list_body(db: &Db) {
     assert_eq!(found, ["alpha", "Alphabet", "ALPHA-2"]);
     assert_eq!(total, 3);
     // `%` and `_` in the filter match only themselves.
-    let (found, _) = list(KeyFilter {
-        name: Some("0%_".into()),
-        ..all.clone()
-    })
-    .await;
-    assert_eq!(found, ["100%_real"]);
-    let (found, _) = list(KeyFilter {
-        name: Some("r_s".into()),
-        ..all.clone()
-    })
-    .await;
-    assert_eq!(found, ["under_score"]);
-    let (found, _) = list(KeyFilter {
-        name: Some("%".into()),
-        ..all.clone()
-    })
-    .await;
-    assert_eq!(found, ["100%_real"]);
-    let (found, _) = list(KeyFilter {
-        name: Some("k\\s".into()),
-        ..all.clone()
-    })
-    .await;
-    assert_eq!(found, ["back\\slash"]);
-    let (found, total) = list(KeyFilter {
-        name: Some("nope".into()),
-        ..all.clone()
-    })
-    .await;
-    assert!(found.is_empty());
-    assert_eq!(total, 0);
+    let cases: [(&str, &[&str]); 5] = [
+        ("0%_", &["100%_real"]),
+        ("r_s", &["under_score"]),
+        ("%", &["100%_real"]),
+        ("k\\s", &["back\\slash"]),
+        ("nope", &[]),
+    ];
+    for (name, want) in cases {
+        let (found, total) = list(KeyFilter {
+            name: Some(name.into()),
+            ..all.clone()
+        })
+        .await;
+        assert_eq!(found, want, "name filter {name:?}");
+        assert_eq!(total, want.len() as i64, "name filter {name:?}");
+    }
 
     // Plan and state.
     let (found, total) = list(KeyFilter {

@@ -5,18 +5,11 @@ use std::sync::LazyLock;
 
 use prometheus::{register_int_counter, register_int_counter_vec, IntCounter, IntCounterVec};
 
+use crate::metrics::metric;
+
 /// Outcome label of `tollgate_requests_total` for requests refused before
 /// routing (bad path, framing, header too large).
 pub const BAD_REQUEST: &str = "bad_request";
-
-macro_rules! metric {
-    ($name:ident: $ty:ty = $init:expr) => {
-        pub static $name: LazyLock<$ty> = LazyLock::new(|| {
-            #[allow(clippy::expect_used)]
-            $init.expect(concat!("metric ", stringify!($name), " registers once"))
-        });
-    };
-}
 
 metric!(REFUSED: IntCounterVec = register_int_counter_vec!(
     "tollgate_edge_refused_total",

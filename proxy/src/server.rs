@@ -97,6 +97,7 @@ impl Built {
 pub fn build(prepared: Prepared) -> Built {
     metrics::init();
     crate::edge_metrics::init();
+    crate::background::init_metrics();
     let Prepared {
         config,
         db_state,

@@ -16,9 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::raw::{self, percent_decode, resolve_dots};
-use common::{Store, TestProxy};
+use common::{named, Store, TestProxy};
 use tollgate_core::db::testing::services_required;
-use tollgate_core::db::NewApiKey;
 
 /// An nginx of our own, killed on drop.
 struct OwnNginx {
@@ -230,12 +229,7 @@ async fn start(
 }
 
 async fn key(p: &TestProxy) -> String {
-    let (_, plain) = p
-        .create_key(NewApiKey {
-            name: "edge".into(),
-            ..NewApiKey::default()
-        })
-        .await;
+    let (_, plain) = p.create_key(named("edge")).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let r = raw::get(None, p.addr, "/n/open/secret", &[("x-api-key", &plain)]).await;

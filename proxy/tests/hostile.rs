@@ -5,10 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Store, TestProxy};
+use common::raw::{self, statuses};
+use common::{named, Store, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tollgate_core::db::NewApiKey;
 
 const CONFIG: &str = r#"
 plans:
@@ -25,18 +25,7 @@ routes:
 
 /// Send raw bytes, read until the peer closes or 2 s pass.
 async fn raw(p: &TestProxy, bytes: &[u8]) -> String {
-    let mut s = TcpStream::connect(p.addr).await.expect("connect");
-    s.write_all(bytes).await.expect("write");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn statuses(response: &str) -> Vec<u16> {
-    response
-        .match_indices("HTTP/1.")
-        .filter_map(|(i, _)| response.get(i + 9..i + 12)?.parse().ok())
-        .collect()
+    raw::exchange(None, p.addr, bytes, Duration::from_secs(2)).await
 }
 
 async fn setup() -> (TestProxy, String) {
@@ -95,12 +84,7 @@ async fn oversized_and_malformed_requests_get_4xx() {
     .await;
     assert_eq!(statuses(&resp), vec![403], "{resp}");
     // The proxy is still fine afterwards.
-    let r = reqwest::Client::new()
-        .get(p.url("/api/users"))
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .expect("request");
+    let r = p.get_with_key("/api/users", &key).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -167,12 +151,7 @@ async fn a_slow_client_does_not_block_others() {
         slow.push(s);
     }
     let start = std::time::Instant::now();
-    let r = reqwest::Client::new()
-        .get(p.url("/api/users"))
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .expect("request");
+    let r = p.get_with_key("/api/users", &key).await;
     assert_eq!(r.status(), 200);
     assert!(start.elapsed() < Duration::from_secs(2));
     drop(slow);
@@ -211,12 +190,7 @@ async fn many_headers_are_bounded() {
         "500 headers: {resp}"
     );
     println!("500 headers: {got:?}");
-    let r = reqwest::Client::new()
-        .get(p.url("/api/users"))
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .expect("request");
+    let r = p.get_with_key("/api/users", &key).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -277,12 +251,7 @@ async fn idle_connections_are_closed_after_the_keepalive_timeout() {
     let p = TestProxy::start(&yaml, Store::Sqlite)
         .await
         .expect("sqlite");
-    let (_, key) = p
-        .key(NewApiKey {
-            name: "idle".into(),
-            ..NewApiKey::default()
-        })
-        .await;
+    let (_, key) = p.key(named("idle")).await;
 
     // Sends nothing at all.
     let start = std::time::Instant::now();

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{metric_value, Store, TestProxy};
+use common::{metric_value, named, Store, TestProxy};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tollgate_core::db::{KeyPatch, NewApiKey};
@@ -51,13 +51,6 @@ routes:
     auth: none
     limits: [ { name: per-ip, rate: 2, per: 1m } ]
 "#;
-
-fn named(name: &str) -> NewApiKey {
-    NewApiKey {
-        name: name.into(),
-        ..NewApiKey::default()
-    }
-}
 
 async fn get(url: &str, key: Option<&str>) -> reqwest::Response {
     let mut req = reqwest::Client::new().get(url);

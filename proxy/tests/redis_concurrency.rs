@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::redis::OwnRedis;
 use common::{Store, TestProxy};
-use tollgate_core::db::NewApiKey;
 
 fn yaml(limiter: &str) -> String {
     format!(
@@ -69,15 +68,7 @@ fn count(statuses: &[u16], s: u16) -> usize {
 }
 
 async fn key(p: &TestProxy, name: &str) -> String {
-    let (_, key) = p
-        .create_key(NewApiKey {
-            name: name.into(),
-            ..NewApiKey::default()
-        })
-        .await;
-    p.wait_status(&key, "/api/users", |s| s == 200, Duration::from_secs(5))
-        .await;
-    key
+    p.serving_key(name, Duration::from_secs(5)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,7 +24,7 @@ use tollgate_proxy::limiter::{Bucket, Scope, Subject};
 
 mod common;
 
-use common::redis::{raw_command, service_url, OwnRedis};
+use common::redis::{raw_command, service_url, single_and_cluster, OwnRedis};
 
 // --- helpers -----------------------------------------------------------------
 
@@ -54,13 +54,7 @@ fn options(timeout_ms: u64) -> RedisLimiterOptions {
 }
 
 fn limit(name: &str, rate: u64, per: Duration, burst: u64) -> Limit {
-    Limit {
-        name: name.into(),
-        rate,
-        per,
-        burst: Some(burst),
-        cost: None,
-    }
+    Limit::new(name, rate, per, Some(burst), None)
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -119,21 +113,7 @@ async fn scenarios_match_local_with(url: &str, test: i64, cache: bool) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scenarios_single_node() {
-    let Some(url) = service_url("TOLLGATE_TEST_REDIS_URL") else {
-        return;
-    };
-    scenarios_match_local(&url, 1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scenarios_cluster() {
-    let Some(url) = service_url("TOLLGATE_TEST_REDIS_CLUSTER_URL") else {
-        return;
-    };
-    scenarios_match_local(&url, 2).await;
-}
+single_and_cluster!(scenarios_single_node: 1, scenarios_cluster: 2, scenarios_match_local);
 
 // --- the script's arithmetic equals core's, at chosen instants ---------------
 
@@ -246,21 +226,7 @@ async fn script_equals_core(url: &str, test: i64) {
     assert!(admitted > 100 && refused > 100, "{admitted} / {refused}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn script_arithmetic_equals_core_single_node() {
-    let Some(url) = service_url("TOLLGATE_TEST_REDIS_URL") else {
-        return;
-    };
-    script_equals_core(&url, 7).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn script_arithmetic_equals_core_cluster() {
-    let Some(url) = service_url("TOLLGATE_TEST_REDIS_CLUSTER_URL") else {
-        return;
-    };
-    script_equals_core(&url, 8).await;
-}
+single_and_cluster!(script_arithmetic_equals_core_single_node: 7, script_arithmetic_equals_core_cluster: 8, script_equals_core);
 
 /// Policies whose spans pass 2^50 µs (35 years) are clamped, never mangled
 /// by Lua's doubles: tokens are still counted one by one, and the script
@@ -474,21 +440,7 @@ async fn two_proxies_exact(url: &str, test: i64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_proxies_admit_no_more_than_the_bound_single_node() {
-    let Some(url) = service_url("TOLLGATE_TEST_REDIS_URL") else {
-        return;
-    };
-    two_proxies_exact(&url, 4).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_proxies_admit_no_more_than_the_bound_cluster() {
-    let Some(url) = service_url("TOLLGATE_TEST_REDIS_CLUSTER_URL") else {
-        return;
-    };
-    two_proxies_exact(&url, 5).await;
-}
+single_and_cluster!(two_proxies_admit_no_more_than_the_bound_single_node: 4, two_proxies_admit_no_more_than_the_bound_cluster: 5, two_proxies_exact);
 
 // --- cluster: one slot per request, many slots overall ------------------------
 

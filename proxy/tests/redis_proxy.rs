@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis::{raw_command, service_url, OwnRedis};
-use common::{metric_value, Store, TestProxy};
-use tollgate_core::db::NewApiKey;
+use common::redis::{raw_command, single_and_cluster, OwnRedis};
+use common::{metric_value, named, Store, TestProxy};
 
 fn yaml(redis_url: &str, policy: &str, rate: u32, per: &str, burst: u32) -> String {
     format!(
@@ -89,12 +88,7 @@ async fn two_proxies_share_one_budget(url: &str, label: &str) {
     assert!(y.contains("redis_timeout: 5s"));
     let a = TestProxy::start(&y, Store::Sqlite).await.expect("sqlite");
     let b = a.start_sharing(&y).await;
-    let (_, key) = a
-        .create_key(NewApiKey {
-            name: format!("shared-{label}"),
-            ..NewApiKey::default()
-        })
-        .await;
+    let (_, key) = a.create_key(named(&format!("shared-{label}"))).await;
     for p in [&a, &b] {
         p.wait_status(&key, "/api/users", |s| s != 403, Duration::from_secs(3))
             .await;
@@ -119,21 +113,11 @@ async fn two_proxies_share_one_budget(url: &str, label: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_proxies_on_one_redis_admit_no_more_than_the_limit() {
-    let Some(url) = service_url("TOLLGATE_TEST_REDIS_URL") else {
-        return;
-    };
-    two_proxies_share_one_budget(&url, "single node").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_proxies_on_a_redis_cluster_admit_no_more_than_the_limit() {
-    let Some(url) = service_url("TOLLGATE_TEST_REDIS_CLUSTER_URL") else {
-        return;
-    };
-    two_proxies_share_one_budget(&url, "cluster").await;
-}
+single_and_cluster!(
+    two_proxies_on_one_redis_admit_no_more_than_the_limit: "single node",
+    two_proxies_on_a_redis_cluster_admit_no_more_than_the_limit: "cluster",
+    two_proxies_share_one_budget
+);
 
 /// Requests while Redis is down: none waits much longer than redis_timeout.
 async fn max_latency(p: &TestProxy, key: &str, n: usize) -> (Duration, Vec<u16>) {
@@ -153,14 +137,7 @@ async fn start_on_own_redis(policy: &str) -> Option<(OwnRedis, TestProxy, String
     let p = TestProxy::start(&yaml(&redis.url(), policy, 1, "1h", 3), Store::Sqlite)
         .await
         .expect("sqlite");
-    let (_, key) = p
-        .create_key(NewApiKey {
-            name: "r".into(),
-            ..NewApiKey::default()
-        })
-        .await;
-    p.wait_status(&key, "/api/users", |s| s == 200, Duration::from_secs(3))
-        .await;
+    let key = p.serving_key("r", Duration::from_secs(3)).await;
     Some((redis, p, key))
 }
 
@@ -279,12 +256,7 @@ async fn redis_killed_policy_allow_admits_and_deny_refuses_with_503() {
         "a request waited {worst:?}"
     );
     assert!(statuses.iter().all(|&s| s == 503), "deny: {statuses:?}");
-    let r = reqwest::Client::new()
-        .get(p.url("/api/users"))
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .expect("request");
+    let r = p.get_with_key("/api/users", &key).await;
     assert_eq!(
         r.headers()
             .get("content-type")
@@ -329,14 +301,7 @@ async fn redis_outage_under_concurrent_load_hangs_nothing() {
     )
     .await
     .expect("sqlite");
-    let (_, key) = p
-        .create_key(NewApiKey {
-            name: "load".into(),
-            ..NewApiKey::default()
-        })
-        .await;
-    p.wait_status(&key, "/api/users", |s| s == 200, Duration::from_secs(3))
-        .await;
+    let key = p.serving_key("load", Duration::from_secs(3)).await;
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -411,14 +376,7 @@ async fn raising_a_limit_is_not_hidden_by_the_over_limit_cache() {
     let p = TestProxy::start(&yaml(&redis.url(), "deny", 1, "10s", 1), Store::Sqlite)
         .await
         .expect("sqlite");
-    let (_, key) = p
-        .create_key(NewApiKey {
-            name: "raise".into(),
-            ..NewApiKey::default()
-        })
-        .await;
-    p.wait_status(&key, "/api/users", |s| s == 200, Duration::from_secs(3))
-        .await;
+    let key = p.serving_key("raise", Duration::from_secs(3)).await;
     let client = reqwest::Client::new();
     assert_eq!(status(&client, &p.url("/api/users"), &key).await, 429);
     assert_eq!(status(&client, &p.url("/api/users"), &key).await, 429);

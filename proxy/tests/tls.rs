@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{free_port, metric_value, wait_listening, Store, TestProxy};
+use common::{free_port, metric_value, named, wait_listening, Store, TestProxy};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -27,7 +27,6 @@ use reqwest::{StatusCode, Version};
 use serde_json::{json, Value};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tollgate_core::db::NewApiKey;
 
 // ----- a throwaway PKI ------------------------------------------------------
 
@@ -203,6 +202,22 @@ fn client(ca: &Ca, http1: bool) -> reqwest::Client {
     b.build().expect("client")
 }
 
+/// A raw TLS client that trusts only `ca`, offering `alpn` (none if empty).
+fn tls_connector(ca: &Ca, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.pem().as_bytes()) {
+        roots.add(cert.expect("ca pem")).expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     r.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -307,13 +322,6 @@ routes:
     strip_prefix: /api
     default_plan: tight
 "#;
-
-fn named(name: &str) -> NewApiKey {
-    NewApiKey {
-        name: name.into(),
-        ..NewApiKey::default()
-    }
-}
 
 // ----- the HTTPS listener ------------------------------------------------------
 
@@ -760,17 +768,7 @@ async fn proxy_protocol_before_the_tls_handshake() {
     let yaml = BASE.replace("    default_plan: tight\n", "    auth: none\n");
     let p = TlsProxy::start(&ca, &yaml).await;
     p.edit_config(|t| t.replace("  threads: 2\n", "  threads: 2\n  proxy_protocol: true\n"));
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.pem().as_bytes()) {
-        roots.add(cert.expect("ca pem")).expect("root");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tls_connector(&ca, &[]);
     let https = p.https;
     let attempt = move |proxy_header: bool| {
         let connector = connector.clone();
@@ -866,17 +864,7 @@ async fn slow_tls_clients_are_bounded_by_header_timeout() {
     half.write_all(&hello).await.expect("write");
     within("half a ClientHello", closed_after(half, start).await);
 
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.pem().as_bytes()) {
-        roots.add(cert.expect("ca pem")).expect("root");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tls_connector(&ca, &[]);
     let connect = || async {
         let tcp = tokio::net::TcpStream::connect(p.https).await.expect("tcp");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
@@ -976,18 +964,7 @@ async fn an_h2_connection_of_only_pings_closes_at_keepalive_timeout() {
         BASE.replace("    default_plan: tight\n", "    auth: none\n")
     );
     let p = TlsProxy::start(&ca, &yaml).await;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca.pem().as_bytes()) {
-        roots.add(cert.expect("ca pem")).expect("root");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tls_connector(&ca, &[b"h2"]);
     let tcp = tokio::net::TcpStream::connect(p.https).await.expect("tcp");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     let mut tls = connector.connect(name, tcp).await.expect("handshake");

@@ -13,8 +13,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{free_port, metric_value, Store, TestProxy};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::{free_port, metric_value, raw, Store, TestProxy};
 use tollgate_proxy::upstreams::testing;
 
 const HOST: &str = "moving-upstream.tollgate.test";
@@ -31,28 +30,7 @@ impl Drop for Forget {
 /// An upstream on `addr` answering every request with `name`.
 async fn upstream(addr: SocketAddr, name: &'static str) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-                    name.len()
-                );
-                let _ = s.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
+    raw::serve_heads(listener, move |_| name.to_string());
     Ok(())
 }
 

@@ -105,7 +105,7 @@ pub async fn check(
     }
     bail!(
         "--plan: {}",
-        key_rules::unknown_key_plan(plan, config, &stored)
+        key_rules::unknown_key_plan(plan, config.plans.keys(), &stored)
     )
 }
 

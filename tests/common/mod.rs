@@ -184,6 +184,19 @@ impl Dev {
         format!("http://127.0.0.1:{}{path}", self.ports.admin)
     }
 
+    /// Log in to the admin API as `admin` with `password`: the session token.
+    pub async fn login(&self, client: &reqwest::Client, password: &str) -> String {
+        let r = client
+            .post(self.admin_url("/api/auth/login"))
+            .json(&serde_json::json!({"username": "admin", "password": password}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status(), 200, "login");
+        let body: serde_json::Value = r.json().await.expect("json");
+        body["token"].as_str().expect("token").to_string()
+    }
+
     /// SIGINT, then wait for the exit status.
     pub fn interrupt(&mut self) -> std::process::ExitStatus {
         Command::new("kill")

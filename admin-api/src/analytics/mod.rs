@@ -26,7 +26,7 @@ use tollgate_core::rules::effective::{limit_source, KeySide, LimitSource};
 use crate::auth::AuthAdmin;
 use crate::bodies::LimitBody;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{parse_id, ApiQuery, PathParam, QueryInt};
+use crate::extract::{parse_id, ApiQuery, Paging, PathParam, QueryInt};
 use crate::state::AppState;
 use query::{range, route_filter, step};
 
@@ -243,20 +243,21 @@ pub async fn keys_usage(
     ApiQuery(q): ApiQuery<KeysUsageQuery>,
 ) -> ApiResult<Json<KeysUsage>> {
     let (from, to) = range(q.from, q.to)?;
-    let mut items = Vec::with_capacity(q.ids.0.len());
-    for key_id in q.ids.0 {
-        let filter = UsageFilter {
-            from,
-            to,
-            key_id: Some(key_id),
-            route: None,
-        };
-        let totals = state.db().usage_totals(&filter).await?;
-        items.push(KeyUsageView {
+    let filter = UsageFilter {
+        from,
+        to,
+        ..UsageFilter::default()
+    };
+    let totals = state.db().usage_totals_of_keys(&filter, &q.ids.0).await?;
+    let items = q
+        .ids
+        .0
+        .iter()
+        .map(|&key_id| KeyUsageView {
             key_id,
-            counts: KeyCounts::new(&totals.counts),
-        });
-    }
+            counts: KeyCounts::new(&totals.get(&key_id).copied().unwrap_or_default()),
+        })
+        .collect();
     Ok(Json(KeysUsage { from, to, items }))
 }
 
@@ -315,8 +316,11 @@ pub async fn violations(
     let (from, to) = range(q.from, q.to)?;
     let key_id = q.key.map(QueryInt::get);
     let route = route_filter(q.route)?;
-    let page = q.page.map_or(1, QueryInt::get);
-    let per_page = q.per_page.map_or(DEFAULT_PER_PAGE, QueryInt::get);
+    let Paging {
+        page,
+        per_page,
+        offset,
+    } = Paging::new(q.page, q.per_page, DEFAULT_PER_PAGE);
     let (aggregated, aggregated_total, aggregated_refusals) = match key_id {
         Some(k) if k != 0 => (Vec::new(), 0, 0),
         _ => {
@@ -327,7 +331,7 @@ pub async fn violations(
                     to,
                     route: route.clone(),
                     limit: per_page,
-                    offset: (page - 1) * per_page,
+                    offset,
                 })
                 .await?
         }
@@ -340,7 +344,7 @@ pub async fn violations(
             key_id,
             route,
             limit: per_page,
-            offset: (page - 1) * per_page,
+            offset,
         })
         .await?;
     Ok(Json(ViolationPage {

@@ -8,7 +8,6 @@
 //! and reused rather than opened per call.
 
 mod probe;
-pub mod report;
 
 use std::time::{Duration, Instant};
 
@@ -21,11 +20,11 @@ use axum::{Json, Router};
 
 use crate::state::AppState;
 
-pub use probe::INSTANCE_STALE_AFTER;
-pub use report::{
+pub use crate::health_report::{
     AdminHealth, ComponentHealth, HealthCache, HealthReport, HealthSummary, InstanceHealth, Status,
     TargetHealthView,
 };
+pub use probe::INSTANCE_STALE_AFTER;
 
 /// How long a probe's result is served before the next probe.
 pub const PROBE_CACHE: Duration = Duration::from_secs(1);

@@ -9,7 +9,7 @@ use tollgate_core::config::LimiterBackend;
 use tollgate_core::db::instances::{Instance, TargetHealth};
 use tollgate_core::db::DbKind;
 
-use super::report::{
+use crate::health_report::{
     AdminHealth, ComponentHealth, HealthCache, HealthReport, InstanceHealth, RedisConn, Status,
     TargetHealthView,
 };

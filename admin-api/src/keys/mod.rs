@@ -16,7 +16,7 @@ use tollgate_core::db::{ApiKey, KeyFilter, KeyPatch, NewApiKey};
 use crate::auth::{audit, AuthAdmin, RequireAdmin};
 use crate::bodies::KeyView;
 use crate::error::{ApiError, ApiResult, ProblemDoc};
-use crate::extract::{parse_id, text_filter, ApiJson, ApiQuery, MaybeJson, PathParam, QueryInt};
+use crate::extract::{parse_id, text_filter, ApiJson, ApiQuery, MaybeJson, Paging, PathParam};
 use crate::rules::limits_from_body;
 use crate::state::AppState;
 
@@ -53,8 +53,11 @@ pub async fn list_keys(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<KeyListQuery>,
 ) -> ApiResult<Json<KeyPage>> {
-    let page = q.page.map_or(1, QueryInt::get);
-    let per_page = q.per_page.map_or(DEFAULT_PER_PAGE, QueryInt::get);
+    let Paging {
+        page,
+        per_page,
+        offset,
+    } = Paging::new(q.page, q.per_page, DEFAULT_PER_PAGE);
     let mut enabled = q.enabled.map(|b| b.0);
     if let Some(s) = q.state {
         let from_state = s == KeyState::Enabled;
@@ -73,7 +76,7 @@ pub async fn list_keys(
         plan: text_filter("plan", q.plan, key_rules::MAX_TEXT)?,
         enabled,
         limit: per_page,
-        offset: (page - 1) * per_page,
+        offset,
     };
     let (items, total) = state.db().list_keys(&filter).await?;
     Ok(Json(KeyPage {
@@ -90,7 +93,8 @@ async fn check_plan(state: &AppState, plan: &str) -> ApiResult<()> {
         return Ok(());
     }
     let stored = state.db().list_plans().await?;
-    let message = key_rules::unknown_key_plan(plan, &state.config(), &stored);
+    let config = state.config();
+    let message = key_rules::unknown_key_plan(plan, config.plans.keys(), &stored);
     Err(ApiError::validation("plan", message))
 }
 

@@ -19,13 +19,7 @@ async fn list_create_get_delete(app: TestApp) {
             json!({"username": "alice", "password": "alice-password"}),
         )
         .await;
-    let location = res
-        .headers()
-        .get("location")
-        .expect("Location")
-        .to_str()
-        .expect("ascii")
-        .to_string();
+    let location = location(&res);
     let alice = json(res, StatusCode::CREATED).await;
     let id = alice["id"].as_i64().expect("id");
     assert_eq!(location, format!("/api/admins/{id}"));
@@ -61,12 +55,11 @@ async fn list_create_get_delete(app: TestApp) {
         "not-found",
     )
     .await;
-    let res = app
-        .anon(Method::GET, "/api/admins")
-        .bearer_auth(&alice_token)
-        .send()
-        .await
-        .expect("request");
+    let res = send(
+        app.anon(Method::GET, "/api/admins")
+            .bearer_auth(&alice_token),
+    )
+    .await;
     problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
 }
 both!(list_create_get_delete);
@@ -183,12 +176,11 @@ async fn the_last_admin_cannot_be_deleted(app: TestApp) {
     // Now bob is the last one.
     let body = json(app.login("bob", OTHER_PASSWORD).await, StatusCode::OK).await;
     let token = body["token"].as_str().expect("token");
-    let res = app
-        .anon(Method::DELETE, &format!("/api/admins/{}", bob["id"]))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request");
+    let res = send(
+        app.anon(Method::DELETE, &format!("/api/admins/{}", bob["id"]))
+            .bearer_auth(token),
+    )
+    .await;
     problem(res, StatusCode::CONFLICT, "conflict").await;
     assert_eq!(app.db.count_admins().await.expect("count"), 1);
 }

@@ -482,6 +482,44 @@ async fn usage_of_several_keys_in_one_call(app: TestApp) {
     assert_eq!(items[0]["block_rate"], 0.7);
     assert_eq!(items[1]["upstream_errors"], 1);
     assert_eq!(items[2]["avg_latency_ms"], Value::Null);
+    // Each item says what the key's own endpoint says for the range.
+    for id in [f.k1.id, f.k2.id, f.k3.id] {
+        let one = get_ok(&app, &format!("/api/analytics/keys/{id}?{range}")).await;
+        let item = items
+            .iter()
+            .find(|i| i["key_id"] == id)
+            .expect("the key's item");
+        for field in [
+            "total",
+            "allowed",
+            "limited",
+            "unauthorized",
+            "forbidden",
+            "upstream_errors",
+            "block_rate",
+            "avg_latency_ms",
+        ] {
+            assert_eq!(item[field], one[field], "key {id}: {field}");
+        }
+    }
+    // A repeated id is answered once and does not count toward the 100: 150
+    // ids naming 100 keys are one item each; a 101st key is refused.
+    let repeated: Vec<String> = (1..=150).map(|i| (1 + i % 100).to_string()).collect();
+    let v = get_ok(
+        &app,
+        &format!("/api/analytics/keys?{range}&ids={}", repeated.join(",")),
+    )
+    .await;
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(100));
+    invalid(
+        app.get(&format!(
+            "/api/analytics/keys?{range}&ids={},101",
+            repeated.join(",")
+        ))
+        .await,
+        "ids",
+    )
+    .await;
     // The range applies: k1 has 18 in the first hour.
     let v = get_ok(
         &app,
@@ -520,10 +558,7 @@ async fn usage_of_several_keys_in_one_call(app: TestApp) {
     invalid(app.get("/api/analytics/keys?ids=1&from=x").await, "from").await;
     // Viewers may read it; no token may not.
     problem(
-        app.anon(Method::GET, "/api/analytics/keys?ids=1")
-            .send()
-            .await
-            .expect("request"),
+        send(app.anon(Method::GET, "/api/analytics/keys?ids=1")).await,
         StatusCode::UNAUTHORIZED,
         "unauthorized",
     )
@@ -700,7 +735,7 @@ async fn bad_parameters_name_the_field(app: TestApp) {
         "/api/analytics/violations",
     ] {
         problem(
-            app.anon(Method::GET, path).send().await.expect("request"),
+            send(app.anon(Method::GET, path)).await,
             StatusCode::UNAUTHORIZED,
             "unauthorized",
         )
@@ -799,10 +834,7 @@ both!(writes_add_up_and_retention_purges);
 /// a token required) and every schema they name is defined.
 async fn analytics_routes_are_documented(app: TestApp) {
     let doc = json(
-        app.anon(Method::GET, "/api/openapi.json")
-            .send()
-            .await
-            .expect("request"),
+        send(app.anon(Method::GET, "/api/openapi.json")).await,
         StatusCode::OK,
     )
     .await;

@@ -21,16 +21,10 @@ async fn a_key_lifecycle_is_audited(app: TestApp) {
     .await;
     let id = created["id"].as_i64().expect("id");
     let first = created["key"].as_str().expect("key").to_string();
-    let rotated = json(
-        app.post(
-            &format!("/api/keys/{id}/rotate"),
-            json!({"grace_seconds": 60}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
-    let second = rotated["key"].as_str().expect("key").to_string();
+    let second = app.rotate_key(id, 60).await["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
     json(
         app.patch(&format!("/api/keys/{id}"), json!({"enabled": false}))
             .await,

@@ -24,20 +24,14 @@ async fn login_returns_a_working_token(app: TestApp) {
         serde_json::from_slice(&b64url_decode(token.split('.').next().expect("header")))
             .expect("json");
     assert_eq!(header["alg"], "HS256");
-    let res = app
-        .anon(Method::GET, "/api/admins")
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request");
+    let res = send(app.anon(Method::GET, "/api/admins").bearer_auth(token)).await;
     json(res, StatusCode::OK).await;
     // The scheme is case-insensitive.
-    let res = app
-        .anon(Method::GET, "/api/admins")
-        .header("authorization", format!("bearer {token}"))
-        .send()
-        .await
-        .expect("request");
+    let res = send(
+        app.anon(Method::GET, "/api/admins")
+            .header("authorization", format!("bearer {token}")),
+    )
+    .await;
     json(res, StatusCode::OK).await;
 }
 both!(login_returns_a_working_token);
@@ -293,12 +287,7 @@ async fn every_protected_route_needs_a_token(app: TestApp) {
         (Method::PATCH, "/api/plans/free"),
         (Method::DELETE, "/api/plans/free"),
     ] {
-        let res = app
-            .anon(method.clone(), path)
-            .json(&json!({}))
-            .send()
-            .await
-            .expect("request");
+        let res = send(app.anon(method.clone(), path).json(&json!({}))).await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
         problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
     }

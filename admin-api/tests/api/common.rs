@@ -186,30 +186,33 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> Response {
-        self.req(Method::GET, path).send().await.expect("request")
+        send(self.req(Method::GET, path)).await
     }
 
     pub async fn delete(&self, path: &str) -> Response {
-        self.req(Method::DELETE, path)
-            .send()
-            .await
-            .expect("request")
+        send(self.req(Method::DELETE, path)).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Response {
-        self.req(Method::POST, path)
-            .json(&body)
-            .send()
-            .await
-            .expect("request")
+        send(self.req(Method::POST, path).json(&body)).await
     }
 
     pub async fn patch(&self, path: &str, body: Value) -> Response {
-        self.req(Method::PATCH, path)
-            .json(&body)
-            .send()
-            .await
-            .expect("request")
+        send(self.req(Method::PATCH, path).json(&body)).await
+    }
+
+    /// Rotate key `id` with a grace period: the answer (`key` is the new
+    /// full key).
+    pub async fn rotate_key(&self, id: i64, grace_seconds: u64) -> Value {
+        json(
+            self.post(
+                &format!("/api/keys/{id}/rotate"),
+                serde_json::json!({ "grace_seconds": grace_seconds }),
+            )
+            .await,
+            StatusCode::OK,
+        )
+        .await
     }
 
     /// The address the app listens on.
@@ -254,6 +257,21 @@ impl TestApp {
 }
 
 /// Assert the status and a JSON body; returns the body.
+/// Send a request (the app answers, or the test fails).
+pub async fn send(req: RequestBuilder) -> Response {
+    req.send().await.expect("request")
+}
+
+/// The `Location` header of a response.
+pub fn location(res: &Response) -> String {
+    res.headers()
+        .get("location")
+        .expect("Location")
+        .to_str()
+        .expect("ascii")
+        .to_string()
+}
+
 pub async fn json(res: Response, status: StatusCode) -> Value {
     let got = res.status();
     let ct = res

@@ -33,10 +33,7 @@ fn heartbeat(id: &str, healthy_3001: bool) -> Heartbeat {
 async fn health_reports_every_part(app: TestApp) {
     // Without a token: the status only.
     let h = json(
-        app.anon(Method::GET, "/api/health")
-            .send()
-            .await
-            .expect("request"),
+        send(app.anon(Method::GET, "/api/health")).await,
         StatusCode::OK,
     )
     .await;

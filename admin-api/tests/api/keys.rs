@@ -17,13 +17,7 @@ async fn create_shows_the_key_once(app: TestApp) {
             json!({"name": "mobile app", "owner": "team-a", "metadata": {"env": "prod"}, "plan": "free"}),
         )
         .await;
-    let location = res
-        .headers()
-        .get("location")
-        .expect("Location")
-        .to_str()
-        .expect("ascii")
-        .to_string();
+    let location = location(&res);
     let created = json(res, StatusCode::CREATED).await;
     let id = created["id"].as_i64().expect("id");
     assert_eq!(location, format!("/api/keys/{id}"));
@@ -174,21 +168,19 @@ async fn create_validates_every_field(app: TestApp) {
     )
     .await;
     // Malformed JSON is 400, a wrong content type 415.
-    let r = app
-        .req(Method::POST, "/api/keys")
-        .header("content-type", "application/json")
-        .body("{\"name\": ")
-        .send()
-        .await
-        .expect("request");
+    let r = send(
+        app.req(Method::POST, "/api/keys")
+            .header("content-type", "application/json")
+            .body("{\"name\": "),
+    )
+    .await;
     problem(r, StatusCode::BAD_REQUEST, "malformed-request").await;
-    let r = app
-        .req(Method::POST, "/api/keys")
-        .header("content-type", "text/plain")
-        .body("{\"name\": \"x\"}")
-        .send()
-        .await
-        .expect("request");
+    let r = send(
+        app.req(Method::POST, "/api/keys")
+            .header("content-type", "text/plain")
+            .body("{\"name\": \"x\"}"),
+    )
+    .await;
     problem(
         r,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -475,7 +467,7 @@ async fn rotate_issues_a_new_secret(app: TestApp) {
     let path = format!("/api/keys/{id}/rotate");
 
     // No body: no grace period.
-    let res = app.req(Method::POST, &path).send().await.expect("request");
+    let res = send(app.req(Method::POST, &path)).await;
     let r = json(res, StatusCode::OK).await;
     assert_eq!(r["id"], id);
     let new = r["key"].as_str().expect("key").to_string();

@@ -204,11 +204,7 @@ async fn silent_half_sent_and_idle_connections_are_closed(app: TestApp) {
     .await
     .expect("join");
     // The listener still serves.
-    let res = app
-        .anon(Method::GET, "/api/health")
-        .send()
-        .await
-        .expect("request");
+    let res = send(app.anon(Method::GET, "/api/health")).await;
     assert_eq!(res.status(), StatusCode::OK);
 }
 both!(silent_half_sent_and_idle_connections_are_closed);

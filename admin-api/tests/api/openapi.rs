@@ -46,10 +46,7 @@ const PUBLIC: &[&str] = &["/api/auth/login", "/api/health", "/api/openapi.json"]
 
 async fn openapi_document_covers_every_route(app: TestApp) {
     let doc = json(
-        app.anon(Method::GET, "/api/openapi.json")
-            .send()
-            .await
-            .expect("request"),
+        send(app.anon(Method::GET, "/api/openapi.json")).await,
         StatusCode::OK,
     )
     .await;
@@ -142,12 +139,11 @@ async fn openapi_document_covers_every_route(app: TestApp) {
     // Every documented route is really served (never the catch-all 404).
     for (method, path) in ROUTES {
         let concrete = path.replace("{id}", "1").replace("{name}", "free");
-        let res = app
-            .req(method.to_uppercase().parse().expect("method"), &concrete)
-            .json(&json!({}))
-            .send()
-            .await
-            .expect("request");
+        let res = send(
+            app.req(method.to_uppercase().parse().expect("method"), &concrete)
+                .json(&json!({})),
+        )
+        .await;
         let status = res.status();
         let body = res.text().await.expect("body");
         assert!(
@@ -167,25 +163,19 @@ async fn unknown_routes_and_methods_are_problems(app: TestApp) {
     )
     .await;
     problem(
-        app.anon(Method::GET, "/api").send().await.expect("request"),
+        send(app.anon(Method::GET, "/api")).await,
         StatusCode::NOT_FOUND,
         "not-found",
     )
     .await;
     problem(
-        app.req(Method::PUT, "/api/keys")
-            .send()
-            .await
-            .expect("request"),
+        send(app.req(Method::PUT, "/api/keys")).await,
         StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
     )
     .await;
     problem(
-        app.anon(Method::GET, "/api/auth/login")
-            .send()
-            .await
-            .expect("request"),
+        send(app.anon(Method::GET, "/api/auth/login")).await,
         StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
     )

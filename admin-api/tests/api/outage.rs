@@ -192,10 +192,7 @@ async fn all_unavailable(app: &TestApp, key_id: i64) {
     );
     // What needs no database still answers.
     json(
-        app.anon(Method::GET, "/api/openapi.json")
-            .send()
-            .await
-            .expect("request"),
+        crate::common::send(app.anon(Method::GET, "/api/openapi.json")).await,
         StatusCode::OK,
     )
     .await;

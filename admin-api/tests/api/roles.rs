@@ -52,18 +52,10 @@ async fn a_viewer_reads_but_changes_nothing(app: TestApp) {
         "/api/analytics/summary".into(),
         "/api/admins/me".into(),
     ] {
-        let res = app
-            .with(&viewer, Method::GET, &path)
-            .send()
-            .await
-            .expect("request");
+        let res = send(app.with(&viewer, Method::GET, &path)).await;
         assert_eq!(res.status(), StatusCode::OK, "GET {path}");
     }
-    let health = app
-        .with(&viewer, Method::GET, "/api/health")
-        .send()
-        .await
-        .expect("request");
+    let health = send(app.with(&viewer, Method::GET, "/api/health")).await;
     let health: Value = health.json().await.expect("json");
     assert!(
         health["database"].is_object(),
@@ -123,18 +115,13 @@ both!(a_viewer_reads_but_changes_nothing);
 
 async fn an_admin_manages_keys_but_not_admins(app: TestApp) {
     let (_, admin) = app.admin_with_role("ada", "admin").await;
-    let res = app
-        .with(&admin, Method::POST, "/api/keys")
-        .json(&json!({"name": "by-ada"}))
-        .send()
-        .await
-        .expect("request");
+    let res = send(
+        app.with(&admin, Method::POST, "/api/keys")
+            .json(&json!({"name": "by-ada"})),
+    )
+    .await;
     json(res, StatusCode::CREATED).await;
-    let res = app
-        .with(&admin, Method::GET, "/api/audit")
-        .send()
-        .await
-        .expect("request");
+    let res = send(app.with(&admin, Method::GET, "/api/audit")).await;
     json(res, StatusCode::OK).await;
     for (method, path) in [
         (Method::GET, "/api/admins"),
@@ -142,12 +129,11 @@ async fn an_admin_manages_keys_but_not_admins(app: TestApp) {
         (Method::PATCH, "/api/admins/1"),
         (Method::DELETE, "/api/admins/1"),
     ] {
-        let res = app
-            .with(&admin, method.clone(), path)
-            .json(&json!({"role": "viewer"}))
-            .send()
-            .await
-            .expect("request");
+        let res = send(
+            app.with(&admin, method.clone(), path)
+                .json(&json!({"role": "viewer"})),
+        )
+        .await;
         problem(res, StatusCode::FORBIDDEN, "insufficient-role").await;
     }
 }
@@ -172,16 +158,15 @@ async fn the_last_owner_cannot_be_removed_or_demoted(app: TestApp) {
     // With a second owner, the first may step down; then the second is the
     // last one.
     let (second, second_token) = app.admin_with_role("olga", "owner").await;
-    let res = app
-        .with(
+    let res = send(
+        app.with(
             &second_token,
             Method::PATCH,
             &format!("/api/admins/{owner}"),
         )
-        .json(&json!({"role": "viewer"}))
-        .send()
-        .await
-        .expect("request");
+        .json(&json!({"role": "viewer"})),
+    )
+    .await;
     let v = json(res, StatusCode::OK).await;
     assert_eq!(v["role"], "viewer");
     // The demotion ended the old owner's sessions at once.
@@ -191,15 +176,12 @@ async fn the_last_owner_cannot_be_removed_or_demoted(app: TestApp) {
         "unauthorized",
     )
     .await;
-    let res = app
-        .with(
-            &second_token,
-            Method::DELETE,
-            &format!("/api/admins/{second}"),
-        )
-        .send()
-        .await
-        .expect("request");
+    let res = send(app.with(
+        &second_token,
+        Method::DELETE,
+        &format!("/api/admins/{second}"),
+    ))
+    .await;
     problem(res, StatusCode::CONFLICT, "conflict").await;
     let owners = app
         .db
@@ -315,12 +297,7 @@ async fn openapi_roles_are_what_is_enforced(app: TestApp) {
             let url = path.replace("{id}", "999999").replace("{name}", "nope");
             let m = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).expect("method");
             for (token, have) in [(&viewer, 0), (&admin, 1)] {
-                let res = app
-                    .with(token, m.clone(), &url)
-                    .json(&json!({}))
-                    .send()
-                    .await
-                    .expect("request");
+                let res = send(app.with(token, m.clone(), &url).json(&json!({}))).await;
                 let status = res.status();
                 if have < needed {
                     problem(res, StatusCode::FORBIDDEN, "insufficient-role").await;

@@ -20,12 +20,7 @@ fn hex_of(bytes: &[u8]) -> String {
 /// GET `path` with `auth` as the whole Authorization header: must be a 401
 /// problem.
 async fn refused(app: &TestApp, path: &str, auth: &str) {
-    let res = app
-        .anon(Method::GET, path)
-        .header("authorization", auth)
-        .send()
-        .await
-        .expect("request");
+    let res = send(app.anon(Method::GET, path).header("authorization", auth)).await;
     problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
 }
 
@@ -111,12 +106,7 @@ async fn forged_and_stale_tokens_are_401(app: TestApp) {
     // old token does not come back to life.
     let login = json(app.login("bob", "bob-password-1").await, StatusCode::OK).await;
     let bob_token = login["token"].as_str().expect("token").to_string();
-    let res = app
-        .anon(Method::GET, "/api/admins")
-        .bearer_auth(&bob_token)
-        .send()
-        .await
-        .expect("request");
+    let res = send(app.anon(Method::GET, "/api/admins").bearer_auth(&bob_token)).await;
     json(res, StatusCode::OK).await;
     let res = app.delete(&format!("/api/admins/{bob}")).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
@@ -135,19 +125,14 @@ async fn forged_and_stale_tokens_are_401(app: TestApp) {
 
     // A token is read from the Authorization header only.
     for q in ["token", "access_token", "jwt"] {
-        let res = app
-            .anon(Method::GET, &format!("/api/keys?{q}={}", app.token))
-            .send()
-            .await
-            .expect("request");
+        let res = send(app.anon(Method::GET, &format!("/api/keys?{q}={}", app.token))).await;
         problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
     }
-    let res = app
-        .anon(Method::GET, "/api/keys")
-        .header("cookie", format!("token={}", app.token))
-        .send()
-        .await
-        .expect("request");
+    let res = send(
+        app.anon(Method::GET, "/api/keys")
+            .header("cookie", format!("token={}", app.token)),
+    )
+    .await;
     problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
 
     // The analytics routes (not in auth.rs's list) need a token too.
@@ -158,7 +143,7 @@ async fn forged_and_stale_tokens_are_401(app: TestApp) {
         "/api/analytics/top-keys",
         "/api/analytics/violations",
     ] {
-        let res = app.anon(Method::GET, path).send().await.expect("request");
+        let res = send(app.anon(Method::GET, path)).await;
         problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
         refused(&app, path, &format!("Bearer {forged}")).await;
     }
@@ -167,12 +152,7 @@ both!(forged_and_stale_tokens_are_401);
 
 /// Send `body` and expect 422 naming `field`.
 async fn refuses_field(app: &TestApp, method: Method, path: &str, body: Value, field: &str) {
-    let res = app
-        .req(method.clone(), path)
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
+    let res = send(app.req(method.clone(), path).json(&body)).await;
     let v = problem(res, StatusCode::UNPROCESSABLE_ENTITY, "validation-error").await;
     assert_eq!(v["field"], field, "{method} {path} {body}: {v}");
 }
@@ -594,15 +574,7 @@ async fn full_key_is_shown_only_once(app: TestApp) {
     assert_nowhere(&app, id, &first).await;
 
     // Rotation shows the new key once; neither old nor new appears again.
-    let rotated = json(
-        app.post(
-            &format!("/api/keys/{id}/rotate"),
-            json!({"grace_seconds": 60}),
-        )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+    let rotated = app.rotate_key(id, 60).await;
     let new_key = rotated["key"].as_str().expect("key").to_string();
     assert_ne!(new_key, key);
     assert!(

@@ -13,10 +13,8 @@ async fn token_of(app: &TestApp, user: &str, password: &str) -> String {
 }
 
 async fn status(app: &TestApp, token: &str) -> StatusCode {
-    app.with(token, Method::GET, "/api/keys")
-        .send()
+    send(app.with(token, Method::GET, "/api/keys"))
         .await
-        .expect("request")
         .status()
 }
 
@@ -31,11 +29,7 @@ async fn logout_revokes_only_that_token(app: TestApp) {
         .await
         .expect("logout");
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let res = app
-        .with(&a, Method::GET, "/api/keys")
-        .send()
-        .await
-        .expect("request");
+    let res = send(app.with(&a, Method::GET, "/api/keys")).await;
     problem(res, StatusCode::UNAUTHORIZED, "unauthorized").await;
     // Logging out twice with it is refused too.
     let res = app

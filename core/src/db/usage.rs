@@ -40,6 +40,11 @@ pub const LAST_USED_BATCH: usize = 500;
 pub const MINUTE_MS: i64 = 60_000;
 /// Milliseconds in an hour: `usage_hour.hour` is a multiple of it.
 pub const HOUR_MS: i64 = 3_600_000;
+/// How long applied usage batch ids (`usage_batch`) are remembered: a retry
+/// comes within seconds; [`Db::purge`] deletes older ones.
+pub const BATCH_ID_KEPT_MS: i64 = 86_400_000;
+/// Keys per statement of [`Db::usage_totals_of_keys`].
+pub const KEYS_PER_STATEMENT: usize = 1_000;
 /// The most points [`Db::usage_timeseries`] returns.
 pub const MAX_SERIES_POINTS: i64 = 10_000;
 
@@ -266,13 +271,14 @@ fn split(from: i64, to: i64, hourly: bool) -> Split {
 impl UsageFilter {
     /// `SELECT t, key_id, route, <counters> FROM …` over the filtered rows of
     /// both tables (`UNION ALL` of the parts), into `stmt`. `known_keys`
-    /// leaves out "no key" (0).
+    /// leaves out "no key" (0); a non-empty `keys` reads only those keys.
     fn source<'a>(
         &'a self,
         stmt: &mut Stmt<'a>,
         hourly: bool,
         known_keys: bool,
         histogram: bool,
+        keys: &[i64],
     ) -> bool {
         let parts = split(self.from, self.to, hourly);
         let columns = columns(histogram).join(", ");
@@ -301,6 +307,13 @@ impl UsageFilter {
             }
             if known_keys {
                 stmt.push(" AND key_id <> 0");
+            }
+            if !keys.is_empty() {
+                stmt.push(" AND key_id IN (");
+                for (i, k) in keys.iter().enumerate() {
+                    stmt.push(if i == 0 { "" } else { "," }).int(*k);
+                }
+                stmt.push(")");
             }
         }
         !first
@@ -335,11 +348,31 @@ pub(crate) fn merged(
     rows: &[UsageRow],
     time_of: impl Fn(i64) -> i64,
 ) -> Vec<(i64, i64, &str, Counts)> {
+    summed(
+        rows.iter()
+            .map(|r| (time_of(r.minute), r.key_id, r.route.as_str(), r.counts)),
+    )
+}
+
+/// Merged minute rows (from [`merged`]) summed again per hour: the
+/// `usage_hour` rows of the same requests.
+pub(crate) fn hourly<'r>(
+    minutes: &[(i64, i64, &'r str, Counts)],
+) -> Vec<(i64, i64, &'r str, Counts)> {
+    summed(
+        minutes
+            .iter()
+            .map(|&(t, key_id, route, counts)| (hour_of(t), key_id, route, counts)),
+    )
+}
+
+/// `(time, key, route, counts)` summed per `(time, key, route)`, sorted.
+fn summed<'r>(
+    rows: impl Iterator<Item = (i64, i64, &'r str, Counts)>,
+) -> Vec<(i64, i64, &'r str, Counts)> {
     let mut map: BTreeMap<(i64, i64, &str), Counts> = BTreeMap::new();
-    for r in rows {
-        map.entry((time_of(r.minute), r.key_id, r.route.as_str()))
-            .or_default()
-            .add(&r.counts);
+    for (t, key_id, route, counts) in rows {
+        map.entry((t, key_id, route)).or_default().add(&counts);
     }
     map.into_iter()
         .map(|((t, key_id, route), counts)| (t, key_id, route, counts))
@@ -428,16 +461,7 @@ impl Db {
         let minutes = merged(rows, |m| m);
         let mut written = 0;
         for batch in minutes.chunks(USAGE_BATCH_ROWS) {
-            let as_rows: Vec<UsageRow> = batch
-                .iter()
-                .map(|(t, key_id, route, counts)| UsageRow {
-                    minute: *t,
-                    key_id: *key_id,
-                    route: route.to_string(),
-                    counts: *counts,
-                })
-                .collect();
-            let hours = merged(&as_rows, hour_of);
+            let hours = hourly(batch);
             let mut tx = self.pool().begin().await?;
             upsert_stmt(self.kind(), "usage_minute", "minute", batch)
                 .query()
@@ -510,7 +534,7 @@ impl Db {
             "SELECT {}, COUNT(DISTINCT CASE WHEN key_id <> 0 THEN key_id END) AS active_keys FROM (",
             sum_select(true)
         ));
-        if !filter.source(&mut stmt, true, false, true) {
+        if !filter.source(&mut stmt, true, false, true, &[]) {
             return Ok(UsageTotals::default());
         }
         stmt.push(") u");
@@ -519,6 +543,30 @@ impl Db {
             counts: counts_from_row(&row, true)?,
             active_keys: row.try_get("active_keys")?,
         })
+    }
+
+    /// The totals of each of `keys` over the filtered rows, in one statement
+    /// per [`KEYS_PER_STATEMENT`] keys: for each key the counts
+    /// [`Db::usage_totals`] gives with `key_id: Some(key)`. Keys without
+    /// rows are left out; no keys, no rows.
+    pub async fn usage_totals_of_keys(
+        &self,
+        filter: &UsageFilter,
+        keys: &[i64],
+    ) -> Result<BTreeMap<i64, Counts>, DbError> {
+        let mut totals = BTreeMap::new();
+        for chunk in keys.chunks(KEYS_PER_STATEMENT) {
+            let mut stmt = Stmt::new(self.kind());
+            stmt.push(&format!("SELECT key_id, {} FROM (", sum_select(true)));
+            if !filter.source(&mut stmt, true, false, true, chunk) {
+                break;
+            }
+            stmt.push(") u GROUP BY key_id");
+            for row in stmt.query().fetch_all(self.pool()).await? {
+                totals.insert(row.try_get("key_id")?, counts_from_row(&row, true)?);
+            }
+        }
+        Ok(totals)
     }
 
     /// Counts per step of `step_ms` (steps aligned to the epoch, UTC),
@@ -555,7 +603,7 @@ impl Db {
             "SELECT CAST(t - (t % {step_ms}) AS BIGINT) AS step_at, {} FROM (",
             sum_select(false)
         ));
-        if filter.source(&mut stmt, step_ms % HOUR_MS == 0, false, false) {
+        if filter.source(&mut stmt, step_ms % HOUR_MS == 0, false, false, &[]) {
             stmt.push(") u GROUP BY 1 ORDER BY 1");
             for row in stmt.query().fetch_all(self.pool()).await? {
                 found.insert(row.try_get("step_at")?, counts_from_row(&row, false)?);
@@ -576,7 +624,7 @@ impl Db {
     pub async fn usage_by_route(&self, filter: &UsageFilter) -> Result<Vec<RouteUsage>, DbError> {
         let mut stmt = Stmt::new(self.kind());
         stmt.push(&format!("SELECT route, {} FROM (", sum_select(true)));
-        if !filter.source(&mut stmt, true, false, true) {
+        if !filter.source(&mut stmt, true, false, true, &[]) {
             return Ok(Vec::new());
         }
         stmt.push(&format!(
@@ -613,7 +661,7 @@ impl Db {
                SELECT key_id, CAST(SUM{ROW_TOTAL} AS BIGINT) AS total, {} FROM (",
             sum_select(false)
         ));
-        if !filter.source(&mut stmt, true, true, false) {
+        if !filter.source(&mut stmt, true, true, false, &[]) {
             return Ok(Vec::new());
         }
         stmt.push(") u GROUP BY key_id ORDER BY total DESC, key_id LIMIT ")
@@ -714,7 +762,7 @@ impl Db {
             .purge_windows(
                 "usage_batches",
                 "applied_at",
-                crate::now_ms() - super::usage_batch::BATCH_ID_KEPT_MS,
+                crate::now_ms() - BATCH_ID_KEPT_MS,
             )
             .await?;
         Ok(Purged {
@@ -850,6 +898,8 @@ mod tests {
                 (HOUR_MS, 2, "b", allowed(5)),
             ]
         );
+        // The hourly rows of merged minutes are the rows merged per hour.
+        assert_eq!(hourly(&merged(&rows, |m| m)), merged(&rows, hour_of));
     }
 
     /// Every analytics query is answered from an index on SQLite (the

@@ -9,13 +9,12 @@
 use std::collections::BTreeMap;
 
 use super::stmt::Stmt;
-use super::usage::{hour_of, merged, upsert_stmt, violations_stmt};
+pub use super::usage::BATCH_ID_KEPT_MS;
+use super::usage::{hourly, merged, upsert_stmt, violations_stmt};
 use super::usage::{NewViolation, UsageRow, USAGE_BATCH_ROWS, VIOLATION_BATCH_ROWS};
 use super::violation_aggregates::{self, AggregateKey, ViolationAggregate, AGGREGATE_BATCH_ROWS};
 use super::{Db, DbError};
 
-/// How long applied batch ids are remembered (a retry comes within seconds).
-pub const BATCH_ID_KEPT_MS: i64 = 86_400_000;
 /// Longest batch id accepted.
 pub const MAX_BATCH_ID: usize = 64;
 
@@ -61,16 +60,7 @@ impl Db {
         }
         let kind = self.kind();
         let minutes = merged(&batch.rows, |m| m);
-        let as_rows: Vec<UsageRow> = minutes
-            .iter()
-            .map(|(t, key_id, route, counts)| UsageRow {
-                minute: *t,
-                key_id: *key_id,
-                route: route.to_string(),
-                counts: *counts,
-            })
-            .collect();
-        let hours = merged(&as_rows, hour_of);
+        let hours = hourly(&minutes);
         let aggregates = merged_aggregates(&batch.aggregates);
 
         let mut tx = self.pool().begin().await?;

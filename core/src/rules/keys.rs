@@ -9,7 +9,6 @@ use serde_json::Value;
 
 use super::limits::{check_concurrency, check_limits, ListKind};
 use super::FieldError;
-use crate::config::Config;
 use crate::db::plans::StoredPlan;
 use crate::db::{KeyPatch, NewApiKey};
 
@@ -56,12 +55,16 @@ pub fn check_plan_ref(plan: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The refusal of a key's plan that is neither a YAML plan of `config` nor
-/// one of the `stored` plans, naming the known ones.
-pub fn unknown_key_plan(plan: &str, config: &Config, stored: &[StoredPlan]) -> String {
-    let known: Vec<&str> = config
-        .plans
-        .keys()
+/// The refusal of a key's plan that is neither one of the YAML plans (the
+/// names of `Config::plans`) nor one of the `stored` plans, naming the known
+/// ones.
+pub fn unknown_key_plan<'a>(
+    plan: &str,
+    yaml_plans: impl IntoIterator<Item = &'a String>,
+    stored: &'a [StoredPlan],
+) -> String {
+    let known: Vec<&str> = yaml_plans
+        .into_iter()
         .map(String::as_str)
         .chain(stored.iter().map(|p| p.name.as_str()))
         .collect();

@@ -178,13 +178,7 @@ mod tests {
     use super::*;
 
     fn limit(name: &str, rate: u64, per: Duration) -> Limit {
-        Limit {
-            name: name.into(),
-            rate,
-            per,
-            burst: None,
-            cost: None,
-        }
+        Limit::new(name, rate, per, None, None)
     }
 
     #[test]

@@ -41,6 +41,13 @@ pub const TASKS: [&str; 7] = [
     "redis-watch",
 ];
 
+/// List every task's restart counter in `/metrics` before its first restart.
+pub fn init_metrics() {
+    for task in TASKS {
+        metrics::BACKGROUND_RESTARTS.with_label_values(&[task]);
+    }
+}
+
 /// Test hook: a comma-separated list of [`TASKS`] that panic at each start,
 /// for tests of the supervision with the real binary (no real fault makes a
 /// task panic on demand). Unset in production.

@@ -166,13 +166,7 @@ pub fn run_local(scenario: &Scenario, base: i64) -> Vec<Outcome> {
 }
 
 fn limit(name: &str, rate: u64, per: Duration, burst: u64, cost: u64) -> Limit {
-    Limit {
-        name: name.into(),
-        rate,
-        per,
-        burst: Some(burst),
-        cost: Some(cost),
-    }
+    Limit::new(name, rate, per, Some(burst), Some(cost))
 }
 
 const HOUR: Duration = Duration::from_secs(3600);

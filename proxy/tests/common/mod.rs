@@ -43,6 +43,14 @@ pub async fn start_upstream() -> SocketAddr {
     addr
 }
 
+/// A key named `name`, without plan or limits of its own.
+pub fn named(name: &str) -> NewApiKey {
+    NewApiKey {
+        name: name.into(),
+        ..NewApiKey::default()
+    }
+}
+
 pub enum Store {
     Sqlite,
     Postgres,
@@ -132,13 +140,17 @@ impl TestProxy {
     /// of a key named `name` it already knows.
     pub async fn sqlite_with_key(yaml: &str, name: &str) -> (Self, String) {
         let p = Self::start(yaml, Store::Sqlite).await.expect("sqlite");
-        let (_, key) = p
-            .key(NewApiKey {
-                name: name.into(),
-                ..NewApiKey::default()
-            })
-            .await;
+        let (_, key) = p.key(named(name)).await;
         (p, key)
+    }
+
+    /// Create a key named `name` and wait (up to `timeout`) until the
+    /// running proxy answers it `200` on `/api/users`.
+    pub async fn serving_key(&self, name: &str, timeout: Duration) -> String {
+        let (_, key) = self.create_key(named(name)).await;
+        self.wait_status(&key, "/api/users", |s| s == 200, timeout)
+            .await;
+        key
     }
 
     /// Create a key and wait until the running proxy knows it.
@@ -147,6 +159,16 @@ impl TestProxy {
         self.wait_status(&plain, "/api/users", |s| s != 403, Duration::from_secs(3))
             .await;
         (k, plain)
+    }
+
+    /// `GET path` with `x-api-key: key`.
+    pub async fn get_with_key(&self, path: &str, key: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(self.url(path))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .expect("request")
     }
 
     /// Poll with `key` until `ok(status)` or the timeout; returns the time it took.

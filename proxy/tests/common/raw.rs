@@ -58,6 +58,49 @@ pub async fn exchange(
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `Some(address)` for [`connect`]'s `from` (`127.0.0.x` on Linux).
+pub fn ip(s: &str) -> Option<IpAddr> {
+    Some(s.parse().expect("ip"))
+}
+
+/// Send `bytes` and parse the first response (read for up to 5 s).
+pub async fn send(from: Option<IpAddr>, to: SocketAddr, bytes: &[u8]) -> RawResponse {
+    parse(&exchange(from, to, bytes, Duration::from_secs(5)).await)
+}
+
+/// Open connections from `from` that send `prefix` (a PROXY protocol
+/// header, or nothing) and hold them in `held`, three at a time, until a
+/// fourth one sending `prefix` and `req` gets no answer (the per-address cap
+/// of 3 refused it). The proxy takes connections on several threads in no
+/// fixed order, so a probe may be counted before a held one: then start
+/// again, giving the proxy more time. `false` if it was always served.
+pub async fn fill_connection_cap(
+    from: Option<IpAddr>,
+    to: SocketAddr,
+    prefix: &[u8],
+    req: &[u8],
+    held: &mut Vec<TcpStream>,
+) -> bool {
+    let probe = [prefix, req].concat();
+    for attempt in 1..=10u64 {
+        held.clear();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..3 {
+            let mut s = connect(from, to).await;
+            if !prefix.is_empty() {
+                s.write_all(prefix).await.expect("write");
+            }
+            held.push(s);
+            tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+        }
+        let resp = exchange(from, to, &probe, Duration::from_secs(5)).await;
+        if statuses(&resp).is_empty() {
+            return true;
+        }
+    }
+    false
+}
+
 /// Parse the first response in `raw` (Content-Length framed, or to the end).
 pub fn parse(raw: &str) -> RawResponse {
     let mut r = RawResponse {
@@ -117,6 +160,16 @@ pub async fn start_interpreting_upstream(answer: fn(&str) -> String) -> SocketAd
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    serve_heads(listener, answer);
+    addr
+}
+
+/// On `listener`, in the background: read one request head per connection,
+/// answer `200` with `answer(raw target)` as the body, and close.
+pub fn serve_heads<F>(listener: tokio::net::TcpListener, answer: F)
+where
+    F: Fn(&str) -> String + Copy + Send + 'static,
+{
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
@@ -142,7 +195,6 @@ pub async fn start_interpreting_upstream(answer: fn(&str) -> String) -> SocketAd
             });
         }
     });
-    addr
 }
 
 /// Percent-decode everything (as many frameworks do before routing).

@@ -10,6 +10,32 @@ use tollgate_core::db::testing::services_required;
 
 use super::free_port;
 
+/// `single_and_cluster!(single: a, cluster: b, run)`: the test `single`
+/// awaits `run(url, a)` with the Redis of `TOLLGATE_TEST_REDIS_URL`, the
+/// test `cluster` awaits `run(url, b)` with the Redis Cluster of
+/// `TOLLGATE_TEST_REDIS_CLUSTER_URL`; each is skipped (failed in CI)
+/// without its service.
+#[allow(unused_macros)]
+macro_rules! single_and_cluster {
+    ($single:ident: $a:expr, $cluster:ident: $b:expr, $run:path) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $single() {
+            if let Some(url) = common::redis::service_url("TOLLGATE_TEST_REDIS_URL") {
+                $run(&url, $a).await;
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $cluster() {
+            if let Some(url) = common::redis::service_url("TOLLGATE_TEST_REDIS_CLUSTER_URL") {
+                $run(&url, $b).await;
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use single_and_cluster;
+
 /// The URL in `var`, or `None` (with a notice) to skip; fails in CI.
 pub fn service_url(var: &str) -> Option<String> {
     match std::env::var(var) {

@@ -91,33 +91,29 @@ impl Validator<'_> {
     /// Pingora's server settings under `proxy.*`.
     fn tuning(&mut self, p: &RawProxy) -> ServerTuning {
         let d = ServerTuning::default();
-        let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
         ServerTuning {
             work_stealing: self.flag_or("proxy.work_stealing", &p.work_stealing, d.work_stealing),
-            listener_tasks: usize::try_from(self.number_or(
+            listener_tasks: self.count_or(
                 "proxy.listener_tasks",
                 &p.listener_tasks,
                 1,
                 MAX_LISTENER_TASKS,
-                n(d.listener_tasks),
-            ))
-            .unwrap_or(d.listener_tasks),
-            upstream_keepalive_pool: usize::try_from(self.number_or(
+                d.listener_tasks,
+            ),
+            upstream_keepalive_pool: self.count_or(
                 "proxy.upstream_keepalive_pool",
                 &p.upstream_keepalive_pool,
                 0,
                 MAX_UPSTREAM_KEEPALIVE_POOL,
-                n(d.upstream_keepalive_pool),
-            ))
-            .unwrap_or(d.upstream_keepalive_pool),
-            downstream_keepalive_requests: u32::try_from(self.number_or(
+                d.upstream_keepalive_pool,
+            ),
+            downstream_keepalive_requests: self.count_or(
                 "proxy.downstream_keepalive_requests",
                 &p.downstream_keepalive_requests,
                 1,
                 u64::from(u32::MAX),
-                u64::from(d.downstream_keepalive_requests),
-            ))
-            .unwrap_or(d.downstream_keepalive_requests),
+                d.downstream_keepalive_requests,
+            ),
         }
     }
 

@@ -75,6 +75,24 @@ impl Validator<'_> {
         }
     }
 
+    /// [`Self::number_or`] for a count held as `T` (`usize`, `u32`):
+    /// `min..=max` (which `T` holds), `default` if omitted.
+    pub(super) fn count_or<T>(
+        &mut self,
+        path: &str,
+        s: &Option<Scalar>,
+        min: u64,
+        max: u64,
+        default: T,
+    ) -> T
+    where
+        T: Copy + TryFrom<u64>,
+        u64: TryFrom<T>,
+    {
+        let wide = u64::try_from(default).unwrap_or(u64::MAX);
+        T::try_from(self.number_or(path, s, min, max, wide)).unwrap_or(default)
+    }
+
     pub(super) fn flag_or(&mut self, path: &str, s: &Option<Scalar>, default: bool) -> bool {
         match given(s) {
             None => default,

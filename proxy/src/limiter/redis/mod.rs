@@ -445,16 +445,6 @@ mod tests {
     use super::*;
     use tollgate_core::limits::Limit;
 
-    fn limit(name: &str, rate: u64, per: Duration, burst: Option<u64>, cost: Option<u64>) -> Limit {
-        Limit {
-            name: name.into(),
-            rate,
-            per,
-            burst,
-            cost,
-        }
-    }
-
     #[test]
     fn bad_urls_are_config_errors() {
         let e = RedisLimiter::new("http://x", Duration::from_millis(20)).expect_err("bad scheme");
@@ -480,7 +470,7 @@ mod tests {
             .expect("rt");
         let b = Bucket::new(
             Scope::Key,
-            limit("m", 1, Duration::from_secs(1), None, None),
+            Limit::new("m", 1, Duration::from_secs(1), None, None),
         );
         rt.block_on(async {
             for _ in 0..3 {

@@ -209,24 +209,14 @@ mod tests {
     use crate::limiter::Scope;
     use tollgate_core::limits::Limit;
 
-    fn limit(name: &str, rate: u64, per: Duration, burst: Option<u64>, cost: Option<u64>) -> Limit {
-        Limit {
-            name: name.into(),
-            rate,
-            per,
-            burst,
-            cost,
-        }
-    }
-
     fn refusal() -> (Vec<Bucket>, Decision, Vec<LimitTimes>) {
         let a = Bucket::new(
             Scope::Key,
-            limit("a", 100, Duration::from_secs(1), None, None),
+            Limit::new("a", 100, Duration::from_secs(1), None, None),
         );
         let b = Bucket::new(
             Scope::Route("r"),
-            limit("b", 1, Duration::from_secs(60), Some(1), None),
+            Limit::new("b", 1, Duration::from_secs(60), Some(1), None),
         );
         let decision = Decision {
             allowed: false,
@@ -351,15 +341,15 @@ mod tests {
         // The same limit "b" (same name, same bucket id) raised from 1 to 100 per minute.
         let raised = Bucket::new(
             Scope::Route("r"),
-            limit("b", 100, Duration::from_secs(60), Some(100), None),
+            Limit::new("b", 100, Duration::from_secs(60), Some(100), None),
         );
         assert_eq!(raised.id, buckets[1].id, "same bucket");
         assert!(cache.get(&k, &[refs[0], &raised], t0).is_none());
         // Any value counts: per, burst and cost too.
         for changed in [
-            limit("b", 1, Duration::from_secs(30), Some(1), None),
-            limit("b", 1, Duration::from_secs(60), Some(2), None),
-            limit("b", 1, Duration::from_secs(60), Some(1), Some(1)),
+            Limit::new("b", 1, Duration::from_secs(30), Some(1), None),
+            Limit::new("b", 1, Duration::from_secs(60), Some(2), None),
+            Limit::new("b", 1, Duration::from_secs(60), Some(1), Some(1)),
         ] {
             let b = Bucket::new(Scope::Route("r"), changed);
             assert!(cache.get(&k, &[refs[0], &b], t0).is_none());

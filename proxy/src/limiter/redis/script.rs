@@ -195,25 +195,15 @@ mod tests {
     use crate::limiter::Scope;
     use tollgate_core::limits::check_bucket;
 
-    fn limit(name: &str, rate: u64, per: Duration, burst: Option<u64>, cost: Option<u64>) -> Limit {
-        Limit {
-            name: name.into(),
-            rate,
-            per,
-            burst,
-            cost,
-        }
-    }
-
     #[test]
     fn key_format_shares_the_subject_hash_tag() {
         let b = Bucket::new(
             Scope::Key,
-            limit("minute", 60, Duration::from_secs(60), None, None),
+            Limit::new("minute", 60, Duration::from_secs(60), None, None),
         );
         let r = Bucket::new(
             Scope::Route("users"),
-            limit("route", 10, Duration::from_secs(1), None, None),
+            Limit::new("route", 10, Duration::from_secs(1), None, None),
         );
         assert_eq!(bucket_key(&Subject::Key(42), &b), "tg:{k42}:p:minute");
         assert_eq!(bucket_key(&Subject::Key(42), &r), "tg:{k42}:r:users:route");
@@ -225,7 +215,13 @@ mod tests {
 
     #[test]
     fn script_args_in_microseconds_and_clamped() {
-        let a = ScriptArgs::new(&limit("m", 60, Duration::from_secs(60), Some(10), None));
+        let a = ScriptArgs::new(&Limit::new(
+            "m",
+            60,
+            Duration::from_secs(60),
+            Some(10),
+            None,
+        ));
         assert_eq!(
             a,
             ScriptArgs {
@@ -235,7 +231,7 @@ mod tests {
             }
         );
         // 1 per day with a burst of a million: 2700 years, clamped to 2^50 µs.
-        let a = ScriptArgs::new(&limit(
+        let a = ScriptArgs::new(&Limit::new(
             "d",
             1,
             Duration::from_secs(86_400),
@@ -246,9 +242,15 @@ mod tests {
         assert!(a.burst * a.interval_us <= MAX_SPAN_US);
         assert_eq!(a.cost, 2);
         // Cost above burst stays above.
-        let a = ScriptArgs::new(&limit("c", 10, Duration::from_secs(1), Some(5), Some(6)));
+        let a = ScriptArgs::new(&Limit::new(
+            "c",
+            10,
+            Duration::from_secs(1),
+            Some(5),
+            Some(6),
+        ));
         assert_eq!((a.burst, a.cost), (5, 6));
-        let a = ScriptArgs::new(&limit(
+        let a = ScriptArgs::new(&Limit::new(
             "c",
             1,
             Duration::from_secs(86_400),
@@ -257,7 +259,13 @@ mod tests {
         ));
         assert!(a.cost > a.burst);
         // Sub-microsecond intervals become 1 µs.
-        let a = ScriptArgs::new(&limit("f", 10_000_000, Duration::from_secs(1), None, None));
+        let a = ScriptArgs::new(&Limit::new(
+            "f",
+            10_000_000,
+            Duration::from_secs(1),
+            None,
+            None,
+        ));
         assert_eq!(a.interval_us, 1);
     }
 
@@ -294,15 +302,15 @@ mod tests {
         use tollgate_core::limits::decide;
         let a = Bucket::new(
             Scope::Key,
-            limit("a", 100, Duration::from_secs(1), None, None),
+            Limit::new("a", 100, Duration::from_secs(1), None, None),
         );
         let b = Bucket::new(
             Scope::Route("r"),
-            limit("b", 1, Duration::from_secs(60), Some(1), None),
+            Limit::new("b", 1, Duration::from_secs(60), Some(1), None),
         );
         let c = Bucket::new(
             Scope::Key,
-            limit("c", 10, Duration::from_secs(1), Some(5), Some(6)),
+            Limit::new("c", 10, Duration::from_secs(1), Some(5), Some(6)),
         );
         let now = 1_000_000_000_000u64; // ns, a whole number of µs
         for (buckets, tats) in [

@@ -1,5 +1,7 @@
 //! What `GET /api/health` answers ([`HealthReport`], [`HealthSummary`]) and
-//! the cache of the last probe ([`HealthCache`]) the app state holds.
+//! the cache of the last probe ([`HealthCache`]) the app state holds: below
+//! `state`, apart from the handler and the probe (`health/`), which use the
+//! state.
 
 use std::time::Instant;
 
@@ -11,10 +13,10 @@ use utoipa::ToSchema;
 /// The last probe and the Redis connection, shared by every call.
 #[derive(Default)]
 pub struct HealthCache {
-    pub(super) last: tokio::sync::Mutex<Option<(Instant, StatusCode, HealthReport)>>,
-    pub(super) redis: tokio::sync::Mutex<Option<(String, RedisConn)>>,
-    pub(super) probes: std::sync::atomic::AtomicU64,
-    pub(super) redis_connects: std::sync::atomic::AtomicU64,
+    pub(crate) last: tokio::sync::Mutex<Option<(Instant, StatusCode, HealthReport)>>,
+    pub(crate) redis: tokio::sync::Mutex<Option<(String, RedisConn)>>,
+    pub(crate) probes: std::sync::atomic::AtomicU64,
+    pub(crate) redis_connects: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for HealthCache {
@@ -38,7 +40,7 @@ impl HealthCache {
 
 /// A kept connection to Redis.
 #[derive(Clone)]
-pub(super) enum RedisConn {
+pub(crate) enum RedisConn {
     Single(redis::aio::MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),
 }
@@ -145,7 +147,7 @@ pub struct TargetHealthView {
 
 impl TargetHealthView {
     /// A configured target nobody reported yet.
-    pub(super) fn unknown(upstream: &str, target: String) -> Self {
+    pub(crate) fn unknown(upstream: &str, target: String) -> Self {
         Self {
             upstream: upstream.to_string(),
             target,
@@ -162,7 +164,7 @@ impl TargetHealthView {
     }
 
     /// Take `report` of instance `by`, as of `now` (Unix ms).
-    pub(super) fn fill(&mut self, report: &TargetHealth, by: &str, now: i64) {
+    pub(crate) fn fill(&mut self, report: &TargetHealth, by: &str, now: i64) {
         self.status = if report.healthy {
             Status::Up
         } else {
