@@ -147,6 +147,7 @@ pub fn build(prepared: Prepared) -> Built {
         state: state.clone(),
         conns: Arc::new(ConnTable::default()),
         handshakes: handshakes.clone(),
+        h2c,
     };
     let mut proxy = Service::new("tollgate-proxy".to_string(), app);
     proxy.endpoints().set_pre_tls_callback(Arc::new(PreTlsEdge {

@@ -65,8 +65,6 @@ pub struct Ctx {
     backend: &'static str,
     target: Option<Target>,
     _inflight: Option<InFlightHold>,
-    /// A gRPC call: the proxy's own answers are gRPC status.
-    grpc: bool,
     /// W3C trace context (`telemetry.trace_context`).
     trace: Option<RequestTrace>,
 }
@@ -313,6 +311,18 @@ fn client_ip(session: &Session, ctx: &Ctx) -> Option<IpAddr> {
     }
 }
 
+/// A gRPC call (its refusals are answered as gRPC status). Looked at only
+/// when the proxy answers itself: allowed requests do not pay for it.
+fn is_grpc(session: &Session) -> bool {
+    grpc::is_grpc(
+        session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes()),
+    )
+}
+
 /// Whether the request came in on the TLS listener.
 fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
@@ -341,7 +351,6 @@ impl ProxyHttp for Gateway {
             backend: "none",
             target: None,
             _inflight: None,
-            grpc: false,
             trace: None,
         }
     }
@@ -369,16 +378,9 @@ impl ProxyHttp for Gateway {
             ctx.config = Some(cfg);
             return Ok(false);
         }
-        ctx.grpc = grpc::is_grpc(
-            session
-                .req_header()
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .map(|v| v.as_bytes()),
-        );
         match self.decide(session, ctx).await {
             Some(mut a) => {
-                if ctx.grpc {
+                if is_grpc(session) {
                     a = grpc::answer(a);
                 }
                 ctx.refusal = std::mem::take(&mut a.reason);
@@ -571,7 +573,7 @@ impl ProxyHttp for Gateway {
                 Some(d) => a.with_rate_limit_headers(d),
                 None => a,
             };
-            let a = if ctx.grpc { grpc::answer(a) } else { a };
+            let a = if is_grpc(session) { grpc::answer(a) } else { a };
             if let Err(e) = self.respond(session, ctx, a).await {
                 tracing::debug!("cannot send error response: {e}");
             }

@@ -4,6 +4,8 @@
 //! as gRPC status with the RateLimit headers kept, and the W3C trace context
 //! the upstream sees. The messages are written by hand (prost derive), the
 //! service by hand on tonic's server plumbing: no protoc.
+// `Result<_, tonic::Status>` is tonic's own API (its streams carry it).
+#![allow(clippy::result_large_err)]
 
 mod common;
 
@@ -446,4 +448,48 @@ impl TestCa {
         let cert = params.signed_by(&key, &self.issuer).expect("leaf");
         (cert.pem(), key.serialize_pem())
     }
+}
+
+/// With `proxy.h2c` on, a connection that stalls inside the HTTP/2 preface
+/// (or sends 23 bytes of it) is closed by the header deadline, never held;
+/// an HTTP/1 POST still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_listener_closes_a_stalled_preface_and_keeps_http1_posts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = start_grpc_upstream(None).await;
+    let yaml = config(&up.to_string(), "h2c", "")
+        .replace("  h2c: true\n", "  h2c: true\n  header_timeout: 1s\n");
+    let proxy = TestProxy::start(&yaml, common::Store::Sqlite)
+        .await
+        .expect("sqlite proxy");
+    for partial in [&b"P"[..], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r"] {
+        let mut s = tokio::net::TcpStream::connect(proxy.addr)
+            .await
+            .expect("connect");
+        s.write_all(partial).await.expect("write");
+        let start = Instant::now();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "{partial:?}: not closed: {read:?}"
+        );
+        // Closed by the 1 s header deadline, not by the 60 s keep-alive.
+        assert!(start.elapsed() < Duration::from_secs(20), "{partial:?}");
+    }
+    let (_, key) = proxy
+        .key(NewApiKey {
+            name: "post".into(),
+            ..NewApiKey::default()
+        })
+        .await;
+    let r = reqwest::Client::new()
+        .post(proxy.url("/api/users"))
+        .header("x-api-key", &key)
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_ne!(r.status().as_u16(), 400, "{r:?}");
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
 }

@@ -148,6 +148,9 @@ pub struct EdgeApp<A> {
     pub conns: Arc<ConnTable>,
     /// Shared with the listener's [`PreTlsEdge`].
     pub handshakes: Arc<HandshakeWatch>,
+    /// `proxy.h2c` as the server was built with (Pingora's own h2c switch
+    /// is fixed at start too).
+    pub h2c: bool,
 }
 
 /// How long after the header deadline the edge stops waiting for the 408 to
@@ -350,7 +353,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
         };
         // `proxy.h2c`: a plain connection that opens with the HTTP/2 preface
         // is HTTP/2 by prior knowledge (gRPC clients), served as an h2 one.
-        let h2c = proxy.h2c
+        let h2c = self.h2c
             && peeked
             && first[0] == H2_PREFACE[0]
             && stream.selected_alpn_proto().is_none()
