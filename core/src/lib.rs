@@ -19,6 +19,7 @@ pub mod path;
 pub mod problem;
 pub mod redis_url;
 pub mod rules;
+pub mod trace;
 pub mod usage;
 
 /// Milliseconds since the Unix epoch: how every timestamp is stored.

@@ -7,7 +7,8 @@
 //! bad-key throttle), [`router`] (route matching), [`auth`] (reading the key),
 //! [`keyset`] (the in-memory key set), [`state`] (hot config + which limits
 //! apply), [`limiter`] (token buckets), [`headers`] (RateLimit headers),
-//! [`answer`] (problem+json answers), [`service`] (the `ProxyHttp` that
+//! [`answer`] (problem+json answers), [`grpc`] (gRPC requests and their
+//! refusals as gRPC status), [`telemetry`] (W3C trace context), [`service`] (the `ProxyHttp` that
 //! orchestrates them), [`upstreams`], [`tls`] (HTTPS listener certificate,
 //! upstream CA files), [`background`], [`metrics`], [`demo`] (the demo
 //! upstream of `tollgate dev`).
@@ -20,6 +21,7 @@ pub mod demo;
 pub mod edge;
 pub mod edge_metrics;
 pub mod forward;
+pub mod grpc;
 pub mod headers;
 pub mod keyset;
 pub mod ladder;
@@ -30,6 +32,7 @@ pub mod router;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod telemetry;
 pub mod throttle;
 pub mod tls;
 pub mod upstreams;

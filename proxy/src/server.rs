@@ -119,6 +119,14 @@ pub fn build(prepared: Prepared) -> Built {
 
     let listen = config.proxy.listen;
     let keepalive_timeout = config.proxy.keepalive_timeout;
+    let h2c = config.proxy.h2c;
+    if let Some(url) = &config.telemetry.otlp_endpoint {
+        // Validated, but spans are not exported yet (issue #22 item 6): say
+        // so rather than let an operator wait for spans that never come.
+        tracing::warn!(
+            "telemetry.otlp_endpoint {url}: span export is not implemented yet; only W3C trace context is passed upstream"
+        );
+    }
     let tls_listen = config.proxy.tls.as_ref().map(|t| t.listen);
     let metrics_listen = config.proxy.metrics_listen;
     let database_url = config.storage.database_url.clone();
@@ -137,6 +145,9 @@ pub fn build(prepared: Prepared) -> Built {
     // not count) is closed after keepalive_timeout, as an idle HTTP/1 one
     // (the value at start; a reload applies to HTTP/1 only).
     server_options.h2_idle_timeout = Some(keepalive_timeout);
+    // `proxy.h2c`: HTTP/2 without TLS on the plain listener (prior
+    // knowledge; gRPC clients), beside HTTP/1.
+    server_options.h2c = h2c;
     app.server_options = Some(server_options);
     let handshakes = Arc::new(HandshakeWatch::default());
     let app = EdgeApp {
@@ -144,6 +155,7 @@ pub fn build(prepared: Prepared) -> Built {
         state: state.clone(),
         conns: Arc::new(ConnTable::default()),
         handshakes: handshakes.clone(),
+        h2c,
     };
     let mut proxy = Service::new("tollgate-proxy".to_string(), app);
     proxy.endpoints().set_pre_tls_callback(Arc::new(PreTlsEdge {

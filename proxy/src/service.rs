@@ -15,12 +15,14 @@ use tollgate_core::config::{Auth, Target};
 use tollgate_core::keys;
 use tollgate_core::limits::Decision;
 use tollgate_core::net;
+use tollgate_core::trace::OsIds;
 
 use crate::answer::{self, Answer};
 use crate::auth::{self, Presented};
 use crate::edge::{self, Inbound};
 use crate::edge_metrics;
 use crate::forward::{self, Forwarding};
+use crate::grpc;
 use crate::headers;
 use crate::keyset::ActiveKey;
 use crate::ladder::{Ladder, Step};
@@ -29,6 +31,7 @@ use crate::limiter::Subject;
 use crate::metrics::{self, outcome};
 use crate::router::{self, Routable, RouteMatch};
 use crate::state::{self, CompiledRoute, ConfigState, State};
+use crate::telemetry::{self, RequestTrace};
 use crate::throttle::AuthThrottle;
 use crate::usage::{UsageEvent, UsageRecorder};
 
@@ -62,6 +65,8 @@ pub struct Ctx {
     backend: &'static str,
     target: Option<Target>,
     _inflight: Option<InFlightHold>,
+    /// W3C trace context (`telemetry.trace_context`).
+    trace: Option<RequestTrace>,
 }
 
 /// The gateway: shared state plus the in-process limiters.
@@ -306,6 +311,18 @@ fn client_ip(session: &Session, ctx: &Ctx) -> Option<IpAddr> {
     }
 }
 
+/// A gRPC call (its refusals are answered as gRPC status). Looked at only
+/// when the proxy answers itself: allowed requests do not pay for it.
+fn is_grpc(session: &Session) -> bool {
+    grpc::is_grpc(
+        session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes()),
+    )
+}
+
 /// Whether the request came in on the TLS listener.
 fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
@@ -334,6 +351,7 @@ impl ProxyHttp for Gateway {
             backend: "none",
             target: None,
             _inflight: None,
+            trace: None,
         }
     }
 
@@ -362,6 +380,9 @@ impl ProxyHttp for Gateway {
         }
         match self.decide(session, ctx).await {
             Some(mut a) => {
+                if is_grpc(session) {
+                    a = grpc::answer(a);
+                }
                 ctx.refusal = std::mem::take(&mut a.reason);
                 if ctx.close {
                     session.set_keepalive(None);
@@ -457,6 +478,11 @@ impl ProxyHttp for Gateway {
                 plan: ctx.key.as_ref().and(ctx.plan.as_deref()),
             },
         )?;
+        if cfg.config.telemetry.trace_context {
+            let t = telemetry::start(session.req_header(), &mut OsIds);
+            telemetry::propagate(&t, upstream_request)?;
+            ctx.trace = Some(t);
+        }
         if let Some(target) = &ctx.target {
             if !route.upstream.config.preserve_host {
                 let default_port = if target.tls { 443 } else { 80 };
@@ -547,6 +573,7 @@ impl ProxyHttp for Gateway {
                 Some(d) => a.with_rate_limit_headers(d),
                 None => a,
             };
+            let a = if is_grpc(session) { grpc::answer(a) } else { a };
             if let Err(e) = self.respond(session, ctx, a).await {
                 tracing::debug!("cannot send error response: {e}");
             }
@@ -621,6 +648,7 @@ impl ProxyHttp for Gateway {
                 outcome,
                 limiter = ctx.backend,
                 upstream = ctx.target.as_ref().map(|t| t.to_string()),
+                trace_id = ctx.trace.as_ref().map(|t| t.span.trace_id_hex()),
                 duration_us = elapsed.as_micros() as u64,
             );
         }

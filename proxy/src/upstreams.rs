@@ -28,7 +28,7 @@ use pingora::lb::health_check::{HealthCheck, HttpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::upstreams::peer::HttpPeer;
-use tollgate_core::config::{Target, Upstream};
+use tollgate_core::config::{Target, Upstream, UpstreamProtocol};
 
 use crate::tls::{self, UpstreamCa};
 
@@ -319,6 +319,7 @@ impl UpstreamPool {
             if tls {
                 apply_tls(&mut check.peer_template, config, &trust, &host);
             }
+            apply_protocol(&mut check.peer_template, config.protocol);
             check.peer_template.options.connection_timeout = Some(config.timeouts.connect);
             check.peer_template.options.read_timeout =
                 Some(hc.interval.min(Duration::from_secs(2)));
@@ -383,6 +384,7 @@ impl UpstreamPool {
         if target.tls {
             apply_tls(&mut peer, &self.config, &self.trust, &target.host);
         }
+        apply_protocol(&mut peer, self.config.protocol);
         let t = &self.config.timeouts;
         peer.options.connection_timeout = Some(t.connect);
         peer.options.read_timeout = Some(t.read);
@@ -470,6 +472,17 @@ fn apply_tls(peer: &mut HttpPeer, config: &Upstream, trust: &Trust, host: &str) 
         }
         // Pingora refuses to connect with an empty CA list.
         Trust::Unusable => peer.options.ca = Some(Arc::from(Vec::new())),
+    }
+}
+
+/// The HTTP version spoken to the targets: h2c is HTTP/2 by prior
+/// knowledge (no TLS, so no ALPN: Pingora trusts the peer's minimum
+/// version), h2 offers only `h2` in the TLS handshake (a target that does
+/// not agree fails, never falls back to HTTP/1.1 that gRPC cannot use).
+fn apply_protocol(peer: &mut HttpPeer, protocol: UpstreamProtocol) {
+    match protocol {
+        UpstreamProtocol::H1 => {}
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => peer.options.set_http_version(2, 2),
     }
 }
 

@@ -23,6 +23,7 @@ pub struct Config {
     pub limiter: LimiterConfig,
     pub log: LogConfig,
     pub usage: UsageConfig,
+    pub telemetry: TelemetryConfig,
     pub plans: BTreeMap<String, Plan>,
     pub upstreams: BTreeMap<String, Upstream>,
     /// In file order; the proxy builds its own matcher from these.
@@ -47,6 +48,9 @@ pub struct ProxyConfig {
     pub edge: EdgeConfig,
     /// Pingora's server settings (runtime, listeners, connection reuse).
     pub tuning: ServerTuning,
+    /// `proxy.h2c`: the plain listener also speaks HTTP/2 without TLS (prior
+    /// knowledge, as gRPC clients do), beside HTTP/1.
+    pub h2c: bool,
 }
 
 /// `proxy.work_stealing`, `listener_tasks`, `upstream_keepalive_pool`,
@@ -280,6 +284,29 @@ pub struct Upstream {
     pub tls: UpstreamTls,
     /// How often host names among the targets are resolved again.
     pub resolve_interval: Duration,
+    /// `upstreams.*.protocol`: the HTTP version spoken to the targets.
+    pub protocol: UpstreamProtocol,
+}
+
+/// `upstreams.*.protocol`: `h1` (HTTP/1.1, the default), `h2c` (HTTP/2
+/// without TLS, prior knowledge: `http://` targets) or `h2` (HTTP/2 over TLS
+/// chosen by ALPN: `https://` targets). gRPC upstreams need `h2c` or `h2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    #[default]
+    H1,
+    H2c,
+    H2,
+}
+
+impl UpstreamProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::H1 => "h1",
+            Self::H2c => "h2c",
+            Self::H2 => "h2",
+        }
+    }
 }
 
 /// `upstreams.*.resolve_interval`: how often target host names are resolved again.
@@ -391,4 +418,29 @@ pub struct Route {
     pub case_insensitive: bool,
     /// Forward `X-HTTP-Method-Override` and its kin (stripped otherwise).
     pub allow_method_override: bool,
+}
+
+/// `telemetry:`: W3C trace context and OpenTelemetry spans.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TelemetryConfig {
+    /// `otlp_endpoint`: where spans are sent (OTLP over HTTP/protobuf, e.g.
+    /// `http://127.0.0.1:4318`; `/v1/traces` is added when the URL has no
+    /// path). None: no spans.
+    pub otlp_endpoint: Option<String>,
+    /// `trace_context`: read `traceparent`/`tracestate` and pass them upstream
+    /// with the proxy as the parent. Defaults to on when `otlp_endpoint` is
+    /// set, off otherwise (the request path is then untouched).
+    pub trace_context: bool,
+    /// `service_name`: the `service.name` of the spans (default `tollgate`).
+    pub service_name: String,
+}
+
+/// `telemetry.service_name` when not given.
+pub const DEFAULT_SERVICE_NAME: &str = "tollgate";
+
+impl TelemetryConfig {
+    /// Whether anything at all happens per request.
+    pub fn enabled(&self) -> bool {
+        self.trace_context || self.otlp_endpoint.is_some()
+    }
 }

@@ -143,7 +143,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OrderedMap<T> {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of config sections (proxy, admin, storage, limiter, log, usage, plans, upstreams, routes)"
+    expecting = "a mapping of config sections (proxy, admin, storage, limiter, log, usage, telemetry, plans, upstreams, routes)"
 )]
 pub struct RawConfig {
     pub proxy: Option<RawProxy>,
@@ -152,6 +152,7 @@ pub struct RawConfig {
     pub limiter: Option<RawLimiter>,
     pub log: Option<RawLog>,
     pub usage: Option<RawUsage>,
+    pub telemetry: Option<RawTelemetry>,
     pub plans: Option<OrderedMap<RawPlan>>,
     pub upstreams: Option<OrderedMap<RawUpstream>>,
     pub routes: Option<Vec<RawRoute>>,
@@ -160,7 +161,7 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of proxy settings (listen, metrics_listen, threads, key_header, auth_failures_per_second, grace_period, keepalive_timeout, tls, path_policy, trusted_proxies, proxy_protocol, header_timeout, body_timeout, max_header_bytes, max_connections_per_ip, work_stealing, listener_tasks, upstream_keepalive_pool, downstream_keepalive_requests)"
+    expecting = "a mapping of proxy settings (listen, metrics_listen, threads, key_header, auth_failures_per_second, grace_period, keepalive_timeout, tls, path_policy, trusted_proxies, proxy_protocol, header_timeout, body_timeout, max_header_bytes, max_connections_per_ip, work_stealing, listener_tasks, upstream_keepalive_pool, downstream_keepalive_requests, h2c)"
 )]
 pub struct RawProxy {
     pub listen: Option<Scalar>,
@@ -182,6 +183,7 @@ pub struct RawProxy {
     pub listener_tasks: Option<Scalar>,
     pub upstream_keepalive_pool: Option<Scalar>,
     pub downstream_keepalive_requests: Option<Scalar>,
+    pub h2c: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -231,6 +233,18 @@ pub struct RawLimiter {
     pub redis_ca_file: Option<Scalar>,
     pub concurrency_lease: Option<Scalar>,
     pub lease_ttl: Option<Scalar>,
+}
+
+/// `telemetry: { otlp_endpoint, trace_context, service_name }`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of telemetry settings (otlp_endpoint, trace_context, service_name)"
+)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: Option<Scalar>,
+    pub trace_context: Option<Scalar>,
+    pub service_name: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -283,7 +297,7 @@ pub struct RawLimit {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "an upstream: a mapping with targets, health_check, timeouts, preserve_host, tls and resolve_interval"
+    expecting = "an upstream: a mapping with targets, health_check, timeouts, preserve_host, tls, resolve_interval and protocol"
 )]
 pub struct RawUpstream {
     pub targets: Option<Vec<Scalar>>,
@@ -292,6 +306,7 @@ pub struct RawUpstream {
     pub timeouts: Option<RawTimeouts>,
     pub preserve_host: Option<Scalar>,
     pub tls: Option<RawUpstreamTls>,
+    pub protocol: Option<Scalar>,
 }
 
 /// TLS towards an upstream's `https://` targets: `{ ca_file, verify, sni }`.

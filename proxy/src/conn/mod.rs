@@ -148,6 +148,9 @@ pub struct EdgeApp<A> {
     pub conns: Arc<ConnTable>,
     /// Shared with the listener's [`PreTlsEdge`].
     pub handshakes: Arc<HandshakeWatch>,
+    /// `proxy.h2c` as the server was built with (Pingora's own h2c switch
+    /// is fixed at start too).
+    pub h2c: bool,
 }
 
 /// How long after the header deadline the edge stops waiting for the 408 to
@@ -244,6 +247,25 @@ impl PreTlsProcess for PreTlsEdge {
     }
 }
 
+/// The client preface that starts an HTTP/2 connection (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the connection starts with the HTTP/2 preface (peeked, left
+/// in place). `None` (close) when 24 bytes do not arrive within `timeout`:
+/// with `proxy.h2c` on, an HTTP/1 request starting with `P` must be at
+/// least that long, as every real one is (`PUT / HTTP/1.1` plus `Host`).
+async fn h2c_preface(stream: &mut Stream, timeout: Duration) -> Option<bool> {
+    let mut buf = [0u8; 24];
+    match tokio::time::timeout(timeout, stream.try_peek(&mut buf)).await {
+        Ok(Ok(peeked)) => Some(peeked && buf == *H2_PREFACE),
+        Ok(Err(_)) => None,
+        Err(_) => {
+            edge_metrics::HEADER_TIMEOUTS.inc();
+            None
+        }
+    }
+}
+
 impl<A: ServerApp + Send + Sync + 'static> EdgeApp<A> {
     /// The first call on a plain TCP connection of a PROXY-protocol
     /// listener: read the header. `None` closes the connection.
@@ -329,7 +351,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
         } else {
             edge.header_timeout
         };
-        if stream.selected_alpn_proto() == Some(ALPN::H2) {
+        // `proxy.h2c`: a plain connection that opens with the HTTP/2 preface
+        // is HTTP/2 by prior knowledge (gRPC clients), served as an h2 one.
+        let h2c = self.h2c
+            && peeked
+            && first[0] == H2_PREFACE[0]
+            && stream.selected_alpn_proto().is_none()
+            && h2c_preface(&mut stream, edge.header_timeout).await?;
+        if h2c || stream.selected_alpn_proto() == Some(ALPN::H2) {
             // HTTP/2 serves its streams on tasks of their own; its frames
             // are read by Pingora's h2 server with its own limits.
             let r = self.inner.process_new(stream, shutdown).await;

@@ -13,7 +13,7 @@
 //! Pass 3 is a [`Validator`]: `scalars` is its checker kit (text, numbers,
 //! durations, addresses…, each reporting at its field), and each section of
 //! the file has its own module (`proxy`, `admin`, `storage` with `usage`,
-//! `limiter`, `log`, `plans`, `upstreams`, `routes`). Defaults live next to
+//! `limiter`, `log`, `telemetry`, `plans`, `upstreams`, `routes`). Defaults live next to
 //! the model ([`super::model`]); the rules the admin API and the CLI share
 //! with this file are [`crate::rules`].
 
@@ -28,7 +28,7 @@ use serde::de::IgnoredAny;
 use super::position::{child, item, Position, PositionIndex};
 use super::raw::{
     self, OrderedMap, RawAdmin, RawConfig, RawLimit, RawLimiter, RawLog, RawPlan, RawProxy,
-    RawRoute, RawStorage, RawUpstream, RawUsage, Scalar,
+    RawRoute, RawStorage, RawTelemetry, RawUpstream, RawUsage, Scalar,
 };
 use super::{
     AdminConfig, Auth, Config, ConfigError, ConfigErrors, EdgeConfig, HealthCheck, LimiterBackend,
@@ -51,6 +51,7 @@ mod proxy;
 mod routes;
 mod scalars;
 mod storage;
+mod telemetry;
 mod upstreams;
 
 #[cfg(test)]
@@ -234,6 +235,7 @@ impl Validator<'_> {
         let limiter = self.limiter(raw.limiter.as_ref().unwrap_or(&RawLimiter::default()));
         let log = self.log(raw.log.as_ref().unwrap_or(&RawLog::default()));
         let usage = self.usage(raw.usage.as_ref().unwrap_or(&RawUsage::default()));
+        let telemetry = self.telemetry(raw.telemetry.as_ref().unwrap_or(&RawTelemetry::default()));
         let empty_plans = OrderedMap::default();
         let raw_plans = raw.plans.as_ref().unwrap_or(&empty_plans);
         let plans = self.plans(raw_plans);
@@ -255,6 +257,7 @@ impl Validator<'_> {
             limiter,
             log,
             usage,
+            telemetry,
             plans,
             upstreams,
             routes,

@@ -85,6 +85,7 @@ impl Validator<'_> {
             tls,
             edge,
             tuning,
+            h2c: self.flag_or("proxy.h2c", &p.h2c, false),
         }
     }
 

@@ -231,6 +231,7 @@ impl Validator<'_> {
                     }
                 }
             };
+            let protocol = self.upstream_protocol(&path, &u.protocol, &targets);
             if ok {
                 upstreams.insert(
                     name.clone(),
@@ -242,10 +243,48 @@ impl Validator<'_> {
                         preserve_host,
                         tls,
                         resolve_interval,
+                        protocol,
                     },
                 );
             }
         }
         upstreams
+    }
+}
+
+impl Validator<'_> {
+    /// `protocol: h1 | h2c | h2`; h2c talks to `http://` targets only (no
+    /// TLS), h2 to `https://` ones only (ALPN needs the TLS handshake).
+    fn upstream_protocol(
+        &mut self,
+        path: &str,
+        raw: &Option<Scalar>,
+        targets: &[Target],
+    ) -> UpstreamProtocol {
+        let pp = child(path, "protocol");
+        let protocol = self.choice_or(
+            &pp,
+            raw,
+            &[
+                ("h1", UpstreamProtocol::H1),
+                ("h2c", UpstreamProtocol::H2c),
+                ("h2", UpstreamProtocol::H2),
+            ],
+            UpstreamProtocol::H1,
+        );
+        let wrong = match protocol {
+            UpstreamProtocol::H1 => None,
+            UpstreamProtocol::H2c => targets
+                .iter()
+                .find(|t| t.tls)
+                .map(|t| format!("h2c is HTTP/2 without TLS, but target {t} is https:// (use h2)")),
+            UpstreamProtocol::H2 => targets.iter().find(|t| !t.tls).map(|t| {
+                format!("h2 is HTTP/2 over TLS, but target {t} is plain http:// (use h2c)")
+            }),
+        };
+        if let Some(why) = wrong {
+            self.error(&pp, why);
+        }
+        protocol
     }
 }

@@ -3,6 +3,7 @@
 use super::*;
 
 mod problems;
+mod protocols;
 mod sections;
 
 const QUICK_START: &str = include_str!("../../../../../config/tollgate.yaml");
@@ -74,6 +75,7 @@ fn empty_document_gives_the_defaults() {
             tls: None,
             edge: EdgeConfig::default(),
             tuning: ServerTuning::default(),
+            h2c: false,
         },
         admin: AdminConfig {
             listen: "127.0.0.1:8081".parse().expect("addr"),
@@ -108,6 +110,11 @@ fn empty_document_gives_the_defaults() {
             retention_days: 30,
             violation_retention_days: 7,
             buffer_rows: 100_000,
+        },
+        telemetry: TelemetryConfig {
+            otlp_endpoint: None,
+            trace_context: false,
+            service_name: "tollgate".into(),
         },
         plans: BTreeMap::new(),
         upstreams: BTreeMap::new(),
