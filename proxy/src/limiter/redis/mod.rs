@@ -221,7 +221,7 @@ impl RedisLimiter {
         if buckets.is_empty() {
             return Ok(Decision {
                 allowed: true,
-                limits: Vec::new(),
+                limits: Default::default(),
             });
         }
         if let Some(decision) = self.over_limit.get(subject, buckets, Instant::now()) {
@@ -267,7 +267,7 @@ impl RedisLimiter {
         if buckets.is_empty() {
             return Ok(Decision {
                 allowed: true,
-                limits: Vec::new(),
+                limits: Default::default(),
             });
         }
         self.eval(subject, buckets, Some(now_us), self.deadline())
