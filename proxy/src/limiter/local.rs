@@ -7,6 +7,8 @@
 //! are evicted by [`LocalLimiter::sweep`], which bounds memory by the number of
 //! subjects active within one refill period.
 
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use smallvec::SmallVec;
@@ -65,7 +67,10 @@ impl Entry {
 type More = SmallVec<[(u32, u64); 2]>;
 
 pub struct LocalLimiter {
-    map: ShardedMap<Subject, Entry>,
+    /// Key subjects by id (8-byte keys: most subjects are keys).
+    keys: ShardedMap<i64, Entry>,
+    /// IP subjects (`auth: none` routes).
+    ips: ShardedMap<IpAddr, Entry>,
     /// Buckets beyond [`INLINE`] of a subject (rare). Always locked after
     /// `map`'s shard, never alone on the request path.
     more: ShardedMap<Subject, More>,
@@ -81,7 +86,7 @@ impl Default for LocalLimiter {
 impl std::fmt::Debug for LocalLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalLimiter")
-            .field("shards", &self.map.shard_count())
+            .field("shards", &self.keys.shard_count())
             .field("subjects", &self.len())
             .finish()
     }
@@ -91,7 +96,8 @@ impl LocalLimiter {
     /// `shards` is rounded up to a power of two.
     pub fn new(shards: usize) -> Self {
         Self {
-            map: ShardedMap::new(shards),
+            keys: ShardedMap::new(shards),
+            ips: ShardedMap::new(shards),
             more: ShardedMap::new(shards),
             epoch: Instant::now(),
         }
@@ -113,6 +119,20 @@ impl LocalLimiter {
     /// lock (and, for a bucket not held inline, the overflow shard's after
     /// it): the check is atomic.
     pub fn check_at(&self, subject: &Subject, buckets: &[&Bucket], now: u64) -> Decision {
+        match subject {
+            Subject::Key(id) => self.check_in(&self.keys, id, subject, buckets, now),
+            Subject::Ip(ip) => self.check_in(&self.ips, ip, subject, buckets, now),
+        }
+    }
+
+    fn check_in<K: Hash + Eq + Copy>(
+        &self,
+        inline: &ShardedMap<K, Entry>,
+        key: &K,
+        subject: &Subject,
+        buckets: &[&Bucket],
+        now: u64,
+    ) -> Decision {
         if buckets.is_empty() {
             return Decision {
                 allowed: true,
@@ -120,8 +140,8 @@ impl LocalLimiter {
             };
         }
         let policies: SmallVec<[&Policy; 4]> = buckets.iter().map(|b| &b.policy).collect();
-        let mut map = self.map.lock(subject);
-        let entry = map.get(subject).copied();
+        let mut map = inline.lock(key);
+        let entry = map.get(key).copied();
         let mut more = None;
         let mut tats: SmallVec<[u64; 4]> = SmallVec::with_capacity(buckets.len());
         for b in buckets {
@@ -139,7 +159,7 @@ impl LocalLimiter {
         }
         let (decision, new_tats) = limits::decide(&policies, &tats, now);
         if let Some(new_tats) = new_tats {
-            let e = map.entry(*subject).or_default();
+            let e = map.entry(*key).or_default();
             for (b, tat) in buckets.iter().zip(new_tats) {
                 let in_more = more
                     .as_ref()
@@ -167,7 +187,7 @@ impl LocalLimiter {
     }
 
     pub fn sweep_at(&self, now: u64) -> usize {
-        let removed = self.map.retain(|_, e| e.prune(now));
+        let removed = self.keys.retain(|_, e| e.prune(now)) + self.ips.retain(|_, e| e.prune(now));
         self.more.retain(|_, m| {
             m.retain(|(_, tat)| *tat > now);
             !m.is_empty()
@@ -178,7 +198,7 @@ impl LocalLimiter {
     /// Subjects currently held (inline; one with only overflow buckets
     /// left is not counted).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.keys.len() + self.ips.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -277,6 +297,18 @@ mod tests {
         assert!(l.is_empty() && l.more.is_empty());
         let d = l.check_at(&k, &all, 8 * S);
         assert_eq!(d.limits[5].remaining, 6);
+    }
+
+    #[test]
+    fn ip_subjects_are_apart_from_keys() {
+        let l = LocalLimiter::new(4);
+        let b = bucket(Scope::Key, "m", 1, 1, 1);
+        let ip = Subject::Ip("192.0.2.1".parse().expect("ip"));
+        assert!(l.check_at(&ip, &[&b], S).allowed);
+        assert!(!l.check_at(&ip, &[&b], S).allowed);
+        assert!(l.check_at(&Subject::Key(1), &[&b], S).allowed);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l.sweep_at(2 * S), 2);
     }
 
     #[test]
