@@ -200,7 +200,7 @@ fn bench_headers(c: &mut Criterion) {
     refused[2].retry_after_secs = 1;
     let decision = Decision {
         allowed: false,
-        limits: refused,
+        limits: refused.into(),
     };
     g.bench_function("429 answer (problem+json + headers), 3 limits", |b| {
         b.iter(|| {

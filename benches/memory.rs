@@ -9,21 +9,18 @@
 //! key records) are returned at once and do not count; same global allocator
 //! as the `tollgate` binary (mimalloc).
 //!
-//! Parts `keys-compact` and `limiter-compact` are prototypes of the layouts
-//! proposed in benches/RESULTS.md ("Memory"), measured the same way: they
-//! show what the proposed changes to `proxy/src/keyset.rs` and
-//! `proxy/src/limiter/local.rs` would save. They are not used by the proxy.
+//! The compact layouts this probe once prototyped are now the real ones
+//! (`proxy/src/keyset.rs`: 128-bit hash prefix index, shared plan names;
+//! `proxy/src/limiter/local.rs`: 32-bit bucket slots beside the TATs).
 
-use std::collections::HashMap;
 use std::process::{Command, ExitCode};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tollgate_core::db::{ApiKey, KeyRecord};
-use tollgate_core::keys::{self, KeyHash};
+use tollgate_core::keys;
 use tollgate_core::limits::Limit;
 use tollgate_proxy::keyset::KeySet;
-use tollgate_proxy::limiter::{Bucket, Buckets, LocalLimiter, Scope, Subject};
+use tollgate_proxy::limiter::{Bucket, LocalLimiter, Scope, Subject};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -92,100 +89,6 @@ fn buckets() -> [Bucket; 3] {
     ]
 }
 
-// --- prototypes of the proposed layouts -------------------------------------
-
-/// Proposed `ActiveKey`: no `name` (unused on the request path), no
-/// pre-rendered `id_str` (render the id when the header is written), the plan
-/// name interned once per plan instead of one `String` per key.
-#[allow(dead_code)]
-struct CompactKey {
-    id: i64,
-    plan: Option<Arc<str>>,
-    own_buckets: Option<Buckets>,
-    concurrency: Option<u32>,
-    enabled: bool,
-    expires_at: Option<i64>,
-}
-
-/// Proposed `KeySet`: indexed by the first 128 bits of the SHA-256 (a forged
-/// match still needs a 2^128 preimage), the value just the `Arc`; the few
-/// rotated-out secrets with a deadline would live in a second, small map.
-struct CompactKeySet {
-    by_hash: HashMap<[u8; 16], Arc<CompactKey>>,
-}
-
-impl CompactKeySet {
-    fn from_records(records: Vec<KeyRecord>) -> Self {
-        let mut plans: HashMap<String, Arc<str>> = HashMap::new();
-        let mut by_hash = HashMap::with_capacity(records.len());
-        for r in records {
-            let k = r.key;
-            let plan = k.plan.map(|p| {
-                plans
-                    .entry(p)
-                    .or_insert_with_key(|p| Arc::from(p.as_str()))
-                    .clone()
-            });
-            let key = Arc::new(CompactKey {
-                id: k.id,
-                plan,
-                own_buckets: None,
-                concurrency: k.concurrency,
-                enabled: k.enabled,
-                expires_at: k.expires_at,
-            });
-            by_hash.insert(prefix(&r.hash), key);
-        }
-        Self { by_hash }
-    }
-}
-
-fn prefix(h: &KeyHash) -> [u8; 16] {
-    let mut p = [0u8; 16];
-    p.copy_from_slice(&h[..16]);
-    p
-}
-
-/// Proposed local limiter entry: keyed by the key id (IP subjects in a
-/// second map), bucket ids as 32-bit indexes and the TATs beside them; a
-/// real implementation keeps a `SmallVec` for subjects with > 3 buckets.
-#[allow(dead_code)]
-struct CompactEntry {
-    ids: [u32; 3],
-    tats: [u64; 3],
-}
-
-struct CompactLimiter {
-    shards: Vec<Mutex<HashMap<u64, CompactEntry>>>,
-}
-
-impl CompactLimiter {
-    fn new() -> Self {
-        Self {
-            shards: (0..256).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
-    }
-
-    fn take(&self, id: u64, now: u64) {
-        let shard = &self.shards[(id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize];
-        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
-        let e = map.entry(id).or_insert(CompactEntry {
-            ids: [1, 2, 3],
-            tats: [0; 3],
-        });
-        for t in e.tats.iter_mut() {
-            *t = (*t).max(now) + 1;
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
-            .sum()
-    }
-}
-
 // --- parts ------------------------------------------------------------------
 
 /// Runs in the child: one part, prints `RESULT part=… mb=…` last.
@@ -198,11 +101,6 @@ fn run_part(part: &str) -> ExitCode {
         items = set.len();
         held.push(Box::new(set));
     }
-    if part == "keys-compact" {
-        let set = CompactKeySet::from_records((1..=KEYS).map(record).collect());
-        items = set.by_hash.len();
-        held.push(Box::new(set));
-    }
     if part == "limiter" || part == "both" {
         let limiter = LocalLimiter::default();
         let b = buckets();
@@ -211,14 +109,6 @@ fn run_part(part: &str) -> ExitCode {
             limiter.check(&Subject::Key(id), &refs);
         }
         items = items.max(limiter.len());
-        held.push(Box::new(limiter));
-    }
-    if part == "limiter-compact" {
-        let limiter = CompactLimiter::new();
-        for id in 1..=KEYS {
-            limiter.take(id as u64, 1);
-        }
-        items = limiter.len();
         held.push(Box::new(limiter));
     }
     if held.is_empty() {
@@ -258,11 +148,6 @@ fn main() -> ExitCode {
         ("keys", "KeySet, 1M keys (proxy/src/keyset.rs)"),
         ("limiter", "LocalLimiter, 1M subjects × 3 buckets"),
         ("both", "both: 1M keys with buckets (the bar)"),
-        ("keys-compact", "prototype: compact KeySet (proposal)"),
-        (
-            "limiter-compact",
-            "prototype: compact limiter entries (proposal)",
-        ),
     ] {
         let out = Command::new(&exe)
             .env(PART_ENV, part)

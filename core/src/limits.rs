@@ -7,6 +7,7 @@
 //! tokens. This is exactly a token bucket, but needs one integer of state and no
 //! floating point. `lua/token_bucket.lua` implements the same arithmetic.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -133,14 +134,43 @@ pub fn clamp_us(limit: &Limit) -> Clamped {
     clamp(limit, per_us / limit.rate.max(1), MAX_SPAN_NS / 1_000)
 }
 
+/// A limit prepared once when its config or plan is compiled: what the
+/// arithmetic and the reported [`LimitState`] need, with the clamp (two
+/// divisions) done and the name shared instead of copied per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub name: Arc<str>,
+    /// The limit's `rate`, reported as the quota.
+    pub quota: u64,
+    pub window_secs: u64,
+    /// [`clamp_ns`] of the limit.
+    pub ns: Clamped,
+}
+
+impl Policy {
+    pub fn new(limit: &Limit) -> Self {
+        Self {
+            name: limit.name.as_str().into(),
+            quota: limit.rate,
+            window_secs: limit.window_secs(),
+            ns: clamp_ns(limit),
+        }
+    }
+}
+
 /// Check one bucket: `tat` is the stored TAT (0 for a new, full bucket), `now`
 /// the current time in nanoseconds on the same clock.
 pub fn check_bucket(limit: &Limit, tat: u64, now: u64) -> BucketCheck {
+    check_clamped(clamp_ns(limit), tat, now)
+}
+
+/// [`check_bucket`] with the limit already clamped ([`Policy::ns`]).
+pub fn check_clamped(clamped: Clamped, tat: u64, now: u64) -> BucketCheck {
     let Clamped {
         interval: t,
         burst,
         cost,
-    } = clamp_ns(limit);
+    } = clamped;
     let capacity_ns = burst * t;
     let base = tat.max(now);
     let used = base - now;
@@ -181,7 +211,8 @@ pub fn check_bucket(limit: &Limit, tat: u64, now: u64) -> BucketCheck {
 /// What a limiter reports for one limit of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitState {
-    pub name: String,
+    /// Shared with the compiled limit: reporting it copies no string.
+    pub name: Arc<str>,
     pub quota: u64,
     pub window_secs: u64,
     pub remaining: u64,
@@ -197,8 +228,12 @@ pub struct LimitState {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Decision {
     pub allowed: bool,
-    pub limits: Vec<LimitState>,
+    pub limits: LimitStates,
 }
+
+/// The limits of one decision: inline for up to two (no allocation on the
+/// request path for the common one or two limits).
+pub type LimitStates = SmallVec<[LimitState; 2]>;
 
 impl Decision {
     /// `Retry-After` in seconds: the longest wait among violated limits.
@@ -215,7 +250,7 @@ impl Decision {
         self.limits
             .iter()
             .filter(|l| l.violated)
-            .map(|l| l.name.as_str())
+            .map(|l| &*l.name)
             .collect()
     }
 }
@@ -231,29 +266,32 @@ pub type NewTats = SmallVec<[u64; 4]>;
 
 /// Decide a whole request against the buckets' current TATs: admitted only if
 /// every bucket admits it (nothing is taken otherwise). Returns the decision and,
-/// if admitted, the TATs to store, in the order of `limits`.
-pub fn decide(limits: &[&Limit], tats: &[u64], now: u64) -> (Decision, Option<NewTats>) {
-    let checks: SmallVec<[BucketCheck; 4]> = limits
+/// if admitted, the TATs to store, in the order of `policies`. No allocation
+/// for up to two limits (four TATs).
+pub fn decide(policies: &[&Policy], tats: &[u64], now: u64) -> (Decision, Option<NewTats>) {
+    let checks: SmallVec<[BucketCheck; 4]> = policies
         .iter()
         .zip(tats)
-        .map(|(l, &tat)| check_bucket(l, tat, now))
+        .map(|(p, &tat)| check_clamped(p.ns, tat, now))
         .collect();
     let allowed = checks.iter().all(|c| c.allowed);
-    let states = limits
+    let states = policies
         .iter()
         .zip(&checks)
-        .map(|(l, c)| {
+        .map(|(p, c)| {
             let (remaining, reset_ns) = if c.allowed && !allowed {
                 // Refused by another limit: report this bucket as it stays.
-                let p = clamp_ns(l);
-                (c.remaining + p.cost, c.reset_ns - p.cost * p.interval)
+                (
+                    c.remaining + p.ns.cost,
+                    c.reset_ns - p.ns.cost * p.ns.interval,
+                )
             } else {
                 (c.remaining, c.reset_ns)
             };
             LimitState {
-                name: l.name.clone(),
-                quota: l.rate,
-                window_secs: l.window_secs(),
+                name: p.name.clone(),
+                quota: p.quota,
+                window_secs: p.window_secs,
                 remaining,
                 reset_secs: ceil_secs(reset_ns),
                 violated: !c.allowed,
@@ -346,6 +384,7 @@ mod tests {
         let a = limit(100, 1, None, None);
         let b = limit(1, 60, Some(1), None);
         let now = 10 * S;
+        let (a, b) = (Policy::new(&a), Policy::new(&b));
         let (d, tats) = decide(&[&a, &b], &[0, 0], now);
         assert!(d.allowed);
         let tats = tats.expect("admitted");

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 use tollgate_core::config::{self as tg_config, ConfigErrors};
 use tollgate_core::keys::{self, KeyFormatError};
-use tollgate_core::limits::{self, check_bucket, decide, Limit};
+use tollgate_core::limits::{self, check_bucket, decide, Limit, Policy};
 
 /// `cases` cases, no regression files written next to the sources (failing
 /// cases worth keeping become plain tests).
@@ -800,7 +800,8 @@ proptest! {
                 cost: Some(cost),
             })
             .collect();
-        let refs: Vec<&Limit> = limits.iter().collect();
+        let prepared: Vec<Policy> = limits.iter().map(Policy::new).collect();
+        let refs: Vec<&Policy> = prepared.iter().collect();
         let mut tats = vec![0u64; limits.len()];
         let mut models: Vec<Model> = limits.iter().map(|l| Model::full(effective(l))).collect();
         for (now, _) in times(1, &reqs).into_iter().zip(&reqs) {
@@ -816,7 +817,7 @@ proptest! {
             prop_assert_eq!(d.allowed, each.iter().all(|&b| b));
             prop_assert_eq!(d.limits.len(), limits.len());
             for ((s, l), &fit) in d.limits.iter().zip(&limits).zip(&each) {
-                prop_assert_eq!(&s.name, &l.name);
+                prop_assert_eq!(&*s.name, l.name.as_str());
                 prop_assert_eq!(s.quota, l.rate);
                 prop_assert_eq!(s.violated, !fit);
             }

@@ -280,7 +280,7 @@ mod tests {
     fn quota_exceeded_names_limits_and_sets_retry_after() {
         let d = Decision {
             allowed: false,
-            limits: vec![
+            limits: smallvec::smallvec![
                 LimitState {
                     name: "minute".into(),
                     quota: 60,

@@ -125,6 +125,37 @@ fn carries_key(name: &str, v: &[u8]) -> bool {
     }
 }
 
+/// Whether a request target as sent (`raw`) is exactly `path` plus `?query`.
+pub fn same_target(raw: &[u8], path: &str, query: Option<&str>) -> bool {
+    let Some(rest) = raw.strip_prefix(path.as_bytes()) else {
+        return false;
+    };
+    match query {
+        None => rest.is_empty(),
+        Some(q) => rest.first() == Some(&b'?') && &rest[1..] == q.as_bytes(),
+    }
+}
+
+/// A key id as decimal text, written into `buf` (no allocation).
+pub fn id_text(id: i64, buf: &mut [u8; 20]) -> &str {
+    let mut n = id.unsigned_abs();
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if id < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    // ASCII digits and '-' only.
+    std::str::from_utf8(&buf[i..]).unwrap_or_default()
+}
+
 /// What to tell the upstream.
 #[derive(Debug)]
 pub struct Forwarding<'a> {
@@ -281,6 +312,33 @@ mod tests {
         );
         assert_eq!(r.headers["x-tollgate-key-id"], "7");
         assert_eq!(r.headers["x-forwarded-for"], "203.0.113.5");
+    }
+
+    #[test]
+    fn same_target_is_exact() {
+        assert!(same_target(b"/a/b", "/a/b", None));
+        assert!(same_target(b"/a?x=1", "/a", Some("x=1")));
+        assert!(same_target(b"/a?", "/a", Some("")));
+        for (raw, path, q) in [
+            (&b"/a/b"[..], "/a", None),
+            (b"/a?x=1", "/a", None),
+            (b"/a", "/a", Some("")),
+            (b"/a?x=1", "/a", Some("x=2")),
+            (b"/a/../b", "/b", None),
+            (b"/%61", "/a", None),
+            (b"http://h/a", "/a", None),
+            (b"/a#f", "/a", None),
+        ] {
+            assert!(!same_target(raw, path, q), "{raw:?} {path} {q:?}");
+        }
+    }
+
+    #[test]
+    fn id_text_is_the_decimal_id() {
+        let mut buf = [0u8; 20];
+        for id in [0, 1, 7, 10, 42, 1_000_000, -1, -90, i64::MAX, i64::MIN] {
+            assert_eq!(id_text(id, &mut buf), id.to_string());
+        }
     }
 
     #[test]

@@ -6,7 +6,10 @@
 
 use std::fmt::Write;
 
-use tollgate_core::limits::LimitState;
+use http::HeaderValue;
+use tollgate_core::limits::{LimitState, Policy};
+
+use crate::limiter::Bucket;
 
 pub const POLICY: &str = "RateLimit-Policy";
 pub const RATELIMIT: &str = "RateLimit";
@@ -18,10 +21,61 @@ pub fn policy(limits: &[LimitState]) -> String {
         if i > 0 {
             out.push_str(", ");
         }
-        push_sf_string(&mut out, &l.name);
-        let _ = write!(out, ";q={};w={}", sf_int(l.quota), sf_int(l.window_secs));
+        push_member(&mut out, &l.name, l.quota, l.window_secs);
     }
     out
+}
+
+fn push_member(out: &mut String, name: &str, quota: u64, window_secs: u64) {
+    push_sf_string(out, name);
+    let _ = write!(out, ";q={};w={}", sf_int(quota), sf_int(window_secs));
+}
+
+/// One limit's member of `RateLimit-Policy` (rendered once per compiled limit).
+pub fn policy_member(p: &Policy) -> String {
+    let mut out = String::with_capacity(24);
+    push_member(&mut out, &p.name, p.quota, p.window_secs);
+    out
+}
+
+/// The whole `RateLimit-Policy` value of some buckets, in their order, from
+/// their pre-rendered members: the same text as [`policy`] of the states a
+/// limiter reports for them. `None` for no buckets.
+pub fn policy_value<'a>(buckets: impl IntoIterator<Item = &'a Bucket>) -> Option<HeaderValue> {
+    let mut out = String::new();
+    for b in buckets {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(&b.policy_header);
+    }
+    joined_value(out)
+}
+
+/// `first, second` (either may be absent), as one header value.
+pub fn join_values(
+    first: Option<&HeaderValue>,
+    second: Option<&HeaderValue>,
+) -> Option<HeaderValue> {
+    match (first, second) {
+        (None, None) => None,
+        (Some(v), None) | (None, Some(v)) => Some(v.clone()),
+        (Some(a), Some(b)) => {
+            let mut out = Vec::with_capacity(a.len() + 2 + b.len());
+            out.extend_from_slice(a.as_bytes());
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(b.as_bytes());
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(out)).ok()
+        }
+    }
+}
+
+fn joined_value(s: String) -> Option<HeaderValue> {
+    if s.is_empty() {
+        return None;
+    }
+    // Printable ASCII only (`push_sf_string`): always a valid value.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok()
 }
 
 /// The `RateLimit` field value.
@@ -105,5 +159,42 @@ mod tests {
     #[test]
     fn empty_list_is_empty() {
         assert_eq!(policy(&[]), "");
+        assert_eq!(policy_value([]), None);
+        assert_eq!(join_values(None, None), None);
+    }
+
+    /// The pre-rendered value is exactly what rendering the reported
+    /// states gives, for one list and for two joined.
+    #[test]
+    fn pre_rendered_policy_is_the_rendered_one() {
+        use std::time::Duration;
+        use tollgate_core::limits::{Decision, Limit};
+
+        use crate::limiter::{Scope, Subject};
+        let limit = |name: &str, rate, per, burst| Limit {
+            name: name.into(),
+            rate,
+            per: Duration::from_secs(per),
+            burst,
+            cost: None,
+        };
+        let plan = [
+            Bucket::new(Scope::Key, limit("min\\ute", 60, 60, None)),
+            Bucket::new(
+                Scope::Key,
+                limit("day", 10_000_000_000_000_000, 86_400, Some(5)),
+            ),
+        ];
+        let route = [Bucket::new(Scope::Route("r"), limit("\"q\"", 10, 1, None))];
+        let all: Vec<&Bucket> = plan.iter().chain(&route).collect();
+        let d: Decision = crate::limiter::LocalLimiter::new(1).check(&Subject::Key(1), &all);
+        let joined = join_values(policy_value(&plan).as_ref(), policy_value(&route).as_ref())
+            .expect("value");
+        assert_eq!(joined.to_str().expect("ascii"), policy(&d.limits));
+        assert_eq!(policy_value(all.iter().copied()).expect("value"), joined);
+        assert_eq!(
+            join_values(None, policy_value(&route).as_ref()),
+            policy_value(&route)
+        );
     }
 }

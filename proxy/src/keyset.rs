@@ -3,6 +3,12 @@
 //! The proxy never reads the database per request. [`KeySet`] is rebuilt from
 //! the database whenever its fingerprint changes (see `reload::KeyRefresher`)
 //! and swapped in atomically.
+//!
+//! Compact, for a million keys in little memory (benches/memory.rs): keys are
+//! indexed by the first 128 bits of the SHA-256 of their secret (finding a
+//! secret that matches one needs a 2^128 preimage search, as much as for the
+//! whole hash in practice), a key holds only what the request path reads, and
+//! plan names are shared.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,14 +18,12 @@ use tollgate_core::keys::KeyHash;
 
 use crate::limiter::{compile, Buckets, Scope};
 
-/// What the proxy needs to know about one key.
+/// What the proxy needs to know about one key (what the request path reads).
 #[derive(Debug)]
 pub struct ActiveKey {
     pub id: i64,
-    /// Pre-rendered for `X-Tollgate-Key-Id`.
-    pub id_str: String,
-    pub name: String,
-    pub plan: Option<String>,
+    /// Shared by every key of the plan in one key set.
+    pub plan: Option<Arc<str>>,
     /// The key's own limits, used instead of any plan's.
     pub own_buckets: Option<Buckets>,
     pub concurrency: Option<u32>,
@@ -46,53 +50,56 @@ impl KeyRejection {
     }
 }
 
-#[derive(Debug)]
-struct Entry {
-    key: Arc<ActiveKey>,
-    /// Set for a rotated-out secret: valid until this Unix ms.
-    valid_until: Option<i64>,
+/// The index: the first 128 bits of a secret's SHA-256.
+type HashPrefix = [u8; 16];
+
+fn prefix(hash: &KeyHash) -> HashPrefix {
+    let mut p = [0u8; 16];
+    p.copy_from_slice(&hash[..16]);
+    p
 }
 
 #[derive(Debug, Default)]
 pub struct KeySet {
-    by_hash: HashMap<KeyHash, Entry, ahash::RandomState>,
+    by_hash: HashMap<HashPrefix, Arc<ActiveKey>, ahash::RandomState>,
+    /// Rotated-out secrets in their grace period, valid until the Unix ms.
+    previous: HashMap<HashPrefix, (Arc<ActiveKey>, i64), ahash::RandomState>,
     keys: usize,
 }
 
 impl KeySet {
     pub fn from_records(records: Vec<KeyRecord>) -> Self {
         let mut by_hash = HashMap::with_capacity_and_hasher(records.len(), Default::default());
+        let mut previous = HashMap::default();
+        let mut plans: HashMap<String, Arc<str>> = HashMap::new();
         let keys = records.len();
         for r in records {
             let k = r.key;
+            let plan = k.plan.map(|p| {
+                plans
+                    .entry(p)
+                    .or_insert_with_key(|p| Arc::from(p.as_str()))
+                    .clone()
+            });
             let key = Arc::new(ActiveKey {
                 id: k.id,
-                id_str: k.id.to_string(),
-                name: k.name,
-                plan: k.plan,
+                plan,
                 own_buckets: k.limits.as_deref().map(|l| compile(Scope::Key, l)),
                 concurrency: k.concurrency,
                 enabled: k.enabled,
                 expires_at: k.expires_at,
             });
             if let Some((prev, until)) = r.previous {
-                by_hash.insert(
-                    prev,
-                    Entry {
-                        key: key.clone(),
-                        valid_until: Some(until),
-                    },
-                );
+                previous.insert(prefix(&prev), (key.clone(), until));
             }
-            by_hash.insert(
-                r.hash,
-                Entry {
-                    key,
-                    valid_until: None,
-                },
-            );
+            by_hash.insert(prefix(&r.hash), key);
         }
-        Self { by_hash, keys }
+        previous.shrink_to_fit();
+        Self {
+            by_hash,
+            previous,
+            keys,
+        }
     }
 
     /// Number of keys (not secrets) loaded.
@@ -106,12 +113,15 @@ impl KeySet {
 
     /// The key a (well-formed) secret belongs to, if it may be used at `now_ms`.
     pub fn lookup(&self, hash: &KeyHash, now_ms: i64) -> Result<&Arc<ActiveKey>, KeyRejection> {
-        let entry = self.by_hash.get(hash).ok_or(KeyRejection::Unknown)?;
-        if entry.valid_until.is_some_and(|until| now_ms >= until) {
-            // A rotated-out secret past its grace period is simply unknown.
-            return Err(KeyRejection::Unknown);
-        }
-        let key = &entry.key;
+        let p = prefix(hash);
+        let key = match self.by_hash.get(&p) {
+            Some(key) => key,
+            None => match self.previous.get(&p) {
+                Some((key, until)) if now_ms < *until => key,
+                // A rotated-out secret past its grace period is simply unknown.
+                _ => return Err(KeyRejection::Unknown),
+            },
+        };
         if !key.enabled {
             return Err(KeyRejection::Disabled);
         }

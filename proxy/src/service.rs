@@ -55,7 +55,9 @@ pub struct Ctx {
     config: Option<Arc<ConfigState>>,
     route: Option<Arc<CompiledRoute>>,
     key: Option<Arc<ActiveKey>>,
-    plan: Option<String>,
+    plan: Option<Arc<str>>,
+    /// `RateLimit-Policy` of the applicable limits (rendered at compile time).
+    policy: Option<http::HeaderValue>,
     key_from_bearer: bool,
     decision: Option<Decision>,
     outcome: Option<&'static str>,
@@ -107,10 +109,14 @@ impl Gateway {
         Some(answer::auth_throttled(1))
     }
 
-    /// Edge checks, route, key and limits; `Some(answer)` if the proxy
-    /// answers itself.
-    async fn decide(&self, session: &mut Session, ctx: &mut Ctx) -> Option<Answer> {
-        let cfg = self.state.config.load_full();
+    /// Edge checks, route, key and limits with the request's one snapshot
+    /// of the config; `Some(answer)` if the proxy answers itself.
+    async fn decide(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        cfg: Arc<ConfigState>,
+    ) -> Option<Answer> {
         ctx.config = Some(cfg.clone());
         let edge_cfg = &cfg.config.proxy.edge;
         let peer = peer_ip(session);
@@ -142,18 +148,28 @@ impl Gateway {
             }
         }
         let client_addr = inbound.client.client;
-        let path = inbound.canonical.path.clone();
-        ctx.inbound = Some(inbound);
         let req = session.req_header();
-        let route = match cfg.router.find(&path, req.method.as_str()) {
-            RouteMatch::Found(route) => route.clone(),
-            RouteMatch::MethodNotAllowed(allowed) => {
-                ctx.outcome = Some(outcome::METHOD_NOT_ALLOWED);
-                return Some(answer::method_not_allowed(req.method.as_str(), &allowed));
-            }
-            RouteMatch::NotFound => {
-                ctx.outcome = Some(outcome::NOT_FOUND);
-                return Some(answer::not_found(&path));
+        // Routed on the canonical path, borrowed from `inbound` (no copy).
+        let routed = match cfg
+            .router
+            .find(&inbound.canonical.path, req.method.as_str())
+        {
+            RouteMatch::Found(route) => Ok(route.clone()),
+            RouteMatch::MethodNotAllowed(allowed) => Err((
+                outcome::METHOD_NOT_ALLOWED,
+                answer::method_not_allowed(req.method.as_str(), &allowed),
+            )),
+            RouteMatch::NotFound => Err((
+                outcome::NOT_FOUND,
+                answer::not_found(&inbound.canonical.path),
+            )),
+        };
+        ctx.inbound = Some(inbound);
+        let route = match routed {
+            Ok(route) => route,
+            Err((refused, a)) => {
+                ctx.outcome = Some(refused);
+                return Some(a);
             }
         };
         if route.route.allow_method_override {
@@ -225,7 +241,8 @@ impl Gateway {
             ctx.outcome = Some(outcome::FORBIDDEN);
             return Some(answer::unknown_plan());
         }
-        ctx.plan = applicable.plan.map(str::to_string);
+        ctx.plan = applicable.plan.cloned();
+        ctx.policy = applicable.policy;
         // One Redis deadline for the hold and the buckets together.
         let deadline = backends::redis_deadline(&cfg.config.limiter);
         if let (Some(max), Some(key)) = (applicable.concurrency, &ctx.key) {
@@ -344,6 +361,7 @@ impl ProxyHttp for Gateway {
             route: None,
             key: None,
             plan: None,
+            policy: None,
             key_from_bearer: false,
             decision: None,
             outcome: None,
@@ -363,22 +381,22 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         crate::conn::header_done();
-        let keepalive = self.state.config.load().config.proxy.keepalive_timeout;
+        // The one snapshot of the config this request uses throughout.
+        let cfg = self.state.config.load_full();
+        let keepalive = cfg.config.proxy.keepalive_timeout;
         // Whole seconds, at least 1: Pingora takes 0 to mean "no limit".
         let secs = keepalive.as_secs() + u64::from(keepalive.subsec_nanos() > 0);
         session.set_keepalive(Some(secs.max(1)));
         // Each read of the request body waits at most body_timeout (HTTP/1;
         // h2 streams have their own flow control and limits).
-        let body_timeout = self.state.config.load().config.proxy.edge.body_timeout;
-        session.set_read_timeout(Some(body_timeout));
+        session.set_read_timeout(Some(cfg.config.proxy.edge.body_timeout));
         if !self.ladder.on(Step::Route) {
             // Cost ladder, step 0: straight to the first route's upstream.
-            let cfg = self.state.config.load_full();
             ctx.route = cfg.router.routes().first().cloned();
             ctx.config = Some(cfg);
             return Ok(false);
         }
-        match self.decide(session, ctx).await {
+        match self.decide(session, ctx, cfg).await {
             Some(mut a) => {
                 if is_grpc(session) {
                     a = grpc::answer(a);
@@ -433,28 +451,41 @@ impl ProxyHttp for Gateway {
                 "no route selected",
             ));
         };
-        // Exactly the canonical path that was routed on (less strip_prefix).
-        let path = match &route.route.strip_prefix {
-            Some(strip) => router::strip_path_case(
+        // Exactly the canonical path that was routed on (less strip_prefix);
+        // most requests already carry it as sent, and keep their target.
+        let as_sent = route.route.strip_prefix.is_none()
+            && upstream_request.uri.authority().is_none()
+            && forward::same_target(
+                upstream_request.raw_path(),
                 &inbound.canonical.path,
-                strip,
-                route.route.case_insensitive,
-            ),
-            None => inbound.canonical.path.as_str().into(),
-        };
-        let target = match &inbound.canonical.query {
-            Some(q) => format!("{path}?{q}"),
-            None => path.into_owned(),
-        };
-        match target.parse::<http::Uri>() {
-            Ok(u) => upstream_request.set_uri(u),
-            Err(e) => {
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(400),
-                    format!("cannot rewrite path: {e}"),
-                ))
+                inbound.canonical.query.as_deref(),
+            );
+        if !as_sent {
+            let path = match &route.route.strip_prefix {
+                Some(strip) => router::strip_path_case(
+                    &inbound.canonical.path,
+                    strip,
+                    route.route.case_insensitive,
+                ),
+                None => inbound.canonical.path.as_str().into(),
+            };
+            let target = match &inbound.canonical.query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.into_owned(),
+            };
+            match target.parse::<http::Uri>() {
+                Ok(u) => upstream_request.set_uri(u),
+                Err(e) => {
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(400),
+                        format!("cannot rewrite path: {e}"),
+                    ))
+                }
             }
         }
+        let mut id_buf = [0u8; 20];
+        let buf = &mut id_buf;
+        let key_id = ctx.key.as_ref().map(move |k| forward::id_text(k.id, buf));
         forward::apply(
             upstream_request,
             &Forwarding {
@@ -474,7 +505,7 @@ impl ProxyHttp for Gateway {
                 host: inbound.host.as_deref(),
                 request_id: &ctx.request_id,
                 client_request_id: ctx.client_request_id.as_deref(),
-                key_id: ctx.key.as_ref().map(|k| k.id_str.as_str()),
+                key_id,
                 plan: ctx.key.as_ref().and(ctx.plan.as_deref()),
             },
         )?;
@@ -508,7 +539,12 @@ impl ProxyHttp for Gateway {
         }
         if let Some(d) = &ctx.decision {
             if !d.limits.is_empty() {
-                upstream_response.insert_header(headers::POLICY, headers::policy(&d.limits))?;
+                match &ctx.policy {
+                    // Rendered when the plan and route were compiled.
+                    Some(p) => upstream_response.insert_header(headers::POLICY, p.clone())?,
+                    None => upstream_response
+                        .insert_header(headers::POLICY, headers::policy(&d.limits))?,
+                }
                 upstream_response
                     .insert_header(headers::RATELIMIT, headers::ratelimit(&d.limits))?;
             }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use http::HeaderValue;
 use parking_lot::Mutex;
 use tollgate_core::config::{Auth, Config, Plan, Route};
 use tollgate_core::db::instances::TargetHealth;
@@ -25,6 +26,8 @@ pub struct CompiledRoute {
     /// The route's name, shared with usage events.
     pub name: Arc<str>,
     pub buckets: Buckets,
+    /// `RateLimit-Policy` of the route's own limits, rendered once.
+    pub policy: Option<HeaderValue>,
     pub upstream: Arc<UpstreamPool>,
     /// This route's request metrics, resolved once.
     pub metrics: RouteMetrics,
@@ -44,16 +47,21 @@ impl Routable for CompiledRoute {
 
 #[derive(Debug)]
 pub struct CompiledPlan {
-    pub name: String,
+    /// Shared with each request that forwards it (`X-Tollgate-Plan`).
+    pub name: Arc<str>,
     pub buckets: Buckets,
+    /// `RateLimit-Policy` of the plan's limits, rendered once.
+    pub policy: Option<HeaderValue>,
     pub concurrency: Option<u32>,
 }
 
 impl CompiledPlan {
     fn new(name: &str, limits: &[tollgate_core::limits::Limit], concurrency: Option<u32>) -> Self {
+        let buckets = compile(Scope::Key, limits);
         Self {
-            name: name.to_string(),
-            buckets: compile(Scope::Key, limits),
+            name: name.into(),
+            policy: crate::headers::policy_value(buckets.iter()),
+            buckets,
             concurrency,
         }
     }
@@ -95,11 +103,13 @@ impl ConfigState {
                 // Validation guarantees the upstream exists.
                 let upstream = upstreams.get(&r.upstream)?.clone();
                 let name: Arc<str> = r.name.as_str().into();
+                let buckets = compile(Scope::Route(&r.name), &r.limits);
                 Some(Arc::new(CompiledRoute {
                     route: r.clone(),
                     metrics: RouteMetrics::new(name.clone()),
                     name,
-                    buckets: compile(Scope::Route(&r.name), &r.limits),
+                    policy: crate::headers::policy_value(buckets.iter()),
+                    buckets,
                     upstream,
                 }))
             })
@@ -233,9 +243,12 @@ impl State {
 pub struct Applicable<'a> {
     pub buckets: smallvec::SmallVec<[&'a Bucket; 4]>,
     pub concurrency: Option<u32>,
-    pub plan: Option<&'a str>,
+    pub plan: Option<&'a Arc<str>>,
     /// The key names a plan that exists nowhere: refuse (fail closed).
     pub unknown_plan: Option<&'a str>,
+    /// `RateLimit-Policy` of `buckets`, from the values rendered when the
+    /// plan and route were compiled (`None` without buckets).
+    pub policy: Option<HeaderValue>,
 }
 
 /// Which limits apply (`tollgate_core::rules::effective`): the key's own
@@ -269,15 +282,20 @@ pub fn applicable<'a>(
             if let Some(own) = key.and_then(|k| k.own_buckets.as_ref()) {
                 out.buckets.extend(own.iter());
             }
+            // A key's own limits: its members joined per request (keys
+            // carry no rendered value, to keep a million of them small).
+            out.policy = crate::headers::policy_value(out.buckets.iter().copied());
         }
         LimitSource::Plan(plan) | LimitSource::RouteDefault(Some(plan)) => {
             out.buckets.extend(plan.buckets.iter());
             out.plan = Some(&plan.name);
+            out.policy = plan.policy.clone();
         }
         LimitSource::RouteDefault(None) => {}
     }
     out.concurrency = source.concurrency(side, |p| p.concurrency);
     out.buckets.extend(route.buckets.iter());
+    out.policy = crate::headers::join_values(out.policy.as_ref(), route.policy.as_ref());
     if route.route.auth == Auth::None {
         out.concurrency = None;
     }
@@ -302,9 +320,7 @@ routes:
     fn key(plan: Option<&str>, concurrency: Option<u32>) -> ActiveKey {
         ActiveKey {
             id: 1,
-            id_str: "1".into(),
-            name: "k".into(),
-            plan: plan.map(str::to_string),
+            plan: plan.map(Into::into),
             own_buckets: None,
             concurrency,
             enabled: true,
@@ -332,18 +348,23 @@ routes:
         let pro = key(Some("pro"), None);
         let got = applicable(a, Some(&pro), &cfg, &db);
         assert_eq!(
-            (got.plan, got.concurrency, got.buckets.len()),
+            (got.plan.map(|p| &**p), got.concurrency, got.buckets.len()),
             (Some("pro"), Some(4), 1)
         );
+        assert_eq!(got.policy.expect("policy"), r#""second";q=5;w=1"#);
 
         let none = key(None, None);
         let got = applicable(a, Some(&none), &cfg, &db);
-        assert_eq!((got.plan, got.concurrency), (Some("free"), Some(1)));
+        assert_eq!(
+            (got.plan.map(|p| &**p), got.concurrency),
+            (Some("free"), Some(1))
+        );
         let got = applicable(b, Some(&none), &cfg, &db);
         assert_eq!(
             (got.plan, got.concurrency, got.buckets.len()),
             (None, None, 1)
         );
+        assert_eq!(got.policy.expect("policy"), r#""r";q=1;w=1"#);
 
         let capped = key(None, Some(2));
         assert_eq!(applicable(a, Some(&capped), &cfg, &db).concurrency, Some(2));

@@ -58,7 +58,7 @@ fn limit_state() -> impl Strategy<Value = LimitState> {
     )
         .prop_map(
             |(name, (quota, window_secs, remaining, reset_secs), violated, retry)| LimitState {
-                name,
+                name: name.into(),
                 quota,
                 window_secs,
                 remaining,
@@ -323,7 +323,7 @@ fn run_local(pool: &[Bucket], steps: &[Step]) -> Result<(Takes, u32, u32), TestC
         for ((s, &i), &fit) in d.limits.iter().zip(&chosen).zip(&fits) {
             let p = params(&pool[i].limit);
             let m = models.get_mut(&(who, i)).expect("entered above");
-            prop_assert_eq!(&s.name, &pool[i].limit.name);
+            prop_assert_eq!(&*s.name, pool[i].limit.name.as_str());
             prop_assert_eq!(s.violated, !fit);
             if all {
                 m.level -= u128::from(p.cost) * u128::from(p.t);

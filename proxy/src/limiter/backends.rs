@@ -3,11 +3,12 @@
 //! open. The request filter calls [`Limiters::decide`] and nothing else.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
+use prometheus::Histogram;
 use tollgate_core::config::{LimiterBackend, LimiterConfig, OnRedisError};
 use tollgate_core::limits::Decision;
 
@@ -250,7 +251,7 @@ impl Limiters {
             return Verdict::Decided(
                 Decision {
                     allowed: true,
-                    limits: Vec::new(),
+                    limits: Default::default(),
                 },
                 "local",
             );
@@ -284,7 +285,7 @@ impl Limiters {
                     OnRedisError::Allow => Verdict::Decided(
                         Decision {
                             allowed: true,
-                            limits: Vec::new(),
+                            limits: Default::default(),
                         },
                         "allow",
                     ),
@@ -305,8 +306,23 @@ impl Limiters {
     }
 }
 
+/// `tollgate_limiter_duration_seconds` per backend, resolved on first use
+/// (no label lookup per request).
+static DURATION_LOCAL: LazyLock<Histogram> =
+    LazyLock::new(|| metrics::LIMITER_DURATION.with_label_values(&["local"]));
+static DURATION_REDIS: LazyLock<Histogram> =
+    LazyLock::new(|| metrics::LIMITER_DURATION.with_label_values(&["redis"]));
+
 fn observe(backend: &str, started: Instant) {
-    metrics::LIMITER_DURATION
-        .with_label_values(&[backend])
-        .observe(started.elapsed().as_secs_f64());
+    let h = match backend {
+        "local" => &*DURATION_LOCAL,
+        "redis" => &*DURATION_REDIS,
+        other => {
+            metrics::LIMITER_DURATION
+                .with_label_values(&[other])
+                .observe(started.elapsed().as_secs_f64());
+            return;
+        }
+    };
+    h.observe(started.elapsed().as_secs_f64());
 }

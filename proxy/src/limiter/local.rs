@@ -7,18 +7,73 @@
 //! are evicted by [`LocalLimiter::sweep`], which bounds memory by the number of
 //! subjects active within one refill period.
 
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use smallvec::SmallVec;
-use tollgate_core::limits::{self, Decision, Limit};
+use tollgate_core::limits::{self, Decision, Policy};
 
 use super::sharded::ShardedMap;
 use super::{Bucket, Subject};
 
-type Tats = SmallVec<[(u64, u64); 3]>;
+/// Buckets held inline per subject: a plan's limit or two plus a route's.
+const INLINE: usize = 3;
+
+/// One subject's buckets, compact: 32-bit bucket slots ([`Bucket::slot`],
+/// 0 = free) beside their TATs, 40 bytes. A subject with more buckets keeps
+/// the rest in the limiter's overflow map.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    slots: [u32; INLINE],
+    tats: [u64; INLINE],
+}
+
+impl Entry {
+    fn get(&self, slot: u32) -> Option<u64> {
+        self.slots
+            .iter()
+            .position(|&s| s == slot)
+            .map(|i| self.tats[i])
+    }
+
+    /// Store `tat` for `slot` if the slot is here or there is room.
+    fn set(&mut self, slot: u32, tat: u64) -> bool {
+        let i = match self.slots.iter().position(|&s| s == slot) {
+            Some(i) => i,
+            None => match self.slots.iter().position(|&s| s == 0) {
+                Some(i) => i,
+                None => return false,
+            },
+        };
+        self.slots[i] = slot;
+        self.tats[i] = tat;
+        true
+    }
+
+    /// Free the buckets that are full again; whether any is left.
+    fn prune(&mut self, now: u64) -> bool {
+        let mut live = false;
+        for (s, &t) in self.slots.iter_mut().zip(&self.tats) {
+            if t <= now {
+                *s = 0;
+            }
+            live |= *s != 0;
+        }
+        live
+    }
+}
+
+type More = SmallVec<[(u32, u64); 2]>;
 
 pub struct LocalLimiter {
-    map: ShardedMap<Subject, Tats>,
+    /// Key subjects by id (8-byte keys: most subjects are keys).
+    keys: ShardedMap<i64, Entry>,
+    /// IP subjects (`auth: none` routes).
+    ips: ShardedMap<IpAddr, Entry>,
+    /// Buckets beyond [`INLINE`] of a subject (rare). Always locked after
+    /// `map`'s shard, never alone on the request path.
+    more: ShardedMap<Subject, More>,
     epoch: Instant,
 }
 
@@ -31,7 +86,7 @@ impl Default for LocalLimiter {
 impl std::fmt::Debug for LocalLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalLimiter")
-            .field("shards", &self.map.shard_count())
+            .field("shards", &self.keys.shard_count())
             .field("subjects", &self.len())
             .finish()
     }
@@ -41,7 +96,9 @@ impl LocalLimiter {
     /// `shards` is rounded up to a power of two.
     pub fn new(shards: usize) -> Self {
         Self {
-            map: ShardedMap::new(shards),
+            keys: ShardedMap::new(shards),
+            ips: ShardedMap::new(shards),
+            more: ShardedMap::new(shards),
             epoch: Instant::now(),
         }
     }
@@ -58,56 +115,90 @@ impl LocalLimiter {
     }
 
     /// Decide and, if admitted, take tokens from every bucket, at time `now`.
+    /// All of a subject's buckets are read and written under its shard's
+    /// lock (and, for a bucket not held inline, the overflow shard's after
+    /// it): the check is atomic.
     pub fn check_at(&self, subject: &Subject, buckets: &[&Bucket], now: u64) -> Decision {
+        match subject {
+            Subject::Key(id) => self.check_in(&self.keys, id, subject, buckets, now),
+            Subject::Ip(ip) => self.check_in(&self.ips, ip, subject, buckets, now),
+        }
+    }
+
+    fn check_in<K: Hash + Eq + Copy>(
+        &self,
+        inline: &ShardedMap<K, Entry>,
+        key: &K,
+        subject: &Subject,
+        buckets: &[&Bucket],
+        now: u64,
+    ) -> Decision {
         if buckets.is_empty() {
             return Decision {
                 allowed: true,
-                limits: Vec::new(),
+                limits: Default::default(),
             };
         }
-        let policies: SmallVec<[&Limit; 4]> = buckets.iter().map(|b| &*b.limit).collect();
-        let mut map = self.map.lock(subject);
-        // One hash lookup for a subject already held (the hot path).
-        if let Some(entry) = map.get_mut(subject) {
-            let tats: SmallVec<[u64; 4]> = buckets
-                .iter()
-                .map(|b| lookup(entry, b.id).unwrap_or(0))
-                .collect();
-            let (decision, new_tats) = limits::decide(&policies, &tats, now);
-            if let Some(new_tats) = new_tats {
-                for (b, tat) in buckets.iter().zip(new_tats) {
-                    match entry.iter_mut().find(|(id, _)| *id == b.id) {
-                        Some(slot) => slot.1 = tat,
-                        None => entry.push((b.id, tat)),
-                    }
+        let policies: SmallVec<[&Policy; 4]> = buckets.iter().map(|b| &b.policy).collect();
+        let mut map = inline.lock(key);
+        let entry = map.get(key).copied();
+        let mut more = None;
+        let mut tats: SmallVec<[u64; 4]> = SmallVec::with_capacity(buckets.len());
+        for b in buckets {
+            // Hot path: a held subject's bucket is inline (one lookup).
+            let tat = match entry.and_then(|e| e.get(b.slot)) {
+                Some(tat) => tat,
+                None => {
+                    let more = more.get_or_insert_with(|| self.more.lock(subject));
+                    more.get(subject)
+                        .and_then(|m| m.iter().find(|(s, _)| *s == b.slot))
+                        .map_or(0, |&(_, tat)| tat)
+                }
+            };
+            tats.push(tat);
+        }
+        let (decision, new_tats) = limits::decide(&policies, &tats, now);
+        if let Some(new_tats) = new_tats {
+            let e = map.entry(*key).or_default();
+            for (b, tat) in buckets.iter().zip(new_tats) {
+                let in_more = more
+                    .as_ref()
+                    .and_then(|m| m.get(subject))
+                    .is_some_and(|m| m.iter().any(|(s, _)| *s == b.slot));
+                if !in_more && e.set(b.slot, tat) {
+                    continue;
+                }
+                let more = more.get_or_insert_with(|| self.more.lock(subject));
+                let m = more.entry(*subject).or_default();
+                match m.iter_mut().find(|(s, _)| *s == b.slot) {
+                    Some(held) => held.1 = tat,
+                    None => m.push((b.slot, tat)),
                 }
             }
-            return decision;
-        }
-        let full: SmallVec<[u64; 4]> = buckets.iter().map(|_| 0).collect();
-        let (decision, new_tats) = limits::decide(&policies, &full, now);
-        if let Some(new_tats) = new_tats {
-            map.insert(
-                *subject,
-                buckets.iter().map(|b| b.id).zip(new_tats).collect(),
-            );
         }
         decision
     }
 
-    /// Drop every subject whose buckets are all full again. Returns how many.
+    /// Drop every bucket that is full again (a missing bucket is a full
+    /// one), and every subject left with none. Returns how many subjects
+    /// were dropped.
     pub fn sweep(&self) -> usize {
         self.sweep_at(self.now())
     }
 
     pub fn sweep_at(&self, now: u64) -> usize {
-        self.map
-            .retain(|_, tats| tats.iter().any(|&(_, tat)| tat > now))
+        let removed = self.keys.retain(|_, e| e.prune(now)) + self.ips.retain(|_, e| e.prune(now));
+        self.more.retain(|_, m| {
+            m.retain(|(_, tat)| *tat > now);
+            !m.is_empty()
+        });
+        removed
     }
 
-    /// Subjects currently held.
+    /// Subjects currently held (inline; one with only overflow buckets
+    /// left is not counted).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.keys.len() + self.ips.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -115,15 +206,13 @@ impl LocalLimiter {
     }
 }
 
-fn lookup(entry: &Tats, id: u64) -> Option<u64> {
-    entry.iter().find(|(b, _)| *b == id).map(|&(_, tat)| tat)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
+
+    use tollgate_core::limits::Limit;
 
     use super::super::Scope;
     use super::*;
@@ -174,6 +263,52 @@ mod tests {
         assert!(l.is_empty());
         // A swept subject starts full again.
         assert!(l.check_at(&Subject::Key(1), &[&b], 2 * S).allowed);
+    }
+
+    /// More buckets than fit inline: every one counts, the overflow is
+    /// swept like the rest, and a bucket stays where it was first put.
+    #[test]
+    fn subjects_with_many_buckets() {
+        let l = LocalLimiter::new(2);
+        let bs: Vec<Bucket> = (0..6)
+            .map(|i| bucket(Scope::Key, &format!("b{i}"), 1, 1, 2 + i))
+            .collect();
+        let all: Vec<&Bucket> = bs.iter().collect();
+        let k = Subject::Key(9);
+        assert!(l.check_at(&k, &all, S).allowed);
+        let d = l.check_at(&k, &all, S);
+        assert!(d.allowed);
+        let remaining: Vec<u64> = d.limits.iter().map(|s| s.remaining).collect();
+        assert_eq!(remaining, vec![0, 1, 2, 3, 4, 5]);
+        // b0 (burst 2) is empty now: refused, nothing taken from the others.
+        let d = l.check_at(&k, &all, S);
+        assert_eq!(d.violated_names(), vec!["b0"]);
+        // Only the last bucket (held in the overflow) still has its tokens counted.
+        let d = l.check_at(&k, &[&bs[5]], S);
+        assert_eq!(d.limits[0].remaining, 4);
+        // In another order, the same buckets are found again.
+        let rev: Vec<&Bucket> = bs.iter().rev().skip(1).collect();
+        let d = l.check_at(&k, &rev, S);
+        assert!(!d.allowed);
+        assert_eq!(d.limits.last().map(|s| s.remaining), Some(0));
+        assert_eq!(l.len(), 1);
+        // Everything refills within 7 s: swept, and full again.
+        assert_eq!(l.sweep_at(8 * S), 1);
+        assert!(l.is_empty() && l.more.is_empty());
+        let d = l.check_at(&k, &all, 8 * S);
+        assert_eq!(d.limits[5].remaining, 6);
+    }
+
+    #[test]
+    fn ip_subjects_are_apart_from_keys() {
+        let l = LocalLimiter::new(4);
+        let b = bucket(Scope::Key, "m", 1, 1, 1);
+        let ip = Subject::Ip("192.0.2.1".parse().expect("ip"));
+        assert!(l.check_at(&ip, &[&b], S).allowed);
+        assert!(!l.check_at(&ip, &[&b], S).allowed);
+        assert!(l.check_at(&Subject::Key(1), &[&b], S).allowed);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l.sweep_at(2 * S), 2);
     }
 
     #[test]

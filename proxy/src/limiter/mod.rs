@@ -10,11 +10,14 @@ pub mod redis;
 pub mod scenarios;
 pub mod sharded;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use tollgate_core::limits::Limit;
+use parking_lot::Mutex;
+
+use tollgate_core::limits::{Limit, Policy};
 
 pub use local::LocalLimiter;
 
@@ -48,8 +51,10 @@ pub enum Scope<'a> {
 /// One token bucket a subject has: a limit plus a stable identity.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bucket {
-    /// Stable 64-bit id (the same in every process), for the local store.
+    /// Stable 64-bit id (the same in every process).
     pub id: u64,
+    /// This process's small number for `id` (never 0), for the local store.
+    pub slot: u32,
     /// Stable readable id, `p:minute` or `r:users:route`, for the Redis key.
     pub name: Arc<str>,
     /// The identity plus the limit's values (rate, per, burst, cost): it
@@ -57,6 +62,10 @@ pub struct Bucket {
     /// is not served once a limit is raised.
     pub fingerprint: u64,
     pub limit: Arc<Limit>,
+    /// The limit prepared for the arithmetic and the reported state.
+    pub policy: Policy,
+    /// This limit's member of `RateLimit-Policy`, rendered once.
+    pub policy_header: Arc<str>,
 }
 
 impl Bucket {
@@ -72,13 +81,29 @@ impl Bucket {
             limit.burst,
             limit.cost
         ));
+        let policy = Policy::new(&limit);
+        let id = stable_hash(&name);
         Self {
-            id: stable_hash(&name),
+            id,
+            slot: slot_of(id),
             name,
             fingerprint,
+            policy_header: crate::headers::policy_member(&policy).into(),
+            policy,
             limit: Arc::new(limit),
         }
     }
+}
+
+/// The local limiter stores a 32-bit slot per bucket instead of the 64-bit
+/// id: one number per distinct bucket identity (`p:<limit>` or
+/// `r:<route>:<limit>`) ever compiled in this process, never reused. That is
+/// bounded by the names in the configs and plans, not by keys or requests.
+fn slot_of(id: u64) -> u32 {
+    static SLOTS: LazyLock<Mutex<HashMap<u64, u32>>> = LazyLock::new(Default::default);
+    let mut slots = SLOTS.lock();
+    let next = u32::try_from(slots.len() + 1).unwrap_or(u32::MAX);
+    *slots.entry(id).or_insert(next)
 }
 
 fn stable_hash(s: &str) -> u64 {

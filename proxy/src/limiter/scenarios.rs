@@ -101,7 +101,7 @@ impl From<&Decision> for Outcome {
                 .iter()
                 .map(|l| {
                     (
-                        l.name.clone(),
+                        l.name.to_string(),
                         l.violated,
                         l.remaining,
                         l.reset_secs,

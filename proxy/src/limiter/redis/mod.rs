@@ -244,7 +244,7 @@ impl RedisLimiter {
         if buckets.is_empty() {
             return Ok(Decision {
                 allowed: true,
-                limits: Vec::new(),
+                limits: Default::default(),
             });
         }
         // Served from this proxy's leases: tokens Redis already granted.
@@ -304,7 +304,7 @@ impl RedisLimiter {
         if buckets.is_empty() {
             return Ok(Decision {
                 allowed: true,
-                limits: Vec::new(),
+                limits: Default::default(),
             });
         }
         let args: SmallVec<[ScriptArgs; 4]> =

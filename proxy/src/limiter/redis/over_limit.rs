@@ -220,7 +220,7 @@ mod tests {
         );
         let decision = Decision {
             allowed: false,
-            limits: vec![
+            limits: smallvec::smallvec![
                 LimitState {
                     name: "a".into(),
                     quota: 100,

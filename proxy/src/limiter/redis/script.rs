@@ -171,7 +171,7 @@ pub fn decide_from_replies(
                 retry,
             });
             LimitState {
-                name: b.limit.name.clone(),
+                name: b.policy.name.clone(),
                 quota: b.limit.rate,
                 window_secs: b.limit.window_secs(),
                 remaining,
@@ -319,7 +319,8 @@ mod tests {
             (vec![&a, &c], vec![now + 500_000_000, 0]),
         ] {
             let limits: Vec<&Limit> = buckets.iter().map(|b| &*b.limit).collect();
-            let (want, _) = decide(&limits, &tats, now);
+            let policies: Vec<_> = buckets.iter().map(|b| &b.policy).collect();
+            let (want, _) = decide(&policies, &tats, now);
             let args: Vec<ScriptArgs> = buckets.iter().map(|b| ScriptArgs::new(&b.limit)).collect();
             let replies: Vec<BucketReply> = limits
                 .iter()
