@@ -148,9 +148,9 @@ fn state(b: &Bucket, a: &ScriptArgs, tokens: u64, full_at: Instant, now: Instant
         .saturating_duration_since(now));
     let capacity = a.burst.saturating_mul(a.interval_us);
     LimitState {
-        name: b.limit.name.clone(),
-        quota: b.limit.rate,
-        window_secs: b.limit.window_secs(),
+        name: b.policy.name.clone(),
+        quota: b.policy.quota,
+        window_secs: b.policy.window_secs,
         remaining: capacity.saturating_sub(full_us) / a.interval_us.max(1),
         reset_secs: ceil_secs(full_us.saturating_mul(1_000)),
         violated: false,
