@@ -12,6 +12,7 @@
 //! upstream CA files), [`background`], [`metrics`], [`demo`] (the demo
 //! upstream of `tollgate dev`).
 
+pub mod access;
 pub mod answer;
 pub mod auth;
 pub mod background;

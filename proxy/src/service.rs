@@ -16,6 +16,7 @@ use tollgate_core::keys;
 use tollgate_core::limits::Decision;
 use tollgate_core::net;
 
+use crate::access;
 use crate::answer::{self, Answer};
 use crate::auth::{self, Presented};
 use crate::edge::{self, Inbound};
@@ -162,6 +163,10 @@ impl Gateway {
             }
         }
         ctx.route = Some(route.clone());
+        if let Err(d) = access::route_ip(&route, client_addr) {
+            ctx.outcome = Some(outcome::FORBIDDEN);
+            return Some(answer::access_denied(&d));
+        }
         if !self.ladder.on(Step::Key) {
             return None;
         }
@@ -198,6 +203,11 @@ impl Gateway {
                 match found {
                     Ok(key) => {
                         ctx.key = Some(key.clone());
+                        let method = req.method.as_str();
+                        if let Err(d) = access::key(key, &route, method, client_addr, &cfg) {
+                            ctx.outcome = Some(outcome::FORBIDDEN);
+                            return Some(answer::access_denied(&d));
+                        }
                         Subject::Key(key.id)
                     }
                     Err(reason) => {

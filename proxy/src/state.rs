@@ -309,6 +309,7 @@ routes:
             concurrency,
             enabled: true,
             expires_at: None,
+            access: None,
         }
     }
 

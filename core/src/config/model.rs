@@ -258,6 +258,8 @@ pub struct Plan {
     pub limits: Vec<Limit>,
     /// Optional maximum number of in-flight requests per key.
     pub concurrency: Option<u32>,
+    /// Routes and methods the plan's keys may use (see `rules::access`).
+    pub scopes: Option<crate::rules::access::Scopes>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -383,4 +385,8 @@ pub struct Route {
     pub case_insensitive: bool,
     /// Forward `X-HTTP-Method-Override` and its kin (stripped otherwise).
     pub allow_method_override: bool,
+    /// Client networks allowed on this route (empty: all).
+    pub ip_allow: Vec<ipnet::IpNet>,
+    /// Client networks refused on this route; wins over `ip_allow`.
+    pub ip_deny: Vec<ipnet::IpNet>,
 }

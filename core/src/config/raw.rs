@@ -258,11 +258,23 @@ pub struct RawUsage {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a plan: a mapping with limits and concurrency"
+    expecting = "a plan: a mapping with limits, concurrency and scopes"
 )]
 pub struct RawPlan {
     pub limits: Option<Vec<RawLimit>>,
     pub concurrency: Option<Scalar>,
+    pub scopes: Option<RawScopes>,
+}
+
+/// A plan's `scopes: { routes: [...], methods: [...] }`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "scopes: a mapping with routes and/or methods (lists)"
+)]
+pub struct RawScopes {
+    pub routes: Option<Vec<Scalar>>,
+    pub methods: Option<Vec<Scalar>>,
 }
 
 /// One token bucket: `{ name, rate, per, burst, cost }`.
@@ -327,7 +339,7 @@ pub struct RawTimeouts {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a route: a mapping with name, match, upstream, strip_prefix, auth, default_plan, limits, shadow and allow_method_override"
+    expecting = "a route: a mapping with name, match, upstream, strip_prefix, auth, default_plan, limits, shadow, allow_method_override, ip_allow and ip_deny"
 )]
 pub struct RawRoute {
     pub name: Option<Scalar>,
@@ -340,6 +352,8 @@ pub struct RawRoute {
     pub limits: Option<Vec<RawLimit>>,
     pub shadow: Option<Scalar>,
     pub allow_method_override: Option<Scalar>,
+    pub ip_allow: Option<Vec<Scalar>>,
+    pub ip_deny: Option<Vec<Scalar>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]

@@ -2,6 +2,7 @@
 
 use super::*;
 
+mod access;
 mod problems;
 mod sections;
 
