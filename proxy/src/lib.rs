@@ -28,6 +28,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod request_id;
 pub mod router;
+pub mod self_usage;
 pub mod server;
 pub mod service;
 pub mod state;

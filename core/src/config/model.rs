@@ -47,7 +47,14 @@ pub struct ProxyConfig {
     pub edge: EdgeConfig,
     /// Pingora's server settings (runtime, listeners, connection reuse).
     pub tuning: ServerTuning,
+    /// Where a caller reads its own limits with its key (`None`: off).
+    pub usage_path: Option<String>,
 }
+
+/// `proxy.usage_path` when the file does not set it (`""` turns it off).
+pub const DEFAULT_USAGE_PATH: &str = "/_tollgate/usage";
+/// The longest `proxy.usage_path`.
+pub const MAX_USAGE_PATH: usize = 256;
 
 /// `proxy.work_stealing`, `listener_tasks`, `upstream_keepalive_pool`,
 /// `downstream_keepalive_requests`: the Pingora server settings that change

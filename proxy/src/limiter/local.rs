@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use smallvec::SmallVec;
-use tollgate_core::limits::{self, Decision, Limit};
+use tollgate_core::limits::{self, Decision, Limit, LimitState};
 
 use super::sharded::ShardedMap;
 use super::{Bucket, Subject};
@@ -95,6 +95,20 @@ impl LocalLimiter {
         decision
     }
 
+    /// The buckets as they stand, nothing taken (`proxy.usage_path`).
+    pub fn peek(&self, subject: &Subject, buckets: &[&Bucket]) -> Vec<LimitState> {
+        let now = self.now();
+        let map = self.map.lock(subject);
+        let entry = map.get(subject);
+        buckets
+            .iter()
+            .map(|b| {
+                let tat = entry.and_then(|e| lookup(e, b.id)).unwrap_or(0);
+                limits::peek_bucket(&b.limit, tat.saturating_sub(now))
+            })
+            .collect()
+    }
+
     /// Drop every subject whose buckets are all full again. Returns how many.
     pub fn sweep(&self) -> usize {
         self.sweep_at(self.now())
@@ -112,6 +126,38 @@ impl LocalLimiter {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod peek_tests {
+    use super::*;
+    use crate::limiter::{compile, Scope};
+    use std::time::Duration;
+
+    #[test]
+    fn peeking_takes_nothing() {
+        let l = LocalLimiter::new(4);
+        let buckets = compile(
+            Scope::Key,
+            &[Limit {
+                name: "minute".into(),
+                rate: 10,
+                per: Duration::from_secs(60),
+                burst: None,
+                cost: None,
+            }],
+        );
+        let refs: Vec<&Bucket> = buckets.iter().collect();
+        let s = Subject::Key(7);
+        assert_eq!(l.peek(&s, &refs)[0].remaining, 10);
+        assert!(l.is_empty(), "a peek stores nothing");
+        l.check(&s, &refs);
+        l.check(&s, &refs);
+        for _ in 0..50 {
+            assert_eq!(l.peek(&s, &refs)[0].remaining, 8);
+        }
+        assert_eq!(l.check(&s, &refs).limits[0].remaining, 7);
     }
 }
 

@@ -27,6 +27,7 @@ pub mod conn;
 pub mod error;
 pub mod holds;
 pub mod over_limit;
+pub mod peek;
 pub mod script;
 
 use std::fmt;

@@ -101,3 +101,37 @@ fn hostile_scopes_and_networks_are_refused_at_their_field() {
     let many = format!("{{ routes: [{}] }}", vec!["r"; 65].join(", "));
     refused(&plan(&many), "plans.p.scopes.routes: at most 64 entries");
 }
+
+#[test]
+fn usage_path_defaults_turns_off_and_refuses_non_paths() {
+    assert_eq!(
+        parse("").expect("valid").proxy.usage_path.as_deref(),
+        Some("/_tollgate/usage")
+    );
+    assert_eq!(
+        parse("proxy: { usage_path: \"\" }")
+            .expect("valid")
+            .proxy
+            .usage_path,
+        None
+    );
+    assert_eq!(
+        parse("proxy: { usage_path: /me/limits }")
+            .expect("valid")
+            .proxy
+            .usage_path
+            .as_deref(),
+        Some("/me/limits")
+    );
+    refused(
+        "proxy: { usage_path: me }",
+        "proxy.usage_path: must start with '/'",
+    );
+    refused("proxy: { usage_path: \"/a/../b\" }", "not a canonical path");
+    refused("proxy: { usage_path: \"/a b\" }", "not a canonical path");
+    refused("proxy: { usage_path: \"/a?x\" }", "not a canonical path");
+    refused(
+        &format!("proxy: {{ usage_path: \"/{}\" }}", "a".repeat(300)),
+        "must be at most 256 bytes",
+    );
+}

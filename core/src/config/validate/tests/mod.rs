@@ -75,6 +75,7 @@ fn empty_document_gives_the_defaults() {
             tls: None,
             edge: EdgeConfig::default(),
             tuning: ServerTuning::default(),
+            usage_path: Some("/_tollgate/usage".into()),
         },
         admin: AdminConfig {
             listen: "127.0.0.1:8081".parse().expect("addr"),
