@@ -69,6 +69,8 @@ fn record(id: i64, hash: KeyHash, plan: Option<&str>) -> KeyRecord {
             plan: plan.map(str::to_string),
             limits: None,
             concurrency: None,
+            scopes: None,
+            allowed_ips: None,
             enabled: true,
             expires_at: None,
             created_at: 0,

@@ -59,6 +59,8 @@ fn record(id: i64) -> KeyRecord {
             plan: Some("pro".into()),
             limits: None,
             concurrency: None,
+            scopes: None,
+            allowed_ips: None,
             enabled: true,
             expires_at: None,
             created_at: 0,

@@ -843,3 +843,77 @@ fn a_dev_password_reset_ends_old_sessions_and_is_audited() {
         assert!(e.actor.starts_with("cli:"), "{e:?}");
     }
 }
+
+/// Issue #21: `keys create/update --routes --methods --allowed-ips`, stored
+/// normalised, and refused with the admin API's messages.
+#[test]
+fn keys_cli_sets_scopes_and_networks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = sqlite_config(dir.path());
+    let (ok, out, err) = keys(
+        &config,
+        &[
+            "create",
+            "--name",
+            "scoped",
+            "--routes",
+            "users,billing-*",
+            "--methods",
+            "get",
+            "--methods",
+            "head",
+            "--allowed-ips",
+            "10.1.2.3/8",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("routes:  users,billing-*\n"), "{out}");
+    assert!(out.contains("methods: GET,HEAD\n"), "{out}");
+    assert!(out.contains("from:    10.0.0.0/8\n"), "{out}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("created key "))
+        .expect("id")
+        .trim()
+        .to_string();
+    let (ok, out, err) = keys(&config, &["update", &id, "--methods", "POST"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("routes:  users,billing-*\n") && out.contains("methods: POST\n"),
+        "{out}"
+    );
+    let (ok, out, err) = keys(
+        &config,
+        &["update", &id, "--clear-scopes", "--clear-allowed-ips"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(!out.contains("routes:") && !out.contains("from:"), "{out}");
+    let (ok, json, _) = keys(&config, &["list", "--json"]);
+    assert!(ok && json.contains("\"scopes\": null"), "{json}");
+
+    for (args, expected) in [
+        (
+            vec!["create", "--name", "k", "--routes", "a**"],
+            "--routes: ",
+        ),
+        (
+            vec!["create", "--name", "k", "--methods", "GE T"],
+            "--methods: invalid HTTP method",
+        ),
+        (
+            vec!["create", "--name", "k", "--allowed-ips", "10.0.0.0/33"],
+            "--allowed-ips: invalid network",
+        ),
+        (
+            vec!["update", &id, "--allowed-ips", "nope"],
+            "--allowed-ips: invalid network",
+        ),
+    ] {
+        let (ok, out, err) = keys(&config, &args);
+        assert!(!ok, "{args:?} accepted: {out}");
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected {expected:?} in {err}"
+        );
+    }
+}

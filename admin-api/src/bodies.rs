@@ -8,7 +8,43 @@ use tollgate_core::db::admins::{Admin, Role};
 use tollgate_core::db::ApiKey;
 use tollgate_core::duration;
 use tollgate_core::limits::Limit;
+use tollgate_core::rules::access::Scopes;
 use utoipa::ToSchema;
+
+/// Which routes and methods a key may use. A list left out is not
+/// restricted by the key (the plan's list applies, if it has one); a request
+/// must match both lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScopesBody {
+    /// Route names; `*` matches any run of characters (`billing-*`). 1–64
+    /// patterns of 1–128 characters, at most 4 `*`, never `**`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1, max_items = 64, example = json!(["users", "billing-*"]))]
+    pub routes: Option<Vec<String>>,
+    /// HTTP methods (tokens, upper-cased on save). 1–32 entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1, max_items = 32, example = json!(["GET", "HEAD"]))]
+    pub methods: Option<Vec<String>>,
+}
+
+impl From<ScopesBody> for Scopes {
+    fn from(b: ScopesBody) -> Self {
+        Scopes {
+            routes: b.routes,
+            methods: b.methods,
+        }
+    }
+}
+
+impl From<Scopes> for ScopesBody {
+    fn from(s: Scopes) -> Self {
+        ScopesBody {
+            routes: s.routes,
+            methods: s.methods,
+        }
+    }
+}
 
 /// One token bucket: `rate` tokens per `per`, capacity `burst` (default
 /// `rate`), each request costing `cost` (default 1).
@@ -65,6 +101,11 @@ pub struct KeyView {
     pub limits: Option<Vec<LimitBody>>,
     /// Maximum in-flight requests.
     pub concurrency: Option<u32>,
+    /// Routes and methods the key may use (`null`: its plan's, else all).
+    pub scopes: Option<ScopesBody>,
+    /// Client networks (CIDR) the key may be used from (`null`: anywhere).
+    #[schema(example = json!(["203.0.113.0/24"]))]
+    pub allowed_ips: Option<Vec<String>>,
     pub enabled: bool,
     /// Unix ms; the key is refused after it.
     pub expires_at: Option<i64>,
@@ -89,6 +130,8 @@ impl From<ApiKey> for KeyView {
             plan: k.plan,
             limits: k.limits.map(|ls| ls.iter().map(LimitBody::from).collect()),
             concurrency: k.concurrency,
+            scopes: k.scopes.map(ScopesBody::from),
+            allowed_ips: k.allowed_ips,
             enabled: k.enabled,
             expires_at: k.expires_at,
             created_at: k.created_at,

@@ -208,6 +208,25 @@ pub fn check_clamped(clamped: Clamped, tat: u64, now: u64) -> BucketCheck {
     }
 }
 
+/// A bucket as it stands, nothing taken: `used_ns` is how long until it is
+/// full again (its TAT minus now, 0 for a full or unknown bucket). For
+/// callers that read their own state (`proxy.usage_path`).
+pub fn peek_bucket(policy: &Policy, used_ns: u64) -> LimitState {
+    let Clamped {
+        interval: t, burst, ..
+    } = policy.ns;
+    let capacity_ns = burst * t;
+    LimitState {
+        name: policy.name.clone(),
+        quota: policy.quota,
+        window_secs: policy.window_secs,
+        remaining: capacity_ns.saturating_sub(used_ns) / t,
+        reset_secs: ceil_secs(used_ns.min(capacity_ns)),
+        violated: false,
+        retry_after_secs: 0,
+    }
+}
+
 /// What a limiter reports for one limit of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitState {
@@ -322,6 +341,22 @@ mod tests {
     }
 
     const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn peeking_reports_without_taking() {
+        let l = limit(10, 1, Some(5), None);
+        assert_eq!(peek_bucket(&Policy::new(&l), 0).remaining, 5);
+        assert_eq!(peek_bucket(&Policy::new(&l), 0).reset_secs, 0);
+        // Two tokens spent (200 ms until full): 3 left.
+        let p = peek_bucket(&Policy::new(&l), 2 * S / 10);
+        assert_eq!(
+            (p.remaining, p.reset_secs, p.quota, p.window_secs),
+            (3, 1, 10, 1)
+        );
+        // Past the capacity (a stored TAT of an older, bigger limit): 0, bounded reset.
+        let p = peek_bucket(&Policy::new(&l), 100 * S);
+        assert_eq!((p.remaining, p.reset_secs), (0, 1));
+    }
 
     #[test]
     fn burst_then_refuse_then_refill() {

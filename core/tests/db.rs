@@ -12,6 +12,7 @@ use tollgate_core::db::{ApiKey, Db, DbError, DbKind, Fingerprint, KeyFilter, Key
 use tollgate_core::keys;
 use tollgate_core::limits::Limit;
 use tollgate_core::now_ms;
+use tollgate_core::rules::access::Scopes;
 
 #[macro_use]
 mod common;
@@ -54,6 +55,11 @@ async fn create_and_get_body(db: &Db) {
         limits: Some(vec![limit("second", 5, 1), limit("day", 1000, 86400)]),
         concurrency: Some(4),
         expires_at: Some(before + 86_400_000),
+        scopes: Some(Scopes {
+            routes: Some(vec!["users".into(), "billing-*".into()]),
+            methods: Some(vec!["GET".into()]),
+        }),
+        allowed_ips: Some(vec!["203.0.113.0/24".into(), "2001:db8::/32".into()]),
     };
     let (key, plain) = create(db, new.clone()).await;
     assert_eq!(keys::validate(&plain), Ok(()));
@@ -66,6 +72,8 @@ async fn create_and_get_body(db: &Db) {
     assert_eq!(key.plan.as_deref(), Some("pro"));
     assert_eq!(key.limits, new.limits);
     assert_eq!(key.concurrency, Some(4));
+    assert_eq!(key.scopes, new.scopes);
+    assert_eq!(key.allowed_ips, new.allowed_ips);
     assert!(key.enabled);
     assert_eq!(key.expires_at, new.expires_at);
     assert!(key.created_at >= before && key.created_at <= now_ms());
@@ -272,6 +280,8 @@ async fn update_body(db: &Db) {
             limits: Some(vec![limit("m", 60, 60)]),
             concurrency: Some(2),
             expires_at: Some(now_ms() + 1000),
+            scopes: None,
+            allowed_ips: Some(vec!["10.0.0.0/8".into()]),
         },
     )
     .await;
@@ -287,6 +297,11 @@ async fn update_body(db: &Db) {
         concurrency: Some(Some(9)),
         enabled: Some(false),
         expires_at: Some(Some(123)),
+        scopes: Some(Some(Scopes {
+            routes: None,
+            methods: Some(vec!["POST".into()]),
+        })),
+        allowed_ips: Some(Some(vec!["192.0.2.1/32".into()])),
     };
     let up = db
         .update_key(key.id, &patch)
@@ -301,6 +316,12 @@ async fn update_body(db: &Db) {
     assert_eq!(up.concurrency, Some(9));
     assert!(!up.enabled);
     assert_eq!(up.expires_at, Some(123));
+    assert_eq!(
+        up.scopes.as_ref().and_then(|s| s.methods.clone()),
+        Some(vec!["POST".into()])
+    );
+    assert_eq!(up.scopes.as_ref().and_then(|s| s.routes.clone()), None);
+    assert_eq!(up.allowed_ips, Some(vec!["192.0.2.1/32".into()]));
     assert_eq!(up.created_at, key.created_at);
     assert_eq!(up.key_prefix, key.key_prefix);
     assert!(up.updated_at > key.updated_at);
@@ -338,6 +359,8 @@ async fn update_body(db: &Db) {
                 limits: Some(None),
                 concurrency: Some(None),
                 expires_at: Some(None),
+                scopes: Some(None),
+                allowed_ips: Some(None),
                 ..KeyPatch::default()
             },
         )
@@ -353,6 +376,10 @@ async fn update_body(db: &Db) {
         (None, None, None)
     );
     assert_eq!((cleared.concurrency, cleared.expires_at), (None, None));
+    assert_eq!(
+        (cleared.scopes.clone(), cleared.allowed_ips.clone()),
+        (None, None)
+    );
     assert_eq!(cleared.name, "renamed");
     assert_eq!(cleared.metadata, serde_json::json!({"b": [1, 2]}));
 
@@ -947,7 +974,7 @@ async fn both_migration_sets_build_the_same_schema() {
         let want: BTreeSet<String> = cols.iter().map(|s| s.to_string()).collect();
         assert_eq!(lite_schema.get(table), Some(&want), "{table}");
     }
-    assert_eq!(lite_schema["api_keys"].len(), 16);
+    assert_eq!(lite_schema["api_keys"].len(), 18);
     assert_eq!(
         lite_schema["usage_minute"].len(),
         9 + tollgate_core::db::LATENCY_BUCKETS

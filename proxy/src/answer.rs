@@ -176,6 +176,11 @@ pub fn unknown_plan() -> Answer {
     )
 }
 
+/// A scope or IP rule refuses the request (`scope-denied`, `ip-not-allowed`).
+pub fn access_denied(d: &tollgate_core::rules::access::Denial) -> Answer {
+    Answer::problem(Problem::new(d.kind(), "Forbidden", 403).detail(d.detail()))
+}
+
 /// Too many 401/403 answers to one client IP.
 pub fn auth_throttled(retry_after: u64) -> Answer {
     Answer::problem(

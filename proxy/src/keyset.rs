@@ -13,8 +13,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use ipnet::IpNet;
 use tollgate_core::db::KeyRecord;
 use tollgate_core::keys::KeyHash;
+use tollgate_core::rules::access::{parse_ips, Scopes};
 
 use crate::limiter::{compile, Buckets, Scope};
 
@@ -30,6 +32,38 @@ pub struct ActiveKey {
     pub enabled: bool,
     /// Unix ms.
     pub expires_at: Option<i64>,
+    /// Scopes and address rules, for the few keys that have them.
+    pub access: Option<Box<KeyAccess>>,
+}
+
+/// A key's own scopes and `allowed_ips`, parsed once at load.
+#[derive(Debug, Default, PartialEq)]
+pub struct KeyAccess {
+    pub scopes: Option<Scopes>,
+    pub allowed_ips: Option<Vec<IpNet>>,
+}
+
+impl KeyAccess {
+    /// `None` when the key has neither. A stored address list that no longer
+    /// parses refuses every address (fail closed) and is logged.
+    fn of(id: i64, scopes: Option<Scopes>, allowed_ips: Option<Vec<String>>) -> Option<Box<Self>> {
+        if scopes.is_none() && allowed_ips.is_none() {
+            return None;
+        }
+        let allowed_ips = allowed_ips.map(|l| {
+            parse_ips("allowed_ips", &l).unwrap_or_else(|e| {
+                tracing::error!(
+                    key_id = id,
+                    "stored allowed_ips refused ({e}): the key is refused from every address"
+                );
+                Vec::new()
+            })
+        });
+        Some(Box::new(Self {
+            scopes,
+            allowed_ips,
+        }))
+    }
 }
 
 /// Why a well-formed key is refused.
@@ -88,6 +122,7 @@ impl KeySet {
                 concurrency: k.concurrency,
                 enabled: k.enabled,
                 expires_at: k.expires_at,
+                access: KeyAccess::of(k.id, k.scopes, k.allowed_ips),
             });
             if let Some((prev, until)) = r.previous {
                 previous.insert(prefix(&prev), (key.clone(), until));
@@ -148,6 +183,8 @@ mod tests {
                 plan: None,
                 limits: None,
                 concurrency: None,
+                scopes: None,
+                allowed_ips: None,
                 enabled,
                 expires_at,
                 created_at: 0,

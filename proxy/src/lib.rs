@@ -13,6 +13,7 @@
 //! upstream CA files), [`background`], [`metrics`], [`demo`] (the demo
 //! upstream of `tollgate dev`).
 
+pub mod access;
 pub mod answer;
 pub mod auth;
 pub mod background;
@@ -29,6 +30,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod request_id;
 pub mod router;
+pub mod self_usage;
 pub mod server;
 pub mod service;
 pub mod state;

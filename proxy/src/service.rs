@@ -17,6 +17,7 @@ use tollgate_core::limits::Decision;
 use tollgate_core::net;
 use tollgate_core::trace::OsIds;
 
+use crate::access;
 use crate::answer::{self, Answer};
 use crate::auth::{self, Presented};
 use crate::edge::{self, Inbound};
@@ -30,7 +31,8 @@ use crate::limiter::backends::{self, Concurrency, InFlightHold, Limiters, Verdic
 use crate::limiter::Subject;
 use crate::metrics::{self, outcome};
 use crate::router::{self, Routable, RouteMatch};
-use crate::state::{self, CompiledRoute, ConfigState, State};
+use crate::self_usage;
+use crate::state::{self, CompiledRoute, ConfigState, DbState, State};
 use crate::telemetry::{self, RequestTrace};
 use crate::throttle::AuthThrottle;
 use crate::usage::{UsageEvent, UsageRecorder};
@@ -109,6 +111,106 @@ impl Gateway {
         Some(answer::auth_throttled(1))
     }
 
+    /// The caller's key (`Authorization: Bearer` or the key header), or the
+    /// 401/403 (or 429 of the bad-key throttle) to answer.
+    fn authenticate(
+        &self,
+        req: &RequestHeader,
+        client_addr: IpAddr,
+        cfg: &ConfigState,
+        db: &DbState,
+        ctx: &mut Ctx,
+    ) -> Result<Arc<ActiveKey>, Answer> {
+        let proxy_cfg = &cfg.config.proxy;
+        let per_second = proxy_cfg.auth_failures_per_second;
+        // The key is looked up first (in memory): a valid key is never
+        // refused for other callers' failures.
+        let presented = auth::extract(&req.headers, &proxy_cfg.key_header);
+        ctx.key_from_bearer = matches!(presented, Presented::Bearer(_));
+        let plain = match presented {
+            Presented::Missing => {
+                if let Some(a) = self.auth_failure(client_addr, per_second, ctx) {
+                    return Err(a);
+                }
+                ctx.outcome = Some(outcome::UNAUTHORIZED);
+                return Err(answer::missing_key(&proxy_cfg.key_header));
+            }
+            Presented::Garbled => None,
+            Presented::Header(k) | Presented::Bearer(k) => Some(k),
+        };
+        let hash = plain.and_then(|k| keys::parse(k).ok());
+        let found = match hash {
+            None => Err("malformed"),
+            Some(hash) => db
+                .keys
+                .lookup(&hash, tollgate_core::now_ms())
+                .map_err(|r| r.as_str()),
+        };
+        match found {
+            Ok(key) => Ok(key.clone()),
+            Err(reason) => {
+                if let Some(a) = self.auth_failure(client_addr, per_second, ctx) {
+                    return Err(a);
+                }
+                ctx.outcome = Some(outcome::FORBIDDEN);
+                Err(answer::forbidden_key(reason))
+            }
+        }
+    }
+
+    /// `proxy.usage_path`: the caller's own limits, read without taking
+    /// (see [`self_usage`]); never forwarded, never counted as route usage.
+    async fn self_usage(
+        &self,
+        req: &RequestHeader,
+        client_addr: IpAddr,
+        cfg: &ConfigState,
+        ctx: &mut Ctx,
+    ) -> Answer {
+        let method = req.method.as_str();
+        if method != "GET" {
+            ctx.outcome = Some(outcome::METHOD_NOT_ALLOWED);
+            return answer::method_not_allowed(method, &["GET".to_string()]);
+        }
+        let db = self.state.db.load_full();
+        let key = match self.authenticate(req, client_addr, cfg, &db, ctx) {
+            Ok(key) => key,
+            Err(a) => return a,
+        };
+        ctx.key = Some(key.clone());
+        let allowed_ips = key.access.as_deref().and_then(|a| a.allowed_ips.as_deref());
+        if let Err(d) = tollgate_core::rules::access::check_key(
+            Default::default(),
+            allowed_ips,
+            "",
+            method,
+            client_addr,
+        ) {
+            ctx.outcome = Some(outcome::FORBIDDEN);
+            return answer::access_denied(&d);
+        }
+        let listed = self_usage::buckets(&key, cfg, &db);
+        let refs: Vec<&crate::limiter::Bucket> = listed.iter().map(|l| l.bucket).collect();
+        let limiter = &cfg.config.limiter;
+        let deadline = backends::redis_deadline(limiter);
+        match self
+            .limiters
+            .peek(limiter, &Subject::Key(key.id), &refs, deadline)
+            .await
+        {
+            Some((states, backend)) => {
+                ctx.backend = backend;
+                ctx.outcome = Some(outcome::ALLOWED);
+                self_usage::render(&key, None, &listed, &states, backend, cfg)
+            }
+            None => {
+                ctx.outcome = Some(outcome::UNAVAILABLE);
+                ctx.backend = "redis";
+                answer::limiter_unavailable()
+            }
+        }
+    }
+
     /// Edge checks, route, key and limits with the request's one snapshot
     /// of the config; `Some(answer)` if the proxy answers itself.
     async fn decide(
@@ -149,6 +251,10 @@ impl Gateway {
         }
         let client_addr = inbound.client.client;
         let req = session.req_header();
+        if cfg.config.proxy.usage_path.as_deref() == Some(inbound.canonical.path.as_str()) {
+            ctx.inbound = Some(inbound);
+            return Some(self.self_usage(req, client_addr, &cfg, ctx).await);
+        }
         // Routed on the canonical path, borrowed from `inbound` (no copy).
         let routed = match cfg
             .router
@@ -183,52 +289,29 @@ impl Gateway {
             }
         }
         ctx.route = Some(route.clone());
+        if let Err(d) = access::route_ip(&route, client_addr) {
+            ctx.outcome = Some(outcome::FORBIDDEN);
+            return Some(answer::access_denied(&d));
+        }
         if !self.ladder.on(Step::Key) {
             return None;
         }
-        let proxy_cfg = &cfg.config.proxy;
-        let per_second = proxy_cfg.auth_failures_per_second;
         let db = self.state.db.load_full();
 
         let subject = match route.route.auth {
             Auth::None => Subject::Ip(net::bucket_key(client_addr)),
             Auth::ApiKey => {
-                // The key is looked up first (in memory): a valid key is
-                // never refused for other callers' failures.
-                let presented = auth::extract(&req.headers, &proxy_cfg.key_header);
-                ctx.key_from_bearer = matches!(presented, Presented::Bearer(_));
-                let plain = match presented {
-                    Presented::Missing => {
-                        if let Some(a) = self.auth_failure(client_addr, per_second, ctx) {
-                            return Some(a);
-                        }
-                        ctx.outcome = Some(outcome::UNAUTHORIZED);
-                        return Some(answer::missing_key(&proxy_cfg.key_header));
-                    }
-                    Presented::Garbled => None,
-                    Presented::Header(k) | Presented::Bearer(k) => Some(k),
+                let key = match self.authenticate(req, client_addr, &cfg, &db, ctx) {
+                    Ok(key) => key,
+                    Err(a) => return Some(a),
                 };
-                let hash = plain.and_then(|k| keys::parse(k).ok());
-                let found = match hash {
-                    None => Err("malformed"),
-                    Some(hash) => db
-                        .keys
-                        .lookup(&hash, tollgate_core::now_ms())
-                        .map_err(|r| r.as_str()),
-                };
-                match found {
-                    Ok(key) => {
-                        ctx.key = Some(key.clone());
-                        Subject::Key(key.id)
-                    }
-                    Err(reason) => {
-                        if let Some(a) = self.auth_failure(client_addr, per_second, ctx) {
-                            return Some(a);
-                        }
-                        ctx.outcome = Some(outcome::FORBIDDEN);
-                        return Some(answer::forbidden_key(reason));
-                    }
+                ctx.key = Some(key.clone());
+                let method = req.method.as_str();
+                if let Err(d) = access::key(&key, &route, method, client_addr, &cfg) {
+                    ctx.outcome = Some(outcome::FORBIDDEN);
+                    return Some(answer::access_denied(&d));
                 }
+                Subject::Key(key.id)
             }
         };
 

@@ -325,6 +325,7 @@ routes:
             concurrency,
             enabled: true,
             expires_at: None,
+            access: None,
         }
     }
 

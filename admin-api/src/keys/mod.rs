@@ -128,7 +128,10 @@ pub async fn create_key(
         limits,
         concurrency: req.concurrency,
         expires_at: req.expires_at,
+        scopes: req.scopes.map(Into::into),
+        allowed_ips: req.allowed_ips,
     };
+    key_rules::normalise_access(&mut new.scopes, &mut new.allowed_ips)?;
     key_rules::check_new_key(&new, tollgate_core::now_ms())?;
     if let Some(plan) = &new.plan {
         check_plan(&state, plan).await?;
@@ -237,6 +240,15 @@ pub async fn patch_key(
     }
     patch.expires_at = req.expires_at;
     patch.plan = req.plan;
+    if let Some(scopes) = req.scopes {
+        let mut scopes = scopes.map(Into::into);
+        key_rules::normalise_access(&mut scopes, &mut None)?;
+        patch.scopes = Some(scopes);
+    }
+    if let Some(mut ips) = req.allowed_ips {
+        key_rules::normalise_access(&mut None, &mut ips)?;
+        patch.allowed_ips = Some(ips);
+    }
     key_rules::check_patch(&patch)?;
     if let Some(Some(p)) = &patch.plan {
         check_plan(&state, p).await?;

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::bodies::{KeyView, LimitBody};
+use crate::bodies::{KeyView, LimitBody, ScopesBody};
 use crate::extract::{present, QueryBool, QueryInt};
 
 /// Default and largest `per_page` of `GET /api/keys`.
@@ -58,6 +58,12 @@ pub struct CreateKey {
     /// Unix ms, in the future.
     #[schema(minimum = 1)]
     pub expires_at: Option<i64>,
+    /// Routes and methods the key may use; anything else is 403 `scope-denied`.
+    pub scopes: Option<ScopesBody>,
+    /// Client networks (CIDRs or addresses, 1–256) the key may be used from;
+    /// from anywhere else it is 403 `ip-not-allowed`.
+    #[schema(min_items = 1, max_items = 256, example = json!(["203.0.113.0/24", "2001:db8::/32"]))]
+    pub allowed_ips: Option<Vec<String>>,
 }
 
 /// A partial update: absent fields stay, `null` clears a nullable field.
@@ -91,6 +97,14 @@ pub struct PatchKeyRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<i64>, nullable, minimum = 1)]
     pub expires_at: Option<Option<i64>>,
+    /// `null` removes the key's own scopes.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<ScopesBody>, nullable)]
+    pub scopes: Option<Option<ScopesBody>>,
+    /// `null`: usable from anywhere.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>, nullable, min_items = 1, max_items = 256)]
+    pub allowed_ips: Option<Option<Vec<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

@@ -544,3 +544,90 @@ async fn rotate_issues_a_new_secret(app: TestApp) {
     assert!(!text.contains(&newer));
 }
 both!(rotate_issues_a_new_secret);
+
+/// Issue #21: scopes and allowed_ips are stored normalised, changed and
+/// cleared by PATCH, and hostile values are 422 naming the field.
+async fn scopes_and_allowed_ips(app: TestApp) {
+    let k = create(
+        &app,
+        json!({"name": "scoped", "scopes": {"routes": ["users", "bill*", "users"], "methods": ["get", "HEAD"]},
+               "allowed_ips": ["10.1.2.3/8", "2001:db8::1"]}),
+    )
+    .await;
+    assert_eq!(
+        k["scopes"],
+        json!({"routes": ["users", "bill*"], "methods": ["GET", "HEAD"]})
+    );
+    assert_eq!(k["allowed_ips"], json!(["10.0.0.0/8", "2001:db8::1/128"]));
+    let path = format!("/api/keys/{}", k["id"]);
+    let up = json(
+        app.patch(&path, json!({"scopes": {"methods": ["post"]}}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(up["scopes"], json!({"methods": ["POST"]}));
+    assert_eq!(up["allowed_ips"], k["allowed_ips"]);
+    let cleared = json(
+        app.patch(&path, json!({"scopes": null, "allowed_ips": null}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (&cleared["scopes"], &cleared["allowed_ips"]),
+        (&Value::Null, &Value::Null)
+    );
+
+    let huge_ips: Vec<String> = (0..257)
+        .map(|i| format!("10.0.{}.{}", i / 256, i % 256))
+        .collect();
+    let many_routes: Vec<String> = (0..65).map(|i| format!("r{i}")).collect();
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"allowed_ips": ["10.0.0.0/33"]}), "allowed_ips[0]"),
+        (
+            json!({"allowed_ips": ["nope", "10.0.0.1"]}),
+            "allowed_ips[0]",
+        ),
+        (
+            json!({"allowed_ips": ["10.0.0.1", "1.2.3.4/-1"]}),
+            "allowed_ips[1]",
+        ),
+        (json!({"allowed_ips": []}), "allowed_ips"),
+        (json!({"allowed_ips": huge_ips}), "allowed_ips"),
+        (json!({"allowed_ips": "10.0.0.0/8"}), "allowed_ips"),
+        (json!({"scopes": {"routes": ["**"]}}), "scopes.routes[0]"),
+        (
+            json!({"scopes": {"routes": ["a*b*c*d*e*f"]}}),
+            "scopes.routes[0]",
+        ),
+        (
+            json!({"scopes": {"routes": ["x".repeat(129)]}}),
+            "scopes.routes[0]",
+        ),
+        (json!({"scopes": {"routes": [""]}}), "scopes.routes[0]"),
+        (json!({"scopes": {"routes": []}}), "scopes.routes"),
+        (json!({"scopes": {"routes": many_routes}}), "scopes.routes"),
+        (
+            json!({"scopes": {"methods": ["GE T"]}}),
+            "scopes.methods[0]",
+        ),
+        (
+            json!({"scopes": {"methods": ["GET\r\nX-Evil: 1"]}}),
+            "scopes.methods[0]",
+        ),
+        (
+            json!({"scopes": {"methods": ["G".repeat(33)]}}),
+            "scopes.methods[0]",
+        ),
+        (json!({"scopes": {"verbs": ["GET"]}}), "scopes.verbs"),
+        (json!({"scopes": "users"}), "scopes"),
+    ];
+    for (body, field) in &cases {
+        let mut create_body = body.clone();
+        create_body["name"] = json!("k");
+        invalid(app.post("/api/keys", create_body).await, field).await;
+        invalid(app.patch(&path, body.clone()).await, field).await;
+    }
+}
+both!(scopes_and_allowed_ips);

@@ -51,7 +51,14 @@ pub struct ProxyConfig {
     /// `proxy.h2c`: the plain listener also speaks HTTP/2 without TLS (prior
     /// knowledge, as gRPC clients do), beside HTTP/1.
     pub h2c: bool,
+    /// Where a caller reads its own limits with its key (`None`: off).
+    pub usage_path: Option<String>,
 }
+
+/// `proxy.usage_path` when the file does not set it (`""` turns it off).
+pub const DEFAULT_USAGE_PATH: &str = "/_tollgate/usage";
+/// The longest `proxy.usage_path`.
+pub const MAX_USAGE_PATH: usize = 256;
 
 /// `proxy.work_stealing`, `listener_tasks`, `upstream_keepalive_pool`,
 /// `downstream_keepalive_requests`: the Pingora server settings that change
@@ -270,6 +277,8 @@ pub struct Plan {
     pub limits: Vec<Limit>,
     /// Optional maximum number of in-flight requests per key.
     pub concurrency: Option<u32>,
+    /// Routes and methods the plan's keys may use (see `rules::access`).
+    pub scopes: Option<crate::rules::access::Scopes>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -418,6 +427,10 @@ pub struct Route {
     pub case_insensitive: bool,
     /// Forward `X-HTTP-Method-Override` and its kin (stripped otherwise).
     pub allow_method_override: bool,
+    /// Client networks allowed on this route (empty: all).
+    pub ip_allow: Vec<ipnet::IpNet>,
+    /// Client networks refused on this route; wins over `ip_allow`.
+    pub ip_deny: Vec<ipnet::IpNet>,
 }
 
 /// `telemetry:`: W3C trace context and OpenTelemetry spans.

@@ -161,7 +161,7 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of proxy settings (listen, metrics_listen, threads, key_header, auth_failures_per_second, grace_period, keepalive_timeout, tls, path_policy, trusted_proxies, proxy_protocol, header_timeout, body_timeout, max_header_bytes, max_connections_per_ip, work_stealing, listener_tasks, upstream_keepalive_pool, downstream_keepalive_requests, h2c)"
+    expecting = "a mapping of proxy settings (listen, metrics_listen, threads, key_header, auth_failures_per_second, grace_period, keepalive_timeout, tls, path_policy, trusted_proxies, proxy_protocol, header_timeout, body_timeout, max_header_bytes, max_connections_per_ip, work_stealing, listener_tasks, upstream_keepalive_pool, downstream_keepalive_requests, h2c, usage_path)"
 )]
 pub struct RawProxy {
     pub listen: Option<Scalar>,
@@ -184,6 +184,7 @@ pub struct RawProxy {
     pub upstream_keepalive_pool: Option<Scalar>,
     pub downstream_keepalive_requests: Option<Scalar>,
     pub h2c: Option<Scalar>,
+    pub usage_path: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -273,11 +274,23 @@ pub struct RawUsage {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a plan: a mapping with limits and concurrency"
+    expecting = "a plan: a mapping with limits, concurrency and scopes"
 )]
 pub struct RawPlan {
     pub limits: Option<Vec<RawLimit>>,
     pub concurrency: Option<Scalar>,
+    pub scopes: Option<RawScopes>,
+}
+
+/// A plan's `scopes: { routes: [...], methods: [...] }`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "scopes: a mapping with routes and/or methods (lists)"
+)]
+pub struct RawScopes {
+    pub routes: Option<Vec<Scalar>>,
+    pub methods: Option<Vec<Scalar>>,
 }
 
 /// One token bucket: `{ name, rate, per, burst, cost }`.
@@ -343,7 +356,7 @@ pub struct RawTimeouts {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a route: a mapping with name, match, upstream, strip_prefix, auth, default_plan, limits, shadow and allow_method_override"
+    expecting = "a route: a mapping with name, match, upstream, strip_prefix, auth, default_plan, limits, shadow, allow_method_override, ip_allow and ip_deny"
 )]
 pub struct RawRoute {
     pub name: Option<Scalar>,
@@ -356,6 +369,8 @@ pub struct RawRoute {
     pub limits: Option<Vec<RawLimit>>,
     pub shadow: Option<Scalar>,
     pub allow_method_override: Option<Scalar>,
+    pub ip_allow: Option<Vec<Scalar>>,
+    pub ip_deny: Option<Vec<Scalar>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]

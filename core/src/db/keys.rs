@@ -11,6 +11,7 @@ use super::{u32_column, Db, DbError};
 use crate::keys::{self, KeyHash};
 use crate::limits::Limit;
 use crate::now_ms;
+use crate::rules::access::Scopes;
 
 /// A key as listings and the API show it (never the secret or its hash).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +25,12 @@ pub struct ApiKey {
     /// Own limits, used instead of the plan's when set.
     pub limits: Option<Vec<Limit>>,
     pub concurrency: Option<u32>,
+    /// Allowed routes and methods (`None`: the plan's, else all).
+    #[serde(default)]
+    pub scopes: Option<Scopes>,
+    /// Client networks the key may be used from (`None`: anywhere).
+    #[serde(default)]
+    pub allowed_ips: Option<Vec<String>>,
     pub enabled: bool,
     /// Unix ms.
     pub expires_at: Option<i64>,
@@ -52,6 +59,10 @@ pub struct NewApiKey {
     pub limits: Option<Vec<Limit>>,
     pub concurrency: Option<u32>,
     pub expires_at: Option<i64>,
+    #[serde(default)]
+    pub scopes: Option<Scopes>,
+    #[serde(default)]
+    pub allowed_ips: Option<Vec<String>>,
 }
 
 /// A partial update; `Some(None)` clears a nullable field.
@@ -65,6 +76,8 @@ pub struct KeyPatch {
     pub concurrency: Option<Option<u32>>,
     pub enabled: Option<bool>,
     pub expires_at: Option<Option<i64>>,
+    pub scopes: Option<Option<Scopes>>,
+    pub allowed_ips: Option<Option<Vec<String>>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -92,7 +105,7 @@ pub struct Fingerprint {
 
 /// The columns an [`ApiKey`] is read from.
 const COLUMNS: &str = "id, name, owner, metadata, plan, limits, concurrency, enabled, \
-    expires_at, created_at, updated_at, last_used_at, key_prefix";
+    expires_at, created_at, updated_at, last_used_at, key_prefix, scopes, allowed_ips";
 
 /// The next `updated_at` of a row written at `$1` (now, Unix ms): now, or one
 /// more than the newest stamp in the table if that is not older. Every write
@@ -134,7 +147,17 @@ fn decode_key(row: &AnyRow) -> Result<ApiKey, DbError> {
     let metadata: String = row.try_get("metadata")?;
     let limits: Option<String> = row.try_get("limits")?;
     let concurrency: Option<i64> = row.try_get("concurrency")?;
+    let scopes: Option<String> = row.try_get("scopes")?;
+    let allowed_ips: Option<String> = row.try_get("allowed_ips")?;
     Ok(ApiKey {
+        scopes: scopes
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(|e| DbError::Corrupt(format!("api_keys.scopes of key {id}: {e}")))?,
+        allowed_ips: allowed_ips
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(|e| DbError::Corrupt(format!("api_keys.allowed_ips of key {id}: {e}")))?,
         metadata: serde_json::from_str(&metadata)
             .map_err(|e| DbError::Corrupt(format!("api_keys.metadata of key {id}: {e}")))?,
         limits: limits
@@ -168,6 +191,13 @@ fn limits_json(limits: Option<&[Limit]>) -> Result<Option<String>, DbError> {
         .map(serde_json::to_string)
         .transpose()
         .map_err(|e| DbError::Corrupt(format!("limits cannot be serialised: {e}")))
+}
+
+/// A JSON column value (`None` stays NULL).
+fn json_column<T: Serialize>(v: Option<&T>, what: &str) -> Result<Option<String>, DbError> {
+    v.map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| DbError::Corrupt(format!("{what} cannot be serialised: {e}")))
 }
 
 /// A `LIKE` pattern matching `s` anywhere, with `\`, `%` and `_` in `s`
@@ -213,8 +243,8 @@ impl Db {
             .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
         let sql = format!(
             "INSERT INTO api_keys (name, owner, metadata, plan, limits, concurrency, enabled, \
-             expires_at, created_at, updated_at, key_prefix, key_hash) \
-             VALUES ($2, $3, $4, $5, $6, $7, 1, $8, $1, {}, $9, $10) RETURNING {COLUMNS}",
+             expires_at, created_at, updated_at, key_prefix, key_hash, scopes, allowed_ips) \
+             VALUES ($2, $3, $4, $5, $6, $7, 1, $8, $1, {}, $9, $10, $11, $12) RETURNING {COLUMNS}",
             next_stamp("api_keys")
         );
         let row = sqlx::query(&sql)
@@ -228,6 +258,8 @@ impl Db {
             .bind(new.expires_at)
             .bind(secret.display_prefix())
             .bind(secret.hash_hex())
+            .bind(json_column(new.scopes.as_ref(), "scopes")?)
+            .bind(json_column(new.allowed_ips.as_ref(), "allowed_ips")?)
             .fetch_one(self.pool())
             .await?;
         Ok((decode_key(&row)?, secret.plain))
@@ -304,6 +336,15 @@ impl Db {
         }
         if let Some(v) = patch.expires_at {
             set("expires_at", Arg::OptInt(v));
+        }
+        if let Some(v) = &patch.scopes {
+            set("scopes", Arg::Owned(json_column(v.as_ref(), "scopes")?));
+        }
+        if let Some(v) = &patch.allowed_ips {
+            set(
+                "allowed_ips",
+                Arg::Owned(json_column(v.as_ref(), "allowed_ips")?),
+            );
         }
         if sets == 0 {
             return self.get_key(id).await;

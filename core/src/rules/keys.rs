@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::access::{normalise_ips, normalise_scopes, Scopes};
 use super::limits::{check_concurrency, check_limits, ListKind};
 use super::FieldError;
 use crate::db::plans::StoredPlan;
@@ -86,6 +87,32 @@ fn field(name: &'static str) -> impl Fn(String) -> FieldError {
     move |m| FieldError::new(name, m)
 }
 
+/// Check and normalise a key's `scopes` and `allowed_ips` in place (see
+/// [`super::access`]). Scopes with no list at all are stored as none.
+pub fn normalise_access(
+    scopes: &mut Option<Scopes>,
+    allowed_ips: &mut Option<Vec<String>>,
+) -> Result<(), FieldError> {
+    if let Some(s) = scopes.as_ref() {
+        let n = normalise_scopes("scopes", s)?;
+        *scopes = (!n.is_open()).then_some(n);
+    }
+    if let Some(ips) = allowed_ips.as_ref() {
+        *allowed_ips = Some(normalise_ips("allowed_ips", ips)?);
+    }
+    Ok(())
+}
+
+fn check_access(scopes: Option<&Scopes>, ips: Option<&[String]>) -> Result<(), FieldError> {
+    if let Some(s) = scopes {
+        normalise_scopes("scopes", s)?;
+    }
+    if let Some(ips) = ips {
+        normalise_ips("allowed_ips", ips)?;
+    }
+    Ok(())
+}
+
 /// A new key, before it is stored (`now`: Unix ms). Call
 /// [`normalise_name`] on the name afterwards.
 pub fn check_new_key(k: &NewApiKey, now: i64) -> Result<(), FieldError> {
@@ -113,7 +140,7 @@ pub fn check_new_key(k: &NewApiKey, now: i64) -> Result<(), FieldError> {
     if let Some(plan) = &k.plan {
         check_plan_ref(plan).map_err(field("plan"))?;
     }
-    Ok(())
+    check_access(k.scopes.as_ref(), k.allowed_ips.as_deref())
 }
 
 /// A change to a key (an expiry in the past is allowed: it expires the key).
@@ -144,7 +171,10 @@ pub fn check_patch(p: &KeyPatch) -> Result<(), FieldError> {
     if let Some(Some(plan)) = &p.plan {
         check_plan_ref(plan).map_err(field("plan"))?;
     }
-    Ok(())
+    check_access(
+        p.scopes.as_ref().and_then(Option::as_ref),
+        p.allowed_ips.as_ref().and_then(Option::as_deref),
+    )
 }
 
 /// A key name as stored: without surrounding white space.

@@ -7,6 +7,7 @@
 //! the field, or a [`FieldError`] naming it (`limits[1].per`) when the check
 //! walks a list.
 
+pub mod access;
 #[cfg(any(test, feature = "testing"))]
 pub mod cases;
 pub mod effective;

@@ -312,6 +312,38 @@ static DURATION_LOCAL: LazyLock<Histogram> =
     LazyLock::new(|| metrics::LIMITER_DURATION.with_label_values(&["local"]));
 static DURATION_REDIS: LazyLock<Histogram> =
     LazyLock::new(|| metrics::LIMITER_DURATION.with_label_values(&["redis"]));
+impl Limiters {
+    /// The buckets as they stand, nothing taken (`proxy.usage_path`), with
+    /// the backend that answered; `None` when Redis cannot answer and
+    /// `on_redis_error` is not `local` (the caller answers 503).
+    pub async fn peek(
+        &self,
+        cfg: &LimiterConfig,
+        subject: &Subject,
+        buckets: &[&Bucket],
+        deadline: Instant,
+    ) -> Option<(Vec<tollgate_core::limits::LimitState>, &'static str)> {
+        let redis = match self.redis_limiter(cfg) {
+            None => return Some((self.local.peek(subject, buckets), "local")),
+            Some(r) => r,
+        };
+        let result = match redis {
+            Ok(r) => r.peek(subject, buckets, deadline).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(states) => Some((states, "redis")),
+            Err(e) => {
+                metrics::REDIS_ERRORS.with_label_values(&[e.kind()]).inc();
+                tracing::debug!("redis limiter (peek): {e}");
+                match cfg.on_redis_error {
+                    OnRedisError::Local => Some((self.local.peek(subject, buckets), "fallback")),
+                    OnRedisError::Allow | OnRedisError::Deny => None,
+                }
+            }
+        }
+    }
+}
 
 fn observe(backend: &str, started: Instant) {
     let h = match backend {

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use smallvec::SmallVec;
-use tollgate_core::limits::{self, Decision, Policy};
+use tollgate_core::limits::{self, Decision, LimitState, Policy};
 
 use super::sharded::ShardedMap;
 use super::{Bucket, Subject};
@@ -179,6 +179,31 @@ impl LocalLimiter {
         decision
     }
 
+    /// The buckets as they stand, nothing taken (`proxy.usage_path`).
+    pub fn peek(&self, subject: &Subject, buckets: &[&Bucket]) -> Vec<LimitState> {
+        let now = self.now();
+        let tat = |slot: u32| -> u64 {
+            // Each shard guard is dropped at the end of its statement: the
+            // overflow map is never locked while an inline shard is held.
+            let inline = match subject {
+                Subject::Key(id) => self.keys.lock(id).get(id).and_then(|e| e.get(slot)),
+                Subject::Ip(ip) => self.ips.lock(ip).get(ip).and_then(|e| e.get(slot)),
+            };
+            inline
+                .or_else(|| {
+                    self.more
+                        .lock(subject)
+                        .get(subject)
+                        .and_then(|m| m.iter().find(|(s, _)| *s == slot).map(|&(_, t)| t))
+                })
+                .unwrap_or(0)
+        };
+        buckets
+            .iter()
+            .map(|b| limits::peek_bucket(&b.policy, tat(b.slot).saturating_sub(now)))
+            .collect()
+    }
+
     /// Drop every bucket that is full again (a missing bucket is a full
     /// one), and every subject left with none. Returns how many subjects
     /// were dropped.
@@ -203,6 +228,39 @@ impl LocalLimiter {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod peek_tests {
+    use super::*;
+    use crate::limiter::{compile, Scope};
+    use std::time::Duration;
+    use tollgate_core::limits::Limit;
+
+    #[test]
+    fn peeking_takes_nothing() {
+        let l = LocalLimiter::new(4);
+        let buckets = compile(
+            Scope::Key,
+            &[Limit {
+                name: "minute".into(),
+                rate: 10,
+                per: Duration::from_secs(60),
+                burst: None,
+                cost: None,
+            }],
+        );
+        let refs: Vec<&Bucket> = buckets.iter().collect();
+        let s = Subject::Key(7);
+        assert_eq!(l.peek(&s, &refs)[0].remaining, 10);
+        assert!(l.is_empty(), "a peek stores nothing");
+        l.check(&s, &refs);
+        l.check(&s, &refs);
+        for _ in 0..50 {
+            assert_eq!(l.peek(&s, &refs)[0].remaining, 8);
+        }
+        assert_eq!(l.check(&s, &refs).limits[0].remaining, 7);
     }
 }
 

@@ -28,7 +28,7 @@ use serde::de::IgnoredAny;
 use super::position::{child, item, Position, PositionIndex};
 use super::raw::{
     self, OrderedMap, RawAdmin, RawConfig, RawLimit, RawLimiter, RawLog, RawPlan, RawProxy,
-    RawRoute, RawStorage, RawTelemetry, RawUpstream, RawUsage, Scalar,
+    RawRoute, RawScopes, RawStorage, RawTelemetry, RawUpstream, RawUsage, Scalar,
 };
 use super::{
     AdminConfig, Auth, Config, ConfigError, ConfigErrors, EdgeConfig, HealthCheck, LimiterBackend,

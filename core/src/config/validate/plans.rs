@@ -55,6 +55,10 @@ impl Validator<'_> {
                     limit_rules::MAX_CONCURRENCY,
                 )
             });
+            let scopes = p
+                .scopes
+                .as_ref()
+                .and_then(|s| self.scopes(&child(&path, "scopes"), s));
             if ok {
                 plans.insert(
                     name.clone(),
@@ -62,11 +66,68 @@ impl Validator<'_> {
                         name: name.clone(),
                         limits,
                         concurrency: concurrency.and_then(|c| u32::try_from(c).ok()),
+                        scopes,
                     },
                 );
             }
         }
         plans
+    }
+
+    /// A plan's `scopes`, by [`crate::rules::access`].
+    pub(super) fn scopes(
+        &mut self,
+        path: &str,
+        raw: &RawScopes,
+    ) -> Option<crate::rules::access::Scopes> {
+        let routes = raw
+            .routes
+            .as_ref()
+            .and_then(|l| self.text_list(&child(path, "routes"), l));
+        let methods = raw
+            .methods
+            .as_ref()
+            .and_then(|l| self.text_list(&child(path, "methods"), l));
+        let scopes = crate::rules::access::Scopes { routes, methods };
+        match crate::rules::access::normalise_scopes(path, &scopes) {
+            Ok(s) => (!s.is_open()).then_some(s),
+            Err(e) => {
+                self.error(&e.field, e.message);
+                None
+            }
+        }
+    }
+
+    /// A list of strings (`None`, reported, if an entry is not text).
+    pub(super) fn text_list(&mut self, path: &str, list: &[Scalar]) -> Option<Vec<String>> {
+        let mut out = Vec::with_capacity(list.len());
+        for (i, s) in list.iter().enumerate() {
+            match s.text() {
+                Some(t) => out.push(t),
+                None => {
+                    self.error(&item(path, i), "expected text, got null");
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// A route's `ip_allow` / `ip_deny`.
+    pub(super) fn ip_list(&mut self, path: &str, list: Option<&[Scalar]>) -> Vec<ipnet::IpNet> {
+        let Some(list) = list else {
+            return Vec::new();
+        };
+        let Some(texts) = self.text_list(path, list) else {
+            return Vec::new();
+        };
+        match crate::rules::access::parse_ips(path, &texts) {
+            Ok(nets) => nets,
+            Err(e) => {
+                self.error(&e.field, e.message);
+                Vec::new()
+            }
+        }
     }
 
     /// A list of limits (a plan's or a route's), by the rules of

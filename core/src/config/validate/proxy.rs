@@ -1,6 +1,7 @@
 //! `proxy:` and its request edge settings.
 
 use super::*;
+use crate::config::{DEFAULT_USAGE_PATH, MAX_USAGE_PATH};
 
 impl Validator<'_> {
     pub(super) fn proxy(&mut self, p: &RawProxy) -> ProxyConfig {
@@ -74,7 +75,9 @@ impl Validator<'_> {
         }
         let edge = self.edge(p);
         let tuning = self.tuning(p);
+        let usage_path = self.usage_path(&p.usage_path);
         ProxyConfig {
+            usage_path,
             listen,
             metrics_listen,
             threads: usize::try_from(threads).unwrap_or(1),
@@ -87,6 +90,31 @@ impl Validator<'_> {
             tuning,
             h2c: self.flag_or("proxy.h2c", &p.h2c, false),
         }
+    }
+
+    /// `proxy.usage_path`: a canonical path of at most
+    /// [`MAX_USAGE_PATH`] bytes; `""` turns it off.
+    fn usage_path(&mut self, raw: &Option<Scalar>) -> Option<String> {
+        let Some(p) = self.text(raw) else {
+            return Some(DEFAULT_USAGE_PATH.to_string());
+        };
+        let problem = if p.is_empty() {
+            return None;
+        } else if p.len() > MAX_USAGE_PATH {
+            format!("must be at most {MAX_USAGE_PATH} bytes")
+        } else if !p.starts_with('/') {
+            format!("must start with '/', got {p:?} (or \"\" to turn it off)")
+        } else if p.contains(|c: char| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+            || !crate::path::is_canonical(&p)
+        {
+            format!(
+                "{p:?} is not a canonical path: no spaces, '?', '#', '.', '..' or empty segments"
+            )
+        } else {
+            return Some(p);
+        };
+        self.error("proxy.usage_path", problem);
+        None
     }
 
     /// Pingora's server settings under `proxy.*`.

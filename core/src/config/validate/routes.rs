@@ -147,6 +147,9 @@ impl Validator<'_> {
                 false,
             );
 
+            let ip_allow = self.ip_list(&child(&path, "ip_allow"), r.ip_allow.as_deref());
+            let ip_deny = self.ip_list(&child(&path, "ip_deny"), r.ip_deny.as_deref());
+
             if let (Some(name), Some(path_prefix), Some(upstream)) = (name, path_prefix, upstream) {
                 routes.push(Route {
                     name,
@@ -160,6 +163,8 @@ impl Validator<'_> {
                     shadow,
                     case_insensitive,
                     allow_method_override,
+                    ip_allow,
+                    ip_deny,
                 });
             }
         }

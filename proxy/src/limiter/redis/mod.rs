@@ -35,6 +35,7 @@ pub mod error;
 pub mod holds;
 pub mod lease;
 pub mod over_limit;
+pub mod peek;
 pub mod script;
 
 use std::fmt;

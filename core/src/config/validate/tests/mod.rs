@@ -2,6 +2,7 @@
 
 use super::*;
 
+mod access;
 mod problems;
 mod protocols;
 mod sections;
@@ -76,6 +77,7 @@ fn empty_document_gives_the_defaults() {
             edge: EdgeConfig::default(),
             tuning: ServerTuning::default(),
             h2c: false,
+            usage_path: Some("/_tollgate/usage".into()),
         },
         admin: AdminConfig {
             listen: "127.0.0.1:8081".parse().expect("addr"),

@@ -1,0 +1,361 @@
+//! Scopes and IP rules through a real Pingora listener (issue #21 items 1,
+//! 2): plan scopes, a key's own scopes over its plan's, a key's
+//! `allowed_ips`, a route's `ip_allow` / `ip_deny` with the client address
+//! resolved through a trusted proxy, and a spoofed `X-Forwarded-For` from
+//! an untrusted peer. Distinct peers come from binding `127.0.0.x`.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::raw::{self, RawResponse};
+use common::{Store, TestProxy};
+use tollgate_core::db::NewApiKey;
+use tollgate_core::rules::access::Scopes;
+
+const YAML: &str = r#"
+proxy:
+  listen: "{listen}"
+  metrics_listen: "{metrics}"
+  threads: 2
+  trusted_proxies: [127.0.0.1/32]
+plans:
+  reader:
+    limits: [ { name: minute, rate: 1000, per: 1m } ]
+    scopes: { routes: [users, "prod*"], methods: [get, head] }
+  open: { limits: [ { name: minute, rate: 1000, per: 1m } ] }
+upstreams:
+  demo: { targets: ["{upstream}"] }
+routes:
+  - { name: users, match: { path_prefix: /api/users }, upstream: demo, strip_prefix: /api, default_plan: open }
+  - { name: products, match: { path_prefix: /api/products }, upstream: demo, strip_prefix: /api, default_plan: open }
+  - name: orders
+    match: { path_prefix: /api/orders }
+    upstream: demo
+    strip_prefix: /api
+    default_plan: open
+    ip_allow: [203.0.113.0/24]
+    ip_deny: [203.0.113.66]
+"#;
+
+fn ip(s: &str) -> Option<IpAddr> {
+    Some(s.parse().expect("ip"))
+}
+
+fn kind(r: &RawResponse) -> String {
+    r.json()["type"]
+        .as_str()
+        .and_then(|t| t.rsplit('/').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn send(
+    p: &TestProxy,
+    from: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> RawResponse {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("Content-Length: 0\r\n\r\n");
+    raw::parse(&raw::exchange(ip(from), p.addr, req.as_bytes(), Duration::from_secs(10)).await)
+}
+
+/// Wait until the proxy knows `key` (any answer but `invalid-api-key`).
+async fn known(p: &TestProxy, key: &str) {
+    let start = Instant::now();
+    loop {
+        let r = raw::get(
+            ip("127.0.0.1"),
+            p.addr,
+            "/api/products",
+            &[("x-api-key", key)],
+        )
+        .await;
+        if kind(&r) != "invalid-api-key" {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", r.raw);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_refuse_routes_and_methods_outside_them() {
+    let p = TestProxy::start(YAML, Store::Sqlite).await.expect("sqlite");
+    let (_, reader) = p
+        .create_key(NewApiKey {
+            name: "reader".into(),
+            plan: Some("reader".into()),
+            ..NewApiKey::default()
+        })
+        .await;
+    // Own route list over the plan's; the plan's methods still apply.
+    let (_, own) = p
+        .create_key(NewApiKey {
+            name: "own".into(),
+            plan: Some("reader".into()),
+            scopes: Some(Scopes {
+                routes: Some(vec!["users".into()]),
+                methods: None,
+            }),
+            ..NewApiKey::default()
+        })
+        .await;
+    known(&p, &reader).await;
+    known(&p, &own).await;
+
+    let r = send(
+        &p,
+        "127.0.0.1",
+        "GET",
+        "/api/users",
+        &[("x-api-key", reader.as_str())],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let r = send(
+        &p,
+        "127.0.0.1",
+        "GET",
+        "/api/products",
+        &[("x-api-key", reader.as_str())],
+    )
+    .await;
+    assert_eq!(r.status, 200, "a glob scope: {}", r.raw);
+    let r = send(
+        &p,
+        "127.0.0.1",
+        "POST",
+        "/api/users",
+        &[("x-api-key", reader.as_str())],
+    )
+    .await;
+    assert_eq!(
+        (r.status, kind(&r)),
+        (403, "scope-denied".into()),
+        "{}",
+        r.raw
+    );
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let r = send(
+        &p,
+        "127.0.0.1",
+        "DELETE",
+        "/api/products/1",
+        &[("x-api-key", reader.as_str())],
+    )
+    .await;
+    assert_eq!(
+        (r.status, kind(&r)),
+        (403, "scope-denied".into()),
+        "{}",
+        r.raw
+    );
+
+    let r = send(
+        &p,
+        "127.0.0.1",
+        "GET",
+        "/api/users",
+        &[("x-api-key", own.as_str())],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let r = send(
+        &p,
+        "127.0.0.1",
+        "GET",
+        "/api/products",
+        &[("x-api-key", own.as_str())],
+    )
+    .await;
+    assert_eq!(
+        (r.status, kind(&r)),
+        (403, "scope-denied".into()),
+        "{}",
+        r.raw
+    );
+    let r = send(
+        &p,
+        "127.0.0.1",
+        "POST",
+        "/api/users",
+        &[("x-api-key", own.as_str())],
+    )
+    .await;
+    assert_eq!(
+        (r.status, kind(&r)),
+        (403, "scope-denied".into()),
+        "{}",
+        r.raw
+    );
+
+    // A refusal names the route, never the key's lists.
+    assert!(!r.body.contains("prod*"), "{}", r.body);
+    let m = p.metrics_text().await;
+    assert!(
+        m.lines()
+            .any(|l| l.contains("outcome=\"forbidden\"") && l.contains("route=\"products\"")),
+        "no forbidden outcome counted:\n{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_rules_use_the_address_resolved_through_trusted_proxies() {
+    let p = TestProxy::start(YAML, Store::Sqlite).await.expect("sqlite");
+    let (_, bound) = p
+        .create_key(NewApiKey {
+            name: "bound".into(),
+            allowed_ips: Some(vec!["203.0.113.0/24".into(), "2001:db8::/32".into()]),
+            ..NewApiKey::default()
+        })
+        .await;
+    let (_, free) = p
+        .create_key(NewApiKey {
+            name: "free".into(),
+            ..NewApiKey::default()
+        })
+        .await;
+    let start = Instant::now();
+    loop {
+        let r = send(
+            &p,
+            "127.0.0.1",
+            "GET",
+            "/api/users",
+            &[("x-api-key", &bound)],
+        )
+        .await;
+        if kind(&r) == "ip-not-allowed" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", r.raw);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    known(&p, &free).await;
+
+    // The key's networks: the client behind the trusted proxy is in them.
+    let via = |xff: &'static str, key: &'static str| [("x-api-key", key), ("x-forwarded-for", xff)];
+    let bound: &'static str = Box::leak(bound.into_boxed_str());
+    let free: &'static str = Box::leak(free.into_boxed_str());
+    let r = send(
+        &p,
+        "127.0.0.1",
+        "GET",
+        "/api/users",
+        &via("203.0.113.9", bound),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let r = send(
+        &p,
+        "127.0.0.1",
+        "GET",
+        "/api/users",
+        &via("198.51.100.1", bound),
+    )
+    .await;
+    assert_eq!(
+        (r.status, kind(&r)),
+        (403, "ip-not-allowed".into()),
+        "{}",
+        r.raw
+    );
+    // An untrusted peer cannot claim an allowed address.
+    let r = send(
+        &p,
+        "127.0.0.2",
+        "GET",
+        "/api/users",
+        &via("203.0.113.9", bound),
+    )
+    .await;
+    assert_eq!(
+        (r.status, kind(&r)),
+        (403, "ip-not-allowed".into()),
+        "{}",
+        r.raw
+    );
+    // The right-most untrusted entry counts, not one the client prepended.
+    let r = send(
+        &p,
+        "127.0.0.1",
+        "GET",
+        "/api/users",
+        &via("203.0.113.9, 198.51.100.1", bound),
+    )
+    .await;
+    assert_eq!(
+        (r.status, kind(&r)),
+        (403, "ip-not-allowed".into()),
+        "{}",
+        r.raw
+    );
+
+    // The route's rules, for any key: allow list, and deny wins.
+    let r = send(
+        &p,
+        "127.0.0.1",
+        "GET",
+        "/api/orders",
+        &via("203.0.113.10", free),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let r = send(
+        &p,
+        "127.0.0.1",
+        "GET",
+        "/api/orders",
+        &via("203.0.113.66", free),
+    )
+    .await;
+    assert_eq!(
+        (r.status, kind(&r)),
+        (403, "ip-not-allowed".into()),
+        "{}",
+        r.raw
+    );
+    let r = send(
+        &p,
+        "127.0.0.1",
+        "GET",
+        "/api/orders",
+        &[("x-api-key", free)],
+    )
+    .await;
+    assert_eq!(
+        (r.status, kind(&r)),
+        (403, "ip-not-allowed".into()),
+        "{}",
+        r.raw
+    );
+    let r = send(
+        &p,
+        "127.0.0.2",
+        "GET",
+        "/api/orders",
+        &via("203.0.113.10", free),
+    )
+    .await;
+    assert_eq!(
+        (r.status, kind(&r)),
+        (403, "ip-not-allowed".into()),
+        "spoofed: {}",
+        r.raw
+    );
+    // Refused before the key is even looked at: no key, same answer.
+    let r = send(&p, "127.0.0.2", "GET", "/api/orders", &[]).await;
+    assert_eq!(
+        (r.status, kind(&r)),
+        (403, "ip-not-allowed".into()),
+        "{}",
+        r.raw
+    );
+}

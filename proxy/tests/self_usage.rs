@@ -1,0 +1,184 @@
+//! `proxy.usage_path` through a real Pingora listener (issue #21 item 4):
+//! the caller reads its own limits with its key, 50 reads spend nothing
+//! (the key still has its full budget afterwards), nothing reaches the
+//! upstream, with the local and the Redis limiter; a missing or bad key
+//! gets the proxy's own 401/403; the path can be turned off.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::raw;
+use common::redis::service_url;
+use common::{Store, TestProxy};
+use serde_json::Value;
+use tollgate_core::db::NewApiKey;
+
+static UPSTREAM_HITS: AtomicUsize = AtomicUsize::new(0);
+
+fn counted(_target: &str) -> String {
+    UPSTREAM_HITS.fetch_add(1, Ordering::SeqCst);
+    "{}".to_string()
+}
+
+fn yaml(upstream: std::net::SocketAddr, limiter: &str, tag: &str, usage_path: &str) -> String {
+    format!(
+        r#"
+proxy:
+  listen: "{{listen}}"
+  metrics_listen: "{{metrics}}"
+  threads: 2
+{usage_path}
+{limiter}
+plans:
+  p: {{ limits: [ {{ name: m{tag}, rate: 5, per: 1m }} ] }}
+upstreams:
+  counted: {{ targets: ["{upstream}"] }}
+routes:
+  - {{ name: users, match: {{ path_prefix: /api/users }}, upstream: counted, strip_prefix: /api,
+      limits: [ {{ name: r{tag}, rate: 3, per: 1m }} ] }}
+"#
+    )
+}
+
+fn tag() -> String {
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}{}", std::process::id(), ns % 1_000_000_000)
+}
+
+async fn get(p: &TestProxy, path: &str, key: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().get(p.url(path));
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    let body = r.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+fn remaining(body: &Value, prefix: &str) -> Option<u64> {
+    body["limits"].as_array()?.iter().find_map(|l| {
+        l["name"]
+            .as_str()
+            .filter(|n| n.starts_with(prefix))
+            .and_then(|_| l["remaining"].as_u64())
+    })
+}
+
+async fn spends_nothing_and_never_reaches_the_upstream(limiter: &str) {
+    let upstream = raw::start_interpreting_upstream(counted).await;
+    let t = tag();
+    let p = TestProxy::start(&yaml(upstream, limiter, &t, ""), Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let (k, key) = p
+        .create_key(NewApiKey {
+            name: "self".into(),
+            plan: Some("p".into()),
+            ..NewApiKey::default()
+        })
+        .await;
+    let start = Instant::now();
+    while get(&p, "/_tollgate/usage", Some(&key)).await.0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(10), "key never known");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hits_before = UPSTREAM_HITS.load(Ordering::SeqCst);
+    for _ in 0..50 {
+        let (status, body) = get(&p, "/_tollgate/usage", Some(&key)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(remaining(&body, "m"), Some(5), "{body}");
+        assert_eq!(remaining(&body, "r"), Some(3), "{body}");
+    }
+    let (_, body) = get(&p, "/_tollgate/usage", Some(&key)).await;
+    assert_eq!(body["key"]["id"], k.id);
+    assert!(body["key"].get("name").is_none(), "{body}");
+    assert_eq!(body["key"]["plan"], "p");
+    let route_limit = body["limits"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["route"] == "users"))
+        .cloned()
+        .expect("the route's limit is listed with its route");
+    assert_eq!(route_limit["limit"], 3);
+    assert_eq!(route_limit["window_seconds"], 60);
+    assert_eq!(route_limit["reset_seconds"], 0);
+    assert_eq!(
+        UPSTREAM_HITS.load(Ordering::SeqCst),
+        hits_before,
+        "the usage path reached the upstream"
+    );
+    // The full budget is still there: exactly 3 admitted (the route's limit).
+    let mut admitted = 0;
+    for _ in 0..6 {
+        if get(&p, "/api/users", Some(&key)).await.0 == 200 {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 3);
+    let (_, body) = get(&p, "/_tollgate/usage", Some(&key)).await;
+    assert_eq!(remaining(&body, "r"), Some(0), "{body}");
+    assert_eq!(remaining(&body, "m"), Some(2), "{body}");
+    let reset = body["limits"][1]["reset_seconds"]
+        .as_u64()
+        .unwrap_or(0)
+        .max(body["limits"][0]["reset_seconds"].as_u64().unwrap_or(0));
+    assert!((1..=60).contains(&reset), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_usage_path_spends_nothing() {
+    spends_nothing_and_never_reaches_the_upstream("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_usage_path_spends_nothing() {
+    let Some(url) = service_url("TOLLGATE_TEST_REDIS_URL") else {
+        return;
+    };
+    let limiter =
+        format!("limiter:\n  backend: redis\n  redis_url: \"{url}\"\n  redis_timeout: 2s\n");
+    spends_nothing_and_never_reaches_the_upstream(&limiter).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_callers_get_the_proxys_answers_and_the_path_can_be_off() {
+    let upstream = raw::start_interpreting_upstream(counted).await;
+    let p = TestProxy::start(&yaml(upstream, "", &tag(), ""), Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let (status, body) = get(&p, "/_tollgate/usage", None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["type"]
+        .as_str()
+        .is_some_and(|t| t.ends_with("/missing-api-key")));
+    let (status, body) = get(&p, "/_tollgate/usage", Some("tg_garbage")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["type"]
+        .as_str()
+        .is_some_and(|t| t.ends_with("/invalid-api-key")));
+    let r = reqwest::Client::new()
+        .post(p.url("/_tollgate/usage"))
+        .header("x-api-key", "tg_garbage")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 405);
+    drop(p);
+
+    let off = yaml(upstream, "", &tag(), "  usage_path: \"\"");
+    let p = TestProxy::start(&off, Store::Sqlite).await.expect("sqlite");
+    let (status, body) = get(&p, "/_tollgate/usage", Some("tg_garbage")).await;
+    assert_eq!(status, 404, "{body}");
+    let moved = yaml(upstream, "", &tag(), "  usage_path: /me/limits");
+    drop(p);
+    let p = TestProxy::start(&moved, Store::Sqlite)
+        .await
+        .expect("sqlite");
+    assert_eq!(get(&p, "/me/limits", None).await.0, 401);
+    assert_eq!(get(&p, "/_tollgate/usage", None).await.0, 404);
+}
