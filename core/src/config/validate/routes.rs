@@ -147,6 +147,17 @@ impl Validator<'_> {
                 false,
             );
 
+            let websocket = self.flag_or(&child(&path, "websocket"), &r.websocket, false);
+            let max_body_bytes =
+                self.max_body_bytes(&child(&path, "max_body_bytes"), &r.max_body_bytes);
+            let cors = r.cors.as_ref().and_then(|c| {
+                self.cors(
+                    &child(&path, "cors"),
+                    c,
+                    methods.clone().flatten().as_deref(),
+                )
+            });
+
             if let (Some(name), Some(path_prefix), Some(upstream)) = (name, path_prefix, upstream) {
                 routes.push(Route {
                     name,
@@ -160,6 +171,9 @@ impl Validator<'_> {
                     shadow,
                     case_insensitive,
                     allow_method_override,
+                    websocket,
+                    max_body_bytes,
+                    cors,
                 });
             }
         }

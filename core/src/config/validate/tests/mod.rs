@@ -3,6 +3,7 @@
 use super::*;
 
 mod problems;
+mod route_io;
 mod sections;
 
 const QUICK_START: &str = include_str!("../../../../../config/tollgate.yaml");
