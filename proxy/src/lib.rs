@@ -7,7 +7,8 @@
 //! bad-key throttle), [`router`] (route matching), [`auth`] (reading the key),
 //! [`keyset`] (the in-memory key set), [`state`] (hot config + which limits
 //! apply), [`limiter`] (token buckets), [`headers`] (RateLimit headers),
-//! [`answer`] (problem+json answers), [`service`] (the `ProxyHttp` that
+//! [`answer`] (problem+json answers), [`cors`] (browser callers),
+//! [`body_limit`] (`max_body_bytes`), [`websocket`] (upgrades and their keys), [`service`] (the `ProxyHttp` that
 //! orchestrates them), [`upstreams`], [`tls`] (HTTPS listener certificate,
 //! upstream CA files), [`background`], [`metrics`], [`demo`] (the demo
 //! upstream of `tollgate dev`).
@@ -15,7 +16,9 @@
 pub mod answer;
 pub mod auth;
 pub mod background;
+pub mod body_limit;
 pub mod conn;
+pub mod cors;
 pub mod demo;
 pub mod edge;
 pub mod edge_metrics;
@@ -34,5 +37,6 @@ pub mod throttle;
 pub mod tls;
 pub mod upstreams;
 pub mod usage;
+pub mod websocket;
 
 pub use server::{build, Prepared, ShutdownHandle};
