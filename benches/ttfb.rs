@@ -7,8 +7,8 @@
 //! Through a proxy that buffered the stream, the first event would come with
 //! the second, ≥ 50 ms late.
 //!
-//! Targets: the upstream directly; Tollgate on an `auth: none` route (route
-//! + per-IP limit + forward); Tollgate on a keyed route (key lookup + limit).
+//! Targets: the upstream directly; Tollgate on an `auth: none` route (route,
+//! per-IP limit, forward); Tollgate on a keyed route (key lookup, limit).
 //! In-process Tollgate (its own Pingora runtimes, 1 worker thread, local
 //! limiter, SQLite), like the proxy tests.
 //!
