@@ -51,6 +51,27 @@ impl Answer {
     }
 }
 
+/// The request body is (or is declared) larger than the route's
+/// `max_body_bytes`.
+pub fn body_too_large(limit: u64) -> Answer {
+    Answer::problem(
+        Problem::new("body-too-large", "Content Too Large", 413)
+            .detail(format!(
+                "the request body may be at most {limit} bytes on this route"
+            ))
+            .with("max_body_bytes", limit),
+    )
+}
+
+/// A CORS preflight the route's `cors` does not allow (`what` names the
+/// part: the origin, the method or a header; never the client's value).
+pub fn cors_refused(what: &str) -> Answer {
+    Answer::problem(
+        Problem::new("cors-refused", "Forbidden", 403)
+            .detail(format!("this route's CORS policy does not allow {what}")),
+    )
+}
+
 pub fn not_found(path: &str) -> Answer {
     Answer::problem(
         Problem::new("no-route", "Not Found", 404)

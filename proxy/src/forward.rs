@@ -60,6 +60,9 @@ const FRAMING_HEADERS: [&str; 9] = [
 
 /// Protocol upgrades (WebSocket, h2c) are not forwarded: after a `101` the
 /// connection would be a raw tunnel that no route, key or limit governs.
+/// The exception is a WebSocket handshake on a `websocket: true` route,
+/// whose key and limits were checked on the upgrade request
+/// ([`Forwarding::websocket`]).
 const UPGRADE_HEADERS: [&str; 2] = ["upgrade", "http2-settings"];
 
 /// Set by the proxy on every forwarded request; a client's are dropped.
@@ -164,6 +167,9 @@ pub struct Forwarding<'a> {
     /// The key came as `Authorization: Bearer`: drop that header whatever it holds.
     pub key_from_bearer: bool,
     pub allow_method_override: bool,
+    /// A WebSocket handshake on a `websocket` route: `Upgrade: websocket`
+    /// and `Connection: Upgrade` go on.
+    pub websocket: bool,
     pub client: &'a ClientAddress,
     pub proto: &'static str,
     pub host: Option<&'a str>,
@@ -184,7 +190,7 @@ pub fn to_remove(req: &RequestHeader, f: &Forwarding<'_>) -> Vec<HeaderName> {
         let drop = n == key
             || n.starts_with(OWN_PREFIX)
             || (respelled && FRAMING_HEADERS.contains(&n))
-            || UPGRADE_HEADERS.contains(&n)
+            || (UPGRADE_HEADERS.contains(&n) && !(f.websocket && n == "upgrade" && !respelled))
             || SET_BY_PROXY.contains(&n)
             || PATH_OVERRIDE_HEADERS.contains(&n)
             || (!f.allow_method_override && METHOD_OVERRIDE_HEADERS.contains(&n))
@@ -218,6 +224,10 @@ pub fn apply(req: &mut RequestHeader, f: &Forwarding<'_>) -> Result<()> {
         req.insert_header("X-Forwarded-Host", h)?;
     }
     req.insert_header("X-Request-Id", f.request_id)?;
+    if f.websocket {
+        req.insert_header("Upgrade", "websocket")?;
+        req.insert_header("Connection", "Upgrade")?;
+    }
     if let Some(id) = f.client_request_id {
         req.insert_header("X-Client-Request-Id", id)?;
     }
@@ -253,6 +263,7 @@ mod tests {
             key_header: "x-api-key",
             key_from_bearer: false,
             allow_method_override: false,
+            websocket: false,
             client: c,
             proto: "http",
             host: Some("api.example"),
@@ -339,6 +350,29 @@ mod tests {
         for id in [0, 1, 7, 10, 42, 1_000_000, -1, -90, i64::MAX, i64::MIN] {
             assert_eq!(id_text(id, &mut buf), id.to_string());
         }
+    }
+
+    #[test]
+    fn a_websocket_handshake_keeps_its_upgrade_and_nothing_else_does() {
+        let c = client(false);
+        let mut r = RequestHeader::build("GET", b"/", None).expect("req");
+        for (n, v) in [
+            ("Upgrade", "websocket"),
+            ("Upgrade_", "h2c"),
+            ("HTTP2-Settings", "AAMAAABkAAQAAP__"),
+            ("Connection", "keep-alive, Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ] {
+            r.append_header(n.to_string(), v).expect("header");
+        }
+        let mut f = base(&c);
+        f.websocket = true;
+        apply(&mut r, &f).expect("apply");
+        let upgrade: Vec<_> = r.headers.get_all("upgrade").iter().collect();
+        assert_eq!(upgrade, ["websocket"]);
+        assert_eq!(r.headers["connection"], "Upgrade");
+        assert!(!r.headers.contains_key("http2-settings"));
+        assert!(r.headers.contains_key("sec-websocket-key"));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! [`keyset`] (the in-memory key set), [`state`] (hot config + which limits
 //! apply), [`limiter`] (token buckets), [`headers`] (RateLimit headers),
 //! [`answer`] (problem+json answers), [`grpc`] (gRPC requests and their
-//! refusals as gRPC status), [`telemetry`] (W3C trace context), [`service`] (the `ProxyHttp` that
+//! refusals as gRPC status), [`telemetry`] (W3C trace context), [`cors`]
+//! (browser callers), [`body_limit`] (`max_body_bytes`), [`websocket`]
+//! (upgrades and their keys), [`service`] (the `ProxyHttp` that
 //! orchestrates them), [`upstreams`], [`tls`] (HTTPS listener certificate,
 //! upstream CA files), [`background`], [`metrics`], [`demo`] (the demo
 //! upstream of `tollgate dev`).
@@ -17,7 +19,9 @@ pub mod access;
 pub mod answer;
 pub mod auth;
 pub mod background;
+pub mod body_limit;
 pub mod conn;
+pub mod cors;
 pub mod demo;
 pub mod edge;
 pub mod edge_metrics;
@@ -39,5 +43,6 @@ pub mod throttle;
 pub mod tls;
 pub mod upstreams;
 pub mod usage;
+pub mod websocket;
 
 pub use server::{build, Prepared, ShutdownHandle};

@@ -20,6 +20,8 @@ use tollgate_core::trace::OsIds;
 use crate::access;
 use crate::answer::{self, Answer};
 use crate::auth::{self, Presented};
+use crate::body_limit;
+use crate::cors;
 use crate::edge::{self, Inbound};
 use crate::edge_metrics;
 use crate::forward::{self, Forwarding};
@@ -36,6 +38,7 @@ use crate::state::{self, CompiledRoute, ConfigState, DbState, State};
 use crate::telemetry::{self, RequestTrace};
 use crate::throttle::AuthThrottle;
 use crate::usage::{UsageEvent, UsageRecorder};
+use crate::websocket;
 
 /// A read of the client's request body timed out (`proxy.body_timeout`).
 fn body_stalled(e: &Error) -> bool {
@@ -71,6 +74,16 @@ pub struct Ctx {
     _inflight: Option<InFlightHold>,
     /// W3C trace context (`telemetry.trace_context`).
     trace: Option<RequestTrace>,
+    /// The request body streamed so far against `max_body_bytes`.
+    body: body_limit::Counter,
+    /// The body went over `max_body_bytes` while streaming.
+    body_too_large: bool,
+    /// The SHA-256 of the key presented (found in the key set).
+    key_hash: Option<keys::KeyHash>,
+    /// A WebSocket handshake on a `websocket` route.
+    websocket: bool,
+    /// The open WebSocket, in the registry until the connection ends.
+    ws_open: Option<websocket::Registration>,
 }
 
 /// The gateway: shared state plus the in-process limiters.
@@ -147,7 +160,10 @@ impl Gateway {
                 .map_err(|r| r.as_str()),
         };
         match found {
-            Ok(key) => Ok(key.clone()),
+            Ok(key) => {
+                ctx.key_hash = hash;
+                Ok(key.clone())
+            }
             Err(reason) => {
                 if let Some(a) = self.auth_failure(client_addr, per_second, ctx) {
                     return Err(a);
@@ -255,6 +271,10 @@ impl Gateway {
             ctx.inbound = Some(inbound);
             return Some(self.self_usage(req, client_addr, &cfg, ctx).await);
         }
+        if let Some(a) = preflight(&cfg, &inbound.canonical.path, req, ctx) {
+            ctx.inbound = Some(inbound);
+            return Some(a);
+        }
         // Routed on the canonical path, borrowed from `inbound` (no copy).
         let routed = match cfg
             .router
@@ -293,6 +313,15 @@ impl Gateway {
             ctx.outcome = Some(outcome::FORBIDDEN);
             return Some(answer::access_denied(&d));
         }
+        let max_body = route.route.max_body_bytes;
+        if body_limit::declared_over(req, max_body) {
+            // The body is not read: the connection cannot carry another request.
+            ctx.outcome = Some(edge_metrics::BAD_REQUEST);
+            ctx.close = true;
+            return Some(answer::body_too_large(max_body));
+        }
+        ctx.body = body_limit::Counter::new(max_body);
+        ctx.websocket = route.route.websocket && websocket::is_handshake(req);
         if !self.ladder.on(Step::Key) {
             return None;
         }
@@ -381,6 +410,13 @@ impl Gateway {
             resp.insert_header(*name, value.as_str())?;
         }
         resp.insert_header("Content-Length", a.body.len().to_string())?;
+        if let Some(policy) = ctx.route.as_ref().and_then(|r| r.cors.as_ref()) {
+            if ctx.outcome != Some(cors::PREFLIGHT) {
+                for (name, value) in policy.response_headers(&session.req_header().headers) {
+                    resp.append_header(name, value)?;
+                }
+            }
+        }
         if ctx.request_id.is_empty() {
             // Answered before the request had an id (not expected).
             resp.insert_header("X-Request-Id", edge::new_request_id())?;
@@ -393,6 +429,19 @@ impl Gateway {
             .await?;
         Ok(true)
     }
+}
+
+/// A CORS preflight for a route with `cors`: answered here, before the key
+/// is looked for (and so never counted as an auth failure).
+fn preflight(cfg: &ConfigState, path: &str, req: &RequestHeader, ctx: &mut Ctx) -> Option<Answer> {
+    let method = cors::preflight_method(req)?;
+    let RouteMatch::Found(route) = cfg.router.find(path, method) else {
+        return None;
+    };
+    let a = route.cors.as_ref()?.preflight(req, method);
+    ctx.outcome = Some(cors::PREFLIGHT);
+    ctx.route = Some(route.clone());
+    Some(a)
 }
 
 /// The TCP peer, or the PROXY-protocol source on listeners that take one.
@@ -453,6 +502,11 @@ impl ProxyHttp for Gateway {
             target: None,
             _inflight: None,
             trace: None,
+            body: body_limit::Counter::default(),
+            body_too_large: false,
+            key_hash: None,
+            websocket: false,
+            ws_open: None,
         }
     }
 
@@ -491,8 +545,40 @@ impl ProxyHttp for Gateway {
                 }
                 self.respond(session, ctx, a).await
             }
-            None => Ok(false),
+            None => {
+                if ctx.websocket {
+                    // An upgraded connection may be quiet for long: no
+                    // body timeout on its reads.
+                    session.set_read_timeout(None);
+                }
+                Ok(false)
+            }
         }
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // An upgraded connection's bytes are not a request body.
+        if session.was_upgraded() {
+            return Ok(());
+        }
+        if let Some(piece) = body {
+            if !ctx.body.take(piece.len()) {
+                // Not one byte of this piece goes on.
+                *body = None;
+                ctx.body_too_large = true;
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over max_body_bytes",
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -506,7 +592,12 @@ impl ProxyHttp for Gateway {
         match pool.select() {
             Some((backend, target)) => {
                 ctx.target = Some(target.clone());
-                Ok(Box::new(pool.peer(&backend, target)))
+                let mut peer = pool.peer(&backend, target);
+                if ctx.websocket {
+                    // Nor on the upstream side of the tunnel.
+                    peer.options.read_timeout = None;
+                }
+                Ok(Box::new(peer))
             }
             None => {
                 ctx.outcome = Some(outcome::UPSTREAM_ERROR);
@@ -575,6 +666,7 @@ impl ProxyHttp for Gateway {
                 key_header: &cfg.config.proxy.key_header,
                 key_from_bearer: ctx.key_from_bearer,
                 allow_method_override: route.route.allow_method_override,
+                websocket: ctx.websocket,
                 client: &inbound.client,
                 proto: net::forwarded_proto(
                     inbound.client.peer_trusted,
@@ -613,7 +705,7 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -633,6 +725,14 @@ impl ProxyHttp for Gateway {
             }
         }
         upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if let Some(policy) = ctx.route.as_ref().and_then(|r| r.cors.as_ref()) {
+            cors::apply(policy, &session.req_header().headers, upstream_response)?;
+        }
+        if ctx.websocket && upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            if let (Some(hash), Some(close)) = (ctx.key_hash, crate::conn::close_handle()) {
+                ctx.ws_open = Some(self.state.websockets.register(hash, close));
+            }
+        }
         // Time from arrival to the upstream's response header, per target
         // (the Monitoring page's latency).
         if let (Some(route), Some(target)) = (&ctx.route, &ctx.target) {
@@ -642,6 +742,21 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if ctx.body_too_large {
+            // The rest of the body is unread: the connection is closed.
+            ctx.outcome = Some(edge_metrics::BAD_REQUEST);
+            session.set_keepalive(None);
+            let a =
+                answer::body_too_large(ctx.body.max()).with_header("Connection", "close".into());
+            ctx.refusal = "body-too-large".into();
+            if let Err(e) = self.respond(session, ctx, a).await {
+                tracing::debug!("cannot send the body-too-large answer: {e}");
+            }
+            return FailToProxy {
+                error_code: 413,
+                can_reuse_downstream: false,
+            };
+        }
         if body_stalled(e) {
             // The client's body stopped coming: its fault, answered 408.
             ctx.outcome = Some(edge_metrics::BAD_REQUEST);
@@ -707,6 +822,8 @@ impl ProxyHttp for Gateway {
         // Pingora calls this once per request, before it reads the next one
         // on a keep-alive connection: that one gets its own header deadline.
         crate::conn::request_finished();
+        // The upgraded connection (if any) is over.
+        ctx.ws_open = None;
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

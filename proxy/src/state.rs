@@ -31,6 +31,8 @@ pub struct CompiledRoute {
     pub upstream: Arc<UpstreamPool>,
     /// This route's request metrics, resolved once.
     pub metrics: RouteMetrics,
+    /// `cors`, with its header values rendered.
+    pub cors: Option<crate::cors::Policy>,
 }
 
 impl Routable for CompiledRoute {
@@ -111,6 +113,10 @@ impl ConfigState {
                     policy: crate::headers::policy_value(buckets.iter()),
                     buckets,
                     upstream,
+                    cors: r
+                        .cors
+                        .as_ref()
+                        .map(|c| crate::cors::Policy::new(c, &config.proxy.key_header)),
                 }))
             })
             .collect();
@@ -189,6 +195,8 @@ impl DbState {
 pub struct State {
     pub config: ArcSwap<ConfigState>,
     pub db: ArcSwap<DbState>,
+    /// Open WebSockets by key, closed when their key goes.
+    pub websockets: Arc<crate::websocket::Registry>,
     /// Keys whose plan is missing, and when that was last logged.
     unknown_plan_warned: Mutex<HashMap<i64, Instant>>,
 }
@@ -203,6 +211,7 @@ impl State {
         Self {
             config: ArcSwap::from_pointee(config),
             db: ArcSwap::from_pointee(db),
+            websockets: Arc::default(),
             unknown_plan_warned: Mutex::new(HashMap::new()),
         }
     }

@@ -995,3 +995,30 @@ async fn an_h2_connection_of_only_pings_closes_at_keepalive_timeout() {
     );
     assert!(closed < Duration::from_secs(15), "closed after {closed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_bodies_over_max_body_bytes_get_413() {
+    let ca = Ca::new("client-facing CA");
+    let yaml = format!(
+        "{BASE}  - {{ name: orders, match: {{ path_prefix: /api/orders }}, upstream: demo, strip_prefix: /api, auth: none, max_body_bytes: 1KiB }}\n"
+    );
+    let p = TlsProxy::start(&ca, &yaml).await;
+    let h2 = client(&ca, false);
+    let r = h2
+        .post(p.url("/api/orders"))
+        .body(vec![b'a'; 1024])
+        .send()
+        .await
+        .expect("within the cap");
+    assert_eq!(r.version(), Version::HTTP_2);
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = h2
+        .post(p.url("/api/orders"))
+        .body(vec![b'a'; 1025])
+        .send()
+        .await
+        .expect("over the cap");
+    assert_eq!(r.version(), Version::HTTP_2);
+    let body = problem(r, 413, "body-too-large").await;
+    assert_eq!(body["max_body_bytes"], 1024);
+}

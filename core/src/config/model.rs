@@ -126,6 +126,10 @@ pub struct EdgeConfig {
     pub max_header_bytes: usize,
     /// Open connections per client address (IPv6: per /64); 0 = no cap.
     pub max_connections_per_ip: u32,
+    /// How often open WebSockets are checked against the key set: a key
+    /// disabled, expired or deleted closes its WebSockets within
+    /// `storage.key_refresh` plus this.
+    pub websocket_key_check: Duration,
 }
 
 /// `proxy.header_timeout` when the file does not say.
@@ -136,6 +140,8 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 /// `proxy.max_connections_per_ip` when the file does not say.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 256;
+/// `proxy.websocket_key_check` when the file does not say.
+pub const DEFAULT_WEBSOCKET_KEY_CHECK: Duration = Duration::from_secs(1);
 
 impl Default for EdgeConfig {
     fn default() -> Self {
@@ -147,6 +153,7 @@ impl Default for EdgeConfig {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            websocket_key_check: DEFAULT_WEBSOCKET_KEY_CHECK,
         }
     }
 }
@@ -431,6 +438,13 @@ pub struct Route {
     pub ip_allow: Vec<ipnet::IpNet>,
     /// Client networks refused on this route; wins over `ip_allow`.
     pub ip_deny: Vec<ipnet::IpNet>,
+    /// WebSocket upgrades are forwarded (stripped otherwise: no tunnel opens).
+    pub websocket: bool,
+    /// The largest request body forwarded, declared or streamed; 0 = no cap.
+    pub max_body_bytes: u64,
+    /// Browser callers (`None`: the proxy adds no CORS headers and
+    /// preflights go to the upstream like any request).
+    pub cors: Option<Cors>,
 }
 
 /// `telemetry:`: W3C trace context and OpenTelemetry spans.
@@ -456,4 +470,31 @@ impl TelemetryConfig {
     pub fn enabled(&self) -> bool {
         self.trace_context || self.otlp_endpoint.is_some()
     }
+}
+
+/// `routes[].max_body_bytes` when the file does not say (10 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Which browser origins may call a route, and how (the proxy answers
+/// preflights and adds the CORS headers to every answer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cors {
+    pub origins: CorsOrigins,
+    /// Upper-case methods a preflight may ask for.
+    pub methods: Vec<String>,
+    /// Lower-case request header names a preflight may ask for (the key
+    /// header and `authorization` are always allowed on top).
+    pub headers: Vec<String>,
+    /// `Access-Control-Max-Age` in seconds (`None`: not sent).
+    pub max_age: Option<u64>,
+    /// `Access-Control-Allow-Credentials: true` (never with `*`).
+    pub credentials: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CorsOrigins {
+    /// `*`: every origin (answered with `Access-Control-Allow-Origin: *`).
+    Any,
+    /// Exact serialized origins (`https://app.example:8443`), lower case.
+    List(Vec<String>),
 }

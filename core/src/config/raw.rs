@@ -161,7 +161,7 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of proxy settings (listen, metrics_listen, threads, key_header, auth_failures_per_second, grace_period, keepalive_timeout, tls, path_policy, trusted_proxies, proxy_protocol, header_timeout, body_timeout, max_header_bytes, max_connections_per_ip, work_stealing, listener_tasks, upstream_keepalive_pool, downstream_keepalive_requests, h2c, usage_path)"
+    expecting = "a mapping of proxy settings (listen, metrics_listen, threads, key_header, auth_failures_per_second, grace_period, keepalive_timeout, tls, path_policy, trusted_proxies, proxy_protocol, header_timeout, body_timeout, max_header_bytes, max_connections_per_ip, work_stealing, listener_tasks, upstream_keepalive_pool, downstream_keepalive_requests, h2c, usage_path, websocket_key_check)"
 )]
 pub struct RawProxy {
     pub listen: Option<Scalar>,
@@ -185,6 +185,7 @@ pub struct RawProxy {
     pub downstream_keepalive_requests: Option<Scalar>,
     pub h2c: Option<Scalar>,
     pub usage_path: Option<Scalar>,
+    pub websocket_key_check: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -356,7 +357,7 @@ pub struct RawTimeouts {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a route: a mapping with name, match, upstream, strip_prefix, auth, default_plan, limits, shadow, allow_method_override, ip_allow and ip_deny"
+    expecting = "a route: a mapping with name, match, upstream, strip_prefix, auth, default_plan, limits, shadow, allow_method_override, ip_allow, ip_deny, websocket, max_body_bytes and cors"
 )]
 pub struct RawRoute {
     pub name: Option<Scalar>,
@@ -371,6 +372,23 @@ pub struct RawRoute {
     pub allow_method_override: Option<Scalar>,
     pub ip_allow: Option<Vec<Scalar>>,
     pub ip_deny: Option<Vec<Scalar>>,
+    pub websocket: Option<Scalar>,
+    pub max_body_bytes: Option<Scalar>,
+    pub cors: Option<RawCors>,
+}
+
+/// `routes[].cors`: who may call the route from a browser.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with origins and optionally methods, headers, max_age and credentials"
+)]
+pub struct RawCors {
+    pub origins: Option<Vec<Scalar>>,
+    pub methods: Option<Vec<Scalar>>,
+    pub headers: Option<Vec<Scalar>>,
+    pub max_age: Option<Scalar>,
+    pub credentials: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]

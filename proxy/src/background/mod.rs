@@ -110,9 +110,36 @@ impl BackgroundService for Maintenance {
         tasks.spawn(supervise("redis-watch", backoff, move || {
             watch_redis(state.clone(), limiters.clone())
         }));
+        let state = self.state.clone();
+        tasks.spawn(supervise("websocket-keys", backoff, move || {
+            close_revoked_websockets(state.clone())
+        }));
         let _ = shutdown.changed().await;
         // Dropping the set aborts the supervisors, and each its task.
         tasks.abort_all();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// WebSockets
+
+/// Every `proxy.websocket_key_check`, close the open WebSockets whose key
+/// the (refreshed) key set no longer accepts.
+async fn close_revoked_websockets(state: Arc<State>) {
+    loop {
+        let every = state.config.load().config.proxy.edge.websocket_key_check;
+        tokio::time::sleep(every).await;
+        if state.websockets.is_empty() {
+            continue;
+        }
+        let db = state.db.load();
+        let now = tollgate_core::now_ms();
+        let closed = state
+            .websockets
+            .close_revoked(|hash| db.keys.lookup(hash, now).is_ok());
+        if closed > 0 {
+            tracing::info!("closed {closed} WebSocket(s) whose key is no longer valid");
+        }
     }
 }
 

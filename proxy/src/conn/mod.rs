@@ -54,6 +54,14 @@ use deadline::{DeadlineFlags, HeaderDeadline};
 
 tokio::task_local! {
     static HEADER_DONE: Arc<DeadlineFlags>;
+    static CLOSE: Arc<tokio::sync::Notify>;
+}
+
+/// A handle that ends this HTTP/1 connection when notified (an upgraded
+/// WebSocket whose key is no longer valid). Outside an [`EdgeApp`] (HTTP/2
+/// streams) `None`.
+pub fn close_handle() -> Option<Arc<tokio::sync::Notify>> {
+    CLOSE.try_with(Arc::clone).ok()
 }
 
 /// Called by the service once the request header is in: the header deadline
@@ -375,13 +383,19 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
         )?;
         // Pingora serves every request of an HTTP/1 keep-alive connection
         // inside this one call; the stream re-arms its deadline per request.
-        let fut = HEADER_DONE.scope(flags.clone(), self.inner.process_new(stream, shutdown));
+        let close = Arc::new(tokio::sync::Notify::new());
+        let fut = CLOSE.scope(
+            close.clone(),
+            HEADER_DONE.scope(flags.clone(), self.inner.process_new(stream, shutdown)),
+        );
         tokio::pin!(fut);
         let result = tokio::select! {
             r = &mut fut => r,
             // The 408 is written, given up on, or nothing had arrived:
             // dropping the future closes the connection.
             () = flags.answered.notified() => None,
+            // The service wants the connection gone (a revoked WebSocket).
+            () = close.notified() => None,
         };
         counted.keep = result.is_some();
         result

@@ -4,6 +4,7 @@
 
 pub mod raw;
 pub mod redis;
+pub mod streams;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

@@ -44,6 +44,7 @@ use super::model::*;
 use scalars::{given, is_token};
 
 mod admin;
+mod cors;
 mod limiter;
 mod log;
 mod plans;

@@ -195,7 +195,14 @@ impl Validator<'_> {
             u64::from(u32::MAX),
             u64::from(d.max_connections_per_ip),
         );
+        let websocket_key_check = self.duration_or(
+            "proxy.websocket_key_check",
+            &p.websocket_key_check,
+            Duration::from_millis(10),
+            d.websocket_key_check,
+        );
         EdgeConfig {
+            websocket_key_check,
             path_policy,
             trusted_proxies: crate::net::TrustedProxies::new(nets),
             proxy_protocol,

@@ -149,6 +149,16 @@ impl Validator<'_> {
 
             let ip_allow = self.ip_list(&child(&path, "ip_allow"), r.ip_allow.as_deref());
             let ip_deny = self.ip_list(&child(&path, "ip_deny"), r.ip_deny.as_deref());
+            let websocket = self.flag_or(&child(&path, "websocket"), &r.websocket, false);
+            let max_body_bytes =
+                self.max_body_bytes(&child(&path, "max_body_bytes"), &r.max_body_bytes);
+            let cors = r.cors.as_ref().and_then(|c| {
+                self.cors(
+                    &child(&path, "cors"),
+                    c,
+                    methods.clone().flatten().as_deref(),
+                )
+            });
 
             if let (Some(name), Some(path_prefix), Some(upstream)) = (name, path_prefix, upstream) {
                 routes.push(Route {
@@ -165,6 +175,9 @@ impl Validator<'_> {
                     allow_method_override,
                     ip_allow,
                     ip_deny,
+                    websocket,
+                    max_body_bytes,
+                    cors,
                 });
             }
         }

@@ -199,8 +199,8 @@ impl Validator<'_> {
         }
     }
 
-    /// A size in bytes: a whole number, or with `KiB`/`MiB` (`KB`/`MB`, `k`,
-    /// `m` mean the same), within `min..=max`.
+    /// A size in bytes: a whole number, or with `KiB`/`MiB`/`GiB` (`KB`/`MB`/`GB`,
+    /// `k`/`m`/`g` mean the same), within `min..=max`.
     pub(super) fn byte_size(
         &mut self,
         path: &str,
@@ -216,6 +216,7 @@ impl Validator<'_> {
             "" | "b" => 1,
             "k" | "kb" | "kib" => 1024,
             "m" | "mb" | "mib" => 1024 * 1024,
+            "g" | "gb" | "gib" => 1024 * 1024 * 1024,
             _ => 0,
         };
         let n = digits

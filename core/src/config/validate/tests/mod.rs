@@ -5,6 +5,7 @@ use super::*;
 mod access;
 mod problems;
 mod protocols;
+mod route_io;
 mod sections;
 
 const QUICK_START: &str = include_str!("../../../../../config/tollgate.yaml");

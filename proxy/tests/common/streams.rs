@@ -1,0 +1,146 @@
+//! Test upstreams for bodies and streams: one that counts the request body
+//! bytes it receives (as they arrive), and one that sends server-sent events
+//! paced by what the client has received.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What the counting upstream has seen, across all its connections.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Requests whose head arrived.
+    pub requests: AtomicU64,
+    /// Body bytes (decoded, without chunk framing) received so far.
+    pub bytes: AtomicU64,
+}
+
+impl Seen {
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::SeqCst)
+    }
+}
+
+/// An HTTP/1 upstream that reads each request body piece by piece, counting
+/// the bytes as they arrive, and answers `200` with the count.
+pub async fn counting_upstream() -> (SocketAddr, Arc<Seen>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Seen::default());
+    let shared = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = shared.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.requests.fetch_add(1, Ordering::SeqCst);
+                        let mut body = req.into_body();
+                        let mut n: u64 = 0;
+                        while let Some(Ok(frame)) = body.frame().await {
+                            if let Some(d) = frame.data_ref() {
+                                n += d.len() as u64;
+                                seen.bytes.fetch_add(d.len() as u64, Ordering::SeqCst);
+                            }
+                        }
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(n.to_string()))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Poll `cond` every 5 ms until it holds or `timeout` passes; whether it held.
+pub async fn wait_until(timeout: Duration, cond: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > timeout {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
+/// An upstream answering every request with `events` server-sent events,
+/// `every` apart; each carries its index and the microseconds since `base`
+/// at which it was written. The next event is written only once the client
+/// has counted the previous one in `received` (or after 10 s, when the
+/// stream is cut short): a proxy that buffers the stream never lets it
+/// finish.
+pub async fn sse_upstream(
+    events: usize,
+    every: Duration,
+    base: Instant,
+    received: Arc<AtomicUsize>,
+) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let received = received.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let start = received.load(Ordering::SeqCst);
+                for i in 0..events {
+                    let event = format!("id: {i}\ndata: {}\n\n", base.elapsed().as_micros());
+                    let framed = format!("{:x}\r\n{event}\r\n", event.len());
+                    if s.write_all(framed.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let got = wait_until(Duration::from_secs(10), || {
+                        received.load(Ordering::SeqCst) > start + i
+                    })
+                    .await;
+                    if !got {
+                        return;
+                    }
+                    if i + 1 < events {
+                        tokio::time::sleep(every).await;
+                    }
+                }
+                let _ = s.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    addr
+}

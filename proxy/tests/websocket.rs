@@ -1,0 +1,283 @@
+//! WebSockets (issue #22 item 1), through a real Pingora listener in front of
+//! a real WebSocket peer (tokio-tungstenite): the key and limits are checked
+//! on the upgrade request, the connection is proxied both ways, an open
+//! WebSocket holds its key's `concurrency` until it closes, and disabling
+//! the key closes it.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::streams::wait_until;
+use common::TestProxy;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tollgate_core::db::NewApiKey;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket echo server that greets each connection with `welcome`;
+/// counts its open connections.
+async fn ws_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let open = Arc::new(AtomicUsize::new(0));
+    let count = open.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let count = count.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                if ws.send(Message::text("welcome")).await.is_ok() {
+                    while let Some(Ok(m)) = ws.next().await {
+                        if m.is_close() {
+                            break;
+                        }
+                        if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                count.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, open)
+}
+
+fn config(ws: SocketAddr) -> String {
+    format!(
+        r#"
+proxy:
+  listen: "{{listen}}"
+  metrics_listen: "{{metrics}}"
+  threads: 2
+  body_timeout: 300ms
+  websocket_key_check: 200ms
+plans:
+  free: {{ limits: [ {{ name: minute, rate: 100000, per: 1m }} ] }}
+  single: {{ limits: [ {{ name: minute, rate: 100000, per: 1m }} ], concurrency: 1 }}
+upstreams:
+  demo: {{ targets: ["{{upstream}}"] }}
+  ws: {{ targets: ["{ws}"], timeouts: {{ read: 300ms }} }}
+routes:
+  - {{ name: users, match: {{ path_prefix: /api/users }}, upstream: demo, strip_prefix: /api, default_plan: free }}
+  - {{ name: ws, match: {{ path_prefix: /ws }}, upstream: ws, default_plan: free, websocket: true }}
+  - {{ name: tight, match: {{ path_prefix: /tight }}, upstream: ws, default_plan: free, websocket: true, limits: [ {{ name: route, rate: 1, per: 1m }} ] }}
+  - {{ name: plain, match: {{ path_prefix: /plain }}, upstream: ws, default_plan: free }}
+"#
+    )
+}
+
+async fn connect(p: &TestProxy, path: &str, key: Option<&str>) -> Result<Ws, WsError> {
+    let mut req = format!("ws://{}{path}", p.addr)
+        .into_client_request()
+        .expect("request");
+    if let Some(k) = key {
+        req.headers_mut()
+            .insert("x-api-key", k.parse().expect("header value"));
+    }
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("handshake hung")
+    .map(|(ws, _)| ws)
+}
+
+fn status(r: Result<Ws, WsError>) -> u16 {
+    match r {
+        Ok(_) => 101,
+        Err(WsError::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("not an HTTP refusal: {e}"),
+    }
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        Ok(Some(Ok(m))) => m.to_text().expect("text").to_string(),
+        other => panic!("no message: {other:?}"),
+    }
+}
+
+/// Whether the connection ended (closed, reset, or end of stream) within 10 s.
+async fn ended(ws: &mut Ws) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(None) | Ok(Some(Err(_))) => return true,
+            Ok(Some(Ok(m))) if m.is_close() => return true,
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+async fn setup(keys: &[(&str, Option<&str>)]) -> (TestProxy, Vec<(i64, String)>, Arc<AtomicUsize>) {
+    let (ws, open) = ws_upstream().await;
+    let p = TestProxy::start(&config(ws), common::Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let mut out = Vec::new();
+    for (name, plan) in keys {
+        let (k, plain) = p
+            .key(NewApiKey {
+                name: name.to_string(),
+                plan: plan.map(str::to_string),
+                ..NewApiKey::default()
+            })
+            .await;
+        out.push((k.id, plain));
+    }
+    (p, out, open)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_websocket_is_proxied_both_ways() {
+    let (p, keys, open) = setup(&[("ws", None)]).await;
+    let key = &keys[0].1;
+    let mut ws = connect(&p, "/ws/chat", Some(key)).await.expect("upgrade");
+    assert_eq!(next_text(&mut ws).await, "welcome");
+    for i in 0..20 {
+        let m = format!("message {i}");
+        ws.send(Message::text(m.clone())).await.expect("send");
+        assert_eq!(next_text(&mut ws).await, m);
+    }
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .expect("send binary");
+    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        Ok(Some(Ok(Message::Binary(b)))) => assert_eq!(&b[..], [0u8, 1, 2, 255]),
+        other => panic!("no binary echo: {other:?}"),
+    }
+    // Quiet for longer than body_timeout and the upstream read timeout
+    // (300 ms each): an upgraded connection has neither.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    ws.send(Message::text("still there")).await.expect("send");
+    assert_eq!(next_text(&mut ws).await, "still there");
+    ws.close(None).await.expect("close");
+    assert!(
+        wait_until(Duration::from_secs(10), || open.load(Ordering::SeqCst) == 0).await,
+        "the upstream side stayed open"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_and_limits_are_checked_on_the_upgrade() {
+    let (p, keys, open) = setup(&[("ws", None)]).await;
+    let key = &keys[0].1;
+    assert_eq!(status(connect(&p, "/ws", None).await), 401);
+    assert_eq!(
+        status(connect(&p, "/ws", Some("tg_notakeyatall")).await),
+        403
+    );
+    // One upgrade a minute on /tight: the second is refused before the
+    // upstream is asked.
+    let first = connect(&p, "/tight", Some(key)).await.expect("upgrade");
+    assert_eq!(status(connect(&p, "/tight", Some(key)).await), 429);
+    drop(first);
+    // A route without `websocket: true` never forwards the upgrade: the
+    // upstream sees a plain GET and no tunnel opens.
+    assert_ne!(status(connect(&p, "/plain", Some(key)).await), 101);
+    assert!(
+        wait_until(Duration::from_secs(10), || open.load(Ordering::SeqCst) == 0).await,
+        "a connection stayed open upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_websocket_holds_its_keys_concurrency() {
+    let (p, keys, _open) = setup(&[("single", Some("single"))]).await;
+    let key = &keys[0].1;
+    let mut first = connect(&p, "/ws", Some(key)).await.expect("upgrade");
+    assert_eq!(next_text(&mut first).await, "welcome");
+    // Still open (and idle): the key's one slot is taken.
+    for _ in 0..3 {
+        assert_eq!(status(connect(&p, "/ws", Some(key)).await), 429);
+        let r = reqwest::Client::new()
+            .get(p.url("/api/users"))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 429);
+    }
+    first.close(None).await.expect("close");
+    drop(first);
+    // Closed: the slot comes back.
+    let start = Instant::now();
+    let second = loop {
+        match connect(&p, "/ws", Some(key)).await {
+            Ok(ws) => break ws,
+            Err(WsError::Http(r)) if r.status() == 429 => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the slot never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_the_key_closes_its_websockets() {
+    let (p, keys, open) = setup(&[("doomed", None), ("other", None)]).await;
+    let (doomed_id, doomed) = (&keys[0].0, &keys[0].1);
+    let other = &keys[1].1;
+    let mut a = connect(&p, "/ws", Some(doomed)).await.expect("upgrade");
+    let mut b = connect(&p, "/ws", Some(doomed)).await.expect("upgrade");
+    let mut c = connect(&p, "/ws", Some(other)).await.expect("upgrade");
+    for ws in [&mut a, &mut b, &mut c] {
+        assert_eq!(next_text(ws).await, "welcome");
+    }
+    let start = Instant::now();
+    p.db.set_key_enabled(*doomed_id, false)
+        .await
+        .expect("disable");
+    assert!(
+        ended(&mut a).await,
+        "the disabled key's WebSocket stayed open"
+    );
+    assert!(
+        ended(&mut b).await,
+        "the disabled key's WebSocket stayed open"
+    );
+    // key_refresh (100 ms in tests) + websocket_key_check (200 ms), with
+    // room for a busy machine.
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(8), "closed after {took:?}");
+    // The other key's connection is untouched, and the upstream side of
+    // the closed ones is gone too.
+    c.send(Message::text("alive")).await.expect("send");
+    assert_eq!(next_text(&mut c).await, "alive");
+    assert!(
+        wait_until(Duration::from_secs(10), || open.load(Ordering::SeqCst) == 1).await,
+        "upstream connections open: {}",
+        open.load(Ordering::SeqCst)
+    );
+    // And the key cannot open a new one.
+    assert_eq!(status(connect(&p, "/ws", Some(doomed)).await), 403);
+    let text = p.metrics_text().await;
+    assert!(
+        common::metric_value(&text, "tollgate_websockets_revoked_total", &[]) >= 2.0,
+        "{text}"
+    );
+}
