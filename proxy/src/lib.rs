@@ -8,7 +8,8 @@
 //! [`keyset`] (the in-memory key set), [`state`] (hot config + which limits
 //! apply), [`limiter`] (token buckets), [`headers`] (RateLimit headers),
 //! [`answer`] (problem+json answers), [`cors`] (browser callers),
-//! [`body_limit`] (`max_body_bytes`), [`websocket`] (upgrades and their keys), [`service`] (the `ProxyHttp` that
+//! [`body_limit`] (`max_body_bytes`), [`websocket`] (upgrades and their keys), [`ws_hold`]
+//! (holding a handshake open, a Pingora workaround), [`service`] (the `ProxyHttp` that
 //! orchestrates them), [`upstreams`], [`tls`] (HTTPS listener certificate,
 //! upstream CA files), [`background`], [`metrics`], [`demo`] (the demo
 //! upstream of `tollgate dev`).
@@ -38,5 +39,6 @@ pub mod tls;
 pub mod upstreams;
 pub mod usage;
 pub mod websocket;
+pub mod ws_hold;
 
 pub use server::{build, Prepared, ShutdownHandle};
