@@ -10,7 +10,8 @@
 //! [`answer`] (problem+json answers), [`grpc`] (gRPC requests and their
 //! refusals as gRPC status), [`telemetry`] (W3C trace context), [`cors`]
 //! (browser callers), [`body_limit`] (`max_body_bytes`), [`websocket`]
-//! (upgrades and their keys), [`service`] (the `ProxyHttp` that
+//! (upgrades and their keys), [`ws_hold`] (holding a handshake open, a
+//! Pingora workaround), [`service`] (the `ProxyHttp` that
 //! orchestrates them), [`upstreams`], [`tls`] (HTTPS listener certificate,
 //! upstream CA files), [`background`], [`metrics`], [`demo`] (the demo
 //! upstream of `tollgate dev`).
@@ -44,5 +45,6 @@ pub mod tls;
 pub mod upstreams;
 pub mod usage;
 pub mod websocket;
+pub mod ws_hold;
 
 pub use server::{build, Prepared, ShutdownHandle};

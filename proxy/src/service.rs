@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -39,6 +39,23 @@ use crate::telemetry::{self, RequestTrace};
 use crate::throttle::AuthThrottle;
 use crate::usage::{UsageEvent, UsageRecorder};
 use crate::websocket;
+use crate::ws_hold::{self, Hold};
+
+/// End the client half of a refused, held-open WebSocket handshake
+/// ([`ws_hold`]): its next read fails at once, which ends the request (the
+/// connection closes; the answer was sent whole).
+fn end_held_half(session: &mut Session, ctx: &mut Ctx) {
+    ctx.ws_hold = Hold::Ended;
+    session.set_read_timeout(Some(Duration::ZERO));
+}
+
+/// The request's `proxy.edge.body_timeout`.
+fn body_timeout(ctx: &Ctx) -> Duration {
+    ctx.config
+        .as_ref()
+        .map(|c| c.config.proxy.edge.body_timeout)
+        .unwrap_or(tollgate_core::config::DEFAULT_BODY_TIMEOUT)
+}
 
 /// A read of the client's request body timed out (`proxy.body_timeout`).
 fn body_stalled(e: &Error) -> bool {
@@ -84,6 +101,9 @@ pub struct Ctx {
     websocket: bool,
     /// The open WebSocket, in the registry until the connection ends.
     ws_open: Option<websocket::Registration>,
+    /// The handshake's client half held open until the upstream answers
+    /// (Pingora #946 workaround, see [`ws_hold`]).
+    ws_hold: Hold,
 }
 
 /// The gateway: shared state plus the in-process limiters.
@@ -507,6 +527,7 @@ impl ProxyHttp for Gateway {
             key_hash: None,
             websocket: false,
             ws_open: None,
+            ws_hold: Hold::No,
         }
     }
 
@@ -550,6 +571,13 @@ impl ProxyHttp for Gateway {
                     // An upgraded connection may be quiet for long: no
                     // body timeout on its reads.
                     session.set_read_timeout(None);
+                    // Pingora 0.9.1 can tear the tunnel down right after
+                    // the 101 when the handshake has no body
+                    // (cloudflare/pingora#946): it is made to declare one
+                    // that never ends, before Pingora first reads the body.
+                    if ws_hold::hold_open(session.req_header_mut())? {
+                        ctx.ws_hold = Hold::Waiting;
+                    }
                 }
                 Ok(false)
             }
@@ -615,6 +643,10 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.ws_hold != Hold::No {
+            // The held-open framing is the proxy's, not the client's.
+            ws_hold::release(upstream_request)?;
+        }
         if !self.ladder.on(Step::UpstreamHeaders) {
             return Ok(());
         }
@@ -709,6 +741,17 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.ws_hold = ctx.ws_hold.answered(upstream_response.status);
+        if ctx.ws_hold == Hold::Refused {
+            // A refused handshake is a plain answer; the held client half
+            // (a body that never ends) is ended once it is sent whole. At
+            // worst a silent client waits body_timeout.
+            session.set_keepalive(None);
+            session.set_read_timeout(Some(body_timeout(ctx)));
+            if ws_hold::bodiless(upstream_response) {
+                end_held_half(session, ctx);
+            }
+        }
         if !self.ladder.on(Step::ResponseHeaders) {
             return Ok(());
         }
@@ -741,7 +784,34 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if end_of_stream && ctx.ws_hold == Hold::Refused {
+            end_held_half(session, ctx);
+        }
+        Ok(None)
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _e: &Error) -> bool {
+        ctx.ws_hold == Hold::Ended
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if ctx.ws_hold == Hold::Ended
+            || (ctx.ws_hold == Hold::Refused && session.response_written().is_some())
+        {
+            // The end of a refused handshake's held half, its answer sent
+            // (whole, or cut by a stalled upstream past body_timeout).
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         if ctx.body_too_large {
             // The rest of the body is unread: the connection is closed.
             ctx.outcome = Some(edge_metrics::BAD_REQUEST);
@@ -761,11 +831,7 @@ impl ProxyHttp for Gateway {
             // The client's body stopped coming: its fault, answered 408.
             ctx.outcome = Some(edge_metrics::BAD_REQUEST);
             session.set_keepalive(None);
-            let body_timeout = ctx
-                .config
-                .as_ref()
-                .map(|c| c.config.proxy.edge.body_timeout)
-                .unwrap_or(tollgate_core::config::DEFAULT_BODY_TIMEOUT);
+            let body_timeout = body_timeout(ctx);
             let a = answer::body_timeout(body_timeout).with_header("Connection", "close".into());
             if let Err(e) = self.respond(session, ctx, a).await {
                 tracing::debug!("cannot send the body timeout answer: {e}");
@@ -819,6 +885,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        // Ending a refused handshake's held half is no failure.
+        let e = e.filter(|_| ctx.ws_hold != Hold::Ended);
         // Pingora calls this once per request, before it reads the next one
         // on a keep-alive connection: that one gets its own header deadline.
         crate::conn::request_finished();

@@ -281,3 +281,224 @@ async fn disabling_the_key_closes_its_websockets() {
         "{text}"
     );
 }
+
+/// An upstream that refuses every WebSocket handshake (the answer depends
+/// on the path) and then keeps its side open; the request heads it got.
+async fn refusing_upstream() -> (SocketAddr, Arc<parking_lot::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let heads = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let answer: &[u8] = if head.starts_with("GET /refuse/empty ") {
+                    b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
+                } else if head.starts_with("GET /refuse/chunked ") {
+                    b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nnope!\r\n0\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 5\r\n\r\nnope!"
+                };
+                seen.lock().push(head);
+                if s.write_all(answer).await.is_err() {
+                    return;
+                }
+                // Keep the upstream side open until the proxy lets go.
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// A handshake the upstream refuses reaches the client whole, and the
+/// proxy then closes the connection itself (the client here never does):
+/// the held-open request half (see `ws_hold`) does not keep it waiting,
+/// and the request counts as an allowed one, not an error. body_timeout is
+/// long so that only the prompt end can close it within the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upgrade_is_answered_whole_and_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (up, heads) = refusing_upstream().await;
+    let yaml = format!(
+        r#"
+proxy:
+  listen: "{{listen}}"
+  metrics_listen: "{{metrics}}"
+  threads: 2
+  body_timeout: 60s
+plans:
+  free: {{ limits: [ {{ name: minute, rate: 100000, per: 1m }} ] }}
+upstreams:
+  demo: {{ targets: ["{{upstream}}"] }}
+  refuser: {{ targets: ["{up}"] }}
+routes:
+  - {{ name: users, match: {{ path_prefix: /api/users }}, upstream: demo, strip_prefix: /api, default_plan: free }}
+  - {{ name: refuse, match: {{ path_prefix: /refuse }}, upstream: refuser, default_plan: free, websocket: true }}
+"#
+    );
+    let p = TestProxy::start(&yaml, common::Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let (_, key) = p
+        .key(NewApiKey {
+            name: "refused".into(),
+            ..NewApiKey::default()
+        })
+        .await;
+    for (path, status, body) in [
+        ("/refuse/body", "400", "nope!"),
+        ("/refuse/empty", "403", ""),
+        ("/refuse/chunked", "404", "nope!"),
+    ] {
+        let mut s = TcpStream::connect(p.addr).await.expect("connect");
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             x-api-key: {key}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.expect("send");
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{path}: the connection stayed open; got {:?}",
+                    String::from_utf8_lossy(&got)
+                )
+            })
+            .expect("read");
+        let got = String::from_utf8_lossy(&got).to_string();
+        assert!(
+            got.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{path}: {got}"
+        );
+        assert!(
+            got.to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{path}: {got}"
+        );
+        let payload = match got.split_once("\r\n\r\n") {
+            Some((head, rest))
+                if head
+                    .to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked") =>
+            {
+                rest.replace("5\r\n", "").replace("\r\n0\r\n\r\n", "")
+            }
+            Some((_, rest)) => rest.to_string(),
+            None => panic!("{path}: no header end: {got}"),
+        };
+        assert_eq!(payload, body, "{path}: {got}");
+    }
+    // The upstream got a body-less GET: the held-open framing is the
+    // proxy's own.
+    let heads = heads.lock().clone();
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    for h in &heads {
+        let lower = h.to_ascii_lowercase();
+        assert!(!lower.contains("transfer-encoding"), "{h}");
+        assert!(lower.contains("\r\ncontent-length: 0\r\n"), "{h}");
+        assert!(lower.contains("\r\nupgrade: websocket\r\n"), "{h}");
+    }
+    let counted = |outcome: &'static str| {
+        let p = &p;
+        async move {
+            let text = p.metrics_text().await;
+            common::metric_value(
+                &text,
+                "tollgate_requests_total",
+                &["route=\"refuse\"", outcome],
+            )
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counted("outcome=\"allowed\"").await < 3.0 {
+        assert!(Instant::now() < deadline, "the refusals were not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted("outcome=\"upstream_error\"").await, 0.0);
+}
+
+/// Hostile: frames sent with the handshake, before the `101` (RFC 6455
+/// §4.1 says to wait). While the handshake is held open (see `ws_hold`)
+/// they are not a request body: the answer is a refusal (4xx, connection
+/// closed) or, if the upstream switched first, the tunnel; never a hang or
+/// a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_before_the_101_are_refused_or_tunnelled() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (p, keys, _open) = setup(&[("eager", None)]).await;
+    let key = &keys[0].1;
+    for extra in [
+        &b"\x81\x85\x01\x02\x03\x04iagmn"[..],
+        b"0\r\n\r\n",
+        b"5\r\nhello\r\n",
+    ] {
+        let mut s = TcpStream::connect(p.addr).await.expect("connect");
+        let mut req = format!(
+            "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             x-api-key: {key}\r\n\r\n"
+        )
+        .into_bytes();
+        req.extend_from_slice(extra);
+        s.write_all(&req).await.expect("send");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, s.read(&mut buf)).await {
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Ok(Err(_)) => break,
+                Err(_) => panic!("{extra:?}: no answer: {:?}", String::from_utf8_lossy(&got)),
+            }
+        }
+        let text = String::from_utf8_lossy(&got).to_string();
+        let status: u16 = text
+            .get(9..12)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("{extra:?}: no status line: {text:?}"));
+        assert!(
+            status == 101 || (400..500).contains(&status),
+            "{extra:?}: {text}"
+        );
+        if status != 101 {
+            let closed = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            assert!(
+                closed.is_ok(),
+                "{extra:?}: the connection stayed open after {text}"
+            );
+        }
+    }
+}
