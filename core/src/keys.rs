@@ -160,6 +160,25 @@ pub fn display_prefix(key: &str) -> String {
     key.chars().take(DISPLAY_PREFIX_LEN).collect()
 }
 
+/// A key's or plan's scopes; `None` lists allow everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scopes {
+    /// Route names or `*` patterns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<String>>,
+    /// Upper-case HTTP methods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+}
+
+impl Scopes {
+    /// No list at all: the same as no scopes.
+    pub fn is_open(&self) -> bool {
+        self.routes.is_none() && self.methods.is_none()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use tollgate_core::rules::access::{self, effective_scopes, Denial};
+use tollgate_core::rules::access::{self, effective_scopes, Denial, EffectiveScopes};
 
 use crate::keyset::ActiveKey;
 use crate::state::{CompiledRoute, ConfigState};
@@ -19,6 +19,19 @@ pub fn route_ip(route: &CompiledRoute, client: IpAddr) -> Result<(), Denial> {
     access::check_route_ip(&r.ip_allow, &r.ip_deny, client)
 }
 
+/// The scopes of the YAML plan the key names, if any.
+fn plan_scopes<'a>(key: &ActiveKey, config: &'a ConfigState) -> Option<&'a access::Scopes> {
+    let plan = key.plan.as_deref()?;
+    config.config.plans.get(plan)?.scopes.as_ref()
+}
+
+/// The scope lists that apply to the key: per list, its own, else its
+/// YAML plan's.
+pub fn scopes<'a>(key: &'a ActiveKey, config: &'a ConfigState) -> EffectiveScopes<'a> {
+    let own = key.access.as_deref().and_then(|a| a.scopes.as_ref());
+    effective_scopes(own, plan_scopes(key, config))
+}
+
 /// The key's address list and scopes on this route and method.
 pub fn key(
     key: &ActiveKey,
@@ -27,18 +40,12 @@ pub fn key(
     client: IpAddr,
     config: &ConfigState,
 ) -> Result<(), Denial> {
-    let plan_scopes = key
-        .plan
-        .as_deref()
-        .and_then(|p| config.config.plans.get(p))
-        .and_then(|p| p.scopes.as_ref());
     let own = key.access.as_deref();
-    if own.is_none() && plan_scopes.is_none() {
+    if own.is_none() && plan_scopes(key, config).is_none() {
         return Ok(());
     }
-    let scopes = effective_scopes(own.and_then(|a| a.scopes.as_ref()), plan_scopes);
     access::check_key(
-        scopes,
+        scopes(key, config),
         own.and_then(|a| a.allowed_ips.as_deref()),
         &route.route.name,
         method,

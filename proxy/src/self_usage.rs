@@ -50,13 +50,7 @@ pub fn buckets<'a>(key: &'a ActiveKey, cfg: &'a ConfigState, db: &'a DbState) ->
 
 /// Whether the key's scopes allow the route with some method.
 fn route_in_scope(key: &ActiveKey, route: &crate::state::CompiledRoute, cfg: &ConfigState) -> bool {
-    let plan_scopes = key
-        .plan
-        .as_deref()
-        .and_then(|p| cfg.config.plans.get(p))
-        .and_then(|p| p.scopes.as_ref());
-    let own = key.access.as_deref().and_then(|a| a.scopes.as_ref());
-    let scopes = tollgate_core::rules::access::effective_scopes(own, plan_scopes);
+    let scopes = crate::access::scopes(key, cfg);
     scopes.routes.is_none_or(|patterns| {
         patterns
             .iter()
@@ -105,13 +99,7 @@ pub fn render(
     limiter: &str,
     cfg: &ConfigState,
 ) -> Answer {
-    let plan_scopes = key
-        .plan
-        .as_deref()
-        .and_then(|p| cfg.config.plans.get(p))
-        .and_then(|p| p.scopes.as_ref());
-    let own = key.access.as_deref().and_then(|a| a.scopes.as_ref());
-    let scopes = tollgate_core::rules::access::effective_scopes(own, plan_scopes);
+    let scopes = crate::access::scopes(key, cfg);
     let body = Body {
         key: KeyInfo {
             id: key.id,

@@ -62,7 +62,7 @@ impl CompiledPlan {
         let buckets = compile(Scope::Key, limits);
         Self {
             name: name.into(),
-            policy: crate::headers::policy_value(buckets.iter()),
+            policy: crate::headers::policy_value(buckets.iter().map(|b| &*b.policy_header)),
             buckets,
             concurrency,
         }
@@ -110,7 +110,7 @@ impl ConfigState {
                     route: r.clone(),
                     metrics: RouteMetrics::new(name.clone()),
                     name,
-                    policy: crate::headers::policy_value(buckets.iter()),
+                    policy: crate::headers::policy_value(buckets.iter().map(|b| &*b.policy_header)),
                     buckets,
                     upstream,
                     cors: r
@@ -293,7 +293,8 @@ pub fn applicable<'a>(
             }
             // A key's own limits: its members joined per request (keys
             // carry no rendered value, to keep a million of them small).
-            out.policy = crate::headers::policy_value(out.buckets.iter().copied());
+            out.policy =
+                crate::headers::policy_value(out.buckets.iter().map(|b| &*b.policy_header));
         }
         LimitSource::Plan(plan) | LimitSource::RouteDefault(Some(plan)) => {
             out.buckets.extend(plan.buckets.iter());

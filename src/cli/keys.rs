@@ -153,7 +153,11 @@ pub async fn check(
     }
     bail!(
         "--plan: {}",
-        key_rules::unknown_key_plan(plan, config.plans.keys(), &stored)
+        key_rules::unknown_key_plan(
+            plan,
+            config.plans.keys(),
+            stored.iter().map(|p| p.name.as_str()),
+        )
     )
 }
 

@@ -94,7 +94,11 @@ async fn check_plan(state: &AppState, plan: &str) -> ApiResult<()> {
     }
     let stored = state.db().list_plans().await?;
     let config = state.config();
-    let message = key_rules::unknown_key_plan(plan, config.plans.keys(), &stored);
+    let message = key_rules::unknown_key_plan(
+        plan,
+        config.plans.keys(),
+        stored.iter().map(|p| p.name.as_str()),
+    );
     Err(ApiError::validation("plan", message))
 }
 

@@ -8,10 +8,10 @@ use sqlx::Row;
 
 use super::stmt::{Arg, Stmt};
 use super::{u32_column, Db, DbError};
+use crate::keys::Scopes;
 use crate::keys::{self, KeyHash};
 use crate::limits::Limit;
 use crate::now_ms;
-use crate::rules::access::Scopes;
 
 /// A key as listings and the API show it (never the secret or its hash).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -17,7 +17,6 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 
 use super::FieldError;
 
@@ -34,24 +33,7 @@ pub const MAX_METHOD_LEN: usize = 32;
 /// Most networks in one IP list (a key's `allowed_ips`, a route's `ip_allow`/`ip_deny`).
 pub const MAX_IP_RULES: usize = 256;
 
-/// A key's or plan's scopes; `None` lists allow everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Scopes {
-    /// Route names or `*` patterns.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routes: Option<Vec<String>>,
-    /// Upper-case HTTP methods.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub methods: Option<Vec<String>>,
-}
-
-impl Scopes {
-    /// No list at all: the same as no scopes.
-    pub fn is_open(&self) -> bool {
-        self.routes.is_none() && self.methods.is_none()
-    }
-}
+pub use crate::keys::Scopes;
 
 /// An HTTP method token (RFC 9110 §5.6.2).
 pub fn is_method_token(s: &str) -> bool {

@@ -10,7 +10,6 @@ use serde_json::Value;
 use super::access::{normalise_ips, normalise_scopes, Scopes};
 use super::limits::{check_concurrency, check_limits, ListKind};
 use super::FieldError;
-use crate::db::plans::StoredPlan;
 use crate::db::{KeyPatch, NewApiKey};
 
 /// The longest key name or owner, in characters.
@@ -57,17 +56,17 @@ pub fn check_plan_ref(plan: &str) -> Result<(), String> {
 }
 
 /// The refusal of a key's plan that is neither one of the YAML plans (the
-/// names of `Config::plans`) nor one of the `stored` plans, naming the known
-/// ones.
+/// names of `Config::plans`) nor one of the `stored` plans (their names),
+/// naming the known ones.
 pub fn unknown_key_plan<'a>(
     plan: &str,
     yaml_plans: impl IntoIterator<Item = &'a String>,
-    stored: &'a [StoredPlan],
+    stored: impl IntoIterator<Item = &'a str>,
 ) -> String {
     let known: Vec<&str> = yaml_plans
         .into_iter()
         .map(String::as_str)
-        .chain(stored.iter().map(|p| p.name.as_str()))
+        .chain(stored)
         .collect();
     super::unknown_plan(plan, &known)
 }

@@ -122,3 +122,53 @@ pub fn compile(scope: Scope<'_>, limits: &[Limit]) -> Buckets {
         .collect::<Vec<_>>()
         .into()
 }
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+    use crate::headers::{join_values, policy, policy_value};
+
+    fn members(buckets: &[Bucket]) -> impl Iterator<Item = &str> {
+        buckets.iter().map(|b| &*b.policy_header)
+    }
+
+    /// The pre-rendered value is exactly what rendering the reported
+    /// states gives, for one list and for two joined.
+    #[test]
+    fn pre_rendered_policy_is_the_rendered_one() {
+        use std::time::Duration;
+        use tollgate_core::limits::{Decision, Limit};
+
+        let limit = |name: &str, rate, per, burst| Limit {
+            name: name.into(),
+            rate,
+            per: Duration::from_secs(per),
+            burst,
+            cost: None,
+        };
+        let plan = [
+            Bucket::new(Scope::Key, limit("min\\ute", 60, 60, None)),
+            Bucket::new(
+                Scope::Key,
+                limit("day", 10_000_000_000_000_000, 86_400, Some(5)),
+            ),
+        ];
+        let route = [Bucket::new(Scope::Route("r"), limit("\"q\"", 10, 1, None))];
+        let all: Vec<&Bucket> = plan.iter().chain(&route).collect();
+        let d: Decision = LocalLimiter::new(1).check(&Subject::Key(1), &all);
+        let joined = join_values(
+            policy_value(members(&plan)).as_ref(),
+            policy_value(members(&route)).as_ref(),
+        )
+        .expect("value");
+        assert_eq!(joined.to_str().expect("ascii"), policy(&d.limits));
+        assert_eq!(
+            policy_value(all.iter().map(|b| &*b.policy_header)).expect("value"),
+            joined
+        );
+        assert_eq!(
+            join_values(None, policy_value(members(&route)).as_ref()),
+            policy_value(members(&route))
+        );
+    }
+}

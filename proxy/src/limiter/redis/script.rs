@@ -7,9 +7,17 @@ use std::time::Duration;
 use ::redis::{Script, ScriptInvocation};
 use tollgate_core::limits::{ceil_secs, Decision, Limit, LimitState};
 
-use super::lease::LeaseArgs;
 use super::RedisLimitError;
 use crate::limiter::{Bucket, Subject};
+
+/// What a proxy asks Redis for, per bucket of a request: tokens it returns
+/// first (unspent tokens of an expired or replaced lease) and tokens it
+/// wants (≥ the request's cost).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaseArgs {
+    pub ret: u64,
+    pub want: u64,
+}
 
 /// The Lua source, loaded at build time.
 pub const SCRIPT_SOURCE: &str = include_str!("../../../../lua/token_bucket.lua");
@@ -35,7 +43,7 @@ pub fn bucket_key(subject: &Subject, bucket: &Bucket) -> String {
 }
 
 /// The limit's numbers the script gets (the first three of its five ARGV
-/// per limit; the lease's two are [`super::lease::LeaseArgs`]).
+/// per limit; the lease's two are [`LeaseArgs`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScriptArgs {
     /// µs for one token to come back, ≥ 1.

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use smallvec::SmallVec;
 use tollgate_core::limits::{ceil_secs, Decision, LimitState};
 
+pub use super::script::LeaseArgs;
 use super::script::{BucketReply, ScriptArgs};
 use crate::limiter::sharded::ShardedMap;
 use crate::limiter::{Bucket, Subject};
@@ -39,15 +40,6 @@ use crate::limiter::{Bucket, Subject};
 /// holds to one lease, so several proxies find tokens left, and a bucket
 /// with fewer than `2 × SHARE × cost` tokens grants exactly `cost`.
 pub const SHARE: u64 = 4;
-
-/// What a proxy asks Redis for, per bucket of a request: tokens it returns
-/// first (unspent tokens of an expired or replaced lease) and tokens it
-/// wants (≥ the request's cost).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LeaseArgs {
-    pub ret: u64,
-    pub want: u64,
-}
 
 /// The tokens Redis grants a request of `cost` that wants `want`, when the
 /// bucket holds `avail` whole tokens; `None`: refused (fewer than `cost`).
