@@ -187,6 +187,15 @@ pub fn inspect(
             answer::header_too_large(cfg.max_header_bytes),
         ));
     }
+    if miscased_method(req.method.as_str()) {
+        return Err(Refusal::keep(
+            "bad-method",
+            answer::bad_request(
+                "bad-method",
+                "methods are case-sensitive: send the standard method in upper case",
+            ),
+        ));
+    }
     let canonical = path::canonicalize(req.raw_path(), cfg.path_policy)
         .map_err(|e| Refusal::keep(e.reason(), answer::bad_path(e)))?;
     check_framing(req, raw)?;
@@ -210,6 +219,18 @@ pub fn inspect(
         client,
         host,
     })
+}
+
+/// A standard method spelled in another case (`post`, `Get`). Methods are
+/// case-sensitive, so `post` is not `POST` to the router or the scopes, but
+/// some upstreams read it as `POST`: refused rather than routed elsewhere.
+pub fn miscased_method(method: &str) -> bool {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    STANDARD
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(method) && *s != method)
 }
 
 /// A client-sent request id worth keeping: visible ASCII, at most 128 bytes.
@@ -240,6 +261,16 @@ pub fn request_id(req: &RequestHeader, peer_trusted: bool) -> (String, Option<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn standard_methods_in_another_case_are_refused() {
+        for m in ["post", "Get", "delete", "pAtCh", "head"] {
+            assert!(miscased_method(m), "{m}");
+        }
+        for m in ["GET", "POST", "PURGE", "purge", "MKCOL", "get2"] {
+            assert!(!miscased_method(m), "{m}");
+        }
+    }
     use tollgate_core::path::PathPolicy;
 
     fn req(method: &str, target: &[u8], headers: &[(&str, &str)]) -> RequestHeader {

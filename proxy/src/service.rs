@@ -355,8 +355,20 @@ impl Gateway {
                     Err(a) => return Some(a),
                 };
                 ctx.key = Some(key.clone());
-                let method = req.method.as_str();
-                if let Err(d) = access::key(&key, &route, method, client_addr, &cfg) {
+                // The scopes hold for the method the upstream will act on
+                // too: each override a route forwards.
+                let overridden = route
+                    .route
+                    .allow_method_override
+                    .then(|| forward::overridden_methods(req));
+                let checked = access::key(&key, &route, req.method.as_str(), client_addr, &cfg)
+                    .and_then(|()| {
+                        overridden
+                            .into_iter()
+                            .flatten()
+                            .try_for_each(|m| access::key(&key, &route, &m, client_addr, &cfg))
+                    });
+                if let Err(d) = checked {
                     ctx.outcome = Some(outcome::FORBIDDEN);
                     return Some(answer::access_denied(&d));
                 }

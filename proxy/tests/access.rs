@@ -29,6 +29,8 @@ upstreams:
   demo: { targets: ["{upstream}"] }
 routes:
   - { name: users, match: { path_prefix: /api/users }, upstream: demo, strip_prefix: /api, default_plan: open }
+  - { name: edits, match: { path_prefix: /api/edits }, upstream: demo, strip_prefix: /api, default_plan: open, allow_method_override: true }
+  - { name: root, match: { path_prefix: / }, upstream: demo, auth: none }
   - { name: products, match: { path_prefix: /api/products }, upstream: demo, strip_prefix: /api, default_plan: open }
   - name: orders
     match: { path_prefix: /api/orders }
@@ -358,4 +360,60 @@ async fn ip_rules_use_the_address_resolved_through_trusted_proxies() {
         "{}",
         r.raw
     );
+}
+
+/// The method scopes hold for the method the upstream acts on: an override
+/// header a route forwards, and no lower-case spelling routed elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_scopes_cover_overrides_and_case() {
+    let p = TestProxy::start(YAML, Store::Sqlite).await.expect("sqlite");
+    let (_, getter) = p
+        .create_key(NewApiKey {
+            name: "getter".into(),
+            scopes: Some(Scopes {
+                routes: Some(vec!["edits".into()]),
+                methods: Some(vec!["GET".into()]),
+            }),
+            ..NewApiKey::default()
+        })
+        .await;
+    known(&p, &getter).await;
+    let k = getter.as_str();
+    for method in ["GET", "HEAD"] {
+        let r = send(&p, "127.0.0.1", method, "/api/edits/1", &[("x-api-key", k)]).await;
+        // Forwarded: the demo upstream answers (its own 404 for this path).
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json"),
+            "{method}: {}",
+            r.raw
+        );
+    }
+    for (name, value) in [
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("X-HTTP-Method", "delete"),
+        ("X-Method-Override", "PUT"),
+    ] {
+        let r = send(
+            &p,
+            "127.0.0.1",
+            "GET",
+            "/api/edits/1",
+            &[("x-api-key", k), (name, value)],
+        )
+        .await;
+        assert_eq!(
+            (r.status, kind(&r)),
+            (403, "scope-denied".into()),
+            "{name}: {value}: {}",
+            r.raw
+        );
+    }
+    // `post` is not `POST`: refused at the edge, never routed to the
+    // keyless catch-all where a case-blind upstream would run a POST.
+    for method in ["post", "delete", "Get"] {
+        let r = send(&p, "127.0.0.1", method, "/api/edits/1", &[]).await;
+        assert_eq!(r.status, 400, "{method}: {}", r.raw);
+        assert!(r.body.contains("bad-method"), "{method}: {}", r.body);
+    }
 }

@@ -477,6 +477,23 @@ async fn h2c_listener_closes_a_stalled_preface_and_keeps_http1_posts() {
         // Closed by the 1 s header deadline, not by the 60 s keep-alive.
         assert!(start.elapsed() < Duration::from_secs(20), "{partial:?}");
     }
+    // An HTTP/1 request cannot be the preface: its header deadline runs
+    // from the first byte, however short the start (Pingora's own h2c check
+    // would wait for 24 bytes).
+    let mut s = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    s.write_all(b"GET /").await.expect("write");
+    let start = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "a stalled HTTP/1 start was held open");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(start.elapsed() < Duration::from_secs(20));
     let (_, key) = proxy
         .key(NewApiKey {
             name: "post".into(),

@@ -291,8 +291,16 @@ pub fn check_key(
         }
     }
     if let Some(methods) = scopes.methods {
-        if !methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
-            return Err(Denial::MethodOutOfScope(method.to_string()));
+        // Methods are case-sensitive (RFC 9110 §9.1): `get` is not `GET`,
+        // as the router sees it too. Scope lists are upper-cased on save.
+        // HEAD is GET without the body: a key that may GET may HEAD.
+        if !methods
+            .iter()
+            .any(|m| m == method || (method == "HEAD" && m == "GET"))
+        {
+            // Named in the refusal: at most 32 bytes of a client's token.
+            let shown = method.get(..32).unwrap_or(method);
+            return Err(Denial::MethodOutOfScope(shown.to_string()));
         }
     }
     Ok(())
@@ -301,6 +309,29 @@ pub fn check_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_scopes_are_case_sensitive_and_name_a_short_method() {
+        let methods = vec!["GET".to_string()];
+        let scopes = EffectiveScopes {
+            routes: None,
+            methods: Some(&methods),
+        };
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        assert_eq!(check_key(scopes, None, "r", "GET", ip), Ok(()));
+        assert_eq!(check_key(scopes, None, "r", "HEAD", ip), Ok(()));
+        for m in ["get", "Get", "head", "POST"] {
+            assert_eq!(
+                check_key(scopes, None, "r", m, ip),
+                Err(Denial::MethodOutOfScope(m.into()))
+            );
+        }
+        let long = "X".repeat(20_000);
+        assert_eq!(
+            check_key(scopes, None, "r", &long, ip),
+            Err(Denial::MethodOutOfScope("X".repeat(32)))
+        );
+    }
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()

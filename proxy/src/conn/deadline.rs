@@ -310,7 +310,12 @@ impl GetSocketDigest for HeaderDeadline {
 
 #[async_trait]
 impl Peek for HeaderDeadline {
+    /// Only HTTP/1 connections are armed: the edge has already seen that
+    /// this one does not open with the HTTP/2 preface (`proxy.h2c`). Say so
+    /// at once (bytes that are not the preface), so that Pingora's own h2c
+    /// check does not wait for 24 bytes outside the header deadline.
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        self.inner.try_peek(buf).await
+        buf.fill(0);
+        Ok(true)
     }
 }
