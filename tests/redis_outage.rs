@@ -258,12 +258,18 @@ async fn a_killed_proxys_concurrency_holds_expire_with_the_lease() {
             .send()
     };
     // Long enough to outlast a slow start on a busy box; the kill ends them.
-    let long: Vec<_> = (0..3)
-        .map(|_| tokio::spawn(get(0, "/slow/20000")))
-        .collect();
-    // All three admitted and holding (polled: the box may be slow).
+    // Three must hold at once: a setup request's hold is released in the
+    // background, so one of the first three may still be refused (429,
+    // done at once); another is started in its place.
+    let mut long: Vec<tokio::task::JoinHandle<_>> = Vec::new();
     let start = Instant::now();
     loop {
+        long.retain(|l| !l.is_finished());
+        while long.len() < 3 {
+            long.push(tokio::spawn(get(0, "/slow/20000")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // All three admitted and holding (polled: the box may be slow).
         let status = get(1, "/api/users").await.map(|r| r.status().as_u16());
         if status.as_ref().is_ok_and(|s| *s == 429) {
             break;
@@ -272,7 +278,6 @@ async fn a_killed_proxys_concurrency_holds_expire_with_the_lease() {
             start.elapsed() < Duration::from_secs(10),
             "never full: {status:?}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Still held after twice the lease: renewed while the requests run.
     tokio::time::sleep(Duration::from_secs(2)).await;

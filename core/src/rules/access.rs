@@ -472,7 +472,11 @@ mod tests {
         let nets = parse_ips("x", &s(&["203.0.113.0/24", "2001:db8::/32"])).expect("nets");
         let c = ip("203.0.113.9");
         assert_eq!(check_key(sc, Some(&nets), "users", "GET", c), Ok(()));
-        assert_eq!(check_key(sc, Some(&nets), "billing", "get", c), Ok(()));
+        assert_eq!(check_key(sc, Some(&nets), "billing", "GET", c), Ok(()));
+        assert_eq!(
+            check_key(sc, Some(&nets), "billing", "get", c),
+            Err(Denial::MethodOutOfScope("get".into()))
+        );
         assert_eq!(
             check_key(sc, Some(&nets), "orders", "GET", c),
             Err(Denial::RouteOutOfScope("orders".into()))
