@@ -323,10 +323,8 @@ impl Leases {
                     s.want = s.want.max(ask.want);
                     s.full_at = s.full_at.max(full_at);
                 }
-                Some(s) => {
-                    // Stored under older limit values: replaced (its tokens dropped).
-                    added = added.saturating_sub(s.tokens);
-                    *s = Slot {
+                stale => {
+                    let fresh = Slot {
                         id: b.id,
                         fingerprint: b.fingerprint,
                         tokens: extra,
@@ -335,16 +333,15 @@ impl Leases {
                         full_at,
                         bucket: (*b).clone(),
                     };
+                    match stale {
+                        // Stored under older limit values: replaced (its tokens dropped).
+                        Some(s) => {
+                            added = added.saturating_sub(s.tokens);
+                            *s = fresh;
+                        }
+                        None => slots.push(fresh),
+                    }
                 }
-                None => slots.push(Slot {
-                    id: b.id,
-                    fingerprint: b.fingerprint,
-                    tokens: extra,
-                    expires: now + self.ttl,
-                    want: ask.want.max(a.cost),
-                    full_at,
-                    bucket: (*b).clone(),
-                }),
             }
         }
         drop(map);
