@@ -83,9 +83,19 @@ async fn script_equals_model(url: &str, test: i64) {
     let mut rng = Rng(seed);
     let pool: Vec<Bucket> = (0..4)
         .map(|i| {
-            let rate = 1 + rng.below(60);
-            let burst = 1 + rng.below(4 * rate);
-            let cost = match rng.below(6) {
+            // Whatever the seed, one tight limit (refusals) and one ample
+            // limit (leases above the cost) are in the pool; the other two
+            // are drawn freely.
+            let rate = match i {
+                0 => 1 + rng.below(4),
+                1 => 30 + rng.below(31),
+                _ => 1 + rng.below(60),
+            };
+            let burst = match i {
+                0 => 1 + rng.below(3),
+                _ => 1 + rng.below(4 * rate),
+            };
+            let cost = match if i < 2 { 5 } else { rng.below(6) } {
                 0 => burst + 1,
                 1 => 1 + rng.below(3).min(burst - 1),
                 _ => 1,
