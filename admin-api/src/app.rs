@@ -109,11 +109,22 @@ pub async fn serve(
     tokio::task::spawn_blocking(|| {
         let _ = password::dummy_hash();
     });
-    let app = app(state).layer(axum::middleware::from_fn_with_state(
+    let spans = tollgate_telemetry::from_config(&config.telemetry, "tollgate-admin");
+    let mut app = app(state);
+    if let Some(spans) = &spans {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            spans.clone(),
+            crate::spans::record,
+        ));
+    }
+    let app = app.layer(axum::middleware::from_fn_with_state(
         std::sync::Arc::new(opts.hosts.clone()),
         listener::check_host,
     ));
     let result = listener::serve(listener, app, opts, shutdown).await;
     retention.abort();
+    if spans.is_some() {
+        let _ = tokio::task::spawn_blocking(move || tollgate_telemetry::stop(spans.as_ref())).await;
+    }
     result
 }

@@ -34,6 +34,7 @@ pub mod ladder;
 pub mod limiter;
 pub mod metrics;
 pub mod request_id;
+pub mod request_span;
 pub mod router;
 pub mod self_usage;
 pub mod server;

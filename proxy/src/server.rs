@@ -71,6 +71,8 @@ pub struct Built {
     pub server: Server,
     pub state: Arc<State>,
     usage_stop: Arc<UsageStop>,
+    /// Span export, flushed once the server stopped.
+    spans: Option<tollgate_telemetry::Spans>,
 }
 
 impl Built {
@@ -84,12 +86,14 @@ impl Built {
             }),
         };
         self.server.run(args);
+        tollgate_telemetry::stop(self.spans.as_ref());
     }
 
     /// Run until the [`ShutdownHandle`] that made `args` fires (Pingora's
     /// own semantics: a fast stop does not flush usage).
     pub fn run_with(self, args: RunArgs) {
         self.server.run(args);
+        tollgate_telemetry::stop(self.spans.as_ref());
     }
 }
 
@@ -120,13 +124,7 @@ pub fn build(prepared: Prepared) -> Built {
     let listen = config.proxy.listen;
     let keepalive_timeout = config.proxy.keepalive_timeout;
     let h2c = config.proxy.h2c;
-    if let Some(url) = &config.telemetry.otlp_endpoint {
-        // Validated, but spans are not exported yet (issue #22 item 6): say
-        // so rather than let an operator wait for spans that never come.
-        tracing::warn!(
-            "telemetry.otlp_endpoint {url}: span export is not implemented yet; only W3C trace context is passed upstream"
-        );
-    }
+    let spans = tollgate_telemetry::from_config(&config.telemetry, "tollgate-proxy");
     let tls_listen = config.proxy.tls.as_ref().map(|t| t.listen);
     let metrics_listen = config.proxy.metrics_listen;
     let database_url = config.storage.database_url.clone();
@@ -136,7 +134,8 @@ pub fn build(prepared: Prepared) -> Built {
     let limiter = Arc::new(LocalLimiter::default());
     let limiters = Arc::new(Limiters::new(limiter.clone()));
     let usage = UsageRecorder::new();
-    let gateway = Gateway::new(state.clone(), limiters.clone(), usage.clone());
+    let gateway =
+        Gateway::new(state.clone(), limiters.clone(), usage.clone()).with_spans(spans.clone());
 
     let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
     let mut server_options = app.server_options.clone().unwrap_or_default();
@@ -207,6 +206,7 @@ pub fn build(prepared: Prepared) -> Built {
         server,
         state,
         usage_stop,
+        spans,
     }
 }
 

@@ -16,6 +16,7 @@ use tollgate_core::keys;
 use tollgate_core::limits::Decision;
 use tollgate_core::net;
 use tollgate_core::trace::OsIds;
+use tollgate_telemetry::Spans;
 
 use crate::access;
 use crate::answer::{self, Answer};
@@ -32,6 +33,7 @@ use crate::ladder::{Ladder, Step};
 use crate::limiter::backends::{self, Concurrency, InFlightHold, Limiters, Verdict};
 use crate::limiter::Subject;
 use crate::metrics::{self, outcome};
+use crate::request_span::{self, RequestFacts};
 use crate::router::{self, Routable, RouteMatch};
 use crate::self_usage;
 use crate::state::{self, CompiledRoute, ConfigState, DbState, State};
@@ -91,6 +93,8 @@ pub struct Ctx {
     _inflight: Option<InFlightHold>,
     /// W3C trace context (`telemetry.trace_context`).
     trace: Option<RequestTrace>,
+    /// Time in the limiter (hold and buckets), for the span.
+    limiter_time: Option<Duration>,
     /// The request body streamed so far against `max_body_bytes`.
     body: body_limit::Counter,
     /// The body went over `max_body_bytes` while streaming.
@@ -114,6 +118,8 @@ pub struct Gateway {
     auth_failures: AuthThrottle,
     /// The steps that run (all but in the load harness's cost ladder).
     ladder: Ladder,
+    /// OpenTelemetry span export (`telemetry.otlp_endpoint`).
+    spans: Option<Spans>,
 }
 
 impl Gateway {
@@ -124,7 +130,14 @@ impl Gateway {
             usage,
             auth_failures: AuthThrottle::default(),
             ladder: Ladder::from_env(),
+            spans: None,
         }
+    }
+
+    /// Export one span per request.
+    pub fn with_spans(mut self, spans: Option<Spans>) -> Self {
+        self.spans = spans;
+        self
     }
 
     /// Count a missing or invalid key from `addr`; `Some(429)` when the
@@ -389,6 +402,7 @@ impl Gateway {
         ctx.policy = applicable.policy;
         // One Redis deadline for the hold and the buckets together.
         let deadline = backends::redis_deadline(&cfg.config.limiter);
+        let limiter_start = Instant::now();
         if let (Some(max), Some(key)) = (applicable.concurrency, &ctx.key) {
             match self
                 .limiters
@@ -413,6 +427,7 @@ impl Gateway {
             .limiters
             .decide(&cfg.config.limiter, &subject, &applicable.buckets, deadline)
             .await;
+        ctx.limiter_time = Some(limiter_start.elapsed());
         let (decision, backend) = match verdict {
             Verdict::Decided(d, backend) => (d, backend),
             Verdict::Unavailable => {
@@ -534,6 +549,7 @@ impl ProxyHttp for Gateway {
             target: None,
             _inflight: None,
             trace: None,
+            limiter_time: None,
             body: body_limit::Counter::default(),
             body_too_large: false,
             key_hash: None,
@@ -831,7 +847,12 @@ impl ProxyHttp for Gateway {
             let a =
                 answer::body_too_large(ctx.body.max()).with_header("Connection", "close".into());
             ctx.refusal = "body-too-large".into();
-            if let Err(e) = self.respond(session, ctx, a).await {
+            // A gRPC caller reads RESOURCE_EXHAUSTED, as for other refusals
+            // (while no response header went out yet).
+            let a = if is_grpc(session) { grpc::answer(a) } else { a };
+            if session.response_written().is_some() {
+                // Too late for an answer: the connection is just closed.
+            } else if let Err(e) = self.respond(session, ctx, a).await {
                 tracing::debug!("cannot send the body-too-large answer: {e}");
             }
             return FailToProxy {
@@ -968,5 +989,50 @@ impl ProxyHttp for Gateway {
                 duration_us = elapsed.as_micros() as u64,
             );
         }
+        if let Some(spans) = &self.spans {
+            let facts = RequestFacts {
+                route,
+                status,
+                decision: outcome,
+                error: e.map(|e| e.to_string()),
+                ..span_facts(session, ctx)
+            };
+            // A request refused before it went upstream starts its trace here.
+            let started;
+            let trace = match &ctx.trace {
+                Some(t) => t,
+                None => {
+                    started = telemetry::start(session.req_header(), &mut OsIds);
+                    &started
+                }
+            };
+            spans.record(request_span::span(trace, &facts, elapsed));
+        }
+    }
+}
+
+/// What the request did, for its span (the caller adds route, status,
+/// decision and error).
+fn span_facts<'a>(session: &'a Session, ctx: &'a Ctx) -> RequestFacts<'a> {
+    let req = session.req_header();
+    let redis = ctx.backend == "redis";
+    RequestFacts {
+        method: req.method.as_str(),
+        path: ctx
+            .inbound
+            .as_ref()
+            .map(|i| i.canonical.path.as_str())
+            .unwrap_or_else(|| req.uri.path()),
+        key_id: ctx.key.as_ref().map(|k| k.id),
+        request_id: &ctx.request_id,
+        violated: ctx
+            .decision
+            .as_ref()
+            .map(|d| d.violated_names())
+            .unwrap_or_default(),
+        limiter: ctx.backend,
+        redis_time: ctx.limiter_time.filter(|_| redis),
+        upstream: ctx.target.as_ref().map(|t| t.to_string()),
+        ..RequestFacts::default()
     }
 }

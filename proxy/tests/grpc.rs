@@ -163,6 +163,7 @@ routes:
     match: {{ path_prefix: /test.Echo/ }}
     upstream: grpc
     default_plan: tight
+    max_body_bytes: 4096
   - name: users
     match: {{ path_prefix: /api/users }}
     upstream: demo
@@ -319,6 +320,35 @@ async fn grpc_over_h2c_passes_calls_and_trailers_and_refuses_as_grpc_status() {
     // And a non-gRPC refusal stays problem+json.
     let r = reqwest::get(proxy.url("/api/users")).await.expect("no key");
     assert_eq!(r.status().as_u16(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_over_max_body_bytes_is_resource_exhausted() {
+    let up = start_grpc_upstream(None).await;
+    let proxy = TestProxy::start(&config(&up.to_string(), "h2c", ""), common::Store::Sqlite)
+        .await
+        .expect("sqlite proxy");
+    let (_, key) = proxy
+        .key(NewApiKey {
+            name: "big".into(),
+            ..NewApiKey::default()
+        })
+        .await;
+    let mut c = client(&proxy).await;
+    // tonic streams the message without a content-length: the proxy finds
+    // out while counting, and still answers as gRPC, not HTTP 413.
+    let st = unary(&mut c, ask(&"x".repeat(64 * 1024), 0, Some(&key), None))
+        .await
+        .expect_err("over max_body_bytes");
+    assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}");
+    assert!(st.message().contains("4096"), "{st:?}");
+    // A call within the limit still goes through (on a new connection if
+    // the proxy closed the old one).
+    let mut c = client(&proxy).await;
+    let r = unary(&mut c, ask("small", 0, Some(&key), None))
+        .await
+        .expect("small call");
+    assert_eq!(r.get_ref().text, "echo: small");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
