@@ -12,6 +12,7 @@ use crate::error::{method_not_allowed, not_found, ApiError};
 use crate::state::AppState;
 use crate::{
     admins, analytics, audit, dashboard, health, keys, listener, login, openapi, password, plans,
+    usage_export,
 };
 
 /// The largest request body accepted.
@@ -36,6 +37,7 @@ pub fn api_router() -> Router<AppState> {
         .merge(keys::router())
         .merge(plans::router())
         .merge(analytics::router())
+        .merge(usage_export::router())
         .merge(health::router())
         .merge(audit::router())
         .merge(openapi::router())

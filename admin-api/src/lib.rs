@@ -47,6 +47,7 @@ pub mod password;
 pub mod plans;
 pub mod rules;
 pub mod state;
+pub mod usage_export;
 
 pub use app::{api_router, app, serve, MAX_BODY_BYTES, REQUEST_DEADLINE};
 pub use bootstrap::{

@@ -73,6 +73,7 @@ impl Modify for BearerAuth {
         crate::analytics::key_analytics,
         crate::analytics::top_keys,
         crate::analytics::violations,
+        crate::usage_export::export,
         crate::audit::list_audit,
         openapi_json,
     ),
