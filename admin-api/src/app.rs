@@ -12,7 +12,7 @@ use crate::error::{method_not_allowed, not_found, ApiError};
 use crate::state::AppState;
 use crate::{
     admins, analytics, audit, dashboard, health, keys, listener, login, openapi, password, plans,
-    usage_export,
+    usage_export, webhooks,
 };
 
 /// The largest request body accepted.
@@ -38,6 +38,7 @@ pub fn api_router() -> Router<AppState> {
         .merge(plans::router())
         .merge(analytics::router())
         .merge(usage_export::router())
+        .merge(webhooks::router())
         .merge(health::router())
         .merge(audit::router())
         .merge(openapi::router())
@@ -106,6 +107,7 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let opts = listener::Options::from_config(&config.admin, local);
     let retention = audit::spawn_retention(state.clone());
+    let deliveries = webhooks::worker::spawn(state.clone());
     // The hash unknown usernames are checked against: computed once, off
     // the async workers, before the first login needs it.
     tokio::task::spawn_blocking(|| {
@@ -117,5 +119,6 @@ pub async fn serve(
     ));
     let result = listener::serve(listener, app, opts, shutdown).await;
     retention.abort();
+    deliveries.abort();
     result
 }

@@ -116,7 +116,8 @@ pub fn parse_params(raw: &str) -> ApiResult<(ExportQuery, ExportFormat)> {
     tag = "analytics",
     params(ExportParams),
     responses(
-        (status = 200, description = "The export: CSV with a header row `start,end,key_id,key_name,key_prefix|route,requests,allowed,limited,unauthorized,forbidden,upstream_errors`, or NDJSON with the same fields; `start`/`end` are RFC 3339 UTC", content_type = "text/csv"),
+        (status = 200, description = "The export: CSV with a header row `start,end,key_id,key_name,key_prefix|route,requests,allowed,limited,unauthorized,forbidden,upstream_errors`, or NDJSON with the same fields; `start`/`end` are RFC 3339 UTC",
+            content((String = "text/csv"), (String = "application/x-ndjson"))),
         (status = 503, description = "Database unavailable, or too many exports running (`busy`)", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))

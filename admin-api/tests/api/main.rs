@@ -20,3 +20,4 @@ mod roles;
 mod security;
 mod sessions;
 mod usage_export;
+mod webhooks;
