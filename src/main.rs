@@ -70,6 +70,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::audit::AuditCommand,
     },
+    /// Export recorded usage (the billing feed) from the configured database.
+    Usage {
+        #[arg(long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: cli::usage::UsageCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +100,10 @@ fn main() -> ExitCode {
         Command::Audit { config, command } => load_or_exit(&config).and_then(|c| {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(cli::audit::run(command, &c.storage.database_url))
+        }),
+        Command::Usage { config, command } => load_or_exit(&config).and_then(|c| {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(cli::usage::run(command, &c.storage.database_url))
         }),
     };
     match result {

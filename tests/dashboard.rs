@@ -305,6 +305,18 @@ async fn metric(ui: &Ui, id: &str) -> i64 {
         .unwrap_or(-1)
 }
 
+/// A key's record from the admin API.
+async fn stored_key(http: &reqwest::Client, dev: &Dev, token: &str, id: i64) -> Value {
+    http.get(dev.admin_url(&format!("/api/keys/{id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("key")
+        .json()
+        .await
+        .expect("json")
+}
+
 /// The dashboard's session (token, role) as the browser keeps it.
 async fn ui_session(ui: &Ui) -> Value {
     serde_json::from_str(
@@ -676,6 +688,73 @@ async fn dashboard_end_to_end_in_chromium() {
     .await;
     until_proxy(&http, &dev, &rotated, &[403]).await;
 
+    // Scopes and client networks (#21.1): set in the create dialog, changed
+    // in the edit dialog, stored as the API's fields.
+    ui.click("#new-key").await;
+    ui.wait_for("#create-dialog[open]").await;
+    ui.type_into("#f-name", "scoped-key").await;
+    ui.type_into("#f-routes", "products, billing-*").await;
+    ui.click("#create-dialog input[name=scope-method][value=GET]")
+        .await;
+    ui.click("#create-dialog input[name=scope-method][value=POST]")
+        .await;
+    ui.type_into("#f-ips", "127.0.0.1/32\n10.0.0.0/8").await;
+    ui.click("#create-dialog [data-testid=create]").await;
+    ui.wait_for("#secret-dialog[open]").await;
+    ui.click("#secret-dialog [data-testid=done]").await;
+    let scoped_id: i64 = ui
+        .wait("the scoped key's row", 10, "const r = [...document.querySelectorAll('#keys-table tbody tr')].find(r => r.textContent.includes('scoped-key')); return r && r.dataset.keyId")
+        .await
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("scoped key id");
+    let token = ui_session(&ui).await["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let k = stored_key(&http, &dev, &token, scoped_id).await;
+    assert_eq!(
+        k["scopes"]["routes"],
+        json!(["products", "billing-*"]),
+        "{k}"
+    );
+    assert_eq!(k["scopes"]["methods"], json!(["GET", "POST"]), "{k}");
+    assert_eq!(
+        k["allowed_ips"],
+        json!(["127.0.0.1/32", "10.0.0.0/8"]),
+        "{k}"
+    );
+    // Edit: drop POST and every network; the routes stay.
+    ui.click(&format!("button[data-action=edit][data-id='{scoped_id}']"))
+        .await;
+    ui.wait_for("#edit-dialog[open]").await;
+    let shown = ui
+        .js("return [document.querySelector('#f-routes').value, document.querySelector('#f-ips').value]")
+        .await;
+    assert_eq!(
+        shown,
+        json!(["products, billing-*", "127.0.0.1/32\n10.0.0.0/8"])
+    );
+    ui.click("#edit-dialog input[name=scope-method][value=POST]")
+        .await;
+    ui.js("document.querySelector('#f-ips').value = ''").await;
+    ui.shot("key-access-edit").await;
+    ui.click("#edit-dialog [data-testid=save]").await;
+    ui.wait(
+        "the edit dialog to close",
+        10,
+        "return !document.querySelector('#edit-dialog')",
+    )
+    .await;
+    let k = stored_key(&http, &dev, &token, scoped_id).await;
+    assert_eq!(
+        k["scopes"]["routes"],
+        json!(["products", "billing-*"]),
+        "{k}"
+    );
+    assert_eq!(k["scopes"]["methods"], json!(["GET"]), "{k}");
+    assert!(k["allowed_ips"].is_null(), "{k}");
+
     // Search with no match: an empty state, not an empty table.
     ui.type_into("#key-search", "no-such-key-anywhere").await;
     ui.wait("the no-match state", 10, "return document.querySelector('#keys-table .state-cell')?.textContent.includes('No keys match')").await;
@@ -793,6 +872,47 @@ async fn dashboard_end_to_end_in_chromium() {
     )
     .await;
     ui.shot("audit").await;
+    // Webhooks (#21.5): add an endpoint (its secret shown once), send it a
+    // test event, read the attempt in its delivery log (nothing listens on
+    // the port: the attempt fails and is logged, a retry is pending).
+    let (_closed, closed_port) = common::closed_port();
+    ui.click("#nav-webhooks").await;
+    ui.click("#new-webhook").await;
+    ui.wait_for("#webhook-dialog[open]").await;
+    ui.type_into(
+        "#f-hook-url",
+        &format!("http://127.0.0.1:{closed_port}/hook"),
+    )
+    .await;
+    ui.type_into("#f-hook-desc", "e2e sink").await;
+    ui.click("#webhook-dialog [data-testid=create]").await;
+    ui.wait_for("#webhook-secret-dialog[open]").await;
+    let secret = ui.text("#webhook-secret").await;
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    ui.click("#webhook-secret-dialog [data-testid=done]").await;
+    let hook_id = ui
+        .wait("the endpoint row", 10, "const r = document.querySelector('#webhooks-table tr[data-webhook-id]'); return r && r.dataset.webhookId")
+        .await
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(!ui
+        .js("return document.body.textContent")
+        .await
+        .as_str()
+        .unwrap_or("")
+        .contains(&secret));
+    ui.click(&format!("button[data-action=test][data-id='{hook_id}']"))
+        .await;
+    ui.wait(
+        "the failed attempt in the log",
+        30,
+        &format!("const d = document.querySelector('#deliveries-dialog'); if (!d) {{ document.querySelector('button[data-action=log][data-id=\"{hook_id}\"]').click(); return false; }} const r = d.querySelector('#deliveries-table tr[data-delivery-id]'); const ok = !!r && r.textContent.includes('webhook.test') && r.dataset.status === 'pending' && r.children[3].textContent !== '0'; if (!ok && d.querySelector('#deliveries-table tbody tr')) d.remove(); return ok;"),
+    )
+    .await;
+    ui.shot("webhook-deliveries").await;
+    ui.js("document.querySelector('#deliveries-dialog')?.remove()")
+        .await;
     ui.click("nav a[href='/']").await;
     // Log out: back to the login page, token gone — and revoked on the
     // server, not just forgotten by the browser.

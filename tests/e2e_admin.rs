@@ -193,3 +193,108 @@ async fn plan_edits_through_the_admin_api_reach_the_proxy() {
     let (status, body) = api.call(Method::DELETE, "/api/plans/gold", None).await;
     assert_eq!(status, 409, "{body}");
 }
+
+/// The billing feed black-box: requests sent through the proxy of a real
+/// `tollgate dev` come back from `GET /api/usage/export` exactly (per key
+/// and in total), and `tollgate usage export` prints the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_export_sums_equal_the_requests_sent() {
+    use reqwest::Method;
+    const MIN: i64 = 60_000;
+    let started = chrono::Utc::now().timestamp_millis();
+    let api = Api::login(dev()).await;
+    let (status, created) = api
+        .call(
+            Method::POST,
+            "/api/keys",
+            Some(json!({"name": "billed", "plan": "pro"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_i64().expect("id");
+    let key = created["key"].as_str().expect("key").to_string();
+    // Until the proxy knows the key, its requests count as "no key".
+    let mut sent = 0;
+    let mut ok = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = api.proxy(&key).await.status().as_u16();
+        sent += 1;
+        if s == 200 {
+            ok += 1;
+            break;
+        }
+        assert!(Instant::now() < deadline, "key never accepted: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..37 {
+        let s = api.proxy(&key).await.status().as_u16();
+        sent += 1;
+        assert_eq!(s, 200, "the pro plan admits 38 requests");
+        ok += 1;
+    }
+    let from = started - started.rem_euclid(MIN) - MIN;
+    let now = chrono::Utc::now().timestamp_millis();
+    let to = now - now.rem_euclid(MIN) + 2 * MIN;
+    let path = format!("/api/usage/export?from={from}&to={to}&group_by=key&format=json");
+    // Poll (generously) until the proxy's flush is visible.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let r = api
+            .client
+            .get(api.dev.admin_url(&path))
+            .bearer_auth(&api.token)
+            .send()
+            .await
+            .expect("export");
+        assert_eq!(r.status(), 200);
+        let body = r.text().await.expect("body");
+        let rows: Vec<Value> = body
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("NDJSON"))
+            .collect();
+        let of = |key: i64| {
+            rows.iter()
+                .filter(|r| r["key_id"] == key)
+                .map(|r| r["allowed"].as_i64().expect("allowed"))
+                .sum::<i64>()
+        };
+        let total: i64 = rows
+            .iter()
+            .map(|r| r["requests"].as_i64().expect("requests"))
+            .sum();
+        if of(id) >= ok && total >= sent {
+            assert_eq!(of(id), ok, "{body}");
+            assert_eq!(total, sent, "{body}");
+            break body;
+        }
+        assert!(Instant::now() < deadline, "export never caught up: {body}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // The CLI twin reads the same database: the same bytes.
+    let out = common::tollgate()
+        .args(["usage", "export", "--config"])
+        .arg(api.dev.dir.path().join("tollgate.yaml"))
+        .args(["--from", &from.to_string(), "--to", &to.to_string()])
+        .args(["--group-by", "key", "--format", "json"])
+        .output()
+        .expect("run the CLI");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), body);
+    // Hostile arguments are refused before the database is opened.
+    let out = common::tollgate()
+        .args(["usage", "export", "--config"])
+        .arg(api.dev.dir.path().join("tollgate.yaml"))
+        .args([
+            "--from",
+            "2026-12-01",
+            "--to",
+            "2026-11-01",
+            "--group-by",
+            "key",
+        ])
+        .output()
+        .expect("run the CLI");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("to: must be after from"));
+}

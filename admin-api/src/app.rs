@@ -12,6 +12,7 @@ use crate::error::{method_not_allowed, not_found, ApiError};
 use crate::state::AppState;
 use crate::{
     admins, analytics, audit, dashboard, health, keys, listener, login, openapi, password, plans,
+    usage_export, webhooks,
 };
 
 /// The largest request body accepted.
@@ -36,6 +37,8 @@ pub fn api_router() -> Router<AppState> {
         .merge(keys::router())
         .merge(plans::router())
         .merge(analytics::router())
+        .merge(usage_export::router())
+        .merge(webhooks::router())
         .merge(health::router())
         .merge(audit::router())
         .merge(openapi::router())
@@ -104,6 +107,7 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let opts = listener::Options::from_config(&config.admin, local);
     let retention = audit::spawn_retention(state.clone());
+    let deliveries = webhooks::worker::spawn(state.clone());
     // The hash unknown usernames are checked against: computed once, off
     // the async workers, before the first login needs it.
     tokio::task::spawn_blocking(|| {
@@ -123,6 +127,7 @@ pub async fn serve(
     ));
     let result = listener::serve(listener, app, opts, shutdown).await;
     retention.abort();
+    deliveries.abort();
     if spans.is_some() {
         let _ = tokio::task::spawn_blocking(move || tollgate_telemetry::stop(spans.as_ref())).await;
     }

@@ -19,7 +19,8 @@
 //!   recording), [`bodies`] (request and response bodies several resources
 //!   share), [`rules`] (checks several resources share);
 //! - one module per resource, each with its `router()`: [`login`],
-//!   [`admins`], [`keys`], [`plans`], [`analytics`], [`audit`], [`health`],
+//!   [`admins`], [`keys`], [`plans`], [`analytics`], [`usage_export`],
+//!   [`webhooks`] (with its delivery worker), [`audit`], [`health`],
 //!   [`openapi`], [`dashboard`];
 //! - [`app`] (the router of routers, middleware, [`serve`]) and
 //!   [`bootstrap`]; [`listener`] (the HTTP server under [`serve`]).
@@ -48,6 +49,8 @@ pub mod plans;
 pub mod rules;
 pub mod spans;
 pub mod state;
+pub mod usage_export;
+pub mod webhooks;
 
 pub use app::{api_router, app, serve, MAX_BODY_BYTES, REQUEST_DEADLINE};
 pub use bootstrap::{

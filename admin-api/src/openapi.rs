@@ -73,6 +73,14 @@ impl Modify for BearerAuth {
         crate::analytics::key_analytics,
         crate::analytics::top_keys,
         crate::analytics::violations,
+        crate::usage_export::export,
+        crate::webhooks::list_webhooks,
+        crate::webhooks::create_webhook,
+        crate::webhooks::get_webhook,
+        crate::webhooks::patch_webhook,
+        crate::webhooks::delete_webhook,
+        crate::webhooks::list_deliveries,
+        crate::webhooks::send_test,
         crate::audit::list_audit,
         openapi_json,
     ),
@@ -87,6 +95,7 @@ impl Modify for BearerAuth {
         (name = "plans", description = "Named sets of limits"),
         (name = "health", description = "Health of every part"),
         (name = "analytics", description = "Usage, latency and violations the proxies recorded"),
+        (name = "webhooks", description = "Signed event deliveries (Standard Webhooks) and their log"),
         (name = "meta", description = "This document"),
     )
 )]

@@ -33,7 +33,7 @@ pub enum KeyFormatError {
 
 #[derive(Debug, thiserror::Error)]
 #[error("the operating system's random number generator failed: {0}")]
-pub struct RandomError(String);
+pub struct RandomError(pub(crate) String);
 
 /// A freshly generated key. The plain text exists only until it is shown once.
 #[derive(Clone, PartialEq, Eq)]

@@ -21,6 +21,7 @@ pub mod redis_url;
 pub mod rules;
 pub mod trace;
 pub mod usage;
+pub mod webhooks;
 
 /// Milliseconds since the Unix epoch: how every timestamp is stored.
 pub fn now_ms() -> i64 {

@@ -87,6 +87,22 @@ pub async fn record_key(
     if let Err(e) = db.record_audit(event).await {
         eprintln!("warning: the change is done but could not be written to the audit log: {e}");
     }
+    // The same webhook events as the admin API's (delivered by the admin
+    // process's worker).
+    use tollgate_core::webhooks::{enqueue_key_event, KEY_DELETED, KEY_DISABLED, KEY_ROTATED};
+    let event = match (action, before, after) {
+        ("key.disable", Some(b), Some(a)) if b.enabled && !a.enabled => Some((KEY_DISABLED, a)),
+        ("key.rotate", _, Some(a)) => Some((KEY_ROTATED, a)),
+        ("key.delete", Some(b), _) => Some((KEY_DELETED, b)),
+        _ => None,
+    };
+    if let Some((event_type, key)) = event {
+        if let Err(e) = enqueue_key_event(db, event_type, key).await {
+            eprintln!(
+                "warning: the change is done but its webhook event could not be enqueued: {e}"
+            );
+        }
+    }
 }
 
 /// Run one `audit` subcommand against `database_url`.

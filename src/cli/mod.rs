@@ -5,6 +5,7 @@ pub mod check;
 pub mod demo_traffic;
 pub mod keys;
 pub mod run;
+pub mod usage;
 
 use std::future::Future;
 

@@ -195,6 +195,15 @@ fn audit_view(k: &ApiKey) -> Value {
     v
 }
 
+/// Enqueue a webhook event about a key (the admin process's delivery
+/// worker picks it up within its tick). A failure is logged: the change
+/// it reports stands.
+async fn key_event(state: &AppState, event_type: &str, key: &ApiKey) {
+    if let Err(e) = tollgate_core::webhooks::enqueue_key_event(state.db(), event_type, key).await {
+        tracing::error!(event = event_type, key_id = key.id, error = %e, "cannot enqueue a webhook event");
+    }
+}
+
 fn no_key(id: i64) -> ApiError {
     ApiError::not_found(format!("no API key with id {id}"))
 }
@@ -278,6 +287,9 @@ pub async fn patch_key(
                 auth.event(action).target("key", id).changes(changes),
             )
             .await;
+            if before.enabled && !k.enabled {
+                key_event(&state, tollgate_core::webhooks::KEY_DISABLED, &k).await;
+            }
             Ok(Json(k.into()))
         }
         None => Err(no_key(id)),
@@ -304,6 +316,9 @@ pub async fn delete_key(
     let before = state.db().get_key(id).await?;
     if state.db().delete_key(id).await? {
         tracing::info!(by = %auth.username, key_id = id, "API key deleted");
+        if let Some(b) = &before {
+            key_event(&state, tollgate_core::webhooks::KEY_DELETED, b).await;
+        }
         let changes = before
             .map(|b| diff(&audit_view(&b), &Value::Null))
             .unwrap_or(Value::Null);
@@ -360,6 +375,7 @@ pub async fn rotate_key(
                     })),
             )
             .await;
+            key_event(&state, tollgate_core::webhooks::KEY_ROTATED, &key).await;
             Ok(Json(KeyWithSecret {
                 record: key.into(),
                 key: plain,

@@ -19,3 +19,5 @@ mod queries;
 mod roles;
 mod security;
 mod sessions;
+mod usage_export;
+mod webhooks;

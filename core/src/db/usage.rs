@@ -30,6 +30,8 @@ use super::stmt::{Arg, Stmt};
 use super::{Db, DbError, DbKind, LATENCY_BUCKETS};
 pub use crate::usage::{bucket_bound_ms, latency_bucket, Counts};
 
+pub mod export;
+
 /// Rows per `INSERT … ON CONFLICT` statement (21 bound values each).
 pub const USAGE_BATCH_ROWS: usize = 500;
 /// Violations per `INSERT` statement (8 bound values each).

@@ -13,12 +13,14 @@ import * as overview from './overview.js';
 import * as keys from './keys.js';
 import * as monitoring from './monitoring.js';
 import * as audit from './audit.js';
+import * as webhooks from './webhooks.js';
 
 export const PAGES = [
   { path: '/', page: overview, nav: 'Overview' },
   { path: '/overview', page: overview },
   { path: '/keys', page: keys, nav: 'Keys' },
   { path: '/monitoring', page: monitoring, nav: 'Monitoring' },
+  { path: '/webhooks', page: webhooks, nav: 'Webhooks' },
   { path: '/audit', page: audit, nav: 'Audit', role: 'admin' },
   { path: '/login', page: login },
 ];

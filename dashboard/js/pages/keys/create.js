@@ -1,9 +1,10 @@
-// The "New API key" dialog: name, owner, limits and expiry; the new key is
+// The "New API key" dialog: name, owner, limits, access (scopes and client
+// networks) and expiry; the new key is
 // shown once in the copy-once dialog.
 
 import { api } from '../../api.js';
 import { openDialog, secretDialog } from '../../dialog.js';
-import { nameOwnerFields, limitsFields, expiryFields, fieldError } from './form.js';
+import { nameOwnerFields, limitsFields, expiryFields, accessFields, fieldError } from './form.js';
 
 /** `env`: `{ctx, loadPlans, reload}` of the keys page. */
 export async function createDialog({ ctx, loadPlans, reload }) {
@@ -17,10 +18,11 @@ export async function createDialog({ ctx, loadPlans, reload }) {
   const who = nameOwnerFields(null, { hint: 'Who or what uses it, e.g. “mobile app”.' });
   const limits = limitsFields(plans, null);
   const expiry = expiryFields(null);
+  const access = accessFields(null);
   openDialog({
     title: 'New API key',
     id: 'create-dialog',
-    body: [who.node, limits.node, expiry.node],
+    body: [who.node, limits.node, access.node, expiry.node],
     actions: [
       { label: 'Cancel', kind: 'ghost', onClick: (_e, d) => d.close() },
       { label: 'Create key', kind: 'primary', submit: true, testid: 'create' },
@@ -34,6 +36,9 @@ export async function createDialog({ ctx, loadPlans, reload }) {
       if (exp) body.expires_at = exp;
       if (!body.limits) delete body.limits;
       if (!body.plan) delete body.plan;
+      const { scopes, allowed_ips: nets } = access.value();
+      if (scopes) body.scopes = scopes;
+      if (nets) body.allowed_ips = nets;
       const created = await api('POST', '/api/keys', body);
       d.close();
       secretDialog({ title: 'Key created', keyText: created.key, name: created.name });

@@ -132,3 +132,50 @@ export function fieldError(message, el) {
   if (el) setTimeout(() => el.focus(), 0);
   return e;
 }
+
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
+
+/** Split a list typed with commas, spaces or line breaks. */
+function items(text) {
+  return text.split(/[\s,]+/).map((s) => s.trim()).filter(Boolean);
+}
+
+/**
+ * Scopes (route globs, methods) and client networks (`allowed_ips`), filled
+ * from `key`. Empty means "no restriction of the key's own" (the plan's
+ * scopes, if any, still apply).
+ */
+export function accessFields(key) {
+  const scopes = (key && key.scopes) || {};
+  const routes = h('input', {
+    id: 'f-routes', name: 'scopes', autocomplete: 'off', placeholder: 'users, billing-*',
+    value: (scopes.routes || []).join(', '),
+  });
+  const own = new Set((scopes.methods || []).map((m) => m.toUpperCase()));
+  const extra = [...own].filter((m) => !METHODS.includes(m));
+  const boxes = [...METHODS, ...extra].map((m) => h('label', { class: 'checkbox inline' },
+    h('input', { type: 'checkbox', name: 'scope-method', value: m, checked: own.has(m) }), m));
+  const ips = h('textarea', {
+    id: 'f-ips', name: 'allowed_ips', rows: '2', autocomplete: 'off', placeholder: '203.0.113.0/24\n2001:db8::/32',
+  });
+  ips.value = ((key && key.allowed_ips) || []).join('\n');
+  const node = h('fieldset', { class: 'fieldset', id: 'f-access' }, h('legend', { text: 'Access' }),
+    h('div', { class: 'field' }, h('label', { for: 'f-routes' }, 'Routes ', h('span', { class: 'muted', text: '(names; * matches any run of characters; empty: all)' })), routes),
+    h('div', { class: 'field', role: 'group', 'aria-label': 'Methods' },
+      h('span', { class: 'label' }, 'Methods ', h('span', { class: 'muted', text: '(none ticked: all)' })),
+      h('div', { class: 'checkboxes' }, boxes)),
+    h('div', { class: 'field' }, h('label', { for: 'f-ips' }, 'Client networks ', h('span', { class: 'muted', text: '(CIDRs, one per line; empty: any address)' })), ips));
+  return {
+    node,
+    /** `{scopes, allowed_ips}`: objects/lists, or null for "none". */
+    value() {
+      const r = items(routes.value);
+      const m = boxes.map((b) => b.firstChild).filter((b) => b.checked).map((b) => b.value);
+      const s = {};
+      if (r.length) s.routes = r;
+      if (m.length) s.methods = m;
+      const nets = items(ips.value);
+      return { scopes: Object.keys(s).length ? s : null, allowed_ips: nets.length ? nets : null };
+    },
+  };
+}

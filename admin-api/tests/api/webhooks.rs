@@ -1,0 +1,314 @@
+//! /api/webhooks and the delivery worker, on both databases: endpoints are
+//! checked, a real local sink answering 500 then 200 gets exactly one
+//! delivery recorded as succeeded after one failed attempt, each attempt
+//! signed (checked here with ring's HMAC, not the one the worker uses), and
+//! an event enqueued twice (even at once) is one event.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode as AxumStatus};
+use base64::Engine as _;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::both;
+use crate::common::*;
+
+/// What the sink received: (headers, body).
+type Received = Arc<Mutex<Vec<(HeaderMap, String)>>>;
+
+/// A real HTTP server on 127.0.0.1 answering `POST /hook` with 500 the
+/// first time and 200 after; its URL and what it received.
+async fn sink() -> (String, Received) {
+    let got: Received = Arc::default();
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let seen = seen.clone();
+            async move {
+                let mut v = seen.lock().expect("sink");
+                v.push((headers, body));
+                if v.len() == 1 {
+                    AxumStatus::INTERNAL_SERVER_ERROR
+                } else {
+                    AxumStatus::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hook"), got)
+}
+
+/// Standard Webhooks verification, written independently of
+/// `tollgate_core::webhooks::sign`: ring's HMAC-SHA256 over
+/// `id.timestamp.body`, keyed with the base64-decoded secret.
+fn verify(secret: &str, headers: &HeaderMap, body: &str) -> bool {
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Some(key) = secret
+        .strip_prefix("whsec_")
+        .and_then(|s| b64.decode(s).ok())
+    else {
+        return false;
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+    let signed = format!("{}.{}.{}", h("webhook-id"), h("webhook-timestamp"), body);
+    let tag = ring::hmac::sign(&key, signed.as_bytes());
+    let want = format!("v1,{}", b64.encode(tag.as_ref()));
+    h("webhook-signature").split(' ').any(|s| s == want)
+}
+
+async fn deliveries(app: &TestApp, id: i64) -> Value {
+    json(
+        app.get(&format!("/api/webhooks/{id}/deliveries")).await,
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// Poll the log of endpoint `id` until `done` holds (at most 90 s: the
+/// retry comes 5 s after the failure, on a busy machine later).
+async fn until(app: &TestApp, id: i64, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let log = deliveries(app, id).await;
+        if done(&log) {
+            return log;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "deliveries never got there: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn endpoints_are_checked(app: TestApp) {
+    for (body, field) in [
+        (json!({"url": "ftp://example.com/x"}), "url"),
+        (json!({"url": "https://user:pw@example.com/x"}), "url"),
+        (json!({"url": "https://example.com/a b"}), "url"),
+        (json!({"url": ""}), "url"),
+        (
+            json!({"url": format!("https://e.com/{}", "a".repeat(3000))}),
+            "url",
+        ),
+        (
+            json!({"url": "https://example.com/", "events": ["key.created"]}),
+            "events",
+        ),
+        (
+            json!({"url": "https://example.com/", "description": "a\u{0}b"}),
+            "description",
+        ),
+        (
+            json!({"url": "https://example.com/", "secret": "mine"}),
+            "secret",
+        ),
+    ] {
+        let res = app.post("/api/webhooks", body.clone()).await;
+        let v = invalid(res, field).await;
+        assert!(v["detail"].is_string(), "{body}: {v}");
+    }
+    let created = json(
+        app.post(
+            "/api/webhooks",
+            json!({"url": "https://hooks.example.com/t", "events": ["key.rotated"]}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = created["id"].as_i64().expect("id");
+    let secret = created["secret"].as_str().expect("secret shown once");
+    assert!(secret.starts_with("whsec_") && secret.len() > 30);
+    let listed = json(app.get("/api/webhooks").await, StatusCode::OK).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert!(!listed.to_string().contains(secret), "{listed}");
+    assert_eq!(listed[0]["events"], json!(["key.rotated"]));
+    let patched = json(
+        app.patch(
+            &format!("/api/webhooks/{id}"),
+            json!({"enabled": false, "events": []}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(patched["enabled"], false);
+    assert_eq!(patched["events"], json!(["*"]));
+    // A disabled endpoint sends no test event.
+    problem(
+        app.post(&format!("/api/webhooks/{id}/test"), json!({}))
+            .await,
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
+    // Viewers read, admins write.
+    let (_, viewer) = app.admin_with_role("watcher", "viewer").await;
+    let res = send(app.with(&viewer, Method::GET, "/api/webhooks")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = send(
+        app.with(&viewer, Method::POST, "/api/webhooks")
+            .json(&json!({"url": "https://example.com/"})),
+    )
+    .await;
+    problem(res, StatusCode::FORBIDDEN, "insufficient-role").await;
+    assert_eq!(
+        app.delete(&format!("/api/webhooks/{id}")).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    problem(
+        app.get(&format!("/api/webhooks/{id}")).await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    )
+    .await;
+    problem(
+        app.get("/api/webhooks/abc/deliveries").await,
+        StatusCode::BAD_REQUEST,
+        "malformed-request",
+    )
+    .await;
+}
+both!(endpoints_are_checked);
+
+async fn a_failed_delivery_is_retried_once_and_signed(app: TestApp) {
+    let (url, got) = sink().await;
+    let created = json(
+        app.post(
+            "/api/webhooks",
+            json!({"url": url, "events": ["key.disabled"], "description": "billing"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let hook = created["id"].as_i64().expect("id");
+    let secret = created["secret"].as_str().expect("secret").to_string();
+    let key = json(
+        app.post("/api/keys", json!({"name": "to-disable"})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let key_id = key["id"].as_i64().expect("key id");
+    let first_secret = key["key"].as_str().expect("full key").to_string();
+    // Rotating is not in the endpoint's filter; disabling is.
+    let rotated = app.rotate_key(key_id, 0).await;
+    let new_secret = rotated["key"].as_str().expect("new key").to_string();
+    json(
+        app.patch(&format!("/api/keys/{key_id}"), json!({"enabled": false}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let log = until(&app, hook, |v| v["items"][0]["status"] == "succeeded").await;
+    assert_eq!(log["total"], 1, "{log}");
+    let d = &log["items"][0];
+    assert_eq!(d["event_type"], "key.disabled");
+    assert_eq!(d["attempts"], 2, "{log}");
+    assert_eq!(d["last_status"], 200);
+    let attempts = d["log"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 2, "{log}");
+    // Newest first: the 200, then the 500.
+    assert_eq!(attempts[0]["status_code"], 200);
+    assert_eq!(attempts[0]["succeeded"], true);
+    assert_eq!(attempts[1]["status_code"], 500);
+    assert_eq!(attempts[1]["succeeded"], false);
+    // Back-off: the retry waited at least the first back-off (5 s), with
+    // a margin for clock granularity.
+    let gap = attempts[0]["at"].as_i64().expect("at") - attempts[1]["at"].as_i64().expect("at");
+    assert!(gap >= 4_000, "retried after {gap} ms");
+
+    let received = got.lock().expect("sink").clone();
+    assert_eq!(received.len(), 2, "exactly one retry");
+    let ids: Vec<&str> = received
+        .iter()
+        .map(|(h, _)| h["webhook-id"].to_str().expect("id"))
+        .collect();
+    assert_eq!(ids[0], ids[1], "a retry carries the same webhook-id");
+    assert_eq!(d["msg_id"], ids[0]);
+    for (headers, body) in &received {
+        assert!(verify(&secret, headers, body), "signature of {body}");
+        assert!(!verify(
+            "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            headers,
+            body
+        ));
+        let v: Value = serde_json::from_str(body).expect("JSON body");
+        assert_eq!(v["type"], "key.disabled");
+        assert_eq!(v["data"]["key_id"], key_id);
+        assert_eq!(v["data"]["enabled"], false);
+        assert!(
+            !body.contains(&first_secret) && !body.contains(&new_secret),
+            "never a key secret: {body}"
+        );
+        let ts: i64 = headers["webhook-timestamp"]
+            .to_str()
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .expect("timestamp in seconds");
+        assert!((ts - tollgate_core::now_ms() / 1000).abs() < 600);
+    }
+
+    // "Send test event": to this endpoint although its filter leaves it out.
+    let sent = json(
+        app.post(&format!("/api/webhooks/{hook}/test"), json!({}))
+            .await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    assert!(sent["event_id"].is_i64());
+    let log = until(&app, hook, |v| {
+        v["total"] == 2 && v["items"][0]["status"] == "succeeded"
+    })
+    .await;
+    assert_eq!(log["items"][0]["event_type"], "webhook.test");
+    assert_eq!(log["items"][0]["attempts"], 1);
+    let received = got.lock().expect("sink").clone();
+    assert_eq!(received.len(), 3);
+    assert!(verify(&secret, &received[2].0, &received[2].1));
+}
+both!(a_failed_delivery_is_retried_once_and_signed);
+
+async fn an_event_is_enqueued_once_per_period(app: TestApp) {
+    let enqueue = |db: tollgate_core::db::Db, period: &'static str| async move {
+        tollgate_core::webhooks::enqueue_event(
+            &db,
+            "quota.warning",
+            "key:7:monthly",
+            period,
+            json!({"used": 80}),
+        )
+        .await
+        .expect("enqueue")
+    };
+    assert!(enqueue(app.db.clone(), "2026-12").await.is_some());
+    assert!(enqueue(app.db.clone(), "2026-12").await.is_none());
+    // Eight at once (as eight proxies would): one wins.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        set.spawn(enqueue(app.db.clone(), "2027-01"));
+    }
+    let mut won = 0;
+    while let Some(r) = set.join_next().await {
+        won += usize::from(r.expect("task").is_some());
+    }
+    assert_eq!(won, 1);
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_events")
+        .fetch_one(app.db.pool())
+        .await
+        .expect("count");
+    assert_eq!(n, 2);
+}
+both!(an_event_is_enqueued_once_per_period);
