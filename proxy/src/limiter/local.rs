@@ -249,6 +249,7 @@ mod peek_tests {
                 per: Duration::from_secs(60),
                 burst: None,
                 cost: None,
+                quota: None,
             }],
         );
         let refs: Vec<&Bucket> = buckets.iter().collect();
@@ -286,6 +287,7 @@ mod tests {
                 per: Duration::from_secs(per),
                 burst: Some(burst),
                 cost: None,
+                quota: None,
             },
         )
     }

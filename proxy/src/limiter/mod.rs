@@ -145,6 +145,7 @@ mod policy_tests {
             per: Duration::from_secs(per),
             burst,
             cost: None,
+            quota: None,
         };
         let plan = [
             Bucket::new(Scope::Key, limit("min\\ute", 60, 60, None)),

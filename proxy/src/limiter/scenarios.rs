@@ -213,6 +213,7 @@ pub fn scenarios() -> Vec<Scenario> {
                     per: HOUR,
                     burst: None,
                     cost: None,
+                    quota: None,
                 },
             )],
             steps: vec![
