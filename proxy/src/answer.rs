@@ -231,6 +231,27 @@ pub fn quota_exceeded(decision: &Decision) -> Answer {
     a
 }
 
+/// A limiter's refusal: `quota-exhausted` naming the calendar quotas that
+/// refused (`Retry-After`: until the longest wait, a quota's period end),
+/// else `quota-exceeded` ([`quota_exceeded`], token buckets only).
+pub fn limited(buckets: &[&crate::limiter::Bucket], decision: &Decision) -> Answer {
+    let quotas = crate::limiter::quota::refusing_quotas(buckets, decision);
+    if quotas.is_empty() {
+        return quota_exceeded(decision);
+    }
+    let retry = decision.retry_after_secs().max(1);
+    let p = Problem::new("quota-exhausted", "Too Many Requests", 429)
+        .detail(format!(
+            "quota exhausted: {} (the period resets in {retry} s)",
+            quotas.join(", ")
+        ))
+        .with("violated_limits", decision.violated_names())
+        .with("quotas", quotas);
+    Answer::problem(p)
+        .with_rate_limit_headers(decision)
+        .with_header("Retry-After", retry.to_string())
+}
+
 pub fn concurrency_exceeded(limit: u32) -> Answer {
     Answer::problem(
         Problem::new("concurrency-exceeded", "Too Many Requests", 429)

@@ -5,6 +5,9 @@ pub mod backends;
 pub mod breaker;
 pub mod concurrency;
 pub mod local;
+pub mod quota;
+#[doc(hidden)]
+pub mod quota_scenarios;
 pub mod redis;
 #[doc(hidden)]
 pub mod scenarios;
