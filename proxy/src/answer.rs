@@ -324,6 +324,56 @@ mod tests {
     }
 
     #[test]
+    fn a_refusing_quota_is_quota_exhausted_with_the_period_end() {
+        use crate::limiter::{Bucket, Scope};
+        use tollgate_core::limits::Limit;
+        use tollgate_core::quota::{Period, QuotaSpec};
+        let spec = QuotaSpec {
+            period: Period::Month,
+            anchor: None,
+            time_zone: None,
+        };
+        let q = Bucket::new(Scope::Key, Limit::new_quota("monthly", 100, spec, None));
+        let b = Bucket::new(
+            Scope::Key,
+            Limit::new("second", 5, std::time::Duration::from_secs(1), None, None),
+        );
+        let state = |name: &str, violated, retry| LimitState {
+            name: name.into(),
+            quota: 100,
+            window_secs: 2_592_000,
+            remaining: 0,
+            reset_secs: 86_400,
+            violated,
+            retry_after_secs: retry,
+        };
+        let d = Decision {
+            allowed: false,
+            limits: smallvec::smallvec![state("second", false, 0), state("monthly", true, 86_400)],
+        };
+        let a = limited(&[&b, &q], &d);
+        assert_eq!(a.status, 429);
+        assert_eq!(a.header("retry-after"), Some("86400"));
+        let body = v(&a);
+        assert!(body["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/quota-exhausted")));
+        assert_eq!(body["quotas"], serde_json::json!(["monthly"]));
+        assert!(a
+            .header("ratelimit")
+            .is_some_and(|h| h.contains("\"monthly\";r=0;t=86400")));
+        // Only the bucket refused: quota-exceeded as before.
+        let d = Decision {
+            allowed: false,
+            limits: smallvec::smallvec![state("second", true, 1), state("monthly", false, 0)],
+        };
+        let body = v(&limited(&[&b, &q], &d));
+        assert!(body["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/quota-exceeded")));
+    }
+
+    #[test]
     fn quota_exceeded_names_limits_and_sets_retry_after() {
         let d = Decision {
             allowed: false,
