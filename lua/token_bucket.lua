@@ -23,6 +23,14 @@
 -- ARGV[5i]           tokens the proxy wants (a lease; <= cost: exactly cost)
 -- ARGV[5n+1]         optional, tests only: "now" in µs instead of TIME
 --
+-- A calendar quota (proxy/src/limiter/quota.rs) is sent with a negative
+-- interval: -T is its key's TTL in ms (the period's end plus a margin; the
+-- key names the period, so each period starts at 0). Its "burst" is the
+-- quota, the stored value the uses counted; its lease arguments are
+-- ignored: a quota grants exactly the cost, never a lease. Its reply:
+-- allowed, remaining, reset 0, retry 0 (-1: cost > quota), granted. Time
+-- plays no part (the proxy computes the period).
+--
 -- Returns a flat array, 5 integers per limit, in KEYS order:
 --   allowed          1 if this bucket alone would admit the request, else 0
 --   remaining        tokens left after the grant (if this bucket admits)
@@ -56,8 +64,44 @@ local new_tats = {}
 local given_back = {}
 local all = true
 local share = 4
+local quota_ttl = {}
+local buckets = {}
 
 for i = 1, n do
+  local t = tonumber(ARGV[5 * i - 4])
+  if t < 0 then
+    local quota = tonumber(ARGV[5 * i - 3])
+    local cost = tonumber(ARGV[5 * i - 2])
+    local used = tonumber(stored[i]) or 0
+    local j = 5 * i - 4
+    quota_ttl[i] = -t
+    if cost <= quota and used + cost <= quota then
+      out[j] = 1
+      out[j + 1] = quota - used - cost
+      out[j + 3] = 0
+      out[j + 4] = cost
+      new_tats[i] = used + cost
+    else
+      all = false
+      local left = quota - used
+      if left < 0 then
+        left = 0
+      end
+      out[j] = 0
+      out[j + 1] = left
+      out[j + 3] = 0
+      if cost > quota then
+        out[j + 3] = -1
+      end
+      out[j + 4] = 0
+    end
+    out[j + 2] = 0
+  else
+    table.insert(buckets, i)
+  end
+end
+
+for _, i in ipairs(buckets) do
   local t = tonumber(ARGV[5 * i - 4])
   local burst = tonumber(ARGV[5 * i - 3])
   local cost = tonumber(ARGV[5 * i - 2])
@@ -120,7 +164,13 @@ for i = 1, n do
   end
 end
 
-for i = 1, n do
+for i, ttl in pairs(quota_ttl) do
+  if all then
+    redis.call('SET', KEYS[i], string.format('%d', new_tats[i]), 'PX', ttl)
+  end
+end
+
+for _, i in ipairs(buckets) do
   local tat = nil
   if all then
     tat = new_tats[i]

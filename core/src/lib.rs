@@ -17,6 +17,7 @@ pub mod limits;
 pub mod net;
 pub mod path;
 pub mod problem;
+pub mod quota;
 pub mod redis_url;
 pub mod rules;
 pub mod trace;

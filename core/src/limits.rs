@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::duration;
+use crate::quota::{Calendar, QuotaSpec};
 
 /// One token bucket policy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -27,6 +28,10 @@ pub struct Limit {
     pub burst: Option<u64>,
     #[serde(default)]
     pub cost: Option<u64>,
+    /// A calendar quota instead of a token bucket ([`crate::quota`]): `rate`
+    /// is then the quota's amount and `per` the period's longest length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaSpec>,
 }
 
 impl Limit {
@@ -45,7 +50,30 @@ impl Limit {
             per,
             burst,
             cost,
+            quota: None,
         }
+    }
+
+    /// A calendar quota of `amount` uses per period (see [`crate::quota`]).
+    pub fn new_quota(
+        name: impl Into<String>,
+        amount: u64,
+        spec: QuotaSpec,
+        cost: Option<u64>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            rate: amount,
+            per: spec.period.nominal(),
+            burst: None,
+            cost,
+            quota: Some(spec),
+        }
+    }
+
+    /// Whether this limit is a calendar quota rather than a token bucket.
+    pub fn is_quota(&self) -> bool {
+        self.quota.is_some()
     }
 
     pub fn burst(&self) -> u64 {
@@ -145,6 +173,8 @@ pub struct Policy {
     pub window_secs: u64,
     /// [`clamp_ns`] of the limit.
     pub ns: Clamped,
+    /// A quota's calendar (`None`: a token bucket).
+    pub calendar: Option<Calendar>,
 }
 
 impl Policy {
@@ -154,6 +184,7 @@ impl Policy {
             quota: limit.rate,
             window_secs: limit.window_secs(),
             ns: clamp_ns(limit),
+            calendar: limit.quota.as_ref().map(Calendar::compile),
         }
     }
 }

@@ -626,6 +626,7 @@ fn limit_with(rate: u64, per: Duration, burst: u64, cost: u64) -> Limit {
         per,
         burst: Some(burst),
         cost: Some(cost),
+        quota: None,
     }
 }
 
@@ -797,7 +798,7 @@ proptest! {
                 rate,
                 per,
                 burst: Some(burst),
-                cost: Some(cost),
+                cost: Some(cost), quota: None,
             })
             .collect();
         let prepared: Vec<Policy> = limits.iter().map(Policy::new).collect();

@@ -231,6 +231,27 @@ pub fn quota_exceeded(decision: &Decision) -> Answer {
     a
 }
 
+/// A limiter's refusal: `quota-exhausted` naming the calendar quotas that
+/// refused (`Retry-After`: until the longest wait, a quota's period end),
+/// else `quota-exceeded` ([`quota_exceeded`], token buckets only).
+pub fn limited(buckets: &[&crate::limiter::Bucket], decision: &Decision) -> Answer {
+    let quotas = crate::limiter::quota::refusing_quotas(buckets, decision);
+    if quotas.is_empty() {
+        return quota_exceeded(decision);
+    }
+    let retry = decision.retry_after_secs().max(1);
+    let p = Problem::new("quota-exhausted", "Too Many Requests", 429)
+        .detail(format!(
+            "quota exhausted: {} (the period resets in {retry} s)",
+            quotas.join(", ")
+        ))
+        .with("violated_limits", decision.violated_names())
+        .with("quotas", quotas);
+    Answer::problem(p)
+        .with_rate_limit_headers(decision)
+        .with_header("Retry-After", retry.to_string())
+}
+
 pub fn concurrency_exceeded(limit: u32) -> Answer {
     Answer::problem(
         Problem::new("concurrency-exceeded", "Too Many Requests", 429)
@@ -300,6 +321,56 @@ mod tests {
         assert!(headers.contains(&"Connection: close"));
         assert!(headers.contains(&format!("Content-Length: {}", body.len()).as_str()));
         assert_eq!(body.as_bytes(), a.body.as_slice());
+    }
+
+    #[test]
+    fn a_refusing_quota_is_quota_exhausted_with_the_period_end() {
+        use crate::limiter::{Bucket, Scope};
+        use tollgate_core::limits::Limit;
+        use tollgate_core::quota::{Period, QuotaSpec};
+        let spec = QuotaSpec {
+            period: Period::Month,
+            anchor: None,
+            time_zone: None,
+        };
+        let q = Bucket::new(Scope::Key, Limit::new_quota("monthly", 100, spec, None));
+        let b = Bucket::new(
+            Scope::Key,
+            Limit::new("second", 5, std::time::Duration::from_secs(1), None, None),
+        );
+        let state = |name: &str, violated, retry| LimitState {
+            name: name.into(),
+            quota: 100,
+            window_secs: 2_592_000,
+            remaining: 0,
+            reset_secs: 86_400,
+            violated,
+            retry_after_secs: retry,
+        };
+        let d = Decision {
+            allowed: false,
+            limits: smallvec::smallvec![state("second", false, 0), state("monthly", true, 86_400)],
+        };
+        let a = limited(&[&b, &q], &d);
+        assert_eq!(a.status, 429);
+        assert_eq!(a.header("retry-after"), Some("86400"));
+        let body = v(&a);
+        assert!(body["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/quota-exhausted")));
+        assert_eq!(body["quotas"], serde_json::json!(["monthly"]));
+        assert!(a
+            .header("ratelimit")
+            .is_some_and(|h| h.contains("\"monthly\";r=0;t=86400")));
+        // Only the bucket refused: quota-exceeded as before.
+        let d = Decision {
+            allowed: false,
+            limits: smallvec::smallvec![state("second", true, 1), state("monthly", false, 0)],
+        };
+        let body = v(&limited(&[&b, &q], &d));
+        assert!(body["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/quota-exceeded")));
     }
 
     #[test]

@@ -442,7 +442,7 @@ impl Gateway {
                 ctx.outcome = Some(outcome::SHADOW_LIMITED);
             } else {
                 ctx.outcome = Some(outcome::LIMITED);
-                let a = answer::quota_exceeded(&decision);
+                let a = answer::limited(&applicable.buckets, &decision);
                 ctx.decision = Some(decision);
                 return Some(a);
             }

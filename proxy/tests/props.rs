@@ -231,6 +231,7 @@ fn limit(name: String) -> impl Strategy<Value = Limit> {
             per,
             burst: Some(burst),
             cost: Some(cost),
+            quota: None,
         })
 }
 
@@ -395,6 +396,7 @@ fn local_limiter_properties_are_not_vacuous() {
             per: Duration::from_secs(1),
             burst: Some(5),
             cost: None,
+            quota: None,
         },
     )];
     let step = |gap_ns| Step {
@@ -449,7 +451,7 @@ fn redis_limit(name: &'static str) -> impl Strategy<Value = Limit> {
         rate,
         per: Duration::from_secs(interval_s * rate),
         burst: Some(burst),
-        cost: Some(cost),
+        cost: Some(cost), quota: None,
     })
 }
 

@@ -306,6 +306,12 @@ pub struct RawLimit {
     pub per: Option<Scalar>,
     pub burst: Option<Scalar>,
     pub cost: Option<Scalar>,
+    /// A calendar quota instead (see `crate::quota`): `quota`, `period`,
+    /// `anchor`, `time_zone`.
+    pub quota: Option<Scalar>,
+    pub period: Option<Scalar>,
+    pub anchor: Option<Scalar>,
+    pub time_zone: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]

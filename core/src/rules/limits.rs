@@ -129,6 +129,9 @@ pub fn duplicate_name(name: &str, first: &str) -> String {
 /// One limit, field by field; the error names the field inside the limit.
 pub fn check_limit(limit: &Limit) -> Result<(), (&'static str, String)> {
     check_name("limit", &limit.name).map_err(|m| ("name", m))?;
+    if limit.is_quota() {
+        return super::quotas::check_quota_limit(limit);
+    }
     check_rate(limit.rate).map_err(|m| ("rate", m))?;
     check_per(limit.per).map_err(|m| ("per", m))?;
     if let Some(b) = limit.burst {

@@ -13,6 +13,7 @@ pub mod cases;
 pub mod effective;
 pub mod keys;
 pub mod limits;
+pub mod quotas;
 
 use std::fmt::Display;
 

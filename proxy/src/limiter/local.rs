@@ -14,8 +14,11 @@ use std::time::Instant;
 use smallvec::SmallVec;
 use tollgate_core::limits::{self, Decision, LimitState, Policy};
 
+use super::quota::{any_quota, wall_now_us};
 use super::sharded::ShardedMap;
 use super::{Bucket, Subject};
+
+mod quota;
 
 /// Buckets held inline per subject: a plan's limit or two plus a route's.
 const INLINE: usize = 3;
@@ -75,6 +78,8 @@ pub struct LocalLimiter {
     /// `map`'s shard, never alone on the request path.
     more: ShardedMap<Subject, More>,
     epoch: Instant,
+    /// Calendar quota counts (see [`quota`]); locked before `keys`/`ips`.
+    quotas: ShardedMap<Subject, quota::Counts>,
 }
 
 impl Default for LocalLimiter {
@@ -100,6 +105,7 @@ impl LocalLimiter {
             ips: ShardedMap::new(shards),
             more: ShardedMap::new(shards),
             epoch: Instant::now(),
+            quotas: ShardedMap::new(shards),
         }
     }
 
@@ -111,6 +117,9 @@ impl LocalLimiter {
     }
 
     pub fn check(&self, subject: &Subject, buckets: &[&Bucket]) -> Decision {
+        if any_quota(buckets) {
+            return self.check_quotas_at(subject, buckets, self.now(), wall_now_us());
+        }
         self.check_at(subject, buckets, self.now())
     }
 
@@ -118,7 +127,28 @@ impl LocalLimiter {
     /// All of a subject's buckets are read and written under its shard's
     /// lock (and, for a bucket not held inline, the overflow shard's after
     /// it): the check is atomic.
+    /// [`Self::check_at`] with the quotas' periods taken at `wall_us` (µs
+    /// since the epoch); without a quota, exactly `check_at`.
+    pub fn check_at_wall(
+        &self,
+        subject: &Subject,
+        buckets: &[&Bucket],
+        now: u64,
+        wall_us: i64,
+    ) -> Decision {
+        if any_quota(buckets) {
+            return self.check_quotas_at(subject, buckets, now, wall_us);
+        }
+        self.check_at(subject, buckets, now)
+    }
+
+    /// With a quota among the buckets, `now` (ns) is also the wall clock
+    /// for the quotas' periods (tests compare backends at chosen instants).
     pub fn check_at(&self, subject: &Subject, buckets: &[&Bucket], now: u64) -> Decision {
+        if any_quota(buckets) {
+            let wall_us = i64::try_from(now / 1_000).unwrap_or(i64::MAX);
+            return self.check_quotas_at(subject, buckets, now, wall_us);
+        }
         match subject {
             Subject::Key(id) => self.check_in(&self.keys, id, subject, buckets, now),
             Subject::Ip(ip) => self.check_in(&self.ips, ip, subject, buckets, now),
@@ -181,7 +211,21 @@ impl LocalLimiter {
 
     /// The buckets as they stand, nothing taken (`proxy.usage_path`).
     pub fn peek(&self, subject: &Subject, buckets: &[&Bucket]) -> Vec<LimitState> {
-        let now = self.now();
+        if any_quota(buckets) {
+            let wall_us = wall_now_us();
+            return buckets
+                .iter()
+                .map(|b| match b.policy.calendar {
+                    Some(_) => self.peek_quota(subject, b, wall_us),
+                    None => self.peek_at(subject, &[b], self.now()).remove(0),
+                })
+                .collect();
+        }
+        self.peek_at(subject, buckets, self.now())
+    }
+
+    /// [`Self::peek`] of buckets (no quota) at `now`.
+    fn peek_at(&self, subject: &Subject, buckets: &[&Bucket], now: u64) -> Vec<LimitState> {
         let tat = |slot: u32| -> u64 {
             // Each shard guard is dropped at the end of its statement: the
             // overflow map is never locked while an inline shard is held.
@@ -208,6 +252,7 @@ impl LocalLimiter {
     /// one), and every subject left with none. Returns how many subjects
     /// were dropped.
     pub fn sweep(&self) -> usize {
+        self.sweep_quotas(wall_now_us());
         self.sweep_at(self.now())
     }
 
@@ -249,6 +294,7 @@ mod peek_tests {
                 per: Duration::from_secs(60),
                 burst: None,
                 cost: None,
+                quota: None,
             }],
         );
         let refs: Vec<&Bucket> = buckets.iter().collect();
@@ -286,6 +332,7 @@ mod tests {
                 per: Duration::from_secs(per),
                 burst: Some(burst),
                 cost: None,
+                quota: None,
             },
         )
     }

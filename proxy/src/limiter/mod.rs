@@ -5,6 +5,9 @@ pub mod backends;
 pub mod breaker;
 pub mod concurrency;
 pub mod local;
+pub mod quota;
+#[doc(hidden)]
+pub mod quota_scenarios;
 pub mod redis;
 #[doc(hidden)]
 pub mod scenarios;
@@ -145,6 +148,7 @@ mod policy_tests {
             per: Duration::from_secs(per),
             burst,
             cost: None,
+            quota: None,
         };
         let plan = [
             Bucket::new(Scope::Key, limit("min\\ute", 60, 60, None)),

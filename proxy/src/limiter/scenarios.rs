@@ -160,7 +160,9 @@ pub fn run_local(scenario: &Scenario, base: i64) -> Vec<Outcome> {
         .map(|step| {
             let buckets = scenario.step_buckets(step);
             let now = START_NS + step.at_ms * 1_000_000;
-            Outcome::from(&limiter.check_at(&step.subject.subject(base), &buckets, now))
+            // Quotas' periods on the wall clock, as Redis runners take them.
+            let wall = super::quota::wall_now_us();
+            Outcome::from(&limiter.check_at_wall(&step.subject.subject(base), &buckets, now, wall))
         })
         .collect()
 }
@@ -213,6 +215,7 @@ pub fn scenarios() -> Vec<Scenario> {
                     per: HOUR,
                     burst: None,
                     cost: None,
+                    quota: None,
                 },
             )],
             steps: vec![
@@ -314,6 +317,9 @@ pub fn scenarios() -> Vec<Scenario> {
             ],
         },
     ]
+    .into_iter()
+    .chain(super::quota_scenarios::scenarios())
+    .collect()
 }
 
 #[cfg(test)]

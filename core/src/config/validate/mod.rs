@@ -49,6 +49,7 @@ mod limiter;
 mod log;
 mod plans;
 mod proxy;
+mod quotas;
 mod routes;
 mod scalars;
 mod storage;

@@ -157,6 +157,10 @@ impl Validator<'_> {
                 names.insert(name.clone(), i);
                 true
             });
+            if super::quotas::is_quota(l) {
+                out.extend(self.quota_limit(&lp, name, l));
+                continue;
+            }
             let rate = match given(&l.rate) {
                 Some(s) => self.number(&child(&lp, "rate"), s, 1, limit_rules::MAX_RATE),
                 None => {
@@ -201,6 +205,7 @@ impl Validator<'_> {
                 per,
                 burst,
                 cost,
+                quota: None,
             };
             if let Err(message) = limit_rules::check_cost_fits(&limit) {
                 self.error(&child(&lp, "cost"), message);

@@ -248,8 +248,11 @@ impl RedisLimiter {
                 limits: Default::default(),
             });
         }
-        // Served from this proxy's leases: tokens Redis already granted.
-        if let Some(decision) = self.leases.try_take(subject, buckets, Instant::now()) {
+        // Served from this proxy's leases: tokens Redis already granted
+        // (never with a quota: the script counts quotas on every call).
+        let leased = (!super::quota::any_quota(buckets))
+            .then(|| self.leases.try_take(subject, buckets, Instant::now()));
+        if let Some(decision) = leased.flatten() {
             self.over_limit.forget(subject);
             return Ok(decision);
         }
@@ -366,7 +369,10 @@ impl RedisLimiter {
         now_us: Option<u64>,
         deadline: Instant,
     ) -> Result<(Decision, Vec<LimitTimes>, Vec<BucketReply>), RedisLimitError> {
-        let inv = script::invocation(subject, buckets, args, asked, now_us);
+        let wall_us = now_us.map_or_else(super::quota::wall_now_us, |n| {
+            i64::try_from(n).unwrap_or(i64::MAX)
+        });
+        let inv = script::invocation_at(subject, buckets, args, asked, now_us, wall_us);
         let reply = self
             .run(deadline, move |mut conn| async move {
                 match conn.invoke(&inv).await {
@@ -378,7 +384,8 @@ impl RedisLimiter {
             })
             .await?;
         let replies = parse_reply(&reply, buckets.len())?;
-        let (decision, times) = decide_from_replies(buckets, args, &replies);
+        let (mut decision, mut times) = decide_from_replies(buckets, args, &replies);
+        super::quota::redis_calendar(buckets, &mut decision, &mut times, wall_us);
         Ok((decision, times, replies))
     }
 

@@ -7,8 +7,11 @@ use std::time::Duration;
 use ::redis::{Script, ScriptInvocation};
 use tollgate_core::limits::{ceil_secs, Decision, Limit, LimitState};
 
+use smallvec::SmallVec;
+use tollgate_core::quota::PeriodBounds;
+
 use super::RedisLimitError;
-use crate::limiter::{Bucket, Subject};
+use crate::limiter::{quota, Bucket, Subject};
 
 /// What a proxy asks Redis for, per bucket of a request: tokens it returns
 /// first (unspent tokens of an expired or replaced lease) and tokens it
@@ -60,6 +63,14 @@ impl ScriptArgs {
     /// backends agree exactly whenever `per / rate` is a whole number of µs,
     /// and otherwise differ by less than 1 µs per token.
     pub fn new(limit: &Limit) -> Self {
+        if limit.is_quota() {
+            // A quota: no interval; its "burst" is the quota (see the script).
+            return Self {
+                interval_us: 0,
+                burst: limit.rate,
+                cost: limit.cost(),
+            };
+        }
         let c = tollgate_core::limits::clamp_us(limit);
         Self {
             interval_us: c.interval,
@@ -78,11 +89,45 @@ pub fn invocation(
     asked: &[LeaseArgs],
     now_us: Option<u64>,
 ) -> ScriptInvocation<'static> {
+    let wall_us = now_us.map_or_else(quota::wall_now_us, |n| i64::try_from(n).unwrap_or(i64::MAX));
+    invocation_at(subject, buckets, args, asked, now_us, wall_us)
+}
+
+/// [`invocation`] with the wall clock (µs) the quotas' periods are taken at.
+pub fn invocation_at(
+    subject: &Subject,
+    buckets: &[&Bucket],
+    args: &[ScriptArgs],
+    asked: &[LeaseArgs],
+    now_us: Option<u64>,
+    wall_us: i64,
+) -> ScriptInvocation<'static> {
     let mut inv = SCRIPT.prepare_invoke();
-    for b in buckets {
-        inv.key(bucket_key(subject, b));
+    // A quota's key names its period; its interval is minus the key's TTL.
+    let periods: SmallVec<[Option<PeriodBounds>; 4]> =
+        buckets.iter().map(|b| quota::bounds(b, wall_us)).collect();
+    for (b, p) in buckets.iter().zip(&periods) {
+        match p {
+            Some(p) => inv.key(format!(
+                "{}{}",
+                bucket_key(subject, b),
+                quota::period_suffix(p)
+            )),
+            None => inv.key(bucket_key(subject, b)),
+        };
     }
-    for (a, l) in args.iter().zip(asked) {
+    for ((a, l), (b, p)) in args.iter().zip(asked).zip(buckets.iter().zip(&periods)) {
+        if b.policy.calendar.is_some() {
+            // No period (beyond the calendar): a quota of 0, never admits.
+            let ttl = p.map_or(1, |p| quota::key_ttl_ms(&p, wall_us));
+            let amount = if p.is_some() { a.burst } else { 0 };
+            inv.arg(-i64::try_from(ttl).unwrap_or(i64::MAX))
+                .arg(amount)
+                .arg(a.cost)
+                .arg(0)
+                .arg(a.cost);
+            continue;
+        }
         inv.arg(a.interval_us)
             .arg(a.burst)
             .arg(a.cost)

@@ -1,0 +1,235 @@
+//! Calendar quotas in the in-process limiter (see [`crate::limiter::quota`]).
+//!
+//! A subject's quota counts live in their own sharded map beside its
+//! buckets: per quota its slot, its period and the uses counted in it. A
+//! request with a quota locks the subject's quota shard first and holds it
+//! while its buckets are decided (their own atomic step, under their own
+//! shard's lock): the quotas are charged only if the buckets admitted, so
+//! the whole request is all-or-nothing. Lock order: quotas, then buckets;
+//! no path locks them the other way round.
+
+use smallvec::SmallVec;
+use tollgate_core::limits::{Decision, LimitState};
+use tollgate_core::quota::check_quota;
+
+use super::LocalLimiter;
+use crate::limiter::quota::{bounds, state};
+use crate::limiter::{Bucket, Subject};
+
+/// One quota's count: its slot ([`Bucket::slot`]), its period and its uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Count {
+    slot: u32,
+    start_us: i64,
+    end_us: i64,
+    used: u64,
+}
+
+/// A subject's quota counts.
+pub(super) type Counts = SmallVec<[Count; 2]>;
+
+impl LocalLimiter {
+    /// Decide a request with at least one quota at `now` (this limiter's
+    /// clock, for the buckets) and `wall_us` (µs since the epoch, for the
+    /// periods).
+    pub(super) fn check_quotas_at(
+        &self,
+        subject: &Subject,
+        buckets: &[&Bucket],
+        now: u64,
+        wall_us: i64,
+    ) -> Decision {
+        let mut map = self.quotas.lock(subject);
+        let held = map.get(subject);
+        // Per quota: (index in `buckets`, period, check).
+        let mut quotas: SmallVec<[_; 2]> = SmallVec::new();
+        let mut plain: SmallVec<[&Bucket; 4]> = SmallVec::new();
+        for (i, b) in buckets.iter().enumerate() {
+            if b.policy.calendar.is_none() {
+                plain.push(*b);
+                continue;
+            }
+            let period = bounds(b, wall_us);
+            let used = match (period, held) {
+                (Some(p), Some(h)) => h
+                    .iter()
+                    .find(|c| c.slot == b.slot && c.start_us == p.start_us)
+                    .map_or(0, |c| c.used),
+                _ => 0,
+            };
+            let mut c = check_quota(b.policy.quota, used, b.limit.cost());
+            // No period (an instant beyond the calendar): refused.
+            c.allowed &= period.is_some();
+            quotas.push((i, period, used, c));
+        }
+        let quotas_allow = quotas.iter().all(|q| q.3.allowed);
+        // The buckets: taken only if every quota has room; else reported
+        // as they stand.
+        let (allowed, bucket_states): (bool, Vec<LimitState>) = if quotas_allow {
+            let d = self.check_at(subject, &plain, now);
+            (d.allowed, d.limits.into_vec())
+        } else {
+            (false, self.peek_at(subject, &plain, now))
+        };
+        if allowed {
+            let counts = map.entry(*subject).or_default();
+            for &(i, period, _, c) in &quotas {
+                let (Some(p), b) = (period, buckets[i]) else {
+                    continue;
+                };
+                let fresh = Count {
+                    slot: b.slot,
+                    start_us: p.start_us,
+                    end_us: p.end_us,
+                    used: c.new_used,
+                };
+                match counts.iter_mut().find(|x| x.slot == b.slot) {
+                    Some(x) => *x = fresh,
+                    None => counts.push(fresh),
+                }
+            }
+        }
+        drop(map);
+        let mut bucket_states = bucket_states.into_iter();
+        let mut quotas = quotas.into_iter().peekable();
+        let limits = buckets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| match quotas.peek() {
+                Some(&(qi, period, used, c)) if qi == i => {
+                    quotas.next();
+                    let remaining = if allowed {
+                        c.remaining
+                    } else {
+                        b.policy.quota.saturating_sub(used)
+                    };
+                    Some(state(b, period, remaining, !c.allowed, wall_us))
+                }
+                _ => bucket_states.next(),
+            })
+            .collect();
+        Decision { allowed, limits }
+    }
+
+    /// A quota as it stands, nothing taken (`proxy.usage_path`).
+    pub(super) fn peek_quota(&self, subject: &Subject, b: &Bucket, wall_us: i64) -> LimitState {
+        let period = bounds(b, wall_us);
+        let used = period.map_or(0, |p| {
+            self.quotas
+                .lock(subject)
+                .get(subject)
+                .and_then(|h| {
+                    h.iter()
+                        .find(|c| c.slot == b.slot && c.start_us == p.start_us)
+                })
+                .map_or(0, |c| c.used)
+        });
+        state(
+            b,
+            period,
+            b.policy.quota.saturating_sub(used),
+            false,
+            wall_us,
+        )
+    }
+
+    /// Drop the counts of periods that ended by `wall_us`.
+    pub(super) fn sweep_quotas(&self, wall_us: i64) -> usize {
+        self.quotas.retain(|_, counts| {
+            counts.retain(|c| c.end_us > wall_us);
+            !counts.is_empty()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tollgate_core::limits::Limit;
+    use tollgate_core::quota::{Period, QuotaSpec};
+
+    use super::*;
+    use crate::limiter::Scope;
+
+    const S: u64 = 1_000_000_000;
+    /// 2026-12-01T00:00:00Z in µs.
+    const DEC_1: i64 = 1_796_083_200_000_000;
+
+    fn quota(name: &str, amount: u64, period: Period, cost: Option<u64>) -> Bucket {
+        let spec = QuotaSpec {
+            period,
+            anchor: None,
+            time_zone: None,
+        };
+        Bucket::new(Scope::Key, Limit::new_quota(name, amount, spec, cost))
+    }
+
+    fn bucket(name: &str, rate: u64, per_s: u64) -> Bucket {
+        Bucket::new(
+            Scope::Key,
+            Limit::new(name, rate, Duration::from_secs(per_s), None, None),
+        )
+    }
+
+    #[test]
+    fn a_quota_admits_its_amount_per_period_then_resets() {
+        let l = LocalLimiter::new(4);
+        let q = quota("daily", 3, Period::Day, None);
+        let k = Subject::Key(1);
+        let noon = DEC_1 + 12 * 3_600_000_000;
+        for left in [2, 1, 0] {
+            let d = l.check_quotas_at(&k, &[&q], S, noon);
+            assert!(d.allowed);
+            assert_eq!(d.limits[0].remaining, left);
+            assert_eq!(d.limits[0].window_secs, 86_400);
+            assert_eq!(d.limits[0].reset_secs, 12 * 3_600);
+        }
+        let d = l.check_quotas_at(&k, &[&q], S, noon);
+        assert!(!d.allowed);
+        assert_eq!(d.violated_names(), vec!["daily"]);
+        assert_eq!(d.retry_after_secs(), 12 * 3_600);
+        assert_eq!(l.peek_quota(&k, &q, noon).remaining, 0);
+        // Another subject has its own count.
+        assert!(l.check_quotas_at(&Subject::Key(2), &[&q], S, noon).allowed);
+        // The next day: full again; the old period is swept.
+        let tomorrow = DEC_1 + 86_400_000_000;
+        assert_eq!(l.sweep_quotas(tomorrow), 2);
+        let d = l.check_quotas_at(&k, &[&q], S, tomorrow);
+        assert!(d.allowed);
+        assert_eq!(d.limits[0].remaining, 2);
+    }
+
+    #[test]
+    fn all_or_nothing_with_buckets() {
+        let l = LocalLimiter::new(4);
+        let q = quota("monthly", 2, Period::Month, None);
+        let b = bucket("second", 1, 1);
+        let k = Subject::Key(1);
+        // The bucket refuses the second request: the quota is not charged.
+        assert!(l.check_quotas_at(&k, &[&b, &q], S, DEC_1).allowed);
+        let d = l.check_quotas_at(&k, &[&b, &q], S, DEC_1);
+        assert!(!d.allowed);
+        assert_eq!(d.violated_names(), vec!["second"]);
+        assert_eq!(d.limits[1].remaining, 1, "the quota kept its use");
+        // A second later the bucket has room: the quota's last use goes.
+        assert!(l.check_quotas_at(&k, &[&b, &q], 2 * S, DEC_1).allowed);
+        // The quota refuses: the bucket is not charged.
+        let d = l.check_quotas_at(&k, &[&b, &q], 10 * S, DEC_1);
+        assert_eq!(d.violated_names(), vec!["monthly"]);
+        assert_eq!(d.limits[0].remaining, 1, "the bucket kept its token");
+        assert!(l.check_at(&k, &[&b], 10 * S).allowed);
+    }
+
+    #[test]
+    fn costs_count_and_a_cost_that_does_not_fit_takes_nothing() {
+        let l = LocalLimiter::new(4);
+        let q = quota("w", 10, Period::Week, Some(4));
+        let k = Subject::Key(3);
+        assert!(l.check_quotas_at(&k, &[&q], S, DEC_1).allowed);
+        assert!(l.check_quotas_at(&k, &[&q], S, DEC_1).allowed);
+        let d = l.check_quotas_at(&k, &[&q], S, DEC_1);
+        assert!(!d.allowed);
+        assert_eq!(d.limits[0].remaining, 2);
+    }
+}
