@@ -80,6 +80,7 @@ fn limit(name: &str, rate: u64, per: u64) -> Limit {
         per: Duration::from_secs(per),
         burst: None,
         cost: None,
+        scope: Default::default(),
     }
 }
 

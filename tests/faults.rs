@@ -916,6 +916,7 @@ async fn missing_and_doubly_defined_plans_fail_closed() {
         per: Duration::from_secs(60),
         burst: None,
         cost: None,
+        scope: Default::default(),
     };
     db.create_plan("gold", std::slice::from_ref(&limit), None)
         .await

@@ -25,6 +25,7 @@ pub fn limits_from_body(field: &str, bodies: &[LimitBody]) -> ApiResult<Vec<Limi
                 per,
                 burst: b.burst,
                 cost: b.cost,
+                scope: b.scope,
             })
         })
         .collect()

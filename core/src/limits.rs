@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::duration;
+pub use crate::limit_scope::LimitScope;
 
 /// One token bucket policy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -27,6 +28,10 @@ pub struct Limit {
     pub burst: Option<u64>,
     #[serde(default)]
     pub cost: Option<u64>,
+    /// Who shares the bucket: each key (the default) or all keys of the
+    /// key's identity (`scope: identity`).
+    #[serde(default, skip_serializing_if = "LimitScope::is_key")]
+    pub scope: LimitScope,
 }
 
 impl Limit {
@@ -45,6 +50,7 @@ impl Limit {
             per,
             burst,
             cost,
+            scope: LimitScope::Key,
         }
     }
 

@@ -626,6 +626,7 @@ fn limit_with(rate: u64, per: Duration, burst: u64, cost: u64) -> Limit {
         per,
         burst: Some(burst),
         cost: Some(cost),
+        scope: Default::default(),
     }
 }
 
@@ -798,6 +799,7 @@ proptest! {
                 per,
                 burst: Some(burst),
                 cost: Some(cost),
+                scope: Default::default(),
             })
             .collect();
         let prepared: Vec<Policy> = limits.iter().map(Policy::new).collect();

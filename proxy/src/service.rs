@@ -30,7 +30,7 @@ use crate::headers;
 use crate::keyset::ActiveKey;
 use crate::ladder::{Ladder, Step};
 use crate::limiter::backends::{self, Concurrency, InFlightHold, Limiters, Verdict};
-use crate::limiter::Subject;
+use crate::limiter::{identity, Subject};
 use crate::metrics::{self, outcome};
 use crate::router::{self, Routable, RouteMatch};
 use crate::self_usage;
@@ -231,7 +231,12 @@ impl Gateway {
         let deadline = backends::redis_deadline(limiter);
         match self
             .limiters
-            .peek(limiter, &Subject::Key(key.id), &refs, deadline)
+            .peek(
+                limiter,
+                &identity::subject_for(key.id, key.identity_id()),
+                &refs,
+                deadline,
+            )
             .await
         {
             Some((states, backend)) => {
@@ -409,6 +414,8 @@ impl Gateway {
             }
         }
 
+        let identity = ctx.key.as_ref().and_then(|k| k.identity_id());
+        let subject = identity::member_subject(subject, identity);
         let verdict = self
             .limiters
             .decide(&cfg.config.limiter, &subject, &applicable.buckets, deadline)
@@ -726,6 +733,9 @@ impl ProxyHttp for Gateway {
                 client_request_id: ctx.client_request_id.as_deref(),
                 key_id,
                 plan: ctx.key.as_ref().and(ctx.plan.as_deref()),
+                identity: crate::identities::header_value(
+                    ctx.key.as_ref().and_then(|k| k.identity.as_deref()),
+                ),
             },
         )?;
         if cfg.config.telemetry.trace_context {

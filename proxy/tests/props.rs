@@ -231,6 +231,7 @@ fn limit(name: String) -> impl Strategy<Value = Limit> {
             per,
             burst: Some(burst),
             cost: Some(cost),
+            scope: Default::default(),
         })
 }
 
@@ -395,6 +396,7 @@ fn local_limiter_properties_are_not_vacuous() {
             per: Duration::from_secs(1),
             burst: Some(5),
             cost: None,
+            scope: Default::default(),
         },
     )];
     let step = |gap_ns| Step {
@@ -450,6 +452,7 @@ fn redis_limit(name: &'static str) -> impl Strategy<Value = Limit> {
         per: Duration::from_secs(interval_s * rate),
         burst: Some(burst),
         cost: Some(cost),
+        scope: Default::default(),
     })
 }
 

@@ -299,6 +299,7 @@ async fn refusal_by_one_limit_takes_nothing_from_the_others_and_cost_counts() {
                 per: Duration::from_secs(3600),
                 burst: None,
                 cost: None,
+                scope: Default::default(),
             }]),
             ..NewApiKey::default()
         })

@@ -52,6 +52,7 @@ fn bucket(scope: Scope<'_>, name: &str, rate: u64, per: Duration, burst: u64, co
             per,
             burst: Some(burst),
             cost: Some(cost),
+            scope: Default::default(),
         },
     )
 }

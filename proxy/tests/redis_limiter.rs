@@ -166,6 +166,7 @@ async fn script_equals_core(url: &str, test: i64) {
             per: Duration::from_secs(per),
             burst: Some(burst),
             cost: Some(cost),
+            scope: Default::default(),
         };
         let scope = if i < 2 { Scope::Key } else { Scope::Route("r") };
         pool.push(Bucket::new(scope, l));
@@ -246,6 +247,7 @@ async fn extreme_limits_stay_exact() {
             per: DAY,
             burst: Some(1_000_000),
             cost: Some(3),
+            scope: Default::default(),
         },
     );
     let fast = Bucket::new(

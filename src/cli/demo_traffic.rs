@@ -75,6 +75,7 @@ async fn partner_key(database_url: &str) -> anyhow::Result<String> {
                     per: Duration::from_secs(60),
                     burst: Some(8),
                     cost: None,
+                    scope: Default::default(),
                 }]),
                 ..NewApiKey::default()
             };

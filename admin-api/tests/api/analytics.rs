@@ -80,6 +80,7 @@ async fn fixture(app: &TestApp) -> Fixture {
         per: std::time::Duration::from_secs(1),
         burst: Some(10),
         cost: None,
+        scope: Default::default(),
     };
     let (k2, _) = app
         .db

@@ -298,7 +298,7 @@ pub struct RawScopes {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a limit: a mapping with name, rate, per, and optionally burst and cost"
+    expecting = "a limit: a mapping with name, rate, per, and optionally burst, cost and scope"
 )]
 pub struct RawLimit {
     pub name: Option<Scalar>,
@@ -306,6 +306,8 @@ pub struct RawLimit {
     pub per: Option<Scalar>,
     pub burst: Option<Scalar>,
     pub cost: Option<Scalar>,
+    /// `key` (default) or `identity`.
+    pub scope: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]

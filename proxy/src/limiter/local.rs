@@ -17,6 +17,8 @@ use tollgate_core::limits::{self, Decision, LimitState, Policy};
 use super::sharded::ShardedMap;
 use super::{Bucket, Subject};
 
+mod shared;
+
 /// Buckets held inline per subject: a plan's limit or two plus a route's.
 const INLINE: usize = 3;
 
@@ -74,6 +76,8 @@ pub struct LocalLimiter {
     /// Buckets beyond [`INLINE`] of a subject (rare). Always locked after
     /// `map`'s shard, never alone on the request path.
     more: ShardedMap<Subject, More>,
+    /// Identities' `scope: identity` buckets (see `shared`).
+    identities: ShardedMap<i64, More>,
     epoch: Instant,
 }
 
@@ -99,6 +103,7 @@ impl LocalLimiter {
             keys: ShardedMap::new(shards),
             ips: ShardedMap::new(shards),
             more: ShardedMap::new(shards),
+            identities: ShardedMap::new(shards),
             epoch: Instant::now(),
         }
     }
@@ -122,6 +127,10 @@ impl LocalLimiter {
         match subject {
             Subject::Key(id) => self.check_in(&self.keys, id, subject, buckets, now),
             Subject::Ip(ip) => self.check_in(&self.ips, ip, subject, buckets, now),
+            Subject::Identity(id) => self.check_shared(None, *id, buckets, now),
+            Subject::Member { key, identity } => {
+                self.check_shared(Some(*key), *identity, buckets, now)
+            }
         }
     }
 
@@ -181,6 +190,13 @@ impl LocalLimiter {
 
     /// The buckets as they stand, nothing taken (`proxy.usage_path`).
     pub fn peek(&self, subject: &Subject, buckets: &[&Bucket]) -> Vec<LimitState> {
+        match *subject {
+            Subject::Identity(id) => return self.peek_shared(None, id, buckets),
+            Subject::Member { key, identity } => {
+                return self.peek_shared(Some(key), identity, buckets)
+            }
+            Subject::Key(_) | Subject::Ip(_) => {}
+        }
         let now = self.now();
         let tat = |slot: u32| -> u64 {
             // Each shard guard is dropped at the end of its statement: the
@@ -188,6 +204,7 @@ impl LocalLimiter {
             let inline = match subject {
                 Subject::Key(id) => self.keys.lock(id).get(id).and_then(|e| e.get(slot)),
                 Subject::Ip(ip) => self.ips.lock(ip).get(ip).and_then(|e| e.get(slot)),
+                Subject::Identity(_) | Subject::Member { .. } => None,
             };
             inline
                 .or_else(|| {
@@ -212,7 +229,12 @@ impl LocalLimiter {
     }
 
     pub fn sweep_at(&self, now: u64) -> usize {
-        let removed = self.keys.retain(|_, e| e.prune(now)) + self.ips.retain(|_, e| e.prune(now));
+        let removed = self.keys.retain(|_, e| e.prune(now))
+            + self.ips.retain(|_, e| e.prune(now))
+            + self.identities.retain(|_, m| {
+                m.retain(|(_, tat)| *tat > now);
+                !m.is_empty()
+            });
         self.more.retain(|_, m| {
             m.retain(|(_, tat)| *tat > now);
             !m.is_empty()
@@ -223,7 +245,7 @@ impl LocalLimiter {
     /// Subjects currently held (inline; one with only overflow buckets
     /// left is not counted).
     pub fn len(&self) -> usize {
-        self.keys.len() + self.ips.len()
+        self.keys.len() + self.ips.len() + self.identities.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -249,6 +271,7 @@ mod peek_tests {
                 per: Duration::from_secs(60),
                 burst: None,
                 cost: None,
+                scope: Default::default(),
             }],
         );
         let refs: Vec<&Bucket> = buckets.iter().collect();
@@ -286,6 +309,7 @@ mod tests {
                 per: Duration::from_secs(per),
                 burst: Some(burst),
                 cost: None,
+                scope: Default::default(),
             },
         )
     }

@@ -213,6 +213,7 @@ pub fn scenarios() -> Vec<Scenario> {
                     per: HOUR,
                     burst: None,
                     cost: None,
+                    scope: Default::default(),
                 },
             )],
             steps: vec![

@@ -154,6 +154,7 @@ fn limits_are_converted() {
                 per: Duration::from_millis(20),
                 burst: Some(7),
                 cost: Some(7),
+                scope: Default::default(),
             },
             Limit {
                 name: "b".into(),
@@ -161,6 +162,7 @@ fn limits_are_converted() {
                 per: Duration::from_secs(86_400),
                 burst: None,
                 cost: None,
+                scope: Default::default(),
             },
         ]
     );

@@ -21,6 +21,7 @@ fn bucket(name: &str, rate: u64, per: Duration, burst: u64, cost: u64) -> Bucket
             per,
             burst: Some(burst),
             cost: Some(cost),
+            scope: Default::default(),
         },
     )
 }
@@ -239,6 +240,7 @@ fn a_request_is_served_from_leases_only_if_every_bucket_has_one() {
             per: Duration::from_secs(3600),
             burst: Some(5),
             cost: Some(2),
+            scope: Default::default(),
         },
     );
     let (k, t0, us0) = (Subject::Key(4), Instant::now(), 1_000_000_000u64);
@@ -308,6 +310,7 @@ proptest! {
             per: Duration::from_secs(1),
             burst: None,
             cost: None,
+            scope: Default::default(),
         });
         let ttl = Duration::from_millis(ttl_ms);
         let proxies = [Leases::new(ttl), Leases::new(ttl)];
