@@ -81,6 +81,7 @@ fn limit(name: &str, rate: u64, per: u64) -> Limit {
         burst: None,
         cost: None,
         quota: None,
+        scope: Default::default(),
     }
 }
 

@@ -917,6 +917,7 @@ async fn missing_and_doubly_defined_plans_fail_closed() {
         burst: None,
         cost: None,
         quota: None,
+        scope: Default::default(),
     };
     db.create_plan("gold", std::slice::from_ref(&limit), None)
         .await

@@ -7,7 +7,7 @@ use serde_json::Value;
 use tollgate_core::db::admins::{Admin, Role};
 use tollgate_core::db::ApiKey;
 use tollgate_core::duration;
-use tollgate_core::limits::Limit;
+use tollgate_core::limits::{Limit, LimitScope};
 use tollgate_core::rules::access::Scopes;
 use utoipa::ToSchema;
 
@@ -72,6 +72,11 @@ pub struct LimitBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, format = Int64)]
     pub cost: Option<u64>,
+    /// Who shares the bucket: `key` (default, one per key) or `identity`
+    /// (one for all keys of the key's identity; per key for a key without one).
+    #[serde(default, skip_serializing_if = "LimitScope::is_key")]
+    #[schema(value_type = Option<String>, example = "identity")]
+    pub scope: LimitScope,
 }
 
 impl From<&Limit> for LimitBody {
@@ -82,6 +87,7 @@ impl From<&Limit> for LimitBody {
             per: duration::format(l.per),
             burst: l.burst,
             cost: l.cost,
+            scope: l.scope,
         }
     }
 }

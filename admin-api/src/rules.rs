@@ -26,6 +26,7 @@ pub fn limits_from_body(field: &str, bodies: &[LimitBody]) -> ApiResult<Vec<Limi
                 burst: b.burst,
                 cost: b.cost,
                 quota: None,
+                scope: b.scope,
             })
         })
         .collect()

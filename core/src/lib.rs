@@ -13,6 +13,7 @@ pub mod db;
 pub mod duration;
 pub mod files;
 pub mod keys;
+pub mod limit_scope;
 pub mod limits;
 pub mod net;
 pub mod path;

@@ -15,6 +15,7 @@ use smallvec::SmallVec;
 
 use crate::duration;
 use crate::quota::{Calendar, QuotaSpec};
+pub use crate::limit_scope::LimitScope;
 
 /// One token bucket policy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -32,6 +33,10 @@ pub struct Limit {
     /// is then the quota's amount and `per` the period's longest length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaSpec>,
+    /// Who shares the bucket: each key (the default) or all keys of the
+    /// key's identity (`scope: identity`).
+    #[serde(default, skip_serializing_if = "LimitScope::is_key")]
+    pub scope: LimitScope,
 }
 
 impl Limit {
@@ -51,6 +56,7 @@ impl Limit {
             burst,
             cost,
             quota: None,
+            scope: LimitScope::Key,
         }
     }
 

@@ -60,6 +60,7 @@ async fn create_and_get_body(db: &Db) {
             methods: Some(vec!["GET".into()]),
         }),
         allowed_ips: Some(vec!["203.0.113.0/24".into(), "2001:db8::/32".into()]),
+        identity_id: None,
     };
     let (key, plain) = create(db, new.clone()).await;
     assert_eq!(keys::validate(&plain), Ok(()));
@@ -282,6 +283,7 @@ async fn update_body(db: &Db) {
             expires_at: Some(now_ms() + 1000),
             scopes: None,
             allowed_ips: Some(vec!["10.0.0.0/8".into()]),
+            identity_id: None,
         },
     )
     .await;
@@ -302,6 +304,7 @@ async fn update_body(db: &Db) {
             methods: Some(vec!["POST".into()]),
         })),
         allowed_ips: Some(Some(vec!["192.0.2.1/32".into()])),
+        identity_id: None,
     };
     let up = db
         .update_key(key.id, &patch)

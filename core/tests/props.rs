@@ -627,6 +627,7 @@ fn limit_with(rate: u64, per: Duration, burst: u64, cost: u64) -> Limit {
         burst: Some(burst),
         cost: Some(cost),
         quota: None,
+        scope: Default::default(),
     }
 }
 
@@ -799,6 +800,8 @@ proptest! {
                 per,
                 burst: Some(burst),
                 cost: Some(cost), quota: None,
+                cost: Some(cost),
+                scope: Default::default(),
             })
             .collect();
         let prepared: Vec<Policy> = limits.iter().map(Policy::new).collect();

@@ -73,6 +73,9 @@ BEGIN
         GRANT SELECT ON public.api_keys TO tollgate_proxy;
         GRANT UPDATE (last_used_at) ON public.api_keys TO tollgate_proxy;
     END IF;
+    IF to_regclass('public.identities') IS NOT NULL THEN
+        GRANT SELECT ON public.identities TO tollgate_proxy;
+    END IF;
     IF to_regclass('public.plans') IS NOT NULL THEN
         GRANT SELECT ON public.plans TO tollgate_proxy;
     END IF;

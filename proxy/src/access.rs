@@ -85,6 +85,7 @@ routes:
             enabled: true,
             expires_at: None,
             access: access.map(Box::new),
+            identity: None,
         }
     }
 

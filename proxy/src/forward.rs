@@ -177,6 +177,8 @@ pub struct Forwarding<'a> {
     pub client_request_id: Option<&'a str>,
     pub key_id: Option<&'a str>,
     pub plan: Option<&'a str>,
+    /// The key's identity's external id (validated: header-safe).
+    pub identity: Option<&'a str>,
 }
 
 /// The names of the headers to drop from `req`.
@@ -236,6 +238,9 @@ pub fn apply(req: &mut RequestHeader, f: &Forwarding<'_>) -> Result<()> {
         if let Some(plan) = f.plan {
             req.insert_header("X-Tollgate-Plan", plan)?;
         }
+        if let Some(identity) = f.identity {
+            req.insert_header("X-Tollgate-Identity", identity)?;
+        }
     }
     Ok(())
 }
@@ -271,7 +276,30 @@ mod tests {
             client_request_id: None,
             key_id: None,
             plan: None,
+            identity: None,
         }
+    }
+
+    #[test]
+    fn the_identity_goes_with_the_key_and_a_forged_one_is_dropped() {
+        let c = client(false);
+        let mut r = RequestHeader::build("GET", b"/", None).expect("req");
+        r.insert_header("X-Tollgate-Identity", "forged").expect("h");
+        r.insert_header("x_tollgate_identity", "forged").expect("h");
+        let f = Forwarding {
+            key_id: Some("7"),
+            identity: Some("cus_1"),
+            ..base(&c)
+        };
+        apply(&mut r, &f).expect("apply");
+        let got: Vec<_> = r.headers.get_all("x-tollgate-identity").iter().collect();
+        assert_eq!(got, vec!["cus_1"]);
+        assert!(r.headers.get("x_tollgate_identity").is_none());
+        // No key: no identity either; a forged one is still dropped.
+        let mut r = RequestHeader::build("GET", b"/", None).expect("req");
+        r.insert_header("X-Tollgate-Identity", "forged").expect("h");
+        apply(&mut r, &base(&c)).expect("apply");
+        assert!(r.headers.get("x-tollgate-identity").is_none());
     }
 
     #[test]

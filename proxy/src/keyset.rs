@@ -14,11 +14,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use tollgate_core::db::KeyRecord;
+use tollgate_core::db::{Identity, KeyRecord};
 use tollgate_core::keys::KeyHash;
 use tollgate_core::rules::access::{parse_ips, Scopes};
 
 use crate::limiter::{compile, Buckets, Scope};
+
+pub use crate::identities::ActiveIdentity;
 
 /// What the proxy needs to know about one key (what the request path reads).
 #[derive(Debug)]
@@ -34,6 +36,16 @@ pub struct ActiveKey {
     pub expires_at: Option<i64>,
     /// Scopes and address rules, for the few keys that have them.
     pub access: Option<Box<KeyAccess>>,
+    /// The identity the key belongs to, shared by all its keys.
+    pub identity: Option<Arc<ActiveIdentity>>,
+}
+
+impl ActiveKey {
+    /// The id of the key's identity, if it has one (for the request
+    /// context: shared limits, credits, `X-Tollgate-Identity`).
+    pub fn identity_id(&self) -> Option<i64> {
+        self.identity.as_ref().map(|i| i.id)
+    }
 }
 
 /// A key's own scopes and `allowed_ips`, parsed once at load.
@@ -103,9 +115,21 @@ pub struct KeySet {
 
 impl KeySet {
     pub fn from_records(records: Vec<KeyRecord>) -> Self {
+        Self::from_records_with(records, Vec::new())
+    }
+
+    /// The key set with its keys' identities (a key naming an identity
+    /// not in `identities`, deleted meanwhile, has none).
+    pub fn from_records_with(records: Vec<KeyRecord>, identities: Vec<Identity>) -> Self {
+        let mut plans: HashMap<String, Arc<str>> = HashMap::new();
+        let identities = crate::identities::compile_all(identities, &mut |p: String| {
+            plans
+                .entry(p)
+                .or_insert_with_key(|p| Arc::from(p.as_str()))
+                .clone()
+        });
         let mut by_hash = HashMap::with_capacity_and_hasher(records.len(), Default::default());
         let mut previous = HashMap::default();
-        let mut plans: HashMap<String, Arc<str>> = HashMap::new();
         let keys = records.len();
         for r in records {
             let k = r.key;
@@ -123,6 +147,7 @@ impl KeySet {
                 enabled: k.enabled,
                 expires_at: k.expires_at,
                 access: KeyAccess::of(k.id, k.scopes, k.allowed_ips),
+                identity: k.identity_id.and_then(|i| identities.get(&i).cloned()),
             });
             if let Some((prev, until)) = r.previous {
                 previous.insert(prefix(&prev), (key.clone(), until));
@@ -191,6 +216,7 @@ mod tests {
                 updated_at: 0,
                 last_used_at: None,
                 key_prefix: keys::display_prefix(secret),
+                identity_id: None,
             },
             hash: keys::hash(secret),
             previous: None,

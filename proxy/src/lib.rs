@@ -29,6 +29,7 @@ pub mod edge_metrics;
 pub mod forward;
 pub mod grpc;
 pub mod headers;
+pub mod identities;
 pub mod keyset;
 pub mod ladder;
 pub mod limiter;

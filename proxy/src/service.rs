@@ -31,7 +31,7 @@ use crate::headers;
 use crate::keyset::ActiveKey;
 use crate::ladder::{Ladder, Step};
 use crate::limiter::backends::{self, Concurrency, InFlightHold, Limiters, Verdict};
-use crate::limiter::Subject;
+use crate::limiter::{identity, Subject};
 use crate::metrics::{self, outcome};
 use crate::request_span::{self, RequestFacts};
 use crate::router::{self, Routable, RouteMatch};
@@ -244,7 +244,12 @@ impl Gateway {
         let deadline = backends::redis_deadline(limiter);
         match self
             .limiters
-            .peek(limiter, &Subject::Key(key.id), &refs, deadline)
+            .peek(
+                limiter,
+                &identity::subject_for(key.id, key.identity_id()),
+                &refs,
+                deadline,
+            )
             .await
         {
             Some((states, backend)) => {
@@ -423,6 +428,8 @@ impl Gateway {
             }
         }
 
+        let identity = ctx.key.as_ref().and_then(|k| k.identity_id());
+        let subject = identity::member_subject(subject, identity);
         let verdict = self
             .limiters
             .decide(&cfg.config.limiter, &subject, &applicable.buckets, deadline)
@@ -742,6 +749,9 @@ impl ProxyHttp for Gateway {
                 client_request_id: ctx.client_request_id.as_deref(),
                 key_id,
                 plan: ctx.key.as_ref().and(ctx.plan.as_deref()),
+                identity: crate::identities::header_value(
+                    ctx.key.as_ref().and_then(|k| k.identity.as_deref()),
+                ),
             },
         )?;
         if cfg.config.telemetry.trace_context {

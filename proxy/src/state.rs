@@ -274,21 +274,28 @@ pub fn applicable<'a>(
     let plan_named = |name: &str| -> Option<&'a Arc<CompiledPlan>> {
         config.plans.get(name).or_else(|| db.plans.get(name))
     };
+    let identity = key.and_then(|k| k.identity.as_deref());
     let side = KeySide {
         own_limits: key.is_some_and(|k| k.own_buckets.is_some()),
         plan: key.and_then(|k| k.plan.as_deref()),
         concurrency: key.and_then(|k| k.concurrency),
+        identity_limits: identity.is_some_and(|i| i.own_buckets.is_some()),
+        identity_plan: identity.and_then(|i| i.plan.as_deref()),
     };
     let default_plan = route.route.default_plan.as_deref().and_then(plan_named);
-    let source = limit_source(side, side.plan.and_then(plan_named), default_plan);
+    let source = limit_source(side, side.plan_name().and_then(plan_named), default_plan);
     let mut out = Applicable::default();
     match source {
         LimitSource::UnknownPlan(missing) => {
             out.unknown_plan = Some(missing);
             return out;
         }
-        LimitSource::Own => {
-            if let Some(own) = key.and_then(|k| k.own_buckets.as_ref()) {
+        LimitSource::Own | LimitSource::IdentityOwn => {
+            let own = match source {
+                LimitSource::Own => key.and_then(|k| k.own_buckets.as_ref()),
+                _ => identity.and_then(|i| i.own_buckets.as_ref()),
+            };
+            if let Some(own) = own {
                 out.buckets.extend(own.iter());
             }
             // A key's own limits: its members joined per request (keys
@@ -336,6 +343,7 @@ routes:
             enabled: true,
             expires_at: None,
             access: None,
+            identity: None,
         }
     }
 

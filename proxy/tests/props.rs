@@ -232,6 +232,7 @@ fn limit(name: String) -> impl Strategy<Value = Limit> {
             burst: Some(burst),
             cost: Some(cost),
             quota: None,
+            scope: Default::default(),
         })
 }
 
@@ -397,6 +398,7 @@ fn local_limiter_properties_are_not_vacuous() {
             burst: Some(5),
             cost: None,
             quota: None,
+            scope: Default::default(),
         },
     )];
     let step = |gap_ns| Step {
@@ -452,6 +454,8 @@ fn redis_limit(name: &'static str) -> impl Strategy<Value = Limit> {
         per: Duration::from_secs(interval_s * rate),
         burst: Some(burst),
         cost: Some(cost), quota: None,
+        cost: Some(cost),
+        scope: Default::default(),
     })
 }
 

@@ -300,6 +300,7 @@ async fn refusal_by_one_limit_takes_nothing_from_the_others_and_cost_counts() {
                 burst: None,
                 cost: None,
                 quota: None,
+                scope: Default::default(),
             }]),
             ..NewApiKey::default()
         })

@@ -53,6 +53,7 @@ fn bucket(scope: Scope<'_>, name: &str, rate: u64, per: Duration, burst: u64, co
             burst: Some(burst),
             cost: Some(cost),
             quota: None,
+            scope: Default::default(),
         },
     )
 }

@@ -167,6 +167,7 @@ async fn script_equals_core(url: &str, test: i64) {
             burst: Some(burst),
             cost: Some(cost),
             quota: None,
+            scope: Default::default(),
         };
         let scope = if i < 2 { Scope::Key } else { Scope::Route("r") };
         pool.push(Bucket::new(scope, l));
@@ -248,6 +249,7 @@ async fn extreme_limits_stay_exact() {
             burst: Some(1_000_000),
             cost: Some(3),
             quota: None,
+            scope: Default::default(),
         },
     );
     let fast = Bucket::new(

@@ -76,6 +76,7 @@ async fn partner_key(database_url: &str) -> anyhow::Result<String> {
                     burst: Some(8),
                     cost: None,
                     quota: None,
+                    scope: Default::default(),
                 }]),
                 ..NewApiKey::default()
             };

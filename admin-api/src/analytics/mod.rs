@@ -136,9 +136,21 @@ async fn key_limits(
     state: &AppState,
     key: &ApiKey,
 ) -> ApiResult<(LimitsSource, Option<String>, Vec<LimitBody>, Option<u32>)> {
-    // The key's plan (limits, concurrency), looked up only if it would apply.
-    let plan = match (&key.limits, &key.plan) {
-        (None, Some(name)) => match state.config().plans.get(name) {
+    let identity = match key.identity_id {
+        Some(id) => state.db().get_identity(id).await?,
+        None => None,
+    };
+    let side = KeySide {
+        own_limits: key.limits.is_some(),
+        plan: key.plan.as_deref(),
+        concurrency: key.concurrency,
+        identity_limits: identity.as_ref().is_some_and(|i| i.limits.is_some()),
+        identity_plan: identity.as_ref().and_then(|i| i.plan.as_deref()),
+    };
+    // The plan (limits, concurrency), looked up only if it would apply.
+    let plan_name = side.plan_name().map(str::to_string);
+    let plan = match (side.own_limits || side.identity_limits, &plan_name) {
+        (false, Some(name)) => match state.config().plans.get(name) {
             Some(p) => Some((p.limits.clone(), p.concurrency)),
             None => state
                 .db()
@@ -147,11 +159,6 @@ async fn key_limits(
                 .map(|p| (p.limits, p.concurrency)),
         },
         _ => None,
-    };
-    let side = KeySide {
-        own_limits: key.limits.is_some(),
-        plan: key.plan.as_deref(),
-        concurrency: key.concurrency,
     };
     let source = limit_source(side, plan.as_ref(), None);
     let concurrency = source.concurrency(side, |p| p.1);
@@ -163,9 +170,20 @@ async fn key_limits(
             bodies(key.limits.as_deref().unwrap_or_default()),
             concurrency,
         ),
+        LimitSource::IdentityOwn => (
+            LimitsSource::Identity,
+            None,
+            bodies(
+                identity
+                    .as_ref()
+                    .and_then(|i| i.limits.as_deref())
+                    .unwrap_or_default(),
+            ),
+            concurrency,
+        ),
         LimitSource::Plan(p) => (
             LimitsSource::Plan,
-            key.plan.clone(),
+            plan_name.clone(),
             bodies(&p.0),
             concurrency,
         ),

@@ -147,7 +147,9 @@ pub struct Timeseries {
 pub enum LimitsSource {
     /// The key's own limits.
     Key,
-    /// The key's plan.
+    /// The key's identity's own limits.
+    Identity,
+    /// The key's plan, else its identity's.
     Plan,
     /// Neither: each route's `default_plan` applies.
     RouteDefault,

@@ -81,6 +81,7 @@ async fn fixture(app: &TestApp) -> Fixture {
         burst: Some(10),
         cost: None,
         quota: None,
+        scope: Default::default(),
     };
     let (k2, _) = app
         .db

@@ -298,7 +298,7 @@ pub struct RawScopes {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a limit: a mapping with name, rate, per, and optionally burst and cost"
+    expecting = "a limit: a mapping with name, rate, per, and optionally burst, cost and scope"
 )]
 pub struct RawLimit {
     pub name: Option<Scalar>,
@@ -312,6 +312,8 @@ pub struct RawLimit {
     pub period: Option<Scalar>,
     pub anchor: Option<Scalar>,
     pub time_zone: Option<Scalar>,
+    /// `key` (default) or `identity`.
+    pub scope: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]

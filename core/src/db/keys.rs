@@ -31,6 +31,9 @@ pub struct ApiKey {
     /// Client networks the key may be used from (`None`: anywhere).
     #[serde(default)]
     pub allowed_ips: Option<Vec<String>>,
+    /// The identity the key belongs to, if any.
+    #[serde(default)]
+    pub identity_id: Option<i64>,
     pub enabled: bool,
     /// Unix ms.
     pub expires_at: Option<i64>,
@@ -63,6 +66,8 @@ pub struct NewApiKey {
     pub scopes: Option<Scopes>,
     #[serde(default)]
     pub allowed_ips: Option<Vec<String>>,
+    #[serde(default)]
+    pub identity_id: Option<i64>,
 }
 
 /// A partial update; `Some(None)` clears a nullable field.
@@ -78,6 +83,7 @@ pub struct KeyPatch {
     pub expires_at: Option<Option<i64>>,
     pub scopes: Option<Option<Scopes>>,
     pub allowed_ips: Option<Option<Vec<String>>>,
+    pub identity_id: Option<Option<i64>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -86,6 +92,8 @@ pub struct KeyFilter {
     pub name: Option<String>,
     pub plan: Option<String>,
     pub enabled: Option<bool>,
+    /// Only the keys of this identity.
+    pub identity_id: Option<i64>,
     pub limit: i64,
     pub offset: i64,
 }
@@ -105,7 +113,7 @@ pub struct Fingerprint {
 
 /// The columns an [`ApiKey`] is read from.
 const COLUMNS: &str = "id, name, owner, metadata, plan, limits, concurrency, enabled, \
-    expires_at, created_at, updated_at, last_used_at, key_prefix, scopes, allowed_ips";
+    expires_at, created_at, updated_at, last_used_at, key_prefix, scopes, allowed_ips, identity_id";
 
 /// The next `updated_at` of a row written at `$1` (now, Unix ms): now, or one
 /// more than the newest stamp in the table if that is not older. Every write
@@ -174,6 +182,7 @@ fn decode_key(row: &AnyRow) -> Result<ApiKey, DbError> {
         updated_at: row.try_get("updated_at")?,
         last_used_at: row.try_get("last_used_at")?,
         key_prefix: row.try_get("key_prefix")?,
+        identity_id: row.try_get("identity_id")?,
         id,
     })
 }
@@ -186,7 +195,7 @@ pub(crate) fn decode_hash(hex_hash: &str, what: &str) -> Result<KeyHash, DbError
     Ok(out)
 }
 
-fn limits_json(limits: Option<&[Limit]>) -> Result<Option<String>, DbError> {
+pub(crate) fn limits_json(limits: Option<&[Limit]>) -> Result<Option<String>, DbError> {
     limits
         .map(serde_json::to_string)
         .transpose()
@@ -202,7 +211,7 @@ fn json_column<T: Serialize>(v: Option<&T>, what: &str) -> Result<Option<String>
 
 /// A `LIKE` pattern matching `s` anywhere, with `\`, `%` and `_` in `s`
 /// matching themselves (used with `ESCAPE '\'`).
-fn contains_pattern(s: &str) -> String {
+pub(crate) fn contains_pattern(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('%');
     for c in s.chars() {
@@ -230,6 +239,9 @@ impl KeyFilter {
         if let Some(enabled) = self.enabled {
             stmt.and_where().push("enabled = ").int(i64::from(enabled));
         }
+        if let Some(identity) = self.identity_id {
+            stmt.and_where().push("identity_id = ").int(identity);
+        }
     }
 }
 
@@ -243,8 +255,10 @@ impl Db {
             .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
         let sql = format!(
             "INSERT INTO api_keys (name, owner, metadata, plan, limits, concurrency, enabled, \
-             expires_at, created_at, updated_at, key_prefix, key_hash, scopes, allowed_ips) \
-             VALUES ($2, $3, $4, $5, $6, $7, 1, $8, $1, {}, $9, $10, $11, $12) RETURNING {COLUMNS}",
+             expires_at, created_at, updated_at, key_prefix, key_hash, scopes, allowed_ips, \
+             identity_id) \
+             VALUES ($2, $3, $4, $5, $6, $7, 1, $8, $1, {}, $9, $10, $11, $12, $13) \
+             RETURNING {COLUMNS}",
             next_stamp("api_keys")
         );
         let row = sqlx::query(&sql)
@@ -260,6 +274,7 @@ impl Db {
             .bind(secret.hash_hex())
             .bind(json_column(new.scopes.as_ref(), "scopes")?)
             .bind(json_column(new.allowed_ips.as_ref(), "allowed_ips")?)
+            .bind(new.identity_id)
             .fetch_one(self.pool())
             .await?;
         Ok((decode_key(&row)?, secret.plain))
@@ -345,6 +360,9 @@ impl Db {
                 "allowed_ips",
                 Arg::Owned(json_column(v.as_ref(), "allowed_ips")?),
             );
+        }
+        if let Some(v) = patch.identity_id {
+            set("identity_id", Arg::OptInt(v));
         }
         if sets == 0 {
             return self.get_key(id).await;

@@ -16,6 +16,7 @@
 pub mod admins;
 pub mod audit;
 pub mod file_mode;
+pub mod identities;
 pub mod instances;
 pub mod keys;
 #[cfg(any(test, feature = "testing"))]
@@ -36,6 +37,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection};
 
+pub use identities::{Identity, IdentityFilter, IdentityPatch, NewIdentity};
 pub use keys::{ApiKey, Fingerprint, KeyFilter, KeyPatch, KeyRecord, NewApiKey};
 pub use plans::StoredPlan;
 

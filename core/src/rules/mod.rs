@@ -11,6 +11,7 @@ pub mod access;
 #[cfg(any(test, feature = "testing"))]
 pub mod cases;
 pub mod effective;
+pub mod identities;
 pub mod keys;
 pub mod limits;
 pub mod quotas;

@@ -56,8 +56,9 @@ pub const FAULT_PANIC_ENV: &str = "TOLLGATE_FAULT_PANIC";
 /// Load keys and database plans once (also used at start-up).
 pub async fn load_db_state(db: &Db) -> Result<DbState, tollgate_core::db::DbError> {
     let records = db.load_key_records().await?;
+    let identities = db.load_identities().await?;
     let plans = db.list_plans().await?;
-    let keys = KeySet::from_records(records);
+    let keys = KeySet::from_records_with(records, identities);
     metrics::KEYS_LOADED.set(keys.len() as i64);
     metrics::KEYS_LAST_REFRESH.set(tollgate_core::now_ms() as f64 / 1000.0);
     Ok(DbState::new(keys, plans))
@@ -188,8 +189,8 @@ async fn refresh_keys(state: Arc<State>, url: String) {
     }
 }
 
-/// The key set's and the plans' fingerprints.
-type Fingerprints = (Fingerprint, Fingerprint);
+/// The key set's, the plans' and the identities' fingerprints.
+type Fingerprints = (Fingerprint, Fingerprint, Fingerprint);
 
 /// One check: connect if needed, compare the fingerprints, reload on
 /// change. Every step has a deadline.
@@ -228,7 +229,11 @@ async fn refresh_once(
 }
 
 async fn fingerprints(db: &Db) -> Result<Fingerprints, tollgate_core::db::DbError> {
-    Ok((db.keys_fingerprint().await?, db.plans_fingerprint().await?))
+    Ok((
+        db.keys_fingerprint().await?,
+        db.plans_fingerprint().await?,
+        db.identities_fingerprint().await?,
+    ))
 }
 
 /// Log (and count in a gauge) plan names defined both in the YAML and in the

@@ -19,6 +19,7 @@ use super::sharded::ShardedMap;
 use super::{Bucket, Subject};
 
 mod quota;
+mod shared;
 
 /// Buckets held inline per subject: a plan's limit or two plus a route's.
 const INLINE: usize = 3;
@@ -77,6 +78,8 @@ pub struct LocalLimiter {
     /// Buckets beyond [`INLINE`] of a subject (rare). Always locked after
     /// `map`'s shard, never alone on the request path.
     more: ShardedMap<Subject, More>,
+    /// Identities' `scope: identity` buckets (see `shared`).
+    identities: ShardedMap<i64, More>,
     epoch: Instant,
     /// Calendar quota counts (see [`quota`]); locked before `keys`/`ips`.
     quotas: ShardedMap<Subject, quota::Counts>,
@@ -104,6 +107,7 @@ impl LocalLimiter {
             keys: ShardedMap::new(shards),
             ips: ShardedMap::new(shards),
             more: ShardedMap::new(shards),
+            identities: ShardedMap::new(shards),
             epoch: Instant::now(),
             quotas: ShardedMap::new(shards),
         }
@@ -152,6 +156,10 @@ impl LocalLimiter {
         match subject {
             Subject::Key(id) => self.check_in(&self.keys, id, subject, buckets, now),
             Subject::Ip(ip) => self.check_in(&self.ips, ip, subject, buckets, now),
+            Subject::Identity(id) => self.check_shared(None, *id, buckets, now),
+            Subject::Member { key, identity } => {
+                self.check_shared(Some(*key), *identity, buckets, now)
+            }
         }
     }
 
@@ -226,12 +234,20 @@ impl LocalLimiter {
 
     /// [`Self::peek`] of buckets (no quota) at `now`.
     fn peek_at(&self, subject: &Subject, buckets: &[&Bucket], now: u64) -> Vec<LimitState> {
+        match *subject {
+            Subject::Identity(id) => return self.peek_shared(None, id, buckets),
+            Subject::Member { key, identity } => {
+                return self.peek_shared(Some(key), identity, buckets)
+            }
+            Subject::Key(_) | Subject::Ip(_) => {}
+        }
         let tat = |slot: u32| -> u64 {
             // Each shard guard is dropped at the end of its statement: the
             // overflow map is never locked while an inline shard is held.
             let inline = match subject {
                 Subject::Key(id) => self.keys.lock(id).get(id).and_then(|e| e.get(slot)),
                 Subject::Ip(ip) => self.ips.lock(ip).get(ip).and_then(|e| e.get(slot)),
+                Subject::Identity(_) | Subject::Member { .. } => None,
             };
             inline
                 .or_else(|| {
@@ -257,7 +273,12 @@ impl LocalLimiter {
     }
 
     pub fn sweep_at(&self, now: u64) -> usize {
-        let removed = self.keys.retain(|_, e| e.prune(now)) + self.ips.retain(|_, e| e.prune(now));
+        let removed = self.keys.retain(|_, e| e.prune(now))
+            + self.ips.retain(|_, e| e.prune(now))
+            + self.identities.retain(|_, m| {
+                m.retain(|(_, tat)| *tat > now);
+                !m.is_empty()
+            });
         self.more.retain(|_, m| {
             m.retain(|(_, tat)| *tat > now);
             !m.is_empty()
@@ -268,7 +289,7 @@ impl LocalLimiter {
     /// Subjects currently held (inline; one with only overflow buckets
     /// left is not counted).
     pub fn len(&self) -> usize {
-        self.keys.len() + self.ips.len()
+        self.keys.len() + self.ips.len() + self.identities.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -295,6 +316,7 @@ mod peek_tests {
                 burst: None,
                 cost: None,
                 quota: None,
+                scope: Default::default(),
             }],
         );
         let refs: Vec<&Bucket> = buckets.iter().collect();
@@ -333,6 +355,7 @@ mod tests {
                 burst: Some(burst),
                 cost: None,
                 quota: None,
+                scope: Default::default(),
             },
         )
     }

@@ -4,6 +4,7 @@
 pub mod backends;
 pub mod breaker;
 pub mod concurrency;
+pub mod identity;
 pub mod local;
 pub mod quota;
 #[doc(hidden)]
@@ -31,6 +32,13 @@ pub enum Subject {
     Key(i64),
     /// A client IP, on `auth: none` routes.
     Ip(IpAddr),
+    /// An identity, by its id: the owner of `scope: identity` buckets, one
+    /// for all its keys (see [`identity`]).
+    Identity(i64),
+    /// A key of an identity, on a request that takes from identity-scoped
+    /// buckets: those are the identity's, the others the key's (see
+    /// [`identity`]). Decided in one atomic step like any subject.
+    Member { key: i64, identity: i64 },
 }
 
 impl fmt::Display for Subject {
@@ -38,6 +46,8 @@ impl fmt::Display for Subject {
         match self {
             Subject::Key(id) => write!(f, "k{id}"),
             Subject::Ip(ip) => write!(f, "ip{ip}"),
+            // A member's buckets all carry its identity's hash tag.
+            Subject::Identity(id) | Subject::Member { identity: id, .. } => write!(f, "i{id}"),
         }
     }
 }
@@ -67,6 +77,9 @@ pub struct Bucket {
     pub limit: Arc<Limit>,
     /// The limit prepared for the arithmetic and the reported state.
     pub policy: Policy,
+    /// `scope: identity`: one bucket per identity (per key for a key
+    /// without one).
+    pub identity_scope: bool,
     /// This limit's member of `RateLimit-Policy`, rendered once.
     pub policy_header: Arc<str>,
 }
@@ -86,7 +99,16 @@ impl Bucket {
         ));
         let policy = Policy::new(&limit);
         let id = stable_hash(&name);
+        let identity_scope = limit.scope == tollgate_core::limits::LimitScope::Identity;
+        // Moving a limit between scopes moves its bucket: a refusal cached
+        // under the old owner is not served for the new one.
+        let fingerprint = if identity_scope {
+            stable_hash(&format!("{fingerprint}\u{0}identity"))
+        } else {
+            fingerprint
+        };
         Self {
+            identity_scope,
             id,
             slot: slot_of(id),
             name,
@@ -149,6 +171,7 @@ mod policy_tests {
             burst,
             cost: None,
             quota: None,
+            scope: Default::default(),
         };
         let plan = [
             Bucket::new(Scope::Key, limit("min\\ute", 60, 60, None)),

@@ -216,6 +216,7 @@ pub fn scenarios() -> Vec<Scenario> {
                     burst: None,
                     cost: None,
                     quota: None,
+                    scope: Default::default(),
                 },
             )],
             steps: vec![

@@ -2,6 +2,7 @@
 //! [`crate::rules::limits`].
 
 use super::*;
+use crate::limits::LimitScope;
 
 impl Validator<'_> {
     /// Check the names of a `plans` or `upstreams` mapping: non-empty,
@@ -199,6 +200,12 @@ impl Validator<'_> {
             else {
                 continue;
             };
+            let scope = self.choice_or(
+                &child(&lp, "scope"),
+                &l.scope,
+                &[("key", LimitScope::Key), ("identity", LimitScope::Identity)],
+                LimitScope::Key,
+            );
             let limit = Limit {
                 name,
                 rate,
@@ -206,6 +213,7 @@ impl Validator<'_> {
                 burst,
                 cost,
                 quota: None,
+                scope,
             };
             if let Err(message) = limit_rules::check_cost_fits(&limit) {
                 self.error(&child(&lp, "cost"), message);

@@ -41,8 +41,17 @@ pub const MAX_SPAN_US: u64 = tollgate_core::limits::MAX_SPAN_NS / 1_000;
 /// The Redis key of one bucket of one subject, e.g. `tg:{k42}:p:minute` or
 /// `tg:{ip10.0.0.1}:r:users:route`. The hash tag `{subject}` puts every bucket
 /// of a subject in the same cluster slot. The only place the key format lives.
+///
+/// A [`Subject::Member`]'s buckets all carry its identity's tag (one script
+/// call, one slot): its identity-scoped ones are the identity's
+/// (`tg:{i7}:p:monthly`), its others its key's (`tg:{i7}:k42:p:second`).
 pub fn bucket_key(subject: &Subject, bucket: &Bucket) -> String {
-    format!("tg:{{{subject}}}:{}", bucket.name)
+    match subject {
+        Subject::Member { key, .. } if !bucket.identity_scope => {
+            format!("tg:{{{subject}}}:k{key}:{}", bucket.name)
+        }
+        _ => format!("tg:{{{subject}}}:{}", bucket.name),
+    }
 }
 
 /// The limit's numbers the script gets (the first three of its five ARGV

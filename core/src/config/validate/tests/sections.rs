@@ -155,6 +155,7 @@ fn limits_are_converted() {
                 burst: Some(7),
                 cost: Some(7),
                 quota: None,
+                scope: Default::default(),
             },
             Limit {
                 name: "b".into(),
@@ -163,6 +164,7 @@ fn limits_are_converted() {
                 burst: None,
                 cost: None,
                 quota: None,
+                scope: Default::default(),
             },
         ]
     );

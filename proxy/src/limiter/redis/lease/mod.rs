@@ -178,7 +178,7 @@ impl Leases {
         buckets: &[&Bucket],
         now: Instant,
     ) -> Option<Decision> {
-        if !self.enabled() || buckets.is_empty() {
+        if !self.enabled() || !subject.leased() || buckets.is_empty() {
             return None;
         }
         let args: SmallVec<[ScriptArgs; 4]> =
@@ -229,7 +229,7 @@ impl Leases {
         now: Instant,
     ) -> SmallVec<[LeaseArgs; 4]> {
         let exact = || LeaseArgs { ret: 0, want: 0 };
-        if !self.enabled() {
+        if !self.enabled() || !subject.leased() {
             return args
                 .iter()
                 .map(|a| LeaseArgs {
@@ -304,7 +304,7 @@ impl Leases {
         replies: &[BucketReply],
         now: Instant,
     ) {
-        if !self.enabled() {
+        if !self.enabled() || !subject.leased() {
             return;
         }
         let mut added = 0u64;

@@ -22,6 +22,7 @@ fn bucket(name: &str, rate: u64, per: Duration, burst: u64, cost: u64) -> Bucket
             burst: Some(burst),
             cost: Some(cost),
             quota: None,
+            scope: Default::default(),
         },
     )
 }
@@ -241,6 +242,7 @@ fn a_request_is_served_from_leases_only_if_every_bucket_has_one() {
             burst: Some(5),
             cost: Some(2),
             quota: None,
+            scope: Default::default(),
         },
     );
     let (k, t0, us0) = (Subject::Key(4), Instant::now(), 1_000_000_000u64);
@@ -310,6 +312,8 @@ proptest! {
             per: Duration::from_secs(1),
             burst: None,
             cost: None, quota: None,
+            cost: None,
+            scope: Default::default(),
         });
         let ttl = Duration::from_millis(ttl_ms);
         let proxies = [Leases::new(ttl), Leases::new(ttl)];

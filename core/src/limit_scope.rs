@@ -1,0 +1,56 @@
+//! Who shares a limit's bucket: `scope: key` (each key its own, the default)
+//! or `scope: identity` (one bucket for all keys of the key's identity).
+//!
+//! A key without an identity keeps an identity-scoped limit as its own
+//! bucket: the limit still applies, per key, as if it were `scope: key`
+//! (a key is then an identity of one).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitScope {
+    /// One bucket per key.
+    #[default]
+    Key,
+    /// One bucket per identity, shared by all its keys.
+    Identity,
+}
+
+impl LimitScope {
+    pub fn is_key(&self) -> bool {
+        *self == LimitScope::Key
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitScope::Key => "key",
+            LimitScope::Identity => "identity",
+        }
+    }
+
+    /// The YAML / API spelling back to a scope.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "key" => Ok(LimitScope::Key),
+            "identity" => Ok(LimitScope::Identity),
+            other => Err(format!("unknown scope {other:?} (known: identity, key)")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spelled_in_lower_case_and_key_by_default() {
+        assert_eq!(LimitScope::default(), LimitScope::Key);
+        assert_eq!(LimitScope::parse("identity"), Ok(LimitScope::Identity));
+        assert!(LimitScope::parse("Identity").is_err());
+        assert!(LimitScope::parse("").is_err());
+        let v: LimitScope = serde_json::from_str("\"identity\"").expect("json");
+        assert_eq!(v, LimitScope::Identity);
+        assert!(serde_json::from_str::<LimitScope>("\"route\"").is_err());
+    }
+}
