@@ -16,10 +16,13 @@ use super::LocalLimiter;
 use crate::limiter::quota::{bounds, state};
 use crate::limiter::{Bucket, Subject};
 
-/// One quota's count: its slot ([`Bucket::slot`]), its period and its uses.
+/// One quota's count: its slot ([`Bucket::slot`]), the key it belongs to
+/// (0: the whole subject, e.g. an identity's shared quota), its period and
+/// its uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Count {
     slot: u32,
+    key: i64,
     start_us: i64,
     end_us: i64,
     used: u64,
@@ -27,6 +30,25 @@ pub(super) struct Count {
 
 /// A subject's quota counts.
 pub(super) type Counts = SmallVec<[Count; 2]>;
+
+/// Where a subject's quota counts live: all keys of an identity count
+/// under the identity (so one lock makes a request's quotas atomic, shared
+/// or not); any other subject under itself.
+fn holder(subject: &Subject) -> Subject {
+    match *subject {
+        Subject::Member { identity, .. } => Subject::Identity(identity),
+        other => other,
+    }
+}
+
+/// The key a quota's count belongs to within its holder: a member's own
+/// (key-scoped) quota is its key's; an identity-scoped one is shared (0).
+fn owner_key(subject: &Subject, b: &Bucket) -> i64 {
+    match *subject {
+        Subject::Member { key, .. } if !b.identity_scope => key,
+        _ => 0,
+    }
+}
 
 impl LocalLimiter {
     /// Decide a request with at least one quota at `now` (this limiter's
@@ -39,8 +61,9 @@ impl LocalLimiter {
         now: u64,
         wall_us: i64,
     ) -> Decision {
-        let mut map = self.quotas.lock(subject);
-        let held = map.get(subject);
+        let holder = holder(subject);
+        let mut map = self.quotas.lock(&holder);
+        let held = map.get(&holder);
         // Per quota: (index in `buckets`, period, check).
         let mut quotas: SmallVec<[_; 2]> = SmallVec::new();
         let mut plain: SmallVec<[&Bucket; 4]> = SmallVec::new();
@@ -53,7 +76,11 @@ impl LocalLimiter {
             let used = match (period, held) {
                 (Some(p), Some(h)) => h
                     .iter()
-                    .find(|c| c.slot == b.slot && c.start_us == p.start_us)
+                    .find(|c| {
+                        c.slot == b.slot
+                            && c.key == owner_key(subject, b)
+                            && c.start_us == p.start_us
+                    })
                     .map_or(0, |c| c.used),
                 _ => 0,
             };
@@ -72,18 +99,20 @@ impl LocalLimiter {
             (false, self.peek_at(subject, &plain, now))
         };
         if allowed {
-            let counts = map.entry(*subject).or_default();
+            let counts = map.entry(holder).or_default();
             for &(i, period, _, c) in &quotas {
                 let (Some(p), b) = (period, buckets[i]) else {
                     continue;
                 };
+                let key = owner_key(subject, b);
                 let fresh = Count {
                     slot: b.slot,
+                    key,
                     start_us: p.start_us,
                     end_us: p.end_us,
                     used: c.new_used,
                 };
-                match counts.iter_mut().find(|x| x.slot == b.slot) {
+                match counts.iter_mut().find(|x| x.slot == b.slot && x.key == key) {
                     Some(x) => *x = fresh,
                     None => counts.push(fresh),
                 }
@@ -115,12 +144,14 @@ impl LocalLimiter {
     pub(super) fn peek_quota(&self, subject: &Subject, b: &Bucket, wall_us: i64) -> LimitState {
         let period = bounds(b, wall_us);
         let used = period.map_or(0, |p| {
+            let holder = holder(subject);
+            let key = owner_key(subject, b);
             self.quotas
-                .lock(subject)
-                .get(subject)
+                .lock(&holder)
+                .get(&holder)
                 .and_then(|h| {
                     h.iter()
-                        .find(|c| c.slot == b.slot && c.start_us == p.start_us)
+                        .find(|c| c.slot == b.slot && c.key == key && c.start_us == p.start_us)
                 })
                 .map_or(0, |c| c.used)
         });
@@ -231,5 +262,43 @@ mod tests {
         let d = l.check_quotas_at(&k, &[&q], S, DEC_1);
         assert!(!d.allowed);
         assert_eq!(d.limits[0].remaining, 2);
+    }
+
+    #[test]
+    fn an_identity_quota_is_shared_by_its_keys_and_a_key_quota_is_not() {
+        let l = LocalLimiter::new(4);
+        let mut shared = Limit::new_quota(
+            "monthly",
+            3,
+            QuotaSpec {
+                period: Period::Month,
+                anchor: None,
+                time_zone: None,
+            },
+            None,
+        );
+        shared.scope = tollgate_core::limits::LimitScope::Identity;
+        let shared = Bucket::new(Scope::Key, shared);
+        let own = quota("daily", 2, Period::Day, None);
+        let a = Subject::Member { key: 1, identity: 9 };
+        let b = Subject::Member { key: 2, identity: 9 };
+        let noon = DEC_1 + 12 * 3_600_000_000;
+        // Key 1 spends its own 2; key 2 then has the identity's last one.
+        assert!(l.check_quotas_at(&a, &[&shared, &own], S, noon).allowed);
+        assert!(l.check_quotas_at(&a, &[&shared, &own], S, noon).allowed);
+        assert!(!l.check_quotas_at(&a, &[&shared, &own], S, noon).allowed);
+        let d = l.check_quotas_at(&b, &[&shared, &own], S, noon);
+        assert!(d.allowed);
+        assert_eq!(d.limits[0].remaining, 0, "the identity's quota is spent");
+        assert_eq!(d.limits[1].remaining, 1, "key 2's own quota is its own");
+        let d = l.check_quotas_at(&b, &[&shared, &own], S, noon);
+        assert!(!d.allowed);
+        assert_eq!(d.violated_names(), vec!["monthly"]);
+        assert_eq!(l.peek_quota(&a, &shared, noon).remaining, 0);
+        assert_eq!(l.peek_quota(&a, &own, noon).remaining, 0);
+        assert_eq!(l.peek_quota(&b, &own, noon).remaining, 1);
+        // Another identity has its own.
+        let c = Subject::Member { key: 3, identity: 10 };
+        assert!(l.check_quotas_at(&c, &[&shared, &own], S, noon).allowed);
     }
 }
