@@ -19,6 +19,7 @@ pub mod path;
 pub mod problem;
 pub mod redis_url;
 pub mod rules;
+pub mod service_tokens;
 pub mod trace;
 pub mod usage;
 

@@ -4,6 +4,7 @@
 pub mod backends;
 pub mod breaker;
 pub mod concurrency;
+pub mod cost;
 pub mod local;
 pub mod redis;
 #[doc(hidden)]
