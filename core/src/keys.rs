@@ -35,6 +35,13 @@ pub enum KeyFormatError {
 #[error("the operating system's random number generator failed: {0}")]
 pub struct RandomError(pub(crate) String);
 
+impl RandomError {
+    /// The OS generator failed with `why`.
+    pub fn new(why: String) -> Self {
+        Self(why)
+    }
+}
+
 /// A freshly generated key. The plain text exists only until it is shown once.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NewKey {

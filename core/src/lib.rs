@@ -21,6 +21,7 @@ pub mod problem;
 pub mod quota;
 pub mod redis_url;
 pub mod rules;
+pub mod service_tokens;
 pub mod trace;
 pub mod usage;
 pub mod webhooks;

@@ -40,6 +40,18 @@ pub fn key(
     client: IpAddr,
     config: &ConfigState,
 ) -> Result<(), Denial> {
+    key_on(key, &route.route.name, method, client, config)
+}
+
+/// [`key`] on the route named `route` (`""`: none, as the verify API asked
+/// without a route — only a `*` route pattern takes it).
+pub fn key_on(
+    key: &ActiveKey,
+    route: &str,
+    method: &str,
+    client: IpAddr,
+    config: &ConfigState,
+) -> Result<(), Denial> {
     let own = key.access.as_deref();
     if own.is_none() && plan_scopes(key, config).is_none() {
         return Ok(());
@@ -47,7 +59,7 @@ pub fn key(
     access::check_key(
         scopes(key, config),
         own.and_then(|a| a.allowed_ips.as_deref()),
-        &route.route.name,
+        route,
         method,
         client,
     )

@@ -27,6 +27,7 @@ pub mod demo;
 pub mod edge;
 pub mod edge_metrics;
 pub mod forward;
+pub mod gate;
 pub mod grpc;
 pub mod headers;
 pub mod identities;
@@ -46,6 +47,7 @@ pub mod throttle;
 pub mod tls;
 pub mod upstreams;
 pub mod usage;
+pub mod verify;
 pub mod websocket;
 pub mod ws_hold;
 

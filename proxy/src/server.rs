@@ -127,6 +127,7 @@ pub fn build(prepared: Prepared) -> Built {
     let spans = tollgate_telemetry::from_config(&config.telemetry, "tollgate-proxy");
     let tls_listen = config.proxy.tls.as_ref().map(|t| t.listen);
     let metrics_listen = config.proxy.metrics_listen;
+    let verify_listen = config.verify.listen;
     let database_url = config.storage.database_url.clone();
     let config_path = config.source.clone();
 
@@ -175,6 +176,16 @@ pub fn build(prepared: Prepared) -> Built {
         m.add_tcp(&addr.to_string());
         m.threads = Some(1);
         server.add_service(m);
+    }
+
+    if let Some(addr) = verify_listen {
+        let app = crate::verify::VerifyApp {
+            state: state.clone(),
+            limiters: limiters.clone(),
+            usage: usage.clone(),
+            tokens: Default::default(),
+        };
+        crate::verify::add_services(&mut server, addr, app, database_url.clone());
     }
 
     let flusher = UsageFlusher::new(

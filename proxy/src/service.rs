@@ -26,6 +26,7 @@ use crate::cors;
 use crate::edge::{self, Inbound};
 use crate::edge_metrics;
 use crate::forward::{self, Forwarding};
+use crate::gate;
 use crate::grpc;
 use crate::headers;
 use crate::keyset::ActiveKey;
@@ -184,18 +185,10 @@ impl Gateway {
             Presented::Garbled => None,
             Presented::Header(k) | Presented::Bearer(k) => Some(k),
         };
-        let hash = plain.and_then(|k| keys::parse(k).ok());
-        let found = match hash {
-            None => Err("malformed"),
-            Some(hash) => db
-                .keys
-                .lookup(&hash, tollgate_core::now_ms())
-                .map_err(|r| r.as_str()),
-        };
-        match found {
-            Ok(key) => {
-                ctx.key_hash = hash;
-                Ok(key.clone())
+        match gate::find_key(db, plain, tollgate_core::now_ms()) {
+            Ok((key, hash)) => {
+                ctx.key_hash = Some(hash);
+                Ok(key)
             }
             Err(reason) => {
                 if let Some(a) = self.auth_failure(client_addr, per_second, ctx) {

@@ -319,6 +319,47 @@ pub fn applicable<'a>(
     out
 }
 
+/// The limits of a key on no particular route (the verify API asked
+/// without `route`): what [`applicable`] gives on a route with no limits
+/// and no `default_plan` — the key's own limits, else its plan's.
+pub fn key_applicable<'a>(
+    key: &'a ActiveKey,
+    config: &'a ConfigState,
+    db: &'a DbState,
+) -> Applicable<'a> {
+    let plan_named = |name: &str| -> Option<&'a Arc<CompiledPlan>> {
+        config.plans.get(name).or_else(|| db.plans.get(name))
+    };
+    let side = KeySide {
+        own_limits: key.own_buckets.is_some(),
+        plan: key.plan.as_deref(),
+        concurrency: key.concurrency,
+    };
+    let source = limit_source(side, side.plan.and_then(plan_named), None);
+    let mut out = Applicable::default();
+    match source {
+        LimitSource::UnknownPlan(missing) => {
+            out.unknown_plan = Some(missing);
+            return out;
+        }
+        LimitSource::Own => {
+            if let Some(own) = &key.own_buckets {
+                out.buckets.extend(own.iter());
+            }
+            out.policy =
+                crate::headers::policy_value(out.buckets.iter().map(|b| &*b.policy_header));
+        }
+        LimitSource::Plan(plan) | LimitSource::RouteDefault(Some(plan)) => {
+            out.buckets.extend(plan.buckets.iter());
+            out.plan = Some(&plan.name);
+            out.policy = plan.policy.clone();
+        }
+        LimitSource::RouteDefault(None) => {}
+    }
+    out.concurrency = source.concurrency(side, |p| p.concurrency);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,6 +429,20 @@ routes:
         let capped = key(None, Some(2));
         assert_eq!(applicable(a, Some(&capped), &cfg, &db).concurrency, Some(2));
         assert_eq!(applicable(b, Some(&capped), &cfg, &db).concurrency, Some(2));
+
+        // Without a route: what a route with no limits and no default plan gives.
+        for k in [&pro, &none, &capped] {
+            let on_route = applicable(b, Some(k), &cfg, &db);
+            let alone = key_applicable(k, &cfg, &db);
+            assert_eq!(
+                (alone.plan, alone.concurrency, alone.buckets.len() + 1),
+                (on_route.plan, on_route.concurrency, on_route.buckets.len())
+            );
+        }
+        assert_eq!(
+            key_applicable(&key(Some("gold"), None), &cfg, &db).unknown_plan,
+            Some("gold")
+        );
 
         let lost = key(Some("gold"), Some(2));
         let got = applicable(a, Some(&lost), &cfg, &db);

@@ -24,6 +24,7 @@ pub struct Config {
     pub log: LogConfig,
     pub usage: UsageConfig,
     pub telemetry: TelemetryConfig,
+    pub verify: VerifyConfig,
     pub plans: BTreeMap<String, Plan>,
     pub upstreams: BTreeMap<String, Upstream>,
     /// In file order; the proxy builds its own matcher from these.
@@ -497,4 +498,13 @@ pub enum CorsOrigins {
     Any,
     /// Exact serialized origins (`https://app.example:8443`), lower case.
     List(Vec<String>),
+}
+
+/// `verify:`: the verify API (`POST /v1/verify`) for services that are not
+/// behind the proxy, served by the proxy process on the same keys and
+/// buckets. Off unless `listen` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VerifyConfig {
+    /// `listen`: the verify listener's address (`None`: no verify API).
+    pub listen: Option<SocketAddr>,
 }

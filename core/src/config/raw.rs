@@ -143,7 +143,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OrderedMap<T> {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of config sections (proxy, admin, storage, limiter, log, usage, telemetry, plans, upstreams, routes)"
+    expecting = "a mapping of config sections (proxy, admin, storage, limiter, log, usage, telemetry, verify, plans, upstreams, routes)"
 )]
 pub struct RawConfig {
     pub proxy: Option<RawProxy>,
@@ -153,6 +153,7 @@ pub struct RawConfig {
     pub log: Option<RawLog>,
     pub usage: Option<RawUsage>,
     pub telemetry: Option<RawTelemetry>,
+    pub verify: Option<RawVerify>,
     pub plans: Option<OrderedMap<RawPlan>>,
     pub upstreams: Option<OrderedMap<RawUpstream>>,
     pub routes: Option<Vec<RawRoute>>,
@@ -235,6 +236,16 @@ pub struct RawLimiter {
     pub redis_ca_file: Option<Scalar>,
     pub concurrency_lease: Option<Scalar>,
     pub lease_ttl: Option<Scalar>,
+}
+
+/// `verify: { listen }`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping of verify settings (listen)"
+)]
+pub struct RawVerify {
+    pub listen: Option<Scalar>,
 }
 
 /// `telemetry: { otlp_endpoint, trace_context, service_name }`.

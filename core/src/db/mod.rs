@@ -22,6 +22,7 @@ pub mod keys;
 #[cfg(any(test, feature = "testing"))]
 pub mod own_postgres;
 pub mod plans;
+pub mod service_tokens;
 pub mod settings;
 mod stmt;
 #[cfg(any(test, feature = "testing"))]

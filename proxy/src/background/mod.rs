@@ -318,6 +318,7 @@ async fn apply_config(
     let old = state.config.load_full();
     if new.proxy.listen != old.config.proxy.listen
         || new.proxy.metrics_listen != old.config.proxy.metrics_listen
+        || new.verify.listen != old.config.verify.listen
         || new.proxy.tls.as_ref().map(|t| t.listen)
             != old.config.proxy.tls.as_ref().map(|t| t.listen)
     {

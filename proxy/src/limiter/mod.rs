@@ -5,6 +5,7 @@ pub mod backends;
 pub mod breaker;
 pub mod concurrency;
 pub mod identity;
+pub mod cost;
 pub mod local;
 pub mod quota;
 #[doc(hidden)]

@@ -55,6 +55,7 @@ mod scalars;
 mod storage;
 mod telemetry;
 mod upstreams;
+mod verify;
 
 #[cfg(test)]
 mod tests;
@@ -238,6 +239,7 @@ impl Validator<'_> {
         let log = self.log(raw.log.as_ref().unwrap_or(&RawLog::default()));
         let usage = self.usage(raw.usage.as_ref().unwrap_or(&RawUsage::default()));
         let telemetry = self.telemetry(raw.telemetry.as_ref().unwrap_or(&RawTelemetry::default()));
+        let verify = self.verify(raw.verify.as_ref(), &proxy);
         let empty_plans = OrderedMap::default();
         let raw_plans = raw.plans.as_ref().unwrap_or(&empty_plans);
         let plans = self.plans(raw_plans);
@@ -260,6 +262,7 @@ impl Validator<'_> {
             log,
             usage,
             telemetry,
+            verify,
             plans,
             upstreams,
             routes,

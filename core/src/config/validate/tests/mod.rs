@@ -119,6 +119,7 @@ fn empty_document_gives_the_defaults() {
             trace_context: false,
             service_name: "tollgate".into(),
         },
+        verify: VerifyConfig::default(),
         plans: BTreeMap::new(),
         upstreams: BTreeMap::new(),
         routes: Vec::new(),
