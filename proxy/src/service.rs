@@ -104,6 +104,8 @@ pub struct Ctx {
     /// The handshake's client half held open until the upstream answers
     /// (Pingora #946 workaround, see [`ws_hold`]).
     ws_hold: Hold,
+    /// A `routes[].cost` reservation not settled yet.
+    cost: Option<crate::cost::Pending>,
 }
 
 /// The gateway: shared state plus the in-process limiters.
@@ -409,10 +411,14 @@ impl Gateway {
             }
         }
 
+        let reservation = crate::cost::Reservation::for_route(&route, &applicable.buckets);
+        let reserving = reservation.as_ref().map(|r| r.refs());
+        let buckets = reserving.as_deref().unwrap_or(&applicable.buckets);
         let verdict = self
             .limiters
-            .decide(&cfg.config.limiter, &subject, &applicable.buckets, deadline)
+            .decide(&cfg.config.limiter, &subject, buckets, deadline)
             .await;
+        drop(reserving);
         let (decision, backend) = match verdict {
             Verdict::Decided(d, backend) => (d, backend),
             Verdict::Unavailable => {
@@ -432,6 +438,7 @@ impl Gateway {
                 return Some(a);
             }
         }
+        ctx.cost = reservation.and_then(|r| r.admitted(subject, &decision, backend));
         ctx.decision = Some(decision);
         None
     }
@@ -540,6 +547,7 @@ impl ProxyHttp for Gateway {
             websocket: false,
             ws_open: None,
             ws_hold: Hold::No,
+            cost: None,
         }
     }
 
@@ -764,6 +772,14 @@ impl ProxyHttp for Gateway {
                 end_held_half(session, ctx);
             }
         }
+        crate::cost::on_response(
+            &self.limiters,
+            ctx.config.as_deref(),
+            ctx.route.as_deref(),
+            &mut ctx.cost,
+            upstream_response,
+        )
+        .await;
         if !self.ladder.on(Step::ResponseHeaders) {
             return Ok(());
         }
@@ -908,6 +924,14 @@ impl ProxyHttp for Gateway {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
+        crate::cost::on_end(
+            &self.limiters,
+            ctx.config.as_deref(),
+            ctx.route.as_deref(),
+            ctx.cost.take(),
+            status,
+        )
+        .await;
         let outcome = ctx.outcome.unwrap_or(if e.is_some() || status >= 500 {
             outcome::UPSTREAM_ERROR
         } else {

@@ -17,6 +17,8 @@ use tollgate_core::limits::{self, Decision, LimitState, Policy};
 use super::sharded::ShardedMap;
 use super::{Bucket, Subject};
 
+mod settle;
+
 /// Buckets held inline per subject: a plan's limit or two plus a route's.
 const INLINE: usize = 3;
 

@@ -4,6 +4,8 @@
 pub mod backends;
 pub mod breaker;
 pub mod concurrency;
+pub mod cost;
+mod cost_scenarios;
 pub mod local;
 pub mod redis;
 #[doc(hidden)]
@@ -66,6 +68,9 @@ pub struct Bucket {
     pub policy: Policy,
     /// This limit's member of `RateLimit-Policy`, rendered once.
     pub policy_header: Arc<str>,
+    /// A route's cost reservation ([`cost::reserving`]): decided in Redis
+    /// without leases, settled when the response arrives.
+    pub reserved: bool,
 }
 
 impl Bucket {
@@ -91,6 +96,7 @@ impl Bucket {
             policy_header: crate::headers::policy_member(&policy).into(),
             policy,
             limit: Arc::new(limit),
+            reserved: false,
         }
     }
 }
