@@ -9,6 +9,7 @@
 //! `rules::cases`) exist only with the `testing` feature.
 
 pub mod config;
+pub mod cost;
 pub mod db;
 pub mod duration;
 pub mod files;

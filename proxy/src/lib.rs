@@ -23,6 +23,7 @@ pub mod background;
 pub mod body_limit;
 pub mod conn;
 pub mod cors;
+pub mod cost;
 pub mod demo;
 pub mod edge;
 pub mod edge_metrics;

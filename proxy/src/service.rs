@@ -109,6 +109,8 @@ pub struct Ctx {
     /// The handshake's client half held open until the upstream answers
     /// (Pingora #946 workaround, see [`ws_hold`]).
     ws_hold: Hold,
+    /// A `routes[].cost` reservation not settled yet.
+    cost: Option<crate::cost::Pending>,
 }
 
 /// The gateway: shared state plus the in-process limiters.
@@ -423,11 +425,15 @@ impl Gateway {
 
         let identity = ctx.key.as_ref().and_then(|k| k.identity_id());
         let subject = identity::member_subject(subject, identity);
+        let reservation = crate::cost::Reservation::for_route(&route, &applicable.buckets);
+        let reserving = reservation.as_ref().map(|r| r.refs());
+        let buckets = reserving.as_deref().unwrap_or(&applicable.buckets);
         let verdict = self
             .limiters
-            .decide(&cfg.config.limiter, &subject, &applicable.buckets, deadline)
+            .decide(&cfg.config.limiter, &subject, buckets, deadline)
             .await;
         ctx.limiter_time = Some(limiter_start.elapsed());
+        drop(reserving);
         let (decision, backend) = match verdict {
             Verdict::Decided(d, backend) => (d, backend),
             Verdict::Unavailable => {
@@ -447,6 +453,7 @@ impl Gateway {
                 return Some(a);
             }
         }
+        ctx.cost = reservation.and_then(|r| r.admitted(subject, &decision, backend));
         ctx.decision = Some(decision);
         None
     }
@@ -556,6 +563,7 @@ impl ProxyHttp for Gateway {
             websocket: false,
             ws_open: None,
             ws_hold: Hold::No,
+            cost: None,
         }
     }
 
@@ -783,6 +791,14 @@ impl ProxyHttp for Gateway {
                 end_held_half(session, ctx);
             }
         }
+        crate::cost::on_response(
+            &self.limiters,
+            ctx.config.as_deref(),
+            ctx.route.as_deref(),
+            &mut ctx.cost,
+            upstream_response,
+        )
+        .await;
         if !self.ladder.on(Step::ResponseHeaders) {
             return Ok(());
         }
@@ -932,6 +948,14 @@ impl ProxyHttp for Gateway {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
+        crate::cost::on_end(
+            &self.limiters,
+            ctx.config.as_deref(),
+            ctx.route.as_deref(),
+            ctx.cost.take(),
+            status,
+        )
+        .await;
         let outcome = ctx.outcome.unwrap_or(if e.is_some() || status >= 500 {
             outcome::UPSTREAM_ERROR
         } else {

@@ -67,6 +67,22 @@ async fn run_redis(limiter: &RedisLimiter, s: &Scenario, base: i64) -> Vec<Outco
     for step in &s.steps {
         tokio::time::sleep_until(start + Duration::from_millis(step.at_ms)).await;
         let buckets = s.step_buckets(step);
+        if let Some(settle) = step.settle {
+            let settled = limiter
+                .settle_by(
+                    &step.subject.subject(base),
+                    &buckets,
+                    settle,
+                    limiter.deadline(),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            let mut applied: Vec<i64> = settled.iter().map(|s| s.applied).collect();
+            // Nothing to settle: the script is not called.
+            applied.resize(buckets.len(), 0);
+            out.push(Outcome::settled(&buckets, &applied));
+            continue;
+        }
         let d = limiter
             .check(&step.subject.subject(base), &buckets)
             .await

@@ -446,6 +446,8 @@ pub struct Route {
     /// Browser callers (`None`: the proxy adds no CORS headers and
     /// preflights go to the upstream like any request).
     pub cors: Option<Cors>,
+    /// `cost`: reserve before forwarding, settle from the response.
+    pub cost: Option<crate::cost::RouteCost>,
 }
 
 /// `telemetry:`: W3C trace context and OpenTelemetry spans.

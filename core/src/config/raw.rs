@@ -394,6 +394,19 @@ pub struct RawRoute {
     pub websocket: Option<Scalar>,
     pub max_body_bytes: Option<Scalar>,
     pub cors: Option<RawCors>,
+    pub cost: Option<RawCost>,
+}
+
+/// `routes[].cost`: a reservation settled from the response (issue #20).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with reserve, from_response_header and optionally refund_on"
+)]
+pub struct RawCost {
+    pub reserve: Option<Scalar>,
+    pub from_response_header: Option<Scalar>,
+    pub refund_on: Option<Vec<Scalar>>,
 }
 
 /// `routes[].cors`: who may call the route from a browser.

@@ -20,6 +20,7 @@ use super::{Bucket, Subject};
 
 mod quota;
 mod shared;
+mod settle;
 
 /// Buckets held inline per subject: a plan's limit or two plus a route's.
 const INLINE: usize = 3;

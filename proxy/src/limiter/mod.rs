@@ -6,6 +6,8 @@ pub mod breaker;
 pub mod concurrency;
 pub mod identity;
 pub mod cost;
+pub mod times;
+mod cost_scenarios;
 pub mod local;
 pub mod quota;
 #[doc(hidden)]
@@ -83,9 +85,31 @@ pub struct Bucket {
     pub identity_scope: bool,
     /// This limit's member of `RateLimit-Policy`, rendered once.
     pub policy_header: Arc<str>,
+    /// A route's cost reservation ([`cost::reserving`]): decided in Redis
+    /// without leases, settled when the response arrives.
+    pub reserved: bool,
 }
 
 impl Bucket {
+    /// This bucket for requests that take `cost` tokens each: the same
+    /// bucket (id, slot, name: the same stored state and Redis key) with its
+    /// own fingerprint (`tag` and cost), so a refusal cached for one cost is
+    /// never served for another.
+    pub fn at_cost(&self, cost: u64, tag: &str) -> Bucket {
+        let limit = Limit {
+            cost: Some(cost),
+            ..(*self.limit).clone()
+        };
+        Bucket {
+            fingerprint: stable_hash(&format!("{}\u{0}{tag}\u{0}{cost}", self.fingerprint)),
+            policy: Policy::new(&limit),
+            limit: Arc::new(limit),
+            name: self.name.clone(),
+            policy_header: self.policy_header.clone(),
+            ..*self
+        }
+    }
+
     pub fn new(scope: Scope<'_>, limit: Limit) -> Self {
         let name: Arc<str> = match scope {
             Scope::Key => format!("p:{}", limit.name).into(),
@@ -117,6 +141,7 @@ impl Bucket {
             policy_header: crate::headers::policy_member(&policy).into(),
             policy,
             limit: Arc::new(limit),
+            reserved: false,
         }
     }
 }

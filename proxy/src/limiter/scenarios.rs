@@ -13,6 +13,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
+use tollgate_core::cost::Settle;
 use tollgate_core::limits::{Decision, Limit};
 
 use super::{Bucket, LocalLimiter, Scope, Subject};
@@ -61,6 +62,9 @@ pub struct Step {
     pub buckets: Vec<usize>,
     /// The expected admission (anchors the table itself).
     pub allowed: bool,
+    /// Not a request: settle a cost reservation on these buckets
+    /// (`routes[].cost`); its outcome lists the tokens applied.
+    pub settle: Option<Settle>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +117,21 @@ impl From<&Decision> for Outcome {
     }
 }
 
+impl Outcome {
+    /// A settlement step's outcome: per bucket its name, whether tokens
+    /// went back, and how many were applied.
+    pub fn settled(buckets: &[&Bucket], applied: &[i64]) -> Self {
+        Self {
+            allowed: true,
+            limits: buckets
+                .iter()
+                .zip(applied)
+                .map(|(b, &a)| (b.limit.name.clone(), a < 0, a.unsigned_abs(), 0, 0))
+                .collect(),
+        }
+    }
+}
+
 /// Compare two backends' outcomes of one scenario: identical admissions,
 /// violations and remaining counts; reset and retry-after within 1 s
 /// (Redis' clock moves on between requests).
@@ -160,9 +179,14 @@ pub fn run_local(scenario: &Scenario, base: i64) -> Vec<Outcome> {
         .map(|step| {
             let buckets = scenario.step_buckets(step);
             let now = START_NS + step.at_ms * 1_000_000;
+            let subject = step.subject.subject(base);
+            if let Some(settle) = step.settle {
+                let applied = limiter.settle_at(&subject, &buckets, settle, now);
+                return Outcome::settled(&buckets, &applied);
+            }
             // Quotas' periods on the wall clock, as Redis runners take them.
             let wall = super::quota::wall_now_us();
-            Outcome::from(&limiter.check_at_wall(&step.subject.subject(base), &buckets, now, wall))
+            Outcome::from(&limiter.check_at_wall(&subject, &buckets, now, wall))
         })
         .collect()
 }
@@ -179,6 +203,7 @@ fn step(subject: SubjectSpec, buckets: &[usize], allowed: bool) -> Step {
         subject,
         buckets: buckets.to_vec(),
         allowed,
+        settle: None,
     }
 }
 
@@ -191,6 +216,28 @@ fn at(at_ms: u64, subject: SubjectSpec, buckets: &[usize], allowed: bool) -> Ste
 
 /// The shared table.
 pub fn scenarios() -> Vec<Scenario> {
+    let mut table = base_scenarios();
+    table.extend(super::cost_scenarios::scenarios());
+    table
+}
+
+/// A settlement step (see [`Step::settle`]).
+pub(super) fn settle(subject: SubjectSpec, buckets: &[usize], s: Settle) -> Step {
+    Step {
+        settle: Some(s),
+        ..step(subject, buckets, true)
+    }
+}
+
+pub(super) fn request(subject: SubjectSpec, buckets: &[usize], allowed: bool) -> Step {
+    step(subject, buckets, allowed)
+}
+
+pub(super) fn hourly(name: &str, rate: u64, burst: u64) -> Limit {
+    limit(name, rate, HOUR, burst, 1)
+}
+
+fn base_scenarios() -> Vec<Scenario> {
     use SubjectSpec::{Ip, Key};
     let k0 = Key(0);
     vec![

@@ -45,6 +45,7 @@ use scalars::{given, is_token};
 
 mod admin;
 mod cors;
+mod cost;
 mod limiter;
 mod log;
 mod plans;

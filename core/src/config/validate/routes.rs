@@ -160,6 +160,11 @@ impl Validator<'_> {
                 )
             });
 
+            let cost = r
+                .cost
+                .as_ref()
+                .and_then(|c| self.route_cost(&child(&path, "cost"), c));
+
             if let (Some(name), Some(path_prefix), Some(upstream)) = (name, path_prefix, upstream) {
                 routes.push(Route {
                     name,
@@ -178,6 +183,7 @@ impl Validator<'_> {
                     websocket,
                     max_body_bytes,
                     cors,
+                    cost,
                 });
             }
         }

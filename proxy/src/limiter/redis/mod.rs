@@ -37,6 +37,7 @@ pub mod lease;
 pub mod over_limit;
 pub mod peek;
 pub mod script;
+pub mod settle;
 
 use std::fmt;
 use std::sync::Arc;
@@ -249,10 +250,13 @@ impl RedisLimiter {
             });
         }
         // Served from this proxy's leases: tokens Redis already granted
-        // (never with a quota: the script counts quotas on every call).
-        let leased = (!super::quota::any_quota(buckets))
-            .then(|| self.leases.try_take(subject, buckets, Instant::now()));
-        if let Some(decision) = leased.flatten() {
+        // (never with a quota: the script counts quotas on every call; never
+        // for a cost reservation: it is taken and settled in Redis exactly).
+        let leased = !super::quota::any_quota(buckets) && !buckets.iter().any(|b| b.reserved);
+        if let Some(decision) = leased
+            .then(|| self.leases.try_take(subject, buckets, Instant::now()))
+            .flatten()
+        {
             self.over_limit.forget(subject);
             return Ok(decision);
         }
@@ -272,7 +276,11 @@ impl RedisLimiter {
             buckets.iter().map(|b| ScriptArgs::new(&b.limit)).collect();
         // This proxy's leases of these buckets go back with the call (lost
         // if it fails: fewer admissions, never more).
-        let asked = self.leases.checkout(subject, buckets, &args, started);
+        let asked = if leased {
+            self.leases.checkout(subject, buckets, &args, started)
+        } else {
+            settle::exact(&args)
+        };
         let result = self
             .eval(subject, buckets, &args, &asked, None, deadline)
             .await;
@@ -280,8 +288,10 @@ impl RedisLimiter {
             Ok((decision, times, replies)) => {
                 self.breaker.success();
                 if decision.allowed {
-                    self.leases
-                        .store(subject, buckets, &args, &asked, replies, Instant::now());
+                    if leased {
+                        self.leases
+                            .store(subject, buckets, &args, &asked, replies, Instant::now());
+                    }
                     // Its other cached refusals may report buckets this
                     // admission just took from.
                     self.over_limit.forget(subject);

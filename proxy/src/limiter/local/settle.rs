@@ -1,0 +1,81 @@
+//! Settling a cost reservation in the in-process limiter: the same
+//! arithmetic as the Redis script (`tollgate_core::cost::settle`), on the
+//! subject's entry under its shard's lock.
+
+use std::hash::Hash;
+
+use tollgate_core::cost::{self, Settle};
+
+use super::{Entry, LocalLimiter, ShardedMap};
+use crate::limiter::{Bucket, Subject};
+
+impl LocalLimiter {
+    /// Settle a reservation taken from `buckets` (the request's reserving
+    /// buckets) now. Returns, per bucket, the tokens taken (> 0) or given
+    /// back (< 0).
+    pub fn settle(&self, subject: &Subject, buckets: &[&Bucket], s: Settle) -> Vec<i64> {
+        self.settle_at(subject, buckets, s, self.now())
+    }
+
+    /// [`Self::settle`] at time `now` (ns on this limiter's clock).
+    pub fn settle_at(
+        &self,
+        subject: &Subject,
+        buckets: &[&Bucket],
+        s: Settle,
+        now: u64,
+    ) -> Vec<i64> {
+        if s == Settle::Keep {
+            return vec![0; buckets.len()];
+        }
+        match subject {
+            Subject::Key(id) => self.settle_in(&self.keys, id, subject, buckets, s, now),
+            Subject::Ip(ip) => self.settle_in(&self.ips, ip, subject, buckets, s, now),
+        }
+    }
+
+    fn settle_in<K: Hash + Eq + Copy>(
+        &self,
+        inline: &ShardedMap<K, Entry>,
+        key: &K,
+        subject: &Subject,
+        buckets: &[&Bucket],
+        s: Settle,
+        now: u64,
+    ) -> Vec<i64> {
+        // The same lock order as a check: the inline shard, then the overflow.
+        let mut map = inline.lock(key);
+        let mut more = self.more.lock(subject);
+        let mut out = Vec::with_capacity(buckets.len());
+        for b in buckets {
+            let held_more = more
+                .get(subject)
+                .and_then(|m| m.iter().find(|(slot, _)| *slot == b.slot))
+                .map(|&(_, tat)| tat);
+            let tat = map
+                .get(key)
+                .and_then(|e| e.get(b.slot))
+                .or(held_more)
+                .unwrap_or(0);
+            let ns = b.policy.ns;
+            let (new_tat, n) = cost::settle(tat, now, ns.interval, ns.burst, ns.cost, s);
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            out.push(match s {
+                Settle::Return(_) => -n,
+                _ => n,
+            });
+            if n == 0 {
+                continue;
+            }
+            if held_more.is_none() && map.entry(*key).or_default().set(b.slot, new_tat) {
+                continue;
+            }
+            let m = more.entry(*subject).or_default();
+            match m.iter_mut().find(|(slot, _)| *slot == b.slot) {
+                Some(held) => held.1 = new_tat,
+                None => m.push((b.slot, new_tat)),
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,253 @@
+//! Costs known from the response (`routes[].cost`, issue #20 item 4)
+//! through the real binary: two `tollgate proxy` processes on one Redis (a
+//! redis-server of the test's own), a route reserving 5 tokens per request
+//! of a 100-per-hour plan, and an upstream that states each request's cost
+//! in `X-Tollgate-Cost` (the test picks it, and the status, in the path).
+//!
+//! What is proved: a response cost of 10 lowers the remaining count by 10
+//! and a 503 by 0, whichever proxy answers; an invalid header keeps the
+//! reservation; an upstream that cannot be reached (502) refunds it; the
+//! client never sees the upstream's cost header.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::redis::OwnRedis;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tollgate_core::db::NewApiKey;
+
+/// `/v1/complete/{status}/{cost}` answers `status` with
+/// `X-Tollgate-Cost: {cost}` (the cost as written, even if invalid).
+async fn cost_upstream() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+                    let (status, cost) = match parts.as_slice() {
+                        [_, _, status, cost] => (status.to_string(), cost.to_string()),
+                        _ => ("200".into(), "1".into()),
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\nX-Tollgate-Cost: {cost}\r\nContent-Length: 2\r\n\r\nok"
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn yaml(redis_url: &str, upstream: u16, closed: u16) -> String {
+    format!(
+        r#"limiter:
+  backend: redis
+  redis_url: "{redis_url}"
+  redis_timeout: 2s
+  on_redis_error: deny
+plans:
+  p: {{ limits: [ {{ name: hour, rate: 100, per: 1h }} ] }}
+  w: {{ limits: [ {{ name: warm, rate: 100, per: 1s }} ] }}
+upstreams:
+  llm: {{ targets: ["127.0.0.1:{upstream}"] }}
+  down: {{ targets: ["127.0.0.1:{closed}"] }}
+routes:
+  - name: warm
+    match: {{ path_prefix: /v1/warm }}
+    upstream: llm
+    default_plan: w
+  - name: llm
+    match: {{ path_prefix: /v1/complete }}
+    upstream: llm
+    default_plan: p
+    cost: {{ reserve: 5, from_response_header: X-Tollgate-Cost, refund_on: [5xx] }}
+  - name: down
+    match: {{ path_prefix: /v1/down }}
+    upstream: down
+    default_plan: p
+    cost: {{ reserve: 5, from_response_header: X-Tollgate-Cost, refund_on: [5xx] }}
+"#
+    )
+}
+
+/// `r` of the `hour` member of `RateLimit`.
+fn remaining(resp: &reqwest::Response) -> u64 {
+    let v = resp
+        .headers()
+        .get("ratelimit")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no RateLimit header: {:?}", resp.headers()));
+    v.split(';')
+        .find_map(|p| p.trim().strip_prefix("r="))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no r in {v:?}"))
+}
+
+struct Call {
+    status: u16,
+    remaining: u64,
+    cost_header: bool,
+}
+
+async fn call(client: &reqwest::Client, proxy: &Proxy, key: &str, path: &str) -> Call {
+    let resp = client
+        .get(proxy.url(path))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .expect("request");
+    Call {
+        status: resp.status().as_u16(),
+        remaining: remaining(&resp),
+        cost_header: resp.headers().contains_key("x-tollgate-cost"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_costs_settle_exactly_across_two_proxies() {
+    let Some(redis) = OwnRedis::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+    let (_, key) = db
+        .create_key(&NewApiKey {
+            name: "llm".into(),
+            ..NewApiKey::default()
+        })
+        .await
+        .expect("key");
+    let (_closed_socket, closed) = common::closed_port();
+    let y = yaml(&redis.url(), cost_upstream().await, closed);
+    let mut proxies = Vec::new();
+    for _ in 0..2 {
+        proxies.push(Proxy::start(tempfile::tempdir().expect("tempdir"), db.url(), "", &y).await);
+    }
+    let (a, b) = (&proxies[0], &proxies[1]);
+    let client = reqwest::Client::new();
+    // The key reaches both proxies (key refresh), on a route of another plan.
+    for p in [a, b] {
+        let start = Instant::now();
+        loop {
+            let s = client
+                .get(p.url("/v1/warm"))
+                .header("x-api-key", &key)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            if s == 200 {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "status {s}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // Full (100). Actual cost 5 = the reservation: 95 left.
+    let c = call(&client, b, &key, "/v1/complete/200/5").await;
+    assert_eq!((c.status, c.remaining, c.cost_header), (200, 95, false));
+    // Actual cost 10 through proxy A: 95 − 10 = 85 left.
+    let c = call(&client, a, &key, "/v1/complete/200/10").await;
+    assert_eq!((c.status, c.remaining, c.cost_header), (200, 90, false));
+    // Through B: the cost of 10 counted (85 − 5 reserved); the 503 refunds.
+    let c = call(&client, b, &key, "/v1/complete/503/10").await;
+    assert_eq!((c.status, c.remaining, c.cost_header), (503, 80, false));
+    // The 503 lowered it by 0: still 85 before this one.
+    let c = call(&client, a, &key, "/v1/complete/200/0").await;
+    assert_eq!((c.status, c.remaining, c.cost_header), (200, 80, false));
+    // Cost 0 gave all 5 back: 85. Invalid costs keep the reservation.
+    for (i, bad) in ["-3", "1.5", "abc", "99999999999999999999"]
+        .iter()
+        .enumerate()
+    {
+        let p = if i % 2 == 0 { a } else { b };
+        let c = call(&client, p, &key, &format!("/v1/complete/200/{bad}")).await;
+        assert_eq!(
+            (c.status, c.remaining, c.cost_header),
+            (200, 80 - 5 * i as u64, false),
+            "{bad}"
+        );
+    }
+    // 65 left: a cost of 50 takes 45 more (15 left), then a cost of 100
+    // takes those and at most one reservation (5) of debt.
+    let c = call(&client, b, &key, "/v1/complete/200/50").await;
+    assert_eq!(c.remaining, 60);
+    let c = call(&client, a, &key, "/v1/complete/200/100").await;
+    assert_eq!(c.remaining, 10);
+    for p in [a, b] {
+        let c = client
+            .get(p.url("/v1/complete/200/0"))
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(c.status().as_u16(), 429, "in debt: refused");
+        assert!(c.text().await.expect("body").contains("hour"));
+    }
+
+    // An upstream that cannot be reached: 502, and the reservation comes
+    // back (settled once the answer is out: polled). A second key.
+    let (_, key2) = db
+        .create_key(&NewApiKey {
+            name: "llm2".into(),
+            ..NewApiKey::default()
+        })
+        .await
+        .expect("key");
+    let start = Instant::now();
+    let c = loop {
+        let r = client
+            .get(a.url("/v1/down"))
+            .header("x-api-key", &key2)
+            .send()
+            .await
+            .expect("request");
+        if r.status().as_u16() == 502 {
+            break r;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", r.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(remaining(&c), 95);
+    // A cost of 0 through B leaves the bucket as it was: it reads 95 while
+    // the 502's refund is on its way, 100 − 5 once it landed.
+    let start = Instant::now();
+    loop {
+        let c = call(&client, b, &key2, "/v1/complete/200/0").await;
+        assert!(c.remaining == 90 || c.remaining == 95, "{}", c.remaining);
+        if c.remaining == 95 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the 502 was not refunded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for p in [a, b] {
+        let m = p.metrics().await;
+        assert!(m.contains("tollgate_cost_settlements_total"), "{m}");
+    }
+}
