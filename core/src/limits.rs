@@ -74,6 +74,7 @@ impl Limit {
             burst: None,
             cost,
             quota: Some(spec),
+            scope: LimitScope::Key,
         }
     }
 

@@ -158,8 +158,17 @@ impl Validator<'_> {
                 names.insert(name.clone(), i);
                 true
             });
+            let scope = self.choice_or(
+                &child(&lp, "scope"),
+                &l.scope,
+                &[("key", LimitScope::Key), ("identity", LimitScope::Identity)],
+                LimitScope::Key,
+            );
             if super::quotas::is_quota(l) {
-                out.extend(self.quota_limit(&lp, name, l));
+                out.extend(
+                    self.quota_limit(&lp, name, l)
+                        .map(|q| Limit { scope, ..q }),
+                );
                 continue;
             }
             let rate = match given(&l.rate) {
@@ -200,12 +209,6 @@ impl Validator<'_> {
             else {
                 continue;
             };
-            let scope = self.choice_or(
-                &child(&lp, "scope"),
-                &l.scope,
-                &[("key", LimitScope::Key), ("identity", LimitScope::Identity)],
-                LimitScope::Key,
-            );
             let limit = Limit {
                 name,
                 rate,
