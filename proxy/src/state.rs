@@ -271,6 +271,28 @@ pub fn applicable<'a>(
     config: &'a ConfigState,
     db: &'a DbState,
 ) -> Applicable<'a> {
+    let default_plan = route
+        .route
+        .default_plan
+        .as_deref()
+        .and_then(|name| config.plans.get(name).or_else(|| db.plans.get(name)));
+    let mut out = key_limits(key, default_plan, config, db);
+    out.buckets.extend(route.buckets.iter());
+    out.policy = crate::headers::join_values(out.policy.as_ref(), route.policy.as_ref());
+    if route.route.auth == Auth::None {
+        out.concurrency = None;
+    }
+    out
+}
+
+/// The key's side of [`applicable`]: its own limits, else its identity's,
+/// else its (or its identity's) plan's, else `default_plan`'s.
+fn key_limits<'a>(
+    key: Option<&'a ActiveKey>,
+    default_plan: Option<&'a Arc<CompiledPlan>>,
+    config: &'a ConfigState,
+    db: &'a DbState,
+) -> Applicable<'a> {
     let plan_named = |name: &str| -> Option<&'a Arc<CompiledPlan>> {
         config.plans.get(name).or_else(|| db.plans.get(name))
     };
@@ -282,7 +304,6 @@ pub fn applicable<'a>(
         identity_limits: identity.is_some_and(|i| i.own_buckets.is_some()),
         identity_plan: identity.and_then(|i| i.plan.as_deref()),
     };
-    let default_plan = route.route.default_plan.as_deref().and_then(plan_named);
     let source = limit_source(side, side.plan_name().and_then(plan_named), default_plan);
     let mut out = Applicable::default();
     match source {
@@ -311,11 +332,6 @@ pub fn applicable<'a>(
         LimitSource::RouteDefault(None) => {}
     }
     out.concurrency = source.concurrency(side, |p| p.concurrency);
-    out.buckets.extend(route.buckets.iter());
-    out.policy = crate::headers::join_values(out.policy.as_ref(), route.policy.as_ref());
-    if route.route.auth == Auth::None {
-        out.concurrency = None;
-    }
     out
 }
 
@@ -327,37 +343,7 @@ pub fn key_applicable<'a>(
     config: &'a ConfigState,
     db: &'a DbState,
 ) -> Applicable<'a> {
-    let plan_named = |name: &str| -> Option<&'a Arc<CompiledPlan>> {
-        config.plans.get(name).or_else(|| db.plans.get(name))
-    };
-    let side = KeySide {
-        own_limits: key.own_buckets.is_some(),
-        plan: key.plan.as_deref(),
-        concurrency: key.concurrency,
-    };
-    let source = limit_source(side, side.plan.and_then(plan_named), None);
-    let mut out = Applicable::default();
-    match source {
-        LimitSource::UnknownPlan(missing) => {
-            out.unknown_plan = Some(missing);
-            return out;
-        }
-        LimitSource::Own => {
-            if let Some(own) = &key.own_buckets {
-                out.buckets.extend(own.iter());
-            }
-            out.policy =
-                crate::headers::policy_value(out.buckets.iter().map(|b| &*b.policy_header));
-        }
-        LimitSource::Plan(plan) | LimitSource::RouteDefault(Some(plan)) => {
-            out.buckets.extend(plan.buckets.iter());
-            out.plan = Some(&plan.name);
-            out.policy = plan.policy.clone();
-        }
-        LimitSource::RouteDefault(None) => {}
-    }
-    out.concurrency = source.concurrency(side, |p| p.concurrency);
-    out
+    key_limits(Some(key), None, config, db)
 }
 
 #[cfg(test)]

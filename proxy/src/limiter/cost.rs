@@ -7,10 +7,9 @@ use std::sync::LazyLock;
 use prometheus::IntCounterVec;
 use tollgate_core::config::LimiterConfig;
 use tollgate_core::cost::{Basis, Settle};
-use tollgate_core::limits::{Limit, Policy};
 
 use super::backends::Limiters;
-use super::{stable_hash, Bucket, Subject};
+use super::{Bucket, Subject};
 
 /// `tollgate_cost_settlements_total{result}`: settlements by what decided
 /// them (`header`, `refund`, a kept reservation's reason: `missing`,

@@ -39,6 +39,7 @@ fn step(subject: SubjectSpec, buckets: &[usize], allowed: bool) -> Step {
         subject,
         buckets: buckets.to_vec(),
         allowed,
+        settle: None,
     }
 }
 

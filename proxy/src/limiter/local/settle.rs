@@ -6,7 +6,7 @@ use std::hash::Hash;
 
 use tollgate_core::cost::{self, Settle};
 
-use super::{Entry, LocalLimiter, ShardedMap};
+use super::{shared, Entry, LocalLimiter, ShardedMap};
 use crate::limiter::{Bucket, Subject};
 
 impl LocalLimiter {
@@ -31,7 +31,58 @@ impl LocalLimiter {
         match subject {
             Subject::Key(id) => self.settle_in(&self.keys, id, subject, buckets, s, now),
             Subject::Ip(ip) => self.settle_in(&self.ips, ip, subject, buckets, s, now),
+            Subject::Identity(id) => self.settle_shared(None, *id, buckets, s, now),
+            Subject::Member { key, identity } => {
+                self.settle_shared(Some(*key), *identity, buckets, s, now)
+            }
         }
+    }
+
+    /// [`Self::settle_at`] for a subject with identity-scoped buckets: the
+    /// same lock order as its check (the identity's shard, then the key's).
+    fn settle_shared(
+        &self,
+        key: Option<i64>,
+        identity: i64,
+        buckets: &[&Bucket],
+        s: Settle,
+        now: u64,
+    ) -> Vec<i64> {
+        let mut ids = self.identities.lock(&identity);
+        let mut out = vec![0; buckets.len()];
+        let own: Vec<(usize, &Bucket)> = match key {
+            Some(_) => buckets
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| !b.identity_scope)
+                .map(|(i, b)| (i, *b))
+                .collect(),
+            None => Vec::new(),
+        };
+        if let Some(k) = key {
+            let refs: Vec<&Bucket> = own.iter().map(|&(_, b)| b).collect();
+            let taken = self.settle_in(&self.keys, &k, &Subject::Key(k), &refs, s, now);
+            for (&(i, _), n) in own.iter().zip(taken) {
+                out[i] = n;
+            }
+        }
+        for (i, b) in buckets.iter().enumerate() {
+            if key.is_some() && !b.identity_scope {
+                continue;
+            }
+            let tat = shared::find(ids.get(&identity), b.slot).unwrap_or(0);
+            let ns = b.policy.ns;
+            let (new_tat, n) = cost::settle(tat, now, ns.interval, ns.burst, ns.cost, s);
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            out[i] = match s {
+                Settle::Return(_) => -n,
+                _ => n,
+            };
+            if n != 0 {
+                shared::put(ids.entry(identity).or_default(), b.slot, new_tat);
+            }
+        }
+        out
     }
 
     fn settle_in<K: Hash + Eq + Copy>(

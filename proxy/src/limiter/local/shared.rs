@@ -13,11 +13,11 @@ use tollgate_core::limits::{self, Decision, LimitState, Policy};
 use super::{LocalLimiter, More};
 use crate::limiter::{Bucket, Subject};
 
-fn find(list: Option<&More>, slot: u32) -> Option<u64> {
+pub(super) fn find(list: Option<&More>, slot: u32) -> Option<u64> {
     list.and_then(|m| m.iter().find(|(s, _)| *s == slot).map(|&(_, t)| t))
 }
 
-fn put(list: &mut More, slot: u32, tat: u64) {
+pub(super) fn put(list: &mut More, slot: u32, tat: u64) {
     match list.iter_mut().find(|(s, _)| *s == slot) {
         Some(held) => held.1 = tat,
         None => list.push((slot, tat)),
