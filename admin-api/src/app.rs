@@ -12,6 +12,7 @@ use crate::error::{method_not_allowed, not_found, ApiError};
 use crate::state::AppState;
 use crate::{
     admins, analytics, audit, dashboard, health, keys, listener, login, openapi, password, plans,
+    service_tokens,
 };
 
 /// The largest request body accepted.
@@ -35,6 +36,7 @@ pub fn api_router() -> Router<AppState> {
         .merge(admins::router())
         .merge(keys::router())
         .merge(plans::router())
+        .merge(service_tokens::router())
         .merge(analytics::router())
         .merge(health::router())
         .merge(audit::router())

@@ -46,6 +46,7 @@ pub mod openapi;
 pub mod password;
 pub mod plans;
 pub mod rules;
+pub mod service_tokens;
 pub mod state;
 
 pub use app::{api_router, app, serve, MAX_BODY_BYTES, REQUEST_DEADLINE};

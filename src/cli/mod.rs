@@ -5,6 +5,7 @@ pub mod check;
 pub mod demo_traffic;
 pub mod keys;
 pub mod run;
+pub mod service_tokens;
 
 use std::future::Future;
 
