@@ -18,4 +18,5 @@ mod plans;
 mod queries;
 mod roles;
 mod security;
+mod service_tokens;
 mod sessions;
