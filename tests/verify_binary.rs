@@ -67,6 +67,10 @@ async fn start() -> Api {
         &[("\nroutes:", &format!("\n{listen}"))],
         &[("TOLLGATE_ADMIN_PASSWORD", "verify-password-1")],
     );
+    assert_eq!(
+        dev.line("verify: ").as_deref(),
+        Some(format!("http://127.0.0.1:{verify_port}/v1/verify").as_str())
+    );
     let client = reqwest::Client::new();
     let token = dev.login(&client, "verify-password-1").await;
     Api {
