@@ -63,6 +63,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::keys::KeysCommand,
     },
+    /// Manage the verify API's service tokens in the configured database.
+    ServiceTokens {
+        #[arg(long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: cli::service_tokens::ServiceTokensCommand,
+    },
     /// Read the audit log (who changed what) in the configured database.
     Audit {
         #[arg(long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG, global = true)]
@@ -96,6 +103,10 @@ fn main() -> ExitCode {
                 cli::keys::check(&command, &c).await?;
                 cli::keys::run(command, &c.storage.database_url).await
             })
+        }),
+        Command::ServiceTokens { config, command } => load_or_exit(&config).and_then(|c| {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(cli::service_tokens::run(command, &c.storage.database_url))
         }),
         Command::Audit { config, command } => load_or_exit(&config).and_then(|c| {
             let rt = tokio::runtime::Runtime::new()?;

@@ -13,6 +13,7 @@ use crate::state::AppState;
 use crate::{
     admins, analytics, audit, dashboard, health, keys, listener, login, openapi, password, plans,
     usage_export, webhooks,
+    service_tokens,
 };
 
 /// The largest request body accepted.
@@ -36,6 +37,7 @@ pub fn api_router() -> Router<AppState> {
         .merge(admins::router())
         .merge(keys::router())
         .merge(plans::router())
+        .merge(service_tokens::router())
         .merge(analytics::router())
         .merge(usage_export::router())
         .merge(webhooks::router())

@@ -48,6 +48,7 @@ pub mod password;
 pub mod plans;
 pub mod rules;
 pub mod spans;
+pub mod service_tokens;
 pub mod state;
 pub mod usage_export;
 pub mod webhooks;

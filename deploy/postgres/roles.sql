@@ -79,6 +79,10 @@ BEGIN
     IF to_regclass('public.plans') IS NOT NULL THEN
         GRANT SELECT ON public.plans TO tollgate_proxy;
     END IF;
+    -- Service tokens (the verify API): only their hashes are read.
+    IF to_regclass('public.service_tokens') IS NOT NULL THEN
+        GRANT SELECT (token_hash) ON public.service_tokens TO tollgate_proxy;
+    END IF;
     -- What the proxies report: usage rollups (and their retention),
     -- violations, their own instance rows.
     IF to_regclass('public.usage_minute') IS NOT NULL THEN

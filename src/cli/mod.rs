@@ -6,6 +6,7 @@ pub mod demo_traffic;
 pub mod keys;
 pub mod run;
 pub mod usage;
+pub mod service_tokens;
 
 use std::future::Future;
 

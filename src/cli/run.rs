@@ -233,6 +233,9 @@ fn print_proxy_urls(config: &Config) {
     if let Some(tls) = &config.proxy.tls {
         println!("proxy (https): https://{}", tls.listen);
     }
+    if let Some(addr) = config.verify.listen {
+        println!("verify: http://{addr}/v1/verify");
+    }
 }
 
 /// Start the admin API on `rt`; returns its URL and the admin password. In dev

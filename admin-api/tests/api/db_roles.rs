@@ -92,6 +92,11 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
         .await
         .expect("audit");
 
+    let (_, service_token) = admin
+        .create_service_token("svc", Some("root"))
+        .await
+        .expect("service token");
+
     // After it: table grants (the file is idempotent).
     psql(&super_url, &["-f", &roles_sql()]);
     psql(&super_url, &["-f", &roles_sql()]);
@@ -161,6 +166,11 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
         .await
         .expect("heartbeat");
     proxy.purge(0, 0).await.expect("retention");
+    // The verify listener reads the service tokens' hashes, nothing more.
+    assert_eq!(
+        proxy.service_token_hashes().await.expect("token hashes"),
+        vec![tollgate_core::service_tokens::hash(&service_token)]
+    );
 
     // And nothing else.
     for sql in [
@@ -175,6 +185,9 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
         "INSERT INTO api_keys (name, created_at, updated_at, key_prefix, key_hash) VALUES ('x', 1, 1, 'p', 'h')",
         "DELETE FROM api_keys",
         "INSERT INTO plans (name, limits, created_at, updated_at) VALUES ('x', '[]', 1, 1)",
+        "SELECT name, created_by FROM service_tokens",
+        "INSERT INTO service_tokens (name, token_prefix, token_hash, created_at) VALUES ('x', 'p', 'h', 1)",
+        "DELETE FROM service_tokens",
         "CREATE TABLE evil (x int)",
     ] {
         denied(&proxy, sql).await;

@@ -18,6 +18,7 @@ mod plans;
 mod queries;
 mod roles;
 mod security;
+mod service_tokens;
 mod sessions;
 mod usage_export;
 mod webhooks;

@@ -32,6 +32,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/plans/{name}"),
     ("patch", "/api/plans/{name}"),
     ("delete", "/api/plans/{name}"),
+    ("get", "/api/service-tokens"),
+    ("post", "/api/service-tokens"),
+    ("delete", "/api/service-tokens/{id}"),
     ("get", "/api/analytics/summary"),
     ("get", "/api/analytics/timeseries"),
     ("get", "/api/analytics/keys"),
@@ -132,6 +135,9 @@ async fn openapi_document_covers_every_route(app: TestApp) {
         "LoginResponse",
         "HealthReport",
         "RotateKey",
+        "ServiceTokenView",
+        "ServiceTokenWithSecret",
+        "CreateServiceToken",
     ] {
         assert!(schemas.contains_key(name), "schema {name} missing");
     }
