@@ -161,6 +161,32 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
         .await
         .expect("heartbeat");
     proxy.purge(0, 0).await.expect("retention");
+    // A quota or credit event, enqueued where it happens (once), with a
+    // delivery to the endpoint the admin role created.
+    admin
+        .create_webhook(&tollgate_core::webhooks::endpoints::NewWebhook {
+            url: "https://hooks.example.com/x".into(),
+            description: None,
+            events: vec!["*".into()],
+            enabled: true,
+        })
+        .await
+        .expect("endpoint");
+    let event = |db: Db| async move {
+        tollgate_core::webhooks::enqueue_event(
+            &db,
+            "quota.warning",
+            "key:1:monthly",
+            "2026-12",
+            serde_json::json!({"used_percent": 80}),
+        )
+        .await
+        .expect("the proxy role enqueues")
+    };
+    assert!(event(proxy.clone()).await.is_some());
+    assert!(event(proxy.clone()).await.is_none());
+    let (deliveries, _) = admin.list_webhook_deliveries(1, 10, 0).await.expect("log");
+    assert_eq!(deliveries.len(), 1);
 
     // And nothing else.
     for sql in [
@@ -176,6 +202,10 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
         "DELETE FROM api_keys",
         "INSERT INTO plans (name, limits, created_at, updated_at) VALUES ('x', '[]', 1, 1)",
         "CREATE TABLE evil (x int)",
+        "SELECT secret FROM webhook_endpoints",
+        "SELECT url FROM webhook_endpoints",
+        "UPDATE webhook_deliveries SET status = 'succeeded'",
+        "DELETE FROM webhook_events",
     ] {
         denied(&proxy, sql).await;
     }
