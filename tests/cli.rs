@@ -130,6 +130,18 @@ fn keys_cli_manages_keys_in_the_configured_database() {
     assert!(keys(&config, &["delete", &id]).0);
     let (ok, _, err) = keys(&config, &["delete", &id]);
     assert!(!ok && !err.is_empty(), "deleting twice is an error");
+    // Each change enqueued its webhook event, once (enabling has none).
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let events = rt.block_on(async {
+        let db = tollgate_core::db::Db::connect(&url).await.expect("db");
+        let e = db.recent_webhook_events(10).await.expect("events");
+        db.close().await;
+        e
+    });
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(types, ["key.disabled", "key.rotated", "key.deleted"]);
+    assert_eq!(events[2].1, format!("key.deleted:{id}:"));
 }
 
 #[test]

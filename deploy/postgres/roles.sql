@@ -5,8 +5,8 @@
 --                   keys, plans, settings and the audit log (`tollgate admin`,
 --                   `tollgate keys …`, `tollgate audit …`).
 --   tollgate_proxy  reads keys and plans; writes usage (and its batch ids),
---                   violations and their aggregates, instances and keys'
---                   last-used time. It cannot read
+--                   violations and their aggregates, instances, keys'
+--                   last-used time and webhook events. It cannot read
 --                   admins, settings, revoked_tokens or audit_events.
 --
 -- Run it as a superuser (or a role with CREATEROLE) in the Tollgate
@@ -105,7 +105,19 @@ BEGIN
     IF to_regclass('public.instances') IS NOT NULL THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON public.instances TO tollgate_proxy;
     END IF;
+    -- Webhook events (quota and credit events are enqueued where they
+    -- happen: core::webhooks::enqueue_event): events and their deliveries
+    -- are inserted; of the endpoints only which events each wants is read,
+    -- never its URL or signing secret (the admin's worker delivers).
+    IF to_regclass('public.webhook_events') IS NOT NULL THEN
+        GRANT SELECT, INSERT ON public.webhook_events TO tollgate_proxy;
+        GRANT USAGE ON SEQUENCE public.webhook_events_id_seq TO tollgate_proxy;
+        GRANT INSERT ON public.webhook_deliveries TO tollgate_proxy;
+        GRANT USAGE ON SEQUENCE public.webhook_deliveries_id_seq TO tollgate_proxy;
+        GRANT SELECT (id, events, enabled) ON public.webhook_endpoints TO tollgate_proxy;
+    END IF;
     -- Never: admins, settings (the generated JWT secret), revoked_tokens,
-    -- audit_events. Revoked above, granted nowhere.
+    -- audit_events, webhook endpoints' URLs and secrets. Revoked above,
+    -- granted nowhere.
 END
 $$;

@@ -171,6 +171,32 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
         proxy.service_token_hashes().await.expect("token hashes"),
         vec![tollgate_core::service_tokens::hash(&service_token)]
     );
+    // A quota or credit event, enqueued where it happens (once), with a
+    // delivery to the endpoint the admin role created.
+    admin
+        .create_webhook(&tollgate_core::webhooks::endpoints::NewWebhook {
+            url: "https://hooks.example.com/x".into(),
+            description: None,
+            events: vec!["*".into()],
+            enabled: true,
+        })
+        .await
+        .expect("endpoint");
+    let event = |db: Db| async move {
+        tollgate_core::webhooks::enqueue_event(
+            &db,
+            "quota.warning",
+            "key:1:monthly",
+            "2026-12",
+            serde_json::json!({"used_percent": 80}),
+        )
+        .await
+        .expect("the proxy role enqueues")
+    };
+    assert!(event(proxy.clone()).await.is_some());
+    assert!(event(proxy.clone()).await.is_none());
+    let (deliveries, _) = admin.list_webhook_deliveries(1, 10, 0).await.expect("log");
+    assert_eq!(deliveries.len(), 1);
 
     // And nothing else.
     for sql in [
@@ -189,6 +215,10 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
         "INSERT INTO service_tokens (name, token_prefix, token_hash, created_at) VALUES ('x', 'p', 'h', 1)",
         "DELETE FROM service_tokens",
         "CREATE TABLE evil (x int)",
+        "SELECT secret FROM webhook_endpoints",
+        "SELECT url FROM webhook_endpoints",
+        "UPDATE webhook_deliveries SET status = 'succeeded'",
+        "DELETE FROM webhook_events",
     ] {
         denied(&proxy, sql).await;
     }

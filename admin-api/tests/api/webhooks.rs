@@ -312,3 +312,64 @@ async fn an_event_is_enqueued_once_per_period(app: TestApp) {
     assert_eq!(n, 2);
 }
 both!(an_event_is_enqueued_once_per_period);
+
+async fn expiring_keys_are_announced_once_per_expiry(app: TestApp) {
+    let day = 86_400_000;
+    let now = tollgate_core::now_ms();
+    let soon = json(
+        app.post(
+            "/api/keys",
+            json!({"name": "soon", "expires_at": now + 3 * day}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    json(
+        app.post(
+            "/api/keys",
+            json!({"name": "later", "expires_at": now + 30 * day}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = soon["id"].as_i64().expect("id");
+    let expiring = |events: Vec<(String, String)>| {
+        events
+            .into_iter()
+            .filter(|(t, _)| t == "key.expiring")
+            .map(|(_, d)| d)
+            .collect::<Vec<_>>()
+    };
+    let within = 7 * day;
+    // Whoever checks first (this call or the worker's own check) enqueues
+    // it; every later check finds it done.
+    tollgate_admin_api::webhooks::worker::enqueue_expiring(&app.db, within)
+        .await
+        .expect("check");
+    assert_eq!(
+        tollgate_admin_api::webhooks::worker::enqueue_expiring(&app.db, within)
+            .await
+            .expect("check"),
+        0
+    );
+    let events = expiring(app.db.recent_webhook_events(50).await.expect("events"));
+    assert_eq!(events, [format!("key.expiring:{id}:{}", now + 3 * day)]);
+    // A new expiry is a new event.
+    json(
+        app.patch(
+            &format!("/api/keys/{id}"),
+            json!({"expires_at": now + 4 * day}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    tollgate_admin_api::webhooks::worker::enqueue_expiring(&app.db, within)
+        .await
+        .expect("check");
+    let events = expiring(app.db.recent_webhook_events(50).await.expect("events"));
+    assert_eq!(events.len(), 2, "{events:?}");
+}
+both!(expiring_keys_are_announced_once_per_expiry);

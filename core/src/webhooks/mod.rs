@@ -299,7 +299,8 @@ mod tests {
             "https://user:pw@example.com/",
             "https://token@example.com/",
             "https://example.com/a b",
-            "https://example.com/\n",
+            "https://example.com/a\nb",
+            "https://example.com/\u{7f}",
             "https://example.com/#frag",
             "//example.com/",
             "https:///path",
@@ -308,6 +309,11 @@ mod tests {
             assert!(check_url(bad).is_err(), "{bad:?}");
         }
         assert!(check_url(&format!("https://e.com/{}", "a".repeat(MAX_URL_LEN))).is_err());
+        // Surrounding spaces are trimmed, not kept.
+        assert_eq!(
+            check_url(" https://e.com/x\n").as_deref(),
+            Ok("https://e.com/x")
+        );
     }
 
     #[test]

@@ -341,6 +341,23 @@ impl Db {
         Ok((out, total))
     }
 
+    /// The latest `limit` events, oldest first: `(type, dedup key)`.
+    pub async fn recent_webhook_events(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, DbError> {
+        let rows = sqlx::query(
+            "SELECT type, dedup_key FROM (SELECT id, type, dedup_key FROM webhook_events \
+             ORDER BY id DESC LIMIT $1) e ORDER BY id",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("type")?, r.try_get("dedup_key")?)))
+            .collect()
+    }
+
     /// Keys that expire in `now..now + within_ms`: `(id, name, expires_at)`.
     pub async fn keys_expiring(
         &self,

@@ -1,0 +1,182 @@
+//! The webhook outbox on both databases, as several admin processes use it:
+//! two connection pools (two processes) claiming at once never take the
+//! same delivery, a claimed delivery is not claimed again until its attempt
+//! is recorded or its lease runs out, and the attempt log and retries are
+//! kept per delivery.
+
+use std::collections::BTreeSet;
+
+use tollgate_core::db::Db;
+use tollgate_core::webhooks::endpoints::NewWebhook;
+use tollgate_core::webhooks::enqueue_event;
+use tollgate_core::webhooks::outbox::Attempt;
+
+#[macro_use]
+mod common;
+
+both!(two_processes_never_claim_the_same_delivery, claims_body);
+both!(attempts_release_or_finish_a_delivery, attempts_body);
+
+async fn endpoint(db: &Db, events: &[&str]) -> i64 {
+    db.create_webhook(&NewWebhook {
+        url: "http://127.0.0.1:9/hook".into(),
+        description: None,
+        events: events.iter().map(|e| e.to_string()).collect(),
+        enabled: true,
+    })
+    .await
+    .expect("endpoint")
+    .id
+}
+
+async fn claims_body(db: &Db) {
+    endpoint(db, &["*"]).await;
+    // Not delivered to a disabled endpoint, nor to one whose filter leaves
+    // the event out.
+    let off = endpoint(db, &["*"]).await;
+    db.update_webhook(
+        off,
+        &tollgate_core::webhooks::endpoints::WebhookPatch {
+            enabled: Some(false),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("disable");
+    endpoint(db, &["key.deleted"]).await;
+    for i in 0..40 {
+        let id = enqueue_event(
+            db,
+            "quota.warning",
+            &format!("key:{i}"),
+            "2026-12",
+            serde_json::json!({ "i": i }),
+        )
+        .await
+        .expect("enqueue");
+        assert!(id.is_some());
+    }
+    let other = Db::connect(db.url()).await.expect("a second pool");
+    let claim = |db: Db| async move {
+        let mut mine = Vec::new();
+        loop {
+            let batch = db.claim_webhook_deliveries(3, 60_000).await.expect("claim");
+            if batch.is_empty() {
+                return mine;
+            }
+            mine.extend(batch.into_iter().map(|c| c.delivery_id));
+        }
+    };
+    let (a, b, c, d) = tokio::join!(
+        tokio::spawn(claim(db.clone())),
+        tokio::spawn(claim(other.clone())),
+        tokio::spawn(claim(db.clone())),
+        tokio::spawn(claim(other.clone())),
+    );
+    let all: Vec<i64> = [a, b, c, d]
+        .into_iter()
+        .flat_map(|r| r.expect("task"))
+        .collect();
+    let unique: BTreeSet<i64> = all.iter().copied().collect();
+    assert_eq!(all.len(), 40, "one delivery per event, each claimed once");
+    assert_eq!(unique.len(), 40);
+    // Leased: nothing is due again.
+    assert!(db
+        .claim_webhook_deliveries(100, 60_000)
+        .await
+        .expect("claim")
+        .is_empty());
+    other.close().await;
+}
+
+async fn attempts_body(db: &Db) {
+    let hook = endpoint(db, &["key.disabled"]).await;
+    enqueue_event(db, "key.disabled", "7", "1", serde_json::json!({}))
+        .await
+        .expect("enqueue");
+    // A lease of 0 ms runs out at once: the delivery is claimable again.
+    let first = db.claim_webhook_deliveries(10, 0).await.expect("claim");
+    assert_eq!(first.len(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let again = db
+        .claim_webhook_deliveries(10, 60_000)
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 1, "an expired lease is claimed again");
+    let c = &again[0];
+    assert_eq!((c.attempts, c.event_type.as_str()), (0, "key.disabled"));
+    assert!(c.secret.starts_with("whsec_") && c.msg_id.starts_with("msg_"));
+    let failed = Attempt {
+        status_code: Some(503),
+        error: Some("answered 503".into()),
+        duration_ms: 12,
+        succeeded: false,
+    };
+    // Retry due at once: claimable again, one attempt recorded.
+    db.record_webhook_attempt(c.delivery_id, &failed, Some(0))
+        .await
+        .expect("record");
+    let retry = db
+        .claim_webhook_deliveries(10, 60_000)
+        .await
+        .expect("claim");
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].attempts, 1);
+    let ok = Attempt {
+        status_code: Some(204),
+        error: None,
+        duration_ms: 3,
+        succeeded: true,
+    };
+    db.record_webhook_attempt(c.delivery_id, &ok, None)
+        .await
+        .expect("record");
+    assert!(db
+        .claim_webhook_deliveries(10, 60_000)
+        .await
+        .expect("claim")
+        .is_empty());
+    let (log, total) = db.list_webhook_deliveries(hook, 10, 0).await.expect("log");
+    assert_eq!(total, 1);
+    assert_eq!(log[0].status, "succeeded");
+    assert_eq!(log[0].attempts, 2);
+    assert_eq!(log[0].next_attempt_at, None);
+    assert_eq!(
+        log[0]
+            .log
+            .iter()
+            .map(|a| (a.status_code, a.succeeded))
+            .collect::<Vec<_>>(),
+        [(Some(204), true), (Some(503), false)]
+    );
+    // Given up: a failed attempt without a retry finishes the delivery.
+    enqueue_event(db, "key.disabled", "8", "1", serde_json::json!({}))
+        .await
+        .expect("enqueue");
+    let c = db
+        .claim_webhook_deliveries(10, 60_000)
+        .await
+        .expect("claim");
+    db.record_webhook_attempt(c[0].delivery_id, &failed, None)
+        .await
+        .expect("record");
+    let (log, _) = db.list_webhook_deliveries(hook, 10, 0).await.expect("log");
+    assert_eq!(log[0].status, "failed");
+    // Old finished events are purged with their deliveries; none pending.
+    assert_eq!(
+        db.purge_webhook_events(tollgate_core::now_ms() + 1)
+            .await
+            .expect("purge"),
+        2
+    );
+    assert_eq!(
+        db.list_webhook_deliveries(hook, 10, 0)
+            .await
+            .expect("log")
+            .1,
+        0
+    );
+    // Deleting an endpoint takes its deliveries with it.
+    assert!(db.delete_webhook(hook).await.expect("delete"));
+    assert!(!db.delete_webhook(hook).await.expect("delete"));
+}
