@@ -63,6 +63,13 @@ enum Command {
         #[command(subcommand)]
         command: cli::keys::KeysCommand,
     },
+    /// Manage identities (customers owning several keys) in the configured database.
+    Identities {
+        #[arg(long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: cli::identities::IdentitiesCommand,
+    },
     /// Read the audit log (who changed what) in the configured database.
     Audit {
         #[arg(long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG, global = true)]
@@ -88,6 +95,13 @@ fn main() -> ExitCode {
             rt.block_on(async {
                 cli::keys::check(&command, &c).await?;
                 cli::keys::run(command, &c.storage.database_url).await
+            })
+        }),
+        Command::Identities { config, command } => load_or_exit(&config).and_then(|c| {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                cli::identities::check(&command, &c).await?;
+                cli::identities::run(command, &c.storage.database_url).await
             })
         }),
         Command::Audit { config, command } => load_or_exit(&config).and_then(|c| {
