@@ -281,7 +281,14 @@ mod tests {
 
     #[test]
     fn the_pages_come_from_the_registry() {
-        for page in ["login", "overview", "keys", "monitoring", "audit"] {
+        for page in [
+            "login",
+            "overview",
+            "keys",
+            "identities",
+            "monitoring",
+            "audit",
+        ] {
             assert!(pages().iter().any(|p| p == page), "{page}: {:?}", pages());
         }
         assert_eq!(

@@ -451,6 +451,7 @@ mod tests {
             updated_at: 0,
             last_used_at: None,
             key_prefix: "tg_abcdefgh".into(),
+            identity_id: None,
         }
     }
 
