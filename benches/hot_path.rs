@@ -77,6 +77,7 @@ fn record(id: i64, hash: KeyHash, plan: Option<&str>) -> KeyRecord {
             updated_at: 0,
             last_used_at: None,
             key_prefix: String::new(),
+            identity_id: None,
         },
         hash,
         previous: None,

@@ -67,6 +67,7 @@ fn record(id: i64) -> KeyRecord {
             updated_at: 0,
             last_used_at: None,
             key_prefix: keys::display_prefix(&plain),
+            identity_id: None,
         },
         hash: keys::hash(&plain),
         previous: None,

@@ -70,6 +70,10 @@ enum Command {
         #[command(subcommand)]
         command: cli::service_tokens::ServiceTokensCommand,
     },
+    /// Manage identities (customers owning several keys) in the configured database.
+    Identities {
+        command: cli::identities::IdentitiesCommand,
+    },
     /// Read the audit log (who changed what) in the configured database.
     Audit {
         #[arg(long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG, global = true)]
@@ -107,6 +111,12 @@ fn main() -> ExitCode {
         Command::ServiceTokens { config, command } => load_or_exit(&config).and_then(|c| {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(cli::service_tokens::run(command, &c.storage.database_url))
+        }),
+        Command::Identities { config, command } => load_or_exit(&config).and_then(|c| {
+            rt.block_on(async {
+                cli::identities::check(&command, &c).await?;
+                cli::identities::run(command, &c.storage.database_url).await
+            })
         }),
         Command::Audit { config, command } => load_or_exit(&config).and_then(|c| {
             let rt = tokio::runtime::Runtime::new()?;

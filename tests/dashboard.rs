@@ -913,6 +913,22 @@ async fn dashboard_end_to_end_in_chromium() {
     ui.shot("webhook-deliveries").await;
     ui.js("document.querySelector('#deliveries-dialog')?.remove()")
         .await;
+    // Identities: one made through the API is listed; its row opens its
+    // keys and usage.
+    ui.js(
+        "const t = JSON.parse(sessionStorage.getItem('tollgate.session')).token; \
+         fetch('/api/identities', {method: 'POST', headers: {authorization: 'Bearer ' + t, \
+         'content-type': 'application/json'}, body: JSON.stringify({external_id: 'cus_e2e', name: 'E2E Inc'})}); \
+         return 'sent'",
+    ui.click("#nav-identities").await;
+        "the identity in the list",
+        10,
+        "return [...document.querySelectorAll('#identities-table tr[data-identity-id]')].some(r => r.textContent.includes('cus_e2e'))",
+    ui.js("[...document.querySelectorAll('#identities-table tr[data-identity-id]')].find(r => r.textContent.includes('cus_e2e')).click(); return 'ok'").await;
+        "the identity's detail",
+        10,
+        "return !!document.querySelector('#identity-keys') && document.querySelector('#identity-usage').textContent.includes('requests')",
+    ui.shot("identities").await;
     ui.click("nav a[href='/']").await;
     // Log out: back to the login page, token gone — and revoked on the
     // server, not just forgotten by the browser.

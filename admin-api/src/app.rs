@@ -11,9 +11,8 @@ use tower_http::trace::TraceLayer;
 use crate::error::{method_not_allowed, not_found, ApiError};
 use crate::state::AppState;
 use crate::{
-    admins, analytics, audit, dashboard, health, keys, listener, login, openapi, password, plans,
-    usage_export, webhooks,
-    service_tokens,
+    admins, analytics, audit, dashboard, health, identities, keys, listener, login, openapi,
+    password, plans, service_tokens, usage_export, webhooks,
 };
 
 /// The largest request body accepted.
@@ -36,6 +35,7 @@ pub fn api_router() -> Router<AppState> {
         .merge(login::router())
         .merge(admins::router())
         .merge(keys::router())
+        .merge(identities::router())
         .merge(plans::router())
         .merge(service_tokens::router())
         .merge(analytics::router())

@@ -112,6 +112,8 @@ pub struct KeyView {
     /// Client networks (CIDR) the key may be used from (`null`: anywhere).
     #[schema(example = json!(["203.0.113.0/24"]))]
     pub allowed_ips: Option<Vec<String>>,
+    /// The identity the key belongs to (`/api/identities/{id}`), if any.
+    pub identity_id: Option<i64>,
     pub enabled: bool,
     /// Unix ms; the key is refused after it.
     pub expires_at: Option<i64>,
@@ -138,6 +140,7 @@ impl From<ApiKey> for KeyView {
             concurrency: k.concurrency,
             scopes: k.scopes.map(ScopesBody::from),
             allowed_ips: k.allowed_ips,
+            identity_id: k.identity_id,
             enabled: k.enabled,
             expires_at: k.expires_at,
             created_at: k.created_at,

@@ -288,6 +288,7 @@ mod tests {
             "monitoring",
             "audit",
             "webhooks",
+            "identities",
         ] {
             assert!(pages().iter().any(|p| p == page), "{page}: {:?}", pages());
         }

@@ -37,6 +37,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod health_report;
+pub mod identities;
 pub mod jwt;
 pub mod keys;
 pub mod listener;

@@ -11,6 +11,7 @@
 //! plan names are shared.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -36,15 +37,16 @@ pub struct ActiveKey {
     pub expires_at: Option<i64>,
     /// Scopes and address rules, for the few keys that have them.
     pub access: Option<Box<KeyAccess>>,
-    /// The identity the key belongs to, shared by all its keys.
-    pub identity: Option<Arc<ActiveIdentity>>,
+    /// The id of the identity the key belongs to: a small integer that
+    /// fits the struct's padding (see [`KeySet::identity`] for the rest).
+    pub identity: Option<NonZeroU32>,
 }
 
 impl ActiveKey {
     /// The id of the key's identity, if it has one (for the request
     /// context: shared limits, credits, `X-Tollgate-Identity`).
     pub fn identity_id(&self) -> Option<i64> {
-        self.identity.as_ref().map(|i| i.id)
+        self.identity.map(|i| i64::from(i.get()))
     }
 }
 
@@ -76,6 +78,28 @@ impl KeyAccess {
             allowed_ips,
         }))
     }
+}
+
+fn compact_id(id: i64) -> Option<NonZeroU32> {
+    u32::try_from(id).ok().and_then(NonZeroU32::new)
+}
+
+/// A key's identity id, if that identity is loaded. An id past `u32::MAX`
+/// (four billion identities) is logged and the key treated as having none.
+fn compact_identity(
+    key: i64,
+    identity: i64,
+    loaded: &HashMap<i64, Arc<ActiveIdentity>>,
+) -> Option<NonZeroU32> {
+    let id = compact_id(identity);
+    if id.is_none() {
+        tracing::error!(
+            key_id = key,
+            identity_id = identity,
+            "identity id out of range: ignored"
+        );
+    }
+    id.filter(|_| loaded.contains_key(&identity))
 }
 
 /// Why a well-formed key is refused.
@@ -111,6 +135,8 @@ pub struct KeySet {
     /// Rotated-out secrets in their grace period, valid until the Unix ms.
     previous: HashMap<HashPrefix, (Arc<ActiveKey>, i64), ahash::RandomState>,
     keys: usize,
+    /// The identities keys belong to, by id.
+    identities: HashMap<NonZeroU32, Arc<ActiveIdentity>, ahash::RandomState>,
 }
 
 impl KeySet {
@@ -147,7 +173,9 @@ impl KeySet {
                 enabled: k.enabled,
                 expires_at: k.expires_at,
                 access: KeyAccess::of(k.id, k.scopes, k.allowed_ips),
-                identity: k.identity_id.and_then(|i| identities.get(&i).cloned()),
+                identity: k
+                    .identity_id
+                    .and_then(|i| compact_identity(k.id, i, &identities)),
             });
             if let Some((prev, until)) = r.previous {
                 previous.insert(prefix(&prev), (key.clone(), until));
@@ -155,11 +183,21 @@ impl KeySet {
             by_hash.insert(prefix(&r.hash), key);
         }
         previous.shrink_to_fit();
+        let identities = identities
+            .into_iter()
+            .filter_map(|(id, i)| Some((compact_id(id)?, i)))
+            .collect();
         Self {
             by_hash,
             previous,
             keys,
+            identities,
         }
+    }
+
+    /// The identity `key` belongs to, if any.
+    pub fn identity(&self, key: &ActiveKey) -> Option<&Arc<ActiveIdentity>> {
+        key.identity.and_then(|id| self.identities.get(&id))
     }
 
     /// Number of keys (not secrets) loaded.
@@ -221,6 +259,38 @@ mod tests {
             hash: keys::hash(secret),
             previous: None,
         }
+    }
+
+    #[test]
+    fn keys_share_their_identity_compactly() {
+        let mut a = record(1, "a", true, None);
+        a.key.identity_id = Some(7);
+        let mut gone = record(2, "b", true, None);
+        gone.key.identity_id = Some(8);
+        let acme = tollgate_core::db::Identity {
+            id: 7,
+            external_id: "cus_acme".into(),
+            name: "Acme".into(),
+            metadata: serde_json::json!({}),
+            plan: None,
+            limits: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let set = KeySet::from_records_with(vec![a, gone], vec![acme]);
+        let k = set.lookup(&keys::hash("a"), 0).expect("a");
+        assert_eq!(k.identity_id(), Some(7));
+        let i = set.identity(k).expect("loaded");
+        assert_eq!(i.external_id.as_deref(), Some("cus_acme"));
+        // An identity deleted meanwhile: none.
+        let k = set.lookup(&keys::hash("b"), 0).expect("b");
+        assert_eq!((k.identity_id(), set.identity(k).is_none()), (None, true));
+        // The id fits the key's padding: no bigger than without it.
+        assert!(
+            std::mem::size_of::<ActiveKey>() <= 80,
+            "{}",
+            std::mem::size_of::<ActiveKey>()
+        );
     }
 
     #[test]

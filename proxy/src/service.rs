@@ -80,6 +80,8 @@ pub struct Ctx {
     config: Option<Arc<ConfigState>>,
     route: Option<Arc<CompiledRoute>>,
     key: Option<Arc<ActiveKey>>,
+    /// The key's identity (see `ActiveKey::identity_id` for its id).
+    identity: Option<Arc<crate::identities::ActiveIdentity>>,
     plan: Option<Arc<str>>,
     /// `RateLimit-Policy` of the applicable limits (rendered at compile time).
     policy: Option<http::HeaderValue>,
@@ -368,6 +370,7 @@ impl Gateway {
                     Err(a) => return Some(a),
                 };
                 ctx.key = Some(key.clone());
+                ctx.identity = db.keys.identity(&key).cloned();
                 // The scopes hold for the method the upstream will act on
                 // too: each override a route forwards.
                 let overridden = route
@@ -546,6 +549,7 @@ impl ProxyHttp for Gateway {
             config: None,
             route: None,
             key: None,
+            identity: None,
             plan: None,
             policy: None,
             key_from_bearer: false,
@@ -750,9 +754,7 @@ impl ProxyHttp for Gateway {
                 client_request_id: ctx.client_request_id.as_deref(),
                 key_id,
                 plan: ctx.key.as_ref().and(ctx.plan.as_deref()),
-                identity: crate::identities::header_value(
-                    ctx.key.as_ref().and_then(|k| k.identity.as_deref()),
-                ),
+                identity: crate::identities::header_value(ctx.identity.as_deref()),
             },
         )?;
         if cfg.config.telemetry.trace_context {

@@ -296,7 +296,7 @@ fn key_limits<'a>(
     let plan_named = |name: &str| -> Option<&'a Arc<CompiledPlan>> {
         config.plans.get(name).or_else(|| db.plans.get(name))
     };
-    let identity = key.and_then(|k| k.identity.as_deref());
+    let identity = key.and_then(|k| db.keys.identity(k)).map(|i| &**i);
     let side = KeySide {
         own_limits: key.is_some_and(|k| k.own_buckets.is_some()),
         plan: key.and_then(|k| k.plan.as_deref()),

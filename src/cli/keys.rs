@@ -28,6 +28,9 @@ pub enum KeysCommand {
         /// Expire the key after this long (e.g. 30d, 12h).
         #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
         expires_in: Option<Duration>,
+        /// The identity the key belongs to (its id or external id).
+        #[arg(long)]
+        identity: Option<String>,
         #[command(flatten)]
         access: AccessArgs,
     },
@@ -139,6 +142,14 @@ pub async fn check(
     let Some(plan) = plan else {
         return Ok(());
     };
+    check_plan_exists(plan, config).await
+}
+
+/// `--plan NAME` names a YAML plan of `config` or a plan in its database.
+pub async fn check_plan_exists(
+    plan: &str,
+    config: &tollgate_core::config::Config,
+) -> anyhow::Result<()> {
     if config.plans.contains_key(plan) {
         return Ok(());
     }
@@ -148,7 +159,7 @@ pub async fn check(
     let stored = db.list_plans().await;
     db.close().await;
     let stored = stored.context("cannot read the plans")?;
-    if stored.iter().any(|p| &p.name == plan) {
+    if stored.iter().any(|p| p.name == plan) {
         return Ok(());
     }
     bail!(
@@ -173,9 +184,15 @@ async fn execute(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
             plan,
             owner,
             expires_in,
+            identity,
             access,
         } => {
+            let identity_id = match identity {
+                Some(which) => Some(super::identities::find(db, &which).await?.id),
+                None => None,
+            };
             let mut new = NewApiKey {
+                identity_id,
                 name,
                 owner,
                 plan,
@@ -309,6 +326,7 @@ async fn list_all(
         name,
         plan,
         enabled: None,
+        identity_id: None,
         limit: PAGE,
         offset: 0,
     };
@@ -433,6 +451,7 @@ mod tests {
             updated_at: 0,
             last_used_at: None,
             key_prefix: "tg_abcdefgh".into(),
+            identity_id: None,
         }
     }
 

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod check;
 pub mod demo_traffic;
+pub mod identities;
 pub mod keys;
 pub mod run;
 pub mod usage;

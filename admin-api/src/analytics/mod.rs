@@ -11,8 +11,11 @@
 //! the upper bound of the bucket holding it (1000 ms for the open-ended
 //! slowest bucket).
 
+pub mod identity;
 mod query;
 mod views;
+
+pub use identity::{identity_usage, IdentityKeyUsage, IdentityUsage, MAX_IDENTITY_KEYS};
 
 use axum::extract::State;
 use axum::routing::get;
@@ -49,6 +52,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/analytics/keys/{id}", get(key_analytics))
         .route("/api/analytics/top-keys", get(top_keys))
         .route("/api/analytics/violations", get(violations))
+        .route("/api/analytics/identities/{id}", get(identity_usage))
 }
 
 /// Totals, block rate, requests per minute, active keys and latency over a range.

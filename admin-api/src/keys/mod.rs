@@ -16,7 +16,9 @@ use tollgate_core::db::{ApiKey, KeyFilter, KeyPatch, NewApiKey};
 use crate::auth::{audit, AuthAdmin, RequireAdmin};
 use crate::bodies::KeyView;
 use crate::error::{ApiError, ApiResult, ProblemDoc};
-use crate::extract::{parse_id, text_filter, ApiJson, ApiQuery, MaybeJson, Paging, PathParam};
+use crate::extract::{
+    parse_id, text_filter, ApiJson, ApiQuery, MaybeJson, Paging, PathParam, QueryInt,
+};
 use crate::rules::limits_from_body;
 use crate::state::AppState;
 
@@ -75,6 +77,7 @@ pub async fn list_keys(
         name: text_filter("name", q.name, key_rules::MAX_TEXT)?,
         plan: text_filter("plan", q.plan, key_rules::MAX_TEXT)?,
         enabled,
+        identity_id: q.identity_id.map(QueryInt::get),
         limit: per_page,
         offset,
     };
@@ -88,7 +91,7 @@ pub async fn list_keys(
 }
 
 /// 422 naming `plan` unless the plan is in the YAML config or the plans table.
-async fn check_plan(state: &AppState, plan: &str) -> ApiResult<()> {
+pub(crate) async fn check_plan(state: &AppState, plan: &str) -> ApiResult<()> {
     if crate::rules::plan_exists(state, plan).await? {
         return Ok(());
     }
@@ -134,11 +137,15 @@ pub async fn create_key(
         expires_at: req.expires_at,
         scopes: req.scopes.map(Into::into),
         allowed_ips: req.allowed_ips,
+        identity_id: req.identity_id,
     };
     key_rules::normalise_access(&mut new.scopes, &mut new.allowed_ips)?;
     key_rules::check_new_key(&new, tollgate_core::now_ms())?;
     if let Some(plan) = &new.plan {
         check_plan(&state, plan).await?;
+    }
+    if let Some(identity) = new.identity_id {
+        crate::identities::check_exists(&state, identity).await?;
     }
     new.name = key_rules::normalise_name(&new.name);
     let (key, plain) = state.db().create_key(&new).await?;
@@ -265,6 +272,12 @@ pub async fn patch_key(
     key_rules::check_patch(&patch)?;
     if let Some(Some(p)) = &patch.plan {
         check_plan(&state, p).await?;
+    }
+    if let Some(identity) = req.identity_id {
+        if let Some(i) = identity {
+            crate::identities::check_exists(&state, i).await?;
+        }
+        patch.identity_id = Some(identity);
     }
     patch.name = patch.name.as_deref().map(key_rules::normalise_name);
     let Some(before) = state.db().get_key(id).await? else {

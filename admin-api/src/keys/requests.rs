@@ -64,6 +64,9 @@ pub struct CreateKey {
     /// from anywhere else it is 403 `ip-not-allowed`.
     #[schema(min_items = 1, max_items = 256, example = json!(["203.0.113.0/24", "2001:db8::/32"]))]
     pub allowed_ips: Option<Vec<String>>,
+    /// The identity (`/api/identities`) the key belongs to; it must exist.
+    #[schema(minimum = 1)]
+    pub identity_id: Option<i64>,
 }
 
 /// A partial update: absent fields stay, `null` clears a nullable field.
@@ -105,6 +108,10 @@ pub struct PatchKeyRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Vec<String>>, nullable, min_items = 1, max_items = 256)]
     pub allowed_ips: Option<Option<Vec<String>>>,
+    /// Move the key to this identity (it must exist); `null` detaches it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, nullable, minimum = 1)]
+    pub identity_id: Option<Option<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -134,6 +141,9 @@ pub struct KeyListQuery {
     /// `true` or `false`.
     #[param(value_type = Option<bool>)]
     pub enabled: Option<QueryBool>,
+    /// Only the keys of this identity.
+    #[param(value_type = Option<i64>, minimum = 1)]
+    pub identity_id: Option<QueryInt<1, { i64::MAX }>>,
     /// `enabled` or `disabled` (the same filter as `enabled`).
     #[param(inline)]
     pub state: Option<KeyState>,

@@ -10,6 +10,7 @@ mod auth;
 mod brute_force;
 mod db_roles;
 mod health;
+mod identities;
 mod keys;
 mod listener;
 mod openapi;

@@ -11,6 +11,7 @@
 import * as login from './login.js';
 import * as overview from './overview.js';
 import * as keys from './keys.js';
+import * as identities from './identities.js';
 import * as monitoring from './monitoring.js';
 import * as audit from './audit.js';
 import * as webhooks from './webhooks.js';
@@ -19,6 +20,7 @@ export const PAGES = [
   { path: '/', page: overview, nav: 'Overview' },
   { path: '/overview', page: overview },
   { path: '/keys', page: keys, nav: 'Keys' },
+  { path: '/identities', page: identities, nav: 'Identities' },
   { path: '/monitoring', page: monitoring, nav: 'Monitoring' },
   { path: '/webhooks', page: webhooks, nav: 'Webhooks' },
   { path: '/audit', page: audit, nav: 'Audit', role: 'admin' },

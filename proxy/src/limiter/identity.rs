@@ -101,4 +101,25 @@ mod tests {
         assert!(!m.leased() && !Subject::Identity(7).leased() && Subject::Key(4).leased());
         assert_eq!(m.to_string(), "i7");
     }
+
+    /// One hash tag per member request (one cluster slot); the shared
+    /// bucket is the identity's, the others the key's.
+    #[test]
+    fn redis_keys_of_a_member() {
+        use crate::limiter::redis::bucket_key;
+        let own = bucket("second", LimitScope::Key);
+        let shared = bucket("monthly", LimitScope::Identity);
+        let m = Subject::Member {
+            key: 42,
+            identity: 7,
+        };
+        assert_eq!(bucket_key(&m, &shared), "tg:{i7}:p:monthly");
+        assert_eq!(bucket_key(&m, &own), "tg:{i7}:k42:p:second");
+        assert_eq!(
+            bucket_key(&Subject::Identity(7), &shared),
+            "tg:{i7}:p:monthly"
+        );
+        // No identity: the limit is the key's own, as `scope: key` would be.
+        assert_eq!(bucket_key(&Subject::Key(42), &shared), "tg:{k42}:p:monthly");
+    }
 }

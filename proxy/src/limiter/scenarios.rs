@@ -24,6 +24,11 @@ use super::{Bucket, LocalLimiter, Scope, Subject};
 pub enum SubjectSpec {
     Key(i64),
     Ip(u16),
+    /// Key `key` of identity `identity` ([`Subject::Member`]).
+    Member {
+        key: i64,
+        identity: i64,
+    },
 }
 
 impl SubjectSpec {
@@ -32,6 +37,10 @@ impl SubjectSpec {
     pub fn subject(self, base: i64) -> Subject {
         match self {
             SubjectSpec::Key(n) => Subject::Key(base.wrapping_add(n)),
+            SubjectSpec::Member { key, identity } => Subject::Member {
+                key: base.wrapping_add(key),
+                identity: base.wrapping_add(identity),
+            },
             SubjectSpec::Ip(n) => {
                 let b = base.to_be_bytes();
                 let segs = [
@@ -195,6 +204,14 @@ fn limit(name: &str, rate: u64, per: Duration, burst: u64, cost: u64) -> Limit {
     Limit::new(name, rate, per, Some(burst), Some(cost))
 }
 
+/// [`limit`] with `scope: identity`.
+fn shared(name: &str, rate: u64, per: Duration, burst: u64, cost: u64) -> Limit {
+    Limit {
+        scope: tollgate_core::limits::LimitScope::Identity,
+        ..limit(name, rate, per, burst, cost)
+    }
+}
+
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn step(subject: SubjectSpec, buckets: &[usize], allowed: bool) -> Step {
@@ -205,6 +222,10 @@ fn step(subject: SubjectSpec, buckets: &[usize], allowed: bool) -> Step {
         allowed,
         settle: None,
     }
+}
+
+fn member(key: i64, identity: i64) -> SubjectSpec {
+    SubjectSpec::Member { key, identity }
 }
 
 fn at(at_ms: u64, subject: SubjectSpec, buckets: &[usize], allowed: bool) -> Step {
@@ -342,6 +363,53 @@ fn base_scenarios() -> Vec<Scenario> {
                 step(Ip(1), &[0], true),
                 step(Ip(1), &[0], false),
                 step(Key(2), &[0], true),
+            ],
+        },
+        Scenario {
+            name: "identity buckets are shared by its keys",
+            buckets: vec![
+                Bucket::new(Scope::Key, limit("own", 10, HOUR, 10, 1)),
+                Bucket::new(Scope::Key, shared("shared", 3, HOUR, 3, 1)),
+            ],
+            steps: vec![
+                step(member(0, 100), &[0, 1], true),
+                step(member(1, 100), &[0, 1], true),
+                step(member(0, 100), &[0, 1], true),
+                // Spent, whichever key asks; the refusal takes nothing from
+                // the key's own bucket (its remaining count shows it).
+                step(member(1, 100), &[0, 1], false),
+                step(member(0, 100), &[0, 1], false),
+                step(member(0, 100), &[0], true),
+                // Another identity has its own.
+                step(member(2, 101), &[0, 1], true),
+                // A key without an identity: the limit is its own bucket.
+                step(Key(3), &[0, 1], true),
+                step(Key(3), &[0, 1], true),
+                step(Key(3), &[0, 1], true),
+                step(Key(3), &[0, 1], false),
+                step(Key(4), &[0, 1], true),
+            ],
+        },
+        Scenario {
+            name: "a member's own buckets stay its own",
+            buckets: vec![
+                Bucket::new(Scope::Key, limit("own", 1, HOUR, 1, 1)),
+                Bucket::new(Scope::Key, shared("shared", 10, HOUR, 10, 2)),
+                Bucket::new(Scope::Route("users"), shared("route", 10, HOUR, 3, 1)),
+            ],
+            steps: vec![
+                step(member(0, 200), &[0, 1], true),
+                // Its own is spent: refused, the shared bucket keeps its 8.
+                step(member(0, 200), &[0, 1], false),
+                step(member(1, 200), &[0, 1], true),
+                // A route's identity-scoped limit is shared too.
+                step(member(0, 200), &[1, 2], true),
+                step(member(1, 200), &[1, 2], true),
+                step(member(2, 200), &[2], true),
+                step(member(0, 200), &[2], false),
+                // 10 - 2 × 4 = 2 shared tokens left: one more request of cost 2.
+                step(member(2, 200), &[1], true),
+                step(member(3, 200), &[1], false),
             ],
         },
         Scenario {

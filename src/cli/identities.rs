@@ -1,0 +1,192 @@
+//! `tollgate identities …`: manage identities (a customer owning several
+//! keys) in the configured database directly. Every change is written to
+//! the audit log as `cli:<OS user>`.
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use serde_json::Value;
+use tollgate_core::db::audit::diff;
+use tollgate_core::db::{Db, Identity, IdentityFilter, KeyFilter, NewIdentity};
+use tollgate_core::rules::identities as identity_rules;
+
+use super::audit::cli_event;
+
+#[derive(Debug, Subcommand)]
+pub enum IdentitiesCommand {
+    /// Create an identity.
+    Create {
+        /// Your own id for it (e.g. a customer id): 1-128 of A-Z a-z 0-9 . _ - : @.
+        #[arg(long)]
+        external_id: String,
+        /// A name to recognise it by.
+        #[arg(long)]
+        name: String,
+        /// The plan its keys use when they name none.
+        #[arg(long)]
+        plan: Option<String>,
+        /// Metadata: a JSON object (at most 4 KiB).
+        #[arg(long, value_name = "JSON")]
+        metadata: Option<String>,
+    },
+    /// List identities.
+    List {
+        /// Only identities whose external id or name contains this.
+        #[arg(long)]
+        search: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one identity (by id or external id) and its keys.
+    Show {
+        identity: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an identity (by id or external id); its keys stay, detached.
+    Delete { identity: String },
+}
+
+/// An identity by its id (digits) or its external id.
+pub async fn find(db: &Db, which: &str) -> anyhow::Result<Identity> {
+    let by_id = match which.parse::<i64>() {
+        Ok(id) => db.get_identity(id).await?,
+        Err(_) => None,
+    };
+    let found = match by_id {
+        Some(i) => Some(i),
+        None if identity_rules::check_external_id(which).is_ok() => {
+            db.get_identity_by_external_id(which).await?
+        }
+        None => None,
+    };
+    found.ok_or_else(|| anyhow::anyhow!("no identity {which:?} (see `tollgate identities list`)"))
+}
+
+async fn record(
+    db: &Db,
+    action: &str,
+    id: i64,
+    before: Option<&Identity>,
+    after: Option<&Identity>,
+) {
+    let view = |i: Option<&Identity>| {
+        i.and_then(|i| serde_json::to_value(i).ok())
+            .map(|mut v| {
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("updated_at");
+                }
+                v
+            })
+            .unwrap_or(Value::Null)
+    };
+    let event = cli_event(action)
+        .target("identity", id)
+        .changes(diff(&view(before), &view(after)));
+    if let Err(e) = db.record_audit(event).await {
+        eprintln!("warning: the change is done but could not be written to the audit log: {e}");
+    }
+}
+
+/// Refuse `identities create --plan NAME` when the plan exists nowhere.
+pub async fn check(
+    cmd: &IdentitiesCommand,
+    config: &tollgate_core::config::Config,
+) -> anyhow::Result<()> {
+    let IdentitiesCommand::Create {
+        plan: Some(plan), ..
+    } = cmd
+    else {
+        return Ok(());
+    };
+    super::keys::check_plan_exists(plan, config).await
+}
+
+pub async fn run(cmd: IdentitiesCommand, database_url: &str) -> anyhow::Result<()> {
+    super::with_db(database_url, |db| async move { execute(&db, cmd).await }).await
+}
+
+async fn execute(db: &Db, cmd: IdentitiesCommand) -> anyhow::Result<()> {
+    match cmd {
+        IdentitiesCommand::Create {
+            external_id,
+            name,
+            plan,
+            metadata,
+        } => {
+            let metadata = metadata
+                .map(|m| serde_json::from_str::<Value>(&m))
+                .transpose()
+                .context("--metadata: not JSON")?;
+            let new = NewIdentity {
+                external_id,
+                name: name.trim().to_string(),
+                metadata,
+                plan,
+                limits: None,
+            };
+            if let Err(e) = identity_rules::check_new_identity(&new) {
+                bail!("--{}: {}", e.field.replace('_', "-"), e.message);
+            }
+            let i = db.create_identity(&new).await?;
+            record(db, "identity.create", i.id, None, Some(&i)).await;
+            println!("created identity {} ({})", i.id, i.external_id);
+        }
+        IdentitiesCommand::List { search, json } => {
+            let (all, _) = db
+                .list_identities(&IdentityFilter {
+                    search,
+                    ..IdentityFilter::default()
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                println!("no identities");
+            } else {
+                println!("{:>6}  {:<32}  {:<24}  PLAN", "ID", "EXTERNAL ID", "NAME");
+                for i in &all {
+                    println!(
+                        "{:>6}  {:<32}  {:<24}  {}",
+                        i.id,
+                        i.external_id,
+                        i.name,
+                        i.plan.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        IdentitiesCommand::Show { identity, json } => {
+            let i = find(db, &identity).await?;
+            let (keys, _) = db
+                .list_keys(&KeyFilter {
+                    identity_id: Some(i.id),
+                    ..KeyFilter::default()
+                })
+                .await?;
+            if json {
+                let out = serde_json::json!({ "identity": i, "keys": keys });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!("id:          {}", i.id);
+                println!("external id: {}", i.external_id);
+                println!("name:        {}", i.name);
+                println!("plan:        {}", i.plan.as_deref().unwrap_or("-"));
+                println!("metadata:    {}", i.metadata);
+                println!("keys:        {}", keys.len());
+                for k in &keys {
+                    println!("  {:>6}  {}  {}", k.id, k.key_prefix, k.name);
+                }
+            }
+        }
+        IdentitiesCommand::Delete { identity } => {
+            let i = find(db, &identity).await?;
+            if !db.delete_identity(i.id).await? {
+                bail!("no identity {identity:?}");
+            }
+            record(db, "identity.delete", i.id, Some(&i), None).await;
+            println!("deleted identity {} ({})", i.id, i.external_id);
+        }
+    }
+    Ok(())
+}
