@@ -1,11 +1,11 @@
-//! `GET /api/usage/export`: the billing feed. Requests per key or route over
+//! `GET /api/usage/export`: the billing feed. Requests per key, route or
+//! identity over
 //! a closed range of whole minutes, hours or UTC days, streamed as CSV or
 //! NDJSON straight from the database (`tollgate_core::db::usage::export`):
 //! rows go out as they are read, never the whole export in memory.
 //!
-//! Every parameter error is a 400: `malformed-request` naming the field, or
-//! `not-available` for `group_by=identity` (in the contract, not yet in this
-//! build). At most [`MAX_CONCURRENT_EXPORTS`] exports run at once (each
+//! Every parameter error is a 400 `malformed-request` naming the field. At
+//! most [`MAX_CONCURRENT_EXPORTS`] exports run at once (each
 //! holds a database connection while its client reads); more get 503 `busy`.
 
 use axum::body::{Body, Bytes};
@@ -52,7 +52,7 @@ pub struct ExportParams {
     #[param(example = "2026-12-01")]
     pub to: Option<String>,
     /// `key` (one row per key; key 0: requests without a known key),
-    /// `route`, or `identity` (400 `not-available` in this build).
+    /// `route`, or `identity` (the identity each key belongs to at export time).
     #[param(example = "key")]
     pub group_by: Option<String>,
     /// `csv` (default; with a header row) or `json` (NDJSON: one object per
@@ -68,10 +68,6 @@ pub struct ExportParams {
 fn bad(e: ExportError) -> ApiError {
     match e {
         ExportError::Invalid { field, message } => ApiError::malformed(Some(field), message),
-        ExportError::NotAvailable { field, message } => ApiError::NotAvailable {
-            field: field.into(),
-            detail: message,
-        },
     }
 }
 
@@ -293,10 +289,5 @@ mod tests {
             assert_eq!(kind, "malformed-request", "{raw}");
             assert_eq!(f.as_deref(), Some(field), "{raw}");
         }
-        let (s, kind, f) = status("from=2026-11-01&to=2026-12-01&group_by=identity");
-        assert_eq!(
-            (s, kind.as_str(), f.as_deref()),
-            (400, "not-available", Some("group_by"))
-        );
     }
 }

@@ -20,7 +20,7 @@ pub enum UsageCommand {
         /// End, exclusive, in the same forms; at most 400 days after --from.
         #[arg(long)]
         to: String,
-        /// key, route (identity: not available in this build).
+        /// key, route or identity (each key's identity at export time).
         #[arg(long)]
         group_by: String,
         /// csv (with a header row) or json (NDJSON, one object per line).

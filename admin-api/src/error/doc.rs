@@ -8,7 +8,6 @@ use utoipa::{Modify, ToSchema};
 
 /// An RFC 9457 problem details object (`application/problem+json`), the body
 /// of every error. `type` ends in a stable suffix: `malformed-request` (400),
-/// `not-available` (400),
 /// `unauthorized` (401), `not-found` (404), `method-not-allowed` (405),
 /// `conflict` (409), `read-only` (409), `payload-too-large` (413),
 /// `unsupported-media-type` (415), `validation-error` (422),

@@ -30,10 +30,6 @@ pub enum ApiError {
     /// 422 `validation-error`: well-formed, but a field's value is refused.
     #[error("{field}: {detail}")]
     Validation { field: String, detail: String },
-    /// 400 `not-available`: a value the contract names but this build does
-    /// not serve yet (`group_by=identity` of the usage export).
-    #[error("{field}: {detail}")]
-    NotAvailable { field: String, detail: String },
     /// 401 `unauthorized`: no, or no valid, bearer token / wrong credentials.
     #[error("{0}")]
     Unauthorized(String),
@@ -109,7 +105,7 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Malformed { .. } | Self::NotAvailable { .. } => StatusCode::BAD_REQUEST,
+            Self::Malformed { .. } => StatusCode::BAD_REQUEST,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::InsufficientRole(_) => StatusCode::FORBIDDEN,
@@ -129,7 +125,6 @@ impl ApiError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Malformed { .. } => "malformed-request",
-            Self::NotAvailable { .. } => "not-available",
             Self::Validation { .. } => "validation-error",
             Self::Unauthorized(_) => "unauthorized",
             Self::InsufficientRole(_) => "insufficient-role",
@@ -150,7 +145,6 @@ impl ApiError {
     fn title(&self) -> &'static str {
         match self {
             Self::Malformed { .. } => "Malformed request",
-            Self::NotAvailable { .. } => "Not available",
             Self::Validation { .. } => "Invalid field value",
             Self::Unauthorized(_) => "Unauthorized",
             Self::InsufficientRole(_) => "Insufficient role",
@@ -178,7 +172,7 @@ impl ApiError {
                     p = p.with("field", f.clone());
                 }
             }
-            Self::Validation { field, detail } | Self::NotAvailable { field, detail } => {
+            Self::Validation { field, detail } => {
                 p = p
                     .detail(format!("{field}: {detail}"))
                     .with("field", field.clone());

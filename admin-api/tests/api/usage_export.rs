@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tollgate_core::db::usage::{Counts, UsageRow};
+use tollgate_core::db::identities::NewIdentity;
 use tollgate_core::db::NewApiKey;
 
 use crate::both;
@@ -104,10 +105,22 @@ fn csv_sums(body: &str, group_col: usize) -> BTreeMap<String, (i64, i64, i64)> {
 }
 
 async fn export_sums_equal_what_was_recorded(app: TestApp) {
+    let acme = app
+        .db
+        .create_identity(&NewIdentity {
+            external_id: "cus_acme".into(),
+            name: "Acme, \"Inc\"".into(),
+            metadata: None,
+            plan: None,
+            limits: None,
+        })
+        .await
+        .expect("identity");
     let (a, _) = app
         .db
         .create_key(&NewApiKey {
             name: "alpha".into(),
+            identity_id: Some(acme.id),
             ..NewApiKey::default()
         })
         .await
@@ -150,6 +163,24 @@ async fn export_sums_equal_what_was_recorded(app: TestApp) {
     assert_eq!(
         csv_sums(&by_route, 2),
         expected(&rows, from, to, |r| r.route.clone())
+    );
+    // Per identity: alpha's rows are Acme's; beta's and "no key" are 0's.
+    let (status, _, by_identity) =
+        text(&app, &format!("from={from}&to={to}&group_by=identity")).await;
+    assert_eq!(status, StatusCode::OK, "{by_identity}");
+    assert!(
+        by_identity.starts_with("start,end,identity_id,external_id,identity_name,"),
+        "{by_identity}"
+    );
+    assert!(by_identity.contains(",cus_acme,\"Acme, \"\"Inc\"\"\","), "{by_identity}");
+    let acme_id = acme.id;
+    assert_eq!(
+        csv_sums(&by_identity, 2),
+        expected(&rows, from, to, |r| if r.key_id == a.id {
+            acme_id.to_string()
+        } else {
+            "0".into()
+        })
     );
     let (hf, ht) = (T0, T0 + 3 * HOUR);
     let (status, _, hourly) =
@@ -230,14 +261,6 @@ async fn export_refuses_hostile_parameters(app: TestApp) {
         .await;
         assert_eq!(v["field"], field, "{q}: {v}");
     }
-    let v = problem(
-        app.get("/api/usage/export?from=2026-11-01&to=2026-12-01&group_by=identity")
-            .await,
-        StatusCode::BAD_REQUEST,
-        "not-available",
-    )
-    .await;
-    assert_eq!(v["field"], "group_by");
     // A session is needed; any role may read usage.
     let res = send(app.anon(
         Method::GET,

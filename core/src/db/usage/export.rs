@@ -47,6 +47,10 @@ pub enum ExportGroup {
     Key,
     /// One row per route.
     Route,
+    /// One row per identity, by the identity each key belongs to when the
+    /// export runs (`identity_id` 0: keys of no identity and requests
+    /// without a known key).
+    Identity,
 }
 
 /// How the range is cut: one row per group for the whole range, or per hour,
@@ -76,12 +80,6 @@ pub enum ExportError {
         field: &'static str,
         message: String,
     },
-    /// A grouping that exists in the contract but not (yet) in this build.
-    #[error("{field}: {message}")]
-    NotAvailable {
-        field: &'static str,
-        message: String,
-    },
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ExportError {
@@ -96,11 +94,7 @@ impl ExportGroup {
         match s {
             "key" => Ok(Self::Key),
             "route" => Ok(Self::Route),
-            "identity" => Err(ExportError::NotAvailable {
-                field: "group_by",
-                message: "grouping by identity is not available in this build: use key or route"
-                    .into(),
-            }),
+            "identity" => Ok(Self::Identity),
             _ => Err(invalid("group_by", "must be one of key, identity, route")),
         }
     }
@@ -109,6 +103,7 @@ impl ExportGroup {
         match self {
             Self::Key => "key",
             Self::Route => "route",
+            Self::Identity => "identity",
         }
     }
 }
@@ -165,6 +160,7 @@ impl ExportFormat {
                 let who = match group {
                     ExportGroup::Key => "key_id,key_name,key_prefix",
                     ExportGroup::Route => "route",
+                    ExportGroup::Identity => "identity_id,external_id,identity_name",
                 };
                 format!("start,end,{who},{}\n", COUNT_NAMES.join(","))
             }
@@ -187,6 +183,15 @@ impl ExportFormat {
                         fields.push(csv_field(prefix.as_deref().unwrap_or("")));
                     }
                     GroupValue::Route(r) => fields.push(csv_field(r)),
+                    GroupValue::Identity {
+                        id,
+                        external_id,
+                        name,
+                    } => {
+                        fields.push(id.to_string());
+                        fields.push(csv_field(external_id.as_deref().unwrap_or("")));
+                        fields.push(csv_field(name.as_deref().unwrap_or("")));
+                    }
                 }
                 fields.extend(counts.iter().map(i64::to_string));
                 let mut line = fields.join(",");
@@ -202,6 +207,15 @@ impl ExportFormat {
                         v["key_prefix"] = json!(prefix);
                     }
                     GroupValue::Route(r) => v["route"] = json!(r),
+                    GroupValue::Identity {
+                        id,
+                        external_id,
+                        name,
+                    } => {
+                        v["identity_id"] = json!(id);
+                        v["external_id"] = json!(external_id);
+                        v["identity_name"] = json!(name);
+                    }
                 }
                 for (name, value) in COUNT_NAMES.iter().zip(counts) {
                     v[*name] = json!(value);
@@ -390,6 +404,26 @@ impl ExportQuery {
                     ") u GROUP BY {by_period}route) r ORDER BY r.p, r.route"
                 ));
             }
+            ExportGroup::Identity => {
+                // Per key first (as for `Key`), then per the key's identity.
+                let resum = columns(false)
+                    .iter()
+                    .map(|c| format!("CAST(COALESCE(SUM(r.{c}), 0) AS BIGINT) AS {c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let outer2 = columns(false)
+                    .iter()
+                    .map(|c| format!("g.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                stmt.push(&format!(
+                    "SELECT g.p, g.identity_id, i.external_id, i.name AS identity_name, {outer2}                      FROM (SELECT r.p, COALESCE(k.identity_id, 0) AS identity_id, {resum} FROM (                     SELECT {period} AS p, key_id, {sums} FROM ("
+                ));
+                filter.source(stmt, true, false, false, &[]);
+                stmt.push(&format!(
+                    ") u GROUP BY {by_period}key_id) r                      LEFT JOIN api_keys k ON k.id = r.key_id                      GROUP BY r.p, COALESCE(k.identity_id, 0)) g                      LEFT JOIN identities i ON i.id = g.identity_id                      ORDER BY g.p, g.identity_id"
+                ));
+            }
         }
     }
 
@@ -406,6 +440,11 @@ impl ExportQuery {
                 prefix: row.try_get("key_prefix")?,
             },
             ExportGroup::Route => GroupValue::Route(row.try_get("route")?),
+            ExportGroup::Identity => GroupValue::Identity {
+                id: row.try_get("identity_id")?,
+                external_id: row.try_get("external_id")?,
+                name: row.try_get("identity_name")?,
+            },
         };
         Ok(ExportRow {
             start: start.max(self.from),
@@ -436,6 +475,12 @@ pub enum GroupValue {
         prefix: Option<String>,
     },
     Route(String),
+    /// An identity (0: none); its external id and name if it still exists.
+    Identity {
+        id: i64,
+        external_id: Option<String>,
+        name: Option<String>,
+    },
 }
 
 /// One row of an export: a period, a key or route, its counts (the latency
@@ -537,13 +582,7 @@ mod tests {
 
     #[test]
     fn parameters_name_their_field() {
-        assert!(matches!(
-            ExportGroup::parse("identity"),
-            Err(ExportError::NotAvailable {
-                field: "group_by",
-                ..
-            })
-        ));
+        assert_eq!(ExportGroup::parse("identity"), Ok(ExportGroup::Identity));
         assert!(matches!(
             ExportGroup::parse("KEY"),
             Err(ExportError::Invalid {
