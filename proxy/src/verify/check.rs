@@ -20,7 +20,7 @@ use crate::access;
 use crate::gate;
 use crate::keyset::ActiveKey;
 use crate::limiter::backends::{self, Limiters, Verdict};
-use crate::limiter::{Bucket, Subject};
+use crate::limiter::{identity, Bucket};
 use crate::metrics::outcome;
 use crate::router;
 use crate::state::{self, CompiledRoute, ConfigState, DbState, State};
@@ -99,6 +99,8 @@ pub struct Checked {
     pub reason: String,
     /// A shadow route let a refused request through (`valid` stays true).
     pub shadow_limited: bool,
+    /// The key's identity (decided requests only).
+    pub identity: Option<Arc<crate::identities::ActiveIdentity>>,
 }
 
 impl Checked {
@@ -110,6 +112,7 @@ impl Checked {
             decision: None,
             reason: reason.into(),
             shadow_limited: false,
+            identity: None,
         }
     }
 
@@ -225,7 +228,9 @@ pub async fn check(
     let verdict = limiters
         .decide(
             &cfg.config.limiter,
-            &Subject::Key(key.id),
+            // The request filter's subject: identity-scoped buckets are
+            // the identity's, shared with its other keys.
+            &identity::subject_for(key.id, key.identity_id()),
             buckets,
             backends::redis_deadline(&cfg.config.limiter),
         )
@@ -251,5 +256,6 @@ pub async fn check(
         decision: Some(decision),
         reason,
         shadow_limited,
+        identity: db.keys.identity(&key).cloned(),
     }
 }

@@ -39,8 +39,8 @@ struct Body<'a> {
     valid: bool,
     code: &'a str,
     key_id: Option<i64>,
-    /// Identities are not there yet (issue #20): always null.
-    identity: Option<()>,
+    /// The key's identity's external id (null without one).
+    identity: Option<&'a str>,
     plan: Option<&'a str>,
     limits: Vec<LimitView<'a>>,
     /// Seconds until a refused request could be admitted (rate-limited only;
@@ -89,7 +89,7 @@ pub fn decision(c: &Checked) -> Reply {
         valid: c.code == super::check::Code::Valid,
         code: c.code.as_str(),
         key_id: c.key.as_ref().map(|k| k.id),
-        identity: None,
+        identity: c.identity.as_deref().and_then(|i| i.external_id.as_deref()),
         plan: c
             .plan
             .as_deref()
