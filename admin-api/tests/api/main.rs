@@ -19,3 +19,4 @@ mod queries;
 mod roles;
 mod security;
 mod sessions;
+mod spans;
