@@ -8,7 +8,8 @@
 //! [`keyset`] (the in-memory key set), [`state`] (hot config + which limits
 //! apply), [`limiter`] (token buckets), [`headers`] (RateLimit headers),
 //! [`answer`] (problem+json answers), [`grpc`] (gRPC requests and their
-//! refusals as gRPC status), [`telemetry`] (W3C trace context), [`cors`]
+//! refusals as gRPC status), [`telemetry`] (W3C trace context), [`request_span`]
+//! (the OpenTelemetry span of a request), [`cors`]
 //! (browser callers), [`body_limit`] (`max_body_bytes`), [`websocket`]
 //! (upgrades and their keys), [`ws_hold`] (holding a handshake open, a
 //! Pingora workaround), [`service`] (the `ProxyHttp` that

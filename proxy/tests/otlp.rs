@@ -238,3 +238,99 @@ async fn a_collector_that_is_down_or_hangs_changes_no_answer() {
         );
     }
 }
+
+/// With the Redis limiter the span says so and carries the time Redis took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_decision_carries_the_redis_time() {
+    let Some(url) = common::redis::service_url("TOLLGATE_TEST_REDIS_URL") else {
+        return;
+    };
+    let c = Collector::start().await;
+    let yaml = format!(
+        r#"
+proxy:
+  listen: "{{listen}}"
+  metrics_listen: "{{metrics}}"
+limiter:
+  backend: redis
+  redis_url: "{url}"
+  redis_timeout: 2s
+  on_redis_error: local
+telemetry: {{ otlp_endpoint: "{}" }}
+plans:
+  wide: {{ limits: [ {{ name: otel_wide, rate: 100000, per: 1s, burst: 100000 }} ] }}
+upstreams:
+  demo: {{ targets: ["{{upstream}}"] }}
+routes:
+  - name: users
+    match: {{ path_prefix: /api/users }}
+    upstream: demo
+    strip_prefix: /api
+    default_plan: wide
+"#,
+        c.endpoint()
+    );
+    let proxy = TestProxy::start(&yaml, common::Store::Sqlite)
+        .await
+        .expect("sqlite proxy");
+    let (_, key) = proxy.key(common::named("redis")).await;
+    let r = get(&proxy, Some(&key), None).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let s = span_with_request_id(&c, &r).await;
+    assert_eq!(s.attr("tollgate.limiter"), Some("redis"), "{s:?}");
+    let us: u64 = s
+        .attr("tollgate.redis.duration_us")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Redis time: {s:?}"));
+    assert!(us > 0, "{s:?}");
+}
+
+/// A stop sends the spans still queued: the last request's span arrives
+/// although the proxy stopped right after it was counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_sends_the_spans_still_queued() {
+    let c = Collector::start().await;
+    let yaml = config(&c.endpoint()).replace("name: users", "name: flushed");
+    let proxy = TestProxy::start(&yaml, common::Store::Sqlite)
+        .await
+        .expect("sqlite proxy");
+    let (_, key) = proxy
+        .key(NewApiKey {
+            name: "flush".into(),
+            limits: Some(vec![]),
+            ..NewApiKey::default()
+        })
+        .await;
+    let counted = |m: &str| {
+        metric_value(
+            m,
+            "tollgate_requests_total",
+            &["route=\"flushed\"", "outcome=\"allowed\""],
+        )
+    };
+    let before = counted(&proxy.metrics_text().await);
+    let r = get(&proxy, Some(&key), None).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let id = r
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("x-request-id")
+        .to_string();
+    // The span is recorded in the same step as the request's metric.
+    let deadline = Instant::now() + WAIT;
+    while counted(&proxy.metrics_text().await) <= before {
+        assert!(Instant::now() < deadline, "request never counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::task::spawn_blocking(move || drop(proxy))
+        .await
+        .expect("stop");
+    assert!(
+        c.spans()
+            .iter()
+            .any(|s| s.attr("tollgate.request_id") == Some(id.as_str())),
+        "the queued span was not sent at stop: {:?}",
+        c.spans()
+    );
+}

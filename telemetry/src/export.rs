@@ -167,9 +167,10 @@ async fn run(
 ) {
     let batch_size = settings.batch.max(1);
     let mut batch: Vec<SpanData> = Vec::with_capacity(batch_size);
+    // The handle was dropped without a stop: end the same way.
+    let mut orphaned = false;
     loop {
-        let stopping = *stop.borrow();
-        if stopping {
+        if orphaned || *stop.borrow() {
             while let Ok(span) = rx.try_recv() {
                 batch.push(span.into_data(&scope));
                 if batch.len() >= batch_size {
@@ -185,7 +186,10 @@ async fn run(
                     Some(span) => batch.push(span.into_data(&scope)),
                     None => return,
                 },
-                _ = stop.changed() => continue,
+                changed = stop.changed() => {
+                    orphaned = changed.is_err();
+                    continue;
+                }
             }
         }
         let window = tokio::time::sleep(settings.interval);
@@ -197,7 +201,10 @@ async fn run(
                     None => break,
                 },
                 () = &mut window => break,
-                _ = stop.changed() => break,
+                changed = stop.changed() => {
+                    orphaned = changed.is_err();
+                    break;
+                }
             }
         }
         send(&exporter, &mut batch, settings.export_timeout).await;

@@ -23,3 +23,4 @@ mod service_tokens;
 mod sessions;
 mod usage_export;
 mod webhooks;
+mod spans;
