@@ -21,7 +21,7 @@ pub struct RequestFacts<'a> {
     /// The route's name; empty when no route matched.
     pub route: &'a str,
     pub key_id: Option<i64>,
-    /// The identity the key acts for (empty until keys carry identities).
+    /// The external id of the key's identity (empty without one).
     pub identity: &'a str,
     pub request_id: &'a str,
     /// `allowed`, `limited`, `unauthorized`, … (`metrics::outcome`).

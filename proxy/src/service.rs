@@ -1053,6 +1053,11 @@ fn span_facts<'a>(session: &'a Session, ctx: &'a Ctx) -> RequestFacts<'a> {
             .map(|i| i.canonical.path.as_str())
             .unwrap_or_else(|| req.uri.path()),
         key_id: ctx.key.as_ref().map(|k| k.id),
+        identity: ctx
+            .identity
+            .as_deref()
+            .and_then(|i| i.external_id.as_deref())
+            .unwrap_or(""),
         request_id: &ctx.request_id,
         violated: ctx
             .decision
