@@ -16,6 +16,7 @@ mod openapi;
 mod outage;
 mod plans;
 mod queries;
+mod quotas;
 mod roles;
 mod security;
 mod sessions;

@@ -13,6 +13,8 @@ pub mod cases;
 pub mod effective;
 pub mod keys;
 pub mod limits;
+#[cfg(any(test, feature = "testing"))]
+pub mod quota_cases;
 pub mod quotas;
 
 use std::fmt::Display;
