@@ -84,6 +84,7 @@ impl Bucket {
             limit.burst,
             limit.cost
         ));
+        let fingerprint = quota::fingerprint(fingerprint, &limit);
         let policy = Policy::new(&limit);
         let id = stable_hash(&name);
         Self {
