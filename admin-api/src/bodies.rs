@@ -46,8 +46,9 @@ impl From<Scopes> for ScopesBody {
     }
 }
 
-/// One token bucket: `rate` tokens per `per`, capacity `burst` (default
-/// `rate`), each request costing `cost` (default 1).
+/// One limit: a token bucket (`rate` tokens per `per`, capacity `burst`,
+/// default `rate`) or a calendar quota (`quota` uses per `period`, from
+/// `anchor` in `time_zone`); each request costs `cost` (default 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitBody {
@@ -59,16 +60,20 @@ pub struct LimitBody {
         pattern = "^[A-Za-z0-9._-]+$"
     )]
     pub name: String,
+    /// A bucket's refill (required for a bucket, absent for a quota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = 60, minimum = 1, maximum = 1_000_000_000)]
-    pub rate: u64,
-    /// An integer and a unit: `ms`, `s`, `m`, `h` or `d`; more than 0, at most `366d`.
+    pub rate: Option<u64>,
+    /// An integer and a unit: `ms`, `s`, `m`, `h` or `d`; more than 0, at
+    /// most `366d` (required for a bucket, absent for a quota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "1m", pattern = "^[0-9]+(ms|s|m|h|d)$")]
-    pub per: String,
+    pub per: Option<String>,
     /// Capacity of the bucket (default `rate`); at least `cost`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = 10, minimum = 1, format = Int64)]
     pub burst: Option<u64>,
-    /// Tokens one request takes (default 1); at most `burst`.
+    /// Tokens one request takes (default 1); at most `burst` (or `quota`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, format = Int64)]
     pub cost: Option<u64>,
@@ -77,17 +82,54 @@ pub struct LimitBody {
     #[serde(default, skip_serializing_if = "LimitScope::is_key")]
     #[schema(value_type = Option<String>, example = "identity")]
     pub scope: LimitScope,
+    /// A calendar quota: uses per period (1 to 2^50); with `period`,
+    /// instead of `rate`/`per`/`burst`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 100000, minimum = 1, format = Int64)]
+    pub quota: Option<u64>,
+    /// `day`, `week`, `month` or `year`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "month")]
+    pub period: Option<String>,
+    /// Where a period starts: day of month `1`–`31` (clamped to the month's
+    /// last day), a weekday (`monday`…), or `MM-DD` for a year. Default:
+    /// the 1st, Monday, `01-01`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "15")]
+    pub anchor: Option<String>,
+    /// IANA time zone of the period's midnight (default `UTC`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Europe/Paris")]
+    pub time_zone: Option<String>,
 }
 
 impl From<&Limit> for LimitBody {
     fn from(l: &Limit) -> Self {
-        Self {
-            name: l.name.clone(),
-            rate: l.rate,
-            per: duration::format(l.per),
-            burst: l.burst,
-            cost: l.cost,
-            scope: l.scope,
+        match &l.quota {
+            Some(q) => Self {
+                name: l.name.clone(),
+                rate: None,
+                per: None,
+                burst: None,
+                cost: l.cost,
+                quota: Some(l.rate),
+                period: Some(q.period.to_string()),
+                anchor: q.anchor.clone(),
+                time_zone: q.time_zone.clone(),
+                scope: l.scope,
+            },
+            None => Self {
+                name: l.name.clone(),
+                rate: Some(l.rate),
+                per: Some(duration::format(l.per)),
+                burst: l.burst,
+                cost: l.cost,
+                quota: None,
+                period: None,
+                anchor: None,
+                time_zone: None,
+                scope: l.scope,
+            },
         }
     }
 }

@@ -5,6 +5,7 @@
 use tollgate_core::duration;
 use tollgate_core::limits::Limit;
 use tollgate_core::rules::limits::is_plan_name;
+use tollgate_core::rules::quotas as quota_rules;
 
 use crate::bodies::LimitBody;
 use crate::error::{ApiError, ApiResult};
@@ -17,11 +18,25 @@ pub fn limits_from_body(field: &str, bodies: &[LimitBody]) -> ApiResult<Vec<Limi
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            let per = duration::parse(&b.per)
-                .map_err(|e| ApiError::validation(format!("{field}[{i}].per"), e.to_string()))?;
+            let at = |f: &str| format!("{field}[{i}].{f}");
+            if b.quota.is_some() || b.period.is_some() {
+                return quota_from_body(b)
+                    .map(|q| Limit { scope: b.scope, ..q })
+                    .map_err(|(f, m)| ApiError::validation(at(f), m));
+            }
+            let required = |f: &str| {
+                ApiError::validation(
+                    at(f),
+                    "required for a rate limit (or give quota and period)",
+                )
+            };
+            let rate = b.rate.ok_or_else(|| required("rate"))?;
+            let per = b.per.as_deref().ok_or_else(|| required("per"))?;
+            let per =
+                duration::parse(per).map_err(|e| ApiError::validation(at("per"), e.to_string()))?;
             Ok(Limit {
                 name: b.name.clone(),
-                rate: b.rate,
+                rate,
                 per,
                 burst: b.burst,
                 cost: b.cost,
@@ -30,6 +45,35 @@ pub fn limits_from_body(field: &str, bodies: &[LimitBody]) -> ApiResult<Vec<Limi
             })
         })
         .collect()
+}
+
+/// A quota limit from a body: `quota`, `period`, `anchor`, `time_zone`,
+/// `cost`, checked by `tollgate_core::rules::quotas` (the YAML's rule).
+fn quota_from_body(b: &LimitBody) -> Result<Limit, (&'static str, String)> {
+    for (f, given) in [
+        ("rate", b.rate.is_some()),
+        ("per", b.per.is_some()),
+        ("burst", b.burst.is_some()),
+    ] {
+        if given {
+            return Err((f, quota_rules::exclusive(f)));
+        }
+    }
+    let amount = b
+        .quota
+        .ok_or(("quota", "required with period".to_string()))?;
+    let period = b
+        .period
+        .as_deref()
+        .ok_or(("period", "required with quota".to_string()))?;
+    quota_rules::quota_limit(
+        b.name.clone(),
+        amount,
+        period,
+        b.anchor.clone(),
+        b.time_zone.clone(),
+        b.cost,
+    )
 }
 
 /// Whether a plan of that name exists in the config or the plans table.

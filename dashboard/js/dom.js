@@ -142,8 +142,15 @@ export function fmtWhen(ms) {
   return d.toDateString() === new Date().toDateString() ? timeFmt.format(d) : dtFmt.format(d);
 }
 
-/** A limit as "60 / 1m (burst 10)". */
+/** A limit as "60 / 1m (burst 10)", a quota as "100,000 / month from 15 (Europe/Paris)". */
 export function fmtLimit(l) {
+  if (l.quota != null) {
+    let q = `${fmtInt(l.quota)} / ${l.period}`;
+    if (l.anchor) q += ` from ${l.anchor}`;
+    if (l.time_zone) q += ` (${l.time_zone})`;
+    if (l.cost && l.cost !== 1) q += ` · cost ${l.cost}`;
+    return q;
+  }
   let s = `${fmtInt(l.rate)} / ${l.per}`;
   if (l.burst && l.burst !== l.rate) s += ` · burst ${fmtInt(l.burst)}`;
   if (l.cost && l.cost !== 1) s += ` · cost ${l.cost}`;

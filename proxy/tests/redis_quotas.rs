@@ -168,6 +168,15 @@ async fn quota_keys_expire_after_their_period() {
     let quota = Bucket::new(Scope::Key, monthly_from_today("monthly", 5, "UTC", None));
     let subject = Subject::Key(base(5));
     assert!(l.check(&subject, &[&quota]).await.expect("check").allowed);
+    // `proxy.usage_path` reads the quota without spending.
+    for _ in 0..3 {
+        let peeked = l
+            .peek(&subject, &[&quota], l.deadline())
+            .await
+            .expect("peek");
+        assert_eq!(peeked[0].remaining, 4);
+        assert!(peeked[0].reset_secs > 27 * 86_400, "{peeked:?}");
+    }
     let client = redis::Client::open(url.as_str()).expect("client");
     let mut conn = client
         .get_multiplexed_async_connection()

@@ -17,6 +17,7 @@ mod openapi;
 mod outage;
 mod plans;
 mod queries;
+mod quotas;
 mod roles;
 mod security;
 mod service_tokens;

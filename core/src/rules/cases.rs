@@ -217,6 +217,7 @@ pub fn plan_cases() -> Vec<PlanCase> {
             valid,
         });
     }
+    cases.extend(super::quota_cases::plan_cases());
     cases
 }
 

@@ -14,6 +14,8 @@ pub mod effective;
 pub mod identities;
 pub mod keys;
 pub mod limits;
+#[cfg(any(test, feature = "testing"))]
+pub mod quota_cases;
 pub mod quotas;
 
 use std::fmt::Display;

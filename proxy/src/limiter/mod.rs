@@ -122,6 +122,7 @@ impl Bucket {
             limit.burst,
             limit.cost
         ));
+        let fingerprint = quota::fingerprint(fingerprint, &limit);
         let policy = Policy::new(&limit);
         let id = stable_hash(&name);
         let identity_scope = limit.scope == tollgate_core::limits::LimitScope::Identity;

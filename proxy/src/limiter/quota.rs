@@ -17,7 +17,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tollgate_core::limits::{Decision, LimitState};
+use tollgate_core::limits::{Decision, Limit, LimitState};
 use tollgate_core::quota::PeriodBounds;
 
 use super::redis::LimitTimes;
@@ -31,6 +31,16 @@ pub fn wall_now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// A bucket's fingerprint with a quota's calendar in it: a changed anchor,
+/// period or time zone is a changed limit (a cached refusal of the old
+/// calendar is not served). Buckets keep theirs.
+pub fn fingerprint(base: u64, limit: &Limit) -> u64 {
+    match &limit.quota {
+        None => base,
+        Some(q) => super::stable_hash(&format!("{base}\u{0}{q:?}")),
+    }
 }
 
 /// Whether any of the request's limits is a quota.
@@ -128,4 +138,29 @@ pub fn refusing_quotas<'a>(buckets: &[&Bucket], decision: &'a Decision) -> Vec<&
         .filter(|(b, s)| s.violated && b.policy.calendar.is_some())
         .map(|(_, s)| &*s.name)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limiter::Scope;
+    use tollgate_core::quota::{Period, QuotaSpec};
+
+    #[test]
+    fn a_changed_calendar_is_a_changed_limit() {
+        let q = |anchor: &str, tz: &str| {
+            let spec = QuotaSpec {
+                period: Period::Month,
+                anchor: Some(anchor.into()),
+                time_zone: Some(tz.into()),
+            };
+            Bucket::new(Scope::Key, Limit::new_quota("m", 5, spec, None))
+        };
+        let a = q("1", "UTC");
+        assert_eq!(a.fingerprint, q("1", "UTC").fingerprint);
+        assert_ne!(a.fingerprint, q("2", "UTC").fingerprint);
+        assert_ne!(a.fingerprint, q("1", "Europe/Paris").fingerprint);
+        // The same name: the same id (its Redis key), whatever the calendar.
+        assert_eq!(a.id, q("2", "UTC").id);
+    }
 }

@@ -9,7 +9,10 @@
 //! no path locks them the other way round.
 
 use smallvec::SmallVec;
-use tollgate_core::limits::{Decision, LimitState};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use tollgate_core::limits::{self, Decision, Limit, LimitState, Policy};
 use tollgate_core::quota::check_quota;
 
 use super::LocalLimiter;
@@ -96,7 +99,7 @@ impl LocalLimiter {
             let d = self.check_at(subject, &plain, now);
             (d.allowed, d.limits.into_vec())
         } else {
-            (false, self.peek_at(subject, &plain, now))
+            (false, self.dry_run(subject, &plain, now).limits.into_vec())
         };
         if allowed {
             let counts = map.entry(holder).or_default();
@@ -140,6 +143,40 @@ impl LocalLimiter {
         Decision { allowed, limits }
     }
 
+    /// The buckets' decision at `now` with nothing taken (a quota refused
+    /// the request): each bucket reports whether it, too, would refuse, as
+    /// the Redis script does.
+    fn dry_run(&self, subject: &Subject, buckets: &[&Bucket], now: u64) -> Decision {
+        let tat = |slot: u32| -> u64 {
+            // Each guard is dropped at the end of its statement (as in `peek`).
+            let inline = match subject {
+                Subject::Key(id) => self.keys.lock(id).get(id).and_then(|e| e.get(slot)),
+                Subject::Ip(ip) => self.ips.lock(ip).get(ip).and_then(|e| e.get(slot)),
+            };
+            inline
+                .or_else(|| {
+                    self.more
+                        .lock(subject)
+                        .get(subject)
+                        .and_then(|m| m.iter().find(|(s, _)| *s == slot).map(|&(_, t)| t))
+                })
+                .unwrap_or(0)
+        };
+        // A policy that never admits (cost above burst) stands for the
+        // refusing quota: `decide` then reports the other buckets as they
+        // stay, exactly as for a request another bucket refused.
+        static REFUSING: LazyLock<Policy> = LazyLock::new(|| {
+            Policy::new(&Limit::new("", 1, Duration::from_secs(1), Some(1), Some(2)))
+        });
+        let mut policies: SmallVec<[&Policy; 4]> = buckets.iter().map(|b| &b.policy).collect();
+        let mut tats: SmallVec<[u64; 4]> = buckets.iter().map(|b| tat(b.slot)).collect();
+        policies.push(&REFUSING);
+        tats.push(0);
+        let mut d = limits::decide(&policies, &tats, now).0;
+        d.limits.pop();
+        d
+    }
+
     /// A quota as it stands, nothing taken (`proxy.usage_path`).
     pub(super) fn peek_quota(&self, subject: &Subject, b: &Bucket, wall_us: i64) -> LimitState {
         let period = bounds(b, wall_us);
@@ -175,9 +212,6 @@ impl LocalLimiter {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use tollgate_core::limits::Limit;
     use tollgate_core::quota::{Period, QuotaSpec};
 
     use super::*;

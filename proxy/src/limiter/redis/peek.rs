@@ -8,7 +8,7 @@ use ::redis::Script;
 use tollgate_core::limits::{self, LimitState};
 
 use super::{bucket_key, RedisLimitError, RedisLimiter};
-use crate::limiter::{Bucket, Subject};
+use crate::limiter::{quota, Bucket, Subject};
 
 /// The Lua source, loaded at build time.
 pub const PEEK_SOURCE: &str = include_str!("../../../../lua/peek.lua");
@@ -34,8 +34,18 @@ impl RedisLimiter {
             return Err(RedisLimitError::CircuitOpen);
         }
         let mut inv = PEEK.prepare_invoke();
+        let wall_us = quota::wall_now_us();
         for b in buckets {
-            inv.key(bucket_key(subject, b));
+            match quota::bounds(b, wall_us) {
+                Some(p) => inv
+                    .key(format!(
+                        "{}{}",
+                        bucket_key(subject, b),
+                        quota::period_suffix(&p)
+                    ))
+                    .arg("q"),
+                None => inv.key(bucket_key(subject, b)).arg("b"),
+            };
         }
         let result = self
             .run(
@@ -59,6 +69,11 @@ impl RedisLimiter {
             .iter()
             .zip(used)
             .map(|(b, us)| {
+                if b.policy.calendar.is_some() {
+                    let used = u64::try_from(us).unwrap_or(0);
+                    let left = b.policy.quota.saturating_sub(used);
+                    return quota::state(b, quota::bounds(b, wall_us), left, false, wall_us);
+                }
                 let ns = u64::try_from(us).unwrap_or(0).saturating_mul(1_000);
                 limits::peek_bucket(&b.policy, ns)
             })
