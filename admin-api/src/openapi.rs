@@ -61,6 +61,7 @@ impl Modify for BearerAuth {
         crate::keys::patch_key,
         crate::keys::delete_key,
         crate::keys::rotate_key,
+        crate::keys::add_credits,
         crate::plans::list_plans,
         crate::plans::create_plan,
         crate::plans::get_plan,

@@ -6,6 +6,7 @@ pub mod breaker;
 pub mod concurrency;
 pub mod cost;
 mod cost_scenarios;
+pub mod credits;
 pub mod local;
 pub mod redis;
 #[doc(hidden)]
