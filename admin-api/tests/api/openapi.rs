@@ -27,6 +27,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("patch", "/api/keys/{id}"),
     ("delete", "/api/keys/{id}"),
     ("post", "/api/keys/{id}/rotate"),
+    ("post", "/api/keys/{id}/credits"),
     ("get", "/api/plans"),
     ("post", "/api/plans"),
     ("get", "/api/plans/{name}"),
