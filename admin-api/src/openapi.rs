@@ -68,6 +68,7 @@ impl Modify for BearerAuth {
         crate::identities::delete_identity,
         crate::identities::identity_keys,
         crate::analytics::identity::identity_usage,
+        crate::keys::add_credits,
         crate::plans::list_plans,
         crate::plans::create_plan,
         crate::plans::get_plan,

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod cost;
+pub mod credits;
 pub mod db;
 pub mod duration;
 pub mod files;

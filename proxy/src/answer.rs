@@ -252,6 +252,22 @@ pub fn limited(buckets: &[&crate::limiter::Bucket], decision: &Decision) -> Answ
         .with_header("Retry-After", retry.to_string())
 }
 
+/// 429 `credits-exhausted`: the key's prepaid balance is short of the
+/// request's cost (nothing was spent anywhere). `RateLimit` carries the
+/// balance as its `credits` member.
+pub fn credits_exhausted(balance: i64, cost: u64) -> Answer {
+    let p = Problem::new("credits-exhausted", "Too Many Requests", 429)
+        .detail(format!(
+            "prepaid credits exhausted: {balance} left, this request costs {cost}"
+        ))
+        .with("credits", balance)
+        .with("cost", cost);
+    Answer::problem(p).with_header(
+        headers::RATELIMIT,
+        headers::ratelimit(&[crate::limiter::credits::state(balance, true)]),
+    )
+}
+
 pub fn concurrency_exceeded(limit: u32) -> Answer {
     Answer::problem(
         Problem::new("concurrency-exceeded", "Too Many Requests", 429)

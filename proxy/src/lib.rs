@@ -25,6 +25,7 @@ pub mod body_limit;
 pub mod conn;
 pub mod cors;
 pub mod cost;
+pub mod credits;
 pub mod demo;
 pub mod edge;
 pub mod edge_metrics;

@@ -431,10 +431,27 @@ impl Gateway {
         let reservation = crate::cost::Reservation::for_route(&route, &applicable.buckets);
         let reserving = reservation.as_ref().map(|r| r.refs());
         let buckets = reserving.as_deref().unwrap_or(&applicable.buckets);
-        let verdict = self
-            .limiters
-            .decide(&cfg.config.limiter, &subject, buckets, deadline)
-            .await;
+        let credits = crate::credits::decide(
+            &self.limiters,
+            &cfg.config.limiter,
+            &subject,
+            buckets,
+            &route,
+            deadline,
+        )
+        .await;
+        let verdict = match credits {
+            Some(Ok(verdict)) => verdict,
+            Some(Err(exhausted)) => {
+                ctx.outcome = Some(outcome::LIMITED);
+                return Some(exhausted);
+            }
+            None => {
+                self.limiters
+                    .decide(&cfg.config.limiter, &subject, buckets, deadline)
+                    .await
+            }
+        };
         ctx.limiter_time = Some(limiter_start.elapsed());
         drop(reserving);
         let (decision, backend) = match verdict {

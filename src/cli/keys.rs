@@ -72,6 +72,14 @@ pub enum KeysCommand {
     },
     /// Delete a key for good.
     Delete { id: i64 },
+    /// Top up (or, with a negative number, take away) a key's prepaid
+    /// credits. Reaches every proxy within a second; applied exactly once.
+    Credits {
+        id: i64,
+        /// Credits to add (negative: to take away), e.g. `--add 50`.
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        add: i64,
+    },
 }
 
 /// `--routes`, `--methods`, `--allowed-ips` (comma-separated or repeated).
@@ -257,6 +265,7 @@ async fn execute(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
                 print!("{}", table(&keys, now_ms()));
             }
         }
+        KeysCommand::Credits { id, add } => super::credits::top_up(db, id, add).await?,
         KeysCommand::Disable { id } => {
             let before = db.get_key(id).await?;
             let key = db

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod check;
+pub mod credits;
 pub mod demo_traffic;
 pub mod identities;
 pub mod keys;

@@ -1,6 +1,7 @@
 //! `/api/keys`: create (the only time the full key is shown), list (paged,
 //! filtered), read, patch, rotate and delete API keys.
 
+mod credits;
 mod requests;
 
 use std::time::Duration;
@@ -37,7 +38,10 @@ pub fn router() -> Router<AppState> {
             get(get_key).patch(patch_key).delete(delete_key),
         )
         .route("/api/keys/{id}/rotate", post(rotate_key))
+        .route("/api/keys/{id}/credits", post(credits::add_credits))
 }
+
+pub use credits::*;
 
 /// List keys, paged and filtered.
 #[utoipa::path(

@@ -8,6 +8,7 @@ mod analytics;
 mod audit;
 mod auth;
 mod brute_force;
+mod credits;
 mod db_roles;
 mod health;
 mod identities;

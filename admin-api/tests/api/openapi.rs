@@ -34,6 +34,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/identities/{id}"),
     ("get", "/api/identities/{id}/keys"),
     ("get", "/api/analytics/identities/{id}"),
+    ("post", "/api/keys/{id}/credits"),
     ("get", "/api/plans"),
     ("post", "/api/plans"),
     ("get", "/api/plans/{name}"),

@@ -26,6 +26,7 @@ use crate::state::{ConfigState, DbState, State};
 use crate::tls::{self, ListenerCert};
 use crate::upstreams;
 
+mod credits;
 mod supervise;
 
 pub use supervise::{supervise, Backoff};
@@ -110,6 +111,14 @@ impl BackgroundService for Maintenance {
         let (state, limiters) = (self.state.clone(), self.limiters.clone());
         tasks.spawn(supervise("redis-watch", backoff, move || {
             watch_redis(state.clone(), limiters.clone())
+        }));
+        let (state, limiters, url) = (
+            self.state.clone(),
+            self.limiters.clone(),
+            self.database_url.clone(),
+        );
+        tasks.spawn(supervise("credits", backoff, move || {
+            credits::apply_credits(state.clone(), limiters.clone(), url.clone())
         }));
         let state = self.state.clone();
         tasks.spawn(supervise("websocket-keys", backoff, move || {

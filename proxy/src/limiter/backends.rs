@@ -87,6 +87,8 @@ pub struct Limiters {
     pub local: Arc<LocalLimiter>,
     /// Exact per-key in-flight counts (local backend and fallback).
     pub in_flight: Arc<InFlight>,
+    /// Prepaid credit balances and holders (see [`super::credits`]).
+    pub credits: Arc<super::credits::CreditBook>,
     redis: ArcSwapOption<RedisSlot>,
     /// Serialises creation, so that concurrent first requests make one.
     creating: Mutex<()>,
@@ -131,6 +133,7 @@ impl Limiters {
         Self {
             local,
             in_flight: Arc::new(InFlight::default()),
+            credits: Arc::new(super::credits::CreditBook::new()),
             redis: ArcSwapOption::empty(),
             creating: Mutex::new(()),
         }

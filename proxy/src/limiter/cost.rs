@@ -111,6 +111,7 @@ mod tests {
     use super::*;
     use crate::limiter::{LocalLimiter, Scope};
     use std::time::Duration;
+    use tollgate_core::limits::Limit;
 
     const S: u64 = 1_000_000_000;
 

@@ -8,6 +8,7 @@ pub mod identity;
 pub mod cost;
 pub mod times;
 mod cost_scenarios;
+pub mod credits;
 pub mod local;
 pub mod quota;
 #[doc(hidden)]

@@ -147,17 +147,34 @@ impl LocalLimiter {
     /// the request): each bucket reports whether it, too, would refuse, as
     /// the Redis script does.
     fn dry_run(&self, subject: &Subject, buckets: &[&Bucket], now: u64) -> Decision {
-        let tat = |slot: u32| -> u64 {
+        let tat = |b: &Bucket| -> u64 {
+            let slot = b.slot;
+            // A member's key-scoped buckets are its key's; shared ones the
+            // identity's.
+            let owner = match *subject {
+                Subject::Member { identity, .. } | Subject::Identity(identity)
+                    if b.identity_scope || matches!(subject, Subject::Identity(_)) =>
+                {
+                    return super::shared::find(
+                        self.identities.lock(&identity).get(&identity),
+                        slot,
+                    )
+                    .unwrap_or(0);
+                }
+                Subject::Member { key, .. } => Subject::Key(key),
+                other => other,
+            };
             // Each guard is dropped at the end of its statement (as in `peek`).
-            let inline = match subject {
-                Subject::Key(id) => self.keys.lock(id).get(id).and_then(|e| e.get(slot)),
-                Subject::Ip(ip) => self.ips.lock(ip).get(ip).and_then(|e| e.get(slot)),
+            let inline = match owner {
+                Subject::Key(id) => self.keys.lock(&id).get(&id).and_then(|e| e.get(slot)),
+                Subject::Ip(ip) => self.ips.lock(&ip).get(&ip).and_then(|e| e.get(slot)),
+                Subject::Identity(_) | Subject::Member { .. } => None,
             };
             inline
                 .or_else(|| {
                     self.more
-                        .lock(subject)
-                        .get(subject)
+                        .lock(&owner)
+                        .get(&owner)
                         .and_then(|m| m.iter().find(|(s, _)| *s == slot).map(|&(_, t)| t))
                 })
                 .unwrap_or(0)
@@ -169,7 +186,7 @@ impl LocalLimiter {
             Policy::new(&Limit::new("", 1, Duration::from_secs(1), Some(1), Some(2)))
         });
         let mut policies: SmallVec<[&Policy; 4]> = buckets.iter().map(|b| &b.policy).collect();
-        let mut tats: SmallVec<[u64; 4]> = buckets.iter().map(|b| tat(b.slot)).collect();
+        let mut tats: SmallVec<[u64; 4]> = buckets.iter().map(|b| tat(b)).collect();
         policies.push(&REFUSING);
         tats.push(0);
         let mut d = limits::decide(&policies, &tats, now).0;

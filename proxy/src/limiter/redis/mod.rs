@@ -31,6 +31,7 @@
 //! [`error`].
 
 pub mod conn;
+pub mod credits;
 pub mod error;
 pub mod holds;
 pub mod lease;

@@ -111,7 +111,25 @@ pub fn invocation_at(
     now_us: Option<u64>,
     wall_us: i64,
 ) -> ScriptInvocation<'static> {
-    let mut inv = SCRIPT.prepare_invoke();
+    let mut inv = buckets_invocation(&SCRIPT, subject, buckets, args, asked, wall_us);
+    if let Some(now) = now_us {
+        inv.arg(now);
+    }
+    inv
+}
+
+/// `script` invoked with the keys and per-limit arguments of `buckets`
+/// (the admission script, or a script that embeds it): a quota's key names
+/// its period and its interval is minus the key's TTL.
+pub fn buckets_invocation(
+    script: &Script,
+    subject: &Subject,
+    buckets: &[&Bucket],
+    args: &[ScriptArgs],
+    asked: &[LeaseArgs],
+    wall_us: i64,
+) -> ScriptInvocation<'static> {
+    let mut inv = script.prepare_invoke();
     // A quota's key names its period; its interval is minus the key's TTL.
     let periods: SmallVec<[Option<PeriodBounds>; 4]> =
         buckets.iter().map(|b| quota::bounds(b, wall_us)).collect();
@@ -142,9 +160,6 @@ pub fn invocation_at(
             .arg(a.cost)
             .arg(l.ret)
             .arg(l.want);
-    }
-    if let Some(now) = now_us {
-        inv.arg(now);
     }
     inv
 }

@@ -311,8 +311,8 @@ proptest! {
             rate: route_rate,
             per: Duration::from_secs(1),
             burst: None,
-            cost: None, quota: None,
             cost: None,
+            quota: None,
             scope: Default::default(),
         });
         let ttl = Duration::from_millis(ttl_ms);

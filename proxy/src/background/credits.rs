@@ -1,0 +1,72 @@
+//! Applying credit adjustments (top-ups) from the database to the live
+//! balances, every `storage.key_refresh`: each adjustment exactly once
+//! (see [`crate::limiter::credits`]).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tollgate_core::db::Db;
+
+use crate::limiter::backends::Limiters;
+use crate::state::State;
+
+/// Adjustments are read again for this long after they were made: one
+/// whose transaction commits later than this after its timestamp is missed.
+const REREAD: Duration = Duration::from_secs(300);
+
+pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, url: String) {
+    let mut db: Option<Db> = None;
+    let mut since = 0i64;
+    loop {
+        let every = state.config.load().config.storage.key_refresh;
+        if db.is_none() {
+            db = tokio::time::timeout(Duration::from_secs(5), Db::connect(&url))
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        if let Some(d) = &db {
+            let read_at = tollgate_core::now_ms();
+            match tokio::time::timeout(Duration::from_secs(5), d.credit_adjustments_since(since))
+                .await
+            {
+                Ok(Ok(rows)) => {
+                    let cfg = state.config.load().config.limiter.clone();
+                    let identities = key_identities(d, &rows).await;
+                    limiters.apply_adjustments(&cfg, &rows, &identities).await;
+                    let ids: HashSet<i64> = rows.iter().map(|a| a.id).collect();
+                    limiters.credits.forget_applied(&ids);
+                    let window = i64::try_from(REREAD.as_millis()).unwrap_or(i64::MAX);
+                    since = read_at.saturating_sub(window);
+                }
+                Ok(Err(e)) => tracing::debug!("reading credit adjustments: {e}"),
+                Err(_) => tracing::debug!("reading credit adjustments timed out"),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// The identity of each key that `rows` adjust (keys of none are left
+/// out): a key of an identity keeps its Redis balance in the identity's
+/// slot. Adjustments are rare; one read per key and pass.
+async fn key_identities(
+    db: &Db,
+    rows: &[tollgate_core::db::credits::CreditAdjustment],
+) -> std::collections::HashMap<i64, i64> {
+    let mut out = std::collections::HashMap::new();
+    for a in rows {
+        if a.subject_kind != tollgate_core::credits::SubjectKind::Key || out.contains_key(&a.subject_id) {
+            continue;
+        }
+        if let Ok(Ok(Some(k))) =
+            tokio::time::timeout(Duration::from_secs(5), db.get_key(a.subject_id)).await
+        {
+            if let Some(identity) = k.identity_id {
+                out.insert(a.subject_id, identity);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,117 @@
+//! Credits in Redis (see [`crate::limiter::credits`]): the bucket script
+//! wrapped by `lua/credits.lua` (balance checked and spent in the same
+//! call as the buckets), and `lua/credits_adjust.lua` (top-ups applied
+//! exactly once across proxies). A request of a credit holder asks Redis
+//! every time (no token leases): each one spends from the one balance.
+
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use ::redis::Script;
+use smallvec::SmallVec;
+use tollgate_core::db::credits::CreditAdjustment;
+
+use super::script::{
+    buckets_invocation, decide_from_replies, parse_reply, ScriptArgs, SCRIPT_SOURCE,
+};
+use super::settle::exact;
+use super::{RedisLimitError, RedisLimiter};
+use crate::limiter::credits::Spent;
+use crate::limiter::{Bucket, Subject};
+
+/// The bucket script as a local function, then the credits wrapper.
+static SPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "local function buckets(KEYS, ARGV)\n{SCRIPT_SOURCE}\nend\n{}",
+        include_str!("../../../../lua/credits.lua")
+    ))
+});
+
+static ADJUST: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../../../lua/credits_adjust.lua")));
+
+/// The balance key of a subject (its hash tag: the same slot as its
+/// buckets). A key of an identity spends with the identity's tag, so its
+/// balance is `tg:{i7}:credits:k42`: still the key's own.
+pub fn balance_key(subject: &Subject) -> String {
+    match subject {
+        Subject::Member { key, .. } => format!("tg:{{{subject}}}:credits:k{key}"),
+        _ => format!("tg:{{{subject}}}:credits"),
+    }
+}
+
+fn applied_key(subject: &Subject) -> String {
+    format!("{}:applied", balance_key(subject))
+}
+
+impl RedisLimiter {
+    /// Decide a request of a credit holder: its buckets and `cost` credits
+    /// in one script call, all or nothing, bounded by `deadline`.
+    pub async fn spend_by(
+        &self,
+        subject: &Subject,
+        buckets: &[&Bucket],
+        cost: u64,
+        deadline: Instant,
+    ) -> Result<Spent, RedisLimitError> {
+        if Instant::now() >= deadline {
+            return Err(RedisLimitError::Timeout(self.timeout));
+        }
+        let args: SmallVec<[ScriptArgs; 4]> =
+            buckets.iter().map(|b| ScriptArgs::new(&b.limit)).collect();
+        let asked = exact(&args);
+        let wall_us = crate::limiter::quota::wall_now_us();
+        // The admission script's keys and arguments (quotas included), then
+        // the balance and the cost.
+        let mut inv = buckets_invocation(&SPEND, subject, buckets, &args, &asked, wall_us);
+        inv.key(balance_key(subject));
+        inv.arg(cost);
+        let reply = self
+            .run(
+                deadline,
+                move |mut conn| async move { conn.invoke(&inv).await },
+            )
+            .await;
+        let reply = match reply {
+            Ok(r) => {
+                self.breaker.success();
+                r
+            }
+            Err(e) => {
+                self.breaker.failure();
+                return Err(e);
+            }
+        };
+        if let [-1, balance] = reply.as_slice() {
+            return Ok(Spent::Exhausted(*balance));
+        }
+        let Some((&balance, rest)) = reply.split_last() else {
+            return Err(RedisLimitError::Script("empty credits reply".into()));
+        };
+        let replies = parse_reply(rest, buckets.len())?;
+        let (mut decision, mut times) = decide_from_replies(buckets, &args, &replies);
+        crate::limiter::quota::redis_calendar(buckets, &mut decision, &mut times, wall_us);
+        if decision.allowed {
+            self.over_limit.forget(subject);
+        }
+        Ok(Spent::Decided(decision, balance))
+    }
+
+    /// Apply one adjustment to its subject's balance, once across every
+    /// proxy (idempotent by id). Returns the balance after.
+    pub async fn apply_adjustment(
+        &self,
+        subject: &Subject,
+        a: &CreditAdjustment,
+    ) -> Result<i64, RedisLimitError> {
+        let mut inv = ADJUST.prepare_invoke();
+        inv.key(balance_key(subject))
+            .key(applied_key(subject))
+            .arg(a.id)
+            .arg(a.delta);
+        self.run(self.deadline(), move |mut conn| async move {
+            conn.invoke_i64(&inv).await
+        })
+        .await
+    }
+}

@@ -1,0 +1,32 @@
+//! `tollgate keys credits <id> --add N`: one credit adjustment, written to
+//! the database (the proxies apply it exactly once) and to the audit log.
+
+use anyhow::bail;
+use serde_json::json;
+use tollgate_core::credits::{check_delta, SubjectKind};
+use tollgate_core::db::Db;
+
+use super::audit::{cli_event, os_user};
+
+pub async fn top_up(db: &Db, id: i64, delta: i64) -> anyhow::Result<()> {
+    if let Err(why) = check_delta(delta) {
+        bail!("--add: {why}");
+    }
+    let Some(key) = db.get_key(id).await? else {
+        bail!("no key with id {id}");
+    };
+    let actor = format!("cli:{}", os_user());
+    let adj = db.add_credits(SubjectKind::Key, id, delta, &actor).await?;
+    let granted = db.credits_granted(SubjectKind::Key, id).await?.unwrap_or(0);
+    let event = cli_event("key.credits")
+        .target("key", id)
+        .changes(json!({ "delta": delta, "adjustment": adj.id }));
+    if let Err(e) = db.record_audit(event).await {
+        eprintln!("warning: the change is done but could not be written to the audit log: {e}");
+    }
+    println!(
+        "key {} ({}): {delta:+} credits (adjustment {}); {granted} granted in all",
+        key.id, key.name, adj.id
+    );
+    Ok(())
+}
