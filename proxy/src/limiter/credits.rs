@@ -358,4 +358,35 @@ mod tests {
         book.apply_local(&[adj(4, 1, -5), adj(5, 1, 4)]);
         assert_eq!(book.spend_local(&l, &k, &[], 0), Spent::Exhausted(-1));
     }
+
+    #[test]
+    fn a_key_of_an_identity_spends_its_own_credits_with_the_identitys_buckets() {
+        let book = CreditBook::new();
+        book.apply_local(&[adj(1, 1, 10)]);
+        let member = Subject::Member {
+            key: 1,
+            identity: 7,
+        };
+        let other = Subject::Member {
+            key: 2,
+            identity: 7,
+        };
+        assert!(book.holds(&member), "the key's balance");
+        assert!(!book.holds(&other), "another key of the identity has none");
+        let l = LocalLimiter::new(2);
+        let mut shared = Limit::new("hour", 2, Duration::from_secs(3600), None, None);
+        shared.scope = tollgate_core::limits::LimitScope::Identity;
+        let shared = Bucket::new(Scope::Key, shared);
+        // The identity's bucket: key 2 takes one token, key 1 the last.
+        assert!(l.check(&other, &[&shared]).allowed);
+        match book.spend_local(&l, &member, &[&shared], 1) {
+            Spent::Decided(d, 9) => assert!(d.allowed),
+            x => panic!("{x:?}"),
+        }
+        match book.spend_local(&l, &member, &[&shared], 1) {
+            Spent::Decided(d, 9) => assert!(!d.allowed, "the shared bucket is empty"),
+            x => panic!("{x:?}"),
+        }
+        assert_eq!(book.local_balance(&Subject::Key(1)), 9);
+    }
 }

@@ -115,3 +115,19 @@ impl RedisLimiter {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_members_balance_is_its_keys_in_its_identitys_slot() {
+        assert_eq!(balance_key(&Subject::Key(42)), "tg:{k42}:credits");
+        let m = Subject::Member {
+            key: 42,
+            identity: 7,
+        };
+        assert_eq!(balance_key(&m), "tg:{i7}:credits:k42");
+        assert_eq!(applied_key(&m), "tg:{i7}:credits:k42:applied");
+    }
+}
