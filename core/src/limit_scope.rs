@@ -53,4 +53,25 @@ mod tests {
         assert_eq!(v, LimitScope::Identity);
         assert!(serde_json::from_str::<LimitScope>("\"route\"").is_err());
     }
+
+    #[test]
+    fn yaml_limits_take_a_scope() {
+        let yaml = |scope: &str| {
+            format!(
+                "plans:\n  team: {{ limits: [ {{ name: d, rate: 10, per: 1d{scope} }} ] }}\n\
+                 upstreams:\n  demo: {{ targets: [\"127.0.0.1:9\"] }}\n\
+                 routes:\n  - {{ name: r, match: {{ path_prefix: /r }}, upstream: demo, \
+                 limits: [ {{ name: x, rate: 1, per: 1s{scope} }} ] }}\n"
+            )
+        };
+        let c = crate::config::parse(&yaml(", scope: identity"), "t.yaml").expect("valid");
+        assert_eq!(c.plans["team"].limits[0].scope, LimitScope::Identity);
+        assert_eq!(c.routes[0].limits[0].scope, LimitScope::Identity);
+        let c = crate::config::parse(&yaml(""), "t.yaml").expect("valid");
+        assert_eq!(c.plans["team"].limits[0].scope, LimitScope::Key);
+        let e = crate::config::parse(&yaml(", scope: tenant"), "t.yaml")
+            .expect_err("unknown scope")
+            .to_string();
+        assert!(e.contains("scope: expected key or identity"), "{e}");
+    }
 }

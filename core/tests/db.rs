@@ -948,6 +948,19 @@ async fn both_migration_sets_build_the_same_schema() {
             &["name", "limits", "concurrency", "created_at", "updated_at"][..],
         ),
         (
+            "identities",
+            &[
+                "id",
+                "external_id",
+                "name",
+                "metadata",
+                "plan",
+                "limits",
+                "created_at",
+                "updated_at",
+            ][..],
+        ),
+        (
             "instances",
             &[
                 "id",
@@ -977,7 +990,8 @@ async fn both_migration_sets_build_the_same_schema() {
         let want: BTreeSet<String> = cols.iter().map(|s| s.to_string()).collect();
         assert_eq!(lite_schema.get(table), Some(&want), "{table}");
     }
-    assert_eq!(lite_schema["api_keys"].len(), 18);
+    // 18 + `identity_id` (migration 0007).
+    assert_eq!(lite_schema["api_keys"].len(), 19);
     assert_eq!(
         lite_schema["usage_minute"].len(),
         9 + tollgate_core::db::LATENCY_BUCKETS

@@ -110,6 +110,11 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
     proxy.keys_fingerprint().await.expect("fingerprint");
     proxy.list_plans().await.expect("plans");
     proxy.plans_fingerprint().await.expect("plans fingerprint");
+    proxy.load_identities().await.expect("identities");
+    proxy
+        .identities_fingerprint()
+        .await
+        .expect("identities fingerprint");
     let minute = tollgate_core::now_ms() / 60_000 * 60_000;
     // Usage, violations and refusal aggregates go in one batch, as the
     // proxy's flusher writes them.

@@ -1,0 +1,127 @@
+//! `tollgate identities …` and `tollgate keys create --identity` against the
+//! configured database, through the real binary; bad input is refused with
+//! the admin API's rules, nothing written.
+
+mod common;
+
+use common::{tollgate, write_config, Ports};
+
+fn run(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = tollgate()
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn identities_cli_manages_identities_and_their_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &Ports::new(), &[]);
+    let (ok, out, err) = run(
+        &config,
+        &[
+            "identities",
+            "create",
+            "--external-id",
+            "cus_acme",
+            "--name",
+            "Acme",
+            "--metadata",
+            r#"{"tier":"gold"}"#,
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("created identity 1 (cus_acme)"), "{out}");
+    // Taken, malformed or oversized input is refused and nothing is written.
+    for args in [
+        &["--external-id", "cus_acme", "--name", "Again"][..],
+        &["--external-id", "a b", "--name", "Bad"][..],
+        &["--external-id", "x\r\nX-Evil: 1", "--name", "Bad"][..],
+        &["--external-id", "ok", "--name", "Bad", "--metadata", "[1]"][..],
+        &[
+            "--external-id",
+            "ok",
+            "--name",
+            "Bad",
+            "--metadata",
+            "not json",
+        ][..],
+        &["--external-id", "ok", "--name", "Bad", "--plan", "gold"][..],
+    ] {
+        let mut full = vec!["identities", "create"];
+        full.extend_from_slice(args);
+        let (ok, out, err) = run(&config, &full);
+        assert!(!ok, "{args:?} accepted: {out}");
+        assert!(err.starts_with("error:"), "{err}");
+    }
+    let big = format!(r#"{{"x":"{}"}}"#, "y".repeat(5000));
+    let (ok, _, err) = run(
+        &config,
+        &[
+            "identities",
+            "create",
+            "--external-id",
+            "ok",
+            "--name",
+            "Big",
+            "--metadata",
+            &big,
+        ],
+    );
+    assert!(!ok && err.contains("--metadata"), "{err}");
+
+    // Keys join by external id or id; an unknown identity is refused.
+    let (ok, out, err) = run(
+        &config,
+        &["keys", "create", "--name", "m", "--identity", "cus_acme"],
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = run(
+        &config,
+        &["keys", "create", "--name", "s", "--identity", "1"],
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = run(
+        &config,
+        &["keys", "create", "--name", "x", "--identity", "nope"],
+    );
+    assert!(!ok && err.contains("no identity"), "{err}");
+
+    let (ok, out, _) = run(&config, &["identities", "show", "cus_acme", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["identity"]["metadata"]["tier"], "gold");
+    assert_eq!(v["keys"].as_array().map(Vec::len), Some(2));
+    let (ok, out, _) = run(&config, &["identities", "list", "--search", "ACME"]);
+    assert!(ok && out.contains("cus_acme"), "{out}");
+
+    let (ok, out, err) = run(&config, &["identities", "delete", "cus_acme"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = run(&config, &["identities", "list"]);
+    assert!(ok && out.contains("no identities"), "{out}");
+    // Its keys stay, detached.
+    let (ok, out, _) = run(&config, &["keys", "list", "--json"]);
+    assert!(ok);
+    let keys: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(keys.as_array().map(Vec::len), Some(2));
+    assert!(
+        keys.as_array()
+            .expect("keys")
+            .iter()
+            .all(|k| k["identity_id"].is_null()),
+        "{keys}"
+    );
+    // Every change is in the audit log.
+    let (ok, out, _) = run(&config, &["audit", "list", "--action", "identity."]);
+    assert!(
+        ok && out.contains("identity.create") && out.contains("identity.delete"),
+        "{out}"
+    );
+}
