@@ -122,7 +122,7 @@ pub fn invocation_at(
 /// (the admission script, or a script that embeds it): a quota's key names
 /// its period and its interval is minus the key's TTL.
 pub fn buckets_invocation(
-    script: &Script,
+    script: &'static Script,
     subject: &Subject,
     buckets: &[&Bucket],
     args: &[ScriptArgs],
