@@ -72,6 +72,9 @@ enum Command {
     },
     /// Manage identities (customers owning several keys) in the configured database.
     Identities {
+        #[arg(long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
         command: cli::identities::IdentitiesCommand,
     },
     /// Read the audit log (who changed what) in the configured database.
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             rt.block_on(cli::service_tokens::run(command, &c.storage.database_url))
         }),
         Command::Identities { config, command } => load_or_exit(&config).and_then(|c| {
+            let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 cli::identities::check(&command, &c).await?;
                 cli::identities::run(command, &c.storage.database_url).await
