@@ -920,14 +920,22 @@ async fn dashboard_end_to_end_in_chromium() {
          fetch('/api/identities', {method: 'POST', headers: {authorization: 'Bearer ' + t, \
          'content-type': 'application/json'}, body: JSON.stringify({external_id: 'cus_e2e', name: 'E2E Inc'})}); \
          return 'sent'",
+    )
+    .await;
     ui.click("#nav-identities").await;
+    ui.wait(
         "the identity in the list",
         10,
         "return [...document.querySelectorAll('#identities-table tr[data-identity-id]')].some(r => r.textContent.includes('cus_e2e'))",
+    )
+    .await;
     ui.js("[...document.querySelectorAll('#identities-table tr[data-identity-id]')].find(r => r.textContent.includes('cus_e2e')).click(); return 'ok'").await;
+    ui.wait(
         "the identity's detail",
         10,
         "return !!document.querySelector('#identity-keys') && document.querySelector('#identity-usage').textContent.includes('requests')",
+    )
+    .await;
     ui.shot("identities").await;
     ui.click("nav a[href='/']").await;
     // Log out: back to the login page, token gone — and revoked on the
