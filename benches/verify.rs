@@ -44,6 +44,7 @@ fn bench_verify(c: &mut Criterion) {
             concurrency: None,
             scopes: None,
             allowed_ips: None,
+            identity_id: None,
             enabled: true,
             expires_at: None,
             created_at: 0,
