@@ -799,8 +799,8 @@ proptest! {
                 rate,
                 per,
                 burst: Some(burst),
-                cost: Some(cost), quota: None,
                 cost: Some(cost),
+                quota: None,
                 scope: Default::default(),
             })
             .collect();

@@ -453,8 +453,8 @@ fn redis_limit(name: &'static str) -> impl Strategy<Value = Limit> {
         rate,
         per: Duration::from_secs(interval_s * rate),
         burst: Some(burst),
-        cost: Some(cost), quota: None,
         cost: Some(cost),
+        quota: None,
         scope: Default::default(),
     })
 }
