@@ -21,7 +21,10 @@ pub fn limits_from_body(field: &str, bodies: &[LimitBody]) -> ApiResult<Vec<Limi
             let at = |f: &str| format!("{field}[{i}].{f}");
             if b.quota.is_some() || b.period.is_some() {
                 return quota_from_body(b)
-                    .map(|q| Limit { scope: b.scope, ..q })
+                    .map(|q| Limit {
+                        scope: b.scope,
+                        ..q
+                    })
                     .map_err(|(f, m)| ApiError::validation(at(f), m));
             }
             let required = |f: &str| {

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::duration;
-use crate::quota::{Calendar, QuotaSpec};
 pub use crate::limit_scope::LimitScope;
+use crate::quota::{Calendar, QuotaSpec};
 
 /// One token bucket policy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -7,8 +7,8 @@ pub mod demo_traffic;
 pub mod identities;
 pub mod keys;
 pub mod run;
-pub mod usage;
 pub mod service_tokens;
+pub mod usage;
 
 use std::future::Future;
 

@@ -23,6 +23,6 @@ mod roles;
 mod security;
 mod service_tokens;
 mod sessions;
+mod spans;
 mod usage_export;
 mod webhooks;
-mod spans;

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use tollgate_core::db::usage::{Counts, UsageRow};
 use tollgate_core::db::identities::NewIdentity;
+use tollgate_core::db::usage::{Counts, UsageRow};
 use tollgate_core::db::NewApiKey;
 
 use crate::both;
@@ -172,7 +172,10 @@ async fn export_sums_equal_what_was_recorded(app: TestApp) {
         by_identity.starts_with("start,end,identity_id,external_id,identity_name,"),
         "{by_identity}"
     );
-    assert!(by_identity.contains(",cus_acme,\"Acme, \"\"Inc\"\"\","), "{by_identity}");
+    assert!(
+        by_identity.contains(",cus_acme,\"Acme, \"\"Inc\"\"\","),
+        "{by_identity}"
+    );
     let acme_id = acme.id;
     assert_eq!(
         csv_sums(&by_identity, 2),

@@ -57,7 +57,9 @@ async fn key_identities(
 ) -> std::collections::HashMap<i64, i64> {
     let mut out = std::collections::HashMap::new();
     for a in rows {
-        if a.subject_kind != tollgate_core::credits::SubjectKind::Key || out.contains_key(&a.subject_id) {
+        if a.subject_kind != tollgate_core::credits::SubjectKind::Key
+            || out.contains_key(&a.subject_id)
+        {
             continue;
         }
         if let Ok(Ok(Some(k))) =

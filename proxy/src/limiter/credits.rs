@@ -280,7 +280,9 @@ impl Limiters {
                 continue;
             };
             let subject = match subject {
-                Subject::Key(key) => super::identity::subject_for(key, identities.get(&key).copied()),
+                Subject::Key(key) => {
+                    super::identity::subject_for(key, identities.get(&key).copied())
+                }
                 other => other,
             };
             match redis.apply_adjustment(&subject, a).await {

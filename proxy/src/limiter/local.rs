@@ -19,8 +19,8 @@ use super::sharded::ShardedMap;
 use super::{Bucket, Subject};
 
 mod quota;
-mod shared;
 mod settle;
+mod shared;
 
 /// Buckets held inline per subject: a plan's limit or two plus a route's.
 const INLINE: usize = 3;

@@ -4,11 +4,10 @@
 pub mod backends;
 pub mod breaker;
 pub mod concurrency;
-pub mod identity;
 pub mod cost;
-pub mod times;
 mod cost_scenarios;
 pub mod credits;
+pub mod identity;
 pub mod local;
 pub mod quota;
 #[doc(hidden)]
@@ -17,6 +16,7 @@ pub mod redis;
 #[doc(hidden)]
 pub mod scenarios;
 pub mod sharded;
+pub mod times;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -165,10 +165,7 @@ impl Validator<'_> {
                 LimitScope::Key,
             );
             if super::quotas::is_quota(l) {
-                out.extend(
-                    self.quota_limit(&lp, name, l)
-                        .map(|q| Limit { scope, ..q }),
-                );
+                out.extend(self.quota_limit(&lp, name, l).map(|q| Limit { scope, ..q }));
                 continue;
             }
             let rate = match given(&l.rate) {

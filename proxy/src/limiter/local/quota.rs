@@ -331,8 +331,14 @@ mod tests {
         shared.scope = tollgate_core::limits::LimitScope::Identity;
         let shared = Bucket::new(Scope::Key, shared);
         let own = quota("daily", 2, Period::Day, None);
-        let a = Subject::Member { key: 1, identity: 9 };
-        let b = Subject::Member { key: 2, identity: 9 };
+        let a = Subject::Member {
+            key: 1,
+            identity: 9,
+        };
+        let b = Subject::Member {
+            key: 2,
+            identity: 9,
+        };
         let noon = DEC_1 + 12 * 3_600_000_000;
         // Key 1 spends its own 2; key 2 then has the identity's last one.
         assert!(l.check_quotas_at(&a, &[&shared, &own], S, noon).allowed);
@@ -349,7 +355,10 @@ mod tests {
         assert_eq!(l.peek_quota(&a, &own, noon).remaining, 0);
         assert_eq!(l.peek_quota(&b, &own, noon).remaining, 1);
         // Another identity has its own.
-        let c = Subject::Member { key: 3, identity: 10 };
+        let c = Subject::Member {
+            key: 3,
+            identity: 10,
+        };
         assert!(l.check_quotas_at(&c, &[&shared, &own], S, noon).allowed);
     }
 }
