@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::proxy::Proxy;
 use common::redis::OwnRedis;
 use tollgate_core::db::NewApiKey;
-use tollgate_proxy::limiter::quota_scenarios::monthly_from_today;
+use tollgate_proxy::limiter::scenarios::quota::monthly_from_today;
 
 fn yaml(redis_url: &str, upstream: u16) -> String {
     format!(

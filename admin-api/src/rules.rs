@@ -89,3 +89,14 @@ pub async fn plan_exists(state: &AppState, name: &str) -> ApiResult<bool> {
     }
     Ok(state.db().get_plan(name).await?.is_some())
 }
+
+/// 422 naming `identity_id` unless that identity exists.
+pub(crate) async fn check_identity_exists(state: &AppState, id: i64) -> ApiResult<()> {
+    if id > 0 && state.db().get_identity(id).await?.is_some() {
+        return Ok(());
+    }
+    Err(ApiError::validation(
+        "identity_id",
+        format!("unknown identity {id}"),
+    ))
+}

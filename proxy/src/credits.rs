@@ -12,8 +12,9 @@ use tollgate_core::config::LimiterConfig;
 use tollgate_core::limits::Decision;
 
 use crate::answer::{self, Answer};
+use crate::limiter::backends::credits::CreditVerdict;
 use crate::limiter::backends::{Limiters, Verdict};
-use crate::limiter::credits::{state, CreditVerdict};
+use crate::limiter::credits::state;
 use crate::limiter::{Bucket, Subject};
 use crate::state::CompiledRoute;
 

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tollgate_core::limits::Limit;
 use tollgate_core::quota::{Period, QuotaSpec};
-use tollgate_proxy::limiter::quota_scenarios::monthly_from_today;
 use tollgate_proxy::limiter::redis::{RedisLimiter, RedisLimiterOptions};
+use tollgate_proxy::limiter::scenarios::quota::monthly_from_today;
 use tollgate_proxy::limiter::{Bucket, Scope, Subject};
 
 mod common;

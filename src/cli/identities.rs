@@ -99,7 +99,7 @@ pub async fn check(
     else {
         return Ok(());
     };
-    super::keys::check_plan_exists(plan, config).await
+    super::check_plan_exists(plan, config).await
 }
 
 pub async fn run(cmd: IdentitiesCommand, database_url: &str) -> anyhow::Result<()> {

@@ -150,34 +150,7 @@ pub async fn check(
     let Some(plan) = plan else {
         return Ok(());
     };
-    check_plan_exists(plan, config).await
-}
-
-/// `--plan NAME` names a YAML plan of `config` or a plan in its database.
-pub async fn check_plan_exists(
-    plan: &str,
-    config: &tollgate_core::config::Config,
-) -> anyhow::Result<()> {
-    if config.plans.contains_key(plan) {
-        return Ok(());
-    }
-    let db = Db::connect(&config.storage.database_url)
-        .await
-        .context("cannot open the database")?;
-    let stored = db.list_plans().await;
-    db.close().await;
-    let stored = stored.context("cannot read the plans")?;
-    if stored.iter().any(|p| p.name == plan) {
-        return Ok(());
-    }
-    bail!(
-        "--plan: {}",
-        key_rules::unknown_key_plan(
-            plan,
-            config.plans.keys(),
-            stored.iter().map(|p| p.name.as_str()),
-        )
-    )
+    super::check_plan_exists(plan, config).await
 }
 
 /// Run one `keys` subcommand against `database_url`.

@@ -46,17 +46,6 @@ fn no_identity(id: i64) -> ApiError {
     ApiError::not_found(format!("no identity with id {id}"))
 }
 
-/// 422 naming `identity_id` unless that identity exists.
-pub(crate) async fn check_exists(state: &AppState, id: i64) -> ApiResult<()> {
-    if id > 0 && state.db().get_identity(id).await?.is_some() {
-        return Ok(());
-    }
-    Err(ApiError::validation(
-        "identity_id",
-        format!("unknown identity {id}"),
-    ))
-}
-
 fn audit_view(i: &Identity) -> Value {
     let mut v = serde_json::to_value(IdentityView::from(i.clone())).unwrap_or(Value::Null);
     if let Some(m) = v.as_object_mut() {

@@ -149,7 +149,7 @@ pub async fn create_key(
         check_plan(&state, plan).await?;
     }
     if let Some(identity) = new.identity_id {
-        crate::identities::check_exists(&state, identity).await?;
+        crate::rules::check_identity_exists(&state, identity).await?;
     }
     new.name = key_rules::normalise_name(&new.name);
     let (key, plain) = state.db().create_key(&new).await?;
@@ -279,7 +279,7 @@ pub async fn patch_key(
     }
     if let Some(identity) = req.identity_id {
         if let Some(i) = identity {
-            crate::identities::check_exists(&state, i).await?;
+            crate::rules::check_identity_exists(&state, i).await?;
         }
         patch.identity_id = Some(identity);
     }

@@ -4,6 +4,8 @@
 
 use serde_json::{json, Value};
 
+mod quota;
+
 /// One plan and whether the rules accept it.
 #[derive(Debug, Clone)]
 pub struct PlanCase {
@@ -217,7 +219,7 @@ pub fn plan_cases() -> Vec<PlanCase> {
             valid,
         });
     }
-    cases.extend(super::quota_cases::plan_cases());
+    cases.extend(quota::plan_cases());
     cases
 }
 

@@ -24,7 +24,7 @@ pub const MAX_LIMITS: usize = 16;
 /// The largest `rate`.
 pub const MAX_RATE: u64 = 1_000_000_000;
 /// The largest `burst` and `cost` (`i64::MAX`, so they fit `int64`).
-pub const MAX_TOKENS: u64 = i64::MAX as u64;
+pub use super::{check_tokens, MAX_TOKENS};
 /// The shortest `per`.
 pub const MIN_PER: Duration = Duration::from_millis(1);
 /// The longest `per`: 366 days.
@@ -78,11 +78,6 @@ pub fn check_per(per: Duration) -> Result<(), String> {
         return Err("must be at most 366d".into());
     }
     Ok(())
-}
-
-/// A `burst` or a `cost`.
-pub fn check_tokens(n: u64) -> Result<(), String> {
-    in_range(n, 1, MAX_TOKENS)
 }
 
 pub fn check_concurrency(n: u64) -> Result<(), String> {

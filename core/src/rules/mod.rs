@@ -15,7 +15,6 @@ pub mod identities;
 pub mod keys;
 pub mod limits;
 #[cfg(any(test, feature = "testing"))]
-pub mod quota_cases;
 pub mod quotas;
 
 use std::fmt::Display;
@@ -35,6 +34,14 @@ impl FieldError {
             message: message.into(),
         }
     }
+}
+
+/// The most a `burst` or `cost` may be (fits `int64`).
+pub const MAX_TOKENS: u64 = i64::MAX as u64;
+
+/// A `burst` or a `cost` (of a bucket or a quota).
+pub fn check_tokens(n: u64) -> Result<(), String> {
+    in_range(n, 1, MAX_TOKENS)
 }
 
 /// A whole number in `min..=max`; the message every checker uses.

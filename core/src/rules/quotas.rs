@@ -12,8 +12,7 @@
 use crate::limits::Limit;
 use crate::quota::{Calendar, Period, QuotaSpec};
 
-use super::in_range;
-use super::limits::check_tokens;
+use super::{check_tokens, in_range};
 
 /// The largest quota: 2^50, so the Redis script's counts (Lua doubles)
 /// stay exact.

@@ -2,6 +2,8 @@
 //! the `on_redis_error` policy when Redis fails, times out or its breaker is
 //! open. The request filter calls [`Limiters::decide`] and nothing else.
 
+pub mod credits;
+
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};

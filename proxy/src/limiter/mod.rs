@@ -5,13 +5,10 @@ pub mod backends;
 pub mod breaker;
 pub mod concurrency;
 pub mod cost;
-mod cost_scenarios;
 pub mod credits;
 pub mod identity;
 pub mod local;
 pub mod quota;
-#[doc(hidden)]
-pub mod quota_scenarios;
 pub mod redis;
 #[doc(hidden)]
 pub mod scenarios;

@@ -20,7 +20,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tollgate_core::limits::{Decision, Limit, LimitState};
 use tollgate_core::quota::PeriodBounds;
 
-use super::redis::LimitTimes;
 use super::Bucket;
 
 /// How long a quota's Redis key outlives its period.
@@ -96,26 +95,6 @@ pub fn calendar_states(buckets: &[&Bucket], decision: &mut Decision, now_us: i64
     for (b, s) in buckets.iter().zip(decision.limits.iter_mut()) {
         if b.policy.calendar.is_some() {
             *s = state(b, bounds(b, now_us), s.remaining, s.violated, now_us);
-        }
-    }
-}
-
-/// [`calendar_states`] for a Redis decision, and the quotas' times for
-/// the over-limit cache: a refusal holds until the period ends.
-pub fn redis_calendar(
-    buckets: &[&Bucket],
-    decision: &mut Decision,
-    times: &mut [LimitTimes],
-    now_us: i64,
-) {
-    calendar_states(buckets, decision, now_us);
-    for ((b, s), t) in buckets.iter().zip(&decision.limits).zip(times.iter_mut()) {
-        if b.policy.calendar.is_some() {
-            let to_end = bounds(b, now_us).map_or(Duration::ZERO, |p| {
-                Duration::from_micros(u64::try_from(p.end_us.saturating_sub(now_us)).unwrap_or(0))
-            });
-            t.reset = to_end;
-            t.retry = Some(if s.violated { to_end } else { Duration::ZERO });
         }
     }
 }

@@ -10,6 +10,9 @@
 //!
 //! Test support only: not used by the proxy itself.
 
+mod cost;
+pub mod quota;
+
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
@@ -238,7 +241,7 @@ fn at(at_ms: u64, subject: SubjectSpec, buckets: &[usize], allowed: bool) -> Ste
 /// The shared table.
 pub fn scenarios() -> Vec<Scenario> {
     let mut table = base_scenarios();
-    table.extend(super::cost_scenarios::scenarios());
+    table.extend(cost::scenarios());
     table
 }
 
@@ -434,7 +437,7 @@ fn base_scenarios() -> Vec<Scenario> {
         },
     ]
     .into_iter()
-    .chain(super::quota_scenarios::scenarios())
+    .chain(quota::scenarios())
     .collect()
 }
 

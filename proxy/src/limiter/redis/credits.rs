@@ -90,7 +90,7 @@ impl RedisLimiter {
         };
         let replies = parse_reply(rest, buckets.len())?;
         let (mut decision, mut times) = decide_from_replies(buckets, &args, &replies);
-        crate::limiter::quota::redis_calendar(buckets, &mut decision, &mut times, wall_us);
+        super::calendar::redis_calendar(buckets, &mut decision, &mut times, wall_us);
         if decision.allowed {
             self.over_limit.forget(subject);
         }

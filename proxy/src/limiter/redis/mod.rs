@@ -30,6 +30,7 @@
 //! (concurrency across proxies), [`over_limit`] (refusals served locally),
 //! [`error`].
 
+mod calendar;
 pub mod conn;
 pub mod credits;
 pub mod error;
@@ -396,7 +397,7 @@ impl RedisLimiter {
             .await?;
         let replies = parse_reply(&reply, buckets.len())?;
         let (mut decision, mut times) = decide_from_replies(buckets, args, &replies);
-        super::quota::redis_calendar(buckets, &mut decision, &mut times, wall_us);
+        calendar::redis_calendar(buckets, &mut decision, &mut times, wall_us);
         Ok((decision, times, replies))
     }
 

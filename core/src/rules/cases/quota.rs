@@ -1,10 +1,10 @@
-//! The shared plan table's calendar-quota rows (see [`super::cases`]): the
+//! The shared plan table's calendar-quota rows (see [`super`]): the
 //! YAML config and the admin API must accept exactly the valid ones.
 
 use serde_json::{json, Value};
 
-use super::cases::PlanCase;
-use super::quotas::MAX_QUOTA;
+use super::PlanCase;
+use crate::rules::quotas::MAX_QUOTA;
 
 fn q(extra: Value) -> Value {
     let mut l = json!({ "name": "monthly", "quota": 100, "period": "month" });

@@ -4,9 +4,9 @@
 
 use tollgate_core::cost::Settle;
 
-use super::cost::reserving;
-use super::scenarios::{hourly, request, settle, Scenario, SubjectSpec};
-use super::{Bucket, Scope};
+use super::{hourly, request, settle, Scenario, SubjectSpec};
+use crate::limiter::cost::reserving;
+use crate::limiter::{Bucket, Scope};
 
 /// One hourly bucket of burst 20 (36 s per token at 100/h), as three
 /// buckets of the table: the plain one (index 0, cost 1), a reservation of

@@ -13,8 +13,8 @@ use jiff::Timestamp;
 use tollgate_core::limits::Limit;
 use tollgate_core::quota::{Period, QuotaSpec};
 
-use super::scenarios::{Scenario, Step, SubjectSpec};
-use super::{Bucket, Scope};
+use super::{Scenario, Step, SubjectSpec};
+use crate::limiter::{Bucket, Scope};
 
 /// A monthly quota anchored on today's day of month in `tz`.
 pub fn monthly_from_today(name: &str, amount: u64, tz: &str, cost: Option<u64>) -> Limit {
