@@ -34,10 +34,27 @@ pub async fn decide(
     route: &CompiledRoute,
     deadline: Instant,
 ) -> Option<Result<Verdict, Answer>> {
+    let cost = cost_of(route);
+    let shadow = route.route.shadow;
+    decide_costing(limiters, cfg, subject, buckets, cost, shadow, deadline)
+        .await
+        .map(|r| r.map_err(|balance| answer::credits_exhausted(balance, cost)))
+}
+
+/// [`decide`] for a request costing `cost` credits (the verify API's
+/// too): `Err` with the balance when it is short.
+pub async fn decide_costing(
+    limiters: &Limiters,
+    cfg: &LimiterConfig,
+    subject: &Subject,
+    buckets: &[&Bucket],
+    cost: u64,
+    shadow: bool,
+    deadline: Instant,
+) -> Option<Result<Verdict, i64>> {
     if !limiters.credits.holds(subject) {
         return None;
     }
-    let cost = cost_of(route);
     Some(
         match limiters
             .decide_credits(cfg, subject, buckets, cost, deadline)
@@ -49,14 +66,14 @@ pub async fn decide(
                 }
                 Ok(Verdict::Decided(d, backend))
             }
-            CreditVerdict::Exhausted(b) if route.route.shadow => Ok(Verdict::Decided(
+            CreditVerdict::Exhausted(b) if shadow => Ok(Verdict::Decided(
                 Decision {
                     allowed: false,
                     limits: [state(b, true)].into_iter().collect(),
                 },
                 "credits",
             )),
-            CreditVerdict::Exhausted(b) => Err(answer::credits_exhausted(b, cost)),
+            CreditVerdict::Exhausted(b) => Err(b),
             CreditVerdict::Unavailable => Ok(Verdict::Unavailable),
         },
     )

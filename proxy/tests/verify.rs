@@ -221,6 +221,65 @@ async fn redis_verify_and_proxy_share_one_budget() {
     mix_shares_one_budget(&limiter).await;
 }
 
+/// A credit holder's verified requests spend its credits like proxied ones
+/// (one balance): 3 credits, 2 verified + 1 proxied, then the 4th is
+/// refused with `credits-exhausted` either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_spends_the_same_credits_as_the_proxy() {
+    let port = free_port();
+    let t = tag();
+    let p = TestProxy::start(&yaml(port, "", &t), Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let v = Verify::start(&p, port).await;
+    let (k, key) = p
+        .create_key(NewApiKey {
+            name: "prepaid".into(),
+            plan: Some("ten".into()),
+            ..NewApiKey::default()
+        })
+        .await;
+    p.db.add_credits(tollgate_core::credits::SubjectKind::Key, k.id, 3, "test")
+        .await
+        .expect("credits");
+    // Once the proxy has applied the top-up, a verify reports the balance.
+    let start = Instant::now();
+    let first = loop {
+        let r = v.check(json!({"key": key, "route": "users"})).await;
+        if r["credits"] != Value::Null {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "credits never applied: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (first["code"].clone(), first["credits"].clone()),
+        (json!("valid"), json!(2)),
+        "{first}"
+    );
+    assert_eq!(proxied(&p, &key).await, 200);
+    let last = v.check(json!({"key": key, "route": "users"})).await;
+    assert_eq!(
+        (last["code"].clone(), last["credits"].clone()),
+        (json!("valid"), json!(0)),
+        "{last}"
+    );
+    let refused = v.check(json!({"key": key, "route": "users"})).await;
+    assert_eq!(
+        (
+            refused["valid"].clone(),
+            refused["code"].clone(),
+            refused["credits"].clone()
+        ),
+        (json!(false), json!("credits-exhausted"), json!(0)),
+        "{refused}"
+    );
+    assert_eq!(proxied(&p, &key).await, 429);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_scope_ip_disabled_and_cost() {
     let port = free_port();

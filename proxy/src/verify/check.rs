@@ -37,6 +37,7 @@ pub enum Code {
     MethodNotAllowed,
     UnknownPlan,
     RateLimited,
+    CreditsExhausted,
     LimiterUnavailable,
 }
 
@@ -52,6 +53,7 @@ impl Code {
             Code::MethodNotAllowed => "method-not-allowed",
             Code::UnknownPlan => "unknown-plan",
             Code::RateLimited => "rate-limited",
+            Code::CreditsExhausted => "credits-exhausted",
             Code::LimiterUnavailable => "limiter-unavailable",
         }
     }
@@ -61,7 +63,7 @@ impl Code {
         match self {
             Code::Valid => 200,
             Code::MethodNotAllowed => 405,
-            Code::RateLimited => 429,
+            Code::RateLimited | Code::CreditsExhausted => 429,
             Code::LimiterUnavailable => 503,
             _ => 403,
         }
@@ -72,7 +74,7 @@ impl Code {
         match self {
             Code::Valid => outcome::ALLOWED,
             Code::MethodNotAllowed => outcome::METHOD_NOT_ALLOWED,
-            Code::RateLimited => outcome::LIMITED,
+            Code::RateLimited | Code::CreditsExhausted => outcome::LIMITED,
             Code::LimiterUnavailable => outcome::UNAVAILABLE,
             _ => outcome::FORBIDDEN,
         }
@@ -101,6 +103,8 @@ pub struct Checked {
     pub shadow_limited: bool,
     /// The key's identity (decided requests only).
     pub identity: Option<Arc<crate::identities::ActiveIdentity>>,
+    /// The key's prepaid balance after the request (credit holders only).
+    pub credits: Option<i64>,
 }
 
 impl Checked {
@@ -113,6 +117,7 @@ impl Checked {
             reason: reason.into(),
             shadow_limited: false,
             identity: None,
+            credits: None,
         }
     }
 
@@ -225,16 +230,38 @@ pub async fn check(
         priced_refs = priced.iter().collect();
         &priced_refs
     };
-    let verdict = limiters
-        .decide(
-            &cfg.config.limiter,
-            // The request filter's subject: identity-scoped buckets are
-            // the identity's, shared with its other keys.
-            &identity::subject_for(key.id, key.identity_id()),
-            buckets,
-            backends::redis_deadline(&cfg.config.limiter),
-        )
-        .await;
+    let subject = identity::subject_for(key.id, key.identity_id());
+    let deadline = backends::redis_deadline(&cfg.config.limiter);
+    // A credit holder spends `cost` credits (× the route's reservation) in
+    // the same step, as through the proxy.
+    let credit_cost = route
+        .map_or(1, crate::credits::cost_of)
+        .saturating_mul(req.cost);
+    let shadow = route.is_some_and(|r| r.route.shadow);
+    let credits = crate::credits::decide_costing(
+        limiters,
+        &cfg.config.limiter,
+        &subject,
+        buckets,
+        credit_cost,
+        shadow,
+        deadline,
+    )
+    .await;
+    let verdict = match credits {
+        Some(Ok(verdict)) => verdict,
+        Some(Err(balance)) => {
+            let mut c = Checked::refused(Code::CreditsExhausted, "credits-exhausted");
+            c.plan = plan;
+            c.credits = Some(balance);
+            return c.with_key(&key);
+        }
+        None => {
+            limiters
+                .decide(&cfg.config.limiter, &subject, buckets, deadline)
+                .await
+        }
+    };
     let decision = match verdict {
         Verdict::Decided(d, _) => d,
         Verdict::Unavailable => {
@@ -249,6 +276,11 @@ pub async fn check(
         (false, true) => (Code::Valid, String::new(), true),
         (false, false) => (Code::RateLimited, "quota-exceeded".to_string(), false),
     };
+    let credits = decision
+        .limits
+        .iter()
+        .find(|l| &*l.name == crate::limiter::credits::MEMBER)
+        .map(|l| i64::try_from(l.remaining).unwrap_or(i64::MAX));
     Checked {
         code,
         key: Some(key.clone()),
@@ -257,5 +289,6 @@ pub async fn check(
         reason,
         shadow_limited,
         identity: db.keys.identity(&key).cloned(),
+        credits,
     }
 }

@@ -47,8 +47,8 @@ struct Body<'a> {
     /// null when it never could: its cost is above a limit's burst).
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after: Option<Option<u64>>,
-    /// Credits are not there yet (issue #20): always null.
-    credits: Option<()>,
+    /// The key's prepaid balance after the request (null: no credits).
+    credits: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -96,7 +96,7 @@ pub fn decision(c: &Checked) -> Reply {
             .or(c.key.as_ref().and_then(|k| k.plan.as_deref())),
         limits,
         retry_after,
-        credits: None,
+        credits: c.credits,
     };
     Reply {
         status: 200,
