@@ -388,6 +388,15 @@ impl Db {
     pub async fn purge_webhook_events(&self, before: i64) -> Result<u64, DbError> {
         let old = "SELECT id FROM webhook_events WHERE created_at < $1 AND id NOT IN \
                    (SELECT event_id FROM webhook_deliveries WHERE status = 'pending')";
+        // Nothing to purge (the usual case): no write, so no write lock that
+        // a concurrent SQLite transaction could fail to upgrade past.
+        let any: Option<i64> = sqlx::query_scalar(&format!("{old} LIMIT 1"))
+            .bind(before)
+            .fetch_optional(self.pool())
+            .await?;
+        if any.is_none() {
+            return Ok(0);
+        }
         let mut tx = self.pool().begin().await?;
         sqlx::query(&format!(
             "DELETE FROM webhook_attempts WHERE delivery_id IN \
