@@ -14,7 +14,6 @@ pub mod effective;
 pub mod identities;
 pub mod keys;
 pub mod limits;
-#[cfg(any(test, feature = "testing"))]
 pub mod quotas;
 
 use std::fmt::Display;
