@@ -10,11 +10,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::Value;
-use tollgate_core::db::{Identity, IdentityFilter, IdentityPatch, KeyFilter, NewIdentity};
+use tollgate_core::db::{Identity, IdentityFilter, IdentityPatch, NewIdentity};
 use tollgate_core::rules::identities as identity_rules;
 
 use crate::auth::{audit, AuthAdmin, RequireAdmin};
-use crate::bodies::KeyView;
 use crate::error::{ApiError, ApiResult, ProblemDoc};
 use crate::extract::{parse_id, text_filter, ApiJson, ApiQuery, Paging, PathParam};
 use crate::keys::{check_plan, KeyListQuery, KeyPage};
@@ -285,22 +284,8 @@ pub async fn identity_keys(
     if state.db().get_identity(id).await?.is_none() {
         return Err(no_identity(id));
     }
-    let Paging {
-        page,
-        per_page,
-        offset,
-    } = Paging::new(q.page, q.per_page, crate::keys::DEFAULT_PER_PAGE);
-    let filter = KeyFilter {
-        identity_id: Some(id),
-        limit: per_page,
-        offset,
-        ..KeyFilter::default()
-    };
-    let (items, total) = state.db().list_keys(&filter).await?;
-    Ok(Json(KeyPage {
-        items: items.into_iter().map(KeyView::from).collect(),
-        total,
-        page,
-        per_page,
-    }))
+    // The keys list's filters, checked the same way, within this identity.
+    let (mut filter, page, per_page) = crate::keys::key_filter(q)?;
+    filter.identity_id = Some(id);
+    crate::keys::list_page(&state, &filter, page, per_page).await
 }

@@ -59,6 +59,13 @@ pub async fn list_keys(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<KeyListQuery>,
 ) -> ApiResult<Json<KeyPage>> {
+    let (filter, page, per_page) = key_filter(q)?;
+    list_page(&state, &filter, page, per_page).await
+}
+
+/// The filter and page of a key list query, checked (the keys list and an
+/// identity's keys both take it).
+pub(crate) fn key_filter(q: KeyListQuery) -> ApiResult<(KeyFilter, i64, i64)> {
     let Paging {
         page,
         per_page,
@@ -85,7 +92,17 @@ pub async fn list_keys(
         limit: per_page,
         offset,
     };
-    let (items, total) = state.db().list_keys(&filter).await?;
+    Ok((filter, page, per_page))
+}
+
+/// One page of keys.
+pub(crate) async fn list_page(
+    state: &AppState,
+    filter: &KeyFilter,
+    page: i64,
+    per_page: i64,
+) -> ApiResult<Json<KeyPage>> {
+    let (items, total) = state.db().list_keys(filter).await?;
     Ok(Json(KeyPage {
         items: items.into_iter().map(KeyView::from).collect(),
         total,

@@ -78,6 +78,19 @@ async fn identities_crud_and_keys(app: TestApp) {
     )
     .await;
     assert_eq!(keys["total"], 2);
+    // The keys list's filters hold within the identity, checked the same way.
+    let named = json(
+        app.get(&format!("/api/identities/{id}/keys?name=k2")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(named["total"], 1, "{named}");
+    assert_eq!(
+        app.get(&format!("/api/identities/{id}/keys?plan=%C2%84"))
+            .await
+            .status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     let filtered = json(
         app.get(&format!("/api/keys?identity_id={id}")).await,
         StatusCode::OK,
