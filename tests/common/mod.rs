@@ -31,11 +31,23 @@ pub fn closed_port() -> (tokio::net::TcpSocket, u16) {
     (socket, port)
 }
 
+/// A free port on 127.0.0.1 (bound, then released). Never the same port
+/// twice in one process: a port just closed is often
+/// handed out again by the next `bind(0)`, and two proxies of one test on
+/// one port would both listen (Pingora sets `SO_REUSEPORT`) and share its
+/// connections.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Ports of one test instance.

@@ -27,11 +27,21 @@ pub fn closed_port() -> (tokio::net::TcpSocket, u16) {
 }
 
 /// A port that was free a moment ago.
+/// (Never the same port twice in one process: a port just closed is often
+/// handed out again by the next `bind(0)`, and two listeners of one test
+/// on one port would share it through `SO_REUSEPORT`.)
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind port 0")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind port 0");
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Start the demo upstream on a random port.
