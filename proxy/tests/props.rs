@@ -5,15 +5,13 @@
 //! instead under `CI` / `TOLLGATE_REQUIRE_SERVICES`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::TestRunner;
 use sfv::{BareItem, ListEntry, Parser};
 use tollgate_core::limits::{Limit, LimitState};
 use tollgate_proxy::headers;
-use tollgate_proxy::limiter::redis::{RedisLimiter, RedisLimiterOptions};
+use tollgate_proxy::limiter::redis::RedisLimiterOptions;
 use tollgate_proxy::limiter::{Bucket, LocalLimiter, Scope, Subject};
 
 mod common;
@@ -420,19 +418,6 @@ fn local_limiter_properties_are_not_vacuous() {
 
 // --- Redis against local ---------------------------------------------------------
 
-/// Subjects unique to this run (Redis may be shared and persistent).
-fn fresh_base() -> i64 {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_micros();
-    let run = i64::try_from(micros % 1_000_000_000_000).expect("fits");
-    let seq = i64::try_from(SEQ.fetch_add(1, Ordering::Relaxed)).expect("fits");
-    // Another test file's bases use `test * 10_000`, test < 100.
-    run * 1_000_000 + 990_000 + (seq % 1_000) * 10
-}
-
 /// Policies the two backends must agree on exactly: the emission interval a
 /// whole number of seconds ≥ 60 (whole µs, so the script's µs and core's ns
 /// agree; and long enough that Redis' real-time key expiry, set from the
@@ -459,31 +444,6 @@ fn redis_limit(name: &'static str) -> impl Strategy<Value = Limit> {
     })
 }
 
-#[derive(Debug, Clone)]
-struct RedisCase {
-    limits: Vec<Limit>,
-    /// (µs since the previous request, subject, bucket mask)
-    steps: Vec<(u64, usize, u8)>,
-}
-
-fn redis_case() -> impl Strategy<Value = RedisCase> {
-    (
-        (redis_limit("a"), redis_limit("b"), redis_limit("c")),
-        prop::collection::vec(
-            (
-                prop_oneof![3 => Just(0u64), 2 => 0..=120_000_000u64, 1 => 0..=3_600_000_000u64],
-                0..2usize,
-                1..8u8,
-            ),
-            1..40,
-        ),
-    )
-        .prop_map(|((a, b, c), steps)| RedisCase {
-            limits: vec![a, b, c],
-            steps,
-        })
-}
-
 /// The Redis script decides every request exactly like the local limiter,
 /// field by field (allowed, remaining, reset, retry-after of every limit), at
 /// the same instants (`check_at_us`), for random policies (several buckets
@@ -491,66 +451,21 @@ fn redis_case() -> impl Strategy<Value = RedisCase> {
 /// sequences. 64 cases.
 #[test]
 fn redis_equals_local() {
-    let Some(url) = service_url("TOLLGATE_TEST_REDIS_URL") else {
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let opts = RedisLimiterOptions {
-        timeout: Duration::from_secs(5),
-        ..RedisLimiterOptions::default()
-    };
-    let redis = rt.block_on(async {
-        let l = RedisLimiter::with_options(&url, opts).expect("limiter");
-        l.ping().await.expect("ping");
-        l
-    });
-    let admitted = std::cell::Cell::new(0u32);
-    let refused = std::cell::Cell::new(0u32);
-    let mut runner = TestRunner::new(config(64));
-    let result = runner.run(&redis_case(), |case| {
-        let pool: Vec<Bucket> = case
-            .limits
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let scope = if i < 2 { Scope::Key } else { Scope::Route("r") };
-                Bucket::new(scope, l.clone())
-            })
-            .collect();
-        let local = LocalLimiter::new(4);
-        let base = fresh_base();
-        let subjects = [Subject::Key(base), Subject::Key(base + 1)];
-        let mut now_us = u64::try_from(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .expect("clock")
-                .as_micros(),
-        )
-        .expect("fits");
-        for (i, &(gap, who, mask)) in case.steps.iter().enumerate() {
-            now_us += gap;
-            let buckets: Vec<&Bucket> = (0..3)
-                .filter(|b| mask & (1 << b) != 0)
-                .map(|b| &pool[b])
-                .collect();
-            let want = local.check_at(&subjects[who], &buckets, now_us * 1_000);
-            let got = rt
-                .block_on(redis.check_at_us(&subjects[who], &buckets, now_us))
-                .map_err(|e| TestCaseError::fail(format!("redis: {e}")))?;
-            prop_assert_eq!(&got, &want, "step {}", i);
-            let count = if want.allowed { &admitted } else { &refused };
-            count.set(count.get() + 1);
+    let (mut admitted, mut refused) = (0u32, 0u32);
+    let strategy = common::model::cases(
+        (redis_limit("a"), redis_limit("b"), redis_limit("c")),
+        prop_oneof![3 => Just(0u64), 2 => 0..=120_000_000u64, 1 => 0..=3_600_000_000u64],
+    );
+    common::model::script_equals_model(RedisLimiterOptions::default(), 64, 1, strategy, |d| {
+        if d.allowed {
+            admitted += 1;
+        } else {
+            refused += 1;
         }
-        Ok(())
     });
-    if let Err(e) = result {
-        panic!("{e}");
+    if service_url("TOLLGATE_TEST_REDIS_URL").is_none() {
+        return;
     }
-    let (admitted, refused) = (admitted.get(), refused.get());
     eprintln!("redis == local over 64 random cases: {admitted} admitted, {refused} refused");
     assert!(admitted > 50 && refused > 50, "{admitted} / {refused}");
 }

@@ -2,6 +2,7 @@
 //! listeners) in front of the real demo upstream, over a fresh database.
 #![allow(dead_code)]
 
+pub mod model;
 pub mod raw;
 pub mod redis;
 pub mod streams;
