@@ -215,7 +215,7 @@ fn shared(name: &str, rate: u64, per: Duration, burst: u64, cost: u64) -> Limit 
     }
 }
 
-const HOUR: Duration = Duration::from_secs(3600);
+pub(super) const HOUR: Duration = Duration::from_secs(3600);
 
 fn step(subject: SubjectSpec, buckets: &[usize], allowed: bool) -> Step {
     Step {

@@ -6,14 +6,12 @@
 //!
 //! Test support only: not used by the proxy itself.
 
-use std::time::Duration;
-
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use tollgate_core::limits::Limit;
 use tollgate_core::quota::{Period, QuotaSpec};
 
-use super::{Scenario, Step, SubjectSpec};
+use super::{request as step, Scenario, SubjectSpec, HOUR};
 use crate::limiter::{Bucket, Scope};
 
 /// A monthly quota anchored on today's day of month in `tz`.
@@ -32,18 +30,6 @@ pub fn monthly_from_today(name: &str, amount: u64, tz: &str, cost: Option<u64>) 
         cost,
     )
 }
-
-fn step(subject: SubjectSpec, buckets: &[usize], allowed: bool) -> Step {
-    Step {
-        at_ms: 0,
-        subject,
-        buckets: buckets.to_vec(),
-        allowed,
-        settle: None,
-    }
-}
-
-const HOUR: Duration = Duration::from_secs(3600);
 
 pub fn scenarios() -> Vec<Scenario> {
     use SubjectSpec::{Ip, Key};
