@@ -68,6 +68,26 @@ async fn send(
     raw::parse(&raw::exchange(ip(from), p.addr, req.as_bytes(), Duration::from_secs(10)).await)
 }
 
+/// Sends each request and checks its answer: `(status, problem type)`, the
+/// type "" for a forwarded answer. Returns the last response.
+async fn expect_all(
+    p: &TestProxy,
+    cases: &[(&str, &str, &str, Vec<(&str, &str)>, (u16, &str))],
+) -> RawResponse {
+    let mut last = None;
+    for (from, method, path, headers, (status, problem)) in cases {
+        let r = send(p, from, method, path, headers).await;
+        assert_eq!(
+            (r.status, kind(&r).as_str()),
+            (*status, *problem),
+            "{method} {path} from {from} with {headers:?}: {}",
+            r.raw
+        );
+        last = Some(r);
+    }
+    last.expect("at least one case")
+}
+
 /// Wait until the proxy knows `key` (any answer but `invalid-api-key`).
 async fn known(p: &TestProxy, key: &str) {
     let start = Instant::now();
@@ -112,91 +132,34 @@ async fn scopes_refuse_routes_and_methods_outside_them() {
     known(&p, &reader).await;
     known(&p, &own).await;
 
-    let r = send(
+    let (reader, own) = (reader.as_str(), own.as_str());
+    let key = |k| vec![("x-api-key", k)];
+    let denied = (403, "scope-denied");
+    expect_all(
         &p,
-        "127.0.0.1",
-        "GET",
-        "/api/users",
-        &[("x-api-key", reader.as_str())],
+        &[
+            ("127.0.0.1", "GET", "/api/users", key(reader), (200, "")),
+            // A glob scope.
+            ("127.0.0.1", "GET", "/api/products", key(reader), (200, "")),
+            (
+                "127.0.0.1",
+                "DELETE",
+                "/api/products/1",
+                key(reader),
+                denied,
+            ),
+            ("127.0.0.1", "GET", "/api/users", key(own), (200, "")),
+            ("127.0.0.1", "GET", "/api/products", key(own), denied),
+        ],
     )
     .await;
-    assert_eq!(r.status, 200, "{}", r.raw);
-    let r = send(
+    let r = expect_all(
         &p,
-        "127.0.0.1",
-        "GET",
-        "/api/products",
-        &[("x-api-key", reader.as_str())],
+        &[("127.0.0.1", "POST", "/api/users", key(reader), denied)],
     )
     .await;
-    assert_eq!(r.status, 200, "a glob scope: {}", r.raw);
-    let r = send(
-        &p,
-        "127.0.0.1",
-        "POST",
-        "/api/users",
-        &[("x-api-key", reader.as_str())],
-    )
-    .await;
-    assert_eq!(
-        (r.status, kind(&r)),
-        (403, "scope-denied".into()),
-        "{}",
-        r.raw
-    );
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
-    let r = send(
-        &p,
-        "127.0.0.1",
-        "DELETE",
-        "/api/products/1",
-        &[("x-api-key", reader.as_str())],
-    )
-    .await;
-    assert_eq!(
-        (r.status, kind(&r)),
-        (403, "scope-denied".into()),
-        "{}",
-        r.raw
-    );
-
-    let r = send(
-        &p,
-        "127.0.0.1",
-        "GET",
-        "/api/users",
-        &[("x-api-key", own.as_str())],
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.raw);
-    let r = send(
-        &p,
-        "127.0.0.1",
-        "GET",
-        "/api/products",
-        &[("x-api-key", own.as_str())],
-    )
-    .await;
-    assert_eq!(
-        (r.status, kind(&r)),
-        (403, "scope-denied".into()),
-        "{}",
-        r.raw
-    );
-    let r = send(
-        &p,
-        "127.0.0.1",
-        "POST",
-        "/api/users",
-        &[("x-api-key", own.as_str())],
-    )
-    .await;
-    assert_eq!(
-        (r.status, kind(&r)),
-        (403, "scope-denied".into()),
-        "{}",
-        r.raw
-    );
+    let r = expect_all(&p, &[("127.0.0.1", "POST", "/api/users", key(own), denied)]).await;
 
     // A refusal names the route, never the key's lists.
     assert!(!r.body.contains("prod*"), "{}", r.body);
@@ -242,124 +205,78 @@ async fn ip_rules_use_the_address_resolved_through_trusted_proxies() {
     }
     known(&p, &free).await;
 
-    // The key's networks: the client behind the trusted proxy is in them.
-    let via = |xff: &'static str, key: &'static str| [("x-api-key", key), ("x-forwarded-for", xff)];
-    let bound: &'static str = Box::leak(bound.into_boxed_str());
-    let free: &'static str = Box::leak(free.into_boxed_str());
-    let r = send(
+    let (bound, free) = (bound.as_str(), free.as_str());
+    let via = |xff, key| vec![("x-api-key", key), ("x-forwarded-for", xff)];
+    let refused = (403, "ip-not-allowed");
+    expect_all(
         &p,
-        "127.0.0.1",
-        "GET",
-        "/api/users",
-        &via("203.0.113.9", bound),
+        &[
+            // The key's networks: the client behind the trusted proxy is in them.
+            (
+                "127.0.0.1",
+                "GET",
+                "/api/users",
+                via("203.0.113.9", bound),
+                (200, ""),
+            ),
+            (
+                "127.0.0.1",
+                "GET",
+                "/api/users",
+                via("198.51.100.1", bound),
+                refused,
+            ),
+            // An untrusted peer cannot claim an allowed address.
+            (
+                "127.0.0.2",
+                "GET",
+                "/api/users",
+                via("203.0.113.9", bound),
+                refused,
+            ),
+            // The right-most untrusted entry counts, not one the client prepended.
+            (
+                "127.0.0.1",
+                "GET",
+                "/api/users",
+                via("203.0.113.9, 198.51.100.1", bound),
+                refused,
+            ),
+            // The route's rules, for any key: allow list, and deny wins.
+            (
+                "127.0.0.1",
+                "GET",
+                "/api/orders",
+                via("203.0.113.10", free),
+                (200, ""),
+            ),
+            (
+                "127.0.0.1",
+                "GET",
+                "/api/orders",
+                via("203.0.113.66", free),
+                refused,
+            ),
+            (
+                "127.0.0.1",
+                "GET",
+                "/api/orders",
+                vec![("x-api-key", free)],
+                refused,
+            ),
+            // Spoofed.
+            (
+                "127.0.0.2",
+                "GET",
+                "/api/orders",
+                via("203.0.113.10", free),
+                refused,
+            ),
+            // Refused before the key is even looked at: no key, same answer.
+            ("127.0.0.2", "GET", "/api/orders", vec![], refused),
+        ],
     )
     .await;
-    assert_eq!(r.status, 200, "{}", r.raw);
-    let r = send(
-        &p,
-        "127.0.0.1",
-        "GET",
-        "/api/users",
-        &via("198.51.100.1", bound),
-    )
-    .await;
-    assert_eq!(
-        (r.status, kind(&r)),
-        (403, "ip-not-allowed".into()),
-        "{}",
-        r.raw
-    );
-    // An untrusted peer cannot claim an allowed address.
-    let r = send(
-        &p,
-        "127.0.0.2",
-        "GET",
-        "/api/users",
-        &via("203.0.113.9", bound),
-    )
-    .await;
-    assert_eq!(
-        (r.status, kind(&r)),
-        (403, "ip-not-allowed".into()),
-        "{}",
-        r.raw
-    );
-    // The right-most untrusted entry counts, not one the client prepended.
-    let r = send(
-        &p,
-        "127.0.0.1",
-        "GET",
-        "/api/users",
-        &via("203.0.113.9, 198.51.100.1", bound),
-    )
-    .await;
-    assert_eq!(
-        (r.status, kind(&r)),
-        (403, "ip-not-allowed".into()),
-        "{}",
-        r.raw
-    );
-
-    // The route's rules, for any key: allow list, and deny wins.
-    let r = send(
-        &p,
-        "127.0.0.1",
-        "GET",
-        "/api/orders",
-        &via("203.0.113.10", free),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.raw);
-    let r = send(
-        &p,
-        "127.0.0.1",
-        "GET",
-        "/api/orders",
-        &via("203.0.113.66", free),
-    )
-    .await;
-    assert_eq!(
-        (r.status, kind(&r)),
-        (403, "ip-not-allowed".into()),
-        "{}",
-        r.raw
-    );
-    let r = send(
-        &p,
-        "127.0.0.1",
-        "GET",
-        "/api/orders",
-        &[("x-api-key", free)],
-    )
-    .await;
-    assert_eq!(
-        (r.status, kind(&r)),
-        (403, "ip-not-allowed".into()),
-        "{}",
-        r.raw
-    );
-    let r = send(
-        &p,
-        "127.0.0.2",
-        "GET",
-        "/api/orders",
-        &via("203.0.113.10", free),
-    )
-    .await;
-    assert_eq!(
-        (r.status, kind(&r)),
-        (403, "ip-not-allowed".into()),
-        "spoofed: {}",
-        r.raw
-    );
-    // Refused before the key is even looked at: no key, same answer.
-    let r = send(&p, "127.0.0.2", "GET", "/api/orders", &[]).await;
-    assert_eq!(
-        (r.status, kind(&r)),
-        (403, "ip-not-allowed".into()),
-        "{}",
-        r.raw
-    );
 }
 
 /// The method scopes hold for the method the upstream acts on: an override
