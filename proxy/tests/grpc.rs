@@ -211,19 +211,26 @@ async fn unary(
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpc_over_h2c_passes_calls_and_trailers_and_refuses_as_grpc_status() {
+/// A gRPC upstream over h2c behind a proxy on SQLite, a key named `name`,
+/// and a client connected to the proxy.
+async fn h2c_proxy(name: &str) -> (TestProxy, String, tonic::client::Grpc<Channel>) {
     let up = start_grpc_upstream(None).await;
     let proxy = TestProxy::start(&config(&up.to_string(), "h2c", ""), common::Store::Sqlite)
         .await
         .expect("sqlite proxy");
     let (_, key) = proxy
         .key(NewApiKey {
-            name: "grpc".into(),
+            name: name.into(),
             ..NewApiKey::default()
         })
         .await;
-    let mut c = client(&proxy).await;
+    let c = client(&proxy).await;
+    (proxy, key, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_h2c_passes_calls_and_trailers_and_refuses_as_grpc_status() {
+    let (proxy, key, mut c) = h2c_proxy("grpc").await;
 
     // Unary: through, the key not forwarded, a fresh trace started.
     let r = unary(&mut c, ask("hi", 0, Some(&key), None))
@@ -324,17 +331,7 @@ async fn grpc_over_h2c_passes_calls_and_trailers_and_refuses_as_grpc_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_body_over_max_body_bytes_is_resource_exhausted() {
-    let up = start_grpc_upstream(None).await;
-    let proxy = TestProxy::start(&config(&up.to_string(), "h2c", ""), common::Store::Sqlite)
-        .await
-        .expect("sqlite proxy");
-    let (_, key) = proxy
-        .key(NewApiKey {
-            name: "big".into(),
-            ..NewApiKey::default()
-        })
-        .await;
-    let mut c = client(&proxy).await;
+    let (proxy, key, mut c) = h2c_proxy("big").await;
     // tonic streams the message without a content-length: the proxy finds
     // out while counting, and still answers as gRPC, not HTTP 413.
     let st = unary(&mut c, ask(&"x".repeat(64 * 1024), 0, Some(&key), None))
