@@ -13,7 +13,6 @@ pub mod redis;
 #[doc(hidden)]
 pub mod scenarios;
 pub mod sharded;
-pub mod times;
 
 use std::collections::HashMap;
 use std::fmt;

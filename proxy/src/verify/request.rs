@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 use tollgate_core::problem::Problem;
 
-use crate::limiter::times::MAX_COST;
+use crate::limiter::cost::MAX_COST;
 
 /// The largest body accepted (a key, a route name, a method and an address
 /// fit many times over).
