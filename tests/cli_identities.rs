@@ -125,3 +125,55 @@ fn identities_cli_manages_identities_and_their_keys() {
         "{out}"
     );
 }
+
+/// Digits that are one identity's id and another's external id are refused
+/// as ambiguous (black-box round 3, B4: the key joined the wrong customer);
+/// `id:N` and `ext:X` say which.
+#[test]
+fn an_id_that_is_also_an_external_id_is_refused_until_qualified() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &Ports::new(), &[]);
+    for (ext, name) in [("cus_a", "A"), ("1", "Customer one")] {
+        let (ok, out, err) = run(
+            &config,
+            &["identities", "create", "--external-id", ext, "--name", name],
+        );
+        assert!(ok, "{out}{err}");
+    }
+    // Identity 1 is cus_a; identity 2's external id is "1".
+    let (ok, out, err) = run(
+        &config,
+        &["keys", "create", "--name", "k", "--identity", "1"],
+    );
+    assert!(!ok, "ambiguous identity accepted: {out}");
+    assert!(err.contains("ambiguous") || err.contains("ext:1"), "{err}");
+    let (ok, out, _) = run(&config, &["keys", "list", "--json"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "[]", "a key was written: {out}");
+    let (ok, _, err) = run(&config, &["identities", "delete", "1"]);
+    assert!(!ok && err.contains("ext:1"), "{err}");
+
+    for (which, want) in [
+        ("ext:1", "Customer one"),
+        ("id:1", "cus_a"),
+        ("cus_a", "cus_a"),
+    ] {
+        let (ok, out, err) = run(&config, &["identities", "show", which, "--json"]);
+        assert!(ok, "{which}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let i = &v["identity"];
+        assert!(
+            i["name"] == want || i["external_id"] == want,
+            "{which} found {i}"
+        );
+    }
+    let (ok, out, err) = run(
+        &config,
+        &["keys", "create", "--name", "k", "--identity", "ext:1"],
+    );
+    assert!(ok, "{out}{err}");
+    for which in ["id:x", "id:99", "ext:", "ext:a b"] {
+        let (ok, _, err) = run(&config, &["identities", "show", which]);
+        assert!(!ok && err.contains("no identity"), "{which}: {err}");
+    }
+}

@@ -28,7 +28,7 @@ pub enum KeysCommand {
         /// Expire the key after this long (e.g. 30d, 12h).
         #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
         expires_in: Option<Duration>,
-        /// The identity the key belongs to (its id or external id).
+        /// The identity the key belongs to (its id, external id, `id:N` or `ext:X`).
         #[arg(long)]
         identity: Option<String>,
         #[command(flatten)]
