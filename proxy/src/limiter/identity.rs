@@ -6,8 +6,11 @@
 //! identity), its other buckets to [`Subject::Key`], and all are checked
 //! and taken in one atomic step (in the local limiter under the identity's
 //! lock and then the key's; in Redis in one script call, every key under
-//! the identity's hash tag: `tg:{i7}:p:monthly` for the shared bucket,
-//! `tg:{i7}:k42:p:second` for the key's own).
+//! the identity's hash tag: `tg:{i7}:p:monthly~<definition>` for the
+//! shared bucket, `tg:{i7}:k42:p:second` for the key's own). A shared token
+//! bucket is one per identity *and definition* (rate, per, burst): keys on
+//! plans that define it differently do not convert each other's requests
+//! into their own units.
 //!
 //! Every request of such a key is a member's, whatever its route's limits,
 //! so its own buckets have one Redis key on every route. (Joining or
@@ -15,7 +18,7 @@
 //!
 //! Any other request keeps its subject: a key without an identity takes
 //! from an identity-scoped limit as from its own (a key alone is an
-//! identity of one: `tg:{k42}:p:monthly`).
+//! identity of one: `tg:{k42}:p:monthly~<definition>`).
 //!
 //! Requests of a [`Subject::Member`] are not served from Redis leases: the
 //! shared bucket is counted in Redis on every request, so whichever key asks
@@ -113,13 +116,45 @@ mod tests {
             key: 42,
             identity: 7,
         };
-        assert_eq!(bucket_key(&m, &shared), "tg:{i7}:p:monthly");
+        let shared_key = bucket_key(&m, &shared);
+        assert!(shared_key.starts_with("tg:{i7}:p:monthly~"), "{shared_key}");
         assert_eq!(bucket_key(&m, &own), "tg:{i7}:k42:p:second");
-        assert_eq!(
-            bucket_key(&Subject::Identity(7), &shared),
-            "tg:{i7}:p:monthly"
-        );
+        assert_eq!(bucket_key(&Subject::Identity(7), &shared), shared_key);
         // No identity: the limit is the key's own, as `scope: key` would be.
-        assert_eq!(bucket_key(&Subject::Key(42), &shared), "tg:{k42}:p:monthly");
+        assert_eq!(
+            bucket_key(&Subject::Key(42), &shared),
+            shared_key.replace("{i7}", "{k42}")
+        );
+    }
+
+    /// Plans that define a shared limit differently get a bucket each
+    /// (black-box round 3, B6: a bucket stores time in its definition's
+    /// units); the same definition on two plans is one bucket.
+    #[test]
+    fn a_shared_bucket_per_definition() {
+        let shared = |rate, per_s| {
+            let mut l = Limit::new("daily", rate, Duration::from_secs(per_s), None, None);
+            l.scope = LimitScope::Identity;
+            Bucket::new(Scope::Key, l)
+        };
+        let (small, large) = (shared(5, 86_400), shared(1_000, 86_400));
+        assert_ne!(small.name, large.name);
+        assert_ne!(small.id, large.id);
+        assert_eq!(shared(5, 86_400).name, small.name);
+        assert_eq!(shared(5, 86_400).id, small.id);
+        // A key's own limit of the same name keeps its plain name.
+        assert_eq!(&*bucket("daily", LimitScope::Key).name, "p:daily");
+
+        // Through the local limiter: the large key's budget is untouched by
+        // the small key's requests.
+        let local = crate::limiter::LocalLimiter::new(1);
+        let (s, l) = (subject_for(1, Some(9)), subject_for(2, Some(9)));
+        for _ in 0..5 {
+            assert!(local.check(&s, &[&small]).allowed);
+        }
+        assert!(!local.check(&s, &[&small]).allowed);
+        let d = local.check(&l, &[&large]);
+        assert!(d.allowed);
+        assert_eq!(d.limits[0].remaining, 999, "{d:?}");
     }
 }

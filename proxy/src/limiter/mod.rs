@@ -108,9 +108,27 @@ impl Bucket {
     }
 
     pub fn new(scope: Scope<'_>, limit: Limit) -> Self {
+        let identity_scope = limit.scope == tollgate_core::limits::LimitScope::Identity;
         let name: Arc<str> = match scope {
-            Scope::Key => format!("p:{}", limit.name).into(),
-            Scope::Route(route) => format!("r:{route}:{}", limit.name).into(),
+            Scope::Key => format!("p:{}", limit.name),
+            Scope::Route(route) => format!("r:{route}:{}", limit.name),
+        }
+        .into();
+        // A token bucket stores time in its own definition's units: keys
+        // of one identity on plans that define a shared limit differently
+        // get one bucket per definition, never one request of a 5/day plan
+        // costing 200 of a 1000/day one. (A quota counts requests: one
+        // count whatever the amounts.)
+        let name = if identity_scope && limit.quota.is_none() {
+            let definition = stable_hash(&format!(
+                "{}\u{0}{}\u{0}{:?}",
+                limit.rate,
+                limit.per.as_nanos(),
+                limit.burst
+            ));
+            format!("{name}~{:08x}", definition & 0xffff_ffff).into()
+        } else {
+            name
         };
         let fingerprint = stable_hash(&format!(
             "{name}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{:?}",
@@ -122,7 +140,6 @@ impl Bucket {
         let fingerprint = quota::fingerprint(fingerprint, &limit);
         let policy = Policy::new(&limit);
         let id = stable_hash(&name);
-        let identity_scope = limit.scope == tollgate_core::limits::LimitScope::Identity;
         // Moving a limit between scopes moves its bucket: a refusal cached
         // under the old owner is not served for the new one.
         let fingerprint = if identity_scope {
