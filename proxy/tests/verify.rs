@@ -525,3 +525,63 @@ async fn tokens_and_hostile_requests() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Refused verify calls are stored under the calling service's address,
+/// not the body's `ip` (black-box round 3, B15: varying `ip` wrote one
+/// `violation_aggregates` row per call): 60 bad keys from 60 claimed
+/// networks are one aggregate row, and the body's `ip` still decides IP
+/// rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_stored_under_the_caller_not_the_claimed_ip() {
+    let port = free_port();
+    let p = TestProxy::start(&yaml(port, "", &tag()), Store::Sqlite)
+        .await
+        .expect("proxy");
+    let v = Verify::start(&p, port).await;
+    let before = p.db.count_violation_aggregates().await.expect("count");
+    for i in 0..60 {
+        let r = v
+            .check(json!({"key": "tg_not_a_key", "ip": format!("198.51.{i}.7")}))
+            .await;
+        assert_eq!(r["valid"], false, "{r}");
+    }
+    let start = Instant::now();
+    let rows = loop {
+        let rows = p.db.count_violation_aggregates().await.expect("count") - before;
+        if rows > 0 {
+            break rows;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "nothing flushed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Let a second flush land too, then count again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rows = rows.max(p.db.count_violation_aggregates().await.expect("count") - before);
+    assert!(
+        rows <= 2,
+        "{rows} aggregate rows for 60 refusals from one caller"
+    );
+
+    // The claimed address still decides the route's IP rule.
+    let (_, key) = p
+        .create_key(NewApiKey {
+            name: "ips".into(),
+            ..NewApiKey::default()
+        })
+        .await;
+    let start = Instant::now();
+    loop {
+        let r = v
+            .check(json!({"key": key, "route": "admin", "method": "GET", "ip": "10.1.2.3"}))
+            .await;
+        if r["valid"] == true {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = v
+        .check(json!({"key": key, "route": "admin", "method": "GET", "ip": "192.0.2.1"}))
+        .await;
+    assert_eq!(r["code"], "ip-not-allowed", "{r}");
+}

@@ -132,9 +132,13 @@ impl VerifyApp {
         request::parse(&body)
     }
 
-    /// Record the decision as the proxy records a request.
+    /// Record the decision as the proxy records a request, under the
+    /// calling service's address (`peer`): the body's `ip` is the caller's
+    /// word, good for IP rules but not for what is stored, or one service
+    /// could write a refusal row per call by varying it.
     fn record(
         &self,
+        peer: Option<std::net::IpAddr>,
         req: &VerifyRequest,
         route: Option<&crate::state::CompiledRoute>,
         c: &Checked,
@@ -157,7 +161,7 @@ impl VerifyApp {
             route: route.map(|r| r.name.clone()).unwrap_or_else(|| "".into()),
             method: req.method.as_deref().unwrap_or("POST"),
             path: PATH,
-            client_ip: req.ip,
+            client_ip: peer,
             status: c.code.status(),
             outcome,
             violated: c
@@ -211,7 +215,11 @@ impl VerifyApp {
             &req,
         )
         .await;
-        self.record(&req, route.as_deref(), &checked, at_ms, start);
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        self.record(peer, &req, route.as_deref(), &checked, at_ms, start);
         if cfg.config.log.access_log {
             tracing::info!(
                 target: "tollgate::verify",
