@@ -308,6 +308,12 @@ mod tests {
         let types: Vec<&str> = batch.iter().map(|e| e.event_type).collect();
         assert_eq!(types, ["credits.low", "credits.exhausted"]);
         assert!(batch.iter().all(|e| e.subject == "key:2"));
+        // The usage path's balance, read without spending.
+        assert_eq!(
+            limiters.balance(&local, &member(2), deadline()).await,
+            Some(0)
+        );
+        assert_eq!(limiters.balance(&local, &member(1), deadline()).await, None);
     }
 
     #[tokio::test]
