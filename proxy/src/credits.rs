@@ -55,26 +55,27 @@ pub async fn decide_costing(
     if !limiters.credits.holds(subject) {
         return None;
     }
-    Some(
-        match limiters
-            .decide_credits(cfg, subject, buckets, cost, deadline)
-            .await
-        {
-            CreditVerdict::Decided(mut d, backend, balance) => {
-                if let Some(b) = balance {
-                    d.limits.push(state(b, false));
-                }
-                Ok(Verdict::Decided(d, backend))
+    let verdict = limiters
+        .decide_credits(cfg, subject, buckets, cost, deadline)
+        .await;
+    limiters
+        .events
+        .credit_verdict(&limiters.credits, subject, buckets, &verdict);
+    Some(match verdict {
+        CreditVerdict::Decided(mut d, backend, balance) => {
+            if let Some(b) = balance {
+                d.limits.push(state(b, false));
             }
-            CreditVerdict::Exhausted(b) if shadow => Ok(Verdict::Decided(
-                Decision {
-                    allowed: false,
-                    limits: [state(b, true)].into_iter().collect(),
-                },
-                "credits",
-            )),
-            CreditVerdict::Exhausted(b) => Err(b),
-            CreditVerdict::Unavailable => Ok(Verdict::Unavailable),
-        },
-    )
+            Ok(Verdict::Decided(d, backend))
+        }
+        CreditVerdict::Exhausted(b) if shadow => Ok(Verdict::Decided(
+            Decision {
+                allowed: false,
+                limits: [state(b, true)].into_iter().collect(),
+            },
+            "credits",
+        )),
+        CreditVerdict::Exhausted(b) => Err(b),
+        CreditVerdict::Unavailable => Ok(Verdict::Unavailable),
+    })
 }

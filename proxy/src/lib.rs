@@ -29,6 +29,7 @@ pub mod credits;
 pub mod demo;
 pub mod edge;
 pub mod edge_metrics;
+pub mod events;
 pub mod forward;
 pub mod gate;
 pub mod grpc;

@@ -173,6 +173,11 @@ metric!(USAGE_DROPPED: IntCounterVec = register_int_counter_vec!(
     "Usage lost because the bounded buffer was full: requests whose row was dropped (kind=requests), violations (kind=violations)",
     &["kind"]
 ));
+metric!(WEBHOOK_EVENTS: IntCounterVec = register_int_counter_vec!(
+    "tollgate_webhook_events_total",
+    "Quota and credit webhook events by outcome: noticed (queued), dropped (queue full), enqueued (into the outbox), duplicate (another proxy enqueued it first), failed (the database refused it after retries; sent again by a later request)",
+    &["outcome"]
+));
 metric!(USAGE_FLUSH_ERRORS: IntCounter = register_int_counter!(
     "tollgate_usage_flush_errors_total",
     "Usage flushes that failed (database unreachable or erroring); what was held is retried"
@@ -240,6 +245,9 @@ pub fn init() {
     LazyLock::force(&USAGE_BUFFERED_ROWS);
     for kind in ["requests", "violations"] {
         USAGE_DROPPED.with_label_values(&[kind]);
+    }
+    for outcome in ["noticed", "dropped", "enqueued", "duplicate", "failed"] {
+        WEBHOOK_EVENTS.with_label_values(&[outcome]);
     }
     for result in ["ok", "failed", "unreadable"] {
         CONFIG_RELOADS.with_label_values(&[result]);

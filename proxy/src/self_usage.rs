@@ -5,7 +5,8 @@
 //! The limits are those that apply to the key on each `api_key` route its
 //! scopes allow ([`crate::state::applicable`]): its own or its plan's (one
 //! set of buckets shared by every route, listed once with `route: null`),
-//! and each route's extra limits (`route: "<name>"`).
+//! and each route's extra limits (`route: "<name>"`); and the key's credit
+//! balance (`credits`, null without one).
 
 use std::collections::HashSet;
 
@@ -13,8 +14,13 @@ use serde::Serialize;
 use tollgate_core::config::Auth;
 use tollgate_core::limits::LimitState;
 
+use std::time::Instant;
+
+use tollgate_core::config::LimiterConfig;
+
 use crate::answer::Answer;
 use crate::keyset::ActiveKey;
+use crate::limiter::backends::Limiters;
 use crate::limiter::Bucket;
 use crate::state::{self, ConfigState, DbState};
 
@@ -64,6 +70,9 @@ struct Body<'a> {
     limits: Vec<LimitView<'a>>,
     /// Which limiter answered (`local`, `redis`, `fallback`).
     limiter: &'a str,
+    /// The prepaid balance the key's requests spend (null: it holds no
+    /// credits, or Redis could not say).
+    credits: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -90,6 +99,18 @@ struct LimitView<'a> {
     reset_seconds: u64,
 }
 
+/// The balance `key`'s requests spend, read without spending (see
+/// [`Limiters::balance`]).
+pub async fn credits(
+    limiters: &Limiters,
+    cfg: &LimiterConfig,
+    key: &ActiveKey,
+    deadline: Instant,
+) -> Option<i64> {
+    let subject = crate::limiter::identity::subject_for(key.id, key.identity_id());
+    limiters.balance(cfg, &subject, deadline).await
+}
+
 /// The 200 answer: the key and each listed bucket's state (same order).
 pub fn render(
     key: &ActiveKey,
@@ -98,6 +119,7 @@ pub fn render(
     states: &[LimitState],
     limiter: &str,
     cfg: &ConfigState,
+    credits: Option<i64>,
 ) -> Answer {
     let scopes = crate::access::scopes(key, cfg);
     let body = Body {
@@ -121,6 +143,7 @@ pub fn render(
             })
             .collect(),
         limiter,
+        credits,
     };
     Answer {
         status: 200,

@@ -252,7 +252,8 @@ impl Gateway {
             Some((states, backend)) => {
                 ctx.backend = backend;
                 ctx.outcome = Some(outcome::ALLOWED);
-                self_usage::render(&key, None, &listed, &states, backend, cfg)
+                let credits = self_usage::credits(&self.limiters, limiter, &key, deadline).await;
+                self_usage::render(&key, None, &listed, &states, backend, cfg, credits)
             }
             None => {
                 ctx.outcome = Some(outcome::UNAVAILABLE);

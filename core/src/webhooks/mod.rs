@@ -33,8 +33,8 @@ pub const KEY_EXPIRING: &str = "key.expiring";
 pub const WEBHOOK_TEST: &str = "webhook.test";
 
 /// Every event type an endpoint may subscribe to. The quota and credit
-/// events are reserved for the quota and credit features (they enqueue
-/// through [`enqueue_event`] like the key events).
+/// events are noticed by the proxies in their limiter's decisions and
+/// enqueued through [`enqueue_event`] (`tollgate_proxy::events`).
 pub const EVENT_TYPES: [&str; 9] = [
     KEY_DISABLED,
     KEY_ROTATED,

@@ -27,6 +27,7 @@ use crate::tls::{self, ListenerCert};
 use crate::upstreams;
 
 mod credits;
+mod events;
 mod supervise;
 
 pub use supervise::{supervise, Backoff};
@@ -119,6 +120,10 @@ impl BackgroundService for Maintenance {
         );
         tasks.spawn(supervise("credits", backoff, move || {
             credits::apply_credits(state.clone(), limiters.clone(), url.clone())
+        }));
+        let (limiters, url) = (self.limiters.clone(), self.database_url.clone());
+        tasks.spawn(supervise("webhook-events", backoff, move || {
+            events::send_events(limiters.clone(), url.clone())
         }));
         let state = self.state.clone();
         tasks.spawn(supervise("websocket-keys", backoff, move || {

@@ -2,6 +2,7 @@
 //! the `on_redis_error` policy when Redis fails, times out or its breaker is
 //! open. The request filter calls [`Limiters::decide`] and nothing else.
 
+pub mod balance;
 pub mod credits;
 
 use std::path::PathBuf;
@@ -91,6 +92,8 @@ pub struct Limiters {
     pub in_flight: Arc<InFlight>,
     /// Prepaid credit balances and holders (see [`super::credits`]).
     pub credits: Arc<super::credits::CreditBook>,
+    /// Quota and credit webhook events noticed in decisions (see [`crate::events`]).
+    pub events: Arc<crate::events::Notices>,
     redis: ArcSwapOption<RedisSlot>,
     /// Serialises creation, so that concurrent first requests make one.
     creating: Mutex<()>,
@@ -136,6 +139,7 @@ impl Limiters {
             local,
             in_flight: Arc::new(InFlight::default()),
             credits: Arc::new(super::credits::CreditBook::new()),
+            events: Arc::new(crate::events::Notices::new()),
             redis: ArcSwapOption::empty(),
             creating: Mutex::new(()),
         }
@@ -266,6 +270,7 @@ impl Limiters {
             None => {
                 let d = self.local.check(subject, buckets);
                 observe("local", started);
+                self.events.quotas(subject, buckets, &d);
                 return Verdict::Decided(d, "local");
             }
             Some(Err(e)) => Err(e),
@@ -278,6 +283,7 @@ impl Limiters {
         match result {
             Ok(d) => {
                 observe("redis", started);
+                self.events.quotas(subject, buckets, &d);
                 Verdict::Decided(d, "redis")
             }
             Err(e) => {

@@ -65,6 +65,9 @@ pub struct CreditBook {
     /// Adjustments this proxy saw applied in Redis, by id, with the
     /// balance's Redis instance it applied them to (its URL).
     applied_redis: Mutex<HashMap<i64, String>>,
+    /// Each holder's last top-up (positive adjustment) seen: `(id,
+    /// amount)`, for the `credits.*` webhook events (`crate::events`).
+    top_ups: RwLock<HashMap<Subject, (i64, i64)>>,
 }
 
 impl std::fmt::Debug for CreditBook {
@@ -88,7 +91,21 @@ impl CreditBook {
             local: ShardedMap::new(64),
             applied_local: Mutex::default(),
             applied_redis: Mutex::default(),
+            top_ups: RwLock::default(),
         }
+    }
+
+    /// The last top-up of `holder` seen by this proxy: `(id, amount)`.
+    pub fn last_top_up(&self, holder: &Subject) -> Option<(i64, i64)> {
+        self.top_ups.read().get(holder).copied()
+    }
+
+    /// Remember `a` as its holder's last top-up if it is a later one.
+    fn note_top_up(&self, holder: Subject, a: &CreditAdjustment) {
+        if a.delta <= 0 || self.last_top_up(&holder).is_some_and(|(id, _)| id >= a.id) {
+            return;
+        }
+        self.top_ups.write().insert(holder, (a.id, a.delta));
     }
 
     /// Whether `subject` holds credits.
@@ -107,6 +124,7 @@ impl CreditBook {
                 continue;
             };
             self.holders.write().insert(subject);
+            self.note_top_up(subject, a);
             if !self.applied_local.lock().insert(a.id) {
                 continue;
             }

@@ -30,6 +30,7 @@
 //! (concurrency across proxies), [`over_limit`] (refusals served locally),
 //! [`error`].
 
+pub mod balance;
 mod calendar;
 pub mod conn;
 pub mod credits;
