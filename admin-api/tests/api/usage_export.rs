@@ -185,6 +185,36 @@ async fn export_sums_equal_what_was_recorded(app: TestApp) {
             "0".into()
         })
     );
+    // Moving the key to another customer (or detaching it) later never
+    // moves the usage it made before (black-box round 3, B3).
+    let other = app
+        .db
+        .create_identity(&NewIdentity {
+            external_id: "cus_other".into(),
+            name: "Other".into(),
+            metadata: None,
+            plan: None,
+            limits: None,
+        })
+        .await
+        .expect("identity");
+    for identity in [Some(other.id), None] {
+        app.db
+            .update_key(
+                a.id,
+                &tollgate_core::db::KeyPatch {
+                    identity_id: Some(identity),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("move")
+            .expect("key");
+        let (status, _, again) =
+            text(&app, &format!("from={from}&to={to}&group_by=identity")).await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert_eq!(again, by_identity, "after moving the key to {identity:?}");
+    }
     let (hf, ht) = (T0, T0 + 3 * HOUR);
     let (status, _, hourly) =
         text(&app, &format!("from={hf}&to={ht}&group_by=key&step=hour")).await;

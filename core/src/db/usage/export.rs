@@ -47,8 +47,8 @@ pub enum ExportGroup {
     Key,
     /// One row per route.
     Route,
-    /// One row per identity, by the identity each key belongs to when the
-    /// export runs (`identity_id` 0: keys of no identity and requests
+    /// One row per identity, by the identity each key belonged to when its
+    /// usage was stored (`identity_id` 0: keys of no identity and requests
     /// without a known key).
     Identity,
 }
@@ -405,23 +405,23 @@ impl ExportQuery {
                 ));
             }
             ExportGroup::Identity => {
-                // Per key first (as for `Key`), then per the key's identity.
-                let resum = columns(false)
-                    .iter()
-                    .map(|c| format!("CAST(COALESCE(SUM(r.{c}), 0) AS BIGINT) AS {c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let outer2 = columns(false)
-                    .iter()
-                    .map(|c| format!("g.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                // Each stored row (a minute, or a whole hour) goes to the
+                // identity its key had at the row's start (`key_identities`,
+                // written by a trigger on every change): moving a key later
+                // never moves usage already made (black-box round 3, B3).
+                let outer = outer.replace("r.", "g.");
                 stmt.push(&format!(
-                    "SELECT g.p, g.identity_id, i.external_id, i.name AS identity_name, {outer2}                      FROM (SELECT r.p, COALESCE(k.identity_id, 0) AS identity_id, {resum} FROM (                     SELECT {period} AS p, key_id, {sums} FROM ("
+                    "SELECT g.p, g.identity_id, i.external_id, i.name AS identity_name, {outer} \
+                     FROM (SELECT {period} AS p, identity_id, {sums} FROM (\
+                     SELECT u.*, COALESCE((SELECT h.identity_id FROM key_identities h \
+                     WHERE h.key_id = u.key_id AND h.since <= u.t \
+                     ORDER BY h.since DESC, h.seq DESC LIMIT 1), 0) AS identity_id FROM ("
                 ));
                 filter.source(stmt, true, false, false, &[]);
                 stmt.push(&format!(
-                    ") u GROUP BY {by_period}key_id) r                      LEFT JOIN api_keys k ON k.id = r.key_id                      GROUP BY r.p, COALESCE(k.identity_id, 0)) g                      LEFT JOIN identities i ON i.id = g.identity_id                      ORDER BY g.p, g.identity_id"
+                    ") u) a GROUP BY {by_period}identity_id) g \
+                     LEFT JOIN identities i ON i.id = g.identity_id \
+                     ORDER BY g.p, g.identity_id"
                 ));
             }
         }
