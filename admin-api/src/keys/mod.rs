@@ -304,6 +304,12 @@ pub async fn patch_key(
     let Some(before) = state.db().get_key(id).await? else {
         return Err(no_key(id));
     };
+    if patch
+        .identity_id
+        .is_some_and(|identity| identity != before.identity_id)
+    {
+        check_no_own_credits(&state, id).await?;
+    }
     match state.db().update_key(id, &patch).await? {
         Some(k) => {
             tracing::info!(by = %auth.username, key_id = id, "API key updated");
@@ -416,5 +422,23 @@ pub async fn rotate_key(
             }))
         }
         None => Err(no_key(id)),
+    }
+}
+
+/// 409 if the key holds credits of its own. Its balance is kept with its
+/// identity's (one Redis hash tag, so one script spends both): moving the key
+/// would start a fresh balance elsewhere and apply its top-ups again
+/// (black-box round 3, B14). Create a new key in the other identity instead.
+async fn check_no_own_credits(state: &AppState, id: i64) -> ApiResult<()> {
+    let held = state
+        .db()
+        .credits_granted(tollgate_core::credits::SubjectKind::Key, id)
+        .await?;
+    match held {
+        None => Ok(()),
+        Some(_) => Err(ApiError::Conflict(format!(
+            "key {id} holds credits of its own: it cannot change identity \
+             (its balance stays where its top-ups were applied); create a new key instead"
+        ))),
     }
 }

@@ -106,3 +106,72 @@ async fn credits_are_added_audited_and_checked(app: TestApp) {
 }
 
 both!(credits_are_added_audited_and_checked);
+
+/// A key holding credits of its own cannot change identity (black-box
+/// round 3, B14: its balance lives with its identity's, and a move started
+/// a fresh one elsewhere and applied its top-ups again); a key without
+/// credits moves freely.
+async fn a_key_with_own_credits_cannot_change_identity(app: TestApp) {
+    let identity = json(
+        app.post(
+            "/api/identities",
+            json!({"external_id": "cus_move", "name": "Move"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await["id"]
+        .as_i64()
+        .expect("identity id");
+    let key = |name: &'static str| {
+        let app = &app;
+        async move {
+            json(
+                app.post("/api/keys", json!({"name": name})).await,
+                StatusCode::CREATED,
+            )
+            .await["id"]
+                .as_i64()
+                .expect("id")
+        }
+    };
+    let (plain, prepaid) = (key("plain").await, key("prepaid").await);
+    json(
+        app.post(&format!("/api/keys/{prepaid}/credits"), json!({"delta": 5}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let moved = app
+        .patch(
+            &format!("/api/keys/{plain}"),
+            json!({"identity_id": identity}),
+        )
+        .await;
+    assert_eq!(moved.status(), StatusCode::OK);
+    let refused = app
+        .patch(
+            &format!("/api/keys/{prepaid}"),
+            json!({"identity_id": identity}),
+        )
+        .await;
+    let body = problem(refused, StatusCode::CONFLICT, "conflict").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("credits")),
+        "{body}"
+    );
+    let k = app.db.get_key(prepaid).await.expect("get").expect("key");
+    assert_eq!(k.identity_id, None);
+    // Other changes to the same key still go through.
+    let renamed = app
+        .patch(
+            &format!("/api/keys/{prepaid}"),
+            json!({"name": "renamed", "identity_id": null}),
+        )
+        .await;
+    assert_eq!(renamed.status(), StatusCode::OK);
+}
+
+both!(a_key_with_own_credits_cannot_change_identity);
