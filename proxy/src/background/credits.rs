@@ -1,6 +1,7 @@
 //! Applying credit adjustments (top-ups) from the database to the live
 //! balances, every `storage.key_refresh`: each adjustment exactly once
-//! (see [`crate::limiter::credits`]).
+//! (see [`crate::limiter::credits`]); and, on the same beat, which
+//! balances refill (the plans of the keys and identities loaded).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,6 +21,12 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
     let mut since = 0i64;
     loop {
         let every = state.config.load().config.storage.key_refresh;
+        // Which balances refill: from the keys and plans loaded now.
+        let refills = crate::limiter::credits::refill::refills_of(
+            &state.db.load().keys,
+            &state.config.load().config.plans,
+        );
+        limiters.credits.set_refills(refills);
         if db.is_none() {
             db = tokio::time::timeout(Duration::from_secs(5), Db::connect(&url))
                 .await
