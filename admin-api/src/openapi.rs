@@ -69,6 +69,7 @@ impl Modify for BearerAuth {
         crate::identities::identity_keys,
         crate::analytics::identity::identity_usage,
         crate::keys::add_credits,
+        crate::identities::add_identity_credits,
         crate::plans::list_plans,
         crate::plans::create_plan,
         crate::plans::get_plan,

@@ -106,3 +106,116 @@ async fn credits_are_added_audited_and_checked(app: TestApp) {
 }
 
 both!(credits_are_added_audited_and_checked);
+
+/// `POST /api/identities/{id}/credits`: the identity's shared balance,
+/// recorded as an identity adjustment, audited, shown by GET, and refused
+/// clearly for hostile bodies and ids.
+async fn identity_credits_are_added_shown_and_checked(app: TestApp) {
+    let created = json(
+        app.post(
+            "/api/identities",
+            json!({"external_id": "cus_prepaid", "name": "Prepaid"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = created["id"].as_i64().expect("id");
+    assert!(created.get("credits_granted").is_none(), "{created}");
+    let path = format!("/api/identities/{id}/credits");
+    let v = json(
+        app.post(&path, json!({"delta": 6})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(
+        (v["delta"].as_i64(), v["granted"].as_i64()),
+        (Some(6), Some(6))
+    );
+    json(
+        app.post(&path, json!({"delta": -1})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let shown = json(
+        app.get(&format!("/api/identities/{id}")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(shown["credits_granted"].as_i64(), Some(5), "{shown}");
+    assert_eq!(
+        app.db
+            .credits_granted(SubjectKind::Identity, id)
+            .await
+            .expect("sum"),
+        Some(5)
+    );
+    // Recorded for the identity, not for a key of the same id.
+    assert_eq!(
+        app.db
+            .credits_granted(SubjectKind::Key, id)
+            .await
+            .expect("sum"),
+        None
+    );
+    let audit = json(
+        app.get(&format!(
+            "/api/audit?target_type=identity&target={id}&action=identity.credits"
+        ))
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(2), "{audit}");
+
+    for body in [
+        json!({"delta": 0}),
+        json!({"delta": 9007199254740992i64}),
+        json!({"delta": i64::MIN}),
+    ] {
+        invalid(app.post(&path, body.clone()).await, "delta").await;
+    }
+    for body in [
+        json!({"delta": 1.5}),
+        json!({"delta": "6"}),
+        json!({}),
+        json!({"delta": 5, "extra": 1}),
+        json!(null),
+    ] {
+        let s = app.post(&path, body.clone()).await.status();
+        assert!(s.is_client_error(), "{body}: {s}");
+    }
+    let s = app
+        .post("/api/identities/999999/credits", json!({"delta": 5}))
+        .await
+        .status();
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    for bad in ["0", "-1", "x", "99999999999999999999", "1%00"] {
+        let s = app
+            .post(
+                &format!("/api/identities/{bad}/credits"),
+                json!({"delta": 5}),
+            )
+            .await
+            .status();
+        assert!(s.is_client_error(), "{bad}: {s}");
+    }
+    assert_eq!(
+        app.db
+            .credit_adjustments_since(0)
+            .await
+            .expect("rows")
+            .len(),
+        2
+    );
+    let (_, viewer) = app.admin_with_role("watcher", "viewer").await;
+    let s = send(
+        app.with(&viewer, Method::POST, &path)
+            .json(&json!({"delta": 5})),
+    )
+    .await
+    .status();
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+both!(identity_credits_are_added_shown_and_checked);
