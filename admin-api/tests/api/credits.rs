@@ -219,3 +219,160 @@ async fn identity_credits_are_added_shown_and_checked(app: TestApp) {
 }
 
 both!(identity_credits_are_added_shown_and_checked);
+
+async fn put(app: &TestApp, path: &str, body: serde_json::Value) -> reqwest::Response {
+    send(app.req(Method::PUT, path).json(&body)).await
+}
+
+/// `PUT`/`DELETE /api/{keys,identities}/{id}/credits/refill`: set,
+/// replaced, removed, audited; hostile refills are 4xx naming the field,
+/// and nothing is written.
+async fn own_refills_are_set_checked_and_removed(app: TestApp) {
+    let key = json(
+        app.post("/api/keys", json!({"name": "refilled"})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let key = key["id"].as_i64().expect("id");
+    let identity = json(
+        app.post(
+            "/api/identities",
+            json!({"external_id": "cus_refill", "name": "Refill"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let identity = identity["id"].as_i64().expect("id");
+    let kp = format!("/api/keys/{key}/credits/refill");
+    let ip = format!("/api/identities/{identity}/credits/refill");
+    let v = json(
+        put(&app, &kp, json!({"amount": 100, "every": "1d"})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(v, json!({"amount": 100, "every": "1d"}));
+    // A number or a string anchor.
+    json(
+        put(
+            &app,
+            &ip,
+            json!({"amount": 5, "period": "month", "anchor": 15, "time_zone": "Europe/Paris"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let stored = app
+        .db
+        .credit_refill(SubjectKind::Identity, identity)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(stored.spec.anchor.as_deref(), Some("15"));
+    // Replaced.
+    json(
+        put(&app, &kp, json!({"amount": 7, "every": "1h"})).await,
+        StatusCode::OK,
+    )
+    .await;
+    let stored = app
+        .db
+        .credit_refill(SubjectKind::Key, key)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(
+        (stored.spec.amount, stored.spec.every.as_deref()),
+        (Some(7), Some("1h"))
+    );
+
+    for (body, field) in [
+        (json!({"amount": 0, "every": "1d"}), "amount"),
+        (
+            json!({"amount": 9007199254740992u64, "every": "1d"}),
+            "amount",
+        ),
+        (json!({"amount": 5}), "every"),
+        (json!({"amount": 5, "every": "0s"}), "every"),
+        (json!({"amount": 5, "every": "400d"}), "every"),
+        (
+            json!({"amount": 5, "every": "1d", "period": "month"}),
+            "every",
+        ),
+        (json!({"amount": 5, "every": "1d", "anchor": 3}), "anchor"),
+        (json!({"amount": 5, "period": "fortnight"}), "period"),
+        (
+            json!({"amount": 5, "period": "month", "anchor": 32}),
+            "anchor",
+        ),
+        (
+            json!({"amount": 5, "period": "month", "anchor": -1}),
+            "anchor",
+        ),
+        (
+            json!({"amount": 5, "period": "month", "anchor": [1]}),
+            "anchor",
+        ),
+        (
+            json!({"amount": 5, "period": "month", "time_zone": "Mars/Base"}),
+            "time_zone",
+        ),
+    ] {
+        invalid(put(&app, &ip, body.clone()).await, field).await;
+    }
+    for body in [
+        json!({"amount": -5, "every": "1d"}),
+        json!({"amount": "5", "every": "1d"}),
+        json!({"amount": 1.5, "every": "1d"}),
+        json!({"every": "1d"}),
+        json!({"amount": 5, "every": "1d", "extra": 1}),
+        json!(null),
+    ] {
+        let s = put(&app, &ip, body.clone()).await.status();
+        assert!(s.is_client_error(), "{body}: {s}");
+    }
+    let s = put(
+        &app,
+        "/api/keys/999999/credits/refill",
+        json!({"amount": 5, "every": "1d"}),
+    )
+    .await
+    .status();
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    for bad in ["0", "-1", "x", "99999999999999999999"] {
+        let s = put(
+            &app,
+            &format!("/api/identities/{bad}/credits/refill"),
+            json!({"amount": 5, "every": "1d"}),
+        )
+        .await
+        .status();
+        assert!(s.is_client_error(), "{bad}: {s}");
+    }
+    assert_eq!(app.db.credit_refills().await.expect("all").len(), 2);
+
+    let (_, viewer) = app.admin_with_role("watcher", "viewer").await;
+    let s = send(
+        app.with(&viewer, Method::PUT, &kp)
+            .json(&json!({"amount": 5, "every": "1d"})),
+    )
+    .await
+    .status();
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    assert_eq!(app.delete(&kp).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.delete(&kp).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.db.credit_refills().await.expect("all").len(), 1);
+    let audit = json(
+        app.get(&format!(
+            "/api/audit?target_type=key&target={key}&action=key.credits_refill"
+        ))
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(3), "{audit}");
+}
+
+both!(own_refills_are_set_checked_and_removed);
