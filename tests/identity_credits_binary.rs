@@ -216,3 +216,130 @@ async fn an_identitys_6_credits_admit_exactly_6_across_its_keys_and_two_proxies(
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.contains("credits:     10 granted"), "{shown}");
 }
+
+/// A key's own refill set with `tollgate keys refill`: the first request of
+/// the period (on either proxy) sets its balance to 3, exactly once across
+/// both proxies; a top-up within the period adds to it. The yearly period
+/// is anchored six months away, so no boundary falls within the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refill_admits_its_amount_once_per_period_across_two_proxies() {
+    use chrono::Datelike;
+    let Some(redis) = OwnRedis::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+    let (row, key) = db
+        .create_key(&NewApiKey {
+            name: "refilled".into(),
+            ..NewApiKey::default()
+        })
+        .await
+        .expect("key");
+    let y = yaml(&redis.url(), common::demo_upstream().await);
+    let mut proxies = Vec::new();
+    for _ in 0..2 {
+        proxies.push(Proxy::start(tempfile::tempdir().expect("tempdir"), db.url(), "", &y).await);
+    }
+    let client = reqwest::Client::new();
+    for p in &proxies {
+        let start = Instant::now();
+        while call(&client, p, &key).await.0 != 200 {
+            assert!(start.elapsed() < Duration::from_secs(20), "proxy not ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let config = &proxies[0].config;
+    let refill = |args: &[&str]| {
+        common::tollgate()
+            .arg("keys")
+            .arg("--config")
+            .arg(config)
+            .args(["refill", &row.id.to_string()])
+            .args(args)
+            .output()
+            .expect("run tollgate keys refill")
+    };
+    // Hostile refills: refused, nothing written.
+    for bad in [
+        &["--amount", "0", "--every", "1d"][..],
+        &["--amount", "3"],
+        &["--amount", "3", "--every", "1d", "--period", "month"],
+        &["--amount", "3", "--period", "month", "--anchor", "32"],
+        &[
+            "--amount",
+            "3",
+            "--period",
+            "year",
+            "--time-zone",
+            "Nowhere/Land",
+        ],
+        &["--amount", "-3", "--every", "1d"],
+        &["--remove", "--amount", "3"],
+    ] {
+        let out = refill(bad);
+        assert!(!out.status.success(), "{bad:?} accepted");
+    }
+    assert!(db.credit_refills().await.expect("rows").is_empty());
+    let anchor = format!("{:02}-01", (chrono::Utc::now().month() + 5) % 12 + 1);
+    let out = refill(&["--amount", "3", "--period", "year", "--anchor", &anchor]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Until a proxy knows the refill its requests are not counted; from the
+    // first that is, the balance starts at 3 and each admission spends one.
+    let mut spent = 0;
+    for p in &proxies {
+        let start = Instant::now();
+        loop {
+            let (s, c, _) = call(&client, p, &key).await;
+            assert_eq!(s, 200);
+            if let Some(left) = c {
+                spent += 1;
+                assert_eq!(left, 3 - spent, "refilled once, then spent");
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "no credits seen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut i = 0;
+    let refusal = loop {
+        let (s, c, body) = call(&client, &proxies[i % 2], &key).await;
+        i += 1;
+        if s == 429 {
+            break (c, body);
+        }
+        assert_eq!(s, 200);
+        spent += 1;
+        assert_eq!(c, Some(3 - spent));
+        assert!(spent <= 3, "more than the refill admitted");
+    };
+    assert_eq!(spent, 3, "exactly the refill's amount");
+    assert!(refusal.1.contains("credits-exhausted"), "{}", refusal.1);
+    // A top-up within the period adds to it; no second refill.
+    top_up(config, "keys", &row.id.to_string(), 2);
+    let start = Instant::now();
+    let mut admitted = 0;
+    let mut i = 0;
+    loop {
+        let (s, _, _) = call(&client, &proxies[i % 2], &key).await;
+        i += 1;
+        match s {
+            200 => admitted += 1,
+            429 if admitted == 0 => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "top-up not applied"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            429 => break,
+            other => panic!("status {other}"),
+        }
+    }
+    assert_eq!(admitted, 2);
+}

@@ -55,6 +55,15 @@ pub enum IdentitiesCommand {
         #[arg(long, value_name = "N", allow_negative_numbers = true)]
         add: i64,
     },
+    /// Set (or --remove) the identity's own credit refill: its shared
+    /// balance is set to --amount at each period start (--every 1d, or
+    /// --period month [--anchor 15] [--time-zone Europe/Paris]).
+    Refill {
+        /// The identity, by id or external id.
+        identity: String,
+        #[command(flatten)]
+        refill: super::refill::RefillArgs,
+    },
 }
 
 /// An identity by its id (digits) or its external id.
@@ -205,6 +214,9 @@ async fn execute(db: &Db, cmd: IdentitiesCommand) -> anyhow::Result<()> {
         }
         IdentitiesCommand::Credits { identity, add } => {
             super::credits::top_up_identity(db, &identity, add).await?
+        }
+        IdentitiesCommand::Refill { identity, refill } => {
+            super::refill::identity_refill(db, &identity, refill).await?
         }
     }
     Ok(())
