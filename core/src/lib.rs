@@ -22,6 +22,7 @@ pub mod path;
 pub mod problem;
 pub mod quota;
 pub mod redis_url;
+pub mod refill;
 pub mod rules;
 pub mod service_tokens;
 pub mod trace;

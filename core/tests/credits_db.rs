@@ -57,3 +57,81 @@ async fn adjustments_are_recorded_and_read_back(db: &Db) {
 }
 
 both!(adjustments, adjustments_are_recorded_and_read_back);
+
+/// `credit_refills`: one own refill per subject, replaced, cleared, read
+/// back; an invalid one is refused and nothing is written.
+async fn own_refills_are_set_replaced_and_cleared(db: &Db) {
+    use tollgate_core::db::refills::StoredRefill;
+    use tollgate_core::refill::RefillSpec;
+    let daily = RefillSpec {
+        amount: Some(100),
+        every: Some("1d".into()),
+        ..RefillSpec::default()
+    };
+    db.set_credit_refill(SubjectKind::Key, 7, &daily)
+        .await
+        .expect("set");
+    let monthly = RefillSpec {
+        amount: Some(MAX_DELTA.unsigned_abs()),
+        period: Some("month".into()),
+        anchor: Some("15".into()),
+        time_zone: Some("Europe/Paris".into()),
+        ..RefillSpec::default()
+    };
+    db.set_credit_refill(SubjectKind::Identity, 7, &monthly)
+        .await
+        .expect("set");
+    assert_eq!(
+        db.credit_refill(SubjectKind::Key, 7).await.expect("read"),
+        Some(StoredRefill {
+            subject_kind: SubjectKind::Key,
+            subject_id: 7,
+            spec: daily.clone()
+        })
+    );
+    // Replaced, not added.
+    let hourly = RefillSpec {
+        amount: Some(5),
+        every: Some("1h".into()),
+        ..RefillSpec::default()
+    };
+    db.set_credit_refill(SubjectKind::Key, 7, &hourly)
+        .await
+        .expect("replace");
+    let all = db.credit_refills().await.expect("all");
+    assert_eq!(all.len(), 2);
+    // By kind ("identity" < "key"), then id.
+    assert_eq!(all[0].spec, monthly);
+    assert_eq!(all[1].spec, hourly);
+    for bad in [
+        RefillSpec {
+            amount: Some(0),
+            ..hourly.clone()
+        },
+        RefillSpec {
+            every: None,
+            ..hourly.clone()
+        },
+        RefillSpec {
+            time_zone: Some("Nowhere/Land".into()),
+            ..monthly.clone()
+        },
+    ] {
+        let e = db
+            .set_credit_refill(SubjectKind::Key, 8, &bad)
+            .await
+            .expect_err("refused");
+        assert!(matches!(e, DbError::Conflict(_)), "{bad:?}: {e}");
+    }
+    assert!(db
+        .clear_credit_refill(SubjectKind::Key, 7)
+        .await
+        .expect("clear"));
+    assert!(!db
+        .clear_credit_refill(SubjectKind::Key, 7)
+        .await
+        .expect("again"));
+    assert_eq!(db.credit_refills().await.expect("all").len(), 1);
+}
+
+both!(own_refills, own_refills_are_set_replaced_and_cleared);

@@ -105,6 +105,13 @@ BEGIN
     IF to_regclass('public.instances') IS NOT NULL THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON public.instances TO tollgate_proxy;
     END IF;
+    -- Prepaid credits: top-ups and own refills are read and applied.
+    IF to_regclass('public.credit_adjustments') IS NOT NULL THEN
+        GRANT SELECT ON public.credit_adjustments TO tollgate_proxy;
+    END IF;
+    IF to_regclass('public.credit_refills') IS NOT NULL THEN
+        GRANT SELECT ON public.credit_refills TO tollgate_proxy;
+    END IF;
     -- Webhook events (quota and credit events are enqueued where they
     -- happen: core::webhooks::enqueue_event): events and their deliveries
     -- are inserted; of the endpoints only which events each wants is read,

@@ -200,6 +200,16 @@ impl KeySet {
         key.identity.and_then(|id| self.identities.get(&id))
     }
 
+    /// Every key loaded (each once).
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<ActiveKey>> {
+        self.by_hash.values()
+    }
+
+    /// Every identity a loaded key belongs to.
+    pub fn identities(&self) -> impl Iterator<Item = &Arc<ActiveIdentity>> {
+        self.identities.values()
+    }
+
     /// Number of keys (not secrets) loaded.
     pub fn len(&self) -> usize {
         self.keys

@@ -1,5 +1,6 @@
-//! `tollgate keys credits <id> --add N`: one credit adjustment, written to
-//! the database (the proxies apply it exactly once) and to the audit log.
+//! `tollgate keys credits <id> --add N` and `tollgate identities credits
+//! <id|external id> --add N`: one credit adjustment, written to the
+//! database (the proxies apply it exactly once) and to the audit log.
 
 use anyhow::bail;
 use serde_json::json;
@@ -27,6 +28,33 @@ pub async fn top_up(db: &Db, id: i64, delta: i64) -> anyhow::Result<()> {
     println!(
         "key {} ({}): {delta:+} credits (adjustment {}); {granted} granted in all",
         key.id, key.name, adj.id
+    );
+    Ok(())
+}
+
+/// An identity's top-up: the balance all its keys spend.
+pub async fn top_up_identity(db: &Db, which: &str, delta: i64) -> anyhow::Result<()> {
+    if let Err(why) = check_delta(delta) {
+        bail!("--add: {why}");
+    }
+    let identity = super::identities::find(db, which).await?;
+    let actor = format!("cli:{}", os_user());
+    let adj = db
+        .add_credits(SubjectKind::Identity, identity.id, delta, &actor)
+        .await?;
+    let granted = db
+        .credits_granted(SubjectKind::Identity, identity.id)
+        .await?
+        .unwrap_or(0);
+    let event = cli_event("identity.credits")
+        .target("identity", identity.id)
+        .changes(json!({ "delta": delta, "adjustment": adj.id }));
+    if let Err(e) = db.record_audit(event).await {
+        eprintln!("warning: the change is done but could not be written to the audit log: {e}");
+    }
+    println!(
+        "identity {} ({}): {delta:+} credits (adjustment {}); {granted} granted in all",
+        identity.id, identity.external_id, adj.id
     );
     Ok(())
 }

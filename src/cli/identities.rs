@@ -45,6 +45,25 @@ pub enum IdentitiesCommand {
     },
     /// Delete an identity (by id, external id, `id:N` or `ext:X`); its keys stay, detached.
     Delete { identity: String },
+    /// Top up (or, with a negative number, take away) an identity's prepaid
+    /// credits: one balance all its keys spend. Reaches every proxy within
+    /// `storage.key_refresh`; applied exactly once.
+    Credits {
+        /// The identity, by id or external id.
+        identity: String,
+        /// Credits to add (negative: to take away), e.g. `--add 50`.
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        add: i64,
+    },
+    /// Set (or --remove) the identity's own credit refill: its shared
+    /// balance is set to --amount at each period start (--every 1d, or
+    /// --period month [--anchor 15] [--time-zone Europe/Paris]).
+    Refill {
+        /// The identity, by id or external id.
+        identity: String,
+        #[command(flatten)]
+        refill: super::refill::RefillArgs,
+    },
 }
 
 /// An identity by its id (digits) or its external id; `id:N` and `ext:X`
@@ -196,6 +215,12 @@ async fn execute(db: &Db, cmd: IdentitiesCommand) -> anyhow::Result<()> {
                 println!("name:        {}", i.name);
                 println!("plan:        {}", i.plan.as_deref().unwrap_or("-"));
                 println!("metadata:    {}", i.metadata);
+                let granted = db
+                    .credits_granted(tollgate_core::credits::SubjectKind::Identity, i.id)
+                    .await?;
+                if let Some(g) = granted {
+                    println!("credits:     {g} granted in all");
+                }
                 println!("keys:        {}", keys.len());
                 for k in &keys {
                     println!("  {:>6}  {}  {}", k.id, k.key_prefix, k.name);
@@ -209,6 +234,12 @@ async fn execute(db: &Db, cmd: IdentitiesCommand) -> anyhow::Result<()> {
             }
             record(db, "identity.delete", i.id, Some(&i), None).await;
             println!("deleted identity {} ({})", i.id, i.external_id);
+        }
+        IdentitiesCommand::Credits { identity, add } => {
+            super::credits::top_up_identity(db, &identity, add).await?
+        }
+        IdentitiesCommand::Refill { identity, refill } => {
+            super::refill::identity_refill(db, &identity, refill).await?
         }
     }
     Ok(())

@@ -80,6 +80,14 @@ pub enum KeysCommand {
         #[arg(long, value_name = "N", allow_negative_numbers = true)]
         add: i64,
     },
+    /// Set (or --remove) the key's own credit refill: its balance is set to
+    /// --amount at each period start (--every 1d, or --period month
+    /// [--anchor 15] [--time-zone Europe/Paris]); wins over its plan's.
+    Refill {
+        id: i64,
+        #[command(flatten)]
+        refill: super::refill::RefillArgs,
+    },
 }
 
 /// `--routes`, `--methods`, `--allowed-ips` (comma-separated or repeated).
@@ -239,6 +247,7 @@ async fn execute(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Credits { id, add } => super::credits::top_up(db, id, add).await?,
+        KeysCommand::Refill { id, refill } => super::refill::key_refill(db, id, refill).await?,
         KeysCommand::Disable { id } => {
             let before = db.get_key(id).await?;
             let key = db

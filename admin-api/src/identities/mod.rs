@@ -2,12 +2,13 @@
 //! keys; create, list (paged, searched), read, patch, delete, and their keys.
 //! A key joins one with `identity_id` on `POST`/`PATCH /api/keys`.
 
+mod credits;
 mod requests;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 use tollgate_core::db::{Identity, IdentityFilter, IdentityPatch, NewIdentity};
@@ -21,6 +22,7 @@ use crate::rules::limits_from_body;
 use crate::state::AppState;
 use tollgate_core::db::audit::diff;
 
+pub use credits::*;
 pub use requests::{
     CreateIdentity, IdentityListQuery, IdentityPage, IdentityView, PatchIdentity, DEFAULT_PER_PAGE,
     MAX_PER_PAGE,
@@ -39,6 +41,10 @@ pub fn router() -> Router<AppState> {
                 .delete(delete_identity),
         )
         .route("/api/identities/{id}/keys", get(identity_keys))
+        .route(
+            "/api/identities/{id}/credits",
+            post(credits::add_identity_credits),
+        )
 }
 
 fn no_identity(id: i64) -> ApiError {
@@ -156,10 +162,15 @@ pub async fn get_identity(
     PathParam(id): PathParam,
 ) -> ApiResult<Json<IdentityView>> {
     let id = parse_id(&id)?;
-    match state.db().get_identity(id).await? {
-        Some(i) => Ok(Json(i.into())),
-        None => Err(no_identity(id)),
-    }
+    let Some(identity) = state.db().get_identity(id).await? else {
+        return Err(no_identity(id));
+    };
+    let mut view = IdentityView::from(identity);
+    view.credits_granted = state
+        .db()
+        .credits_granted(tollgate_core::credits::SubjectKind::Identity, id)
+        .await?;
+    Ok(Json(view))
 }
 
 /// Change an identity. Running proxies apply the change within 1 s.

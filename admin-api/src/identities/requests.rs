@@ -27,6 +27,12 @@ pub struct IdentityView {
     pub limits: Option<Vec<LimitBody>>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Every credit granted to the identity's shared balance (the sum of its
+    /// top-ups and adjustments; absent if it has none). Its keys spend it;
+    /// the live balance is that minus what they spent (a plan's refill
+    /// sets it anew each period). Only on `GET /api/identities/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credits_granted: Option<i64>,
 }
 
 impl From<Identity> for IdentityView {
@@ -43,6 +49,7 @@ impl From<Identity> for IdentityView {
             plan: i.plan,
             created_at: i.created_at,
             updated_at: i.updated_at,
+            credits_granted: None,
         }
     }
 }

@@ -107,6 +107,276 @@ async fn credits_are_added_audited_and_checked(app: TestApp) {
 
 both!(credits_are_added_audited_and_checked);
 
+/// `POST /api/identities/{id}/credits`: the identity's shared balance,
+/// recorded as an identity adjustment, audited, shown by GET, and refused
+/// clearly for hostile bodies and ids.
+async fn identity_credits_are_added_shown_and_checked(app: TestApp) {
+    let created = json(
+        app.post(
+            "/api/identities",
+            json!({"external_id": "cus_prepaid", "name": "Prepaid"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = created["id"].as_i64().expect("id");
+    assert!(created.get("credits_granted").is_none(), "{created}");
+    let path = format!("/api/identities/{id}/credits");
+    let v = json(
+        app.post(&path, json!({"delta": 6})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(
+        (v["delta"].as_i64(), v["granted"].as_i64()),
+        (Some(6), Some(6))
+    );
+    json(
+        app.post(&path, json!({"delta": -1})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let shown = json(
+        app.get(&format!("/api/identities/{id}")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(shown["credits_granted"].as_i64(), Some(5), "{shown}");
+    assert_eq!(
+        app.db
+            .credits_granted(SubjectKind::Identity, id)
+            .await
+            .expect("sum"),
+        Some(5)
+    );
+    // Recorded for the identity, not for a key of the same id.
+    assert_eq!(
+        app.db
+            .credits_granted(SubjectKind::Key, id)
+            .await
+            .expect("sum"),
+        None
+    );
+    let audit = json(
+        app.get(&format!(
+            "/api/audit?target_type=identity&target={id}&action=identity.credits"
+        ))
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(2), "{audit}");
+
+    for body in [
+        json!({"delta": 0}),
+        json!({"delta": 9007199254740992i64}),
+        json!({"delta": i64::MIN}),
+    ] {
+        invalid(app.post(&path, body.clone()).await, "delta").await;
+    }
+    for body in [
+        json!({"delta": 1.5}),
+        json!({"delta": "6"}),
+        json!({}),
+        json!({"delta": 5, "extra": 1}),
+        json!(null),
+    ] {
+        let s = app.post(&path, body.clone()).await.status();
+        assert!(s.is_client_error(), "{body}: {s}");
+    }
+    let s = app
+        .post("/api/identities/999999/credits", json!({"delta": 5}))
+        .await
+        .status();
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    for bad in ["0", "-1", "x", "99999999999999999999", "1%00"] {
+        let s = app
+            .post(
+                &format!("/api/identities/{bad}/credits"),
+                json!({"delta": 5}),
+            )
+            .await
+            .status();
+        assert!(s.is_client_error(), "{bad}: {s}");
+    }
+    assert_eq!(
+        app.db
+            .credit_adjustments_since(0)
+            .await
+            .expect("rows")
+            .len(),
+        2
+    );
+    let (_, viewer) = app.admin_with_role("watcher", "viewer").await;
+    let s = send(
+        app.with(&viewer, Method::POST, &path)
+            .json(&json!({"delta": 5})),
+    )
+    .await
+    .status();
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+both!(identity_credits_are_added_shown_and_checked);
+
+async fn put(app: &TestApp, path: &str, body: serde_json::Value) -> reqwest::Response {
+    send(app.req(Method::PUT, path).json(&body)).await
+}
+
+/// `PUT`/`DELETE /api/{keys,identities}/{id}/credits/refill`: set,
+/// replaced, removed, audited; hostile refills are 4xx naming the field,
+/// and nothing is written.
+async fn own_refills_are_set_checked_and_removed(app: TestApp) {
+    let key = json(
+        app.post("/api/keys", json!({"name": "refilled"})).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let key = key["id"].as_i64().expect("id");
+    let identity = json(
+        app.post(
+            "/api/identities",
+            json!({"external_id": "cus_refill", "name": "Refill"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let identity = identity["id"].as_i64().expect("id");
+    let kp = format!("/api/keys/{key}/credits/refill");
+    let ip = format!("/api/identities/{identity}/credits/refill");
+    let v = json(
+        put(&app, &kp, json!({"amount": 100, "every": "1d"})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(v, json!({"amount": 100, "every": "1d"}));
+    // A number or a string anchor.
+    json(
+        put(
+            &app,
+            &ip,
+            json!({"amount": 5, "period": "month", "anchor": 15, "time_zone": "Europe/Paris"}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let stored = app
+        .db
+        .credit_refill(SubjectKind::Identity, identity)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(stored.spec.anchor.as_deref(), Some("15"));
+    // Replaced.
+    json(
+        put(&app, &kp, json!({"amount": 7, "every": "1h"})).await,
+        StatusCode::OK,
+    )
+    .await;
+    let stored = app
+        .db
+        .credit_refill(SubjectKind::Key, key)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(
+        (stored.spec.amount, stored.spec.every.as_deref()),
+        (Some(7), Some("1h"))
+    );
+
+    for (body, field) in [
+        (json!({"amount": 0, "every": "1d"}), "amount"),
+        (
+            json!({"amount": 9007199254740992u64, "every": "1d"}),
+            "amount",
+        ),
+        (json!({"amount": 5}), "every"),
+        (json!({"amount": 5, "every": "0s"}), "every"),
+        (json!({"amount": 5, "every": "400d"}), "every"),
+        (
+            json!({"amount": 5, "every": "1d", "period": "month"}),
+            "every",
+        ),
+        (json!({"amount": 5, "every": "1d", "anchor": 3}), "anchor"),
+        (json!({"amount": 5, "period": "fortnight"}), "period"),
+        (
+            json!({"amount": 5, "period": "month", "anchor": 32}),
+            "anchor",
+        ),
+        (
+            json!({"amount": 5, "period": "month", "anchor": -1}),
+            "anchor",
+        ),
+        (
+            json!({"amount": 5, "period": "month", "anchor": [1]}),
+            "anchor",
+        ),
+        (
+            json!({"amount": 5, "period": "month", "time_zone": "Mars/Base"}),
+            "time_zone",
+        ),
+    ] {
+        invalid(put(&app, &ip, body.clone()).await, field).await;
+    }
+    for body in [
+        json!({"amount": -5, "every": "1d"}),
+        json!({"amount": "5", "every": "1d"}),
+        json!({"amount": 1.5, "every": "1d"}),
+        json!({"every": "1d"}),
+        json!({"amount": 5, "every": "1d", "extra": 1}),
+        json!(null),
+    ] {
+        let s = put(&app, &ip, body.clone()).await.status();
+        assert!(s.is_client_error(), "{body}: {s}");
+    }
+    let s = put(
+        &app,
+        "/api/keys/999999/credits/refill",
+        json!({"amount": 5, "every": "1d"}),
+    )
+    .await
+    .status();
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    for bad in ["0", "-1", "x", "99999999999999999999"] {
+        let s = put(
+            &app,
+            &format!("/api/identities/{bad}/credits/refill"),
+            json!({"amount": 5, "every": "1d"}),
+        )
+        .await
+        .status();
+        assert!(s.is_client_error(), "{bad}: {s}");
+    }
+    assert_eq!(app.db.credit_refills().await.expect("all").len(), 2);
+
+    let (_, viewer) = app.admin_with_role("watcher", "viewer").await;
+    let s = send(
+        app.with(&viewer, Method::PUT, &kp)
+            .json(&json!({"amount": 5, "every": "1d"})),
+    )
+    .await
+    .status();
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    assert_eq!(app.delete(&kp).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.delete(&kp).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(app.db.credit_refills().await.expect("all").len(), 1);
+    let audit = json(
+        app.get(&format!(
+            "/api/audit?target_type=key&target={key}&action=key.credits_refill"
+        ))
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(3), "{audit}");
+}
+
+both!(own_refills_are_set_checked_and_removed);
+
 /// A key holding credits of its own cannot change identity (black-box
 /// round 3, B14: its balance lives with its identity's, and a move started
 /// a fresh one elsewhere and applied its top-ups again); a key without

@@ -287,6 +287,9 @@ pub struct Plan {
     pub concurrency: Option<u32>,
     /// Routes and methods the plan's keys may use (see `rules::access`).
     pub scopes: Option<crate::rules::access::Scopes>,
+    /// `credits.refill`: its keys' (or its identities') prepaid balance is
+    /// set to the amount at each period start (see [`crate::refill`]).
+    pub credits_refill: Option<crate::refill::Refill>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -292,6 +292,28 @@ pub struct RawPlan {
     pub limits: Option<Vec<RawLimit>>,
     pub concurrency: Option<Scalar>,
     pub scopes: Option<RawScopes>,
+    pub credits: Option<RawCredits>,
+}
+
+/// A plan's `credits: { refill: { ... } }` (see `crate::refill`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, expecting = "credits: a mapping with refill")]
+pub struct RawCredits {
+    pub refill: Option<RawRefill>,
+}
+
+/// `refill: { amount, every }` or `{ amount, period, anchor, time_zone }`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "refill: a mapping with amount and every, or amount, period, anchor and time_zone"
+)]
+pub struct RawRefill {
+    pub amount: Option<Scalar>,
+    pub every: Option<Scalar>,
+    pub period: Option<Scalar>,
+    pub anchor: Option<Scalar>,
+    pub time_zone: Option<Scalar>,
 }
 
 /// A plan's `scopes: { routes: [...], methods: [...] }`.

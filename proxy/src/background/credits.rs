@@ -1,6 +1,7 @@
 //! Applying credit adjustments (top-ups) from the database to the live
 //! balances, every `storage.key_refresh`: each adjustment exactly once
-//! (see [`crate::limiter::credits`]).
+//! (see [`crate::limiter::credits`]); and, on the same beat, which
+//! balances refill (the plans of the keys and identities loaded).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ const REREAD: Duration = Duration::from_secs(300);
 pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, url: String) {
     let mut db: Option<Db> = None;
     let mut since = 0i64;
+    // The keys' and identities' own refills, as last read.
+    let mut own = Vec::new();
     loop {
         let every = state.config.load().config.storage.key_refresh;
         if db.is_none() {
@@ -26,6 +29,21 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
                 .ok()
                 .and_then(Result::ok);
         }
+        if let Some(d) = &db {
+            match tokio::time::timeout(Duration::from_secs(5), d.credit_refills()).await {
+                Ok(Ok(rows)) => own = rows,
+                Ok(Err(e)) => tracing::debug!("reading credit refills: {e}"),
+                Err(_) => tracing::debug!("reading credit refills timed out"),
+            }
+        }
+        // Which balances refill: the plans of the keys and identities loaded
+        // now, and their own refills (which win).
+        let refills = crate::limiter::credits::refill::refills_of(
+            &state.db.load().keys,
+            &state.config.load().config.plans,
+            &own,
+        );
+        limiters.credits.set_refills(refills);
         if let Some(d) = &db {
             let read_at = tollgate_core::now_ms();
             match tokio::time::timeout(Duration::from_secs(5), d.credit_adjustments_since(since))

@@ -13,13 +13,26 @@
 //!   credits wrapper in the same call.
 //! - **Adjustments** (top-ups) are applied exactly once: locally by id in
 //!   this process, in Redis by an idempotent script (`SADD` of the id).
+//! - **Whose balance**: an identity that holds credits (an adjustment of
+//!   its own, or a refill from its plan) pays for all its keys: a key of
+//!   it spends the identity's one balance, whatever the key holds itself.
+//!   Otherwise a key spends its own ([`CreditBook::holder_of`]).
+//! - **Refill** (`plans.*.credits.refill`, rules in
+//!   `tollgate_core::refill`): the balance is set to the amount once per
+//!   period, by the first spend or top-up of that period (locally under
+//!   the balance's lock, in Redis in the same script call); see
+//!   [`refill`].
+
+pub mod refill;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use tollgate_core::credits::{self, SubjectKind};
 use tollgate_core::db::credits::CreditAdjustment;
 use tollgate_core::limits::{Decision, LimitState};
+use tollgate_core::refill::Refill;
 
 use super::sharded::ShardedMap;
 use super::{Bucket, LocalLimiter, Subject};
@@ -36,10 +49,9 @@ pub enum Spent {
     Exhausted(i64),
 }
 
-/// The subject a `credit_adjustments` row is about, as the limiter keys it
-/// (`None`: a kind this proxy does not limit by yet).
-/// Who holds the balance a request of `subject` spends: a key's, also when
-/// the key acts for its identity (its buckets are then the identity's).
+/// The key's side of a request's subject: a key's own balance, also when
+/// the key acts for its identity. (Which balance a request really spends
+/// is [`CreditBook::holder_of`]: the identity's when it holds one.)
 pub fn holder(subject: &Subject) -> Subject {
     match *subject {
         Subject::Member { key, .. } => Subject::Key(key),
@@ -47,19 +59,31 @@ pub fn holder(subject: &Subject) -> Subject {
     }
 }
 
+/// The subject a `credit_adjustments` row is about, as the limiter keys it.
 pub fn subject_of(a: &CreditAdjustment) -> Option<Subject> {
     match a.subject_kind {
         SubjectKind::Key => Some(Subject::Key(a.subject_id)),
-        SubjectKind::Identity => None,
+        SubjectKind::Identity => Some(Subject::Identity(a.subject_id)),
     }
+}
+
+/// One local balance: the credits, and the start (µs) of the period it was
+/// last refilled for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Balance {
+    pub credits: i64,
+    pub refilled: Option<i64>,
 }
 
 /// The credit balances and holders of one proxy.
 pub struct CreditBook {
     /// Subjects that hold credits (have at least one adjustment).
     holders: RwLock<HashSet<Subject>>,
+    /// The refill of each holder with one (its plan's); these hold credits
+    /// too. Replaced as a whole by [`Self::set_refills`].
+    refills: RwLock<Arc<HashMap<Subject, Arc<Refill>>>>,
     /// Local balances.
-    local: ShardedMap<Subject, i64>,
+    local: ShardedMap<Subject, Balance>,
     /// Adjustments applied to the local balances, by id.
     applied_local: Mutex<HashSet<i64>>,
     /// Adjustments this proxy saw applied in Redis, by id, with the
@@ -88,6 +112,7 @@ impl CreditBook {
     pub fn new() -> Self {
         Self {
             holders: RwLock::default(),
+            refills: RwLock::default(),
             local: ShardedMap::new(64),
             applied_local: Mutex::default(),
             applied_redis: Mutex::default(),
@@ -108,16 +133,57 @@ impl CreditBook {
         self.top_ups.write().insert(holder, (a.id, a.delta));
     }
 
-    /// Whether `subject` holds credits.
+    /// Whether `subject` holds credits (a request of a key of an identity:
+    /// whether the identity or the key does).
     pub fn holds(&self, subject: &Subject) -> bool {
-        let subject = &holder(subject);
-        let holders = self.holders.read();
-        !holders.is_empty() && holders.contains(subject)
+        self.holder_of(subject).is_some()
+    }
+
+    /// Whether this very subject (a key or an identity) holds a balance.
+    fn is_holder(&self, subject: &Subject) -> bool {
+        {
+            let holders = self.holders.read();
+            if !holders.is_empty() && holders.contains(subject) {
+                return true;
+            }
+        }
+        let refills = self.refills.read();
+        !refills.is_empty() && refills.contains_key(subject)
+    }
+
+    /// Whose balance a request of `subject` spends: the identity's when it
+    /// holds credits, else the key's own; `None` when neither holds any.
+    pub fn holder_of(&self, subject: &Subject) -> Option<Subject> {
+        if let Subject::Member { identity, .. } = *subject {
+            let identity = Subject::Identity(identity);
+            if self.is_holder(&identity) {
+                return Some(identity);
+            }
+        }
+        let own = holder(subject);
+        self.is_holder(&own).then_some(own)
+    }
+
+    /// Replace the refills (holder → its plan's refill).
+    pub fn set_refills(&self, refills: HashMap<Subject, Arc<Refill>>) {
+        *self.refills.write() = Arc::new(refills);
+    }
+
+    /// The refill of a holder, if it has one.
+    pub fn refill_of(&self, holder: &Subject) -> Option<Arc<Refill>> {
+        let refills = self.refills.read();
+        refills.get(holder).cloned()
     }
 
     /// Apply adjustments to the local balances, each once. Every subject
     /// named becomes a holder. Returns how many were new.
     pub fn apply_local(&self, adjustments: &[CreditAdjustment]) -> usize {
+        self.apply_local_at(adjustments, super::quota::wall_now_us())
+    }
+
+    /// [`Self::apply_local`] at wall-clock time `wall_us` (a refill due in
+    /// its period is applied before the adjustment, so the top-up counts).
+    pub fn apply_local_at(&self, adjustments: &[CreditAdjustment], wall_us: i64) -> usize {
         let mut new = 0;
         for a in adjustments {
             let Some(subject) = subject_of(a) else {
@@ -128,9 +194,11 @@ impl CreditBook {
             if !self.applied_local.lock().insert(a.id) {
                 continue;
             }
+            let refill = self.refill_of(&subject);
             let mut map = self.local.lock(&subject);
-            let b = map.entry(subject).or_insert(0);
-            *b = credits::apply(*b, a.delta);
+            let b = map.entry(subject).or_default();
+            refill::apply_due(b, refill.as_deref(), wall_us);
+            b.credits = credits::apply(b.credits, a.delta);
             new += 1;
         }
         new
@@ -168,7 +236,10 @@ impl CreditBook {
 
     /// The local balance of a subject (0 if none).
     pub fn local_balance(&self, subject: &Subject) -> i64 {
-        self.local.lock(subject).get(subject).copied().unwrap_or(0)
+        self.local
+            .lock(subject)
+            .get(subject)
+            .map_or(0, |b| b.credits)
     }
 
     /// Decide a request locally: spend `cost` credits and the buckets'
@@ -180,17 +251,42 @@ impl CreditBook {
         buckets: &[&Bucket],
         cost: u64,
     ) -> Spent {
-        let holder = holder(subject);
+        let wall = super::quota::wall_now_us();
+        self.spend_local_at(
+            limiter,
+            subject,
+            buckets,
+            cost,
+            |l, s, b| l.check(s, b),
+            wall,
+        )
+    }
+
+    /// [`Self::spend_local`] with the buckets decided by `check` and the
+    /// refill's period taken at `wall_us` (the scenario table's clocks).
+    pub fn spend_local_at(
+        &self,
+        limiter: &LocalLimiter,
+        subject: &Subject,
+        buckets: &[&Bucket],
+        cost: u64,
+        check: impl FnOnce(&LocalLimiter, &Subject, &[&Bucket]) -> Decision,
+        wall_us: i64,
+    ) -> Spent {
+        let holder = self.holder_of(subject).unwrap_or_else(|| holder(subject));
+        let refill = self.refill_of(&holder);
         let mut map = self.local.lock(&holder);
-        let balance = map.get(&holder).copied().unwrap_or(0);
+        let b = map.entry(holder).or_default();
+        refill::apply_due(b, refill.as_deref(), wall_us);
+        let balance = b.credits;
         let Some(after) = credits::spend(balance, cost) else {
             return Spent::Exhausted(balance);
         };
-        let decision = limiter.check(subject, buckets);
+        let decision = check(limiter, subject, buckets);
         if !decision.allowed {
             return Spent::Decided(decision, balance);
         }
-        map.insert(holder, after);
+        b.credits = after;
         Spent::Decided(decision, after)
     }
 }
@@ -306,5 +402,81 @@ mod tests {
             x => panic!("{x:?}"),
         }
         assert_eq!(book.local_balance(&Subject::Key(1)), 9);
+    }
+
+    fn id_adj(id: i64, identity: i64, delta: i64) -> CreditAdjustment {
+        CreditAdjustment {
+            subject_kind: SubjectKind::Identity,
+            ..adj(id, identity, delta)
+        }
+    }
+
+    #[test]
+    fn an_identitys_balance_is_spent_by_all_its_keys_first() {
+        let book = CreditBook::new();
+        let (k1, k2) = (
+            Subject::Member {
+                key: 1,
+                identity: 7,
+            },
+            Subject::Member {
+                key: 2,
+                identity: 7,
+            },
+        );
+        // Key 1 holds 10 of its own; the identity nothing yet.
+        book.apply_local(&[adj(1, 1, 10)]);
+        assert_eq!(book.holder_of(&k1), Some(Subject::Key(1)));
+        assert_eq!(book.holder_of(&k2), None);
+        // The identity gets 3: both keys now spend it, key 1's stays put.
+        book.apply_local(&[id_adj(2, 7, 3)]);
+        assert_eq!(book.holder_of(&k1), Some(Subject::Identity(7)));
+        assert_eq!(book.holder_of(&k2), Some(Subject::Identity(7)));
+        assert_eq!(book.holder_of(&Subject::Key(1)), Some(Subject::Key(1)));
+        let l = LocalLimiter::new(2);
+        let admitted = [&k1, &k2, &k1, &k2, &k1]
+            .into_iter()
+            .filter(|s| matches!(book.spend_local(&l, s, &[], 1), Spent::Decided(..)))
+            .count();
+        assert_eq!(admitted, 3);
+        assert_eq!(book.spend_local(&l, &k2, &[], 1), Spent::Exhausted(0));
+        assert_eq!(book.local_balance(&Subject::Key(1)), 10);
+        // Another identity's key is not a holder.
+        let other = Subject::Member {
+            key: 3,
+            identity: 8,
+        };
+        assert!(!book.holds(&other));
+    }
+
+    #[test]
+    fn a_refill_makes_a_holder_and_a_top_up_adds_to_the_new_period() {
+        use tollgate_core::refill::RefillSpec;
+        let book = CreditBook::new();
+        let r = Refill::new(&RefillSpec {
+            amount: Some(2),
+            every: Some("1h".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        let id = Subject::Identity(7);
+        book.set_refills([(id, Arc::new(r))].into_iter().collect());
+        let k = Subject::Member {
+            key: 1,
+            identity: 7,
+        };
+        assert_eq!(book.holder_of(&k), Some(id));
+        let l = LocalLimiter::new(2);
+        let hour = 3_600_000_000i64;
+        let spend = |wall: i64| book.spend_local_at(&l, &k, &[], 1, |l, s, b| l.check(s, b), wall);
+        assert!(matches!(spend(hour), Spent::Decided(_, 1)));
+        assert!(matches!(spend(hour + 1), Spent::Decided(_, 0)));
+        assert_eq!(spend(2 * hour - 1), Spent::Exhausted(0));
+        // A top-up in the next period: the refill first, then the top-up.
+        book.apply_local_at(&[id_adj(1, 7, 3)], 2 * hour + 5);
+        assert_eq!(book.local_balance(&id), 5);
+        assert!(matches!(spend(3 * hour - 1), Spent::Decided(_, 4)));
+        // The period after: set back to 2, unused credits do not roll over.
+        assert!(matches!(spend(3 * hour), Spent::Decided(_, 1)));
     }
 }

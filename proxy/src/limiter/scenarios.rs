@@ -11,6 +11,7 @@
 //! Test support only: not used by the proxy itself.
 
 mod cost;
+pub mod credits;
 pub mod quota;
 
 use std::net::{IpAddr, Ipv6Addr};

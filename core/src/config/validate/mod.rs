@@ -51,6 +51,7 @@ mod log;
 mod plans;
 mod proxy;
 mod quotas;
+mod refill;
 mod routes;
 mod scalars;
 mod storage;

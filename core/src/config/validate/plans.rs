@@ -60,6 +60,7 @@ impl Validator<'_> {
                 .scopes
                 .as_ref()
                 .and_then(|s| self.scopes(&child(&path, "scopes"), s));
+            let credits_refill = self.plan_refill(&path, p.credits.as_ref());
             if ok {
                 plans.insert(
                     name.clone(),
@@ -68,6 +69,7 @@ impl Validator<'_> {
                         limits,
                         concurrency: concurrency.and_then(|c| u32::try_from(c).ok()),
                         scopes,
+                        credits_refill,
                     },
                 );
             }

@@ -38,17 +38,33 @@ impl Limiters {
         cost: u64,
         deadline: Instant,
     ) -> CreditVerdict {
-        let local = |backend| match self
-            .credits
-            .spend_local(&self.local, subject, buckets, cost)
-        {
+        let wall = crate::limiter::quota::wall_now_us();
+        let local = |backend| match self.credits.spend_local_at(
+            &self.local,
+            subject,
+            buckets,
+            cost,
+            |l, s, b| l.check(s, b),
+            wall,
+        ) {
             Spent::Decided(d, b) => CreditVerdict::Decided(d, backend, Some(b)),
             Spent::Exhausted(b) => CreditVerdict::Exhausted(b),
         };
         let result = match self.redis_limiter(cfg) {
             None => return local("local"),
             Some(Err(e)) => Err(e),
-            Some(Ok(redis)) => redis.spend_by(subject, buckets, cost, deadline).await,
+            Some(Ok(redis)) => {
+                let holder = self
+                    .credits
+                    .holder_of(subject)
+                    .unwrap_or_else(|| crate::limiter::credits::holder(subject));
+                let refill = self.credits.refill_of(&holder);
+                let refill = crate::limiter::credits::refill::args(refill.as_deref(), wall);
+                let key = crate::limiter::redis::credits::holder_balance_key(subject, &holder);
+                redis
+                    .spend_from(subject, &key, refill, buckets, cost, deadline)
+                    .await
+            }
         };
         match result {
             Ok(Spent::Decided(d, b)) => CreditVerdict::Decided(d, "redis", Some(b)),
@@ -101,7 +117,14 @@ impl Limiters {
                 }
                 other => other,
             };
-            match redis.apply_adjustment(&subject, a).await {
+            let refill = self
+                .credits
+                .refill_of(&crate::limiter::credits::holder(&subject));
+            let refill = crate::limiter::credits::refill::args(
+                refill.as_deref(),
+                crate::limiter::quota::wall_now_us(),
+            );
+            match redis.apply_adjustment_refilling(&subject, a, refill).await {
                 Ok(_) => self.credits.applied_in_redis(a.id, &target),
                 Err(e) => tracing::debug!("credit adjustment {} not applied yet: {e}", a.id),
             }

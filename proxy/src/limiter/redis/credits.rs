@@ -44,12 +44,51 @@ fn applied_key(subject: &Subject) -> String {
     format!("{}:applied", balance_key(subject))
 }
 
+/// The key remembering the start of the period a balance was last
+/// refilled for (next to the balance: same slot).
+fn refilled_key(balance_key: &str) -> String {
+    format!("{balance_key}:refilled")
+}
+
+/// The balance key a request of `subject` spends when `holder` holds the
+/// balance ([`crate::limiter::credits::CreditBook::holder_of`]): the
+/// identity's own (`tg:{i7}:credits`), else the key's (see
+/// [`balance_key`]).
+pub fn holder_balance_key(subject: &Subject, holder: &Subject) -> String {
+    match holder {
+        Subject::Identity(_) => balance_key(holder),
+        _ => balance_key(subject),
+    }
+}
+
+/// A balance's refill, as the scripts take it (see
+/// `crate::limiter::credits::refill::args`): the amount (`-1`: none) and
+/// the current period's start in seconds.
+pub type RefillArgs = (i64, i64);
+
 impl RedisLimiter {
     /// Decide a request of a credit holder: its buckets and `cost` credits
     /// in one script call, all or nothing, bounded by `deadline`.
     pub async fn spend_by(
         &self,
         subject: &Subject,
+        buckets: &[&Bucket],
+        cost: u64,
+        deadline: Instant,
+    ) -> Result<Spent, RedisLimitError> {
+        let key = balance_key(subject);
+        self.spend_from(subject, &key, (-1, 0), buckets, cost, deadline)
+            .await
+    }
+
+    /// [`Self::spend_by`] from the balance at `balance_key` (the request's
+    /// holder's, see [`holder_balance_key`]), refilled first if `refill`
+    /// is due.
+    pub async fn spend_from(
+        &self,
+        subject: &Subject,
+        balance_key: &str,
+        refill: RefillArgs,
         buckets: &[&Bucket],
         cost: u64,
         deadline: Instant,
@@ -64,8 +103,8 @@ impl RedisLimiter {
         // The admission script's keys and arguments (quotas included), then
         // the balance and the cost.
         let mut inv = buckets_invocation(&SPEND, subject, buckets, &args, &asked, wall_us);
-        inv.key(balance_key(subject));
-        inv.arg(cost);
+        inv.key(balance_key).key(refilled_key(balance_key));
+        inv.arg(cost).arg(refill.0).arg(refill.1);
         let reply = self
             .run(
                 deadline,
@@ -104,11 +143,26 @@ impl RedisLimiter {
         subject: &Subject,
         a: &CreditAdjustment,
     ) -> Result<i64, RedisLimitError> {
+        self.apply_adjustment_refilling(subject, a, (-1, 0)).await
+    }
+
+    /// [`Self::apply_adjustment`], a due `refill` of the balance applied
+    /// first (so the top-up adds to the new period's balance).
+    pub async fn apply_adjustment_refilling(
+        &self,
+        subject: &Subject,
+        a: &CreditAdjustment,
+        refill: RefillArgs,
+    ) -> Result<i64, RedisLimitError> {
+        let balance = balance_key(subject);
         let mut inv = ADJUST.prepare_invoke();
-        inv.key(balance_key(subject))
+        inv.key(&balance)
             .key(applied_key(subject))
+            .key(refilled_key(&balance))
             .arg(a.id)
-            .arg(a.delta);
+            .arg(a.delta)
+            .arg(refill.0)
+            .arg(refill.1);
         self.run(self.deadline(), move |mut conn| async move {
             conn.invoke_i64(&inv).await
         })
@@ -129,5 +183,15 @@ mod tests {
         };
         assert_eq!(balance_key(&m), "tg:{i7}:credits:k42");
         assert_eq!(applied_key(&m), "tg:{i7}:credits:k42:applied");
+        // An identity's balance, spent by all its keys, in the same slot.
+        assert_eq!(
+            holder_balance_key(&m, &Subject::Key(42)),
+            "tg:{i7}:credits:k42"
+        );
+        assert_eq!(
+            holder_balance_key(&m, &Subject::Identity(7)),
+            "tg:{i7}:credits"
+        );
+        assert_eq!(refilled_key("tg:{i7}:credits"), "tg:{i7}:credits:refilled");
     }
 }
