@@ -23,6 +23,7 @@ pub mod keys;
 #[cfg(any(test, feature = "testing"))]
 pub mod own_postgres;
 pub mod plans;
+pub mod quota_adjustments;
 pub mod service_tokens;
 pub mod settings;
 mod stmt;

@@ -9,6 +9,7 @@
 //!   containing an instant, in µs since the Unix epoch.
 //! - [`check_quota`] is the counting rule both limiter backends share.
 
+pub mod adjust;
 pub mod period;
 
 use serde::{Deserialize, Serialize};
