@@ -27,6 +27,7 @@ use crate::tls::{self, ListenerCert};
 use crate::upstreams;
 
 mod credits;
+mod quota_adjust;
 mod supervise;
 
 pub use supervise::{supervise, Backoff};
@@ -119,6 +120,14 @@ impl BackgroundService for Maintenance {
         );
         tasks.spawn(supervise("credits", backoff, move || {
             credits::apply_credits(state.clone(), limiters.clone(), url.clone())
+        }));
+        let (state, limiters, url) = (
+            self.state.clone(),
+            self.limiters.clone(),
+            self.database_url.clone(),
+        );
+        tasks.spawn(supervise("quota-adjustments", backoff, move || {
+            quota_adjust::apply_quota_adjustments(state.clone(), limiters.clone(), url.clone())
         }));
         let state = self.state.clone();
         tasks.spawn(supervise("websocket-keys", backoff, move || {

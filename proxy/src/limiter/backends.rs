@@ -3,6 +3,7 @@
 //! open. The request filter calls [`Limiters::decide`] and nothing else.
 
 pub mod credits;
+pub mod quota_adjust;
 
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
@@ -91,6 +92,8 @@ pub struct Limiters {
     pub in_flight: Arc<InFlight>,
     /// Prepaid credit balances and holders (see [`super::credits`]).
     pub credits: Arc<super::credits::CreditBook>,
+    /// Quota resets and adjustments applied (see [`super::quota_adjust`]).
+    pub quota_adjustments: Arc<super::quota_adjust::QuotaAdjustBook>,
     redis: ArcSwapOption<RedisSlot>,
     /// Serialises creation, so that concurrent first requests make one.
     creating: Mutex<()>,
@@ -136,6 +139,7 @@ impl Limiters {
             local,
             in_flight: Arc::new(InFlight::default()),
             credits: Arc::new(super::credits::CreditBook::new()),
+            quota_adjustments: Arc::default(),
             redis: ArcSwapOption::empty(),
             creating: Mutex::new(()),
         }
