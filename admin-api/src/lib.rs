@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod password;
 pub mod plans;
+pub mod quotas;
 pub mod rules;
 pub mod service_tokens;
 pub mod spans;

@@ -69,6 +69,8 @@ impl Modify for BearerAuth {
         crate::identities::identity_keys,
         crate::analytics::identity::identity_usage,
         crate::keys::add_credits,
+        crate::quotas::adjust_key_quota,
+        crate::quotas::adjust_identity_quota,
         crate::plans::list_plans,
         crate::plans::create_plan,
         crate::plans::get_plan,

@@ -16,6 +16,7 @@
 pub mod admins;
 pub mod audit;
 pub mod credits;
+pub mod effective;
 pub mod file_mode;
 pub mod identities;
 pub mod instances;
