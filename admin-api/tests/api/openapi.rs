@@ -35,6 +35,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/identities/{id}/keys"),
     ("get", "/api/analytics/identities/{id}"),
     ("post", "/api/keys/{id}/credits"),
+    ("post", "/api/keys/{id}/quotas/{name}"),
+    ("post", "/api/identities/{id}/quotas/{name}"),
     ("get", "/api/plans"),
     ("post", "/api/plans"),
     ("get", "/api/plans/{name}"),
