@@ -6,6 +6,7 @@ pub mod credits;
 pub mod demo_traffic;
 pub mod identities;
 pub mod keys;
+pub mod quotas;
 pub mod run;
 pub mod service_tokens;
 pub mod usage;
