@@ -71,6 +71,8 @@ impl Modify for BearerAuth {
         crate::keys::add_credits,
         crate::quotas::adjust_key_quota,
         crate::quotas::adjust_identity_quota,
+        crate::quotas::usage::key_quotas,
+        crate::quotas::usage::identity_quotas,
         crate::plans::list_plans,
         crate::plans::create_plan,
         crate::plans::get_plan,

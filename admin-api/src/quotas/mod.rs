@@ -2,11 +2,12 @@
 //! reset or adjust the current period of a calendar quota (issue #20).
 //! One immutable row (`quota_adjustments`); every proxy applies it exactly
 //! once within `storage.key_refresh` (see `tollgate_core::db::quota_adjustments`).
+//! `GET` on `…/quotas` reads each quota's use and the credit balance ([`usage`]).
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tollgate_core::credits::SubjectKind;
@@ -19,6 +20,10 @@ use crate::error::{ApiError, ApiResult, ProblemDoc};
 use crate::extract::{parse_id, ApiJson};
 use crate::state::AppState;
 
+pub mod usage;
+
+pub use usage::{identity_quotas, key_quotas, CreditUse, QuotaUsage, QuotaUse};
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/keys/{id}/quotas/{name}", post(adjust_key_quota))
@@ -26,6 +31,8 @@ pub fn router() -> Router<AppState> {
             "/api/identities/{id}/quotas/{name}",
             post(adjust_identity_quota),
         )
+        .route("/api/keys/{id}/quotas", get(usage::key_quotas))
+        .route("/api/identities/{id}/quotas", get(usage::identity_quotas))
 }
 
 /// `{id}` and `{name}` of the path (a bad one is 400 naming it).

@@ -37,6 +37,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/keys/{id}/credits"),
     ("post", "/api/keys/{id}/quotas/{name}"),
     ("post", "/api/identities/{id}/quotas/{name}"),
+    ("get", "/api/keys/{id}/quotas"),
+    ("get", "/api/identities/{id}/quotas"),
     ("get", "/api/plans"),
     ("post", "/api/plans"),
     ("get", "/api/plans/{name}"),

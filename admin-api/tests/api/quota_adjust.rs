@@ -278,3 +278,192 @@ async fn shared_quotas_are_changed_on_the_identity(app: TestApp) {
 }
 
 both!(shared_quotas_are_changed_on_the_identity);
+
+/// `GET …/quotas` with the local backend: the quotas and their periods,
+/// the use not known here (each proxy counts its own).
+async fn quota_use_lists_quotas_and_credits(app: TestApp) {
+    let key = json(
+        app.post(
+            "/api/keys",
+            json!({"name": "metered", "limits": [
+                {"name": "daily", "quota": 5, "period": "day"},
+                {"name": "second", "rate": 10, "per": "1s"},
+            ]}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = key["id"].as_i64().expect("id");
+    let v = json(
+        app.get(&format!("/api/keys/{id}/quotas")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(v["counted"], "per-proxy", "{v}");
+    let quotas = v["quotas"].as_array().expect("quotas");
+    assert_eq!(quotas.len(), 1, "buckets are not quotas: {v}");
+    let q = &quotas[0];
+    assert_eq!(
+        (q["name"].as_str(), q["quota"].as_u64()),
+        (Some("daily"), Some(5))
+    );
+    assert_eq!(
+        (q["period"].as_str(), q["scope"].as_str()),
+        (Some("day"), Some("key"))
+    );
+    assert!(q["used"].is_null() && q["remaining"].is_null(), "{v}");
+    let now = tollgate_core::now_ms();
+    let (start, end) = (
+        q["period_start"].as_i64().expect("start"),
+        q["resets_at"].as_i64().expect("end"),
+    );
+    assert!(start <= now && now < end, "{v}");
+    assert!(v["credits"].is_null(), "{v}");
+    json(
+        app.post(&format!("/api/keys/{id}/credits"), json!({"delta": 50}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let v = json(
+        app.get(&format!("/api/keys/{id}/quotas")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(v["credits"]["granted"], 50, "{v}");
+    assert!(v["credits"]["balance"].is_null(), "{v}");
+    for bad in ["0", "-1", "x", "99999999999999999999"] {
+        let s = app.get(&format!("/api/keys/{bad}/quotas")).await.status();
+        assert!(s.is_client_error(), "{bad}: {s}");
+    }
+    assert_eq!(
+        app.get("/api/keys/999999/quotas").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/api/identities/999999/quotas").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    // An identity lists its shared quotas only.
+    let identity = json(
+        app.post(
+            "/api/identities",
+            json!({"external_id": "cus_u", "name": "U", "limits": [
+                {"name": "monthly", "quota": 100, "period": "month", "scope": "identity"},
+                {"name": "daily", "quota": 5, "period": "day"},
+            ]}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let iid = identity["id"].as_i64().expect("id");
+    let v = json(
+        app.get(&format!("/api/identities/{iid}/quotas")).await,
+        StatusCode::OK,
+    )
+    .await;
+    let names: Vec<_> = v["quotas"]
+        .as_array()
+        .expect("quotas")
+        .iter()
+        .map(|q| q["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(names, ["monthly"], "{v}");
+    // A viewer may read.
+    let (_, viewer) = app.admin_with_role("reader", "viewer").await;
+    let s = send(app.with(&viewer, Method::GET, &format!("/api/keys/{id}/quotas")))
+        .await
+        .status();
+    assert_eq!(s, StatusCode::OK);
+}
+
+both!(quota_use_lists_quotas_and_credits);
+
+/// With the Redis backend the counts and the balance are read where the
+/// proxies keep them.
+#[tokio::test]
+async fn quota_use_is_read_from_redis() {
+    use tollgate_core::quota::redis_keys::{key_balance_key, quota_count_key, Holder};
+    let Some(url) = service_url("TOLLGATE_TEST_REDIS_URL") else {
+        return;
+    };
+    let limiter = format!("  backend: redis\n  redis_url: \"{url}\"\n  redis_timeout: 20ms");
+    let config = tollgate_core::config::parse(&test_yaml(&limiter), "test.yaml").expect("valid");
+    let app = TestApp::sqlite_with(config).await;
+    let key = json(
+        app.post(
+            "/api/keys",
+            json!({"name": "metered", "limits": [{"name": "daily", "quota": 5, "period": "day"}]}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = key["id"].as_i64().expect("id");
+    json(
+        app.post(&format!("/api/keys/{id}/credits"), json!({"delta": 50}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let v = json(
+        app.get(&format!("/api/keys/{id}/quotas")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(v["counted"], "redis", "{v}");
+    assert!(v["quotas"][0]["used"].is_u64(), "{v}");
+    let start = v["quotas"][0]["period_start"].as_i64().expect("start");
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let count = quota_count_key(Holder::Key(id), "daily", start * 1_000);
+    let balance = key_balance_key(id, None);
+    let _: () = redis::cmd("SET")
+        .arg(&count)
+        .arg(3)
+        .arg("EX")
+        .arg(60)
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let _: () = redis::cmd("SET")
+        .arg(&balance)
+        .arg(42)
+        .arg("EX")
+        .arg(60)
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let v = json(
+        app.get(&format!("/api/keys/{id}/quotas")).await,
+        StatusCode::OK,
+    )
+    .await;
+    let _: () = redis::cmd("DEL")
+        .arg(&count)
+        .arg(&balance)
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    assert_eq!(
+        (
+            v["quotas"][0]["used"].as_u64(),
+            v["quotas"][0]["remaining"].as_u64()
+        ),
+        (Some(3), Some(2)),
+        "{v}"
+    );
+    assert_eq!(
+        (
+            v["credits"]["granted"].as_i64(),
+            v["credits"]["balance"].as_i64()
+        ),
+        (Some(50), Some(42)),
+        "{v}"
+    );
+}

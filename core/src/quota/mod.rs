@@ -11,6 +11,7 @@
 
 pub mod adjust;
 pub mod period;
+pub mod redis_keys;
 
 use serde::{Deserialize, Serialize};
 

@@ -164,6 +164,41 @@ mod tests {
         assert_eq!(request.slot, t.bucket.slot);
     }
 
+    /// The admin API reads the counts and balances at core's keys: the
+    /// same as the limiter's.
+    #[test]
+    fn cores_keys_are_the_limiters() {
+        use crate::limiter::quota::period_suffix;
+        use crate::limiter::redis::credits::balance_key;
+        use tollgate_core::quota::redis_keys::{key_balance_key, quota_count_key, Holder};
+        let p = PeriodBounds {
+            start_us: 1_796_083_200_000_000,
+            end_us: 1_796_169_600_000_000,
+        };
+        let full = |s: &Subject, b: &Bucket| format!("{}{}", bucket_key(s, b), period_suffix(&p));
+        let own = target(&row(SubjectKind::Key, 42), None).bucket;
+        let shared = target(&row(SubjectKind::Identity, 7), None).bucket;
+        let m = Subject::Member {
+            key: 42,
+            identity: 7,
+        };
+        for (holder, subject, bucket) in [
+            (Holder::of_key(42, None, false), Subject::Key(42), &own),
+            (Holder::of_key(42, None, true), Subject::Key(42), &shared),
+            (Holder::of_key(42, Some(7), false), m, &own),
+            (Holder::of_key(42, Some(7), true), m, &shared),
+            (Holder::Identity(7), Subject::Identity(7), &shared),
+        ] {
+            assert_eq!(
+                quota_count_key(holder, "daily", p.start_us),
+                full(&subject, bucket),
+                "{holder:?}"
+            );
+        }
+        assert_eq!(key_balance_key(42, None), balance_key(&Subject::Key(42)));
+        assert_eq!(key_balance_key(42, Some(7)), balance_key(&m));
+    }
+
     #[test]
     fn refusals_concerned() {
         let m = Subject::Member {
