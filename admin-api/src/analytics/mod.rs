@@ -20,10 +20,10 @@ pub use identity::{identity_usage, IdentityKeyUsage, IdentityUsage, MAX_IDENTITY
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use tollgate_core::db::effective::LimitsFrom;
 use tollgate_core::db::usage::{Counts, UsageFilter, ViolationFilter};
 use tollgate_core::db::violation_aggregates::AggregateFilter;
 use tollgate_core::db::ApiKey;
+use tollgate_core::effective_limits::LimitsFrom;
 
 use crate::auth::AuthAdmin;
 use crate::bodies::LimitBody;

@@ -11,8 +11,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tollgate_core::credits::SubjectKind;
-use tollgate_core::db::quota_adjustments::{AdjustError, QuotaAdjustment};
-use tollgate_core::quota::adjust::{FindQuotaError, QuotaChange};
+use tollgate_core::db::quota_adjustments::QuotaAdjustment;
+use tollgate_core::quota::adjust::QuotaChange;
+use tollgate_core::quota_adjust::AdjustError;
+use tollgate_core::rules::quota_adjust::FindQuotaError;
 use utoipa::ToSchema;
 
 use crate::auth::{audit, RequireAdmin};

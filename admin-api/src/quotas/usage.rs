@@ -15,8 +15,8 @@ use serde::Serialize;
 use tollgate_core::config::LimiterBackend;
 use tollgate_core::credits::SubjectKind;
 use tollgate_core::limits::{Limit, LimitScope};
-use tollgate_core::quota::adjust::current_period;
 use tollgate_core::quota::redis_keys::{key_balance_key, quota_count_key, Holder};
+use tollgate_core::rules::quota_adjust::current_period;
 use utoipa::ToSchema;
 
 use crate::auth::AuthAdmin;

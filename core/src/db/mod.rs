@@ -16,7 +16,6 @@
 pub mod admins;
 pub mod audit;
 pub mod credits;
-pub mod effective;
 pub mod file_mode;
 pub mod identities;
 pub mod instances;

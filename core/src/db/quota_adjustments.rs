@@ -6,18 +6,11 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use std::collections::BTreeMap;
-
 use super::{Db, DbError};
-use crate::config::Plan;
 use crate::credits::SubjectKind;
-use crate::limit_scope::LimitScope;
 use crate::now_ms;
-use crate::quota::adjust::{
-    check_used_delta, current_period, find_quota, FindQuotaError, QuotaChange,
-};
+use crate::quota::adjust::{check_used_delta, QuotaChange};
 use crate::quota::PeriodBounds;
-use crate::rules::limits::check_name;
 
 /// One reset or adjustment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,99 +111,5 @@ impl Db {
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(decode).collect()
-    }
-}
-
-/// Why a reset or adjustment was refused: the admin API answers each with
-/// its status, the CLI prints the same message.
-#[derive(Debug, thiserror::Error)]
-pub enum AdjustError {
-    #[error("no key with id {0}")]
-    NoKey(i64),
-    #[error("no identity with id {0}")]
-    NoIdentity(i64),
-    /// The quota's name cannot be a limit's name.
-    #[error("{0}")]
-    BadName(String),
-    /// No such quota (404), or a token bucket (409).
-    #[error(transparent)]
-    Find(#[from] FindQuotaError),
-    /// A key's quota that its identity's keys share: changed on the identity.
-    #[error(
-        "quota {quota:?} is shared by the key's identity {identity}: \
-         reset or adjust it on the identity"
-    )]
-    Shared { quota: String, identity: i64 },
-    /// An identity's quota that counts per key: changed on each key.
-    #[error("quota {0:?} counts per key (scope: key): reset or adjust it on each key")]
-    PerKey(String),
-    /// No period contains this instant (years beyond the calendar).
-    #[error("quota {0:?} has no current period")]
-    NoPeriod(String),
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
-
-impl Db {
-    /// Reset or adjust the current period of the quota `name` of a key or
-    /// an identity (the admin API and the CLI both call this): the quota is
-    /// looked up among the limits that apply (`yaml`: the config's plans),
-    /// its period taken at `now_us`, and the row recorded.
-    ///
-    /// A key's quota shared by its identity (`scope: identity`) is changed
-    /// on the identity; an identity's quota counted per key, on each key.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn adjust_quota(
-        &self,
-        yaml: &BTreeMap<String, Plan>,
-        subject_kind: SubjectKind,
-        subject_id: i64,
-        name: &str,
-        change: QuotaChange,
-        actor: &str,
-        now_us: i64,
-    ) -> Result<QuotaAdjustment, AdjustError> {
-        check_name("limit", name).map_err(AdjustError::BadName)?;
-        let quota = match subject_kind {
-            SubjectKind::Key => {
-                let key = self
-                    .get_key(subject_id)
-                    .await?
-                    .ok_or(AdjustError::NoKey(subject_id))?;
-                let limits = self.key_limits(yaml, &key).await?.limits;
-                let quota = find_quota(&limits, name)?.clone();
-                if let (LimitScope::Identity, Some(identity)) = (quota.scope, key.identity_id) {
-                    return Err(AdjustError::Shared {
-                        quota: name.to_string(),
-                        identity,
-                    });
-                }
-                quota
-            }
-            SubjectKind::Identity => {
-                let identity = self
-                    .get_identity(subject_id)
-                    .await?
-                    .ok_or(AdjustError::NoIdentity(subject_id))?;
-                let limits = self.identity_limits(yaml, &identity).await?;
-                let quota = find_quota(&limits, name)?.clone();
-                if quota.scope != LimitScope::Identity {
-                    return Err(AdjustError::PerKey(name.to_string()));
-                }
-                quota
-            }
-        };
-        let period = current_period(&quota, now_us)
-            .ok_or_else(|| AdjustError::NoPeriod(name.to_string()))?;
-        Ok(self
-            .add_quota_adjustment(&NewQuotaAdjustment {
-                subject_kind,
-                subject_id,
-                quota: name,
-                period,
-                change,
-                actor,
-            })
-            .await?)
     }
 }

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{ApiKey, Db, DbError, Identity};
 use crate::config::Plan;
+use crate::db::{ApiKey, Db, DbError, Identity};
 use crate::limits::Limit;
 use crate::rules::effective::{limit_source, KeySide, LimitSource};
 
