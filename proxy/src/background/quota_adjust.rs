@@ -42,9 +42,19 @@ pub(super) async fn apply_quota_adjustments(
                         .values()
                         .filter_map(|&(key, identity)| Some((key, identity?)))
                         .collect();
+                    // A key's row waits until its key's identity is known
+                    // (its count's place depends on it).
+                    let ready: Vec<QuotaAdjustment> = rows
+                        .iter()
+                        .filter(|a| {
+                            a.subject_kind == SubjectKind::Identity
+                                || key_identity.contains_key(&a.id)
+                        })
+                        .cloned()
+                        .collect();
                     let cfg = state.config.load().config.limiter.clone();
                     limiters
-                        .apply_quota_adjustments(&cfg, &rows, &identities)
+                        .apply_quota_adjustments(&cfg, &ready, &identities)
                         .await;
                     let ids: HashSet<i64> = rows.iter().map(|a| a.id).collect();
                     limiters.quota_adjustments.forget_others(&ids);
@@ -72,8 +82,7 @@ async fn resolve_keys(
             Ok(Ok(key)) => {
                 out.insert(a.id, (a.subject_id, key.and_then(|k| k.identity_id)));
             }
-            // Not resolved: the row waits for the next read (applied nowhere
-            // before its key's place is known).
+            // Not resolved: this row and the rest wait for the next read.
             _ => return,
         }
     }
