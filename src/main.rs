@@ -108,7 +108,7 @@ fn main() -> ExitCode {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 cli::keys::check(&command, &c).await?;
-                cli::keys::run(command, &c.storage.database_url).await
+                cli::keys::run(command, &c).await
             })
         }),
         Command::ServiceTokens { config, command } => load_or_exit(&config).and_then(|c| {
@@ -119,7 +119,7 @@ fn main() -> ExitCode {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 cli::identities::check(&command, &c).await?;
-                cli::identities::run(command, &c.storage.database_url).await
+                cli::identities::run(command, &c).await
             })
         }),
         Command::Audit { config, command } => load_or_exit(&config).and_then(|c| {

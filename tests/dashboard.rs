@@ -674,6 +674,59 @@ async fn dashboard_end_to_end_in_chromium() {
     ui.shot("key-usage").await;
     ui.click("#details-dialog [aria-label=Close]").await;
 
+    // Quotas: a key with a daily quota of 3, spent through the proxy; its
+    // details show the quota, and a confirmed Reset gives it 3 more uses.
+    let token = ui_session(&ui).await["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let metered: Value = http
+        .post(dev.admin_url("/api/keys"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "e2e-metered", "limits": [{"name": "daily", "quota": 3, "period": "day"}]}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let metered_id = metered["id"].as_i64().expect("id");
+    let metered_key = metered["key"].as_str().expect("key").to_string();
+    until_proxy(&http, &dev, &metered_key, &[200]).await;
+    let mut spent = 1;
+    while spent < 10 && proxy_status(&http, &dev, Some(&metered_key)).await == 200 {
+        spent += 1;
+    }
+    assert_eq!(spent, 3, "a quota of 3");
+    ui.click("nav a[href='/keys']").await;
+    ui.click(&format!("tr[data-key-id='{metered_id}'] .key-name"))
+        .await;
+    ui.wait_for("#details-dialog[open] #key-quotas [data-quota=daily]")
+        .await;
+    let row = ui.text("#key-quotas [data-quota=daily]").await;
+    assert!(
+        row.contains("/ 3 per day") && row.contains("Resets"),
+        "{row}"
+    );
+    ui.shot("key-quotas").await;
+    ui.click("#key-quotas [data-action=quota-reset]").await;
+    ui.wait_for("dialog[open] [data-testid=confirm]").await;
+    ui.click("dialog[open] [data-testid=confirm]").await;
+    ui.wait(
+        "the reset noted",
+        10,
+        "const s = document.querySelector('#key-quotas .quota-status'); return s && s.textContent.includes('reset')",
+    )
+    .await;
+    until_proxy(&http, &dev, &metered_key, &[200]).await;
+    // Adjust: 5 more uses counted, so the quota refuses again.
+    ui.click("#key-quotas [data-action=quota-adjust]").await;
+    ui.wait_for("#quota-adjust-dialog[open]").await;
+    ui.type_into("#f-used-delta", "5").await;
+    ui.click("#quota-adjust-dialog [data-testid=adjust]").await;
+    until_proxy(&http, &dev, &metered_key, &[429]).await;
+    ui.click("#details-dialog [aria-label=Close]").await;
+
     // Delete, with confirmation: gone from the table and refused by the proxy.
     ui.click(&format!("button[data-action=delete][data-id='{key_id}']"))
         .await;
@@ -934,6 +987,12 @@ async fn dashboard_end_to_end_in_chromium() {
         "the identity's detail",
         10,
         "return !!document.querySelector('#identity-keys') && document.querySelector('#identity-usage').textContent.includes('requests')",
+    )
+    .await;
+    ui.wait(
+        "the identity's quotas",
+        10,
+        "const q = document.querySelector('#identity-quotas'); return !!q && q.textContent.includes('No calendar quota applies')",
     )
     .await;
     ui.shot("identities").await;

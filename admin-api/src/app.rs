@@ -12,7 +12,7 @@ use crate::error::{method_not_allowed, not_found, ApiError};
 use crate::state::AppState;
 use crate::{
     admins, analytics, audit, dashboard, health, identities, keys, listener, login, openapi,
-    password, plans, refills, service_tokens, usage_export, webhooks,
+    password, plans, quotas, refills, service_tokens, usage_export, webhooks,
 };
 
 /// The largest request body accepted.
@@ -37,6 +37,7 @@ pub fn api_router() -> Router<AppState> {
         .merge(keys::router())
         .merge(identities::router())
         .merge(refills::router())
+        .merge(quotas::router())
         .merge(plans::router())
         .merge(service_tokens::router())
         .merge(analytics::router())

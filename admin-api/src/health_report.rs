@@ -183,3 +183,58 @@ impl TargetHealthView {
         self.reported_by = Some(by.to_string());
     }
 }
+
+/// A connection to Redis as the proxy makes it (the URL parsed by core's one
+/// parser, TLS with `limiter.redis_ca_file` if set): the kept one, or a new
+/// one, kept for the next probe.
+pub(crate) async fn redis_conn(
+    cache: &HealthCache,
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<RedisConn, String> {
+    let mut slot = cache.redis.lock().await;
+    if let Some((u, c)) = slot.as_ref() {
+        if u == url {
+            return Ok(c.clone());
+        }
+    }
+    cache
+        .redis_connects
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let parsed = tollgate_core::redis_url::parse(url).map_err(|e| e.to_string())?;
+    let certs = match ca_file {
+        Some(path) if parsed.tls => {
+            let pem = tokio::fs::read(path)
+                .await
+                .map_err(|e| format!("limiter.redis_ca_file {}: {e}", path.display()))?;
+            Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            })
+        }
+        _ => None,
+    };
+    let nodes = parsed.node_urls();
+    let connect = async {
+        if parsed.cluster {
+            let mut builder = redis::cluster::ClusterClientBuilder::new(nodes);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            let client = builder.build()?;
+            Ok::<_, redis::RedisError>(RedisConn::Cluster(client.get_async_connection().await?))
+        } else {
+            let node = nodes.into_iter().next().unwrap_or_default();
+            let client = match certs {
+                Some(certs) => redis::Client::build_with_tls(node, certs)?,
+                None => redis::Client::open(node)?,
+            };
+            Ok(RedisConn::Single(
+                client.get_multiplexed_async_connection().await?,
+            ))
+        }
+    };
+    let conn = connect.await.map_err(|e| e.to_string())?;
+    *slot = Some((url.to_string(), conn.clone()));
+    Ok(conn)
+}

@@ -48,6 +48,7 @@ pub mod openapi;
 pub mod password;
 pub mod plans;
 pub mod refills;
+pub mod quotas;
 pub mod rules;
 pub mod service_tokens;
 pub mod spans;

@@ -64,6 +64,17 @@ pub enum IdentitiesCommand {
         #[command(flatten)]
         refill: super::refill::RefillArgs,
     },
+    /// Reset (or adjust) the current period of an identity's shared quota
+    /// (`scope: identity`). Reaches every proxy within a second; applied
+    /// exactly once.
+    Quota {
+        /// Its id or external id.
+        identity: String,
+        /// The quota limit's name.
+        name: String,
+        #[command(flatten)]
+        change: super::quotas::ChangeArgs,
+    },
 }
 
 /// An identity by its id (digits) or its external id; `id:N` and `ext:X`
@@ -144,12 +155,32 @@ pub async fn check(
     super::check_plan_exists(plan, config).await
 }
 
-pub async fn run(cmd: IdentitiesCommand, database_url: &str) -> anyhow::Result<()> {
-    super::with_db(database_url, |db| async move { execute(&db, cmd).await }).await
+pub async fn run(
+    cmd: IdentitiesCommand,
+    config: &tollgate_core::config::Config,
+) -> anyhow::Result<()> {
+    let plans = config.plans.clone();
+    super::with_db(&config.storage.database_url, |db| async move {
+        execute(&db, cmd, &plans).await
+    })
+    .await
 }
 
-async fn execute(db: &Db, cmd: IdentitiesCommand) -> anyhow::Result<()> {
+async fn execute(
+    db: &Db,
+    cmd: IdentitiesCommand,
+    plans: &std::collections::BTreeMap<String, tollgate_core::config::Plan>,
+) -> anyhow::Result<()> {
     match cmd {
+        IdentitiesCommand::Quota {
+            identity,
+            name,
+            change,
+        } => {
+            let i = find(db, &identity).await?;
+            let kind = tollgate_core::credits::SubjectKind::Identity;
+            super::quotas::adjust(db, plans, kind, i.id, &name, &change).await?;
+        }
         IdentitiesCommand::Create {
             external_id,
             name,

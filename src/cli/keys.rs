@@ -88,6 +88,15 @@ pub enum KeysCommand {
         #[command(flatten)]
         refill: super::refill::RefillArgs,
     },
+    /// Reset (or adjust) the current period of one of a key's quotas.
+    /// Reaches every proxy within a second; applied exactly once.
+    Quota {
+        id: i64,
+        /// The quota limit's name.
+        name: String,
+        #[command(flatten)]
+        change: super::quotas::ChangeArgs,
+    },
 }
 
 /// `--routes`, `--methods`, `--allowed-ips` (comma-separated or repeated).
@@ -162,11 +171,19 @@ pub async fn check(
 }
 
 /// Run one `keys` subcommand against `database_url`.
-pub async fn run(cmd: KeysCommand, database_url: &str) -> anyhow::Result<()> {
-    super::with_db(database_url, |db| async move { execute(&db, cmd).await }).await
+pub async fn run(cmd: KeysCommand, config: &tollgate_core::config::Config) -> anyhow::Result<()> {
+    let plans = config.plans.clone();
+    super::with_db(&config.storage.database_url, |db| async move {
+        execute(&db, cmd, &plans).await
+    })
+    .await
 }
 
-async fn execute(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
+async fn execute(
+    db: &Db,
+    cmd: KeysCommand,
+    plans: &std::collections::BTreeMap<String, tollgate_core::config::Plan>,
+) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::Create {
             name,
@@ -248,6 +265,10 @@ async fn execute(db: &Db, cmd: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Credits { id, add } => super::credits::top_up(db, id, add).await?,
         KeysCommand::Refill { id, refill } => super::refill::key_refill(db, id, refill).await?,
+        KeysCommand::Quota { id, name, change } => {
+            let kind = tollgate_core::credits::SubjectKind::Key;
+            super::quotas::adjust(db, plans, kind, id, &name, &change).await?;
+        }
         KeysCommand::Disable { id } => {
             let before = db.get_key(id).await?;
             let key = db

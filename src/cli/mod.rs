@@ -7,6 +7,7 @@ pub mod demo_traffic;
 pub mod identities;
 pub mod keys;
 pub mod refill;
+pub mod quotas;
 pub mod run;
 pub mod service_tokens;
 pub mod usage;

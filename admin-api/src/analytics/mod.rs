@@ -23,8 +23,7 @@ use axum::{Json, Router};
 use tollgate_core::db::usage::{Counts, UsageFilter, ViolationFilter};
 use tollgate_core::db::violation_aggregates::AggregateFilter;
 use tollgate_core::db::ApiKey;
-use tollgate_core::limits::Limit;
-use tollgate_core::rules::effective::{limit_source, KeySide, LimitSource};
+use tollgate_core::effective_limits::LimitsFrom;
 
 use crate::auth::AuthAdmin;
 use crate::bodies::LimitBody;
@@ -140,61 +139,15 @@ async fn key_limits(
     state: &AppState,
     key: &ApiKey,
 ) -> ApiResult<(LimitsSource, Option<String>, Vec<LimitBody>, Option<u32>)> {
-    let identity = match key.identity_id {
-        Some(id) => state.db().get_identity(id).await?,
-        None => None,
+    let k = state.db().key_limits(&state.config().plans, key).await?;
+    let source = match k.from {
+        LimitsFrom::Key => LimitsSource::Key,
+        LimitsFrom::Identity => LimitsSource::Identity,
+        LimitsFrom::Plan => LimitsSource::Plan,
+        LimitsFrom::RouteDefault => LimitsSource::RouteDefault,
     };
-    let side = KeySide {
-        own_limits: key.limits.is_some(),
-        plan: key.plan.as_deref(),
-        concurrency: key.concurrency,
-        identity_limits: identity.as_ref().is_some_and(|i| i.limits.is_some()),
-        identity_plan: identity.as_ref().and_then(|i| i.plan.as_deref()),
-    };
-    // The plan (limits, concurrency), looked up only if it would apply.
-    let plan_name = side.plan_name().map(str::to_string);
-    let plan = match (side.own_limits || side.identity_limits, &plan_name) {
-        (false, Some(name)) => match state.config().plans.get(name) {
-            Some(p) => Some((p.limits.clone(), p.concurrency)),
-            None => state
-                .db()
-                .get_plan(name)
-                .await?
-                .map(|p| (p.limits, p.concurrency)),
-        },
-        _ => None,
-    };
-    let source = limit_source(side, plan.as_ref(), None);
-    let concurrency = source.concurrency(side, |p| p.1);
-    let bodies = |ls: &[Limit]| ls.iter().map(LimitBody::from).collect();
-    Ok(match source {
-        LimitSource::Own => (
-            LimitsSource::Key,
-            None,
-            bodies(key.limits.as_deref().unwrap_or_default()),
-            concurrency,
-        ),
-        LimitSource::IdentityOwn => (
-            LimitsSource::Identity,
-            None,
-            bodies(
-                identity
-                    .as_ref()
-                    .and_then(|i| i.limits.as_deref())
-                    .unwrap_or_default(),
-            ),
-            concurrency,
-        ),
-        LimitSource::Plan(p) => (
-            LimitsSource::Plan,
-            plan_name.clone(),
-            bodies(&p.0),
-            concurrency,
-        ),
-        LimitSource::UnknownPlan(_) | LimitSource::RouteDefault(_) => {
-            (LimitsSource::RouteDefault, None, Vec::new(), concurrency)
-        }
-    })
+    let bodies = k.limits.iter().map(LimitBody::from).collect();
+    Ok((source, k.plan, bodies, k.concurrency))
 }
 
 /// One key's usage (totals, latency, per route) and the limits that apply to it.

@@ -18,6 +18,7 @@ mod openapi;
 mod outage;
 mod plans;
 mod queries;
+mod quota_adjust;
 mod quotas;
 mod roles;
 mod security;

@@ -9,7 +9,9 @@
 //!   containing an instant, in µs since the Unix epoch.
 //! - [`check_quota`] is the counting rule both limiter backends share.
 
+pub mod adjust;
 pub mod period;
+pub mod redis_keys;
 
 use serde::{Deserialize, Serialize};
 

@@ -14,6 +14,7 @@ pub mod effective;
 pub mod identities;
 pub mod keys;
 pub mod limits;
+pub mod quota_adjust;
 pub mod quotas;
 
 use std::fmt::Display;

@@ -2,6 +2,7 @@
 // row opens the identity's detail below it: its limits, its keys and their
 // usage over the last 24 hours (GET /api/analytics/identities/{id}).
 
+import { quotaSection } from '../quotas.js';
 import { get, qs } from '../api.js';
 import { h, replace, debounce, fmtInt, fmtAgo, fmtDateTime, fmtLimit, fmtPct } from '../dom.js';
 
@@ -86,6 +87,8 @@ export function mount(root) {
       h('h2', { text: `${identity.name} (${identity.external_id})` }),
       h('p', { class: 'sub', id: 'identity-usage', text:
         `Last 24 h: ${fmtInt(usage.usage.total)} requests, ${fmtInt(usage.usage.limited)} limited, block rate ${fmtPct(usage.usage.block_rate)}` }),
+      h('h3', { text: 'Shared quotas and credits' }),
+      quotaSection('identities', identity.id),
       h('div', { class: 'table-wrap' }, h('table', { class: 'table', id: 'identity-keys' },
         h('caption', { text: `${fmtInt(keys.total)} keys` }),
         h('thead', {}, h('tr', {},

@@ -28,6 +28,7 @@ use crate::upstreams;
 
 mod credits;
 mod events;
+mod quota_adjust;
 mod supervise;
 
 pub use supervise::{supervise, Backoff};
@@ -124,6 +125,14 @@ impl BackgroundService for Maintenance {
         let (limiters, url) = (self.limiters.clone(), self.database_url.clone());
         tasks.spawn(supervise("webhook-events", backoff, move || {
             events::send_events(limiters.clone(), url.clone())
+        }));
+        let (state, limiters, url) = (
+            self.state.clone(),
+            self.limiters.clone(),
+            self.database_url.clone(),
+        );
+        tasks.spawn(supervise("quota-adjustments", backoff, move || {
+            quota_adjust::apply_quota_adjustments(state.clone(), limiters.clone(), url.clone())
         }));
         let state = self.state.clone();
         tasks.spawn(supervise("websocket-keys", backoff, move || {

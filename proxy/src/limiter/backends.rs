@@ -4,6 +4,7 @@
 
 pub mod balance;
 pub mod credits;
+pub mod quota_adjust;
 
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
@@ -94,6 +95,8 @@ pub struct Limiters {
     pub credits: Arc<super::credits::CreditBook>,
     /// Quota and credit webhook events noticed in decisions (see [`crate::events`]).
     pub events: Arc<crate::events::Notices>,
+    /// Quota resets and adjustments applied (see [`super::quota_adjust`]).
+    pub quota_adjustments: Arc<super::quota_adjust::QuotaAdjustBook>,
     redis: ArcSwapOption<RedisSlot>,
     /// Serialises creation, so that concurrent first requests make one.
     creating: Mutex<()>,
@@ -140,6 +143,7 @@ impl Limiters {
             in_flight: Arc::new(InFlight::default()),
             credits: Arc::new(super::credits::CreditBook::new()),
             events: Arc::new(crate::events::Notices::new()),
+            quota_adjustments: Arc::default(),
             redis: ArcSwapOption::empty(),
             creating: Mutex::new(()),
         }

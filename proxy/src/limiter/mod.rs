@@ -9,6 +9,7 @@ pub mod credits;
 pub mod identity;
 pub mod local;
 pub mod quota;
+pub mod quota_adjust;
 pub mod redis;
 #[doc(hidden)]
 pub mod scenarios;

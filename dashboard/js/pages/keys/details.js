@@ -5,6 +5,7 @@ import { h, replace, fmtInt, fmtDateTime, fmtLimit, fmtMs, fmtPct } from '../../
 import { openDialog } from '../../dialog.js';
 import { timeChart } from '../../charts.js';
 import { keyUsage, keySeries } from '../../analytics.js';
+import { quotaSection } from '../../quotas.js';
 
 export function detailsDialog(k) {
   const chartEl = h('div', { class: 'chart-box' });
@@ -36,6 +37,8 @@ export function detailsDialog(k) {
         h('dt', { text: 'Created' }), h('dd', { text: fmtDateTime(k.created_at) }),
         h('dt', { text: 'Expires' }), h('dd', { text: k.expires_at ? fmtDateTime(k.expires_at) : 'never' }),
         h('dt', { text: 'Last used' }), h('dd', { text: k.last_used_at ? fmtDateTime(k.last_used_at) : 'never' })),
+      h('h3', { text: 'Quotas and credits' }),
+      quotaSection('keys', k.id),
       h('div', { class: 'section-head' }, h('h3', { text: 'Usage' }), rangeSel),
       stats,
       chartEl,

@@ -19,6 +19,8 @@ use super::LocalLimiter;
 use crate::limiter::quota::{bounds, state};
 use crate::limiter::{Bucket, Subject};
 
+mod adjust;
+
 /// One quota's count: its slot ([`Bucket::slot`]), the key it belongs to
 /// (0: the whole subject, e.g. an identity's shared quota), its period and
 /// its uses.

@@ -39,6 +39,7 @@ pub mod holds;
 pub mod lease;
 pub mod over_limit;
 pub mod peek;
+pub mod quota_adjust;
 pub mod script;
 pub mod settle;
 

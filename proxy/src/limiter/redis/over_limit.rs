@@ -180,6 +180,12 @@ impl OverLimitCache {
         }
     }
 
+    /// Drop the refusals of every subject `which` picks (a quota reset or
+    /// adjustment: they may admit again). Returns how many were dropped.
+    pub fn forget_where(&self, which: impl Fn(&Subject) -> bool) -> usize {
+        self.map.retain(|s, _| !which(s))
+    }
+
     /// Drop every expired refusal. Returns how many subjects were dropped.
     pub fn sweep(&self, now: Instant) -> usize {
         self.map.retain(|_, refusals| {

@@ -1,0 +1,136 @@
+//! A quota reset or adjustment applied to this process's count (see
+//! [`crate::limiter::quota_adjust`]).
+
+use tollgate_core::quota::adjust::QuotaChange;
+use tollgate_core::quota::PeriodBounds;
+
+use super::{holder, owner_key, Count};
+use crate::limiter::{Bucket, LocalLimiter, Subject};
+
+impl LocalLimiter {
+    /// Change `subject`'s count of quota `b` in `period` (under the quota
+    /// shard's lock, as a request counts). A count of an older period is
+    /// replaced (that period is over); a later period's is left alone (the
+    /// change is for a period already ended here).
+    pub fn adjust_quota(
+        &self,
+        subject: &Subject,
+        b: &Bucket,
+        period: PeriodBounds,
+        change: QuotaChange,
+    ) {
+        let holder = holder(subject);
+        let key = owner_key(subject, b);
+        let mut map = self.quotas.lock(&holder);
+        let counts = map.entry(holder).or_default();
+        let fresh = |used| Count {
+            slot: b.slot,
+            key,
+            start_us: period.start_us,
+            end_us: period.end_us,
+            used,
+        };
+        match counts.iter_mut().find(|c| c.slot == b.slot && c.key == key) {
+            Some(c) if c.start_us == period.start_us => c.used = change.apply(c.used),
+            Some(c) if c.start_us < period.start_us => *c = fresh(change.apply(0)),
+            Some(_) => {}
+            None => counts.push(fresh(change.apply(0))),
+        }
+        counts.retain(|c| c.used > 0);
+        if counts.is_empty() {
+            map.remove(&holder);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_core::limits::{Limit, LimitScope};
+    use tollgate_core::quota::{Period, QuotaSpec};
+
+    use super::*;
+    use crate::limiter::Scope;
+
+    const S: u64 = 1_000_000_000;
+    /// 2026-12-01T12:00:00Z in µs.
+    const NOON: i64 = 1_796_083_200_000_000 + 12 * 3_600_000_000;
+
+    fn daily(amount: u64, scope: LimitScope) -> Bucket {
+        let spec = QuotaSpec {
+            period: Period::Day,
+            anchor: None,
+            time_zone: None,
+        };
+        let mut l = Limit::new_quota("daily", amount, spec, None);
+        l.scope = scope;
+        Bucket::new(Scope::Key, l)
+    }
+
+    fn today(b: &Bucket) -> PeriodBounds {
+        crate::limiter::quota::bounds(b, NOON).expect("period")
+    }
+
+    fn admitted(l: &LocalLimiter, s: &Subject, b: &Bucket) -> usize {
+        (0..100)
+            .take_while(|_| l.check_quotas_at(s, &[b], S, NOON).allowed)
+            .count()
+    }
+
+    #[test]
+    fn a_reset_gives_the_whole_quota_back_and_a_delta_moves_the_count() {
+        let l = LocalLimiter::new(4);
+        let q = daily(5, LimitScope::Key);
+        let k = Subject::Key(1);
+        assert_eq!(admitted(&l, &k, &q), 5);
+        l.adjust_quota(&k, &q, today(&q), QuotaChange::Reset);
+        assert_eq!(admitted(&l, &k, &q), 5);
+        l.adjust_quota(&k, &q, today(&q), QuotaChange::Delta(-2));
+        assert_eq!(admitted(&l, &k, &q), 2);
+        // Used 5 + 3 = 8: over the quota, nothing admitted; giving back 4
+        // leaves 4 used, 1 left.
+        l.adjust_quota(&k, &q, today(&q), QuotaChange::Delta(3));
+        assert_eq!(admitted(&l, &k, &q), 0);
+        l.adjust_quota(&k, &q, today(&q), QuotaChange::Delta(-4));
+        assert_eq!(l.peek_quota(&k, &q, NOON).remaining, 1);
+        // A delta on a fresh count; given back below 0 stops at 0.
+        let other = Subject::Key(2);
+        l.adjust_quota(&other, &q, today(&q), QuotaChange::Delta(4));
+        assert_eq!(l.peek_quota(&other, &q, NOON).remaining, 1);
+        l.adjust_quota(&other, &q, today(&q), QuotaChange::Delta(-40));
+        assert_eq!(admitted(&l, &other, &q), 5);
+    }
+
+    #[test]
+    fn only_its_period_and_its_count() {
+        let l = LocalLimiter::new(4);
+        let q = daily(3, LimitScope::Key);
+        let k = Subject::Key(1);
+        assert_eq!(admitted(&l, &k, &q), 3);
+        // Yesterday's reset does not touch today's count.
+        let mut yesterday = today(&q);
+        yesterday.start_us -= 86_400_000_000;
+        yesterday.end_us -= 86_400_000_000;
+        l.adjust_quota(&k, &q, yesterday, QuotaChange::Reset);
+        assert_eq!(admitted(&l, &k, &q), 0);
+        // An identity's shared count and a member's own are apart.
+        let shared = daily(3, LimitScope::Identity);
+        let m = Subject::Member {
+            key: 4,
+            identity: 9,
+        };
+        assert_eq!(admitted(&l, &m, &shared), 3);
+        // The key's own count: the shared one stays spent.
+        l.adjust_quota(&m, &q, today(&q), QuotaChange::Reset);
+        assert_eq!(admitted(&l, &m, &shared), 0);
+        l.adjust_quota(&m, &q, today(&q), QuotaChange::Delta(1));
+        assert_eq!(l.peek_quota(&m, &q, NOON).remaining, 2);
+        l.adjust_quota(
+            &Subject::Identity(9),
+            &shared,
+            today(&q),
+            QuotaChange::Reset,
+        );
+        assert_eq!(admitted(&l, &m, &shared), 3);
+        assert_eq!(l.peek_quota(&m, &q, NOON).remaining, 2);
+    }
+}

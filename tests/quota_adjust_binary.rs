@@ -1,0 +1,244 @@
+//! Resetting and adjusting a quota (issue #20) through the real binary:
+//! `tollgate admin` takes `POST /api/keys/{id}/quotas/{name}` and
+//! `tollgate proxy` processes apply it. With two proxies on one Redis (a
+//! redis-server of the test's own) and a quota of 5 a day: 5 admitted, the
+//! 6th is 429 `quota-exhausted`; after a reset exactly 5 more across both
+//! proxies, after `used_delta: -2` exactly 2 more. With the local backend,
+//! the same on one proxy.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::redis::OwnRedis;
+use common::{free_port, tollgate};
+use serde_json::{json, Value};
+use tollgate_core::db::NewApiKey;
+
+fn yaml(limiter: &str, upstream: u16) -> String {
+    format!(
+        r#"{limiter}plans:
+  metered: {{ limits: [ {{ name: daily, quota: 5, period: day }}, {{ name: hour, rate: 100000, per: 1h }} ] }}
+  probe: {{ limits: [ {{ name: p, rate: 1000000, per: 1s }} ] }}
+upstreams:
+  demo: {{ targets: ["127.0.0.1:{upstream}"] }}
+routes:
+  - name: users
+    match: {{ path_prefix: /api/users }}
+    upstream: demo
+    strip_prefix: /api
+"#
+    )
+}
+
+/// `tollgate admin` on the proxies' database and plans, killed on drop.
+struct Admin {
+    child: Child,
+    base: String,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Admin {
+    async fn start(db_url: &str, yaml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let text = format!(
+            "admin:\n  listen: \"127.0.0.1:{port}\"\nstorage:\n  database_url: \"{db_url}\"\nlog:\n  level: warn\n{yaml}"
+        );
+        let config = dir.path().join("tollgate.yaml");
+        std::fs::write(&config, &text).expect("write config");
+        let child = tollgate()
+            .arg("admin")
+            .arg("--config")
+            .arg(&config)
+            .current_dir(dir.path())
+            .env("TOLLGATE_ADMIN_PASSWORD", "admin-pass-123")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tollgate admin");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let start = Instant::now();
+        let token = loop {
+            let r = client
+                .post(format!("{base}/api/auth/login"))
+                .json(&json!({"username": "admin", "password": "admin-pass-123"}))
+                .send()
+                .await;
+            if let Ok(r) = r {
+                if r.status() == 200 {
+                    let v: Value = r.json().await.expect("json");
+                    break v["token"].as_str().expect("token").to_string();
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "admin not up:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Self {
+            child,
+            base,
+            token,
+            _dir: dir,
+        }
+    }
+
+    async fn adjust(&self, key: i64, body: Value) -> Value {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/keys/{key}/quotas/daily", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("adjust");
+        assert_eq!(r.status(), 201, "adjust {body}");
+        r.json().await.expect("json")
+    }
+}
+
+/// (status, the body).
+async fn call(client: &reqwest::Client, p: &Proxy, key: &str) -> (u16, String) {
+    let r = client
+        .get(p.url("/api/users"))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+/// Wait until every proxy admits `key` (the proxies and Redis are up).
+async fn wait_admitted(client: &reqwest::Client, proxies: &[Proxy], key: &str) {
+    for p in proxies {
+        let start = Instant::now();
+        while call(client, p, key).await.0 != 200 {
+            assert!(start.elapsed() < Duration::from_secs(30), "proxy not ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Alternate proxies until one refuses: how many were admitted (at most
+/// 50) and the refusal's body.
+async fn admitted_until_refused(
+    client: &reqwest::Client,
+    proxies: &[Proxy],
+    key: &str,
+) -> (usize, String) {
+    for i in 0..50 {
+        let (s, body) = call(client, &proxies[i % proxies.len()], key).await;
+        match s {
+            200 => {}
+            429 => return (i, body),
+            other => panic!("status {other}: {body}"),
+        }
+    }
+    (50, String::new())
+}
+
+/// After a change: each proxy in turn is asked until it admits one
+/// request (the proxies apply the change within their key refresh; until a
+/// proxy has sent it to Redis it may still serve its cached refusal), then
+/// they alternate until one refuses. Returns how many were admitted.
+async fn admitted_after_change(client: &reqwest::Client, proxies: &[Proxy], key: &str) -> usize {
+    let start = Instant::now();
+    let mut admitted = 0;
+    for p in proxies {
+        loop {
+            match call(client, p, key).await {
+                (200, _) => {
+                    admitted += 1;
+                    break;
+                }
+                (429, _) => {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(30),
+                        "the change never reached a proxy"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                (s, body) => panic!("status {s}: {body}"),
+            }
+        }
+    }
+    admitted + admitted_until_refused(client, proxies, key).await.0
+}
+
+async fn scenario(limiter: &str, proxies_n: usize, redis: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+    let new = |name: &str, plan: &str| NewApiKey {
+        name: name.into(),
+        plan: Some(plan.into()),
+        ..NewApiKey::default()
+    };
+    let (row, key) = db
+        .create_key(&new("metered", "metered"))
+        .await
+        .expect("key");
+    let (_, probe) = db.create_key(&new("probe", "probe")).await.expect("probe");
+    let y = yaml(limiter, common::demo_upstream().await);
+    let mut proxies = Vec::new();
+    for _ in 0..proxies_n {
+        proxies.push(Proxy::start(tempfile::tempdir().expect("tempdir"), db.url(), "", &y).await);
+    }
+    let admin = Admin::start(db.url(), &y).await;
+    let client = reqwest::Client::new();
+    wait_admitted(&client, &proxies, &probe).await;
+
+    let (n, refusal) = admitted_until_refused(&client, &proxies, &key).await;
+    assert_eq!(n, 5, "a quota of 5");
+    assert!(refusal.contains("quota-exhausted"), "{refusal}");
+    assert!(refusal.contains("daily"), "{refusal}");
+
+    // Redis: one count for all proxies; local: each proxy its own.
+    let per = |n: usize| if redis { n } else { n * proxies_n };
+    // A reset: the next request is admitted on every proxy, exactly 5 more.
+    let v = admin.adjust(row.id, json!({"reset": true})).await;
+    assert_eq!(v["reset"], true);
+    assert_eq!(admitted_after_change(&client, &proxies, &key).await, per(5));
+
+    // Given back 2: exactly 2 more.
+    let v = admin.adjust(row.id, json!({"used_delta": -2})).await;
+    assert_eq!(v["used_delta"], -2);
+    assert_eq!(admitted_after_change(&client, &proxies, &key).await, per(2));
+    // 3 more used than there are: still refused; 5 given back: 2 left
+    // (the count never goes below 0 and never counts the overdraft twice).
+    admin.adjust(row.id, json!({"used_delta": 3})).await;
+    admin.adjust(row.id, json!({"used_delta": -5})).await;
+    assert_eq!(admitted_after_change(&client, &proxies, &key).await, per(2));
+    drop(admin);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_and_adjust_across_two_proxies_on_one_redis() {
+    let Some(redis) = OwnRedis::start() else {
+        return;
+    };
+    let limiter = format!(
+        "limiter:\n  backend: redis\n  redis_url: \"{}\"\n  redis_timeout: 2s\n  on_redis_error: deny\n",
+        redis.url()
+    );
+    scenario(&limiter, 2, true).await;
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_and_adjust_with_the_local_backend() {
+    scenario("limiter:\n  backend: local\n", 1, false).await;
+}
