@@ -105,6 +105,12 @@ BEGIN
     IF to_regclass('public.instances') IS NOT NULL THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON public.instances TO tollgate_proxy;
     END IF;
+    -- Credit adjustments: read (top-ups applied to the live balances);
+    -- a local limiter also writes its spends (rows with spent_by).
+    IF to_regclass('public.credit_adjustments') IS NOT NULL THEN
+        GRANT SELECT, INSERT ON public.credit_adjustments TO tollgate_proxy;
+        GRANT USAGE ON SEQUENCE public.credit_adjustments_id_seq TO tollgate_proxy;
+    END IF;
     -- Webhook events (quota and credit events are enqueued where they
     -- happen: core::webhooks::enqueue_event): events and their deliveries
     -- are inserted; of the endpoints only which events each wants is read,

@@ -193,7 +193,8 @@ pub fn build(prepared: Prepared) -> Built {
         state.clone(),
         database_url.clone(),
         listen.to_string(),
-    );
+    )
+    .with_credits(limiters.credits.clone());
     let usage_stop = Arc::new(UsageStop::new(flusher.fast_stop_flag()));
     server.add_service(background_service(
         "tollgate-usage",

@@ -24,6 +24,7 @@
 //!   [`refill`].
 
 pub mod refill;
+pub mod spends;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -89,6 +90,8 @@ pub struct CreditBook {
     /// Adjustments this proxy saw applied in Redis, by id, with the
     /// balance's Redis instance it applied them to (its URL).
     applied_redis: Mutex<HashMap<i64, String>>,
+    /// The local spends not yet written to the database ([`spends`]).
+    pub spends: spends::SpendLog,
 }
 
 impl std::fmt::Debug for CreditBook {
@@ -113,6 +116,7 @@ impl CreditBook {
             local: ShardedMap::new(64),
             applied_local: Mutex::default(),
             applied_redis: Mutex::default(),
+            spends: spends::SpendLog::new(),
         }
     }
 
@@ -158,8 +162,11 @@ impl CreditBook {
         refills.get(holder).cloned()
     }
 
-    /// Apply adjustments to the local balances, each once. Every subject
-    /// named becomes a holder. Returns how many were new.
+    /// Apply adjustments to the local balances, each once: top-ups, and
+    /// the spends other proxies (or earlier runs of this one) wrote, not
+    /// this process's own ([`spends`]); of a balance with a refill, only
+    /// rows of its current period. Every subject named becomes a holder.
+    /// Returns how many were new.
     pub fn apply_local(&self, adjustments: &[CreditAdjustment]) -> usize {
         self.apply_local_at(adjustments, super::quota::wall_now_us())
     }
@@ -173,10 +180,16 @@ impl CreditBook {
                 continue;
             };
             self.holders.write().insert(subject);
-            if !self.applied_local.lock().insert(a.id) {
+            if !self.applied_local.lock().insert(a.id) || self.spends.is_own(a) {
                 continue;
             }
             let refill = self.refill_of(&subject);
+            let period = refill.as_deref().and_then(|r| r.period_start_us(wall_us));
+            if period.is_some_and(|start| spends::moved_at_ms(a).saturating_mul(1000) < start) {
+                // Set back to the refill's amount since: spent or given
+                // in a period that is over.
+                continue;
+            }
             let mut map = self.local.lock(&subject);
             let b = map.entry(subject).or_default();
             refill::apply_due(b, refill.as_deref(), wall_us);
@@ -186,7 +199,8 @@ impl CreditBook {
         new
     }
 
-    /// The adjustments not yet applied to the Redis at `target`.
+    /// The adjustments not yet applied to the Redis at `target` (spends of
+    /// local proxies never are: Redis keeps its own).
     pub fn pending_redis<'a>(
         &self,
         adjustments: &'a [CreditAdjustment],
@@ -195,7 +209,7 @@ impl CreditBook {
         let applied = self.applied_redis.lock();
         adjustments
             .iter()
-            .filter(|a| subject_of(a).is_some())
+            .filter(|a| subject_of(a).is_some() && a.spent_by.is_none())
             .filter(|a| applied.get(&a.id).is_none_or(|t| t != target))
             .collect()
     }
@@ -269,7 +283,36 @@ impl CreditBook {
             return Spent::Decided(decision, balance);
         }
         b.credits = after;
+        let period = refill.as_deref().and_then(|r| r.period_start_us(wall_us));
+        self.spends
+            .record(holder, period, after - balance, wall_us.div_euclid(1000));
         Spent::Decided(decision, after)
+    }
+
+    /// Give `cost` credits back to the balance a request of `subject`
+    /// spent from locally (a refund on the route's `refund_on`), recorded
+    /// like a spend. Returns the balance after.
+    pub fn refund_local(&self, subject: &Subject, cost: u64) -> i64 {
+        self.refund_local_at(subject, cost, super::quota::wall_now_us())
+    }
+
+    /// [`Self::refund_local`] at wall-clock time `wall_us`.
+    pub fn refund_local_at(&self, subject: &Subject, cost: u64, wall_us: i64) -> i64 {
+        let holder = self.holder_of(subject).unwrap_or_else(|| holder(subject));
+        let refill = self.refill_of(&holder);
+        let cost = i64::try_from(cost).unwrap_or(i64::MAX);
+        let mut map = self.local.lock(&holder);
+        let b = map.entry(holder).or_default();
+        if refill::apply_due(b, refill.as_deref(), wall_us) {
+            // Spent in a period that is over: the refill replaced it.
+            return b.credits;
+        }
+        let before = b.credits;
+        b.credits = credits::apply(before, cost);
+        let period = refill.as_deref().and_then(|r| r.period_start_us(wall_us));
+        self.spends
+            .record(holder, period, b.credits - before, wall_us.div_euclid(1000));
+        b.credits
     }
 }
 
@@ -302,6 +345,8 @@ mod tests {
             delta,
             created_at: 0,
             actor: String::new(),
+            spent_by: None,
+            spent_at: None,
         }
     }
 
@@ -455,7 +500,11 @@ mod tests {
         assert!(matches!(spend(hour + 1), Spent::Decided(_, 0)));
         assert_eq!(spend(2 * hour - 1), Spent::Exhausted(0));
         // A top-up in the next period: the refill first, then the top-up.
-        book.apply_local_at(&[id_adj(1, 7, 3)], 2 * hour + 5);
+        let top_up = CreditAdjustment {
+            created_at: 2 * hour / 1000,
+            ..id_adj(1, 7, 3)
+        };
+        book.apply_local_at(&[top_up], 2 * hour + 5);
         assert_eq!(book.local_balance(&id), 5);
         assert!(matches!(spend(3 * hour - 1), Spent::Decided(_, 4)));
         // The period after: set back to 2, unused credits do not roll over.
