@@ -453,3 +453,61 @@ async fn credits_are_refunded_on_refund_on_with_redis() {
     );
     credits_are_refunded_on_refund_on(&limiter).await;
 }
+
+/// Finding B1 through the CLI: a top-up that would take the key's total
+/// beyond the 64-bit range fails clearly and is not stored; the key can
+/// still be corrected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_refuses_a_total_beyond_64_bits_and_stores_nothing() {
+    use tollgate_core::credits::{SubjectKind, MAX_DELTA};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+    let (row, _) = db
+        .create_key(&NewApiKey {
+            name: "rich".into(),
+            ..NewApiKey::default()
+        })
+        .await
+        .expect("key");
+    for _ in 0..1024 {
+        db.add_credits(SubjectKind::Key, row.id, MAX_DELTA, "seed")
+            .await
+            .expect("in range");
+    }
+    let config = dir.path().join("tollgate.yaml");
+    std::fs::write(
+        &config,
+        format!("storage:\n  database_url: \"{}\"\n", db.url()),
+    )
+    .expect("config");
+    let cli = |delta: i64| {
+        common::tollgate()
+            .args(["keys", "--config"])
+            .arg(&config)
+            .args(["credits", &row.id.to_string(), "--add", &delta.to_string()])
+            .output()
+            .expect("run tollgate keys credits")
+    };
+    let rows = db.credit_adjustments_since(0).await.expect("rows").len();
+    for delta in [MAX_DELTA, 1024] {
+        let out = cli(delta);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("delta") && err.contains("64-bit"), "{err}");
+    }
+    assert_eq!(
+        db.credit_adjustments_since(0).await.expect("rows").len(),
+        rows
+    );
+    let out = cli(-5);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("{} granted", 1024 * MAX_DELTA - 5)),
+        "{said}"
+    );
+}
