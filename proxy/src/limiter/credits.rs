@@ -288,32 +288,6 @@ impl CreditBook {
             .record(holder, period, after - balance, wall_us.div_euclid(1000));
         Spent::Decided(decision, after)
     }
-
-    /// Give `cost` credits back to the balance a request of `subject`
-    /// spent from locally (a refund on the route's `refund_on`), recorded
-    /// like a spend. Returns the balance after.
-    pub fn refund_local(&self, subject: &Subject, cost: u64) -> i64 {
-        self.refund_local_at(subject, cost, super::quota::wall_now_us())
-    }
-
-    /// [`Self::refund_local`] at wall-clock time `wall_us`.
-    pub fn refund_local_at(&self, subject: &Subject, cost: u64, wall_us: i64) -> i64 {
-        let holder = self.holder_of(subject).unwrap_or_else(|| holder(subject));
-        let refill = self.refill_of(&holder);
-        let cost = i64::try_from(cost).unwrap_or(i64::MAX);
-        let mut map = self.local.lock(&holder);
-        let b = map.entry(holder).or_default();
-        if refill::apply_due(b, refill.as_deref(), wall_us) {
-            // Spent in a period that is over: the refill replaced it.
-            return b.credits;
-        }
-        let before = b.credits;
-        b.credits = credits::apply(before, cost);
-        let period = refill.as_deref().and_then(|r| r.period_start_us(wall_us));
-        self.spends
-            .record(holder, period, b.credits - before, wall_us.div_euclid(1000));
-        b.credits
-    }
 }
 
 /// The `RateLimit` member reporting a balance (`r` = credits left; a

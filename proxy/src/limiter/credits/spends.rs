@@ -137,6 +137,36 @@ impl SpendLog {
     }
 }
 
+impl super::CreditBook {
+    /// Give `cost` credits back to the balance a request of `subject`
+    /// spent from locally (a refund on the route's `refund_on`), recorded
+    /// like a spend. Returns the balance after.
+    pub fn refund_local(&self, subject: &Subject, cost: u64) -> i64 {
+        self.refund_local_at(subject, cost, crate::limiter::quota::wall_now_us())
+    }
+
+    /// [`Self::refund_local`] at wall-clock time `wall_us`.
+    pub fn refund_local_at(&self, subject: &Subject, cost: u64, wall_us: i64) -> i64 {
+        let holder = self
+            .holder_of(subject)
+            .unwrap_or_else(|| super::holder(subject));
+        let refill = self.refill_of(&holder);
+        let cost = i64::try_from(cost).unwrap_or(i64::MAX);
+        let mut map = self.local.lock(&holder);
+        let b = map.entry(holder).or_default();
+        if super::refill::apply_due(b, refill.as_deref(), wall_us) {
+            // Spent in a period that is over: the refill replaced it.
+            return b.credits;
+        }
+        let before = b.credits;
+        b.credits = tollgate_core::credits::apply(before, cost);
+        let period = refill.as_deref().and_then(|r| r.period_start_us(wall_us));
+        self.spends
+            .record(holder, period, b.credits - before, wall_us.div_euclid(1000));
+        b.credits
+    }
+}
+
 /// When a row's credits moved (Unix ms): a spend's first spend, else its
 /// creation.
 pub fn moved_at_ms(a: &CreditAdjustment) -> i64 {
@@ -188,6 +218,81 @@ mod tests {
             ..again[0].clone()
         };
         assert_eq!(member.to_row(), None);
+    }
+
+    fn row(id: i64, delta: i64, spent_by: Option<&str>) -> CreditAdjustment {
+        CreditAdjustment {
+            id,
+            subject_kind: SubjectKind::Key,
+            subject_id: 1,
+            delta,
+            created_at: 0,
+            actor: String::new(),
+            spent_by: spent_by.map(str::to_string),
+            spent_at: spent_by.map(|_| 0),
+        }
+    }
+
+    #[test]
+    fn a_book_applies_others_spends_not_its_own_and_refunds_are_recorded() {
+        use crate::limiter::credits::{CreditBook, Spent};
+        use crate::limiter::LocalLimiter;
+        let book = CreditBook::new();
+        let own = book.spends.instance().to_string();
+        let k = Subject::Key(1);
+        // A restart: the top-up, an earlier run's spends, another proxy's.
+        let rows = [
+            row(1, 10, None),
+            row(2, -4, Some("earlier-run")),
+            row(3, -1, Some("other")),
+            row(4, -2, Some(&own)),
+        ];
+        assert_eq!(book.apply_local(&rows), 3);
+        assert_eq!(book.local_balance(&k), 5);
+        let l = LocalLimiter::new(2);
+        assert!(matches!(
+            book.spend_local(&l, &k, &[], 3),
+            Spent::Decided(_, 2)
+        ));
+        assert_eq!(book.refund_local(&k, 3), 5);
+        assert!(matches!(
+            book.spend_local(&l, &k, &[], 1),
+            Spent::Decided(_, 4)
+        ));
+        // Written: the net of what this process spent and gave back.
+        let taken = book.spends.take();
+        assert_eq!(taken.len(), 1);
+        assert_eq!((taken[0].holder, taken[0].delta), (k, -1));
+        // Redis never gets spend rows.
+        let pending = book.pending_redis(&rows, "redis://x");
+        assert_eq!(pending.iter().map(|a| a.id).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn a_refilled_balance_counts_only_rows_of_its_current_period() {
+        use crate::limiter::credits::CreditBook;
+        use std::sync::Arc;
+        use tollgate_core::refill::{Refill, RefillSpec};
+        let book = CreditBook::new();
+        let r = Refill::new(&RefillSpec {
+            amount: Some(10),
+            every: Some("1h".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        let k = Subject::Key(1);
+        book.set_refills([(k, Arc::new(r))].into_iter().collect());
+        let hour_ms = 3_600_000i64;
+        let at = |id, delta, ms| CreditAdjustment {
+            spent_at: Some(ms),
+            created_at: ms + 1,
+            ..row(id, delta, Some("other"))
+        };
+        // Restarted in the third hour: last hour's spend is not applied,
+        // this hour's is (also when written after the hour's start).
+        let rows = [at(1, -7, 2 * hour_ms - 1), at(2, -3, 2 * hour_ms + 5)];
+        assert_eq!(book.apply_local_at(&rows, (2 * hour_ms + 10) * 1000), 1);
+        assert_eq!(book.local_balance(&k), 7);
     }
 
     #[test]
