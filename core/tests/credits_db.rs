@@ -135,3 +135,67 @@ async fn own_refills_are_set_replaced_and_cleared(db: &Db) {
 }
 
 both!(own_refills, own_refills_are_set_replaced_and_cleared);
+
+/// Spends of local proxies (finding B13) are rows too: read back with
+/// their instance, left out of `granted`, and counted in the total that
+/// must stay in the 64-bit range (finding B1).
+async fn spends_are_rows_outside_granted(db: &Db) {
+    use tollgate_core::db::credits::NewSpend;
+    db.add_credits(SubjectKind::Key, 3, 10, "x")
+        .await
+        .expect("add");
+    let spend = |delta| NewSpend {
+        subject_kind: SubjectKind::Key,
+        subject_id: 3,
+        delta,
+        spent_at: 1234,
+    };
+    db.record_spends("p-1", &[spend(-4), spend(0), spend(1)])
+        .await
+        .expect("spends");
+    let rows = db.credit_adjustments_since(0).await.expect("rows");
+    assert_eq!(rows.len(), 3, "a zero spend is no row: {rows:?}");
+    assert_eq!(rows[0].spent_by, None);
+    assert_eq!(
+        (rows[1].spent_by.as_deref(), rows[1].spent_at, rows[1].delta),
+        (Some("p-1"), Some(1234), -4)
+    );
+    assert_eq!(rows[1].actor, "proxy:p-1");
+    assert_eq!(
+        db.credits_granted(SubjectKind::Key, 3).await.expect("sum"),
+        Some(10)
+    );
+    // The running total (7) counts the spends: up to i64::MAX, not beyond.
+    let mut total: i64 = 7;
+    while i64::MAX - total >= MAX_DELTA {
+        db.add_credits(SubjectKind::Key, 3, MAX_DELTA, "x")
+            .await
+            .expect("in range");
+        total += MAX_DELTA;
+    }
+    let room = i64::MAX - total;
+    let e = db
+        .add_credits(SubjectKind::Key, 3, room + 1, "x")
+        .await
+        .expect_err("beyond i64::MAX");
+    assert!(
+        matches!(e, DbError::OutOfRange { field: "delta", .. }),
+        "{e}"
+    );
+    let n = db.credit_adjustments_since(0).await.expect("rows").len();
+    db.add_credits(SubjectKind::Key, 3, room, "x")
+        .await
+        .expect("exactly i64::MAX");
+    assert_eq!(
+        db.credit_adjustments_since(0).await.expect("rows").len(),
+        n + 1
+    );
+    // The top-ups alone sum to i64::MAX + 3 (3 were spent): summed
+    // exactly, shown at the bound.
+    assert_eq!(
+        db.credits_granted(SubjectKind::Key, 3).await.expect("sum"),
+        Some(i64::MAX)
+    );
+}
+
+both!(spends, spends_are_rows_outside_granted);

@@ -105,9 +105,11 @@ BEGIN
     IF to_regclass('public.instances') IS NOT NULL THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON public.instances TO tollgate_proxy;
     END IF;
-    -- Prepaid credits: top-ups and own refills are read and applied.
+    -- Credit adjustments: read (top-ups applied to the live balances);
+    -- a local limiter also writes its spends (rows with spent_by).
     IF to_regclass('public.credit_adjustments') IS NOT NULL THEN
-        GRANT SELECT ON public.credit_adjustments TO tollgate_proxy;
+        GRANT SELECT, INSERT ON public.credit_adjustments TO tollgate_proxy;
+        GRANT USAGE ON SEQUENCE public.credit_adjustments_id_seq TO tollgate_proxy;
     END IF;
     IF to_regclass('public.credit_refills') IS NOT NULL THEN
         GRANT SELECT ON public.credit_refills TO tollgate_proxy;

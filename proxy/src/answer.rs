@@ -279,8 +279,10 @@ pub fn concurrency_exceeded(limit: u32) -> Answer {
 
 pub fn limiter_unavailable() -> Answer {
     Answer::problem(
-        Problem::new("limiter-unavailable", "Service Unavailable", 503)
-            .detail("the rate limiter is unavailable and the gateway is configured to refuse"),
+        Problem::new("limiter-unavailable", "Service Unavailable", 503).detail(
+            "the rate limiter is unavailable and the gateway is configured to refuse \
+                 (always, for a request that spends prepaid credits)",
+        ),
     )
     .with_header("Retry-After", "1".to_string())
 }

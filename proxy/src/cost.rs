@@ -24,16 +24,19 @@ use crate::state::{CompiledRoute, ConfigState};
 #[derive(Debug)]
 pub struct Reservation {
     buckets: Vec<Bucket>,
+    /// The credits a credit holder's request spends (`cost.reserve`),
+    /// refunded on `refund_on` like the buckets' tokens.
+    reserve: u64,
 }
 
 impl Reservation {
+    /// On a route with `cost` (with no buckets too: a credit holder's
+    /// request still spends the reservation's credits).
     pub fn for_route(route: &CompiledRoute, buckets: &[&Bucket]) -> Option<Self> {
         let cost = route.route.cost.as_ref()?;
-        if buckets.is_empty() {
-            return None;
-        }
         Some(Self {
             buckets: buckets.iter().map(|b| reserving(b, cost.reserve)).collect(),
+            reserve: cost.reserve,
         })
     }
 
@@ -43,7 +46,7 @@ impl Reservation {
 
     /// The reservation to settle later, if the request was admitted (a
     /// refused or shadow-refused request took nothing) by a backend that
-    /// holds tokens.
+    /// holds tokens or credits.
     pub fn admitted(
         self,
         subject: Subject,
@@ -53,12 +56,30 @@ impl Reservation {
         if !decision.allowed || decision.limits.is_empty() {
             return None;
         }
+        let credits = if spent_credits(decision) {
+            self.reserve
+        } else {
+            0
+        };
+        if self.buckets.is_empty() && credits == 0 {
+            return None;
+        }
         Some(Pending {
             held: backend_of(decided_by)?,
             subject,
             buckets: self.buckets,
+            credits,
         })
     }
+}
+
+/// Whether an admitted decision spent credits: it reports the balance
+/// after (the `credits` member, which has no window, unlike a bucket).
+fn spent_credits(decision: &Decision) -> bool {
+    decision
+        .limits
+        .iter()
+        .any(|l| l.window_secs == 0 && &*l.name == crate::limiter::credits::MEMBER)
 }
 
 /// A reservation taken and not settled yet.
@@ -67,6 +88,8 @@ pub struct Pending {
     held: Held,
     subject: Subject,
     buckets: Vec<Bucket>,
+    /// The credits spent (0: none), given back on `refund_on`.
+    credits: u64,
 }
 
 impl Pending {
@@ -79,11 +102,20 @@ impl Pending {
         actual: Result<u64, CostHeaderError>,
     ) {
         let (s, basis) = cost::settlement(cost, status, actual);
-        let refs: SmallVec<[&Bucket; 4]> = self.buckets.iter().collect();
         let limiter = &config.config.limiter;
-        limiters
-            .settle(limiter, self.held, &self.subject, &refs, s, basis)
-            .await;
+        if !self.buckets.is_empty() {
+            let refs: SmallVec<[&Bucket; 4]> = self.buckets.iter().collect();
+            limiters
+                .settle(limiter, self.held, &self.subject, &refs, s, basis)
+                .await;
+        }
+        // Credits are charged the reservation (the response's actual cost
+        // settles the buckets only) and given back whole on `refund_on`.
+        if self.credits > 0 && basis == cost::Basis::Refund {
+            limiters
+                .refund_credits(limiter, self.held, &self.subject, self.credits)
+                .await;
+        }
     }
 }
 

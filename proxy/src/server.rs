@@ -40,6 +40,10 @@ pub struct Prepared {
     pub config: Config,
     db_state: DbState,
     listener_cert: Option<Arc<ListenerCert>>,
+    /// Every credit adjustment (top-ups and local spends), applied before
+    /// the listeners open: no request of a credit holder goes uncounted
+    /// while the first background read is pending.
+    credits: Vec<tollgate_core::db::credits::CreditAdjustment>,
 }
 
 impl Prepared {
@@ -55,11 +59,18 @@ impl Prepared {
             .transpose()?;
         let db = Db::connect(&config.storage.database_url).await?;
         let db_state = load_db_state(&db).await?;
+        let credits = db.credit_adjustments_since(0).await.unwrap_or_else(|e| {
+            tracing::warn!(
+                "credit adjustments not read at start (read again in the background): {e}"
+            );
+            Vec::new()
+        });
         db.close().await;
         Ok(Self {
             config,
             db_state,
             listener_cert,
+            credits,
         })
     }
 }
@@ -106,6 +117,7 @@ pub fn build(prepared: Prepared) -> Built {
         config,
         db_state,
         listener_cert,
+        credits,
     } = prepared;
     let tuning = config.proxy.tuning;
     let conf = ServerConf {
@@ -134,6 +146,13 @@ pub fn build(prepared: Prepared) -> Built {
     let state = Arc::new(State::new(ConfigState::compile(config, None), db_state));
     let limiter = Arc::new(LocalLimiter::default());
     let limiters = Arc::new(Limiters::new(limiter.clone()));
+    limiters
+        .credits
+        .set_refills(crate::limiter::credits::refill::refills_of(
+            &state.db.load().keys,
+            &state.config.load().config.plans,
+        ));
+    limiters.credits.apply_local(&credits);
     let usage = UsageRecorder::new();
     let gateway =
         Gateway::new(state.clone(), limiters.clone(), usage.clone()).with_spans(spans.clone());
@@ -193,7 +212,8 @@ pub fn build(prepared: Prepared) -> Built {
         state.clone(),
         database_url.clone(),
         listen.to_string(),
-    );
+    )
+    .with_credits(limiters.credits.clone());
     let usage_stop = Arc::new(UsageStop::new(flusher.fast_stop_flag()));
     server.add_service(background_service(
         "tollgate-usage",

@@ -70,10 +70,10 @@ async fn send(
 
 /// Sends each request and checks its answer: `(status, problem type)`, the
 /// type "" for a forwarded answer. Returns the last response.
-async fn expect_all(
-    p: &TestProxy,
-    cases: &[(&str, &str, &str, Vec<(&str, &str)>, (u16, &str))],
-) -> RawResponse {
+/// (from, method, path, headers, (status, problem type)).
+type Case<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, &'a str)>, (u16, &'a str));
+
+async fn expect_all(p: &TestProxy, cases: &[Case<'_>]) -> RawResponse {
     let mut last = None;
     for (from, method, path, headers, (status, problem)) in cases {
         let r = send(p, from, method, path, headers).await;

@@ -250,6 +250,7 @@ impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Conflict(msg) => Self::Conflict(msg),
+            DbError::OutOfRange { field, message } => Self::validation(field, message),
             DbError::Sqlx(e) => from_sqlx(e),
             DbError::Migrate(e) => Self::DatabaseUnavailable(format!("migration failed: {e}")),
             other => Self::Internal(other.to_string()),

@@ -445,3 +445,90 @@ async fn a_key_with_own_credits_cannot_change_identity(app: TestApp) {
 }
 
 both!(a_key_with_own_credits_cannot_change_identity);
+
+/// Finding B1: a top-up whose running total would leave the 64-bit range
+/// is refused 422 naming `delta` and not stored, for keys and identities;
+/// the subject can still be corrected, and `granted` is exact.
+async fn a_total_beyond_64_bits_is_refused_and_not_stored(app: TestApp) {
+    use tollgate_core::credits::MAX_DELTA;
+    let key = json(
+        app.post("/api/keys", json!({"name": "rich", "plan": "free"}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
+    let identity = json(
+        app.post(
+            "/api/identities",
+            json!({"external_id": "cus_rich", "name": "Rich"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
+    // 1024 × (2^53 − 1) = 2^63 − 1024: the largest total in range, below.
+    for (kind, id) in [(SubjectKind::Key, key), (SubjectKind::Identity, identity)] {
+        for _ in 0..1023 {
+            app.db
+                .add_credits(kind, id, MAX_DELTA, "seed")
+                .await
+                .expect("in range");
+        }
+    }
+    for (path, kind, id) in [
+        (format!("/api/keys/{key}/credits"), SubjectKind::Key, key),
+        (
+            format!("/api/identities/{identity}/credits"),
+            SubjectKind::Identity,
+            identity,
+        ),
+    ] {
+        let v = json(
+            app.post(&path, json!({"delta": MAX_DELTA})).await,
+            StatusCode::CREATED,
+        )
+        .await;
+        assert_eq!(v["granted"].as_i64(), Some(1024 * MAX_DELTA), "{v}");
+        let rows = app
+            .db
+            .credit_adjustments_since(0)
+            .await
+            .expect("rows")
+            .len();
+        // Retried as a billing integration does on errors: never stored.
+        for _ in 0..3 {
+            invalid(app.post(&path, json!({"delta": MAX_DELTA})).await, "delta").await;
+            invalid(app.post(&path, json!({"delta": 1024})).await, "delta").await;
+        }
+        assert_eq!(
+            app.db
+                .credit_adjustments_since(0)
+                .await
+                .expect("rows")
+                .len(),
+            rows
+        );
+        // Still correctable both ways.
+        json(
+            app.post(&path, json!({"delta": 1023})).await,
+            StatusCode::CREATED,
+        )
+        .await;
+        let v = json(
+            app.post(&path, json!({"delta": -MAX_DELTA})).await,
+            StatusCode::CREATED,
+        )
+        .await;
+        assert_eq!(v["granted"].as_i64(), Some(i64::MAX - MAX_DELTA), "{v}");
+        assert_eq!(
+            app.db.credits_granted(kind, id).await.expect("sum"),
+            Some(i64::MAX - MAX_DELTA)
+        );
+    }
+}
+
+both!(a_total_beyond_64_bits_is_refused_and_not_stored);

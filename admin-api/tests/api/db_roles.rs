@@ -171,6 +171,25 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
         .await
         .expect("heartbeat");
     proxy.purge(0, 0).await.expect("retention");
+    // Credit adjustments: read, and a local limiter's spends written.
+    proxy
+        .record_spends(
+            "proxy-1",
+            &[tollgate_core::db::credits::NewSpend {
+                subject_kind: tollgate_core::credits::SubjectKind::Key,
+                subject_id: 1,
+                delta: -2,
+                spent_at: 1,
+            }],
+        )
+        .await
+        .expect("the proxy role writes its spends");
+    assert!(proxy
+        .credit_adjustments_since(0)
+        .await
+        .expect("the proxy role reads adjustments")
+        .iter()
+        .any(|a| a.spent_by.as_deref() == Some("proxy-1")));
     // The verify listener reads the service tokens' hashes, nothing more.
     assert_eq!(
         proxy.service_token_hashes().await.expect("token hashes"),

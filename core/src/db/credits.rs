@@ -6,7 +6,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{Db, DbError};
+use super::{Db, DbError, DbKind};
 use crate::credits::{check_delta, SubjectKind};
 use crate::now_ms;
 
@@ -20,15 +20,36 @@ pub struct CreditAdjustment {
     pub delta: i64,
     /// Unix ms.
     pub created_at: i64,
-    /// Who made it (`admin:<name>`, `cli:<user>`).
+    /// Who made it (`admin:<name>`, `cli:<user>`, `proxy:<instance>` for
+    /// spends).
     pub actor: String,
+    /// A local proxy's spends (negative; positive for refunds), not a
+    /// top-up: the instance that spent them ([`Db::record_spends`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spent_by: Option<String>,
+    /// Of a spend row: when its first spend happened (Unix ms; the row is
+    /// written up to one flush later, at `created_at`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spent_at: Option<i64>,
+}
+
+/// Spends of one balance by one local proxy, to record
+/// ([`Db::record_spends`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSpend {
+    pub subject_kind: SubjectKind,
+    pub subject_id: i64,
+    /// What the balance lost (negative), or got back (refunds: positive).
+    pub delta: i64,
+    /// When the first of them happened (Unix ms).
+    pub spent_at: i64,
 }
 
 fn kind_str<S: serde::Serializer>(k: &SubjectKind, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(k.as_str())
 }
 
-const COLUMNS: &str = "id, subject_kind, subject_id, delta, created_at, actor";
+const COLUMNS: &str = "id, subject_kind, subject_id, delta, created_at, actor, spent_by, spent_at";
 
 fn decode(row: &AnyRow) -> Result<CreditAdjustment, DbError> {
     let kind: String = row.try_get("subject_kind")?;
@@ -40,7 +61,55 @@ fn decode(row: &AnyRow) -> Result<CreditAdjustment, DbError> {
         delta: row.try_get("delta")?,
         created_at: row.try_get("created_at")?,
         actor: row.try_get("actor")?,
+        spent_by: row.try_get("spent_by")?,
+        spent_at: row.try_get("spent_at")?,
     })
+}
+
+/// Whether a running total stays a 64-bit balance.
+fn in_range(total: i128) -> bool {
+    i64::try_from(total).is_ok()
+}
+
+/// The sum of `delta` over `filter` (bound to the subject as `$1`, `$2`),
+/// exactly, whatever its size: `None` when there is no row. PostgreSQL
+/// sums a BIGINT column as NUMERIC (read as text); SQLite's integer `SUM`
+/// fails on overflow, then the sum is taken in Rust.
+async fn exact_sum(
+    conn: &mut sqlx::AnyConnection,
+    filter: &str,
+    kind: SubjectKind,
+    subject_id: i64,
+) -> Result<Option<i128>, DbError> {
+    let sql = format!(
+        "SELECT CAST(SUM(delta) AS TEXT) FROM credit_adjustments \
+         WHERE subject_kind = $1 AND subject_id = $2{filter}"
+    );
+    let summed: Result<Option<String>, sqlx::Error> = sqlx::query_scalar(&sql)
+        .bind(kind.as_str())
+        .bind(subject_id)
+        .fetch_one(&mut *conn)
+        .await;
+    match summed {
+        Ok(None) => Ok(None),
+        Ok(Some(text)) => text
+            .parse::<i128>()
+            .map(Some)
+            .map_err(|_| DbError::Corrupt(format!("credit sum {text:?}"))),
+        Err(e) if e.to_string().contains("integer overflow") => {
+            let sql = format!(
+                "SELECT delta FROM credit_adjustments \
+                 WHERE subject_kind = $1 AND subject_id = $2{filter}"
+            );
+            let deltas: Vec<i64> = sqlx::query_scalar(&sql)
+                .bind(kind.as_str())
+                .bind(subject_id)
+                .fetch_all(&mut *conn)
+                .await?;
+            Ok(Some(deltas.into_iter().map(i128::from).sum()))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl Db {
@@ -55,6 +124,16 @@ impl Db {
         actor: &str,
     ) -> Result<CreditAdjustment, DbError> {
         check_delta(delta).map_err(DbError::Conflict)?;
+        let mut tx = self.pool().begin().await?;
+        if self.kind() == DbKind::Postgres {
+            // One adjustment of a subject at a time, so the total checked
+            // below is the total committed (SQLite: the insert takes the
+            // one write lock before the sum is read).
+            sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS l")
+                .bind(credit_lock_id(kind, subject_id))
+                .fetch_one(&mut *tx)
+                .await?;
+        }
         let sql = format!(
             "INSERT INTO credit_adjustments (subject_kind, subject_id, delta, created_at, actor) \
              VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
@@ -65,9 +144,49 @@ impl Db {
             .bind(delta)
             .bind(now_ms())
             .bind(actor)
-            .fetch_one(self.pool())
+            .fetch_one(&mut *tx)
             .await?;
-        decode(&row)
+        let adjustment = decode(&row)?;
+        // The running total (top-ups and spends) must stay a 64-bit
+        // balance: an adjustment that would leave the range is not stored.
+        let total = exact_sum(&mut tx, "", kind, subject_id).await?;
+        if !total.is_none_or(in_range) {
+            tx.rollback().await?;
+            return Err(DbError::OutOfRange {
+                field: "delta",
+                message: format!(
+                    "the {} total would leave the 64-bit range (−2^63 to 2^63 − 1)",
+                    kind.as_str()
+                ),
+            });
+        }
+        tx.commit().await?;
+        Ok(adjustment)
+    }
+
+    /// Record a local proxy's spends (one row per balance, `spent_by`
+    /// `instance`), all or none. Rows with a delta of 0 are left out.
+    pub async fn record_spends(&self, instance: &str, spends: &[NewSpend]) -> Result<(), DbError> {
+        let mut tx = self.pool().begin().await?;
+        let actor = format!("proxy:{instance}");
+        for s in spends.iter().filter(|s| s.delta != 0) {
+            sqlx::query(
+                "INSERT INTO credit_adjustments \
+                 (subject_kind, subject_id, delta, created_at, actor, spent_by, spent_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(s.subject_kind.as_str())
+            .bind(s.subject_id)
+            .bind(s.delta)
+            .bind(now_ms())
+            .bind(&actor)
+            .bind(instance)
+            .bind(s.spent_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Adjustments created at or after `since_ms` (Unix ms), oldest first.
@@ -85,21 +204,27 @@ impl Db {
         rows.iter().map(decode).collect()
     }
 
-    /// The credits ever granted to a subject (the sum of its adjustments),
-    /// `None` if it holds no credits.
+    /// The credits ever granted to a subject (the sum of its adjustments,
+    /// spends of local proxies left out; beyond the 64-bit range: the
+    /// nearest bound), `None` if it holds no credits.
     pub async fn credits_granted(
         &self,
         kind: SubjectKind,
         subject_id: i64,
     ) -> Result<Option<i64>, DbError> {
-        let sum: Option<i64> = sqlx::query_scalar(
-            "SELECT CAST(SUM(delta) AS BIGINT) FROM credit_adjustments \
-             WHERE subject_kind = $1 AND subject_id = $2",
-        )
-        .bind(kind.as_str())
-        .bind(subject_id)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(sum)
+        let mut conn = self.pool().acquire().await?;
+        let sum = exact_sum(&mut conn, " AND spent_by IS NULL", kind, subject_id).await?;
+        Ok(sum.map(|s| i64::try_from(s).unwrap_or(if s < 0 { i64::MIN } else { i64::MAX })))
     }
+}
+
+/// The advisory lock of one subject's adjustments (PostgreSQL).
+fn credit_lock_id(kind: SubjectKind, subject_id: i64) -> i64 {
+    // A constant tag in the high bits, the kind, then the id.
+    let tag = 0x7467_6372_i64 << 32; // "tgcr"
+    let kind = match kind {
+        SubjectKind::Key => 0,
+        SubjectKind::Identity => 1i64 << 31,
+    };
+    tag ^ kind ^ (subject_id & 0x7fff_ffff)
 }

@@ -73,6 +73,13 @@ pub enum DbError {
     Corrupt(String),
     #[error("{0}")]
     Conflict(String),
+    /// A value that would take stored data out of its range (422 naming
+    /// `field` on HTTP): nothing was stored.
+    #[error("{field}: {message}")]
+    OutOfRange {
+        field: &'static str,
+        message: String,
+    },
 }
 
 /// A connection pool plus which database it talks to.

@@ -75,7 +75,9 @@ async fn key_identities(
 ) -> std::collections::HashMap<i64, i64> {
     let mut out = std::collections::HashMap::new();
     for a in rows {
+        // Spends of local proxies never go to Redis: no lookup for them.
         if a.subject_kind != tollgate_core::credits::SubjectKind::Key
+            || a.spent_by.is_some()
             || out.contains_key(&a.subject_id)
         {
             continue;

@@ -24,6 +24,7 @@
 //!   [`refill`].
 
 pub mod refill;
+pub mod spends;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -92,6 +93,8 @@ pub struct CreditBook {
     /// Each holder's last top-up (positive adjustment) seen: `(id,
     /// amount)`, for the `credits.*` webhook events (`crate::events`).
     top_ups: RwLock<HashMap<Subject, (i64, i64)>>,
+    /// The local spends not yet written to the database ([`spends`]).
+    pub spends: spends::SpendLog,
 }
 
 impl std::fmt::Debug for CreditBook {
@@ -117,6 +120,7 @@ impl CreditBook {
             applied_local: Mutex::default(),
             applied_redis: Mutex::default(),
             top_ups: RwLock::default(),
+            spends: spends::SpendLog::new(),
         }
     }
 
@@ -175,8 +179,11 @@ impl CreditBook {
         refills.get(holder).cloned()
     }
 
-    /// Apply adjustments to the local balances, each once. Every subject
-    /// named becomes a holder. Returns how many were new.
+    /// Apply adjustments to the local balances, each once: top-ups, and
+    /// the spends other proxies (or earlier runs of this one) wrote, not
+    /// this process's own ([`spends`]); of a balance with a refill, only
+    /// rows of its current period. Every subject named becomes a holder.
+    /// Returns how many were new.
     pub fn apply_local(&self, adjustments: &[CreditAdjustment]) -> usize {
         self.apply_local_at(adjustments, super::quota::wall_now_us())
     }
@@ -191,10 +198,16 @@ impl CreditBook {
             };
             self.holders.write().insert(subject);
             self.note_top_up(subject, a);
-            if !self.applied_local.lock().insert(a.id) {
+            if !self.applied_local.lock().insert(a.id) || self.spends.is_own(a) {
                 continue;
             }
             let refill = self.refill_of(&subject);
+            let period = refill.as_deref().and_then(|r| r.period_start_us(wall_us));
+            if period.is_some_and(|start| spends::moved_at_ms(a).saturating_mul(1000) < start) {
+                // Set back to the refill's amount since: spent or given
+                // in a period that is over.
+                continue;
+            }
             let mut map = self.local.lock(&subject);
             let b = map.entry(subject).or_default();
             refill::apply_due(b, refill.as_deref(), wall_us);
@@ -204,7 +217,8 @@ impl CreditBook {
         new
     }
 
-    /// The adjustments not yet applied to the Redis at `target`.
+    /// The adjustments not yet applied to the Redis at `target` (spends of
+    /// local proxies never are: Redis keeps its own).
     pub fn pending_redis<'a>(
         &self,
         adjustments: &'a [CreditAdjustment],
@@ -213,7 +227,7 @@ impl CreditBook {
         let applied = self.applied_redis.lock();
         adjustments
             .iter()
-            .filter(|a| subject_of(a).is_some())
+            .filter(|a| subject_of(a).is_some() && a.spent_by.is_none())
             .filter(|a| applied.get(&a.id).is_none_or(|t| t != target))
             .collect()
     }
@@ -287,6 +301,9 @@ impl CreditBook {
             return Spent::Decided(decision, balance);
         }
         b.credits = after;
+        let period = refill.as_deref().and_then(|r| r.period_start_us(wall_us));
+        self.spends
+            .record(holder, period, after - balance, wall_us.div_euclid(1000));
         Spent::Decided(decision, after)
     }
 }
@@ -320,6 +337,8 @@ mod tests {
             delta,
             created_at: 0,
             actor: String::new(),
+            spent_by: None,
+            spent_at: None,
         }
     }
 
@@ -473,7 +492,11 @@ mod tests {
         assert!(matches!(spend(hour + 1), Spent::Decided(_, 0)));
         assert_eq!(spend(2 * hour - 1), Spent::Exhausted(0));
         // A top-up in the next period: the refill first, then the top-up.
-        book.apply_local_at(&[id_adj(1, 7, 3)], 2 * hour + 5);
+        let top_up = CreditAdjustment {
+            created_at: 2 * hour / 1000,
+            ..id_adj(1, 7, 3)
+        };
+        book.apply_local_at(&[top_up], 2 * hour + 5);
         assert_eq!(book.local_balance(&id), 5);
         assert!(matches!(spend(3 * hour - 1), Spent::Decided(_, 4)));
         // The period after: set back to 2, unused credits do not roll over.

@@ -40,6 +40,8 @@ pub struct UsageFlusher {
     started_at: i64,
     /// Set before a fast stop: no grace period to keep flushing through.
     pub(super) fast_stop: Arc<AtomicBool>,
+    /// The credit balances whose local spends are written with each flush.
+    credits: Option<Arc<crate::limiter::credits::CreditBook>>,
 }
 
 impl UsageFlusher {
@@ -58,7 +60,14 @@ impl UsageFlusher {
             id: heartbeat::instance_id(),
             started_at: tollgate_core::now_ms(),
             fast_stop: Arc::new(AtomicBool::new(false)),
+            credits: None,
         }
+    }
+
+    /// Write `book`'s local credit spends with each flush.
+    pub fn with_credits(mut self, book: Arc<crate::limiter::credits::CreditBook>) -> Self {
+        self.credits = Some(book);
+        self
     }
 
     /// Set it, then stop the flusher, for a fast stop: it writes what it
@@ -127,6 +136,9 @@ impl UsageFlusher {
         };
         bounded(PING_TIMEOUT.min(limit), db.ping()).await?;
         write_pending(&db, &mut run.pending, limit).await?;
+        if let Some(book) = &self.credits {
+            super::spends::write_spends(&db, book, limit).await?;
+        }
 
         let rate = run.rate.update(self.recorder.totals().requests);
         let hb = heartbeat::heartbeat(

@@ -8,6 +8,7 @@
 //!   `usage.flush_interval`;
 //! - [`heartbeat`]: this instance's row in `instances`;
 //! - [`retention`]: deleting old usage and violations;
+//! - [`spends`]: the local limiter's credit spends, written with each flush;
 //! - [`shutdown`]: the shutdown protocol (graceful and fast stops), which
 //!   the server wires in.
 
@@ -17,6 +18,7 @@ pub mod heartbeat;
 pub mod recorder;
 pub mod retention;
 pub mod shutdown;
+pub mod spends;
 
 pub use buffer::Pending;
 pub use flusher::UsageFlusher;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use tollgate_core::config::{LimiterConfig, OnRedisError};
+use tollgate_core::config::LimiterConfig;
 use tollgate_core::db::credits::CreditAdjustment;
 use tollgate_core::limits::Decision;
 
@@ -21,15 +21,16 @@ pub enum CreditVerdict {
     Decided(Decision, &'static str, Option<i64>),
     /// The balance is short of the cost.
     Exhausted(i64),
-    /// Redis failed and the policy is `deny`.
+    /// Redis (the balance's one home) failed: refused with 503, whatever
+    /// `on_redis_error` says.
     Unavailable,
 }
 
 impl Limiters {
     /// Decide a credit holder's request: `cost` credits and its buckets in
     /// one all-or-nothing step, with the configured backend; a Redis failure
-    /// follows `on_redis_error` (`local`: this proxy's own balance and
-    /// buckets, `allow`: admitted uncounted, `deny`: 503).
+    /// refuses it (503 `limiter-unavailable`) whatever `on_redis_error`
+    /// says: no credit is ever spent twice.
     pub async fn decide_credits(
         &self,
         cfg: &LimiterConfig,
@@ -72,17 +73,56 @@ impl Limiters {
             Err(e) => {
                 metrics::REDIS_ERRORS.with_label_values(&[e.kind()]).inc();
                 tracing::debug!("redis limiter (credits): {e}");
-                match cfg.on_redis_error {
-                    OnRedisError::Local => local("fallback"),
-                    OnRedisError::Allow => CreditVerdict::Decided(
-                        Decision {
-                            allowed: true,
-                            limits: Default::default(),
-                        },
-                        "allow",
-                        None,
-                    ),
-                    OnRedisError::Deny => CreditVerdict::Unavailable,
+                // Credits are money: Redis holds the one balance, so a
+                // request that would spend from it is refused (503) while
+                // Redis fails, whatever `on_redis_error` says (a fallback
+                // would spend from a balance that does not know what was
+                // already spent through Redis: finding B7).
+                CreditVerdict::Unavailable
+            }
+        }
+    }
+
+    /// Give back the `credits` a request of `subject` spent from the
+    /// balance in `held` (a status in the route's `refund_on`), waiting for
+    /// Redis no longer than `redis_timeout`. Never fails: an error keeps
+    /// the credits spent (logged; `tollgate_cost_settlements_total`
+    /// counts `credits_refunded` or `error`).
+    pub async fn refund_credits(
+        &self,
+        cfg: &LimiterConfig,
+        held: crate::limiter::cost::Held,
+        subject: &Subject,
+        credits: u64,
+    ) {
+        use crate::limiter::cost::{Held, SETTLEMENTS};
+        match held {
+            Held::Local => {
+                self.credits.refund_local(subject, credits);
+                SETTLEMENTS.with_label_values(&["credits_refunded"]).inc();
+            }
+            Held::Redis => {
+                let Some(redis) = self.redis_for(cfg) else {
+                    return;
+                };
+                let holder = self
+                    .credits
+                    .holder_of(subject)
+                    .unwrap_or_else(|| crate::limiter::credits::holder(subject));
+                let refill = self.credits.refill_of(&holder);
+                let refill = crate::limiter::credits::refill::args(
+                    refill.as_deref(),
+                    crate::limiter::quota::wall_now_us(),
+                );
+                let key = crate::limiter::redis::credits::holder_balance_key(subject, &holder);
+                let deadline = super::redis_deadline(cfg);
+                match redis.refund_to(&key, credits, refill, deadline).await {
+                    Ok(_) => SETTLEMENTS.with_label_values(&["credits_refunded"]).inc(),
+                    Err(e) => {
+                        metrics::REDIS_ERRORS.with_label_values(&[e.kind()]).inc();
+                        SETTLEMENTS.with_label_values(&["error"]).inc();
+                        tracing::debug!("refunding {credits} credits: {e}");
+                    }
                 }
             }
         }

@@ -27,6 +27,9 @@ static SPEND: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
+static REFUND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../../../lua/credits_refund.lua")));
+
 static ADJUST: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../../../lua/credits_adjust.lua")));
 
@@ -134,6 +137,28 @@ impl RedisLimiter {
             self.over_limit.forget(subject);
         }
         Ok(Spent::Decided(decision, balance))
+    }
+
+    /// Give `credits` back to the balance at `balance_key` (a refund on
+    /// `refund_on`), unless `refill` is due (the period they were spent in
+    /// is over). Returns the balance after.
+    pub async fn refund_to(
+        &self,
+        balance_key: &str,
+        credits: u64,
+        refill: RefillArgs,
+        deadline: Instant,
+    ) -> Result<i64, RedisLimitError> {
+        let mut inv = REFUND.prepare_invoke();
+        inv.key(balance_key)
+            .key(refilled_key(balance_key))
+            .arg(credits)
+            .arg(refill.0)
+            .arg(refill.1);
+        self.run(deadline, move |mut conn| async move {
+            conn.invoke_i64(&inv).await
+        })
+        .await
     }
 
     /// Apply one adjustment to its subject's balance, once across every

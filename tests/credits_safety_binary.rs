@@ -1,0 +1,517 @@
+//! Credits are money (black-box findings B7, B13, B10) through the real
+//! binary: no Redis fault hands out a credit twice, a restart of a proxy
+//! with the local limiter does not give spent credits back, and a request
+//! refunded on the route's `refund_on` gets its credits back.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::proxy::Proxy;
+use common::redis::OwnRedis;
+use tollgate_core::db::NewApiKey;
+
+const ROUTES: &str = r#"routes:
+  - name: users
+    match: { path_prefix: /api/users }
+    upstream: demo
+    strip_prefix: /api
+    default_plan: p
+"#;
+
+fn redis_yaml(redis_url: &str, upstream: u16, policy: &str) -> String {
+    format!(
+        "limiter:\n  backend: redis\n  redis_url: \"{redis_url}\"\n  redis_timeout: 300ms\n  \
+         on_redis_error: {policy}\nplans:\n  p: {{ limits: [ {{ name: hour, rate: 100000, per: 1h }} ] }}\n\
+         upstreams:\n  demo: {{ targets: [\"127.0.0.1:{upstream}\"] }}\n{ROUTES}"
+    )
+}
+
+/// One answer: status, the `credits` member's `r` if any, Retry-After, body.
+struct Reply {
+    status: u16,
+    credits: Option<i64>,
+    retry_after: Option<String>,
+    body: String,
+}
+
+async fn call(client: &reqwest::Client, url: &str, key: &str) -> Reply {
+    let r = client
+        .get(url)
+        .header("x-api-key", key)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let credits = header("ratelimit").and_then(|v| {
+        v.split(',')
+            .find(|m| m.trim().starts_with("\"credits\""))
+            .and_then(|m| m.split(';').find_map(|p| p.trim().strip_prefix("r=")))
+            .and_then(|r| r.parse().ok())
+    });
+    let retry_after = header("retry-after");
+    let body = r.text().await.unwrap_or_default();
+    Reply {
+        status,
+        credits,
+        retry_after,
+        body,
+    }
+}
+
+/// Call until a request is admitted spending credits (with Redis, a proxy
+/// that has just started may answer `credits-exhausted` until it has
+/// applied the top-ups to Redis); returns the balance left.
+async fn first_counted(client: &reqwest::Client, url: &str, key: &str) -> i64 {
+    let start = Instant::now();
+    loop {
+        let r = call(client, url, key).await;
+        match (r.status, r.credits) {
+            (200, Some(left)) => return left,
+            (429, Some(0)) => {}
+            (s, c) => assert!(c.is_none() && s == 200, "{s} {c:?}: {}", r.body),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no credits seen: {} {}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_spends_credits_while_redis_is_down_whatever_on_redis_error_says() {
+    let Some(redis) = OwnRedis::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+    let new = |name: &str| NewApiKey {
+        name: name.into(),
+        ..NewApiKey::default()
+    };
+    let (paid_row, paid) = db.create_key(&new("paid")).await.expect("key");
+    let (_, plain) = db.create_key(&new("plain")).await.expect("key");
+    db.add_credits(
+        tollgate_core::credits::SubjectKind::Key,
+        paid_row.id,
+        10,
+        "test",
+    )
+    .await
+    .expect("top-up");
+    let upstream = common::demo_upstream().await;
+    // One proxy per policy that used to hand out credits while Redis failed.
+    let mut proxies = Vec::new();
+    for policy in ["local", "allow"] {
+        let y = redis_yaml(&redis.url(), upstream, policy);
+        let p = Proxy::start(tempfile::tempdir().expect("tempdir"), db.url(), "", &y).await;
+        proxies.push(p);
+    }
+    let client = reqwest::Client::new();
+    let urls: Vec<String> = proxies.iter().map(|p| p.url("/api/users")).collect();
+    assert_eq!(first_counted(&client, &urls[0], &paid).await, 9);
+    assert_eq!(first_counted(&client, &urls[1], &paid).await, 8);
+    assert_eq!(call(&client, &urls[0], &paid).await.credits, Some(7));
+
+    // Redis answers every write with an error (out of memory): nothing is
+    // spent, no credit holder's request is admitted, buckets still follow
+    // `on_redis_error` (local, allow: admitted).
+    let set = |v: &str| {
+        let r = common::redis::raw_command(redis.port, &format!("CONFIG SET maxmemory {v}"))
+            .expect("config set");
+        assert!(r.starts_with("+OK"), "{r}");
+    };
+    set("1");
+    refused_while_down(&client, &urls, &paid, &plain).await;
+    set("0");
+    // Back: exactly the 7 left, each request spending one.
+    assert_eq!(spend_all(&client, &urls, &paid, 7, 2).await, (2, 5));
+
+    // Redis frozen (every call times out): refused the same way.
+    redis.signal("STOP");
+    refused_while_down(&client, &urls, &paid, &plain).await;
+    redis.signal("CONT");
+    // A call that timed out may still run once Redis wakes up (its
+    // request was answered 503): it can only have spent, never given.
+    let (admitted, left) = spend_all(&client, &urls, &paid, 5, 5).await;
+    assert!(
+        admitted <= 5 && left >= 0,
+        "{admitted} admitted of the 5 left"
+    );
+}
+
+/// While Redis fails: every request of the credit holder is refused 503
+/// `limiter-unavailable` with Retry-After 1, the other key is admitted.
+async fn refused_while_down(client: &reqwest::Client, urls: &[String], paid: &str, plain: &str) {
+    for round in 0..6 {
+        for url in urls {
+            let r = call(client, url, paid).await;
+            assert_eq!(r.status, 503, "round {round} on {url}: {}", r.body);
+            assert!(r.body.contains("limiter-unavailable"), "{}", r.body);
+            assert_eq!(r.retry_after.as_deref(), Some("1"));
+            assert_eq!(call(client, url, plain).await.status, 200);
+        }
+    }
+}
+
+/// Once Redis is back: admit up to `at_most` requests alternately
+/// (`before` credits left, or fewer), each leaving one less; returns how
+/// many were admitted before `credits-exhausted` (or `at_most`) and the
+/// balance last seen.
+async fn spend_all(
+    client: &reqwest::Client,
+    urls: &[String],
+    paid: &str,
+    before: i64,
+    at_most: i64,
+) -> (i64, i64) {
+    let start = Instant::now();
+    let mut admitted = 0;
+    let mut last = before;
+    let mut i = 0;
+    while admitted < at_most {
+        let r = call(client, &urls[i % 2], paid).await;
+        i += 1;
+        match r.status {
+            200 => {
+                admitted += 1;
+                let left = r.credits.expect("a balance");
+                assert!(left < last, "{left} after {last}: {}", r.body);
+                last = left;
+            }
+            503 if admitted == 0 => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "Redis not used again"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            429 => {
+                assert!(r.body.contains("credits-exhausted"), "{}", r.body);
+                last = r.credits.unwrap_or(last);
+                break;
+            }
+            other => panic!("status {other}: {}", r.body),
+        }
+    }
+    (admitted, last)
+}
+
+fn local_yaml(upstream: u16, flush: &str) -> String {
+    format!(
+        "usage:\n  flush_interval: {flush}\nplans:\n  p: {{ limits: [ {{ name: hour, rate: 100000, per: 1h }} ] }}\n\
+         upstreams:\n  demo: {{ targets: [\"127.0.0.1:{upstream}\"] }}\n{ROUTES}"
+    )
+}
+
+/// What local proxies wrote as spent from the key's balance so far.
+async fn spent_in_db(db: &tollgate_core::db::Db) -> i64 {
+    let all = db.credit_adjustments_since(0).await.expect("rows");
+    -all.iter()
+        .filter(|a| a.spent_by.is_some())
+        .map(|a| a.delta)
+        .sum::<i64>()
+}
+
+/// Wait until the database holds `want` spent credits (a flush happened).
+async fn wait_spent(db: &tollgate_core::db::Db, want: i64) {
+    let start = Instant::now();
+    loop {
+        let spent = spent_in_db(db).await;
+        if spent == want {
+            return;
+        }
+        assert!(spent < want, "{spent} spent, {want} expected");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "spends not written: {spent} of {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_local_limiter_spent_credits_stay_spent_across_restarts_and_proxies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+    let (row, key) = db
+        .create_key(&NewApiKey {
+            name: "prepaid".into(),
+            ..NewApiKey::default()
+        })
+        .await
+        .expect("key");
+    db.add_credits(
+        tollgate_core::credits::SubjectKind::Key,
+        row.id,
+        100,
+        "test",
+    )
+    .await
+    .expect("top-up");
+    let upstream = common::demo_upstream().await;
+    let y = local_yaml(upstream, "200ms");
+    let client = reqwest::Client::new();
+    let start_proxy = || async {
+        Proxy::start(
+            tempfile::tempdir().expect("tempdir"),
+            db.url(),
+            "  grace_period: 2s\n",
+            &y,
+        )
+        .await
+    };
+
+    // Spend 4 of 100, then an ordinary restart (SIGTERM): the stop writes
+    // what was spent.
+    let mut p = start_proxy().await;
+    let url = p.url("/api/users");
+    assert_eq!(first_counted(&client, &url, &key).await, 99);
+    for left in [98, 97, 96] {
+        assert_eq!(call(&client, &url, &key).await.credits, Some(left));
+    }
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(30)).await.success());
+    drop(p);
+    assert_eq!(spent_in_db(&db).await, 4, "written at the stop");
+    let p = start_proxy().await;
+    let url = p.url("/api/users");
+    // From its very first request (the balance is applied before the
+    // listener opens).
+    assert_eq!(
+        call(&client, &url, &key).await.credits,
+        Some(95),
+        "the restarted proxy starts from the 96 left, not the 100 granted"
+    );
+    wait_spent(&db, 5).await;
+
+    // A second local proxy on the same database starts from what is left.
+    let q = start_proxy().await;
+    let other = q.url("/api/users");
+    assert_eq!(call(&client, &other, &key).await.credits, Some(94));
+    wait_spent(&db, 6).await;
+    // The first proxy applies the second's spend once, within a refresh:
+    // until then its n-th request leaves 95 − n, from then on 94 − n.
+    let start = Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let r = call(&client, &url, &key).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let left = r.credits.expect("a balance");
+        if left == 94 - n {
+            break;
+        }
+        assert_eq!(left, 95 - n, "request {n}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the other proxy's spend never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Both stop; a third proxy sees exactly what is left.
+    let spent = 6 + n;
+    for mut x in [p, q] {
+        x.signal("TERM");
+        assert!(x.wait_exit(Duration::from_secs(30)).await.success());
+    }
+    assert_eq!(spent_in_db(&db).await, spent);
+    let r = start_proxy().await;
+    assert_eq!(
+        call(&client, &r.url("/api/users"), &key).await.credits,
+        Some(100 - spent - 1)
+    );
+}
+
+/// `/v1/complete/{status}/{cost}` answers `status` with
+/// `X-Tollgate-Cost: {cost}`.
+async fn cost_upstream() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+                    let (status, cost) = match parts.as_slice() {
+                        [_, _, status, cost] => (status.to_string(), cost.to_string()),
+                        _ => ("200".into(), "1".into()),
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\nX-Tollgate-Cost: {cost}\r\nContent-Length: 2\r\n\r\nok"
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn cost_yaml(limiter: &str, upstream: u16, closed: u16) -> String {
+    format!(
+        "{limiter}plans:\n  p: {{ limits: [ {{ name: hour, rate: 100000, per: 1h }} ] }}\n\
+         upstreams:\n  llm: {{ targets: [\"127.0.0.1:{upstream}\"] }}\n  \
+         down: {{ targets: [\"127.0.0.1:{closed}\"] }}\n\
+         routes:\n  - name: llm\n    match: {{ path_prefix: /v1/complete }}\n    upstream: llm\n    \
+         default_plan: p\n    cost: {{ reserve: 5, from_response_header: X-Tollgate-Cost, refund_on: [5xx] }}\n  \
+         - name: down\n    match: {{ path_prefix: /v1/down }}\n    upstream: down\n    default_plan: p\n    \
+         cost: {{ reserve: 5, from_response_header: X-Tollgate-Cost, refund_on: [5xx] }}\n"
+    )
+}
+
+/// Wait until the proxy has given credits back `n` times.
+async fn refunds_counted(p: &Proxy, n: u64) {
+    let want = format!("tollgate_cost_settlements_total{{result=\"credits_refunded\"}} {n}");
+    let start = Instant::now();
+    while !p.metrics().await.lines().any(|l| l == want) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no {want} in the metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Credits are charged the reservation and given back whole on a
+/// `refund_on` status (the upstream's 503, the proxy's own 502), with
+/// either backend; any other answer keeps them (the actual cost settles
+/// only the buckets).
+async fn credits_are_refunded_on_refund_on(limiter: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+    let (row, key) = db
+        .create_key(&NewApiKey {
+            name: "prepaid".into(),
+            ..NewApiKey::default()
+        })
+        .await
+        .expect("key");
+    db.add_credits(tollgate_core::credits::SubjectKind::Key, row.id, 20, "test")
+        .await
+        .expect("top-up");
+    let (_closed_socket, closed) = common::closed_port();
+    let y = cost_yaml(limiter, cost_upstream().await, closed);
+    let p = Proxy::start(tempfile::tempdir().expect("tempdir"), db.url(), "", &y).await;
+    let client = reqwest::Client::new();
+    let ok = p.url("/v1/complete/200/1");
+    assert_eq!(first_counted(&client, &ok, &key).await, 15);
+    // The upstream's 503: charged at admission, given back.
+    let r = call(&client, &p.url("/v1/complete/503/0"), &key).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    refunds_counted(&p, 1).await;
+    assert_eq!(call(&client, &ok, &key).await.credits, Some(10));
+    // An upstream that cannot be reached: the proxy's 502, given back
+    // (when the request is logged, after the answer).
+    let r = call(&client, &p.url("/v1/down/x/y"), &key).await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    refunds_counted(&p, 2).await;
+    assert_eq!(call(&client, &ok, &key).await.credits, Some(5));
+    // A 4xx is not in refund_on: kept.
+    let r = call(&client, &p.url("/v1/complete/404/0"), &key).await;
+    assert_eq!((r.status, r.credits), (404, Some(0)));
+    let r = call(&client, &ok, &key).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("credits-exhausted"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_are_refunded_on_refund_on_with_the_local_limiter() {
+    credits_are_refunded_on_refund_on("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_are_refunded_on_refund_on_with_redis() {
+    let Some(redis) = OwnRedis::start() else {
+        return;
+    };
+    let limiter = format!(
+        "limiter:\n  backend: redis\n  redis_url: \"{}\"\n  redis_timeout: 2s\n  on_redis_error: deny\n",
+        redis.url()
+    );
+    credits_are_refunded_on_refund_on(&limiter).await;
+}
+
+/// Finding B1 through the CLI: a top-up that would take the key's total
+/// beyond the 64-bit range fails clearly and is not stored; the key can
+/// still be corrected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_refuses_a_total_beyond_64_bits_and_stores_nothing() {
+    use tollgate_core::credits::{SubjectKind, MAX_DELTA};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+    let (row, _) = db
+        .create_key(&NewApiKey {
+            name: "rich".into(),
+            ..NewApiKey::default()
+        })
+        .await
+        .expect("key");
+    for _ in 0..1024 {
+        db.add_credits(SubjectKind::Key, row.id, MAX_DELTA, "seed")
+            .await
+            .expect("in range");
+    }
+    let config = dir.path().join("tollgate.yaml");
+    std::fs::write(
+        &config,
+        format!("storage:\n  database_url: \"{}\"\n", db.url()),
+    )
+    .expect("config");
+    let cli = |delta: i64| {
+        common::tollgate()
+            .args(["keys", "--config"])
+            .arg(&config)
+            .args(["credits", &row.id.to_string(), "--add", &delta.to_string()])
+            .output()
+            .expect("run tollgate keys credits")
+    };
+    let rows = db.credit_adjustments_since(0).await.expect("rows").len();
+    for delta in [MAX_DELTA, 1024] {
+        let out = cli(delta);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("delta") && err.contains("64-bit"), "{err}");
+    }
+    assert_eq!(
+        db.credit_adjustments_since(0).await.expect("rows").len(),
+        rows
+    );
+    let out = cli(-5);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("{} granted", 1024 * MAX_DELTA - 5)),
+        "{said}"
+    );
+}
