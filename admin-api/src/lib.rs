@@ -34,6 +34,7 @@ pub mod bodies;
 pub mod bootstrap;
 pub mod dashboard;
 pub mod error;
+pub mod export_slots;
 pub mod extract;
 pub mod health;
 pub mod health_report;

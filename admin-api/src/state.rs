@@ -26,6 +26,7 @@ struct Inner {
     argon2: Argon2Gate,
     health: HealthCache,
     started_at: i64,
+    exports: Arc<crate::export_slots::ExportSlots>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -55,12 +56,18 @@ impl AppState {
                 argon2,
                 health: HealthCache::default(),
                 started_at: tollgate_core::now_ms(),
+                exports: Arc::default(),
             }),
         }
     }
 
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// The usage export slots (one per admin, a few per process).
+    pub fn exports(&self) -> &Arc<crate::export_slots::ExportSlots> {
+        &self.inner.exports
     }
 
     /// The current config (YAML plans, upstreams, limiter backend).

@@ -7,6 +7,11 @@
 //! Every parameter error is a 400 `malformed-request` naming the field. At
 //! most [`MAX_CONCURRENT_EXPORTS`] exports run at once (each
 //! holds a database connection while its client reads); more get 503 `busy`.
+//! An admin runs one export at a time (a second is 429 `rate-limited`), and
+//! an export whose client takes nothing for [`EXPORT_STALL_DEADLINE`], or
+//! that runs longer than [`EXPORT_DEADLINE`], is cut (the transfer ends
+//! broken, never as a short export that looks whole): a slow reader cannot
+//! hold a slot ([`crate::export_slots`]).
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -15,7 +20,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
-use tokio::sync::{mpsc, Semaphore, SemaphorePermit};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
 use tollgate_core::db::usage::export::{
     parse_instant, ExportError, ExportFormat, ExportGroup, ExportQuery, ExportRow, ExportStep,
 };
@@ -24,12 +33,17 @@ use utoipa::IntoParams;
 
 use crate::auth::AuthAdmin;
 use crate::error::{ApiError, ApiResult};
+pub use crate::export_slots::MAX_CONCURRENT_EXPORTS;
+use crate::export_slots::{NoSlot, Slot};
 use crate::extract::parse_query;
 use crate::state::AppState;
 
-/// Exports running at once, per admin process.
-pub const MAX_CONCURRENT_EXPORTS: usize = 2;
-static EXPORTS: Semaphore = Semaphore::const_new(MAX_CONCURRENT_EXPORTS);
+/// The longest an export's client may take nothing (well below
+/// `admin.idle_timeout`, 60 s by default).
+pub const EXPORT_STALL_DEADLINE: Duration = Duration::from_secs(10);
+/// The longest one export may run (larger feeds: split the range, or
+/// `tollgate usage export`, which reads the database directly).
+pub const EXPORT_DEADLINE: Duration = Duration::from_secs(300);
 /// Rows sent per body chunk, at most (when they are already read).
 const ROWS_PER_CHUNK: usize = 64;
 
@@ -114,20 +128,25 @@ pub fn parse_params(raw: &str) -> ApiResult<(ExportQuery, ExportFormat)> {
     responses(
         (status = 200, description = "The export: CSV with a header row `start,end,key_id,key_name,key_prefix|route,requests,allowed,limited,unauthorized,forbidden,upstream_errors`, or NDJSON with the same fields; `start`/`end` are RFC 3339 UTC",
             content((String = "text/csv"), (String = "application/x-ndjson"))),
+        (status = 429, description = "This admin already runs an export (`rate-limited`)", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable, or too many exports running (`busy`)", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["viewer"]))
 )]
 pub async fn export(
-    _auth: AuthAdmin,
+    auth: AuthAdmin,
     State(state): State<AppState>,
     uri: axum::http::Uri,
 ) -> ApiResult<Response> {
     let (query, format) = parse_params(uri.query().unwrap_or(""))?;
-    let permit = EXPORTS.try_acquire().map_err(|_| {
-        ApiError::Busy(format!(
+    let slot = state.exports().acquire(auth.id).map_err(|e| match e {
+        NoSlot::Yours => ApiError::RateLimited {
+            retry_after_secs: 1,
+            detail: "you already run an export: one at a time per admin".into(),
+        },
+        NoSlot::Full => ApiError::Busy(format!(
             "{MAX_CONCURRENT_EXPORTS} exports are running: retry when one is done"
-        ))
+        )),
     })?;
     let filename = format!(
         "usage-by-{}-{}-{}.{}",
@@ -147,13 +166,16 @@ pub async fn export(
     if let Some(Err(e)) = first {
         return Err(e.into());
     }
+    let (tx, body_rx) = mpsc::channel(ROWS_PER_CHUNK);
+    let cut = Arc::new(AtomicBool::new(false));
+    tokio::spawn(forward(rx, tx, cut.clone(), slot));
     let body = Stream {
-        rx,
+        rx: body_rx,
         first,
         header: Some(header_line),
         format,
         done: false,
-        _permit: permit,
+        cut,
     };
     let stream = futures_util::stream::unfold(body, |mut s| async move {
         let chunk = s.next().await?;
@@ -172,6 +194,36 @@ pub async fn export(
         .into_response())
 }
 
+/// Pass the database's rows on to the body while the client takes them.
+/// When it takes nothing for [`EXPORT_STALL_DEADLINE`] or the export passes
+/// [`EXPORT_DEADLINE`], stop: the database read ends (its receiver is
+/// dropped), the slot is given back, and the body ends broken (`cut`).
+async fn forward(
+    mut rx: mpsc::Receiver<Result<ExportRow, DbError>>,
+    tx: mpsc::Sender<Result<ExportRow, DbError>>,
+    cut: Arc<AtomicBool>,
+    slot: Slot,
+) {
+    let _slot = slot;
+    let end = tokio::time::Instant::now() + EXPORT_DEADLINE;
+    loop {
+        let item = match tokio::time::timeout_at(end, rx.recv()).await {
+            Ok(Some(item)) => item,
+            Ok(None) => return,
+            Err(_) => break,
+        };
+        let stall = (tokio::time::Instant::now() + EXPORT_STALL_DEADLINE).min(end);
+        match tokio::time::timeout_at(stall, tx.send(item)).await {
+            Ok(Ok(())) => {}
+            // The client left: the body is gone.
+            Ok(Err(_)) => return,
+            Err(_) => break,
+        }
+    }
+    tracing::info!("usage export cut: its client stalled or it ran past its deadline");
+    cut.store(true, Ordering::Release);
+}
+
 /// The body of one export: the header line, then the rows a few dozen per
 /// chunk. A database error after the first row ends the body with an error
 /// (the client sees a cut transfer, never a short export that looks whole).
@@ -181,7 +233,8 @@ struct Stream {
     header: Option<String>,
     format: ExportFormat,
     done: bool,
-    _permit: SemaphorePermit<'static>,
+    /// Set when the export was cut ([`forward`]).
+    cut: Arc<AtomicBool>,
 }
 
 impl Stream {
@@ -205,6 +258,10 @@ impl Stream {
                     tracing::warn!(error = %e, "usage export failed part way");
                     self.done = true;
                     return Some(Err(std::io::Error::other(e.to_string())));
+                }
+                None if self.cut.load(Ordering::Acquire) => {
+                    self.done = true;
+                    return Some(Err(std::io::Error::other("usage export cut")));
                 }
                 None => {
                     self.done = true;

@@ -29,7 +29,7 @@ metric!(HEADER_TIMEOUTS: IntCounter = register_int_counter!(
 
 metric!(CONNECTIONS_REFUSED: IntCounterVec = register_int_counter_vec!(
     "tollgate_connections_refused_total",
-    "Client connections closed at once: over proxy.max_connections_per_ip, or a bad PROXY protocol header",
+    "Client connections closed at once: over proxy.max_connections_per_ip, over a side listener's total cap, or a bad PROXY protocol header",
     &["reason"]
 ));
 
@@ -38,7 +38,7 @@ pub fn init() {
     LazyLock::force(&REFUSED);
     LazyLock::force(&THROTTLE_EVICTIONS);
     LazyLock::force(&HEADER_TIMEOUTS);
-    for reason in ["per_ip_cap", "proxy_protocol"] {
+    for reason in ["per_ip_cap", "total_cap", "proxy_protocol"] {
         CONNECTIONS_REFUSED.with_label_values(&[reason]);
     }
 }

@@ -175,6 +175,7 @@ pub fn build(prepared: Prepared) -> Built {
         conns: Arc::new(ConnTable::default()),
         handshakes: handshakes.clone(),
         h2c,
+        side: false,
     };
     let mut proxy = Service::new("tollgate-proxy".to_string(), app);
     proxy.endpoints().set_pre_tls_callback(Arc::new(PreTlsEdge {
@@ -191,7 +192,14 @@ pub fn build(prepared: Prepared) -> Built {
     server.add_service(proxy);
 
     if let Some(addr) = metrics_listen {
-        let mut m = Service::new("tollgate-metrics".to_string(), MetricsApp);
+        // Behind the proxy's connection edge, with a small total cap.
+        let cap = crate::conn::side_cap(
+            crate::conn::METRICS_MAX_CONNECTIONS,
+            crate::conn::nofile_limit(),
+            16,
+        );
+        let app = crate::conn::side_app(MetricsApp, state.clone(), cap);
+        let mut m = Service::new("tollgate-metrics".to_string(), app);
         m.add_tcp(&addr.to_string());
         m.threads = Some(1);
         server.add_service(m);

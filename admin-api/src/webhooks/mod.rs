@@ -79,11 +79,15 @@ fn audit_view(w: &WebhookView) -> Value {
     security(("bearer" = ["viewer"]))
 )]
 pub async fn list_webhooks(
-    _auth: AuthAdmin,
+    auth: AuthAdmin,
     State(state): State<AppState>,
 ) -> ApiResult<Json<Vec<WebhookView>>> {
     let all = state.db().list_webhooks().await?;
-    Ok(Json(all.into_iter().map(WebhookView::from).collect()))
+    Ok(Json(
+        all.into_iter()
+            .map(|e| WebhookView::for_role(e, auth.role))
+            .collect(),
+    ))
 }
 
 /// Add an endpoint. The response holds its signing secret (`whsec_…`), shown
@@ -108,7 +112,11 @@ pub async fn create_webhook(
     let new = NewWebhook {
         url: check_url(&req.url)?,
         description: check_description(req.description)?,
-        events: check_events(&req.events.unwrap_or_default())?,
+        events: match req.events {
+            // Left out: every event.
+            None => vec!["*".to_string()],
+            Some(events) => check_events(&events)?,
+        },
         enabled: req.enabled.unwrap_or(true),
     };
     let created = state.db().create_webhook(&new).await?;
@@ -143,13 +151,13 @@ pub async fn create_webhook(
     security(("bearer" = ["viewer"]))
 )]
 pub async fn get_webhook(
-    _auth: AuthAdmin,
+    auth: AuthAdmin,
     State(state): State<AppState>,
     PathParam(id): PathParam,
 ) -> ApiResult<Json<WebhookView>> {
     let id = parse_id(&id)?;
     match state.db().get_webhook(id).await? {
-        Some(w) => Ok(Json(w.into())),
+        Some(w) => Ok(Json(WebhookView::for_role(w, auth.role))),
         None => Err(no_webhook(id)),
     }
 }

@@ -23,9 +23,10 @@ pub struct WebhookView {
     #[schema(example = json!(["key.disabled", "key.expiring"]))]
     pub events: Vec<String>,
     pub enabled: bool,
-    /// The first characters of the signing secret.
+    /// The first characters of the signing secret, to tell secrets apart;
+    /// null for viewers (4 characters are 24 of its 192 bits).
     #[schema(example = "whsec_Mf3Q…")]
-    pub secret_hint: String,
+    pub secret_hint: Option<String>,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms.
@@ -35,7 +36,7 @@ pub struct WebhookView {
 impl From<WebhookEndpoint> for WebhookView {
     fn from(e: WebhookEndpoint) -> Self {
         Self {
-            secret_hint: secret_hint(&e.secret),
+            secret_hint: Some(secret_hint(&e.secret)),
             id: e.id,
             url: e.url,
             description: e.description,
@@ -44,6 +45,17 @@ impl From<WebhookEndpoint> for WebhookView {
             created_at: e.created_at,
             updated_at: e.updated_at,
         }
+    }
+}
+
+impl WebhookView {
+    /// `e` as `role` may see it: no secret hint for viewers.
+    pub fn for_role(e: WebhookEndpoint, role: tollgate_core::db::admins::Role) -> Self {
+        let mut v = Self::from(e);
+        if role == tollgate_core::db::admins::Role::Viewer {
+            v.secret_hint = None;
+        }
+        v
     }
 }
 

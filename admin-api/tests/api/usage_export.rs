@@ -314,3 +314,99 @@ async fn export_refuses_hostile_parameters(app: TestApp) {
     assert!(doc["paths"]["/api/usage/export"]["get"].is_object());
 }
 both!(export_refuses_hostile_parameters);
+
+/// A slow reader cannot hold the export slots (attack round 3, B8): an
+/// admin runs one export at a time (429), another admin still gets one, and
+/// an export whose client stops reading is cut after
+/// `EXPORT_STALL_DEADLINE` (10 s) — long before `admin.idle_timeout` (300 s
+/// here) would close its connection — giving its slot back; the cut body
+/// never ends like a whole one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_export_gives_its_slot_back() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut config = test_config();
+    config.admin.idle_timeout = Duration::from_secs(300);
+    let app = TestApp::sqlite_with(config).await;
+    // 400 days of hours × 10 routes: ~20 MB of NDJSON, far more than the
+    // socket buffers and read-ahead hold.
+    let mut batch = Vec::new();
+    for h in 0..400 * 24 {
+        for r in 0..10 {
+            batch.push(UsageRow {
+                minute: T0 + h * HOUR,
+                key_id: 0,
+                route: format!("route-{r}"),
+                counts: Counts {
+                    allowed: 1,
+                    ..Counts::default()
+                },
+            });
+        }
+        if batch.len() >= 4000 {
+            app.db.upsert_usage(&batch).await.expect("upsert");
+            batch.clear();
+        }
+    }
+    app.db.upsert_usage(&batch).await.expect("upsert");
+    let (_, viewer) = app.admin_with_role("slow-reader", "viewer").await;
+    let big = "/api/usage/export?from=1699920000000&to=1734480000000&group_by=route&step=hour&format=json";
+    let small = "/api/usage/export?from=2023-11-14&to=2023-11-15&group_by=route";
+
+    // The slow reader: a 4 KiB receive buffer, reads the head, then stops.
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut slow = sock.connect(app.addr()).await.expect("connect");
+    slow.write_all(
+        format!("GET {big} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {viewer}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut head = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(30), slow.read(&mut head))
+        .await
+        .expect("export head within 30 s")
+        .expect("read");
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    let held = Instant::now();
+
+    // Same admin, second export: 429. Another admin: the other slot.
+    problem(
+        send(app.with(&viewer, Method::GET, small)).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+    )
+    .await;
+    let (status, _, _) = text(&app, "from=2023-11-14&to=2023-11-15&group_by=route").await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The stalled export is cut and its slot is back well before the idle
+    // timeout (300 s).
+    loop {
+        let res = send(app.with(&viewer, Method::GET, small)).await;
+        if res.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            held.elapsed() < Duration::from_secs(120),
+            "the stalled export still holds its slot after {:?}",
+            held.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // What the slow reader still gets is a broken transfer, not a whole one.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), slow.read_to_end(&mut rest)).await;
+    assert!(
+        !rest.ends_with(b"\r\n0\r\n\r\n"),
+        "a cut export ended like a whole one ({} bytes)",
+        rest.len()
+    );
+}

@@ -106,6 +106,21 @@ async fn endpoints_are_checked(app: TestApp) {
             json!({"url": "https://example.com/", "events": ["key.created"]}),
             "events",
         ),
+        // Attack round 3, B12: no events is not "every event"; ports out of
+        // range, zone-scoped IPv6 and link-local (metadata) addresses.
+        (
+            json!({"url": "https://example.com/", "events": []}),
+            "events",
+        ),
+        (json!({"url": "http://127.0.0.1:99999/"}), "url"),
+        (json!({"url": "http://127.0.0.1:0/"}), "url"),
+        (json!({"url": "http://[fe80::1%25eth0]:8080/"}), "url"),
+        (
+            json!({"url": "http://169.254.169.254/latest/meta-data/"}),
+            "url",
+        ),
+        (json!({"url": "http://[fe80::1]/"}), "url"),
+        (json!({"url": "http://2852039166/"}), "url"),
         (
             json!({"url": "https://example.com/", "description": "a\u{0}b"}),
             "description",
@@ -135,10 +150,25 @@ async fn endpoints_are_checked(app: TestApp) {
     assert_eq!(listed.as_array().map(Vec::len), Some(1));
     assert!(!listed.to_string().contains(secret), "{listed}");
     assert_eq!(listed[0]["events"], json!(["key.rotated"]));
+    invalid(
+        app.patch(&format!("/api/webhooks/{id}"), json!({"events": []}))
+            .await,
+        "events",
+    )
+    .await;
+    invalid(
+        app.patch(
+            &format!("/api/webhooks/{id}"),
+            json!({"url": "http://169.254.169.254/"}),
+        )
+        .await,
+        "url",
+    )
+    .await;
     let patched = json(
         app.patch(
             &format!("/api/webhooks/{id}"),
-            json!({"enabled": false, "events": []}),
+            json!({"enabled": false, "events": ["*"]}),
         )
         .await,
         StatusCode::OK,
@@ -157,7 +187,15 @@ async fn endpoints_are_checked(app: TestApp) {
     // Viewers read, admins write.
     let (_, viewer) = app.admin_with_role("watcher", "viewer").await;
     let res = send(app.with(&viewer, Method::GET, "/api/webhooks")).await;
-    assert_eq!(res.status(), StatusCode::OK);
+    let seen = json(res, StatusCode::OK).await;
+    // The secret hint is for those who may manage endpoints.
+    assert_eq!(seen[0]["secret_hint"], Value::Null, "{seen}");
+    let res = send(app.with(&viewer, Method::GET, &format!("/api/webhooks/{id}"))).await;
+    assert_eq!(json(res, StatusCode::OK).await["secret_hint"], Value::Null);
+    let own = json(app.get("/api/webhooks").await, StatusCode::OK).await;
+    assert!(own[0]["secret_hint"]
+        .as_str()
+        .is_some_and(|h| h.starts_with("whsec_")));
     let res = send(
         app.with(&viewer, Method::POST, "/api/webhooks")
             .json(&json!({"url": "https://example.com/"})),

@@ -79,10 +79,13 @@ fn refuse(field: &'static str, message: impl Into<String>) -> WebhookFieldError 
 }
 
 /// Check an endpoint URL: `http` or `https`, a host, no credentials
-/// (`user:pass@`), no fragment, at most [`MAX_URL_LEN`] characters. Private
-/// and loopback addresses are allowed: endpoints are set by admins, who
-/// typically point them at internal services; the delivery log shows only
-/// the status code of an answer, never its body.
+/// (`user:pass@`), no fragment, at most [`MAX_URL_LEN`] characters, a port
+/// (if given) of 1 to 65535. Private and loopback addresses are allowed:
+/// endpoints are set by admins, who typically point them at internal
+/// services; the delivery log shows only the status code of an answer,
+/// never its body. Refused hosts ([`check_host`]): link-local addresses
+/// (`169.254.0.0/16` — the cloud metadata service — and `fe80::/10`),
+/// zone-scoped IPv6 and IPv4 addresses not written as a dotted quad.
 pub fn check_url(url: &str) -> Result<String, WebhookFieldError> {
     let url = url.trim();
     if url.is_empty() {
@@ -122,13 +125,76 @@ pub fn check_url(url: &str) -> Result<String, WebhookFieldError> {
     if authority.host().is_empty() {
         return Err(refuse("url", "has no host"));
     }
+    // As written (`Authority::port` is `None` for a port past 65535).
+    let auth = authority.as_str();
+    let after_host = auth.rfind(']').map_or(auth, |i| &auth[i + 1..]);
+    if let Some((_, port)) = after_host.rsplit_once(':') {
+        if !matches!(port.parse::<u16>(), Ok(1..)) {
+            return Err(refuse("url", "the port must be 1 to 65535"));
+        }
+    }
+    check_host(authority.host())?;
     Ok(url.to_string())
 }
 
-/// Check an event filter: known types, or `*` for all; none means all.
+/// The host rules of [`check_url`] (`host` as in the URL: IPv6 in brackets).
+fn check_host(host: &str) -> Result<(), WebhookFieldError> {
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        if v6.contains('%') {
+            return Err(refuse("url", "must not use a zone-scoped IPv6 address"));
+        }
+        let ip: std::net::Ipv6Addr = v6
+            .parse()
+            .map_err(|_| refuse("url", "is not a valid IPv6 address"))?;
+        return check_ip(std::net::IpAddr::V6(ip));
+    }
+    // A host whose last label is a number is an IPv4 address to HTTP
+    // clients (WHATWG URL: `2852039166`, `0xa9fea9fe`, `169.254.43518`):
+    // only the dotted quad is taken, so that the rule below sees it.
+    let last = host.trim_end_matches('.').rsplit('.').next().unwrap_or("");
+    let numeric = !last.is_empty()
+        && (last.bytes().all(|b| b.is_ascii_digit())
+            || last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
+                && last.bytes().skip(2).all(|b| b.is_ascii_hexdigit()));
+    if numeric {
+        let ip: std::net::Ipv4Addr = host.parse().map_err(|_| {
+            refuse(
+                "url",
+                "an IPv4 address must be written as four decimal numbers (a.b.c.d)",
+            )
+        })?;
+        return check_ip(std::net::IpAddr::V4(ip));
+    }
+    Ok(())
+}
+
+/// Link-local addresses (also IPv4-mapped) are refused: `169.254.169.254`
+/// is the cloud metadata service of most clouds.
+fn check_ip(ip: std::net::IpAddr) -> Result<(), WebhookFieldError> {
+    let link_local = match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.is_link_local(),
+            None => v6.segments()[0] & 0xffc0 == 0xfe80,
+        },
+    };
+    if link_local {
+        return Err(refuse(
+            "url",
+            "must not be a link-local address (169.254.0.0/16, fe80::/10)",
+        ));
+    }
+    Ok(())
+}
+
+/// Check an event filter: known types, or `*` for all. An empty list is
+/// refused (it would read as "no events"); leave the field out for all.
 pub fn check_events(events: &[String]) -> Result<Vec<String>, WebhookFieldError> {
     if events.is_empty() {
-        return Ok(vec!["*".to_string()]);
+        return Err(refuse(
+            "events",
+            "must list at least one event type, or * for all (leave it out for all)",
+        ));
     }
     if events.len() > EVENT_TYPES.len() + 1 {
         return Err(refuse("events", "lists too many event types"));
@@ -288,6 +354,10 @@ mod tests {
             "http://127.0.0.1:9000/x?y=1",
             "http://[::1]:8080/",
             "https://10.0.0.5/hook",
+            "http://192.168.1.2:65535/",
+            "http://[fd00::1]/",
+            "https://api.example.123a/",
+            "https://face.bad/",
         ] {
             assert_eq!(check_url(ok).as_deref(), Ok(ok), "{ok}");
         }
@@ -308,6 +378,30 @@ mod tests {
         ] {
             assert!(check_url(bad).is_err(), "{bad:?}");
         }
+        // Ports, zones, link-local (the metadata service) in every spelling
+        // an HTTP client reads as that address (attack round 3, B12).
+        for bad in [
+            "http://127.0.0.1:99999/",
+            "http://127.0.0.1:0/",
+            "http://127.0.0.1:65536/",
+            "http://127.0.0.1:/",
+            "http://[::1]:99999/",
+            "http://[fe80::1%25eth0]/",
+            "http://[fe80::1%eth0]/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://169.254.0.1:8080/",
+            "http://[fe80::1]/",
+            "http://[febf::1]/",
+            "http://[::ffff:169.254.169.254]/",
+            "http://2852039166/",
+            "http://0xa9fea9fe/",
+            "http://0xA9.0xFE.0xA9.0xFE/",
+            "http://169.254.43518/",
+            "http://0251.0376.0251.0376/",
+        ] {
+            let e = check_url(bad).expect_err(bad);
+            assert_eq!(e.field, "url", "{bad}");
+        }
         assert!(check_url(&format!("https://e.com/{}", "a".repeat(MAX_URL_LEN))).is_err());
         // Surrounding spaces are trimmed, not kept.
         assert_eq!(
@@ -318,7 +412,7 @@ mod tests {
 
     #[test]
     fn event_filters_name_known_types() {
-        assert_eq!(check_events(&[]), Ok(vec!["*".to_string()]));
+        assert_eq!(check_events(&[]).map_err(|e| e.field), Err("events"));
         let f = check_events(&["key.disabled".into(), "key.disabled".into()]);
         assert_eq!(f, Ok(vec!["key.disabled".to_string()]));
         assert!(check_events(&["key.created".into()]).is_err());

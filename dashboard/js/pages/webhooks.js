@@ -142,7 +142,7 @@ export function mount(root, ctx) {
       h('td', {}, h('code', { text: w.url }), w.description ? h('div', { class: 'muted small', text: w.description }) : null),
       h('td', { class: 'small', text: w.events.join(', ') }),
       h('td', {}, h('span', { class: ['badge', w.enabled ? 'ok' : 'muted'], text: w.enabled ? 'enabled' : 'disabled' })),
-      h('td', { class: 'hide-sm' }, h('code', { text: w.secret_hint })),
+      h('td', { class: 'hide-sm' }, h('code', { text: w.secret_hint || '—' })),
       h('td', { class: 'actions' },
         btn('Delivery log', 'log', w),
         editable ? [btn('Send test event', 'test', w), btn(w.enabled ? 'Disable' : 'Enable', 'toggle', w),

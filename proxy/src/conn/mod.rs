@@ -25,8 +25,12 @@
 
 mod deadline;
 mod handshake;
+mod side;
 
 pub use handshake::HandshakeWatch;
+pub use side::{
+    nofile_limit, side_app, side_cap, SideHttp, METRICS_MAX_CONNECTIONS, VERIFY_MAX_CONNECTIONS,
+};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -86,6 +90,8 @@ pub fn request_finished() {
 #[derive(Debug, Default)]
 pub struct ConnTable {
     inner: Mutex<ConnInner>,
+    /// The most connections open at once on the listener (0: no cap).
+    total_cap: u32,
 }
 
 #[derive(Debug, Default)]
@@ -95,24 +101,36 @@ struct ConnInner {
 }
 
 impl ConnTable {
+    /// A table that also caps the listener's open connections at `total`.
+    pub fn with_total_cap(total: u32) -> Self {
+        Self {
+            total_cap: total,
+            ..Self::default()
+        }
+    }
+
     /// Whether `id` is already counted (a reused keep-alive connection).
     fn is_open(&self, id: i32) -> bool {
         self.inner.lock().open.contains_key(&id)
     }
 
-    /// Count a new connection; `false` (not counted) when `ip` is at `cap`.
-    pub fn admit(&self, id: i32, ip: IpAddr, cap: u32) -> bool {
+    /// Count a new connection; `Err(reason)` (not counted) when `ip` is at
+    /// `cap` (`per_ip_cap`) or the listener at its total cap (`total_cap`).
+    pub fn admit(&self, id: i32, ip: IpAddr, cap: u32) -> Result<(), &'static str> {
         let mut g = self.inner.lock();
+        if self.total_cap > 0 && g.open.len() >= self.total_cap as usize {
+            return Err("total_cap");
+        }
         let n = g.per_ip.entry(ip).or_insert(0);
         if cap > 0 && *n >= cap {
             if *n == 0 {
                 g.per_ip.remove(&ip);
             }
-            return false;
+            return Err("per_ip_cap");
         }
         *n += 1;
         g.open.insert(id, ip);
-        true
+        Ok(())
     }
 
     /// The connection `id` is closed.
@@ -159,6 +177,9 @@ pub struct EdgeApp<A> {
     /// `proxy.h2c` as the server was built with (Pingora's own h2c switch
     /// is fixed at start too).
     pub h2c: bool,
+    /// A side listener (verify, metrics: [`side_app`]): its clients send no
+    /// PROXY protocol header.
+    pub side: bool,
 }
 
 /// How long after the header deadline the edge stops waiting for the 408 to
@@ -315,7 +336,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
         if !reused {
             // A TLS connection's handshake is over once it gets here.
             self.handshakes.finished(id);
-            if edge.proxy_protocol {
+            if edge.proxy_protocol && !self.side {
                 stream = self.proxy_protocol(stream, edge.header_timeout).await?;
             }
             let peer = peer_of(&stream);
@@ -323,9 +344,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
                 .map(net::bucket_key)
                 .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
             let cap = connection_cap(peer, edge);
-            if !self.conns.admit(id, ip, cap) {
+            if let Err(reason) = self.conns.admit(id, ip, cap) {
                 edge_metrics::CONNECTIONS_REFUSED
-                    .with_label_values(&["per_ip_cap"])
+                    .with_label_values(&[reason])
                     .inc();
                 return None;
             }
@@ -430,16 +451,16 @@ mod tests {
         let t = ConnTable::default();
         let a: IpAddr = "127.0.0.2".parse().expect("ip");
         let b: IpAddr = "127.0.0.3".parse().expect("ip");
-        assert!(t.admit(10, a, 2));
-        assert!(t.admit(11, a, 2));
-        assert!(!t.admit(12, a, 2));
-        assert!(t.admit(13, b, 2));
+        assert!(t.admit(10, a, 2).is_ok());
+        assert!(t.admit(11, a, 2).is_ok());
+        assert_eq!(t.admit(12, a, 2), Err("per_ip_cap"));
+        assert!(t.admit(13, b, 2).is_ok());
         t.release(10);
         assert_eq!(t.count(a), 1);
-        assert!(t.admit(12, a, 2));
+        assert!(t.admit(12, a, 2).is_ok());
         // 0 = no cap.
         for id in 100..400 {
-            assert!(t.admit(id, b, 0));
+            assert!(t.admit(id, b, 0).is_ok());
         }
         for id in 100..400 {
             t.release(id);
@@ -449,5 +470,18 @@ mod tests {
         // Releasing twice is harmless.
         t.release(13);
         assert_eq!(t.count(b), 0);
+    }
+
+    #[test]
+    fn a_total_cap_holds_across_addresses() {
+        let t = ConnTable::with_total_cap(3);
+        for (id, ip) in [(1, "127.0.0.2"), (2, "127.0.0.3"), (3, "127.0.0.4")] {
+            assert!(t.admit(id, ip.parse().expect("ip"), 0).is_ok());
+        }
+        let other: IpAddr = "127.0.0.5".parse().expect("ip");
+        assert_eq!(t.admit(4, other, 0), Err("total_cap"));
+        assert_eq!(t.count(other), 0);
+        t.release(2);
+        assert!(t.admit(4, other, 0).is_ok());
     }
 }

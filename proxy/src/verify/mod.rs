@@ -16,7 +16,7 @@ pub mod request;
 pub mod tokens;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -34,8 +34,6 @@ use tokens::TokenSet;
 
 /// The one path the listener answers.
 pub const PATH: &str = "/v1/verify";
-/// How long each read of a request body may wait.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The verify listener's app (a Pingora HTTP service in the proxy process).
 pub struct VerifyApp {
@@ -43,6 +41,38 @@ pub struct VerifyApp {
     pub limiters: Arc<Limiters>,
     pub usage: Arc<UsageRecorder>,
     pub tokens: Arc<TokenSet>,
+}
+
+/// `Expect: 100-continue` gets its `100 Continue` once the request passed
+/// the checks before the body (RFC 9110 §10.1.1); any other expectation is
+/// `417` and the connection is closed (the body was not read).
+async fn expect_continue(session: &mut ServerSession) -> Result<(), Refusal> {
+    let Some(v) = session.req_header().headers.get(http::header::EXPECT) else {
+        return Ok(());
+    };
+    if !v
+        .as_bytes()
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"100-continue")
+    {
+        let mut r = Refusal::new(
+            "expectation-failed",
+            "Expectation Failed",
+            417,
+            "the verify listener meets Expect: 100-continue only",
+        );
+        r.close = true;
+        return Err(r);
+    }
+    if session.is_body_empty() {
+        return Ok(());
+    }
+    session.write_continue_response().await.map_err(|e| {
+        tracing::debug!("verify: writing 100 Continue failed: {e}");
+        let mut r = Refusal::new("bad-request", "Bad Request", 400, "the connection failed");
+        r.close = true;
+        r
+    })
 }
 
 /// The `Authorization: Bearer` token, if any.
@@ -105,10 +135,23 @@ impl VerifyApp {
         if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
             return Err(Refusal::too_large());
         }
-        session.set_read_timeout(Some(BODY_READ_TIMEOUT));
+        expect_continue(session).await?;
+        let edge = &self.state.config.load().config.proxy.edge;
+        session.set_read_timeout(Some(edge.body_timeout));
+        // The whole body (at most 8 KiB) within one `body_timeout`, however
+        // it trickles in.
+        let deadline = tokio::time::Instant::now() + edge.body_timeout;
         let mut body = BytesMut::new();
         loop {
-            match session.read_request_body().await {
+            let piece = tokio::time::timeout_at(deadline, session.read_request_body())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(pingora::Error::explain(
+                        pingora::ErrorType::ReadTimedout,
+                        "the verify body took longer than body_timeout",
+                    ))
+                });
+            match piece {
                 Ok(Some(piece)) => {
                     if body.len() + piece.len() > MAX_BODY_BYTES {
                         return Err(Refusal::too_large());
@@ -246,6 +289,16 @@ pub fn add_services(
         state: app.state.clone(),
         database_url,
     };
+    // Behind the proxy's connection edge (header deadline, idle wait,
+    // per-address cap, framing checks) with a total cap that leaves most
+    // file descriptors to the proxy listener.
+    let cap = crate::conn::side_cap(
+        crate::conn::VERIFY_MAX_CONNECTIONS,
+        crate::conn::nofile_limit(),
+        4,
+    );
+    let state = app.state.clone();
+    let app = crate::conn::side_app(app, state, cap);
     let mut service =
         pingora::services::listening::Service::new("tollgate-verify".to_string(), app);
     service.add_tcp(&addr.to_string());
@@ -261,7 +314,13 @@ impl ServeHttp for VerifyApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let reply = match self.answer(session).await {
             Ok(reply) => reply,
-            Err(refusal) => {
+            Err(mut refusal) => {
+                // A client that sent `Expect` and was refused may never send
+                // its body: the connection cannot carry another request.
+                refusal.close |= session
+                    .req_header()
+                    .headers
+                    .contains_key(http::header::EXPECT);
                 if refusal.close {
                     session.set_keepalive(None);
                 }

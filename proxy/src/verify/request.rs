@@ -105,6 +105,11 @@ pub fn is_json(content_type: Option<&[u8]>) -> bool {
 
 /// Parse and check a body of at most [`MAX_BODY_BYTES`].
 pub fn parse(body: &[u8]) -> Result<VerifyRequest, Refusal> {
+    // serde would also take the struct's positional form, a JSON array
+    // (`["tg_…",null,…]`): only an object names its fields.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Refusal::bad("body", "expected a JSON object"));
+    }
     let raw: Raw = serde_json::from_slice(body).map_err(|e| {
         // serde quotes offending values: never echo what may be a secret.
         let msg = e.to_string();
@@ -203,6 +208,8 @@ mod tests {
             (&b""[..], "body"),
             (b"null", "body"),
             (b"[]", "body"),
+            (b"[\"tg_k\",null,null,null,null]", "body"),
+            (b" [\"tg_k\"]", "body"),
             (b"{}", "body"),
             (b"{\"key\":5}", "body"),
             (b"{\"key\":null}", "body"),

@@ -280,7 +280,9 @@ pub fn parse_instant(field: &'static str, s: &str) -> Result<i64, ExportError> {
     let ms = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         s.parse::<i64>().ok()
     } else if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        Some(t.timestamp_millis())
+        // A leap second (`:60`) would silently become the next minute.
+        use chrono::Timelike;
+        (t.nanosecond() < 1_000_000_000).then(|| t.timestamp_millis())
     } else if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         d.and_hms_opt(0, 0, 0)
             .map(|t| t.and_utc().timestamp_millis())
@@ -558,6 +560,8 @@ mod tests {
             "253402300800001",
             "1969-12-31",
             "2026-12-01T00:00:00",
+            "2026-12-01T00:00:60Z",
+            "2016-12-31T23:59:60Z",
             "\u{0}",
         ] {
             assert!(parse_instant("from", bad).is_err(), "{bad:?}");
