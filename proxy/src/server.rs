@@ -44,6 +44,8 @@ pub struct Prepared {
     /// the listeners open: no request of a credit holder goes uncounted
     /// while the first background read is pending.
     credits: Vec<tollgate_core::db::credits::CreditAdjustment>,
+    /// Keys' and identities' own credit refills, for the same reason.
+    refills: Vec<tollgate_core::db::refills::StoredRefill>,
 }
 
 impl Prepared {
@@ -65,12 +67,17 @@ impl Prepared {
             );
             Vec::new()
         });
+        let refills = db.credit_refills().await.unwrap_or_else(|e| {
+            tracing::warn!("credit refills not read at start (read again in the background): {e}");
+            Vec::new()
+        });
         db.close().await;
         Ok(Self {
             config,
             db_state,
             listener_cert,
             credits,
+            refills,
         })
     }
 }
@@ -118,6 +125,7 @@ pub fn build(prepared: Prepared) -> Built {
         db_state,
         listener_cert,
         credits,
+        refills,
     } = prepared;
     let tuning = config.proxy.tuning;
     let conf = ServerConf {
@@ -151,6 +159,7 @@ pub fn build(prepared: Prepared) -> Built {
         .set_refills(crate::limiter::credits::refill::refills_of(
             &state.db.load().keys,
             &state.config.load().config.plans,
+            &refills,
         ));
     limiters.credits.apply_local(&credits);
     let usage = UsageRecorder::new();

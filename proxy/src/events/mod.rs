@@ -291,6 +291,8 @@ mod tests {
             delta: 1,
             created_at: 0,
             actor: String::new(),
+            spent_by: None,
+            spent_at: None,
         }]);
         for _ in 0..2 {
             let _ = crate::credits::decide_costing(
@@ -327,6 +329,8 @@ mod tests {
             delta,
             created_at: 0,
             actor: String::new(),
+            spent_by: None,
+            spent_at: None,
         };
         book.apply_local(&[adj(1, 20)]);
         let m = Subject::Member {

@@ -64,6 +64,8 @@ impl Who {
             delta,
             created_at: 0,
             actor: String::new(),
+            spent_by: None,
+            spent_at: None,
         }
     }
 }
