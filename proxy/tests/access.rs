@@ -71,7 +71,13 @@ async fn send(
 /// Sends each request and checks its answer: `(status, problem type)`, the
 /// type "" for a forwarded answer. Returns the last response.
 /// (from, method, path, headers, (status, problem type)).
-type Case<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, &'a str)>, (u16, &'a str));
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    (u16, &'a str),
+);
 
 async fn expect_all(p: &TestProxy, cases: &[Case<'_>]) -> RawResponse {
     let mut last = None;

@@ -23,8 +23,8 @@ pub mod keys;
 #[cfg(any(test, feature = "testing"))]
 pub mod own_postgres;
 pub mod plans;
-pub mod refills;
 pub mod quota_adjustments;
+pub mod refills;
 pub mod service_tokens;
 pub mod settings;
 mod stmt;
