@@ -154,13 +154,11 @@ pub fn build(prepared: Prepared) -> Built {
     let state = Arc::new(State::new(ConfigState::compile(config, None), db_state));
     let limiter = Arc::new(LocalLimiter::default());
     let limiters = Arc::new(Limiters::new(limiter.clone()));
-    limiters
-        .credits
-        .set_refills(crate::limiter::credits::refill::refills_of(
-            &state.db.load().keys,
-            &state.config.load().config.plans,
-            &refills,
-        ));
+    limiters.credits.set_refills(crate::refills::refills_of(
+        &state.db.load().keys,
+        &state.config.load().config.plans,
+        &refills,
+    ));
     limiters.credits.apply_local(&credits);
     let usage = UsageRecorder::new();
     let gateway =

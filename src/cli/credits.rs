@@ -37,7 +37,7 @@ pub async fn top_up_identity(db: &Db, which: &str, delta: i64) -> anyhow::Result
     if let Err(why) = check_delta(delta) {
         bail!("--add: {why}");
     }
-    let identity = super::identities::find(db, which).await?;
+    let identity = super::identity_arg::find(db, which).await?;
     let actor = format!("cli:{}", os_user());
     let adj = db
         .add_credits(SubjectKind::Identity, identity.id, delta, &actor)

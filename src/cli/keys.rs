@@ -194,7 +194,7 @@ async fn execute(
             access,
         } => {
             let identity_id = match identity {
-                Some(which) => Some(super::identities::find(db, &which).await?.id),
+                Some(which) => Some(super::identity_arg::find(db, &which).await?.id),
                 None => None,
             };
             let mut new = NewApiKey {

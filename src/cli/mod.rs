@@ -5,6 +5,7 @@ pub mod check;
 pub mod credits;
 pub mod demo_traffic;
 pub mod identities;
+pub mod identity_arg;
 pub mod keys;
 pub mod quotas;
 pub mod refill;

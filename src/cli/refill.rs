@@ -110,7 +110,7 @@ pub async fn key_refill(db: &Db, id: i64, args: RefillArgs) -> anyhow::Result<()
 
 /// `tollgate identities refill <identity>`.
 pub async fn identity_refill(db: &Db, which: &str, args: RefillArgs) -> anyhow::Result<()> {
-    let i = super::identities::find(db, which).await?;
+    let i = super::identity_arg::find(db, which).await?;
     refill(
         db,
         SubjectKind::Identity,

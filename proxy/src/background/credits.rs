@@ -38,7 +38,7 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
         }
         // Which balances refill: the plans of the keys and identities loaded
         // now, and their own refills (which win).
-        let refills = crate::limiter::credits::refill::refills_of(
+        let refills = crate::refills::refills_of(
             &state.db.load().keys,
             &state.config.load().config.plans,
             &own,

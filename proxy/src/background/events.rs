@@ -1,5 +1,5 @@
 //! The `webhook-events` task: hands the quota and credit events the request
-//! path noticed ([`crate::events`]) to the database's webhook outbox
+//! path noticed ([`crate::limiter::events`]) to the database's webhook outbox
 //! (`tollgate_core::webhooks::enqueue_event`), off the request path. The
 //! outbox's UNIQUE dedup key makes the same occurrence from several
 //! proxies one event; one the database does not take after a few tries is
@@ -12,8 +12,8 @@ use std::time::Duration;
 use tollgate_core::db::Db;
 use tollgate_core::webhooks::enqueue_event;
 
-use crate::events::{Notice, Notices};
 use crate::limiter::backends::Limiters;
+use crate::limiter::events::{Notice, Notices};
 use crate::metrics;
 
 /// Tries per event before it is given up (and forgotten).

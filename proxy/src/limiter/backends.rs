@@ -93,8 +93,8 @@ pub struct Limiters {
     pub in_flight: Arc<InFlight>,
     /// Prepaid credit balances and holders (see [`super::credits`]).
     pub credits: Arc<super::credits::CreditBook>,
-    /// Quota and credit webhook events noticed in decisions (see [`crate::events`]).
-    pub events: Arc<crate::events::Notices>,
+    /// Quota and credit webhook events noticed in decisions (see [`crate::limiter::events`]).
+    pub events: Arc<crate::limiter::events::Notices>,
     /// Quota resets and adjustments applied (see [`super::quota_adjust`]).
     pub quota_adjustments: Arc<super::quota_adjust::QuotaAdjustBook>,
     redis: ArcSwapOption<RedisSlot>,
@@ -142,7 +142,7 @@ impl Limiters {
             local,
             in_flight: Arc::new(InFlight::default()),
             credits: Arc::new(super::credits::CreditBook::new()),
-            events: Arc::new(crate::events::Notices::new()),
+            events: Arc::new(crate::limiter::events::Notices::new()),
             quota_adjustments: Arc::default(),
             redis: ArcSwapOption::empty(),
             creating: Mutex::new(()),
@@ -373,3 +373,40 @@ fn observe(backend: &str, started: Instant) {
     };
     h.observe(started.elapsed().as_secs_f64());
 }
+
+/// Which backend holds a cost reservation (see `super::cost`): the one that decided the request.
+pub fn backend_of(decided_by: &str) -> Option<Held> {
+    match decided_by {
+        "local" | "fallback" => Some(Held::Local),
+        "redis" => Some(Held::Redis),
+        // `allow`: nothing was taken, nothing to settle.
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    Local,
+    Redis,
+}
+
+/// `tollgate_cost_settlements_total{result}`: settlements by what decided
+/// them (`header`, `refund`, a kept reservation's reason: `missing`,
+/// `repeated`, `invalid`, `too_large`, `no_response`) and what went wrong
+/// applying them (`capped`: a take beyond the debt bound, `error`: the
+/// backend could not be reached, the reservation stands).
+pub static SETTLEMENTS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "tollgate_cost_settlements_total",
+        "Cost reservations settled from the response, by result",
+        &["result"]
+    )
+    .unwrap_or_else(|_| {
+        // Registered twice (tests building several proxies): a private one.
+        prometheus::IntCounterVec::new(
+            prometheus::Opts::new("tollgate_cost_settlements_total", "settlements"),
+            &["result"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric options: {e}"))
+    })
+});

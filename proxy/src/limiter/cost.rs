@@ -12,35 +12,11 @@
 //! dropped when the next request of the subject has another (fewer
 //! admissions, never more; see `redis::lease`).
 
-use std::sync::LazyLock;
-
-use prometheus::IntCounterVec;
 use tollgate_core::config::LimiterConfig;
 use tollgate_core::cost::{Basis, Settle};
 
 use super::backends::Limiters;
 use super::{Bucket, Subject};
-
-/// `tollgate_cost_settlements_total{result}`: settlements by what decided
-/// them (`header`, `refund`, a kept reservation's reason: `missing`,
-/// `repeated`, `invalid`, `too_large`, `no_response`) and what went wrong
-/// applying them (`capped`: a take beyond the debt bound, `error`: the
-/// backend could not be reached, the reservation stands).
-pub static SETTLEMENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    prometheus::register_int_counter_vec!(
-        "tollgate_cost_settlements_total",
-        "Cost reservations settled from the response, by result",
-        &["result"]
-    )
-    .unwrap_or_else(|_| {
-        // Registered twice (tests building several proxies): a private one.
-        IntCounterVec::new(
-            prometheus::Opts::new("tollgate_cost_settlements_total", "settlements"),
-            &["result"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric options: {e}"))
-    })
-});
 
 /// The largest multiplier accepted.
 pub const MAX_COST: u64 = 1_000_000;
@@ -68,21 +44,7 @@ pub fn reserving(b: &Bucket, reserve: u64) -> Bucket {
     }
 }
 
-/// Which backend holds a reservation: the one that decided the request.
-pub fn backend_of(decided_by: &str) -> Option<Held> {
-    match decided_by {
-        "local" | "fallback" => Some(Held::Local),
-        "redis" => Some(Held::Redis),
-        // `allow`: nothing was taken, nothing to settle.
-        _ => None,
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Held {
-    Local,
-    Redis,
-}
+pub use super::backends::{backend_of, Held, SETTLEMENTS};
 
 impl Limiters {
     /// Settle a reservation held in `held`, waiting for Redis no longer

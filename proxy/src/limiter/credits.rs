@@ -91,7 +91,7 @@ pub struct CreditBook {
     /// balance's Redis instance it applied them to (its URL).
     applied_redis: Mutex<HashMap<i64, String>>,
     /// Each holder's last top-up (positive adjustment) seen: `(id,
-    /// amount)`, for the `credits.*` webhook events (`crate::events`).
+    /// amount)`, for the `credits.*` webhook events (`crate::limiter::events`).
     top_ups: RwLock<HashMap<Subject, (i64, i64)>>,
     /// The local spends not yet written to the database ([`spends`]).
     pub spends: spends::SpendLog,
@@ -320,6 +320,19 @@ pub fn state(balance: i64, violated: bool) -> LimitState {
         violated,
         retry_after_secs: 0,
     }
+}
+
+/// What the limiter step concluded for a credit holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreditVerdict {
+    /// The buckets decided (credits spent if admitted), by this backend;
+    /// the balance after (`None`: not counted, the `allow` policy).
+    Decided(Decision, &'static str, Option<i64>),
+    /// The balance is short of the cost.
+    Exhausted(i64),
+    /// Redis (the balance's one home) failed: refused with 503, whatever
+    /// `on_redis_error` says.
+    Unavailable,
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod breaker;
 pub mod concurrency;
 pub mod cost;
 pub mod credits;
+pub mod events;
 pub mod identity;
 pub mod local;
 pub mod quota;

@@ -6,25 +6,13 @@ use std::time::Instant;
 
 use tollgate_core::config::LimiterConfig;
 use tollgate_core::db::credits::CreditAdjustment;
-use tollgate_core::limits::Decision;
 
 use super::Limiters;
 use crate::limiter::credits::{subject_of, Spent};
 use crate::limiter::{Bucket, Subject};
 use crate::metrics;
 
-/// What the limiter step concluded for a credit holder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CreditVerdict {
-    /// The buckets decided (credits spent if admitted), by this backend;
-    /// the balance after (`None`: not counted, the `allow` policy).
-    Decided(Decision, &'static str, Option<i64>),
-    /// The balance is short of the cost.
-    Exhausted(i64),
-    /// Redis (the balance's one home) failed: refused with 503, whatever
-    /// `on_redis_error` says.
-    Unavailable,
-}
+pub use crate::limiter::credits::CreditVerdict;
 
 impl Limiters {
     /// Decide a credit holder's request: `cost` credits and its buckets in
@@ -91,11 +79,11 @@ impl Limiters {
     pub async fn refund_credits(
         &self,
         cfg: &LimiterConfig,
-        held: crate::limiter::cost::Held,
+        held: super::Held,
         subject: &Subject,
         credits: u64,
     ) {
-        use crate::limiter::cost::{Held, SETTLEMENTS};
+        use super::{Held, SETTLEMENTS};
         match held {
             Held::Local => {
                 self.credits.refund_local(subject, credits);
