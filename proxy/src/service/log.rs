@@ -57,7 +57,7 @@ impl Gateway {
             });
         }
         if ctx.config.as_ref().is_some_and(|c| c.config.log.access_log) {
-            access_log::emit(&Line {
+            access_log::write(&Line {
                 request_id: &ctx.request_id,
                 route,
                 key_id: ctx.key.as_ref().map(|k| k.id),
