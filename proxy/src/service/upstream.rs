@@ -71,10 +71,12 @@ pub(super) fn edit(
             client: &inbound.client,
             proto: net::forwarded_proto(
                 inbound.client.peer_trusted,
-                session
-                    .req_header()
-                    .headers
-                    .get("x-forwarded-proto")
+                // Only a trusted peer's is read.
+                inbound
+                    .client
+                    .peer_trusted
+                    .then(|| session.req_header().headers.get("x-forwarded-proto"))
+                    .flatten()
                     .and_then(|v| v.to_str().ok()),
                 is_tls(session),
             ),
