@@ -6,7 +6,7 @@
 //! equal to `-` (`X_Tollgate_Key_Id` reaches a WSGI app as
 //! `HTTP_X_TOLLGATE_KEY_ID`).
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use pingora::Result;
 use tollgate_core::keys;
@@ -206,6 +206,17 @@ pub fn to_remove(req: &RequestHeader, f: &Forwarding<'_>) -> Vec<HeaderName> {
     out
 }
 
+/// `http` and `https` as shared values (no copy, no check per request).
+fn proto_value(proto: &str) -> Option<HeaderValue> {
+    const HTTP: HeaderValue = HeaderValue::from_static("http");
+    const HTTPS: HeaderValue = HeaderValue::from_static("https");
+    match proto {
+        "http" => Some(HTTP),
+        "https" => Some(HTTPS),
+        _ => None,
+    }
+}
+
 /// Rewrite the upstream request's headers.
 pub fn apply(req: &mut RequestHeader, f: &Forwarding<'_>) -> Result<()> {
     let trusted_xfh = if f.client.peer_trusted {
@@ -221,7 +232,10 @@ pub fn apply(req: &mut RequestHeader, f: &Forwarding<'_>) -> Result<()> {
         req.remove_header(&name);
     }
     req.insert_header("X-Forwarded-For", f.client.forwarded_for.as_str())?;
-    req.insert_header("X-Forwarded-Proto", f.proto)?;
+    match proto_value(f.proto) {
+        Some(v) => req.insert_header("X-Forwarded-Proto", v)?,
+        None => req.insert_header("X-Forwarded-Proto", f.proto)?,
+    }
     if let Some(h) = trusted_xfh.as_deref().or(f.host) {
         req.insert_header("X-Forwarded-Host", h)?;
     }

@@ -84,9 +84,30 @@ pub fn ratelimit(limits: &[LimitState]) -> String {
             out.push_str(", ");
         }
         push_sf_string(&mut out, &l.name);
-        let _ = write!(out, ";r={};t={}", sf_int(l.remaining), sf_int(l.reset_secs));
+        out.push_str(";r=");
+        push_int(&mut out, sf_int(l.remaining));
+        out.push_str(";t=");
+        push_int(&mut out, sf_int(l.reset_secs));
     }
     out
+}
+
+/// `n` in decimal (per request: no formatting machinery).
+fn push_int(out: &mut String, n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(char::from(b));
+    }
 }
 
 /// The largest RFC 8941 sf-integer (15 digits).
@@ -152,6 +173,15 @@ mod tests {
         let l = vec![state("big", 10_000_000_000_000_000, u64::MAX, u64::MAX, 7)];
         assert_eq!(policy(&l), r#""big";q=999999999999999;w=999999999999999"#);
         assert_eq!(ratelimit(&l), r#""big";r=999999999999999;t=7"#);
+    }
+
+    #[test]
+    fn numbers_render_as_decimal() {
+        for n in [0, 1, 9, 10, 42, 999, 1_000_000, SF_MAX_INT] {
+            let mut s = String::new();
+            push_int(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! upstream of `tollgate dev`).
 
 pub mod access;
+pub mod access_log;
 pub mod answer;
 pub mod auth;
 pub mod background;

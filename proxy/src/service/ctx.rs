@@ -1,0 +1,118 @@
+//! The per-request context the gateway's filters share.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tollgate_core::config::Target;
+use tollgate_core::keys;
+use tollgate_core::limits::Decision;
+
+use crate::body_limit;
+use crate::edge::Inbound;
+use crate::keyset::ActiveKey;
+use crate::limiter::backends::InFlightHold;
+use crate::state::{CompiledRoute, ConfigState};
+use crate::telemetry::RequestTrace;
+use crate::websocket;
+use crate::ws_hold::Hold;
+
+/// Per-request context.
+pub struct Ctx {
+    pub(super) start: Instant,
+    pub(super) start_ms: i64,
+    pub(super) request_id: String,
+    /// The client's own `X-Request-Id` when it was not kept.
+    pub(super) client_request_id: Option<String>,
+    /// Canonical path, client address, host: set once the edge checks passed.
+    pub(super) inbound: Option<Inbound>,
+    /// Close the connection after the answer (framing errors).
+    pub(super) close: bool,
+    pub(super) config: Option<Arc<ConfigState>>,
+    pub(super) route: Option<Arc<CompiledRoute>>,
+    pub(super) key: Option<Arc<ActiveKey>>,
+    /// The key's identity (see `ActiveKey::identity_id` for its id).
+    pub(super) identity: Option<Arc<crate::identities::ActiveIdentity>>,
+    pub(super) plan: Option<Arc<str>>,
+    /// `RateLimit-Policy` of the applicable limits (rendered at compile time).
+    pub(super) policy: Option<http::HeaderValue>,
+    pub(super) key_from_bearer: bool,
+    pub(super) decision: Option<Decision>,
+    pub(super) outcome: Option<&'static str>,
+    /// Why the proxy answered itself (`Answer::reason`), for usage.
+    pub(super) refusal: String,
+    /// Which limiter decided (`local`, `redis`, `fallback`, `allow`).
+    pub(super) backend: &'static str,
+    pub(super) target: Option<Target>,
+    pub(super) _inflight: Option<InFlightHold>,
+    /// W3C trace context (`telemetry.trace_context`).
+    pub(super) trace: Option<RequestTrace>,
+    /// Time in the limiter (hold and buckets), for the span.
+    pub(super) limiter_time: Option<Duration>,
+    /// The request body streamed so far against `max_body_bytes`.
+    pub(super) body: body_limit::Counter,
+    /// The body went over `max_body_bytes` while streaming.
+    pub(super) body_too_large: bool,
+    /// The SHA-256 of the key presented (found in the key set).
+    pub(super) key_hash: Option<keys::KeyHash>,
+    /// A WebSocket handshake on a `websocket` route.
+    pub(super) websocket: bool,
+    /// The open WebSocket, in the registry until the connection ends.
+    pub(super) ws_open: Option<websocket::Registration>,
+    /// The handshake's client half held open until the upstream answers
+    /// (Pingora #946 workaround, see [`crate::ws_hold`]).
+    pub(super) ws_hold: Hold,
+    /// A `routes[].cost` reservation not settled yet.
+    pub(super) cost: Option<crate::cost::Pending>,
+}
+
+impl Ctx {
+    /// A request that just arrived.
+    pub(super) fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            start_ms: tollgate_core::now_ms(),
+            request_id: String::new(),
+            client_request_id: None,
+            inbound: None,
+            close: false,
+            config: None,
+            route: None,
+            key: None,
+            identity: None,
+            plan: None,
+            policy: None,
+            key_from_bearer: false,
+            decision: None,
+            outcome: None,
+            refusal: String::new(),
+            backend: "none",
+            target: None,
+            _inflight: None,
+            trace: None,
+            limiter_time: None,
+            body: body_limit::Counter::default(),
+            body_too_large: false,
+            key_hash: None,
+            websocket: false,
+            ws_open: None,
+            ws_hold: Hold::No,
+            cost: None,
+        }
+    }
+
+    /// The request's `proxy.edge.body_timeout`.
+    pub(super) fn body_timeout(&self) -> Duration {
+        self.config
+            .as_ref()
+            .map(|c| c.config.proxy.edge.body_timeout)
+            .unwrap_or(tollgate_core::config::DEFAULT_BODY_TIMEOUT)
+    }
+
+    /// The path routed on (canonical), else the one requested.
+    pub(super) fn path<'a>(&'a self, requested: &'a http::Uri) -> &'a str {
+        self.inbound
+            .as_ref()
+            .map(|i| i.canonical.path.as_str())
+            .unwrap_or_else(|| requested.path())
+    }
+}

@@ -1,0 +1,122 @@
+//! The end of a request: what it did, told to the metrics, the usage
+//! recorder, the access log and the span exporter. Pingora calls `logging`
+//! once per request; this runs after the cost settled.
+
+use pingora::proxy::Session;
+use pingora::Error;
+use tollgate_core::trace::OsIds;
+
+use crate::access_log::{self, Line};
+use crate::ladder::Step;
+use crate::metrics::{self, outcome};
+use crate::request_span::{self, RequestFacts};
+use crate::telemetry;
+use crate::usage::UsageEvent;
+
+use super::{client_ip, Ctx, Gateway};
+
+impl Gateway {
+    /// Report the finished request (`status`: what the client was sent, 0
+    /// for nothing; `e`: why it failed, if it did).
+    pub(super) fn report(&self, session: &Session, e: Option<&Error>, ctx: &Ctx, status: u16) {
+        let outcome = ctx.outcome.unwrap_or(if e.is_some() || status >= 500 {
+            outcome::UPSTREAM_ERROR
+        } else {
+            outcome::ALLOWED
+        });
+        let route = ctx
+            .route
+            .as_ref()
+            .map(|r| r.route.name.as_str())
+            .unwrap_or("");
+        let elapsed = ctx.start.elapsed();
+        if self.ladder.on(Step::Metrics) {
+            match &ctx.route {
+                Some(r) => r.metrics.request(outcome, elapsed),
+                None => metrics::unrouted_request(outcome, elapsed),
+            }
+        }
+        let req = session.req_header();
+        if let Some(r) = ctx.route.as_ref().filter(|_| self.ladder.on(Step::Usage)) {
+            self.usage.record(UsageEvent {
+                at_ms: ctx.start_ms,
+                key_id: ctx.key.as_ref().map(|k| k.id),
+                route: r.name.clone(),
+                method: req.method.as_str(),
+                path: ctx.path(&req.uri),
+                client_ip: client_ip(session, ctx),
+                status,
+                outcome,
+                violated: ctx
+                    .decision
+                    .as_ref()
+                    .map(|d| d.violated_names())
+                    .unwrap_or_default(),
+                reason: &ctx.refusal,
+                latency_us: elapsed.as_micros() as u64,
+            });
+        }
+        if ctx.config.as_ref().is_some_and(|c| c.config.log.access_log) {
+            access_log::write(&Line {
+                request_id: &ctx.request_id,
+                route,
+                key_id: ctx.key.as_ref().map(|k| k.id),
+                method: req.method.as_str(),
+                path: ctx.path(&req.uri),
+                client: client_ip(session, ctx),
+                status,
+                outcome,
+                limiter: ctx.backend,
+                upstream: ctx.target.as_ref(),
+                trace_id: ctx.trace.as_ref().map(|t| &t.span.trace_id),
+                duration_us: elapsed.as_micros() as u64,
+            });
+        }
+        if let Some(spans) = &self.spans {
+            let facts = RequestFacts {
+                route,
+                status,
+                decision: outcome,
+                error: e.map(|e| e.to_string()),
+                ..span_facts(session, ctx)
+            };
+            // A request refused before it went upstream starts its trace here.
+            let started;
+            let trace = match &ctx.trace {
+                Some(t) => t,
+                None => {
+                    started = telemetry::start(req, &mut OsIds);
+                    &started
+                }
+            };
+            spans.record(request_span::span(trace, &facts, elapsed));
+        }
+    }
+}
+
+/// What the request did, for its span (the caller adds route, status,
+/// decision and error).
+fn span_facts<'a>(session: &'a Session, ctx: &'a Ctx) -> RequestFacts<'a> {
+    let req = session.req_header();
+    let redis = ctx.backend == "redis";
+    RequestFacts {
+        method: req.method.as_str(),
+        path: ctx.path(&req.uri),
+        key_id: ctx.key.as_ref().map(|k| k.id),
+        identity: ctx
+            .identity
+            .as_deref()
+            .and_then(|i| i.external_id.as_deref())
+            .unwrap_or(""),
+        request_id: &ctx.request_id,
+        violated: ctx
+            .decision
+            .as_ref()
+            .map(|d| d.violated_names())
+            .unwrap_or_default(),
+        limiter: ctx.backend,
+        redis_time: ctx.limiter_time.filter(|_| redis),
+        upstream: ctx.target.as_ref().map(|t| t.to_string()),
+        ..RequestFacts::default()
+    }
+}

@@ -1,0 +1,108 @@
+//! What the upstream is sent: the routed path (less `strip_prefix`), the
+//! header edits of [`crate::forward`], the trace context and `Host`.
+
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use pingora::ErrorType;
+use tollgate_core::net;
+use tollgate_core::trace::OsIds;
+
+use crate::forward::{self, Forwarding};
+use crate::router;
+use crate::telemetry;
+
+use super::{is_tls, Ctx};
+
+/// Edit the request the upstream is sent.
+pub(super) fn edit(
+    session: &Session,
+    upstream_request: &mut RequestHeader,
+    ctx: &mut Ctx,
+) -> Result<()> {
+    let (Some(route), Some(cfg), Some(inbound)) = (&ctx.route, &ctx.config, &ctx.inbound) else {
+        return Err(Error::explain(
+            ErrorType::InternalError,
+            "no route selected",
+        ));
+    };
+    // Exactly the canonical path that was routed on (less strip_prefix);
+    // most requests already carry it as sent, and keep their target.
+    let as_sent = route.route.strip_prefix.is_none()
+        && upstream_request.uri.authority().is_none()
+        && forward::same_target(
+            upstream_request.raw_path(),
+            &inbound.canonical.path,
+            inbound.canonical.query.as_deref(),
+        );
+    if !as_sent {
+        let path = match &route.route.strip_prefix {
+            Some(strip) => router::strip_path_case(
+                &inbound.canonical.path,
+                strip,
+                route.route.case_insensitive,
+            ),
+            None => inbound.canonical.path.as_str().into(),
+        };
+        let target = match &inbound.canonical.query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.into_owned(),
+        };
+        match target.parse::<http::Uri>() {
+            Ok(u) => upstream_request.set_uri(u),
+            Err(e) => {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(400),
+                    format!("cannot rewrite path: {e}"),
+                ))
+            }
+        }
+    }
+    let mut id_buf = [0u8; 20];
+    let buf = &mut id_buf;
+    let key_id = ctx.key.as_ref().map(move |k| forward::id_text(k.id, buf));
+    forward::apply(
+        upstream_request,
+        &Forwarding {
+            key_header: &cfg.config.proxy.key_header,
+            key_from_bearer: ctx.key_from_bearer,
+            allow_method_override: route.route.allow_method_override,
+            websocket: ctx.websocket,
+            client: &inbound.client,
+            proto: net::forwarded_proto(
+                inbound.client.peer_trusted,
+                // Only a trusted peer's is read.
+                inbound
+                    .client
+                    .peer_trusted
+                    .then(|| session.req_header().headers.get("x-forwarded-proto"))
+                    .flatten()
+                    .and_then(|v| v.to_str().ok()),
+                is_tls(session),
+            ),
+            host: inbound.host.as_deref(),
+            request_id: &ctx.request_id,
+            client_request_id: ctx.client_request_id.as_deref(),
+            key_id,
+            plan: ctx.key.as_ref().and(ctx.plan.as_deref()),
+            identity: crate::identities::header_value(ctx.identity.as_deref()),
+        },
+    )?;
+    if cfg.config.telemetry.trace_context {
+        let t = telemetry::start(session.req_header(), &mut OsIds);
+        telemetry::propagate(&t, upstream_request)?;
+        ctx.trace = Some(t);
+    }
+    if let Some(target) = &ctx.target {
+        if !route.upstream.config.preserve_host {
+            let default_port = if target.tls { 443 } else { 80 };
+            let host = if target.port == default_port {
+                target.host.clone()
+            } else {
+                target.authority()
+            };
+            upstream_request.insert_header("Host", host)?;
+        }
+    }
+    Ok(())
+}
