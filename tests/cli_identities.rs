@@ -172,6 +172,16 @@ fn an_id_that_is_also_an_external_id_is_refused_until_qualified() {
         &["keys", "create", "--name", "k", "--identity", "ext:1"],
     );
     assert!(ok, "{out}{err}");
+    // Its key holds credits of its own: the identity cannot be deleted
+    // (black-box round 3, B14), with the admin API's words.
+    let (ok, out, err) = run(&config, &["keys", "list", "--json"]);
+    assert!(ok, "{err}");
+    let keys: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let key = keys[0]["id"].as_i64().expect("key id").to_string();
+    let (ok, out, err) = run(&config, &["keys", "credits", &key, "--add", "3"]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = run(&config, &["identities", "delete", "ext:1"]);
+    assert!(!ok && err.contains("hold credits of their own"), "{err}");
     for which in ["id:x", "id:99", "ext:", "ext:a b"] {
         let (ok, _, err) = run(&config, &["identities", "show", which]);
         assert!(!ok && err.contains("no identity"), "{which}: {err}");

@@ -222,6 +222,12 @@ async fn execute(
         }
         IdentitiesCommand::Delete { identity } => {
             let i = find(db, &identity).await?;
+            let holding = db.identity_keys_with_own_credits(i.id).await?;
+            if !holding.is_empty() {
+                bail!(tollgate_core::credits::identity_in_use_by_credits(
+                    i.id, &holding
+                ));
+            }
             if !db.delete_identity(i.id).await? {
                 bail!("no identity {identity:?}");
             }

@@ -246,6 +246,7 @@ pub async fn patch_identity(
     params(("id" = i64, Path, minimum = 1, description = "Identity id")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 409, description = "Keys of the identity hold credits of their own (`conflict`)", body = crate::error::ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -256,6 +257,12 @@ pub async fn delete_identity(
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
     let before = state.db().get_identity(id).await?;
+    let holding = state.db().identity_keys_with_own_credits(id).await?;
+    if !holding.is_empty() {
+        return Err(ApiError::Conflict(
+            tollgate_core::credits::identity_in_use_by_credits(id, &holding),
+        ));
+    }
     if state.db().delete_identity(id).await? {
         tracing::info!(by = %auth.username, identity_id = id, "identity deleted");
         let changes = before

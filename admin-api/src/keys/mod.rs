@@ -247,6 +247,7 @@ fn no_key(id: i64) -> ApiError {
     responses(
         (status = 200, description = "The updated key record", body = KeyView),
         (status = 422, description = "A field is unknown or invalid, or the plan does not exist (named in `field`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The key holds credits of its own and cannot change identity (`conflict`)", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]

@@ -532,3 +532,58 @@ async fn a_total_beyond_64_bits_is_refused_and_not_stored(app: TestApp) {
 }
 
 both!(a_total_beyond_64_bits_is_refused_and_not_stored);
+
+/// An identity whose keys hold credits of their own cannot be deleted
+/// (black-box round 3, B14: detaching them moved their balances out of the
+/// identity's hash tag); once those keys are gone it can.
+async fn an_identity_whose_keys_hold_credits_cannot_be_deleted(app: TestApp) {
+    let identity = json(
+        app.post(
+            "/api/identities",
+            json!({"external_id": "cus_del", "name": "Del"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await["id"]
+        .as_i64()
+        .expect("identity id");
+    let key = json(
+        app.post(
+            "/api/keys",
+            json!({"name": "member", "identity_id": identity}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await["id"]
+        .as_i64()
+        .expect("id");
+    json(
+        app.post(&format!("/api/keys/{key}/credits"), json!({"delta": 3}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let refused = app.delete(&format!("/api/identities/{identity}")).await;
+    let body = problem(refused, StatusCode::CONFLICT, "conflict").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&key.to_string())),
+        "{body}"
+    );
+    assert!(app.db.get_identity(identity).await.expect("get").is_some());
+    assert_eq!(
+        app.delete(&format!("/api/keys/{key}")).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.delete(&format!("/api/identities/{identity}"))
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+}
+
+both!(an_identity_whose_keys_hold_credits_cannot_be_deleted);

@@ -218,6 +218,23 @@ impl Db {
     }
 }
 
+impl Db {
+    /// The keys of `identity` that hold credits of their own (a top-up or
+    /// adjustment row): deleting the identity would detach them and move
+    /// their balances out of its hash tag (black-box round 3, B14).
+    pub async fn identity_keys_with_own_credits(&self, identity: i64) -> Result<Vec<i64>, DbError> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT k.id FROM api_keys k JOIN credit_adjustments c \
+             ON c.subject_kind = 'key' AND c.subject_id = k.id AND c.spent_by IS NULL \
+             WHERE k.identity_id = $1 ORDER BY k.id",
+        )
+        .bind(identity)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(ids)
+    }
+}
+
 /// The advisory lock of one subject's adjustments (PostgreSQL).
 fn credit_lock_id(kind: SubjectKind, subject_id: i64) -> i64 {
     // A constant tag in the high bits, the kind, then the id.
