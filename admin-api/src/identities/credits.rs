@@ -10,7 +10,7 @@ use axum::Json;
 use tollgate_core::credits::{check_delta, SubjectKind};
 
 use super::no_identity;
-use crate::auth::{audit, RequireAdmin};
+use crate::auth::RequireAdmin;
 use crate::error::{ApiError, ApiResult, ProblemDoc};
 use crate::extract::{parse_id, ApiJson, PathParam};
 use crate::keys::{CreditsAdjusted, CreditsRequest};
@@ -41,30 +41,5 @@ pub async fn add_identity_credits(
     if state.db().get_identity(id).await?.is_none() {
         return Err(no_identity(id));
     }
-    let actor = format!("admin:{}", auth.username);
-    let adj = state
-        .db()
-        .add_credits(SubjectKind::Identity, id, req.delta, &actor)
-        .await?;
-    let granted = state
-        .db()
-        .credits_granted(SubjectKind::Identity, id)
-        .await?
-        .unwrap_or(0);
-    tracing::info!(by = %auth.username, identity_id = id, delta = req.delta, "credits adjusted");
-    audit(
-        &state,
-        auth.event("identity.credits")
-            .target("identity", id)
-            .changes(serde_json::json!({ "delta": req.delta, "adjustment": adj.id })),
-    )
-    .await;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreditsAdjusted {
-            adjustment: adj.id,
-            delta: req.delta,
-            granted,
-        }),
-    ))
+    crate::keys::record(&state, &auth, SubjectKind::Identity, id, req.delta).await
 }

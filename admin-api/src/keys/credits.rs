@@ -57,29 +57,36 @@ pub async fn add_credits(
     if state.db().get_key(id).await?.is_none() {
         return Err(no_key(id));
     }
+    record(&state, &auth, SubjectKind::Key, id, req.delta).await
+}
+
+/// Record one adjustment of `kind` `id` (the caller checked that it
+/// exists), audit it as `<kind>.credits`, and answer 201 with the total
+/// granted. One path for keys and identities.
+pub(crate) async fn record(
+    state: &AppState,
+    auth: &RequireAdmin,
+    kind: SubjectKind,
+    id: i64,
+    delta: i64,
+) -> ApiResult<(StatusCode, Json<CreditsAdjusted>)> {
     let actor = format!("admin:{}", auth.username);
-    let adj = state
-        .db()
-        .add_credits(SubjectKind::Key, id, req.delta, &actor)
-        .await?;
-    let granted = state
-        .db()
-        .credits_granted(SubjectKind::Key, id)
-        .await?
-        .unwrap_or(0);
-    tracing::info!(by = %auth.username, key_id = id, delta = req.delta, "credits adjusted");
+    let adj = state.db().add_credits(kind, id, delta, &actor).await?;
+    let granted = state.db().credits_granted(kind, id).await?.unwrap_or(0);
+    let subject = kind.as_str();
+    tracing::info!(by = %auth.username, subject, id, delta, "credits adjusted");
     audit(
-        &state,
-        auth.event("key.credits")
-            .target("key", id)
-            .changes(serde_json::json!({ "delta": req.delta, "adjustment": adj.id })),
+        state,
+        auth.event(&format!("{subject}.credits"))
+            .target(subject, id)
+            .changes(serde_json::json!({ "delta": delta, "adjustment": adj.id })),
     )
     .await;
     Ok((
         StatusCode::CREATED,
         Json(CreditsAdjusted {
             adjustment: adj.id,
-            delta: req.delta,
+            delta,
             granted,
         }),
     ))
