@@ -231,6 +231,24 @@ async fn response_costs_settle_exactly_across_two_proxies() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(remaining(&c), 95);
+    // B learns the new key at its own key refresh: wait for it there too
+    // (on the warm route: its own plan, the `hour` bucket untouched), or the
+    // first request below may be B's 403 for a key it does not know yet.
+    let start = Instant::now();
+    loop {
+        let s = client
+            .get(b.url("/v1/warm"))
+            .header("x-api-key", &key2)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        if s == 200 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "status {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // A cost of 0 through B leaves the bucket as it was: it reads 95 while
     // the 502's refund is on its way, 100 − 5 once it landed.
     let start = Instant::now();
