@@ -49,8 +49,10 @@ impl Who {
         }
     }
 
-    /// The `credit_adjustments` row of a top-up (`id`: its id).
-    fn adjustment(self, base: i64, id: i64, delta: i64) -> CreditAdjustment {
+    /// The `credit_adjustments` row of a top-up (`id`: its id) made at
+    /// `at_ms` (a
+    /// refilled balance counts only the rows of its current period).
+    fn adjustment(self, base: i64, id: i64, delta: i64, at_ms: i64) -> CreditAdjustment {
         let (subject_kind, subject_id) = match self.subject(base) {
             Subject::Identity(i) => (SubjectKind::Identity, i),
             Subject::Member { key, .. } => (SubjectKind::Key, key),
@@ -62,7 +64,7 @@ impl Who {
             subject_kind,
             subject_id,
             delta,
-            created_at: 0,
+            created_at: at_ms,
             actor: String::new(),
             spent_by: None,
             spent_at: None,
@@ -177,7 +179,7 @@ pub fn run_local(s: &CreditScenario, base: i64) -> Vec<CreditOutcome> {
             let wall = s.wall(step);
             match &step.op {
                 Op::TopUp { who, delta } => {
-                    let a = who.adjustment(base, i as i64 + 1, *delta);
+                    let a = who.adjustment(base, i as i64 + 1, *delta, wall / 1_000);
                     book.apply_local_at(&[a], wall);
                     let h = holder(&who.subject(base));
                     CreditOutcome {
@@ -222,7 +224,7 @@ pub async fn run_redis(
         let fail = |e: &dyn std::fmt::Display| format!("{} step {i}: {e}", s.name);
         match &step.op {
             Op::TopUp { who, delta } => {
-                let a = who.adjustment(base, i as i64 + 1, *delta);
+                let a = who.adjustment(base, i as i64 + 1, *delta, wall / 1_000);
                 // Holders are known to the book as in the proxy.
                 book.apply_local_at(std::slice::from_ref(&a), wall);
                 let subject = who.subject(base);
