@@ -63,6 +63,22 @@ pub fn apply(balance: i64, delta: i64) -> i64 {
     balance.saturating_add(delta)
 }
 
+/// Why an identity whose keys hold credits of their own cannot be deleted:
+/// a key's own balance is kept under its identity's (one Redis hash tag),
+/// and detaching the key would start it afresh elsewhere with its top-ups
+/// applied again. The same words for the admin API (409) and the CLI.
+pub fn identity_in_use_by_credits(identity: i64, keys: &[i64]) -> String {
+    let list = keys
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "identity {identity} cannot be deleted: its keys {list} hold credits of their own \
+         (their balances are kept with the identity's); delete those keys first"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,20 +106,4 @@ mod tests {
         assert_eq!(SubjectKind::parse("Key"), None);
         assert_eq!(SubjectKind::Identity.as_str(), "identity");
     }
-}
-
-/// Why an identity whose keys hold credits of their own cannot be deleted:
-/// a key's own balance is kept under its identity's (one Redis hash tag),
-/// and detaching the key would start it afresh elsewhere with its top-ups
-/// applied again. The same words for the admin API (409) and the CLI.
-pub fn identity_in_use_by_credits(identity: i64, keys: &[i64]) -> String {
-    let list = keys
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "identity {identity} cannot be deleted: its keys {list} hold credits of their own \
-         (their balances are kept with the identity's); delete those keys first"
-    )
 }
