@@ -8,53 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::credits::{call, users_on_redis as yaml};
 use common::proxy::Proxy;
 use common::redis::OwnRedis;
 use tollgate_core::db::NewApiKey;
-
-fn yaml(redis_url: &str, upstream: u16) -> String {
-    format!(
-        r#"limiter:
-  backend: redis
-  redis_url: "{redis_url}"
-  redis_timeout: 2s
-  on_redis_error: deny
-plans:
-  p: {{ limits: [ {{ name: hour, rate: 100000, per: 1h }} ] }}
-upstreams:
-  demo: {{ targets: ["127.0.0.1:{upstream}"] }}
-routes:
-  - name: users
-    match: {{ path_prefix: /api/users }}
-    upstream: demo
-    strip_prefix: /api
-    default_plan: p
-"#
-    )
-}
-
-/// (status, the `credits` member's `r` if any, the problem type if any).
-async fn call(client: &reqwest::Client, p: &Proxy, key: &str) -> (u16, Option<i64>, String) {
-    let r = client
-        .get(p.url("/api/users"))
-        .header("x-api-key", key)
-        .send()
-        .await
-        .expect("request");
-    let status = r.status().as_u16();
-    let credits = r
-        .headers()
-        .get("ratelimit")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.split(',')
-                .find(|m| m.trim().starts_with("\"credits\""))
-                .and_then(|m| m.split(';').find_map(|p| p.trim().strip_prefix("r=")))
-                .and_then(|r| r.parse().ok())
-        });
-    let body = r.text().await.unwrap_or_default();
-    (status, credits, body)
-}
 
 fn top_up(config: &std::path::Path, id: i64, n: i64) {
     let out = common::tollgate()

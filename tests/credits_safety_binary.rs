@@ -49,12 +49,7 @@ async fn call(client: &reqwest::Client, url: &str, key: &str) -> Reply {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let credits = header("ratelimit").and_then(|v| {
-        v.split(',')
-            .find(|m| m.trim().starts_with("\"credits\""))
-            .and_then(|m| m.split(';').find_map(|p| p.trim().strip_prefix("r=")))
-            .and_then(|r| r.parse().ok())
-    });
+    let credits = header("ratelimit").and_then(|v| common::credits::credits_left(&v));
     let retry_after = header("retry-after");
     let body = r.text().await.unwrap_or_default();
     Reply {

@@ -3,6 +3,7 @@
 //! process that is killed on drop.
 #![allow(dead_code)]
 
+pub mod credits;
 pub mod proxy;
 /// The throw-away `redis-server`s of the proxy tests, shared.
 #[path = "../../proxy/tests/common/redis.rs"]
