@@ -11,6 +11,13 @@
 -- ARGV[4i]           tokens to take (> 0) or give back (< 0)
 -- ARGV[4n+1]         optional, tests only: "now" in µs instead of TIME
 --
+-- A calendar quota (as in lua/token_bucket.lua) is sent with a negative
+-- interval, -T its key's TTL in ms; its key names the admission's period;
+-- "burst" is the quota, the stored value the uses counted. A return lowers
+-- the count (never below 0), a take raises it, never beyond quota +
+-- reserve (`settle_quota` in core/src/quota/mod.rs). A missing count (reset
+-- by an admin meanwhile) is left alone, as the local limiter does.
+--
 -- Returns 2 integers per limit, in KEYS order:
 --   applied          tokens actually taken (> 0) or given back (< 0): a
 --                    return never moves the TAT below now (tokens that
@@ -30,11 +37,24 @@ end
 local stored = redis.call('MGET', unpack(KEYS))
 local out = {}
 
-for i = 1, n do
-  local t = tonumber(ARGV[4 * i - 3])
-  local burst = tonumber(ARGV[4 * i - 2])
-  local reserve = tonumber(ARGV[4 * i - 1])
-  local delta = tonumber(ARGV[4 * i])
+local function settle_quota(i, ttl, quota, reserve, delta)
+  local used = tonumber(stored[i])
+  local applied = 0
+  if used == nil then
+    used = 0
+  elseif delta < 0 then
+    applied = -math.min(-delta, used)
+  elseif delta > 0 then
+    applied = math.max(math.min(delta, quota + reserve - used), 0)
+  end
+  if applied ~= 0 then
+    redis.call('SET', KEYS[i], string.format('%d', used + applied), 'PX', ttl)
+  end
+  out[2 * i - 1] = applied
+  out[2 * i] = math.max(quota - used - applied, 0)
+end
+
+local function settle_bucket(i, t, burst, reserve, delta)
   local tat = tonumber(stored[i]) or 0
   local applied = 0
   local new_tat = tat
@@ -76,6 +96,18 @@ for i = 1, n do
   end
   out[2 * i - 1] = applied
   out[2 * i] = math.floor(left / t)
+end
+
+for i = 1, n do
+  local t = tonumber(ARGV[4 * i - 3])
+  local burst = tonumber(ARGV[4 * i - 2])
+  local reserve = tonumber(ARGV[4 * i - 1])
+  local delta = tonumber(ARGV[4 * i])
+  if t < 0 then
+    settle_quota(i, -t, burst, reserve, delta)
+  else
+    settle_bucket(i, t, burst, reserve, delta)
+  end
 end
 
 return out

@@ -69,6 +69,7 @@ fn yaml(redis_url: &str, upstream: u16, closed: u16) -> String {
 plans:
   p: {{ limits: [ {{ name: hour, rate: 100, per: 1h }} ] }}
   w: {{ limits: [ {{ name: warm, rate: 100, per: 1s }} ] }}
+  m: {{ limits: [ {{ name: day, quota: 100, period: day }} ] }}
 upstreams:
   llm: {{ targets: ["127.0.0.1:{upstream}"] }}
   down: {{ targets: ["127.0.0.1:{closed}"] }}
@@ -81,6 +82,11 @@ routes:
     match: {{ path_prefix: /v1/complete }}
     upstream: llm
     default_plan: p
+    cost: {{ reserve: 5, from_response_header: X-Tollgate-Cost, refund_on: [5xx] }}
+  - name: metered
+    match: {{ path_prefix: /v1/metered }}
+    upstream: llm
+    default_plan: m
     cost: {{ reserve: 5, from_response_header: X-Tollgate-Cost, refund_on: [5xx] }}
   - name: down
     match: {{ path_prefix: /v1/down }}
@@ -102,6 +108,26 @@ fn remaining(resp: &reqwest::Response) -> u64 {
         .find_map(|p| p.trim().strip_prefix("r="))
         .and_then(|r| r.parse().ok())
         .unwrap_or_else(|| panic!("no r in {v:?}"))
+}
+
+/// Wait until `p` knows `key` (its key refresh): a 200 on the warm route,
+/// whose own plan leaves the tested buckets alone.
+async fn until_ok(client: &reqwest::Client, p: &Proxy, key: &str) {
+    let start = Instant::now();
+    loop {
+        let s = client
+            .get(p.url("/v1/warm"))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0);
+        if s == 200 {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "status {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 struct Call {
@@ -148,21 +174,7 @@ async fn response_costs_settle_exactly_across_two_proxies() {
     let client = reqwest::Client::new();
     // The key reaches both proxies (key refresh), on a route of another plan.
     for p in [a, b] {
-        let start = Instant::now();
-        loop {
-            let s = client
-                .get(p.url("/v1/warm"))
-                .header("x-api-key", &key)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0);
-            if s == 200 {
-                break;
-            }
-            assert!(start.elapsed() < Duration::from_secs(20), "status {s}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_ok(&client, p, &key).await;
     }
 
     // Full (100). Actual cost 5 = the reservation: 95 left.
@@ -234,21 +246,7 @@ async fn response_costs_settle_exactly_across_two_proxies() {
     // B learns the new key at its own key refresh: wait for it there too
     // (on the warm route: its own plan, the `hour` bucket untouched), or the
     // first request below may be B's 403 for a key it does not know yet.
-    let start = Instant::now();
-    loop {
-        let s = client
-            .get(b.url("/v1/warm"))
-            .header("x-api-key", &key2)
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0);
-        if s == 200 {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "status {s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_ok(&client, b, &key2).await;
     // A cost of 0 through B leaves the bucket as it was: it reads 95 while
     // the 502's refund is on its way, 100 − 5 once it landed.
     let start = Instant::now();
@@ -267,5 +265,68 @@ async fn response_costs_settle_exactly_across_two_proxies() {
     for p in [a, b] {
         let m = p.metrics().await;
         assert!(m.contains("tollgate_cost_settlements_total"), "{m}");
+    }
+}
+
+/// The same settlement on a calendar quota (`quota: 100, period: day`, a
+/// route reserving 5): the count moves by the response's cost, a 503
+/// refunds, and a cost far beyond the quota leaves at most one reservation
+/// of debt; then the quota refuses (`quota-exhausted`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_costs_settle_a_calendar_quota_across_two_proxies() {
+    let Some(redis) = OwnRedis::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+    let (_, key) = db
+        .create_key(&NewApiKey {
+            name: "metered".into(),
+            ..NewApiKey::default()
+        })
+        .await
+        .expect("key");
+    let (_closed_socket, closed) = common::closed_port();
+    let y = yaml(&redis.url(), cost_upstream().await, closed);
+    let mut proxies = Vec::new();
+    for _ in 0..2 {
+        proxies.push(Proxy::start(tempfile::tempdir().expect("tempdir"), db.url(), "", &y).await);
+    }
+    let (a, b) = (&proxies[0], &proxies[1]);
+    let client = reqwest::Client::new();
+    for p in [a, b] {
+        until_ok(&client, p, &key).await;
+    }
+    // (status, cost) → the quota left after the reservation, alternating
+    // proxies. Used: 5; 15 (cost 10); 15 (503 refunded); 15 (cost 0).
+    for (i, (path, left)) in [
+        ("/v1/metered/200/5", 95),
+        ("/v1/metered/200/10", 90),
+        ("/v1/metered/503/10", 80),
+        ("/v1/metered/200/0", 80),
+        // 20 used: a cost of 1000 takes at most quota + one reservation.
+        ("/v1/metered/200/1000", 80),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = if i % 2 == 0 { b } else { a };
+        let c = call(&client, p, &key, path).await;
+        let want = if path.contains("/503/") { 503 } else { 200 };
+        assert_eq!(
+            (c.status, c.remaining, c.cost_header),
+            (want, left, false),
+            "{path}"
+        );
+    }
+    for p in [a, b] {
+        let r = client
+            .get(p.url("/v1/metered/200/0"))
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status().as_u16(), 429);
+        assert!(r.text().await.expect("body").contains("quota-exhausted"));
     }
 }

@@ -17,6 +17,7 @@
 use proptest::prelude::*;
 use tollgate_core::cost::{settle, Settle};
 use tollgate_core::limits::{check_clamped, Clamped};
+use tollgate_core::quota::{check_quota, settle_quota};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -111,6 +112,65 @@ proptest! {
                 let bound = i128::from((burst + reserve) * T + (b - a));
                 prop_assert!(sum <= bound, "window {}..{}: {} > {}", a, b, sum, bound);
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The same bound for a calendar quota in one period: however
+    /// reservations and settlements interleave, the count never passes
+    /// `amount + reserve`, and it is exactly the reservations admitted plus
+    /// what the settlements applied.
+    #[test]
+    fn a_quota_is_charged_at_most_one_reservation_over_its_amount(
+        amount in 0u64..200,
+        reserve in 1u64..40,
+        ops in prop::collection::vec(op(), 1..300),
+    ) {
+        let mut used = 0u64;
+        let mut ledger: i128 = 0;
+        let mut in_flight: Vec<u64> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Wait(_) => {}
+                Op::Admit => {
+                    let c = check_quota(amount, used, reserve);
+                    if c.allowed {
+                        prop_assert_eq!(c.new_used, used + reserve);
+                        used = c.new_used;
+                        ledger += i128::from(reserve);
+                        in_flight.push(reserve);
+                    }
+                }
+                Op::Answer(i, actual) => {
+                    if in_flight.is_empty() {
+                        continue;
+                    }
+                    let reserved = in_flight.swap_remove(i % in_flight.len());
+                    let s = match actual.cmp(&reserved) {
+                        std::cmp::Ordering::Less => Settle::Return(reserved - actual),
+                        std::cmp::Ordering::Greater => Settle::Take(actual - reserved),
+                        std::cmp::Ordering::Equal => Settle::Keep,
+                    };
+                    let (new_used, n) = settle_quota(amount, used, reserve, s);
+                    match s {
+                        Settle::Return(want) => {
+                            prop_assert!(n <= want);
+                            ledger -= i128::from(n);
+                        }
+                        Settle::Take(want) => {
+                            prop_assert!(n <= want);
+                            ledger += i128::from(n);
+                        }
+                        Settle::Keep => prop_assert_eq!(n, 0),
+                    }
+                    used = new_used;
+                }
+            }
+            prop_assert!(used <= amount + reserve, "used {} of {}", used, amount);
+            prop_assert_eq!(i128::from(used), ledger);
         }
     }
 }

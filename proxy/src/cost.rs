@@ -15,6 +15,7 @@ use tollgate_core::limits::Decision;
 
 use crate::limiter::backends::Limiters;
 use crate::limiter::cost::{backend_of, reserving, Held};
+use crate::limiter::quota::wall_now_us;
 use crate::limiter::{Bucket, Subject};
 use crate::state::{CompiledRoute, ConfigState};
 
@@ -27,6 +28,11 @@ pub struct Reservation {
     /// The credits a credit holder's request spends (`cost.reserve`),
     /// refunded on `refund_on` like the buckets' tokens.
     reserve: u64,
+    /// The wall clock (µs) before admission: its quotas are settled in
+    /// this instant's period. (A request decided just after a period began
+    /// settles in the period before, which has ended: its reservation then
+    /// stands, fewer admissions, never more.)
+    wall_us: i64,
 }
 
 impl Reservation {
@@ -37,6 +43,7 @@ impl Reservation {
         Some(Self {
             buckets: buckets.iter().map(|b| reserving(b, cost.reserve)).collect(),
             reserve: cost.reserve,
+            wall_us: wall_now_us(),
         })
     }
 
@@ -69,6 +76,7 @@ impl Reservation {
             subject,
             buckets: self.buckets,
             credits,
+            admitted_us: self.wall_us,
         })
     }
 }
@@ -90,6 +98,8 @@ pub struct Pending {
     buckets: Vec<Bucket>,
     /// The credits spent (0: none), given back on `refund_on`.
     credits: u64,
+    /// See [`Reservation::wall_us`].
+    admitted_us: i64,
 }
 
 impl Pending {
@@ -101,16 +111,18 @@ impl Pending {
         status: u16,
         actual: Result<u64, CostHeaderError>,
     ) {
-        let (s, basis) = cost::settlement(cost, status, actual);
+        let settlement = cost::settlement(cost, status, actual);
+        let basis = settlement.1;
         let limiter = &config.config.limiter;
         if !self.buckets.is_empty() {
             let refs: SmallVec<[&Bucket; 4]> = self.buckets.iter().collect();
+            let (held, subject) = (self.held, &self.subject);
             limiters
-                .settle(limiter, self.held, &self.subject, &refs, s, basis)
+                .settle(limiter, held, subject, &refs, settlement, self.admitted_us)
                 .await;
         }
         // Credits are charged the reservation (the response's actual cost
-        // settles the buckets only) and given back whole on `refund_on`.
+        // settles the buckets and quotas) and given back whole on `refund_on`.
         if self.credits > 0 && basis == cost::Basis::Refund {
             limiters
                 .refund_credits(limiter, self.held, &self.subject, self.credits)

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tollgate_core::limits::Limit;
 use tollgate_proxy::limiter::breaker::BreakerConfig;
+use tollgate_proxy::limiter::quota::wall_now_us;
 use tollgate_proxy::limiter::redis::{
     bucket_key, RedisLimitError, RedisLimiter, RedisLimiterOptions,
 };
@@ -73,13 +74,12 @@ async fn run_redis(limiter: &RedisLimiter, s: &Scenario, base: i64) -> Vec<Outco
                     &step.subject.subject(base),
                     &buckets,
                     settle,
+                    wall_now_us(),
                     limiter.deadline(),
                 )
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", s.name));
-            let mut applied: Vec<i64> = settled.iter().map(|s| s.applied).collect();
-            // Nothing to settle: the script is not called.
-            applied.resize(buckets.len(), 0);
+            let applied: Vec<i64> = settled.iter().map(|s| s.applied).collect();
             out.push(Outcome::settled(&buckets, &applied));
             continue;
         }

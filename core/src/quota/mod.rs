@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub use period::{Anchor, Calendar, Period, PeriodBounds};
 
+use crate::cost::Settle;
+
 /// The calendar part of a quota limit: `period`, `anchor`, `time_zone`.
 /// The amount is the limit's `rate`; its `per` is the period's longest
 /// length ([`Period::nominal`]), not used by the counting.
@@ -60,6 +62,32 @@ pub fn check_quota(amount: u64, used: u64, cost: u64) -> QuotaCheck {
     }
 }
 
+/// Settle a cost reservation on a quota (`routes[].cost`, see
+/// [`crate::cost`]): `used` of `amount` are counted in the reservation's
+/// period, `reserve` of them by this request. Returns the new count and
+/// the units given back or taken.
+///
+/// - Return `n`: the count goes down by `n`, never below 0.
+/// - Take `n`: the count goes up by `n`, but never beyond `amount +
+///   reserve`: a period is charged at most one reservation more than its
+///   quota (admission stops at `amount`).
+///
+/// `lua/settle.lua` does the same for a quota's Redis key.
+pub fn settle_quota(amount: u64, used: u64, reserve: u64, s: Settle) -> (u64, u64) {
+    match s {
+        Settle::Keep => (used, 0),
+        Settle::Return(n) => {
+            let given = n.min(used);
+            (used - given, given)
+        }
+        Settle::Take(n) => {
+            let room = amount.saturating_add(reserve).saturating_sub(used);
+            let taken = n.min(room);
+            (used + taken, taken)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +110,22 @@ mod tests {
         assert!(!check_quota(u64::MAX, u64::MAX, 1).allowed);
         // Used above the amount (the amount was lowered): refused, 0 left.
         assert_eq!(check_quota(3, 9, 1).remaining, 0);
+    }
+
+    #[test]
+    fn settling() {
+        assert_eq!(settle_quota(100, 30, 10, Settle::Keep), (30, 0));
+        assert_eq!(settle_quota(100, 30, 10, Settle::Return(6)), (24, 6));
+        // A count reset meanwhile (an admin reset): nothing below 0.
+        assert_eq!(settle_quota(100, 4, 10, Settle::Return(10)), (0, 4));
+        assert_eq!(settle_quota(100, 30, 10, Settle::Take(5)), (35, 5));
+        // At most one reservation beyond the quota.
+        assert_eq!(settle_quota(100, 95, 10, Settle::Take(990)), (110, 15));
+        assert_eq!(settle_quota(100, 110, 10, Settle::Take(1)), (110, 0));
+        assert_eq!(settle_quota(100, 120, 10, Settle::Take(1)), (120, 0));
+        assert_eq!(
+            settle_quota(u64::MAX, u64::MAX - 1, 10, Settle::Take(5)),
+            (u64::MAX, 1)
+        );
     }
 }

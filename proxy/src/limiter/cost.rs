@@ -47,7 +47,8 @@ pub fn reserving(b: &Bucket, reserve: u64) -> Bucket {
 pub use super::backends::{backend_of, Held, SETTLEMENTS};
 
 impl Limiters {
-    /// Settle a reservation held in `held`, waiting for Redis no longer
+    /// Settle a reservation held in `held`, taken at `admitted_us` (wall
+    /// clock µs: the period of its quotas), waiting for Redis no longer
     /// than `redis_timeout`, and count it (`basis`). Never fails: an error
     /// leaves the reservation as it was (counted as `error`).
     pub async fn settle(
@@ -56,8 +57,8 @@ impl Limiters {
         held: Held,
         subject: &Subject,
         buckets: &[&Bucket],
-        s: Settle,
-        basis: Basis,
+        (s, basis): (Settle, Basis),
+        admitted_us: i64,
     ) {
         let deadline = super::backends::redis_deadline(cfg);
         SETTLEMENTS.with_label_values(&[basis.label()]).inc();
@@ -66,13 +67,16 @@ impl Limiters {
             _ => 0,
         };
         let applied: Vec<i64> = match held {
-            Held::Local => self.local.settle(subject, buckets, s),
+            Held::Local => self.local.settle(subject, buckets, s, admitted_us),
             Held::Redis => {
                 let Some(redis) = self.redis_for(cfg) else {
                     SETTLEMENTS.with_label_values(&["error"]).inc();
                     return;
                 };
-                match redis.settle_by(subject, buckets, s, deadline).await {
+                match redis
+                    .settle_by(subject, buckets, s, admitted_us, deadline)
+                    .await
+                {
                     Ok(settled) => settled.iter().map(|s| s.applied).collect(),
                     Err(e) => {
                         tracing::debug!("settling a cost reservation: {e}");
@@ -132,11 +136,11 @@ mod tests {
         let k = Subject::Key(1);
         assert!(l.check_at(&k, &[&r], S).allowed);
         // Cost 4: 6 back.
-        assert_eq!(l.settle_at(&k, &[&r], Settle::Return(6), S), vec![-6]);
+        assert_eq!(l.settle_at(&k, &[&r], Settle::Return(6), S, 0, 0), vec![-6]);
         assert_eq!(l.check_at(&k, &[&b], S).limits[0].remaining, 15);
         assert!(l.check_at(&k, &[&r], S).allowed);
         // 5 left; cost 40: only 5 + 10 (one reservation of debt) taken.
-        assert_eq!(l.settle_at(&k, &[&r], Settle::Take(30), S), vec![15]);
+        assert_eq!(l.settle_at(&k, &[&r], Settle::Take(30), S, 0, 0), vec![15]);
         let d = l.check_at(&k, &[&b], S);
         assert!(!d.allowed);
         assert_eq!(d.limits[0].remaining, 0);
@@ -146,7 +150,7 @@ mod tests {
         let m = Subject::Key(2);
         assert!(l.check_at(&m, &[&r], S).allowed);
         assert_eq!(
-            l.settle_at(&m, &[&r], Settle::Return(10), S + 4 * 36 * S),
+            l.settle_at(&m, &[&r], Settle::Return(10), S + 4 * 36 * S, 0, 0),
             vec![-6]
         );
         assert_eq!(
@@ -160,12 +164,12 @@ mod tests {
         let r = reserving(&bucket(10, 10), 3);
         let l = LocalLimiter::new(2);
         assert_eq!(
-            l.settle_at(&Subject::Key(5), &[&r], Settle::Return(3), S),
+            l.settle_at(&Subject::Key(5), &[&r], Settle::Return(3), S, 0, 0),
             vec![0]
         );
         assert!(l.is_empty());
         assert_eq!(
-            l.settle_at(&Subject::Key(5), &[&r], Settle::Keep, S),
+            l.settle_at(&Subject::Key(5), &[&r], Settle::Keep, S, 0, 0),
             vec![0]
         );
     }

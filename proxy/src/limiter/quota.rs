@@ -53,6 +53,14 @@ pub fn bounds(b: &Bucket, now_us: i64) -> Option<PeriodBounds> {
     b.policy.calendar.as_ref()?.bounds(now_us)
 }
 
+/// The period in which a cost reservation taken at `admitted_us` is
+/// settled at `now_us`: the admission's, while it lasts. `None` once it has
+/// ended (a new period starts from 0 and is not charged for an old
+/// request), or for a bucket.
+pub fn settle_period(b: &Bucket, admitted_us: i64, now_us: i64) -> Option<PeriodBounds> {
+    bounds(b, admitted_us).filter(|p| p.end_us > now_us)
+}
+
 /// The Redis key suffix naming a period: its start in whole seconds.
 pub fn period_suffix(bounds: &PeriodBounds) -> String {
     format!(":q-{}", bounds.start_us.div_euclid(1_000_000))

@@ -193,12 +193,12 @@ pub fn run_local(scenario: &Scenario, base: i64) -> Vec<Outcome> {
             let buckets = scenario.step_buckets(step);
             let now = START_NS + step.at_ms * 1_000_000;
             let subject = step.subject.subject(base);
-            if let Some(settle) = step.settle {
-                let applied = limiter.settle_at(&subject, &buckets, settle, now);
-                return Outcome::settled(&buckets, &applied);
-            }
             // Quotas' periods on the wall clock, as Redis runners take them.
             let wall = super::quota::wall_now_us();
+            if let Some(settle) = step.settle {
+                let applied = limiter.settle_at(&subject, &buckets, settle, now, wall, wall);
+                return Outcome::settled(&buckets, &applied);
+            }
             Outcome::from(&limiter.check_at_wall(&subject, &buckets, now, wall))
         })
         .collect()

@@ -20,6 +20,7 @@ use crate::limiter::quota::{bounds, state};
 use crate::limiter::{Bucket, Subject};
 
 mod adjust;
+mod settle;
 
 /// One quota's count: its slot ([`Bucket::slot`]), the key it belongs to
 /// (0: the whole subject, e.g. an identity's shared quota), its period and

@@ -1,5 +1,6 @@
 //! Settling a cost reservation in the in-process limiter: the same
-//! arithmetic as the Redis script (`tollgate_core::cost::settle`), on the
+//! arithmetic as the Redis script (`tollgate_core::cost::settle`; quotas:
+//! `tollgate_core::quota::settle_quota`, see `quota::settle`), on the
 //! subject's entry under its shard's lock.
 
 use std::hash::Hash;
@@ -7,35 +8,68 @@ use std::hash::Hash;
 use tollgate_core::cost::{self, Settle};
 
 use super::{shared, Entry, LocalLimiter, ShardedMap};
+use crate::limiter::quota::wall_now_us;
 use crate::limiter::{Bucket, Subject};
+
+/// Buckets with their index in the request's list.
+type Indexed<'a> = Vec<(usize, &'a Bucket)>;
 
 impl LocalLimiter {
     /// Settle a reservation taken from `buckets` (the request's reserving
-    /// buckets) now. Returns, per bucket, the tokens taken (> 0) or given
+    /// buckets) at `admitted_us` (wall clock µs: its quotas' period) now.
+    /// Returns, per bucket, the tokens or quota units taken (> 0) or given
     /// back (< 0).
-    pub fn settle(&self, subject: &Subject, buckets: &[&Bucket], s: Settle) -> Vec<i64> {
-        self.settle_at(subject, buckets, s, self.now())
+    pub fn settle(
+        &self,
+        subject: &Subject,
+        buckets: &[&Bucket],
+        s: Settle,
+        admitted_us: i64,
+    ) -> Vec<i64> {
+        self.settle_at(subject, buckets, s, self.now(), admitted_us, wall_now_us())
     }
 
-    /// [`Self::settle`] at time `now` (ns on this limiter's clock).
+    /// [`Self::settle`] at time `now` (ns on this limiter's clock, for the
+    /// buckets) and `wall_us` (µs since the epoch, for the quotas).
     pub fn settle_at(
         &self,
         subject: &Subject,
         buckets: &[&Bucket],
         s: Settle,
         now: u64,
+        admitted_us: i64,
+        wall_us: i64,
     ) -> Vec<i64> {
         if s == Settle::Keep {
             return vec![0; buckets.len()];
         }
-        match subject {
-            Subject::Key(id) => self.settle_in(&self.keys, id, subject, buckets, s, now),
-            Subject::Ip(ip) => self.settle_in(&self.ips, ip, subject, buckets, s, now),
-            Subject::Identity(id) => self.settle_shared(None, *id, buckets, s, now),
+        let (quotas, plain): (Indexed, Indexed) = buckets
+            .iter()
+            .copied()
+            .enumerate()
+            .partition(|(_, b)| b.policy.calendar.is_some());
+        let refs: Vec<&Bucket> = plain.iter().map(|&(_, b)| b).collect();
+        let applied = match subject {
+            _ if refs.is_empty() => Vec::new(),
+            Subject::Key(id) => self.settle_in(&self.keys, id, subject, &refs, s, now),
+            Subject::Ip(ip) => self.settle_in(&self.ips, ip, subject, &refs, s, now),
+            Subject::Identity(id) => self.settle_shared(None, *id, &refs, s, now),
             Subject::Member { key, identity } => {
-                self.settle_shared(Some(*key), *identity, buckets, s, now)
+                self.settle_shared(Some(*key), *identity, &refs, s, now)
+            }
+        };
+        let mut out = vec![0; buckets.len()];
+        for (&(i, _), n) in plain.iter().zip(applied) {
+            out[i] = n;
+        }
+        if !quotas.is_empty() {
+            let refs: Vec<&Bucket> = quotas.iter().map(|&(_, b)| b).collect();
+            let applied = self.settle_quotas(subject, &refs, s, admitted_us, wall_us);
+            for (&(i, _), n) in quotas.iter().zip(applied) {
+                out[i] = n;
             }
         }
+        out
     }
 
     /// [`Self::settle_at`] for a subject with identity-scoped buckets: the

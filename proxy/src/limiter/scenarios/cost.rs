@@ -4,9 +4,11 @@
 
 use tollgate_core::cost::Settle;
 
-use super::{hourly, request, settle, Scenario, SubjectSpec};
+use super::quota::monthly_from_today;
+use super::{hourly, member, request, settle, Scenario, SubjectSpec};
 use crate::limiter::cost::reserving;
 use crate::limiter::{Bucket, Scope};
+use tollgate_core::limits::{Limit, LimitScope};
 
 /// One hourly bucket of burst 20 (36 s per token at 100/h), as three
 /// buckets of the table: the plain one (index 0, cost 1), a reservation of
@@ -109,6 +111,60 @@ pub(super) fn scenarios() -> Vec<Scenario> {
                 settle(k0, &[0, 1], Settle::Take(20)),
                 request(k0, &[2, 3], false),
                 request(k0, &[2], true),
+            ],
+        },
+        Scenario {
+            name: "cost: a quota is settled like a bucket, within one reservation",
+            buckets: {
+                let q = Bucket::new(Scope::Key, monthly_from_today("monthly", 30, "UTC", None));
+                vec![reserving(&q, 10), reserving(&q, 1), q]
+            },
+            steps: vec![
+                request(k0, &[0], true),
+                // Actual cost 4: 6 back (26 left), then one more use.
+                settle(k0, &[0], Settle::Return(6)),
+                request(k0, &[1], true),
+                // Actual cost 1000: only up to 30 + 10 used.
+                settle(k0, &[0], Settle::Take(990)),
+                request(k0, &[2], false),
+                // A refund: 30 used, still nothing left; another: 20 left.
+                settle(k0, &[0], Settle::Return(10)),
+                request(k0, &[2], false),
+                settle(k0, &[0], Settle::Return(10)),
+                request(k0, &[0], true),
+                request(k0, &[1], false),
+                // Nothing counted for another key: nothing to settle.
+                settle(Key(1), &[0], Settle::Take(5)),
+                request(Key(1), &[2], true),
+            ],
+        },
+        Scenario {
+            name: "cost: an identity's shared quota and a member's own settle apart",
+            buckets: {
+                let shared = Limit {
+                    scope: LimitScope::Identity,
+                    ..monthly_from_today("team", 50, "Europe/Paris", None)
+                };
+                let shared = Bucket::new(Scope::Key, shared);
+                let own = Bucket::new(Scope::Key, monthly_from_today("own", 20, "UTC", None));
+                vec![
+                    reserving(&shared, 10),
+                    reserving(&own, 10),
+                    shared,
+                    own,
+                    Bucket::new(Scope::Key, hourly("hour", 100, 100)),
+                ]
+            },
+            steps: vec![
+                request(member(0, 7), &[0, 1, 4], true),
+                request(member(1, 7), &[0, 1], true),
+                // Key 0's request cost 3: 7 back to the team and to key 0.
+                settle(member(0, 7), &[0, 1], Settle::Return(7)),
+                // The team has 37 left, key 1's own quota 10: one more of 10.
+                request(member(1, 7), &[0, 1], true),
+                request(member(1, 7), &[0, 1], false),
+                // Key 0's own quota has 17 left.
+                request(member(0, 7), &[3, 4], true),
             ],
         },
     ]
