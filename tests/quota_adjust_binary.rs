@@ -242,3 +242,65 @@ async fn reset_and_adjust_across_two_proxies_on_one_redis() {
 async fn reset_and_adjust_with_the_local_backend() {
     scenario("limiter:\n  backend: local\n", 1, false).await;
 }
+
+/// The key's `daily` row in `quota_counts` (local backend), if written.
+async fn stored_count(db: &tollgate_core::db::Db) -> Option<(u64, i64)> {
+    let now_us = tollgate_core::now_ms() * 1_000;
+    let rows = db.quota_counts_running(now_us).await.expect("counts");
+    rows.iter()
+        .find(|c| c.bucket == "p:daily")
+        .map(|c| (c.used, c.adjusted_through))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_quota_survives_a_restart_without_applying_an_adjustment_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+    let new = |name: &str, plan: &str| NewApiKey {
+        name: name.into(),
+        plan: Some(plan.into()),
+        ..NewApiKey::default()
+    };
+    let (row, key) = db
+        .create_key(&new("metered", "metered"))
+        .await
+        .expect("key");
+    let (_, probe) = db.create_key(&new("probe", "probe")).await.expect("probe");
+    let y = yaml(
+        "limiter:\n  backend: local\nusage:\n  flush_interval: 200ms\n",
+        common::demo_upstream().await,
+    );
+    let start_proxy = || async {
+        let d = tempfile::tempdir().expect("tempdir");
+        Proxy::start(d, db.url(), "  grace_period: 2s\n", &y).await
+    };
+    let client = reqwest::Client::new();
+    let mut p = start_proxy().await;
+    let admin = Admin::start(db.url(), &y).await;
+    wait_admitted(&client, std::slice::from_ref(&p), &probe).await;
+    for _ in 0..3 {
+        assert_eq!(call(&client, &p, &key).await.0, 200);
+    }
+    // One use given back; the proxy folds it into its count and writes it.
+    let a = admin.adjust(row.id, json!({"used_delta": -1})).await;
+    let id = a["adjustment"].as_i64().expect("adjustment id");
+    let start = Instant::now();
+    while stored_count(&db).await != Some((2, id)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "count not written: {:?}",
+            stored_count(&db).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An ordinary restart: the new process counts on from 2 used, and the
+    // adjustment (still in its period) is not given back again.
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(30)).await.success());
+    drop(p);
+    let p = start_proxy().await;
+    let (n, refusal) = admitted_until_refused(&client, std::slice::from_ref(&p), &key).await;
+    assert_eq!(n, 3, "5 − 2 used before the restart");
+    assert!(refusal.contains("quota-exhausted"), "{refusal}");
+    drop(admin);
+}

@@ -77,3 +77,66 @@ both!(
     adjustments,
     adjustments_are_recorded_and_read_while_their_period_runs
 );
+
+/// `quota_counts`: the local limiter's counts, written whole (the last
+/// writer wins), read while their period runs, dropped once it ended.
+async fn quota_counts_are_replaced_and_read_while_their_period_runs(db: &Db) {
+    use tollgate_core::db::quota_counts::QuotaCount;
+    let day = |n: i64| PeriodBounds {
+        start_us: n * DAY_US,
+        end_us: (n + 1) * DAY_US,
+    };
+    let count = |holder: &str, owner_key, bucket: &str, period, used, through| QuotaCount {
+        holder: holder.into(),
+        owner_key,
+        bucket: bucket.into(),
+        period,
+        used,
+        adjusted_through: through,
+    };
+    let mut rows = vec![
+        count("k7", 0, "p:daily", day(10), 3, 0),
+        count("i3", 9, "p:daily", day(10), 1, 4),
+        count("ip10.0.0.1", 0, "r:open:daily", day(10), 2, 0),
+        count("k7", 0, "p:daily", day(9), 5, 0),
+    ];
+    db.save_quota_counts(&rows, 10 * DAY_US)
+        .await
+        .expect("written");
+    let sorted = |mut v: Vec<QuotaCount>| {
+        v.sort_by(|a, b| (&a.holder, a.owner_key).cmp(&(&b.holder, b.owner_key)));
+        v
+    };
+    // Day 9 ended when it was written: dropped.
+    let read = db.quota_counts_running(10 * DAY_US).await.expect("read");
+    assert_eq!(sorted(read), sorted(rows[..3].to_vec()));
+    // Written again: replaced, not added.
+    rows[0].used = 4;
+    rows[0].adjusted_through = 12;
+    rows[0].period.end_us += 1;
+    db.save_quota_counts(&rows[..1], 10 * DAY_US)
+        .await
+        .expect("replaced");
+    let read = sorted(db.quota_counts_running(10 * DAY_US).await.expect("read"));
+    assert_eq!(read.len(), 3);
+    assert_eq!(read.iter().find(|c| c.holder == "k7"), Some(&rows[0]));
+    // u64 used beyond i64 is stored as the largest i64; nothing breaks.
+    db.save_quota_counts(&[count("k8", 0, "p:daily", day(10), u64::MAX, 0)], 0)
+        .await
+        .expect("huge");
+    // The next day: everything of day 10 is over.
+    db.save_quota_counts(&[], 11 * DAY_US + 1)
+        .await
+        .expect("purge");
+    assert!(db
+        .quota_counts_running(0)
+        .await
+        .expect("read")
+        .iter()
+        .all(|c| c.period.end_us > 11 * DAY_US + 1));
+}
+
+both!(
+    counts,
+    quota_counts_are_replaced_and_read_while_their_period_runs
+);

@@ -114,6 +114,14 @@ BEGIN
     IF to_regclass('public.credit_refills') IS NOT NULL THEN
         GRANT SELECT ON public.credit_refills TO tollgate_proxy;
     END IF;
+    -- Quota resets and adjustments: read and applied by every proxy.
+    IF to_regclass('public.quota_adjustments') IS NOT NULL THEN
+        GRANT SELECT ON public.quota_adjustments TO tollgate_proxy;
+    END IF;
+    -- A local limiter's quota counts: written with each flush, read at start.
+    IF to_regclass('public.quota_counts') IS NOT NULL THEN
+        GRANT SELECT, INSERT, UPDATE, DELETE ON public.quota_counts TO tollgate_proxy;
+    END IF;
     -- Webhook events (quota and credit events are enqueued where they
     -- happen: core::webhooks::enqueue_event): events and their deliveries
     -- are inserted; of the endpoints only which events each wants is read,

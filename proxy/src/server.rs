@@ -46,6 +46,9 @@ pub struct Prepared {
     credits: Vec<tollgate_core::db::credits::CreditAdjustment>,
     /// Keys' and identities' own credit refills, for the same reason.
     refills: Vec<tollgate_core::db::refills::StoredRefill>,
+    /// The local limiter's quota counts of running periods, as the last
+    /// run left them: a restart does not hand a period's quota out again.
+    quota_counts: Vec<tollgate_core::db::quota_counts::QuotaCount>,
 }
 
 impl Prepared {
@@ -71,6 +74,13 @@ impl Prepared {
             tracing::warn!("credit refills not read at start (read again in the background): {e}");
             Vec::new()
         });
+        let quota_counts = db
+            .quota_counts_running(crate::limiter::quota::wall_now_us())
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!("quota counts not read at start (counting from 0): {e}");
+                Vec::new()
+            });
         db.close().await;
         Ok(Self {
             config,
@@ -78,6 +88,7 @@ impl Prepared {
             listener_cert,
             credits,
             refills,
+            quota_counts,
         })
     }
 }
@@ -126,6 +137,7 @@ pub fn build(prepared: Prepared) -> Built {
         listener_cert,
         credits,
         refills,
+        quota_counts,
     } = prepared;
     let tuning = config.proxy.tuning;
     let conf = ServerConf {
@@ -160,6 +172,7 @@ pub fn build(prepared: Prepared) -> Built {
         &refills,
     ));
     limiters.credits.apply_local(&credits);
+    limiter.seed_quotas(&quota_counts);
     let usage = UsageRecorder::new();
     let gateway =
         Gateway::new(state.clone(), limiters.clone(), usage.clone()).with_spans(spans.clone());
@@ -228,7 +241,8 @@ pub fn build(prepared: Prepared) -> Built {
         database_url.clone(),
         listen.to_string(),
     )
-    .with_credits(limiters.credits.clone());
+    .with_credits(limiters.credits.clone())
+    .with_quotas(limiter.clone());
     let usage_stop = Arc::new(UsageStop::new(flusher.fast_stop_flag()));
     server.add_service(background_service(
         "tollgate-usage",

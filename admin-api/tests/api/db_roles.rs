@@ -190,6 +190,35 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
         .expect("the proxy role reads adjustments")
         .iter()
         .any(|a| a.spent_by.as_deref() == Some("proxy-1")));
+    // Quota adjustments: read; a local limiter's quota counts: written and
+    // read back at start.
+    proxy
+        .quota_adjustments_running(0)
+        .await
+        .expect("the proxy role reads quota adjustments");
+    let count = tollgate_core::db::quota_counts::QuotaCount {
+        holder: "k1".into(),
+        owner_key: 0,
+        bucket: "p:daily".into(),
+        period: tollgate_core::quota::PeriodBounds {
+            start_us: 0,
+            end_us: i64::MAX,
+        },
+        used: 3,
+        adjusted_through: 0,
+    };
+    proxy
+        .save_quota_counts(std::slice::from_ref(&count), 1)
+        .await
+        .expect("the proxy role writes quota counts");
+    proxy
+        .save_quota_counts(std::slice::from_ref(&count), 1)
+        .await
+        .expect("and replaces them");
+    assert_eq!(
+        proxy.quota_counts_running(1).await.expect("read back"),
+        vec![count]
+    );
     // The verify listener reads the service tokens' hashes, nothing more.
     assert_eq!(
         proxy.service_token_hashes().await.expect("token hashes"),

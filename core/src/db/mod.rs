@@ -24,6 +24,7 @@ pub mod keys;
 pub mod own_postgres;
 pub mod plans;
 pub mod quota_adjustments;
+pub mod quota_counts;
 pub mod refills;
 pub mod service_tokens;
 pub mod settings;

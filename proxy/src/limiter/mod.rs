@@ -152,7 +152,7 @@ impl Bucket {
         Self {
             identity_scope,
             id,
-            slot: slot_of(id),
+            slot: slot_of(id, &name),
             name,
             fingerprint,
             policy_header: crate::headers::policy_member(&policy).into(),
@@ -167,11 +167,34 @@ impl Bucket {
 /// id: one number per distinct bucket identity (`p:<limit>` or
 /// `r:<route>:<limit>`) ever compiled in this process, never reused. That is
 /// bounded by the names in the configs and plans, not by keys or requests.
-fn slot_of(id: u64) -> u32 {
-    static SLOTS: LazyLock<Mutex<HashMap<u64, u32>>> = LazyLock::new(Default::default);
+fn slot_of(id: u64, name: &Arc<str>) -> u32 {
     let mut slots = SLOTS.lock();
-    let next = u32::try_from(slots.len() + 1).unwrap_or(u32::MAX);
-    *slots.entry(id).or_insert(next)
+    let next = u32::try_from(slots.ids.len() + 1).unwrap_or(u32::MAX);
+    let slot = *slots.ids.entry(id).or_insert(next);
+    slots.names.entry(slot).or_insert_with(|| name.clone());
+    slot
+}
+
+/// Every slot given out, both ways.
+#[derive(Default)]
+struct Slots {
+    ids: HashMap<u64, u32>,
+    names: HashMap<u32, Arc<str>>,
+}
+
+static SLOTS: LazyLock<Mutex<Slots>> = LazyLock::new(Default::default);
+
+/// The bucket name a slot was given for (quota counts written to the
+/// database name their bucket).
+pub fn slot_name(slot: u32) -> Option<Arc<str>> {
+    SLOTS.lock().names.get(&slot).cloned()
+}
+
+/// The slot of the bucket named `name` (a quota count read back from the
+/// database), the one a [`Bucket`] of that name gets.
+pub fn slot_for_name(name: &str) -> u32 {
+    let name: Arc<str> = name.into();
+    slot_of(stable_hash(&name), &name)
 }
 
 fn stable_hash(s: &str) -> u64 {

@@ -42,6 +42,8 @@ pub struct UsageFlusher {
     pub(super) fast_stop: Arc<AtomicBool>,
     /// The credit balances whose local spends are written with each flush.
     credits: Option<Arc<crate::limiter::credits::CreditBook>>,
+    /// The local limiter whose quota counts are written with each flush.
+    quotas: Option<Arc<crate::limiter::LocalLimiter>>,
 }
 
 impl UsageFlusher {
@@ -61,12 +63,19 @@ impl UsageFlusher {
             started_at: tollgate_core::now_ms(),
             fast_stop: Arc::new(AtomicBool::new(false)),
             credits: None,
+            quotas: None,
         }
     }
 
     /// Write `book`'s local credit spends with each flush.
     pub fn with_credits(mut self, book: Arc<crate::limiter::credits::CreditBook>) -> Self {
         self.credits = Some(book);
+        self
+    }
+
+    /// Write `local`'s quota counts with each flush (local backend).
+    pub fn with_quotas(mut self, local: Arc<crate::limiter::LocalLimiter>) -> Self {
+        self.quotas = Some(local);
         self
     }
 
@@ -138,6 +147,10 @@ impl UsageFlusher {
         write_pending(&db, &mut run.pending, limit).await?;
         if let Some(book) = &self.credits {
             super::spends::write_spends(&db, book, limit).await?;
+        }
+        if let Some(local) = &self.quotas {
+            let backend = self.state.config.load().config.limiter.backend;
+            super::quota_counts::write_quota_counts(&db, local, backend, limit).await?;
         }
 
         let rate = run.rate.update(self.recorder.totals().requests);

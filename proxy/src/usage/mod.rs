@@ -9,12 +9,14 @@
 //! - [`heartbeat`]: this instance's row in `instances`;
 //! - [`retention`]: deleting old usage and violations;
 //! - [`spends`]: the local limiter's credit spends, written with each flush;
+//! - [`quota_counts`]: the local limiter's quota counts, written with each flush;
 //! - [`shutdown`]: the shutdown protocol (graceful and fast stops), which
 //!   the server wires in.
 
 pub mod buffer;
 pub mod flusher;
 pub mod heartbeat;
+pub mod quota_counts;
 pub mod recorder;
 pub mod retention;
 pub mod shutdown;

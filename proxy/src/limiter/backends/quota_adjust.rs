@@ -40,7 +40,7 @@ impl Limiters {
             if self.quota_adjustments.first_local(a.id) {
                 let t = target_of(a, identities);
                 self.local
-                    .adjust_quota(&t.subject, &t.bucket, a.period, a.change);
+                    .adjust_quota(&t.subject, &t.bucket, a.period, a.change, a.id);
             }
         }
         let Some(redis) = self.redis_for(cfg) else {

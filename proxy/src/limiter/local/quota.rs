@@ -20,6 +20,7 @@ use crate::limiter::quota::{bounds, state};
 use crate::limiter::{Bucket, Subject};
 
 mod adjust;
+pub mod checkpoint;
 mod settle;
 
 /// One quota's count: its slot ([`Bucket::slot`]), the key it belongs to
@@ -32,6 +33,11 @@ pub(super) struct Count {
     start_us: i64,
     end_us: i64,
     used: u64,
+    /// The last quota adjustment folded into `used` (0: none): a count
+    /// read back at start is not adjusted twice ([`checkpoint`]).
+    adjusted_through: i64,
+    /// Changed since it was last written ([`checkpoint`]).
+    dirty: bool,
 }
 
 /// A subject's quota counts.
@@ -117,8 +123,14 @@ impl LocalLimiter {
                     start_us: p.start_us,
                     end_us: p.end_us,
                     used: c.new_used,
+                    adjusted_through: 0,
+                    dirty: true,
                 };
                 match counts.iter_mut().find(|x| x.slot == b.slot && x.key == key) {
+                    Some(x) if x.start_us == p.start_us => {
+                        x.used = c.new_used;
+                        x.dirty = true;
+                    }
                     Some(x) => *x = fresh,
                     None => counts.push(fresh),
                 }

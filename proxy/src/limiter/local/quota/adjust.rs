@@ -18,6 +18,7 @@ impl LocalLimiter {
         b: &Bucket,
         period: PeriodBounds,
         change: QuotaChange,
+        id: i64,
     ) {
         let holder = holder(subject);
         let key = owner_key(subject, b);
@@ -29,16 +30,20 @@ impl LocalLimiter {
             start_us: period.start_us,
             end_us: period.end_us,
             used,
+            adjusted_through: id,
+            dirty: true,
         };
         match counts.iter_mut().find(|c| c.slot == b.slot && c.key == key) {
-            Some(c) if c.start_us == period.start_us => c.used = change.apply(c.used),
+            // Already in the count (read back at start after it was applied).
+            Some(c) if c.start_us == period.start_us && c.adjusted_through >= id => {}
+            Some(c) if c.start_us == period.start_us => {
+                c.used = change.apply(c.used);
+                c.adjusted_through = id;
+                c.dirty = true;
+            }
             Some(c) if c.start_us < period.start_us => *c = fresh(change.apply(0)),
             Some(_) => {}
             None => counts.push(fresh(change.apply(0))),
-        }
-        counts.retain(|c| c.used > 0);
-        if counts.is_empty() {
-            map.remove(&holder);
         }
     }
 }
@@ -82,22 +87,28 @@ mod tests {
         let q = daily(5, LimitScope::Key);
         let k = Subject::Key(1);
         assert_eq!(admitted(&l, &k, &q), 5);
-        l.adjust_quota(&k, &q, today(&q), QuotaChange::Reset);
+        l.adjust_quota(&k, &q, today(&q), QuotaChange::Reset, 1);
         assert_eq!(admitted(&l, &k, &q), 5);
-        l.adjust_quota(&k, &q, today(&q), QuotaChange::Delta(-2));
+        l.adjust_quota(&k, &q, today(&q), QuotaChange::Delta(-2), 2);
         assert_eq!(admitted(&l, &k, &q), 2);
         // Used 5 + 3 = 8: over the quota, nothing admitted; giving back 4
         // leaves 4 used, 1 left.
-        l.adjust_quota(&k, &q, today(&q), QuotaChange::Delta(3));
+        l.adjust_quota(&k, &q, today(&q), QuotaChange::Delta(3), 3);
         assert_eq!(admitted(&l, &k, &q), 0);
-        l.adjust_quota(&k, &q, today(&q), QuotaChange::Delta(-4));
+        l.adjust_quota(&k, &q, today(&q), QuotaChange::Delta(-4), 4);
         assert_eq!(l.peek_quota(&k, &q, NOON).remaining, 1);
         // A delta on a fresh count; given back below 0 stops at 0.
         let other = Subject::Key(2);
-        l.adjust_quota(&other, &q, today(&q), QuotaChange::Delta(4));
+        l.adjust_quota(&other, &q, today(&q), QuotaChange::Delta(4), 5);
         assert_eq!(l.peek_quota(&other, &q, NOON).remaining, 1);
-        l.adjust_quota(&other, &q, today(&q), QuotaChange::Delta(-40));
+        l.adjust_quota(&other, &q, today(&q), QuotaChange::Delta(-40), 6);
         assert_eq!(admitted(&l, &other, &q), 5);
+        // A row already folded into the count (read back at start) is not
+        // applied again; a later one is.
+        l.adjust_quota(&other, &q, today(&q), QuotaChange::Delta(-3), 6);
+        assert_eq!(l.peek_quota(&other, &q, NOON).remaining, 0);
+        l.adjust_quota(&other, &q, today(&q), QuotaChange::Delta(-2), 7);
+        assert_eq!(l.peek_quota(&other, &q, NOON).remaining, 2);
     }
 
     #[test]
@@ -110,7 +121,7 @@ mod tests {
         let mut yesterday = today(&q);
         yesterday.start_us -= 86_400_000_000;
         yesterday.end_us -= 86_400_000_000;
-        l.adjust_quota(&k, &q, yesterday, QuotaChange::Reset);
+        l.adjust_quota(&k, &q, yesterday, QuotaChange::Reset, 7);
         assert_eq!(admitted(&l, &k, &q), 0);
         // An identity's shared count and a member's own are apart.
         let shared = daily(3, LimitScope::Identity);
@@ -120,15 +131,16 @@ mod tests {
         };
         assert_eq!(admitted(&l, &m, &shared), 3);
         // The key's own count: the shared one stays spent.
-        l.adjust_quota(&m, &q, today(&q), QuotaChange::Reset);
+        l.adjust_quota(&m, &q, today(&q), QuotaChange::Reset, 8);
         assert_eq!(admitted(&l, &m, &shared), 0);
-        l.adjust_quota(&m, &q, today(&q), QuotaChange::Delta(1));
+        l.adjust_quota(&m, &q, today(&q), QuotaChange::Delta(1), 9);
         assert_eq!(l.peek_quota(&m, &q, NOON).remaining, 2);
         l.adjust_quota(
             &Subject::Identity(9),
             &shared,
             today(&q),
             QuotaChange::Reset,
+            10,
         );
         assert_eq!(admitted(&l, &m, &shared), 3);
         assert_eq!(l.peek_quota(&m, &q, NOON).remaining, 2);

@@ -45,6 +45,7 @@ impl LocalLimiter {
             };
             let (used, n) = settle_quota(b.policy.quota, c.used, b.limit.cost(), s);
             c.used = used;
+            c.dirty |= n > 0;
             let n = i64::try_from(n).unwrap_or(i64::MAX);
             *applied = if matches!(s, Settle::Return(_)) {
                 -n

@@ -1,0 +1,94 @@
+//! `quota_counts`: the local limiter's calendar quota counts, written whole
+//! with every usage flush and read at start, so a restarted proxy on the
+//! local backend keeps counting its quotas' periods where it stopped (issue
+//! #20). One row per count (holder, owner key, bucket, period): the last
+//! writer wins, which is exact for one proxy; N local proxies count apart,
+//! as their buckets do. Rows of ended periods are dropped with each write.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{Db, DbError};
+use crate::now_ms;
+use crate::quota::PeriodBounds;
+
+/// One quota count of one period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaCount {
+    /// Whose count: `k42`, `i7`, `ip10.0.0.1`.
+    pub holder: String,
+    /// The key of an identity member's own quota; 0 otherwise.
+    pub owner_key: i64,
+    /// The bucket's name: `p:monthly`, `r:llm:daily`.
+    pub bucket: String,
+    pub period: PeriodBounds,
+    pub used: u64,
+    /// The last `quota_adjustments` id folded into `used` (0: none).
+    pub adjusted_through: i64,
+}
+
+const COLUMNS: &str = "holder, owner_key, bucket, period_start, period_end, used, adjusted_through";
+
+fn decode(row: &AnyRow) -> Result<QuotaCount, DbError> {
+    let used: i64 = row.try_get("used")?;
+    Ok(QuotaCount {
+        holder: row.try_get("holder")?,
+        owner_key: row.try_get("owner_key")?,
+        bucket: row.try_get("bucket")?,
+        period: PeriodBounds {
+            start_us: row.try_get("period_start")?,
+            end_us: row.try_get("period_end")?,
+        },
+        used: u64::try_from(used)
+            .map_err(|_| DbError::Corrupt(format!("quota_counts.used {used}")))?,
+        adjusted_through: row.try_get("adjusted_through")?,
+    })
+}
+
+impl Db {
+    /// Write `counts` (each replacing its stored row) in one transaction,
+    /// and drop the rows of periods that ended by `now_us`.
+    pub async fn save_quota_counts(
+        &self,
+        counts: &[QuotaCount],
+        now_us: i64,
+    ) -> Result<(), DbError> {
+        let mut tx = self.pool().begin().await?;
+        let at = now_ms();
+        for c in counts {
+            sqlx::query(
+                "INSERT INTO quota_counts (holder, owner_key, bucket, period_start, period_end, \
+                 used, adjusted_through, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (holder, owner_key, bucket, period_start) DO UPDATE SET \
+                 period_end = excluded.period_end, used = excluded.used, \
+                 adjusted_through = excluded.adjusted_through, updated_at = excluded.updated_at",
+            )
+            .bind(&c.holder)
+            .bind(c.owner_key)
+            .bind(&c.bucket)
+            .bind(c.period.start_us)
+            .bind(c.period.end_us)
+            .bind(i64::try_from(c.used).unwrap_or(i64::MAX))
+            .bind(c.adjusted_through)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM quota_counts WHERE period_end <= $1")
+            .bind(now_us)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The counts of periods that end after `now_us`.
+    pub async fn quota_counts_running(&self, now_us: i64) -> Result<Vec<QuotaCount>, DbError> {
+        let sql = format!("SELECT {COLUMNS} FROM quota_counts WHERE period_end > $1");
+        let rows = sqlx::query(&sql)
+            .bind(now_us)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+}
