@@ -698,6 +698,28 @@ async fn dashboard_end_to_end_in_chromium() {
         spent += 1;
     }
     assert_eq!(spent, 3, "a quota of 3");
+    // The local limiter writes its count with the next usage flush.
+    let start = std::time::Instant::now();
+    loop {
+        let u: Value = http
+            .get(dev.admin_url(&format!("/api/keys/{metered_id}/quotas")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("quotas")
+            .json()
+            .await
+            .expect("json");
+        if u["quotas"][0]["used"] == 3 {
+            assert_eq!(u["counted"], "database", "{u}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "count not written: {u}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     ui.click("nav a[href='/keys']").await;
     ui.click(&format!("tr[data-key-id='{metered_id}'] .key-name"))
         .await;
@@ -705,7 +727,7 @@ async fn dashboard_end_to_end_in_chromium() {
         .await;
     let row = ui.text("#key-quotas [data-quota=daily]").await;
     assert!(
-        row.contains("/ 3 per day") && row.contains("Resets"),
+        row.contains("3 / 3 per day") && row.contains("Resets"),
         "{row}"
     );
     ui.shot("key-quotas").await;

@@ -25,7 +25,10 @@ export function quotaSection(kind, id) {
   };
   const status = h('p', { class: 'muted quota-status', role: 'status' });
   function render(u) {
-    const perProxy = u.counted !== 'redis';
+    const note = {
+      unavailable: 'Redis or the database did not answer: the counts are not known right now.',
+      database: 'Counted by the local limiter: as the proxy last wrote them (within one usage flush).',
+    }[u.counted];
     const rows = u.quotas.map((q) => {
       const used = q.used == null ? null : Math.min(q.used, q.quota);
       const actions = can('admin') ? h('span', { class: 'quota-actions' },
@@ -62,9 +65,7 @@ export function quotaSection(kind, id) {
         : `Credits: ${fmtInt(u.credits.balance)} left of ${fmtInt(u.credits.granted)} granted`) : null;
     replace(el,
       rows.length ? rows : h('p', { class: 'muted', text: 'No calendar quota applies.' }),
-      rows.length && perProxy ? h('p', { class: 'muted', text: u.counted === 'unavailable'
-        ? 'Redis did not answer: the counts are not known right now.'
-        : 'Each proxy counts its own (local limiter): the use is not known here.' }) : null,
+      rows.length && note ? h('p', { class: 'muted', text: note }) : null,
       credits,
       status);
   }

@@ -4,8 +4,10 @@
 //! The admin API does not own the limiter: with the Redis backend it reads
 //! the counts where the proxies keep them (one `GET` per quota, at the keys
 //! `tollgate_core::quota::redis_keys` names, on the connection the health
-//! probe keeps); with the local backend each proxy counts on its own and
-//! the use is not known here (`counted: per-proxy`, `used: null`).
+//! probe keeps); with the local backend it reads the counts the proxies
+//! write with each usage flush (`quota_counts`: `counted: database`, as of
+//! the last flush; each local proxy counts on its own, the last writer's
+//! count is shown). A local balance is not known here (`balance: null`).
 
 use std::time::Duration;
 
@@ -14,8 +16,10 @@ use axum::Json;
 use serde::Serialize;
 use tollgate_core::config::LimiterBackend;
 use tollgate_core::credits::SubjectKind;
+use tollgate_core::db::quota_counts::CountHolder;
 use tollgate_core::limits::{Limit, LimitScope};
 use tollgate_core::quota::redis_keys::{key_balance_key, quota_count_key, Holder};
+use tollgate_core::quota::PeriodBounds;
 use tollgate_core::rules::quota_adjust::current_period;
 use utoipa::ToSchema;
 
@@ -63,8 +67,9 @@ pub struct CreditUse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QuotaUsage {
     /// Where the counts come from: `redis` (exact, across every proxy),
-    /// `per-proxy` (local backend: each proxy counts its own, not readable
-    /// here) or `unavailable` (Redis did not answer).
+    /// `database` (local backend: as the proxy last wrote them, within one
+    /// `usage.flush_interval`) or `unavailable` (Redis or the database did
+    /// not answer).
     pub counted: String,
     /// The quotas that apply (its own limits, its identity's or its plan's;
     /// route quotas are per route and not listed).
@@ -107,6 +112,29 @@ async fn read(state: &AppState, keys: &[String]) -> Result<Vec<Option<i64>>, &'s
     }
 }
 
+/// The counts the local proxies last wrote of `periods` (each quota and
+/// its current period), as [`read`] gives Redis' values.
+async fn stored(
+    state: &AppState,
+    periods: &[(&Limit, PeriodBounds)],
+    holder: &impl Fn(&Limit) -> Holder,
+) -> Result<Vec<Option<i64>>, ApiError> {
+    let mut out = Vec::with_capacity(periods.len());
+    for (q, p) in periods {
+        let (h, owner) = match holder(q) {
+            Holder::Key(k) => (CountHolder::Key(k), 0),
+            Holder::Member { key, identity } => (CountHolder::Identity(identity), key),
+            Holder::Identity(i) => (CountHolder::Identity(i), 0),
+        };
+        let used = state
+            .db()
+            .quota_count(h, owner, &format!("p:{}", q.name), p.start_us)
+            .await?;
+        out.push(used.map(|u| i64::try_from(u).unwrap_or(i64::MAX)));
+    }
+    Ok(out)
+}
+
 /// The use of `quotas`, each counted by the holder `holder` gives it.
 async fn usage(
     state: &AppState,
@@ -129,6 +157,10 @@ async fn usage(
     }
     let (counted, values) = match read(state, &keys).await {
         Ok(v) => ("redis", Some(v)),
+        Err("per-proxy") => match stored(state, &periods, &holder).await {
+            Ok(v) => ("database", Some(v)),
+            Err(_) => ("unavailable", None),
+        },
         Err(why) => (why, None),
     };
     let value = |i: usize| values.as_ref().map(|v| v.get(i).copied().flatten());

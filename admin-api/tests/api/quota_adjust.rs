@@ -280,7 +280,8 @@ async fn shared_quotas_are_changed_on_the_identity(app: TestApp) {
 both!(shared_quotas_are_changed_on_the_identity);
 
 /// `GET …/quotas` with the local backend: the quotas and their periods,
-/// the use not known here (each proxy counts its own).
+/// the use as the local proxies last wrote it (`quota_counts`; none yet:
+/// 0 used), the balance not known here.
 async fn quota_use_lists_quotas_and_credits(app: TestApp) {
     let key = json(
         app.post(
@@ -300,7 +301,7 @@ async fn quota_use_lists_quotas_and_credits(app: TestApp) {
         StatusCode::OK,
     )
     .await;
-    assert_eq!(v["counted"], "per-proxy", "{v}");
+    assert_eq!(v["counted"], "database", "{v}");
     let quotas = v["quotas"].as_array().expect("quotas");
     assert_eq!(quotas.len(), 1, "buckets are not quotas: {v}");
     let q = &quotas[0];
@@ -312,7 +313,11 @@ async fn quota_use_lists_quotas_and_credits(app: TestApp) {
         (q["period"].as_str(), q["scope"].as_str()),
         (Some("day"), Some("key"))
     );
-    assert!(q["used"].is_null() && q["remaining"].is_null(), "{v}");
+    assert_eq!(
+        (q["used"].as_u64(), q["remaining"].as_u64()),
+        (Some(0), Some(5)),
+        "{v}"
+    );
     let now = tollgate_core::now_ms();
     let (start, end) = (
         q["period_start"].as_i64().expect("start"),
@@ -320,6 +325,34 @@ async fn quota_use_lists_quotas_and_credits(app: TestApp) {
     );
     assert!(start <= now && now < end, "{v}");
     assert!(v["credits"].is_null(), "{v}");
+    // What a local proxy wrote with its last flush.
+    use tollgate_core::db::quota_counts::{CountHolder, QuotaCount};
+    let written = QuotaCount {
+        holder: CountHolder::Key(id).name(),
+        owner_key: 0,
+        bucket: "p:daily".into(),
+        period: tollgate_core::quota::PeriodBounds {
+            start_us: start * 1_000,
+            end_us: end * 1_000,
+        },
+        used: 3,
+        adjusted_through: 0,
+    };
+    app.db
+        .save_quota_counts(&[written], now * 1_000)
+        .await
+        .expect("written");
+    let v = json(
+        app.get(&format!("/api/keys/{id}/quotas")).await,
+        StatusCode::OK,
+    )
+    .await;
+    let q = &v["quotas"][0];
+    assert_eq!(
+        (q["used"].as_u64(), q["remaining"].as_u64()),
+        (Some(3), Some(2)),
+        "{v}"
+    );
     json(
         app.post(&format!("/api/keys/{id}/credits"), json!({"delta": 50}))
             .await,

@@ -5,6 +5,8 @@
 //! writer wins, which is exact for one proxy; N local proxies count apart,
 //! as their buckets do. Rows of ended periods are dropped with each write.
 
+use std::net::IpAddr;
+
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -15,7 +17,7 @@ use crate::quota::PeriodBounds;
 /// One quota count of one period.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaCount {
-    /// Whose count: `k42`, `i7`, `ip10.0.0.1`.
+    /// Whose count: `k42`, `i7`, `ip10.0.0.1` ([`CountHolder::name`]).
     pub holder: String,
     /// The key of an identity member's own quota; 0 otherwise.
     pub owner_key: i64,
@@ -25,6 +27,40 @@ pub struct QuotaCount {
     pub used: u64,
     /// The last `quota_adjustments` id folded into `used` (0: none).
     pub adjusted_through: i64,
+}
+
+/// Whose count a row is (`quota_counts.holder`): a key, an identity (its
+/// shared quotas, and its members' own ones with `owner_key`), or a client
+/// address (`auth: none` routes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountHolder {
+    Key(i64),
+    Identity(i64),
+    Ip(IpAddr),
+}
+
+impl CountHolder {
+    /// `k42`, `i7`, `ip10.0.0.1`.
+    pub fn name(self) -> String {
+        match self {
+            Self::Key(k) => format!("k{k}"),
+            Self::Identity(i) => format!("i{i}"),
+            Self::Ip(ip) => format!("ip{ip}"),
+        }
+    }
+
+    /// The holder [`Self::name`] wrote; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        if let Some(ip) = s.strip_prefix("ip") {
+            return ip.parse::<IpAddr>().ok().map(Self::Ip);
+        }
+        let id = |rest: &str| rest.parse::<i64>().ok();
+        match s.split_at_checked(1)? {
+            ("k", rest) => id(rest).map(Self::Key),
+            ("i", rest) => id(rest).map(Self::Identity),
+            _ => None,
+        }
+    }
 }
 
 const COLUMNS: &str = "holder, owner_key, bucket, period_start, period_end, used, adjusted_through";
@@ -82,6 +118,28 @@ impl Db {
         Ok(())
     }
 
+    /// The count of `bucket` held by `holder` (`owner_key` as written) in
+    /// the period starting at `period_start_us`, as last written.
+    pub async fn quota_count(
+        &self,
+        holder: CountHolder,
+        owner_key: i64,
+        bucket: &str,
+        period_start_us: i64,
+    ) -> Result<Option<u64>, DbError> {
+        let used: Option<i64> = sqlx::query_scalar(
+            "SELECT used FROM quota_counts WHERE holder = $1 AND owner_key = $2 \
+             AND bucket = $3 AND period_start = $4",
+        )
+        .bind(holder.name())
+        .bind(owner_key)
+        .bind(bucket)
+        .bind(period_start_us)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(used.map(|u| u64::try_from(u).unwrap_or(0)))
+    }
+
     /// The counts of periods that end after `now_us`.
     pub async fn quota_counts_running(&self, now_us: i64) -> Result<Vec<QuotaCount>, DbError> {
         let sql = format!("SELECT {COLUMNS} FROM quota_counts WHERE period_end > $1");
@@ -90,5 +148,25 @@ impl Db {
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(decode).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holders_round_trip() {
+        for h in [
+            CountHolder::Key(42),
+            CountHolder::Identity(-7),
+            CountHolder::Ip("10.0.0.1".parse().expect("ip")),
+            CountHolder::Ip("fd00::1".parse().expect("ip")),
+        ] {
+            assert_eq!(CountHolder::parse(&h.name()), Some(h));
+        }
+        for bad in ["", "k", "kx", "x1", "ip", "ip1.2.3", "i1.5", "k 1", "é"] {
+            assert_eq!(CountHolder::parse(bad), None, "{bad:?}");
+        }
     }
 }

@@ -6,35 +6,30 @@
 //! not be written is marked dirty again. A crash loses at most the changes
 //! of one usage flush interval (a graceful or fast stop writes them).
 
-use std::net::IpAddr;
-
-use tollgate_core::db::quota_counts::QuotaCount;
+use tollgate_core::db::quota_counts::{CountHolder, QuotaCount};
 use tollgate_core::quota::PeriodBounds;
 
 use super::Count;
 use crate::limiter::{slot_for_name, slot_name, LocalLimiter, Subject};
 
-/// A holder's name in `quota_counts.holder`: `k42`, `i7`, `ip10.0.0.1`.
+/// A holder's name in `quota_counts.holder`.
 fn holder_name(holder: &Subject) -> Option<String> {
-    match holder {
-        Subject::Key(k) => Some(format!("k{k}")),
-        Subject::Identity(i) => Some(format!("i{i}")),
-        Subject::Ip(ip) => Some(format!("ip{ip}")),
+    let h = match *holder {
+        Subject::Key(k) => CountHolder::Key(k),
+        Subject::Identity(i) => CountHolder::Identity(i),
+        Subject::Ip(ip) => CountHolder::Ip(ip),
         // Never a holder (a member counts under its identity).
-        Subject::Member { .. } => None,
-    }
+        Subject::Member { .. } => return None,
+    };
+    Some(h.name())
 }
 
 fn parse_holder(s: &str) -> Option<Subject> {
-    if let Some(ip) = s.strip_prefix("ip") {
-        return ip.parse::<IpAddr>().ok().map(Subject::Ip);
-    }
-    let id = |rest: &str| rest.parse::<i64>().ok();
-    match s.split_at_checked(1)? {
-        ("k", rest) => id(rest).map(Subject::Key),
-        ("i", rest) => id(rest).map(Subject::Identity),
-        _ => None,
-    }
+    Some(match CountHolder::parse(s)? {
+        CountHolder::Key(k) => Subject::Key(k),
+        CountHolder::Identity(i) => Subject::Identity(i),
+        CountHolder::Ip(ip) => Subject::Ip(ip),
+    })
 }
 
 impl LocalLimiter {
@@ -120,7 +115,7 @@ impl LocalLimiter {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     use tollgate_core::limits::{Limit, LimitScope};
     use tollgate_core::quota::adjust::QuotaChange;
