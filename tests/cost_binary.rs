@@ -130,6 +130,54 @@ async fn until_ok(client: &reqwest::Client, p: &Proxy, key: &str) {
     }
 }
 
+/// Two proxies on one redis-server of the test's own and one SQLite
+/// database holding one key, which both proxies know.
+struct Two {
+    proxies: Vec<Proxy>,
+    db: tollgate_core::db::Db,
+    key: String,
+    client: reqwest::Client,
+    _closed: tokio::net::TcpSocket,
+    _dir: tempfile::TempDir,
+    _redis: OwnRedis,
+}
+
+impl Two {
+    async fn start() -> Option<Self> {
+        let redis = OwnRedis::start()?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+        let (_, key) = db
+            .create_key(&NewApiKey {
+                name: "llm".into(),
+                ..NewApiKey::default()
+            })
+            .await
+            .expect("key");
+        let (closed_socket, closed) = common::closed_port();
+        let y = yaml(&redis.url(), cost_upstream().await, closed);
+        let mut proxies = Vec::new();
+        for _ in 0..2 {
+            proxies
+                .push(Proxy::start(tempfile::tempdir().expect("tempdir"), db.url(), "", &y).await);
+        }
+        let client = reqwest::Client::new();
+        // The key reaches both proxies (key refresh), on a route of another plan.
+        for p in &proxies {
+            until_ok(&client, p, &key).await;
+        }
+        Some(Self {
+            proxies,
+            db,
+            key,
+            client,
+            _closed: closed_socket,
+            _dir: dir,
+            _redis: redis,
+        })
+    }
+}
+
 struct Call {
     status: u16,
     remaining: u64,
@@ -152,30 +200,11 @@ async fn call(client: &reqwest::Client, proxy: &Proxy, key: &str, path: &str) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn response_costs_settle_exactly_across_two_proxies() {
-    let Some(redis) = OwnRedis::start() else {
+    let Some(t) = Two::start().await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
-    let (_, key) = db
-        .create_key(&NewApiKey {
-            name: "llm".into(),
-            ..NewApiKey::default()
-        })
-        .await
-        .expect("key");
-    let (_closed_socket, closed) = common::closed_port();
-    let y = yaml(&redis.url(), cost_upstream().await, closed);
-    let mut proxies = Vec::new();
-    for _ in 0..2 {
-        proxies.push(Proxy::start(tempfile::tempdir().expect("tempdir"), db.url(), "", &y).await);
-    }
-    let (a, b) = (&proxies[0], &proxies[1]);
-    let client = reqwest::Client::new();
-    // The key reaches both proxies (key refresh), on a route of another plan.
-    for p in [a, b] {
-        until_ok(&client, p, &key).await;
-    }
+    let (db, key, client) = (&t.db, t.key.clone(), t.client.clone());
+    let (a, b) = (&t.proxies[0], &t.proxies[1]);
 
     // Full (100). Actual cost 5 = the reservation: 95 left.
     let c = call(&client, b, &key, "/v1/complete/200/5").await;
@@ -274,29 +303,11 @@ async fn response_costs_settle_exactly_across_two_proxies() {
 /// of debt; then the quota refuses (`quota-exhausted`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn response_costs_settle_a_calendar_quota_across_two_proxies() {
-    let Some(redis) = OwnRedis::start() else {
+    let Some(t) = Two::start().await else {
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
-    let (_, key) = db
-        .create_key(&NewApiKey {
-            name: "metered".into(),
-            ..NewApiKey::default()
-        })
-        .await
-        .expect("key");
-    let (_closed_socket, closed) = common::closed_port();
-    let y = yaml(&redis.url(), cost_upstream().await, closed);
-    let mut proxies = Vec::new();
-    for _ in 0..2 {
-        proxies.push(Proxy::start(tempfile::tempdir().expect("tempdir"), db.url(), "", &y).await);
-    }
-    let (a, b) = (&proxies[0], &proxies[1]);
-    let client = reqwest::Client::new();
-    for p in [a, b] {
-        until_ok(&client, p, &key).await;
-    }
+    let (key, client) = (t.key.clone(), t.client.clone());
+    let (a, b) = (&t.proxies[0], &t.proxies[1]);
     // (status, cost) → the quota left after the reservation, alternating
     // proxies. Used: 5; 15 (cost 10); 15 (503 refunded); 15 (cost 0).
     for (i, (path, left)) in [

@@ -179,8 +179,9 @@ async fn admitted_after_change(client: &reqwest::Client, proxies: &[Proxy], key:
     admitted + admitted_until_refused(client, proxies, key).await.0
 }
 
-async fn scenario(limiter: &str, proxies_n: usize, redis: bool) {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A fresh database with a key on the `metered` plan (its id and secret)
+/// and one on `probe`.
+async fn keys(dir: &tempfile::TempDir) -> (tollgate_core::db::Db, i64, String, String) {
     let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
     let new = |name: &str, plan: &str| NewApiKey {
         name: name.into(),
@@ -192,6 +193,12 @@ async fn scenario(limiter: &str, proxies_n: usize, redis: bool) {
         .await
         .expect("key");
     let (_, probe) = db.create_key(&new("probe", "probe")).await.expect("probe");
+    (db, row.id, key, probe)
+}
+
+async fn scenario(limiter: &str, proxies_n: usize, redis: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, row_id, key, probe) = keys(&dir).await;
     let y = yaml(limiter, common::demo_upstream().await);
     let mut proxies = Vec::new();
     for _ in 0..proxies_n {
@@ -209,18 +216,18 @@ async fn scenario(limiter: &str, proxies_n: usize, redis: bool) {
     // Redis: one count for all proxies; local: each proxy its own.
     let per = |n: usize| if redis { n } else { n * proxies_n };
     // A reset: the next request is admitted on every proxy, exactly 5 more.
-    let v = admin.adjust(row.id, json!({"reset": true})).await;
+    let v = admin.adjust(row_id, json!({"reset": true})).await;
     assert_eq!(v["reset"], true);
     assert_eq!(admitted_after_change(&client, &proxies, &key).await, per(5));
 
     // Given back 2: exactly 2 more.
-    let v = admin.adjust(row.id, json!({"used_delta": -2})).await;
+    let v = admin.adjust(row_id, json!({"used_delta": -2})).await;
     assert_eq!(v["used_delta"], -2);
     assert_eq!(admitted_after_change(&client, &proxies, &key).await, per(2));
     // 3 more used than there are: still refused; 5 given back: 2 left
     // (the count never goes below 0 and never counts the overdraft twice).
-    admin.adjust(row.id, json!({"used_delta": 3})).await;
-    admin.adjust(row.id, json!({"used_delta": -5})).await;
+    admin.adjust(row_id, json!({"used_delta": 3})).await;
+    admin.adjust(row_id, json!({"used_delta": -5})).await;
     assert_eq!(admitted_after_change(&client, &proxies, &key).await, per(2));
     drop(admin);
 }
@@ -255,17 +262,7 @@ async fn stored_count(db: &tollgate_core::db::Db) -> Option<(u64, i64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_quota_survives_a_restart_without_applying_an_adjustment_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
-    let new = |name: &str, plan: &str| NewApiKey {
-        name: name.into(),
-        plan: Some(plan.into()),
-        ..NewApiKey::default()
-    };
-    let (row, key) = db
-        .create_key(&new("metered", "metered"))
-        .await
-        .expect("key");
-    let (_, probe) = db.create_key(&new("probe", "probe")).await.expect("probe");
+    let (db, row_id, key, probe) = keys(&dir).await;
     let y = yaml(
         "limiter:\n  backend: local\nusage:\n  flush_interval: 200ms\n",
         common::demo_upstream().await,
@@ -282,7 +279,7 @@ async fn a_local_quota_survives_a_restart_without_applying_an_adjustment_twice()
         assert_eq!(call(&client, &p, &key).await.0, 200);
     }
     // One use given back; the proxy folds it into its count and writes it.
-    let a = admin.adjust(row.id, json!({"used_delta": -1})).await;
+    let a = admin.adjust(row_id, json!({"used_delta": -1})).await;
     let id = a["adjustment"].as_i64().expect("adjustment id");
     let start = Instant::now();
     while stored_count(&db).await != Some((2, id)) {

@@ -43,6 +43,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// What answering a request that reserved `reserved` with `actual` settles.
+fn settlement(reserved: u64, actual: u64) -> Settle {
+    match actual.cmp(&reserved) {
+        std::cmp::Ordering::Less => Settle::Return(reserved - actual),
+        std::cmp::Ordering::Greater => Settle::Take(actual - reserved),
+        std::cmp::Ordering::Equal => Settle::Keep,
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -76,11 +85,7 @@ proptest! {
                         continue;
                     }
                     let reserved = in_flight.swap_remove(i % in_flight.len());
-                    let s = match actual.cmp(&reserved) {
-                        std::cmp::Ordering::Less => Settle::Return(reserved - actual),
-                        std::cmp::Ordering::Greater => Settle::Take(actual - reserved),
-                        std::cmp::Ordering::Equal => Settle::Keep,
-                    };
+                    let s = settlement(reserved, actual);
                     let (new_tat, n) = settle(tat, now, T, burst, reserve, s);
                     // What the TAT moved, counted from max(tat, now).
                     let moved = i128::from(new_tat) - i128::from(tat.max(now));
@@ -149,11 +154,7 @@ proptest! {
                         continue;
                     }
                     let reserved = in_flight.swap_remove(i % in_flight.len());
-                    let s = match actual.cmp(&reserved) {
-                        std::cmp::Ordering::Less => Settle::Return(reserved - actual),
-                        std::cmp::Ordering::Greater => Settle::Take(actual - reserved),
-                        std::cmp::Ordering::Equal => Settle::Keep,
-                    };
+                    let s = settlement(reserved, actual);
                     let (new_used, n) = settle_quota(amount, used, reserve, s);
                     match s {
                         Settle::Return(want) => {

@@ -22,6 +22,8 @@ use crate::limiter::{Bucket, Subject};
 mod adjust;
 pub mod checkpoint;
 mod settle;
+#[cfg(test)]
+mod test_support;
 
 /// One quota's count: its slot ([`Bucket::slot`]), the key it belongs to
 /// (0: the whole subject, e.g. an identity's shared quota), its period and

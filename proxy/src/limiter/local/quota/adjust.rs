@@ -50,25 +50,14 @@ impl LocalLimiter {
 
 #[cfg(test)]
 mod tests {
-    use tollgate_core::limits::{Limit, LimitScope};
-    use tollgate_core::quota::{Period, QuotaSpec};
+    use tollgate_core::limits::LimitScope;
 
+    use super::super::test_support::{daily as quota, NOON, S};
     use super::*;
     use crate::limiter::Scope;
 
-    const S: u64 = 1_000_000_000;
-    /// 2026-12-01T12:00:00Z in µs.
-    const NOON: i64 = 1_796_083_200_000_000 + 12 * 3_600_000_000;
-
     fn daily(amount: u64, scope: LimitScope) -> Bucket {
-        let spec = QuotaSpec {
-            period: Period::Day,
-            anchor: None,
-            time_zone: None,
-        };
-        let mut l = Limit::new_quota("daily", amount, spec, None);
-        l.scope = scope;
-        Bucket::new(Scope::Key, l)
+        quota(Scope::Key, "daily", amount, scope)
     }
 
     fn today(b: &Bucket) -> PeriodBounds {

@@ -117,34 +117,15 @@ impl LocalLimiter {
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
-    use tollgate_core::limits::{Limit, LimitScope};
+    use tollgate_core::limits::LimitScope;
     use tollgate_core::quota::adjust::QuotaChange;
-    use tollgate_core::quota::{Period, QuotaSpec};
 
+    use super::super::test_support::{daily, NOON, S};
     use super::*;
     use crate::limiter::cost::reserving;
     use crate::limiter::quota::bounds;
     use crate::limiter::{Bucket, Scope};
     use tollgate_core::cost::Settle;
-
-    const S: u64 = 1_000_000_000;
-    /// 2026-12-01T12:00:00Z in µs.
-    const NOON: i64 = 1_796_083_200_000_000 + 12 * 3_600_000_000;
-
-    fn daily(scope: Scope<'_>, name: &str, amount: u64, limit_scope: LimitScope) -> Bucket {
-        let spec = QuotaSpec {
-            period: Period::Day,
-            anchor: None,
-            time_zone: None,
-        };
-        Bucket::new(
-            scope,
-            Limit {
-                scope: limit_scope,
-                ..Limit::new_quota(name, amount, spec, None)
-            },
-        )
-    }
 
     fn admit(l: &LocalLimiter, s: &Subject, b: &Bucket, n: usize) {
         for _ in 0..n {

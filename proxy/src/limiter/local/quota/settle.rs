@@ -59,31 +59,15 @@ impl LocalLimiter {
 
 #[cfg(test)]
 mod tests {
-    use tollgate_core::limits::{Limit, LimitScope};
-    use tollgate_core::quota::{Period, QuotaSpec};
+    use tollgate_core::limits::LimitScope;
 
+    use super::super::test_support::{daily as quota, DAY_US, NOON, S};
     use super::*;
     use crate::limiter::cost::reserving;
     use crate::limiter::Scope;
 
-    const S: u64 = 1_000_000_000;
-    /// 2026-12-01T12:00:00Z in µs.
-    const NOON: i64 = 1_796_083_200_000_000 + 12 * 3_600_000_000;
-    const DAY_US: i64 = 86_400_000_000;
-
     fn daily(amount: u64, scope: LimitScope) -> Bucket {
-        let spec = QuotaSpec {
-            period: Period::Day,
-            anchor: None,
-            time_zone: None,
-        };
-        Bucket::new(
-            Scope::Key,
-            Limit {
-                scope,
-                ..Limit::new_quota("daily", amount, spec, None)
-            },
-        )
+        quota(Scope::Key, "daily", amount, scope)
     }
 
     fn remaining(l: &LocalLimiter, s: &Subject, b: &Bucket, wall: i64) -> u64 {
@@ -148,13 +132,7 @@ mod tests {
     #[test]
     fn a_members_shared_and_own_quotas_are_settled_where_they_count() {
         let shared = daily(50, LimitScope::Identity);
-        let own = Bucket::new(
-            Scope::Key,
-            Limit {
-                name: "own".into(),
-                ..(*daily(20, LimitScope::Key).limit).clone()
-            },
-        );
+        let own = quota(Scope::Key, "own", 20, LimitScope::Key);
         let (rs, ro) = (reserving(&shared, 10), reserving(&own, 10));
         let l = LocalLimiter::new(2);
         let a = Subject::Member {
