@@ -97,7 +97,7 @@ async fn quota_counts_are_replaced_and_read_while_their_period_runs(db: &Db) {
     let mut rows = vec![
         count("k7", 0, "p:daily", day(10), 3, 0),
         count("i3", 9, "p:daily", day(10), 1, 4),
-        count("ip10.0.0.1", 0, "r:open:daily", day(10), 2, 0),
+        count("k9", 0, "r:open:daily", day(10), 2, 0),
         count("k7", 0, "p:daily", day(9), 5, 0),
     ];
     db.save_quota_counts(&rows, 10 * DAY_US)
@@ -120,6 +120,20 @@ async fn quota_counts_are_replaced_and_read_while_their_period_runs(db: &Db) {
     let read = sorted(db.quota_counts_running(10 * DAY_US).await.expect("read"));
     assert_eq!(read.len(), 3);
     assert_eq!(read.iter().find(|c| c.holder == "k7"), Some(&rows[0]));
+    // More rows than one statement holds: all written, in one transaction.
+    let many: Vec<QuotaCount> = (0..1_100)
+        .map(|k| count(&format!("k{}", 1_000 + k), 0, "p:daily", day(10), k, 0))
+        .collect();
+    db.save_quota_counts(&many, 10 * DAY_US)
+        .await
+        .expect("many");
+    assert_eq!(
+        db.quota_counts_running(10 * DAY_US)
+            .await
+            .expect("read")
+            .len(),
+        3 + 1_100
+    );
     // u64 used beyond i64 is stored as the largest i64; nothing breaks.
     db.save_quota_counts(&[count("k8", 0, "p:daily", day(10), u64::MAX, 0)], 0)
         .await

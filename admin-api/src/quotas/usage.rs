@@ -7,7 +7,8 @@
 //! probe keeps); with the local backend it reads the counts the proxies
 //! write with each usage flush (`quota_counts`: `counted: database`, as of
 //! the last flush; each local proxy counts on its own, the last writer's
-//! count is shown). A local balance is not known here (`balance: null`).
+//! count is shown), and a balance from the spend rows they write with it
+//! (`balance: null` for a holder with a refill).
 
 use std::time::Duration;
 
@@ -58,8 +59,10 @@ pub struct QuotaUse {
 pub struct CreditUse {
     /// Every credit ever granted (the sum of the top-ups and adjustments).
     pub granted: i64,
-    /// The live balance (granted − spent), read from Redis; `null` when not
-    /// known here (local backend, or before a proxy applied a top-up).
+    /// The live balance (granted − spent): read from Redis, or with the
+    /// local backend from the spends the proxies wrote (within one
+    /// `usage.flush_interval`); `null` when not known here (Redis before a
+    /// proxy applied a top-up; a local holder with a refill).
     pub balance: Option<i64>,
 }
 
@@ -198,6 +201,37 @@ async fn usage(
     }
 }
 
+/// With the local backend (`counted: database`): the balance the spend
+/// rows give, for a holder without a refill (its own, or its plan's).
+async fn local_balance(
+    state: &AppState,
+    u: &mut QuotaUsage,
+    kind: SubjectKind,
+    id: i64,
+    plan: Option<&str>,
+) -> ApiResult<()> {
+    let Some(credits) = u.credits.as_mut() else {
+        return Ok(());
+    };
+    if u.counted != "database" {
+        return Ok(());
+    }
+    let plan_refills = plan
+        .and_then(|p| {
+            state
+                .config()
+                .plans
+                .get(p)
+                .map(|p| p.credits_refill.is_some())
+        })
+        .unwrap_or(false);
+    if plan_refills || state.db().credit_refill(kind, id).await?.is_some() {
+        return Ok(());
+    }
+    credits.balance = state.db().credits_balance_written(kind, id).await?;
+    Ok(())
+}
+
 /// Each quota's use in its current period and the credit balance of a key.
 #[utoipa::path(
     get,
@@ -229,16 +263,16 @@ pub async fn key_quotas(
     let granted = state.db().credits_granted(SubjectKind::Key, id).await?;
     let identity = key.identity_id;
     let quotas = limits.iter().filter(|l| l.is_quota()).collect();
-    Ok(Json(
-        usage(
-            &state,
-            quotas,
-            |q| Holder::of_key(id, identity, q.scope == LimitScope::Identity),
-            Some(key_balance_key(id, identity)),
-            granted,
-        )
-        .await,
-    ))
+    let mut u = usage(
+        &state,
+        quotas,
+        |q| Holder::of_key(id, identity, q.scope == LimitScope::Identity),
+        Some(key_balance_key(id, identity)),
+        granted,
+    )
+    .await;
+    local_balance(&state, &mut u, SubjectKind::Key, id, key.plan.as_deref()).await?;
+    Ok(Json(u))
 }
 
 /// Each shared quota's use (`scope: identity`) in its current period and
@@ -277,7 +311,8 @@ pub async fn identity_quotas(
         .iter()
         .filter(|l| l.is_quota() && l.scope == LimitScope::Identity)
         .collect();
-    Ok(Json(
-        usage(&state, quotas, |_| Holder::Identity(id), None, granted).await,
-    ))
+    let mut u = usage(&state, quotas, |_| Holder::Identity(id), None, granted).await;
+    let plan = identity.plan.as_deref();
+    local_balance(&state, &mut u, SubjectKind::Identity, id, plan).await?;
+    Ok(Json(u))
 }

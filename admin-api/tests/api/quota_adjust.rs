@@ -365,6 +365,45 @@ async fn quota_use_lists_quotas_and_credits(app: TestApp) {
     )
     .await;
     assert_eq!(v["credits"]["granted"], 50, "{v}");
+    assert_eq!(v["credits"]["balance"], 50, "{v}");
+    // A local proxy's spends (written with its usage flush) lower it.
+    app.db
+        .record_spends(
+            "proxy-1",
+            &[tollgate_core::db::credits::NewSpend {
+                subject_kind: tollgate_core::credits::SubjectKind::Key,
+                subject_id: id,
+                delta: -7,
+                spent_at: now,
+            }],
+        )
+        .await
+        .expect("spends");
+    let v = json(
+        app.get(&format!("/api/keys/{id}/quotas")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (&v["credits"]["granted"], &v["credits"]["balance"]),
+        (&json!(50), &json!(43)),
+        "{v}"
+    );
+    // With a refill the rows do not give the balance: not known here.
+    json(
+        send(
+            app.req(Method::PUT, &format!("/api/keys/{id}/credits/refill"))
+                .json(&json!({"amount": 10, "every": "1d"})),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let v = json(
+        app.get(&format!("/api/keys/{id}/quotas")).await,
+        StatusCode::OK,
+    )
+    .await;
     assert!(v["credits"]["balance"].is_null(), "{v}");
     for bad in ["0", "-1", "x", "99999999999999999999"] {
         let s = app.get(&format!("/api/keys/{bad}/quotas")).await.status();

@@ -219,6 +219,23 @@ impl Db {
 }
 
 impl Db {
+    /// A balance as the local proxies' spend rows leave it: every
+    /// adjustment, their spends included (what they spent since their last
+    /// usage flush is not in it yet); `None` if it holds no credits. Not
+    /// the balance of a holder with a refill (the refill sets it anew each
+    /// period), nor with the Redis backend (Redis holds it).
+    pub async fn credits_balance_written(
+        &self,
+        kind: SubjectKind,
+        subject_id: i64,
+    ) -> Result<Option<i64>, DbError> {
+        let mut conn = self.pool().acquire().await?;
+        let sum = exact_sum(&mut conn, "", kind, subject_id).await?;
+        Ok(sum.map(|s| i64::try_from(s).unwrap_or(if s < 0 { i64::MIN } else { i64::MAX })))
+    }
+}
+
+impl Db {
     /// The keys of `identity` that hold credits of their own (a top-up or
     /// adjustment row): deleting the identity would detach them and move
     /// their balances out of its hash tag (black-box round 3, B14).

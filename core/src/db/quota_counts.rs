@@ -1,23 +1,27 @@
 //! `quota_counts`: the local limiter's calendar quota counts, written whole
 //! with every usage flush and read at start, so a restarted proxy on the
 //! local backend keeps counting its quotas' periods where it stopped (issue
-//! #20). One row per count (holder, owner key, bucket, period): the last
+//! #20). One row per count of a key or an identity (holder, owner key,
+//! bucket, period): the last
 //! writer wins, which is exact for one proxy; N local proxies count apart,
 //! as their buckets do. Rows of ended periods are dropped with each write.
-
-use std::net::IpAddr;
 
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::stmt::Stmt;
 use super::{Db, DbError};
+
+/// Rows per statement of [`Db::save_quota_counts`] (8 values each: far
+/// below either database's limit on bound values).
+const BATCH: usize = 500;
 use crate::now_ms;
 use crate::quota::PeriodBounds;
 
 /// One quota count of one period.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaCount {
-    /// Whose count: `k42`, `i7`, `ip10.0.0.1` ([`CountHolder::name`]).
+    /// Whose count: `k42`, `i7` ([`CountHolder::name`]).
     pub holder: String,
     /// The key of an identity member's own quota; 0 otherwise.
     pub owner_key: i64,
@@ -29,37 +33,35 @@ pub struct QuotaCount {
     pub adjusted_through: i64,
 }
 
-/// Whose count a row is (`quota_counts.holder`): a key, an identity (its
-/// shared quotas, and its members' own ones with `owner_key`), or a client
-/// address (`auth: none` routes).
+/// Whose count a row is (`quota_counts.holder`): a key, or an identity (its
+/// shared quotas, and its members' own ones with `owner_key`). A client
+/// address's quotas (`auth: none` routes) are not written: any client
+/// could make rows by the address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CountHolder {
     Key(i64),
     Identity(i64),
-    Ip(IpAddr),
 }
 
 impl CountHolder {
-    /// `k42`, `i7`, `ip10.0.0.1`.
+    /// `k42`, `i7`.
     pub fn name(self) -> String {
         match self {
             Self::Key(k) => format!("k{k}"),
             Self::Identity(i) => format!("i{i}"),
-            Self::Ip(ip) => format!("ip{ip}"),
         }
     }
 
-    /// The holder [`Self::name`] wrote; `None` for anything else.
+    /// The holder [`Self::name`] wrote; `None` for anything else (also for
+    /// another spelling of the same number: `k+1`, `k01`).
     pub fn parse(s: &str) -> Option<Self> {
-        if let Some(ip) = s.strip_prefix("ip") {
-            return ip.parse::<IpAddr>().ok().map(Self::Ip);
-        }
         let id = |rest: &str| rest.parse::<i64>().ok();
-        match s.split_at_checked(1)? {
-            ("k", rest) => id(rest).map(Self::Key),
-            ("i", rest) => id(rest).map(Self::Identity),
-            _ => None,
-        }
+        let h = match s.split_at_checked(1)? {
+            ("k", rest) => Self::Key(id(rest)?),
+            ("i", rest) => Self::Identity(id(rest)?),
+            _ => return None,
+        };
+        (h.name() == s).then_some(h)
     }
 }
 
@@ -83,7 +85,8 @@ fn decode(row: &AnyRow) -> Result<QuotaCount, DbError> {
 
 impl Db {
     /// Write `counts` (each replacing its stored row) in one transaction,
-    /// and drop the rows of periods that ended by `now_us`.
+    /// [`BATCH`] rows per statement, and drop the rows of periods that
+    /// ended by `now_us`.
     pub async fn save_quota_counts(
         &self,
         counts: &[QuotaCount],
@@ -91,24 +94,37 @@ impl Db {
     ) -> Result<(), DbError> {
         let mut tx = self.pool().begin().await?;
         let at = now_ms();
-        for c in counts {
-            sqlx::query(
+        for batch in counts.chunks(BATCH) {
+            let mut stmt = Stmt::new(self.kind());
+            stmt.push(
                 "INSERT INTO quota_counts (holder, owner_key, bucket, period_start, period_end, \
-                 used, adjusted_through, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (holder, owner_key, bucket, period_start) DO UPDATE SET \
+                 used, adjusted_through, updated_at) VALUES ",
+            );
+            for (i, c) in batch.iter().enumerate() {
+                stmt.push(if i == 0 { "(" } else { ",(" })
+                    .text(&c.holder)
+                    .push(",")
+                    .int(c.owner_key)
+                    .push(",")
+                    .text(&c.bucket)
+                    .push(",")
+                    .int(c.period.start_us)
+                    .push(",")
+                    .int(c.period.end_us)
+                    .push(",")
+                    .int(i64::try_from(c.used).unwrap_or(i64::MAX))
+                    .push(",")
+                    .int(c.adjusted_through)
+                    .push(",")
+                    .int(at)
+                    .push(")");
+            }
+            stmt.push(
+                " ON CONFLICT (holder, owner_key, bucket, period_start) DO UPDATE SET \
                  period_end = excluded.period_end, used = excluded.used, \
                  adjusted_through = excluded.adjusted_through, updated_at = excluded.updated_at",
-            )
-            .bind(&c.holder)
-            .bind(c.owner_key)
-            .bind(&c.bucket)
-            .bind(c.period.start_us)
-            .bind(c.period.end_us)
-            .bind(i64::try_from(c.used).unwrap_or(i64::MAX))
-            .bind(c.adjusted_through)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
+            );
+            stmt.query().execute(&mut *tx).await?;
         }
         sqlx::query("DELETE FROM quota_counts WHERE period_end <= $1")
             .bind(now_us)
@@ -157,15 +173,22 @@ mod tests {
 
     #[test]
     fn holders_round_trip() {
-        for h in [
-            CountHolder::Key(42),
-            CountHolder::Identity(-7),
-            CountHolder::Ip("10.0.0.1".parse().expect("ip")),
-            CountHolder::Ip("fd00::1".parse().expect("ip")),
-        ] {
+        for h in [CountHolder::Key(42), CountHolder::Identity(-7)] {
             assert_eq!(CountHolder::parse(&h.name()), Some(h));
         }
-        for bad in ["", "k", "kx", "x1", "ip", "ip1.2.3", "i1.5", "k 1", "é"] {
+        for bad in [
+            "",
+            "k",
+            "kx",
+            "x1",
+            "ip10.0.0.1",
+            "i1.5",
+            "k 1",
+            "é",
+            "k+1",
+            "k01",
+            "i-0",
+        ] {
             assert_eq!(CountHolder::parse(bad), None, "{bad:?}");
         }
     }
