@@ -15,49 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::proxy::Proxy;
 use common::redis::OwnRedis;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_core::db::NewApiKey;
-
-/// `/v1/complete/{status}/{cost}` answers `status` with
-/// `X-Tollgate-Cost: {cost}` (the cost as written, even if invalid).
-async fn cost_upstream() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                    buf.drain(..end + 4);
-                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
-                    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-                    let (status, cost) = match parts.as_slice() {
-                        [_, _, status, cost] => (status.to_string(), cost.to_string()),
-                        _ => ("200".into(), "1".into()),
-                    };
-                    let resp = format!(
-                        "HTTP/1.1 {status} X\r\nX-Tollgate-Cost: {cost}\r\nContent-Length: 2\r\n\r\nok"
-                    );
-                    if sock.write_all(resp.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
 
 fn yaml(redis_url: &str, upstream: u16, closed: u16) -> String {
     format!(
@@ -155,7 +113,7 @@ impl Two {
             .await
             .expect("key");
         let (closed_socket, closed) = common::closed_port();
-        let y = yaml(&redis.url(), cost_upstream().await, closed);
+        let y = yaml(&redis.url(), common::cost_upstream().await, closed);
         let mut proxies = Vec::new();
         for _ in 0..2 {
             proxies

@@ -247,3 +247,45 @@ pub async fn demo_upstream() -> u16 {
     tokio::spawn(tollgate_proxy::demo::serve(listener));
     port
 }
+
+/// `/v1/complete/{status}/{cost}` answers `status` with
+/// `X-Tollgate-Cost: {cost}` (the cost as written, even if invalid).
+pub async fn cost_upstream() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+                    let (status, cost) = match parts.as_slice() {
+                        [_, _, status, cost] => (status.to_string(), cost.to_string()),
+                        _ => ("200".into(), "1".into()),
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\nX-Tollgate-Cost: {cost}\r\nContent-Length: 2\r\n\r\nok"
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}

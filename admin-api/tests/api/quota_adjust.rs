@@ -10,7 +10,8 @@ use tollgate_core::quota::adjust::QuotaChange;
 use crate::both;
 use crate::common::*;
 
-async fn quotas_are_reset_and_adjusted_once_per_call(app: TestApp) {
+/// A key with a daily quota of 5 and a bucket: its id.
+async fn metered_key(app: &TestApp) -> i64 {
     let key = json(
         app.post(
             "/api/keys",
@@ -23,7 +24,20 @@ async fn quotas_are_reset_and_adjusted_once_per_call(app: TestApp) {
         StatusCode::CREATED,
     )
     .await;
-    let id = key["id"].as_i64().expect("id");
+    key["id"].as_i64().expect("id")
+}
+
+/// `GET /api/keys/{id}/quotas`, 200.
+async fn key_quotas(app: &TestApp, id: i64) -> serde_json::Value {
+    json(
+        app.get(&format!("/api/keys/{id}/quotas")).await,
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn quotas_are_reset_and_adjusted_once_per_call(app: TestApp) {
+    let id = metered_key(&app).await;
     let path = format!("/api/keys/{id}/quotas/daily");
     let v = json(
         app.post(&path, json!({"reset": true})).await,
@@ -283,24 +297,8 @@ both!(shared_quotas_are_changed_on_the_identity);
 /// the use as the local proxies last wrote it (`quota_counts`; none yet:
 /// 0 used), the balance not known here.
 async fn quota_use_lists_quotas_and_credits(app: TestApp) {
-    let key = json(
-        app.post(
-            "/api/keys",
-            json!({"name": "metered", "limits": [
-                {"name": "daily", "quota": 5, "period": "day"},
-                {"name": "second", "rate": 10, "per": "1s"},
-            ]}),
-        )
-        .await,
-        StatusCode::CREATED,
-    )
-    .await;
-    let id = key["id"].as_i64().expect("id");
-    let v = json(
-        app.get(&format!("/api/keys/{id}/quotas")).await,
-        StatusCode::OK,
-    )
-    .await;
+    let id = metered_key(&app).await;
+    let v = key_quotas(&app, id).await;
     assert_eq!(v["counted"], "database", "{v}");
     let quotas = v["quotas"].as_array().expect("quotas");
     assert_eq!(quotas.len(), 1, "buckets are not quotas: {v}");
@@ -342,11 +340,7 @@ async fn quota_use_lists_quotas_and_credits(app: TestApp) {
         .save_quota_counts(&[written], now * 1_000)
         .await
         .expect("written");
-    let v = json(
-        app.get(&format!("/api/keys/{id}/quotas")).await,
-        StatusCode::OK,
-    )
-    .await;
+    let v = key_quotas(&app, id).await;
     let q = &v["quotas"][0];
     assert_eq!(
         (q["used"].as_u64(), q["remaining"].as_u64()),
@@ -359,11 +353,7 @@ async fn quota_use_lists_quotas_and_credits(app: TestApp) {
         StatusCode::CREATED,
     )
     .await;
-    let v = json(
-        app.get(&format!("/api/keys/{id}/quotas")).await,
-        StatusCode::OK,
-    )
-    .await;
+    let v = key_quotas(&app, id).await;
     assert_eq!(v["credits"]["granted"], 50, "{v}");
     assert_eq!(v["credits"]["balance"], 50, "{v}");
     // A local proxy's spends (written with its usage flush) lower it.
@@ -379,11 +369,7 @@ async fn quota_use_lists_quotas_and_credits(app: TestApp) {
         )
         .await
         .expect("spends");
-    let v = json(
-        app.get(&format!("/api/keys/{id}/quotas")).await,
-        StatusCode::OK,
-    )
-    .await;
+    let v = key_quotas(&app, id).await;
     assert_eq!(
         (&v["credits"]["granted"], &v["credits"]["balance"]),
         (&json!(50), &json!(43)),
@@ -399,11 +385,7 @@ async fn quota_use_lists_quotas_and_credits(app: TestApp) {
         StatusCode::OK,
     )
     .await;
-    let v = json(
-        app.get(&format!("/api/keys/{id}/quotas")).await,
-        StatusCode::OK,
-    )
-    .await;
+    let v = key_quotas(&app, id).await;
     assert!(v["credits"]["balance"].is_null(), "{v}");
     for bad in ["0", "-1", "x", "99999999999999999999"] {
         let s = app.get(&format!("/api/keys/{bad}/quotas")).await.status();
@@ -480,11 +462,7 @@ async fn quota_use_is_read_from_redis() {
         StatusCode::CREATED,
     )
     .await;
-    let v = json(
-        app.get(&format!("/api/keys/{id}/quotas")).await,
-        StatusCode::OK,
-    )
-    .await;
+    let v = key_quotas(&app, id).await;
     assert_eq!(v["counted"], "redis", "{v}");
     assert!(v["quotas"][0]["used"].is_u64(), "{v}");
     let start = v["quotas"][0]["period_start"].as_i64().expect("start");
@@ -511,11 +489,7 @@ async fn quota_use_is_read_from_redis() {
         .query_async(&mut conn)
         .await
         .expect("set");
-    let v = json(
-        app.get(&format!("/api/keys/{id}/quotas")).await,
-        StatusCode::OK,
-    )
-    .await;
+    let v = key_quotas(&app, id).await;
     let _: () = redis::cmd("DEL")
         .arg(&count)
         .arg(&balance)
