@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 
-use super::keys::{check_plan_ref, check_text};
+use super::keys::{check_object, check_plan_ref, check_text};
 use super::limits::{check_limits, ListKind};
 use super::FieldError;
 use crate::db::identities::{IdentityPatch, NewIdentity};
@@ -42,15 +42,7 @@ pub fn check_external_id(v: &str) -> Result<(), String> {
 
 /// A JSON object of at most [`MAX_METADATA_BYTES`].
 pub fn check_metadata(v: &Value) -> Result<(), String> {
-    if !v.is_object() {
-        return Err("must be a JSON object".into());
-    }
-    if v.to_string().len() > MAX_METADATA_BYTES {
-        return Err(format!(
-            "must be at most {MAX_METADATA_BYTES} bytes of JSON"
-        ));
-    }
-    Ok(())
+    check_object(v, MAX_METADATA_BYTES)
 }
 
 fn field(name: &'static str) -> impl Fn(String) -> FieldError {

@@ -36,13 +36,17 @@ pub fn check_text(v: &str, allow_empty: bool) -> Result<(), String> {
 
 /// A JSON object of at most [`MAX_METADATA_BYTES`].
 pub fn check_metadata(v: &Value) -> Result<(), String> {
+    check_object(v, MAX_METADATA_BYTES)
+}
+
+/// A JSON object of at most `max` bytes written as JSON (a key's or an
+/// identity's metadata).
+pub fn check_object(v: &Value, max: usize) -> Result<(), String> {
     if !v.is_object() {
         return Err("must be a JSON object".into());
     }
-    if v.to_string().len() > MAX_METADATA_BYTES {
-        return Err(format!(
-            "must be at most {MAX_METADATA_BYTES} bytes of JSON"
-        ));
+    if v.to_string().len() > max {
+        return Err(format!("must be at most {max} bytes of JSON"));
     }
     Ok(())
 }
