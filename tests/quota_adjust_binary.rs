@@ -16,6 +16,7 @@ use common::redis::OwnRedis;
 use common::{free_port, tollgate};
 use serde_json::{json, Value};
 use tollgate_core::db::NewApiKey;
+use tollgate_proxy::usage::quota_counts::counter_name;
 
 fn yaml(limiter: &str, upstream: u16) -> String {
     format!(
@@ -250,15 +251,37 @@ async fn reset_and_adjust_with_the_local_backend() {
     scenario("limiter:\n  backend: local\n", 1, false).await;
 }
 
-/// The key's `daily` row in `quota_counts` (local backend), if written.
-async fn stored_count(db: &tollgate_core::db::Db) -> Option<(u64, i64)> {
+/// The key's `daily` count `p` last wrote to `quota_counts` (local
+/// backend) and the last adjustment in it, if written.
+async fn stored_count(db: &tollgate_core::db::Db, p: &Proxy) -> Option<(u64, i64)> {
     let now_us = tollgate_core::now_ms() * 1_000;
-    let rows = db.quota_counts_running(now_us).await.expect("counts");
+    let counter = counter_name(&format!("127.0.0.1:{}", p.port));
+    let (rows, _) = db
+        .quota_counts_running(&counter, now_us)
+        .await
+        .expect("counts");
     rows.iter()
         .find(|c| c.bucket == "p:daily")
         .map(|c| (c.used, c.adjusted_through))
 }
 
+/// Wait until `p` wrote `want` as its count.
+async fn until_stored(db: &tollgate_core::db::Db, p: &Proxy, want: (u64, i64)) {
+    let start = Instant::now();
+    while stored_count(db, p).await != Some(want) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "count not written: {:?}, {want:?} expected",
+            stored_count(db, p).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two local proxies on one database, each counting the key's quota of 5
+/// on its own: a restarted proxy goes on from its own count (not the other
+/// proxy's, never from 0), and does not apply an adjustment it already
+/// applied before the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_quota_survives_a_restart_without_applying_an_adjustment_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -272,32 +295,31 @@ async fn a_local_quota_survives_a_restart_without_applying_an_adjustment_twice()
         Proxy::start(d, db.url(), "  grace_period: 2s\n", &y).await
     };
     let client = reqwest::Client::new();
-    let mut p = start_proxy().await;
+    let (mut a, b) = (start_proxy().await, start_proxy().await);
     let admin = Admin::start(db.url(), &y).await;
-    wait_admitted(&client, std::slice::from_ref(&p), &probe).await;
+    for p in [&a, &b] {
+        wait_admitted(&client, std::slice::from_ref(p), &probe).await;
+    }
     for _ in 0..3 {
-        assert_eq!(call(&client, &p, &key).await.0, 200);
+        assert_eq!(call(&client, &a, &key).await.0, 200);
     }
-    // One use given back; the proxy folds it into its count and writes it.
-    let a = admin.adjust(row_id, json!({"used_delta": -1})).await;
-    let id = a["adjustment"].as_i64().expect("adjustment id");
-    let start = Instant::now();
-    while stored_count(&db).await != Some((2, id)) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "count not written: {:?}",
-            stored_count(&db).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // An ordinary restart: the new process counts on from 2 used, and the
-    // adjustment (still in its period) is not given back again.
-    p.signal("TERM");
-    assert!(p.wait_exit(Duration::from_secs(30)).await.success());
-    drop(p);
-    let p = start_proxy().await;
-    let (n, refusal) = admitted_until_refused(&client, std::slice::from_ref(&p), &key).await;
+    assert_eq!(call(&client, &b, &key).await.0, 200);
+    // One use given back: each proxy folds it into its own count (A 2, B
+    // 0) and writes it; B's write does not touch A's.
+    let adj = admin.adjust(row_id, json!({"used_delta": -1})).await;
+    let id = adj["adjustment"].as_i64().expect("adjustment id");
+    until_stored(&db, &a, (2, id)).await;
+    until_stored(&db, &b, (0, id)).await;
+    // An ordinary restart of A (same address): it counts on from its 2
+    // used, and the adjustment (still in its period) is not applied again.
+    a.signal("TERM");
+    assert!(a.wait_exit(Duration::from_secs(30)).await.success());
+    let a = a.start_again().await;
+    let (n, refusal) = admitted_until_refused(&client, std::slice::from_ref(&a), &key).await;
     assert_eq!(n, 3, "5 − 2 used before the restart");
     assert!(refusal.contains("quota-exhausted"), "{refusal}");
+    // B still has its own count: 5 left.
+    let (n, _) = admitted_until_refused(&client, std::slice::from_ref(&b), &key).await;
+    assert_eq!(n, 5);
     drop(admin);
 }

@@ -100,7 +100,11 @@ async fn quota_counts_are_replaced_and_read_while_their_period_runs(db: &Db) {
         count("k9", 0, "r:open:daily", day(10), 2, 0),
         count("k7", 0, "p:daily", day(9), 5, 0),
     ];
-    db.save_quota_counts(&rows, 10 * DAY_US)
+    db.save_quota_counts("a@127.0.0.1:1", &rows, 10 * DAY_US)
+        .await
+        .expect("written");
+    // Another proxy's count of the same key: its own row.
+    db.save_quota_counts("b@127.0.0.1:2", &rows[..1], 10 * DAY_US)
         .await
         .expect("written");
     let sorted = |mut v: Vec<QuotaCount>| {
@@ -108,46 +112,88 @@ async fn quota_counts_are_replaced_and_read_while_their_period_runs(db: &Db) {
         v
     };
     // Day 9 ended when it was written: dropped.
-    let read = db.quota_counts_running(10 * DAY_US).await.expect("read");
-    assert_eq!(sorted(read), sorted(rows[..3].to_vec()));
+    let (read, skipped) = db
+        .quota_counts_running("a@127.0.0.1:1", 10 * DAY_US)
+        .await
+        .expect("read");
+    assert_eq!((sorted(read), skipped), (sorted(rows[..3].to_vec()), 0));
     // Written again: replaced, not added.
     rows[0].used = 4;
     rows[0].adjusted_through = 12;
     rows[0].period.end_us += 1;
-    db.save_quota_counts(&rows[..1], 10 * DAY_US)
+    db.save_quota_counts("a@127.0.0.1:1", &rows[..1], 10 * DAY_US)
         .await
         .expect("replaced");
-    let read = sorted(db.quota_counts_running(10 * DAY_US).await.expect("read"));
+    let (read, _) = db
+        .quota_counts_running("a@127.0.0.1:1", 10 * DAY_US)
+        .await
+        .expect("read");
     assert_eq!(read.len(), 3);
     assert_eq!(read.iter().find(|c| c.holder == "k7"), Some(&rows[0]));
+    // The other proxy's row is untouched; the admin view sums them.
+    let (other, _) = db
+        .quota_counts_running("b@127.0.0.1:2", 10 * DAY_US)
+        .await
+        .expect("read");
+    assert_eq!(other[0].used, 3);
+    let k7 = tollgate_core::db::quota_counts::CountHolder::Key(7);
+    assert_eq!(
+        db.quota_count(k7, 0, "p:daily", 10 * DAY_US)
+            .await
+            .expect("sum"),
+        Some(4 + 3)
+    );
+    assert_eq!(
+        db.quota_count(k7, 0, "p:other", 10 * DAY_US)
+            .await
+            .expect("none"),
+        None
+    );
+    // An unreadable row (a negative count, written around Tollgate) is
+    // left out alone: the others are still read.
+    sqlx::query(
+        "INSERT INTO quota_counts (instance, holder, owner_key, bucket, period_start, \
+         period_end, used, adjusted_through, updated_at) VALUES ('a@127.0.0.1:1', 'k66', 0, \
+         'p:daily', $1, $2, -5, 0, 0)",
+    )
+    .bind(10 * DAY_US)
+    .bind(11 * DAY_US)
+    .execute(db.pool())
+    .await
+    .expect("hostile row");
+    let (read, skipped) = db
+        .quota_counts_running("a@127.0.0.1:1", 10 * DAY_US)
+        .await
+        .expect("read");
+    assert_eq!((read.len(), skipped), (3, 1));
     // More rows than one statement holds: all written, in one transaction.
     let many: Vec<QuotaCount> = (0..1_100)
         .map(|k| count(&format!("k{}", 1_000 + k), 0, "p:daily", day(10), k, 0))
         .collect();
-    db.save_quota_counts(&many, 10 * DAY_US)
+    db.save_quota_counts("a@127.0.0.1:1", &many, 10 * DAY_US)
         .await
         .expect("many");
-    assert_eq!(
-        db.quota_counts_running(10 * DAY_US)
-            .await
-            .expect("read")
-            .len(),
-        3 + 1_100
-    );
-    // u64 used beyond i64 is stored as the largest i64; nothing breaks.
-    db.save_quota_counts(&[count("k8", 0, "p:daily", day(10), u64::MAX, 0)], 0)
+    let (read, _) = db
+        .quota_counts_running("a@127.0.0.1:1", 10 * DAY_US)
         .await
-        .expect("huge");
+        .expect("read");
+    assert_eq!(read.len(), 3 + 1_100);
+    // u64 used beyond i64 is stored as the largest i64; nothing breaks.
+    db.save_quota_counts(
+        "a@127.0.0.1:1",
+        &[count("k8", 0, "p:daily", day(10), u64::MAX, 0)],
+        0,
+    )
+    .await
+    .expect("huge");
     // The next day: everything of day 10 is over.
-    db.save_quota_counts(&[], 11 * DAY_US + 1)
+    db.save_quota_counts("a@127.0.0.1:1", &[], 11 * DAY_US + 1)
         .await
         .expect("purge");
-    assert!(db
-        .quota_counts_running(0)
-        .await
-        .expect("read")
-        .iter()
-        .all(|c| c.period.end_us > 11 * DAY_US + 1));
+    for instance in ["a@127.0.0.1:1", "b@127.0.0.1:2"] {
+        let (read, _) = db.quota_counts_running(instance, 0).await.expect("read");
+        assert!(read.iter().all(|c| c.period.end_us > 11 * DAY_US + 1));
+    }
 }
 
 both!(

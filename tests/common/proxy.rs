@@ -41,16 +41,7 @@ impl Proxy {
         );
         let config = dir.path().join("tollgate.yaml");
         std::fs::write(&config, &text).expect("write config");
-        let child = tollgate()
-            .arg("proxy")
-            .arg("--config")
-            .arg(&config)
-            .current_dir(dir.path())
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn tollgate proxy");
+        let child = spawn(&config, dir.path(), env);
         let p = Self {
             child,
             port,
@@ -58,18 +49,31 @@ impl Proxy {
             config,
             _dir: dir,
         };
+        p.until_listening().await;
+        p
+    }
+
+    /// Run the same config again (the same ports and database), after
+    /// this process exited: a restart.
+    pub async fn start_again(mut self) -> Self {
+        self.child = spawn(&self.config, self._dir.path(), &[]);
+        self.until_listening().await;
+        self
+    }
+
+    async fn until_listening(&self) {
         let start = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
             .await
             .is_err()
         {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
-                "tollgate proxy did not listen:\n{text}"
+                "tollgate proxy did not listen: {}",
+                std::fs::read_to_string(&self.config).unwrap_or_default()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        p
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -119,4 +123,17 @@ pub async fn wait_exit(child: &mut Child, limit: Duration) -> std::process::Exit
         assert!(start.elapsed() < limit, "still running after {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+fn spawn(config: &std::path::Path, dir: &std::path::Path, env: &[(&str, &str)]) -> Child {
+    tollgate()
+        .arg("proxy")
+        .arg("--config")
+        .arg(config)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn tollgate proxy")
 }

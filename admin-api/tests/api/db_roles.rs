@@ -208,16 +208,19 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
         adjusted_through: 0,
     };
     proxy
-        .save_quota_counts(std::slice::from_ref(&count), 1)
+        .save_quota_counts("p1", std::slice::from_ref(&count), 1)
         .await
         .expect("the proxy role writes quota counts");
     proxy
-        .save_quota_counts(std::slice::from_ref(&count), 1)
+        .save_quota_counts("p1", std::slice::from_ref(&count), 1)
         .await
         .expect("and replaces them");
     assert_eq!(
-        proxy.quota_counts_running(1).await.expect("read back"),
-        vec![count]
+        proxy
+            .quota_counts_running("p1", 1)
+            .await
+            .expect("read back"),
+        (vec![count], 0)
     );
     // The verify listener reads the service tokens' hashes, nothing more.
     assert_eq!(

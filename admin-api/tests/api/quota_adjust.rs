@@ -337,14 +337,20 @@ async fn quota_use_lists_quotas_and_credits(app: TestApp) {
         adjusted_through: 0,
     };
     app.db
-        .save_quota_counts(&[written], now * 1_000)
+        .save_quota_counts("a@127.0.0.1:1", std::slice::from_ref(&written), now * 1_000)
+        .await
+        .expect("written");
+    // A second local proxy's count: the answer is what they counted together.
+    let one = QuotaCount { used: 1, ..written };
+    app.db
+        .save_quota_counts("b@127.0.0.1:2", &[one], now * 1_000)
         .await
         .expect("written");
     let v = key_quotas(&app, id).await;
     let q = &v["quotas"][0];
     assert_eq!(
         (q["used"].as_u64(), q["remaining"].as_u64()),
-        (Some(3), Some(2)),
+        (Some(4), Some(1)),
         "{v}"
     );
     json(

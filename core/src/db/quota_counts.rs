@@ -12,7 +12,7 @@ use sqlx::Row;
 use super::stmt::Stmt;
 use super::{Db, DbError};
 
-/// Rows per statement of [`Db::save_quota_counts`] (8 values each: far
+/// Rows per statement of [`Db::save_quota_counts`] (9 values each: far
 /// below either database's limit on bound values).
 const BATCH: usize = 500;
 use crate::now_ms;
@@ -89,6 +89,7 @@ impl Db {
     /// ended by `now_us`.
     pub async fn save_quota_counts(
         &self,
+        instance: &str,
         counts: &[QuotaCount],
         now_us: i64,
     ) -> Result<(), DbError> {
@@ -97,11 +98,13 @@ impl Db {
         for batch in counts.chunks(BATCH) {
             let mut stmt = Stmt::new(self.kind());
             stmt.push(
-                "INSERT INTO quota_counts (holder, owner_key, bucket, period_start, period_end, \
-                 used, adjusted_through, updated_at) VALUES ",
+                "INSERT INTO quota_counts (instance, holder, owner_key, bucket, period_start, \
+                 period_end, used, adjusted_through, updated_at) VALUES ",
             );
             for (i, c) in batch.iter().enumerate() {
                 stmt.push(if i == 0 { "(" } else { ",(" })
+                    .text(instance)
+                    .push(",")
                     .text(&c.holder)
                     .push(",")
                     .int(c.owner_key)
@@ -120,7 +123,7 @@ impl Db {
                     .push(")");
             }
             stmt.push(
-                " ON CONFLICT (holder, owner_key, bucket, period_start) DO UPDATE SET \
+                " ON CONFLICT (instance, holder, owner_key, bucket, period_start) DO UPDATE SET \
                  period_end = excluded.period_end, used = excluded.used, \
                  adjusted_through = excluded.adjusted_through, updated_at = excluded.updated_at",
             );
@@ -134,8 +137,9 @@ impl Db {
         Ok(())
     }
 
-    /// The count of `bucket` held by `holder` (`owner_key` as written) in
-    /// the period starting at `period_start_us`, as last written.
+    /// The uses of `bucket` held by `holder` (`owner_key` as written) in
+    /// the period starting at `period_start_us` that the local proxies
+    /// counted, as they last wrote them (the sum of their counts).
     pub async fn quota_count(
         &self,
         holder: CountHolder,
@@ -143,7 +147,7 @@ impl Db {
         bucket: &str,
         period_start_us: i64,
     ) -> Result<Option<u64>, DbError> {
-        let used: Option<i64> = sqlx::query_scalar(
+        let rows: Vec<i64> = sqlx::query_scalar(
             "SELECT used FROM quota_counts WHERE holder = $1 AND owner_key = $2 \
              AND bucket = $3 AND period_start = $4",
         )
@@ -151,19 +155,35 @@ impl Db {
         .bind(owner_key)
         .bind(bucket)
         .bind(period_start_us)
-        .fetch_optional(self.pool())
+        .fetch_all(self.pool())
         .await?;
-        Ok(used.map(|u| u64::try_from(u).unwrap_or(0)))
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let sum = rows.iter().fold(0u64, |sum, &u| {
+            sum.saturating_add(u64::try_from(u).unwrap_or(0))
+        });
+        Ok(Some(sum))
     }
 
-    /// The counts of periods that end after `now_us`.
-    pub async fn quota_counts_running(&self, now_us: i64) -> Result<Vec<QuotaCount>, DbError> {
-        let sql = format!("SELECT {COLUMNS} FROM quota_counts WHERE period_end > $1");
+    /// `instance`'s counts of periods that end after `now_us`, and how
+    /// many of its rows were left out as unreadable (a negative count):
+    /// the rest are still read.
+    pub async fn quota_counts_running(
+        &self,
+        instance: &str,
+        now_us: i64,
+    ) -> Result<(Vec<QuotaCount>, usize), DbError> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM quota_counts WHERE instance = $1 AND period_end > $2");
         let rows = sqlx::query(&sql)
+            .bind(instance)
             .bind(now_us)
             .fetch_all(self.pool())
             .await?;
-        rows.iter().map(decode).collect()
+        let read: Vec<QuotaCount> = rows.iter().filter_map(|r| decode(r).ok()).collect();
+        let skipped = rows.len() - read.len();
+        Ok((read, skipped))
     }
 }
 

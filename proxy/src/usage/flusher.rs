@@ -150,7 +150,8 @@ impl UsageFlusher {
         }
         if let Some(local) = &self.quotas {
             let backend = self.state.config.load().config.limiter.backend;
-            super::quota_counts::write_quota_counts(&db, local, backend, limit).await?;
+            let counter = super::quota_counts::counter_name(&self.address);
+            super::quota_counts::write_quota_counts(&db, local, &counter, backend, limit).await?;
         }
 
         let rate = run.rate.update(self.recorder.totals().requests);

@@ -2,6 +2,9 @@
 //! they are: `limiter::local::quota::checkpoint`). Only with the local
 //! backend: with Redis the counts live in Redis (the local limiter's are
 //! the fallback's). What fails is marked to be written with the next flush.
+//! Each proxy writes and reads back its own rows, under
+//! [`counter_name`]: the same after a restart, apart from any other local
+//! proxy on the database.
 
 use std::time::Duration;
 
@@ -12,10 +15,17 @@ use super::buffer::{bounded, FlushError};
 use crate::limiter::quota::wall_now_us;
 use crate::limiter::LocalLimiter;
 
-/// Write the counts `local` changed since the last flush.
+/// The name a proxy listening on `listen` writes its quota counts under:
+/// `<host>@<listen address>`.
+pub fn counter_name(listen: &str) -> String {
+    format!("{}@{listen}", super::heartbeat::host_name())
+}
+
+/// Write the counts `local` changed since the last flush, as `counter`.
 pub async fn write_quota_counts(
     db: &Db,
     local: &LocalLimiter,
+    counter: &str,
     backend: LimiterBackend,
     limit: Duration,
 ) -> Result<(), FlushError> {
@@ -26,7 +36,7 @@ pub async fn write_quota_counts(
     if rows.is_empty() {
         return Ok(());
     }
-    match bounded(limit, db.save_quota_counts(&rows, wall_now_us())).await {
+    match bounded(limit, db.save_quota_counts(counter, &rows, wall_now_us())).await {
         Ok(()) => Ok(()),
         Err(e) => {
             local.restore_dirty_quotas(&rows);
