@@ -256,7 +256,7 @@ async fn reset_and_adjust_with_the_local_backend() {
 async fn stored_count(db: &tollgate_core::db::Db, p: &Proxy) -> Option<(u64, i64)> {
     let now_us = tollgate_core::now_ms() * 1_000;
     let counter = counter_name(&format!("127.0.0.1:{}", p.port));
-    let (rows, _) = db
+    let rows = db
         .quota_counts_running(&counter, now_us)
         .await
         .expect("counts");

@@ -76,20 +76,13 @@ impl Prepared {
         });
         let counter = crate::usage::quota_counts::counter_name(&config.proxy.listen.to_string());
         let now_us = crate::limiter::quota::wall_now_us();
-        let quota_counts = match db.quota_counts_running(&counter, now_us).await {
-            Ok((counts, 0)) => counts,
-            Ok((counts, skipped)) => {
-                tracing::warn!(
-                    skipped,
-                    "unreadable quota counts left out at start (those count from 0)"
-                );
-                counts
-            }
-            Err(e) => {
+        let quota_counts = db
+            .quota_counts_running(&counter, now_us)
+            .await
+            .unwrap_or_else(|e| {
                 tracing::warn!("quota counts not read at start (counting from 0): {e}");
                 Vec::new()
-            }
-        };
+            });
         db.close().await;
         Ok(Self {
             config,

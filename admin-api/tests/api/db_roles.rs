@@ -220,7 +220,7 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
             .quota_counts_running("p1", 1)
             .await
             .expect("read back"),
-        (vec![count], 0)
+        vec![count]
     );
     // The verify listener reads the service tokens' hashes, nothing more.
     assert_eq!(

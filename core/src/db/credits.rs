@@ -201,7 +201,7 @@ impl Db {
             .bind(since_ms)
             .fetch_all(self.pool())
             .await?;
-        rows.iter().map(decode).collect()
+        Ok(super::rows::readable(&rows, "credit_adjustments", decode))
     }
 
     /// The credits ever granted to a subject (the sum of its adjustments,

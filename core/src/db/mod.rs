@@ -26,6 +26,7 @@ pub mod plans;
 pub mod quota_adjustments;
 pub mod quota_counts;
 pub mod refills;
+mod rows;
 pub mod service_tokens;
 pub mod settings;
 mod stmt;

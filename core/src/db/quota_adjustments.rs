@@ -110,6 +110,6 @@ impl Db {
             .bind(now_us)
             .fetch_all(self.pool())
             .await?;
-        rows.iter().map(decode).collect()
+        Ok(super::rows::readable(&rows, "quota_adjustments", decode))
     }
 }

@@ -166,14 +166,13 @@ impl Db {
         Ok(Some(sum))
     }
 
-    /// `instance`'s counts of periods that end after `now_us`, and how
-    /// many of its rows were left out as unreadable (a negative count):
-    /// the rest are still read.
+    /// `instance`'s counts of periods that end after `now_us` (an
+    /// unreadable row, e.g. a negative count, is left out alone).
     pub async fn quota_counts_running(
         &self,
         instance: &str,
         now_us: i64,
-    ) -> Result<(Vec<QuotaCount>, usize), DbError> {
+    ) -> Result<Vec<QuotaCount>, DbError> {
         let sql =
             format!("SELECT {COLUMNS} FROM quota_counts WHERE instance = $1 AND period_end > $2");
         let rows = sqlx::query(&sql)
@@ -181,9 +180,7 @@ impl Db {
             .bind(now_us)
             .fetch_all(self.pool())
             .await?;
-        let read: Vec<QuotaCount> = rows.iter().filter_map(|r| decode(r).ok()).collect();
-        let skipped = rows.len() - read.len();
-        Ok((read, skipped))
+        Ok(super::rows::readable(&rows, "quota_counts", decode))
     }
 }
 

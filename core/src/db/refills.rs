@@ -107,6 +107,6 @@ impl Db {
     pub async fn credit_refills(&self) -> Result<Vec<StoredRefill>, DbError> {
         let sql = format!("SELECT {COLUMNS} FROM credit_refills ORDER BY subject_kind, subject_id");
         let rows = sqlx::query(&sql).fetch_all(self.pool()).await?;
-        rows.iter().map(decode).collect()
+        Ok(super::rows::readable(&rows, "credit_refills", decode))
     }
 }
