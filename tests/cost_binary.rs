@@ -299,3 +299,76 @@ async fn response_costs_settle_a_calendar_quota_across_two_proxies() {
         assert!(r.text().await.expect("body").contains("quota-exhausted"));
     }
 }
+
+/// A graceful stop (SIGTERM) while a request is in flight on a `cost`
+/// route of a local proxy: the request finishes, and its settlement reaches
+/// the stored quota count (black-box round 4, C7: the last write came
+/// before the settlement, which was lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_at_a_graceful_stop_is_settled_in_the_stored_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+    let (row, key) = db
+        .create_key(&NewApiKey {
+            name: "metered".into(),
+            ..NewApiKey::default()
+        })
+        .await
+        .expect("key");
+    let upstream = common::cost_upstream().await;
+    let y = format!(
+        r#"limiter:
+  backend: local
+usage:
+  flush_interval: 200ms
+plans:
+  w: {{ limits: [ {{ name: warm, rate: 100, per: 1s }} ] }}
+  m: {{ limits: [ {{ name: day, quota: 100, period: day }} ] }}
+upstreams:
+  llm: {{ targets: ["127.0.0.1:{upstream}"] }}
+routes:
+  - name: warm
+    match: {{ path_prefix: /v1/warm }}
+    upstream: llm
+    default_plan: w
+  - name: metered
+    match: {{ path_prefix: /v1/metered }}
+    upstream: llm
+    default_plan: m
+    cost: {{ reserve: 5, from_response_header: X-Tollgate-Cost, refund_on: [5xx] }}
+"#
+    );
+    let d = tempfile::tempdir().expect("tempdir");
+    let mut p = Proxy::start(d, db.url(), "  grace_period: 1s\n", &y).await;
+    let client = reqwest::Client::new();
+    until_ok(&client, &p, &key).await;
+    // Answered after 700 ms with a cost of 80; the stop comes at 150 ms.
+    let slow = {
+        let (client, url, key) = (client.clone(), p.url("/v1/metered/200/80/700"), key.clone());
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .header("x-api-key", key)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    p.signal("TERM");
+    assert_eq!(slow.await.expect("task").expect("answered"), 200);
+    assert!(p.wait_exit(Duration::from_secs(30)).await.success());
+    let counter =
+        tollgate_proxy::usage::quota_counts::counter_name(&format!("127.0.0.1:{}", p.port));
+    let rows = db
+        .quota_counts_running(&counter, tollgate_core::now_ms() * 1_000)
+        .await
+        .expect("counts");
+    let holder = tollgate_core::db::quota_counts::CountHolder::Key(row.id).name();
+    let used: Vec<u64> = rows
+        .iter()
+        .filter(|c| c.holder == holder && c.bucket == "p:day")
+        .map(|c| c.used)
+        .collect();
+    assert_eq!(used, vec![80], "{rows:?}");
+}

@@ -248,7 +248,7 @@ pub async fn demo_upstream() -> u16 {
     port
 }
 
-/// `/v1/complete/{status}/{cost}` answers `status` with
+/// `/v1/complete/{status}/{cost}` (or `…/{cost}/{ms}`, after `ms`) answers `status` with
 /// `X-Tollgate-Cost: {cost}` (the cost as written, even if invalid).
 pub async fn cost_upstream() -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -274,9 +274,16 @@ pub async fn cost_upstream() -> u16 {
                     let path = head.split(' ').nth(1).unwrap_or("/").to_string();
                     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
                     let (status, cost) = match parts.as_slice() {
-                        [_, _, status, cost] => (status.to_string(), cost.to_string()),
+                        [_, _, status, cost] | [_, _, status, cost, _] => {
+                            (status.to_string(), cost.to_string())
+                        }
                         _ => ("200".into(), "1".into()),
                     };
+                    // `/…/{status}/{cost}/{ms}`: answer after `ms`.
+                    if let [_, _, _, _, ms] = parts.as_slice() {
+                        let ms = ms.parse().unwrap_or(0);
+                        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                    }
                     let resp = format!(
                         "HTTP/1.1 {status} X\r\nX-Tollgate-Cost: {cost}\r\nContent-Length: 2\r\n\r\nok"
                     );

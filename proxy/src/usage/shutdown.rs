@@ -145,11 +145,26 @@ impl UsageFlusher {
             .usage
             .flush_interval
             .min(Duration::from_millis(500));
-        let until = Instant::now() + grace.saturating_sub(Duration::from_secs(1));
-        let short = Duration::from_secs(3);
+        // The last write must end before Pingora drops this runtime at the
+        // end of the grace period: it starts `margin` before (1 s, or a
+        // quarter of a shorter grace period). What a request in flight adds
+        // (usage, a cost settled from its response) after that is lost.
+        let margin = Duration::from_secs(1).min(grace / 4);
+        let until = Instant::now() + grace.saturating_sub(margin);
+        // Each database step of a write is bounded by what is left of the
+        // margin (a fast stop, with no grace period: by FAST_STOP_FLUSH).
+        let short = if grace.is_zero() {
+            FAST_STOP_FLUSH
+        } else {
+            FAST_STOP_FLUSH.min(margin.max(Duration::from_millis(200)))
+        };
         self.tick(run, short).await;
-        while Instant::now() + every < until {
-            tokio::time::sleep(every).await;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(every.min(left)).await;
             if self.recorder.held_rows() > 0 || !run.pending.is_empty() {
                 self.tick(run, short).await;
             }
