@@ -44,6 +44,8 @@ pub struct Prepared {
     /// the listeners open: no request of a credit holder goes uncounted
     /// while the first background read is pending.
     credits: Vec<tollgate_core::db::credits::CreditAdjustment>,
+    /// When `credits` was read (Unix ms), if it was.
+    credits_read_at: Option<i64>,
     /// Keys' and identities' own credit refills, for the same reason.
     refills: Vec<tollgate_core::db::refills::StoredRefill>,
     /// The local limiter's quota counts of running periods, as the last
@@ -64,12 +66,16 @@ impl Prepared {
             .transpose()?;
         let db = Db::connect(&config.storage.database_url).await?;
         let db_state = load_db_state(&db).await?;
-        let credits = db.credit_adjustments_since(0).await.unwrap_or_else(|e| {
-            tracing::warn!(
-                "credit adjustments not read at start (read again in the background): {e}"
-            );
-            Vec::new()
-        });
+        let read_at = tollgate_core::now_ms();
+        let (credits, credits_read_at) = match db.credit_adjustments_since(0).await {
+            Ok(rows) => (rows, Some(read_at)),
+            Err(e) => {
+                tracing::warn!(
+                    "credit adjustments not read at start (read again in the background): {e}"
+                );
+                (Vec::new(), None)
+            }
+        };
         let refills = db.credit_refills().await.unwrap_or_else(|e| {
             tracing::warn!("credit refills not read at start (read again in the background): {e}");
             Vec::new()
@@ -89,6 +95,7 @@ impl Prepared {
             db_state,
             listener_cert,
             credits,
+            credits_read_at,
             refills,
             quota_counts,
         })
@@ -138,6 +145,7 @@ pub fn build(prepared: Prepared) -> Built {
         db_state,
         listener_cert,
         credits,
+        credits_read_at,
         refills,
         quota_counts,
     } = prepared;
@@ -174,6 +182,9 @@ pub fn build(prepared: Prepared) -> Built {
         &refills,
     ));
     limiters.credits.apply_local(&credits);
+    if let Some(at) = credits_read_at {
+        limiters.credits.set_read_at(at);
+    }
     limiter.seed_quotas(&quota_counts);
     let usage = UsageRecorder::new();
     let gateway =

@@ -18,7 +18,14 @@ const REREAD: Duration = Duration::from_secs(300);
 
 pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, url: String) {
     let mut db: Option<Db> = None;
-    let mut since = 0i64;
+    let window = i64::try_from(REREAD.as_millis()).unwrap_or(i64::MAX);
+    // From where the read at start left off (not from the first row: a
+    // table of millions of spend rows read again here timed out every
+    // pass, so no new top-up was ever applied; black-box round 4, C5).
+    let mut since = limiters
+        .credits
+        .read_at()
+        .map_or(0, |at| at.saturating_sub(window));
     // The keys' and identities' own refills, as last read.
     let mut own = Vec::new();
     loop {
@@ -55,7 +62,6 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
                     limiters.apply_adjustments(&cfg, &rows, &identities).await;
                     let ids: HashSet<i64> = rows.iter().map(|a| a.id).collect();
                     limiters.credits.forget_applied(&ids);
-                    let window = i64::try_from(REREAD.as_millis()).unwrap_or(i64::MAX);
                     since = read_at.saturating_sub(window);
                 }
                 Ok(Err(e)) => tracing::debug!("reading credit adjustments: {e}"),

@@ -95,6 +95,10 @@ pub struct CreditBook {
     top_ups: RwLock<HashMap<Subject, (i64, i64)>>,
     /// The local spends not yet written to the database ([`spends`]).
     pub spends: spends::SpendLog,
+    /// When the adjustments applied at start were read (Unix ms; 0: none
+    /// were): the background reads go on from there, not from the first
+    /// row (black-box round 4, C5).
+    read_at: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for CreditBook {
@@ -121,7 +125,22 @@ impl CreditBook {
             applied_redis: Mutex::default(),
             top_ups: RwLock::default(),
             spends: spends::SpendLog::new(),
+            read_at: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    /// Every adjustment made before `at_ms` (Unix ms) was read and applied
+    /// (at start).
+    pub fn set_read_at(&self, at_ms: i64) {
+        self.read_at
+            .store(at_ms, std::sync::atomic::Ordering::Release);
+    }
+
+    /// When the adjustments applied at start were read; `None` if they
+    /// were not.
+    pub fn read_at(&self) -> Option<i64> {
+        let at = self.read_at.load(std::sync::atomic::Ordering::Acquire);
+        (at > 0).then_some(at)
     }
 
     /// The last top-up of `holder` seen by this proxy: `(id, amount)`.
