@@ -17,14 +17,19 @@ use common::proxy::Proxy;
 use common::redis::OwnRedis;
 use tollgate_core::db::NewApiKey;
 
+/// Two proxies' config on Redis at `redis_url`.
 fn yaml(redis_url: &str, upstream: u16, closed: u16) -> String {
+    let limiter = format!(
+        "limiter:\n  backend: redis\n  redis_url: \"{redis_url}\"\n  redis_timeout: 2s\n  on_redis_error: deny\n"
+    );
+    config(&limiter, upstream, closed)
+}
+
+/// The plans, upstreams and routes of these tests after `limiter` (the
+/// limiter section and any other).
+fn config(limiter: &str, upstream: u16, closed: u16) -> String {
     format!(
-        r#"limiter:
-  backend: redis
-  redis_url: "{redis_url}"
-  redis_timeout: 2s
-  on_redis_error: deny
-plans:
+        r#"{limiter}plans:
   p: {{ limits: [ {{ name: hour, rate: 100, per: 1h }} ] }}
   w: {{ limits: [ {{ name: warm, rate: 100, per: 1s }} ] }}
   m: {{ limits: [ {{ name: day, quota: 100, period: day }} ] }}
@@ -315,36 +320,22 @@ async fn a_request_in_flight_at_a_graceful_stop_is_settled_in_the_stored_count()
         })
         .await
         .expect("key");
-    let upstream = common::cost_upstream().await;
-    let y = format!(
-        r#"limiter:
-  backend: local
-usage:
-  flush_interval: 200ms
-plans:
-  w: {{ limits: [ {{ name: warm, rate: 100, per: 1s }} ] }}
-  m: {{ limits: [ {{ name: day, quota: 100, period: day }} ] }}
-upstreams:
-  llm: {{ targets: ["127.0.0.1:{upstream}"] }}
-routes:
-  - name: warm
-    match: {{ path_prefix: /v1/warm }}
-    upstream: llm
-    default_plan: w
-  - name: metered
-    match: {{ path_prefix: /v1/metered }}
-    upstream: llm
-    default_plan: m
-    cost: {{ reserve: 5, from_response_header: X-Tollgate-Cost, refund_on: [5xx] }}
-"#
+    let (_closed_socket, closed) = common::closed_port();
+    let y = config(
+        "limiter:\n  backend: local\nusage:\n  flush_interval: 200ms\n",
+        common::cost_upstream().await,
+        closed,
     );
     let d = tempfile::tempdir().expect("tempdir");
     let mut p = Proxy::start(d, db.url(), "  grace_period: 1s\n", &y).await;
     let client = reqwest::Client::new();
     until_ok(&client, &p, &key).await;
-    // Answered after 700 ms with a cost of 80; the stop comes at 150 ms.
+    // Answered after 500 ms with a cost of 80; the stop comes at 150 ms.
+    // With a grace period of 1 s the flusher writes until 750 ms after the
+    // stop (before the fix: its last write was at the stop), so the answer
+    // 350 ms after it has 400 ms to spare on a busy box.
     let slow = {
-        let (client, url, key) = (client.clone(), p.url("/v1/metered/200/80/700"), key.clone());
+        let (client, url, key) = (client.clone(), p.url("/v1/metered/200/80/500"), key.clone());
         tokio::spawn(async move {
             client
                 .get(url)
