@@ -306,9 +306,9 @@ async fn response_costs_settle_a_calendar_quota_across_two_proxies() {
 }
 
 /// A graceful stop (SIGTERM) while a request is in flight on a `cost`
-/// route of a local proxy: the request finishes, and its settlement reaches
-/// the stored quota count (black-box round 4, C7: the last write came
-/// before the settlement, which was lost).
+/// route of a local proxy: the request finishes late in the grace period,
+/// and its settlement reaches the stored quota count (black-box rounds 4
+/// and 5, C7: the last write came before the settlement, which was lost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_in_flight_at_a_graceful_stop_is_settled_in_the_stored_count() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -327,15 +327,19 @@ async fn a_request_in_flight_at_a_graceful_stop_is_settled_in_the_stored_count()
         closed,
     );
     let d = tempfile::tempdir().expect("tempdir");
-    let mut p = Proxy::start(d, db.url(), "  grace_period: 1s\n", &y).await;
+    let mut p = Proxy::start(d, db.url(), "  grace_period: 3s\n", &y).await;
     let client = reqwest::Client::new();
     until_ok(&client, &p, &key).await;
-    // Answered after 500 ms with a cost of 80; the stop comes at 150 ms.
-    // With a grace period of 1 s the flusher writes until 750 ms after the
-    // stop (before the fix: its last write was at the stop), so the answer
-    // 350 ms after it has 400 ms to spare on a busy box.
+    // Answered after 2.65 s with a cost of 80; the stop comes at 150 ms,
+    // so the answer comes 2.5 s into the 3 s grace period: after the usage
+    // flusher's last tick (2.25 s), settled in the last write once the
+    // server stopped (round 5: it was lost), with 0.5 s to spare.
     let slow = {
-        let (client, url, key) = (client.clone(), p.url("/v1/metered/200/80/500"), key.clone());
+        let (client, url, key) = (
+            client.clone(),
+            p.url("/v1/metered/200/80/2650"),
+            key.clone(),
+        );
         tokio::spawn(async move {
             client
                 .get(url)

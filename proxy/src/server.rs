@@ -111,6 +111,8 @@ pub struct Built {
     usage_stop: Arc<UsageStop>,
     /// Span export, flushed once the server stopped.
     spans: Option<tollgate_telemetry::Spans>,
+    /// What is written once more after the server stopped.
+    last_write: crate::usage::shutdown::LastWrite,
 }
 
 impl Built {
@@ -124,6 +126,7 @@ impl Built {
             }),
         };
         self.server.run(args);
+        self.last_write.run(&self.state);
         tollgate_telemetry::stop(self.spans.as_ref());
     }
 
@@ -131,6 +134,7 @@ impl Built {
     /// own semantics: a fast stop does not flush usage).
     pub fn run_with(self, args: RunArgs) {
         self.server.run(args);
+        self.last_write.run(&self.state);
         tollgate_telemetry::stop(self.spans.as_ref());
     }
 }
@@ -176,6 +180,8 @@ pub fn build(prepared: Prepared) -> Built {
     let state = Arc::new(State::new(ConfigState::compile(config, None), db_state));
     let limiter = Arc::new(LocalLimiter::default());
     let limiters = Arc::new(Limiters::new(limiter.clone()));
+    let limiters_for_last_write = limiters.clone();
+    let database_url_for_last_write = database_url.clone();
     limiters.credits.set_refills(crate::refills::refills_of(
         &state.db.load().keys,
         &state.config.load().config.plans,
@@ -280,6 +286,11 @@ pub fn build(prepared: Prepared) -> Built {
         state,
         usage_stop,
         spans,
+        last_write: crate::usage::shutdown::LastWrite {
+            limiters: limiters_for_last_write,
+            database_url: database_url_for_last_write,
+            counter: crate::usage::quota_counts::counter_name(&listen.to_string()),
+        },
     }
 }
 

@@ -183,3 +183,56 @@ impl UsageFlusher {
         }
     }
 }
+
+/// The last write, once the server stopped (every runtime is gone, so no
+/// request is in flight any more): the local quota counts and credit
+/// spends changed since the flusher's last write. A request that finished
+/// in the last part of the grace period (after the flusher's final tick)
+/// is settled in these (black-box round 5: its cost and refunds were lost).
+/// One connection, at most [`FAST_STOP_FLUSH`].
+pub(crate) struct LastWrite {
+    pub(crate) limiters: Arc<crate::limiter::backends::Limiters>,
+    pub(crate) database_url: String,
+    pub(crate) counter: String,
+}
+
+impl LastWrite {
+    pub(crate) fn run(&self, state: &crate::state::State) {
+        let backend = state.config.load().config.limiter.backend;
+        let quotas_dirty = backend == tollgate_core::config::LimiterBackend::Local;
+        if !quotas_dirty && self.limiters.credits.spends.pending_len() == 0 {
+            return;
+        }
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::warn!("the last usage write could not start: {e}");
+                return;
+            }
+        };
+        rt.block_on(async {
+            let write = async {
+                let db = tollgate_core::db::Db::connect(&self.database_url).await?;
+                super::spends::write_spends(&db, &self.limiters.credits, FAST_STOP_FLUSH).await?;
+                super::quota_counts::write_quota_counts(
+                    &db,
+                    &self.limiters.local,
+                    &self.counter,
+                    backend,
+                    FAST_STOP_FLUSH,
+                )
+                .await?;
+                db.close().await;
+                Ok::<(), super::buffer::FlushError>(())
+            };
+            match tokio::time::timeout(FAST_STOP_FLUSH, write).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("the last usage write failed: {e}"),
+                Err(_) => tracing::warn!("the last usage write timed out"),
+            }
+        });
+    }
+}
