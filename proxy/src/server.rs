@@ -51,6 +51,9 @@ pub struct Prepared {
     /// The local limiter's quota counts of running periods, as the last
     /// run left them: a restart does not hand a period's quota out again.
     quota_counts: Vec<tollgate_core::db::quota_counts::QuotaCount>,
+    /// The name this proxy's quota counts are written under
+    /// (`usage::quota_counts::counter_name`), read once.
+    counter: String,
 }
 
 impl Prepared {
@@ -98,6 +101,7 @@ impl Prepared {
             credits_read_at,
             refills,
             quota_counts,
+            counter,
         })
     }
 }
@@ -152,6 +156,7 @@ pub fn build(prepared: Prepared) -> Built {
         credits_read_at,
         refills,
         quota_counts,
+        counter,
     } = prepared;
     let tuning = config.proxy.tuning;
     let conf = ServerConf {
@@ -180,8 +185,11 @@ pub fn build(prepared: Prepared) -> Built {
     let state = Arc::new(State::new(ConfigState::compile(config, None), db_state));
     let limiter = Arc::new(LocalLimiter::default());
     let limiters = Arc::new(Limiters::new(limiter.clone()));
-    let limiters_for_last_write = limiters.clone();
-    let database_url_for_last_write = database_url.clone();
+    let last_write = crate::usage::shutdown::LastWrite {
+        limiters: limiters.clone(),
+        database_url: database_url.clone(),
+        counter: counter.clone(),
+    };
     limiters.credits.set_refills(crate::refills::refills_of(
         &state.db.load().keys,
         &state.config.load().config.plans,
@@ -261,7 +269,7 @@ pub fn build(prepared: Prepared) -> Built {
         listen.to_string(),
     )
     .with_credits(limiters.credits.clone())
-    .with_quotas(limiter.clone());
+    .with_quotas(limiter.clone(), counter);
     let usage_stop = Arc::new(UsageStop::new(flusher.fast_stop_flag()));
     server.add_service(background_service(
         "tollgate-usage",
@@ -286,11 +294,7 @@ pub fn build(prepared: Prepared) -> Built {
         state,
         usage_stop,
         spans,
-        last_write: crate::usage::shutdown::LastWrite {
-            limiters: limiters_for_last_write,
-            database_url: database_url_for_last_write,
-            counter: crate::usage::quota_counts::counter_name(&listen.to_string()),
-        },
+        last_write,
     }
 }
 

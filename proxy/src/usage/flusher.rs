@@ -42,8 +42,9 @@ pub struct UsageFlusher {
     pub(super) fast_stop: Arc<AtomicBool>,
     /// The credit balances whose local spends are written with each flush.
     credits: Option<Arc<crate::limiter::credits::CreditBook>>,
-    /// The local limiter whose quota counts are written with each flush.
-    quotas: Option<Arc<crate::limiter::LocalLimiter>>,
+    /// The local limiter whose quota counts are written with each flush,
+    /// and the name they are written under.
+    quotas: Option<(Arc<crate::limiter::LocalLimiter>, String)>,
 }
 
 impl UsageFlusher {
@@ -73,9 +74,14 @@ impl UsageFlusher {
         self
     }
 
-    /// Write `local`'s quota counts with each flush (local backend).
-    pub fn with_quotas(mut self, local: Arc<crate::limiter::LocalLimiter>) -> Self {
-        self.quotas = Some(local);
+    /// Write `local`'s quota counts with each flush (local backend), as
+    /// `counter` (`super::quota_counts::counter_name`).
+    pub fn with_quotas(
+        mut self,
+        local: Arc<crate::limiter::LocalLimiter>,
+        counter: String,
+    ) -> Self {
+        self.quotas = Some((local, counter));
         self
     }
 
@@ -148,10 +154,9 @@ impl UsageFlusher {
         if let Some(book) = &self.credits {
             super::spends::write_spends(&db, book, limit).await?;
         }
-        if let Some(local) = &self.quotas {
+        if let Some((local, counter)) = &self.quotas {
             let backend = self.state.config.load().config.limiter.backend;
-            let counter = super::quota_counts::counter_name(&self.address);
-            super::quota_counts::write_quota_counts(&db, local, &counter, backend, limit).await?;
+            super::quota_counts::write_quota_counts(&db, local, counter, backend, limit).await?;
         }
 
         let rate = run.rate.update(self.recorder.totals().requests);

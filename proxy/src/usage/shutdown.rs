@@ -199,8 +199,8 @@ pub(crate) struct LastWrite {
 impl LastWrite {
     pub(crate) fn run(&self, state: &crate::state::State) {
         let backend = state.config.load().config.limiter.backend;
-        let quotas_dirty = backend == tollgate_core::config::LimiterBackend::Local;
-        if !quotas_dirty && self.limiters.credits.spends.pending_len() == 0 {
+        let writes_quotas = backend == tollgate_core::config::LimiterBackend::Local;
+        if !writes_quotas && self.limiters.credits.spends.pending_len() == 0 {
             return;
         }
         let rt = match tokio::runtime::Builder::new_current_thread()
