@@ -90,6 +90,30 @@ fn parse_entry(s: &str) -> Option<IpAddr> {
         .map(|a| canonical(a.ip()))
 }
 
+/// An address as its `Display` writes it; IPv4 (nearly every request)
+/// without the formatting machinery.
+pub fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+            out
+        }
+        IpAddr::V6(_) => ip.to_string(),
+    }
+}
+
 /// At most this many `X-Forwarded-For` entries are looked at (from the right).
 pub const MAX_FORWARDED_HOPS: usize = 32;
 
@@ -101,7 +125,7 @@ pub fn resolve(peer: IpAddr, forwarded_for: &[&str], trusted: &TrustedProxies) -
         return ClientAddress {
             client: peer,
             peer_trusted: false,
-            forwarded_for: peer.to_string(),
+            forwarded_for: ip_text(peer),
         };
     }
     let entries: Vec<&str> = forwarded_for
@@ -127,7 +151,7 @@ pub fn resolve(peer: IpAddr, forwarded_for: &[&str], trusted: &TrustedProxies) -
     if !chain.is_empty() {
         chain.push_str(", ");
     }
-    chain.push_str(&peer.to_string());
+    chain.push_str(&ip_text(peer));
     ClientAddress {
         client,
         peer_trusted: true,
@@ -290,6 +314,30 @@ mod tests {
 
     fn trusted(list: &[&str]) -> TrustedProxies {
         TrustedProxies::new(list.iter().map(|s| parse_cidr(s).expect("cidr")).collect())
+    }
+
+    proptest! {
+        #[test]
+        fn ip_text_is_display(bits in any::<u32>(), v6 in any::<u128>()) {
+            let v4 = IpAddr::V4(std::net::Ipv4Addr::from(bits));
+            prop_assert_eq!(ip_text(v4), v4.to_string());
+            let v6 = IpAddr::V6(Ipv6Addr::from(v6));
+            prop_assert_eq!(ip_text(v6), v6.to_string());
+        }
+    }
+
+    #[test]
+    fn ip_text_edges() {
+        for s in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.1",
+            "100.64.9.99",
+            "1.20.199.200",
+            "::1",
+        ] {
+            assert_eq!(ip_text(ip(s)), s);
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tollgate_core::net::{self, ClientAddress};
 use tollgate_core::path::{self, Canonical};
 
 use crate::answer::{self, Answer};
+use crate::request_id::RequestId;
 
 /// Why a request is answered before routing, and whether the connection must
 /// be closed after the answer (framing errors: the rest of the stream cannot
@@ -39,29 +40,55 @@ impl Refusal {
     }
 }
 
-/// The values of the header lines named `name` in a raw HTTP/1 header block
-/// (Pingora collapses repeated `Content-Length`s and drops it beside
-/// `Transfer-Encoding` before the filters run; the raw bytes still tell).
-pub fn raw_values<'a>(raw: &'a [u8], name: &str) -> Vec<&'a [u8]> {
-    raw.split(|&b| b == b'\n')
-        .skip(1)
-        .filter_map(|line| {
-            let colon = line.iter().position(|&b| b == b':')?;
-            let (n, v) = line.split_at(colon);
-            n.eq_ignore_ascii_case(name.as_bytes()).then_some(&v[1..])
-        })
-        .collect()
+/// How often a framing header came, and its first value.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Lines<'a> {
+    count: usize,
+    first: Option<&'a [u8]>,
+}
+
+impl<'a> Lines<'a> {
+    fn add(&mut self, v: &'a [u8]) {
+        self.count += 1;
+        self.first.get_or_insert(v);
+    }
+
+    fn of<'h>(values: impl Iterator<Item = &'h http::HeaderValue>) -> Lines<'h> {
+        let mut l = Lines::default();
+        values.for_each(|v| l.add(v.as_bytes()));
+        l
+    }
+}
+
+/// The `Content-Length` and `Transfer-Encoding` lines of a raw HTTP/1
+/// header block, in one pass (Pingora collapses repeated `Content-Length`s
+/// and drops it beside `Transfer-Encoding` before the filters run; the raw
+/// bytes still tell).
+fn raw_framing(raw: &[u8]) -> (Lines<'_>, Lines<'_>) {
+    let (mut cl, mut te) = (Lines::default(), Lines::default());
+    for line in raw.split(|&b| b == b'\n').skip(1) {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (n, v) = line.split_at(colon);
+        if n.eq_ignore_ascii_case(b"content-length") {
+            cl.add(&v[1..]);
+        } else if n.eq_ignore_ascii_case(b"transfer-encoding") {
+            te.add(&v[1..]);
+        }
+    }
+    (cl, te)
 }
 
 /// Whether the `Transfer-Encoding` lines are exactly one `chunked` (any
 /// case, surrounding whitespace): any other coding (`gzip, chunked`,
 /// `x, chunked`, `identity`) would be dropped or misread on the way to the
 /// upstream (RFC 9112 §6.1).
-fn only_chunked(values: &[&[u8]]) -> bool {
-    match values {
-        [one] => one.trim_ascii().eq_ignore_ascii_case(b"chunked"),
-        _ => false,
-    }
+fn only_chunked(te: &Lines<'_>) -> bool {
+    te.count == 1
+        && te
+            .first
+            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 /// Request line plus header fields, counted as on the wire (`name: value\r\n`).
@@ -79,25 +106,14 @@ pub fn header_bytes(req: &RequestHeader) -> usize {
 /// list-valued `Content-Length`s, a missing, repeated or malformed `Host` on
 /// HTTP/1.1.
 pub fn check_framing(req: &RequestHeader, raw: Option<&[u8]>) -> Result<(), Refusal> {
-    let cl: Vec<&[u8]> = match raw {
-        Some(raw) => raw_values(raw, "content-length"),
-        None => req
-            .headers
-            .get_all(CONTENT_LENGTH)
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect(),
+    let (cl, te_values) = match raw {
+        Some(raw) => raw_framing(raw),
+        None => (
+            Lines::of(req.headers.get_all(CONTENT_LENGTH).iter()),
+            Lines::of(req.headers.get_all(TRANSFER_ENCODING).iter()),
+        ),
     };
     let te = req.headers.contains_key(TRANSFER_ENCODING);
-    let te_values: Vec<&[u8]> = match raw {
-        Some(raw) => raw_values(raw, "transfer-encoding"),
-        None => req
-            .headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect(),
-    };
     if te && !only_chunked(&te_values) {
         return Err(Refusal::close(
             "bad-transfer-encoding",
@@ -107,7 +123,7 @@ pub fn check_framing(req: &RequestHeader, raw: Option<&[u8]>) -> Result<(), Refu
             ),
         ));
     }
-    if te && !cl.is_empty() {
+    if te && cl.count > 0 {
         return Err(Refusal::close(
             "content-length-and-transfer-encoding",
             answer::bad_request(
@@ -116,8 +132,8 @@ pub fn check_framing(req: &RequestHeader, raw: Option<&[u8]>) -> Result<(), Refu
             ),
         ));
     }
-    if cl.len() > 1
-        || cl.first().is_some_and(|v| {
+    if cl.count > 1
+        || cl.first.is_some_and(|v| {
             let v = v.trim_ascii();
             v.is_empty() || !v.iter().all(|b| b.is_ascii_digit())
         })
@@ -200,12 +216,16 @@ pub fn inspect(
         .map_err(|e| Refusal::keep(e.reason(), answer::bad_path(e)))?;
     check_framing(req, raw)?;
     let peer = peer.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    let xff: Vec<&str> = req
-        .headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
+    // Only a trusted peer's forwarding header is read.
+    let xff: Vec<&str> = if cfg.trusted_proxies.contains(net::canonical(peer)) {
+        req.headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let client = net::resolve(peer, &xff, &cfg.trusted_proxies);
     let host = canonical.authority.clone().or_else(|| {
         req.headers
@@ -238,23 +258,19 @@ pub fn sane_request_id(v: &str) -> bool {
     !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// A new request id (32 hex digits).
-pub fn new_request_id() -> String {
-    crate::request_id::new()
-}
-
 /// The request id and, when the client's own id is not trusted, that id to
 /// pass on as `X-Client-Request-Id`.
-pub fn request_id(req: &RequestHeader, peer_trusted: bool) -> (String, Option<String>) {
+pub fn request_id(req: &RequestHeader, peer_trusted: bool) -> (RequestId, Option<String>) {
     let sent = req
         .headers
         .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| sane_request_id(s))
-        .map(str::to_string);
+        .filter(|v| v.to_str().is_ok_and(sane_request_id));
     match sent {
-        Some(id) if peer_trusted => (id, None),
-        other => (new_request_id(), other),
+        Some(v) if peer_trusted => (RequestId::kept(v), None),
+        other => (
+            RequestId::generate(),
+            other.and_then(|v| v.to_str().ok()).map(str::to_string),
+        ),
     }
 }
 
@@ -456,11 +472,30 @@ mod tests {
     }
 
     #[test]
+    fn raw_framing_counts_each_framing_header_in_one_pass() {
+        let raw = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\ncontent-LENGTH:4\r\nX-Content-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let (cl, te) = raw_framing(raw);
+        assert_eq!(
+            (cl.count, cl.first.map(<[u8]>::trim_ascii)),
+            (2, Some(&b"3"[..]))
+        );
+        assert_eq!(te.count, 1);
+        assert!(only_chunked(&te));
+        let (cl, te) = raw_framing(b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!((cl.count, te.count), (0, 2));
+        assert!(!only_chunked(&te));
+        // The request line is not a header, whatever it holds.
+        let (cl, _) = raw_framing(b"GET /content-length:1 HTTP/1.1\r\n\r\n");
+        assert_eq!(cl.count, 0);
+    }
+
+    #[test]
     fn request_ids() {
         let r = req("GET", b"/", &[("x-request-id", "abc")]);
-        assert_eq!(request_id(&r, true), ("abc".to_string(), None));
+        let (id, client) = request_id(&r, true);
+        assert_eq!((id.as_str(), client), ("abc", None));
         let (id, client) = request_id(&r, false);
-        assert_ne!(id, "abc");
+        assert_eq!(id.as_str().len(), 32);
         assert_eq!(client.as_deref(), Some("abc"));
         let r = req("GET", b"/", &[("x-request-id", "a b")]);
         assert_eq!(request_id(&r, false).1, None);

@@ -173,7 +173,7 @@ pub struct Forwarding<'a> {
     pub client: &'a ClientAddress,
     pub proto: &'static str,
     pub host: Option<&'a str>,
-    pub request_id: &'a str,
+    pub request_id: HeaderValue,
     pub client_request_id: Option<&'a str>,
     pub key_id: Option<&'a str>,
     pub plan: Option<&'a str>,
@@ -239,7 +239,7 @@ pub fn apply(req: &mut RequestHeader, f: &Forwarding<'_>) -> Result<()> {
     if let Some(h) = trusted_xfh.as_deref().or(f.host) {
         req.insert_header("X-Forwarded-Host", h)?;
     }
-    req.insert_header("X-Request-Id", f.request_id)?;
+    req.insert_header("X-Request-Id", f.request_id.clone())?;
     if f.websocket {
         req.insert_header("Upgrade", "websocket")?;
         req.insert_header("Connection", "Upgrade")?;
@@ -286,7 +286,7 @@ mod tests {
             client: c,
             proto: "http",
             host: Some("api.example"),
-            request_id: "rid",
+            request_id: HeaderValue::from_static("rid"),
             client_request_id: None,
             key_id: None,
             plan: None,

@@ -11,6 +11,8 @@
 
 use std::cell::Cell;
 
+use http::HeaderValue;
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 /// 2^64 / φ, SplitMix64's increment.
 const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -38,8 +40,8 @@ fn push_hex(out: &mut [u8], v: u64) {
     }
 }
 
-/// A new request id.
-pub fn new() -> String {
+/// The digits of a new request id.
+fn digits() -> [u8; 32] {
     let (prefix, key, n) = STATE.with(|s| {
         let (p, k, n) = s.get();
         s.set((p, k, n.wrapping_add(1)));
@@ -48,14 +50,71 @@ pub fn new() -> String {
     let mut buf = [0u8; 32];
     push_hex(&mut buf[..16], prefix);
     push_hex(&mut buf[16..], mix(key.wrapping_add(n.wrapping_mul(GAMMA))));
-    // Only ASCII hex digits were written.
-    String::from_utf8_lossy(&buf).into_owned()
+    buf
+}
+
+/// A request's id, made once: the same bytes are its text (logs, usage,
+/// spans) and its `X-Request-Id` value, to the upstream and in the answer
+/// (a shared buffer: no copy or check per use).
+#[derive(Debug, Clone)]
+pub struct RequestId(HeaderValue);
+
+impl Default for RequestId {
+    /// No id yet (a request answered before it had one).
+    fn default() -> Self {
+        Self(HeaderValue::from_static(""))
+    }
+}
+
+impl RequestId {
+    /// A new id.
+    pub fn generate() -> Self {
+        match HeaderValue::from_bytes(&digits()) {
+            Ok(v) => Self(v),
+            // Hex digits are always a header value.
+            Err(_) => Self::default(),
+        }
+    }
+
+    /// A client's id, kept as sent (`None` if it is no header value).
+    pub fn kept(v: &HeaderValue) -> Self {
+        Self(v.clone())
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Kept ids were checked to be text (`edge::sane_request_id`).
+        std::str::from_utf8(self.0.as_bytes()).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The header value (shares the bytes).
+    pub fn header(&self) -> HeaderValue {
+        self.0.clone()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    fn new() -> String {
+        RequestId::generate().as_str().to_string()
+    }
+
+    #[test]
+    fn a_request_id_is_the_same_text_and_header_value() {
+        let id = RequestId::generate();
+        assert_eq!(id.as_str().len(), 32);
+        assert_eq!(id.header().as_bytes(), id.as_str().as_bytes());
+        assert_ne!(id.as_str(), RequestId::generate().as_str());
+        assert!(RequestId::default().is_empty());
+        let kept = RequestId::kept(&HeaderValue::from_static("abc-1"));
+        assert_eq!(kept.as_str(), "abc-1");
+    }
 
     #[test]
     fn looks_like_the_uuid_ids_it_replaces() {

@@ -28,6 +28,7 @@ use crate::ladder::{Ladder, Step};
 use crate::limiter::backends::Limiters;
 use crate::limiter::Subject;
 use crate::metrics::outcome;
+use crate::request_id::RequestId;
 use crate::router::{self, Routable, RouteMatch};
 use crate::state::{ConfigState, State};
 use crate::throttle::AuthThrottle;
@@ -102,7 +103,7 @@ impl Gateway {
                     .inc();
                 ctx.outcome = Some(edge_metrics::BAD_REQUEST);
                 ctx.close = refusal.close;
-                ctx.request_id = edge::new_request_id();
+                ctx.request_id = RequestId::generate();
                 return Some(refusal.answer);
             }
         };
@@ -232,9 +233,9 @@ impl Gateway {
         }
         if ctx.request_id.is_empty() {
             // Answered before the request had an id (not expected).
-            resp.insert_header("X-Request-Id", edge::new_request_id())?;
+            resp.insert_header("X-Request-Id", RequestId::generate().header())?;
         } else {
-            resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+            resp.insert_header("X-Request-Id", ctx.request_id.header())?;
         }
         session.write_response_header(Box::new(resp), false).await?;
         session
@@ -298,13 +299,8 @@ impl ProxyHttp for Gateway {
         Ctx::new()
     }
 
-    async fn early_request_filter(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
-        // The whole request header is in: the header timeout is met.
-        crate::conn::header_done();
-        Ok(())
-    }
-
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // The whole request header is in: the header timeout is met.
         crate::conn::header_done();
         // The one snapshot of the config this request uses throughout.
         let cfg = self.state.config.load_full();
@@ -386,8 +382,8 @@ impl ProxyHttp for Gateway {
         let pool = &route.upstream;
         match pool.select() {
             Some((backend, target)) => {
+                let mut peer = pool.peer(&backend, &target.target);
                 ctx.target = Some(target.clone());
-                let mut peer = pool.peer(&backend, target);
                 if ctx.websocket {
                     // Nor on the upstream side of the tunnel.
                     peer.options.read_timeout = None;
@@ -460,7 +456,7 @@ impl ProxyHttp for Gateway {
                     .insert_header(headers::RATELIMIT, headers::ratelimit(&d.limits))?;
             }
         }
-        upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        upstream_response.insert_header("X-Request-Id", ctx.request_id.header())?;
         if let Some(policy) = ctx.route.as_ref().and_then(|r| r.cors.as_ref()) {
             cors::apply(policy, &session.req_header().headers, upstream_response)?;
         }

@@ -44,11 +44,40 @@ enum Trust {
     Unusable,
 }
 
+/// A configured target as the request path uses it, built once per config:
+/// shared by every request sent to it (no copy per request).
+#[derive(Debug)]
+pub struct Picked {
+    pub target: Target,
+    /// Its place in `config.targets` (its latency window).
+    index: usize,
+    /// The `Host` the target is sent when the upstream does not preserve
+    /// the client's: `host`, or `host:port` off the scheme's default port.
+    /// `None` if that is no header value (the request then fails as before).
+    pub host_header: Option<http::HeaderValue>,
+}
+
+impl Picked {
+    fn new(target: &Target, index: usize) -> Self {
+        let default_port = if target.tls { 443 } else { 80 };
+        let host = if target.port == default_port {
+            target.host.clone()
+        } else {
+            target.authority()
+        };
+        Self {
+            target: target.clone(),
+            index,
+            host_header: http::HeaderValue::try_from(host).ok(),
+        }
+    }
+}
+
 pub struct UpstreamPool {
     pub config: Upstream,
     lb: LoadBalancer<RoundRobin>,
     /// Resolved address → the target it came from (for TLS/SNI and Host).
-    targets: HashMap<SocketAddr, Target>,
+    targets: HashMap<SocketAddr, Arc<Picked>>,
     trust: Trust,
     /// What the health checks saw, per resolved address (shared with the
     /// [`TimedCheck`] Pingora runs).
@@ -262,13 +291,14 @@ impl UpstreamPool {
     pub fn build(config: &Upstream) -> Self {
         let mut backends = BTreeSet::new();
         let mut targets = HashMap::new();
-        for target in &config.targets {
+        for (index, target) in config.targets.iter().enumerate() {
             match resolve_target(target) {
                 Ok(addrs) => {
+                    let picked = Arc::new(Picked::new(target, index));
                     for addr in addrs {
                         if let Ok(b) = Backend::new(&addr.to_string()) {
                             backends.insert(b);
-                            targets.insert(addr, target.clone());
+                            targets.insert(addr, picked.clone());
                         }
                     }
                 }
@@ -371,7 +401,7 @@ impl UpstreamPool {
     }
 
     /// The next healthy target, round robin.
-    pub fn select(&self) -> Option<(Backend, &Target)> {
+    pub fn select(&self) -> Option<(Backend, &Arc<Picked>)> {
         let backend = self.lb.select(b"", 256)?;
         let addr = backend.addr.as_inet()?;
         let target = self.targets.get(addr)?;
@@ -395,15 +425,13 @@ impl UpstreamPool {
 
     /// Note the time a proxied request to `target` took to its response
     /// header (called from the proxy's response filter; one short lock).
-    pub fn record_response(&self, target: &Target, elapsed: Duration) {
-        self.record_response_at(target, elapsed, tollgate_core::now_ms());
+    pub fn record_response(&self, picked: &Picked, elapsed: Duration) {
+        self.record_response_at(picked.index, elapsed, tollgate_core::now_ms());
     }
 
-    fn record_response_at(&self, target: &Target, elapsed: Duration, at_ms: i64) {
-        if let Some(i) = self.config.targets.iter().position(|t| t == target) {
-            if let Some(window) = self.latency.get(i) {
-                window.lock().push(at_ms, elapsed);
-            }
+    fn record_response_at(&self, index: usize, elapsed: Duration, at_ms: i64) {
+        if let Some(window) = self.latency.get(index) {
+            window.lock().push(at_ms, elapsed);
         }
     }
 
@@ -436,12 +464,10 @@ impl UpstreamPool {
                     .map(|s| s.lock().clone())
                     .filter(|_| self.config.health_check.is_some())
                     .unwrap_or_default();
-                let traffic = target
-                    .and_then(|t| self.config.targets.iter().position(|c| c == t))
-                    .and_then(|i| latency.get(i).copied().flatten());
+                let traffic = target.and_then(|t| latency.get(t.index).copied().flatten());
                 TargetHealth {
                     target: target
-                        .map(|t| t.to_string())
+                        .map(|t| t.target.to_string())
                         .unwrap_or_else(|| b.addr.to_string()),
                     healthy: backends.ready(b),
                     checked_at: check.checked_at,
@@ -614,9 +640,9 @@ mod tests {
         );
         let now = 10_000_000;
         let old = now - 301_000;
-        pool.record_response_at(&a, Duration::from_millis(900), old);
+        pool.record_response_at(0, Duration::from_millis(900), old);
         for ms in [3, 1, 2, 10] {
-            pool.record_response_at(&a, Duration::from_millis(ms), now - 1_000);
+            pool.record_response_at(0, Duration::from_millis(ms), now - 1_000);
         }
         let h = pool.health_at(now);
         let ha = h.iter().find(|t| t.target == a.to_string()).expect("a");
@@ -630,21 +656,50 @@ mod tests {
 
         // The ring keeps the most recent samples only.
         for _ in 0..LATENCY_SAMPLES {
-            pool.record_response_at(&b, Duration::from_micros(1_500), now);
+            pool.record_response_at(1, Duration::from_micros(1_500), now);
         }
-        pool.record_response_at(&b, Duration::from_secs(5), now);
+        pool.record_response_at(1, Duration::from_secs(5), now);
         let h = pool.health_at(now);
         let hb = h.iter().find(|t| t.target == b.to_string()).expect("b");
         assert_eq!(hb.latency_samples as usize, LATENCY_SAMPLES);
         assert_eq!(hb.latency_ms, Some(1.5));
 
-        // A target the pool does not know is ignored.
-        let other = tollgate_core::config::Target {
-            tls: false,
-            host: "127.0.0.9".into(),
-            port: 9,
-        };
-        pool.record_response_at(&other, Duration::from_millis(1), now);
+        // An index past the pool's targets is ignored.
+        pool.record_response_at(2, Duration::from_millis(1), now);
+    }
+
+    #[test]
+    fn the_host_header_is_built_once_per_target() {
+        let pool = UpstreamPool::build(&upstream(
+            &[
+                "127.0.0.1:80",
+                "127.0.0.1:8080",
+                "https://127.0.0.1:443",
+                "https://127.0.0.1:8443",
+            ],
+            false,
+        ));
+        let hosts: Vec<(usize, String)> = pool
+            .targets
+            .values()
+            .map(|p| {
+                let h = p.host_header.as_ref().expect("a header value");
+                (p.index, h.to_str().expect("text").to_string())
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            hosts,
+            vec![
+                (0, "127.0.0.1".to_string()),
+                (1, "127.0.0.1:8080".to_string()),
+                (2, "127.0.0.1".to_string()),
+                (3, "127.0.0.1:8443".to_string()),
+            ]
+        );
+        let (_, picked) = pool.select().expect("a target");
+        assert!(pool.targets.values().any(|p| Arc::ptr_eq(p, picked)));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tollgate_core::config::Target;
+use crate::request_id::RequestId;
+use crate::upstreams::Picked;
 use tollgate_core::keys;
 use tollgate_core::limits::Decision;
 
@@ -20,7 +21,7 @@ use crate::ws_hold::Hold;
 pub struct Ctx {
     pub(super) start: Instant,
     pub(super) start_ms: i64,
-    pub(super) request_id: String,
+    pub(super) request_id: RequestId,
     /// The client's own `X-Request-Id` when it was not kept.
     pub(super) client_request_id: Option<String>,
     /// Canonical path, client address, host: set once the edge checks passed.
@@ -42,7 +43,7 @@ pub struct Ctx {
     pub(super) refusal: String,
     /// Which limiter decided (`local`, `redis`, `fallback`, `allow`).
     pub(super) backend: &'static str,
-    pub(super) target: Option<Target>,
+    pub(super) target: Option<Arc<Picked>>,
     pub(super) _inflight: Option<InFlightHold>,
     /// W3C trace context (`telemetry.trace_context`).
     pub(super) trace: Option<RequestTrace>,
@@ -71,7 +72,7 @@ impl Ctx {
         Self {
             start: Instant::now(),
             start_ms: tollgate_core::now_ms(),
-            request_id: String::new(),
+            request_id: RequestId::default(),
             client_request_id: None,
             inbound: None,
             close: false,

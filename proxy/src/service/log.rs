@@ -58,7 +58,7 @@ impl Gateway {
         }
         if ctx.config.as_ref().is_some_and(|c| c.config.log.access_log) {
             access_log::write(&Line {
-                request_id: &ctx.request_id,
+                request_id: ctx.request_id.as_str(),
                 route,
                 key_id: ctx.key.as_ref().map(|k| k.id),
                 method: req.method.as_str(),
@@ -67,7 +67,7 @@ impl Gateway {
                 status,
                 outcome,
                 limiter: ctx.backend,
-                upstream: ctx.target.as_ref(),
+                upstream: ctx.target.as_ref().map(|t| &t.target),
                 trace_id: ctx.trace.as_ref().map(|t| &t.span.trace_id),
                 duration_us: elapsed.as_micros() as u64,
             });
@@ -108,7 +108,7 @@ fn span_facts<'a>(session: &'a Session, ctx: &'a Ctx) -> RequestFacts<'a> {
             .as_deref()
             .and_then(|i| i.external_id.as_deref())
             .unwrap_or(""),
-        request_id: &ctx.request_id,
+        request_id: ctx.request_id.as_str(),
         violated: ctx
             .decision
             .as_ref()
@@ -116,7 +116,7 @@ fn span_facts<'a>(session: &'a Session, ctx: &'a Ctx) -> RequestFacts<'a> {
             .unwrap_or_default(),
         limiter: ctx.backend,
         redis_time: ctx.limiter_time.filter(|_| redis),
-        upstream: ctx.target.as_ref().map(|t| t.to_string()),
+        upstream: ctx.target.as_ref().map(|t| t.target.to_string()),
         ..RequestFacts::default()
     }
 }

@@ -81,7 +81,7 @@ pub(super) fn edit(
                 is_tls(session),
             ),
             host: inbound.host.as_deref(),
-            request_id: &ctx.request_id,
+            request_id: ctx.request_id.header(),
             client_request_id: ctx.client_request_id.as_deref(),
             key_id,
             plan: ctx.key.as_ref().and(ctx.plan.as_deref()),
@@ -93,15 +93,17 @@ pub(super) fn edit(
         telemetry::propagate(&t, upstream_request)?;
         ctx.trace = Some(t);
     }
-    if let Some(target) = &ctx.target {
+    if let Some(picked) = &ctx.target {
         if !route.upstream.config.preserve_host {
-            let default_port = if target.tls { 443 } else { 80 };
-            let host = if target.port == default_port {
-                target.host.clone()
-            } else {
-                target.authority()
-            };
-            upstream_request.insert_header("Host", host)?;
+            match &picked.host_header {
+                Some(host) => upstream_request.insert_header("Host", host.clone())?,
+                None => {
+                    return Err(Error::explain(
+                        ErrorType::InternalError,
+                        format!("no Host header value for target {}", picked.target),
+                    ))
+                }
+            }
         }
     }
     Ok(())
