@@ -301,13 +301,16 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         // The whole request header is in: the header timeout is met.
-        crate::conn::header_done();
+        let edge_deadline = crate::conn::header_done();
         // The one snapshot of the config this request uses throughout.
         let cfg = self.state.config.load_full();
         let keepalive = cfg.config.proxy.keepalive_timeout;
-        // Whole seconds, at least 1: Pingora takes 0 to mean "no limit".
+        // On an edge connection the stream's deadline ends the idle wait
+        // for the next request (`conn`): Pingora is told "no limit" (0)
+        // rather than arm a second timer for every request. Elsewhere: whole
+        // seconds, at least 1.
         let secs = keepalive.as_secs() + u64::from(keepalive.subsec_nanos() > 0);
-        session.set_keepalive(Some(secs.max(1)));
+        session.set_keepalive(Some(if edge_deadline { 0 } else { secs.max(1) }));
         // Each read of the request body waits at most body_timeout (HTTP/1;
         // h2 streams have their own flow control and limits).
         session.set_read_timeout(Some(cfg.config.proxy.edge.body_timeout));

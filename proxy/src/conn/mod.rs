@@ -70,8 +70,12 @@ pub fn close_handle() -> Option<Arc<tokio::sync::Notify>> {
 
 /// Called by the service once the request header is in: the header deadline
 /// of this request no longer applies. Outside an [`EdgeApp`] a no-op.
-pub fn header_done() {
-    let _ = HEADER_DONE.try_with(|f| f.done.store(true, Ordering::Release));
+/// Returns whether it was one: whether the stream's own deadline closes
+/// the connection when it idles past `keepalive_timeout` after this request.
+pub fn header_done() -> bool {
+    HEADER_DONE
+        .try_with(|f| f.done.store(true, Ordering::Release))
+        .is_ok()
 }
 
 /// Called by the service when a request is finished (answered and logged):
