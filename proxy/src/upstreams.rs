@@ -78,6 +78,9 @@ pub struct UpstreamPool {
     lb: LoadBalancer<RoundRobin>,
     /// Resolved address → the target it came from (for TLS/SNI and Host).
     targets: HashMap<SocketAddr, Arc<Picked>>,
+    /// The one backend of a pool that has one (most): chosen without the
+    /// balancer's iteration and hashing.
+    single: Option<(Backend, Arc<Picked>)>,
     trust: Trust,
     /// What the health checks saw, per resolved address (shared with the
     /// [`TimedCheck`] Pingora runs).
@@ -363,10 +366,20 @@ impl UpstreamPool {
         if let Some(Err(e)) = futures_now(lb.update()) {
             tracing::error!(upstream = %config.name, "cannot initialise upstream: {e}");
         }
+        let set = lb.backends().get_backend();
+        let single = match set.iter().collect::<Vec<_>>()[..] {
+            [only] => only
+                .addr
+                .as_inet()
+                .and_then(|a| targets.get(a))
+                .map(|p| (only.clone(), p.clone())),
+            _ => None,
+        };
         Self {
             config: config.clone(),
             lb,
             targets,
+            single,
             trust,
             checks,
             latency,
@@ -402,6 +415,11 @@ impl UpstreamPool {
 
     /// The next healthy target, round robin.
     pub fn select(&self) -> Option<(Backend, &Arc<Picked>)> {
+        if let Some((backend, picked)) = &self.single {
+            // A health check can still take it out.
+            let up = self.config.health_check.is_none() || self.lb.backends().ready(backend);
+            return up.then(|| (backend.clone(), picked));
+        }
         let backend = self.lb.select(b"", 256)?;
         let addr = backend.addr.as_inet()?;
         let target = self.targets.get(addr)?;
@@ -666,6 +684,21 @@ mod tests {
 
         // An index past the pool's targets is ignored.
         pool.record_response_at(2, Duration::from_millis(1), now);
+    }
+
+    #[test]
+    fn a_pool_of_one_target_selects_it_without_the_balancer() {
+        let one = UpstreamPool::build(&upstream(&["127.0.0.1:8080"], false));
+        assert!(one.single.is_some());
+        let (backend, picked) = one.select().expect("the target");
+        assert_eq!(backend.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(picked.target.port, 8080);
+        let two = UpstreamPool::build(&upstream(&["127.0.0.1:8080", "127.0.0.1:8081"], false));
+        assert!(two.single.is_none());
+        let ports: std::collections::BTreeSet<u16> = (0..4)
+            .map(|_| two.select().expect("a target").1.target.port)
+            .collect();
+        assert_eq!(ports.len(), 2, "round robin over both");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! - if bytes of this request arrived, it writes `408 Request Timeout`
 //!   (problem+json, `Connection: close`) through the stream, so on TLS the
 //!   answer goes inside the TLS session, closes its write side and tells the
-//!   edge ([`DeadlineFlags::answered`]), which ends the connection;
+//!   edge ([`DeadlineFlags::end`]), which ends the connection;
 //! - if nothing arrived (an idle keep-alive connection), it ends the read
 //!   (end of file) and Pingora closes the connection quietly.
 //!
@@ -31,18 +31,20 @@ use pingora::protocols::{
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use crate::answer;
+
+use super::ConnEnd;
 
 /// Shared between a [`HeaderDeadline`] and the edge that waits on it.
 #[derive(Debug, Default)]
 pub struct DeadlineFlags {
     /// The service has the whole header: the deadline no longer applies.
     pub done: Arc<AtomicBool>,
-    /// The 408 was written (or could not be): end the connection.
-    pub answered: Notify,
+    /// The 408 was written (or could not be), or the connection is to end
+    /// for another reason ([`super::close_handle`]): end it.
+    pub end: Arc<ConnEnd>,
     /// A request is finished: the next read starts the next request.
     pub rearm: AtomicBool,
 }
@@ -130,7 +132,7 @@ impl HeaderDeadline {
                 crate::edge_metrics::HEADER_TIMEOUTS.inc();
             }
             self.phase = Phase::Finished;
-            self.flags.answered.notify_one();
+            self.flags.end.end();
             return Poll::Ready(Ok(()));
         }
         crate::edge_metrics::HEADER_TIMEOUTS.inc();
@@ -148,7 +150,7 @@ impl HeaderDeadline {
     fn poll_answer_or_give_up(&mut self, cx: &mut Context<'_>) {
         if self.poll_answer(cx).is_pending() && self.sleep.as_mut().poll(cx).is_ready() {
             self.phase = Phase::Finished;
-            self.flags.answered.notify_one();
+            self.flags.end.end();
         }
     }
 
@@ -172,7 +174,7 @@ impl HeaderDeadline {
                     Poll::Ready(_) => self.phase = Phase::Finished,
                 },
                 Phase::Finished => {
-                    self.flags.answered.notify_one();
+                    self.flags.end.end();
                     return Poll::Ready(());
                 }
                 Phase::Reading => return Poll::Ready(()),

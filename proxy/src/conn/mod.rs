@@ -24,18 +24,22 @@
 //!   done within `proxy.header_timeout` too ([`HandshakeWatch`]).
 
 mod deadline;
+mod end;
 mod handshake;
 mod side;
 
+pub use end::ConnEnd;
 pub use handshake::HandshakeWatch;
 pub use side::{
     nofile_limit, side_app, side_cap, SideHttp, METRICS_MAX_CONNECTIONS, VERIFY_MAX_CONNECTIONS,
 };
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -58,14 +62,12 @@ use deadline::{DeadlineFlags, HeaderDeadline};
 
 tokio::task_local! {
     static HEADER_DONE: Arc<DeadlineFlags>;
-    static CLOSE: Arc<tokio::sync::Notify>;
 }
 
-/// A handle that ends this HTTP/1 connection when notified (an upgraded
-/// WebSocket whose key is no longer valid). Outside an [`EdgeApp`] (HTTP/2
-/// streams) `None`.
-pub fn close_handle() -> Option<Arc<tokio::sync::Notify>> {
-    CLOSE.try_with(Arc::clone).ok()
+/// A handle that ends this HTTP/1 connection (an upgraded WebSocket whose
+/// key is no longer valid). Outside an [`EdgeApp`] (HTTP/2 streams) `None`.
+pub fn close_handle() -> Option<Arc<ConnEnd>> {
+    HEADER_DONE.try_with(|f| f.end.clone()).ok()
 }
 
 /// Called by the service once the request header is in: the header deadline
@@ -408,20 +410,17 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
         )?;
         // Pingora serves every request of an HTTP/1 keep-alive connection
         // inside this one call; the stream re-arms its deadline per request.
-        let close = Arc::new(tokio::sync::Notify::new());
-        let fut = CLOSE.scope(
-            close.clone(),
-            HEADER_DONE.scope(flags.clone(), self.inner.process_new(stream, shutdown)),
-        );
+        let fut = HEADER_DONE.scope(flags.clone(), self.inner.process_new(stream, shutdown));
         tokio::pin!(fut);
-        let result = tokio::select! {
-            r = &mut fut => r,
-            // The 408 is written, given up on, or nothing had arrived:
+        let result = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            // The 408 is written, given up on, or nothing had arrived; or
+            // the service wants the connection gone (a revoked WebSocket):
             // dropping the future closes the connection.
-            () = flags.answered.notified() => None,
-            // The service wants the connection gone (a revoked WebSocket).
-            () = close.notified() => None,
-        };
+            Poll::Pending if flags.end.poll_ended(cx) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        })
+        .await;
         counted.keep = result.is_some();
         result
     }
