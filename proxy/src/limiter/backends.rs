@@ -272,7 +272,7 @@ impl Limiters {
         let started = Instant::now();
         let result = match self.redis_limiter(cfg) {
             None => {
-                let d = self.local.check(subject, buckets);
+                let d = self.local.check_at_instant(subject, buckets, started);
                 observe("local", started);
                 self.events.quotas(subject, buckets, &d);
                 return Verdict::Decided(d, "local");

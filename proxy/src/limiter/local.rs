@@ -116,16 +116,34 @@ impl LocalLimiter {
 
     /// Monotonic nanoseconds on this limiter's clock (never 0).
     pub fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos())
+        self.ns_at(Instant::now())
+    }
+
+    /// `at` on this limiter's clock.
+    fn ns_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
             .unwrap_or(u64::MAX)
             .saturating_add(1)
     }
 
     pub fn check(&self, subject: &Subject, buckets: &[&Bucket]) -> Decision {
+        self.check_at_instant(subject, buckets, Instant::now())
+    }
+
+    /// [`Self::check`] at `at`, an instant the caller read just before (the
+    /// request path reads the clock once, for the decision and for its
+    /// timing metric). An instant a little in the past only refills less.
+    pub fn check_at_instant(
+        &self,
+        subject: &Subject,
+        buckets: &[&Bucket],
+        at: Instant,
+    ) -> Decision {
+        let now = self.ns_at(at);
         if any_quota(buckets) {
-            return self.check_quotas_at(subject, buckets, self.now(), wall_now_us());
+            return self.check_quotas_at(subject, buckets, now, wall_now_us());
         }
-        self.check_at(subject, buckets, self.now())
+        self.check_at(subject, buckets, now)
     }
 
     /// Decide and, if admitted, take tokens from every bucket, at time `now`.
@@ -180,7 +198,12 @@ impl LocalLimiter {
         }
         let policies: SmallVec<[&Policy; 4]> = buckets.iter().map(|b| &b.policy).collect();
         let mut map = inline.lock(key);
-        let entry = map.get(key).copied();
+        // One lookup for the read and the write.
+        let (held, new) = match map.entry(*key) {
+            std::collections::hash_map::Entry::Occupied(o) => (o.into_mut(), false),
+            std::collections::hash_map::Entry::Vacant(v) => (v.insert(Entry::default()), true),
+        };
+        let entry = (!new).then_some(*held);
         let mut more = None;
         let mut tats: SmallVec<[u64; 4]> = SmallVec::with_capacity(buckets.len());
         for b in buckets {
@@ -198,7 +221,7 @@ impl LocalLimiter {
         }
         let (decision, new_tats) = limits::decide(&policies, &tats, now);
         if let Some(new_tats) = new_tats {
-            let e = map.entry(*key).or_default();
+            let e = held;
             for (b, tat) in buckets.iter().zip(new_tats) {
                 let in_more = more
                     .as_ref()
@@ -214,6 +237,9 @@ impl LocalLimiter {
                     None => m.push((b.slot, tat)),
                 }
             }
+        } else if new {
+            // A subject refused on its first request holds nothing.
+            map.remove(key);
         }
         decision
     }
