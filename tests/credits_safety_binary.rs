@@ -296,23 +296,7 @@ async fn with_the_local_limiter_spent_credits_stay_spent_across_restarts_and_pro
     wait_spent(&db, 6).await;
     // The first proxy applies the second's spend once, within a refresh:
     // until then its n-th request leaves 95 − n, from then on 94 − n.
-    let start = Instant::now();
-    let mut n = 0;
-    loop {
-        n += 1;
-        let r = call(&client, &url, &key).await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        let left = r.credits.expect("a balance");
-        if left == 94 - n {
-            break;
-        }
-        assert_eq!(left, 95 - n, "request {n}");
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the other proxy's spend never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let n = requests_until_applied(&client, &url, &key, 95, 94).await;
     // Both stop; a third proxy sees exactly what is left.
     let spent = 6 + n;
     for mut x in [p, q] {
@@ -325,6 +309,86 @@ async fn with_the_local_limiter_spent_credits_stay_spent_across_restarts_and_pro
         call(&client, &r.url("/api/users"), &key).await.credits,
         Some(100 - spent - 1)
     );
+}
+
+/// A spend row written by a proxy whose clock is an hour behind: its
+/// `created_at` lies before the running proxy's re-read window, but its id
+/// is new, and the running proxy applies it within a refresh, not only at
+/// its next start (black-box round 5, N2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spend_stamped_by_a_clock_behind_is_applied_by_its_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+    let (row, key) = db
+        .create_key(&NewApiKey {
+            name: "prepaid".into(),
+            ..NewApiKey::default()
+        })
+        .await
+        .expect("key");
+    let kind = tollgate_core::credits::SubjectKind::Key;
+    db.add_credits(kind, row.id, 100, "test")
+        .await
+        .expect("top-up");
+    let upstream = common::demo_upstream().await;
+    let p = Proxy::start(
+        tempfile::tempdir().expect("tempdir"),
+        db.url(),
+        "",
+        &local_yaml(upstream, "200ms"),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = p.url("/api/users");
+    assert_eq!(first_counted(&client, &url, &key).await, 99);
+    let behind = tollgate_core::now_ms() - 3_600_000;
+    sqlx::query(
+        "INSERT INTO credit_adjustments \
+         (subject_kind, subject_id, delta, created_at, actor, spent_by, spent_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(kind.as_str())
+    .bind(row.id)
+    .bind(-10i64)
+    .bind(behind)
+    .bind("proxy:behind")
+    .bind("behind")
+    .bind(behind)
+    .execute(db.pool())
+    .await
+    .expect("a spend row stamped an hour ago");
+    // Until it is applied the n-th request leaves 99 − n; from then on
+    // 89 − n.
+    requests_until_applied(&client, &url, &key, 99, 89).await;
+}
+
+/// Requests until an adjustment made elsewhere is applied: the n-th leaves
+/// `before − n` until then, `after − n` from then on (within 30 s); how
+/// many it took.
+async fn requests_until_applied(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    before: i64,
+    after: i64,
+) -> i64 {
+    let start = Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let r = call(client, url, key).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let left = r.credits.expect("a balance");
+        if left == after - n {
+            return n;
+        }
+        assert_eq!(left, before - n, "request {n}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the adjustment was never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn cost_yaml(limiter: &str, upstream: u16, closed: u16) -> String {

@@ -233,3 +233,67 @@ async fn an_unreadable_row_is_left_out_alone(db: &Db) {
 }
 
 both!(unreadable, an_unreadable_row_is_left_out_alone);
+
+/// The background read: rows above an id, and rows created since a time,
+/// each once and by id (black-box round 5, N2: a row stamped by a clock
+/// that is behind is found by its id).
+async fn rows_are_read_after_an_id_or_since_a_time(db: &Db) {
+    let a = db
+        .add_credits(SubjectKind::Key, 7, 20, "test")
+        .await
+        .expect("a");
+    let b = db
+        .add_credits(SubjectKind::Key, 7, 5, "test")
+        .await
+        .expect("b");
+    // A spend stamped an hour before the others.
+    let behind = a.created_at - 3_600_000;
+    sqlx::query(
+        "INSERT INTO credit_adjustments (subject_kind, subject_id, delta, created_at, actor, \
+         spent_by, spent_at) VALUES ('key', 7, -3, $1, 'proxy:behind', 'behind', $1)",
+    )
+    .bind(behind)
+    .execute(db.pool())
+    .await
+    .expect("row");
+    let ids = |rows: Vec<tollgate_core::db::credits::CreditAdjustment>| {
+        rows.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    let all = ids(db
+        .credit_adjustments_after(0, i64::MAX)
+        .await
+        .expect("read"));
+    assert_eq!(all.len(), 3);
+    let c = all[2];
+    // Above b's id: the late-stamped row only, though no time matches it.
+    assert_eq!(
+        ids(db
+            .credit_adjustments_after(b.id, i64::MAX)
+            .await
+            .expect("read")),
+        vec![c]
+    );
+    // Nothing above c, but b again by its time (and a, in the same ms).
+    let by_time: Vec<i64> = [&a, &b]
+        .iter()
+        .filter(|r| r.created_at >= b.created_at)
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        ids(db
+            .credit_adjustments_after(c, b.created_at)
+            .await
+            .expect("read")),
+        by_time
+    );
+    // A row matched both ways comes once.
+    assert_eq!(
+        ids(db
+            .credit_adjustments_after(a.id, a.created_at)
+            .await
+            .expect("read")),
+        vec![a.id, b.id, c]
+    );
+}
+
+both!(after_id_or_time, rows_are_read_after_an_id_or_since_a_time);

@@ -197,7 +197,8 @@ pub fn build(prepared: Prepared) -> Built {
     ));
     limiters.credits.apply_local(&credits);
     if let Some(at) = credits_read_at {
-        limiters.credits.set_read_at(at);
+        let upto = credits.iter().map(|a| a.id).max().unwrap_or(0);
+        limiters.credits.set_read_at(at, upto);
     }
     limiter.seed_quotas(&quota_counts);
     let usage = UsageRecorder::new();

@@ -189,6 +189,30 @@ impl Db {
         Ok(())
     }
 
+    /// Adjustments with an id above `after_id` or created at or after
+    /// `since_ms` (Unix ms), by id. A reader that saw every id up to
+    /// `after_id` finds a new row by its id whatever clock stamped its
+    /// `created_at` (a writer whose clock is behind), and a row whose id was
+    /// handed out before `after_id` but committed later by its recent
+    /// `created_at`. Two index scans (the key and `created_at`).
+    pub async fn credit_adjustments_after(
+        &self,
+        after_id: i64,
+        since_ms: i64,
+    ) -> Result<Vec<CreditAdjustment>, DbError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM credit_adjustments WHERE id > $1 \
+             UNION SELECT {COLUMNS} FROM credit_adjustments WHERE created_at >= $2 \
+             ORDER BY id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after_id)
+            .bind(since_ms)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(super::rows::readable(&rows, "credit_adjustments", decode))
+    }
+
     /// Adjustments created at or after `since_ms` (Unix ms), oldest first.
     /// `0` reads them all.
     pub async fn credit_adjustments_since(

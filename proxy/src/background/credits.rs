@@ -12,8 +12,11 @@ use tollgate_core::db::Db;
 use crate::limiter::backends::Limiters;
 use crate::state::State;
 
-/// Adjustments are read again for this long after they were made: one
-/// whose transaction commits later than this after its timestamp is missed.
+/// Each pass reads the rows above the highest id seen, and those created in
+/// the last `REREAD` again: a row is missed only if its id was handed out
+/// before one already seen (its transaction committed later) and its
+/// `created_at` also lies more than this before the read (black-box round
+/// 5, N2: a spend row of a proxy whose clock is behind is found by its id).
 const REREAD: Duration = Duration::from_secs(300);
 
 pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, url: String) {
@@ -26,6 +29,7 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
         .credits
         .read_at()
         .map_or(0, |at| at.saturating_sub(window));
+    let mut after = limiters.credits.read_upto();
     // The keys' and identities' own refills, as last read.
     let mut own = Vec::new();
     loop {
@@ -53,9 +57,8 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
         limiters.credits.set_refills(refills);
         if let Some(d) = &db {
             let read_at = tollgate_core::now_ms();
-            match tokio::time::timeout(Duration::from_secs(5), d.credit_adjustments_since(since))
-                .await
-            {
+            let read = d.credit_adjustments_after(after, since);
+            match tokio::time::timeout(Duration::from_secs(5), read).await {
                 Ok(Ok(rows)) => {
                     let cfg = state.config.load().config.limiter.clone();
                     let identities = key_identities(d, &rows).await;
@@ -63,6 +66,7 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
                     let ids: HashSet<i64> = rows.iter().map(|a| a.id).collect();
                     limiters.credits.forget_applied(&ids);
                     since = read_at.saturating_sub(window);
+                    after = ids.iter().copied().fold(after, i64::max);
                 }
                 Ok(Err(e)) => tracing::debug!("reading credit adjustments: {e}"),
                 Err(_) => tracing::debug!("reading credit adjustments timed out"),

@@ -99,6 +99,9 @@ pub struct CreditBook {
     /// were): the background reads go on from there, not from the first
     /// row (black-box round 4, C5).
     read_at: std::sync::atomic::AtomicI64,
+    /// The highest adjustment id read at start (0: none): the background
+    /// reads find every later row by its id (black-box round 5, N2).
+    read_upto: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for CreditBook {
@@ -126,14 +129,22 @@ impl CreditBook {
             top_ups: RwLock::default(),
             spends: spends::SpendLog::new(),
             read_at: std::sync::atomic::AtomicI64::new(0),
+            read_upto: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
     /// Every adjustment made before `at_ms` (Unix ms) was read and applied
-    /// (at start).
-    pub fn set_read_at(&self, at_ms: i64) {
+    /// (at start), the highest of them `upto` (0: none).
+    pub fn set_read_at(&self, at_ms: i64, upto: i64) {
+        self.read_upto
+            .store(upto, std::sync::atomic::Ordering::Release);
         self.read_at
             .store(at_ms, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The highest adjustment id applied at start (0: none, or not read).
+    pub fn read_upto(&self) -> i64 {
+        self.read_upto.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// When the adjustments applied at start were read; `None` if they
