@@ -8,15 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tollgate_core::db::Db;
+use tollgate_core::id_floor::IdFloor;
 
 use crate::limiter::backends::Limiters;
 use crate::state::State;
 
-/// Each pass reads the rows above the highest id seen, and those created in
-/// the last `REREAD` again: a row is missed only if its id was handed out
-/// before one already seen (its transaction committed later) and its
-/// `created_at` also lies more than this before the read (black-box round
-/// 5, N2: a spend row of a proxy whose clock is behind is found by its id).
+/// Each pass reads the rows above an id floor ([`IdFloor`]: every id below
+/// it was seen, or missing for longer than this on the proxy's own clock),
+/// and those created in the last `REREAD` again. A row is missed only if
+/// its transaction commits more than this after a later id was read *and*
+/// its `created_at` is older than this too (black-box round 5, N2: a spend
+/// row stamped by a proxy whose clock is behind is found by its id).
 const REREAD: Duration = Duration::from_secs(300);
 
 pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, url: String) {
@@ -29,7 +31,7 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
         .credits
         .read_at()
         .map_or(0, |at| at.saturating_sub(window));
-    let mut after = limiters.credits.read_upto();
+    let mut floor = IdFloor::new(limiters.credits.read_upto(), REREAD);
     // The keys' and identities' own refills, as last read.
     let mut own = Vec::new();
     loop {
@@ -57,7 +59,7 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
         limiters.credits.set_refills(refills);
         if let Some(d) = &db {
             let read_at = tollgate_core::now_ms();
-            let read = d.credit_adjustments_after(after, since);
+            let read = d.credit_adjustments_after(floor.floor(), since);
             match tokio::time::timeout(Duration::from_secs(5), read).await {
                 Ok(Ok(rows)) => {
                     let cfg = state.config.load().config.limiter.clone();
@@ -66,7 +68,7 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
                     let ids: HashSet<i64> = rows.iter().map(|a| a.id).collect();
                     limiters.credits.forget_applied(&ids);
                     since = read_at.saturating_sub(window);
-                    after = ids.iter().copied().fold(after, i64::max);
+                    floor.saw(ids.iter().copied(), std::time::Instant::now());
                 }
                 Ok(Err(e)) => tracing::debug!("reading credit adjustments: {e}"),
                 Err(_) => tracing::debug!("reading credit adjustments timed out"),
