@@ -161,6 +161,42 @@ async fn idle_keep_alive_connections_close_after_keepalive_timeout() {
     assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
 }
 
+/// A reload that shortens `keepalive_timeout` applies to connections
+/// already open: after their next request they idle the new time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_keepalive_timeout_applies_to_open_connections() {
+    let long = SLOW.replace("keepalive_timeout: 3s", "keepalive_timeout: 60s");
+    let p = TestProxy::start(&long, Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let req = b"GET /open/users HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut s = raw::connect(None, p.addr).await;
+    let text = one_exchange(&mut s, req).await;
+    assert_eq!(raw::parse(&text).status, 200, "{text}");
+    let reloads =
+        |t: &str| common::metric_value(t, "tollgate_config_reloads_total", &["result=\"ok\""]);
+    let before = reloads(&p.metrics_text().await);
+    let yaml = std::fs::read_to_string(&p.config_path).expect("config");
+    let short = yaml.replace("keepalive_timeout: 60s", "keepalive_timeout: 2s");
+    assert_ne!(short, yaml);
+    std::fs::write(&p.config_path, short).expect("write");
+    let start = Instant::now();
+    while reloads(&p.metrics_text().await) <= before {
+        assert!(start.elapsed() < Duration::from_secs(10), "no reload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The next request on the open connection reads the new value.
+    let text = one_exchange(&mut s, req).await;
+    assert_eq!(raw::parse(&text).status, 200, "{text}");
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
+    let took = start.elapsed();
+    assert!(read.is_ok(), "still open 30 s after a reload to 2 s");
+    assert!(took >= Duration::from_millis(1500), "cut early: {took:?}");
+    assert!(took < Duration::from_secs(15), "closed after {took:?}");
+}
+
 const BALANCED: &str = r#"
 proxy:
   listen: "{listen}"

@@ -18,7 +18,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -47,6 +47,9 @@ pub struct DeadlineFlags {
     pub end: Arc<ConnEnd>,
     /// A request is finished: the next read starts the next request.
     pub rearm: AtomicBool,
+    /// The idle wait before the next request, ms (0: as armed), as the
+    /// service last read it from the config.
+    pub idle_ms: AtomicU64,
 }
 
 enum Phase {
@@ -119,6 +122,10 @@ impl HeaderDeadline {
     fn start_next_request(&mut self) {
         self.read = 0;
         self.idle = true;
+        let ms = self.flags.idle_ms.load(Ordering::Acquire);
+        if ms > 0 {
+            self.keepalive = Duration::from_millis(ms);
+        }
         self.sleep.as_mut().reset(Instant::now() + self.keepalive);
     }
 

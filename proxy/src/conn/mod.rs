@@ -72,11 +72,18 @@ pub fn close_handle() -> Option<Arc<ConnEnd>> {
 
 /// Called by the service once the request header is in: the header deadline
 /// of this request no longer applies. Outside an [`EdgeApp`] a no-op.
-/// Returns whether it was one: whether the stream's own deadline closes
-/// the connection when it idles past `keepalive_timeout` after this request.
-pub fn header_done() -> bool {
+pub fn header_done() {
+    let _ = HEADER_DONE.try_with(|f| f.done.store(true, Ordering::Release));
+}
+
+/// The idle wait before this connection's next request: the current
+/// `keepalive_timeout` (a reload applies to open connections too). Returns
+/// whether the request came through an [`EdgeApp`], whose stream ends that
+/// wait itself.
+pub fn set_idle_timeout(idle: Duration) -> bool {
+    let ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX).max(1);
     HEADER_DONE
-        .try_with(|f| f.done.store(true, Ordering::Release))
+        .try_with(|f| f.idle_ms.store(ms, Ordering::Release))
         .is_ok()
 }
 
