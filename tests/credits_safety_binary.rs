@@ -234,10 +234,10 @@ async fn wait_spent(db: &tollgate_core::db::Db, want: i64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_local_limiter_spent_credits_stay_spent_across_restarts_and_proxies() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+/// A fresh SQLite database in `dir` with one key holding 100 credits: the
+/// database, the key's id and the key.
+async fn prepaid(dir: &std::path::Path) -> (tollgate_core::db::Db, i64, String) {
+    let db = tollgate_core::db::testing::fresh_sqlite(dir).await;
     let (row, key) = db
         .create_key(&NewApiKey {
             name: "prepaid".into(),
@@ -253,6 +253,13 @@ async fn with_the_local_limiter_spent_credits_stay_spent_across_restarts_and_pro
     )
     .await
     .expect("top-up");
+    (db, row.id, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_local_limiter_spent_credits_stay_spent_across_restarts_and_proxies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, _, key) = prepaid(dir.path()).await;
     let upstream = common::demo_upstream().await;
     let y = local_yaml(upstream, "200ms");
     let client = reqwest::Client::new();
@@ -318,18 +325,8 @@ async fn with_the_local_limiter_spent_credits_stay_spent_across_restarts_and_pro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spend_stamped_by_a_clock_behind_is_applied_by_its_id() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
-    let (row, key) = db
-        .create_key(&NewApiKey {
-            name: "prepaid".into(),
-            ..NewApiKey::default()
-        })
-        .await
-        .expect("key");
+    let (db, key_id, key) = prepaid(dir.path()).await;
     let kind = tollgate_core::credits::SubjectKind::Key;
-    db.add_credits(kind, row.id, 100, "test")
-        .await
-        .expect("top-up");
     let upstream = common::demo_upstream().await;
     let p = Proxy::start(
         tempfile::tempdir().expect("tempdir"),
@@ -348,7 +345,7 @@ async fn a_spend_stamped_by_a_clock_behind_is_applied_by_its_id() {
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(kind.as_str())
-    .bind(row.id)
+    .bind(key_id)
     .bind(-10i64)
     .bind(behind)
     .bind("proxy:behind")
