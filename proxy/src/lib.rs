@@ -24,6 +24,7 @@ pub mod auth;
 pub mod background;
 pub mod body_limit;
 pub mod conn;
+pub mod conn_end;
 pub mod cors;
 pub mod cost;
 pub mod credits;

@@ -15,7 +15,7 @@ use pingora::http::RequestHeader;
 use prometheus::{register_int_counter, register_int_gauge, IntCounter, IntGauge};
 use tollgate_core::keys::KeyHash;
 
-use crate::conn::ConnEnd;
+use crate::conn_end::ConnEnd;
 
 #[allow(clippy::expect_used)]
 static OPEN: LazyLock<IntGauge> = LazyLock::new(|| {

@@ -24,11 +24,10 @@
 //!   done within `proxy.header_timeout` too ([`HandshakeWatch`]).
 
 mod deadline;
-mod end;
 mod handshake;
 mod side;
 
-pub use end::ConnEnd;
+pub use crate::conn_end::ConnEnd;
 pub use handshake::HandshakeWatch;
 pub use side::{
     nofile_limit, side_app, side_cap, SideHttp, METRICS_MAX_CONNECTIONS, VERIFY_MAX_CONNECTIONS,
