@@ -167,6 +167,12 @@ pub fn build(prepared: Prepared) -> Built {
         // Pingora counts whole seconds: round up so that e.g. 1500ms is not cut to 1 s.
         grace_period_seconds: Some(whole_seconds_up(config.proxy.grace_period)),
         graceful_shutdown_timeout_seconds: Some(5),
+        // Every timeout on tokio's timer wheel: Tollgate's upstream read,
+        // write and pool-idle timeouts are nearly always cancelled (the
+        // answer comes), which Pingora's shared fast timers do not clean up
+        // (kept until their deadline) and register at a higher cost per
+        // request (issue #19, ladder step 0).
+        fast_timeout_to_tokio_threshold_seconds: Some(0),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
