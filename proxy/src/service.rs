@@ -46,12 +46,19 @@ mod upstream;
 pub use ctx::Ctx;
 
 /// End the client half of a refused, held-open WebSocket handshake
-/// ([`ws_hold`]): its next read fails at once, which ends the request (the
-/// connection closes; the answer was sent whole).
+/// ([`ws_hold`]): its next read fails at once (within Pingora's 10 ms timer
+/// tick), which ends the request (the connection closes; the answer was
+/// sent whole). Not zero: Pingora's fast timer rounds a deadline that falls
+/// at its own start by computing 0 − 1 (a panic in debug builds, wrapped
+/// arithmetic in release), and sub-second timeouts always take that timer
+/// (longer ones take tokio's: `server`).
 fn end_held_half(session: &mut Session, ctx: &mut Ctx) {
     ctx.ws_hold = Hold::Ended;
-    session.set_read_timeout(Some(Duration::ZERO));
+    session.set_read_timeout(Some(END_NOW));
 }
+
+/// The shortest read timeout, for [`end_held_half`].
+const END_NOW: Duration = Duration::from_millis(1);
 
 /// The gateway: shared state plus the in-process limiters.
 pub struct Gateway {
