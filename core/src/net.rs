@@ -120,6 +120,16 @@ pub const MAX_FORWARDED_HOPS: usize = 32;
 /// Resolve the client address from the peer and the `X-Forwarded-For` header
 /// values (in the order received).
 pub fn resolve(peer: IpAddr, forwarded_for: &[&str], trusted: &TrustedProxies) -> ClientAddress {
+    resolve_with(peer, trusted, || forwarded_for.to_vec())
+}
+
+/// [`resolve`], with the `X-Forwarded-For` values read only if the peer
+/// is trusted (untrusted peers' are never looked at).
+pub fn resolve_with<'a>(
+    peer: IpAddr,
+    trusted: &TrustedProxies,
+    forwarded_for: impl FnOnce() -> Vec<&'a str>,
+) -> ClientAddress {
     let peer = canonical(peer);
     if !trusted.contains(peer) {
         return ClientAddress {
@@ -128,8 +138,8 @@ pub fn resolve(peer: IpAddr, forwarded_for: &[&str], trusted: &TrustedProxies) -
             forwarded_for: ip_text(peer),
         };
     }
-    let entries: Vec<&str> = forwarded_for
-        .iter()
+    let entries: Vec<&str> = forwarded_for()
+        .into_iter()
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|e| !e.is_empty())

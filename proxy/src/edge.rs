@@ -216,17 +216,13 @@ pub fn inspect(
         .map_err(|e| Refusal::keep(e.reason(), answer::bad_path(e)))?;
     check_framing(req, raw)?;
     let peer = peer.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    // Only a trusted peer's forwarding header is read.
-    let xff: Vec<&str> = if cfg.trusted_proxies.contains(net::canonical(peer)) {
+    let client = net::resolve_with(peer, &cfg.trusted_proxies, || {
         req.headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect()
-    } else {
-        Vec::new()
-    };
-    let client = net::resolve(peer, &xff, &cfg.trusted_proxies);
+    });
     let host = canonical.authority.clone().or_else(|| {
         req.headers
             .get(HOST)

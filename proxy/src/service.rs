@@ -307,12 +307,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        // The whole request header is in: the header timeout is met.
-        crate::conn::header_done();
         // The one snapshot of the config this request uses throughout.
         let cfg = self.state.config.load_full();
         let keepalive = cfg.config.proxy.keepalive_timeout;
-        let edge_deadline = crate::conn::set_idle_timeout(keepalive);
+        // The whole request header is in: the header timeout is met.
+        let edge_deadline = crate::conn::header_done_idle(keepalive);
         // On an edge connection the stream's deadline ends the idle wait
         // for the next request (`conn`): Pingora is told "no limit" (0)
         // rather than arm a second timer for every request. Elsewhere: whole

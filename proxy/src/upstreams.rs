@@ -367,8 +367,8 @@ impl UpstreamPool {
             tracing::error!(upstream = %config.name, "cannot initialise upstream: {e}");
         }
         let set = lb.backends().get_backend();
-        let single = match set.iter().collect::<Vec<_>>()[..] {
-            [only] => only
+        let single = match (set.len(), set.iter().next()) {
+            (1, Some(only)) => only
                 .addr
                 .as_inet()
                 .and_then(|a| targets.get(a))

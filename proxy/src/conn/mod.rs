@@ -75,14 +75,17 @@ pub fn header_done() {
     let _ = HEADER_DONE.try_with(|f| f.done.store(true, Ordering::Release));
 }
 
-/// The idle wait before this connection's next request: the current
-/// `keepalive_timeout` (a reload applies to open connections too). Returns
-/// whether the request came through an [`EdgeApp`], whose stream ends that
-/// wait itself.
-pub fn set_idle_timeout(idle: Duration) -> bool {
+/// [`header_done`], and the idle wait before this connection's next
+/// request: the current `keepalive_timeout` (a reload applies to open
+/// connections too). Returns whether the request came through an
+/// [`EdgeApp`], whose stream ends that wait itself.
+pub fn header_done_idle(idle: Duration) -> bool {
     let ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX).max(1);
     HEADER_DONE
-        .try_with(|f| f.idle_ms.store(ms, Ordering::Release))
+        .try_with(|f| {
+            f.done.store(true, Ordering::Release);
+            f.idle_ms.store(ms, Ordering::Release);
+        })
         .is_ok()
 }
 

@@ -203,12 +203,13 @@ impl LocalLimiter {
             std::collections::hash_map::Entry::Occupied(o) => (o.into_mut(), false),
             std::collections::hash_map::Entry::Vacant(v) => (v.insert(Entry::default()), true),
         };
-        let entry = (!new).then_some(*held);
+        // A new entry is all free slots: no bucket of it is inline.
+        let entry = *held;
         let mut more = None;
         let mut tats: SmallVec<[u64; 4]> = SmallVec::with_capacity(buckets.len());
         for b in buckets {
             // Hot path: a held subject's bucket is inline (one lookup).
-            let tat = match entry.and_then(|e| e.get(b.slot)) {
+            let tat = match entry.get(b.slot) {
                 Some(tat) => tat,
                 None => {
                     let more = more.get_or_insert_with(|| self.more.lock(subject));
