@@ -6,9 +6,10 @@
 //! equal to `-` (`X_Tollgate_Key_Id` reaches a WSGI app as
 //! `HTTP_X_TOLLGATE_KEY_ID`).
 
-use http::{HeaderName, HeaderValue};
+use http::header::{CONNECTION, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
-use pingora::Result;
+use pingora::{ErrorType, OrErr, Result};
 use tollgate_core::keys;
 use tollgate_core::net::ClientAddress;
 
@@ -181,11 +182,11 @@ pub struct Forwarding<'a> {
     pub identity: Option<&'a str>,
 }
 
-/// The names of the headers to drop from `req`.
-pub fn to_remove(req: &RequestHeader, f: &Forwarding<'_>) -> Vec<HeaderName> {
+/// The names of the headers to drop from `headers`.
+pub fn to_remove(headers: &HeaderMap, f: &Forwarding<'_>) -> Vec<HeaderName> {
     let key = cgi(f.key_header);
     let mut out: Vec<HeaderName> = Vec::new();
-    for (name, value) in req.headers.iter() {
+    for (name, value) in headers.iter() {
         let n = cgi(name.as_str());
         let n = n.as_ref();
         let respelled = name.as_str().contains('_');
@@ -207,53 +208,75 @@ pub fn to_remove(req: &RequestHeader, f: &Forwarding<'_>) -> Vec<HeaderName> {
 }
 
 /// `http` and `https` as shared values (no copy, no check per request).
-fn proto_value(proto: &str) -> Option<HeaderValue> {
+fn proto_value(proto: &str) -> Result<HeaderValue> {
     const HTTP: HeaderValue = HeaderValue::from_static("http");
     const HTTPS: HeaderValue = HeaderValue::from_static("https");
     match proto {
-        "http" => Some(HTTP),
-        "https" => Some(HTTPS),
-        _ => None,
+        "http" => Ok(HTTP),
+        "https" => Ok(HTTPS),
+        other => value(other),
     }
 }
 
+/// A header value from text the proxy decided on (checked: a byte a header
+/// cannot carry is an error, never a bad header on the wire).
+pub fn value(text: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(text).or_err(ErrorType::InvalidHTTPHeader, "invalid header value")
+}
+
+/// The names the proxy sets, built at compile time.
+pub mod names {
+    use http::HeaderName;
+
+    pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const X_CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-client-request-id");
+    pub const X_TOLLGATE_KEY_ID: HeaderName = HeaderName::from_static("x-tollgate-key-id");
+    pub const X_TOLLGATE_PLAN: HeaderName = HeaderName::from_static("x-tollgate-plan");
+    pub const X_TOLLGATE_IDENTITY: HeaderName = HeaderName::from_static("x-tollgate-identity");
+}
+
 /// Rewrite the upstream request's headers.
-pub fn apply(req: &mut RequestHeader, f: &Forwarding<'_>) -> Result<()> {
+pub fn apply(headers: &mut HeaderMap, f: &Forwarding<'_>) -> Result<()> {
     let trusted_xfh = if f.client.peer_trusted {
-        req.headers
-            .get("x-forwarded-host")
-            .and_then(|v| v.to_str().ok())
-            .filter(|h| tollgate_core::net::is_host(h))
-            .map(str::to_string)
+        headers
+            .get(names::X_FORWARDED_HOST)
+            .filter(|v| v.to_str().is_ok_and(tollgate_core::net::is_host))
+            .cloned()
     } else {
         None
     };
-    for name in to_remove(req, f) {
-        req.remove_header(&name);
+    for name in to_remove(headers, f) {
+        headers.remove(&name);
     }
-    req.insert_header("X-Forwarded-For", f.client.forwarded_for.as_str())?;
-    match proto_value(f.proto) {
-        Some(v) => req.insert_header("X-Forwarded-Proto", v)?,
-        None => req.insert_header("X-Forwarded-Proto", f.proto)?,
+    headers.insert(names::X_FORWARDED_FOR, value(&f.client.forwarded_for)?);
+    headers.insert(names::X_FORWARDED_PROTO, proto_value(f.proto)?);
+    match (trusted_xfh, f.host) {
+        (Some(v), _) => {
+            headers.insert(names::X_FORWARDED_HOST, v);
+        }
+        (None, Some(h)) => {
+            headers.insert(names::X_FORWARDED_HOST, value(h)?);
+        }
+        (None, None) => {}
     }
-    if let Some(h) = trusted_xfh.as_deref().or(f.host) {
-        req.insert_header("X-Forwarded-Host", h)?;
-    }
-    req.insert_header("X-Request-Id", f.request_id.clone())?;
+    headers.insert(names::X_REQUEST_ID, f.request_id.clone());
     if f.websocket {
-        req.insert_header("Upgrade", "websocket")?;
-        req.insert_header("Connection", "Upgrade")?;
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     }
     if let Some(id) = f.client_request_id {
-        req.insert_header("X-Client-Request-Id", id)?;
+        headers.insert(names::X_CLIENT_REQUEST_ID, value(id)?);
     }
     if let Some(id) = f.key_id {
-        req.insert_header("X-Tollgate-Key-Id", id)?;
+        headers.insert(names::X_TOLLGATE_KEY_ID, value(id)?);
         if let Some(plan) = f.plan {
-            req.insert_header("X-Tollgate-Plan", plan)?;
+            headers.insert(names::X_TOLLGATE_PLAN, value(plan)?);
         }
         if let Some(identity) = f.identity {
-            req.insert_header("X-Tollgate-Identity", identity)?;
+            headers.insert(names::X_TOLLGATE_IDENTITY, value(identity)?);
         }
     }
     Ok(())
@@ -269,6 +292,11 @@ mod tests {
             peer_trusted: trusted,
             forwarded_for: "203.0.113.5".into(),
         }
+    }
+
+    /// [`apply`] as the proxy calls it, on a request header.
+    fn apply_to(r: &mut RequestHeader, f: &Forwarding<'_>) -> Result<()> {
+        crate::header_edit::request(r, |h| apply(h, f))
     }
 
     fn names(r: &RequestHeader) -> Vec<String> {
@@ -305,14 +333,14 @@ mod tests {
             identity: Some("cus_1"),
             ..base(&c)
         };
-        apply(&mut r, &f).expect("apply");
+        apply_to(&mut r, &f).expect("apply");
         let got: Vec<_> = r.headers.get_all("x-tollgate-identity").iter().collect();
         assert_eq!(got, vec!["cus_1"]);
         assert!(r.headers.get("x_tollgate_identity").is_none());
         // No key: no identity either; a forged one is still dropped.
         let mut r = RequestHeader::build("GET", b"/", None).expect("req");
         r.insert_header("X-Tollgate-Identity", "forged").expect("h");
-        apply(&mut r, &base(&c)).expect("apply");
+        apply_to(&mut r, &base(&c)).expect("apply");
         assert!(r.headers.get("x-tollgate-identity").is_none());
     }
 
@@ -350,7 +378,7 @@ mod tests {
         let mut f = base(&c);
         f.key_id = Some("7");
         f.plan = Some("free");
-        apply(&mut r, &f).expect("apply");
+        apply_to(&mut r, &f).expect("apply");
         assert_eq!(
             names(&r),
             vec![
@@ -409,7 +437,7 @@ mod tests {
         }
         let mut f = base(&c);
         f.websocket = true;
-        apply(&mut r, &f).expect("apply");
+        apply_to(&mut r, &f).expect("apply");
         let upgrade: Vec<_> = r.headers.get_all("upgrade").iter().collect();
         assert_eq!(upgrade, ["websocket"]);
         assert_eq!(r.headers["connection"], "Upgrade");
@@ -423,11 +451,11 @@ mod tests {
         let mut r = RequestHeader::build("GET", b"/", None).expect("req");
         r.append_header("Authorization", "Bearer eyJhbGciOi")
             .expect("h");
-        apply(&mut r, &base(&c)).expect("apply");
+        apply_to(&mut r, &base(&c)).expect("apply");
         assert!(r.headers.contains_key("authorization"));
         let mut f = base(&c);
         f.key_from_bearer = true;
-        apply(&mut r, &f).expect("apply");
+        apply_to(&mut r, &f).expect("apply");
         assert!(!r.headers.contains_key("authorization"));
     }
 
@@ -444,7 +472,7 @@ mod tests {
         r.append_header("X-HTTP-Method-Override", "PUT").expect("h");
         let mut f = base(&c);
         f.allow_method_override = true;
-        apply(&mut r, &f).expect("apply");
+        apply_to(&mut r, &f).expect("apply");
         assert_eq!(r.headers["x-forwarded-host"], "public.example");
         assert_eq!(r.headers["x-forwarded-for"], "203.0.113.5, 10.0.0.1");
         assert_eq!(r.headers["x-real-ip"], "203.0.113.5");

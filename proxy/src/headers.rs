@@ -6,11 +6,13 @@
 
 use std::fmt::Write;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use tollgate_core::limits::{LimitState, Policy};
 
 pub const POLICY: &str = "RateLimit-Policy";
 pub const RATELIMIT: &str = "RateLimit";
+pub const POLICY_NAME: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub const RATELIMIT_NAME: HeaderName = HeaderName::from_static("ratelimit");
 
 /// The `RateLimit-Policy` field value.
 pub fn policy(limits: &[LimitState]) -> String {
@@ -90,6 +92,16 @@ pub fn ratelimit(limits: &[LimitState]) -> String {
         push_int(&mut out, sf_int(l.reset_secs));
     }
     out
+}
+
+/// [`ratelimit`] as a header value (`None` for no limits).
+pub fn ratelimit_value(limits: &[LimitState]) -> Option<HeaderValue> {
+    joined_value(ratelimit(limits))
+}
+
+/// [`policy`] as a header value (`None` for no limits).
+pub fn policy_header(limits: &[LimitState]) -> Option<HeaderValue> {
+    joined_value(policy(limits))
 }
 
 /// `n` in decimal (per request: no formatting machinery).

@@ -34,6 +34,7 @@ pub mod edge_metrics;
 pub mod forward;
 pub mod gate;
 pub mod grpc;
+pub mod header_edit;
 pub mod headers;
 pub mod identities;
 pub mod keyset;

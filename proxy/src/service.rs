@@ -23,6 +23,7 @@ use crate::edge;
 use crate::edge_metrics;
 use crate::forward;
 use crate::grpc;
+use crate::header_edit;
 use crate::headers;
 use crate::ladder::{Ladder, Step};
 use crate::limiter::backends::Limiters;
@@ -454,19 +455,23 @@ impl ProxyHttp for Gateway {
         if !self.ladder.on(Step::ResponseHeaders) {
             return Ok(());
         }
-        if let Some(d) = &ctx.decision {
-            if !d.limits.is_empty() {
-                match &ctx.policy {
-                    // Rendered when the plan and route were compiled.
-                    Some(p) => upstream_response.insert_header(headers::POLICY, p.clone())?,
-                    None => upstream_response
-                        .insert_header(headers::POLICY, headers::policy(&d.limits))?,
+        header_edit::response(upstream_response, |h| {
+            if let Some(d) = ctx.decision.as_ref().filter(|d| !d.limits.is_empty()) {
+                // Rendered when the plan and route were compiled.
+                let policy = ctx
+                    .policy
+                    .clone()
+                    .or_else(|| headers::policy_header(&d.limits));
+                if let Some(v) = policy {
+                    h.insert(headers::POLICY_NAME, v);
                 }
-                upstream_response
-                    .insert_header(headers::RATELIMIT, headers::ratelimit(&d.limits))?;
+                if let Some(v) = headers::ratelimit_value(&d.limits) {
+                    h.insert(headers::RATELIMIT_NAME, v);
+                }
             }
-        }
-        upstream_response.insert_header("X-Request-Id", ctx.request_id.header())?;
+            h.insert(forward::names::X_REQUEST_ID, ctx.request_id.header());
+            Ok(())
+        })?;
         if let Some(policy) = ctx.route.as_ref().and_then(|r| r.cors.as_ref()) {
             cors::apply(policy, &session.req_header().headers, upstream_response)?;
         }

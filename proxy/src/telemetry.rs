@@ -3,6 +3,7 @@
 //! a fresh trace), and the upstream is told the proxy's span as its parent.
 //! With the setting off nothing here runs (one branch in the filter).
 
+use http::{HeaderMap, HeaderName};
 use pingora::http::RequestHeader;
 use tollgate_core::trace::{self, IdSource, SpanContext};
 
@@ -32,12 +33,16 @@ pub fn start(req: &RequestHeader, ids: &mut impl IdSource) -> RequestTrace {
 
 /// What the upstream sees: `traceparent` naming the proxy's span; the
 /// client's `tracestate` only if it was valid (else none).
-pub fn propagate(t: &RequestTrace, upstream: &mut RequestHeader) -> pingora::Result<()> {
-    upstream.insert_header("traceparent", t.span.traceparent())?;
+pub fn propagate(t: &RequestTrace, upstream: &mut HeaderMap) -> pingora::Result<()> {
+    const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+    const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+    upstream.insert(TRACEPARENT, crate::forward::value(&t.span.traceparent())?);
     match &t.tracestate {
-        Some(s) => upstream.insert_header("tracestate", s.as_str())?,
+        Some(s) => {
+            upstream.insert(TRACESTATE, crate::forward::value(s)?);
+        }
         None => {
-            upstream.remove_header("tracestate");
+            upstream.remove(TRACESTATE);
         }
     }
     Ok(())
@@ -66,7 +71,7 @@ mod tests {
             Some("00f067aa0ba902b7")
         );
         let mut up = inbound.clone();
-        propagate(&t, &mut up).expect("headers");
+        crate::header_edit::request(&mut up, |h| propagate(&t, h)).expect("headers");
         let sent = up
             .headers
             .get("traceparent")
@@ -95,7 +100,7 @@ mod tests {
         let t = start(&inbound, &mut OsIds);
         assert!(t.parent.is_none());
         let mut up = inbound.clone();
-        propagate(&t, &mut up).expect("headers");
+        crate::header_edit::request(&mut up, |h| propagate(&t, h)).expect("headers");
         let sent = up
             .headers
             .get("traceparent")

@@ -9,6 +9,7 @@ use tollgate_core::net;
 use tollgate_core::trace::OsIds;
 
 use crate::forward::{self, Forwarding};
+use crate::header_edit;
 use crate::router;
 use crate::telemetry;
 
@@ -61,50 +62,58 @@ pub(super) fn edit(
     let mut id_buf = [0u8; 20];
     let buf = &mut id_buf;
     let key_id = ctx.key.as_ref().map(move |k| forward::id_text(k.id, buf));
-    forward::apply(
-        upstream_request,
-        &Forwarding {
-            key_header: &cfg.config.proxy.key_header,
-            key_from_bearer: ctx.key_from_bearer,
-            allow_method_override: route.route.allow_method_override,
-            websocket: ctx.websocket,
-            client: &inbound.client,
-            proto: net::forwarded_proto(
-                inbound.client.peer_trusted,
-                // Only a trusted peer's is read.
-                inbound
-                    .client
-                    .peer_trusted
-                    .then(|| session.req_header().headers.get("x-forwarded-proto"))
-                    .flatten()
-                    .and_then(|v| v.to_str().ok()),
-                is_tls(session),
-            ),
-            host: inbound.host.as_deref(),
-            request_id: ctx.request_id.header(),
-            client_request_id: ctx.client_request_id.as_deref(),
-            key_id,
-            plan: ctx.key.as_ref().and(ctx.plan.as_deref()),
-            identity: crate::identities::header_value(ctx.identity.as_deref()),
-        },
-    )?;
-    if cfg.config.telemetry.trace_context {
-        let t = telemetry::start(session.req_header(), &mut OsIds);
-        telemetry::propagate(&t, upstream_request)?;
-        ctx.trace = Some(t);
-    }
-    if let Some(picked) = &ctx.target {
-        if !route.upstream.config.preserve_host {
-            match &picked.host_header {
-                Some(host) => upstream_request.insert_header("Host", host.clone())?,
-                None => {
-                    return Err(Error::explain(
-                        ErrorType::InternalError,
-                        format!("no Host header value for target {}", picked.target),
-                    ))
-                }
+    let forwarding = Forwarding {
+        key_header: &cfg.config.proxy.key_header,
+        key_from_bearer: ctx.key_from_bearer,
+        allow_method_override: route.route.allow_method_override,
+        websocket: ctx.websocket,
+        client: &inbound.client,
+        proto: net::forwarded_proto(
+            inbound.client.peer_trusted,
+            // Only a trusted peer's is read.
+            inbound
+                .client
+                .peer_trusted
+                .then(|| session.req_header().headers.get("x-forwarded-proto"))
+                .flatten()
+                .and_then(|v| v.to_str().ok()),
+            is_tls(session),
+        ),
+        host: inbound.host.as_deref(),
+        request_id: ctx.request_id.header(),
+        client_request_id: ctx.client_request_id.as_deref(),
+        key_id,
+        plan: ctx.key.as_ref().and(ctx.plan.as_deref()),
+        identity: crate::identities::header_value(ctx.identity.as_deref()),
+    };
+    let trace = cfg
+        .config
+        .telemetry
+        .trace_context
+        .then(|| telemetry::start(session.req_header(), &mut OsIds));
+    // `Host`: the target's, unless the route keeps the client's.
+    let host = match &ctx.target {
+        Some(picked) if !route.upstream.config.preserve_host => match &picked.host_header {
+            Some(host) => Some(host.clone()),
+            None => {
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    format!("no Host header value for target {}", picked.target),
+                ))
             }
+        },
+        _ => None,
+    };
+    header_edit::request(upstream_request, |headers| {
+        forward::apply(headers, &forwarding)?;
+        if let Some(t) = &trace {
+            telemetry::propagate(t, headers)?;
         }
-    }
+        if let Some(host) = host {
+            headers.insert(http::header::HOST, host);
+        }
+        Ok(())
+    })?;
+    ctx.trace = trace;
     Ok(())
 }
