@@ -66,18 +66,29 @@ impl<'a> Lines<'a> {
 /// bytes still tell).
 fn raw_framing(raw: &[u8]) -> (Lines<'_>, Lines<'_>) {
     let (mut cl, mut te) = (Lines::default(), Lines::default());
-    for line in raw.split(|&b| b == b'\n').skip(1) {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let (n, v) = line.split_at(colon);
-        if n.eq_ignore_ascii_case(b"content-length") {
-            cl.add(&v[1..]);
-        } else if n.eq_ignore_ascii_case(b"transfer-encoding") {
-            te.add(&v[1..]);
+    // Past the request line; each field line found with one SIMD search.
+    let Some(mut start) = memchr::memchr(b'\n', raw).map(|i| i + 1) else {
+        return (cl, te);
+    };
+    while start < raw.len() {
+        let end = memchr::memchr(b'\n', &raw[start..]).map_or(raw.len(), |i| start + i);
+        let line = &raw[start..end];
+        if let Some(v) = field_value(line, b"content-length") {
+            cl.add(v);
+        } else if let Some(v) = field_value(line, b"transfer-encoding") {
+            te.add(v);
         }
+        start = end + 1;
     }
     (cl, te)
+}
+
+/// The value of a field line named `name` (any case), else `None`. A name
+/// holds no `:`, so a line of this name has its first colon right after it.
+fn field_value<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let n = name.len();
+    (line.len() > n && line[n] == b':' && line[..n].eq_ignore_ascii_case(name))
+        .then(|| &line[n + 1..])
 }
 
 /// Whether the `Transfer-Encoding` lines are exactly one `chunked` (any
@@ -483,6 +494,49 @@ mod tests {
         // The request line is not a header, whatever it holds.
         let (cl, _) = raw_framing(b"GET /content-length:1 HTTP/1.1\r\n\r\n");
         assert_eq!(cl.count, 0);
+    }
+
+    /// The line-by-line reading the SIMD search replaced: the first colon
+    /// ends the name.
+    fn raw_framing_reference(raw: &[u8]) -> (usize, Option<Vec<u8>>, usize, Option<Vec<u8>>) {
+        let (mut cl, mut te) = (Lines::default(), Lines::default());
+        for line in raw.split(|&b| b == b'\n').skip(1) {
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (n, v) = line.split_at(colon);
+            if n.eq_ignore_ascii_case(b"content-length") {
+                cl.add(&v[1..]);
+            } else if n.eq_ignore_ascii_case(b"transfer-encoding") {
+                te.add(&v[1..]);
+            }
+        }
+        (
+            cl.count,
+            cl.first.map(<[u8]>::to_vec),
+            te.count,
+            te.first.map(<[u8]>::to_vec),
+        )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn raw_framing_reads_as_the_line_by_line_reference(
+            lines in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::string::string_regex("(?i)(content-length|transfer-encoding|x-content-length|host)(:| :|::)[ -~]{0,12}").expect("regex"),
+                    proptest::string::string_regex("[ -~]{0,30}").expect("regex"),
+                ],
+                0..8,
+            ),
+            crlf in proptest::bool::ANY,
+        ) {
+            let eol = if crlf { "\r\n" } else { "\n" };
+            let raw = format!("POST / HTTP/1.1{eol}{}", lines.join(eol));
+            let (cl, te) = raw_framing(raw.as_bytes());
+            let got = (cl.count, cl.first.map(<[u8]>::to_vec), te.count, te.first.map(<[u8]>::to_vec));
+            proptest::prop_assert_eq!(got, raw_framing_reference(raw.as_bytes()));
+        }
     }
 
     #[test]

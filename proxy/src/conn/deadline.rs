@@ -64,7 +64,12 @@ enum Phase {
 pub struct HeaderDeadline {
     inner: Stream,
     flags: Arc<DeadlineFlags>,
+    /// Fires at or before [`Self::deadline`]: moved later only when it
+    /// fires early (a timer reset per request costs more than one per
+    /// timeout period).
     sleep: Pin<Box<Sleep>>,
+    /// When the header (or the idle wait) is due.
+    deadline: Instant,
     timeout: Duration,
     /// How long a kept-alive connection may wait for its next request.
     keepalive: Duration,
@@ -104,10 +109,12 @@ impl HeaderDeadline {
         } else {
             stream
         };
+        let deadline = Instant::now() + deadline;
         Some(Box::new(Self {
             inner,
             flags,
-            sleep: Box::pin(tokio::time::sleep_until(Instant::now() + deadline)),
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline,
             timeout,
             keepalive,
             idle: false,
@@ -126,7 +133,30 @@ impl HeaderDeadline {
         if ms > 0 {
             self.keepalive = Duration::from_millis(ms);
         }
-        self.sleep.as_mut().reset(Instant::now() + self.keepalive);
+        self.set_deadline(Instant::now() + self.keepalive);
+    }
+
+    /// Due at `at`: the timer is moved only if it would fire too late.
+    fn set_deadline(&mut self, at: Instant) {
+        self.deadline = at;
+        if at < self.sleep.deadline() {
+            self.sleep.as_mut().reset(at);
+        }
+    }
+
+    /// Whether the deadline has passed; a timer that fired early is moved
+    /// to the deadline (and registered with `cx`).
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if Instant::now() >= self.deadline {
+                return Poll::Ready(());
+            }
+            let at = self.deadline;
+            self.sleep.as_mut().reset(at);
+        }
     }
 
     /// The deadline passed with the header unfinished.
@@ -146,16 +176,16 @@ impl HeaderDeadline {
         self.answer = answer::to_http1_close(&answer::request_timeout(self.timeout));
         self.phase = Phase::Answering(0);
         // A client that reads nothing does not hold the connection.
-        self.sleep
-            .as_mut()
-            .reset(Instant::now() + super::ANSWER_GRACE);
+        self.deadline = Instant::now() + super::ANSWER_GRACE;
+        let at = self.deadline;
+        self.sleep.as_mut().reset(at);
         self.poll_answer_or_give_up(cx);
         Poll::Pending
     }
 
     /// Drive the 408 until written or until the answer's grace is over.
     fn poll_answer_or_give_up(&mut self, cx: &mut Context<'_>) {
-        if self.poll_answer(cx).is_pending() && self.sleep.as_mut().poll(cx).is_ready() {
+        if self.poll_answer(cx).is_pending() && self.poll_deadline(cx).is_ready() {
             self.phase = Phase::Finished;
             self.flags.end.end();
         }
@@ -213,13 +243,13 @@ impl AsyncRead for HeaderDeadline {
             if this.idle && n > 0 {
                 // The first byte of the next request: its header deadline.
                 this.idle = false;
-                this.sleep.as_mut().reset(Instant::now() + this.timeout);
+                this.set_deadline(Instant::now() + this.timeout);
             }
         }
         if r.is_ready() || this.flags.done.load(Ordering::Acquire) {
             return r;
         }
-        if this.sleep.as_mut().poll(cx).is_pending() {
+        if this.poll_deadline(cx).is_pending() {
             return Poll::Pending;
         }
         this.expire(cx)
