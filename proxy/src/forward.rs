@@ -251,6 +251,9 @@ pub fn apply(headers: &mut HeaderMap, f: &Forwarding<'_>) -> Result<()> {
     for name in to_remove(headers, f) {
         headers.remove(&name);
     }
+    // Room for what is set below (and Host, trace context): the map grows
+    // once, not once per insert that crosses its capacity.
+    headers.reserve(10);
     headers.insert(names::X_FORWARDED_FOR, value(&f.client.forwarded_for)?);
     headers.insert(names::X_FORWARDED_PROTO, proto_value(f.proto)?);
     match (trusted_xfh, f.host) {

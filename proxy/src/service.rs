@@ -456,6 +456,7 @@ impl ProxyHttp for Gateway {
             return Ok(());
         }
         header_edit::response(upstream_response, |h| {
+            h.reserve(3);
             if let Some(d) = ctx.decision.as_ref().filter(|d| !d.limits.is_empty()) {
                 // Rendered when the plan and route were compiled.
                 let policy = ctx
