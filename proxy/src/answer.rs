@@ -211,6 +211,18 @@ pub fn auth_throttled(retry_after: u64) -> Answer {
     .with_header("Retry-After", retry_after.to_string())
 }
 
+/// Too many reads of `proxy.usage_path` by one key.
+pub fn usage_reads_throttled(per_second: u32) -> Answer {
+    Answer::problem(
+        Problem::new("too-many-usage-reads", "Too Many Requests", 429)
+            .detail(format!(
+                "a key may read its usage {per_second} times per second"
+            ))
+            .with("per_second", per_second),
+    )
+    .with_header("Retry-After", "1".to_string())
+}
+
 pub fn quota_exceeded(decision: &Decision) -> Answer {
     let violated = decision.violated_names();
     let retry_after = decision.retry_after_secs();

@@ -32,7 +32,7 @@ use crate::metrics::outcome;
 use crate::request_id::RequestId;
 use crate::router::{self, Routable, RouteMatch};
 use crate::state::{ConfigState, State};
-use crate::throttle::AuthThrottle;
+use crate::throttle::{AuthThrottle, UsageReads};
 use crate::usage::UsageRecorder;
 use crate::websocket;
 use crate::ws_hold::{self, Hold};
@@ -67,6 +67,8 @@ pub struct Gateway {
     pub limiters: Arc<Limiters>,
     pub usage: Arc<UsageRecorder>,
     auth_failures: AuthThrottle,
+    /// Reads of `proxy.usage_path`, per key.
+    usage_reads: UsageReads,
     /// The steps that run (all but in the load harness's cost ladder).
     ladder: Ladder,
     /// OpenTelemetry span export (`telemetry.otlp_endpoint`).
@@ -80,6 +82,7 @@ impl Gateway {
             limiters,
             usage,
             auth_failures: AuthThrottle::default(),
+            usage_reads: UsageReads::default(),
             ladder: Ladder::from_env(),
             spans: None,
         }

@@ -1,6 +1,7 @@
-//! The bad-key throttle: how many missing or invalid keys one client address
-//! (IPv6: one /64) may present per second before it gets 429
-//! `too-many-auth-failures`.
+//! Per-subject throttles: how many missing or invalid keys one client
+//! address (IPv6: one /64) may present per second before it gets 429
+//! `too-many-auth-failures` ([`AuthThrottle`]), and how often one key may
+//! read its own limits on `proxy.usage_path` ([`UsageReads`]).
 //!
 //! Exact and bounded: one token bucket per address in a sharded map (no
 //! shared sketch cells, so one address's failures never throttle another),
@@ -12,6 +13,7 @@
 //! `tollgate_auth_throttle_evictions_total`.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -27,20 +29,32 @@ struct Bucket {
     last: Instant,
 }
 
+/// One token bucket per subject `K`, bounded (see the module).
 #[derive(Debug)]
-pub struct AuthThrottle {
-    shards: Vec<Mutex<HashMap<IpAddr, Bucket>>>,
+pub struct Throttle<K> {
+    shards: Vec<Mutex<HashMap<K, Bucket>>>,
     per_shard: usize,
     hasher: ahash::RandomState,
 }
 
-impl Default for AuthThrottle {
+/// Failed key checks per client address.
+pub type AuthThrottle = Throttle<IpAddr>;
+
+/// Reads of `proxy.usage_path` per key id: they take nothing from the
+/// key's limits, but each is a limiter read (one `EVALSHA` with Redis), so
+/// a key refused 429 could otherwise flood it (black-box round 2).
+pub type UsageReads = Throttle<i64>;
+
+/// Reads of `proxy.usage_path` one key may make per second (and at once).
+pub const USAGE_READS_PER_SECOND: u32 = 5;
+
+impl<K: Hash + Eq + Copy> Default for Throttle<K> {
     fn default() -> Self {
         Self::new(DEFAULT_CAPACITY)
     }
 }
 
-impl AuthThrottle {
+impl<K: Hash + Eq + Copy> Throttle<K> {
     pub fn new(capacity: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -62,13 +76,13 @@ impl AuthThrottle {
         self.len() == 0
     }
 
-    fn shard(&self, addr: &IpAddr) -> &Mutex<HashMap<IpAddr, Bucket>> {
+    fn shard(&self, addr: &K) -> &Mutex<HashMap<K, Bucket>> {
         &self.shards[(self.hasher.hash_one(addr) as usize) % SHARDS]
     }
 
     /// Whether `addr` may still fail right now (a bucket of `per_second`
     /// tokens, refilled at `per_second`/s), without counting anything.
-    pub fn is_throttled(&self, addr: IpAddr, per_second: u32, now: Instant) -> bool {
+    pub fn is_throttled(&self, addr: K, per_second: u32, now: Instant) -> bool {
         let rate = f64::from(per_second.max(1));
         let map = self.shard(&addr).lock();
         map.get(&addr).is_some_and(|b| refill(b, rate, now) < 1.0)
@@ -77,7 +91,7 @@ impl AuthThrottle {
     /// Count one failure from `addr`. Returns `false` when the address had no
     /// failure left (the answer is then 429), and the number of addresses
     /// evicted to make room.
-    pub fn fail(&self, addr: IpAddr, per_second: u32, now: Instant) -> (bool, usize) {
+    pub fn fail(&self, addr: K, per_second: u32, now: Instant) -> (bool, usize) {
         let rate = f64::from(per_second.max(1));
         let mut map = self.shard(&addr).lock();
         let mut evicted = 0;
@@ -107,7 +121,7 @@ fn refill(b: &Bucket, rate: f64, now: Instant) -> f64 {
 
 /// Drop full buckets; if none, the least recently used eighth. Returns how
 /// many entries that were still throttling information were evicted.
-fn make_room(map: &mut HashMap<IpAddr, Bucket>, rate: f64, now: Instant, cap: usize) -> usize {
+fn make_room<K>(map: &mut HashMap<K, Bucket>, rate: f64, now: Instant, cap: usize) -> usize {
     map.retain(|_, b| refill(b, rate, now) < rate);
     if map.len() < cap {
         return 0;

@@ -1,7 +1,7 @@
 //! `proxy.usage_path` through a real Pingora listener (issue #21 item 4):
-//! the caller reads its own limits with its key, 50 reads spend nothing
-//! (the key still has its full budget afterwards), nothing reaches the
-//! upstream, with the local and the Redis limiter; a missing or bad key
+//! the caller reads its own limits with its key, reads spend nothing
+//! (the key still has its full budget afterwards), a key reads at most 5
+//! times per second (429 beyond, per key), nothing reaches the upstream, with the local and the Redis limiter; a missing or bad key
 //! gets the proxy's own 401/403; the path can be turned off.
 
 mod common;
@@ -16,6 +16,9 @@ use serde_json::Value;
 use tollgate_core::db::NewApiKey;
 
 static UPSTREAM_HITS: AtomicUsize = AtomicUsize::new(0);
+
+/// The tests of this file one at a time: they share [`UPSTREAM_HITS`].
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn counted(_target: &str) -> String {
     UPSTREAM_HITS.fetch_add(1, Ordering::SeqCst);
@@ -71,6 +74,7 @@ fn remaining(body: &Value, prefix: &str) -> Option<u64> {
 }
 
 async fn spends_nothing_and_never_reaches_the_upstream(limiter: &str) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let upstream = raw::start_interpreting_upstream(counted).await;
     let t = tag();
     let p = TestProxy::start(&yaml(upstream, limiter, &t, ""), Store::Sqlite)
@@ -89,13 +93,58 @@ async fn spends_nothing_and_never_reaches_the_upstream(limiter: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let hits_before = UPSTREAM_HITS.load(Ordering::SeqCst);
-    for _ in 0..50 {
-        let (status, body) = get(&p, "/_tollgate/usage", Some(&key)).await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(remaining(&body, "m"), Some(5), "{body}");
-        assert_eq!(remaining(&body, "r"), Some(3), "{body}");
+    // 30 reads at once: a key reads its usage 5 times per second (and 5 at
+    // once); the others get 429 before any limiter read. None spends.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let start = Instant::now();
+    let reads = (0..30).map(|_| {
+        let (p, key) = (&p, key.clone());
+        async move { get(p, "/_tollgate/usage", Some(&key)).await }
+    });
+    let answers = futures_util::future::join_all(reads).await;
+    let took = start.elapsed().as_secs_f64();
+    let mut read = 0;
+    for (status, body) in &answers {
+        match status {
+            200 => {
+                read += 1;
+                assert_eq!(remaining(body, "m"), Some(5), "{body}");
+                assert_eq!(remaining(body, "r"), Some(3), "{body}");
+            }
+            429 => assert!(
+                body["type"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with("/too-many-usage-reads")),
+                "{body}"
+            ),
+            _ => panic!("{status}: {body}"),
+        }
     }
-    let (_, body) = get(&p, "/_tollgate/usage", Some(&key)).await;
+    let bound = 5 + (5.0 * took).ceil() as usize;
+    assert!(
+        (1..=bound).contains(&read),
+        "{read} of 30 reads in {took:.2} s (bound {bound})"
+    );
+    // Another key is not held back by this one's reads.
+    let (_, other) = p
+        .create_key(NewApiKey {
+            name: "other".into(),
+            plan: Some("p".into()),
+            ..NewApiKey::default()
+        })
+        .await;
+    let start = Instant::now();
+    while get(&p, "/_tollgate/usage", Some(&other)).await.0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "other key never read"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A second later the key reads again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = get(&p, "/_tollgate/usage", Some(&key)).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["key"]["id"], k.id);
     assert!(body["key"].get("name").is_none(), "{body}");
     assert_eq!(body["key"]["plan"], "p");
@@ -147,6 +196,7 @@ async fn redis_usage_path_spends_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_callers_get_the_proxys_answers_and_the_path_can_be_off() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let upstream = raw::start_interpreting_upstream(counted).await;
     let p = TestProxy::start(&yaml(upstream, "", &tag(), ""), Store::Sqlite)
         .await

@@ -19,6 +19,7 @@ use crate::limiter::identity;
 use crate::metrics::{self, outcome};
 use crate::self_usage;
 use crate::state::{ConfigState, DbState};
+use crate::throttle;
 
 use super::{Ctx, Gateway};
 
@@ -102,6 +103,11 @@ impl Gateway {
             Err(a) => return a,
         };
         ctx.key = Some(key.clone());
+        let per_second = throttle::USAGE_READS_PER_SECOND;
+        if !self.usage_reads.fail(key.id, per_second, Instant::now()).0 {
+            ctx.outcome = Some(outcome::LIMITED);
+            return answer::usage_reads_throttled(per_second);
+        }
         let allowed_ips = key.access.as_deref().and_then(|a| a.allowed_ips.as_deref());
         if let Err(d) = tollgate_core::rules::access::check_key(
             Default::default(),
