@@ -480,8 +480,18 @@ impl ProxyHttp for Gateway {
             cors::apply(policy, &session.req_header().headers, upstream_response)?;
         }
         if ctx.websocket && upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            if let (Some(hash), Some(close)) = (ctx.key_hash, crate::conn::close_handle()) {
-                ctx.ws_open = Some(self.state.websockets.register(hash, close));
+            if let (Some(hash), Some(close), Some(route), Some(inbound)) = (
+                ctx.key_hash,
+                crate::conn::close_handle(),
+                &ctx.route,
+                &ctx.inbound,
+            ) {
+                ctx.ws_open = Some(self.state.websockets.register(
+                    hash,
+                    &route.route.name,
+                    inbound.client.client,
+                    close,
+                ));
             }
         }
         // Time from arrival to the upstream's response header, per target

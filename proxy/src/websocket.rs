@@ -1,11 +1,13 @@
 //! WebSockets (`routes[].websocket`): which requests are WebSocket
 //! handshakes (RFC 6455 §4.1), and the registry of open upgraded
-//! connections by key, so that a key disabled, expired or deleted closes its
+//! connections by key, so that a key disabled, expired or deleted, or whose
+//! scopes or `allowed_ips` no longer allow the route or address, closes its
 //! WebSockets (checked every `proxy.websocket_key_check`). The key, its
 //! limits and its `concurrency` are checked on the upgrade request like on
 //! any request; the concurrency hold lives as long as the connection.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
@@ -30,7 +32,7 @@ static OPEN: LazyLock<IntGauge> = LazyLock::new(|| {
 static REVOKED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "tollgate_websockets_revoked_total",
-        "WebSocket connections closed because their key was disabled, expired or deleted"
+        "WebSocket connections closed because their key was disabled, expired, deleted or restricted"
     )
     .expect("metric tollgate_websockets_revoked_total registers once")
 });
@@ -61,8 +63,13 @@ pub fn is_handshake(req: &RequestHeader) -> bool {
             .is_some_and(|v| v.as_bytes() == b"13")
 }
 
-struct Open {
-    key: KeyHash,
+/// One open WebSocket: what its upgrade was let through for.
+pub struct Open {
+    pub key: KeyHash,
+    /// The route it was opened on (its name).
+    pub route: String,
+    /// The client address it was opened from.
+    pub client: IpAddr,
     close: Arc<ConnEnd>,
 }
 
@@ -97,10 +104,23 @@ impl Drop for Registration {
 }
 
 impl Registry {
-    /// Record a WebSocket opened with `key`; `close` ends its connection.
-    pub fn register(self: &Arc<Self>, key: KeyHash, close: Arc<ConnEnd>) -> Registration {
+    /// Record a WebSocket opened with `key` on `route` from `client`;
+    /// `close` ends its connection.
+    pub fn register(
+        self: &Arc<Self>,
+        key: KeyHash,
+        route: &str,
+        client: IpAddr,
+        close: Arc<ConnEnd>,
+    ) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.open.lock().insert(id, Open { key, close });
+        let open = Open {
+            key,
+            route: route.to_string(),
+            client,
+            close,
+        };
+        self.open.lock().insert(id, open);
         OPEN.inc();
         Registration {
             registry: self.clone(),
@@ -108,12 +128,12 @@ impl Registry {
         }
     }
 
-    /// Close every WebSocket whose key `valid` no longer accepts; how many.
-    pub fn close_revoked(&self, valid: impl Fn(&KeyHash) -> bool) -> usize {
+    /// Close every WebSocket `allowed` no longer lets through; how many.
+    pub fn close_revoked(&self, allowed: impl Fn(&Open) -> bool) -> usize {
         let mut open = self.open.lock();
         let gone: Vec<u64> = open
             .iter()
-            .filter(|(_, o)| !valid(&o.key))
+            .filter(|(_, o)| !allowed(o))
             .map(|(id, _)| *id)
             .collect();
         for id in &gone {
@@ -193,10 +213,15 @@ mod tests {
         let reg = Arc::new(Registry::default());
         let (a, b) = ([1u8; 32], [2u8; 32]);
         let (ca, cb) = (Arc::new(ConnEnd::default()), Arc::new(ConnEnd::default()));
-        let ra = reg.register(a, ca.clone());
-        let rb = reg.register(b, cb.clone());
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let ra = reg.register(a, "chat", ip, ca.clone());
+        let rb = reg.register(b, "feed", ip, cb.clone());
         assert_eq!(reg.len(), 2);
-        assert_eq!(reg.close_revoked(|k| *k != a), 1);
+        // The check sees what each was opened for.
+        assert_eq!(
+            reg.close_revoked(|o| o.key != a && o.route == "feed" && o.client == ip),
+            1
+        );
         assert!(ca.is_ended() && !cb.is_ended());
         assert_eq!(reg.len(), 1);
         drop(ra);

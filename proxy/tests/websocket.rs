@@ -282,6 +282,58 @@ async fn disabling_the_key_closes_its_websockets() {
     );
 }
 
+/// Restricting a key (scopes that leave the route out, or `allowed_ips`
+/// that leave the client out) closes its open WebSockets at the next check,
+/// like disabling it; a change that still allows them leaves them open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricting_the_key_closes_its_websockets() {
+    use tollgate_core::db::KeyPatch;
+    use tollgate_core::keys::Scopes;
+    let (p, keys, _open) = setup(&[("scoped", None), ("fenced", None), ("kept", None)]).await;
+    let mut ws = Vec::new();
+    for (_, key) in &keys {
+        let mut c = connect(&p, "/ws", Some(key)).await.expect("upgrade");
+        assert_eq!(next_text(&mut c).await, "welcome");
+        ws.push(c);
+    }
+    let patch = |scopes: Option<Scopes>, ips: Option<Vec<String>>| KeyPatch {
+        scopes: scopes.map(Some),
+        allowed_ips: ips.map(Some),
+        ..KeyPatch::default()
+    };
+    let only = |routes: &[&str]| Scopes {
+        routes: Some(routes.iter().map(|r| r.to_string()).collect()),
+        methods: None,
+    };
+    let updates = [
+        patch(Some(only(&["users"])), None),
+        patch(None, Some(vec!["192.0.2.0/24".to_string()])),
+        // Still allowed: the route by pattern, the client's own address.
+        patch(Some(only(&["w*"])), Some(vec!["127.0.0.1".to_string()])),
+    ];
+    let start = Instant::now();
+    for ((id, _), u) in keys.iter().zip(&updates) {
+        p.db.update_key(*id, u).await.expect("update").expect("key");
+    }
+    let mut kept = ws.pop().expect("kept");
+    for (i, mut c) in ws.into_iter().enumerate() {
+        assert!(
+            ended(&mut c).await,
+            "restricted key {i}: its WebSocket stayed open"
+        );
+    }
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(8), "closed after {took:?}");
+    // Several checks later the allowed one is still open and served.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    kept.send(Message::text("alive")).await.expect("send");
+    assert_eq!(next_text(&mut kept).await, "alive");
+    // The restricted keys cannot open a new one.
+    for (_, key) in &keys[..2] {
+        assert_eq!(status(connect(&p, "/ws", Some(key)).await), 403);
+    }
+}
+
 /// An upstream that refuses every WebSocket handshake (the answer depends
 /// on the path) and then keeps its side open; the request heads it got.
 async fn refusing_upstream() -> (SocketAddr, Arc<parking_lot::Mutex<Vec<String>>>) {

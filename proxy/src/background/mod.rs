@@ -157,12 +157,18 @@ async fn close_revoked_websockets(state: Arc<State>) {
             continue;
         }
         let db = state.db.load();
+        let cfg = state.config.load();
         let now = tollgate_core::now_ms();
-        let closed = state
-            .websockets
-            .close_revoked(|hash| db.keys.lookup(hash, now).is_ok());
+        let closed = state.websockets.close_revoked(|open| {
+            // The key as its upgrade was checked: still valid, and its
+            // scopes and addresses (its own, else its plan's) still allow
+            // the route and the client.
+            db.keys.lookup(&open.key, now).is_ok_and(|key| {
+                crate::access::key_on(&key, &open.route, "GET", open.client, &cfg).is_ok()
+            })
+        });
         if closed > 0 {
-            tracing::info!("closed {closed} WebSocket(s) whose key is no longer valid");
+            tracing::info!("closed {closed} WebSocket(s) whose key no longer allows them");
         }
     }
 }
