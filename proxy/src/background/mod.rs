@@ -164,7 +164,7 @@ async fn close_revoked_websockets(state: Arc<State>) {
             // scopes and addresses (its own, else its plan's) still allow
             // the route and the client.
             db.keys.lookup(&open.key, now).is_ok_and(|key| {
-                crate::access::key_on(&key, &open.route, "GET", open.client, &cfg).is_ok()
+                crate::access::key_on(key, &open.route, "GET", open.client, &cfg).is_ok()
             })
         });
         if closed > 0 {
