@@ -353,8 +353,11 @@ async fn a_request_in_flight_at_a_graceful_stop_is_settled_in_the_stored_count()
     p.signal("TERM");
     assert_eq!(slow.await.expect("task").expect("answered"), 200);
     assert!(p.wait_exit(Duration::from_secs(30)).await.success());
-    let counter =
-        tollgate_proxy::usage::quota_counts::counter_name(&format!("127.0.0.1:{}", p.port));
+    let counter = format!(
+        "{}@127.0.0.1:{}",
+        tollgate_proxy::usage::heartbeat::host_name(),
+        p.port
+    );
     let rows = db
         .quota_counts_running(&counter, tollgate_core::now_ms() * 1_000)
         .await

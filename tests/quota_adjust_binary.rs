@@ -16,7 +16,6 @@ use common::redis::OwnRedis;
 use common::{free_port, tollgate};
 use serde_json::{json, Value};
 use tollgate_core::db::NewApiKey;
-use tollgate_proxy::usage::quota_counts::counter_name;
 
 fn yaml(limiter: &str, upstream: u16) -> String {
     format!(
@@ -255,7 +254,11 @@ async fn reset_and_adjust_with_the_local_backend() {
 /// backend) and the last adjustment in it, if written.
 async fn stored_count(db: &tollgate_core::db::Db, p: &Proxy) -> Option<(u64, i64)> {
     let now_us = tollgate_core::now_ms() * 1_000;
-    let counter = counter_name(&format!("127.0.0.1:{}", p.port));
+    let counter = format!(
+        "{}@127.0.0.1:{}",
+        tollgate_proxy::usage::heartbeat::host_name(),
+        p.port
+    );
     let rows = db
         .quota_counts_running(&counter, now_us)
         .await

@@ -32,6 +32,17 @@ pub enum PrepareError {
     /// A certificate, key or CA file named by the config cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A live proxy writes its local quota counts under this one's name.
+    #[error(
+        "another proxy (instance {other}, heartbeat {ago_ms} ms ago) is running with the \
+         quota-count name {name:?}: two proxies under one name overwrite each other's counts; \
+         give each replica its own proxy.instance_name (or host name)"
+    )]
+    Twin {
+        name: String,
+        other: String,
+        ago_ms: i64,
+    },
 }
 
 /// A config plus the key set loaded from its database and the TLS files it
@@ -83,7 +94,13 @@ impl Prepared {
             tracing::warn!("credit refills not read at start (read again in the background): {e}");
             Vec::new()
         });
-        let counter = crate::usage::quota_counts::counter_name(&config.proxy.listen.to_string());
+        let counter = crate::usage::quota_counts::counter_name(&config.proxy);
+        if config.limiter.backend == tollgate_core::config::LimiterBackend::Local {
+            if let Err(e) = no_live_twin(&db, &counter, config.usage.flush_interval).await {
+                db.close().await;
+                return Err(e);
+            }
+        }
         let now_us = crate::limiter::quota::wall_now_us();
         let quota_counts = db
             .quota_counts_running(&counter, now_us)
@@ -104,6 +121,55 @@ impl Prepared {
             counter,
         })
     }
+}
+
+/// Refuse to start beside a live local proxy that writes its quota counts
+/// under the same name (black-box round 5, N1: both would overwrite the
+/// same rows). A recent heartbeat may be this proxy's own last run (a crash
+/// leaves its row; a clean stop removes it), so a proxy counts as live only
+/// when a newer heartbeat arrives within one flush interval (at most 30 s)
+/// and a second.
+async fn no_live_twin(db: &Db, name: &str, every: Duration) -> Result<(), PrepareError> {
+    let every = every.min(Duration::from_secs(30));
+    let recent = i64::try_from(
+        every
+            .saturating_mul(3)
+            .max(Duration::from_secs(3))
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX);
+    let seen = match db
+        .instances_writing(name, tollgate_core::now_ms().saturating_sub(recent))
+        .await
+    {
+        Ok(seen) => seen,
+        Err(e) => {
+            tracing::warn!("could not check for another proxy named {name:?}: {e}");
+            return Ok(());
+        }
+    };
+    let Some(newest) = seen.iter().map(|(_, at)| *at).max() else {
+        return Ok(());
+    };
+    tracing::info!(
+        "a proxy named {name:?} was seen {} ms ago: waiting up to {:?} for its next heartbeat",
+        tollgate_core::now_ms() - newest,
+        every + Duration::from_secs(1)
+    );
+    let until = tokio::time::Instant::now() + every + Duration::from_secs(1);
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(later) = db.instances_writing(name, newest + 1).await {
+            if let Some((other, at)) = later.into_iter().next() {
+                return Err(PrepareError::Twin {
+                    name: name.to_string(),
+                    other,
+                    ago_ms: tollgate_core::now_ms() - at,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 pub use crate::usage::shutdown::FAST_STOP_FLUSH;

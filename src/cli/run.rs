@@ -217,13 +217,15 @@ pub fn dev(config: Config, demo_traffic: bool, reset: bool) -> anyhow::Result<()
     Ok(())
 }
 
-/// What failed while preparing the proxy, named: the database (keys, plans)
-/// or a TLS file (the error names the setting and the file).
+/// What failed while preparing the proxy, named: the database (keys, plans),
+/// a TLS file (the error names the setting and the file), or a live proxy
+/// of the same quota-count name.
 fn prepare_error(e: PrepareError) -> anyhow::Error {
     match e {
         PrepareError::Db(e) => anyhow::Error::new(e).context("cannot load keys from the database"),
         PrepareError::Tls(e) => anyhow::Error::new(e)
             .context("cannot load a TLS certificate, private key or CA file named by the config"),
+        e @ PrepareError::Twin { .. } => anyhow::Error::new(e).context("refusing to start"),
     }
 }
 

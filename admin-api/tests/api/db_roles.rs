@@ -167,6 +167,7 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
             started_at: tollgate_core::now_ms(),
             stats: serde_json::json!({}),
             upstream_health: Vec::new(),
+            counter: Some("p1@127.0.0.1:8080".into()),
         })
         .await
         .expect("heartbeat");

@@ -27,6 +27,7 @@ fn heartbeat(id: &str, healthy_3001: bool) -> Heartbeat {
             check_latency_ms: healthy_3001.then_some(1.5),
             up_since: healthy_3001.then_some(now - 3_600_000),
         }],
+        counter: None,
     }
 }
 

@@ -54,7 +54,25 @@ pub struct ProxyConfig {
     pub h2c: bool,
     /// Where a caller reads its own limits with its key (`None`: off).
     pub usage_path: Option<String>,
+    /// `proxy.instance_name`: the name a local-backend proxy writes its
+    /// quota counts under (`None`: `<host>@<listen address>`, see
+    /// [`ProxyConfig::counter_name`]).
+    pub instance_name: Option<String>,
 }
+
+impl ProxyConfig {
+    /// The name this proxy's local quota counts are written under:
+    /// `proxy.instance_name`, else `<host>@<listen address>`.
+    pub fn counter_name(&self, host: &str) -> String {
+        match &self.instance_name {
+            Some(name) => name.clone(),
+            None => format!("{host}@{}", self.listen),
+        }
+    }
+}
+
+/// The longest `proxy.instance_name`.
+pub const MAX_INSTANCE_NAME: usize = 128;
 
 /// `proxy.usage_path` when the file does not set it (`""` turns it off).
 pub const DEFAULT_USAGE_PATH: &str = "/_tollgate/usage";

@@ -162,7 +162,7 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of proxy settings (listen, metrics_listen, threads, key_header, auth_failures_per_second, grace_period, keepalive_timeout, tls, path_policy, trusted_proxies, proxy_protocol, header_timeout, body_timeout, max_header_bytes, max_connections_per_ip, work_stealing, listener_tasks, upstream_keepalive_pool, downstream_keepalive_requests, h2c, usage_path, websocket_key_check)"
+    expecting = "a mapping of proxy settings (listen, metrics_listen, threads, key_header, auth_failures_per_second, grace_period, keepalive_timeout, tls, path_policy, trusted_proxies, proxy_protocol, header_timeout, body_timeout, max_header_bytes, max_connections_per_ip, work_stealing, listener_tasks, upstream_keepalive_pool, downstream_keepalive_requests, h2c, usage_path, websocket_key_check, instance_name)"
 )]
 pub struct RawProxy {
     pub listen: Option<Scalar>,
@@ -187,6 +187,7 @@ pub struct RawProxy {
     pub h2c: Option<Scalar>,
     pub usage_path: Option<Scalar>,
     pub websocket_key_check: Option<Scalar>,
+    pub instance_name: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]

@@ -57,6 +57,10 @@ pub struct Heartbeat {
     /// The instance's own figures (free-form JSON object, e.g. request counts).
     pub stats: serde_json::Value,
     pub upstream_health: Vec<TargetHealth>,
+    /// The name its local quota counts are written under
+    /// (`quota_counts.instance`), if it writes any.
+    #[serde(default)]
+    pub counter: Option<String>,
 }
 
 /// A stored instance row.
@@ -110,11 +114,12 @@ impl Db {
         let health = serde_json::to_string(&hb.upstream_health)
             .map_err(|e| DbError::Corrupt(format!("instance upstream health: {e}")))?;
         sqlx::query(
-            "INSERT INTO instances (id, address, version, started_at, last_seen, stats, upstream_health) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO instances (id, address, version, started_at, last_seen, stats, upstream_health, counter) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (id) DO UPDATE SET address = excluded.address, version = excluded.version, \
              started_at = excluded.started_at, last_seen = excluded.last_seen, \
-             stats = excluded.stats, upstream_health = excluded.upstream_health",
+             stats = excluded.stats, upstream_health = excluded.upstream_health, \
+             counter = excluded.counter",
         )
         .bind(&hb.id)
         .bind(&hb.address)
@@ -123,9 +128,30 @@ impl Db {
         .bind(last_seen)
         .bind(stats)
         .bind(health)
+        .bind(hb.counter.as_deref())
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    /// The instances (id, `last_seen`) that wrote quota counts as
+    /// `counter` in a heartbeat at or after `seen_since` (Unix ms).
+    pub async fn instances_writing(
+        &self,
+        counter: &str,
+        seen_since: i64,
+    ) -> Result<Vec<(String, i64)>, DbError> {
+        let rows = sqlx::query(
+            "SELECT id, last_seen FROM instances WHERE counter = $1 AND last_seen >= $2 \
+             ORDER BY last_seen DESC, id",
+        )
+        .bind(counter)
+        .bind(seen_since)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("last_seen")?)))
+            .collect()
     }
 
     /// Every known instance, most recently seen first.

@@ -160,8 +160,17 @@ impl UsageFlusher {
         }
 
         let rate = run.rate.update(self.recorder.totals().requests);
+        // Only a local-backend proxy writes quota counts (Redis holds them).
+        let local = self.state.config.load().config.limiter.backend
+            == tollgate_core::config::LimiterBackend::Local;
+        let counter = self
+            .quotas
+            .as_ref()
+            .filter(|_| local)
+            .map(|(_, name)| name.as_str());
         let hb = heartbeat::heartbeat(
             &self.id,
+            counter,
             &self.address,
             self.started_at,
             &self.recorder,

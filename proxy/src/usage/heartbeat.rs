@@ -64,9 +64,12 @@ impl Default for RequestRate {
     }
 }
 
-/// The heartbeat of instance `id`.
+/// The heartbeat of instance `id`; `counter`: the name its local quota
+/// counts are written under, if it writes any.
+#[allow(clippy::too_many_arguments)]
 pub fn heartbeat(
     id: &str,
+    counter: Option<&str>,
     address: &str,
     started_at: i64,
     recorder: &UsageRecorder,
@@ -92,5 +95,6 @@ pub fn heartbeat(
             "usage_rows_buffered": held_rows + recorder.held_rows(),
         }),
         upstream_health,
+        counter: counter.map(str::to_string),
     }
 }

@@ -8,17 +8,17 @@
 
 use std::time::Duration;
 
-use tollgate_core::config::LimiterBackend;
+use tollgate_core::config::{LimiterBackend, ProxyConfig};
 use tollgate_core::db::Db;
 
 use super::buffer::{bounded, FlushError};
 use crate::limiter::quota::wall_now_us;
 use crate::limiter::LocalLimiter;
 
-/// The name a proxy listening on `listen` writes its quota counts under:
-/// `<host>@<listen address>`.
-pub fn counter_name(listen: &str) -> String {
-    format!("{}@{listen}", super::heartbeat::host_name())
+/// The name this proxy writes its quota counts under: `proxy.instance_name`,
+/// else `<host>@<listen address>`.
+pub fn counter_name(proxy: &ProxyConfig) -> String {
+    proxy.counter_name(&super::heartbeat::host_name())
 }
 
 /// Write the counts `local` changed since the last flush, as `counter`.

@@ -1,7 +1,7 @@
 //! `proxy:` and its request edge settings.
 
 use super::*;
-use crate::config::{DEFAULT_USAGE_PATH, MAX_USAGE_PATH};
+use crate::config::{DEFAULT_USAGE_PATH, MAX_INSTANCE_NAME, MAX_USAGE_PATH};
 
 impl Validator<'_> {
     pub(super) fn proxy(&mut self, p: &RawProxy) -> ProxyConfig {
@@ -76,8 +76,10 @@ impl Validator<'_> {
         let edge = self.edge(p);
         let tuning = self.tuning(p);
         let usage_path = self.usage_path(&p.usage_path);
+        let instance_name = self.instance_name(&p.instance_name);
         ProxyConfig {
             usage_path,
+            instance_name,
             listen,
             metrics_listen,
             threads: usize::try_from(threads).unwrap_or(1),
@@ -114,6 +116,24 @@ impl Validator<'_> {
             return Some(p);
         };
         self.error("proxy.usage_path", problem);
+        None
+    }
+
+    /// `proxy.instance_name`: 1 to [`MAX_INSTANCE_NAME`] letters, digits
+    /// and `.-_:@[]` (it names rows in the database and log lines).
+    fn instance_name(&mut self, raw: &Option<Scalar>) -> Option<String> {
+        let name = self.text(raw)?;
+        let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_:@[]".contains(c);
+        if (1..=MAX_INSTANCE_NAME).contains(&name.len()) && name.chars().all(allowed) {
+            return Some(name);
+        }
+        self.error(
+            "proxy.instance_name",
+            format!(
+                "{name:?}: 1 to {MAX_INSTANCE_NAME} letters, digits and . - _ : @ [ ] \
+                 (a name per proxy replica, e.g. the pod name)"
+            ),
+        );
         None
     }
 

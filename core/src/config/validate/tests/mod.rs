@@ -79,6 +79,7 @@ fn empty_document_gives_the_defaults() {
             tuning: ServerTuning::default(),
             h2c: false,
             usage_path: Some("/_tollgate/usage".into()),
+            instance_name: None,
         },
         admin: AdminConfig {
             listen: "127.0.0.1:8081".parse().expect("addr"),

@@ -257,3 +257,32 @@ fn lease_ttl_defaults_and_turns_off() {
         );
     }
 }
+
+/// `proxy.instance_name` names the quota counts of a local proxy; without it
+/// the name is `<host>@<listen>`; a name that could not be a row key or a
+/// log field is refused.
+#[test]
+fn instance_names() {
+    let c = ok(&format!("{BASE}proxy:\n  listen: 127.0.0.1:9000\n"));
+    assert_eq!(c.proxy.instance_name, None);
+    assert_eq!(c.proxy.counter_name("box"), "box@127.0.0.1:9000");
+    let c = ok(&format!(
+        "{BASE}proxy:\n  instance_name: \"gw-7.eu_1:[a]@b\"\n"
+    ));
+    assert_eq!(c.proxy.counter_name("box"), "gw-7.eu_1:[a]@b");
+    let long = "a".repeat(129);
+    for bad in [
+        "\"\"",
+        "\"a b\"",
+        "\"x/y\"",
+        "\"é\"",
+        "\"a\\nb\"",
+        long.as_str(),
+    ] {
+        let e = errors(&format!("{BASE}proxy:\n  instance_name: {bad}\n"));
+        assert!(
+            e.iter().any(|e| e.message.contains("proxy.instance_name")),
+            "{bad}: {e:?}"
+        );
+    }
+}

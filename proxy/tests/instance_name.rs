@@ -1,0 +1,111 @@
+//! `proxy.instance_name` (black-box round 5, N1): a local-backend proxy
+//! writes its quota counts under its name, and refuses to start beside a
+//! live proxy of the same name on the same database (both would overwrite
+//! the same rows). A row left by a crashed run of the same name does not
+//! keep it from starting; a proxy of another name starts at once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{free_port, render, start_upstream, Store, TestProxy};
+use tollgate_core::config;
+use tollgate_core::db::instances::Heartbeat;
+use tollgate_proxy::server::{PrepareError, Prepared};
+
+fn yaml(name: &str) -> String {
+    format!(
+        r#"
+proxy:
+  listen: "{{listen}}"
+  metrics_listen: "{{metrics}}"
+  threads: 2
+  instance_name: "{name}"
+usage:
+  flush_interval: 200ms
+plans:
+  p: {{ limits: [ {{ name: daily, rate: 100, per: 1d }} ] }}
+upstreams:
+  demo: {{ targets: ["{{upstream}}"] }}
+routes:
+  - {{ name: users, match: {{ path_prefix: /api/users }}, upstream: demo, default_plan: p }}
+"#
+    )
+}
+
+/// Prepare (not run) a second proxy of `name` on `p`'s database.
+async fn prepare_beside(p: &TestProxy, name: &str) -> Result<Prepared, PrepareError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = render(
+        &yaml(name),
+        format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
+        format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
+        start_upstream().await,
+        &common::db_url(&p.db),
+    );
+    let path = dir.path().join("tollgate.yaml");
+    std::fs::write(&path, text).expect("config");
+    Prepared::load(config::load(&path).expect("valid config")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_live_proxy_of_the_same_name_refuses_to_start() {
+    let p = TestProxy::start(&yaml("gw-a"), Store::Sqlite)
+        .await
+        .expect("sqlite");
+    // Its heartbeat carries the name its counts are written under.
+    let start = Instant::now();
+    while p
+        .db
+        .instances_writing("gw-a", 0)
+        .await
+        .expect("instances")
+        .is_empty()
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "no heartbeat");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match prepare_beside(&p, "gw-a").await {
+        Err(PrepareError::Twin { name, .. }) => assert_eq!(name, "gw-a"),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a second live proxy named gw-a was prepared"),
+    }
+    // Another name starts at once, without waiting for anyone.
+    let start = Instant::now();
+    prepare_beside(&p, "gw-b").await.expect("another name");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_runs_row_does_not_keep_its_name_from_starting() {
+    let p = TestProxy::start(&yaml("gw-c"), Store::Sqlite)
+        .await
+        .expect("sqlite");
+    // A heartbeat of a run of "gw-d" that crashed just now: it never beats
+    // again.
+    p.db.upsert_instance(&Heartbeat {
+        id: "crashed-1".into(),
+        address: "127.0.0.1:1".into(),
+        version: "test".into(),
+        started_at: tollgate_core::now_ms() - 60_000,
+        stats: serde_json::json!({}),
+        upstream_health: Vec::new(),
+        counter: Some("gw-d".into()),
+    })
+    .await
+    .expect("heartbeat");
+    let start = Instant::now();
+    prepare_beside(&p, "gw-d")
+        .await
+        .expect("a dead run's row does not block its name");
+    // It waited for one more heartbeat (200 ms flush + 1 s), not forever.
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1000) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+}
