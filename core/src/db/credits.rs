@@ -71,6 +71,15 @@ fn in_range(total: i128) -> bool {
     i64::try_from(total).is_ok()
 }
 
+/// `SELECT what` over the rows of one subject (`$1`, `$2`) that `filter`
+/// (` AND …`) keeps.
+fn of_subject(what: &str, filter: &str) -> String {
+    format!(
+        "SELECT {what} FROM credit_adjustments \
+         WHERE subject_kind = $1 AND subject_id = $2{filter}"
+    )
+}
+
 /// The sum of `delta` over `filter` (bound to the subject as `$1`, `$2`),
 /// exactly, whatever its size: `None` when there is no row. PostgreSQL
 /// sums a BIGINT column as NUMERIC (read as text); SQLite's integer `SUM`
@@ -81,10 +90,7 @@ async fn exact_sum(
     kind: SubjectKind,
     subject_id: i64,
 ) -> Result<Option<i128>, DbError> {
-    let sql = format!(
-        "SELECT CAST(SUM(delta) AS TEXT) FROM credit_adjustments \
-         WHERE subject_kind = $1 AND subject_id = $2{filter}"
-    );
+    let sql = of_subject("CAST(SUM(delta) AS TEXT)", filter);
     let summed: Result<Option<String>, sqlx::Error> = sqlx::query_scalar(&sql)
         .bind(kind.as_str())
         .bind(subject_id)
@@ -114,11 +120,7 @@ async fn row_by_row(
     kind: SubjectKind,
     subject_id: i64,
 ) -> Result<Option<i128>, DbError> {
-    let sql = format!(
-        "SELECT delta FROM credit_adjustments \
-         WHERE subject_kind = $1 AND subject_id = $2{filter}"
-    );
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query(&of_subject("delta", filter))
         .bind(kind.as_str())
         .bind(subject_id)
         .fetch_all(&mut *conn)
