@@ -326,3 +326,65 @@ async fn a_local_quota_survives_a_restart_without_applying_an_adjustment_twice()
     assert_eq!(n, 5);
     drop(admin);
 }
+
+/// `proxy.instance_name` through the binary (round 5, N1): a second local
+/// proxy started on the same database under the name of a live one exits
+/// at once with an error naming it, before it listens; the first one goes
+/// on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_proxy_under_a_live_ones_name_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, _row_id, _key, probe) = keys(&dir).await;
+    let y = yaml(
+        "limiter:\n  backend: local\nusage:\n  flush_interval: 200ms\n",
+        common::demo_upstream().await,
+    );
+    let first = Proxy::start(
+        tempfile::tempdir().expect("tempdir"),
+        db.url(),
+        "  instance_name: gw-twin\n",
+        &y,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    wait_admitted(&client, std::slice::from_ref(&first), &probe).await;
+    // Let its heartbeat carry the name.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let second_dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let text = std::fs::read_to_string(&first.config)
+        .expect("config")
+        .replace(
+            &format!("127.0.0.1:{}", first.port),
+            &format!("127.0.0.1:{port}"),
+        )
+        .replace(
+            &format!("127.0.0.1:{}", first.metrics),
+            &format!("127.0.0.1:{}", free_port()),
+        );
+    let config = second_dir.path().join("tollgate.yaml");
+    std::fs::write(&config, text).expect("config");
+    let out = tollgate()
+        .arg("proxy")
+        .arg("--config")
+        .arg(&config)
+        .current_dir(second_dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the twin started: {err}");
+    assert!(
+        err.contains("refusing to start") && err.contains("gw-twin"),
+        "{err}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "the twin listened"
+    );
+    // The first one still serves.
+    assert_eq!(call(&client, &first, &probe).await.0, 200);
+}
