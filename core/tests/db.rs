@@ -970,6 +970,8 @@ async fn both_migration_sets_build_the_same_schema() {
                 "last_seen",
                 "stats",
                 "upstream_health",
+                // Migration 0017: the quota-count name (round 5, N1).
+                "counter",
             ][..],
         ),
         (
