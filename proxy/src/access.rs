@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use tollgate_core::rules::access::{self, effective_scopes, Denial, EffectiveScopes};
 
 use crate::keyset::ActiveKey;
-use crate::state::{CompiledRoute, ConfigState};
+use crate::state::{CompiledRoute, ConfigState, DbState};
 
 /// The route's address rules.
 pub fn route_ip(route: &CompiledRoute, client: IpAddr) -> Result<(), Denial> {
@@ -63,6 +63,34 @@ pub fn key_on(
         method,
         client,
     )
+}
+
+/// Whether a WebSocket `key` opened on the route named `route` from
+/// `client` would still be let through, as of `config` and `db`: the route
+/// still exists as a `websocket` route, its address rules and the key's
+/// scopes and `allowed_ips` allow it, and the plan the key names still
+/// exists (the checks its upgrade request passed).
+pub fn websocket_allowed(
+    key: &ActiveKey,
+    route: &str,
+    client: IpAddr,
+    config: &ConfigState,
+    db: &DbState,
+) -> bool {
+    let Some(compiled) = config
+        .router
+        .routes()
+        .iter()
+        .find(|r| r.route.name == route)
+    else {
+        return false;
+    };
+    compiled.route.websocket
+        && route_ip(compiled, client).is_ok()
+        && key_on(key, route, "GET", client, config).is_ok()
+        && crate::state::applicable(compiled, Some(key), config, db)
+            .unknown_plan
+            .is_none()
 }
 
 #[cfg(test)]

@@ -334,6 +334,45 @@ async fn restricting_the_key_closes_its_websockets() {
     }
 }
 
+/// A config reload that would refuse the upgrade now (the route's address
+/// rules deny the client; the route is no longer a WebSocket route) closes
+/// the open WebSockets at the next check, as a key change does (black-box
+/// round 6: they stayed open).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_would_refuse_the_upgrade_closes_its_websockets() {
+    let (p, keys, _open) = setup(&[("a", None)]).await;
+    let key = &keys[0].1;
+    let mut on_ws = connect(&p, "/ws", Some(key)).await.expect("upgrade");
+    let mut on_tight = connect(&p, "/tight", Some(key)).await.expect("upgrade");
+    for ws in [&mut on_ws, &mut on_tight] {
+        assert_eq!(next_text(ws).await, "welcome");
+    }
+    let text = std::fs::read_to_string(&p.config_path).expect("config");
+    let edited = text
+        .replace(
+            "upstream: ws, default_plan: free, websocket: true }",
+            "upstream: ws, default_plan: free, websocket: true, ip_deny: [127.0.0.0/8] }",
+        )
+        .replace(
+            "upstream: ws, default_plan: free, websocket: true, limits:",
+            "upstream: ws, default_plan: free, limits:",
+        );
+    assert_ne!(edited, text, "the edit changed nothing");
+    std::fs::write(&p.config_path, edited).expect("write config");
+    let start = Instant::now();
+    assert!(
+        ended(&mut on_ws).await,
+        "an address-denied WebSocket stayed open"
+    );
+    assert!(
+        ended(&mut on_tight).await,
+        "a WebSocket of a plain route stayed open"
+    );
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(12), "closed after {took:?}");
+    assert_eq!(status(connect(&p, "/ws", Some(key)).await), 403);
+}
+
 /// An upstream that refuses every WebSocket handshake (the answer depends
 /// on the path) and then keeps its side open; the request heads it got.
 async fn refusing_upstream() -> (SocketAddr, Arc<parking_lot::Mutex<Vec<String>>>) {

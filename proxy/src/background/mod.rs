@@ -160,11 +160,12 @@ async fn close_revoked_websockets(state: Arc<State>) {
         let cfg = state.config.load();
         let now = tollgate_core::now_ms();
         let closed = state.websockets.close_revoked(|open| {
-            // The key as its upgrade was checked: still valid, and its
-            // scopes and addresses (its own, else its plan's) still allow
-            // the route and the client.
+            // The upgrade's checks as of now: the key still valid, the
+            // route still a WebSocket route whose address rules, and the
+            // key's scopes, addresses and plan, still let it through
+            // (key changes and config reloads alike).
             db.keys.lookup(&open.key, now).is_ok_and(|key| {
-                crate::access::key_on(key, &open.route, "GET", open.client, &cfg).is_ok()
+                crate::access::websocket_allowed(key, &open.route, open.client, &cfg, &db)
             })
         });
         if closed > 0 {
