@@ -286,3 +286,19 @@ fn instance_names() {
         );
     }
 }
+
+/// `proxy.websocket_key_check` is at most an hour: a longer one would keep a
+/// revoked key's WebSockets open without a word.
+#[test]
+fn websocket_key_check_is_bounded() {
+    let c = ok(&format!("{BASE}proxy:\n  websocket_key_check: 1h\n"));
+    assert_eq!(c.proxy.edge.websocket_key_check, Duration::from_secs(3600));
+    for bad in ["61m", "100000d", "18446744073709551615ms"] {
+        let e = errors(&format!("{BASE}proxy:\n  websocket_key_check: {bad}\n"));
+        assert!(
+            e.iter()
+                .any(|e| e.message.contains("proxy.websocket_key_check")),
+            "{bad}: {e:?}"
+        );
+    }
+}
