@@ -105,6 +105,10 @@ BEGIN
     IF to_regclass('public.instances') IS NOT NULL THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON public.instances TO tollgate_proxy;
     END IF;
+    -- Who holds each local proxy's quota-count name (migration 0017).
+    IF to_regclass('public.instance_names') IS NOT NULL THEN
+        GRANT SELECT, INSERT, UPDATE, DELETE ON public.instance_names TO tollgate_proxy;
+    END IF;
     -- Credit adjustments: read (top-ups applied to the live balances);
     -- a local limiter also writes its spends (rows with spent_by).
     IF to_regclass('public.credit_adjustments') IS NOT NULL THEN

@@ -186,6 +186,10 @@ metric!(USAGE_BUFFERED_ROWS: IntGauge = register_int_gauge!(
     "tollgate_usage_buffered_rows",
     "Usage rows held by the flusher that are not written yet"
 ));
+metric!(INSTANCE_NAME_CONFLICTS: IntGauge = register_int_gauge!(
+    "tollgate_instance_name_conflicts",
+    "Other live proxies heartbeating under this proxy's quota-count name (proxy.instance_name): both overwrite the same counts"
+));
 metric!(IDLE_CLOSED: IntCounter = register_int_counter!(
     "tollgate_idle_connections_closed_total",
     "New client connections closed because they sent nothing within proxy.keepalive_timeout"
@@ -243,6 +247,7 @@ pub fn init() {
     LazyLock::force(&USAGE_ROWS_WRITTEN);
     LazyLock::force(&USAGE_FLUSH_ERRORS);
     LazyLock::force(&USAGE_BUFFERED_ROWS);
+    LazyLock::force(&INSTANCE_NAME_CONFLICTS);
     for kind in ["requests", "violations"] {
         USAGE_DROPPED.with_label_values(&[kind]);
     }

@@ -65,6 +65,8 @@ pub struct Prepared {
     /// The name this proxy's quota counts are written under
     /// (`usage::quota_counts::counter_name`), read once.
     counter: String,
+    /// This process's row in `instances` (claimed at start by a local proxy).
+    instance: crate::usage::heartbeat::Instance,
 }
 
 impl Prepared {
@@ -95,8 +97,10 @@ impl Prepared {
             Vec::new()
         });
         let counter = crate::usage::quota_counts::counter_name(&config.proxy);
+        let instance = crate::usage::heartbeat::Instance::new();
         if config.limiter.backend == tollgate_core::config::LimiterBackend::Local {
-            if let Err(e) = no_live_twin(&db, &counter, config.usage.flush_interval).await {
+            let me = instance.claim(&counter, &config.proxy.listen.to_string());
+            if let Err(e) = claim_name(&db, &counter, config.usage.flush_interval, &me).await {
                 db.close().await;
                 return Err(e);
             }
@@ -119,56 +123,63 @@ impl Prepared {
             refills,
             quota_counts,
             counter,
+            instance,
         })
     }
 }
 
-/// Refuse to start beside a live local proxy that writes its quota counts
-/// under the same name (black-box round 5, N1: both would overwrite the
-/// same rows). A recent heartbeat may be this proxy's own last run (a crash
-/// leaves its row; a clean stop removes it), so a proxy counts as live only
-/// when a newer heartbeat arrives within one flush interval (at most 30 s)
-/// and a second.
-async fn no_live_twin(db: &Db, name: &str, every: Duration) -> Result<(), PrepareError> {
+/// Claim the name this local proxy writes its quota counts under before it
+/// listens (black-box round 5, N1, and round 6, F1: two proxies under one
+/// name overwrite each other's counts). The claim is one atomic insert, so
+/// of two proxies starting at once exactly one gets the name. A name held
+/// by another instance is taken over only if that holder is dead: its
+/// heartbeat does not move for one flush interval (at most 30 s) and a
+/// second (a crash leaves its row; a clean stop removes it), and then by
+/// compare-and-swap, so two proxies taking over at once cannot both win.
+async fn claim_name(
+    db: &Db,
+    name: &str,
+    every: Duration,
+    me: &tollgate_core::db::instances::Heartbeat,
+) -> Result<(), PrepareError> {
     let every = every.min(Duration::from_secs(30));
-    let recent = i64::try_from(
-        every
-            .saturating_mul(3)
-            .max(Duration::from_secs(3))
-            .as_millis(),
-    )
-    .unwrap_or(i64::MAX);
-    let seen = match db
-        .instances_writing(name, tollgate_core::now_ms().saturating_sub(recent))
-        .await
-    {
-        Ok(seen) => seen,
-        Err(e) => {
-            tracing::warn!("could not check for another proxy named {name:?}: {e}");
-            return Ok(());
-        }
+    let twin = |other: String, at: i64| PrepareError::Twin {
+        name: name.to_string(),
+        other,
+        ago_ms: tollgate_core::now_ms() - at,
     };
-    let Some(newest) = seen.iter().map(|(_, at)| *at).max() else {
-        return Ok(());
-    };
-    tracing::info!(
-        "a proxy named {name:?} was seen {} ms ago: waiting up to {:?} for its next heartbeat",
-        tollgate_core::now_ms() - newest,
-        every + Duration::from_secs(1)
-    );
-    let until = tokio::time::Instant::now() + every + Duration::from_secs(1);
-    while tokio::time::Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if let Ok(later) = db.instances_writing(name, newest + 1).await {
-            if let Some((other, at)) = later.into_iter().next() {
-                return Err(PrepareError::Twin {
-                    name: name.to_string(),
-                    other,
-                    ago_ms: tollgate_core::now_ms() - at,
-                });
+    let holder = db.claim_name(name, &me.id, tollgate_core::now_ms()).await?;
+    if holder.0 != me.id {
+        tracing::info!(
+            "the name {name:?} is held by instance {} (heartbeat {} ms ago): \
+             waiting up to {:?} for its next heartbeat",
+            holder.0,
+            tollgate_core::now_ms() - holder.1,
+            every + Duration::from_secs(1)
+        );
+        let until = tokio::time::Instant::now() + every + Duration::from_secs(1);
+        while tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            match db.name_holder(name).await? {
+                // Released (a clean stop): claim it as usual.
+                None => return Box::pin(claim_name(db, name, every, me)).await,
+                Some(now) if now != holder => return Err(twin(now.0, now.1)),
+                Some(_) => {}
             }
         }
+        let taken = db
+            .take_over_name(name, &me.id, tollgate_core::now_ms(), (&holder.0, holder.1))
+            .await?;
+        if !taken {
+            let now = db.name_holder(name).await?.unwrap_or(holder);
+            return Err(twin(now.0, now.1));
+        }
+        tracing::info!(
+            "took over the name {name:?} from instance {}, which stopped beating",
+            holder.0
+        );
     }
+    db.upsert_instance(me).await?;
     Ok(())
 }
 
@@ -223,6 +234,7 @@ pub fn build(prepared: Prepared) -> Built {
         refills,
         quota_counts,
         counter,
+        instance,
     } = prepared;
     let tuning = config.proxy.tuning;
     let conf = ServerConf {
@@ -342,7 +354,8 @@ pub fn build(prepared: Prepared) -> Built {
         listen.to_string(),
     )
     .with_credits(limiters.credits.clone())
-    .with_quotas(limiter.clone(), counter);
+    .with_quotas(limiter.clone(), counter)
+    .with_instance(instance);
     let usage_stop = Arc::new(UsageStop::new(flusher.fast_stop_flag()));
     server.add_service(background_service(
         "tollgate-usage",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{free_port, render, start_upstream, Store, TestProxy};
 use tollgate_core::config;
 use tollgate_core::db::instances::Heartbeat;
-use tollgate_proxy::server::{PrepareError, Prepared};
+use tollgate_proxy::server::{build, PrepareError, Prepared, ShutdownHandle};
 
 fn yaml(name: &str) -> String {
     format!(
@@ -85,8 +85,8 @@ async fn a_crashed_runs_row_does_not_keep_its_name_from_starting() {
     let p = TestProxy::start(&yaml("gw-c"), Store::Sqlite)
         .await
         .expect("sqlite");
-    // A heartbeat of a run of "gw-d" that crashed just now: it never beats
-    // again.
+    // A run of "gw-d" that crashed just now: it holds the name and never
+    // beats again.
     p.db.upsert_instance(&Heartbeat {
         id: "crashed-1".into(),
         address: "127.0.0.1:1".into(),
@@ -98,14 +98,63 @@ async fn a_crashed_runs_row_does_not_keep_its_name_from_starting() {
     })
     .await
     .expect("heartbeat");
+    let (holder, _) =
+        p.db.claim_name("gw-d", "crashed-1", tollgate_core::now_ms())
+            .await
+            .expect("claim");
+    assert_eq!(holder, "crashed-1");
     let start = Instant::now();
     prepare_beside(&p, "gw-d")
         .await
         .expect("a dead run's row does not block its name");
-    // It waited for one more heartbeat (200 ms flush + 1 s), not forever.
+    // It waited for one more heartbeat (200 ms flush + 1 s), not forever,
+    // and holds the name now.
     let took = start.elapsed();
     assert!(
         took >= Duration::from_millis(1000) && took < Duration::from_secs(10),
         "{took:?}"
     );
+    let (holder, _) = p.db.name_holder("gw-d").await.expect("read").expect("held");
+    assert_ne!(holder, "crashed-1");
+}
+
+/// Prepare and run a second proxy of `name` on `p`'s database.
+async fn run_beside(
+    p: &TestProxy,
+    name: &str,
+) -> Result<(ShutdownHandle, std::thread::JoinHandle<()>), PrepareError> {
+    let prepared = prepare_beside(p, name).await?;
+    let shutdown = ShutdownHandle::new();
+    let handle = shutdown.clone();
+    let thread = std::thread::spawn(move || build(prepared).run_with(handle.run_args()));
+    Ok((shutdown, thread))
+}
+
+/// Two proxies of one name starting at the same instant: the claim is one
+/// atomic insert, the other waits for the holder's heartbeat and gives way
+/// (black-box round 6, F1: both started and overwrote each other's counts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_starting_at_once_exactly_one_keeps_the_name() {
+    let p = TestProxy::start(&yaml("gw-host"), Store::Sqlite)
+        .await
+        .expect("sqlite");
+    for round in 0..2 {
+        let name = format!("gw-race-{round}");
+        let (a, b) = tokio::join!(run_beside(&p, &name), run_beside(&p, &name));
+        let refused = [&a, &b]
+            .iter()
+            .filter(|r| matches!(r, Err(PrepareError::Twin { .. })))
+            .count();
+        let mut running = Vec::new();
+        for r in [a, b] {
+            if let Ok(run) = r {
+                running.push(run);
+            }
+        }
+        assert_eq!((running.len(), refused), (1, 1), "round {round}");
+        for (shutdown, thread) in running {
+            shutdown.fast();
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
 }

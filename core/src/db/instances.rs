@@ -134,15 +134,93 @@ impl Db {
         Ok(())
     }
 
-    /// The instances (id, `last_seen`) that wrote quota counts as
-    /// `counter` in a heartbeat at or after `seen_since` (Unix ms).
+    /// Claim `name` for `instance` unless someone holds it (atomic: of two
+    /// claims at once exactly one gets it); the holder afterwards and its
+    /// `beat_at` (Unix ms).
+    pub async fn claim_name(
+        &self,
+        name: &str,
+        instance: &str,
+        now: i64,
+    ) -> Result<(String, i64), DbError> {
+        sqlx::query(
+            "INSERT INTO instance_names (name, instance, beat_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(instance)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        self.name_holder(name)
+            .await?
+            .ok_or_else(|| DbError::Corrupt(format!("instance name {name:?} vanished")))
+    }
+
+    /// Who holds `name`, and its `beat_at`.
+    pub async fn name_holder(&self, name: &str) -> Result<Option<(String, i64)>, DbError> {
+        let row = sqlx::query("SELECT instance, beat_at FROM instance_names WHERE name = $1")
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| Ok((r.try_get("instance")?, r.try_get("beat_at")?)))
+            .transpose()
+    }
+
+    /// Take `name` over from a holder that stopped beating: only if it is
+    /// still `(holder, beat_at)` (compare-and-swap). Whether it was taken.
+    pub async fn take_over_name(
+        &self,
+        name: &str,
+        instance: &str,
+        now: i64,
+        holder: (&str, i64),
+    ) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE instance_names SET instance = $2, beat_at = $3 \
+             WHERE name = $1 AND instance = $4 AND beat_at = $5",
+        )
+        .bind(name)
+        .bind(instance)
+        .bind(now)
+        .bind(holder.0)
+        .bind(holder.1)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Refresh `instance`'s hold on `name`; `false` if another holds it.
+    pub async fn beat_name(&self, name: &str, instance: &str, now: i64) -> Result<bool, DbError> {
+        let done =
+            sqlx::query("UPDATE instance_names SET beat_at = $3 WHERE name = $1 AND instance = $2")
+                .bind(name)
+                .bind(instance)
+                .bind(now)
+                .execute(self.pool())
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Give `name` up (a clean stop), if `instance` holds it.
+    pub async fn release_name(&self, name: &str, instance: &str) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM instance_names WHERE name = $1 AND instance = $2")
+            .bind(name)
+            .bind(instance)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The instances that wrote quota counts as `counter` in a heartbeat at
+    /// or after `seen_since` (Unix ms): (id, `started_at`, `last_seen`).
     pub async fn instances_writing(
         &self,
         counter: &str,
         seen_since: i64,
-    ) -> Result<Vec<(String, i64)>, DbError> {
+    ) -> Result<Vec<(String, i64, i64)>, DbError> {
         let rows = sqlx::query(
-            "SELECT id, last_seen FROM instances WHERE counter = $1 AND last_seen >= $2 \
+            "SELECT id, started_at, last_seen FROM instances WHERE counter = $1 AND last_seen >= $2 \
              ORDER BY last_seen DESC, id",
         )
         .bind(counter)
@@ -150,7 +228,13 @@ impl Db {
         .fetch_all(self.pool())
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("last_seen")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("started_at")?,
+                    r.try_get("last_seen")?,
+                ))
+            })
             .collect()
     }
 

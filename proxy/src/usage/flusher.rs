@@ -44,7 +44,7 @@ pub struct UsageFlusher {
     credits: Option<Arc<crate::limiter::credits::CreditBook>>,
     /// The local limiter whose quota counts are written with each flush,
     /// and the name they are written under.
-    quotas: Option<(Arc<crate::limiter::LocalLimiter>, String)>,
+    pub(super) quotas: Option<(Arc<crate::limiter::LocalLimiter>, String)>,
 }
 
 impl UsageFlusher {
@@ -82,6 +82,13 @@ impl UsageFlusher {
         counter: String,
     ) -> Self {
         self.quotas = Some((local, counter));
+        self
+    }
+
+    /// Heartbeat as `instance` (the row a local proxy claimed at start).
+    pub fn with_instance(mut self, instance: super::heartbeat::Instance) -> Self {
+        self.id = instance.id;
+        self.started_at = instance.started_at;
         self
     }
 
@@ -137,6 +144,41 @@ impl UsageFlusher {
         metrics::USAGE_BUFFERED_ROWS.set(run.pending.rows() as i64);
     }
 
+    /// Refresh this proxy's hold on its quota-count name. Another holder
+    /// (this proxy was frozen past a flush interval and another started
+    /// under its name) means both overwrite the same counts: logged and
+    /// counted (`tollgate_instance_name_conflicts`) while it lasts.
+    async fn check_name(&self, db: &Db, name: &str, limit: Duration) {
+        let now = tollgate_core::now_ms();
+        let Ok(Ok(mut held)) = tokio::time::timeout(limit, db.beat_name(name, &self.id, now)).await
+        else {
+            return;
+        };
+        if !held {
+            // Nobody's (e.g. the limiter became local by a reload): claim it.
+            if let Ok(Ok((holder, _))) =
+                tokio::time::timeout(limit, db.claim_name(name, &self.id, now)).await
+            {
+                held = holder == self.id;
+            }
+        }
+        let was = metrics::INSTANCE_NAME_CONFLICTS.get();
+        metrics::INSTANCE_NAME_CONFLICTS.set(i64::from(!held));
+        if !held && was == 0 {
+            let other = db
+                .name_holder(name)
+                .await
+                .ok()
+                .flatten()
+                .map_or_else(|| "none".to_string(), |(id, _)| id);
+            tracing::error!(
+                "this proxy no longer holds its quota-count name {name:?} (now: {other}): \
+                 another proxy writes the same counts; stop or rename one \
+                 (proxy.instance_name)"
+            );
+        }
+    }
+
     async fn write(
         &self,
         run: &mut Run,
@@ -179,6 +221,9 @@ impl UsageFlusher {
             run.pending.rows(),
         );
         bounded(limit, db.upsert_instance(&hb)).await?;
+        if let Some(name) = counter {
+            self.check_name(&db, name, limit).await;
+        }
         run.retention.run_if_due(&db, usage, limit).await
     }
 }
@@ -197,6 +242,9 @@ pub(super) struct Run {
 impl BackgroundService for UsageFlusher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut run = Run::default();
+        // A first tick at once: the heartbeat that tells a proxy starting
+        // under the same name that this one is live (`server::claim_name`).
+        self.tick(&mut run, DB_TIMEOUT).await;
         loop {
             let every = self.state.config.load().config.usage.flush_interval;
             tokio::select! {

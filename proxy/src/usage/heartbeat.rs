@@ -11,6 +11,43 @@ use tollgate_core::db::instances::Heartbeat;
 use super::recorder::UsageRecorder;
 use crate::state::State;
 
+/// This process's identity in `instances`: its id and start time, made
+/// once (the start-up claim of a local proxy's name and the flusher's
+/// heartbeats write the same row).
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub id: String,
+    pub started_at: i64,
+}
+
+impl Instance {
+    pub fn new() -> Self {
+        Self {
+            id: instance_id(),
+            started_at: tollgate_core::now_ms(),
+        }
+    }
+
+    /// The first heartbeat, before the proxy listens: it claims `counter`.
+    pub fn claim(&self, counter: &str, address: &str) -> Heartbeat {
+        Heartbeat {
+            id: self.id.clone(),
+            address: address.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: self.started_at,
+            stats: serde_json::json!({}),
+            upstream_health: Vec::new(),
+            counter: Some(counter.to_string()),
+        }
+    }
+}
+
+impl Default for Instance {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A process-stable instance id: `host-pid-random`.
 pub fn instance_id() -> String {
     let host = host_name();

@@ -174,6 +174,12 @@ impl UsageFlusher {
             if let Err(e) = bounded(short, db.delete_instance(&self.id)).await {
                 tracing::debug!("could not remove this instance's row: {e}");
             }
+            // Its quota-count name is free for the next start at once.
+            if let Some((_, name)) = &self.quotas {
+                if let Err(e) = bounded(short, db.release_name(name, &self.id)).await {
+                    tracing::debug!("could not release the name {name:?}: {e}");
+                }
+            }
         }
         if !run.pending.is_empty() {
             tracing::warn!(
