@@ -179,6 +179,53 @@ impl UsageFlusher {
         }
     }
 
+    /// The heartbeat (and, for a local proxy, the hold on its quota-count
+    /// name), on `db`.
+    async fn beat(&self, db: &Db, run: &mut Run, limit: Duration) -> Result<(), FlushError> {
+        let rate = run.rate.update(self.recorder.totals().requests);
+        // Only a local-backend proxy writes quota counts (Redis holds them).
+        let local = self.state.config.load().config.limiter.backend
+            == tollgate_core::config::LimiterBackend::Local;
+        let counter = self
+            .quotas
+            .as_ref()
+            .filter(|_| local)
+            .map(|(_, name)| name.as_str());
+        let hb = heartbeat::heartbeat(
+            &self.id,
+            counter,
+            &self.address,
+            self.started_at,
+            &self.recorder,
+            &self.state,
+            rate,
+            run.pending.rows(),
+        );
+        bounded(limit, db.upsert_instance(&hb)).await?;
+        if let Some(name) = counter {
+            self.check_name(db, name, limit).await;
+        }
+        Ok(())
+    }
+
+    /// At start: connect and beat once, writing nothing else (what the
+    /// first requests record waits for the first tick).
+    async fn first_beat(&self, run: &mut Run, limit: Duration) {
+        let connected = match &run.db {
+            Some(db) => Ok(db.clone()),
+            None => bounded(limit, Db::connect(&self.database_url)).await,
+        };
+        match connected {
+            Ok(db) => {
+                run.db = Some(db.clone());
+                if let Err(e) = self.beat(&db, run, limit).await {
+                    tracing::debug!("first heartbeat failed (retried with the first flush): {e}");
+                }
+            }
+            Err(e) => tracing::debug!("first heartbeat: no database yet: {e}"),
+        }
+    }
+
     async fn write(
         &self,
         run: &mut Run,
@@ -201,29 +248,7 @@ impl UsageFlusher {
             super::quota_counts::write_quota_counts(&db, local, counter, backend, limit).await?;
         }
 
-        let rate = run.rate.update(self.recorder.totals().requests);
-        // Only a local-backend proxy writes quota counts (Redis holds them).
-        let local = self.state.config.load().config.limiter.backend
-            == tollgate_core::config::LimiterBackend::Local;
-        let counter = self
-            .quotas
-            .as_ref()
-            .filter(|_| local)
-            .map(|(_, name)| name.as_str());
-        let hb = heartbeat::heartbeat(
-            &self.id,
-            counter,
-            &self.address,
-            self.started_at,
-            &self.recorder,
-            &self.state,
-            rate,
-            run.pending.rows(),
-        );
-        bounded(limit, db.upsert_instance(&hb)).await?;
-        if let Some(name) = counter {
-            self.check_name(&db, name, limit).await;
-        }
+        self.beat(&db, run, limit).await?;
         run.retention.run_if_due(&db, usage, limit).await
     }
 }
@@ -242,9 +267,9 @@ pub(super) struct Run {
 impl BackgroundService for UsageFlusher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut run = Run::default();
-        // A first tick at once: the heartbeat that tells a proxy starting
-        // under the same name that this one is live (`server::claim_name`).
-        self.tick(&mut run, DB_TIMEOUT).await;
+        // A heartbeat at once: it tells a proxy starting under the same
+        // name that this one is live (`server::claim_name`).
+        self.first_beat(&mut run, DB_TIMEOUT).await;
         loop {
             let every = self.state.config.load().config.usage.flush_interval;
             tokio::select! {
