@@ -145,12 +145,7 @@ async fn of_two_starting_at_once_exactly_one_keeps_the_name() {
             .iter()
             .filter(|r| matches!(r, Err(PrepareError::Twin { .. })))
             .count();
-        let mut running = Vec::new();
-        for r in [a, b] {
-            if let Ok(run) = r {
-                running.push(run);
-            }
-        }
+        let running: Vec<_> = [a, b].into_iter().flatten().collect();
         assert_eq!((running.len(), refused), (1, 1), "round {round}");
         for (shutdown, thread) in running {
             shutdown.fast();
