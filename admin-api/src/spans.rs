@@ -19,9 +19,9 @@ pub async fn record(State(spans): State<Spans>, req: Request, next: Next) -> Res
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string());
     let h = req.headers();
-    let incoming = trace::incoming(
-        h.get("traceparent").map(|v| v.as_bytes()),
-        h.get("tracestate").map(|v| v.as_bytes()),
+    let incoming = trace::incoming_lines(
+        h.get_all("traceparent").iter().map(|v| v.as_bytes()),
+        h.get_all("tracestate").iter().map(|v| v.as_bytes()),
     );
     let res = next.run(req).await;
     spans.record(span(

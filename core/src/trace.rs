@@ -46,6 +46,32 @@ pub fn incoming(traceparent: Option<&[u8]>, tracestate: Option<&[u8]>) -> Incomi
     Incoming { parent, tracestate }
 }
 
+/// [`incoming`] from every line of each header as received: two or more
+/// `traceparent` lines are invalid (W3C Trace Context: the trace starts
+/// afresh), several `tracestate` lines are one list, joined with commas
+/// (RFC 9110 §5.3), then checked as one.
+pub fn incoming_lines<'a>(
+    traceparent: impl IntoIterator<Item = &'a [u8]>,
+    tracestate: impl IntoIterator<Item = &'a [u8]>,
+) -> Incoming {
+    let mut lines = traceparent.into_iter();
+    let parent = match (lines.next(), lines.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
+    };
+    let states: Vec<&[u8]> = tracestate.into_iter().collect();
+    let joined;
+    let state = match states.as_slice() {
+        [] => None,
+        [one] => Some(*one),
+        many => {
+            joined = many.join(&b","[..]);
+            Some(joined.as_slice())
+        }
+    };
+    incoming(parent, state)
+}
+
 /// `00-<32 hex>-<16 hex>-<2 hex>`, lower-case hex, non-zero ids. Versions
 /// other than 00 (but not `ff`) are read by their first four fields, as the
 /// spec asks, when what follows starts with `-`.
@@ -208,6 +234,26 @@ impl SpanContext {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn several_header_lines() {
+        let tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".as_slice();
+        let other = b"00-11111111111111111111111111111111-2222222222222222-01".as_slice();
+        // One traceparent line: the parent, with both tracestate lines as one list.
+        let one = incoming_lines([tp], [b"a=1".as_slice(), b"b=2".as_slice()]);
+        assert!(one.parent.is_some());
+        assert_eq!(one.tracestate.as_deref(), Some("a=1,b=2"));
+        // Two traceparent lines (even the same twice): a fresh trace.
+        for second in [tp, other] {
+            let two = incoming_lines([tp, second], [b"a=1".as_slice()]);
+            assert_eq!((two.parent, two.tracestate), (None, None));
+        }
+        // A key in two tracestate lines: the list is invalid, the parent stays.
+        let dup = incoming_lines([tp], [b"a=1".as_slice(), b"a=2".as_slice()]);
+        assert!(dup.parent.is_some());
+        assert_eq!(dup.tracestate, None);
+        assert_eq!(incoming_lines([], []), incoming(None, None));
+    }
     use super::*;
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";

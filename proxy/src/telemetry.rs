@@ -20,9 +20,9 @@ pub struct RequestTrace {
 /// Read the client's trace context and start the proxy's span.
 pub fn start(req: &RequestHeader, ids: &mut impl IdSource) -> RequestTrace {
     let h = &req.headers;
-    let incoming = trace::incoming(
-        h.get("traceparent").map(|v| v.as_bytes()),
-        h.get("tracestate").map(|v| v.as_bytes()),
+    let incoming = trace::incoming_lines(
+        h.get_all("traceparent").iter().map(|v| v.as_bytes()),
+        h.get_all("tracestate").iter().map(|v| v.as_bytes()),
     );
     RequestTrace {
         span: trace::child_of(incoming.parent.as_ref(), ids),

@@ -190,6 +190,25 @@ async fn each_request_is_one_span_and_the_upstream_its_child() {
         assert_eq!(s.span_id, seen.span_id_hex(), "{bad:?}");
         assert_eq!(s.trace_id, seen.trace_id_hex(), "{bad:?}");
     }
+    // Two `traceparent` lines, even both valid: a fresh trace (W3C), not
+    // the first line's.
+    let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = reqwest::Client::new()
+        .get(proxy.url("/api/users"))
+        .header("x-api-key", &key2)
+        .header("traceparent", valid)
+        .header(
+            "traceparent",
+            "00-11111111111111111111111111111111-2222222222222222-01",
+        )
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 200);
+    let s = span_with_request_id(&c, &r).await;
+    assert_eq!(s.parent_span_id, "", "two traceparent lines");
+    assert_ne!(s.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(s.trace_id, "11111111111111111111111111111111");
 
     // Every span was valid OTLP, and the metric counts them.
     assert!(c.bad_requests.lock().expect("bad").is_empty());
