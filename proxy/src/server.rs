@@ -150,9 +150,9 @@ async fn claim_name(
     };
     let holder = db.claim_name(name, &me.id, tollgate_core::now_ms()).await?;
     if holder.0 != me.id {
-        tracing::info!(
-            "the name {name:?} is held by instance {} (heartbeat {} ms ago): \
-             waiting up to {:?} for its next heartbeat",
+        tracing::warn!(
+            "the quota-count name {name:?} is held by instance {} (heartbeat {} ms ago): \
+             waiting up to {:?} for its next heartbeat before taking it over",
             holder.0,
             tollgate_core::now_ms() - holder.1,
             every + Duration::from_secs(1)
@@ -174,8 +174,8 @@ async fn claim_name(
             let now = db.name_holder(name).await?.unwrap_or(holder);
             return Err(twin(now.0, now.1));
         }
-        tracing::info!(
-            "took over the name {name:?} from instance {}, which stopped beating",
+        tracing::warn!(
+            "took over the quota-count name {name:?} from instance {}, which stopped beating",
             holder.0
         );
     }
