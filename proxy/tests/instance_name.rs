@@ -53,16 +53,10 @@ async fn a_second_live_proxy_of_the_same_name_refuses_to_start() {
     let p = TestProxy::start(&yaml("gw-a"), Store::Sqlite)
         .await
         .expect("sqlite");
-    // Its heartbeat carries the name its counts are written under.
+    // It holds the name (claimed at start, refreshed by its heartbeats).
     let start = Instant::now();
-    while p
-        .db
-        .instances_writing("gw-a", 0)
-        .await
-        .expect("instances")
-        .is_empty()
-    {
-        assert!(start.elapsed() < Duration::from_secs(10), "no heartbeat");
+    while p.db.name_holder("gw-a").await.expect("read").is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no claim");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     match prepare_beside(&p, "gw-a").await {

@@ -212,32 +212,6 @@ impl Db {
         Ok(())
     }
 
-    /// The instances that wrote quota counts as `counter` in a heartbeat at
-    /// or after `seen_since` (Unix ms): (id, `started_at`, `last_seen`).
-    pub async fn instances_writing(
-        &self,
-        counter: &str,
-        seen_since: i64,
-    ) -> Result<Vec<(String, i64, i64)>, DbError> {
-        let rows = sqlx::query(
-            "SELECT id, started_at, last_seen FROM instances WHERE counter = $1 AND last_seen >= $2 \
-             ORDER BY last_seen DESC, id",
-        )
-        .bind(counter)
-        .bind(seen_since)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("id")?,
-                    r.try_get("started_at")?,
-                    r.try_get("last_seen")?,
-                ))
-            })
-            .collect()
-    }
-
     /// Every known instance, most recently seen first.
     pub async fn list_instances(&self) -> Result<Vec<Instance>, DbError> {
         let rows = sqlx::query(
