@@ -255,10 +255,7 @@ async fn down_target_gets_502_within_the_connect_timeout() {
     // Held for the whole test: nothing else can start listening on it.
     let (_held, refused) = closed_port();
     // A listener that never accepts, its queue filled: further SYNs are dropped.
-    let blackhole = tokio::net::TcpSocket::new_v4().expect("socket");
-    blackhole
-        .bind("127.0.0.1:0".parse().expect("addr"))
-        .expect("bind");
+    let (blackhole, _) = common::ports::socket();
     let blackhole = blackhole.listen(1).expect("listen");
     let hole = blackhole.local_addr().expect("addr");
     let mut fillers = Vec::new();

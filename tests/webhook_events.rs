@@ -39,9 +39,7 @@ type Received = Arc<Mutex<Vec<(HashMap<String, String>, String)>>>;
 /// answers 200 (one request per connection).
 async fn sink() -> (String, Received) {
     let got: Received = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = common::listener();
     let addr = listener.local_addr().expect("addr");
     let seen = got.clone();
     tokio::spawn(async move {

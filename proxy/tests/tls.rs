@@ -109,9 +109,7 @@ async fn start_tls_upstream(leaf: &Leaf) -> TlsUpstream {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = common::listener();
     let port = listener.local_addr().expect("addr").port();
     let connections = Arc::new(AtomicU64::new(0));
     let health_checks = Arc::new(parking_lot::Mutex::new(Vec::new()));

@@ -25,9 +25,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A WebSocket echo server that greets each connection with `welcome`;
 /// counts its open connections.
 async fn ws_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = common::listener();
     let addr = listener.local_addr().expect("addr");
     let open = Arc::new(AtomicUsize::new(0));
     let count = open.clone();
@@ -377,9 +375,7 @@ async fn a_reload_that_would_refuse_the_upgrade_closes_its_websockets() {
 /// on the path) and then keeps its side open; the request heads it got.
 async fn refusing_upstream() -> (SocketAddr, Arc<parking_lot::Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = common::listener();
     let addr = listener.local_addr().expect("addr");
     let heads = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let seen = heads.clone();

@@ -4,13 +4,19 @@
 #![allow(dead_code)]
 
 pub mod credits;
+/// Every port of the process from one registry.
+#[path = "../../proxy/tests/common/ports.rs"]
+pub mod ports;
 pub mod proxy;
 /// The throw-away `redis-server`s of the proxy tests, shared.
 #[path = "../../proxy/tests/common/redis.rs"]
 pub mod redis;
 
+#[allow(unused_imports)]
+pub use ports::{closed_port, free_port, listener};
+
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -18,37 +24,6 @@ use std::time::{Duration, Instant};
 
 pub fn tollgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
-}
-
-/// A port on which connections are refused, held for as long as the guard
-/// lives: the socket is bound but never listens, so no test running beside
-/// this one can take the port and answer on it.
-pub fn closed_port() -> (tokio::net::TcpSocket, u16) {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind("127.0.0.1:0".parse().expect("addr"))
-        .expect("bind port 0");
-    let port = socket.local_addr().expect("addr").port();
-    (socket, port)
-}
-
-/// A free port on 127.0.0.1 (bound, then released). Never the same port
-/// twice in one process: a port just closed is often
-/// handed out again by the next `bind(0)`, and two proxies of one test on
-/// one port would both listen (Pingora sets `SO_REUSEPORT`) and share its
-/// connections.
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("port");
-        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
-            return port;
-        }
-    }
 }
 
 /// Ports of one test instance.
@@ -240,9 +215,7 @@ impl Drop for Dev {
 /// The demo upstream in-process on a free port (for proxies the binary runs
 /// in front of it); its port.
 pub async fn demo_upstream() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream");
+    let listener = listener();
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(tollgate_proxy::demo::serve(listener));
     port
@@ -252,9 +225,7 @@ pub async fn demo_upstream() -> u16 {
 /// `X-Tollgate-Cost: {cost}` (the cost as written, even if invalid).
 pub async fn cost_upstream() -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream");
+    let listener = listener();
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {

@@ -3,11 +3,15 @@
 #![allow(dead_code)]
 
 pub mod model;
+pub mod ports;
 pub mod raw;
 pub mod redis;
 pub mod streams;
 
-use std::net::{SocketAddr, TcpListener};
+#[allow(unused_imports)]
+pub use ports::{closed_port, free_port, listener};
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,41 +19,9 @@ use tollgate_core::config;
 use tollgate_core::db::{ApiKey, Db, NewApiKey};
 use tollgate_proxy::server::{build, Prepared, ShutdownHandle};
 
-/// A port on which connections are refused, held for as long as the guard
-/// lives: the socket is bound but never listens, so no test running beside
-/// this one can take the port and answer on it.
-pub fn closed_port() -> (tokio::net::TcpSocket, u16) {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind("127.0.0.1:0".parse().expect("addr"))
-        .expect("bind port 0");
-    let port = socket.local_addr().expect("addr").port();
-    (socket, port)
-}
-
-/// A port that was free a moment ago.
-/// (Never the same port twice in one process: a port just closed is often
-/// handed out again by the next `bind(0)`, and two listeners of one test
-/// on one port would share it through `SO_REUSEPORT`.)
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("bind port 0");
-        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
-            return port;
-        }
-    }
-}
-
 /// Start the demo upstream on a random port.
 pub async fn start_upstream() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream");
+    let listener = listener();
     let addr = listener.local_addr().expect("upstream addr");
     tokio::spawn(tollgate_proxy::demo::serve(listener));
     addr

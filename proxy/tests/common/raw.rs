@@ -156,9 +156,7 @@ pub async fn get(
 /// A test upstream: reads one request head per connection, answers
 /// `200` with `answer(raw target)` as the body, and closes.
 pub async fn start_interpreting_upstream(answer: fn(&str) -> String) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = super::listener();
     let addr = listener.local_addr().expect("addr");
     serve_heads(listener, answer);
     addr

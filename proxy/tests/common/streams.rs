@@ -36,9 +36,7 @@ impl Seen {
 /// An HTTP/1 upstream that reads each request body piece by piece, counting
 /// the bytes as they arrive, and answers `200` with the count.
 pub async fn counting_upstream() -> (SocketAddr, Arc<Seen>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = super::listener();
     let addr = listener.local_addr().expect("addr");
     let seen = Arc::new(Seen::default());
     let shared = seen.clone();
@@ -97,9 +95,7 @@ pub async fn sse_upstream(
     base: Instant,
     received: Arc<AtomicUsize>,
 ) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = super::listener();
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
