@@ -497,7 +497,9 @@ impl ProxyHttp for Gateway {
         // Time from arrival to the upstream's response header, per target
         // (the Monitoring page's latency).
         if let (Some(route), Some(target)) = (&ctx.route, &ctx.target) {
-            route.upstream.record_response(target, ctx.start.elapsed());
+            let elapsed = ctx.start.elapsed();
+            let at_ms = ctx.start_ms + i64::try_from(elapsed.as_millis()).unwrap_or(0);
+            route.upstream.record_response(target, elapsed, at_ms);
         }
         Ok(())
     }

@@ -442,9 +442,10 @@ impl UpstreamPool {
     }
 
     /// Note the time a proxied request to `target` took to its response
-    /// header (called from the proxy's response filter; one short lock).
-    pub fn record_response(&self, picked: &Picked, elapsed: Duration) {
-        self.record_response_at(picked.index, elapsed, tollgate_core::now_ms());
+    /// header, at `at_ms` (called from the proxy's response filter; one
+    /// short lock).
+    pub fn record_response(&self, picked: &Picked, elapsed: Duration, at_ms: i64) {
+        self.record_response_at(picked.index, elapsed, at_ms);
     }
 
     fn record_response_at(&self, index: usize, elapsed: Duration, at_ms: i64) {

@@ -68,7 +68,7 @@ impl Gateway {
             Presented::Garbled => None,
             Presented::Header(k) | Presented::Bearer(k) => Some(k),
         };
-        match gate::find_key(db, plain, tollgate_core::now_ms()) {
+        match gate::find_key(db, plain, ctx.start_ms) {
             Ok((key, hash)) => {
                 ctx.key_hash = Some(hash);
                 Ok(key)

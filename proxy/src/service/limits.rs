@@ -35,7 +35,9 @@ impl Gateway {
         ctx.policy = applicable.policy;
         // One Redis deadline for the hold and the buckets together.
         let deadline = backends::redis_deadline(&cfg.config.limiter);
-        let limiter_start = Instant::now();
+        // Timed for the request's span only (the limiter's own histogram
+        // times each backend call): no clock reads without spans.
+        let limiter_start = self.spans.is_some().then(Instant::now);
         if let (Some(max), Some(key)) = (applicable.concurrency, &ctx.key) {
             match self
                 .limiters
@@ -82,7 +84,7 @@ impl Gateway {
                     .await
             }
         };
-        ctx.limiter_time = Some(limiter_start.elapsed());
+        ctx.limiter_time = limiter_start.map(|t| t.elapsed());
         drop(reserving);
         let (decision, backend) = match verdict {
             Verdict::Decided(d, backend) => (d, backend),
