@@ -3,7 +3,7 @@
 //! request id. Plain functions over the parsed header, tested without sockets.
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::Version;
+use http::{HeaderValue, Version};
 use pingora::http::RequestHeader;
 use tollgate_core::config::EdgeConfig;
 use tollgate_core::net::{self, ClientAddress};
@@ -194,8 +194,10 @@ pub fn check_framing(req: &RequestHeader, raw: Option<&[u8]>) -> Result<(), Refu
 pub struct Inbound {
     pub canonical: Canonical,
     pub client: ClientAddress,
-    /// The host the client asked for (absolute-form authority, else `Host`).
-    pub host: Option<String>,
+    /// The host the client asked for (absolute-form authority, else
+    /// `Host`), lower case: the `X-Forwarded-Host` value. A `Host` already
+    /// in lower case is the client's own value, shared (no copy).
+    pub host: Option<HeaderValue>,
 }
 
 /// Size, framing and path checks, and the client address; `peer` is the TCP
@@ -234,18 +236,25 @@ pub fn inspect(
             .filter_map(|v| v.to_str().ok())
             .collect()
     });
-    let host = canonical.authority.clone().or_else(|| {
-        req.headers
-            .get(HOST)
-            .and_then(|v| v.to_str().ok())
-            .filter(|h| net::is_host(h))
-            .map(str::to_ascii_lowercase)
-    });
+    let host = match &canonical.authority {
+        Some(a) => HeaderValue::from_str(a).ok(),
+        None => req.headers.get(HOST).and_then(lower_host),
+    };
     Ok(Inbound {
         canonical,
         client,
         host,
     })
+}
+
+/// A `Host` value that is a host, in lower case.
+fn lower_host(v: &HeaderValue) -> Option<HeaderValue> {
+    let h = v.to_str().ok().filter(|h| net::is_host(h))?;
+    if h.bytes().any(|b| b.is_ascii_uppercase()) {
+        HeaderValue::from_str(&h.to_ascii_lowercase()).ok()
+    } else {
+        Some(v.clone())
+    }
 }
 
 /// A standard method spelled in another case (`post`, `Get`). Methods are
@@ -270,7 +279,7 @@ pub fn sane_request_id(v: &str) -> bool {
 pub fn request_id(req: &RequestHeader, peer_trusted: bool) -> (RequestId, Option<String>) {
     let sent = req
         .headers
-        .get("x-request-id")
+        .get(crate::forward::names::X_REQUEST_ID)
         .filter(|v| v.to_str().is_ok_and(sane_request_id));
     match sent {
         Some(v) if peer_trusted => (RequestId::kept(v), None),
@@ -376,8 +385,25 @@ mod tests {
             &[("host", "api.example")],
         );
         let i = inspect(&r, None, None, &cfg).expect("absolute form");
-        assert_eq!(i.host.as_deref(), Some("api.example"));
+        assert_eq!(i.host, Some(HeaderValue::from_static("api.example")));
         assert_eq!(i.canonical.path, "/a/s");
+    }
+
+    #[test]
+    fn the_forwarded_host_is_the_host_in_lower_case() {
+        let cfg = EdgeConfig::default();
+        for (sent, want) in [
+            ("API.Example:8080", Some("api.example:8080")),
+            ("api.example", Some("api.example")),
+        ] {
+            let r = req("GET", b"/a", &[("host", sent)]);
+            let i = inspect(&r, None, None, &cfg).expect("inbound");
+            assert_eq!(
+                i.host.as_ref().map(|v| v.to_str().expect("text")),
+                want,
+                "{sent}"
+            );
+        }
     }
 
     #[test]

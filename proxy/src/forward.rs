@@ -173,7 +173,8 @@ pub struct Forwarding<'a> {
     pub websocket: bool,
     pub client: &'a ClientAddress,
     pub proto: &'static str,
-    pub host: Option<&'a str>,
+    /// The host the client asked for, lower case (see `edge::Inbound`).
+    pub host: Option<HeaderValue>,
     pub request_id: HeaderValue,
     pub client_request_id: Option<&'a str>,
     pub key_id: Option<&'a str>,
@@ -182,10 +183,11 @@ pub struct Forwarding<'a> {
     pub identity: Option<&'a str>,
 }
 
-/// The names of the headers to drop from `headers`.
-pub fn to_remove(headers: &HeaderMap, f: &Forwarding<'_>) -> Vec<HeaderName> {
+/// The names of the headers to drop from `headers` (a few at most on an
+/// ordinary request: the key header; kept on the stack).
+pub fn to_remove(headers: &HeaderMap, f: &Forwarding<'_>) -> smallvec::SmallVec<[HeaderName; 4]> {
     let key = cgi(f.key_header);
-    let mut out: Vec<HeaderName> = Vec::new();
+    let mut out = smallvec::SmallVec::<[HeaderName; 4]>::new();
     for (name, value) in headers.iter() {
         let n = cgi(name.as_str());
         let n = n.as_ref();
@@ -256,12 +258,12 @@ pub fn apply(headers: &mut HeaderMap, f: &Forwarding<'_>) -> Result<()> {
     headers.reserve(10);
     headers.insert(names::X_FORWARDED_FOR, value(&f.client.forwarded_for)?);
     headers.insert(names::X_FORWARDED_PROTO, proto_value(f.proto)?);
-    match (trusted_xfh, f.host) {
+    match (trusted_xfh, &f.host) {
         (Some(v), _) => {
             headers.insert(names::X_FORWARDED_HOST, v);
         }
         (None, Some(h)) => {
-            headers.insert(names::X_FORWARDED_HOST, value(h)?);
+            headers.insert(names::X_FORWARDED_HOST, h.clone());
         }
         (None, None) => {}
     }
@@ -316,7 +318,7 @@ mod tests {
             websocket: false,
             client: c,
             proto: "http",
-            host: Some("api.example"),
+            host: Some(HeaderValue::from_static("api.example")),
             request_id: HeaderValue::from_static("rid"),
             client_request_id: None,
             key_id: None,
