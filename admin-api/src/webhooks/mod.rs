@@ -5,6 +5,7 @@
 //! (which also enqueues `key.expiring`); the key handlers enqueue the other
 //! key events through `tollgate_core::webhooks::enqueue_key_event`.
 
+pub mod resolve;
 mod views;
 pub mod worker;
 

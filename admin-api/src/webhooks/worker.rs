@@ -44,6 +44,8 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
             .connect_timeout(CONNECT_TIMEOUT)
             // A redirect is a failed attempt: never follow one elsewhere.
             .redirect(reqwest::redirect::Policy::none())
+            // Never to a link-local address, whatever the name resolves to.
+            .dns_resolver(super::resolve::GuardedResolver::shared())
             .user_agent(concat!("Tollgate-Webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
         {
@@ -151,11 +153,27 @@ async fn send(client: &reqwest::Client, c: &Claimed) -> Attempt {
         Err(e) => Attempt {
             status_code: None,
             // Without the URL: its query may hold a token.
-            error: Some(e.without_url().to_string()),
+            error: Some(error_chain(&e.without_url())),
             duration_ms: elapsed(started),
             succeeded: false,
         },
     }
+}
+
+/// An error and its causes, `: `-separated ("error sending request: client
+/// error (Connect): … resolves only to link-local addresses …").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// Enqueue `key.expiring` for every key expiring within `within_ms`: once

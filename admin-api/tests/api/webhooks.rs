@@ -319,6 +319,60 @@ async fn a_failed_delivery_is_retried_once_and_signed(app: TestApp) {
 }
 both!(a_failed_delivery_is_retried_once_and_signed);
 
+/// A host name is checked at each delivery for what it resolves to: a name
+/// that resolves only to the metadata service (169.254.169.254) gets no
+/// connection at all, and one that resolves to it and to the sink is sent
+/// to the sink only. (The names are the resolver's test table: DNS cannot
+/// be made to answer a link-local address on demand.)
+async fn a_name_resolving_to_a_link_local_address_is_not_delivered_there(app: TestApp) {
+    use tollgate_admin_api::webhooks::resolve::testing;
+    let (url, got) = sink().await;
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/hook")
+        .to_string();
+    let metadata: std::net::IpAddr = "169.254.169.254".parse().expect("ip");
+    let local: std::net::IpAddr = "127.0.0.1".parse().expect("ip");
+    testing::set_host("only-metadata.webhook.test", &[metadata]);
+    testing::set_host("metadata-and-sink.webhook.test", &[metadata, local]);
+    let create = |host: &str| json!({"url": format!("http://{host}:{port}/hook"), "events": ["key.disabled"]});
+    let mut ids = Vec::new();
+    for host in [
+        "only-metadata.webhook.test",
+        "metadata-and-sink.webhook.test",
+    ] {
+        let created = json(
+            app.post("/api/webhooks", create(host)).await,
+            StatusCode::CREATED,
+        )
+        .await;
+        let id = created["id"].as_i64().expect("id");
+        json(
+            app.post(&format!("/api/webhooks/{id}/test"), json!({}))
+                .await,
+            StatusCode::ACCEPTED,
+        )
+        .await;
+        ids.push(id);
+    }
+    let blocked = until(&app, ids[0], |v| v["items"][0]["attempts"] == 1).await;
+    let attempt = &blocked["items"][0]["log"][0];
+    assert_eq!(attempt["succeeded"], false, "{blocked}");
+    assert!(attempt["status_code"].is_null(), "{blocked}");
+    let error = attempt["error"].as_str().unwrap_or_default();
+    assert!(error.contains("link-local"), "{blocked}");
+    // The other one reached the sink (its first answer is a 500).
+    let sent = until(&app, ids[1], |v| v["items"][0]["attempts"] == 1).await;
+    assert_eq!(sent["items"][0]["log"][0]["status_code"], 500, "{sent}");
+    let received = got.lock().expect("sink").clone();
+    assert_eq!(
+        received.len(),
+        1,
+        "only the second endpoint's delivery arrived"
+    );
+}
+both!(a_name_resolving_to_a_link_local_address_is_not_delivered_there);
+
 async fn an_event_is_enqueued_once_per_period(app: TestApp) {
     let enqueue = |db: tollgate_core::db::Db, period: &'static str| async move {
         tollgate_core::webhooks::enqueue_event(

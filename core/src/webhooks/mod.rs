@@ -171,20 +171,27 @@ fn check_host(host: &str) -> Result<(), WebhookFieldError> {
 /// Link-local addresses (also IPv4-mapped) are refused: `169.254.169.254`
 /// is the cloud metadata service of most clouds.
 fn check_ip(ip: std::net::IpAddr) -> Result<(), WebhookFieldError> {
-    let link_local = match ip {
-        std::net::IpAddr::V4(v4) => v4.is_link_local(),
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.is_link_local(),
-            None => v6.segments()[0] & 0xffc0 == 0xfe80,
-        },
-    };
-    if link_local {
+    if is_link_local(ip) {
         return Err(refuse(
             "url",
             "must not be a link-local address (169.254.0.0/16, fe80::/10)",
         ));
     }
     Ok(())
+}
+
+/// Whether a webhook may never be sent to `ip`: a link-local address
+/// (`169.254.0.0/16`, `fe80::/10`, also IPv4-mapped). The URL check refuses
+/// such literals; the delivery worker drops such addresses from what a host
+/// name resolves to.
+pub fn is_link_local(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.is_link_local(),
+            None => v6.segments()[0] & 0xffc0 == 0xfe80,
+        },
+    }
 }
 
 /// Check an event filter: known types, or `*` for all. An empty list is

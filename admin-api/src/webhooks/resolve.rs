@@ -1,0 +1,124 @@
+//! Name resolution for webhook deliveries: a host name is resolved as the
+//! system resolves it, and the link-local addresses among the answers (the
+//! cloud metadata service, `tollgate_core::webhooks::is_link_local`) are
+//! dropped before the client connects. The URL check at creation refuses
+//! such literals; this closes the same door for a name that resolves there,
+//! at the moment of each delivery (so a name re-pointed later is caught too,
+//! and the address checked is the one connected to).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::RwLock;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use tollgate_core::webhooks::is_link_local;
+
+/// The resolver the delivery client uses.
+#[derive(Debug, Default)]
+pub struct GuardedResolver;
+
+impl GuardedResolver {
+    pub fn shared() -> Arc<Self> {
+        Arc::new(Self)
+    }
+}
+
+/// Why a delivery has nowhere to go.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} resolves only to link-local addresses (169.254.0.0/16, fe80::/10): not delivered")]
+pub struct OnlyLinkLocal(String);
+
+/// What may be connected to of `addrs` (the link-local ones dropped), or
+/// why nothing may.
+pub fn allowed(name: &str, addrs: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, OnlyLinkLocal> {
+    let kept: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| !is_link_local(a.ip()))
+        .collect();
+    if kept.is_empty() {
+        return Err(OnlyLinkLocal(name.to_string()));
+    }
+    Ok(kept)
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<SocketAddr> = match testing::lookup(&host) {
+                Some(ips) => ips.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect(),
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
+            let kept = allowed(&host, found)?;
+            let addrs: Addrs = Box::new(kept.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Names the tests point at addresses of their choosing (a name that
+/// resolves to the metadata service cannot be made on demand otherwise).
+/// Empty in production: every name goes to the system resolver.
+pub mod testing {
+    use super::*;
+
+    static HOSTS: LazyLock<RwLock<HashMap<String, Vec<IpAddr>>>> = LazyLock::new(RwLock::default);
+
+    /// Resolve `name` to `ips` from now on.
+    pub fn set_host(name: &str, ips: &[IpAddr]) {
+        HOSTS
+            .write()
+            .insert(name.to_ascii_lowercase(), ips.to_vec());
+    }
+
+    /// `name` goes back to the system resolver.
+    pub fn remove_host(name: &str) {
+        HOSTS.write().remove(&name.to_ascii_lowercase());
+    }
+
+    pub(super) fn lookup(name: &str) -> Option<Vec<IpAddr>> {
+        let hosts = HOSTS.read();
+        if hosts.is_empty() {
+            return None;
+        }
+        hosts.get(&name.to_ascii_lowercase()).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        SocketAddr::new(s.parse().expect("ip"), 0)
+    }
+
+    #[test]
+    fn link_local_answers_are_dropped() {
+        let kept = allowed(
+            "mixed.example",
+            vec![
+                addr("169.254.169.254"),
+                addr("203.0.113.7"),
+                addr("fe80::1"),
+                addr("::ffff:169.254.1.1"),
+                addr("2001:db8::5"),
+            ],
+        )
+        .expect("two usable");
+        assert_eq!(kept, vec![addr("203.0.113.7"), addr("2001:db8::5")]);
+    }
+
+    #[test]
+    fn a_name_with_only_link_local_answers_is_not_delivered() {
+        let e = allowed(
+            "metadata.example",
+            vec![addr("169.254.169.254"), addr("fe80::a")],
+        )
+        .expect_err("nowhere to go");
+        assert!(e.to_string().contains("metadata.example"), "{e}");
+        assert!(e.to_string().contains("link-local"), "{e}");
+        assert!(allowed("empty.example", Vec::new()).is_err());
+    }
+}
