@@ -543,41 +543,9 @@ fn resolve_target(target: &Target) -> std::io::Result<Vec<SocketAddr>> {
     Ok(target.authority().to_socket_addrs()?.collect())
 }
 
-/// A hosts table in front of DNS, for tests that change what a host name
-/// resolves to while a proxy runs (as a DNS record changes). Empty unless a
-/// test fills it; only names in it are affected, so tests sharing a process
-/// use names of their own (under `.test`).
+/// The tests' hosts table in front of DNS (`tollgate_core::net::test_hosts`).
 #[doc(hidden)]
-pub mod testing {
-    use std::collections::HashMap;
-    use std::net::IpAddr;
-    use std::sync::LazyLock;
-
-    use parking_lot::RwLock;
-
-    static HOSTS: LazyLock<RwLock<HashMap<String, Vec<IpAddr>>>> =
-        LazyLock::new(|| RwLock::new(HashMap::new()));
-
-    /// From now on `name` resolves to `ips` (none: the lookup fails).
-    pub fn set_host(name: &str, ips: &[IpAddr]) {
-        HOSTS
-            .write()
-            .insert(name.to_ascii_lowercase(), ips.to_vec());
-    }
-
-    /// `name` goes back to DNS.
-    pub fn remove_host(name: &str) {
-        HOSTS.write().remove(&name.to_ascii_lowercase());
-    }
-
-    pub(super) fn lookup(name: &str) -> Option<Vec<IpAddr>> {
-        let hosts = HOSTS.read();
-        if hosts.is_empty() {
-            return None;
-        }
-        hosts.get(&name.to_ascii_lowercase()).cloned()
-    }
-}
+pub use tollgate_core::net::test_hosts as testing;
 
 /// Resolve every target of an upstream (blocking: DNS). An error if any
 /// target does not resolve, so that a DNS hiccup never shrinks a pool.

@@ -6,11 +6,9 @@
 //! at the moment of each delivery (so a name re-pointed later is caught too,
 //! and the address checked is the one connected to).
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, LazyLock};
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-use parking_lot::RwLock;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tollgate_core::webhooks::is_link_local;
 
@@ -58,33 +56,11 @@ impl Resolve for GuardedResolver {
 }
 
 /// Names the tests point at addresses of their choosing (a name that
-/// resolves to the metadata service cannot be made on demand otherwise).
-/// Empty in production: every name goes to the system resolver.
-pub mod testing {
-    use super::*;
-
-    static HOSTS: LazyLock<RwLock<HashMap<String, Vec<IpAddr>>>> = LazyLock::new(RwLock::default);
-
-    /// Resolve `name` to `ips` from now on.
-    pub fn set_host(name: &str, ips: &[IpAddr]) {
-        HOSTS
-            .write()
-            .insert(name.to_ascii_lowercase(), ips.to_vec());
-    }
-
-    /// `name` goes back to the system resolver.
-    pub fn remove_host(name: &str) {
-        HOSTS.write().remove(&name.to_ascii_lowercase());
-    }
-
-    pub(super) fn lookup(name: &str) -> Option<Vec<IpAddr>> {
-        let hosts = HOSTS.read();
-        if hosts.is_empty() {
-            return None;
-        }
-        hosts.get(&name.to_ascii_lowercase()).cloned()
-    }
-}
+/// resolves to the metadata service cannot be made on demand otherwise):
+/// the shared table of `tollgate_core::net::test_hosts`, empty in
+/// production (every name goes to the system resolver).
+#[doc(hidden)]
+pub use tollgate_core::net::test_hosts as testing;
 
 #[cfg(test)]
 mod tests {
