@@ -1,8 +1,9 @@
 //! The delivery worker: a background task of every admin process. Each
 //! tick it claims due deliveries from the outbox (safe with several admin
 //! processes, see `tollgate_core::webhooks::outbox`), sends them
-//! concurrently, signed (Standard Webhooks), and records each attempt with
-//! the next retry; once a minute it enqueues `key.expiring` events (once
+//! concurrently in up to [`BATCH`] slots, each refilled as its delivery
+//! ends (a silent endpoint holds only its own), signed (Standard Webhooks),
+//! and records each attempt with the next retry; once a minute it enqueues `key.expiring` events (once
 //! per key and expiry, whichever process sees it first), and once an hour
 //! it drops events older than [`EVENT_RETENTION`].
 
@@ -46,6 +47,9 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
             .redirect(reqwest::redirect::Policy::none())
             // Never to a link-local address, whatever the name resolves to.
             .dns_resolver(super::resolve::GuardedResolver::shared())
+            // Straight to the endpoint: through an `HTTP_PROXY` the proxy
+            // would resolve the name, out of the resolver's reach.
+            .no_proxy()
             .user_agent(concat!("Tollgate-Webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
         {
@@ -58,6 +62,9 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
         let db = state.db().clone();
         let mut last_expiry_check: Option<Instant> = None;
         let mut last_purge: Option<Instant> = None;
+        // Deliveries under way: at most BATCH. A slow endpoint holds its
+        // own slot for up to ATTEMPT_TIMEOUT, not the others' deliveries.
+        let mut in_flight: JoinSet<()> = JoinSet::new();
         loop {
             if last_expiry_check.is_none_or(|t| t.elapsed() >= EXPIRY_CHECK) {
                 last_expiry_check = Some(Instant::now());
@@ -72,20 +79,28 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
                     tracing::warn!(error = %e, "cannot purge old webhook events");
                 }
             }
-            match db.claim_webhook_deliveries(BATCH, millis(LEASE)).await {
-                Ok(claimed) if !claimed.is_empty() => {
-                    let mut set = JoinSet::new();
-                    for c in claimed {
-                        set.spawn(deliver(client.clone(), db.clone(), c));
+            while in_flight.try_join_next().is_some() {}
+            let room = BATCH - i64::try_from(in_flight.len()).unwrap_or(BATCH);
+            if room > 0 {
+                match db.claim_webhook_deliveries(room, millis(LEASE)).await {
+                    Ok(claimed) => {
+                        let all_room = i64::try_from(claimed.len()).unwrap_or(0) == room;
+                        for c in claimed {
+                            in_flight.spawn(deliver(client.clone(), db.clone(), c));
+                        }
+                        if all_room {
+                            // There may be more due: look again at once.
+                            continue;
+                        }
                     }
-                    while set.join_next().await.is_some() {}
-                    // There may be more due: look again at once.
-                    continue;
+                    Err(e) => tracing::warn!(error = %e, "cannot claim webhook deliveries"),
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot claim webhook deliveries"),
             }
-            let _ = tokio::time::timeout(TICK, super::notify().notified()).await;
+            // The next tick, a wake-up, or a freed slot.
+            tokio::select! {
+                _ = tokio::time::timeout(TICK, super::notify().notified()) => {}
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            }
         }
     })
 }
@@ -117,6 +132,18 @@ async fn deliver(client: reqwest::Client, db: Db, c: Claimed) {
 }
 
 async fn send(client: &reqwest::Client, c: &Claimed) -> Attempt {
+    // The URL's own rules once more, at the moment of sending: a row
+    // written past the API (an older version, a restored or shared
+    // database) must not reach a link-local literal, which the resolver
+    // never sees.
+    if let Err(e) = tollgate_core::webhooks::check_url(&c.url) {
+        return Attempt {
+            status_code: None,
+            error: Some(format!("not delivered: the url {}", e.message)),
+            duration_ms: 0,
+            succeeded: false,
+        };
+    }
     let started = Instant::now();
     let timestamp = tollgate_core::now_ms() / 1000;
     let elapsed = |s: Instant| millis(s.elapsed());

@@ -4,6 +4,7 @@
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tollgate_admin_api::password::Argon2Gate;
 use tollgate_admin_api::{ensure_first_admin, serve, AppState};
@@ -247,6 +248,27 @@ impl TestApp {
     }
 
     /// Log in through the API; returns the response.
+    /// Create a webhook endpoint from `body`; its id.
+    pub async fn create_webhook(&self, body: &Value) -> i64 {
+        json(
+            self.post("/api/webhooks", body.clone()).await,
+            StatusCode::CREATED,
+        )
+        .await["id"]
+            .as_i64()
+            .expect("webhook id")
+    }
+
+    /// Press "send test event" on webhook endpoint `id`.
+    pub async fn press_test(&self, id: i64) {
+        json(
+            self.post(&format!("/api/webhooks/{id}/test"), serde_json::json!({}))
+                .await,
+            StatusCode::ACCEPTED,
+        )
+        .await;
+    }
+
     pub async fn login(&self, username: &str, password: &str) -> Response {
         self.anon(Method::POST, "/api/auth/login")
             .json(&serde_json::json!({"username": username, "password": password}))
@@ -363,4 +385,30 @@ pub fn b64url_decode(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s)
         .expect("base64url")
+}
+
+/// The delivery log of webhook endpoint `id`.
+pub async fn deliveries(app: &TestApp, id: i64) -> Value {
+    json(
+        app.get(&format!("/api/webhooks/{id}/deliveries")).await,
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// Poll the log of endpoint `id` until `done` holds (at most 90 s: the
+/// retry comes 5 s after the failure, on a busy machine later).
+pub async fn until(app: &TestApp, id: i64, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let log = deliveries(app, id).await;
+        if done(&log) {
+            return log;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "deliveries never got there: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

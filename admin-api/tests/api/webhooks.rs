@@ -67,31 +67,6 @@ fn verify(secret: &str, headers: &HeaderMap, body: &str) -> bool {
     h("webhook-signature").split(' ').any(|s| s == want)
 }
 
-async fn deliveries(app: &TestApp, id: i64) -> Value {
-    json(
-        app.get(&format!("/api/webhooks/{id}/deliveries")).await,
-        StatusCode::OK,
-    )
-    .await
-}
-
-/// Poll the log of endpoint `id` until `done` holds (at most 90 s: the
-/// retry comes 5 s after the failure, on a busy machine later).
-async fn until(app: &TestApp, id: i64, done: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let log = deliveries(app, id).await;
-        if done(&log) {
-            return log;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "deliveries never got there: {log}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 async fn endpoints_are_checked(app: TestApp) {
     for (body, field) in [
         (json!({"url": "ftp://example.com/x"}), "url"),
@@ -341,18 +316,8 @@ async fn a_name_resolving_to_a_link_local_address_is_not_delivered_there(app: Te
         "only-metadata.webhook.test",
         "metadata-and-sink.webhook.test",
     ] {
-        let created = json(
-            app.post("/api/webhooks", create(host)).await,
-            StatusCode::CREATED,
-        )
-        .await;
-        let id = created["id"].as_i64().expect("id");
-        json(
-            app.post(&format!("/api/webhooks/{id}/test"), json!({}))
-                .await,
-            StatusCode::ACCEPTED,
-        )
-        .await;
+        let id = app.create_webhook(&create(host)).await;
+        app.press_test(id).await;
         ids.push(id);
     }
     let blocked = until(&app, ids[0], |v| v["items"][0]["attempts"] == 1).await;
@@ -372,6 +337,79 @@ async fn a_name_resolving_to_a_link_local_address_is_not_delivered_there(app: Te
     );
 }
 both!(a_name_resolving_to_a_link_local_address_is_not_delivered_there);
+
+/// A link-local literal that reached the table past the API (an older
+/// version, a restored database) is not sent to: the worker checks the URL
+/// again at each delivery (round 6, F2).
+async fn a_link_local_url_written_past_the_api_is_not_delivered(app: TestApp) {
+    let hook = app
+        .db
+        .create_webhook(&tollgate_core::webhooks::endpoints::NewWebhook {
+            url: "http://[::ffff:169.254.169.254]:9/latest/meta-data/".into(),
+            description: None,
+            events: vec!["*".into()],
+            enabled: true,
+        })
+        .await
+        .expect("row written directly");
+    app.press_test(hook.id).await;
+    let log = until(&app, hook.id, |v| v["items"][0]["attempts"] == 1).await;
+    let attempt = &log["items"][0]["log"][0];
+    assert_eq!(attempt["succeeded"], false, "{log}");
+    let error = attempt["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("not delivered: the url") && error.contains("link-local"),
+        "{log}"
+    );
+}
+both!(a_link_local_url_written_past_the_api_is_not_delivered);
+
+/// An endpoint that accepts and never answers holds its own deliveries
+/// (each up to the attempt timeout, 10 s), not the other endpoints': a
+/// delivery to a healthy endpoint goes out while three to the silent one
+/// are still under way (round 6, F3: the worker waited for its whole batch).
+async fn a_silent_endpoint_does_not_hold_up_the_others(app: TestApp) {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_url = format!("http://{}/hook", silent.local_addr().expect("addr"));
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = silent.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(sock);
+        }
+    });
+    let create = |url: &str| json!({"url": url, "events": ["key.disabled"]});
+    let slow = app.create_webhook(&create(&silent_url)).await;
+    for _ in 0..3 {
+        app.press_test(slow).await;
+    }
+    let start = Instant::now();
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the silent endpoint was not called three times"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (url, got) = sink().await;
+    let healthy = app.create_webhook(&create(&url)).await;
+    app.press_test(healthy).await;
+    until(&app, healthy, |v| v["items"][0]["attempts"] == 1).await;
+    assert_eq!(got.lock().expect("sink").len(), 1);
+    // The silent endpoint's three attempts are still under way.
+    let slow_log = deliveries(&app, slow).await;
+    let items = slow_log["items"].as_array().expect("items");
+    assert_eq!(items.len(), 3, "{slow_log}");
+    assert!(
+        items.iter().all(|d| d["attempts"] == 0),
+        "the healthy endpoint waited for the silent one: {slow_log}"
+    );
+}
+both!(a_silent_endpoint_does_not_hold_up_the_others);
 
 async fn an_event_is_enqueued_once_per_period(app: TestApp) {
     let enqueue = |db: tollgate_core::db::Db, period: &'static str| async move {

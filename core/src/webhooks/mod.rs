@@ -181,17 +181,36 @@ fn check_ip(ip: std::net::IpAddr) -> Result<(), WebhookFieldError> {
 }
 
 /// Whether a webhook may never be sent to `ip`: a link-local address
-/// (`169.254.0.0/16`, `fe80::/10`, also IPv4-mapped). The URL check refuses
-/// such literals; the delivery worker drops such addresses from what a host
-/// name resolves to.
+/// (`169.254.0.0/16`, `fe80::/10`), also inside an IPv6 address that
+/// carries an IPv4 one and reaches it through a translator or tunnel:
+/// IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`),
+/// IPv4-translated (`::ffff:0:a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) and
+/// 6to4 (`2002:aabb:ccdd::`). The URL check refuses such literals; the
+/// delivery worker drops such addresses from what a host name resolves to.
 pub fn is_link_local(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.is_link_local(),
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.is_link_local(),
-            None => v6.segments()[0] & 0xffc0 == 0xfe80,
-        },
+    use std::net::{IpAddr, Ipv4Addr};
+    let v6 = match ip {
+        IpAddr::V4(v4) => return v4.is_link_local(),
+        IpAddr::V6(v6) => v6,
+    };
+    let s = v6.segments();
+    if s[0] & 0xffc0 == 0xfe80 {
+        return true;
     }
+    let low =
+        |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    let embedded = match s {
+        // ::ffff:a.b.c.d, ::a.b.c.d (not :: or ::1), ::ffff:0:a.b.c.d
+        [0, 0, 0, 0, 0, 0xffff, hi, lo]
+        | [0, 0, 0, 0, 0, 0, hi, lo]
+        | [0, 0, 0, 0, 0xffff, 0, hi, lo] => Some(low(hi, lo)),
+        // NAT64 well-known prefix 64:ff9b::/96
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(low(hi, lo)),
+        // 6to4: 2002:AABB:CCDD::/48
+        [0x2002, hi, lo, ..] => Some(low(hi, lo)),
+        _ => None,
+    };
+    embedded.is_some_and(|v4| v4.is_link_local())
 }
 
 /// Check an event filter: known types, or `*` for all. An empty list is
@@ -405,6 +424,11 @@ mod tests {
             "http://0xA9.0xFE.0xA9.0xFE/",
             "http://169.254.43518/",
             "http://0251.0376.0251.0376/",
+            // IPv6 forms that carry the address to an IPv4 network (round 6).
+            "http://[::169.254.169.254]/",
+            "http://[::ffff:0:169.254.169.254]/",
+            "http://[64:ff9b::169.254.169.254]/",
+            "http://[2002:a9fe:a9fe::1]/",
         ] {
             let e = check_url(bad).expect_err(bad);
             assert_eq!(e.field, "url", "{bad}");
@@ -415,6 +439,35 @@ mod tests {
             check_url(" https://e.com/x\n").as_deref(),
             Ok("https://e.com/x")
         );
+    }
+
+    #[test]
+    fn link_local_addresses_in_every_ipv6_carrier() {
+        for ip in [
+            "169.254.169.254",
+            "fe80::1",
+            "febf::1",
+            "::ffff:169.254.1.1",
+            "::169.254.1.1",
+            "::ffff:0:169.254.1.1",
+            "64:ff9b::169.254.1.1",
+            "2002:a9fe:0101::5",
+        ] {
+            assert!(is_link_local(ip.parse().expect(ip)), "{ip}");
+        }
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.5",
+            "::1",
+            "::",
+            "::ffff:10.0.0.1",
+            "64:ff9b::10.0.0.1",
+            "2002:0a00:0001::5",
+            "2001:db8::169.254.1.1",
+            "fec0::1",
+        ] {
+            assert!(!is_link_local(ip.parse().expect(ip)), "{ip}");
+        }
     }
 
     #[test]
