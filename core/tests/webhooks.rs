@@ -16,6 +16,10 @@ mod common;
 
 both!(two_processes_never_claim_the_same_delivery, claims_body);
 both!(attempts_release_or_finish_a_delivery, attempts_body);
+both!(
+    one_endpoint_has_at_most_four_deliveries_under_way,
+    per_endpoint_body
+);
 
 async fn endpoint(db: &Db, events: &[&str]) -> i64 {
     db.create_webhook(&NewWebhook {
@@ -29,8 +33,29 @@ async fn endpoint(db: &Db, events: &[&str]) -> i64 {
     .id
 }
 
+/// `n` distinct `quota.warning` events.
+async fn warnings(db: &Db, n: usize) {
+    for i in 0..n {
+        let id = enqueue_event(
+            db,
+            "quota.warning",
+            &format!("key:{i}"),
+            "2026-12",
+            serde_json::json!({ "i": i }),
+        )
+        .await
+        .expect("enqueue");
+        assert!(id.is_some());
+    }
+}
+
 async fn claims_body(db: &Db) {
-    endpoint(db, &["*"]).await;
+    // Ten endpoints × four events: forty deliveries, four per endpoint
+    // (PER_ENDPOINT), so every one of them may be under way at once.
+    assert_eq!(tollgate_core::webhooks::outbox::PER_ENDPOINT, 4);
+    for _ in 0..10 {
+        endpoint(db, &["*"]).await;
+    }
     // Not delivered to a disabled endpoint, nor to one whose filter leaves
     // the event out.
     let off = endpoint(db, &["*"]).await;
@@ -44,18 +69,7 @@ async fn claims_body(db: &Db) {
     .await
     .expect("disable");
     endpoint(db, &["key.deleted"]).await;
-    for i in 0..40 {
-        let id = enqueue_event(
-            db,
-            "quota.warning",
-            &format!("key:{i}"),
-            "2026-12",
-            serde_json::json!({ "i": i }),
-        )
-        .await
-        .expect("enqueue");
-        assert!(id.is_some());
-    }
+    warnings(db, 4).await;
     let other = Db::connect(db.url()).await.expect("a second pool");
     let claim = |db: Db| async move {
         let mut mine = Vec::new();
@@ -87,6 +101,32 @@ async fn claims_body(db: &Db) {
         .expect("claim")
         .is_empty());
     other.close().await;
+}
+
+/// One endpoint with many deliveries due gets at most PER_ENDPOINT of them
+/// under way; another endpoint's are claimed beside them (an endpoint that
+/// never answers cannot take every slot).
+async fn per_endpoint_body(db: &Db) {
+    use tollgate_core::webhooks::outbox::PER_ENDPOINT;
+    endpoint(db, &["quota.warning"]).await;
+    warnings(db, 20).await;
+    endpoint(db, &["key.disabled"]).await;
+    enqueue_event(db, "key.disabled", "7", "1", serde_json::json!({}))
+        .await
+        .expect("enqueue");
+    let first = db
+        .claim_webhook_deliveries(16, 60_000)
+        .await
+        .expect("claim");
+    let of = |event: &str| first.iter().filter(|c| c.event_type == event).count();
+    assert_eq!(of("quota.warning") as i64, PER_ENDPOINT, "{first:?}");
+    assert_eq!(of("key.disabled"), 1, "{first:?}");
+    // The busy endpoint's slots stay taken while its deliveries are under way.
+    assert!(db
+        .claim_webhook_deliveries(16, 60_000)
+        .await
+        .expect("claim")
+        .is_empty());
 }
 
 async fn attempts_body(db: &Db) {

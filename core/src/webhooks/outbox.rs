@@ -4,11 +4,13 @@
 //! delivery log).
 //!
 //! Claiming: a due pending delivery is taken by setting its `locked_until`
-//! lease. On PostgreSQL one `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP
-//! LOCKED)` claims a batch without two workers ever waiting on or taking
-//! the same rows; on SQLite (one writer at a time) each candidate is taken
-//! by a conditional `UPDATE … WHERE locked_until IS NULL OR locked_until <
-//! now`, which only one worker can win. A worker that dies mid-delivery
+//! lease, by a conditional `UPDATE … WHERE locked_until IS NULL OR
+//! locked_until < now` that only one worker can win (on PostgreSQL one
+//! statement for the batch, its condition re-checked on rows another
+//! worker took meanwhile; on SQLite, one writer at a time, one per row).
+//! The candidates are the oldest due ones, at most [`PER_ENDPOINT`] per
+//! endpoint counting those under way, so one endpoint that never answers
+//! cannot take every worker's slots. A worker that dies mid-delivery
 //! leaves a lease that expires: the delivery is tried again (receivers
 //! deduplicate on `webhook-id`, as Standard Webhooks expects).
 
@@ -74,6 +76,22 @@ pub struct AttemptLog {
 const LOG_ATTEMPTS: i64 = 20;
 /// The longest error text kept per attempt.
 const MAX_ERROR_LEN: usize = 500;
+
+/// Deliveries to one endpoint under way at once (all processes): an
+/// endpoint that never answers holds at most this many of the worker's
+/// slots, whatever piles up for it.
+pub const PER_ENDPOINT: i64 = 4;
+
+/// The due deliveries to claim: `$2` now, `$3` at most this many, `$4` at
+/// most this many per endpoint counting the ones under way (`$1` unused).
+const CANDIDATES: &str = "SELECT id FROM (\
+     SELECT d.id, d.next_attempt_at, \
+       row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS rn, \
+       (SELECT count(*) FROM webhook_deliveries l WHERE l.endpoint_id = d.endpoint_id \
+          AND l.status = 'pending' AND l.locked_until >= $2) AS busy \
+     FROM webhook_deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= $2 \
+       AND (d.locked_until IS NULL OR d.locked_until < $2)) c \
+   WHERE c.rn + c.busy <= $4 AND $1 = $1 ORDER BY c.next_attempt_at, c.id LIMIT $3";
 
 const CLAIMED_COLUMNS: &str = "d.id AS delivery_id, d.attempts, e.url, e.secret, \
      ev.msg_id, ev.type AS event_type, ev.payload";
@@ -169,28 +187,27 @@ impl Db {
         let now = now_ms();
         let ids: Vec<i64> = match self.kind() {
             DbKind::Postgres => {
-                sqlx::query_scalar(
-                    "UPDATE webhook_deliveries SET locked_until = $1 WHERE id IN (\
-                       SELECT id FROM webhook_deliveries WHERE status = 'pending' \
-                       AND next_attempt_at <= $2 AND (locked_until IS NULL OR locked_until < $2) \
-                       ORDER BY next_attempt_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING id",
-                )
+                // The conditional UPDATE is the claim: a row another
+                // process locked meanwhile fails its `locked_until` test.
+                sqlx::query_scalar(&format!(
+                    "UPDATE webhook_deliveries SET locked_until = $1 WHERE id IN ({CANDIDATES}) \
+                     AND (locked_until IS NULL OR locked_until < $2) RETURNING id"
+                ))
                 .bind(now + lease_ms)
                 .bind(now)
                 .bind(limit)
+                .bind(PER_ENDPOINT)
                 .fetch_all(self.pool())
                 .await?
             }
             DbKind::Sqlite => {
-                let candidates: Vec<i64> = sqlx::query_scalar(
-                    "SELECT id FROM webhook_deliveries WHERE status = 'pending' \
-                     AND next_attempt_at <= $1 AND (locked_until IS NULL OR locked_until < $1) \
-                     ORDER BY next_attempt_at, id LIMIT $2",
-                )
-                .bind(now)
-                .bind(limit)
-                .fetch_all(self.pool())
-                .await?;
+                let candidates: Vec<i64> = sqlx::query_scalar(CANDIDATES)
+                    .bind(now + lease_ms)
+                    .bind(now)
+                    .bind(limit)
+                    .bind(PER_ENDPOINT)
+                    .fetch_all(self.pool())
+                    .await?;
                 let mut won = Vec::new();
                 for id in candidates {
                     let n = sqlx::query(
