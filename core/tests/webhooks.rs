@@ -20,6 +20,10 @@ both!(
     one_endpoint_has_at_most_four_deliveries_under_way,
     per_endpoint_body
 );
+both!(
+    a_free_slot_goes_to_the_least_busy_endpoint,
+    least_busy_first_body
+);
 
 async fn endpoint(db: &Db, events: &[&str]) -> i64 {
     db.create_webhook(&NewWebhook {
@@ -127,6 +131,21 @@ async fn per_endpoint_body(db: &Db) {
         .await
         .expect("claim")
         .is_empty());
+}
+
+/// A free slot goes to the least busy endpoint first: an endpoint's older
+/// backlog does not keep another endpoint's newer delivery waiting.
+async fn least_busy_first_body(db: &Db) {
+    endpoint(db, &["quota.warning"]).await;
+    warnings(db, 20).await;
+    endpoint(db, &["key.disabled"]).await;
+    enqueue_event(db, "key.disabled", "7", "1", serde_json::json!({}))
+        .await
+        .expect("enqueue");
+    let two = db.claim_webhook_deliveries(2, 60_000).await.expect("claim");
+    let mut events: Vec<&str> = two.iter().map(|c| c.event_type.as_str()).collect();
+    events.sort_unstable();
+    assert_eq!(events, ["key.disabled", "quota.warning"], "{two:?}");
 }
 
 async fn attempts_body(db: &Db) {

@@ -8,9 +8,10 @@
 //! locked_until < now` that only one worker can win (on PostgreSQL one
 //! statement for the batch, its condition re-checked on rows another
 //! worker took meanwhile; on SQLite, one writer at a time, one per row).
-//! The candidates are the oldest due ones, at most [`PER_ENDPOINT`] per
-//! endpoint counting those under way, so one endpoint that never answers
-//! cannot take every worker's slots. A worker that dies mid-delivery
+//! The candidates are at most [`PER_ENDPOINT`] per endpoint counting those
+//! under way, the least busy endpoints first, oldest due first among
+//! equals: one endpoint that never answers cannot take every worker's
+//! slots, and a backlog of slow ones does not queue the others behind it. A worker that dies mid-delivery
 //! leaves a lease that expires: the delivery is tried again (receivers
 //! deduplicate on `webhook-id`, as Standard Webhooks expects).
 
@@ -84,6 +85,10 @@ pub const PER_ENDPOINT: i64 = 4;
 
 /// The due deliveries to claim: `$2` now, `$3` at most this many, `$4` at
 /// most this many per endpoint counting the ones under way (`$1` unused).
+/// The least busy endpoints first (each endpoint's load once this one is
+/// taken), oldest due first among equals: a slot that frees while silent
+/// endpoints hold the others goes to an endpoint with nothing under way,
+/// not to their backlog.
 const CANDIDATES: &str = "SELECT id FROM (\
      SELECT d.id, d.next_attempt_at, \
        row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS rn, \
@@ -91,7 +96,7 @@ const CANDIDATES: &str = "SELECT id FROM (\
           AND l.status = 'pending' AND l.locked_until >= $2) AS busy \
      FROM webhook_deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= $2 \
        AND (d.locked_until IS NULL OR d.locked_until < $2)) c \
-   WHERE c.rn + c.busy <= $4 AND $1 = $1 ORDER BY c.next_attempt_at, c.id LIMIT $3";
+   WHERE c.rn + c.busy <= $4 AND $1 = $1 ORDER BY c.rn + c.busy, c.next_attempt_at, c.id LIMIT $3";
 
 const CLAIMED_COLUMNS: &str = "d.id AS delivery_id, d.attempts, e.url, e.secret, \
      ev.msg_id, ev.type AS event_type, ev.payload";
