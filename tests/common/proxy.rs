@@ -61,18 +61,23 @@ impl Proxy {
         self
     }
 
+    /// Until both the proxy and its metrics listener accept connections:
+    /// Pingora starts its services side by side, so one may listen a moment
+    /// before the other.
     async fn until_listening(&self) {
         let start = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "tollgate proxy did not listen: {}",
-                std::fs::read_to_string(&self.config).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        for port in [self.port, self.metrics] {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+            {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "tollgate proxy did not listen on {port}: {}",
+                    std::fs::read_to_string(&self.config).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
 
