@@ -107,17 +107,23 @@ async fn claims_body(db: &Db) {
     other.close().await;
 }
 
-/// One endpoint with many deliveries due gets at most PER_ENDPOINT of them
-/// under way; another endpoint's are claimed beside them (an endpoint that
-/// never answers cannot take every slot).
-async fn per_endpoint_body(db: &Db) {
-    use tollgate_core::webhooks::outbox::PER_ENDPOINT;
+/// A busy endpoint (`quota.warning`) with 20 deliveries due, then a quiet
+/// one (`key.disabled`) with one, due last.
+async fn busy_and_quiet(db: &Db) {
     endpoint(db, &["quota.warning"]).await;
     warnings(db, 20).await;
     endpoint(db, &["key.disabled"]).await;
     enqueue_event(db, "key.disabled", "7", "1", serde_json::json!({}))
         .await
         .expect("enqueue");
+}
+
+/// One endpoint with many deliveries due gets at most PER_ENDPOINT of them
+/// under way; another endpoint's are claimed beside them (an endpoint that
+/// never answers cannot take every slot).
+async fn per_endpoint_body(db: &Db) {
+    use tollgate_core::webhooks::outbox::PER_ENDPOINT;
+    busy_and_quiet(db).await;
     let first = db
         .claim_webhook_deliveries(16, 60_000)
         .await
@@ -136,12 +142,7 @@ async fn per_endpoint_body(db: &Db) {
 /// A free slot goes to the least busy endpoint first: an endpoint's older
 /// backlog does not keep another endpoint's newer delivery waiting.
 async fn least_busy_first_body(db: &Db) {
-    endpoint(db, &["quota.warning"]).await;
-    warnings(db, 20).await;
-    endpoint(db, &["key.disabled"]).await;
-    enqueue_event(db, "key.disabled", "7", "1", serde_json::json!({}))
-        .await
-        .expect("enqueue");
+    busy_and_quiet(db).await;
     let two = db.claim_webhook_deliveries(2, 60_000).await.expect("claim");
     let mut events: Vec<&str> = two.iter().map(|c| c.event_type.as_str()).collect();
     events.sort_unstable();

@@ -174,7 +174,7 @@ pub struct Forwarding<'a> {
     pub client: &'a ClientAddress,
     pub proto: &'static str,
     /// The host the client asked for, lower case (see `edge::Inbound`).
-    pub host: Option<HeaderValue>,
+    pub host: Option<&'a HeaderValue>,
     pub request_id: HeaderValue,
     pub client_request_id: Option<&'a str>,
     pub key_id: Option<&'a str>,
@@ -258,7 +258,7 @@ pub fn apply(headers: &mut HeaderMap, f: &Forwarding<'_>) -> Result<()> {
     headers.reserve(10);
     headers.insert(names::X_FORWARDED_FOR, value(&f.client.forwarded_for)?);
     headers.insert(names::X_FORWARDED_PROTO, proto_value(f.proto)?);
-    match (trusted_xfh, &f.host) {
+    match (trusted_xfh, f.host) {
         (Some(v), _) => {
             headers.insert(names::X_FORWARDED_HOST, v);
         }
@@ -310,6 +310,8 @@ mod tests {
         v
     }
 
+    static API_EXAMPLE: HeaderValue = HeaderValue::from_static("api.example");
+
     fn base<'a>(c: &'a ClientAddress) -> Forwarding<'a> {
         Forwarding {
             key_header: "x-api-key",
@@ -318,7 +320,7 @@ mod tests {
             websocket: false,
             client: c,
             proto: "http",
-            host: Some(HeaderValue::from_static("api.example")),
+            host: Some(&API_EXAMPLE),
             request_id: HeaderValue::from_static("rid"),
             client_request_id: None,
             key_id: None,

@@ -1,11 +1,11 @@
-//! The delivery worker: a background task of every admin process. Each
-//! tick it claims due deliveries from the outbox (safe with several admin
-//! processes, see `tollgate_core::webhooks::outbox`), sends them
+//! The delivery worker: a background task of every admin process. It
+//! claims due deliveries from the outbox (safe with several admin
+//! processes, see `tollgate_core::webhooks::outbox`) and sends them
 //! concurrently in up to [`BATCH`] slots, each refilled as its delivery
-//! ends (a silent endpoint holds only its own), signed (Standard Webhooks),
-//! and records each attempt with the next retry; once a minute it enqueues `key.expiring` events (once
-//! per key and expiry, whichever process sees it first), and once an hour
-//! it drops events older than [`EVENT_RETENTION`].
+//! ends, signed (Standard Webhooks); it records each attempt with the next
+//! retry. Once a minute it enqueues `key.expiring` events (once per key and
+//! expiry, whichever process sees it first), and once an hour it drops
+//! events older than [`EVENT_RETENTION`].
 
 use std::time::{Duration, Instant};
 

@@ -83,8 +83,8 @@ const MAX_ERROR_LEN: usize = 500;
 /// slots, whatever piles up for it.
 pub const PER_ENDPOINT: i64 = 4;
 
-/// The due deliveries to claim: `$2` now, `$3` at most this many, `$4` at
-/// most this many per endpoint counting the ones under way (`$1` unused).
+/// The due deliveries to claim: `$1` now, `$2` at most this many, `$3` at
+/// most this many per endpoint counting the ones under way.
 /// The least busy endpoints first (each endpoint's load once this one is
 /// taken), oldest due first among equals: a slot that frees while silent
 /// endpoints hold the others goes to an endpoint with nothing under way,
@@ -93,10 +93,10 @@ const CANDIDATES: &str = "SELECT id FROM (\
      SELECT d.id, d.next_attempt_at, \
        row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS rn, \
        (SELECT count(*) FROM webhook_deliveries l WHERE l.endpoint_id = d.endpoint_id \
-          AND l.status = 'pending' AND l.locked_until >= $2) AS busy \
-     FROM webhook_deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= $2 \
-       AND (d.locked_until IS NULL OR d.locked_until < $2)) c \
-   WHERE c.rn + c.busy <= $4 AND $1 = $1 ORDER BY c.rn + c.busy, c.next_attempt_at, c.id LIMIT $3";
+          AND l.status = 'pending' AND l.locked_until >= $1) AS busy \
+     FROM webhook_deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
+       AND (d.locked_until IS NULL OR d.locked_until < $1)) c \
+   WHERE c.rn + c.busy <= $3 ORDER BY c.rn + c.busy, c.next_attempt_at, c.id LIMIT $2";
 
 const CLAIMED_COLUMNS: &str = "d.id AS delivery_id, d.attempts, e.url, e.secret, \
      ev.msg_id, ev.type AS event_type, ev.payload";
@@ -195,19 +195,18 @@ impl Db {
                 // The conditional UPDATE is the claim: a row another
                 // process locked meanwhile fails its `locked_until` test.
                 sqlx::query_scalar(&format!(
-                    "UPDATE webhook_deliveries SET locked_until = $1 WHERE id IN ({CANDIDATES}) \
-                     AND (locked_until IS NULL OR locked_until < $2) RETURNING id"
+                    "UPDATE webhook_deliveries SET locked_until = $4 WHERE id IN ({CANDIDATES}) \
+                     AND (locked_until IS NULL OR locked_until < $1) RETURNING id"
                 ))
-                .bind(now + lease_ms)
                 .bind(now)
                 .bind(limit)
                 .bind(PER_ENDPOINT)
+                .bind(now + lease_ms)
                 .fetch_all(self.pool())
                 .await?
             }
             DbKind::Sqlite => {
                 let candidates: Vec<i64> = sqlx::query_scalar(CANDIDATES)
-                    .bind(now + lease_ms)
                     .bind(now)
                     .bind(limit)
                     .bind(PER_ENDPOINT)

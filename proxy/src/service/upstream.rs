@@ -79,7 +79,7 @@ pub(super) fn edit(
                 .and_then(|v| v.to_str().ok()),
             is_tls(session),
         ),
-        host: inbound.host.clone(),
+        host: inbound.host.as_ref(),
         request_id: ctx.request_id.header(),
         client_request_id: ctx.client_request_id.as_deref(),
         key_id,
