@@ -5,7 +5,8 @@
 //! (users, products, orders), a second key `demo-partner` with tighter limits
 //! (also via `Authorization: Bearer`), some requests without a key (401) or
 //! with an unknown key (403), the public health route, and every 15–40 s a
-//! burst that runs into the limits (429). Plain HTTP/1.1 over a socket, one
+//! burst that runs into the limits (429); one 200, 401 and 403 come first,
+//! so that a first look shows each. Plain HTTP/1.1 over a socket, one
 //! connection per request, never faster than the limits make interesting.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -106,6 +107,15 @@ impl Traffic {
     async fn run(mut self) {
         // Let the proxy start and load the partner key.
         tokio::time::sleep(Duration::from_millis(1500)).await;
+        // One of each answer first (200, 401, 403), so that a first look at
+        // the dashboard shows every kind; the random mix follows.
+        for auth in [
+            Auth::Header(&self.demo),
+            Auth::None,
+            Auth::Header(&self.unknown),
+        ] {
+            self.send("GET", "/api/products", &auth).await;
+        }
         let mut next_burst = Instant::now() + Duration::from_secs(self.rng.range(8, 15));
         let mut burst_no = 0u32;
         loop {
