@@ -96,6 +96,21 @@ async fn endpoints_are_checked(app: TestApp) {
         ),
         (json!({"url": "http://[fe80::1]/"}), "url"),
         (json!({"url": "http://2852039166/"}), "url"),
+        // Round 7: the metadata service through the local-use NAT64 prefix
+        // (RFC 8215, after a /96 and a /64 translator prefix) and as a
+        // Teredo client (the last 32 bits, inverted).
+        (
+            json!({"url": "http://[64:ff9b:1::169.254.169.254]/"}),
+            "url",
+        ),
+        (
+            json!({"url": "http://[64:ff9b:1:0:a9:fea9:fe00:0]/"}),
+            "url",
+        ),
+        (
+            json!({"url": "http://[2001:0:4136:e378:8000:63bf:5601:5601]/"}),
+            "url",
+        ),
         (
             json!({"url": "https://example.com/", "description": "a\u{0}b"}),
             "description",
