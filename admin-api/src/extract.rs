@@ -363,6 +363,23 @@ where
     <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
 }
 
+/// For `#[serde(default, deserialize_with = "not_null")]` on an `Option<T>`
+/// field of a PATCH body that cannot be cleared (a URL, a name, a flag): an
+/// absent field stays `None` (unchanged), a value is `Some(…)`, and `null`
+/// is refused (a 422 naming the field: "cannot be null"), never read as
+/// "leave it alone". The field's schema must then not be nullable
+/// (`#[schema(value_type = T)]`).
+pub fn not_null<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    match <Option<T> as serde::Deserialize>::deserialize(d)? {
+        Some(v) => Ok(Some(v)),
+        None => Err(serde::de::Error::custom("cannot be null")),
+    }
+}
+
 /// The single path parameter of a route, as text (problem+json on rejection,
 /// e.g. invalid percent-encoding).
 #[derive(Debug, Clone)]

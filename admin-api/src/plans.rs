@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use crate::auth::{audit, AuthAdmin, RequireAdmin};
 use crate::bodies::LimitBody;
 use crate::error::{ApiError, ApiResult, ProblemDoc};
-use crate::extract::{present, ApiJson, PathParam};
+use crate::extract::{not_null, present, ApiJson, PathParam};
 use crate::rules::limits_from_body;
 use crate::state::AppState;
 use tollgate_core::db::audit::diff;
@@ -104,7 +104,9 @@ pub struct CreatePlan {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchPlan {
-    #[schema(max_items = 16)]
+    /// Cannot be null.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = Vec<LimitBody>, max_items = 16)]
     pub limits: Option<Vec<LimitBody>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>, nullable, minimum = 1)]

@@ -194,17 +194,11 @@ pub async fn patch_identity(
     ApiJson(req): ApiJson<PatchIdentity>,
 ) -> ApiResult<Json<IdentityView>> {
     let id = parse_id(&id)?;
-    let mut patch = IdentityPatch::default();
-    match req.external_id {
-        Some(Some(e)) => patch.external_id = Some(e),
-        Some(None) => return Err(ApiError::validation("external_id", "cannot be null")),
-        None => {}
-    }
-    match req.name {
-        Some(Some(n)) => patch.name = Some(n.trim().to_string()),
-        Some(None) => return Err(ApiError::validation("name", "cannot be null")),
-        None => {}
-    }
+    let mut patch = IdentityPatch {
+        external_id: req.external_id,
+        name: req.name.map(|n| n.trim().to_string()),
+        ..IdentityPatch::default()
+    };
     patch.metadata = req
         .metadata
         .map(|m| m.unwrap_or_else(|| Value::Object(Default::default())));

@@ -6,7 +6,7 @@ use tollgate_core::db::Identity;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::bodies::LimitBody;
-use crate::extract::{present, QueryInt};
+use crate::extract::{not_null, present, QueryInt};
 
 pub const DEFAULT_PER_PAGE: i64 = 50;
 pub const MAX_PER_PAGE: i64 = 200;
@@ -91,12 +91,14 @@ pub struct CreateIdentity {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchIdentity {
-    #[serde(default, deserialize_with = "present")]
+    /// Cannot be null.
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(value_type = String, min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._:@-]+$")]
-    pub external_id: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    pub external_id: Option<String>,
+    /// Cannot be null.
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(value_type = String, min_length = 1, max_length = 200)]
-    pub name: Option<Option<String>>,
+    pub name: Option<String>,
     /// `null` resets it to `{}`.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Object>, nullable)]

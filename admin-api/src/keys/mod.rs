@@ -258,12 +258,11 @@ pub async fn patch_key(
     ApiJson(req): ApiJson<PatchKeyRequest>,
 ) -> ApiResult<Json<KeyView>> {
     let id = parse_id(&id)?;
-    let mut patch = KeyPatch::default();
-    match req.name {
-        Some(Some(name)) => patch.name = Some(name),
-        Some(None) => return Err(ApiError::validation("name", "cannot be null")),
-        None => {}
-    }
+    let mut patch = KeyPatch {
+        name: req.name,
+        enabled: req.enabled,
+        ..KeyPatch::default()
+    };
     patch.owner = req.owner;
     patch.metadata = req
         .metadata
@@ -275,11 +274,6 @@ pub async fn patch_key(
         });
     }
     patch.concurrency = req.concurrency;
-    match req.enabled {
-        Some(Some(e)) => patch.enabled = Some(e),
-        Some(None) => return Err(ApiError::validation("enabled", "cannot be null")),
-        None => {}
-    }
     patch.expires_at = req.expires_at;
     patch.plan = req.plan;
     if let Some(scopes) = req.scopes {

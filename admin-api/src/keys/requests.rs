@@ -5,7 +5,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::bodies::{KeyView, LimitBody, ScopesBody};
-use crate::extract::{present, QueryBool, QueryInt};
+use crate::extract::{not_null, present, QueryBool, QueryInt};
 
 /// Default and largest `per_page` of `GET /api/keys`.
 pub const DEFAULT_PER_PAGE: i64 = 50;
@@ -73,10 +73,11 @@ pub struct CreateKey {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchKeyRequest {
-    /// 1–200 characters, not only spaces, no control characters.
-    #[serde(default, deserialize_with = "present")]
+    /// 1–200 characters, not only spaces, no control characters. Cannot be
+    /// null.
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(value_type = String, min_length = 1, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$")]
-    pub name: Option<Option<String>>,
+    pub name: Option<String>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, nullable, max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub owner: Option<Option<String>>,
@@ -93,9 +94,10 @@ pub struct PatchKeyRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>, nullable, minimum = 1)]
     pub concurrency: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "present")]
+    /// Cannot be null.
+    #[serde(default, deserialize_with = "not_null")]
     #[schema(value_type = bool)]
-    pub enabled: Option<Option<bool>>,
+    pub enabled: Option<bool>,
     /// Unix ms.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<i64>, nullable, minimum = 1)]

@@ -6,7 +6,7 @@ use tollgate_core::webhooks::outbox::{AttemptLog, DeliveryLog};
 use tollgate_core::webhooks::secret_hint;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::{present, QueryInt};
+use crate::extract::{not_null, present, QueryInt};
 
 /// Default and largest `per_page` of the delivery log.
 pub const DEFAULT_PER_PAGE: i64 = 50;
@@ -92,13 +92,21 @@ pub struct CreateWebhook {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchWebhook {
-    #[schema(max_length = 2048)]
+    /// Cannot be null.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = String, max_length = 2048)]
     pub url: Option<String>,
     /// `null` removes it.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, nullable, max_length = 500)]
     pub description: Option<Option<String>>,
+    /// Cannot be null (`["*"]` for every event).
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = Vec<String>)]
     pub events: Option<Vec<String>>,
+    /// Cannot be null.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = bool)]
     pub enabled: Option<bool>,
 }
 

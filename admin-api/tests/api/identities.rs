@@ -246,6 +246,12 @@ async fn hostile_identity_inputs_are_4xx(app: TestApp) {
         "external_id",
     )
     .await;
+    invalid(
+        app.patch(&format!("/api/identities/{id}"), json!({"name": null}))
+            .await,
+        "name",
+    )
+    .await;
     // Unknown identity ids: 422 on keys, 404 on the resource, 400 for junk ids.
     invalid(
         app.post("/api/keys", json!({"name": "k", "identity_id": 999_999}))

@@ -158,6 +158,33 @@ async fn openapi_document_covers_every_route(app: TestApp) {
     ] {
         assert!(schemas.contains_key(name), "schema {name} missing");
     }
+    // PATCH fields that cannot be cleared are not nullable (null is a 422
+    // naming them, round 7); the ones null clears are.
+    let property = |schema: &str, field: &str| {
+        let p = &schemas[schema]["properties"][field];
+        assert!(p.is_object(), "{schema}.{field} is documented");
+        let text = p.to_string();
+        text.contains("\"null\"") || text.contains("\"nullable\":true")
+    };
+    for (schema, field) in [
+        ("PatchWebhook", "url"),
+        ("PatchWebhook", "events"),
+        ("PatchWebhook", "enabled"),
+        ("PatchPlan", "limits"),
+        ("PatchKeyRequest", "name"),
+        ("PatchKeyRequest", "enabled"),
+        ("PatchIdentity", "external_id"),
+        ("PatchIdentity", "name"),
+    ] {
+        assert!(!property(schema, field), "{schema}.{field} is not nullable");
+    }
+    for (schema, field) in [
+        ("PatchWebhook", "description"),
+        ("PatchPlan", "concurrency"),
+        ("PatchKeyRequest", "owner"),
+    ] {
+        assert!(property(schema, field), "{schema}.{field} is nullable");
+    }
     let text = doc.to_string();
     let mut rest = text.as_str();
     while let Some(i) = rest.find("#/components/schemas/") {

@@ -153,6 +153,19 @@ async fn api_plans_crud(app: TestApp) {
         "limits[0].per",
     )
     .await;
+    // Round 7: null is not "leave it" for limits (it cannot be cleared;
+    // `[]` is no limits), and the plan keeps them.
+    let v = invalid(
+        app.patch("/api/plans/partner", json!({"limits": null}))
+            .await,
+        "limits",
+    )
+    .await;
+    assert_eq!(v["detail"], "limits: cannot be null", "{v}");
+    assert_eq!(
+        json(app.get("/api/plans/partner").await, StatusCode::OK).await["limits"][0]["rate"],
+        100
+    );
     invalid(
         app.patch("/api/plans/partner", json!({"concurrency": 0}))
             .await,

@@ -211,6 +211,45 @@ async fn endpoints_are_checked(app: TestApp) {
 }
 both!(endpoints_are_checked);
 
+/// `null` for a field that cannot be cleared (url, events, enabled) is a
+/// 422 naming it, and changes nothing; `null` clears the description
+/// (round 7: `{"url": null}` answered 200 and changed nothing).
+async fn null_is_refused_where_a_field_cannot_be_cleared(app: TestApp) {
+    let id = app
+        .create_webhook(&json!({
+            "url": "https://hooks.example.com/t",
+            "events": ["key.rotated"],
+            "description": "billing",
+        }))
+        .await;
+    let path = format!("/api/webhooks/{id}");
+    let before = json(app.get(&path).await, StatusCode::OK).await;
+    for field in ["url", "events", "enabled"] {
+        let v = invalid(app.patch(&path, json!({ field: null })).await, field).await;
+        assert_eq!(v["detail"], format!("{field}: cannot be null"), "{v}");
+        // Together with a valid change: nothing is applied.
+        invalid(
+            app.patch(&path, json!({ field: null, "description": "other" }))
+                .await,
+            field,
+        )
+        .await;
+    }
+    assert_eq!(json(app.get(&path).await, StatusCode::OK).await, before);
+    let cleared = json(
+        app.patch(&path, json!({"description": null})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(cleared["description"], Value::Null);
+    assert_eq!(cleared["url"], before["url"]);
+    // Absent fields still mean "unchanged".
+    let same = json(app.patch(&path, json!({})).await, StatusCode::OK).await;
+    assert_eq!(same["events"], json!(["key.rotated"]));
+    assert_eq!(same["enabled"], true);
+}
+both!(null_is_refused_where_a_field_cannot_be_cleared);
+
 async fn a_failed_delivery_is_retried_once_and_signed(app: TestApp) {
     let (url, got) = sink().await;
     let created = json(
