@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use tollgate_core::db::Db;
 use tollgate_core::webhooks::endpoints::NewWebhook;
 use tollgate_core::webhooks::enqueue_event;
-use tollgate_core::webhooks::outbox::Attempt;
+use tollgate_core::webhooks::outbox::{Attempt, Recorded};
 
 #[macro_use]
 mod common;
@@ -173,9 +173,8 @@ async fn attempts_body(db: &Db) {
         succeeded: false,
     };
     // Retry due at once: claimable again, one attempt recorded.
-    db.record_webhook_attempt(c.delivery_id, &failed, Some(0))
-        .await
-        .expect("record");
+    let r = db.record_webhook_attempt(c.delivery_id, &failed, Some(0));
+    assert_eq!(r.await.expect("record"), Recorded::Logged);
     let retry = db
         .claim_webhook_deliveries(10, 60_000)
         .await
@@ -188,9 +187,8 @@ async fn attempts_body(db: &Db) {
         duration_ms: 3,
         succeeded: true,
     };
-    db.record_webhook_attempt(c.delivery_id, &ok, None)
-        .await
-        .expect("record");
+    let r = db.record_webhook_attempt(c.delivery_id, &ok, None);
+    assert_eq!(r.await.expect("record"), Recorded::Logged);
     assert!(db
         .claim_webhook_deliveries(10, 60_000)
         .await
@@ -217,9 +215,8 @@ async fn attempts_body(db: &Db) {
         .claim_webhook_deliveries(10, 60_000)
         .await
         .expect("claim");
-    db.record_webhook_attempt(c[0].delivery_id, &failed, None)
-        .await
-        .expect("record");
+    let r = db.record_webhook_attempt(c[0].delivery_id, &failed, None);
+    assert_eq!(r.await.expect("record"), Recorded::Logged);
     let (log, _) = db.list_webhook_deliveries(hook, 10, 0).await.expect("log");
     assert_eq!(log[0].status, "failed");
     // Old finished events are purged with their deliveries; none pending.
@@ -236,7 +233,30 @@ async fn attempts_body(db: &Db) {
             .1,
         0
     );
-    // Deleting an endpoint takes its deliveries with it.
+    // Deleting an endpoint takes its deliveries with it, also one under
+    // way: its attempt then records nothing (no foreign-key error, no orphan
+    // attempt) and leaves nothing to retry (round 7).
+    enqueue_event(db, "key.disabled", "9", "1", serde_json::json!({}))
+        .await
+        .expect("enqueue");
+    let c = db.claim_webhook_deliveries(10, 0).await.expect("claim");
+    assert_eq!(c.len(), 1);
     assert!(db.delete_webhook(hook).await.expect("delete"));
+    let r = db.record_webhook_attempt(c[0].delivery_id, &failed, Some(0));
+    assert_eq!(r.await.expect("record"), Recorded::Gone);
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM webhook_deliveries) + (SELECT COUNT(*) FROM webhook_attempts)",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("count");
+    assert_eq!(rows, 0);
+    // The 0 ms lease has run out: a delivery left behind would be claimed.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert!(db
+        .claim_webhook_deliveries(10, 60_000)
+        .await
+        .expect("claim")
+        .is_empty());
     assert!(!db.delete_webhook(hook).await.expect("delete"));
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::task::JoinSet;
 use tollgate_core::db::Db;
 use tollgate_core::db::DbError;
-use tollgate_core::webhooks::outbox::{Attempt, Claimed};
+use tollgate_core::webhooks::outbox::{Attempt, Claimed, Recorded};
 use tollgate_core::webhooks::{backoff, enqueue_event, sign, EXPIRING_WITHIN, KEY_EXPIRING};
 
 use crate::state::AppState;
@@ -40,19 +40,7 @@ fn millis(d: Duration) -> i64 {
 /// Start the worker; abort the handle to stop it.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let client = match reqwest::Client::builder()
-            .timeout(ATTEMPT_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            // A redirect is a failed attempt: never follow one elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            // Never to a link-local address, whatever the name resolves to.
-            .dns_resolver(super::resolve::GuardedResolver::shared())
-            // Straight to the endpoint: through an `HTTP_PROXY` the proxy
-            // would resolve the name, out of the resolver's reach.
-            .no_proxy()
-            .user_agent(concat!("Tollgate-Webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-        {
+        let client = match client() {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "webhook delivery disabled: no HTTP client");
@@ -64,7 +52,8 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
         let mut last_purge: Option<Instant> = None;
         // Deliveries under way: at most BATCH. A slow endpoint holds its
         // own slot for up to ATTEMPT_TIMEOUT, not the others' deliveries.
-        let mut in_flight: JoinSet<()> = JoinSet::new();
+        // (Each logs its own outcome.)
+        let mut in_flight: JoinSet<Result<Recorded, DbError>> = JoinSet::new();
         loop {
             if last_expiry_check.is_none_or(|t| t.elapsed() >= EXPIRY_CHECK) {
                 last_expiry_check = Some(Instant::now());
@@ -105,30 +94,61 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Send one claimed delivery and record the attempt.
-async fn deliver(client: reqwest::Client, db: Db, c: Claimed) {
+/// The HTTP client deliveries are sent with: the attempt's deadlines, no
+/// redirects, no proxy, and the resolver that never connects to a
+/// link-local address.
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(ATTEMPT_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        // A redirect is a failed attempt: never follow one elsewhere.
+        .redirect(reqwest::redirect::Policy::none())
+        // Never to a link-local address, whatever the name resolves to.
+        .dns_resolver(super::resolve::GuardedResolver::shared())
+        // Straight to the endpoint: through an `HTTP_PROXY` the proxy
+        // would resolve the name, out of the resolver's reach.
+        .no_proxy()
+        .user_agent(concat!("Tollgate-Webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Send one claimed delivery and record the attempt; what recording did.
+/// An endpoint deleted while the attempt was under way took the delivery
+/// with it: that is an expected end ([`Recorded::Gone`], logged at debug
+/// level), not an error, and nothing is retried.
+pub async fn deliver(client: reqwest::Client, db: Db, c: Claimed) -> Result<Recorded, DbError> {
     let attempt = send(&client, &c).await;
     let retry_at = if attempt.succeeded {
         None
     } else {
         backoff(c.attempts + 1).map(|d| tollgate_core::now_ms() + millis(d))
     };
-    if let Err(e) = db
+    let recorded = db
         .record_webhook_attempt(c.delivery_id, &attempt, retry_at)
-        .await
-    {
-        // The lease runs out and the delivery is tried again.
-        tracing::warn!(error = %e, delivery = c.delivery_id, "cannot record a webhook attempt");
-    }
-    if !attempt.succeeded {
-        tracing::info!(
+        .await;
+    match &recorded {
+        Ok(Recorded::Logged) => {
+            if !attempt.succeeded {
+                tracing::info!(
+                    delivery = c.delivery_id,
+                    event = %c.event_type,
+                    status = ?attempt.status_code,
+                    error = ?attempt.error,
+                    "webhook attempt failed"
+                );
+            }
+        }
+        Ok(Recorded::Gone) => tracing::debug!(
             delivery = c.delivery_id,
             event = %c.event_type,
-            status = ?attempt.status_code,
-            error = ?attempt.error,
-            "webhook attempt failed"
-        );
+            "webhook endpoint deleted during the attempt: the delivery ended with it"
+        ),
+        // The lease runs out and the delivery is tried again.
+        Err(e) => {
+            tracing::warn!(error = %e, delivery = c.delivery_id, "cannot record a webhook attempt")
+        }
     }
+    recorded
 }
 
 async fn send(client: &reqwest::Client, c: &Claimed) -> Attempt {

@@ -468,6 +468,114 @@ async fn a_silent_endpoint_does_not_hold_up_the_others(app: TestApp) {
 }
 both!(a_silent_endpoint_does_not_hold_up_the_others);
 
+/// A sink that holds each request until released: its URL, a notice per
+/// request that arrived, and the release (one permit answers one request
+/// with 200).
+async fn holding_sink() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    Arc<tokio::sync::Semaphore>,
+) {
+    let (arrived, notices) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = release.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let (arrived, gate) = (arrived.clone(), gate.clone());
+            async move {
+                let _ = arrived.send(());
+                match gate.acquire().await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => return AxumStatus::SERVICE_UNAVAILABLE,
+                }
+                AxumStatus::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hook"), notices, release)
+}
+
+/// An endpoint deleted while the sink holds its delivery's request: the
+/// worker's attempt then finds the delivery gone and ends it quietly
+/// (`Recorded::Gone`: no foreign-key error, nothing written, nothing left to
+/// retry) on both databases (round 7: the worker logged a foreign-key
+/// warning when it recorded the outcome). On a database of its own, with
+/// no app: the worker's `deliver` is called on a delivery this test
+/// claimed, so no running worker takes it first.
+async fn an_endpoint_deleted_during_a_delivery_ends_it_quietly(db: tollgate_core::db::Db) {
+    use tollgate_admin_api::webhooks::worker;
+    use tollgate_core::webhooks::outbox::Recorded;
+    let (url, mut arrived, release) = holding_sink().await;
+    let hook = db
+        .create_webhook(&tollgate_core::webhooks::endpoints::NewWebhook {
+            url,
+            description: None,
+            events: vec!["*".into()],
+            enabled: true,
+        })
+        .await
+        .expect("endpoint")
+        .id;
+    tollgate_core::webhooks::enqueue_event(&db, "key.disabled", "7", "1", json!({}))
+        .await
+        .expect("enqueue");
+    let mut claimed = db.claim_webhook_deliveries(16, 0).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let client = worker::client().expect("client");
+    let under_way = tokio::spawn(worker::deliver(client, db.clone(), claimed.remove(0)));
+    arrived.recv().await.expect("the request reached the sink");
+    assert!(db.delete_webhook(hook).await.expect("delete"));
+    release.add_permits(1);
+    let recorded = under_way.await.expect("delivery task");
+    assert!(
+        matches!(recorded, Ok(Recorded::Gone)),
+        "the deleted endpoint's delivery ended with an error: {recorded:?}"
+    );
+    let rows = |table: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(db.pool())
+                .await
+                .expect("count")
+        }
+    };
+    assert_eq!(rows("webhook_deliveries").await, 0);
+    assert_eq!(rows("webhook_attempts").await, 0, "no orphan attempt");
+    // The claim's 0 ms lease ran out long ago: a delivery left behind would
+    // be claimed (and sent) again.
+    assert!(db
+        .claim_webhook_deliveries(16, 60_000)
+        .await
+        .expect("claim")
+        .is_empty());
+    assert!(arrived.try_recv().is_err(), "sent once");
+}
+
+mod an_endpoint_deleted_during_a_delivery_ends_it_quietly {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+        super::an_endpoint_deleted_during_a_delivery_ends_it_quietly(db).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        if let Some(db) = tollgate_core::db::testing::fresh_postgres().await {
+            super::an_endpoint_deleted_during_a_delivery_ends_it_quietly(db).await;
+        }
+    }
+}
+
 async fn an_event_is_enqueued_once_per_period(app: TestApp) {
     let enqueue = |db: tollgate_core::db::Db, period: &'static str| async move {
         tollgate_core::webhooks::enqueue_event(

@@ -46,6 +46,17 @@ pub struct Attempt {
     pub succeeded: bool,
 }
 
+/// What recording an attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Recorded {
+    /// The attempt is in the log and the delivery released.
+    Logged,
+    /// The delivery is gone (its endpoint was deleted meanwhile): nothing
+    /// was written, and nothing is left to retry.
+    Gone,
+}
+
 /// A delivery as the log shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeliveryLog {
@@ -251,18 +262,48 @@ impl Db {
 
     /// Log an attempt of a claimed delivery and release it: succeeded, or
     /// pending again at `retry_at`, or failed for good (`retry_at` `None`).
+    /// [`Recorded::Gone`] when the delivery no longer exists: its endpoint
+    /// was deleted while the attempt was under way (deleting an endpoint
+    /// deletes its deliveries), so there is nothing to log or retry.
     pub async fn record_webhook_attempt(
         &self,
         delivery_id: i64,
         attempt: &Attempt,
         retry_at: Option<i64>,
-    ) -> Result<(), DbError> {
+    ) -> Result<Recorded, DbError> {
         let now = now_ms();
         let error: Option<String> = attempt
             .error
             .as_deref()
             .map(|e| e.chars().take(MAX_ERROR_LEN).collect());
+        let (status, next, finished) = match (attempt.succeeded, retry_at) {
+            (true, _) => ("succeeded", now, Some(now)),
+            (false, Some(at)) => ("pending", at, None),
+            (false, None) => ("failed", now, Some(now)),
+        };
         let mut tx = self.pool().begin().await?;
+        // The delivery first: it holds the row (a concurrent endpoint
+        // deletion waits for this transaction, and its cascade then takes the
+        // attempt too), or finds it gone, before an attempt row refers to it
+        // (which would break the foreign key).
+        let updated = sqlx::query(
+            "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, \
+             next_attempt_at = $2, locked_until = NULL, last_status = $3, last_error = $4, \
+             finished_at = $5 WHERE id = $6",
+        )
+        .bind(status)
+        .bind(next)
+        .bind(attempt.status_code)
+        .bind(error.as_deref())
+        .bind(finished)
+        .bind(delivery_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(Recorded::Gone);
+        }
         sqlx::query(
             "INSERT INTO webhook_attempts (delivery_id, at, status_code, error, duration_ms, succeeded) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -275,26 +316,8 @@ impl Db {
         .bind(i64::from(attempt.succeeded))
         .execute(&mut *tx)
         .await?;
-        let (status, next, finished) = match (attempt.succeeded, retry_at) {
-            (true, _) => ("succeeded", now, Some(now)),
-            (false, Some(at)) => ("pending", at, None),
-            (false, None) => ("failed", now, Some(now)),
-        };
-        sqlx::query(
-            "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, \
-             next_attempt_at = $2, locked_until = NULL, last_status = $3, last_error = $4, \
-             finished_at = $5 WHERE id = $6",
-        )
-        .bind(status)
-        .bind(next)
-        .bind(attempt.status_code)
-        .bind(error.as_deref())
-        .bind(finished)
-        .bind(delivery_id)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(Recorded::Logged)
     }
 
     /// One page of an endpoint's deliveries, newest first, each with its
