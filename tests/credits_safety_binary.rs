@@ -529,3 +529,95 @@ async fn the_cli_refuses_a_total_beyond_64_bits_and_stores_nothing() {
         "{said}"
     );
 }
+
+/// Old spend rows are folded (black-box round 4, C5: a start read every
+/// spend row ever written): a proxy folds them before it reads the
+/// balances, and then starts from the same balance out of one row; a proxy
+/// that was running meanwhile, having applied the rows one by one, does not
+/// apply their fold again; a third proxy started after both stopped sees
+/// exactly what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_spend_rows_are_folded_and_every_proxy_keeps_the_balance() {
+    use tollgate_core::credits::fold::FOLDED_BY;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, key_id, key) = prepaid(dir.path()).await;
+    let upstream = common::demo_upstream().await;
+    let y = local_yaml(upstream, "200ms");
+    let start_proxy = || async {
+        Proxy::start(
+            tempfile::tempdir().expect("tempdir"),
+            db.url(),
+            "  grace_period: 2s\n",
+            &y,
+        )
+        .await
+    };
+    let client = reqwest::Client::new();
+    let mut a = start_proxy().await;
+    let url_a = a.url("/api/users");
+    assert_eq!(first_counted(&client, &url_a, &key).await, 99);
+    // 40 spends of a proxy long gone, written an hour ago (one row each).
+    let old = tollgate_core::now_ms() - 3_600_000;
+    for i in 0..40 {
+        sqlx::query(
+            "INSERT INTO credit_adjustments \
+             (subject_kind, subject_id, delta, created_at, actor, spent_by, spent_at) \
+             VALUES ('key', $1, -1, $2, 'proxy:gone', 'gone', $2)",
+        )
+        .bind(key_id)
+        .bind(old + i)
+        .execute(db.pool())
+        .await
+        .expect("an old spend row");
+    }
+    // The running proxy applies them by id.
+    let n = requests_until_applied(&client, &url_a, &key, 99, 59).await;
+    let mut left_a = 59 - n;
+
+    // A second proxy folds the 40 rows into one as it starts.
+    let mut b = start_proxy().await;
+    let rows = db.credit_adjustments_since(0).await.expect("rows");
+    assert!(
+        !rows.iter().any(|r| r.spent_by.as_deref() == Some("gone")),
+        "the old rows are gone: {rows:?}"
+    );
+    let folds: Vec<_> = rows
+        .iter()
+        .filter(|r| r.spent_by.as_deref() == Some(FOLDED_BY))
+        .collect();
+    assert_eq!(folds.len(), 1, "{rows:?}");
+    assert_eq!((folds[0].delta, folds[0].spent_at), (-40, Some(old)));
+    assert!(
+        b.metrics()
+            .await
+            .contains("tollgate_credit_spend_rows_folded_total 40"),
+        "counted"
+    );
+
+    // The first proxy reads the fold row within its refreshes and does not
+    // spend the 40 again: each request leaves one less, for 2 s.
+    let start = Instant::now();
+    let mut spent_a = 1 + n;
+    while start.elapsed() < Duration::from_secs(2) {
+        let r = call(&client, &url_a, &key).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        left_a -= 1;
+        spent_a += 1;
+        assert_eq!(r.credits, Some(left_a), "no second charge of the fold");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The second proxy spends once; both stop (writing what they spent).
+    assert_eq!(call(&client, &b.url("/api/users"), &key).await.status, 200);
+    for p in [&mut a, &mut b] {
+        p.signal("TERM");
+        assert!(p.wait_exit(Duration::from_secs(30)).await.success());
+    }
+    let spent = 40 + spent_a + 1;
+    assert_eq!(spent_in_db(&db).await, spent);
+    let c = start_proxy().await;
+    assert_eq!(
+        call(&client, &c.url("/api/users"), &key).await.credits,
+        Some(100 - spent - 1),
+        "a proxy started later reads the fold and the rows after it"
+    );
+}

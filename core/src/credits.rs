@@ -9,6 +9,8 @@
 //! balance short of the cost refuses it (429 `credits-exhausted`) and
 //! nothing is taken anywhere.
 
+pub mod fold;
+
 /// The largest adjustment, either way: 2^53 − 1, exact in the Redis
 /// script's doubles. Balances are 64-bit in Redis (`INCRBY`).
 pub const MAX_DELTA: i64 = (1 << 53) - 1;

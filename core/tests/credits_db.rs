@@ -347,3 +347,171 @@ async fn rows_are_read_after_an_id_or_since_a_time(db: &Db) {
 }
 
 both!(after_id_or_time, rows_are_read_after_an_id_or_since_a_time);
+
+/// Write one spend row of `kind` `id` directly, `created_at` and `spent_at`
+/// at `at` (Unix ms): as a proxy would have long ago.
+async fn old_spend(db: &Db, kind: SubjectKind, id: i64, delta: i64, at: i64) {
+    sqlx::query(
+        "INSERT INTO credit_adjustments \
+         (subject_kind, subject_id, delta, created_at, actor, spent_by, spent_at) \
+         VALUES ($1, $2, $3, $4, 'proxy:p', 'p', $4)",
+    )
+    .bind(kind.as_str())
+    .bind(id)
+    .bind(delta)
+    .bind(at)
+    .execute(db.pool())
+    .await
+    .expect("spend row");
+}
+
+/// Black-box round 4, C5: old spend rows fold into one row per balance (two
+/// across a refill's period start) with the same sums; top-ups, recent rows
+/// and single rows stay; a second pass changes nothing; paging by id
+/// reaches every row.
+async fn old_spend_rows_fold_with_their_sums(db: &Db) {
+    use tollgate_core::credits::fold::{FOLDED_BY, FOLD_ACTOR};
+    let (key, identity) = (SubjectKind::Key, SubjectKind::Identity);
+    let top_up = db
+        .add_credits(key, 7, 1_000, "admin")
+        .await
+        .expect("top-up");
+    db.add_credits(identity, 3, 500, "admin")
+        .await
+        .expect("top-up");
+    let hour_ago = tollgate_core::now_ms() - 3_600_000;
+    for i in 0..25 {
+        old_spend(db, key, 7, -2, hour_ago + i).await;
+    }
+    for i in 0..5 {
+        old_spend(db, identity, 3, -1, hour_ago + 100 + i).await;
+    }
+    // Key 9: one old row (stays as it is).
+    old_spend(db, key, 9, -4, hour_ago).await;
+    // Recent rows are never folded.
+    db.record_spends(
+        "live",
+        &[tollgate_core::db::credits::NewSpend {
+            subject_kind: key,
+            subject_id: 7,
+            delta: -3,
+            spent_at: tollgate_core::now_ms(),
+        }],
+    )
+    .await
+    .expect("recent spend");
+    let sums = || async {
+        (
+            db.credits_balance_written(key, 7).await.expect("sum"),
+            db.credits_balance_written(identity, 3).await.expect("sum"),
+            db.credits_balance_written(key, 9).await.expect("sum"),
+            db.credits_granted(key, 7).await.expect("granted"),
+        )
+    };
+    let before = sums().await;
+    assert_eq!(
+        before,
+        (Some(1_000 - 50 - 3), Some(495), Some(-4), Some(1_000))
+    );
+    // Identity 3's refill period started 2 rows in: its rows fold apart.
+    let period_start = |kind: SubjectKind, id: i64| {
+        (kind == identity && id == 3).then_some((hour_ago + 102) * 1000)
+    };
+    let older_than = tollgate_core::now_ms() - 60_000;
+    let (mut after, mut passes, mut folded) = (0, 0, 0);
+    loop {
+        let pass = db
+            .fold_credit_spends(older_than, after, 7, period_start)
+            .await
+            .expect("fold");
+        assert!(!pass.busy);
+        passes += 1;
+        folded += pass.folded;
+        match pass.last_id {
+            Some(id) => after = id,
+            None => break,
+        }
+    }
+    assert_eq!(passes, 6, "31 old rows paged in batches of 7");
+    assert_eq!(sums().await, before, "the sums are the same");
+    let rows = db.credit_adjustments_since(0).await.expect("rows");
+    assert!(rows.contains(&top_up), "top-ups stay");
+    let spends: Vec<_> = rows.iter().filter(|r| r.spent_by.is_some()).collect();
+    // Key 7's 25 rows: one fold per batch (7, 7, 7, 4). Identity 3's 5
+    // rows (batches 4 and 5): the two before its refill's start fold
+    // together, the three after it in batch 5 (two) and alone (one). Key
+    // 9's single row and the recent one stay: 9 rows.
+    assert_eq!(spends.len(), 9, "{spends:?}");
+    assert_eq!(folded, 25 + 2 + 2);
+    let folds: Vec<_> = spends
+        .iter()
+        .filter(|r| r.spent_by.as_deref() == Some(FOLDED_BY))
+        .collect();
+    assert_eq!(folds.len(), 6);
+    assert!(folds.iter().all(|f| f.actor == FOLD_ACTOR));
+    let of_identity: Vec<_> = folds
+        .iter()
+        .filter(|f| f.subject_kind == identity)
+        .map(|f| (f.delta, f.spent_at))
+        .collect();
+    // Each side of the refill's start keeps its own rows, dated on its side.
+    assert_eq!(
+        of_identity,
+        vec![(-2, Some(hour_ago + 101)), (-2, Some(hour_ago + 103))]
+    );
+    assert!(spends
+        .iter()
+        .any(|r| r.subject_id == 9 && r.spent_by.as_deref() == Some("p")));
+    assert!(spends.iter().any(|r| r.spent_by.as_deref() == Some("live")));
+
+    // Again from the start: the folds fold together (key 7's four into
+    // one), and a third pass has nothing left to do.
+    for round in 0..2 {
+        let pass = db
+            .fold_credit_spends(tollgate_core::now_ms() + 1, 0, 1_000, |_, _| None)
+            .await
+            .expect("fold");
+        let n = db.credit_spend_rows().await.expect("count");
+        if round == 1 {
+            assert_eq!(pass.folded, 0, "nothing left: {pass:?}");
+        }
+        assert_eq!(n, 3, "one row per balance");
+    }
+    assert_eq!(sums().await, before);
+}
+
+both!(folds, old_spend_rows_fold_with_their_sums);
+
+/// Two processes folding at once never fold a row twice: the sums hold.
+async fn concurrent_folds_keep_the_sums(db: &Db) {
+    let key = SubjectKind::Key;
+    db.add_credits(key, 7, 1_000, "admin")
+        .await
+        .expect("top-up");
+    let hour_ago = tollgate_core::now_ms() - 3_600_000;
+    for i in 0..200 {
+        old_spend(db, key, 7 + i % 3, -1, hour_ago + i).await;
+    }
+    let before: Vec<_> = [7, 8, 9]
+        .into_iter()
+        .map(|id| async move { db.credits_balance_written(key, id).await.expect("sum") })
+        .collect();
+    let before = futures_util::future::join_all(before).await;
+    let fold = || db.fold_credit_spends(tollgate_core::now_ms(), 0, 1_000, |_, _| None);
+    let (a, b) = tokio::join!(fold(), fold());
+    // Each either folded, found the other folding, or failed on SQLite's
+    // single writer; never both folded the same rows.
+    let folded = [a, b]
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|p| p.folded)
+        .sum::<usize>();
+    assert!(folded <= 200, "{folded}");
+    let after: Vec<_> = [7, 8, 9]
+        .into_iter()
+        .map(|id| async move { db.credits_balance_written(key, id).await.expect("sum") })
+        .collect();
+    assert_eq!(futures_util::future::join_all(after).await, before);
+}
+
+both!(concurrent_folds, concurrent_folds_keep_the_sums);

@@ -216,6 +216,10 @@ metric!(PLAN_CONFLICTS: IntGauge = register_int_gauge!(
     "tollgate_plan_name_conflicts",
     "Plan names defined both in the YAML config and in the database (the YAML plan is used)"
 ));
+metric!(CREDIT_ROWS_FOLDED: IntCounter = register_int_counter!(
+    "tollgate_credit_spend_rows_folded_total",
+    "Credit spend rows this proxy folded into one row per balance (the start-up read stays short)"
+));
 metric!(UPSTREAM_RESOLVE_ERRORS: IntCounter = register_int_counter!(
     "tollgate_upstream_resolve_errors_total",
     "Failed re-resolutions of upstream target host names (the previous addresses stay)"
@@ -228,6 +232,7 @@ pub fn init() {
     LazyLock::force(&UNKNOWN_PLAN);
     LazyLock::force(&PLAN_CONFLICTS);
     LazyLock::force(&UPSTREAM_RESOLVE_ERRORS);
+    LazyLock::force(&CREDIT_ROWS_FOLDED);
     LazyLock::force(&REQUESTS);
     LazyLock::force(&IDLE_CLOSED);
     LazyLock::force(&REQUEST_DURATION);

@@ -82,6 +82,18 @@ impl Prepared {
             .transpose()?;
         let db = Db::connect(&config.storage.database_url).await?;
         let db_state = load_db_state(&db).await?;
+        let refills = db.credit_refills().await.unwrap_or_else(|e| {
+            tracing::warn!("credit refills not read at start (read again in the background): {e}");
+            Vec::new()
+        });
+        // Old spend rows folded first, so that the read below stays short.
+        crate::background::credit_folds::fold_spends(
+            &db,
+            &crate::refills::refills_of(&db_state.keys, &config.plans, &refills),
+            config.storage.key_refresh,
+            crate::background::credit_folds::START_BUDGET,
+        )
+        .await;
         let read_at = tollgate_core::now_ms();
         let (credits, credits_read_at) = match db.credit_adjustments_since(0).await {
             Ok(rows) => (rows, Some(read_at)),
@@ -92,10 +104,6 @@ impl Prepared {
                 (Vec::new(), None)
             }
         };
-        let refills = db.credit_refills().await.unwrap_or_else(|e| {
-            tracing::warn!("credit refills not read at start (read again in the background): {e}");
-            Vec::new()
-        });
         let counter = crate::usage::quota_counts::counter_name(&config.proxy);
         let instance = crate::usage::heartbeat::Instance::new();
         if config.limiter.backend == tollgate_core::config::LimiterBackend::Local {

@@ -15,6 +15,7 @@
 
 pub mod admins;
 pub mod audit;
+pub mod credit_folds;
 pub mod credits;
 pub mod file_mode;
 pub mod identities;

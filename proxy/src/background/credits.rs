@@ -65,6 +65,9 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
                     let cfg = state.config.load().config.limiter.clone();
                     let identities = key_identities(d, &rows).await;
                     limiters.apply_adjustments(&cfg, &rows, &identities).await;
+                    // Every row is applied now (this was the first read if
+                    // the start's failed): later folds add nothing.
+                    limiters.credits.mark_built();
                     let ids: HashSet<i64> = rows.iter().map(|a| a.id).collect();
                     limiters.credits.forget_applied(&ids);
                     since = read_at.saturating_sub(window);

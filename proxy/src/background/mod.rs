@@ -26,6 +26,7 @@ use crate::state::{ConfigState, DbState, State};
 use crate::tls::{self, ListenerCert};
 use crate::upstreams;
 
+pub mod credit_folds;
 mod credits;
 mod events;
 mod quota_adjust;
@@ -121,6 +122,14 @@ impl BackgroundService for Maintenance {
         );
         tasks.spawn(supervise("credits", backoff, move || {
             credits::apply_credits(state.clone(), limiters.clone(), url.clone())
+        }));
+        let (state, limiters, url) = (
+            self.state.clone(),
+            self.limiters.clone(),
+            self.database_url.clone(),
+        );
+        tasks.spawn(supervise("credit-folds", backoff, move || {
+            credit_folds::fold_credits(state.clone(), limiters.clone(), url.clone())
         }));
         let (limiters, url) = (self.limiters.clone(), self.database_url.clone());
         tasks.spawn(supervise("webhook-events", backoff, move || {

@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use tollgate_core::credits::{self, SubjectKind};
+use tollgate_core::credits::{self, fold, SubjectKind};
 use tollgate_core::db::credits::CreditAdjustment;
 use tollgate_core::limits::{Decision, LimitState};
 use tollgate_core::refill::Refill;
@@ -102,6 +102,11 @@ pub struct CreditBook {
     /// The highest adjustment id read at start (0: none): the background
     /// reads find every later row by its id (black-box round 5, N2).
     read_upto: std::sync::atomic::AtomicI64,
+    /// The balances were built from a read of every row (at start, or by
+    /// the first background read when the start's failed): from then on a
+    /// fold row holds only rows already applied, and is not applied
+    /// ([`tollgate_core::credits::fold`]).
+    built: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for CreditBook {
@@ -130,6 +135,7 @@ impl CreditBook {
             spends: spends::SpendLog::new(),
             read_at: std::sync::atomic::AtomicI64::new(0),
             read_upto: std::sync::atomic::AtomicI64::new(0),
+            built: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -140,6 +146,12 @@ impl CreditBook {
             .store(upto, std::sync::atomic::Ordering::Release);
         self.read_at
             .store(at_ms, std::sync::atomic::Ordering::Release);
+        self.mark_built();
+    }
+
+    /// Every row was read and applied once: later fold rows add nothing.
+    pub fn mark_built(&self) {
+        self.built.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The highest adjustment id applied at start (0: none, or not read).
@@ -161,7 +173,11 @@ impl CreditBook {
 
     /// Remember `a` as its holder's last top-up if it is a later one.
     fn note_top_up(&self, holder: Subject, a: &CreditAdjustment) {
-        if a.delta <= 0 || self.last_top_up(&holder).is_some_and(|(id, _)| id >= a.id) {
+        // A proxy's refunds and folds are spend rows, not top-ups.
+        if a.delta <= 0
+            || a.spent_by.is_some()
+            || self.last_top_up(&holder).is_some_and(|(id, _)| id >= a.id)
+        {
             return;
         }
         self.top_ups.write().insert(holder, (a.id, a.delta));
@@ -203,6 +219,11 @@ impl CreditBook {
         *self.refills.write() = Arc::new(refills);
     }
 
+    /// Every holder's refill, as last set.
+    pub fn refills(&self) -> Arc<HashMap<Subject, Arc<Refill>>> {
+        self.refills.read().clone()
+    }
+
     /// The refill of a holder, if it has one.
     pub fn refill_of(&self, holder: &Subject) -> Option<Arc<Refill>> {
         let refills = self.refills.read();
@@ -221,6 +242,7 @@ impl CreditBook {
     /// [`Self::apply_local`] at wall-clock time `wall_us` (a refill due in
     /// its period is applied before the adjustment, so the top-up counts).
     pub fn apply_local_at(&self, adjustments: &[CreditAdjustment], wall_us: i64) -> usize {
+        let built = self.built.load(std::sync::atomic::Ordering::Acquire);
         let mut new = 0;
         for a in adjustments {
             let Some(subject) = subject_of(a) else {
@@ -231,9 +253,13 @@ impl CreditBook {
             if !self.applied_local.lock().insert(a.id) || self.spends.is_own(a) {
                 continue;
             }
+            if built && fold::is_fold(a.spent_by.as_deref()) {
+                // Its rows were applied one by one before they were folded.
+                continue;
+            }
             let refill = self.refill_of(&subject);
             let period = refill.as_deref().and_then(|r| r.period_start_us(wall_us));
-            if period.is_some_and(|start| spends::moved_at_ms(a).saturating_mul(1000) < start) {
+            if period.is_some_and(|start| fold::before_period(spends::moved_at_ms(a), start)) {
                 // Set back to the refill's amount since: spent or given
                 // in a period that is over.
                 continue;
@@ -383,6 +409,54 @@ mod tests {
             spent_by: None,
             spent_at: None,
         }
+    }
+
+    fn spent(id: i64, key: i64, delta: i64, by: &str) -> CreditAdjustment {
+        CreditAdjustment {
+            spent_by: Some(by.to_string()),
+            spent_at: Some(0),
+            ..adj(id, key, delta)
+        }
+    }
+
+    /// Black-box round 4, C5: the balance built from a fold row is the one
+    /// built from the rows it replaced; a book built before the fold (its
+    /// rows applied one by one) does not apply the fold again; a refund or
+    /// a fold is never taken for a top-up.
+    #[test]
+    fn a_fold_row_counts_only_for_a_balance_built_after_it() {
+        use tollgate_core::credits::fold::FOLDED_BY;
+        let k = Subject::Key(1);
+        let running = CreditBook::new();
+        running.apply_local(&[adj(1, 1, 100), spent(2, 1, -7, "a"), spent(3, 1, -5, "b")]);
+        running.set_read_at(1, 3);
+        assert_eq!(running.local_balance(&k), 88);
+        // Rows 2 and 3 are folded into row 5 while it runs; row 4 is new.
+        let later = [spent(4, 1, -1, "a"), spent(5, 1, -12, FOLDED_BY)];
+        assert_eq!(running.apply_local(&later), 1);
+        assert_eq!(
+            running.local_balance(&k),
+            87,
+            "the fold is not applied again"
+        );
+        // A proxy starting now reads the top-up, the new row and the fold.
+        let fresh = CreditBook::new();
+        fresh.apply_local(&[
+            adj(1, 1, 100),
+            spent(4, 1, -1, "a"),
+            spent(5, 1, -12, FOLDED_BY),
+        ]);
+        fresh.set_read_at(1, 5);
+        assert_eq!(fresh.local_balance(&k), 87);
+        // Its start-up read failed: the first background read builds it.
+        let late = CreditBook::new();
+        late.apply_local(&[adj(1, 1, 100), spent(5, 1, -12, FOLDED_BY)]);
+        late.mark_built();
+        late.apply_local(&[spent(6, 1, -3, FOLDED_BY)]);
+        assert_eq!(late.local_balance(&k), 88);
+        // Positive spend rows (refunds, folds of refunds) are no top-ups.
+        fresh.apply_local(&[spent(7, 1, 4, "a"), spent(8, 1, 9, FOLDED_BY)]);
+        assert_eq!(fresh.last_top_up(&k), Some((1, 100)));
     }
 
     #[test]
