@@ -70,9 +70,13 @@ async fn real_traffic_gives_each_target_a_latency() {
         return;
     };
 
-    // The health checks ran: the down target is out of the rotation.
-    let health = reports_when(&p.db, "the down target reported down", |h| {
-        find(h, down_port).is_some_and(|t| !t.healthy && t.checked_at.is_some())
+    // The health checks ran: the down target is out of the rotation. (They
+    // run side by side: a report may come between the two, so both are
+    // waited for.)
+    let health = reports_when(&p.db, "both targets checked, the down one down", |h| {
+        find(h, down_port).is_some_and(|t| !t.healthy)
+            && h.len() == 2
+            && h.iter().all(|t| t.checked_at.is_some())
     })
     .await;
     assert_eq!(health.len(), 2, "{health:#?}");
