@@ -274,7 +274,11 @@ pub async fn check(
     let (code, reason, shadow_limited) = match (decision.allowed, shadow) {
         (true, _) => (Code::Valid, String::new(), false),
         (false, true) => (Code::Valid, String::new(), true),
-        (false, false) => (Code::RateLimited, "quota-exceeded".to_string(), false),
+        (false, false) => (
+            Code::RateLimited,
+            crate::answer::limited_reason(&decision),
+            false,
+        ),
     };
     let credits = decision
         .limits
