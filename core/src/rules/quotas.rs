@@ -37,15 +37,7 @@ pub fn check_quota_limit(limit: &Limit) -> Result<(), (&'static str, String)> {
     Calendar::new(spec)?;
     if let Some(c) = limit.cost {
         check_tokens(c).map_err(|m| ("cost", m))?;
-        if c > limit.rate {
-            return Err((
-                "cost",
-                format!(
-                    "cost {c} is more than quota {}: no request could ever be admitted",
-                    limit.rate
-                ),
-            ));
-        }
+        super::limits::check_cost_fits(limit).map_err(|m| ("cost", m))?;
     }
     Ok(())
 }
