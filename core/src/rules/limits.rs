@@ -87,12 +87,13 @@ pub fn check_concurrency(n: u64) -> Result<(), String> {
 /// A request costing more than the bucket (or calendar quota) holds could
 /// never be admitted.
 pub fn check_cost_fits(limit: &Limit) -> Result<(), String> {
+    if limit.is_quota() {
+        return super::quotas::check_cost_fits(limit);
+    }
     if !limit.never_fits() {
         return Ok(());
     }
-    let of = if limit.is_quota() {
-        format!("quota {}", limit.rate)
-    } else if limit.burst.is_some() {
+    let of = if limit.burst.is_some() {
         format!("burst {}", limit.burst())
     } else {
         format!("burst {} (the rate, as burst is not set)", limit.burst())
