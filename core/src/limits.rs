@@ -91,6 +91,22 @@ impl Limit {
         self.cost.unwrap_or(1)
     }
 
+    /// This limit for requests that take `cost` tokens each (a route's
+    /// `cost.reserve`, the verify API's `cost`): the same rate, period and
+    /// burst.
+    pub fn at_cost(&self, cost: u64) -> Limit {
+        Limit {
+            cost: Some(cost),
+            ..self.clone()
+        }
+    }
+
+    /// Whether a request costs more than the bucket holds (its cost above
+    /// its burst, or a quota's amount): no wait ever admits it.
+    pub fn never_fits(&self) -> bool {
+        self.cost() > self.burst()
+    }
+
     /// Nanoseconds for one token to come back.
     pub fn emission_interval_ns(&self) -> u64 {
         let per = u64::try_from(self.per.as_nanos()).unwrap_or(u64::MAX);
@@ -111,7 +127,8 @@ pub struct BucketCheck {
     pub new_tat: u64,
     /// Tokens left after this request (if admitted) or now (if refused).
     pub remaining: u64,
-    /// Nanoseconds until enough tokens for this request are back (0 if allowed).
+    /// Nanoseconds until enough tokens for this request are back (0 if
+    /// allowed, [`NEVER`] if no wait is enough).
     pub retry_after_ns: u64,
     /// Nanoseconds until the bucket is full again.
     pub reset_ns: u64,
@@ -146,7 +163,7 @@ pub struct Clamped {
 pub fn clamp(limit: &Limit, interval: u64, max_span: u64) -> Clamped {
     let interval = interval.clamp(1, max_span.max(1));
     let burst = limit.burst().min(max_span / interval);
-    let cost = if limit.cost() > limit.burst() {
+    let cost = if limit.never_fits() {
         burst + 1
     } else {
         limit.cost().min(burst)
@@ -231,7 +248,7 @@ pub fn check_clamped(clamped: Clamped, tat: u64, now: u64) -> BucketCheck {
             // The request fits once `needed - capacity` more time has passed; a
             // request costing more than the burst never fits.
             let retry_after_ns = if cost > burst || new_tat.is_none() {
-                u64::MAX
+                NEVER
             } else {
                 needed - capacity_ns
             };
@@ -277,8 +294,39 @@ pub struct LimitState {
     pub reset_secs: u64,
     /// Whether this limit refused the request.
     pub violated: bool,
-    /// Seconds (rounded up) until this limit would admit the request.
+    /// Seconds (rounded up) until this limit would admit the request;
+    /// [`NEVER`] when no wait would ([`retry_secs`]).
     pub retry_after_secs: u64,
+}
+
+/// The wait (`retry_after_ns`, `retry_after_secs`) of a refusal that no wait
+/// ends: the request costs more than the limit's burst
+/// ([`Limit::never_fits`]). Kept as is through [`retry_secs`]: never
+/// rendered as a number of seconds ([`Decision::retry_after`]).
+pub const NEVER: u64 = u64::MAX;
+
+/// The problem `reason` (and usage reason suffix) of a refusal that no wait
+/// ends ([`RetryAfter::Never`]): the proxy's 429 and the verify API's.
+pub const COST_OVER_BURST: &str = "cost-over-burst";
+
+/// A refusal's wait in whole seconds (rounded up: a request waiting `t`
+/// seconds must succeed) from nanoseconds, [`NEVER`] kept. Every backend
+/// reports its waits through this.
+pub fn retry_secs(ns: u64) -> u64 {
+    if ns == NEVER {
+        NEVER
+    } else {
+        ceil_secs(ns)
+    }
+}
+
+/// When a refused request could be admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    /// After this many seconds (at least 1): `Retry-After`.
+    Secs(u64),
+    /// Never: a limit's burst is below the request's cost. No `Retry-After`.
+    Never,
 }
 
 /// A limiter's answer for a whole request.
@@ -301,6 +349,16 @@ impl Decision {
             .map(|l| l.retry_after_secs)
             .max()
             .unwrap_or(0)
+    }
+
+    /// When this refused request could be admitted: the longest wait among
+    /// violated limits, at least 1 s, or never ([`NEVER`]). The one answer
+    /// of the proxy's 429 and the verify API.
+    pub fn retry_after(&self) -> RetryAfter {
+        match self.retry_after_secs() {
+            NEVER => RetryAfter::Never,
+            s => RetryAfter::Secs(s.max(1)),
+        }
     }
 
     pub fn violated_names(&self) -> Vec<&str> {
@@ -355,7 +413,7 @@ pub fn decide(policies: &[&Policy], tats: &[u64], now: u64) -> (Decision, Option
                 retry_after_secs: if c.allowed {
                     0
                 } else {
-                    ceil_secs(c.retry_after_ns)
+                    retry_secs(c.retry_after_ns)
                 },
             }
         })
@@ -439,9 +497,33 @@ mod tests {
     #[test]
     fn cost_above_burst_never_fits() {
         let l = limit(10, 1, Some(5), Some(6));
+        assert!(l.never_fits() && !limit(10, 1, Some(5), Some(5)).never_fits());
         let c = check_bucket(&l, 0, S);
         assert!(!c.allowed);
-        assert_eq!(c.retry_after_ns, u64::MAX);
+        assert_eq!(c.retry_after_ns, NEVER);
+    }
+
+    /// Black-box round 10: a cost above the burst was answered
+    /// `Retry-After: 18446744074` (`u64::MAX` ns rounded up to seconds).
+    #[test]
+    fn a_cost_above_the_burst_is_refused_for_ever_not_for_584_years() {
+        let never = Policy::new(&limit(10, 1, Some(5), Some(6)));
+        let slow = Policy::new(&limit(1, 60, Some(1), None));
+        let (d, _) = decide(&[&never], &[0], S);
+        assert!(!d.allowed);
+        assert_eq!(d.limits[0].retry_after_secs, NEVER);
+        assert_eq!(d.retry_after(), RetryAfter::Never);
+        // The bucket is untouched and full: its reset stays sane.
+        assert_eq!((d.limits[0].remaining, d.limits[0].reset_secs), (5, 0));
+        // Beside a limit that only needs a wait: still never.
+        let (_, tats) = decide(&[&slow], &[0], S);
+        let tat = tats.expect("admitted")[0];
+        let (d, _) = decide(&[&slow, &never], &[tat, 0], S);
+        assert_eq!(d.retry_after(), RetryAfter::Never);
+        let (d, _) = decide(&[&slow], &[tat], S);
+        assert_eq!(d.retry_after(), RetryAfter::Secs(60));
+        assert_eq!(retry_secs(NEVER), NEVER);
+        assert_eq!(retry_secs(1), 1);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 /// `proxy.trusted_proxies`: the networks whose forwarding headers are believed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,11 +36,14 @@ impl TrustedProxies {
     }
 }
 
-/// A CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a bare address (one host).
+/// A CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a bare address (one host),
+/// canonical ([`canonical_net`]): every IP list (a key's `allowed_ips`, a
+/// route's `ip_allow`/`ip_deny`, `proxy.trusted_proxies`) is read through
+/// this, when stored and when matched.
 pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
     if let Ok(net) = s.parse::<IpNet>() {
-        return Ok(net.trunc());
+        return Ok(canonical_net(net.trunc()));
     }
     match s.parse::<IpAddr>() {
         Ok(ip) => Ok(IpNet::from(canonical(ip))),
@@ -53,6 +56,25 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are the IPv4 address.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
+}
+
+/// A network of IPv4-mapped IPv6 addresses (`::ffff:127.0.0.1/128`,
+/// `::ffff:10.0.0.0/104`) is the IPv4 network (`127.0.0.1/32`,
+/// `10.0.0.0/8`), as a mapped address is the IPv4 address ([`canonical`]):
+/// clients are matched by their canonical address, which a mapped network
+/// would never contain. A network wider than the mapped range (prefix below
+/// 96) stays as it is.
+pub fn canonical_net(net: IpNet) -> IpNet {
+    let IpNet::V6(v6) = net else {
+        return net;
+    };
+    match (
+        v6.network().to_ipv4_mapped(),
+        v6.prefix_len().checked_sub(96),
+    ) {
+        (Some(v4), Some(len)) => Ipv4Net::new(v4, len).map_or(net, |n| IpNet::V4(n.trunc())),
+        _ => net,
+    }
 }
 
 /// What a per-IP bucket, throttle or connection cap keys on: the IPv4 address,
@@ -466,6 +488,31 @@ mod tests {
         for bad in ["", "10.0.0.0/33", "host", "1.2.3.4/-1", "::/129"] {
             assert!(parse_cidr(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Black-box round 10: `allowed_ips: ["::ffff:127.0.0.1/128"]` was kept
+    /// as an IPv6 network, which the canonical client 127.0.0.1 is not in
+    /// (while a bare `::ffff:127.0.0.1` was already 127.0.0.1/32).
+    #[test]
+    fn ipv4_mapped_networks_are_ipv4_networks() {
+        let text = |s: &str| parse_cidr(s).expect("cidr").to_string();
+        for (mapped, v4) in [
+            ("::ffff:127.0.0.1/128", "127.0.0.1/32"),
+            ("::ffff:127.0.0.1", "127.0.0.1/32"),
+            ("::FFFF:7f00:1/128", "127.0.0.1/32"),
+            ("::ffff:10.1.2.3/104", "10.0.0.0/8"),
+            ("::ffff:0.0.0.0/96", "0.0.0.0/0"),
+            ("::ffff:192.0.2.9/120", "192.0.2.0/24"),
+        ] {
+            assert_eq!(text(mapped), v4, "{mapped}");
+        }
+        // Not (only) mapped addresses: unchanged.
+        for v6 in ["::/0", "::fffe:0:0/95", "2001:db8::/32", "::1/128", "::/96"] {
+            assert_eq!(text(v6), v6);
+        }
+        let net = parse_cidr("::ffff:127.0.0.1/128").expect("cidr");
+        assert!(net.contains(&canonical(ip("::ffff:127.0.0.1"))));
+        assert!(net.contains(&ip("127.0.0.1")));
     }
 
     #[test]

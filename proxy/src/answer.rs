@@ -1,7 +1,7 @@
 //! The answers the proxy gives itself (401/403/404/405/429/502/503/504), as
 //! plain data: status, headers and an RFC 9457 problem+json body.
 
-use tollgate_core::limits::Decision;
+use tollgate_core::limits::{Decision, RetryAfter, COST_OVER_BURST};
 use tollgate_core::problem::{self, Problem};
 
 use crate::headers;
@@ -225,22 +225,39 @@ pub fn usage_reads_throttled(per_second: u32) -> Answer {
 
 pub fn quota_exceeded(decision: &Decision) -> Answer {
     let violated = decision.violated_names();
-    let retry_after = decision.retry_after_secs();
     let mut p = Problem::new("quota-exceeded", "Too Many Requests", 429)
         .detail(format!("rate limit exceeded: {}", violated.join(", ")))
         .with("violated_limits", violated);
-    let retry = if retry_after == u64::MAX {
-        // The request costs more than a bucket can ever hold.
-        p = p.detail("this request costs more than the limit's burst and can never be admitted");
-        None
-    } else {
-        Some(retry_after.max(1))
+    let retry = match decision.retry_after() {
+        RetryAfter::Secs(s) => Some(s),
+        RetryAfter::Never => {
+            // The request costs more than a bucket can ever hold: no
+            // `Retry-After` (`RateLimit` shows the buckets as they stand).
+            p = p
+                .detail(
+                    "this request costs more than a limit holds (its burst, or a calendar \
+                     quota) and can never be admitted",
+                )
+                .with("reason", COST_OVER_BURST);
+            None
+        }
     };
     let mut a = Answer::problem(p).with_rate_limit_headers(decision);
+    a.reason = limited_reason(decision);
     if let Some(r) = retry {
         a = a.with_header("Retry-After", r.to_string());
     }
     a
+}
+
+/// Usage's reason for a refusal by the limits' buckets: `quota-exceeded`,
+/// `quota-exceeded:cost-over-burst` when no wait would admit the request.
+/// The verify API records the same.
+pub fn limited_reason(decision: &Decision) -> String {
+    match decision.retry_after() {
+        RetryAfter::Secs(_) => "quota-exceeded".to_string(),
+        RetryAfter::Never => format!("quota-exceeded:{COST_OVER_BURST}"),
+    }
 }
 
 /// A limiter's refusal: `quota-exhausted` naming the calendar quotas that
@@ -251,7 +268,10 @@ pub fn limited(buckets: &[&crate::limiter::Bucket], decision: &Decision) -> Answ
     if quotas.is_empty() {
         return quota_exceeded(decision);
     }
-    let retry = decision.retry_after_secs().max(1);
+    let RetryAfter::Secs(retry) = decision.retry_after() else {
+        // A bucket beside the quota can never admit the request.
+        return quota_exceeded(decision);
+    };
     let p = Problem::new("quota-exhausted", "Too Many Requests", 429)
         .detail(format!(
             "quota exhausted: {} (the period resets in {retry} s)",
@@ -441,6 +461,39 @@ mod tests {
             .as_str()
             .is_some_and(|t| t.ends_with("/quota-exceeded")));
         assert_eq!(body["violated_limits"], serde_json::json!(["minute"]));
+    }
+
+    /// Black-box round 10: `Retry-After: 18446744074` for a request whose
+    /// cost is above a bucket's burst.
+    #[test]
+    fn a_cost_above_the_burst_has_no_retry_after() {
+        let never = |retry_after_secs| LimitState {
+            name: "second".into(),
+            quota: 5,
+            window_secs: 1,
+            remaining: 5,
+            reset_secs: 0,
+            violated: true,
+            retry_after_secs,
+        };
+        let d = Decision {
+            allowed: false,
+            limits: smallvec::smallvec![never(tollgate_core::limits::NEVER)],
+        };
+        let a = quota_exceeded(&d);
+        assert_eq!((a.status, a.header("retry-after")), (429, None));
+        assert_eq!(a.header("ratelimit"), Some(r#""second";r=5;t=0"#));
+        assert_eq!(v(&a)["reason"], "cost-over-burst");
+        assert_eq!(a.reason, "quota-exceeded:cost-over-burst");
+        assert_eq!(limited(&[], &d), a);
+        let wait = Decision {
+            allowed: false,
+            limits: smallvec::smallvec![never(3)],
+        };
+        let a = quota_exceeded(&wait);
+        assert_eq!(a.header("retry-after"), Some("3"));
+        assert_eq!(a.reason, "quota-exceeded");
+        assert_eq!(v(&a)["reason"], serde_json::Value::Null);
     }
 
     #[test]

@@ -41,7 +41,7 @@ impl Reservation {
     pub fn for_route(route: &CompiledRoute, buckets: &[&Bucket]) -> Option<Self> {
         let cost = route.route.cost.as_ref()?;
         Some(Self {
-            buckets: buckets.iter().map(|b| reserving(b, cost.reserve)).collect(),
+            buckets: priced(Some(route), buckets, 1).unwrap_or_default(),
             reserve: cost.reserve,
             wall_us: wall_now_us(),
         })
@@ -78,6 +78,25 @@ impl Reservation {
             credits,
             admitted_us: self.wall_us,
         })
+    }
+}
+
+/// The buckets a request on `route` (if any) takes its tokens from when it
+/// counts `n` times (the verify API's `cost`; 1 through the proxy): on a
+/// route with `cost`, each bucket takes `n ×` the route's `reserve` in place
+/// of its limit's own cost (the reservation, [`reserving`]), else `n ×` its
+/// limit's own cost ([`Bucket::with_cost`]). `None`: the buckets as they
+/// are (`n` = 1 on a route without `cost`). The proxy's reservation and the
+/// verify API both take this, so a request verified and one proxied spend
+/// the same tokens.
+pub fn priced(route: Option<&CompiledRoute>, buckets: &[&Bucket], n: u64) -> Option<Vec<Bucket>> {
+    match route.and_then(|r| r.route.cost.as_ref()) {
+        Some(cost) => {
+            let reserve = cost.reserve.saturating_mul(n);
+            Some(buckets.iter().map(|b| reserving(b, reserve)).collect())
+        }
+        None if n == 1 => None,
+        None => Some(buckets.iter().map(|b| b.with_cost(n)).collect()),
     }
 }
 

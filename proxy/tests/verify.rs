@@ -585,3 +585,133 @@ async fn refusals_are_stored_under_the_caller_not_the_claimed_ip() {
         .await;
     assert_eq!(r["code"], "ip-not-allowed", "{r}");
 }
+
+/// Black-box round 10: verify charged a `cost` route's buckets 1 token while
+/// the proxy charges the route's `cost.reserve`; and a reservation above a
+/// plan's burst was answered `Retry-After: 18446744074` (proxy) and
+/// `"retry_after":18446744074` (verify) instead of "never".
+fn cost_yaml(verify_port: u16, tag: &str) -> String {
+    format!(
+        r#"
+verify:
+  listen: "127.0.0.1:{verify_port}"
+plans:
+  roomy: {{ limits: [ {{ name: w{tag}, rate: 1000, per: 1h }} ] }}
+  small: {{ limits: [ {{ name: s{tag}, rate: 20, per: 1h }} ] }}
+upstreams:
+  up: {{ targets: ["{{upstream}}"] }}
+routes:
+  - {{ name: orders, match: {{ path_prefix: /api/orders }}, upstream: up, strip_prefix: /api,
+      cost: {{ reserve: 5, from_response_header: X-Cost }},
+      limits: [ {{ name: o{tag}, rate: 20, per: 1h }} ] }}
+  - {{ name: pricey, match: {{ path_prefix: /api/products }}, upstream: up, strip_prefix: /api,
+      cost: {{ reserve: 1000, from_response_header: X-Cost }} }}
+"#
+    )
+}
+
+/// The remaining tokens of the limit named `name` in a verify answer.
+fn remaining(answer: &Value, name: &str) -> Option<u64> {
+    answer["limits"]
+        .as_array()?
+        .iter()
+        .find(|l| l["name"] == name)?["remaining"]
+        .as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_takes_a_cost_routes_reservation_like_the_proxy() {
+    let port = free_port();
+    let t = tag();
+    let p = TestProxy::start(&cost_yaml(port, &t), Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let v = Verify::start(&p, port).await;
+    let (_, key) = p
+        .create_key(NewApiKey {
+            name: "costed".into(),
+            plan: Some("roomy".into()),
+            ..NewApiKey::default()
+        })
+        .await;
+    let start = Instant::now();
+    while v.check(json!({"key": key})).await["code"] == "key-invalid" {
+        assert!(start.elapsed() < Duration::from_secs(10), "key never known");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // (The loop's valid answer took 1 of the plan's 1000.)
+    let (route, plan) = (format!("o{t}"), format!("w{t}"));
+    // Proxied: 5 of the route's 20 (no X-Cost in the answer: it stands).
+    let r = p.get_with_key("/api/orders", &key).await;
+    assert_eq!(r.status(), 200);
+    // Verified: the same 5, then cost 2 × 5 = 10: the route's 20 are spent.
+    let one = v.check(json!({"key": key, "route": "orders"})).await;
+    assert_eq!(one["code"], "valid", "{one}");
+    assert_eq!(remaining(&one, &route), Some(10), "{one}");
+    let two = v
+        .check(json!({"key": key, "route": "orders", "cost": 2}))
+        .await;
+    assert_eq!(two["code"], "valid", "{two}");
+    assert_eq!(
+        (remaining(&two, &route), remaining(&two, &plan)),
+        (Some(0), Some(979)),
+        "{two}"
+    );
+    // Refused either way, the plan's bucket untouched by the refusals.
+    let refused = v.check(json!({"key": key, "route": "orders"})).await;
+    assert_eq!(refused["code"], "rate-limited", "{refused}");
+    assert!(refused["retry_after"].as_u64().is_some_and(|s| s >= 1));
+    assert_eq!(p.get_with_key("/api/orders", &key).await.status(), 429);
+    let plain = v.check(json!({"key": key})).await;
+    assert_eq!(remaining(&plain, &plan), Some(978), "{plain}");
+
+    // A reservation of 1000 fits the roomy plan's 1000 but never the small
+    // plan's 20: refused for ever, with no Retry-After, both ways.
+    let (_, small) = p
+        .create_key(NewApiKey {
+            name: "small".into(),
+            plan: Some("small".into()),
+            ..NewApiKey::default()
+        })
+        .await;
+    let start = Instant::now();
+    while v.check(json!({"key": small})).await["code"] == "key-invalid" {
+        assert!(start.elapsed() < Duration::from_secs(10), "key never known");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = p.get_with_key("/api/products", &small).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers().get("retry-after"), None, "{:?}", r.headers());
+    let ratelimit = r
+        .headers()
+        .get("ratelimit")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(ratelimit, format!("\"s{t}\";r=19;t=180"));
+    let body: Value = r.json().await.expect("problem");
+    assert_eq!(body["reason"], "cost-over-burst", "{body}");
+    let never = v.check(json!({"key": small, "route": "pricey"})).await;
+    assert_eq!(
+        (
+            never["valid"].clone(),
+            never["code"].clone(),
+            never["retry_after"].clone()
+        ),
+        (json!(false), json!("rate-limited"), Value::Null),
+        "{never}"
+    );
+    assert_eq!(
+        never.as_object().map(|o| o.contains_key("retry_after")),
+        Some(true)
+    );
+    // The roomy plan holds 1000: with 977 left, a wait (23 × 3.6 s) admits it.
+    let later = v.check(json!({"key": key, "route": "pricey"})).await;
+    assert_eq!(later["code"], "rate-limited", "{later}");
+    assert!(
+        later["retry_after"]
+            .as_u64()
+            .is_some_and(|s| (1..=83).contains(&s)),
+        "{later}"
+    );
+}

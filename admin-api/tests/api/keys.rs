@@ -631,3 +631,24 @@ async fn scopes_and_allowed_ips(app: TestApp) {
     }
 }
 both!(scopes_and_allowed_ips);
+
+/// Black-box round 10: an IPv4-mapped network in `allowed_ips` was stored as
+/// sent (`::ffff:127.0.0.1/128`) and refused the key from 127.0.0.1; it is
+/// the IPv4 network, as a route's `ip_deny` already read a mapped address.
+async fn ipv4_mapped_allowed_ips_are_stored_as_ipv4(app: TestApp) {
+    let k = create(
+        &app,
+        json!({"name": "m", "allowed_ips": ["::ffff:127.0.0.1/128", "::ffff:10.1.2.3/104", "127.0.0.1"]}),
+    )
+    .await;
+    assert_eq!(k["allowed_ips"], json!(["127.0.0.1/32", "10.0.0.0/8"]));
+    let path = format!("/api/keys/{}", k["id"]);
+    let up = json(
+        app.patch(&path, json!({"allowed_ips": ["::ffff:192.0.2.7"]}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(up["allowed_ips"], json!(["192.0.2.7/32"]));
+}
+both!(ipv4_mapped_allowed_ips_are_stored_as_ipv4);

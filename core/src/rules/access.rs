@@ -441,6 +441,30 @@ mod tests {
         }
     }
 
+    /// Black-box round 10: an IPv4-mapped network in `allowed_ips` is the
+    /// IPv4 network, stored and matched (a key stored before, as sent, is
+    /// parsed again by the key set through the same rule).
+    #[test]
+    fn ipv4_mapped_allowed_ips_admit_the_ipv4_client() {
+        let list = vec!["::ffff:127.0.0.1/128".to_string(), "127.0.0.1".to_string()];
+        assert_eq!(
+            normalise_ips("allowed_ips", &list).expect("valid"),
+            vec!["127.0.0.1/32".to_string()]
+        );
+        let nets = parse_ips("allowed_ips", &list).expect("valid");
+        let open = EffectiveScopes::default();
+        for client in ["127.0.0.1", "::ffff:127.0.0.1"] {
+            let ip: IpAddr = client.parse().expect("ip");
+            assert_eq!(check_key(open, Some(&nets), "r", "GET", ip), Ok(()));
+            assert_eq!(check_route_ip(&[], &nets, ip), Err(Denial::RouteIpDenied));
+        }
+        let other: IpAddr = "127.0.0.2".parse().expect("ip");
+        assert_eq!(
+            check_key(open, Some(&nets), "r", "GET", other),
+            Err(Denial::KeyIpNotAllowed)
+        );
+    }
+
     #[test]
     fn precedence_is_per_list() {
         let key = Scopes {

@@ -84,9 +84,13 @@ pub fn check_concurrency(n: u64) -> Result<(), String> {
     in_range(n, 1, MAX_CONCURRENCY)
 }
 
-/// A request costing more than the bucket holds could never be admitted.
+/// A request costing more than the bucket (or calendar quota) holds could
+/// never be admitted.
 pub fn check_cost_fits(limit: &Limit) -> Result<(), String> {
-    if limit.cost() <= limit.burst() {
+    if limit.is_quota() {
+        return super::quotas::check_cost_fits(limit);
+    }
+    if !limit.never_fits() {
         return Ok(());
     }
     let of = if limit.burst.is_some() {

@@ -37,17 +37,22 @@ pub fn check_quota_limit(limit: &Limit) -> Result<(), (&'static str, String)> {
     Calendar::new(spec)?;
     if let Some(c) = limit.cost {
         check_tokens(c).map_err(|m| ("cost", m))?;
-        if c > limit.rate {
-            return Err((
-                "cost",
-                format!(
-                    "cost {c} is more than quota {}: no request could ever be admitted",
-                    limit.rate
-                ),
-            ));
-        }
+        check_cost_fits(limit).map_err(|m| ("cost", m))?;
     }
     Ok(())
+}
+
+/// A request costing more than a quota's amount could never be admitted
+/// (`rules::limits::check_cost_fits` for a quota).
+pub fn check_cost_fits(limit: &Limit) -> Result<(), String> {
+    if !limit.never_fits() {
+        return Ok(());
+    }
+    Err(format!(
+        "cost {} is more than quota {}: no request could ever be admitted",
+        limit.cost(),
+        limit.rate
+    ))
 }
 
 /// The message for `rate`, `per` or `burst` on a quota.

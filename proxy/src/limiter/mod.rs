@@ -95,10 +95,7 @@ impl Bucket {
     /// own fingerprint (`tag` and cost), so a refusal cached for one cost is
     /// never served for another.
     pub fn at_cost(&self, cost: u64, tag: &str) -> Bucket {
-        let limit = Limit {
-            cost: Some(cost),
-            ..(*self.limit).clone()
-        };
+        let limit = self.limit.at_cost(cost);
         Bucket {
             fingerprint: stable_hash(&format!("{}\u{0}{tag}\u{0}{cost}", self.fingerprint)),
             policy: Policy::new(&limit),

@@ -93,7 +93,13 @@ pub fn state(
         remaining,
         reset_secs: to_end,
         violated,
-        retry_after_secs: if violated { to_end.max(1) } else { 0 },
+        retry_after_secs: match violated {
+            false => 0,
+            // More than the quota holds (a route's reservation): no period
+            // admits it.
+            true if b.limit.never_fits() => tollgate_core::limits::NEVER,
+            true => to_end.max(1),
+        },
     }
 }
 

@@ -218,17 +218,17 @@ pub async fn check(
         return Checked::refused(Code::UnknownPlan, "unknown-plan").with_key(&key);
     }
     let plan = applicable.plan.cloned();
-    // A cost of n: each bucket takes n times its limit's cost (same tokens).
-    let priced: Vec<Bucket> = match req.cost {
-        1 => Vec::new(),
-        n => applicable.buckets.iter().map(|b| b.with_cost(n)).collect(),
-    };
+    // The tokens a proxied request takes (a `cost` route's reservation, which
+    // a verified request never settles: it stands, as for a response without
+    // the cost header), `cost` times (same buckets).
+    let priced = crate::cost::priced(route, &applicable.buckets, req.cost);
     let priced_refs: Vec<&Bucket>;
-    let buckets: &[&Bucket] = if priced.is_empty() {
-        &applicable.buckets
-    } else {
-        priced_refs = priced.iter().collect();
-        &priced_refs
+    let buckets: &[&Bucket] = match &priced {
+        Some(p) => {
+            priced_refs = p.iter().collect();
+            &priced_refs
+        }
+        None => &applicable.buckets,
     };
     let subject = identity::subject_for(key.id, key.identity_id());
     let deadline = backends::redis_deadline(&cfg.config.limiter);
@@ -274,7 +274,11 @@ pub async fn check(
     let (code, reason, shadow_limited) = match (decision.allowed, shadow) {
         (true, _) => (Code::Valid, String::new(), false),
         (false, true) => (Code::Valid, String::new(), true),
-        (false, false) => (Code::RateLimited, "quota-exceeded".to_string(), false),
+        (false, false) => (
+            Code::RateLimited,
+            crate::answer::limited_reason(&decision),
+            false,
+        ),
     };
     let credits = decision
         .limits

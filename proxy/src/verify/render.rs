@@ -2,6 +2,7 @@
 
 use http::Response;
 use serde::Serialize;
+use tollgate_core::limits::RetryAfter;
 use tollgate_core::problem;
 
 use super::check::Checked;
@@ -79,10 +80,10 @@ pub fn decision(c: &Checked) -> Reply {
         })
         .unwrap_or_default();
     let retry_after = match (&c.decision, c.code) {
-        (Some(d), super::check::Code::RateLimited) => {
-            let r = d.retry_after_secs();
-            Some((r != u64::MAX).then_some(r.max(1)))
-        }
+        (Some(d), super::check::Code::RateLimited) => match d.retry_after() {
+            RetryAfter::Secs(s) => Some(Some(s)),
+            RetryAfter::Never => Some(None),
+        },
         _ => None,
     };
     let body = Body {

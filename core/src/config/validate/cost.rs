@@ -76,6 +76,29 @@ impl Validator<'_> {
     }
 }
 
+impl Validator<'_> {
+    /// A route's own limits take every request's reservation in place of
+    /// their cost: one whose burst (or calendar quota) is below `reserve`
+    /// refuses the whole route for ever (the rule the admin API applies to a
+    /// cost above a burst, `rules::limits::check_cost_fits`). A plan's burst
+    /// is not checked here: which plan (or a key's own limits) a request
+    /// spends is known only then, and such a request is answered 429
+    /// `cost-over-burst` without `Retry-After`.
+    pub(super) fn reserve_fits(&mut self, path: &str, reserve: u64, limits: &[Limit]) {
+        for (i, l) in limits.iter().enumerate() {
+            if let Err(e) = limit_rules::check_cost_fits(&l.at_cost(reserve)) {
+                self.error(
+                    &child(path, "reserve"),
+                    format!(
+                        "reserve {reserve} does not fit the route's limits[{i}] ({:?}): {e}",
+                        l.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
@@ -159,5 +182,31 @@ mod tests {
             let e = parse(cost).expect_err(cost);
             assert!(e.contains(needle), "{cost}: {e}");
         }
+    }
+
+    /// Black-box round 10: a reservation above a route limit's burst was
+    /// accepted by `check-config` and reload, and refused every request.
+    #[test]
+    fn a_reserve_above_a_route_limits_burst_is_refused() {
+        let parse = |reserve: u64, limit: &str| {
+            let yaml = format!(
+                "upstreams: {{ u: {{ targets: [\"127.0.0.1:9\"] }} }}\nroutes:\n  - {{ name: llm, match: {{ path_prefix: /v1 }}, upstream: u, limits: [ {limit} ], cost: {{ reserve: {reserve}, from_response_header: x }} }}\n"
+            );
+            super::super::parse_and_validate(&yaml, "t.yaml").map_err(|e| e.to_string())
+        };
+        let bucket = "{ name: o, rate: 5, per: 1s }";
+        assert!(parse(5, bucket).is_ok());
+        let e = parse(1000, bucket).expect_err("reserve above the burst");
+        assert!(
+            e.contains("routes[0].cost.reserve")
+                && e.contains("reserve 1000 does not fit the route's limits[0] (\"o\")")
+                && e.contains("no request could ever be admitted"),
+            "{e}"
+        );
+        let e = parse(8, "{ name: o, rate: 100, per: 1m, burst: 7 }").expect_err("burst 7");
+        assert!(e.contains("burst 7"), "{e}");
+        let e = parse(50, "{ name: q, quota: 10, period: day }").expect_err("quota 10");
+        assert!(e.contains("cost 50 is more than quota 10"), "{e}");
+        assert!(parse(10, "{ name: q, quota: 10, period: day }").is_ok());
     }
 }

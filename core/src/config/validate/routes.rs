@@ -164,6 +164,9 @@ impl Validator<'_> {
                 .cost
                 .as_ref()
                 .and_then(|c| self.route_cost(&child(&path, "cost"), c));
+            if let Some(c) = &cost {
+                self.reserve_fits(&child(&path, "cost"), c.reserve, &limits);
+            }
 
             if let (Some(name), Some(path_prefix), Some(upstream)) = (name, path_prefix, upstream) {
                 routes.push(Route {

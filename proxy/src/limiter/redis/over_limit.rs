@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
-use tollgate_core::limits::{ceil_secs, Decision, LimitState};
+use tollgate_core::limits::{ceil_secs, retry_secs, Decision, LimitState, NEVER};
 
 use super::script::LimitTimes;
 use crate::limiter::sharded::ShardedMap;
@@ -99,7 +99,7 @@ impl OverLimitCache {
             .map(|c| LimitState {
                 reset_secs: ceil_secs(until_ns(now, c.reset_at)),
                 retry_after_secs: if c.state.violated {
-                    ceil_secs(c.retry_at.map_or(u64::MAX, |t| until_ns(now, t)))
+                    retry_secs(c.retry_at.map_or(NEVER, |t| until_ns(now, t)))
                 } else {
                     0
                 },
@@ -307,7 +307,7 @@ mod tests {
         let d = cache
             .get(&k, &refs, t0 + Duration::from_secs(4))
             .expect("cached");
-        assert_eq!(d.retry_after_secs(), ceil_secs(u64::MAX));
+        assert_eq!(d.retry_after(), tollgate_core::limits::RetryAfter::Never);
         assert!(cache.get(&k, &refs, t0 + Duration::from_secs(5)).is_none());
         decision.allowed = true;
         cache.insert(&Subject::Key(2), &refs, &decision, &times, t0);

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use ::redis::{Script, ScriptInvocation};
-use tollgate_core::limits::{ceil_secs, Decision, Limit, LimitState};
+use tollgate_core::limits::{ceil_secs, retry_secs, Decision, Limit, LimitState, NEVER};
 
 use smallvec::SmallVec;
 use tollgate_core::quota::PeriodBounds;
@@ -257,8 +257,8 @@ pub fn decide_from_replies(
                 retry_after_secs: if r.allowed {
                     0
                 } else {
-                    // Like core: "never" is u64::MAX ns, rounded up to seconds.
-                    ceil_secs(r.retry_us.map_or(u64::MAX, us_to_ns))
+                    // Like core: no wait admits it (cost > burst) is NEVER.
+                    retry_secs(r.retry_us.map_or(NEVER, us_to_ns))
                 },
             }
         })
