@@ -691,66 +691,127 @@ fn the_admin_role_reloads_its_config_like_the_proxy() {
     );
     let base = format!("http://127.0.0.1:{}", ports.admin);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let client = reqwest::Client::new();
-        let start = Instant::now();
-        let token = loop {
-            let r = client
-                .post(format!("{base}/api/auth/login"))
-                .json(&serde_json::json!({"username": "admin", "password": "admin-pass-123"}))
-                .send()
-                .await;
-            if let Ok(r) = r {
-                if r.status() == 200 {
-                    let v: serde_json::Value = r.json().await.expect("json");
-                    break v["token"].as_str().expect("token").to_string();
-                }
+    rt.block_on(the_admin_api_follows_its_yaml(
+        &base,
+        &config,
+        "admin-pass-123",
+    ));
+}
+
+/// Round 10 (black-box): `tollgate dev` (proxy and admin API in one
+/// process) reloads the admin side's config as `tollgate admin` does: a plan
+/// added to the YAML is listed, usable for keys, and not creatable in the
+/// database (which would make the proxy refuse every later reload).
+#[test]
+fn dev_reloads_the_admin_apis_config_like_the_admin_role() {
+    let dev = Dev::start(&[], &[("TOLLGATE_ADMIN_PASSWORD", "dev-pass-1234")]);
+    let config = dev.dir.path().join("tollgate.yaml");
+    let base = dev.admin_url("");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(the_admin_api_follows_its_yaml(
+        &base,
+        &config,
+        "dev-pass-1234",
+    ));
+}
+
+/// Log in at `base`, add a plan `gold` to `config` (written whole, then
+/// renamed into place), and check the admin API follows: `gold` is listed,
+/// a key may name it, `POST /api/plans` of that name is a 409; an emptied
+/// file is refused and the plan stays.
+async fn the_admin_api_follows_its_yaml(base: &str, config: &std::path::Path, password: &str) {
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    let token = loop {
+        let r = client
+            .post(format!("{base}/api/auth/login"))
+            .json(&serde_json::json!({"username": "admin", "password": password}))
+            .send()
+            .await;
+        if let Ok(r) = r {
+            if r.status() == 200 {
+                let v: serde_json::Value = r.json().await.expect("json");
+                break v["token"].as_str().expect("token").to_string();
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "admin not up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let plans = || async {
-            let v: serde_json::Value = client
-                .get(format!("{base}/api/plans"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .expect("plans")
-                .json()
-                .await
-                .expect("json");
-            let items = v.get("items").cloned().unwrap_or(v);
-            items
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|p| p["name"].as_str().map(str::to_string))
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default()
-        };
-        assert!(!plans().await.contains(&"gold".to_string()));
-        let text = std::fs::read_to_string(&config).expect("config");
-        let edited = text.replacen(
-            "plans:\n",
-            "plans:\n  gold: { limits: [ { name: m, rate: 5, per: 1m } ] }\n",
-            1,
-        );
-        assert_ne!(edited, text);
-        std::fs::write(&config, &edited).expect("write");
-        let start = Instant::now();
-        while !plans().await.contains(&"gold".to_string()) {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "gold never appeared"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        // An emptied file is refused: the plans stay.
-        std::fs::write(&config, "").expect("truncate");
-        tokio::time::sleep(Duration::from_millis(2_500)).await;
-        assert!(plans().await.contains(&"gold".to_string()));
-    });
+        assert!(start.elapsed() < Duration::from_secs(30), "admin not up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let plans = || async {
+        let v: serde_json::Value = client
+            .get(format!("{base}/api/plans"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("plans")
+            .json()
+            .await
+            .expect("json");
+        let items = v.get("items").cloned().unwrap_or(v);
+        items
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p["name"].as_str().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let post = |path: &'static str, body: serde_json::Value| {
+        let req = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .json(&body);
+        async move {
+            let r = req.send().await.expect("post");
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+    };
+    assert!(!plans().await.contains(&"gold".to_string()));
+    let (status, body) = post(
+        "/api/keys",
+        serde_json::json!({"name": "g", "plan": "gold"}),
+    )
+    .await;
+    assert_eq!(status, 422, "a plan defined nowhere yet: {body}");
+
+    let text = std::fs::read_to_string(config).expect("config");
+    let edited = text.replacen(
+        "plans:\n",
+        "plans:\n  gold: { limits: [ { name: m, rate: 5, per: 1m } ] }\n",
+        1,
+    );
+    assert_ne!(edited, text);
+    let next = config.with_extension("yaml.next");
+    std::fs::write(&next, &edited).expect("write");
+    std::fs::rename(&next, config).expect("rename");
+    let start = Instant::now();
+    while !plans().await.contains(&"gold".to_string()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "gold never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = post(
+        "/api/plans",
+        serde_json::json!({"name": "gold", "limits": [{"name": "m", "rate": 1, "per": "1s"}]}),
+    )
+    .await;
+    assert_eq!(status, 409, "the YAML defines gold: {body}");
+    assert!(body.contains("YAML"), "{body}");
+    let (status, body) = post(
+        "/api/keys",
+        serde_json::json!({"name": "g", "plan": "gold"}),
+    )
+    .await;
+    assert_eq!(status, 201, "a key on the YAML plan: {body}");
+
+    // An emptied file is refused: the plans stay.
+    std::fs::write(config, "").expect("truncate");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(plans().await.contains(&"gold".to_string()));
 }
 
 /// A child process killed when the test ends, even by a failed assertion.
