@@ -76,6 +76,13 @@ fn bad_inputs_are_reported_where_they_are() {
                 38,
                 "routes[1].match.path_prefix: \"/a\" with these methods is also matched by routes[0] (HEAD is taken wherever GET is)",
             ),
+            // A key header HTTP or the proxy gives another meaning.
+            (
+                "proxy:\n  key_header: host\n",
+                2,
+                15,
+                "proxy.key_header: \"host\" is a hop-by-hop or framing header; the key header is read and removed before forwarding",
+            ),
             // A trailing '/' would leave the bare path to another route.
             (
                 "upstreams:\n  demo: { targets: [\"127.0.0.1:3001\"] }\nroutes:\n  - { name: a, match: { path_prefix: /api/products/ }, upstream: demo, auth: none }\n",
