@@ -454,6 +454,36 @@ fn dev_prints_the_https_url_when_tls_is_configured() {
     assert!(dev.interrupt().success());
 }
 
+/// Round 10 (black-box): values that could never work as written are
+/// refused by `check-config` at their position: a HEAD route beside a GET
+/// route on one prefix (HEAD rides on GET), a prefix with a trailing '/',
+/// a key header with another meaning, a burst no limiter can count.
+#[test]
+fn check_config_refuses_values_that_could_never_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "proxy:\n  key_header: host\nupstreams:\n  demo: { targets: [\"127.0.0.1:3001\"] }\nplans:\n  big: { limits: [ { name: m, rate: 1000000000, per: 1s, burst: 9223372036854775807 } ] }\nroutes:\n  - { name: get, match: { path_prefix: /api/products, methods: [GET] }, upstream: demo, auth: none }\n  - { name: head, match: { path_prefix: /api/products, methods: [HEAD] }, upstream: demo }\n  - { name: slash, match: { path_prefix: /api/orders/ }, upstream: demo }\n",
+    )
+    .expect("write");
+    let (ok, _, stderr) = check_config(&file, &[]);
+    assert!(!ok);
+    let f = file.display().to_string();
+    for (at, what) in [
+        ("2:15", "proxy.key_header: \"host\" is a hop-by-hop or framing header"),
+        ("6:65", "plans.big.limits[0].burst: burst 9223372036854775807 at rate 1000000000 per 1s is more than a bucket can count: at most 1125899906842624"),
+        ("9:41", "routes[1].match.path_prefix: \"/api/products\" with these methods is also matched by routes[0] (HEAD is taken wherever GET is)"),
+        ("10:42", "routes[2].match.path_prefix: \"/api/orders/\" ends with '/'"),
+    ] {
+        assert!(
+            stderr.contains(&format!("{f}:{at}: {what}")),
+            "{at} {what}:\n{stderr}"
+        );
+    }
+    assert_eq!(stderr.lines().count(), 4, "{stderr}");
+}
+
 #[test]
 fn check_config_refuses_a_config_without_routes_unless_it_says_so() {
     let dir = tempfile::tempdir().expect("tempdir");
