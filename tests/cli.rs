@@ -454,6 +454,36 @@ fn dev_prints_the_https_url_when_tls_is_configured() {
     assert!(dev.interrupt().success());
 }
 
+/// Round 10 (black-box): values that could never work as written are
+/// refused by `check-config` at their position: a HEAD route beside a GET
+/// route on one prefix (HEAD rides on GET), a prefix with a trailing '/',
+/// a key header with another meaning, a burst no limiter can count.
+#[test]
+fn check_config_refuses_values_that_could_never_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "proxy:\n  key_header: host\nupstreams:\n  demo: { targets: [\"127.0.0.1:3001\"] }\nplans:\n  big: { limits: [ { name: m, rate: 1000000000, per: 1s, burst: 9223372036854775807 } ] }\nroutes:\n  - { name: get, match: { path_prefix: /api/products, methods: [GET] }, upstream: demo, auth: none }\n  - { name: head, match: { path_prefix: /api/products, methods: [HEAD] }, upstream: demo }\n  - { name: slash, match: { path_prefix: /api/orders/ }, upstream: demo }\n",
+    )
+    .expect("write");
+    let (ok, _, stderr) = check_config(&file, &[]);
+    assert!(!ok);
+    let f = file.display().to_string();
+    for (at, what) in [
+        ("2:15", "proxy.key_header: \"host\" is a hop-by-hop or framing header"),
+        ("6:65", "plans.big.limits[0].burst: burst 9223372036854775807 at rate 1000000000 per 1s is more than a bucket can count: at most 1125899906842624"),
+        ("9:41", "routes[1].match.path_prefix: \"/api/products\" with these methods is also matched by routes[0] (HEAD is taken wherever GET is)"),
+        ("10:42", "routes[2].match.path_prefix: \"/api/orders/\" ends with '/'"),
+    ] {
+        assert!(
+            stderr.contains(&format!("{f}:{at}: {what}")),
+            "{at} {what}:\n{stderr}"
+        );
+    }
+    assert_eq!(stderr.lines().count(), 4, "{stderr}");
+}
+
 #[test]
 fn check_config_refuses_a_config_without_routes_unless_it_says_so() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -691,66 +721,127 @@ fn the_admin_role_reloads_its_config_like_the_proxy() {
     );
     let base = format!("http://127.0.0.1:{}", ports.admin);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let client = reqwest::Client::new();
-        let start = Instant::now();
-        let token = loop {
-            let r = client
-                .post(format!("{base}/api/auth/login"))
-                .json(&serde_json::json!({"username": "admin", "password": "admin-pass-123"}))
-                .send()
-                .await;
-            if let Ok(r) = r {
-                if r.status() == 200 {
-                    let v: serde_json::Value = r.json().await.expect("json");
-                    break v["token"].as_str().expect("token").to_string();
-                }
+    rt.block_on(the_admin_api_follows_its_yaml(
+        &base,
+        &config,
+        "admin-pass-123",
+    ));
+}
+
+/// Round 10 (black-box): `tollgate dev` (proxy and admin API in one
+/// process) reloads the admin side's config as `tollgate admin` does: a plan
+/// added to the YAML is listed, usable for keys, and not creatable in the
+/// database (which would make the proxy refuse every later reload).
+#[test]
+fn dev_reloads_the_admin_apis_config_like_the_admin_role() {
+    let dev = Dev::start(&[], &[("TOLLGATE_ADMIN_PASSWORD", "dev-pass-1234")]);
+    let config = dev.dir.path().join("tollgate.yaml");
+    let base = dev.admin_url("");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(the_admin_api_follows_its_yaml(
+        &base,
+        &config,
+        "dev-pass-1234",
+    ));
+}
+
+/// Log in at `base`, add a plan `gold` to `config` (written whole, then
+/// renamed into place), and check the admin API follows: `gold` is listed,
+/// a key may name it, `POST /api/plans` of that name is a 409; an emptied
+/// file is refused and the plan stays.
+async fn the_admin_api_follows_its_yaml(base: &str, config: &std::path::Path, password: &str) {
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    let token = loop {
+        let r = client
+            .post(format!("{base}/api/auth/login"))
+            .json(&serde_json::json!({"username": "admin", "password": password}))
+            .send()
+            .await;
+        if let Ok(r) = r {
+            if r.status() == 200 {
+                let v: serde_json::Value = r.json().await.expect("json");
+                break v["token"].as_str().expect("token").to_string();
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "admin not up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let plans = || async {
-            let v: serde_json::Value = client
-                .get(format!("{base}/api/plans"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .expect("plans")
-                .json()
-                .await
-                .expect("json");
-            let items = v.get("items").cloned().unwrap_or(v);
-            items
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|p| p["name"].as_str().map(str::to_string))
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default()
-        };
-        assert!(!plans().await.contains(&"gold".to_string()));
-        let text = std::fs::read_to_string(&config).expect("config");
-        let edited = text.replacen(
-            "plans:\n",
-            "plans:\n  gold: { limits: [ { name: m, rate: 5, per: 1m } ] }\n",
-            1,
-        );
-        assert_ne!(edited, text);
-        std::fs::write(&config, &edited).expect("write");
-        let start = Instant::now();
-        while !plans().await.contains(&"gold".to_string()) {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "gold never appeared"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        // An emptied file is refused: the plans stay.
-        std::fs::write(&config, "").expect("truncate");
-        tokio::time::sleep(Duration::from_millis(2_500)).await;
-        assert!(plans().await.contains(&"gold".to_string()));
-    });
+        assert!(start.elapsed() < Duration::from_secs(30), "admin not up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let plans = || async {
+        let v: serde_json::Value = client
+            .get(format!("{base}/api/plans"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("plans")
+            .json()
+            .await
+            .expect("json");
+        let items = v.get("items").cloned().unwrap_or(v);
+        items
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p["name"].as_str().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let post = |path: &'static str, body: serde_json::Value| {
+        let req = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .json(&body);
+        async move {
+            let r = req.send().await.expect("post");
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+    };
+    assert!(!plans().await.contains(&"gold".to_string()));
+    let (status, body) = post(
+        "/api/keys",
+        serde_json::json!({"name": "g", "plan": "gold"}),
+    )
+    .await;
+    assert_eq!(status, 422, "a plan defined nowhere yet: {body}");
+
+    let text = std::fs::read_to_string(config).expect("config");
+    let edited = text.replacen(
+        "plans:\n",
+        "plans:\n  gold: { limits: [ { name: m, rate: 5, per: 1m } ] }\n",
+        1,
+    );
+    assert_ne!(edited, text);
+    let next = config.with_extension("yaml.next");
+    std::fs::write(&next, &edited).expect("write");
+    std::fs::rename(&next, config).expect("rename");
+    let start = Instant::now();
+    while !plans().await.contains(&"gold".to_string()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "gold never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = post(
+        "/api/plans",
+        serde_json::json!({"name": "gold", "limits": [{"name": "m", "rate": 1, "per": "1s"}]}),
+    )
+    .await;
+    assert_eq!(status, 409, "the YAML defines gold: {body}");
+    assert!(body.contains("YAML"), "{body}");
+    let (status, body) = post(
+        "/api/keys",
+        serde_json::json!({"name": "g", "plan": "gold"}),
+    )
+    .await;
+    assert_eq!(status, 201, "a key on the YAML plan: {body}");
+
+    // An emptied file is refused: the plans stay.
+    std::fs::write(config, "").expect("truncate");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(plans().await.contains(&"gold".to_string()));
 }
 
 /// A child process killed when the test ends, even by a failed assertion.

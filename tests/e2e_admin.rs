@@ -298,3 +298,66 @@ async fn usage_export_sums_equal_the_requests_sent() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("to: must be after from"));
 }
+
+/// Round 10 (black-box, 3a): method scopes in any case mean the method. A
+/// YAML plan's `scopes: {methods: [get]}` is upper-cased by the config model
+/// and a key's own `["get"]` by the admin API, through one rule
+/// (`core::rules::access::normalise_scopes`): both let GET (and HEAD) pass
+/// and refuse POST, and the API shows the stored form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_scopes_in_lower_case_mean_the_method_in_yaml_and_api() {
+    use reqwest::Method;
+    let dev = Dev::start(
+        &[(
+            "plans:\n",
+            "plans:\n  ro: { limits: [ { name: m, rate: 100, per: 1m } ], scopes: { methods: [get] } }\n",
+        )],
+        &[("TOLLGATE_ADMIN_PASSWORD", "e2e-password-1")],
+    );
+    let api = Api::login(dev).await;
+    let (status, on_plan) = api
+        .call(
+            Method::POST,
+            "/api/keys",
+            Some(json!({"name": "ro", "plan": "ro"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{on_plan}");
+    let (status, own) = api
+        .call(
+            Method::POST,
+            "/api/keys",
+            Some(json!({"name": "own", "scopes": {"methods": ["get", "Head"]}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{own}");
+    assert_eq!(own["scopes"]["methods"], json!(["GET", "HEAD"]), "{own}");
+    for created in [&on_plan, &own] {
+        let key = created["key"].as_str().expect("key").to_string();
+        api.until(&key, 200).await;
+        // (The demo upstream answers no HEAD: passed on is all that counts.)
+        for (method, refused) in [
+            (Method::GET, false),
+            (Method::HEAD, false),
+            (Method::POST, true),
+        ] {
+            let r = api
+                .client
+                .request(method.clone(), api.dev.proxy_url("/api/users"))
+                .header("x-api-key", &key)
+                .send()
+                .await
+                .expect("proxy request");
+            let status = r.status().as_u16();
+            assert_eq!(
+                status == 403,
+                refused,
+                "{method} with {}: {status}",
+                created["name"]
+            );
+            if method == Method::GET {
+                assert_eq!(status, 200);
+            }
+        }
+    }
+}

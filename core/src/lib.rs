@@ -15,6 +15,7 @@ pub mod db;
 pub mod duration;
 pub mod effective_limits;
 pub mod files;
+pub mod headers;
 pub mod id_floor;
 pub mod keys;
 pub mod limit_scope;

@@ -13,86 +13,11 @@ use pingora::{ErrorType, OrErr, Result};
 use tollgate_core::keys;
 use tollgate_core::net::ClientAddress;
 
-/// Forwarding headers an untrusted client may not set (the proxy sets its own
-/// `X-Forwarded-For`, `-Proto` and `-Host`).
-const CLIENT_ADDRESS_HEADERS: [&str; 13] = [
-    "forwarded",
-    "forwarded-for",
-    "x-forwarded",
-    "fastly-client-ip",
-    "x-real-ip",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "x-original-forwarded-for",
-    "true-client-ip",
-    "cf-connecting-ip",
-    "x-client-ip",
-    "x-cluster-client-ip",
-];
-
-/// Headers some frameworks take as the real method.
-pub const METHOD_OVERRIDE_HEADERS: [&str; 4] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-method",
-];
-
-/// Headers some frameworks (IIS, Symfony, Zend) take as the real path: the
-/// route was chosen on the request line, so they are never passed on.
-const PATH_OVERRIDE_HEADERS: [&str; 3] =
-    ["x-original-url", "x-rewrite-url", "x-envoy-original-path"];
-
-/// Connection-level headers: the real ones are Pingora's business, and a
-/// spelling with `_` (`Content_Length`, `Transfer_Encoding`) is a second,
-/// conflicting framing header to a CGI-style server, so it never passes.
-const FRAMING_HEADERS: [&str; 9] = [
-    "content-length",
-    "transfer-encoding",
-    "host",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
-/// Protocol upgrades (WebSocket, h2c) are not forwarded: after a `101` the
-/// connection would be a raw tunnel that no route, key or limit governs.
-/// The exception is a WebSocket handshake on a `websocket: true` route,
-/// whose key and limits were checked on the upgrade request
-/// ([`Forwarding::websocket`]).
-const UPGRADE_HEADERS: [&str; 2] = ["upgrade", "http2-settings"];
-
-/// Set by the proxy on every forwarded request; a client's are dropped.
-const SET_BY_PROXY: [&str; 5] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-request-id",
-    "x-client-request-id",
-];
-
-/// The proxy's own prefix.
-const OWN_PREFIX: &str = "x-tollgate-";
-
-/// A header name as a CGI gateway sees it: lower case, `_` as `-`. Names
-/// from the parser are already lower case, so most need no copy.
-fn cgi(name: &str) -> std::borrow::Cow<'_, str> {
-    if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
-        name.chars()
-            .map(|c| match c {
-                '_' => '-',
-                c => c.to_ascii_lowercase(),
-            })
-            .collect::<String>()
-            .into()
-    } else {
-        name.into()
-    }
-}
+pub use tollgate_core::headers::METHOD_OVERRIDE_HEADERS;
+use tollgate_core::headers::{
+    cgi, CLIENT_ADDRESS_HEADERS, FRAMING_HEADERS, OWN_PREFIX, PATH_OVERRIDE_HEADERS, SET_BY_PROXY,
+    UPGRADE_HEADERS,
+};
 
 /// The methods a request's override headers name (any spelling, upper-cased;
 /// a value that is not text counts as the empty method, taken by no route).

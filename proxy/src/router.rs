@@ -9,6 +9,10 @@
 
 use std::sync::Arc;
 
+// Whether a route's method list takes a method (`HEAD` rides on `GET`):
+// core's rule, which the config's route overlap check uses too.
+use tollgate_core::rules::access::takes_method as takes;
+
 /// Anything the router can pick between: a path prefix and optional methods.
 pub trait Routable {
     fn path_prefix(&self) -> &str;
@@ -23,13 +27,6 @@ pub trait Routable {
 /// Whether `route` takes `method` (every method when it names none).
 pub fn route_takes<R: Routable>(route: &R, method: &str) -> bool {
     route.methods().is_none_or(|m| takes(m, method))
-}
-
-/// Whether a route's method list takes `method` (`HEAD` rides on `GET`).
-fn takes(methods: &[String], method: &str) -> bool {
-    methods
-        .iter()
-        .any(|m| m == method || (method == "HEAD" && m == "GET"))
 }
 
 #[derive(Debug)]

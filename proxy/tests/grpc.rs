@@ -160,7 +160,7 @@ upstreams:
   demo: {{ targets: ["{{upstream}}"] }}
 routes:
   - name: echo
-    match: {{ path_prefix: /test.Echo/ }}
+    match: {{ path_prefix: /test.Echo }}
     upstream: grpc
     default_plan: tight
     max_body_bytes: 4096

@@ -39,9 +39,7 @@ pub fn admin(config: Config) -> anyhow::Result<()> {
         if let Some(pw) = password {
             println!("admin login: {} / {pw}", tollgate_admin_api::INITIAL_ADMIN);
         }
-        if let Some(path) = config.source.clone() {
-            tokio::spawn(reload_admin_config(state.clone(), path));
-        }
+        follow_config_file(&tokio::runtime::Handle::current(), &state, &config);
         tollgate_admin_api::serve(listener, state, shutdown_signal()).await?;
         Ok(())
     })
@@ -60,6 +58,19 @@ async fn refuse_plan_conflicts(config: &Config) -> anyhow::Result<()> {
     match reload::plan_conflict_message(&both) {
         Some(msg) => anyhow::bail!("{msg}"),
         None => Ok(()),
+    }
+}
+
+/// Keep the admin API's config in step with its file (if it was read from
+/// one), on `rt`: what `tollgate admin` and `tollgate dev` both do, so the
+/// admin side of either sees the plans the proxy serves.
+fn follow_config_file(
+    rt: &tokio::runtime::Handle,
+    state: &tollgate_admin_api::AppState,
+    config: &Config,
+) {
+    if let Some(path) = config.source.clone() {
+        rt.spawn(reload_admin_config(state.clone(), path));
     }
 }
 
@@ -295,6 +306,7 @@ async fn start_admin(
         .await
         .with_context(|| format!("cannot start the admin API on {}", config.admin.listen))?;
     let url = format!("http://{}", listener.local_addr()?);
+    follow_config_file(rt.handle(), &state, config);
     rt.spawn(async move {
         if let Err(e) = tollgate_admin_api::serve(listener, state, std::future::pending()).await {
             tracing::error!("admin API stopped: {e}");

@@ -257,6 +257,17 @@ async fn create_plan_validates(app: TestApp) {
             json!({"name": "p", "limits": [{"name": "m", "rate": 1, "per": "1m", "cost": 0}]}),
             "limits[0].cost",
         ),
+        // Round 10 (black-box): a burst (or a cost up to it) the limiter
+        // would clamp is refused, not silently cut (remaining 2^50 × 1000
+        // against a limit of 1e9).
+        (
+            json!({"name": "p", "limits": [{"name": "m", "rate": 1_000_000_000u64, "per": "1s", "burst": i64::MAX}]}),
+            "limits[0].burst",
+        ),
+        (
+            json!({"name": "p", "limits": [{"name": "m", "rate": 1_000_000_000u64, "per": "1s", "burst": i64::MAX, "cost": i64::MAX}]}),
+            "limits[0].burst",
+        ),
         (
             json!({"name": "p", "limits": [{"name": "", "rate": 1, "per": "1m"}]}),
             "limits[0].name",

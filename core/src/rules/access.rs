@@ -42,6 +42,16 @@ pub fn is_method_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// Whether a list of methods takes a request's `method`: it names it
+/// exactly (methods are case-sensitive, RFC 9110 §9.1: `get` is not `GET`),
+/// or the method is HEAD and the list names GET (HEAD is GET without the
+/// body). The one rule of the router, the scopes and the route overlap check.
+pub fn takes_method(methods: &[String], method: &str) -> bool {
+    methods
+        .iter()
+        .any(|m| m == method || (method == "HEAD" && m == "GET"))
+}
+
 /// One route pattern: 1..=[`MAX_PATTERN_LEN`] characters, no white space or
 /// control characters, at most [`MAX_PATTERN_STARS`] `*`, never `**`.
 pub fn check_route_pattern(p: &str) -> Result<(), String> {
@@ -291,13 +301,8 @@ pub fn check_key(
         }
     }
     if let Some(methods) = scopes.methods {
-        // Methods are case-sensitive (RFC 9110 §9.1): `get` is not `GET`,
-        // as the router sees it too. Scope lists are upper-cased on save.
-        // HEAD is GET without the body: a key that may GET may HEAD.
-        if !methods
-            .iter()
-            .any(|m| m == method || (method == "HEAD" && m == "GET"))
-        {
+        // As the router sees it; scope lists are upper-cased on save.
+        if !takes_method(methods, method) {
             // Named in the refusal: at most 32 bytes of a client's token.
             let shown = method.get(..32).unwrap_or(method);
             return Err(Denial::MethodOutOfScope(shown.to_string()));

@@ -137,11 +137,57 @@ pub fn plan_cases() -> Vec<PlanCase> {
             vec![limit("m", json!(1), "1w")],
             false,
         ),
+        // Round 10 (black-box): a burst the arithmetic would clamp (its
+        // refill from empty past 2^50 µs) is refused, not silently cut.
         case(
-            "burst 2^63 - 1",
+            "burst 2^63 - 1 at 1 per second (clamped to 1125899906)",
             "bmax",
             vec![with(m(), "burst", max_tokens.clone())],
+            false,
+        ),
+        case(
+            "burst 1125899906 at 1 per second (2^50 µs of tokens)",
+            "bfit",
+            vec![with(m(), "burst", json!(1_125_899_906u64))],
             true,
+        ),
+        case(
+            "burst 1125899907 at 1 per second",
+            "bover",
+            vec![with(m(), "burst", json!(1_125_899_907u64))],
+            false,
+        ),
+        case(
+            "burst 2^50 at 1e9 per second (1 µs per token in Redis)",
+            "bfast",
+            vec![with(
+                limit("m", json!(1_000_000_000u64), "1s"),
+                "burst",
+                json!(1u64 << 50),
+            )],
+            true,
+        ),
+        case(
+            "burst 2^50 + 1 at 1e9 per second",
+            "bfastover",
+            vec![with(
+                limit("m", json!(1_000_000_000u64), "1s"),
+                "burst",
+                json!((1u64 << 50) + 1),
+            )],
+            false,
+        ),
+        case(
+            "burst 35 at 1 per 366d",
+            "bslow",
+            vec![with(limit("m", json!(1), "366d"), "burst", json!(35))],
+            true,
+        ),
+        case(
+            "burst 36 at 1 per 366d (36 years to refill)",
+            "bslowover",
+            vec![with(limit("m", json!(1), "366d"), "burst", json!(36))],
+            false,
         ),
         case(
             "burst 2^63",
@@ -151,12 +197,22 @@ pub fn plan_cases() -> Vec<PlanCase> {
         ),
         case("burst 0", "b0", vec![with(m(), "burst", json!(0))], false),
         case(
-            "cost 2^63 - 1 = burst",
+            "cost 2^63 - 1 = burst (the burst is clamped)",
             "cmax",
             vec![with(
                 with(m(), "burst", max_tokens),
                 "cost",
                 json!(i64::MAX as u64),
+            )],
+            false,
+        ),
+        case(
+            "cost = the largest burst",
+            "cfit",
+            vec![with(
+                with(m(), "burst", json!(1_125_899_906u64)),
+                "cost",
+                json!(1_125_899_906u64),
             )],
             true,
         ),

@@ -4,7 +4,8 @@
 //! - a plan or limit name is 1–64 characters of `A-Z a-z 0-9 . _ -` (it is
 //!   sent in `RateLimit` headers and used in Redis keys and URLs);
 //! - `rate` is 1 to [`MAX_RATE`]; `per` is 1 ms to 366 days;
-//! - `burst` and `cost` are 1 to [`MAX_TOKENS`] (they fit `int64`), and the
+//! - `burst` and `cost` are 1 to [`MAX_TOKENS`] (they fit `int64`), a burst
+//!   refills from empty within 2^50 µs ([`check_burst_fits`]: no clamp), and the
 //!   cost is at most the burst (the rate when no burst is set);
 //! - a list holds at most [`MAX_LIMITS`] limits with distinct names; a plan
 //!   may have none (only a concurrency cap, or nothing: unlimited), a key's
@@ -104,6 +105,26 @@ pub fn check_cost_fits(limit: &Limit) -> Result<(), String> {
     ))
 }
 
+/// A bucket the arithmetic can count exactly: its capacity as time
+/// (`burst × per / rate`) within the longest span both backends work with
+/// ([`crate::limits::MAX_SPAN_NS`], 2^50 µs ≈ 35.7 years; the Redis script
+/// counts in whole µs). Beyond it the backends would clamp the burst (and
+/// `RateLimit` report the clamped number), so such a burst is refused.
+pub fn check_burst_fits(limit: &Limit) -> Result<(), String> {
+    let held = crate::limits::clamp_ns(limit)
+        .burst
+        .min(crate::limits::clamp_us(limit).burst);
+    if held >= limit.burst() {
+        return Ok(());
+    }
+    Err(format!(
+        "burst {} at rate {} per {} is more than a bucket can count: at most {held} (a bucket refills from empty within 2^50 µs, about 35.7 years)",
+        limit.burst(),
+        limit.rate,
+        crate::duration::format(limit.per),
+    ))
+}
+
 /// How many limits a list may hold.
 pub fn check_count(n: usize, kind: ListKind) -> Result<(), String> {
     if n == 0 && kind == ListKind::Key {
@@ -139,6 +160,7 @@ pub fn check_limit(limit: &Limit) -> Result<(), (&'static str, String)> {
     if let Some(c) = limit.cost {
         check_tokens(c).map_err(|m| ("cost", m))?;
     }
+    check_burst_fits(limit).map_err(|m| ("burst", m))?;
     check_cost_fits(limit).map_err(|m| ("cost", m))
 }
 

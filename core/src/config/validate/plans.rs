@@ -217,6 +217,10 @@ impl Validator<'_> {
                 quota: None,
                 scope,
             };
+            if let Err(message) = limit_rules::check_burst_fits(&limit) {
+                self.error(&child(&lp, "burst"), message);
+                continue;
+            }
             if let Err(message) = limit_rules::check_cost_fits(&limit) {
                 self.error(&child(&lp, "cost"), message);
                 continue;

@@ -14,7 +14,13 @@ impl Validator<'_> {
         let threads = self.number_or("proxy.threads", &p.threads, 1, MAX_THREADS, DEFAULT_THREADS);
         let key_header = match self.text(&p.key_header) {
             None => DEFAULT_KEY_HEADER.to_string(),
-            Some(h) if is_token(&h) => h.to_ascii_lowercase(),
+            Some(h) if is_token(&h) => match crate::headers::key_header_problem(&h) {
+                None => h.to_ascii_lowercase(),
+                Some(problem) => {
+                    self.error("proxy.key_header", problem);
+                    DEFAULT_KEY_HEADER.to_string()
+                }
+            },
             Some(h) => {
                 self.error(
                     "proxy.key_header",

@@ -57,6 +57,17 @@ impl Validator<'_> {
                             );
                             return false;
                         }
+                        if p.len() > 1 && p.ends_with('/') {
+                            let bare = p.trim_end_matches('/');
+                            self.error(
+                                &pp,
+                                format!(
+                                    "{p:?} ends with '/': write {bare:?}, which takes {bare:?} and everything below it (a prefix matches on segment boundaries); \
+                                     with the '/' the path {bare:?} itself would be left to another route"
+                                ),
+                            );
+                            return false;
+                        }
                         true
                     });
                     let methods = m
@@ -97,11 +108,16 @@ impl Validator<'_> {
                     };
                     same && methods_overlap(m.as_deref(), own.as_deref())
                 });
-                if let Some((first, ..)) = clash {
+                if let Some((first, _, m, _)) = clash {
+                    let head = if methods_share_one(m.as_deref(), own.as_deref()) {
+                        ""
+                    } else {
+                        " (HEAD is taken wherever GET is)"
+                    };
                     self.error(
                         &child(&match_path, "path_prefix"),
                         format!(
-                            "{prefix:?} with these methods is also matched by routes[{first}]; \
+                            "{prefix:?} with these methods is also matched by routes[{first}]{head}; \
                              only one of them could ever be chosen"
                         ),
                     );
@@ -222,8 +238,26 @@ impl Validator<'_> {
     }
 }
 
-/// Whether two routes' method lists (`None`: every method) share a method.
+/// Whether a request could be taken by either of two routes' method lists
+/// (`None`: every method): they share a method, or one takes HEAD through
+/// its GET ([`crate::rules::access::takes_method`], the router's rule)
+/// while the other names HEAD. Which of two such routes a HEAD reaches
+/// would depend on their order, and the other would never see it.
 fn methods_overlap(a: Option<&[String]>, b: Option<&[String]>) -> bool {
+    use crate::rules::access::takes_method;
+    match (a, b) {
+        // A method `a` takes is one it names, or HEAD.
+        (Some(a), Some(b)) => a
+            .iter()
+            .map(String::as_str)
+            .chain(["HEAD"])
+            .any(|m| takes_method(a, m) && takes_method(b, m)),
+        _ => true,
+    }
+}
+
+/// Whether two method lists name one method alike (no HEAD-on-GET).
+fn methods_share_one(a: Option<&[String]>, b: Option<&[String]>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
         _ => true,

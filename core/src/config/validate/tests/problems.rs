@@ -62,6 +62,34 @@ fn bad_inputs_are_reported_where_they_are() {
                 38,
                 "routes[1].match.path_prefix: \"/a\" with these methods is also matched by routes[0]; only one of them could ever be chosen",
             ),
+            // Round 10 (black-box): HEAD rides on GET, so a HEAD route
+            // beside a GET route on the same prefix overlaps it, in either order.
+            (
+                "upstreams:\n  demo: { targets: [\"127.0.0.1:3001\"] }\nroutes:\n  - { name: a, match: { path_prefix: /a, methods: [GET] }, upstream: demo, auth: none }\n  - { name: b, match: { path_prefix: /a, methods: [HEAD] }, upstream: demo }\n",
+                5,
+                38,
+                "routes[1].match.path_prefix: \"/a\" with these methods is also matched by routes[0] (HEAD is taken wherever GET is); only one of them could ever be chosen",
+            ),
+            (
+                "upstreams:\n  demo: { targets: [\"127.0.0.1:3001\"] }\nroutes:\n  - { name: a, match: { path_prefix: /a, methods: [head, PUT] } , upstream: demo }\n  - { name: b, match: { path_prefix: /a, methods: [POST, GET] }, upstream: demo, auth: none }\n",
+                5,
+                38,
+                "routes[1].match.path_prefix: \"/a\" with these methods is also matched by routes[0] (HEAD is taken wherever GET is)",
+            ),
+            // A key header HTTP or the proxy gives another meaning.
+            (
+                "proxy:\n  key_header: host\n",
+                2,
+                15,
+                "proxy.key_header: \"host\" is a hop-by-hop or framing header; the key header is read and removed before forwarding",
+            ),
+            // A trailing '/' would leave the bare path to another route.
+            (
+                "upstreams:\n  demo: { targets: [\"127.0.0.1:3001\"] }\nroutes:\n  - { name: a, match: { path_prefix: /api/products/ }, upstream: demo, auth: none }\n",
+                4,
+                38,
+                "routes[0].match.path_prefix: \"/api/products/\" ends with '/': write \"/api/products\", which takes \"/api/products\" and everything below it",
+            ),
             (
                 "plans:\n  p: { limits: [ { name: m, rate: 1, per: 1s }, { name: m, rate: 2, per: 1m } ] }\n",
                 2,

@@ -133,3 +133,47 @@ fn websocket_is_opt_in_per_route_and_the_key_check_has_a_default() {
         );
     }
 }
+
+/// Round 10 (black-box): the overlap check takes HEAD where GET is, and no
+/// more; a prefix is written without a trailing '/' (only `/` ends in one).
+#[test]
+fn head_overlaps_get_only_and_prefixes_have_one_spelling() {
+    let two = |a: &str, b: &str| {
+        format!("{BASE}routes:\n  - {{ name: a, match: {{ path_prefix: {a} }}, upstream: demo, auth: none }}\n  - {{ name: b, match: {{ path_prefix: {b} }}, upstream: demo }}\n")
+    };
+    for (a, b) in [
+        ("/a, methods: [GET]", "/a, methods: [POST]"),
+        ("/a, methods: [HEAD]", "/a, methods: [POST, PUT]"),
+        ("/a, methods: [GET]", "/a/b, methods: [HEAD]"),
+        ("/", "/a"),
+    ] {
+        let c = ok(&two(a, b));
+        assert_eq!(c.routes.len(), 2, "{a} / {b}");
+    }
+    for (a, b) in [
+        ("/a, methods: [GET]", "/a, methods: [HEAD]"),
+        ("/a, methods: [HEAD]", "/a, methods: [GET]"),
+        ("/a, methods: [HEAD]", "/a, methods: [HEAD]"),
+        ("/a", "/a, methods: [HEAD]"),
+        (
+            "/A, methods: [get], case_insensitive: true",
+            "/a, methods: [HEAD]",
+        ),
+    ] {
+        let errs = errors(&two(a, b));
+        assert!(
+            errs.iter()
+                .any(|e| e.message.contains("also matched by routes[0]") && e.line == 7),
+            "{a} / {b}: {errs:?}"
+        );
+    }
+    // `/api/products/` beside `/api/products`: refused, not normalised (a
+    // laxer route would otherwise take the bare path too, or leave it).
+    let errs = errors(&two("/api/products", "/api/products/"));
+    assert!(
+        errs.iter()
+            .any(|e| e.message.contains("ends with '/'") && e.line == 7),
+        "{errs:?}"
+    );
+    assert_eq!(ok(&two("/", "/b")).routes[0].path_prefix, "/");
+}

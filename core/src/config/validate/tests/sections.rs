@@ -59,6 +59,23 @@ fn hostile_edge_settings_are_refused_at_their_position() {
             "expected a size",
         ),
         ("proxy:\n  max_connections_per_ip: -1\n", "at least 0"),
+        // Round 10 (black-box): a key header with another meaning.
+        ("proxy:\n  key_header: host\n", "hop-by-hop or framing"),
+        (
+            "proxy:\n  key_header: Content-Length\n",
+            "hop-by-hop or framing",
+        ),
+        (
+            "proxy:\n  key_header: content_length\n",
+            "hop-by-hop or framing",
+        ),
+        ("proxy:\n  key_header: cookie\n", "something else"),
+        ("proxy:\n  key_header: authorization\n", "something else"),
+        (
+            "proxy:\n  key_header: x-forwarded-for\n",
+            "forwarding header",
+        ),
+        ("proxy:\n  key_header: X-Tollgate-Plan\n", "X-Tollgate-*"),
     ] {
         let errs = errors(src);
         assert!(

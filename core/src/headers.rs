@@ -1,0 +1,168 @@
+//! Request header names that HTTP, the proxy or an upstream framework give
+//! a meaning of their own: the proxy's forwarding rules (`proxy::forward`:
+//! what never reaches an upstream) and the config's `proxy.key_header`
+//! check ([`key_header_problem`]) read the same lists. Names are compared as
+//! CGI-style servers see them ([`cgi`]): lower case, `_` as `-`.
+
+/// Forwarding headers an untrusted client may not set (the proxy sets its own
+/// `X-Forwarded-For`, `-Proto` and `-Host`).
+pub const CLIENT_ADDRESS_HEADERS: [&str; 13] = [
+    "forwarded",
+    "forwarded-for",
+    "x-forwarded",
+    "fastly-client-ip",
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-original-forwarded-for",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+];
+
+/// Headers some frameworks take as the real method.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 4] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+];
+
+/// Headers some frameworks (IIS, Symfony, Zend) take as the real path: the
+/// route was chosen on the request line, so they are never passed on.
+pub const PATH_OVERRIDE_HEADERS: [&str; 3] =
+    ["x-original-url", "x-rewrite-url", "x-envoy-original-path"];
+
+/// Connection-level headers: the real ones are Pingora's business, and a
+/// spelling with `_` (`Content_Length`, `Transfer_Encoding`) is a second,
+/// conflicting framing header to a CGI-style server, so it never passes.
+pub const FRAMING_HEADERS: [&str; 9] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Protocol upgrades (WebSocket, h2c) are not forwarded: after a `101` the
+/// connection would be a raw tunnel that no route, key or limit governs.
+/// The exception is a WebSocket handshake on a `websocket: true` route,
+/// whose key and limits were checked on the upgrade request
+/// (the proxy's `Forwarding::websocket`).
+pub const UPGRADE_HEADERS: [&str; 2] = ["upgrade", "http2-settings"];
+
+/// Set by the proxy on every forwarded request; a client's are dropped.
+pub const SET_BY_PROXY: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "x-client-request-id",
+];
+
+/// The proxy's own prefix.
+pub const OWN_PREFIX: &str = "x-tollgate-";
+
+/// A header name as a CGI gateway sees it: lower case, `_` as `-`. Names
+/// from the parser are already lower case, so most need no copy.
+pub fn cgi(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+        name.chars()
+            .map(|c| match c {
+                '_' => '-',
+                c => c.to_ascii_lowercase(),
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        name.into()
+    }
+}
+
+/// Headers that carry something else a request needs, beyond the lists
+/// above: credentials and session state (`Authorization` is already read
+/// for `Bearer` keys), `Expect`, CORS and trace context, the body's type.
+pub const OTHER_MEANINGS: [&str; 13] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "expect",
+    "origin",
+    "access-control-request-method",
+    "access-control-request-headers",
+    "traceparent",
+    "tracestate",
+    "content-type",
+    "content-encoding",
+    "via",
+    "max-forwards",
+];
+
+/// Why `name` cannot be `proxy.key_header`, if it cannot: the key header is
+/// read for the key and removed before forwarding, so a header HTTP, the
+/// proxy or the upstream gives another meaning would either never hold a
+/// key or be taken from every request (`Host`, `Content-Length`, `Cookie`).
+pub fn key_header_problem(name: &str) -> Option<String> {
+    let n = cgi(name);
+    let n = n.as_ref();
+    let what = if FRAMING_HEADERS.contains(&n) || UPGRADE_HEADERS.contains(&n) {
+        "a hop-by-hop or framing header"
+    } else if CLIENT_ADDRESS_HEADERS.contains(&n) || SET_BY_PROXY.contains(&n) {
+        "a forwarding header the proxy sets or drops"
+    } else if n.starts_with(OWN_PREFIX) {
+        "one of the proxy's own X-Tollgate-* headers"
+    } else if METHOD_OVERRIDE_HEADERS.contains(&n) || PATH_OVERRIDE_HEADERS.contains(&n) {
+        "a method or path override header"
+    } else if OTHER_MEANINGS.contains(&n) {
+        "a header requests need for something else"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{name:?} is {what}; the key header is read and removed before forwarding, so use a header of its own such as x-api-key"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_headers_with_another_meaning_are_named() {
+        for bad in [
+            "host",
+            "Content-Length",
+            "content_length",
+            "transfer-encoding",
+            "connection",
+            "te",
+            "upgrade",
+            "cookie",
+            "authorization",
+            "x-forwarded-for",
+            "forwarded",
+            "x-real-ip",
+            "x-request-id",
+            "x-tollgate-key-id",
+            "x-http-method-override",
+            "x-original-url",
+            "traceparent",
+        ] {
+            assert!(key_header_problem(bad).is_some(), "{bad}");
+        }
+        for good in ["x-api-key", "x_api_key", "api-key", "x-key", "apikey"] {
+            assert_eq!(key_header_problem(good), None, "{good}");
+        }
+        let m = key_header_problem("Host").unwrap_or_default();
+        assert!(
+            m.contains("\"Host\" is a hop-by-hop or framing header"),
+            "{m}"
+        );
+    }
+}
