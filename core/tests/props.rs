@@ -849,7 +849,7 @@ proptest! {
                         .filter(|(_, &fit)| !fit)
                         .map(|((l, m), _)| {
                             let e = effective(l);
-                            if e.cost > e.burst { limits::ceil_secs(u64::MAX) }
+                            if e.cost > e.burst { limits::NEVER }
                             else { limits::ceil_secs(m.wait(e, e.cost)) }
                         })
                         .max()
