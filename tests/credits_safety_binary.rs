@@ -208,6 +208,17 @@ fn local_yaml(upstream: u16, flush: &str) -> String {
     )
 }
 
+/// A local proxy on `db` with config `y`, stopping within 2 s of SIGTERM.
+async fn start_local(db: &tollgate_core::db::Db, y: &str) -> Proxy {
+    Proxy::start(
+        tempfile::tempdir().expect("tempdir"),
+        db.url(),
+        "  grace_period: 2s\n",
+        y,
+    )
+    .await
+}
+
 /// What local proxies wrote as spent from the key's balance so far.
 async fn spent_in_db(db: &tollgate_core::db::Db) -> i64 {
     let all = db.credit_adjustments_since(0).await.expect("rows");
@@ -263,15 +274,7 @@ async fn with_the_local_limiter_spent_credits_stay_spent_across_restarts_and_pro
     let upstream = common::demo_upstream().await;
     let y = local_yaml(upstream, "200ms");
     let client = reqwest::Client::new();
-    let start_proxy = || async {
-        Proxy::start(
-            tempfile::tempdir().expect("tempdir"),
-            db.url(),
-            "  grace_period: 2s\n",
-            &y,
-        )
-        .await
-    };
+    let start_proxy = || start_local(&db, &y);
 
     // Spend 4 of 100, then an ordinary restart (SIGTERM): the stop writes
     // what was spent.
@@ -543,21 +546,15 @@ async fn old_spend_rows_are_folded_and_every_proxy_keeps_the_balance() {
     let (db, key_id, key) = prepaid(dir.path()).await;
     let upstream = common::demo_upstream().await;
     let y = local_yaml(upstream, "200ms");
-    let start_proxy = || async {
-        Proxy::start(
-            tempfile::tempdir().expect("tempdir"),
-            db.url(),
-            "  grace_period: 2s\n",
-            &y,
-        )
-        .await
-    };
+    let start_proxy = || start_local(&db, &y);
     let client = reqwest::Client::new();
     let mut a = start_proxy().await;
     let url_a = a.url("/api/users");
     assert_eq!(first_counted(&client, &url_a, &key).await, 99);
-    // 40 spends of a proxy long gone, written an hour ago (one row each).
+    // 40 spends of a proxy long gone, written an hour ago (one row each),
+    // in one transaction: the running proxy sees all or none.
     let old = tollgate_core::now_ms() - 3_600_000;
+    let mut tx = db.pool().begin().await.expect("transaction");
     for i in 0..40 {
         sqlx::query(
             "INSERT INTO credit_adjustments \
@@ -566,10 +563,11 @@ async fn old_spend_rows_are_folded_and_every_proxy_keeps_the_balance() {
         )
         .bind(key_id)
         .bind(old + i)
-        .execute(db.pool())
+        .execute(&mut *tx)
         .await
         .expect("an old spend row");
     }
+    tx.commit().await.expect("commit");
     // The running proxy applies them by id.
     let n = requests_until_applied(&client, &url_a, &key, 99, 59).await;
     let mut left_a = 59 - n;

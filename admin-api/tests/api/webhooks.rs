@@ -18,6 +18,18 @@ use crate::common::*;
 /// What the sink received: (headers, body).
 type Received = Arc<Mutex<Vec<(HeaderMap, String)>>>;
 
+/// Serve `app` on a fresh 127.0.0.1 port; its address.
+async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 /// A real HTTP server on 127.0.0.1 answering `POST /hook` with 500 the
 /// first time and 200 after; its URL and what it received.
 async fn sink() -> (String, Received) {
@@ -38,13 +50,7 @@ async fn sink() -> (String, Received) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = serve(app).await;
     (format!("http://{addr}/hook"), got)
 }
 
@@ -493,13 +499,7 @@ async fn holding_sink() -> (
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = serve(app).await;
     (format!("http://{addr}/hook"), notices, release)
 }
 

@@ -4,10 +4,10 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::credits::NewSpend;
 use super::{Db, DbError, DbKind};
 use crate::credits::fold::{self, SpendRow, SumOutOfRange, FOLDED_BY, FOLD_ACTOR};
 use crate::credits::SubjectKind;
-use crate::now_ms;
 
 /// What one [`Db::fold_credit_spends`] call did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -96,7 +96,6 @@ impl Db {
             skipped: folds.skipped,
             ..FoldPass::default()
         };
-        let now = now_ms();
         for f in &folds.folds {
             let mut deleted = 0;
             for chunk in f.ids.chunks(DELETE_CHUNK) {
@@ -121,20 +120,13 @@ impl Db {
                     ..FoldPass::default()
                 });
             }
-            sqlx::query(
-                "INSERT INTO credit_adjustments \
-                 (subject_kind, subject_id, delta, created_at, actor, spent_by, spent_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(f.subject_kind.as_str())
-            .bind(f.subject_id)
-            .bind(f.delta)
-            .bind(now)
-            .bind(FOLD_ACTOR)
-            .bind(FOLDED_BY)
-            .bind(f.spent_at)
-            .execute(&mut *tx)
-            .await?;
+            let row = NewSpend {
+                subject_kind: f.subject_kind,
+                subject_id: f.subject_id,
+                delta: f.delta,
+                spent_at: f.spent_at,
+            };
+            super::credits::insert_spend(&mut tx, &row, FOLD_ACTOR, FOLDED_BY).await?;
             pass.folded += f.ids.len();
             pass.written += 1;
         }

@@ -189,20 +189,7 @@ impl Db {
         let mut tx = self.pool().begin().await?;
         let actor = format!("proxy:{instance}");
         for s in spends.iter().filter(|s| s.delta != 0) {
-            sqlx::query(
-                "INSERT INTO credit_adjustments \
-                 (subject_kind, subject_id, delta, created_at, actor, spent_by, spent_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(s.subject_kind.as_str())
-            .bind(s.subject_id)
-            .bind(s.delta)
-            .bind(now_ms())
-            .bind(&actor)
-            .bind(instance)
-            .bind(s.spent_at)
-            .execute(&mut *tx)
-            .await?;
+            insert_spend(&mut tx, s, &actor, instance).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -293,6 +280,31 @@ impl Db {
         .await?;
         Ok(ids)
     }
+}
+
+/// Write one spend row (`spent_by` set: a proxy's spends, or a fold of
+/// them), created now.
+pub(super) async fn insert_spend(
+    tx: &mut sqlx::AnyConnection,
+    s: &NewSpend,
+    actor: &str,
+    spent_by: &str,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO credit_adjustments \
+         (subject_kind, subject_id, delta, created_at, actor, spent_by, spent_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(s.subject_kind.as_str())
+    .bind(s.subject_id)
+    .bind(s.delta)
+    .bind(now_ms())
+    .bind(actor)
+    .bind(spent_by)
+    .bind(s.spent_at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// The advisory lock of one subject's adjustments (PostgreSQL).

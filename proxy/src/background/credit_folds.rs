@@ -91,12 +91,7 @@ pub(super) async fn fold_credits(state: Arc<State>, limiters: Arc<Limiters>, url
     let mut db: Option<Db> = None;
     loop {
         tokio::time::sleep(FOLD_EVERY).await;
-        if db.is_none() {
-            db = tokio::time::timeout(Duration::from_secs(5), Db::connect(&url))
-                .await
-                .ok()
-                .and_then(Result::ok);
-        }
+        super::connect_once(&mut db, &url).await;
         if let Some(d) = &db {
             let key_refresh = state.config.load().config.storage.key_refresh;
             fold_spends(d, &limiters.credits.refills(), key_refresh, RUN_BUDGET).await;

@@ -36,12 +36,7 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
     let mut own = Vec::new();
     loop {
         let every = state.config.load().config.storage.key_refresh;
-        if db.is_none() {
-            db = tokio::time::timeout(Duration::from_secs(5), Db::connect(&url))
-                .await
-                .ok()
-                .and_then(Result::ok);
-        }
+        super::connect_once(&mut db, &url).await;
         if let Some(d) = &db {
             match tokio::time::timeout(Duration::from_secs(5), d.credit_refills()).await {
                 Ok(Ok(rows)) => own = rows,

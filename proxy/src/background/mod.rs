@@ -57,6 +57,17 @@ pub fn init_metrics() {
 /// task panic on demand). Unset in production.
 pub const FAULT_PANIC_ENV: &str = "TOLLGATE_FAULT_PANIC";
 
+/// Connect a task's database handle if it has none yet (at most 5 s; a
+/// failure leaves it `None`, tried again on the task's next beat).
+async fn connect_once(db: &mut Option<Db>, url: &str) {
+    if db.is_none() {
+        *db = tokio::time::timeout(Duration::from_secs(5), Db::connect(url))
+            .await
+            .ok()
+            .and_then(Result::ok);
+    }
+}
+
 /// Load keys and database plans once (also used at start-up).
 pub async fn load_db_state(db: &Db) -> Result<DbState, tollgate_core::db::DbError> {
     let records = db.load_key_records().await?;
