@@ -619,3 +619,68 @@ async fn old_spend_rows_are_folded_and_every_proxy_keeps_the_balance() {
         "a proxy started later reads the fold and the rows after it"
     );
 }
+
+/// Black-box round 11: a proxy that could not read the database for longer
+/// than the fold age (here stopped with SIGSTOP) skipped a fold of rows it
+/// had never read and handed those credits out again. It now rebuilds its
+/// balances from the table after such a gap. The fold age is cut to 4 s by
+/// the test hook (`TOLLGATE_TEST_FOLD_AGE_MS`) so the gap fits a test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_stopped_past_the_fold_age_rebuilds_its_balances() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, key_id, key) = prepaid(dir.path()).await;
+    let upstream = common::demo_upstream().await;
+    let y = local_yaml(upstream, "200ms");
+    let env = [("TOLLGATE_TEST_FOLD_AGE_MS", "4000")];
+    let start = || async {
+        Proxy::start_env(
+            tempfile::tempdir().expect("tempdir"),
+            db.url(),
+            "  grace_period: 2s\n",
+            &y,
+            &env,
+        )
+        .await
+    };
+    let old_spend = |delta: i64| {
+        let db = &db;
+        async move {
+            let old = tollgate_core::now_ms() - 3_600_000;
+            sqlx::query(
+                "INSERT INTO credit_adjustments \
+                 (subject_kind, subject_id, delta, created_at, actor, spent_by, spent_at) \
+                 VALUES ('key', $1, $2, $3, 'proxy:gone', 'gone', $3)",
+            )
+            .bind(key_id)
+            .bind(delta)
+            .bind(old)
+            .execute(db.pool())
+            .await
+            .expect("an old spend row");
+        }
+    };
+    let client = reqwest::Client::new();
+    let a = start().await;
+    let url = a.url("/api/users");
+    assert_eq!(first_counted(&client, &url, &key).await, 99);
+    // One old row the proxy applies while it runs…
+    old_spend(-20).await;
+    let n = requests_until_applied(&client, &url, &key, 99, 79).await;
+    // …two it never reads: it is stopped before they are written, and a
+    // second proxy folds all three (and the first one's own spends) as it
+    // starts.
+    a.signal("STOP");
+    old_spend(-20).await;
+    old_spend(-20).await;
+    let b = start().await;
+    let rows = db.credit_adjustments_since(0).await.expect("rows");
+    assert!(
+        !rows.iter().any(|r| r.spent_by.as_deref() == Some("gone")),
+        "folded: {rows:?}"
+    );
+    drop(b);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    a.signal("CONT");
+    // 79 − n before; after the rebuild the 40 it never read are spent too.
+    requests_until_applied(&client, &url, &key, 79 - n, 39 - n).await;
+}

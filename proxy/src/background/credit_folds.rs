@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tollgate_core::credits::fold::fold_age;
 use tollgate_core::credits::SubjectKind;
 use tollgate_core::db::Db;
 use tollgate_core::refill::Refill;
@@ -44,7 +43,8 @@ pub async fn fold_spends(
     key_refresh: Duration,
     budget: Duration,
 ) -> usize {
-    let age = i64::try_from(fold_age(key_refresh).as_millis()).unwrap_or(i64::MAX);
+    let age = i64::try_from(crate::limiter::credits::fold_age_here(key_refresh).as_millis())
+        .unwrap_or(i64::MAX);
     let older_than = tollgate_core::now_ms().saturating_sub(age);
     let now_us = crate::limiter::quota::wall_now_us();
     let period_start = |kind: SubjectKind, id: i64| {

@@ -5,12 +5,13 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tollgate_core::db::Db;
 use tollgate_core::id_floor::IdFloor;
 
 use crate::limiter::backends::Limiters;
+use crate::limiter::credits::needs_rebuild;
 use crate::state::State;
 
 /// Each pass reads the rows above an id floor ([`IdFloor`]: every id below
@@ -32,6 +33,9 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
         .read_at()
         .map_or(0, |at| at.saturating_sub(window));
     let mut floor = IdFloor::new(limiters.credits.read_upto(), REREAD);
+    // When every row up to then was last read (the start's read, if it
+    // succeeded): after a long gap, folds may hold rows never read here.
+    let mut last_read = limiters.credits.read_at().map(|_| Instant::now());
     // The keys' and identities' own refills, as last read.
     let mut own = Vec::new();
     loop {
@@ -52,7 +56,30 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
             &own,
         );
         limiters.credits.set_refills(refills);
-        if let Some(d) = &db {
+        let stale = last_read.is_some_and(|t| needs_rebuild(t.elapsed(), every));
+        if let (Some(d), true) = (&db, stale) {
+            // No spend is written meanwhile (none is taken but unwritten).
+            let _writing = limiters.credits.spends.writing().await;
+            let read_at = tollgate_core::now_ms();
+            let read = d.credit_adjustments_since(0);
+            match tokio::time::timeout(Duration::from_secs(30), read).await {
+                Ok(Ok(all)) => {
+                    tracing::warn!(
+                        gap_s = last_read.map_or(0, |t| t.elapsed().as_secs()),
+                        "credit balances rebuilt from the database after a long gap in reading it"
+                    );
+                    let cfg = state.config.load().config.limiter.clone();
+                    let identities = key_identities(d, &all).await;
+                    limiters.rebuild_from(&cfg, &all, &identities).await;
+                    let upto = all.iter().map(|a| a.id).max().unwrap_or(0);
+                    floor = IdFloor::new(upto.max(floor.floor()), REREAD);
+                    since = read_at.saturating_sub(window);
+                    last_read = Some(Instant::now());
+                }
+                Ok(Err(e)) => tracing::debug!("reading every credit adjustment: {e}"),
+                Err(_) => tracing::debug!("reading every credit adjustment timed out"),
+            }
+        } else if let Some(d) = &db {
             let read_at = tollgate_core::now_ms();
             let read = d.credit_adjustments_after(floor.floor(), since);
             match tokio::time::timeout(Duration::from_secs(5), read).await {
@@ -66,7 +93,8 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
                     let ids: HashSet<i64> = rows.iter().map(|a| a.id).collect();
                     limiters.credits.forget_applied(&ids);
                     since = read_at.saturating_sub(window);
-                    floor.saw(ids.iter().copied(), std::time::Instant::now());
+                    floor.saw(ids.iter().copied(), Instant::now());
+                    last_read = Some(Instant::now());
                 }
                 Ok(Err(e)) => tracing::debug!("reading credit adjustments: {e}"),
                 Err(_) => tracing::debug!("reading credit adjustments timed out"),

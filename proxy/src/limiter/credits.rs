@@ -23,7 +23,10 @@
 //!   the balance's lock, in Redis in the same script call); see
 //!   [`refill`].
 
+mod rebuild;
 pub mod refill;
+
+pub use rebuild::{fold_age_here, needs_rebuild, FOLD_AGE_ENV};
 pub mod spends;
 
 use std::collections::{HashMap, HashSet};

@@ -13,6 +13,8 @@ use crate::limiter::credits::CreditBook;
 
 /// Write what `book` spent since the last flush.
 pub async fn write_spends(db: &Db, book: &CreditBook, limit: Duration) -> Result<(), FlushError> {
+    // No rebuild of the balances while spends are taken but not written.
+    let _writing = book.spends.writing().await;
     let taken = book.spends.take();
     if taken.is_empty() {
         return Ok(());

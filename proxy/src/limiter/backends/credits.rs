@@ -131,6 +131,31 @@ impl Limiters {
         identities: &HashMap<i64, i64>,
     ) {
         self.credits.apply_local(adjustments);
+        self.apply_in_redis(cfg, adjustments, identities).await;
+    }
+
+    /// Rebuild the local balances from `all` (every row; see
+    /// [`crate::limiter::credits::CreditBook::rebuild_local`]) and apply
+    /// what Redis lacks, as [`Self::apply_adjustments`] does.
+    pub async fn rebuild_from(
+        &self,
+        cfg: &LimiterConfig,
+        all: &[CreditAdjustment],
+        identities: &HashMap<i64, i64>,
+    ) {
+        self.credits
+            .rebuild_local(all, crate::limiter::quota::wall_now_us());
+        self.apply_in_redis(cfg, all, identities).await;
+    }
+
+    /// The top-ups and adjustments among `adjustments` not yet applied to
+    /// the Redis backend (when it is the backend), each once.
+    async fn apply_in_redis(
+        &self,
+        cfg: &LimiterConfig,
+        adjustments: &[CreditAdjustment],
+        identities: &HashMap<i64, i64>,
+    ) {
         let Some(redis) = self.redis_for(cfg) else {
             return;
         };

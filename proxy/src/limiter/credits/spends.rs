@@ -61,6 +61,11 @@ impl Pending {
 pub struct SpendLog {
     instance: String,
     pending: Mutex<HashMap<(Subject, i64), Pending>>,
+    /// Held while spends are written (from [`Self::take`] to the write's
+    /// end, see `usage::spends`) and while the balances are rebuilt from
+    /// the database ([`super::CreditBook::rebuild_local`]): a rebuild never
+    /// sees spends taken but not yet written.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl Default for SpendLog {
@@ -76,6 +81,7 @@ impl SpendLog {
         Self {
             instance: format!("{}-{}", std::process::id(), &random[..12]),
             pending: Mutex::default(),
+            writing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -99,6 +105,21 @@ impl SpendLog {
             first_ms: now_ms,
         });
         p.delta = p.delta.saturating_add(delta);
+    }
+
+    /// Hold off writing spends (and rebuilding balances) until dropped.
+    pub async fn writing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writing.lock().await
+    }
+
+    /// What `holder` spent (net) in the refill period starting at `period`
+    /// and is not written yet.
+    pub fn pending_of(&self, holder: Subject, period: Option<i64>) -> i64 {
+        let period = period.unwrap_or(i64::MIN);
+        self.pending
+            .lock()
+            .get(&(holder, period))
+            .map_or(0, |p| p.delta)
     }
 
     /// Take everything not yet written (net zero entries dropped).
