@@ -88,21 +88,34 @@ pub fn cgi(name: &str) -> std::borrow::Cow<'_, str> {
 /// Headers that carry something else a request needs, beyond the lists
 /// above: credentials and session state (`Authorization` is already read
 /// for `Bearer` keys), `Expect`, CORS and trace context, the body's type.
-pub const OTHER_MEANINGS: [&str; 13] = [
+pub const OTHER_MEANINGS: [&str; 21] = [
     "authorization",
     "proxy-authorization",
+    "proxy-authenticate",
     "cookie",
+    "cookie2",
+    "set-cookie",
     "expect",
     "origin",
     "access-control-request-method",
     "access-control-request-headers",
     "traceparent",
     "tracestate",
+    "baggage",
+    "b3",
+    "x-host",
+    "x-original-host",
     "content-type",
     "content-encoding",
     "via",
     "max-forwards",
+    "x-cloud-trace-context",
 ];
+
+/// Name prefixes of header families with another meaning: forwarding
+/// (`X-Forwarded-Uri`, `-Ssl`, `-Scheme`, …), Zipkin's trace context
+/// (`X-B3-TraceId`, …), the WebSocket handshake (`Sec-WebSocket-Key`, …).
+pub const OTHER_MEANING_PREFIXES: [&str; 3] = ["x-forwarded-", "x-b3-", "sec-websocket-"];
 
 /// Why `name` cannot be `proxy.key_header`, if it cannot: the key header is
 /// read for the key and removed before forwarding, so a header HTTP, the
@@ -119,7 +132,8 @@ pub fn key_header_problem(name: &str) -> Option<String> {
         "one of the proxy's own X-Tollgate-* headers"
     } else if METHOD_OVERRIDE_HEADERS.contains(&n) || PATH_OVERRIDE_HEADERS.contains(&n) {
         "a method or path override header"
-    } else if OTHER_MEANINGS.contains(&n) {
+    } else if OTHER_MEANINGS.contains(&n) || OTHER_MEANING_PREFIXES.iter().any(|p| n.starts_with(p))
+    {
         "a header requests need for something else"
     } else {
         return None;
@@ -153,10 +167,32 @@ mod tests {
             "x-http-method-override",
             "x-original-url",
             "traceparent",
+            // Black-box round 11: the families, not only their members.
+            "x-forwarded-uri",
+            "x_forwarded_uri",
+            "X-Forwarded-Ssl",
+            "x-forwarded-anything",
+            "x-original-host",
+            "x-host",
+            "baggage",
+            "b3",
+            "x-b3-traceid",
+            "sec-websocket-key",
+            "proxy-authenticate",
+            "set-cookie",
+            "cookie2",
         ] {
             assert!(key_header_problem(bad).is_some(), "{bad}");
         }
-        for good in ["x-api-key", "x_api_key", "api-key", "x-key", "apikey"] {
+        for good in [
+            "x-api-key",
+            "x_api_key",
+            "api-key",
+            "x-key",
+            "apikey",
+            "x-forwardedkey",
+            "x-b3key",
+        ] {
             assert_eq!(key_header_problem(good), None, "{good}");
         }
         let m = key_header_problem("Host").unwrap_or_default();

@@ -47,7 +47,14 @@ impl Validator<'_> {
                         }
                         if !crate::path::is_canonical(p) {
                             let hint = crate::path::canonicalize(p.as_bytes(), PathPolicy::Normalize)
-                                .map(|c| format!(" (write {:?})", c.path))
+                                .map(|c| {
+                                    // A prefix also has no trailing '/' (below).
+                                    let bare = match c.path.trim_end_matches('/') {
+                                        "" => "/",
+                                        b => b,
+                                    };
+                                    format!(" (write {bare:?})")
+                                })
                                 .unwrap_or_default();
                             self.error(
                                 &pp,

@@ -97,6 +97,18 @@ fn hostile_edge_settings_are_refused_at_their_position() {
             "{prefix}: {errs:?}"
         );
     }
+    // The hint is a prefix that is accepted: no trailing '/' either
+    // (black-box round 11: "/a//" was told to write "/a/").
+    for (prefix, hint) in [("/a//", "(write \"/a\")"), ("//", "(write \"/\")")] {
+        let src = format!(
+            "{BASE}routes:\n  - {{ name: r, match: {{ path_prefix: \"{prefix}\" }}, upstream: demo }}\n"
+        );
+        let errs = errors(&src);
+        assert!(
+            errs.iter().any(|e| e.message.contains(hint)),
+            "{prefix}: {errs:?}"
+        );
+    }
     let src = format!(
             "{BASE}routes:\n  - {{ name: r, match: {{ path_prefix: /a, case_insensitive: maybe }}, upstream: demo, allow_method_override: 1 }}\n"
         );
