@@ -1020,3 +1020,105 @@ fn keys_cli_sets_scopes_and_networks() {
         );
     }
 }
+
+/// Black-box round 11: a YAML edit refused because the database holds a
+/// plan of the same name stayed refused after that plan was deleted, until
+/// the file was edited again. Both sides of `dev` now check a refused file
+/// again every few seconds: once the database plan is gone, the YAML plan
+/// is served (admin API: listed as the config's; proxy: a reload counted).
+#[test]
+fn a_reload_refused_for_a_database_plan_applies_once_that_plan_is_deleted() {
+    let dev = Dev::start(&[], &[("TOLLGATE_ADMIN_PASSWORD", "dev-pass-1234")]);
+    let config = dev.dir.path().join("tollgate.yaml");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let start = Instant::now();
+        while client.get(dev.admin_url("/healthz")).send().await.is_err() {
+            assert!(start.elapsed() < Duration::from_secs(30), "admin not up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let token = dev.login(&client, "dev-pass-1234").await;
+        let source_of_plat = || async {
+            let v: serde_json::Value = client
+                .get(dev.admin_url("/api/plans"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("plans")
+                .json()
+                .await
+                .expect("json");
+            let items = v.get("items").cloned().unwrap_or(v);
+            items.as_array().and_then(|a| {
+                a.iter()
+                    .find(|p| p["name"] == "plat")
+                    .map(|p| p["source"].as_str().unwrap_or_default().to_string())
+            })
+        };
+        let r = client
+            .post(dev.admin_url("/api/plans"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"name": "plat", "limits": [{"name": "m", "rate": 1, "per": "1s"}]}))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 201);
+        let text = std::fs::read_to_string(&config).expect("config");
+        let edited = text.replacen(
+            "plans:\n",
+            "plans:\n  plat: { limits: [ { name: m, rate: 5, per: 1m } ] }\n",
+            1,
+        );
+        let next = config.with_extension("yaml.next");
+        std::fs::write(&next, &edited).expect("write");
+        std::fs::rename(&next, &config).expect("rename");
+        let metrics = format!("http://127.0.0.1:{}/metrics", dev.ports.metrics);
+        let reloads = |result: &'static str| {
+            let (client, metrics) = (client.clone(), metrics.clone());
+            async move {
+                let text = client
+                    .get(&metrics)
+                    .send()
+                    .await
+                    .expect("metrics")
+                    .text()
+                    .await
+                    .expect("text");
+                let line = format!("tollgate_config_reloads_total{{result=\"{result}\"}} ");
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&line))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            }
+        };
+        // Refused on both sides: the proxy counts it, the plan stays the API's.
+        let start = Instant::now();
+        while reloads("failed").await == 0 {
+            assert!(start.elapsed() < Duration::from_secs(15), "never refused");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(source_of_plat().await.as_deref(), Some("api"));
+        let ok_before = reloads("ok").await;
+        let r = client
+            .delete(dev.admin_url("/api/plans/plat"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("delete");
+        assert!(r.status().is_success(), "{}", r.status());
+        // No edit of the file: within two retry intervals both sides apply it.
+        let start = Instant::now();
+        while source_of_plat().await.as_deref() != Some("config")
+            || reloads("ok").await == ok_before
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "the refused file was never applied: {:?}, {} ok reloads",
+                source_of_plat().await,
+                reloads("ok").await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}

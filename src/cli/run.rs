@@ -98,6 +98,19 @@ async fn reload_admin_config(state: tollgate_admin_api::AppState, path: std::pat
                 }
                 Err(e) => {
                     tracing::error!("config reload refused, the running config stays:\n{e}");
+                    watch.refused(std::time::Instant::now());
+                }
+            },
+            // Checked again quietly (a database plan of the same name may
+            // be gone): logged only once it passes.
+            WatchEvent::Retry(text) => match admin_config(&state, &path, &text).await {
+                Ok(new) => {
+                    state.set_config(new);
+                    tracing::info!(file = %path.display(), "config reloaded (what refused it is gone)");
+                }
+                Err(e) => {
+                    tracing::debug!("config still refused:\n{e}");
+                    watch.refused(std::time::Instant::now());
                 }
             },
         }

@@ -174,7 +174,14 @@ pub enum WatchEvent {
     Unreadable(String),
     /// The file is readable again after [`WatchEvent::Unreadable`].
     Readable,
+    /// The content last refused ([`FileWatch::refused`]), unchanged, to be
+    /// checked again: a refusal may come from outside the file (a database
+    /// plan of the same name, since deleted; a TLS file, since fixed).
+    Retry(String),
 }
+
+/// How often a refused, unchanged config is checked again.
+pub const RETRY_REFUSED: Duration = Duration::from_secs(5);
 
 /// Watches one config file by content (mtimes can be coarse or lie).
 #[derive(Debug)]
@@ -186,6 +193,8 @@ pub struct FileWatch {
     /// A new content and since when it has been seen unchanged.
     candidate: Option<(String, Instant)>,
     unreadable: bool,
+    /// When the content last handed out was refused, if it was.
+    refused_at: Option<Instant>,
 }
 
 impl FileWatch {
@@ -197,7 +206,14 @@ impl FileWatch {
             current: running,
             candidate: None,
             unreadable: false,
+            refused_at: None,
         }
+    }
+
+    /// The content last handed out was refused at `now`: hand it out again
+    /// as [`WatchEvent::Retry`] every [`RETRY_REFUSED`] while unchanged.
+    pub fn refused(&mut self, now: Instant) {
+        self.refused_at = Some(now);
     }
 
     /// Start from the file's present content.
@@ -226,16 +242,23 @@ impl FileWatch {
         let was_unreadable = std::mem::replace(&mut self.unreadable, false);
         if self.current.as_ref() == Some(&text) {
             self.candidate = None;
-            return if was_unreadable {
-                WatchEvent::Readable
-            } else {
-                WatchEvent::Nothing
-            };
+            if was_unreadable {
+                return WatchEvent::Readable;
+            }
+            if self
+                .refused_at
+                .is_some_and(|at| now.duration_since(at) >= RETRY_REFUSED)
+            {
+                self.refused_at = None;
+                return WatchEvent::Retry(text);
+            }
+            return WatchEvent::Nothing;
         }
         match &self.candidate {
             Some((seen, since)) if *seen == text => {
                 if now.duration_since(*since) >= self.settle {
                     self.candidate = None;
+                    self.refused_at = None;
                     self.current = Some(text.clone());
                     WatchEvent::Changed(text)
                 } else {
@@ -356,6 +379,39 @@ mod tests {
         assert_eq!(w.poll(t0 + Duration::from_secs(6)), WatchEvent::Nothing);
         std::fs::write(&path, "abc").expect("write");
         assert_eq!(w.poll(t0 + Duration::from_secs(8)), WatchEvent::Nothing);
+    }
+
+    /// Black-box round 11: a reload refused for a database plan of the
+    /// same name stayed refused after that plan was deleted, until the file
+    /// was edited again.
+    #[test]
+    fn a_refused_content_is_handed_out_again_until_accepted_or_changed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.yaml");
+        std::fs::write(&path, "a").expect("write");
+        let mut w = FileWatch::from_file(path.clone(), Duration::ZERO);
+        let t = Instant::now();
+        std::fs::write(&path, "b").expect("write");
+        assert_eq!(w.poll(t), WatchEvent::Nothing);
+        assert_eq!(w.poll(t), WatchEvent::Changed("b".into()));
+        w.refused(t);
+        assert_eq!(w.poll(t + RETRY_REFUSED / 2), WatchEvent::Nothing);
+        assert_eq!(w.poll(t + RETRY_REFUSED), WatchEvent::Retry("b".into()));
+        // Refused again: again after the next interval.
+        w.refused(t + RETRY_REFUSED);
+        assert_eq!(w.poll(t + RETRY_REFUSED * 3 / 2), WatchEvent::Nothing);
+        assert_eq!(w.poll(t + RETRY_REFUSED * 2), WatchEvent::Retry("b".into()));
+        // Accepted (not refused again): no more retries.
+        assert_eq!(w.poll(t + RETRY_REFUSED * 4), WatchEvent::Nothing);
+        // A refused content that is then edited: the edit, not a retry.
+        w.refused(t);
+        std::fs::write(&path, "c").expect("write");
+        assert_eq!(w.poll(t + RETRY_REFUSED * 5), WatchEvent::Nothing);
+        assert_eq!(
+            w.poll(t + RETRY_REFUSED * 5),
+            WatchEvent::Changed("c".into())
+        );
+        assert_eq!(w.poll(t + RETRY_REFUSED * 7), WatchEvent::Nothing);
     }
 
     #[test]

@@ -338,6 +338,20 @@ async fn reload_config(
                     Err(e) => {
                         metrics::CONFIG_RELOADS.with_label_values(&["failed"]).inc();
                         tracing::error!("config reload refused, the running config stays:\n{e}");
+                        watch.refused(Instant::now());
+                    }
+                }
+            }
+            // Checked again quietly: counted and logged only once it passes.
+            WatchEvent::Retry(text) => {
+                match apply_config(&state, &path, &text, listener_cert.as_deref()).await {
+                    Ok(()) => {
+                        metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
+                        tracing::info!(file = %path.display(), "config reloaded (what refused it is gone)");
+                    }
+                    Err(e) => {
+                        tracing::debug!("config still refused:\n{e}");
+                        watch.refused(Instant::now());
                     }
                 }
             }
