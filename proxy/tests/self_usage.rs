@@ -299,3 +299,48 @@ async fn head_answers_like_get_without_a_body_and_spends_nothing() {
         Some("GET, HEAD")
     );
 }
+
+/// Over HTTP/2 (h2c) too: Pingora's HTTP/1 writer drops a HEAD answer's
+/// body by itself, its HTTP/2 writer does not, so the proxy ends the stream
+/// after the header fields of every answer of its own to a HEAD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_over_h2_has_no_body_either() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let upstream = raw::start_interpreting_upstream(counted).await;
+    let p = TestProxy::start(&yaml(upstream, "", &tag(), "  h2c: true"), Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let (_, key) = p
+        .create_key(NewApiKey {
+            name: "head-h2".into(),
+            plan: Some("p".into()),
+            ..NewApiKey::default()
+        })
+        .await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let start = Instant::now();
+    loop {
+        let r = h2
+            .head(p.url("/_tollgate/usage"))
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .expect("head over h2c");
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        let status = r.status().as_u16();
+        let body = r.bytes().await.expect("body");
+        assert!(
+            body.is_empty(),
+            "{status}: HEAD sent {} body bytes",
+            body.len()
+        );
+        if status == 200 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "key never known");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
