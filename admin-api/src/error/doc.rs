@@ -37,7 +37,7 @@ pub struct ProblemDoc {
 ///
 /// | status | when |
 /// | --- | --- |
-/// | 400 `malformed-request` | it reads a path or query parameter or a JSON body |
+/// | 400 `malformed-request` | it reads a path or query parameter or a JSON body, or accepts a bearer token (more than one `Authorization` header) |
 /// | 401 `unauthorized` | it accepts a bearer token |
 /// | 403 `insufficient-role` | its least role is `admin` or `owner` |
 /// | 404 `not-found` | it has a path parameter |
@@ -93,10 +93,10 @@ fn add_problems(op: &mut Operation, uses_db: bool) {
             .entry(status.to_string())
             .or_insert_with(|| response.into());
     };
-    if in_path || in_query || body {
+    if in_path || in_query || body || roles.is_some() {
         add(
             "400",
-            "Malformed request: invalid JSON, or a value the database cannot store",
+            "Malformed request: invalid JSON, a value the database cannot store, or more than one Authorization header",
         );
     }
     if let Some(roles) = &roles {

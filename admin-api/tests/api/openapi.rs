@@ -119,6 +119,11 @@ async fn openapi_document_covers_every_route(app: TestApp) {
                     responses.contains_key("401"),
                     "{method} {path} documents 401"
                 );
+                // More than one Authorization header.
+                assert!(
+                    responses.contains_key("400"),
+                    "{method} {path} documents 400"
+                );
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Attacks on the admin API: forged and stale tokens (beyond `auth.rs`), mass
-//! assignment, injection strings, and the full key leaking after creation.
+//! assignment, injection strings, the full key leaking after creation, and
+//! ambiguous requests (two credentials).
 //!
 //! Mass assignment policy: every request body is a closed object
 //! (`deny_unknown_fields`). A field the client may not set (`id`, `key`,
@@ -596,3 +597,49 @@ async fn full_key_is_shown_only_once(app: TestApp) {
     assert_eq!(page["total"], 0, "searching by the key finds nothing");
 }
 both!(full_key_is_shown_only_once);
+
+/// Two `Authorization` field lines are two credentials: 400
+/// `malformed-request` whichever comes first and whether or not either is
+/// valid (RFC 6750 §3.1 `invalid_request`; the field is a singleton, RFC
+/// 9110 §11.6.2). Before, the first one won.
+async fn two_authorization_headers_are_400(app: TestApp) {
+    let valid = format!("Bearer {}", app.token);
+    let cases = [
+        [valid.as_str(), "Bearer garbage"],
+        ["Bearer garbage", valid.as_str()],
+        [valid.as_str(), valid.as_str()],
+        [valid.as_str(), "Basic YWRtaW46eA=="],
+    ];
+    for path in ["/api/keys", "/api/admins", "/api/health"] {
+        for [first, second] in &cases {
+            let res = send(
+                app.anon(Method::GET, path)
+                    .header("authorization", *first)
+                    .header("authorization", *second),
+            )
+            .await;
+            let v = problem(res, StatusCode::BAD_REQUEST, "malformed-request").await;
+            assert!(
+                v["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("more than one Authorization header")),
+                "{path}: {v}"
+            );
+        }
+        // One of them alone is fine.
+        let res = send(app.anon(Method::GET, path).header("authorization", &valid)).await;
+        json(res, StatusCode::OK).await;
+    }
+    // A change with two credentials changes nothing.
+    let res = send(
+        app.anon(Method::POST, "/api/keys")
+            .header("authorization", &valid)
+            .header("authorization", &valid)
+            .json(&json!({"name": "two-credentials"})),
+    )
+    .await;
+    problem(res, StatusCode::BAD_REQUEST, "malformed-request").await;
+    let page = json(app.get("/api/keys").await, StatusCode::OK).await;
+    assert_eq!(page["total"], 0, "{page}");
+}
+both!(two_authorization_headers_are_400);
