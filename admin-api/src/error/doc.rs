@@ -41,6 +41,7 @@ pub struct ProblemDoc {
 /// | 401 `unauthorized` | it accepts a bearer token |
 /// | 403 `insufficient-role` | its least role is `admin` or `owner` |
 /// | 404 `not-found` | it has a path parameter |
+/// | 415 `unsupported-media-type` | it reads a JSON body (another `Content-Type`, or a `Content-Encoding`) |
 /// | 422 `validation-error` | it reads a query parameter or a JSON body |
 /// | 503 `database-unavailable` | always, except for this document itself |
 ///
@@ -107,6 +108,12 @@ fn add_problems(op: &mut Operation, uses_db: bool) {
     }
     if in_path {
         add("404", "Nothing has this id or name");
+    }
+    if body {
+        add(
+            "415",
+            "The body is not JSON, or is sent with a Content-Encoding (none is decoded; see Accept-Encoding)",
+        );
     }
     if in_query || body {
         add(

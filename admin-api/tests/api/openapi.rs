@@ -125,6 +125,12 @@ async fn openapi_document_covers_every_route(app: TestApp) {
                     "{method} {path} documents 400"
                 );
             }
+            if op.get("requestBody").is_some() {
+                assert!(
+                    responses.contains_key("415"),
+                    "{method} {path} documents 415 (a body that is not plain JSON)"
+                );
+            }
         }
     }
     let expected: BTreeSet<(String, String)> = ROUTES
