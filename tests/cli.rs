@@ -575,6 +575,48 @@ fn keys_cli_refuses_what_the_api_refuses() {
     assert!(out.contains("name:    padded\n"), "{out}");
 }
 
+/// `tollgate audit list --limit 0` showed one event (the limit was clamped to
+/// 1). The admin API refuses `per_page=0` (422 naming it), so the CLI
+/// refuses `--limit 0` (and what is out of 1..=100000) with clap's error,
+/// as any invalid flag value, instead of showing something else.
+#[test]
+fn audit_list_refuses_a_limit_the_api_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = sqlite_config(dir.path());
+    for name in ["a", "b", "c"] {
+        let (ok, out, err) = keys(&config, &["create", "--name", name]);
+        assert!(ok, "{out}{err}");
+    }
+    let audit = |limit: &str| {
+        let out = tollgate()
+            .args(["audit", "list", &format!("--limit={limit}"), "--config"])
+            .arg(&config)
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for bad in ["0", "-1", "100001", "x"] {
+        let (code, out, err) = audit(bad);
+        assert_eq!(code, Some(2), "--limit {bad} accepted: {out}{err}");
+        assert!(out.is_empty(), "--limit {bad} showed events: {out}");
+        assert!(
+            err.contains(&format!("invalid value '{bad}' for '--limit <LIMIT>'")),
+            "{err}"
+        );
+    }
+    let (code, out, err) = audit("2");
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(err.contains("(2 of 3 shown; use --limit)"), "{err}");
+    let (code, out, _) = audit("100000");
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), 3, "{out}");
+}
+
 /// Runs `tollgate dev` on `config` until it printed its `demo key:` line;
 /// returns every line printed, then kills it.
 fn dev_lines(config: &std::path::Path, args: &[&str]) -> Vec<String> {

@@ -83,11 +83,23 @@ impl std::ops::Deref for RequireOwner {
 }
 
 /// The bearer token of a request, if it has a well-formed header.
+///
+/// More than one `Authorization` field line is 400 `malformed-request`,
+/// whichever of them would be valid: the field is a singleton (RFC 9110
+/// §11.6.2, not a list), and RFC 6750 §3.1 answers a request that carries
+/// more than one access token with 400 `invalid_request`. A 401 would ask
+/// for credentials the client already sent.
 pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let header = parts
-        .headers
-        .get(AUTHORIZATION)
+    let mut headers = parts.headers.get_all(AUTHORIZATION).iter();
+    let header = headers
+        .next()
         .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token> header"))?;
+    if headers.next().is_some() {
+        return Err(ApiError::malformed(
+            None,
+            "more than one Authorization header: send exactly one credential",
+        ));
+    }
     let value = header
         .to_str()
         .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
@@ -70,6 +70,18 @@ async fn read_json<S: Send + Sync, T: DeserializeOwned>(
     state: &S,
 ) -> Result<Body<T>, ApiError> {
     check_content_type(req.headers())?;
+    if let Some(coding) = tollgate_core::headers::content_coding(
+        req.headers()
+            .get_all(CONTENT_ENCODING)
+            .iter()
+            .map(|v| v.as_bytes()),
+    ) {
+        // Never decoded (no decompression layer: no zip bombs either), so
+        // never parsed as if it were plain JSON.
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the body is sent with Content-Encoding {coding:?}; this API reads request bodies as sent: send plain JSON without Content-Encoding"
+        )));
+    }
     let bytes = Bytes::from_request(req, state)
         .await
         .map_err(body_rejection)?;

@@ -143,9 +143,44 @@ pub fn key_header_problem(name: &str) -> Option<String> {
     ))
 }
 
+/// The content coding a request body is sent in (its `Content-Encoding`
+/// field lines), if any: `None` without one (`identity` and empty list
+/// members mean none). The admin API and the verify API read request
+/// bodies as sent and decode none (RFC 9110 §8.4), so a coded body is
+/// refused with 415, never parsed as if it were plain; the one rule of both.
+pub fn content_coding<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<String> {
+    for value in values {
+        let Ok(text) = std::str::from_utf8(value) else {
+            return Some(String::from_utf8_lossy(value).chars().take(64).collect());
+        };
+        for coding in text.split(',').map(str::trim) {
+            if !coding.is_empty() && !coding.eq_ignore_ascii_case("identity") {
+                return Some(coding.chars().take(64).collect());
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_content_coding_but_identity_is_named() {
+        let coding = |values: &[&str]| content_coding(values.iter().map(|v| v.as_bytes()));
+        assert_eq!(coding(&[]), None);
+        assert_eq!(coding(&[""]), None);
+        assert_eq!(coding(&["identity", " Identity , "]), None);
+        assert_eq!(coding(&["gzip"]), Some("gzip".into()));
+        assert_eq!(coding(&["identity, br"]), Some("br".into()));
+        assert_eq!(coding(&["identity", "deflate"]), Some("deflate".into()));
+        assert_eq!(coding(&["x-anything"]), Some("x-anything".into()));
+        assert_eq!(
+            content_coding([&b"\xffgzip"[..]]),
+            Some("\u{fffd}gzip".into())
+        );
+    }
 
     #[test]
     fn key_headers_with_another_meaning_are_named() {

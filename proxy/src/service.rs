@@ -248,6 +248,13 @@ impl Gateway {
         } else {
             resp.insert_header("X-Request-Id", ctx.request_id.header())?;
         }
+        // A HEAD answer is the GET answer's header fields without the body
+        // (RFC 9110 §9.3.2): Pingora drops it on HTTP/1 by itself, but would
+        // send it as DATA on HTTP/2 (a malformed response, RFC 9113 §8.1.1).
+        if session.req_header().method == http::Method::HEAD {
+            session.write_response_header(Box::new(resp), true).await?;
+            return Ok(true);
+        }
         session.write_response_header(Box::new(resp), false).await?;
         session
             .write_response_body(Some(Bytes::from(a.body)), true)

@@ -2,7 +2,8 @@
 //! the caller reads its own limits with its key, reads spend nothing
 //! (the key still has its full budget afterwards), a key reads at most 5
 //! times per second (429 beyond, per key), nothing reaches the upstream, with the local and the Redis limiter; a missing or bad key
-//! gets the proxy's own 401/403; the path can be turned off.
+//! gets the proxy's own 401/403; the path can be turned off; HEAD answers
+//! like GET without a body (HEAD rides on GET, as on every route).
 
 mod common;
 
@@ -231,4 +232,115 @@ async fn bad_callers_get_the_proxys_answers_and_the_path_can_be_off() {
         .expect("sqlite");
     assert_eq!(get(&p, "/me/limits", None).await.0, 401);
     assert_eq!(get(&p, "/_tollgate/usage", None).await.0, 404);
+}
+
+/// `HEAD` on the usage path is `GET` without the body (RFC 9110 §9.3.2):
+/// the same status and header fields, no body bytes on the wire, nothing
+/// spent, nothing forwarded; other methods are 405 naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_answers_like_get_without_a_body_and_spends_nothing() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let upstream = raw::start_interpreting_upstream(counted).await;
+    let p = TestProxy::start(&yaml(upstream, "", &tag(), ""), Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let (_, key) = p
+        .create_key(NewApiKey {
+            name: "head".into(),
+            plan: Some("p".into()),
+            ..NewApiKey::default()
+        })
+        .await;
+    let start = Instant::now();
+    while get(&p, "/_tollgate/usage", Some(&key)).await.0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(10), "key never known");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hits_before = UPSTREAM_HITS.load(Ordering::SeqCst);
+    // A fresh second of usage reads (5 per second per key).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let key_header = [("x-api-key", key.as_str())];
+    let got = raw::get(None, p.addr, "/_tollgate/usage", &key_header).await;
+    assert_eq!(got.status, 200, "{}", got.raw);
+    let head_req = format!(
+        "HEAD /_tollgate/usage HTTP/1.1\r\nHost: t\r\nConnection: close\r\nx-api-key: {key}\r\n\r\n"
+    );
+    for _ in 0..3 {
+        let raw_answer =
+            raw::exchange(None, p.addr, head_req.as_bytes(), Duration::from_secs(10)).await;
+        let head = raw::parse(&raw_answer);
+        assert_eq!(head.status, 200, "{raw_answer}");
+        let (_, after_head) = raw_answer.split_once("\r\n\r\n").expect("a whole head");
+        assert!(after_head.is_empty(), "HEAD sent a body: {raw_answer}");
+        for name in ["content-type", "content-length", "cache-control"] {
+            assert_eq!(head.header(name), got.header(name), "{name}: {raw_answer}");
+        }
+    }
+    // Nothing was spent: the route's 3 and the plan's 5 are all there.
+    let (status, body) = get(&p, "/_tollgate/usage", Some(&key)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(remaining(&body, "m"), Some(5), "{body}");
+    assert_eq!(remaining(&body, "r"), Some(3), "{body}");
+    assert_eq!(
+        UPSTREAM_HITS.load(Ordering::SeqCst),
+        hits_before,
+        "the usage path reached the upstream"
+    );
+    // Any other method: 405 naming GET and HEAD.
+    let r = reqwest::Client::new()
+        .delete(p.url("/_tollgate/usage"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(
+        r.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, HEAD")
+    );
+}
+
+/// Over HTTP/2 (h2c) too: Pingora's HTTP/1 writer drops a HEAD answer's
+/// body by itself, its HTTP/2 writer does not, so the proxy ends the stream
+/// after the header fields of every answer of its own to a HEAD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_over_h2_has_no_body_either() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let upstream = raw::start_interpreting_upstream(counted).await;
+    let p = TestProxy::start(&yaml(upstream, "", &tag(), "  h2c: true"), Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let (_, key) = p
+        .create_key(NewApiKey {
+            name: "head-h2".into(),
+            plan: Some("p".into()),
+            ..NewApiKey::default()
+        })
+        .await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let start = Instant::now();
+    loop {
+        let r = h2
+            .head(p.url("/_tollgate/usage"))
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .expect("head over h2c");
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        let status = r.status().as_u16();
+        let body = r.bytes().await.expect("body");
+        assert!(
+            body.is_empty(),
+            "{status}: HEAD sent {} body bytes",
+            body.len()
+        );
+        if status == 200 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "key never known");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

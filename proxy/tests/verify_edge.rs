@@ -5,7 +5,8 @@
 //! `max_connections_per_ip` are refused and counted; the proxy's framing
 //! checks (CL+TE, repeated Content-Length) are 400 + close;
 //! `Expect: 100-continue` is answered; a JSON array body is refused; `HEAD`
-//! is judged as the proxy judges it.
+//! is judged as the proxy judges it; two `Authorization` headers are 400
+//! and a body in a `Content-Encoding` is 415 (round 10, as the admin API).
 
 mod common;
 
@@ -327,5 +328,63 @@ async fn verify_and_the_proxy_judge_head_alike() {
             proxied != 403,
             "{method}: verify {v}, proxy {proxied}"
         );
+    }
+}
+
+/// Two service tokens (two `Authorization` lines, the valid one first or
+/// twice) are 400, not the first one's answer; a body sent with
+/// `Content-Encoding` is 415 with `Accept-Encoding: identity`, not parsed
+/// as plain JSON (black-box round 10, as in the admin API).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_refuses_two_credentials_and_coded_bodies() {
+    let (_p, verify, token) = start().await;
+    let body = br#"{"key":"x"}"#;
+    for second in ["Bearer tgs_garbage".to_string(), format!("Bearer {token}")] {
+        let r = post(
+            verify,
+            &token,
+            &format!("Authorization: {second}\r\n"),
+            body,
+        )
+        .await;
+        assert_eq!(r.status, 400, "{}", r.raw);
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        let v = r.json();
+        assert!(
+            v["type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("/bad-request")),
+            "{v}"
+        );
+        assert!(
+            v["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("more than one Authorization header")),
+            "{v}"
+        );
+    }
+    for coding in ["gzip", "br", "identity, deflate"] {
+        let r = post(
+            verify,
+            &token,
+            &format!("Content-Encoding: {coding}\r\n"),
+            body,
+        )
+        .await;
+        assert_eq!(r.status, 415, "{coding}: {}", r.raw);
+        assert_eq!(r.header("accept-encoding"), Some("identity"), "{}", r.raw);
+        assert!(
+            r.json()["type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("/unsupported-media-type")),
+            "{}",
+            r.raw
+        );
+    }
+    // One token, no coding (or `identity`, which is none): decided.
+    for extra in ["", "Content-Encoding: identity\r\n"] {
+        let r = post(verify, &token, extra, body).await;
+        assert_eq!(r.status, 200, "{extra:?}: {}", r.raw);
+        assert_eq!(r.json()["valid"], false, "{}", r.raw);
     }
 }

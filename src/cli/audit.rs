@@ -23,14 +23,18 @@ pub enum AuditCommand {
         /// Only events of the last DURATION (e.g. 24h, 7d).
         #[arg(long, value_name = "DURATION", value_parser = since)]
         since: Option<std::time::Duration>,
-        /// At most this many events.
-        #[arg(long, default_value_t = 100)]
+        /// At most this many events, 1 to 100000 (0 is refused, as the
+        /// admin API refuses `per_page=0`).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=MAX_LIMIT))]
         limit: i64,
         /// Print JSON instead of lines.
         #[arg(long)]
         json: bool,
     },
 }
+
+/// The most events one `audit list` shows.
+const MAX_LIMIT: i64 = 100_000;
 
 fn since(s: &str) -> Result<std::time::Duration, String> {
     duration::parse(s).map_err(|e| e.to_string())
@@ -126,7 +130,7 @@ async fn execute(db: &Db, cmd: AuditCommand) -> anyhow::Result<()> {
         action,
         target,
         from,
-        limit: limit.clamp(1, 100_000),
+        limit,
         ..AuditFilter::default()
     };
     let (events, total) = db.list_audit(&filter).await?;

@@ -37,10 +37,11 @@ pub struct ProblemDoc {
 ///
 /// | status | when |
 /// | --- | --- |
-/// | 400 `malformed-request` | it reads a path or query parameter or a JSON body |
+/// | 400 `malformed-request` | it reads a path or query parameter or a JSON body, or accepts a bearer token (more than one `Authorization` header) |
 /// | 401 `unauthorized` | it accepts a bearer token |
 /// | 403 `insufficient-role` | its least role is `admin` or `owner` |
 /// | 404 `not-found` | it has a path parameter |
+/// | 415 `unsupported-media-type` | it reads a JSON body (another `Content-Type`, or a `Content-Encoding`) |
 /// | 422 `validation-error` | it reads a query parameter or a JSON body |
 /// | 503 `database-unavailable` | always, except for this document itself |
 ///
@@ -93,10 +94,10 @@ fn add_problems(op: &mut Operation, uses_db: bool) {
             .entry(status.to_string())
             .or_insert_with(|| response.into());
     };
-    if in_path || in_query || body {
+    if in_path || in_query || body || roles.is_some() {
         add(
             "400",
-            "Malformed request: invalid JSON, or a value the database cannot store",
+            "Malformed request: invalid JSON, a value the database cannot store, or more than one Authorization header",
         );
     }
     if let Some(roles) = &roles {
@@ -107,6 +108,12 @@ fn add_problems(op: &mut Operation, uses_db: bool) {
     }
     if in_path {
         add("404", "Nothing has this id or name");
+    }
+    if body {
+        add(
+            "415",
+            "The body is not JSON, or is sent with a Content-Encoding (none is decoded; see Accept-Encoding)",
+        );
     }
     if in_query || body {
         add(

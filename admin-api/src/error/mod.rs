@@ -55,7 +55,8 @@ pub enum ApiError {
     /// 413 `payload-too-large`.
     #[error("{0}")]
     PayloadTooLarge(String),
-    /// 415 `unsupported-media-type`: a body that is not JSON.
+    /// 415 `unsupported-media-type`: a body that is not JSON, or is sent in
+    /// a content coding (with `Accept-Encoding: identity`: none is decoded).
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// 429 `rate-limited`, with `Retry-After`.
@@ -225,6 +226,13 @@ impl IntoResponse for ApiError {
                 headers.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"tollgate-admin\""),
+                );
+            }
+            Self::UnsupportedMediaType(_) => {
+                // RFC 9110 §15.5.16: which request content codings would do.
+                headers.insert(
+                    header::ACCEPT_ENCODING,
+                    HeaderValue::from_static("identity"),
                 );
             }
             Self::DatabaseUnavailable(_) => {

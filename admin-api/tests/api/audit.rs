@@ -208,6 +208,8 @@ async fn audit_filters_page_and_refuse_hostile_values(app: TestApp) {
         ("?to=-5", "to"),
         ("?page=0", "page"),
         ("?per_page=100000", "per_page"),
+        // Not "all", not 1: `tollgate audit list --limit 0` is refused too.
+        ("?per_page=0", "per_page"),
         ("?actor=a%00b", "actor"),
         ("?target=%0a", "target"),
     ] {

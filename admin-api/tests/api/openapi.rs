@@ -119,6 +119,17 @@ async fn openapi_document_covers_every_route(app: TestApp) {
                     responses.contains_key("401"),
                     "{method} {path} documents 401"
                 );
+                // More than one Authorization header.
+                assert!(
+                    responses.contains_key("400"),
+                    "{method} {path} documents 400"
+                );
+            }
+            if op.get("requestBody").is_some() {
+                assert!(
+                    responses.contains_key("415"),
+                    "{method} {path} documents 415 (a body that is not plain JSON)"
+                );
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Attacks on the admin API: forged and stale tokens (beyond `auth.rs`), mass
-//! assignment, injection strings, and the full key leaking after creation.
+//! assignment, injection strings, the full key leaking after creation, and
+//! ambiguous requests (two credentials, a body in a content coding).
 //!
 //! Mass assignment policy: every request body is a closed object
 //! (`deny_unknown_fields`). A field the client may not set (`id`, `key`,
@@ -596,3 +597,126 @@ async fn full_key_is_shown_only_once(app: TestApp) {
     assert_eq!(page["total"], 0, "searching by the key finds nothing");
 }
 both!(full_key_is_shown_only_once);
+
+/// Two `Authorization` field lines are two credentials: 400
+/// `malformed-request` whichever comes first and whether or not either is
+/// valid (RFC 6750 §3.1 `invalid_request`; the field is a singleton, RFC
+/// 9110 §11.6.2). Before, the first one won.
+async fn two_authorization_headers_are_400(app: TestApp) {
+    let valid = format!("Bearer {}", app.token);
+    let cases = [
+        [valid.as_str(), "Bearer garbage"],
+        ["Bearer garbage", valid.as_str()],
+        [valid.as_str(), valid.as_str()],
+        [valid.as_str(), "Basic YWRtaW46eA=="],
+    ];
+    for path in ["/api/keys", "/api/admins", "/api/health"] {
+        for [first, second] in &cases {
+            let res = send(
+                app.anon(Method::GET, path)
+                    .header("authorization", *first)
+                    .header("authorization", *second),
+            )
+            .await;
+            let v = problem(res, StatusCode::BAD_REQUEST, "malformed-request").await;
+            assert!(
+                v["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("more than one Authorization header")),
+                "{path}: {v}"
+            );
+        }
+        // One of them alone is fine.
+        let res = send(app.anon(Method::GET, path).header("authorization", &valid)).await;
+        json(res, StatusCode::OK).await;
+    }
+    // A change with two credentials changes nothing.
+    let res = send(
+        app.anon(Method::POST, "/api/keys")
+            .header("authorization", &valid)
+            .header("authorization", &valid)
+            .json(&json!({"name": "two-credentials"})),
+    )
+    .await;
+    problem(res, StatusCode::BAD_REQUEST, "malformed-request").await;
+    let page = json(app.get("/api/keys").await, StatusCode::OK).await;
+    assert_eq!(page["total"], 0, "{page}");
+}
+both!(two_authorization_headers_are_400);
+
+/// A JSON body sent with `Content-Encoding` (here a plain body claiming
+/// `gzip`, as a black-box tester sent it) is 415 with `Accept-Encoding:
+/// identity`: the API decodes no request body, so it never parses one as
+/// if it were plain. `identity` means no coding.
+async fn bodies_in_a_content_coding_are_415(app: TestApp) {
+    for coding in [
+        "gzip",
+        "br",
+        "deflate",
+        "GZIP",
+        "identity, gzip",
+        "x-custom",
+    ] {
+        let res = send(
+            app.req(Method::POST, "/api/keys")
+                .header("content-encoding", coding)
+                .json(&json!({"name": "coded"})),
+        )
+        .await;
+        assert_eq!(
+            res.headers()
+                .get("accept-encoding")
+                .and_then(|v| v.to_str().ok()),
+            Some("identity"),
+            "{coding}"
+        );
+        let v = problem(
+            res,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+        )
+        .await;
+        assert!(
+            v["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("Content-Encoding")),
+            "{coding}: {v}"
+        );
+    }
+    // The same on a PATCH and on the login (every JSON body, one extractor).
+    let res = send(
+        app.req(Method::PATCH, "/api/admins/1")
+            .header("content-encoding", "gzip")
+            .json(&json!({"role": "viewer"})),
+    )
+    .await;
+    problem(
+        res,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+    )
+    .await;
+    let res = send(
+        app.anon(Method::POST, "/api/auth/login")
+            .header("content-encoding", "gzip")
+            .json(&json!({"username": "admin", "password": ADMIN_PASSWORD})),
+    )
+    .await;
+    problem(
+        res,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+    )
+    .await;
+    let page = json(app.get("/api/keys").await, StatusCode::OK).await;
+    assert_eq!(page["total"], 0, "nothing was created: {page}");
+    // `identity` is no coding at all.
+    let res = send(
+        app.req(Method::POST, "/api/keys")
+            .header("content-encoding", "identity")
+            .json(&json!({"name": "plain"})),
+    )
+    .await;
+    json(res, StatusCode::CREATED).await;
+}
+both!(bodies_in_a_content_coding_are_415);

@@ -45,10 +45,12 @@ pub fn is_method_token(s: &str) -> bool {
 /// Whether a list of methods takes a request's `method`: it names it
 /// exactly (methods are case-sensitive, RFC 9110 §9.1: `get` is not `GET`),
 /// or the method is HEAD and the list names GET (HEAD is GET without the
-/// body). The one rule of the router, the scopes and the route overlap check.
-pub fn takes_method(methods: &[String], method: &str) -> bool {
+/// body). The one rule of the router, the scopes, the route overlap check
+/// and `proxy.usage_path`.
+pub fn takes_method<M: AsRef<str>>(methods: &[M], method: &str) -> bool {
     methods
         .iter()
+        .map(AsRef::as_ref)
         .any(|m| m == method || (method == "HEAD" && m == "GET"))
 }
 

@@ -93,9 +93,10 @@ impl Gateway {
         ctx: &mut Ctx,
     ) -> Answer {
         let method = req.method.as_str();
-        if method != "GET" {
+        // HEAD rides on GET as on every route (Pingora sends no body for it).
+        if !tollgate_core::rules::access::takes_method(&["GET"], method) {
             ctx.outcome = Some(outcome::METHOD_NOT_ALLOWED);
-            return answer::method_not_allowed(method, &["GET".to_string()]);
+            return answer::method_not_allowed(method, &["GET".to_string(), "HEAD".to_string()]);
         }
         let db = self.state.db.load_full();
         let key = match self.authenticate(req, client_addr, cfg, &db, ctx) {

@@ -7,8 +7,9 @@
 //! Bearer tgs_…`, [`tokens`]), `Content-Type: application/json`, the body
 //! (at most [`request::MAX_BODY_BYTES`], strict JSON, [`request`]), then the
 //! decision ([`check`]). Refusals of the request itself are problem+json
-//! (401, 400, 404, 405, 413, 415); decisions are always 200 with `valid` and
-//! `code` ([`render`]).
+//! (401; 400, also for two `Authorization` headers; 404, 405, 413; 415,
+//! also for a body in a `Content-Encoding`: none is decoded); decisions are
+//! always 200 with `valid` and `code` ([`render`]).
 
 pub mod check;
 pub mod render;
@@ -75,6 +76,20 @@ async fn expect_continue(session: &mut ServerSession) -> Result<(), Refusal> {
     })
 }
 
+/// More than one `Authorization` field line: two credentials, refused
+/// with 400 whichever would be valid, as the admin API refuses them (RFC
+/// 6750 §3.1 `invalid_request`; the field is a singleton, RFC 9110 §11.6.2).
+fn two_credentials(headers: &http::HeaderMap) -> Option<Refusal> {
+    (headers.get_all(http::header::AUTHORIZATION).iter().count() > 1).then(|| {
+        Refusal::new(
+            "bad-request",
+            "Bad Request",
+            400,
+            "more than one Authorization header: send exactly one service token",
+        )
+    })
+}
+
 /// The `Authorization: Bearer` token, if any.
 fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     let v = headers
@@ -110,6 +125,9 @@ impl VerifyApp {
             )
             .with("allowed", vec!["POST"]));
         }
+        if let Some(refusal) = two_credentials(&req.headers) {
+            return Err(refusal);
+        }
         if !bearer(&req.headers).is_some_and(|t| self.tokens.accepts(t)) {
             return Err(Refusal::new(
                 "invalid-service-token",
@@ -125,6 +143,20 @@ impl VerifyApp {
                 "Unsupported Media Type",
                 415,
                 "the body must be JSON (Content-Type: application/json)",
+            ));
+        }
+        if let Some(coding) = tollgate_core::headers::content_coding(
+            req.headers
+                .get_all(http::header::CONTENT_ENCODING)
+                .iter()
+                .map(|v| v.as_bytes()),
+        ) {
+            // Read as sent, never decoded: never parsed as if it were plain.
+            return Err(Refusal::new(
+                "unsupported-media-type",
+                "Unsupported Media Type",
+                415,
+                format!("the body is sent with Content-Encoding {coding:?}; send plain JSON without Content-Encoding"),
             ));
         }
         let declared = req

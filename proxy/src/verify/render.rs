@@ -28,6 +28,10 @@ impl Reply {
         if self.close {
             b = b.header("Connection", "close");
         }
+        if self.status == 415 {
+            // RFC 9110 §15.5.16: which request content codings would do.
+            b = b.header("Accept-Encoding", "identity");
+        }
         if self.bearer_challenge {
             b = b.header("WWW-Authenticate", "Bearer realm=\"tollgate-verify\"");
         }
