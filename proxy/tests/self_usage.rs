@@ -65,6 +65,25 @@ async fn get(p: &TestProxy, path: &str, key: Option<&str>) -> (u16, Value) {
     (status, body)
 }
 
+/// A new key on plan `p`: its record and its text.
+async fn key_on_p(p: &TestProxy, name: &str) -> (tollgate_core::db::ApiKey, String) {
+    p.create_key(NewApiKey {
+        name: name.into(),
+        plan: Some("p".into()),
+        ..NewApiKey::default()
+    })
+    .await
+}
+
+/// Wait until the proxy knows `key` (its usage reads answer 200).
+async fn until_known(p: &TestProxy, key: &str) {
+    let start = Instant::now();
+    while get(p, "/_tollgate/usage", Some(key)).await.0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(10), "key never known");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn remaining(body: &Value, prefix: &str) -> Option<u64> {
     body["limits"].as_array()?.iter().find_map(|l| {
         l["name"]
@@ -81,18 +100,8 @@ async fn spends_nothing_and_never_reaches_the_upstream(limiter: &str) {
     let p = TestProxy::start(&yaml(upstream, limiter, &t, ""), Store::Sqlite)
         .await
         .expect("sqlite");
-    let (k, key) = p
-        .create_key(NewApiKey {
-            name: "self".into(),
-            plan: Some("p".into()),
-            ..NewApiKey::default()
-        })
-        .await;
-    let start = Instant::now();
-    while get(&p, "/_tollgate/usage", Some(&key)).await.0 != 200 {
-        assert!(start.elapsed() < Duration::from_secs(10), "key never known");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (k, key) = key_on_p(&p, "self").await;
+    until_known(&p, &key).await;
     let hits_before = UPSTREAM_HITS.load(Ordering::SeqCst);
     // 30 reads at once: a key reads its usage 5 times per second (and 5 at
     // once); the others get 429 before any limiter read. None spends.
@@ -127,21 +136,8 @@ async fn spends_nothing_and_never_reaches_the_upstream(limiter: &str) {
         "{read} of 30 reads in {took:.2} s (bound {bound})"
     );
     // Another key is not held back by this one's reads.
-    let (_, other) = p
-        .create_key(NewApiKey {
-            name: "other".into(),
-            plan: Some("p".into()),
-            ..NewApiKey::default()
-        })
-        .await;
-    let start = Instant::now();
-    while get(&p, "/_tollgate/usage", Some(&other)).await.0 != 200 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "other key never read"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_, other) = key_on_p(&p, "other").await;
+    until_known(&p, &other).await;
     // A second later the key reads again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, body) = get(&p, "/_tollgate/usage", Some(&key)).await;
@@ -244,18 +240,8 @@ async fn head_answers_like_get_without_a_body_and_spends_nothing() {
     let p = TestProxy::start(&yaml(upstream, "", &tag(), ""), Store::Sqlite)
         .await
         .expect("sqlite");
-    let (_, key) = p
-        .create_key(NewApiKey {
-            name: "head".into(),
-            plan: Some("p".into()),
-            ..NewApiKey::default()
-        })
-        .await;
-    let start = Instant::now();
-    while get(&p, "/_tollgate/usage", Some(&key)).await.0 != 200 {
-        assert!(start.elapsed() < Duration::from_secs(10), "key never known");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_, key) = key_on_p(&p, "head").await;
+    until_known(&p, &key).await;
     let hits_before = UPSTREAM_HITS.load(Ordering::SeqCst);
     // A fresh second of usage reads (5 per second per key).
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -310,13 +296,7 @@ async fn head_over_h2_has_no_body_either() {
     let p = TestProxy::start(&yaml(upstream, "", &tag(), "  h2c: true"), Store::Sqlite)
         .await
         .expect("sqlite");
-    let (_, key) = p
-        .create_key(NewApiKey {
-            name: "head-h2".into(),
-            plan: Some("p".into()),
-            ..NewApiKey::default()
-        })
-        .await;
+    let (_, key) = key_on_p(&p, "head-h2").await;
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
