@@ -79,7 +79,7 @@ fn follow_config_file(
 /// validates it (routes, plan names not also in the database), and an
 /// invalid or unreadable file is logged while the running config stays.
 async fn reload_admin_config(state: tollgate_admin_api::AppState, path: std::path::PathBuf) {
-    let mut watch = FileWatch::from_file(path.clone(), RELOAD_SETTLE);
+    let mut watch = FileWatch::for_running(path.clone(), RELOAD_SETTLE, &state.config());
     loop {
         tokio::time::sleep(RELOAD_POLL).await;
         match watch.poll(std::time::Instant::now()) {

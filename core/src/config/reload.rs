@@ -216,6 +216,21 @@ impl FileWatch {
         self.refused_at = Some(now);
     }
 
+    /// Watch the file `running` was read from: its present content counts
+    /// as running only if it is `running` (parsed, it gives the same
+    /// config). An edit made between the start's read and the watch's first
+    /// look is a change, applied once it has settled, not taken for what
+    /// runs (black-box CI: an edit right after the start was never applied).
+    pub fn for_running(path: PathBuf, settle: Duration, running: &Config) -> Self {
+        let current = read_config(&path).ok().filter(|text| {
+            super::parse(text, &path.display().to_string()).is_ok_and(|mut c| {
+                c.source.clone_from(&running.source);
+                c == *running
+            })
+        });
+        Self::new(path, settle, current)
+    }
+
     /// Start from the file's present content.
     pub fn from_file(path: PathBuf, settle: Duration) -> Self {
         let running = read_config(&path).ok();
@@ -379,6 +394,27 @@ mod tests {
         assert_eq!(w.poll(t0 + Duration::from_secs(6)), WatchEvent::Nothing);
         std::fs::write(&path, "abc").expect("write");
         assert_eq!(w.poll(t0 + Duration::from_secs(8)), WatchEvent::Nothing);
+    }
+
+    /// An edit made after the running config was read but before the watch
+    /// began is a change (CI: `proxy_protocol` turned on right after the
+    /// start was never applied); the running file's own content is not.
+    #[test]
+    fn an_edit_before_the_watch_began_is_a_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.yaml");
+        std::fs::write(&path, crate::config::DEFAULT_YAML).expect("write");
+        let running = crate::config::load(&path).expect("default config");
+        let t = Instant::now();
+        let mut same = FileWatch::for_running(path.clone(), Duration::ZERO, &running);
+        assert_eq!(same.poll(t), WatchEvent::Nothing);
+        assert_eq!(same.poll(t), WatchEvent::Nothing);
+        let edited = crate::config::DEFAULT_YAML.replacen("threads: ", "threads: 3 #", 1);
+        assert_ne!(edited, crate::config::DEFAULT_YAML);
+        std::fs::write(&path, &edited).expect("write");
+        let mut late = FileWatch::for_running(path.clone(), Duration::ZERO, &running);
+        assert_eq!(late.poll(t), WatchEvent::Nothing);
+        assert_eq!(late.poll(t), WatchEvent::Changed(edited));
     }
 
     /// Black-box round 11: a reload refused for a database plan of the

@@ -33,9 +33,12 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
         .read_at()
         .map_or(0, |at| at.saturating_sub(window));
     let mut floor = IdFloor::new(limiters.credits.read_upto(), REREAD);
-    // When every row up to then was last read (the start's read, if it
+    // When the last read that succeeded started (the start's read, if it
     // succeeded): after a long gap, folds may hold rows never read here.
-    let mut last_read = limiters.credits.read_at().map(|_| Instant::now());
+    let mut last_read = limiters.credits.read_at().and_then(|at| {
+        let ago = tollgate_core::now_ms().saturating_sub(at);
+        Instant::now().checked_sub(Duration::from_millis(u64::try_from(ago).unwrap_or(0)))
+    });
     // The keys' and identities' own refills, as last read.
     let mut own = Vec::new();
     loop {
@@ -56,10 +59,39 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
             &own,
         );
         limiters.credits.set_refills(refills);
-        let stale = last_read.is_some_and(|t| needs_rebuild(t.elapsed(), every));
-        if let (Some(d), true) = (&db, stale) {
+        // The gap runs from the start of the last read that succeeded to
+        // the end of this one: a stall in the middle of a read counts too.
+        let gap_over =
+            |last: Option<Instant>| last.is_some_and(|t| needs_rebuild(t.elapsed(), every));
+        let mut rebuild = gap_over(last_read);
+        if let (Some(d), false) = (&db, rebuild) {
+            let started = Instant::now();
+            let read_at = tollgate_core::now_ms();
+            let read = d.credit_adjustments_after(floor.floor(), since);
+            match tokio::time::timeout(Duration::from_secs(5), read).await {
+                // The read itself spanned a long gap: rebuild instead.
+                Ok(Ok(_)) if gap_over(last_read) => rebuild = true,
+                Ok(Ok(rows)) => {
+                    let cfg = state.config.load().config.limiter.clone();
+                    let identities = key_identities(d, &rows).await;
+                    limiters.apply_adjustments(&cfg, &rows, &identities).await;
+                    // Every row is applied now (this was the first read if
+                    // the start's failed): later folds add nothing.
+                    limiters.credits.mark_built();
+                    let ids: HashSet<i64> = rows.iter().map(|a| a.id).collect();
+                    limiters.credits.forget_applied(&ids);
+                    since = read_at.saturating_sub(window);
+                    floor.saw(ids.iter().copied(), Instant::now());
+                    last_read = Some(started);
+                }
+                Ok(Err(e)) => tracing::debug!("reading credit adjustments: {e}"),
+                Err(_) => tracing::debug!("reading credit adjustments timed out"),
+            }
+        }
+        if let (Some(d), true) = (&db, rebuild) {
             // No spend is written meanwhile (none is taken but unwritten).
             let _writing = limiters.credits.spends.writing().await;
+            let started = Instant::now();
             let read_at = tollgate_core::now_ms();
             let read = d.credit_adjustments_since(0);
             match tokio::time::timeout(Duration::from_secs(30), read).await {
@@ -74,30 +106,10 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
                     let upto = all.iter().map(|a| a.id).max().unwrap_or(0);
                     floor = IdFloor::new(upto.max(floor.floor()), REREAD);
                     since = read_at.saturating_sub(window);
-                    last_read = Some(Instant::now());
+                    last_read = Some(started);
                 }
                 Ok(Err(e)) => tracing::debug!("reading every credit adjustment: {e}"),
                 Err(_) => tracing::debug!("reading every credit adjustment timed out"),
-            }
-        } else if let Some(d) = &db {
-            let read_at = tollgate_core::now_ms();
-            let read = d.credit_adjustments_after(floor.floor(), since);
-            match tokio::time::timeout(Duration::from_secs(5), read).await {
-                Ok(Ok(rows)) => {
-                    let cfg = state.config.load().config.limiter.clone();
-                    let identities = key_identities(d, &rows).await;
-                    limiters.apply_adjustments(&cfg, &rows, &identities).await;
-                    // Every row is applied now (this was the first read if
-                    // the start's failed): later folds add nothing.
-                    limiters.credits.mark_built();
-                    let ids: HashSet<i64> = rows.iter().map(|a| a.id).collect();
-                    limiters.credits.forget_applied(&ids);
-                    since = read_at.saturating_sub(window);
-                    floor.saw(ids.iter().copied(), Instant::now());
-                    last_read = Some(Instant::now());
-                }
-                Ok(Err(e)) => tracing::debug!("reading credit adjustments: {e}"),
-                Err(_) => tracing::debug!("reading credit adjustments timed out"),
             }
         }
         tokio::time::sleep(every).await;

@@ -312,7 +312,8 @@ async fn reload_config(
         std::future::pending::<()>().await;
         return;
     };
-    let mut watch = FileWatch::from_file(path.clone(), RELOAD_SETTLE);
+    let mut watch =
+        FileWatch::for_running(path.clone(), RELOAD_SETTLE, &state.config.load().config);
     loop {
         tokio::time::sleep(RELOAD_POLL).await;
         match watch.poll(Instant::now()) {
