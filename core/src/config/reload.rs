@@ -231,7 +231,9 @@ impl FileWatch {
         Self::new(path, settle, current)
     }
 
-    /// Start from the file's present content.
+    /// Start from the file's present content (tests; a process watches the
+    /// file of its running config: [`Self::for_running`]).
+    #[cfg(test)]
     pub fn from_file(path: PathBuf, settle: Duration) -> Self {
         let running = read_config(&path).ok();
         Self::new(path, settle, running)

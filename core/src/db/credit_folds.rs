@@ -16,9 +16,8 @@ pub struct FoldPass {
     pub read: usize,
     /// The highest id read: the next call goes on from there.
     pub last_id: Option<i64>,
-    /// Rows deleted, and the fold rows written in their place.
+    /// Rows deleted (and replaced by one fold row per balance).
     pub folded: usize,
-    pub written: usize,
     /// Balances whose rows were left as they are (sum beyond 64 bits).
     pub skipped: Vec<SumOutOfRange>,
     /// Another process was folding (PostgreSQL): nothing was done.
@@ -128,20 +127,8 @@ impl Db {
             };
             super::credits::insert_spend(&mut tx, &row, FOLD_ACTOR, FOLDED_BY).await?;
             pass.folded += f.ids.len();
-            pass.written += 1;
         }
         tx.commit().await?;
         Ok(pass)
-    }
-
-    /// How many spend rows `credit_adjustments` holds (folds included).
-    pub async fn credit_spend_rows(&self) -> Result<i64, DbError> {
-        Ok(
-            sqlx::query_scalar(
-                "SELECT COUNT(*) FROM credit_adjustments WHERE spent_by IS NOT NULL",
-            )
-            .fetch_one(self.pool())
-            .await?,
-        )
     }
 }

@@ -84,23 +84,10 @@ impl CreditBook {
 
 #[cfg(test)]
 mod tests {
+    use super::super::spends::tests::row;
     use super::*;
     use crate::limiter::Subject;
     use tollgate_core::credits::fold::FOLDED_BY;
-    use tollgate_core::credits::SubjectKind;
-
-    fn row(id: i64, delta: i64, by: Option<&str>) -> CreditAdjustment {
-        CreditAdjustment {
-            id,
-            subject_kind: SubjectKind::Key,
-            subject_id: 1,
-            delta,
-            created_at: 0,
-            actor: String::new(),
-            spent_by: by.map(str::to_string),
-            spent_at: by.map(|_| 0),
-        }
-    }
 
     /// A proxy stopped past the fold age: rows 3 and 4 (spent elsewhere)
     /// were folded with row 2 (which it had applied) into row 6 before it

@@ -195,7 +195,7 @@ pub fn moved_at_ms(a: &CreditAdjustment) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -241,7 +241,12 @@ mod tests {
         assert_eq!(member.to_row(), None);
     }
 
-    fn row(id: i64, delta: i64, spent_by: Option<&str>) -> CreditAdjustment {
+    /// A row of key 1: a top-up (`spent_by` `None`) or a spend.
+    pub(in crate::limiter::credits) fn row(
+        id: i64,
+        delta: i64,
+        spent_by: Option<&str>,
+    ) -> CreditAdjustment {
         CreditAdjustment {
             id,
             subject_kind: SubjectKind::Key,
