@@ -31,8 +31,7 @@ impl TrustedProxies {
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        self.nets.iter().any(|n| n.contains(&ip))
+        any_matches(&self.nets, ip)
     }
 }
 
@@ -63,7 +62,7 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 /// `10.0.0.0/8`), as a mapped address is the IPv4 address ([`canonical`]):
 /// clients are matched by their canonical address, which a mapped network
 /// would never contain. A network wider than the mapped range (prefix below
-/// 96) stays as it is.
+/// 96) stays as it is, and holds every IPv4 address ([`matches`]).
 pub fn canonical_net(net: IpNet) -> IpNet {
     let IpNet::V6(v6) = net else {
         return net;
@@ -75,6 +74,33 @@ pub fn canonical_net(net: IpNet) -> IpNet {
         (Some(v4), Some(len)) => Ipv4Net::new(v4, len).map_or(net, |n| IpNet::V4(n.trunc())),
         _ => net,
     }
+}
+
+/// Whether the client address `ip` is in `net`: the one rule every IP list
+/// (a key's `allowed_ips`, a route's `ip_allow`/`ip_deny`,
+/// `proxy.trusted_proxies`) is matched by. An address is in a network if
+/// the network holds it in either of its forms: an IPv4 address `a.b.c.d`
+/// is also `::ffff:a.b.c.d`, so an IPv6 network holding all of
+/// `::ffff:0:0/96` (`::/0`, `::/64`, `::/80`...) holds every IPv4 address,
+/// as `::ffff:0:0/96` itself (canonical: `0.0.0.0/0`) does.
+///
+/// Prefixes nest or are disjoint, so an IPv6 network either holds the whole
+/// mapped range (prefix 96 or shorter), lies inside it (a mapped network,
+/// which [`canonical_net`] makes IPv4 when parsed), or misses it; testing
+/// the mapped form covers all three, even for a network not parsed by
+/// [`parse_cidr`]. No allocation: on the request path.
+pub fn matches(net: &IpNet, ip: IpAddr) -> bool {
+    match (net, canonical(ip)) {
+        (IpNet::V4(n), IpAddr::V4(a)) => n.contains(&a),
+        (IpNet::V6(n), IpAddr::V4(a)) => n.contains(&a.to_ipv6_mapped()),
+        (IpNet::V6(n), IpAddr::V6(a)) => n.contains(&a),
+        (IpNet::V4(_), IpAddr::V6(_)) => false,
+    }
+}
+
+/// Whether any of `nets` [`matches`] `ip`.
+pub fn any_matches(nets: &[IpNet], ip: IpAddr) -> bool {
+    nets.iter().any(|n| matches(n, ip))
 }
 
 /// What a per-IP bucket, throttle or connection cap keys on: the IPv4 address,
@@ -513,6 +539,109 @@ mod tests {
         let net = parse_cidr("::ffff:127.0.0.1/128").expect("cidr");
         assert!(net.contains(&canonical(ip("::ffff:127.0.0.1"))));
         assert!(net.contains(&ip("127.0.0.1")));
+    }
+
+    /// Black-box: `::/0` in a deny list did not deny IPv4 clients while
+    /// `::ffff:0:0/96` did. An IPv6 network holding the whole mapped range
+    /// holds every IPv4 address, in either form; one that does not, none.
+    #[test]
+    fn ipv6_networks_wider_than_the_mapped_range_hold_ipv4() {
+        let net = |s: &str| parse_cidr(s).expect("cidr");
+        let clients = [
+            ip("127.0.0.1"),
+            ip("::ffff:127.0.0.1"),
+            ip("0.0.0.0"),
+            ip("255.255.255.255"),
+        ];
+        for wide in [
+            "::/0",
+            "::/1",
+            "::/64",
+            "::/80",
+            "::fffe:0:0/95",
+            "::8000:0:0/81",
+            "::ffff:0:0/96",
+        ] {
+            for c in clients {
+                assert!(matches(&net(wide), c), "{wide} {c}");
+                assert!(trusted(&[wide]).contains(c), "{wide} {c}");
+            }
+        }
+        // IPv6 clients as before.
+        assert!(matches(&net("::/0"), ip("2001:db8::1")));
+        assert!(matches(&net("::/80"), ip("::1")));
+        assert!(!matches(&net("::/64"), ip("2001:db8::1")));
+        assert!(!matches(&net("::ffff:0:0/96"), ip("::1")));
+        for narrow in [
+            "::/96",
+            "::/81",
+            "::fffe:0:0/96",
+            "2001:db8::/32",
+            "::1/128",
+        ] {
+            for c in clients {
+                assert!(!matches(&net(narrow), c), "{narrow} {c}");
+            }
+        }
+        // Mapped networks (IPv4 once parsed, or not): their own addresses only.
+        for mapped in ["::ffff:127.0.0.0/104", "127.0.0.0/8"] {
+            let n = net(mapped);
+            assert!(matches(&n, ip("127.0.0.1")) && matches(&n, ip("::ffff:127.0.0.1")));
+            assert!(!matches(&n, ip("10.0.0.1")) && !matches(&n, ip("::1")));
+        }
+        let raw: IpNet = "::ffff:127.0.0.0/104".parse().expect("net");
+        assert!(matches(&raw, ip("127.0.0.1")) && !matches(&raw, ip("10.0.0.1")));
+        // An IPv4 network never holds a (non-mapped) IPv6 address.
+        assert!(!matches(&net("0.0.0.0/0"), ip("::1")));
+        assert!(any_matches(
+            &[net("10.0.0.0/8"), net("::/0")],
+            ip("192.0.2.1")
+        ));
+        assert!(!any_matches(&[], ip("192.0.2.1")));
+    }
+
+    /// An IPv6 network address: random, or near the mapped range (random
+    /// networks hardly ever touch it).
+    fn v6_bits() -> impl Strategy<Value = u128> {
+        prop_oneof![
+            any::<u128>(),
+            any::<u32>().prop_map(|a| 0xffff_0000_0000 | u128::from(a)),
+            any::<u64>().prop_map(u128::from),
+        ]
+    }
+
+    proptest! {
+        /// For any IPv4 address `a` and IPv6 network `n`: `a` (in either
+        /// form) matches `n` exactly when `n` holds `::ffff:a`, whether `n`
+        /// is taken as written or canonical ([`parse_cidr`]).
+        #[test]
+        fn ipv4_matches_an_ipv6_net_iff_it_holds_the_mapped_address(
+            a in any::<u32>(),
+            bits in v6_bits(),
+            len in 0u8..=128,
+        ) {
+            let a = std::net::Ipv4Addr::from(a);
+            let n = ipnet::Ipv6Net::new(Ipv6Addr::from(bits), len).expect("prefix").trunc();
+            let want = n.contains(&a.to_ipv6_mapped());
+            for net in [IpNet::V6(n), canonical_net(IpNet::V6(n))] {
+                prop_assert_eq!(matches(&net, IpAddr::V4(a)), want);
+                prop_assert_eq!(matches(&net, IpAddr::V6(a.to_ipv6_mapped())), want);
+            }
+        }
+
+        /// Canonicalising a network changes no IPv6 client's match either.
+        #[test]
+        fn canonical_net_keeps_every_match(
+            addr in v6_bits(),
+            bits in v6_bits(),
+            len in 0u8..=128,
+        ) {
+            let c = Ipv6Addr::from(addr);
+            let n = ipnet::Ipv6Net::new(Ipv6Addr::from(bits), len).expect("prefix").trunc();
+            let want = n.contains(&c);
+            prop_assert_eq!(matches(&IpNet::V6(n), IpAddr::V6(c)), want);
+            prop_assert_eq!(matches(&canonical_net(IpNet::V6(n)), IpAddr::V6(c)), want);
+        }
     }
 
     #[test]

@@ -269,8 +269,7 @@ impl Denial {
 }
 
 fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
-    let ip = crate::net::canonical(ip);
-    nets.iter().any(|n| n.contains(&ip))
+    crate::net::any_matches(nets, ip)
 }
 
 /// A route's IP rules (empty lists: none): deny wins, then allow.
@@ -470,6 +469,33 @@ mod tests {
             check_key(open, Some(&nets), "r", "GET", other),
             Err(Denial::KeyIpNotAllowed)
         );
+    }
+
+    /// Black-box: `::/0` holds every IPv4 client (`::ffff:a.b.c.d`), in a
+    /// key's `allowed_ips` and in a route's lists, as `::ffff:0:0/96` does.
+    #[test]
+    fn ipv6_networks_holding_the_mapped_range_hold_ipv4_clients() {
+        let open = EffectiveScopes::default();
+        for list in [s(&["::/0"]), s(&["::/80"]), s(&["::ffff:0:0/96"])] {
+            let nets = parse_ips("allowed_ips", &list).expect("valid");
+            for client in ["127.0.0.1", "::ffff:127.0.0.1", "203.0.113.9"] {
+                let c = ip(client);
+                assert_eq!(check_key(open, Some(&nets), "r", "GET", c), Ok(()));
+                assert_eq!(check_route_ip(&nets, &[], c), Ok(()));
+                assert_eq!(check_route_ip(&[], &nets, c), Err(Denial::RouteIpDenied));
+            }
+        }
+        let nets = parse_ips("allowed_ips", &s(&["::/96", "2001:db8::/32"])).expect("valid");
+        let c = ip("127.0.0.1");
+        assert_eq!(
+            check_key(open, Some(&nets), "r", "GET", c),
+            Err(Denial::KeyIpNotAllowed)
+        );
+        assert_eq!(
+            check_route_ip(&nets, &[], c),
+            Err(Denial::RouteIpNotAllowed)
+        );
+        assert_eq!(check_route_ip(&[], &nets, c), Ok(()));
     }
 
     #[test]
