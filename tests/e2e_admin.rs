@@ -361,3 +361,117 @@ async fn method_scopes_in_lower_case_mean_the_method_in_yaml_and_api() {
         }
     }
 }
+
+/// Black-box: an IPv6 network holding all of `::ffff:0:0/96` (`::/0`,
+/// `::/80`) holds every IPv4 client (`::ffff:a.b.c.d`), as `::ffff:0:0/96`
+/// itself does, in every IP list (one rule, `core::net::matches`): a key's
+/// `allowed_ips`, a route's `ip_allow` / `ip_deny`, `proxy.trusted_proxies`.
+/// Mapped networks are still stored as the IPv4 network; a narrower IPv6
+/// network (`::/96`, `2001:db8::/32`) holds no IPv4 client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_networks_wider_than_the_mapped_range_hold_ipv4_clients() {
+    use reqwest::Method;
+    let dev = Dev::start(
+        &[
+            (
+                "  threads: 2\n",
+                "  threads: 2\n  trusted_proxies: [\"::/0\"]\n",
+            ),
+            (
+                "path_prefix: /api/products }\n",
+                "path_prefix: /api/products }\n    ip_allow: [\"::/80\"]\n",
+            ),
+            (
+                "orders-writes, rate: 5, per: 1s, cost: 1 } ]\n",
+                "orders-writes, rate: 5, per: 1s, cost: 1 } ]\n    ip_deny: [\"::/0\"]\n",
+            ),
+        ],
+        &[("TOLLGATE_ADMIN_PASSWORD", "e2e-password-1")],
+    );
+    let api = Api::login(dev).await;
+    // (status, problem type) of a GET from 127.0.0.1.
+    let get = |key: String, path: &'static str, xff: Option<&'static str>| {
+        let mut req = api
+            .client
+            .get(api.dev.proxy_url(path))
+            .header("x-api-key", key);
+        if let Some(x) = xff {
+            req = req.header("x-forwarded-for", x);
+        }
+        async move {
+            let r = req.send().await.expect("proxy request");
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            let kind = body["type"]
+                .as_str()
+                .and_then(|t| t.rsplit('/').next())
+                .unwrap_or_default()
+                .to_string();
+            (status, kind)
+        }
+    };
+    let until =
+        |key: String, path: &'static str, xff: Option<&'static str>, want: (u16, &'static str)| {
+            let get = &get;
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    let got = get(key.clone(), path, xff).await;
+                    if (got.0, got.1.as_str()) == want {
+                        return;
+                    }
+                    assert!(Instant::now() < deadline, "{path}: {got:?}, want {want:?}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+    let mut keys = Vec::new();
+    for (name, ips, stored) in [
+        ("any", json!(["::/0"]), json!(["::/0"])),
+        (
+            "mapped",
+            json!(["::ffff:127.0.0.1/128"]),
+            json!(["127.0.0.1/32"]),
+        ),
+        (
+            "narrow",
+            json!(["::/96", "2001:db8::/32"]),
+            json!(["::/96", "2001:db8::/32"]),
+        ),
+        ("tens", json!(["10.0.0.0/8"]), json!(["10.0.0.0/8"])),
+    ] {
+        let (status, k) = api
+            .call(
+                Method::POST,
+                "/api/keys",
+                Some(json!({"name": name, "allowed_ips": ips})),
+            )
+            .await;
+        assert_eq!(status, 201, "{k}");
+        assert_eq!(k["allowed_ips"], stored, "{k}");
+        keys.push(k["key"].as_str().expect("key").to_string());
+    }
+    let [any, mapped, narrow, tens] = <[String; 4]>::try_from(keys).expect("four keys");
+    // A key's `allowed_ips: ["::/0"]` admits 127.0.0.1, on a route whose
+    // `ip_allow: ["::/80"]` does too; a mapped network as before.
+    until(any.clone(), "/api/products", None, (200, "")).await;
+    until(mapped.clone(), "/api/products", None, (200, "")).await;
+    // IPv6 networks that do not hold all of ::ffff:0:0/96: no IPv4 client.
+    until(narrow, "/api/products", None, (403, "ip-not-allowed")).await;
+    // A route's `ip_deny: ["::/0"]` refuses the IPv4 client.
+    assert_eq!(
+        get(any.clone(), "/api/orders", None).await,
+        (403, "ip-not-allowed".to_string())
+    );
+    // `trusted_proxies: ["::/0"]` trusts the IPv4 peer: its
+    // `X-Forwarded-For` is the client, for the key's list and the route's.
+    until(tens.clone(), "/api/products", Some("10.1.2.3"), (200, "")).await;
+    assert_eq!(
+        get(tens, "/api/products", None).await,
+        (403, "ip-not-allowed".to_string())
+    );
+    assert_eq!(
+        get(any, "/api/products", Some("2001:db8::1")).await,
+        (403, "ip-not-allowed".to_string())
+    );
+}
