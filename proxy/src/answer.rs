@@ -300,6 +300,22 @@ pub fn credits_exhausted(balance: i64, cost: u64) -> Answer {
     )
 }
 
+/// The problem type of [`streams_per_address`].
+pub const STREAMS_PER_ADDRESS: &str = "too-many-streams";
+
+/// An HTTP/2 stream from an address whose connections and streams in flight
+/// are at `proxy.max_connections_per_ip`.
+pub fn streams_per_address(cap: u32) -> Answer {
+    Answer::problem(
+        Problem::new(STREAMS_PER_ADDRESS, "Too Many Requests", 429)
+            .detail(format!(
+                "this address has {cap} connections and HTTP/2 streams in flight"
+            ))
+            .with("max_connections_per_ip", cap),
+    )
+    .with_header("Retry-After", "1".to_string())
+}
+
 pub fn concurrency_exceeded(limit: u32) -> Answer {
     Answer::problem(
         Problem::new("concurrency-exceeded", "Too Many Requests", 429)

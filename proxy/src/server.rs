@@ -294,8 +294,11 @@ pub fn build(prepared: Prepared) -> Built {
     }
     limiter.seed_quotas(&quota_counts);
     let usage = UsageRecorder::new();
-    let gateway =
-        Gateway::new(state.clone(), limiters.clone(), usage.clone()).with_spans(spans.clone());
+    // Connections per client address, and the HTTP/2 streams they carry.
+    let conns = Arc::new(ConnTable::default());
+    let gateway = Gateway::new(state.clone(), limiters.clone(), usage.clone())
+        .with_spans(spans.clone())
+        .with_conns(conns.clone());
 
     let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
     let mut server_options = app.server_options.clone().unwrap_or_default();
@@ -312,7 +315,7 @@ pub fn build(prepared: Prepared) -> Built {
     let app = EdgeApp {
         inner: Arc::new(app),
         state: state.clone(),
-        conns: Arc::new(ConnTable::default()),
+        conns,
         handshakes: handshakes.clone(),
         h2c,
         side: false,

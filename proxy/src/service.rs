@@ -18,6 +18,7 @@ use tollgate_telemetry::Spans;
 use crate::access;
 use crate::answer::{self, Answer};
 use crate::body_limit;
+use crate::conn::{self, ConnTable};
 use crate::cors;
 use crate::edge;
 use crate::edge_metrics;
@@ -73,6 +74,8 @@ pub struct Gateway {
     ladder: Ladder,
     /// OpenTelemetry span export (`telemetry.otlp_endpoint`).
     spans: Option<Spans>,
+    /// The edge's connection table ([`Self::with_conns`]).
+    conns: Option<Arc<ConnTable>>,
 }
 
 impl Gateway {
@@ -85,6 +88,43 @@ impl Gateway {
             usage_reads: UsageReads::default(),
             ladder: Ladder::from_env(),
             spans: None,
+            conns: None,
+        }
+    }
+
+    /// Count HTTP/2 streams in flight against their client address, with
+    /// the connections of the listener's edge.
+    pub fn with_conns(mut self, conns: Arc<ConnTable>) -> Self {
+        self.conns = Some(conns);
+        self
+    }
+
+    /// An HTTP/2 stream takes a slot of its address's connection budget
+    /// while in flight (it may take an upstream connection of its own);
+    /// `Some(answer)` when the address has none left.
+    fn admit_stream(
+        &self,
+        peer: Option<IpAddr>,
+        edge_cfg: &tollgate_core::config::EdgeConfig,
+        ctx: &mut Ctx,
+    ) -> Option<Answer> {
+        let conns = self.conns.as_ref()?;
+        let ip = peer
+            .map(net::bucket_key)
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let cap = conn::connection_cap(peer, edge_cfg);
+        match conns.admit_stream(ip, cap) {
+            Some(slot) => {
+                ctx.stream_slot = Some(slot);
+                None
+            }
+            None => {
+                edge_metrics::REFUSED
+                    .with_label_values(&[answer::STREAMS_PER_ADDRESS])
+                    .inc();
+                ctx.outcome = Some(outcome::LIMITED);
+                Some(answer::streams_per_address(cap))
+            }
         }
     }
 
@@ -122,6 +162,11 @@ impl Gateway {
             edge::request_id(session.req_header(), inbound.client.peer_trusted);
         ctx.request_id = request_id;
         ctx.client_request_id = client_request_id;
+        if session.is_http2() {
+            if let Some(a) = self.admit_stream(peer, edge_cfg, ctx) {
+                return Some(a);
+            }
+        }
         if let Some(authority) = &inbound.canonical.authority {
             // Absolute-form: the URL's host is the request's host (RFC 9112 §3.2.2).
             if let Err(e) = session

@@ -435,3 +435,89 @@ async fn connections_per_address_are_capped() {
         "{m}"
     );
 }
+
+const H2C_CAPPED: &str = r#"
+proxy:
+  listen: "{listen}"
+  metrics_listen: "{metrics}"
+  threads: 2
+  h2c: true
+  max_connections_per_ip: 4
+upstreams:
+  demo: { targets: ["{upstream}"] }
+routes:
+  - { name: open, match: { path_prefix: /open }, upstream: demo, strip_prefix: /open, auth: none }
+"#;
+
+/// `n` GETs of `path` at once over one HTTP/2 connection (`client`): their
+/// statuses, and the problem types of the refused ones.
+async fn at_once(client: &reqwest::Client, url: &str, n: usize) -> (Vec<u16>, Vec<String>) {
+    let calls = (0..n).map(|_| async {
+        let r = client.get(url).send().await.expect("h2c request");
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        let status = r.status().as_u16();
+        let retry_after = r.headers().get("retry-after").cloned();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        if status == 429 {
+            assert_eq!(retry_after.as_ref().map(|v| v.as_bytes()), Some(&b"1"[..]));
+        }
+        (status, body["type"].as_str().unwrap_or("").to_string())
+    });
+    let out = futures_util::future::join_all(calls).await;
+    let statuses = out.iter().map(|(s, _)| *s).collect();
+    let kinds = out
+        .into_iter()
+        .filter(|(s, _)| *s != 200)
+        .map(|(_, k)| k)
+        .collect();
+    (statuses, kinds)
+}
+
+/// One HTTP/2 connection's streams each may take an upstream connection:
+/// streams in flight share their address's `max_connections_per_ip` with
+/// its connections (here 4: the connection and 3 streams), so one client
+/// connection cannot open more upstream connections than the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_in_flight_share_the_connection_cap() {
+    let p = TestProxy::start(H2C_CAPPED, Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    // Long enough that all 8 are in flight together even on a busy box.
+    let slow = p.url("/open/slow/4000");
+    let (statuses, kinds) = at_once(&client, &slow, 8).await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(ok, 3, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert!(
+        kinds.iter().all(|k| k.ends_with("/too-many-streams")),
+        "{kinds:?}"
+    );
+    // Finished streams give their slots back.
+    let (statuses, _) = at_once(&client, &p.url("/open/slow/200"), 3).await;
+    assert_eq!(statuses, vec![200; 3]);
+    // HTTP/1 requests take no stream slot: one at a time on a connection
+    // from the same address is served while the HTTP/2 one is open.
+    let h1 = reqwest::Client::builder()
+        .http1_only()
+        .build()
+        .expect("client");
+    for _ in 0..5 {
+        let r = h1.get(p.url("/open/users")).send().await.expect("h1");
+        assert_eq!(r.status(), 200);
+    }
+    let m = p.metrics_text().await;
+    assert_eq!(
+        common::metric_value(&m, "tollgate_edge_refused_total", &["too-many-streams"]),
+        5.0,
+        "{m}"
+    );
+}

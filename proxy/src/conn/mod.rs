@@ -150,19 +150,56 @@ impl ConnTable {
 
     /// The connection `id` is closed.
     pub fn release(&self, id: i32) {
-        let mut g = self.inner.lock();
-        if let Some(ip) = g.open.remove(&id) {
-            if let Some(n) = g.per_ip.get_mut(&ip) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    g.per_ip.remove(&ip);
-                }
-            }
+        let ip = self.inner.lock().open.remove(&id);
+        if let Some(ip) = ip {
+            self.release_ip(ip);
         }
     }
 
     pub fn count(&self, ip: IpAddr) -> u32 {
         self.inner.lock().per_ip.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// Count an HTTP/2 stream in flight against `ip` (its connection is
+    /// counted already): `None` when `ip` is at `cap` (0: no cap). Each
+    /// stream may take an upstream connection of its own, so streams share
+    /// the address's budget with connections; the slot is given back when
+    /// dropped.
+    pub fn admit_stream(self: &Arc<Self>, ip: IpAddr, cap: u32) -> Option<StreamSlot> {
+        let mut g = self.inner.lock();
+        let n = g.per_ip.entry(ip).or_insert(0);
+        if cap > 0 && *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+
+    fn release_ip(&self, ip: IpAddr) {
+        let mut g = self.inner.lock();
+        if let Some(n) = g.per_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                g.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// An HTTP/2 stream counted against its client address
+/// ([`ConnTable::admit_stream`]) until dropped.
+#[derive(Debug)]
+pub struct StreamSlot {
+    table: Arc<ConnTable>,
+    ip: IpAddr,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.table.release_ip(self.ip);
     }
 }
 
@@ -211,7 +248,10 @@ fn peer_of(stream: &Stream) -> Option<IpAddr> {
 /// header, its source): `max_connections_per_ip`, except for a peer in
 /// `trusted_proxies` (a load balancer carries many clients, told apart per
 /// request by `X-Forwarded-For`): 0, no cap.
-fn connection_cap(peer: Option<IpAddr>, edge: &tollgate_core::config::EdgeConfig) -> u32 {
+pub(crate) fn connection_cap(
+    peer: Option<IpAddr>,
+    edge: &tollgate_core::config::EdgeConfig,
+) -> u32 {
     match peer {
         Some(ip) if edge.trusted_proxies.contains(ip) => 0,
         _ => edge.max_connections_per_ip,
@@ -482,6 +522,29 @@ mod tests {
         // Releasing twice is harmless.
         t.release(13);
         assert_eq!(t.count(b), 0);
+    }
+
+    #[test]
+    fn streams_share_their_address_budget_with_connections() {
+        let t = Arc::new(ConnTable::default());
+        let a: IpAddr = "127.0.0.2".parse().expect("ip");
+        assert!(t.admit(10, a, 3).is_ok());
+        let s1 = t.admit_stream(a, 3).expect("a slot");
+        let s2 = t.admit_stream(a, 3).expect("a slot");
+        assert!(t.admit_stream(a, 3).is_none(), "over the cap");
+        assert_eq!(t.admit(11, a, 3), Err("per_ip_cap"), "streams count for connections");
+        drop(s1);
+        assert_eq!(t.count(a), 2);
+        assert!(t.admit(11, a, 3).is_ok());
+        drop(s2);
+        t.release(10);
+        t.release(11);
+        assert_eq!(t.count(a), 0, "every slot given back");
+        // 0 = no cap (a trusted proxy).
+        let many: Vec<_> = (0..500).filter_map(|_| t.admit_stream(a, 0)).collect();
+        assert_eq!(many.len(), 500);
+        drop(many);
+        assert_eq!(t.count(a), 0);
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct Ctx {
     pub(super) ws_hold: Hold,
     /// A `routes[].cost` reservation not settled yet.
     pub(super) cost: Option<crate::cost::Pending>,
+    /// An HTTP/2 stream's slot in its address's connection budget.
+    pub(super) stream_slot: Option<crate::conn::StreamSlot>,
 }
 
 impl Ctx {
@@ -98,6 +100,7 @@ impl Ctx {
             ws_open: None,
             ws_hold: Hold::No,
             cost: None,
+            stream_slot: None,
         }
     }
 
