@@ -7,14 +7,18 @@
 //! bare-pingora --listen 127.0.0.1:21501 --upstream 127.0.0.1:21500
 //!              [--threads 1] [--work-stealing true|false]
 //!              [--listener-tasks 1] [--keepalive-pool 128]
-//!              [--downstream-request-limit N]
+//!              [--downstream-request-limit N] [--upstream-timeouts]
 //! ```
+//!
+//! `--upstream-timeouts` gives the upstream peer the timeouts a Tollgate
+//! upstream has by default (connect 2 s, read and write 30 s, idle 60 s).
 //!
 //! The server options are flags so the harness can measure each one
 //! (benches/README.md, "Experiments").
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -23,6 +27,7 @@ use pingora::server::configuration::ServerConf;
 
 struct Pass {
     upstream: SocketAddr,
+    timeouts: bool,
 }
 
 #[async_trait]
@@ -32,7 +37,14 @@ impl ProxyHttp for Pass {
     fn new_ctx(&self) {}
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+        let mut peer = HttpPeer::new(self.upstream, false, String::new());
+        if self.timeouts {
+            peer.options.connection_timeout = Some(Duration::from_secs(2));
+            peer.options.read_timeout = Some(Duration::from_secs(30));
+            peer.options.write_timeout = Some(Duration::from_secs(30));
+            peer.options.idle_timeout = Some(Duration::from_secs(60));
+        }
+        Ok(Box::new(peer))
     }
 }
 
@@ -44,6 +56,7 @@ struct Args {
     listener_tasks: usize,
     keepalive_pool: usize,
     downstream_request_limit: Option<u32>,
+    upstream_timeouts: bool,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
@@ -58,6 +71,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         listener_tasks: defaults.listener_tasks_per_fd,
         keepalive_pool: defaults.upstream_keepalive_pool_size,
         downstream_request_limit: None,
+        upstream_timeouts: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -73,11 +87,12 @@ fn parse_args() -> std::result::Result<Args, String> {
             "--downstream-request-limit" => {
                 args.downstream_request_limit = Some(value()?.parse().map_err(|e| bad(&e))?)
             }
+            "--upstream-timeouts" => args.upstream_timeouts = true,
             "-h" | "--help" => {
                 return Err(
                     "usage: bare-pingora --listen ADDR --upstream ADDR [--threads N] \
                      [--work-stealing BOOL] [--listener-tasks N] [--keepalive-pool N] \
-                     [--downstream-request-limit N]"
+                     [--downstream-request-limit N] [--upstream-timeouts]"
                         .into(),
                 )
             }
@@ -112,6 +127,7 @@ pub fn main() -> ExitCode {
         &server.configuration,
         Pass {
             upstream: args.upstream,
+            timeouts: args.upstream_timeouts,
         },
         "bare-pingora",
     );

@@ -83,11 +83,18 @@ pub const MAX_USAGE_PATH: usize = 256;
 /// `downstream_keepalive_requests`: the Pingora server settings that change
 /// throughput (benches/RESULTS.md, "Pingora's settings"). The defaults are
 /// Pingora's, except the 10 000 requests per client connection Tollgate
-/// always had: `work_stealing: false` serves more per core, but with Pingora
-/// 0.9 a second server in the same process (the in-process tests) can pick
-/// a stopped server's runtime, and `tollgate dev` did not stop on SIGINT
-/// with it; it stays opt-in until both are understood. TCP_NODELAY is always on (Pingora sets it on every
-/// accepted and upstream socket) and the listen backlog is Pingora's 65 535.
+/// always had. `work_stealing: false` serves more per core but stays
+/// opt-in, for two faults of Pingora 0.9.1's no-steal runtime: it keeps
+/// each runtime's handles per thread id and thread ids are reused, so a
+/// server started after another stopped in the same process (the
+/// in-process tests) may pick the stopped one's runtime; and on a fast stop
+/// (SIGINT) an accept loop can be left polling a listener whose runtime is
+/// shutting down ("A Tokio 1.x context was found, but it is being
+/// shutdown"), which fails at once without yielding, so the no-steal
+/// runtime's join never returns (`tests/cli.rs`
+/// `dev_prints_the_https_url_when_tls_is_configured` hung 1 run in 6).
+/// TCP_NODELAY is always on (Pingora sets it on every accepted and
+/// upstream socket) and the listen backlog is Pingora's 65 535.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerTuning {
     /// One work-stealing tokio runtime for all `threads` (Pingora's default),
