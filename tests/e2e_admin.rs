@@ -46,6 +46,11 @@ impl Api {
 
     /// How long until the proxy answers `want` for `key` (fails after 3 s).
     async fn until(&self, key: &str, want: u16) -> Duration {
+        self.until_within(key, want, Duration::from_secs(3)).await
+    }
+
+    /// [`Api::until`], failing after `limit`.
+    async fn until_within(&self, key: &str, want: u16, limit: Duration) -> Duration {
         let start = Instant::now();
         loop {
             let s = self.proxy(key).await.status().as_u16();
@@ -53,14 +58,83 @@ impl Api {
                 return start.elapsed();
             }
             assert!(
-                start.elapsed() < Duration::from_secs(3),
-                "still {s}, want {want}"
+                start.elapsed() < limit,
+                "still {s} after {limit:?}, want {want}"
             );
             // 10 polls a second: below the proxy's throttle of repeated bad
             // keys (20 per second per IP), which would otherwise answer 429
             // for a while after the key becomes valid.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The proxy's `tollgate_config_reloads_total{result}`.
+    async fn reloads(&self, result: &str) -> u64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.dev.ports.metrics);
+        let text = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        let line = format!("tollgate_config_reloads_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Write the config file with `from` replaced by `to` (whole, then
+    /// renamed into place) and wait until the proxy counts one more reload
+    /// with `result` (`ok` or `failed`).
+    async fn edit_config(&self, from: &str, to: &str, result: &str) {
+        let file = self.dev.dir.path().join("tollgate.yaml");
+        let text = std::fs::read_to_string(&file).expect("config");
+        assert!(text.contains(from), "config has no {from:?}");
+        let before = self.reloads(result).await;
+        let next = file.with_extension("yaml.next");
+        std::fs::write(&next, text.replacen(from, to, 1)).expect("write");
+        std::fs::rename(&next, &file).expect("rename");
+        let start = Instant::now();
+        while self.reloads(result).await == before {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{from:?} -> {to:?}: no {result} reload counted"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The `allowed` requests of key `id` in the usage export of the last
+    /// few minutes.
+    async fn allowed_of(&self, id: i64) -> i64 {
+        const MIN: i64 = 60_000;
+        let now = chrono::Utc::now().timestamp_millis();
+        let minute = now - now.rem_euclid(MIN);
+        let path = format!(
+            "/api/usage/export?from={}&to={}&group_by=key&format=json",
+            minute - 5 * MIN,
+            minute + 2 * MIN
+        );
+        let r = self
+            .client
+            .get(self.dev.admin_url(&path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("export");
+        assert_eq!(r.status(), 200);
+        r.text()
+            .await
+            .expect("body")
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("NDJSON"))
+            .filter(|r| r["key_id"] == id)
+            .map(|r| r["allowed"].as_i64().expect("allowed"))
+            .sum()
     }
 }
 
@@ -474,4 +548,105 @@ async fn ipv6_networks_wider_than_the_mapped_range_hold_ipv4_clients() {
         get(any, "/api/products", Some("2001:db8::1")).await,
         (403, "ip-not-allowed".to_string())
     );
+}
+
+/// Black-box round 12: a reload that shortens a background interval took
+/// effect only after the sleep on the old one (`key_refresh: 60s` reverted
+/// to 500ms: a disabled key still passed for ~56 s; `flush_interval` the
+/// same for usage rows), and absurd intervals were accepted. Now an
+/// interval past its maximum is refused by `check-config` and by the
+/// reload, at its place, and the background tasks read their period again
+/// at least every second: after the revert a disabled key is refused, and
+/// a request's usage written, within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shortened_background_interval_applies_without_waiting_out_the_old_one() {
+    use reqwest::Method;
+    let dev = Dev::start(
+        &[(
+            "storage:\n",
+            "usage:\n  flush_interval: 200ms\nstorage:\n  key_refresh: 500ms\n",
+        )],
+        &[("TOLLGATE_ADMIN_PASSWORD", "e2e-password-1")],
+    );
+    let api = Api::login(dev).await;
+    let (status, created) = api
+        .call(
+            Method::POST,
+            "/api/keys",
+            Some(json!({"name": "intervals", "plan": "pro"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_i64().expect("id");
+    let key = created["key"].as_str().expect("key").to_string();
+    api.until_within(&key, 200, Duration::from_secs(15)).await;
+
+    // Absurd values: refused by check-config at their place, and by the reload.
+    let file = api.dev.dir.path().join("tollgate.yaml");
+    let huge = "key_refresh: 18446744073709551615ms";
+    api.edit_config("key_refresh: 500ms", huge, "failed").await;
+    let out = common::tollgate()
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .expect("check-config");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let text = std::fs::read_to_string(&file).expect("config");
+    let line = text.lines().position(|l| l.contains(huge)).expect("line") + 1;
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:{line}:16: storage.key_refresh: must be at most 10m",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    api.edit_config(huge, "key_refresh: 500ms", "ok").await;
+    api.edit_config(
+        "flush_interval: 200ms",
+        "flush_interval: 99999999999d",
+        "failed",
+    )
+    .await;
+    api.edit_config(
+        "flush_interval: 99999999999d",
+        "flush_interval: 200ms",
+        "ok",
+    )
+    .await;
+
+    // Long but valid intervals, then the short ones back.
+    api.edit_config("key_refresh: 500ms", "key_refresh: 60s", "ok")
+        .await;
+    api.edit_config("flush_interval: 200ms", "flush_interval: 1h", "ok")
+        .await;
+    // Set-up, not a check: both tasks are now waiting on the long values
+    // (they read them at their next beat, 500 ms and 200 ms after the reload).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    api.edit_config("key_refresh: 60s", "key_refresh: 500ms", "ok")
+        .await;
+    api.edit_config("flush_interval: 1h", "flush_interval: 200ms", "ok")
+        .await;
+
+    // Usage of a request made now is written within seconds, not in an hour.
+    let before = api.allowed_of(id).await;
+    assert_eq!(api.proxy(&key).await.status(), 200);
+    let start = Instant::now();
+    while api.allowed_of(id).await == before {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "usage not written after the flush interval was shortened again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A disabled key is refused within seconds, not ~a minute.
+    let (status, _) = api
+        .call(
+            Method::PATCH,
+            &format!("/api/keys/{id}"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    api.until_within(&key, 403, Duration::from_secs(15)).await;
 }

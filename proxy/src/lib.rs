@@ -14,7 +14,8 @@
 //! (upgrades and their keys), [`ws_hold`] (holding a handshake open, a
 //! Pingora workaround), [`service`] (the `ProxyHttp` that
 //! orchestrates them), [`upstreams`], [`tls`] (HTTPS listener certificate,
-//! upstream CA files), [`background`], [`metrics`], [`demo`] (the demo
+//! upstream CA files), [`background`] (and [`period`], the wait of its
+//! config-paced tasks), [`metrics`], [`demo`] (the demo
 //! upstream of `tollgate dev`).
 
 pub mod access;
@@ -41,6 +42,7 @@ pub mod keyset;
 pub mod ladder;
 pub mod limiter;
 pub mod metrics;
+pub mod period;
 pub mod refills;
 pub mod request_id;
 pub mod request_span;

@@ -168,6 +168,8 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 256;
 /// `proxy.websocket_key_check` when the file does not say.
 pub const DEFAULT_WEBSOCKET_KEY_CHECK: Duration = Duration::from_secs(1);
+/// The longest `proxy.websocket_key_check`.
+pub const MAX_WEBSOCKET_KEY_CHECK: Duration = Duration::from_secs(3600);
 
 impl Default for EdgeConfig {
     fn default() -> Self {
@@ -216,6 +218,8 @@ pub struct AdminConfig {
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 pub const DEFAULT_JWT_SECRET_ENV: &str = "TOLLGATE_JWT_SECRET";
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// The longest `admin.session_ttl`.
+pub const MAX_SESSION_TTL: Duration = Duration::from_secs(30 * 86_400);
 pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_ADMIN_MAX_CONNECTIONS: u64 = 512;
@@ -230,6 +234,8 @@ pub struct StorageConfig {
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://tollgate.db";
 pub const DEFAULT_KEY_REFRESH: Duration = Duration::from_millis(500);
+/// The longest `storage.key_refresh`: a disabled key is refused within it.
+pub const MAX_KEY_REFRESH: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimiterBackend {
@@ -268,6 +274,8 @@ pub struct LimiterConfig {
 
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(20);
 pub const DEFAULT_CONCURRENCY_LEASE: Duration = Duration::from_secs(10);
+/// The longest `limiter.concurrency_lease`.
+pub const MAX_CONCURRENCY_LEASE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_millis(200);
 /// `limiter.lease_ttl`: 0 (off) or within these bounds.
 pub const MIN_LEASE_TTL: Duration = Duration::from_millis(10);
@@ -299,6 +307,8 @@ pub struct UsageConfig {
 }
 
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// The longest `usage.flush_interval`.
+pub const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_RETENTION_DAYS: u64 = 30;
 pub const DEFAULT_BUFFER_ROWS: u64 = 100_000;
 pub const DEFAULT_VIOLATION_RETENTION_DAYS: u64 = 7;
@@ -356,6 +366,8 @@ impl UpstreamProtocol {
 
 /// `upstreams.*.resolve_interval`: how often target host names are resolved again.
 pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+/// The longest `upstreams.*.resolve_interval`.
+pub const MAX_RESOLVE_INTERVAL: Duration = Duration::from_secs(86_400);
 
 /// TLS towards an upstream's `https://` targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -414,6 +426,8 @@ pub struct HealthCheck {
 
 /// `health_check.interval` when a health check gives only its path.
 pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// The longest `health_check.interval`.
+pub const MAX_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timeouts {

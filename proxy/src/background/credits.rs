@@ -112,7 +112,7 @@ pub(super) async fn apply_credits(state: Arc<State>, limiters: Arc<Limiters>, ur
                 Err(_) => tracing::debug!("reading every credit adjustment timed out"),
             }
         }
-        tokio::time::sleep(every).await;
+        crate::period::wait(|| state.config.load().config.storage.key_refresh).await;
     }
 }
 

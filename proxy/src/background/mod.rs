@@ -171,8 +171,7 @@ impl BackgroundService for Maintenance {
 /// the (refreshed) key set no longer accepts.
 async fn close_revoked_websockets(state: Arc<State>) {
     loop {
-        let every = state.config.load().config.proxy.edge.websocket_key_check;
-        tokio::time::sleep(every).await;
+        crate::period::wait(|| state.config.load().config.proxy.edge.websocket_key_check).await;
         if state.websockets.is_empty() {
             continue;
         }
@@ -211,7 +210,6 @@ async fn refresh_keys(state: Arc<State>, url: String) {
     let mut last = None;
     let mut failures = 0u32;
     loop {
-        let every = state.config.load().config.storage.key_refresh;
         match refresh_once(&state, &url, &mut db, &mut last).await {
             Ok(()) => {
                 failures = 0;
@@ -227,16 +225,25 @@ async fn refresh_keys(state: Arc<State>, url: String) {
                 failures = failures.saturating_add(1);
             }
         }
-        let wait = if failures == 0 {
-            every
-        } else {
-            // Back off while the database is in trouble, never slower than
-            // REFRESH_MAX_BACKOFF (or the configured interval if longer).
-            let factor = 1u32 << failures.min(6);
-            (every * factor).min(REFRESH_MAX_BACKOFF.max(every))
-        };
-        tokio::time::sleep(wait).await;
+        // The interval as reloaded meanwhile, too.
+        crate::period::wait(|| {
+            refresh_wait(state.config.load().config.storage.key_refresh, failures)
+        })
+        .await;
     }
+}
+
+/// The wait after a key refresh: `every`, or while the database is in
+/// trouble a backoff, never slower than REFRESH_MAX_BACKOFF (or `every` if
+/// longer).
+fn refresh_wait(every: Duration, failures: u32) -> Duration {
+    if failures == 0 {
+        return every;
+    }
+    let factor = 1u32 << failures.min(6);
+    every
+        .saturating_mul(factor)
+        .min(REFRESH_MAX_BACKOFF.max(every))
 }
 
 /// The key set's, the plans' and the identities' fingerprints.

@@ -26,7 +26,6 @@ pub(super) async fn apply_quota_adjustments(
     // first seen (the key's count lives under its identity's hash tag).
     let mut key_identity: HashMap<i64, (i64, Option<i64>)> = HashMap::new();
     loop {
-        let every = state.config.load().config.storage.key_refresh;
         if db.is_none() {
             db = tokio::time::timeout(DB_TIMEOUT, Db::connect(&url))
                 .await
@@ -64,7 +63,7 @@ pub(super) async fn apply_quota_adjustments(
                 Err(_) => tracing::debug!("reading quota adjustments timed out"),
             }
         }
-        tokio::time::sleep(every).await;
+        crate::period::wait(|| state.config.load().config.storage.key_refresh).await;
     }
 }
 

@@ -271,9 +271,10 @@ impl BackgroundService for UsageFlusher {
         // name that this one is live (`server::claim_name`).
         self.first_beat(&mut run, DB_TIMEOUT).await;
         loop {
-            let every = self.state.config.load().config.usage.flush_interval;
+            // The interval as reloaded meanwhile, too.
+            let every = || self.state.config.load().config.usage.flush_interval;
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = crate::period::wait(every) => {}
                 _ = shutdown.changed() => break,
             }
             self.tick(&mut run, DB_TIMEOUT).await;

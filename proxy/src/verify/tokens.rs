@@ -87,7 +87,6 @@ impl BackgroundService for TokenRefresh {
         let mut db = None;
         let mut failures = 0u32;
         loop {
-            let every = self.state.config.load().config.storage.key_refresh;
             match load_once(&mut db, &self.database_url, &self.tokens).await {
                 Ok(()) => failures = 0,
                 Err(e) => {
@@ -97,13 +96,19 @@ impl BackgroundService for TokenRefresh {
                     failures = failures.saturating_add(1);
                 }
             }
-            let wait = if failures == 0 {
-                every
-            } else {
-                (every * (1u32 << failures.min(6))).min(MAX_BACKOFF.max(every))
+            // The interval as reloaded meanwhile, too.
+            let wait = || {
+                let every = self.state.config.load().config.storage.key_refresh;
+                if failures == 0 {
+                    every
+                } else {
+                    every
+                        .saturating_mul(1u32 << failures.min(6))
+                        .min(MAX_BACKOFF.max(every))
+                }
             };
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = crate::period::wait(wait) => {}
                 _ = shutdown.changed() => break,
             }
         }

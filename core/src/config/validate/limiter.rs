@@ -53,11 +53,12 @@ impl Validator<'_> {
             ],
             OnRedisError::Local,
         );
-        let concurrency_lease = self.duration_or(
+        let concurrency_lease = self.duration_within(
             "limiter.concurrency_lease",
             &l.concurrency_lease,
-            Duration::from_millis(300),
+            (Duration::from_millis(300), MAX_CONCURRENCY_LEASE),
             DEFAULT_CONCURRENCY_LEASE,
+            "a stopped proxy's concurrency holds stay taken that long",
         );
         let lease_ttl = self.lease_ttl(&l.lease_ttl);
         LimiterConfig {

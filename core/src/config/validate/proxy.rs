@@ -3,9 +3,6 @@
 use super::*;
 use crate::config::{DEFAULT_USAGE_PATH, MAX_INSTANCE_NAME, MAX_USAGE_PATH};
 
-/// The longest `proxy.websocket_key_check`.
-const MAX_WEBSOCKET_KEY_CHECK: Duration = Duration::from_secs(3600);
-
 impl Validator<'_> {
     pub(super) fn proxy(&mut self, p: &RawProxy) -> ProxyConfig {
         let listen = self.addr_or("proxy.listen", &p.listen, DEFAULT_PROXY_LISTEN);
@@ -224,21 +221,15 @@ impl Validator<'_> {
             u64::from(u32::MAX),
             u64::from(d.max_connections_per_ip),
         );
-        let mut websocket_key_check = self.duration_or(
-            "proxy.websocket_key_check",
-            &p.websocket_key_check,
-            Duration::from_millis(10),
-            d.websocket_key_check,
-        );
         // A revoked key's WebSockets close within this: a longer one would
         // quietly keep them open (black-box round 6, F3).
-        if websocket_key_check > MAX_WEBSOCKET_KEY_CHECK {
-            self.error(
-                "proxy.websocket_key_check",
-                "must be at most 1h (a revoked key's WebSockets stay open that long)",
-            );
-            websocket_key_check = d.websocket_key_check;
-        }
+        let websocket_key_check = self.duration_within(
+            "proxy.websocket_key_check",
+            &p.websocket_key_check,
+            (Duration::from_millis(10), MAX_WEBSOCKET_KEY_CHECK),
+            d.websocket_key_check,
+            "a revoked key's WebSockets stay open that long",
+        );
         EdgeConfig {
             websocket_key_check,
             path_policy,

@@ -140,6 +140,39 @@ impl Validator<'_> {
         }
     }
 
+    /// [`Self::duration_or`] with an upper bound: a longer value is refused
+    /// (`default` is used), saying what it would do (`why`). Every
+    /// background period and lease has one, so that a typo (`60h` for
+    /// `60s`) or a huge number cannot silently stop the work it paces
+    /// (black-box round 12).
+    pub(super) fn duration_within(
+        &mut self,
+        path: &str,
+        s: &Option<Scalar>,
+        (min, max): (Duration, Duration),
+        default: Duration,
+        why: &str,
+    ) -> Duration {
+        let Some(s) = given(s) else {
+            return default;
+        };
+        match self.duration(path, s, min) {
+            Some(d) if d > max => {
+                let text = s.text().unwrap_or_default();
+                self.error(
+                    path,
+                    format!(
+                        "must be at most {}, got {text:?} ({why})",
+                        duration::format(max)
+                    ),
+                );
+                default
+            }
+            Some(d) => d,
+            None => default,
+        }
+    }
+
     /// One of a fixed set of words.
     pub(super) fn choice_or<T: Copy>(
         &mut self,

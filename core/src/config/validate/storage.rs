@@ -28,11 +28,12 @@ impl Validator<'_> {
                 DEFAULT_DATABASE_URL.to_string()
             }
         };
-        let key_refresh = self.duration_or(
+        let key_refresh = self.duration_within(
             "storage.key_refresh",
             &s.key_refresh,
-            Duration::from_millis(1),
+            (Duration::from_millis(1), MAX_KEY_REFRESH),
             DEFAULT_KEY_REFRESH,
+            "key, plan and credit changes, revocations included, reach the proxies only that often",
         );
         StorageConfig {
             database_url,
@@ -41,11 +42,12 @@ impl Validator<'_> {
     }
 
     pub(super) fn usage(&mut self, u: &RawUsage) -> UsageConfig {
-        let flush_interval = self.duration_or(
+        let flush_interval = self.duration_within(
             "usage.flush_interval",
             &u.flush_interval,
-            Duration::from_millis(1),
+            (Duration::from_millis(1), MAX_FLUSH_INTERVAL),
             DEFAULT_FLUSH_INTERVAL,
+            "usage, heartbeats, quota counts and credit spends are written only that often",
         );
         let retention_days = self.number_or(
             "usage.retention_days",

@@ -149,11 +149,12 @@ impl Validator<'_> {
                     }
                     ok
                 });
-                let interval = self.duration_or(
+                let interval = self.duration_within(
                     &child(&hp, "interval"),
                     &h.interval,
-                    Duration::from_millis(1),
+                    (Duration::from_millis(1), MAX_HEALTH_CHECK_INTERVAL),
                     DEFAULT_HEALTH_CHECK_INTERVAL,
+                    "a target that fails stays in use, or one back stays out, that long",
                 );
                 Some(HealthCheck {
                     path: hc_path?,
@@ -186,11 +187,12 @@ impl Validator<'_> {
             };
             let preserve_host =
                 self.flag_or(&child(&path, "preserve_host"), &u.preserve_host, false);
-            let resolve_interval = self.duration_or(
+            let resolve_interval = self.duration_within(
                 &child(&path, "resolve_interval"),
                 &u.resolve_interval,
-                Duration::from_secs(1),
+                (Duration::from_secs(1), MAX_RESOLVE_INTERVAL),
                 DEFAULT_RESOLVE_INTERVAL,
+                "moved targets are followed only that often",
             );
             let tls = match &u.tls {
                 None => UpstreamTls::default(),

@@ -29,6 +29,8 @@ fn bad_inputs_are_reported_where_they_are() {
                 "plans.free.limits[0].per: invalid duration \"1x\"",
             ),
             ("storage:\n  key_refresh: 60\n", 2, 16, "storage.key_refresh: invalid duration \"60\""),
+            ("storage:\n  key_refresh: 18446744073709551615ms\n", 2, 16, "storage.key_refresh: must be at most 10m, got \"18446744073709551615ms\""),
+            ("usage:\n  flush_interval: 99999999999d\n", 2, 19, "usage.flush_interval: must be at most 1h, got \"99999999999d\""),
             ("limiter:\n  redis_timeout: 0ms\n", 2, 18, "limiter.redis_timeout: must be at least 1ms"),
             (
                 "plans:\n  p:\n    limits:\n      - name: x\n        rate: 1\n        per: 0s\n",

@@ -316,18 +316,89 @@ fn instance_names() {
     }
 }
 
-/// `proxy.websocket_key_check` is at most an hour: a longer one would keep a
-/// revoked key's WebSockets open without a word.
+/// Every background period and lease has a maximum, checked by the one
+/// helper: the maximum itself is accepted, anything longer (a typo, a huge
+/// number) is refused at its place with the range, so a reload can never
+/// quietly stop key refresh or usage writing (black-box round 12; the
+/// WebSocket key check: round 6, F3).
 #[test]
-fn websocket_key_check_is_bounded() {
-    let c = ok(&format!("{BASE}proxy:\n  websocket_key_check: 1h\n"));
-    assert_eq!(c.proxy.edge.websocket_key_check, Duration::from_secs(3600));
-    for bad in ["61m", "100000d", "18446744073709551615ms"] {
-        let e = errors(&format!("{BASE}proxy:\n  websocket_key_check: {bad}\n"));
+fn background_periods_are_bounded() {
+    let up = |hc: &str, resolve: &str| {
+        format!(
+            "upstreams:\n  demo: {{ targets: [\"h.example:1\"], resolve_interval: {resolve}, health_check: {{ path: /h, interval: {hc} }} }}\n"
+        )
+    };
+    let c = ok(&format!(
+        "{}storage:\n  key_refresh: 10m\nusage:\n  flush_interval: 1h\nproxy:\n  websocket_key_check: 1h\nlimiter:\n  concurrency_lease: 1h\nadmin:\n  session_ttl: 30d\n",
+        up("1h", "1d")
+    ));
+    assert_eq!(c.storage.key_refresh, MAX_KEY_REFRESH);
+    assert_eq!(c.usage.flush_interval, MAX_FLUSH_INTERVAL);
+    assert_eq!(c.proxy.edge.websocket_key_check, MAX_WEBSOCKET_KEY_CHECK);
+    assert_eq!(c.limiter.concurrency_lease, MAX_CONCURRENCY_LEASE);
+    assert_eq!(c.admin.session_ttl, MAX_SESSION_TTL);
+    let demo = &c.upstreams["demo"];
+    assert_eq!(demo.resolve_interval, MAX_RESOLVE_INTERVAL);
+    assert_eq!(
+        demo.health_check.as_ref().map(|h| h.interval),
+        Some(MAX_HEALTH_CHECK_INTERVAL)
+    );
+    let huge = "18446744073709551615ms";
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            format!("storage:\n  key_refresh: {huge}\n"),
+            "storage.key_refresh",
+            "10m",
+        ),
+        (
+            "storage:\n  key_refresh: 601s\n".into(),
+            "storage.key_refresh",
+            "10m",
+        ),
+        (
+            "usage:\n  flush_interval: 99999999999d\n".into(),
+            "usage.flush_interval",
+            "1h",
+        ),
+        (
+            "usage:\n  flush_interval: 3601s\n".into(),
+            "usage.flush_interval",
+            "1h",
+        ),
+        (
+            "proxy:\n  websocket_key_check: 61m\n".into(),
+            "proxy.websocket_key_check",
+            "1h",
+        ),
+        (
+            format!("proxy:\n  websocket_key_check: {huge}\n"),
+            "proxy.websocket_key_check",
+            "1h",
+        ),
+        (
+            "limiter:\n  concurrency_lease: 2h\n".into(),
+            "limiter.concurrency_lease",
+            "1h",
+        ),
+        (
+            "admin:\n  session_ttl: 31d\n".into(),
+            "admin.session_ttl",
+            "30d",
+        ),
+        (
+            up("61m", "1s"),
+            "upstreams.demo.health_check.interval",
+            "1h",
+        ),
+        (up("1s", "25h"), "upstreams.demo.resolve_interval", "1d"),
+    ];
+    for (src, path, max) in cases {
+        let e = errors(&src);
+        let want = format!("{path}: must be at most {max}, got");
         assert!(
             e.iter()
-                .any(|e| e.message.contains("proxy.websocket_key_check")),
-            "{bad}: {e:?}"
+                .any(|e| e.to_string().contains(&want) && e.line > 0),
+            "{src}: {e:?}"
         );
     }
 }
