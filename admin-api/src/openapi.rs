@@ -168,9 +168,10 @@ mod tests {
             s("/api/keys/{id}", "get"),
             ["200", "400", "401", "404", "503"]
         );
+        // 408: a body that does not arrive in time.
         assert_eq!(
             s("/api/keys/{id}", "patch"),
-            ["200", "400", "401", "403", "404", "409", "415", "422", "503"]
+            ["200", "400", "401", "403", "404", "408", "409", "415", "422", "503"]
         );
         assert_eq!(
             s("/api/analytics/summary", "get"),

@@ -9,6 +9,7 @@ use utoipa::{Modify, ToSchema};
 /// An RFC 9457 problem details object (`application/problem+json`), the body
 /// of every error. `type` ends in a stable suffix: `malformed-request` (400),
 /// `unauthorized` (401), `not-found` (404), `method-not-allowed` (405),
+/// `request-timeout` (408),
 /// `conflict` (409), `read-only` (409), `payload-too-large` (413),
 /// `unsupported-media-type` (415), `validation-error` (422),
 /// `insufficient-role` (403), `host-not-allowed` (421), `rate-limited`
@@ -41,6 +42,7 @@ pub struct ProblemDoc {
 /// | 401 `unauthorized` | it accepts a bearer token |
 /// | 403 `insufficient-role` | its least role is `admin` or `owner` |
 /// | 404 `not-found` | it has a path parameter |
+/// | 408 `request-timeout` | it reads a JSON body (not received within `admin.header_timeout`) |
 /// | 415 `unsupported-media-type` | it reads a JSON body (another `Content-Type`, or a `Content-Encoding`) |
 /// | 422 `validation-error` | it reads a query parameter or a JSON body |
 /// | 503 `database-unavailable` | always, except for this document itself |
@@ -110,6 +112,10 @@ fn add_problems(op: &mut Operation, uses_db: bool) {
         add("404", "Nothing has this id or name");
     }
     if body {
+        add(
+            "408",
+            "The request body did not arrive within `admin.header_timeout` (`request-timeout`; the connection is closed)",
+        );
         add(
             "415",
             "The body is not JSON, or is sent with a Content-Encoding (none is decoded; see Accept-Encoding)",
