@@ -38,7 +38,7 @@ pub struct ProblemDoc {
 ///
 /// | status | when |
 /// | --- | --- |
-/// | 400 `malformed-request` | it reads a path or query parameter or a JSON body, or accepts a bearer token (more than one `Authorization` header) |
+/// | 400 `malformed-request` | it reads a path or query parameter (a query parameter it does not take) or a JSON body, or accepts a bearer token (more than one `Authorization` header) |
 /// | 401 `unauthorized` | it accepts a bearer token |
 /// | 403 `insufficient-role` | its least role is `admin` or `owner` |
 /// | 404 `not-found` | it has a path parameter |
@@ -99,7 +99,7 @@ fn add_problems(op: &mut Operation, uses_db: bool) {
     if in_path || in_query || body || roles.is_some() {
         add(
             "400",
-            "Malformed request: invalid JSON, a value the database cannot store, or more than one Authorization header",
+            "Malformed request: invalid JSON, a query parameter the operation does not take (named in `field`), a value the database cannot store, or more than one Authorization header",
         );
     }
     if let Some(roles) = &roles {
@@ -124,7 +124,7 @@ fn add_problems(op: &mut Operation, uses_db: bool) {
     if in_query || body {
         add(
             "422",
-            "A field or query parameter is missing, unknown, repeated or invalid (named in `field`)",
+            "A field is missing, unknown or invalid, or a query parameter is repeated or invalid (named in `field`)",
         );
     }
     if uses_db {
