@@ -1,5 +1,6 @@
 //! The admin app: every route (one `router()` per resource), the
-//! problem+json fallbacks, `Cache-Control: no-store`, the request deadline,
+//! problem+json fallbacks, `Cache-Control: no-store`, the request and body
+//! deadlines ([`crate::deadline`]),
 //! and [`serve`], which runs it on a listener.
 
 use std::future::Future;
@@ -8,11 +9,11 @@ use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
-use crate::error::{method_not_allowed, not_found, ApiError};
+use crate::error::{method_not_allowed, not_found};
 use crate::state::AppState;
 use crate::{
-    admins, analytics, audit, dashboard, health, identities, keys, listener, login, openapi,
-    password, plans, quotas, refills, service_tokens, usage_export, webhooks,
+    admins, analytics, audit, dashboard, deadline, health, identities, keys, listener, login,
+    openapi, password, plans, quotas, refills, service_tokens, usage_export, webhooks,
 };
 
 /// The largest request body accepted.
@@ -21,6 +22,10 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The whole admin API router (every `/api` route, problem+json fallbacks).
 pub fn app(state: AppState) -> Router {
     api_router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            deadline::deadline,
+        ))
         .merge(dashboard::router())
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -29,7 +34,8 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Every `/api` route without state, so other routers (the dashboard) can be
-/// merged in before [`Router::with_state`].
+/// merged in before [`Router::with_state`]; [`app`] puts the request and body
+/// deadlines ([`deadline`]) around them.
 pub fn api_router() -> Router<AppState> {
     Router::new()
         .merge(login::router())
@@ -48,7 +54,6 @@ pub fn api_router() -> Router<AppState> {
         .merge(openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(deadline))
 }
 
 /// `Cache-Control: no-store` on every `/api` answer: tokens, new keys and
@@ -66,37 +71,6 @@ async fn no_store(
         );
     }
     res
-}
-
-/// How long an `/api` request may take. Handlers wait on nothing but the
-/// database (and argon2, well under a second), so a request past this is a
-/// database that does not answer: a refused or black-holed connection the
-/// pool keeps retrying for its 10 s acquire timeout, or a query on a
-/// connection that went silent (which nothing else would ever end). Longer
-/// than SQLite's 5 s busy timeout (a legitimate wait for another writer)
-/// plus argon2 on a loaded machine.
-pub const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(9);
-
-/// Answer 503 `database-unavailable` (with `Retry-After`) instead of hanging
-/// when a request outlives [`REQUEST_DEADLINE`]. Dropping the handler rolls
-/// back whatever transaction it had open.
-async fn deadline(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let path = req.uri().path().to_string();
-    match tokio::time::timeout(REQUEST_DEADLINE, next.run(req)).await {
-        Ok(res) => res,
-        Err(_) => {
-            tracing::warn!(%path, "request timed out waiting for the database");
-            ApiError::DatabaseUnavailable(format!(
-                "the database did not answer within {} s",
-                REQUEST_DEADLINE.as_secs()
-            ))
-            .into_response()
-        }
-    }
 }
 
 /// Serve the admin API on `listener` until `shutdown` completes, then finish

@@ -185,3 +185,13 @@ pub async fn audit(state: &AppState, event: NewAuditEvent) {
         crate::metrics::audit_failed();
     }
 }
+
+/// Record an update's event with its `changes` (the `diff` of before and
+/// after), unless there are none: a PATCH that changes nothing leaves no
+/// audit row.
+pub async fn audit_changes(state: &AppState, event: NewAuditEvent, changes: serde_json::Value) {
+    if changes.as_object().is_some_and(serde_json::Map::is_empty) {
+        return;
+    }
+    audit(state, event.changes(changes)).await;
+}

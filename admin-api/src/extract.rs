@@ -11,6 +11,8 @@ use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
+use utoipa::openapi::path::ParameterIn;
+use utoipa::IntoParams;
 
 use crate::error::ApiError;
 
@@ -204,17 +206,19 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
-/// A query string, deserialized into `T` with every problem a 422
-/// `validation-error` naming the parameter: a value of the wrong type, out of
-/// range or empty where a value is needed (the typed parameters are
-/// [`QueryInt`], [`QueryBool`] and enums; an empty value is never taken as
-/// absent for them), or a parameter given more than once. Parameters `T` does
-/// not know are ignored. Text filters stay `Option<String>`: for them an empty
-/// value means "no filter" (see [`text_filter`]).
+/// A query string, deserialized into `T`. A parameter `T` does not document
+/// (its [`IntoParams`]: the OpenAPI document's list) is a 400
+/// `malformed-request` naming it, so a misspelt filter is never silently
+/// "no filter"; any other problem is a 422 `validation-error` naming the
+/// parameter: a value of the wrong type, out of range or empty where a
+/// value is needed (the typed parameters are [`QueryInt`], [`QueryBool`]
+/// and enums; an empty value is never taken as absent for them), or a
+/// parameter given more than once. Text filters stay `Option<String>`: for
+/// them an empty value means "no filter" (see [`text_filter`]).
 #[derive(Debug, Clone)]
 pub struct ApiQuery<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+impl<S: Send + Sync, T: DeserializeOwned + IntoParams> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
@@ -223,9 +227,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 }
 
 /// Deserialize a raw query string (see [`ApiQuery`]).
-pub fn parse_query<T: DeserializeOwned>(raw: &str) -> Result<T, ApiError> {
+pub fn parse_query<T: DeserializeOwned + IntoParams>(raw: &str) -> Result<T, ApiError> {
+    let accepted: Vec<String> = T::into_params(|| Some(ParameterIn::Query))
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
     let mut seen = std::collections::HashSet::new();
     for (name, _) in form_urlencoded::parse(raw.as_bytes()) {
+        if !accepted.iter().any(|a| *a == name) {
+            return Err(unknown_parameter(&name, &accepted));
+        }
         if !seen.insert(name.clone()) {
             return Err(ApiError::validation(
                 name.into_owned(),
@@ -250,6 +261,21 @@ pub fn parse_query<T: DeserializeOwned>(raw: &str) -> Result<T, ApiError> {
         };
         ApiError::validation(field, detail)
     })
+}
+
+/// A query parameter the endpoint does not take: 400 naming it (cut to 64
+/// characters) with the ones it takes.
+fn unknown_parameter(name: &str, accepted: &[String]) -> ApiError {
+    let shown: String = name.chars().take(64).collect();
+    let list = if accepted.is_empty() {
+        "none".to_string()
+    } else {
+        accepted.join(", ")
+    };
+    ApiError::malformed(
+        Some(&shown),
+        format!("{shown}: unknown query parameter (this endpoint takes: {list})"),
+    )
 }
 
 /// An integer query parameter from `MIN` to `MAX`: anything else, the empty
@@ -487,10 +513,12 @@ mod tests {
         assert_eq!(field(e).0, 400);
     }
 
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, Deserialize, IntoParams)]
     #[allow(dead_code)]
     struct Query {
+        #[param(value_type = Option<i64>)]
         page: Option<QueryInt<1, 10>>,
+        #[param(value_type = Option<bool>)]
         on: Option<QueryBool>,
         name: Option<String>,
     }
@@ -505,7 +533,7 @@ mod tests {
 
     #[test]
     fn query_values_are_typed_and_given_once() {
-        let q = parse_query::<Query>("page=3&on=1&name=&other=x").expect("valid");
+        let q = parse_query::<Query>("page=3&on=1&name=").expect("valid");
         assert_eq!(q.page, Some(QueryInt(3)));
         assert_eq!(q.on, Some(QueryBool(true)));
         assert_eq!(q.name.as_deref(), Some(""));
@@ -524,6 +552,16 @@ mod tests {
             assert_eq!(query_field(raw), "on", "{raw}");
         }
         assert_eq!(query_field("name=a&name=a"), "name");
+        // A parameter the type does not take: 400 naming it.
+        for (raw, name) in [("other=x", "other"), ("page=1&Page=2", "Page"), ("=1", "")] {
+            match parse_query::<Query>(raw) {
+                Err(ApiError::Malformed { field, detail }) => {
+                    assert_eq!(field.as_deref(), Some(name), "{raw}");
+                    assert!(detail.contains("page, on, name"), "{detail}");
+                }
+                other => panic!("{raw}: {other:?}"),
+            }
+        }
         assert_eq!(text_filter("f", Some(String::new()), 3).ok(), Some(None));
         assert!(text_filter("f", Some("abcd".into()), 3).is_err());
         assert!(text_filter("f", Some("a\u{0}".into()), 3).is_err());

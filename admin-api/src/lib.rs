@@ -22,7 +22,8 @@
 //!   [`admins`], [`keys`], [`plans`], [`analytics`], [`usage_export`],
 //!   [`webhooks`] (with its delivery worker), [`audit`], [`health`],
 //!   [`openapi`], [`dashboard`];
-//! - [`app`] (the router of routers, middleware, [`serve`]) and
+//! - [`deadline`] (request and body deadlines), [`app`] (the router of
+//!   routers, middleware, [`serve`]) and
 //!   [`bootstrap`]; [`listener`] (the HTTP server under [`serve`]).
 
 pub mod admins;
@@ -33,6 +34,7 @@ pub mod auth;
 pub mod bodies;
 pub mod bootstrap;
 pub mod dashboard;
+pub mod deadline;
 pub mod error;
 pub mod export_slots;
 pub mod extract;
@@ -57,9 +59,10 @@ pub mod state;
 pub mod usage_export;
 pub mod webhooks;
 
-pub use app::{api_router, app, serve, MAX_BODY_BYTES, REQUEST_DEADLINE};
+pub use app::{api_router, app, serve, MAX_BODY_BYTES};
 pub use bootstrap::{
     bootstrap, bootstrap_dev, bootstrap_with_db, ensure_first_admin, resolve_jwt_secret,
     BootstrapError, PasswordPolicy, ADMIN_PASSWORD_ENV, INITIAL_ADMIN,
 };
+pub use deadline::REQUEST_DEADLINE;
 pub use state::AppState;

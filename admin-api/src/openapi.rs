@@ -168,9 +168,10 @@ mod tests {
             s("/api/keys/{id}", "get"),
             ["200", "400", "401", "404", "503"]
         );
+        // 408: a body that does not arrive in time.
         assert_eq!(
             s("/api/keys/{id}", "patch"),
-            ["200", "400", "401", "403", "404", "409", "415", "422", "503"]
+            ["200", "400", "401", "403", "404", "408", "409", "415", "422", "503"]
         );
         assert_eq!(
             s("/api/analytics/summary", "get"),
@@ -179,6 +180,11 @@ mod tests {
         // 400: two Authorization headers (every operation with a token).
         assert_eq!(s("/api/plans", "get"), ["200", "400", "401", "503"]);
         assert_eq!(s("/api/openapi.json", "get"), ["200"]);
+        // An unknown query parameter is a 400 naming it.
+        let summary = &doc["paths"]["/api/analytics/summary"]["get"]["responses"];
+        assert!(summary["400"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("query parameter the operation does not take")));
         // An operation's own descriptions are kept.
         let login = &doc["paths"]["/api/auth/login"]["post"]["responses"];
         assert_eq!(login["401"]["description"], "Wrong username or password");

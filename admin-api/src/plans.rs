@@ -12,7 +12,7 @@ use tollgate_core::db::plans::StoredPlan;
 use tollgate_core::rules::limits::{self as limit_rules, is_plan_name};
 use utoipa::ToSchema;
 
-use crate::auth::{audit, AuthAdmin, RequireAdmin};
+use crate::auth::{audit, audit_changes, AuthAdmin, RequireAdmin};
 use crate::bodies::LimitBody;
 use crate::error::{ApiError, ApiResult, ProblemDoc};
 use crate::extract::{not_null, present, ApiJson, PathParam};
@@ -274,7 +274,13 @@ pub async fn patch_plan(
         limit_rules::check_concurrency(u64::from(c))
             .map_err(|m| ApiError::validation("concurrency", m))?;
     }
-    let before = state.db().get_plan(&name).await?.map(PlanView::from_stored);
+    let stored = state.db().get_plan(&name).await?;
+    if let Some(p) = stored.as_ref() {
+        if p.changes_nothing(limits.as_deref(), req.concurrency) {
+            return Ok(Json(PlanView::from_stored(p.clone())));
+        }
+    }
+    let before = stored.map(PlanView::from_stored);
     match state
         .db()
         .update_plan(&name, limits.as_deref(), req.concurrency)
@@ -284,11 +290,10 @@ pub async fn patch_plan(
             tracing::info!(by = %auth.username, plan = %name, "plan updated");
             let after = PlanView::from_stored(p);
             let before = before.as_ref().map(audit_view).unwrap_or_default();
-            audit(
+            audit_changes(
                 &state,
-                auth.event("plan.update")
-                    .target("plan", &name)
-                    .changes(diff(&before, &audit_view(&after))),
+                auth.event("plan.update").target("plan", &name),
+                diff(&before, &audit_view(&after)),
             )
             .await;
             Ok(Json(after))

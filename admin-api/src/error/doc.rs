@@ -9,6 +9,7 @@ use utoipa::{Modify, ToSchema};
 /// An RFC 9457 problem details object (`application/problem+json`), the body
 /// of every error. `type` ends in a stable suffix: `malformed-request` (400),
 /// `unauthorized` (401), `not-found` (404), `method-not-allowed` (405),
+/// `request-timeout` (408),
 /// `conflict` (409), `read-only` (409), `payload-too-large` (413),
 /// `unsupported-media-type` (415), `validation-error` (422),
 /// `insufficient-role` (403), `host-not-allowed` (421), `rate-limited`
@@ -37,10 +38,11 @@ pub struct ProblemDoc {
 ///
 /// | status | when |
 /// | --- | --- |
-/// | 400 `malformed-request` | it reads a path or query parameter or a JSON body, or accepts a bearer token (more than one `Authorization` header) |
+/// | 400 `malformed-request` | it reads a path or query parameter (a query parameter it does not take) or a JSON body, or accepts a bearer token (more than one `Authorization` header) |
 /// | 401 `unauthorized` | it accepts a bearer token |
 /// | 403 `insufficient-role` | its least role is `admin` or `owner` |
 /// | 404 `not-found` | it has a path parameter |
+/// | 408 `request-timeout` | it reads a JSON body (not received within `admin.header_timeout`) |
 /// | 415 `unsupported-media-type` | it reads a JSON body (another `Content-Type`, or a `Content-Encoding`) |
 /// | 422 `validation-error` | it reads a query parameter or a JSON body |
 /// | 503 `database-unavailable` | always, except for this document itself |
@@ -97,7 +99,7 @@ fn add_problems(op: &mut Operation, uses_db: bool) {
     if in_path || in_query || body || roles.is_some() {
         add(
             "400",
-            "Malformed request: invalid JSON, a value the database cannot store, or more than one Authorization header",
+            "Malformed request: invalid JSON, a query parameter the operation does not take (named in `field`), a value the database cannot store, or more than one Authorization header",
         );
     }
     if let Some(roles) = &roles {
@@ -111,6 +113,10 @@ fn add_problems(op: &mut Operation, uses_db: bool) {
     }
     if body {
         add(
+            "408",
+            "The request body did not arrive within `admin.header_timeout` (`request-timeout`; the connection is closed)",
+        );
+        add(
             "415",
             "The body is not JSON, or is sent with a Content-Encoding (none is decoded; see Accept-Encoding)",
         );
@@ -118,7 +124,7 @@ fn add_problems(op: &mut Operation, uses_db: bool) {
     if in_query || body {
         add(
             "422",
-            "A field or query parameter is missing, unknown, repeated or invalid (named in `field`)",
+            "A field is missing, unknown or invalid, or a query parameter is repeated or invalid (named in `field`)",
         );
     }
     if uses_db {

@@ -43,6 +43,10 @@ pub enum ApiError {
     /// 404 `not-found`.
     #[error("{0}")]
     NotFound(String),
+    /// 408 `request-timeout`: the client did not send its whole request
+    /// body in time (its fault, not the database's).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 405 `method-not-allowed`.
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -112,6 +116,7 @@ impl ApiError {
             Self::InsufficientRole(_) => StatusCode::FORBIDDEN,
             Self::HostNotAllowed(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) | Self::ReadOnly(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -131,6 +136,7 @@ impl ApiError {
             Self::InsufficientRole(_) => "insufficient-role",
             Self::HostNotAllowed(_) => "host-not-allowed",
             Self::NotFound(_) => "not-found",
+            Self::RequestTimeout(_) => "request-timeout",
             Self::MethodNotAllowed(_) => "method-not-allowed",
             Self::Conflict(_) => "conflict",
             Self::ReadOnly(_) => "read-only",
@@ -151,6 +157,7 @@ impl ApiError {
             Self::InsufficientRole(_) => "Insufficient role",
             Self::HostNotAllowed(_) => "Host not allowed",
             Self::NotFound(_) => "Not found",
+            Self::RequestTimeout(_) => "Request Timeout",
             Self::MethodNotAllowed(_) => "Method not allowed",
             Self::Conflict(_) => "Conflict",
             Self::ReadOnly(_) => "Read-only resource",
@@ -195,6 +202,7 @@ impl ApiError {
             | Self::HostNotAllowed(d)
             | Self::Busy(d)
             | Self::NotFound(d)
+            | Self::RequestTimeout(d)
             | Self::MethodNotAllowed(d)
             | Self::Conflict(d)
             | Self::ReadOnly(d)

@@ -14,7 +14,7 @@ use serde_json::Value;
 use tollgate_core::db::{Identity, IdentityFilter, IdentityPatch, NewIdentity};
 use tollgate_core::rules::identities as identity_rules;
 
-use crate::auth::{audit, AuthAdmin, RequireAdmin};
+use crate::auth::{audit, audit_changes, AuthAdmin, RequireAdmin};
 use crate::error::{ApiError, ApiResult, ProblemDoc};
 use crate::extract::{parse_id, text_filter, ApiJson, ApiQuery, Paging, PathParam};
 use crate::keys::{check_plan, KeyListQuery, KeyPage};
@@ -216,14 +216,16 @@ pub async fn patch_identity(
     let Some(before) = state.db().get_identity(id).await? else {
         return Err(no_identity(id));
     };
+    if patch.changes_nothing(&before) {
+        return Ok(Json(before.into()));
+    }
     match state.db().update_identity(id, &patch).await? {
         Some(i) => {
             tracing::info!(by = %auth.username, identity_id = id, "identity updated");
-            audit(
+            audit_changes(
                 &state,
-                auth.event("identity.update")
-                    .target("identity", id)
-                    .changes(diff(&audit_view(&before), &audit_view(&i))),
+                auth.event("identity.update").target("identity", id),
+                diff(&audit_view(&before), &audit_view(&i)),
             )
             .await;
             Ok(Json(i.into()))

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde_json::Value;
 use tollgate_core::db::{ApiKey, KeyFilter, KeyPatch, NewApiKey};
 
-use crate::auth::{audit, AuthAdmin, RequireAdmin};
+use crate::auth::{audit, audit_changes, AuthAdmin, RequireAdmin};
 use crate::bodies::KeyView;
 use crate::error::{ApiError, ApiResult, ProblemDoc};
 use crate::extract::{
@@ -299,6 +299,9 @@ pub async fn patch_key(
     let Some(before) = state.db().get_key(id).await? else {
         return Err(no_key(id));
     };
+    if patch.changes_nothing(&before) {
+        return Ok(Json(before.into()));
+    }
     if patch
         .identity_id
         .is_some_and(|identity| identity != before.identity_id)
@@ -317,11 +320,7 @@ pub async fn patch_key(
                 (true, false) => "key.disable",
                 _ => "key.update",
             };
-            audit(
-                &state,
-                auth.event(action).target("key", id).changes(changes),
-            )
-            .await;
+            audit_changes(&state, auth.event(action).target("key", id), changes).await;
             if before.enabled && !k.enabled {
                 key_event(&state, tollgate_core::webhooks::KEY_DISABLED, &k).await;
             }

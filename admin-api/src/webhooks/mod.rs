@@ -21,7 +21,7 @@ use tollgate_core::webhooks::{
     check_description, check_events, check_url, new_msg_id, WebhookFieldError, WEBHOOK_TEST,
 };
 
-use crate::auth::{audit, AuthAdmin, RequireAdmin};
+use crate::auth::{audit, audit_changes, AuthAdmin, RequireAdmin};
 use crate::error::{ApiError, ApiResult, ProblemDoc};
 use crate::extract::{parse_id, ApiJson, ApiQuery, Paging, PathParam};
 use crate::state::AppState;
@@ -199,11 +199,10 @@ pub async fn patch_webhook(
         return Err(no_webhook(id));
     };
     let (before, after) = (WebhookView::from(before), WebhookView::from(after));
-    audit(
+    audit_changes(
         &state,
-        auth.event("webhook.update")
-            .target("webhook", id)
-            .changes(diff(&audit_view(&before), &audit_view(&after))),
+        auth.event("webhook.update").target("webhook", id),
+        diff(&audit_view(&before), &audit_view(&after)),
     )
     .await;
     Ok(Json(after))

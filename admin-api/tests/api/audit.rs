@@ -168,6 +168,86 @@ async fn logins_admins_and_plans_are_audited(app: TestApp) {
 }
 both!(logins_admins_and_plans_are_audited);
 
+/// Round 12: `PATCH` with `{}` answered 200 and wrote an update audit row
+/// with empty `changes` every time. A patch that changes nothing (empty, or
+/// the values the record already has) now answers the record as it is,
+/// writes nothing (`updated_at` stays) and leaves no audit row, on every
+/// resource with a `PATCH`; a real change is still recorded.
+async fn patches_that_change_nothing_leave_no_trace(app: TestApp) {
+    let created = |path: &'static str, body: Value| {
+        let app = &app;
+        async move { json(app.post(path, body).await, StatusCode::CREATED).await }
+    };
+    let key = created("/api/keys", json!({"name": "same", "plan": "free"})).await;
+    let identity = created(
+        "/api/identities",
+        json!({"external_id": "cus_same", "name": "Same"}),
+    )
+    .await;
+    created(
+        "/api/plans",
+        json!({"name": "steady", "limits": [{"name": "s", "rate": 5, "per": "1s"}]}),
+    )
+    .await;
+    let hook = created(
+        "/api/webhooks",
+        json!({"url": "https://hooks.example.com/t", "events": ["key.rotated"]}),
+    )
+    .await;
+    let key = format!("/api/keys/{}", key["id"]);
+    for (path, same) in [
+        (
+            key.clone(),
+            json!({"name": "same", "plan": "free", "enabled": true, "owner": null}),
+        ),
+        (
+            format!("/api/identities/{}", identity["id"]),
+            json!({"name": "Same", "external_id": "cus_same"}),
+        ),
+        (
+            "/api/plans/steady".to_string(),
+            json!({"limits": [{"name": "s", "rate": 5, "per": "1s"}], "concurrency": null}),
+        ),
+        (
+            format!("/api/webhooks/{}", hook["id"]),
+            json!({"url": "https://hooks.example.com/t", "enabled": true}),
+        ),
+    ] {
+        let current = json(app.get(&path).await, StatusCode::OK).await;
+        for body in [json!({}), same] {
+            let answer = json(app.patch(&path, body.clone()).await, StatusCode::OK).await;
+            assert_eq!(answer["updated_at"], current["updated_at"], "{path} {body}");
+            if !path.starts_with("/api/webhooks") {
+                assert_eq!(answer, current, "{path} {body}");
+            }
+        }
+    }
+    for action in [
+        "key.update",
+        "key.enable",
+        "identity.update",
+        "plan.update",
+        "webhook.update",
+    ] {
+        let page = events(&app, &format!("?action={action}")).await;
+        assert_eq!(page["total"], 0, "{action}: {page}");
+    }
+    // A real change is still recorded, with what changed only.
+    json(
+        app.patch(&key, json!({"name": "renamed", "plan": "free"}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let page = events(&app, "?action=key.update").await;
+    assert_eq!(page["total"], 1, "{page}");
+    assert_eq!(
+        page["items"][0]["changes"],
+        json!({"name": {"before": "same", "after": "renamed"}})
+    );
+}
+both!(patches_that_change_nothing_leave_no_trace);
+
 async fn audit_filters_page_and_refuse_hostile_values(app: TestApp) {
     for i in 0..5 {
         json(

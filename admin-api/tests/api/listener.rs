@@ -209,6 +209,110 @@ async fn silent_half_sent_and_idle_connections_are_closed(app: TestApp) {
 }
 both!(silent_half_sent_and_idle_connections_are_closed);
 
+/// `tollgate_admin_connections_refused_total{reason}` as `/metrics` shows it.
+async fn refused(app: &TestApp, reason: &str) -> u64 {
+    let text = send(app.anon(Method::GET, "/metrics"))
+        .await
+        .text()
+        .await
+        .expect("metrics");
+    let series = format!("tollgate_admin_connections_refused_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Round 12: a login body trickled a byte at a time was answered, at the
+/// 9 s request deadline, 503 `database-unavailable`. It is the client's
+/// fault: 408 `request-timeout` with `Connection: close` once the body has
+/// not arrived within `admin.header_timeout`, then the connection closes
+/// (a database that does not answer stays 503: `outage.rs`).
+async fn a_trickled_body_is_a_408_not_a_database_outage(app: TestApp) {
+    let postgres = app.db.kind() == tollgate_core::db::DbKind::Postgres;
+    drop(app);
+    let Some(app) = TestApp::fresh(postgres, config_with("  header_timeout: 1s\n"), 1, 4).await
+    else {
+        return;
+    };
+    let before = refused(&app, "body_timeout").await;
+    let addr = app.addr();
+    let (answer, took, closed) = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.write_all(
+            format!(
+                "POST /api/auth/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .expect("write");
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let start = Instant::now();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut closed = false;
+        while start.elapsed() < Duration::from_secs(20) {
+            // One byte at a time, as long as the server takes them.
+            let _ = s.write_all(b" ");
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        (String::from_utf8_lossy(&out).into_owned(), start.elapsed(), closed)
+    })
+    .await
+    .expect("join");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request-timeout"), "{answer}");
+    assert!(!answer.contains("database"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(closed, "the connection stayed open: {answer}");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    assert!(refused(&app, "body_timeout").await > before);
+    // A body that arrives in pieces within the deadline is served.
+    let answer = tokio::task::spawn_blocking(move || {
+        let body = format!(r#"{{"username":"admin","password":"{ADMIN_PASSWORD}"}}"#);
+        let (head, tail) = body.split_at(10);
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(
+            format!(
+                "POST /api/auth/login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{head}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .expect("write");
+        std::thread::sleep(Duration::from_millis(300));
+        s.write_all(tail.as_bytes()).expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .expect("join");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+both!(a_trickled_body_is_a_408_not_a_database_outage);
+
 async fn connections_beyond_the_cap_are_closed(app: TestApp) {
     let postgres = app.db.kind() == tollgate_core::db::DbKind::Postgres;
     drop(app);

@@ -1,12 +1,13 @@
 //! Hostile query strings on every endpoint that takes one: each refused
-//! value is a 422 `validation-error` naming the parameter, never a 200 with
-//! the value taken as absent, a 500 or a panic.
+//! value is a 422 `validation-error` naming the parameter, and a parameter
+//! the endpoint does not take a 400 `malformed-request` naming it, never a
+//! 200 with the value taken as absent, a 500 or a panic.
 
 use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::both;
-use crate::common::{invalid, json, TestApp};
+use crate::common::{invalid, json, problem, TestApp};
 
 /// The typed parameters of each endpoint: (path, parameter, a valid value).
 fn typed(key_id: i64) -> Vec<(String, &'static str, String)> {
@@ -102,14 +103,13 @@ async fn empty_and_hostile_values_are_refused(app: TestApp) {
             .is_some_and(|d| d.contains("1m, 5m, 1h, 1d")),
         "{v}"
     );
-    // Unknown parameters are ignored, empty text filters mean no filter.
+    // Empty text filters mean no filter.
     for url in [
-        "/api/keys?foo=bar&name=",
+        "/api/keys?name=",
         "/api/keys?plan=&state=enabled",
-        "/api/audit?actor=&action=&target=&target_type=&zzz=",
-        "/api/analytics/violations?route=&x=",
+        "/api/audit?actor=&action=&target=&target_type=",
+        "/api/analytics/violations?route=",
         "/api/analytics/timeseries?route=&step=1m",
-        "/api/analytics/summary?unknown=1",
     ] {
         json(app.get(url).await, StatusCode::OK).await;
     }
@@ -135,3 +135,84 @@ async fn empty_and_hostile_values_are_refused(app: TestApp) {
     assert_eq!(series["points"].as_array().map(Vec::len), Some(2));
 }
 both!(empty_and_hostile_values_are_refused);
+
+/// Round 12: `GET /api/audit?since=…` (no such filter) or a misspelt filter
+/// silently returned everything, while the usage export refused unknown
+/// parameters. Every endpoint that reads a query now refuses a parameter
+/// it does not take, the way the export does: 400 `malformed-request`
+/// naming it, with the parameters it takes.
+async fn unknown_query_parameters_are_refused_everywhere(app: TestApp) {
+    let key = json(
+        app.post("/api/keys", json!({"name": "k"})).await,
+        StatusCode::CREATED,
+    )
+    .await["id"]
+        .clone();
+    let identity = json(
+        app.post(
+            "/api/identities",
+            json!({"external_id": "cus_q", "name": "Q"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await["id"]
+        .clone();
+    let hook = json(
+        app.post(
+            "/api/webhooks",
+            json!({"url": "https://hooks.example.com/q", "events": ["key.rotated"]}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await["id"]
+        .clone();
+    let export = "/api/usage/export?from=2026-11-01&to=2026-12-01&group_by=key".to_string();
+    for (base, takes) in [
+        ("/api/audit?".to_string(), "actor"),
+        ("/api/keys?".to_string(), "per_page"),
+        ("/api/identities?".to_string(), "search"),
+        (format!("/api/identities/{identity}/keys?"), "state"),
+        (format!("/api/webhooks/{hook}/deliveries?"), "per_page"),
+        ("/api/analytics/summary?".to_string(), "from"),
+        ("/api/analytics/timeseries?".to_string(), "step"),
+        (format!("/api/analytics/keys?ids={key}&"), "ids"),
+        (format!("/api/analytics/keys/{key}?"), "to"),
+        ("/api/analytics/top-keys?".to_string(), "limit"),
+        ("/api/analytics/violations?".to_string(), "route"),
+        (format!("/api/analytics/identities/{identity}?"), "from"),
+        (format!("{export}&"), "group_by"),
+    ] {
+        // A filter that does not exist, a misspelt one, one in the wrong case.
+        for (extra, name) in [
+            ("since=2026-01-01", "since"),
+            ("actr=admin", "actr"),
+            ("Page=2", "Page"),
+            ("zzz=", "zzz"),
+        ] {
+            let url = format!("{base}{extra}");
+            let v = problem(
+                app.get(&url).await,
+                StatusCode::BAD_REQUEST,
+                "malformed-request",
+            )
+            .await;
+            assert_eq!(v["field"], name, "{url}: {v}");
+            let detail = v["detail"].as_str().unwrap_or_default();
+            assert!(
+                detail.starts_with(&format!("{name}: unknown query parameter"))
+                    && detail.contains(takes),
+                "{url}: {v}"
+            );
+        }
+    }
+    // The parameters they take still work.
+    json(app.get("/api/audit?actor=admin").await, StatusCode::OK).await;
+    json(
+        app.get(&format!("/api/analytics/keys?ids={key}")).await,
+        StatusCode::OK,
+    )
+    .await;
+}
+both!(unknown_query_parameters_are_refused_everywhere);

@@ -46,6 +46,19 @@ pub struct IdentityPatch {
     pub limits: Option<Option<Vec<Limit>>>,
 }
 
+impl IdentityPatch {
+    /// Whether applying the patch to `i` changes nothing (every field absent
+    /// or equal): then there is nothing to write and nothing to audit.
+    pub fn changes_nothing(&self, i: &Identity) -> bool {
+        use super::keeps;
+        keeps(&self.external_id, &i.external_id)
+            && keeps(&self.name, &i.name)
+            && keeps(&self.metadata, &i.metadata)
+            && keeps(&self.plan, &i.plan)
+            && keeps(&self.limits, &i.limits)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IdentityFilter {
     /// Case-insensitive substring of the external id or the name.

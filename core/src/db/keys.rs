@@ -86,6 +86,25 @@ pub struct KeyPatch {
     pub identity_id: Option<Option<i64>>,
 }
 
+impl KeyPatch {
+    /// Whether applying the patch to `k` changes nothing (every field absent
+    /// or equal): then there is nothing to write and nothing to audit.
+    pub fn changes_nothing(&self, k: &ApiKey) -> bool {
+        use super::keeps;
+        keeps(&self.name, &k.name)
+            && keeps(&self.owner, &k.owner)
+            && keeps(&self.metadata, &k.metadata)
+            && keeps(&self.plan, &k.plan)
+            && keeps(&self.limits, &k.limits)
+            && keeps(&self.concurrency, &k.concurrency)
+            && keeps(&self.enabled, &k.enabled)
+            && keeps(&self.expires_at, &k.expires_at)
+            && keeps(&self.scopes, &k.scopes)
+            && keeps(&self.allowed_ips, &k.allowed_ips)
+            && keeps(&self.identity_id, &k.identity_id)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeyFilter {
     /// Case-insensitive substring of the name.

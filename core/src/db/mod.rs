@@ -354,6 +354,12 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 /// A `u32` column stored as BIGINT.
+/// Whether a patch field leaves `current` as it is: absent (`None`), or the
+/// value it already has.
+pub(crate) fn keeps<T: PartialEq>(patch: &Option<T>, current: &T) -> bool {
+    patch.as_ref().is_none_or(|v| v == current)
+}
+
 pub(crate) fn u32_column(value: Option<i64>, what: &str) -> Result<Option<u32>, DbError> {
     value
         .map(|v| u32::try_from(v).map_err(|_| DbError::Corrupt(format!("{what} {v} out of range"))))

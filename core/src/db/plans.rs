@@ -23,6 +23,19 @@ pub struct StoredPlan {
     pub updated_at: i64,
 }
 
+impl StoredPlan {
+    /// Whether an update to `limits` and `concurrency` (`None`: left alone)
+    /// changes nothing: then there is nothing to write and nothing to audit.
+    pub fn changes_nothing(
+        &self,
+        limits: Option<&[Limit]>,
+        concurrency: Option<Option<u32>>,
+    ) -> bool {
+        limits.is_none_or(|l| l == self.limits.as_slice())
+            && super::keeps(&concurrency, &self.concurrency)
+    }
+}
+
 const COLUMNS: &str = "name, limits, concurrency, created_at, updated_at";
 
 fn decode_plan(row: &AnyRow) -> Result<StoredPlan, DbError> {

@@ -100,7 +100,8 @@ impl Db {
         decode(&row)
     }
 
-    /// Apply `patch`; `None` if there is no such endpoint.
+    /// Apply `patch`; `None` if there is no such endpoint. A patch that
+    /// changes nothing writes nothing (and returns the endpoint as it is).
     pub async fn update_webhook(
         &self,
         id: i64,
@@ -109,6 +110,7 @@ impl Db {
         let Some(mut e) = self.get_webhook(id).await? else {
             return Ok(None);
         };
+        let before = e.clone();
         if let Some(u) = &patch.url {
             e.url = u.clone();
         }
@@ -120,6 +122,9 @@ impl Db {
         }
         if let Some(en) = patch.enabled {
             e.enabled = en;
+        }
+        if e == before {
+            return Ok(Some(e));
         }
         let sql = format!(
             "UPDATE webhook_endpoints SET url = $1, description = $2, events = $3, enabled = $4, \
