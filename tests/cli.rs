@@ -504,6 +504,29 @@ fn check_config_refuses_a_config_without_routes_unless_it_says_so() {
     assert!(out.contains("ok: 0 routes"), "{out}");
 }
 
+/// Round 12 (black-box): a UTF-8 byte order mark was refused as "several
+/// documents". It is accepted, and positions are those of the text without it.
+#[test]
+fn check_config_accepts_a_leading_byte_order_mark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bom.yaml");
+    let storage = format!(
+        "storage: {{ database_url: \"sqlite://{}\" }}\n",
+        dir.path().join("t.db").display()
+    );
+    std::fs::write(&file, format!("\u{feff}routes: []\n{storage}")).expect("write");
+    let (ok, out, err) = check_config(&file, &["--skip-files"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("ok: 0 routes"), "{out}");
+    let bad = format!("proxy: {{ key_header: host }}\nroutes: []\n{storage}");
+    std::fs::write(&file, &bad).expect("write");
+    let (_, _, without) = check_config(&file, &["--skip-files"]);
+    std::fs::write(&file, format!("\u{feff}{bad}")).expect("write");
+    let (ok, _, with) = check_config(&file, &["--skip-files"]);
+    assert!(!ok && with.contains(":1:22: proxy.key_header"), "{with}");
+    assert_eq!(with, without);
+}
+
 #[test]
 fn keys_create_refuses_a_plan_that_exists_nowhere() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -31,7 +31,7 @@ pub fn run(file: &Path, skip_files: bool) -> ExitCode {
         Vec::new()
     } else {
         // `load` just read it; a file replaced in between only loses positions.
-        let src = std::fs::read_to_string(file).unwrap_or_default();
+        let src = config::read_file(file).unwrap_or_default();
         tls_file_problems(&config, &src, &file.display().to_string())
     };
     if problems.is_empty() {
