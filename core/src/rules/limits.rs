@@ -1,8 +1,9 @@
 //! Plans and limits: names, numbers and lists, one rule for the YAML config,
 //! the admin API and the CLI.
 //!
-//! - a plan or limit name is 1–64 characters of `A-Z a-z 0-9 . _ -` (it is
-//!   sent in `RateLimit` headers and used in Redis keys and URLs);
+//! - a plan or limit name is a [`check_name`]: 1–64 characters of
+//!   `A-Z a-z 0-9 . _ -` (it is sent in `RateLimit` headers and used in Redis
+//!   keys and URLs);
 //! - `rate` is 1 to [`MAX_RATE`]; `per` is 1 ms to 366 days;
 //! - `burst` and `cost` are 1 to [`MAX_TOKENS`] (they fit `int64`), a burst
 //!   refills from empty within 2^50 µs ([`check_burst_fits`]: no clamp), and the
@@ -18,8 +19,7 @@ use std::time::Duration;
 use super::{in_range, FieldError};
 use crate::limits::Limit;
 
-/// The longest plan or limit name.
-pub const MAX_NAME_LEN: usize = 64;
+pub use super::{check_name, MAX_NAME_LEN};
 /// The most limits one plan, key or route may have.
 pub const MAX_LIMITS: usize = 16;
 /// The largest `rate`.
@@ -40,25 +40,6 @@ pub enum ListKind {
     Plan,
     /// A key's own limits: at least one (no list at all means the plan's).
     Key,
-}
-
-/// A plan or limit name (`what` is `"plan"` or `"limit"`).
-pub fn check_name(what: &str, name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(format!("must be at most {MAX_NAME_LEN} characters"));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
-        return Err(format!(
-            "invalid {what} name {name:?}: use only A-Z, a-z, 0-9, '.', '_' and '-'"
-        ));
-    }
-    Ok(())
 }
 
 /// Whether `name` could be a plan's name: anything else (NUL bytes, quotes,
