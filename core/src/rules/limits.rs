@@ -3,7 +3,8 @@
 //!
 //! - a plan or limit name is a [`check_name`]: 1–64 characters of
 //!   `A-Z a-z 0-9 . _ -` (it is sent in `RateLimit` headers and used in Redis
-//!   keys and URLs);
+//!   keys and URLs); a limit is never named `credits`, the `RateLimit`
+//!   member that reports a key's credits;
 //! - `rate` is 1 to [`MAX_RATE`]; `per` is 1 ms to 366 days;
 //! - `burst` and `cost` are 1 to [`MAX_TOKENS`] (they fit `int64`), a burst
 //!   refills from empty within 2^50 µs ([`check_burst_fits`]: no clamp), and the
@@ -20,6 +21,8 @@ use super::{in_range, FieldError};
 use crate::limits::Limit;
 
 pub use super::{check_name, MAX_NAME_LEN};
+/// The name no limit may have ([`check_limit_name`]).
+pub use crate::credits::HEADER_MEMBER as RESERVED_LIMIT_NAME;
 /// The most limits one plan, key or route may have.
 pub const MAX_LIMITS: usize = 16;
 /// The largest `rate`.
@@ -40,6 +43,17 @@ pub enum ListKind {
     Plan,
     /// A key's own limits: at least one (no list at all means the plan's).
     Key,
+}
+
+/// A limit's name: a [`check_name`], other than [`RESERVED_LIMIT_NAME`].
+pub fn check_limit_name(name: &str) -> Result<(), String> {
+    check_name("limit", name)?;
+    if name == RESERVED_LIMIT_NAME {
+        return Err(format!(
+            "{name:?} is reserved: it is the member of the RateLimit header that reports a key's credits; choose another limit name"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `name` could be a plan's name: anything else (NUL bytes, quotes,
@@ -129,7 +143,7 @@ pub fn duplicate_name(name: &str, first: &str) -> String {
 
 /// One limit, field by field; the error names the field inside the limit.
 pub fn check_limit(limit: &Limit) -> Result<(), (&'static str, String)> {
-    check_name("limit", &limit.name).map_err(|m| ("name", m))?;
+    check_limit_name(&limit.name).map_err(|m| ("name", m))?;
     if limit.is_quota() {
         return super::quotas::check_quota_limit(limit);
     }
@@ -200,6 +214,12 @@ mod tests {
             let e = check_name("limit", bad).expect_err(bad);
             assert!(e.starts_with(&format!("invalid limit name {bad:?}")), "{e}");
         }
+        // Round 12: `credits` is the RateLimit member of a key's credits.
+        let e = check_limit_name("credits").expect_err("reserved");
+        assert!(e.contains("\"credits\" is reserved"), "{e}");
+        assert!(check_limit_name("Credits").is_ok() && check_name("plan", "credits").is_ok());
+        let e = check_limit(&limit("credits", 1, Duration::from_secs(1))).expect_err("reserved");
+        assert_eq!(e.0, "name");
     }
 
     #[test]
