@@ -532,7 +532,11 @@ mod tests {
         let s1 = t.admit_stream(a, 3).expect("a slot");
         let s2 = t.admit_stream(a, 3).expect("a slot");
         assert!(t.admit_stream(a, 3).is_none(), "over the cap");
-        assert_eq!(t.admit(11, a, 3), Err("per_ip_cap"), "streams count for connections");
+        assert_eq!(
+            t.admit(11, a, 3),
+            Err("per_ip_cap"),
+            "streams count for connections"
+        );
         drop(s1);
         assert_eq!(t.count(a), 2);
         assert!(t.admit(11, a, 3).is_ok());
