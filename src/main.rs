@@ -49,10 +49,10 @@ enum Command {
         #[arg(long, env = "TOLLGATE_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Validate a config file and the TLS certificate, key and CA files it names: a summary and exit 0, or FILE:LINE:COLUMN: reason lines and exit 1.
+    /// Validate a config file, the TLS certificate, key and CA files it names and its plan names against the database's: a summary and exit 0, or FILE:LINE:COLUMN: reason lines and exit 1 (a database that cannot be read is a warning).
     CheckConfig {
         file: PathBuf,
-        /// Check the YAML only, not the files it names (e.g. a production config checked on another machine).
+        /// Check the YAML only, not the files nor the database it names (e.g. a production config checked on another machine).
         #[arg(long)]
         skip_files: bool,
     },

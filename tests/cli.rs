@@ -305,7 +305,8 @@ fn check_config_reads_the_tls_files_and_reports_the_setting_position() {
     let (cert, key, ca) = (d.join("cert.pem"), d.join("key.pem"), d.join("ca.pem"));
     let file = d.join("tls.yaml");
     let yaml = format!(
-        "proxy:\n  listen: \"127.0.0.1:8080\"\n  tls:\n    listen: \"127.0.0.1:8443\"\n    cert: {}\n    key: \"{}\"\nupstreams:\n  demo: {{ targets: [\"127.0.0.1:3001\"] }}\n  private: {{ targets: [\"https://127.0.0.1:3443\"],\n             tls: {{ sni: api.internal, ca_file: {} }} }}\nroutes:\n  - name: a\n    match: {{ path_prefix: /a }}\n    upstream: demo\n",
+        "proxy:\n  listen: \"127.0.0.1:8080\"\n  tls:\n    listen: \"127.0.0.1:8443\"\n    cert: {}\n    key: \"{}\"\nupstreams:\n  demo: {{ targets: [\"127.0.0.1:3001\"] }}\n  private: {{ targets: [\"https://127.0.0.1:3443\"],\n             tls: {{ sni: api.internal, ca_file: {} }} }}\nroutes:\n  - name: a\n    match: {{ path_prefix: /a }}\n    upstream: demo\n\
+         storage: {{ database_url: \"sqlite::memory:\" }}\n",
         cert.display(),
         key.display(),
         ca.display()
@@ -502,6 +503,29 @@ fn check_config_refuses_a_config_without_routes_unless_it_says_so() {
     let (ok, out, err) = check_config(&file, &[]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("ok: 0 routes"), "{out}");
+}
+
+/// Round 12 (black-box): a UTF-8 byte order mark was refused as "several
+/// documents". It is accepted, and positions are those of the text without it.
+#[test]
+fn check_config_accepts_a_leading_byte_order_mark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bom.yaml");
+    let storage = format!(
+        "storage: {{ database_url: \"sqlite://{}\" }}\n",
+        dir.path().join("t.db").display()
+    );
+    std::fs::write(&file, format!("\u{feff}routes: []\n{storage}")).expect("write");
+    let (ok, out, err) = check_config(&file, &["--skip-files"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("ok: 0 routes"), "{out}");
+    let bad = format!("proxy: {{ key_header: host }}\nroutes: []\n{storage}");
+    std::fs::write(&file, &bad).expect("write");
+    let (_, _, without) = check_config(&file, &["--skip-files"]);
+    std::fs::write(&file, format!("\u{feff}{bad}")).expect("write");
+    let (ok, _, with) = check_config(&file, &["--skip-files"]);
+    assert!(!ok && with.contains(":1:22: proxy.key_header"), "{with}");
+    assert_eq!(with, without);
 }
 
 #[test]
@@ -1141,6 +1165,16 @@ fn a_reload_refused_for_a_database_plan_applies_once_that_plan_is_deleted() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(source_of_plat().await.as_deref(), Some("api"));
+        // Round 12: check-config refuses it too, with the reload's message.
+        let (ok, out, err) = check_config(&config, &[]);
+        assert!(!ok, "{out}");
+        assert!(
+            err.contains(&format!(
+                "{}: plan \"plat\" is defined both in the YAML config and in the database",
+                config.display()
+            )),
+            "{err}"
+        );
         let ok_before = reloads("ok").await;
         let r = client
             .delete(dev.admin_url("/api/plans/plat"))
@@ -1162,5 +1196,28 @@ fn a_reload_refused_for_a_database_plan_applies_once_that_plan_is_deleted() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        let (ok, out, err) = check_config(&config, &[]);
+        assert!(ok && out.contains("ok:"), "{out}{err}");
+        assert!(!err.contains("database not checked"), "{err}");
     });
+}
+
+/// Round 12: a database check-config cannot read is a warning, not a
+/// failure, and looking creates nothing (`--skip-files`: not looked at).
+#[test]
+fn check_config_warns_when_the_database_cannot_be_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("missing.db");
+    let file = dir.path().join("t.yaml");
+    let yaml = format!(
+        "storage: {{ database_url: \"sqlite://{}\" }}\nplans:\n  p: {{ limits: [] }}\nroutes: []\n",
+        db.display()
+    );
+    std::fs::write(&file, yaml).expect("write");
+    let (ok, out, err) = check_config(&file, &[]);
+    assert!(ok && out.contains("ok:"), "{out}{err}");
+    assert!(err.starts_with("warning: database not checked: "), "{err}");
+    assert!(!db.exists(), "check-config created the database");
+    let (ok, _, err) = check_config(&file, &["--skip-files"]);
+    assert!(ok && err.is_empty(), "{err}");
 }

@@ -11,6 +11,10 @@
 
 pub mod fold;
 
+/// The member of the `RateLimit` header that reports a key's credits: no
+/// limit may have this name (`rules::limits::check_limit_name`).
+pub const HEADER_MEMBER: &str = "credits";
+
 /// The largest adjustment, either way: 2^53 − 1, exact in the Redis
 /// script's doubles. Balances are 64-bit in Redis (`INCRBY`).
 pub const MAX_DELTA: i64 = (1 << 53) - 1;

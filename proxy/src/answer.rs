@@ -150,6 +150,15 @@ pub fn bad_request(reason: &str, detail: &str) -> Answer {
     )
 }
 
+/// More header field lines than the HTTP/1 parser takes (`max`).
+pub fn too_many_header_fields(max: usize) -> Answer {
+    Answer::problem(
+        Problem::new("header-too-large", "Request Header Fields Too Large", 431)
+            .detail(format!("the request header has more than {max} fields"))
+            .with("max_header_fields", max),
+    )
+}
+
 /// The request line and header fields exceed `proxy.max_header_bytes`.
 pub fn header_too_large(limit: usize) -> Answer {
     Answer::problem(

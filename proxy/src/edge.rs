@@ -200,6 +200,51 @@ pub struct Inbound {
     pub host: Option<HeaderValue>,
 }
 
+/// The request line and header fields within `max` bytes
+/// (`proxy.max_header_bytes`), else 431 and the connection is closed: the
+/// proxy's rule, and its side listeners'.
+pub fn check_size(req: &RequestHeader, raw: Option<&[u8]>, max: usize) -> Result<(), Refusal> {
+    let size = raw.map_or_else(|| header_bytes(req), <[u8]>::len);
+    if size > max {
+        return Err(Refusal::close(
+            "header-too-large",
+            answer::header_too_large(max),
+        ));
+    }
+    Ok(())
+}
+
+/// A request header the HTTP/1 parser gave up on (`e`, from Pingora's
+/// `read_request`): more field lines than it holds ([`MAX_HEADER_FIELDS`])
+/// or more bytes than it reads is 431, other malformed text 400; both close
+/// the connection. `None`: the connection failed (nothing to answer).
+pub fn unreadable_header(e: &pingora::Error, max_header_bytes: usize) -> Option<Refusal> {
+    if e.etype != pingora::ErrorType::InvalidHTTPHeader {
+        return None;
+    }
+    let cause = e.root_cause().to_string();
+    let context = e.context.as_ref().map(|c| c.as_str()).unwrap_or_default();
+    Some(if cause == "too many headers" {
+        Refusal::close(
+            "header-too-large",
+            answer::too_many_header_fields(MAX_HEADER_FIELDS),
+        )
+    } else if context.starts_with("Request header larger than") {
+        Refusal::close(
+            "header-too-large",
+            answer::header_too_large(max_header_bytes),
+        )
+    } else {
+        Refusal::close(
+            "bad-header",
+            answer::bad_request("bad-header", "the request header is not valid HTTP/1"),
+        )
+    })
+}
+
+/// The most header field lines Pingora's HTTP/1 parser takes in one request.
+pub const MAX_HEADER_FIELDS: usize = 256;
+
 /// Size, framing and path checks, and the client address; `peer` is the TCP
 /// peer or the PROXY-protocol source.
 /// `raw` is the HTTP/1 header block as received (`None` for HTTP/2).
@@ -209,13 +254,7 @@ pub fn inspect(
     peer: Option<std::net::IpAddr>,
     cfg: &EdgeConfig,
 ) -> Result<Inbound, Refusal> {
-    let size = raw.map_or_else(|| header_bytes(req), <[u8]>::len);
-    if size > cfg.max_header_bytes {
-        return Err(Refusal::close(
-            "header-too-large",
-            answer::header_too_large(cfg.max_header_bytes),
-        ));
-    }
+    check_size(req, raw, cfg.max_header_bytes)?;
     if miscased_method(req.method.as_str()) {
         return Err(Refusal::keep(
             "bad-method",

@@ -28,18 +28,6 @@ pub fn overridden_methods(req: &RequestHeader) -> impl Iterator<Item = String> +
         .map(|(_, v)| v.to_str().unwrap_or_default().trim().to_ascii_uppercase())
 }
 
-/// Whether an `Authorization` value carries a Tollgate key as a bearer token.
-fn is_bearer_key(v: &[u8]) -> bool {
-    let s = String::from_utf8_lossy(v);
-    let s = s.trim();
-    s.len() > 7
-        && s[..7].eq_ignore_ascii_case("bearer ")
-        && s[7..]
-            .trim_start()
-            .get(..3)
-            .is_some_and(|p| p.eq_ignore_ascii_case("tg_"))
-}
-
 /// Credential headers: a key anywhere in them, even base64-encoded, keeps
 /// the whole header from the upstream.
 const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization"];
@@ -125,7 +113,8 @@ pub fn to_remove(headers: &HeaderMap, f: &Forwarding<'_>) -> smallvec::SmallVec<
             || PATH_OVERRIDE_HEADERS.contains(&n)
             || (!f.allow_method_override && METHOD_OVERRIDE_HEADERS.contains(&n))
             || (!f.client.peer_trusted && CLIENT_ADDRESS_HEADERS.contains(&n))
-            || (n == "authorization" && (f.key_from_bearer || is_bearer_key(value.as_bytes())))
+            || (n == "authorization"
+                && (f.key_from_bearer || crate::auth::is_bearer_key(value.as_bytes())))
             || carries_key(n, value.as_bytes());
         if drop && !out.contains(name) {
             out.push(name.clone());

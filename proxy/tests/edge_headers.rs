@@ -45,11 +45,6 @@ async fn the_key_never_reaches_the_upstream_on_any_route() {
     let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
         ("/api/users", vec![("x-api-key", &key)]),
         ("/api/users", vec![("Authorization", &bearer)]),
-        // Key header wins; a second key in Authorization is stripped too.
-        (
-            "/api/users",
-            vec![("x-api-key", &key), ("Authorization", &bearer)],
-        ),
         ("/api/users", vec![("x-api-key", &key), ("x_api_key", &key)]),
         // auth: none routes never see a key either.
         ("/open/users", vec![("x-api-key", &key)]),
@@ -121,6 +116,72 @@ async fn the_key_never_reaches_the_upstream_on_any_route() {
         &[("Authorization", "Bearer eyJ.upstream")],
     )
     .await;
+    assert_eq!(seen_headers(&r)["authorization"], "Bearer eyJ.upstream");
+}
+
+/// Round 12 (black-box): two credentials were accepted (the first won),
+/// while the admin and verify APIs answer 400. Now 400 problem+json too,
+/// counted as a malformed request, whichever credential would be valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_credentials_are_a_bad_request() {
+    let (p, key) = setup().await;
+    let bearer = format!("Bearer {key}");
+    let other = "tg_0000000000000000000000000000000000000";
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![("x-api-key", &key), ("x-api-key", &key)],
+            "more than one x-api-key header: send exactly one credential",
+        ),
+        (
+            vec![("x-api-key", other), ("x-api-key", &key)],
+            "more than one x-api-key header",
+        ),
+        (
+            vec![("x-api-key", &key), ("Authorization", &bearer)],
+            "a key in both x-api-key and Authorization: Bearer: send exactly one credential",
+        ),
+        (
+            vec![("Authorization", &bearer), ("Authorization", &bearer)],
+            "more than one Authorization header: send exactly one credential",
+        ),
+    ];
+    for (headers, detail) in &cases {
+        let r = raw::get(None, p.addr, "/api/users", headers).await;
+        assert_eq!(r.status, 400, "{headers:?}: {}", r.raw);
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        let body = r.json();
+        assert_eq!(body["reason"], "several-credentials", "{}", r.raw);
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(detail)),
+            "{}",
+            r.raw
+        );
+        assert!(!r.body.contains(&key[3..]), "{}", r.raw);
+    }
+    let m = p.metrics_text().await;
+    assert_eq!(
+        common::metric_value(&m, "tollgate_edge_refused_total", &["several-credentials"]),
+        cases.len() as f64
+    );
+    assert!(
+        common::metric_value(&m, "tollgate_requests_total", &["keyed", "bad_request"])
+            >= cases.len() as f64,
+        "{m}"
+    );
+    // The key header beside an upstream's own bearer token is one key.
+    let r = raw::get(
+        None,
+        p.addr,
+        "/api/users",
+        &[
+            ("x-api-key", &key),
+            ("Authorization", "Bearer eyJ.upstream"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
     assert_eq!(seen_headers(&r)["authorization"], "Bearer eyJ.upstream");
 }
 

@@ -6,7 +6,8 @@
 //! checks (CL+TE, repeated Content-Length) are 400 + close;
 //! `Expect: 100-continue` is answered; a JSON array body is refused; `HEAD`
 //! is judged as the proxy judges it; two `Authorization` headers are 400
-//! and a body in a `Content-Encoding` is 415 (round 10, as the admin API).
+//! and a body in a `Content-Encoding` is 415 (round 10, as the admin API);
+//! a header too large or with too many fields is 431 (round 12).
 
 mod common;
 
@@ -387,4 +388,42 @@ async fn verify_refuses_two_credentials_and_coded_bodies() {
         assert_eq!(r.status, 200, "{extra:?}: {}", r.raw);
         assert_eq!(r.json()["valid"], false, "{}", r.raw);
     }
+}
+
+/// Round 12 (black-box): about 1,000 header fields closed the verify
+/// connection without an answer. Too many fields (more than Pingora's parser
+/// holds) or more than `proxy.max_header_bytes` is 431 problem+json, as on
+/// the proxy listener, and the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_answers_oversized_headers_with_431() {
+    let (p, verify, token) = start().await;
+    let many: String = (0..1000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let big = format!("X-Big: {}\r\n", "a".repeat(40 * 1024));
+    for (what, extra, field) in [
+        ("1000 fields", &many, "max_header_fields"),
+        ("40 KiB", &big, "max_header_bytes"),
+    ] {
+        let req = format!(
+            "POST /v1/verify HTTP/1.1\r\nHost: v\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: 2\r\n{extra}\r\n{{}}"
+        );
+        let resp = raw::exchange(None, verify, req.as_bytes(), Duration::from_secs(5)).await;
+        let r = raw::parse(&resp);
+        assert_eq!(r.status, 431, "{what}: {resp}");
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert_eq!(r.header("connection"), Some("close"), "{what}: {resp}");
+        let v = r.json();
+        assert!(
+            v["type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("/header-too-large")),
+            "{what}: {v}"
+        );
+        assert!(v[field].is_u64(), "{what}: {v}");
+    }
+    let m = p.metrics_text().await;
+    assert!(metric_value(&m, "tollgate_edge_refused_total", &["header-too-large"]) >= 2.0);
+    // An ordinary request still passes.
+    let r = post(verify, &token, "", br#"{"key":"x"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
 }

@@ -3,7 +3,10 @@
 //! certificate and key (`proxy.tls.*`), every upstream's `tls.ca_file` and
 //! `limiter.redis_ca_file` —
 //! read and parsed as the proxy will, each problem reported at the setting
-//! that names the file.
+//! that names the file — and the plans of `storage.database_url`: a YAML plan
+//! of the same name as a database plan is refused as a start or reload
+//! refuses it (the same rule, `reload::plan_conflicts`). The database is
+//! read without being changed; one that cannot be read is a warning.
 //!
 //! Positions come from core's index of the YAML, the same one validation
 //! uses.
@@ -11,11 +14,18 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use tollgate_core::config::position::{self, Position, PositionIndex};
-use tollgate_core::config::{self, Config};
+use tollgate_core::config::{self, reload, Config};
+use tollgate_core::db::plans;
 use tollgate_proxy::tls;
 
-/// Validate `file`; unless `skip_files`, also the TLS files it names.
+/// How long `check-config` waits for the database before warning.
+const DATABASE_WAIT: Duration = Duration::from_secs(5);
+
+/// Validate `file`; unless `skip_files`, also the TLS files and the
+/// database it names.
 pub fn run(file: &Path, skip_files: bool) -> ExitCode {
     // As served: a config without routes is refused unless it says `routes: []`.
     let config = match config::load_for_serving(file) {
@@ -27,13 +37,17 @@ pub fn run(file: &Path, skip_files: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let problems = if skip_files {
-        Vec::new()
-    } else {
+    let mut problems = Vec::new();
+    if !skip_files {
         // `load` just read it; a file replaced in between only loses positions.
-        let src = std::fs::read_to_string(file).unwrap_or_default();
-        tls_file_problems(&config, &src, &file.display().to_string())
-    };
+        let src = config::read_file(file).unwrap_or_default();
+        problems = tls_file_problems(&config, &src, &file.display().to_string());
+        match database_plan_conflict(&config) {
+            Ok(None) => {}
+            Ok(Some(msg)) => problems.push(format!("{}: {msg}", file.display())),
+            Err(e) => eprintln!("warning: database not checked: {e}"),
+        }
+    }
     if problems.is_empty() {
         println!("{}: {}", file.display(), config.summary());
         ExitCode::SUCCESS
@@ -43,6 +57,25 @@ pub fn run(file: &Path, skip_files: bool) -> ExitCode {
         }
         ExitCode::FAILURE
     }
+}
+
+/// The message a start or reload would refuse this config with because one
+/// of its plans is also a database plan (`None`: no such plan), or why the
+/// database could not be read.
+fn database_plan_conflict(config: &Config) -> Result<Option<String>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let url = &config.storage.database_url;
+    let names = rt
+        .block_on(async {
+            tokio::time::timeout(DATABASE_WAIT, plans::plan_names_read_only(url)).await
+        })
+        .map_err(|_| format!("no answer within {}s", DATABASE_WAIT.as_secs()))?
+        .map_err(|e| e.to_string())?;
+    let both = reload::plan_conflicts(config, names.iter().map(String::as_str));
+    Ok(reload::plan_conflict_message(&both))
 }
 
 /// One `FILE:LINE:COLUMN: setting (path): reason` line per unusable TLS file,

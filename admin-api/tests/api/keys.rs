@@ -160,6 +160,19 @@ async fn create_validates_every_field(app: TestApp) {
         assert_eq!(v["field"], field, "{body} → {text}");
         assert_eq!(v["type"], "https://tollgate.dev/problems/validation-error");
     }
+    // Round 12 (black-box): `credits` is the RateLimit member of a key's
+    // credits; the rule YAML plans follow (core's), with its reason.
+    for path in ["/api/keys", "/api/plans"] {
+        let body = json!({"name": "k", "limits": [{"name": "credits", "rate": 1, "per": "1s"}]});
+        let res = app.post(path, body).await;
+        let status = res.status();
+        let text = res.text().await.expect("body");
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {text}");
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["field"], "limits[0].name", "{text}");
+        let detail = v["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("\"credits\" is reserved"), "{text}");
+    }
     // One full check of the headers on a 422.
     invalid(
         app.post("/api/keys", json!({"name": "k", "plan": "gold"}))

@@ -66,17 +66,36 @@ impl std::error::Error for ConfigErrors {}
 /// Read and validate a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
-    let src = crate::files::read_regular_text(path, reload::MAX_CONFIG_BYTES).map_err(|e| {
+    let src = read_file(path).map_err(|message| {
         ConfigErrors(vec![ConfigError {
             file: name.clone(),
             line: 1,
             column: 1,
-            message: format!("cannot read file: {e}"),
+            message,
         }])
     })?;
     let mut config = parse(&src, &name)?;
     config.source = Some(path.to_path_buf());
     Ok(config)
+}
+
+/// The text of a config file, as every reader takes it (start, reload,
+/// `check-config`): a regular file of at most [`reload::MAX_CONFIG_BYTES`],
+/// read without blocking (a FIFO in its place is an error, not a stalled
+/// reload), UTF-8, without a leading byte order mark (editors on Windows
+/// write one; YAML allows it).
+pub fn read_file(path: &Path) -> Result<String, String> {
+    let text = crate::files::read_regular_text(path, reload::MAX_CONFIG_BYTES)
+        .map_err(|e| format!("cannot read file: {e}"))?;
+    Ok(without_bom(text))
+}
+
+/// `text` without one leading UTF-8 byte order mark.
+fn without_bom(text: String) -> String {
+    match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    }
 }
 
 /// Validate YAML text; `file` names it in error messages.

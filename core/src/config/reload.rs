@@ -104,7 +104,7 @@ pub const NO_ROUTES: &str = "routes: the config has no routes (an empty or trunc
 /// Read `path` and [`parse_for_serving`] it.
 pub fn load_for_serving(path: &Path) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
-    let src = read_config(path).map_err(|message| {
+    let src = super::read_file(path).map_err(|message| {
         ConfigErrors(vec![ConfigError {
             file: name.clone(),
             line: 1,
@@ -121,13 +121,6 @@ pub fn load_for_serving(path: &Path) -> Result<Config, ConfigErrors> {
 /// a missing section).
 fn explicitly_without_routes(src: &str) -> bool {
     super::raw::from_str(src).is_ok_and(|raw| raw.routes.is_some_and(|r| r.is_empty()))
-}
-
-/// Read a config file: a regular file of a sane size, never blocking (a
-/// FIFO or device in its place is an error, not a stalled reload task).
-fn read_config(path: &Path) -> Result<String, String> {
-    crate::files::read_regular_text(path, MAX_CONFIG_BYTES)
-        .map_err(|e| format!("cannot read file: {e}"))
 }
 
 /// The plan names defined both in the YAML and in the database, sorted.
@@ -222,7 +215,7 @@ impl FileWatch {
     /// look is a change, applied once it has settled, not taken for what
     /// runs (black-box CI: an edit right after the start was never applied).
     pub fn for_running(path: PathBuf, settle: Duration, running: &Config) -> Self {
-        let current = read_config(&path).ok().filter(|text| {
+        let current = super::read_file(&path).ok().filter(|text| {
             super::parse(text, &path.display().to_string()).is_ok_and(|mut c| {
                 c.source.clone_from(&running.source);
                 c == *running
@@ -235,7 +228,7 @@ impl FileWatch {
     /// file of its running config: [`Self::for_running`]).
     #[cfg(test)]
     pub fn from_file(path: PathBuf, settle: Duration) -> Self {
-        let running = read_config(&path).ok();
+        let running = super::read_file(&path).ok();
         Self::new(path, settle, running)
     }
 
@@ -245,7 +238,7 @@ impl FileWatch {
 
     /// Look at the file once.
     pub fn poll(&mut self, now: Instant) -> WatchEvent {
-        let text = match read_config(&self.path) {
+        let text = match super::read_file(&self.path) {
             Ok(t) => t,
             Err(e) => {
                 self.candidate = None;
@@ -417,6 +410,32 @@ mod tests {
         let mut late = FileWatch::for_running(path.clone(), Duration::ZERO, &running);
         assert_eq!(late.poll(t), WatchEvent::Nothing);
         assert_eq!(late.poll(t), WatchEvent::Changed(edited));
+    }
+
+    /// Black-box round 12: a UTF-8 byte order mark at the start of the file
+    /// was refused as "several documents". It is stripped once, where the
+    /// file is read: at start, on reload and by `check-config` alike.
+    #[test]
+    fn a_leading_byte_order_mark_is_accepted_everywhere_the_file_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bom.yaml");
+        let with_bom = format!("\u{feff}{}", crate::config::DEFAULT_YAML);
+        std::fs::write(&path, &with_bom).expect("write");
+        let plain = parse(crate::config::DEFAULT_YAML, "t").expect("default config");
+        let loaded = crate::config::load(&path).expect("start: load");
+        assert_eq!(loaded.routes, plain.routes);
+        let served = load_for_serving(&path).expect("start: load_for_serving");
+        assert_eq!(served.plans, plain.plans);
+        let text = crate::config::read_file(&path).expect("check-config: read_file");
+        assert_eq!(text, crate::config::DEFAULT_YAML);
+        // Reload: what the watch hands out parses.
+        let mut w = FileWatch::new(path.clone(), Duration::ZERO, None);
+        let t = Instant::now();
+        assert_eq!(w.poll(t), WatchEvent::Nothing);
+        let WatchEvent::Changed(text) = w.poll(t) else {
+            panic!("no change handed out");
+        };
+        assert!(parse_for_serving(&text, "t").is_ok());
     }
 
     /// Black-box round 11: a reload refused for a database plan of the

@@ -149,6 +149,33 @@ fn sqlite_url(url: &str) -> String {
     }
 }
 
+/// The URL with `mode=ro` in place of any mode it names: opening it never
+/// creates a file nor writes to one.
+fn sqlite_read_only_url(url: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut params: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("mode="))
+        .collect();
+    params.push("mode=ro");
+    format!("{base}?{}", params.join("&"))
+}
+
+/// One connection to the database at `url` that changes nothing: no SQLite
+/// file is created, no migration runs (for `check-config`, which looks
+/// without touching). An in-memory SQLite URL is `None`: nothing is stored
+/// there.
+pub async fn connect_read_only(url: &str) -> Result<Option<AnyConnection>, DbError> {
+    install_drivers();
+    let url = match DbKind::of_url(url)? {
+        DbKind::Sqlite if is_sqlite_memory(url) => return Ok(None),
+        DbKind::Sqlite => sqlite_read_only_url(url),
+        DbKind::Postgres => url.to_string(),
+    };
+    let options: AnyConnectOptions = url.parse()?;
+    Ok(Some(options.connect().await?))
+}
+
 fn is_sqlite_memory(url: &str) -> bool {
     url.split('?')
         .next()
@@ -409,6 +436,14 @@ mod tests {
         assert_eq!(sqlite_url("sqlite::memory:"), "sqlite::memory:");
         assert!(is_sqlite_memory("sqlite::memory:"));
         assert!(!is_sqlite_memory("sqlite://a.db?mode=rwc"));
+        assert_eq!(
+            sqlite_read_only_url("sqlite://a.db"),
+            "sqlite://a.db?mode=ro"
+        );
+        assert_eq!(
+            sqlite_read_only_url("sqlite://a.db?mode=rwc&cache=shared"),
+            "sqlite://a.db?cache=shared&mode=ro"
+        );
     }
 
     #[tokio::test]

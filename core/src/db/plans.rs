@@ -57,6 +57,21 @@ fn limits_json(limits: &[Limit]) -> Result<String, DbError> {
         .map_err(|e| DbError::Corrupt(format!("limits cannot be serialised: {e}")))
 }
 
+/// The names of the stored plans of the database at `url`, read through
+/// [`super::connect_read_only`] (nothing created, nothing migrated): what
+/// `check-config` compares with the YAML's plans.
+pub async fn plan_names_read_only(url: &str) -> Result<Vec<String>, DbError> {
+    let Some(mut conn) = super::connect_read_only(url).await? else {
+        return Ok(Vec::new());
+    };
+    let names = sqlx::query_scalar("SELECT name FROM plans ORDER BY name")
+        .fetch_all(&mut conn)
+        .await;
+    // Closing is courtesy: the names (or the error) are what was asked for.
+    let _ = sqlx::Connection::close(conn).await;
+    Ok(names?)
+}
+
 impl Db {
     /// Every stored plan, by name.
     pub async fn list_plans(&self) -> Result<Vec<StoredPlan>, DbError> {

@@ -1,8 +1,10 @@
 //! Plans and limits: names, numbers and lists, one rule for the YAML config,
 //! the admin API and the CLI.
 //!
-//! - a plan or limit name is 1–64 characters of `A-Z a-z 0-9 . _ -` (it is
-//!   sent in `RateLimit` headers and used in Redis keys and URLs);
+//! - a plan or limit name is a [`check_name`]: 1–64 characters of
+//!   `A-Z a-z 0-9 . _ -` (it is sent in `RateLimit` headers and used in Redis
+//!   keys and URLs); a limit is never named `credits`, the `RateLimit`
+//!   member that reports a key's credits;
 //! - `rate` is 1 to [`MAX_RATE`]; `per` is 1 ms to 366 days;
 //! - `burst` and `cost` are 1 to [`MAX_TOKENS`] (they fit `int64`), a burst
 //!   refills from empty within 2^50 µs ([`check_burst_fits`]: no clamp), and the
@@ -18,8 +20,9 @@ use std::time::Duration;
 use super::{in_range, FieldError};
 use crate::limits::Limit;
 
-/// The longest plan or limit name.
-pub const MAX_NAME_LEN: usize = 64;
+pub use super::{check_name, MAX_NAME_LEN};
+/// The name no limit may have ([`check_limit_name`]).
+pub use crate::credits::HEADER_MEMBER as RESERVED_LIMIT_NAME;
 /// The most limits one plan, key or route may have.
 pub const MAX_LIMITS: usize = 16;
 /// The largest `rate`.
@@ -42,20 +45,12 @@ pub enum ListKind {
     Key,
 }
 
-/// A plan or limit name (`what` is `"plan"` or `"limit"`).
-pub fn check_name(what: &str, name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(format!("must be at most {MAX_NAME_LEN} characters"));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
+/// A limit's name: a [`check_name`], other than [`RESERVED_LIMIT_NAME`].
+pub fn check_limit_name(name: &str) -> Result<(), String> {
+    check_name("limit", name)?;
+    if name == RESERVED_LIMIT_NAME {
         return Err(format!(
-            "invalid {what} name {name:?}: use only A-Z, a-z, 0-9, '.', '_' and '-'"
+            "{name:?} is reserved: it is the member of the RateLimit header that reports a key's credits; choose another limit name"
         ));
     }
     Ok(())
@@ -148,7 +143,7 @@ pub fn duplicate_name(name: &str, first: &str) -> String {
 
 /// One limit, field by field; the error names the field inside the limit.
 pub fn check_limit(limit: &Limit) -> Result<(), (&'static str, String)> {
-    check_name("limit", &limit.name).map_err(|m| ("name", m))?;
+    check_limit_name(&limit.name).map_err(|m| ("name", m))?;
     if limit.is_quota() {
         return super::quotas::check_quota_limit(limit);
     }
@@ -219,6 +214,12 @@ mod tests {
             let e = check_name("limit", bad).expect_err(bad);
             assert!(e.starts_with(&format!("invalid limit name {bad:?}")), "{e}");
         }
+        // Round 12: `credits` is the RateLimit member of a key's credits.
+        let e = check_limit_name("credits").expect_err("reserved");
+        assert!(e.contains("\"credits\" is reserved"), "{e}");
+        assert!(check_limit_name("Credits").is_ok() && check_name("plan", "credits").is_ok());
+        let e = check_limit(&limit("credits", 1, Duration::from_secs(1))).expect_err("reserved");
+        assert_eq!(e.0, "name");
     }
 
     #[test]

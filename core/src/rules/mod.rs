@@ -36,6 +36,33 @@ impl FieldError {
     }
 }
 
+/// The longest name ([`check_name`]).
+pub const MAX_NAME_LEN: usize = 64;
+
+/// The one rule for names the rest of the system carries around — plans,
+/// limits, routes, upstreams (`what`: `"plan"`, `"route"`…): 1 to
+/// [`MAX_NAME_LEN`] characters of `A-Z a-z 0-9 . _ -`. Such a name fits a
+/// `RateLimit` header, a Redis key, a URL, a metrics label, a usage row and
+/// a key's scope pattern (`billing-*` names routes; a route named `a*` or
+/// `a b` could not be named there).
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("must be at most {MAX_NAME_LEN} characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(format!(
+            "invalid {what} name {name:?}: use only A-Z, a-z, 0-9, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
 /// The most a `burst` or `cost` may be (fits `int64`).
 pub const MAX_TOKENS: u64 = i64::MAX as u64;
 

@@ -10,14 +10,19 @@
 //! proxy's request filter calls), and applies the proxy's HTTP/1 framing
 //! checks ([`crate::edge::check_framing`]) before the app sees the request:
 //! `Content-Length` beside `Transfer-Encoding`, repeated or list-valued
-//! `Content-Length`, a bad `Host` are `400` and the connection is closed.
+//! `Content-Length`, a bad `Host` are `400` and the connection is closed; a
+//! header over `proxy.max_header_bytes`, or with more fields than Pingora's
+//! parser takes, is `431` problem+json (round 12: it was a silent close).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
 
 use super::{ConnTable, EdgeApp, HandshakeWatch};
 use crate::answer::Answer;
@@ -48,6 +53,8 @@ pub fn nofile_limit() -> u64 {
 /// A side listener's HTTP app behind the connection edge (see the module).
 pub struct SideHttp<S> {
     pub inner: S,
+    /// For `proxy.max_header_bytes` (as the proxy listener reads it).
+    pub state: Arc<State>,
 }
 
 /// `a` as a Pingora response; `close` adds `Connection: close`.
@@ -65,28 +72,85 @@ pub fn answer_response(a: &Answer, close: bool) -> Response<Vec<u8>> {
     b.body(a.body.clone()).unwrap_or_default()
 }
 
-#[async_trait]
-impl<S: ServeHttp + Send + Sync> ServeHttp for SideHttp<S> {
+impl<S: ServeHttp + Send + Sync> SideHttp<S> {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         // The whole request header is in: the header deadline is met.
         super::header_done();
         let raw = session.as_http1().map(|h| h.get_headers_raw_bytes());
-        let framing = edge::check_framing(session.req_header(), raw.as_deref());
-        let resp = match framing {
+        let max = self.state.config.load().config.proxy.edge.max_header_bytes;
+        let checked = edge::check_size(session.req_header(), raw.as_deref(), max)
+            .and_then(|()| edge::check_framing(session.req_header(), raw.as_deref()));
+        let resp = match checked {
             Ok(()) => self.inner.response(session).await,
             Err(refusal) => {
-                edge_metrics::REFUSED
-                    .with_label_values(&[refusal.reason])
-                    .inc();
                 if refusal.close {
                     session.set_keepalive(None);
                 }
-                answer_response(&refusal.answer, refusal.close)
+                refused(&refusal)
             }
         };
         // The next request on this connection gets its own deadlines.
         super::request_finished();
         resp
+    }
+}
+
+/// Count `refusal` and build its answer.
+fn refused(refusal: &edge::Refusal) -> Response<Vec<u8>> {
+    edge_metrics::REFUSED
+        .with_label_values(&[refusal.reason])
+        .inc();
+    answer_response(&refusal.answer, refusal.close)
+}
+
+/// Pingora's `ServeHttp` loop (read the header, answer, finish), except that
+/// a header its parser gives up on (too many fields, too large, malformed)
+/// is answered as the proxy listener answers it — 431 or 400 problem+json,
+/// then closed — instead of a silent close.
+#[async_trait]
+impl<S: ServeHttp + Send + Sync> HttpServerApp for SideHttp<S> {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut http: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match http.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                let max = self.state.config.load().config.proxy.edge.max_header_bytes;
+                if let Some(refusal) = edge::unreadable_header(&e, max) {
+                    let (parts, body) = refused(&refusal).into_parts();
+                    let header = ResponseHeader::from(parts);
+                    if let Err(e) = http.write_error_response(header, body.into()).await {
+                        tracing::debug!("side listener: writing the refusal failed: {e}");
+                    }
+                } else {
+                    tracing::debug!("side listener: reading the request failed: {e}");
+                }
+                return None;
+            }
+        }
+        http.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let (parts, body) = self.response(&mut http).await.into_parts();
+        if let Err(e) = http.write_response_header(Box::new(parts.into())).await {
+            tracing::debug!("side listener: writing the response failed: {e}");
+            return None;
+        }
+        if !body.is_empty() {
+            if let Err(e) = http.write_response_body(body.into(), true).await {
+                tracing::debug!("side listener: writing the response failed: {e}");
+                return None;
+            }
+        }
+        let settings = HttpPersistentSettings::for_session(&http);
+        match http.finish().await {
+            Ok(reusable) => reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(e) => {
+                tracing::debug!("side listener: finishing the request failed: {e}");
+                None
+            }
+        }
     }
 }
 
@@ -98,7 +162,10 @@ pub fn side_app<S: ServeHttp + Send + Sync + 'static>(
     max_total: u32,
 ) -> EdgeApp<SideHttp<S>> {
     EdgeApp {
-        inner: Arc::new(SideHttp { inner: app }),
+        inner: Arc::new(SideHttp {
+            inner: app,
+            state: state.clone(),
+        }),
         state,
         conns: Arc::new(ConnTable::with_total_cap(max_total)),
         handshakes: Arc::new(HandshakeWatch::default()),

@@ -41,8 +41,9 @@ use tollgate_core::refill::Refill;
 use super::sharded::ShardedMap;
 use super::{Bucket, LocalLimiter, Subject};
 
-/// The name of the credits member of the `RateLimit` header.
-pub const MEMBER: &str = "credits";
+/// The name of the credits member of the `RateLimit` header (core's: no
+/// limit may have it).
+pub use tollgate_core::credits::HEADER_MEMBER as MEMBER;
 
 /// A decision that also spent (or was refused) credits.
 #[derive(Debug, Clone, PartialEq, Eq)]

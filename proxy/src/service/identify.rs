@@ -42,7 +42,8 @@ impl Gateway {
     }
 
     /// The caller's key (`Authorization: Bearer` or the key header), or the
-    /// 401/403 (or 429 of the bad-key throttle) to answer.
+    /// 401/403 (or 429 of the bad-key throttle; 400 for two credentials) to
+    /// answer.
     pub(super) fn authenticate(
         &self,
         req: &RequestHeader,
@@ -64,6 +65,18 @@ impl Gateway {
                 }
                 ctx.outcome = Some(outcome::UNAUTHORIZED);
                 return Err(answer::missing_key(&proxy_cfg.key_header));
+            }
+            // Two credentials: a malformed request, not a failed key (the
+            // bad-key throttle counts keys tried; none was).
+            Presented::Several(several) => {
+                edge_metrics::REFUSED
+                    .with_label_values(&[auth::SEVERAL_REASON])
+                    .inc();
+                ctx.outcome = Some(edge_metrics::BAD_REQUEST);
+                return Err(answer::bad_request(
+                    auth::SEVERAL_REASON,
+                    &several.detail(&proxy_cfg.key_header),
+                ));
             }
             Presented::Garbled => None,
             Presented::Header(k) | Presented::Bearer(k) => Some(k),

@@ -146,7 +146,7 @@ impl Validator<'_> {
             let lp = item(path, i);
             let name_path = child(&lp, "name");
             let name = self.non_empty(&name_path, &l.name).filter(|name| {
-                if let Err(message) = limit_rules::check_name("limit", name) {
+                if let Err(message) = limit_rules::check_limit_name(name) {
                     self.error(&name_path, message);
                     return false;
                 }

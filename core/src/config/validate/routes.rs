@@ -17,6 +17,10 @@ impl Validator<'_> {
             let path = item("routes", i);
             let name_path = child(&path, "name");
             let name = self.non_empty(&name_path, &r.name).filter(|name| {
+                if let Err(message) = crate::rules::check_name("route", name) {
+                    self.error(&name_path, message);
+                    return false;
+                }
                 if let Some(first) = names.get(name) {
                     self.error(
                         &name_path,

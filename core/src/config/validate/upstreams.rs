@@ -114,7 +114,9 @@ impl Validator<'_> {
         &mut self,
         raw: &OrderedMap<RawUpstream>,
     ) -> BTreeMap<String, Upstream> {
-        let ok = self.names("upstreams", "upstream", raw, |_| Ok(()));
+        let ok = self.names("upstreams", "upstream", raw, |n| {
+            crate::rules::check_name("upstream", n)
+        });
         let mut upstreams = BTreeMap::new();
         for ((name, u), ok) in raw.0.iter().zip(ok) {
             let path = child("upstreams", name);

@@ -229,6 +229,15 @@ fn bad_inputs_are_reported_where_they_are() {
             ("routes:\n  - name: a\n    auth: jwt\n", 3, 11, "routes[0].auth: expected api_key or none, got \"jwt\""),
             ("routes:\n  - name: a\n    upstream:\n", 3, 5, "routes[0].upstream: a value is required"),
             ("---\na: 1\n---\nb: 2\n", 1, 1, "a single YAML document"),
+            // Round 12 (black-box): route and upstream names follow the one
+            // name rule (they go into scopes, metrics labels, usage rows);
+            // `credits` is the RateLimit member of a key's credits.
+            ("routes:\n  - name: \"a b\"\n", 2, 11, "routes[0].name: invalid route name \"a b\": use only A-Z, a-z, 0-9, '.', '_' and '-'"),
+            ("routes:\n  - name: \"users*\"\n", 2, 11, "routes[0].name: invalid route name \"users*\""),
+            ("routes:\n  - { match: { path_prefix: /a }, name: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx }\n", 2, 41, "routes[0].name: must be at most 64 characters"),
+            ("upstreams:\n  \"my api\": { targets: [\"a:1\"] }\n", 2, 3, "upstreams.my api: invalid upstream name \"my api\""),
+            ("plans:\n  p: { limits: [ { name: credits, rate: 1, per: 1s } ] }\n", 2, 26, "plans.p.limits[0].name: \"credits\" is reserved"),
+            ("routes:\n  - name: a\n    limits: [ { name: credits, rate: 1, per: 1s } ]\n", 3, 23, "routes[0].limits[0].name: \"credits\" is reserved"),
         ];
     let mut failures = Vec::new();
     for (src, line, column, fragment) in cases {
