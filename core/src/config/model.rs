@@ -82,19 +82,19 @@ pub const MAX_USAGE_PATH: usize = 256;
 /// `proxy.work_stealing`, `listener_tasks`, `upstream_keepalive_pool`,
 /// `downstream_keepalive_requests`: the Pingora server settings that change
 /// throughput (benches/RESULTS.md, "Pingora's settings"). The defaults are
-/// Pingora's, except the 10 000 requests per client connection Tollgate
-/// always had. `work_stealing: false` serves more per core but stays
-/// opt-in, for two faults of Pingora 0.9.1's no-steal runtime: it keeps
-/// each runtime's handles per thread id and thread ids are reused, so a
-/// server started after another stopped in the same process (the
-/// in-process tests) may pick the stopped one's runtime; and on a fast stop
-/// (SIGINT) an accept loop can be left polling a listener whose runtime is
-/// shutting down ("A Tokio 1.x context was found, but it is being
-/// shutdown"), which fails at once without yielding, so the no-steal
-/// runtime's join never returns (`tests/cli.rs`
-/// `dev_prints_the_https_url_when_tls_is_configured` hung 1 run in 6).
-/// TCP_NODELAY is always on (Pingora sets it on every accepted and
-/// upstream socket) and the listen backlog is Pingora's 65 535.
+/// Pingora's, except `work_stealing: false` (one single-threaded runtime per
+/// worker thread: +17 % for Tollgate's local mode on this box, measured
+/// interleaved against `true`, with fewer cross-thread wake-ups) and the
+/// 10 000 requests per client connection Tollgate always had. Two faults of
+/// Pingora 0.9.1's no-steal runtime are handled around it: it keeps each
+/// runtime's handles per thread id and thread ids are reused, so a server
+/// started after another one stopped in the same process may pick the
+/// stopped one's runtime (one process runs one proxy server for its life;
+/// the in-process tests start several and run work-stealing); and on a fast
+/// stop its join can wait for ever on an accept loop left spinning, which
+/// `usage::shutdown::bound_fast_stop` bounds. TCP_NODELAY is always on
+/// (Pingora sets it on every accepted and upstream socket) and the listen
+/// backlog is Pingora's 65 535.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerTuning {
     /// One work-stealing tokio runtime for all `threads` (Pingora's default),
@@ -111,7 +111,7 @@ pub struct ServerTuning {
 impl Default for ServerTuning {
     fn default() -> Self {
         Self {
-            work_stealing: true,
+            work_stealing: false,
             listener_tasks: 1,
             upstream_keepalive_pool: 128,
             downstream_keepalive_requests: 10_000,

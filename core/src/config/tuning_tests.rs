@@ -18,10 +18,10 @@ fn error(yaml: &str) -> String {
 }
 
 #[test]
-fn defaults_are_pingoras_but_the_request_limit() {
+fn defaults_are_pingoras_but_no_stealing_and_the_request_limit() {
     let t = tuning("");
     assert_eq!(t, ServerTuning::default());
-    assert!(t.work_stealing);
+    assert!(!t.work_stealing);
     assert_eq!(t.listener_tasks, 1);
     assert_eq!(t.upstream_keepalive_pool, 128);
     assert_eq!(t.downstream_keepalive_requests, 10_000);
@@ -30,12 +30,12 @@ fn defaults_are_pingoras_but_the_request_limit() {
 #[test]
 fn every_setting_is_read() {
     let t = tuning(
-        "proxy:\n  work_stealing: false\n  listener_tasks: 2\n  upstream_keepalive_pool: 0\n  downstream_keepalive_requests: 1\n",
+        "proxy:\n  work_stealing: true\n  listener_tasks: 2\n  upstream_keepalive_pool: 0\n  downstream_keepalive_requests: 1\n",
     );
     assert_eq!(
         t,
         ServerTuning {
-            work_stealing: false,
+            work_stealing: true,
             listener_tasks: 2,
             upstream_keepalive_pool: 0,
             downstream_keepalive_requests: 1,

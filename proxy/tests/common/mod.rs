@@ -215,6 +215,13 @@ pub fn render(
             "proxy:\n  listen: \"{addr}\"\n  metrics_listen: \"{metrics}\"\n  threads: 2\n{text}"
         );
     }
+    // In-process servers run work-stealing: Pingora 0.9.1 keeps a no-steal
+    // runtime's handles per thread id, and a test's server may start on the
+    // thread id of a stopped one's (`config::ServerTuning`). The binary
+    // tests run the default.
+    if !text.contains("work_stealing") {
+        text = text.replacen("proxy:\n", "proxy:\n  work_stealing: true\n", 1);
+    }
     if !text.contains("storage:") {
         text = format!("storage:\n  database_url: \"{db}\"\n  key_refresh: 100ms\n{text}");
     }
