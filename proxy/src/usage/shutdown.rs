@@ -29,24 +29,24 @@ use super::flusher::{Run, UsageFlusher};
 /// write what it holds before the runtimes are dropped.
 pub const FAST_STOP_FLUSH: Duration = Duration::from_secs(3);
 
-/// How long a fast stop may take in all, from the signal: the usage flush
-/// ([`FAST_STOP_FLUSH`]), then the runtimes' stop.
-pub const FAST_STOP_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the runtimes may take to stop after a fast stop's usage flush.
+pub const FAST_STOP_RUNTIMES: Duration = Duration::from_secs(1);
 
-/// A fast stop ends the process at [`FAST_STOP_DEADLINE`] at the latest.
-/// Pingora 0.9.1's no-steal runtime (`proxy.work_stealing: false`) joins
-/// its threads without a timeout, and on a fast stop an accept loop can be
-/// left polling a listener whose runtime is shutting down ("A Tokio 1.x
-/// context was found, but it is being shutdown"): the call fails at once,
-/// the loop never yields, the join never returns. Usage is written by then
-/// (the flush above); what is left is dropping memory.
+/// After a fast stop's usage flush the process ends within
+/// [`FAST_STOP_RUNTIMES`]. Pingora 0.9.1's no-steal runtime
+/// (`proxy.work_stealing: false`) joins its threads without a timeout, and
+/// on a fast stop an accept loop can be left polling a listener whose
+/// runtime is shutting down ("A Tokio 1.x context was found, but it is
+/// being shutdown"): the call fails at once, the loop never yields, the
+/// join never returns. Usage is written by then; what is left is dropping
+/// memory.
 fn bound_fast_stop() {
     let spawned = std::thread::Builder::new()
         .name("tollgate-fast-stop".into())
         .spawn(|| {
-            std::thread::sleep(FAST_STOP_DEADLINE);
+            std::thread::sleep(FAST_STOP_RUNTIMES);
             tracing::warn!(
-                "fast stop: the runtimes did not stop within {FAST_STOP_DEADLINE:?}; exiting"
+                "fast stop: the runtimes did not stop within {FAST_STOP_RUNTIMES:?} of the usage flush; exiting"
             );
             std::process::exit(0);
         });
@@ -85,8 +85,8 @@ impl ShutdownSignalWatch for Signals {
         };
         if matches!(signal, ShutdownSignal::FastShutdown) {
             tracing::info!("SIGINT: fast stop, flushing usage first");
-            bound_fast_stop();
             self.usage.flush_now(FAST_STOP_FLUSH).await;
+            bound_fast_stop();
         }
         signal
     }
