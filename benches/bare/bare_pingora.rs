@@ -4,6 +4,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod floor;
 mod pass;
 
 fn main() -> std::process::ExitCode {

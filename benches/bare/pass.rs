@@ -8,7 +8,11 @@
 //!              [--threads 1] [--work-stealing true|false]
 //!              [--listener-tasks 1] [--keepalive-pool 128]
 //!              [--downstream-request-limit N] [--upstream-timeouts]
+//!              [--floor KEY]
 //! ```
+//!
+//! `--floor KEY` runs the least work any API-key gateway does instead of
+//! the pass-through (`floor.rs`): KEY is the one key it admits.
 //!
 //! `--upstream-timeouts` gives the upstream peer the timeouts a Tollgate
 //! upstream has by default (connect 2 s, read and write 30 s, idle 60 s).
@@ -24,6 +28,8 @@ use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
+
+use crate::floor::Floor;
 
 struct Pass {
     upstream: SocketAddr,
@@ -57,6 +63,7 @@ struct Args {
     keepalive_pool: usize,
     downstream_request_limit: Option<u32>,
     upstream_timeouts: bool,
+    floor_key: Option<String>,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
@@ -72,6 +79,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         keepalive_pool: defaults.upstream_keepalive_pool_size,
         downstream_request_limit: None,
         upstream_timeouts: false,
+        floor_key: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -88,11 +96,12 @@ fn parse_args() -> std::result::Result<Args, String> {
                 args.downstream_request_limit = Some(value()?.parse().map_err(|e| bad(&e))?)
             }
             "--upstream-timeouts" => args.upstream_timeouts = true,
+            "--floor" => args.floor_key = Some(value()?),
             "-h" | "--help" => {
                 return Err(
                     "usage: bare-pingora --listen ADDR --upstream ADDR [--threads N] \
                      [--work-stealing BOOL] [--listener-tasks N] [--keepalive-pool N] \
-                     [--downstream-request-limit N] [--upstream-timeouts]"
+                     [--downstream-request-limit N] [--upstream-timeouts] [--floor KEY]"
                         .into(),
                 )
             }
@@ -123,23 +132,19 @@ pub fn main() -> ExitCode {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Pass {
-            upstream: args.upstream,
-            timeouts: args.upstream_timeouts,
-        },
-        "bare-pingora",
-    );
-    if let Some(limit) = args.downstream_request_limit {
-        if let Some(app) = proxy.app_logic_mut() {
-            let mut opts = app.server_options.clone().unwrap_or_default();
-            opts.keepalive_request_limit = Some(limit);
-            app.server_options = Some(opts);
+    match args.floor_key.clone() {
+        Some(key) => {
+            let floor = Floor::new(args.upstream, args.upstream_timeouts, &key);
+            add_proxy(&mut server, floor, &args);
+        }
+        None => {
+            let pass = Pass {
+                upstream: args.upstream,
+                timeouts: args.upstream_timeouts,
+            };
+            add_proxy(&mut server, pass, &args);
         }
     }
-    proxy.add_tcp(&args.listen.to_string());
-    server.add_service(proxy);
     eprintln!(
         "bare-pingora: {} -> {} (threads {}, work_stealing {}, listener_tasks {}, keepalive_pool {})",
         args.listen,
@@ -150,4 +155,23 @@ pub fn main() -> ExitCode {
         args.keepalive_pool
     );
     server.run_forever()
+}
+
+/// The proxy service of `app` on `--listen`, with the downstream request limit.
+fn add_proxy<SV>(server: &mut Server, app: SV, args: &Args)
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    SV::CTX: Send + Sync,
+{
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, app, "bare-pingora");
+    if let Some(limit) = args.downstream_request_limit {
+        if let Some(app) = proxy.app_logic_mut() {
+            let mut opts = app.server_options.clone().unwrap_or_default();
+            opts.keepalive_request_limit = Some(limit);
+            app.server_options = Some(opts);
+        }
+    }
+    proxy.add_tcp(&args.listen.to_string());
+    server.add_service(proxy);
 }
