@@ -206,12 +206,22 @@ pub struct Inbound {
 pub fn check_size(req: &RequestHeader, raw: Option<&[u8]>, max: usize) -> Result<(), Refusal> {
     let size = raw.map_or_else(|| header_bytes(req), <[u8]>::len);
     if size > max {
-        return Err(Refusal::close(
-            "header-too-large",
-            answer::header_too_large(max),
-        ));
+        return Err(too_large(max));
     }
     Ok(())
+}
+
+/// A header over `proxy.max_header_bytes` (`max`): 431, closed.
+pub fn too_large(max: usize) -> Refusal {
+    Refusal::close("header-too-large", answer::header_too_large(max))
+}
+
+/// A header with more than [`MAX_HEADER_FIELDS`] field lines: 431, closed.
+pub fn too_many_fields() -> Refusal {
+    Refusal::close(
+        "too-many-header-fields",
+        answer::too_many_header_fields(MAX_HEADER_FIELDS),
+    )
 }
 
 /// A request header the HTTP/1 parser gave up on (`e`, from Pingora's
@@ -225,15 +235,9 @@ pub fn unreadable_header(e: &pingora::Error, max_header_bytes: usize) -> Option<
     let cause = e.root_cause().to_string();
     let context = e.context.as_ref().map(|c| c.as_str()).unwrap_or_default();
     Some(if cause == "too many headers" {
-        Refusal::close(
-            "header-too-large",
-            answer::too_many_header_fields(MAX_HEADER_FIELDS),
-        )
+        too_many_fields()
     } else if context.starts_with("Request header larger than") {
-        Refusal::close(
-            "header-too-large",
-            answer::header_too_large(max_header_bytes),
-        )
+        too_large(max_header_bytes)
     } else {
         Refusal::close(
             "bad-header",
@@ -244,6 +248,11 @@ pub fn unreadable_header(e: &pingora::Error, max_header_bytes: usize) -> Option<
 
 /// The most header field lines Pingora's HTTP/1 parser takes in one request.
 pub const MAX_HEADER_FIELDS: usize = 256;
+
+/// The most bytes of an unfinished request header Pingora's HTTP/1 parser
+/// buffers before it gives up (`MAX_HEADER_SIZE`; above every
+/// `proxy.max_header_bytes` but the largest, 1 MiB).
+pub const PARSER_MAX_HEADER_BYTES: usize = 1_048_575;
 
 /// Size, framing and path checks, and the client address; `peer` is the TCP
 /// peer or the PROXY-protocol source.

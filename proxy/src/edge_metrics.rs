@@ -13,7 +13,7 @@ pub const BAD_REQUEST: &str = "bad_request";
 
 metric!(REFUSED: IntCounterVec = register_int_counter_vec!(
     "tollgate_edge_refused_total",
-    "Requests refused as malformed, by reason (dot-segment, encoded-slash, header-too-large, content-length-and-transfer-encoding, several-credentials, ...)",
+    "Requests refused as malformed, by reason (dot-segment, encoded-slash, header-too-large, too-many-header-fields, content-length-and-transfer-encoding, several-credentials, ...)",
     &["reason"]
 ));
 

@@ -820,6 +820,35 @@ async fn proxy_protocol_before_the_tls_handshake() {
     );
 }
 
+/// Black-box round 13: over TLS too, more than 256 header fields get
+/// `431` problem+json inside the TLS session and the connection is closed
+/// (it was Pingora's bare `400`); 256 are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_header_fields_over_tls_are_431() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new("client-facing CA");
+    let p = TlsProxy::start(&ca, BASE).await;
+    let (_, key) = p.proxy.key(named("fields")).await;
+    let connector = tls_connector(&ca, &[]);
+    for (n, status) in [(256, 200), (257, 431)] {
+        let tcp = tokio::net::TcpStream::connect(p.https).await.expect("tcp");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut tls = connector.connect(name, tcp).await.expect("handshake");
+        let request = common::raw::with_fields("/_tollgate/usage", &key, n);
+        tls.write_all(request.as_bytes()).await.expect("write");
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "{n} fields: still open after 10 s");
+        let r = common::raw::parse(&String::from_utf8_lossy(&out));
+        assert_eq!(r.status, status, "{n} fields: {}", r.raw);
+        if status == 431 {
+            assert_eq!(r.header("content-type"), Some("application/problem+json"));
+            assert_eq!(r.header("connection"), Some("close"));
+            assert_eq!(r.json()["max_header_fields"], 256, "{}", r.raw);
+        }
+    }
+}
+
 /// The TLS handshake and the request header are both bounded by
 /// `proxy.header_timeout` (1 s here): a client that connects and sends
 /// nothing, or half a ClientHello, is closed (Pingora's own handshake limit

@@ -13,6 +13,13 @@
 //! - if nothing arrived (an idle keep-alive connection), it ends the read
 //!   (end of file) and Pingora closes the connection quietly.
 //!
+//! It also scans each request header as it is read ([`HeaderScan`]): one
+//! byte before Pingora's parser would give up on it (too many fields, too
+//! many bytes) and answer a bare `400`, it writes `431` problem+json
+//! (`Connection: close`) the same way, without passing those bytes on, and
+//! reads what the client still sends for at most [`super::ANSWER_GRACE`]
+//! before the connection ends, so that the answer is not lost to a reset.
+//!
 //! Everything else (digests, ALPN, peek, id) is the wrapped stream's.
 
 use std::fmt;
@@ -33,8 +40,9 @@ use pingora::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::answer;
+use crate::answer::{self, Answer};
 
+use super::fields::HeaderScan;
 use super::ConnEnd;
 
 /// Shared between a [`HeaderDeadline`] and the edge that waits on it.
@@ -54,9 +62,12 @@ pub struct DeadlineFlags {
 
 enum Phase {
     Reading,
-    /// Writing the 408: bytes written so far.
+    /// Writing the answer: bytes written so far.
     Answering(usize),
     Closing,
+    /// After a refusal: reading (and dropping) what the client still sends,
+    /// bytes so far.
+    Draining(usize),
     Finished,
 }
 
@@ -79,7 +90,16 @@ pub struct HeaderDeadline {
     read: usize,
     phase: Phase,
     answer: Vec<u8>,
+    /// The request header being read, against the parser's limits.
+    scan: HeaderScan,
+    /// `proxy.max_header_bytes`, named by a 431 for too many bytes.
+    max_header_bytes: usize,
+    /// Drain the client's bytes after the answer (a refusal).
+    linger: bool,
 }
+
+/// The most bytes a refused connection reads after its answer.
+const LINGER_MAX: usize = 1 << 20;
 
 impl fmt::Debug for HeaderDeadline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -95,13 +115,15 @@ impl HeaderDeadline {
     /// keep-alive connection) with a deadline `deadline` from now for its
     /// first request header; `timeout` is the configured `header_timeout`
     /// (later headers, and the answer), `keepalive` the idle wait before
-    /// each later request.
+    /// each later request, `max_header_bytes` the configured limit a 431
+    /// names.
     pub fn arm(
         stream: Stream,
         flags: Arc<DeadlineFlags>,
         deadline: Duration,
         timeout: Duration,
         keepalive: Duration,
+        max_header_bytes: usize,
     ) -> Option<Stream> {
         let inner = if stream.as_any().is::<HeaderDeadline>() {
             // Never fails (the type was just checked); `None` closes.
@@ -121,6 +143,9 @@ impl HeaderDeadline {
             read: 0,
             phase: Phase::Reading,
             answer: Vec::new(),
+            scan: HeaderScan::new(),
+            max_header_bytes,
+            linger: false,
         }))
     }
 
@@ -129,6 +154,7 @@ impl HeaderDeadline {
     fn start_next_request(&mut self) {
         self.read = 0;
         self.idle = true;
+        self.scan = HeaderScan::new();
         let ms = self.flags.idle_ms.load(Ordering::Acquire);
         if ms > 0 {
             self.keepalive = Duration::from_millis(ms);
@@ -173,7 +199,21 @@ impl HeaderDeadline {
             return Poll::Ready(Ok(()));
         }
         crate::edge_metrics::HEADER_TIMEOUTS.inc();
-        self.answer = answer::to_http1_close(&answer::request_timeout(self.timeout));
+        self.start_answer(&answer::request_timeout(self.timeout), cx)
+    }
+
+    /// The header went over a parser limit: 431, then drain and close.
+    fn refuse(&mut self, refusal: &crate::edge::Refusal, cx: &mut Context<'_>) -> Poll<()> {
+        crate::edge_metrics::REFUSED
+            .with_label_values(&[refusal.reason])
+            .inc();
+        self.linger = true;
+        self.start_answer(&refusal.answer, cx).map(|_| ())
+    }
+
+    /// Write `a` (closing the connection) instead of reading on.
+    fn start_answer(&mut self, a: &Answer, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.answer = answer::to_http1_close(a);
         self.phase = Phase::Answering(0);
         // A client that reads nothing does not hold the connection.
         self.deadline = Instant::now() + super::ANSWER_GRACE;
@@ -208,8 +248,20 @@ impl HeaderDeadline {
                 },
                 Phase::Closing => match Pin::new(&mut self.inner).poll_shutdown(cx) {
                     Poll::Pending => return Poll::Pending,
+                    Poll::Ready(_) if self.linger => self.phase = Phase::Draining(0),
                     Poll::Ready(_) => self.phase = Phase::Finished,
                 },
+                Phase::Draining(drained) => {
+                    let mut scratch = [0u8; 4096];
+                    let mut rb = ReadBuf::new(&mut scratch);
+                    match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(())) if !rb.filled().is_empty() && drained < LINGER_MAX => {
+                            self.phase = Phase::Draining(drained + rb.filled().len());
+                        }
+                        Poll::Ready(_) => self.phase = Phase::Finished,
+                    }
+                }
                 Phase::Finished => {
                     self.flags.end.end();
                     return Poll::Ready(());
@@ -238,6 +290,12 @@ impl AsyncRead for HeaderDeadline {
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &r {
+            if let Err(over) = this.scan.feed(&buf.filled()[before..]) {
+                // Pingora's parser never sees these bytes.
+                buf.set_filled(before);
+                let refusal = over.refusal(this.max_header_bytes);
+                return this.refuse(&refusal, cx).map(Ok);
+            }
             let n = buf.filled().len() - before;
             this.read += n;
             if this.idle && n > 0 {

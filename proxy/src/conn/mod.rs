@@ -24,6 +24,7 @@
 //!   done within `proxy.header_timeout` too ([`HandshakeWatch`]).
 
 mod deadline;
+mod fields;
 mod handshake;
 mod side;
 
@@ -91,8 +92,11 @@ pub fn header_done_idle(idle: Duration) -> bool {
 
 /// Called by the service when a request is finished (answered and logged):
 /// on a keep-alive connection the next request header gets its own deadline
-/// (`keepalive_timeout` for its first byte, then `header_timeout`). Outside
-/// an [`EdgeApp`] (HTTP/2 streams) a no-op.
+/// (`keepalive_timeout` for its first byte, then `header_timeout`) and its
+/// own scan against the parser's limits. (Pingora closes a connection
+/// answered before its request body was read, so what comes next is the
+/// next request, never the rest of a body.) Outside an [`EdgeApp`] (HTTP/2
+/// streams) a no-op.
 pub fn request_finished() {
     let _ = HEADER_DONE.try_with(|f| {
         f.done.store(false, Ordering::Release);
@@ -456,6 +460,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
             deadline,
             edge.header_timeout,
             proxy.keepalive_timeout,
+            edge.max_header_bytes,
         )?;
         // Pingora serves every request of an HTTP/1 keep-alive connection
         // inside this one call; the stream re-arms its deadline per request.

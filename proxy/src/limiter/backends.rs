@@ -69,8 +69,9 @@ pub fn redis_deadline(cfg: &LimiterConfig) -> Instant {
 pub enum InFlightHold {
     /// Counted in this process (local backend, or the `local` fallback).
     Local(InFlightGuard),
-    /// Counted in Redis across proxies.
-    Redis(RedisHold),
+    /// Counted in Redis across proxies, and in this process (so that the
+    /// `local` fallback counts it too).
+    Redis(RedisHold, InFlightGuard),
     /// Not counted: Redis failed and the policy is `allow`.
     Uncounted,
 }
@@ -89,7 +90,8 @@ pub enum Concurrency {
 /// The limiters of one proxy process.
 pub struct Limiters {
     pub local: Arc<LocalLimiter>,
-    /// Exact per-key in-flight counts (local backend and fallback).
+    /// Exact per-key in-flight counts of this process: every slot it holds,
+    /// in Redis or counted by the local backend or fallback.
     pub in_flight: Arc<InFlight>,
     /// Prepaid credit balances and holders (see [`super::credits`]).
     pub credits: Arc<super::credits::CreditBook>,
@@ -154,6 +156,14 @@ impl Limiters {
     /// failure follows `on_redis_error`). Redis is waited for until
     /// `deadline` at most: the request's one Redis deadline
     /// ([`redis_deadline`]), shared with [`Self::decide`].
+    ///
+    /// Whatever the backend, every slot this process holds (a hold in Redis
+    /// or one the `local` fallback counted) is first counted in
+    /// [`Self::in_flight`]: a process that has `max` of the key's requests
+    /// in flight refuses without asking Redis, so one proxy never runs more
+    /// than `max` of them, Redis up or down (black-box round 13: the
+    /// fallback counted only its own slots and admitted beside the Redis
+    /// holds; back from an outage, Redis admitted beside the fallback's).
     pub async fn acquire(
         &self,
         cfg: &LimiterConfig,
@@ -161,12 +171,11 @@ impl Limiters {
         max: u32,
         deadline: Instant,
     ) -> Concurrency {
-        let local = || match self.in_flight.try_acquire(key_id, max) {
-            Some(g) => Concurrency::Held(InFlightHold::Local(g)),
-            None => Concurrency::Full,
+        let Some(here) = self.in_flight.try_acquire(key_id, max) else {
+            return Concurrency::Full;
         };
         let result = match self.redis_limiter(cfg) {
-            None => return local(),
+            None => return Concurrency::Held(InFlightHold::Local(here)),
             Some(Err(e)) => Err(e),
             Some(Ok(redis)) => {
                 let r = redis.acquire_hold_by(key_id, max, deadline).await;
@@ -175,13 +184,13 @@ impl Limiters {
             }
         };
         match result {
-            Ok(Some(hold)) => Concurrency::Held(InFlightHold::Redis(hold)),
+            Ok(Some(hold)) => Concurrency::Held(InFlightHold::Redis(hold, here)),
             Ok(None) => Concurrency::Full,
             Err(e) => {
                 metrics::REDIS_ERRORS.with_label_values(&[e.kind()]).inc();
                 tracing::debug!("redis concurrency: {e}");
                 let (verdict, policy) = match cfg.on_redis_error {
-                    OnRedisError::Local => (local(), "local"),
+                    OnRedisError::Local => (Concurrency::Held(InFlightHold::Local(here)), "local"),
                     OnRedisError::Allow => (Concurrency::Held(InFlightHold::Uncounted), "allow"),
                     OnRedisError::Deny => (Concurrency::Unavailable, "deny"),
                 };

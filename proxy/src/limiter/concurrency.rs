@@ -7,9 +7,11 @@
 //! it runs; dropping the guard (the request ends, however it ends) releases
 //! its slot.
 //!
-//! With the Redis backend the count is global across proxies instead (see
-//! `redis/holds.rs`); this table then serves the `on_redis_error: local`
-//! fallback.
+//! With the Redis backend the count is global across proxies (see
+//! `redis/holds.rs`), and this table still counts every slot this process
+//! holds, in Redis or taken by the `on_redis_error: local` fallback: a
+//! process never runs more than the cap itself, Redis up or down
+//! (`backends::Limiters::acquire`).
 
 use std::sync::Arc;
 

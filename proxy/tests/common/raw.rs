@@ -153,6 +153,15 @@ pub async fn get(
     parse(&exchange(from, to, req.as_bytes(), Duration::from_secs(10)).await)
 }
 
+/// `GET target` with `x-api-key: key` and `n` header fields in all (`Host`
+/// and `Connection: close` among them).
+pub fn with_fields(target: &str, key: &str, n: usize) -> String {
+    let extra: String = (3..n).map(|i| format!("x-h{i}: v\r\n")).collect();
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: localhost\r\nx-api-key: {key}\r\n{extra}Connection: close\r\n\r\n"
+    )
+}
+
 /// A test upstream: reads one request head per connection, answers
 /// `200` with `answer(raw target)` as the body, and closes.
 pub async fn start_interpreting_upstream(answer: fn(&str) -> String) -> SocketAddr {

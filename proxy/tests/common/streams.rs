@@ -1,6 +1,7 @@
 //! Test upstreams for bodies and streams: one that counts the request body
-//! bytes it receives (as they arrive), and one that sends server-sent events
-//! paced by what the client has received.
+//! bytes it receives (as they arrive), one that sends server-sent events
+//! paced by what the client has received, and one that holds each request
+//! until the test lets it go.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -139,4 +140,59 @@ pub async fn sse_upstream(
         }
     });
     addr
+}
+
+/// An upstream that answers each request (`200`, `Connection: close`) only
+/// when the test releases it: a request it has seen is in flight, holding
+/// its concurrency slot, until [`HeldUpstream::release`].
+pub struct HeldUpstream {
+    pub addr: SocketAddr,
+    /// One sender per request seen, in arrival order.
+    waiting: Arc<parking_lot::Mutex<Vec<Option<tokio::sync::oneshot::Sender<()>>>>>,
+}
+
+impl HeldUpstream {
+    pub async fn start() -> Self {
+        let listener = super::listener();
+        let addr = listener.local_addr().expect("addr");
+        let waiting = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let shared = waiting.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
+                let waiting = shared.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    waiting.lock().push(Some(tx));
+                    let _ = rx.await;
+                    let answer =
+                        "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nheld";
+                    let _ = s.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Self { addr, waiting }
+    }
+
+    /// Requests seen so far.
+    pub fn seen(&self) -> usize {
+        self.waiting.lock().len()
+    }
+
+    /// Answer the `n`th request seen (from 0).
+    pub fn release(&self, n: usize) {
+        if let Some(tx) = self.waiting.lock().get_mut(n).and_then(Option::take) {
+            let _ = tx.send(());
+        }
+    }
 }
