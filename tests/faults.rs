@@ -25,11 +25,13 @@ use tollgate_core::db::{Db, KeyFilter, NewApiKey};
 // --- a test upstream -----------------------------------------------------------
 
 /// An HTTP/1.1 upstream answering `{"target": NAME}`; `/slow/{ms}` waits
-/// first; `/health` is not counted as a hit.
+/// first; `/health` is not counted as a hit (nor as arrived).
 struct Upstream {
     name: &'static str,
     port: u16,
     hits: Arc<AtomicU64>,
+    /// Requests whose head arrived (a slow one before its wait).
+    arrived: Arc<AtomicU64>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -39,6 +41,7 @@ impl Upstream {
             name,
             port,
             hits: Arc::new(AtomicU64::new(0)),
+            arrived: Arc::new(AtomicU64::new(0)),
             task: None,
         };
         u.restart().await;
@@ -57,13 +60,13 @@ impl Upstream {
                 }
             }
         };
-        let (name, hits) = (self.name, self.hits.clone());
+        let (name, hits, arrived) = (self.name, self.hits.clone(), self.arrived.clone());
         self.task = Some(tokio::spawn(async move {
             // Dropping the set (when this task is aborted) aborts every connection.
             let mut conns = JoinSet::new();
             loop {
                 if let Ok((stream, _)) = listener.accept().await {
-                    conns.spawn(serve_conn(stream, name, hits.clone()));
+                    conns.spawn(serve_conn(stream, name, hits.clone(), arrived.clone()));
                 }
                 while conns.try_join_next().is_some() {}
             }
@@ -91,7 +94,12 @@ impl Drop for Upstream {
     }
 }
 
-async fn serve_conn(mut s: tokio::net::TcpStream, name: &'static str, hits: Arc<AtomicU64>) {
+async fn serve_conn(
+    mut s: tokio::net::TcpStream,
+    name: &'static str,
+    hits: Arc<AtomicU64>,
+    arrived: Arc<AtomicU64>,
+) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -110,6 +118,9 @@ async fn serve_conn(mut s: tokio::net::TcpStream, name: &'static str, hits: Arc<
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
         buf.drain(..end);
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+        if path != "/health" {
+            arrived.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(ms) = path.strip_prefix("/slow/") {
             let ms = ms.parse::<u64>().unwrap_or(0).min(60_000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -449,6 +460,61 @@ async fn sigterm_finishes_in_flight_flushes_usage_and_exits_within_grace() {
         "usage written at shutdown"
     );
     assert!(db.list_instances().await.expect("instances").is_empty());
+}
+
+/// Black-box round 13: requests still in flight when a stop ends them (the
+/// grace period over, or SIGINT) were never recorded: Pingora drops them
+/// without `logging`. Each is recorded as its context is dropped, before
+/// the last usage write: admitted, so `allowed` (status 0).
+async fn requests_cut_by_a_stop_are_recorded(signal: &str) {
+    let up = Upstream::start("u", free_port()).await;
+    let (dir, db) = sqlite().await;
+    let (key, plain) = db.create_key(&named("cut")).await.expect("key");
+    let yaml = format!(
+        "{USAGE_HELD}upstreams:\n  u: {{ targets: [\"127.0.0.1:{}\"], timeouts: {{ read: 60s }} }}\nroutes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: u\n    strip_prefix: /api\n",
+        up.port
+    );
+    let mut p = Proxy::start(dir, db.url(), "  grace_period: 1s\n", &yaml).await;
+    let client = reqwest::Client::new();
+    let cut: Vec<_> = (0..3)
+        .map(|_| {
+            let (client, url, plain) = (client.clone(), p.url("/api/slow/30000"), plain.clone());
+            tokio::spawn(async move { client.get(url).header("x-api-key", plain).send().await })
+        })
+        .collect();
+    wait_for(
+        "3 requests at the upstream",
+        Duration::from_secs(10),
+        || async { up.arrived.load(Ordering::Relaxed) == 3 },
+    )
+    .await;
+    p.signal(signal);
+    let status = p.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
+    for c in cut {
+        let answered = c.await.expect("task");
+        assert!(answered.is_err(), "cut, not answered: {answered:?}");
+    }
+    assert_eq!(up.hits(), 0, "no request finished");
+    // Each once: allowed, or an upstream error where Pingora saw the cut
+    // as one (a fast stop can fail an upstream read first).
+    let (allowed, limited, unauthorized, forbidden, errors) =
+        outcomes(&usage_of(&db, key.id).await);
+    assert_eq!(
+        (allowed + errors, limited, unauthorized, forbidden),
+        (3, 0, 0, 0),
+        "the cut requests are recorded ({allowed} allowed, {errors} upstream errors)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_cut_by_the_end_of_the_grace_period_are_recorded() {
+    requests_cut_by_a_stop_are_recorded("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_cut_by_a_fast_stop_are_recorded() {
+    requests_cut_by_a_stop_are_recorded("INT").await;
 }
 
 /// SIGINT (Ctrl-C) in `tollgate dev`: a fast exit that still writes the usage

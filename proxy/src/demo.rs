@@ -27,7 +27,10 @@ pub async fn serve(listener: TcpListener) {
             }
         };
         tokio::spawn(async move {
+            // Everything the proxy forwards: its 256 fields plus the ones
+            // it adds (hyper's default is 100).
             let conn = hyper::server::conn::http1::Builder::new()
+                .max_headers(512)
                 .serve_connection(TokioIo::new(stream), service_fn(handle));
             if let Err(e) = conn.await {
                 tracing::debug!("demo upstream connection: {e}");

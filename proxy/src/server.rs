@@ -277,11 +277,7 @@ pub fn build(prepared: Prepared) -> Built {
     let state = Arc::new(State::new(ConfigState::compile(config, None), db_state));
     let limiter = Arc::new(LocalLimiter::default());
     let limiters = Arc::new(Limiters::new(limiter.clone()));
-    let last_write = crate::usage::shutdown::LastWrite {
-        limiters: limiters.clone(),
-        database_url: database_url.clone(),
-        counter: counter.clone(),
-    };
+
     limiters.credits.set_refills(crate::refills::refills_of(
         &state.db.load().keys,
         &state.config.load().config.plans,
@@ -294,6 +290,12 @@ pub fn build(prepared: Prepared) -> Built {
     }
     limiter.seed_quotas(&quota_counts);
     let usage = UsageRecorder::new();
+    let last_write = crate::usage::shutdown::LastWrite {
+        limiters: limiters.clone(),
+        recorder: usage.clone(),
+        database_url: database_url.clone(),
+        counter: counter.clone(),
+    };
     // Connections per client address, and the HTTP/2 streams they carry.
     let conns = Arc::new(ConnTable::default());
     let gateway = Gateway::new(state.clone(), limiters.clone(), usage.clone())

@@ -359,10 +359,11 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::new()
+        Ctx::new(self.ladder.on(Step::Usage).then(|| self.usage.open()))
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.method = session.req_header().method.clone();
         // The one snapshot of the config this request uses throughout.
         let cfg = self.state.config.load_full();
         let keepalive = cfg.config.proxy.keepalive_timeout;
@@ -488,6 +489,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        ctx.answered = upstream_response.status.as_u16();
         ctx.ws_hold = ctx.ws_hold.answered(upstream_response.status);
         if ctx.ws_hold == Hold::Refused {
             // A refused handshake is a plain answer; the held client half
@@ -598,5 +600,7 @@ impl ProxyHttp for Gateway {
         )
         .await;
         self.report(session, e, ctx, status);
+        // Reported: the context's drop has nothing left to record.
+        ctx.open = None;
     }
 }

@@ -1,6 +1,7 @@
 //! Streaming both ways (issue #22 item 2), through a real Pingora listener:
 //! server-sent events reach the client one by one as the upstream writes
-//! them, and a chunked request body reaches the upstream piece by piece.
+//! them, and a chunked request body reaches the upstream piece by piece;
+//! a client that closes part way through a large answer is counted allowed.
 
 mod common;
 
@@ -9,9 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::raw;
-use common::streams::{counting_upstream, sse_upstream, wait_until};
-use common::TestProxy;
+use common::streams::{counting_upstream, large_body_upstream, sse_upstream, wait_until};
+use common::{metric_value, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tollgate_core::db::usage::UsageFilter;
 
 const EVENTS: usize = 10;
 const EVERY: Duration = Duration::from_millis(100);
@@ -19,6 +21,7 @@ const EVERY: Duration = Duration::from_millis(100);
 fn config(upstream: std::net::SocketAddr) -> String {
     format!(
         r#"
+usage: {{ flush_interval: 100ms }}
 plans:
   free: {{ limits: [ {{ name: minute, rate: 100000, per: 1m }} ] }}
 upstreams:
@@ -28,6 +31,7 @@ routes:
   - {{ name: users, match: {{ path_prefix: /api/users }}, upstream: demo, strip_prefix: /api, default_plan: free }}
   - {{ name: stream, match: {{ path_prefix: /stream }}, upstream: up, default_plan: free }}
   - {{ name: open, match: {{ path_prefix: /open }}, upstream: up, auth: none }}
+  - {{ name: cut, match: {{ path_prefix: /cut }}, upstream: up, default_plan: free }}
 "#
     )
 }
@@ -134,4 +138,80 @@ async fn a_chunked_request_body_streams_to_the_upstream() {
     let r = raw::parse(&String::from_utf8_lossy(&out));
     assert_eq!(r.status, 200, "{}", r.raw);
     assert_eq!(r.body, "16");
+}
+
+/// Black-box round 13: a client that reads 1 MB of a 20 MB answer and
+/// closes was counted `upstream_error` (usage and metrics), so streaming
+/// clients were not billed and upstream-error alerts fired. It was
+/// admitted and served: `allowed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_closes_mid_answer_counts_as_allowed() {
+    const CUT: u64 = 3;
+    let upstream = large_body_upstream(20 << 20).await;
+    let (p, key) = TestProxy::sqlite_with_key(&config(upstream), "cut").await;
+    for _ in 0..CUT {
+        let mut s = raw::connect(None, p.addr).await;
+        s.write_all(
+            format!("GET /cut/big HTTP/1.1\r\nHost: t\r\nx-api-key: {key}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("request");
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        while got < 1 << 20 {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                .await
+                .expect("the answer stalled")
+                .expect("read");
+            assert!(n > 0, "the answer ended after {got} bytes");
+            if got == 0 {
+                assert!(
+                    buf.starts_with(b"HTTP/1.1 200"),
+                    "{:?}",
+                    String::from_utf8_lossy(&buf[..n.min(200)])
+                );
+            }
+            got += n;
+        }
+        // Closed with unread data: the proxy's next writes fail.
+        drop(s);
+    }
+    let outcome = |text: &str, o: &str| {
+        metric_value(
+            text,
+            "tollgate_requests_total",
+            &["route=\"cut\"", &format!("outcome=\"{o}\"")],
+        )
+    };
+    let start = Instant::now();
+    loop {
+        let m = p.metrics_text().await;
+        let (allowed, errors) = (outcome(&m, "allowed"), outcome(&m, "upstream_error"));
+        assert_eq!(errors, 0.0, "a client's close counted as an upstream error");
+        if allowed == CUT as f64 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "allowed {allowed}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let filter = UsageFilter {
+        from: 0,
+        to: i64::MAX,
+        ..UsageFilter::default()
+    };
+    let start = Instant::now();
+    loop {
+        let rows = p.db.usage_by_route(&filter).await.expect("usage");
+        if let Some(c) = rows.iter().find(|r| r.route == "cut").map(|r| &r.counts) {
+            assert_eq!(c.upstream_errors, 0, "{c:?}");
+            if c.allowed == CUT as i64 {
+                break;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "usage {rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

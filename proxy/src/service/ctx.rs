@@ -14,6 +14,8 @@ use crate::keyset::ActiveKey;
 use crate::limiter::backends::InFlightHold;
 use crate::state::{CompiledRoute, ConfigState};
 use crate::telemetry::RequestTrace;
+use crate::usage::open::Open;
+use crate::usage::UsageEvent;
 use crate::websocket;
 use crate::ws_hold::Hold;
 
@@ -66,11 +68,18 @@ pub struct Ctx {
     pub(super) cost: Option<crate::cost::Pending>,
     /// An HTTP/2 stream's slot in its address's connection budget.
     pub(super) stream_slot: Option<crate::conn::StreamSlot>,
+    /// Usage not reported yet: taken by `logging`; a context dropped with
+    /// it (a stop cut the request) records itself ([`Drop`] below).
+    pub(super) open: Option<Open>,
+    /// The request's method (for a request cut before `logging`).
+    pub(super) method: http::Method,
+    /// The upstream's answer status, 0 before it came.
+    pub(super) answered: u16,
 }
 
 impl Ctx {
     /// A request that just arrived.
-    pub(super) fn new() -> Self {
+    pub(super) fn new(open: Option<Open>) -> Self {
         Self {
             start: Instant::now(),
             start_ms: tollgate_core::now_ms(),
@@ -101,6 +110,9 @@ impl Ctx {
             ws_hold: Hold::No,
             cost: None,
             stream_slot: None,
+            open,
+            method: http::Method::GET,
+            answered: 0,
         }
     }
 
@@ -118,5 +130,43 @@ impl Ctx {
             .as_ref()
             .map(|i| i.canonical.path.as_str())
             .unwrap_or_else(|| requested.path())
+    }
+}
+
+impl Drop for Ctx {
+    /// A request dropped before `logging` (the end of a stop's grace period
+    /// drops every request in flight) is still counted and recorded: with
+    /// the outcome it had (`allowed` once admitted), the upstream's status
+    /// (0 if none came) and its latency so far.
+    fn drop(&mut self) {
+        let (Some(open), Some(route)) = (self.open.take(), self.route.as_ref()) else {
+            return;
+        };
+        let outcome = self
+            .outcome
+            .unwrap_or_else(|| super::log::outcome_of(None, self.answered));
+        let elapsed = self.start.elapsed();
+        route.metrics.request(outcome, elapsed);
+        let violated = self
+            .decision
+            .as_ref()
+            .map(|d| d.violated_names())
+            .unwrap_or_default();
+        open.recorder().record(UsageEvent {
+            at_ms: self.start_ms,
+            key_id: self.key.as_ref().map(|k| k.id),
+            route: route.name.clone(),
+            method: self.method.as_str(),
+            path: self
+                .inbound
+                .as_ref()
+                .map_or("", |i| i.canonical.path.as_str()),
+            client_ip: self.inbound.as_ref().map(|i| i.client.client),
+            status: self.answered,
+            outcome,
+            violated,
+            reason: &self.refusal,
+            latency_us: elapsed.as_micros() as u64,
+        });
     }
 }

@@ -3,7 +3,7 @@
 //! once per request; this runs after the cost settled.
 
 use pingora::proxy::Session;
-use pingora::Error;
+use pingora::{Error, ErrorSource};
 use tollgate_core::trace::OsIds;
 
 use crate::access_log::{self, Line};
@@ -19,11 +19,7 @@ impl Gateway {
     /// Report the finished request (`status`: what the client was sent, 0
     /// for nothing; `e`: why it failed, if it did).
     pub(super) fn report(&self, session: &Session, e: Option<&Error>, ctx: &Ctx, status: u16) {
-        let outcome = ctx.outcome.unwrap_or(if e.is_some() || status >= 500 {
-            outcome::UPSTREAM_ERROR
-        } else {
-            outcome::ALLOWED
-        });
+        let outcome = ctx.outcome.unwrap_or_else(|| outcome_of(e, status));
         let route = ctx
             .route
             .as_ref()
@@ -91,6 +87,19 @@ impl Gateway {
             };
             spans.record(request_span::span(trace, &facts, elapsed));
         }
+    }
+}
+
+/// The outcome of a request the proxy did not answer itself: an answer
+/// ≥ 500 or a failure is `upstream_error`, except a failure on the
+/// client's side (it closed or stopped reading) after the upstream's
+/// answer went out: that request was admitted and served (`allowed`).
+pub(super) fn outcome_of(e: Option<&Error>, status: u16) -> &'static str {
+    match e {
+        _ if status >= 500 => outcome::UPSTREAM_ERROR,
+        Some(e) if status > 0 && *e.esource() == ErrorSource::Downstream => outcome::ALLOWED,
+        Some(_) => outcome::UPSTREAM_ERROR,
+        None => outcome::ALLOWED,
     }
 }
 

@@ -2,6 +2,8 @@
 //!
 //! - [`recorder`]: the `logging` phase hands every routed request to
 //!   [`UsageRecorder::record`] (in-memory aggregation, never blocks);
+//! - [`open`]: a request not reported yet, so that one a stop cuts
+//!   before `logging` is still recorded, before the last write;
 //! - [`buffer`]: what the flusher holds until it is written, written as
 //!   batches that count once even when a write is retried after a timeout;
 //! - [`flusher`]: [`UsageFlusher`], the background service that writes every
@@ -16,6 +18,7 @@
 pub mod buffer;
 pub mod flusher;
 pub mod heartbeat;
+pub mod open;
 pub mod quota_counts;
 pub mod recorder;
 pub mod retention;

@@ -181,6 +181,8 @@ pub struct UsageRecorder {
     held_violations: AtomicUsize,
     held_aggregates: AtomicUsize,
     totals: Totals,
+    /// Requests whose context has not reported yet ([`super::open`]).
+    pub(super) open: AtomicUsize,
 }
 
 impl Default for UsageRecorder {
@@ -193,6 +195,7 @@ impl Default for UsageRecorder {
             held_violations: AtomicUsize::new(0),
             held_aggregates: AtomicUsize::new(0),
             totals: Totals::default(),
+            open: AtomicUsize::new(0),
         }
     }
 }

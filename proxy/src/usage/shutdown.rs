@@ -219,21 +219,45 @@ impl UsageFlusher {
 
 /// The last write, once the server stopped (every runtime is gone, so no
 /// request is in flight any more): the local quota counts and credit
-/// spends changed since the flusher's last write. A request that finished
-/// in the last part of the grace period (after the flusher's final tick)
-/// is settled in these (black-box round 5: its cost and refunds were lost).
+/// spends changed since the flusher's last write, and the usage recorded
+/// since, including the requests the stop cut (recorded as their contexts
+/// were dropped with the runtimes: [`super::open`]; it waits for those at
+/// most [`CUT_REQUESTS_WAIT`]). A request that finished in the last part of
+/// the grace period (after the flusher's final tick) is settled in these
+/// (black-box round 5: its cost and refunds were lost; round 13: its usage).
 /// One connection, at most [`FAST_STOP_FLUSH`].
 pub(crate) struct LastWrite {
     pub(crate) limiters: Arc<crate::limiter::backends::Limiters>,
+    pub(crate) recorder: Arc<super::UsageRecorder>,
     pub(crate) database_url: String,
     pub(crate) counter: String,
 }
+
+/// How long the last write waits for the contexts of requests a stop cut
+/// to be dropped (their runtimes' threads drop them as they stop): well
+/// within [`FAST_STOP_RUNTIMES`], which bounds a fast stop.
+pub const CUT_REQUESTS_WAIT: Duration = Duration::from_millis(500);
 
 impl LastWrite {
     pub(crate) fn run(&self, state: &crate::state::State) {
         let backend = state.config.load().config.limiter.backend;
         let writes_quotas = backend == tollgate_core::config::LimiterBackend::Local;
-        if !writes_quotas && self.limiters.credits.spends.pending_len() == 0 {
+        if !self.recorder.wait_reported(CUT_REQUESTS_WAIT) {
+            tracing::warn!(
+                open = self.recorder.open_requests(),
+                "requests cut by the stop not reported within {CUT_REQUESTS_WAIT:?}: their usage is lost"
+            );
+        }
+        let mut usage = super::Pending::default();
+        let max_rows = state.config.load().config.usage.buffer_rows.max(1);
+        let (lost, _) = usage.absorb(self.recorder.drain(), max_rows);
+        if lost > 0 {
+            tracing::warn!(
+                requests = lost,
+                "usage beyond usage.buffer_rows at the last write is lost"
+            );
+        }
+        if !writes_quotas && self.limiters.credits.spends.pending_len() == 0 && usage.is_empty() {
             return;
         }
         let rt = match tokio::runtime::Builder::new_current_thread()
@@ -249,6 +273,7 @@ impl LastWrite {
         rt.block_on(async {
             let write = async {
                 let db = tollgate_core::db::Db::connect(&self.database_url).await?;
+                super::buffer::write_pending(&db, &mut usage, FAST_STOP_FLUSH).await?;
                 super::spends::write_spends(&db, &self.limiters.credits, FAST_STOP_FLUSH).await?;
                 super::quota_counts::write_quota_counts(
                     &db,

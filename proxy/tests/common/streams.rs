@@ -196,3 +196,44 @@ impl HeldUpstream {
         }
     }
 }
+
+/// An HTTP/1 upstream answering every request `200` with a body of `bytes`
+/// bytes (`Content-Length`), written 64 KiB at a time as the reader takes
+/// them; it stops writing when the connection is gone.
+pub async fn large_body_upstream(bytes: usize) -> SocketAddr {
+    let listener = super::listener();
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {bytes}\r\nConnection: close\r\n\r\n"
+                );
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let piece = vec![b'x'; 64 * 1024];
+                let mut left = bytes;
+                while left > 0 {
+                    let n = left.min(piece.len());
+                    if s.write_all(&piece[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+            });
+        }
+    });
+    addr
+}
