@@ -265,7 +265,7 @@ pub fn parse_query<T: DeserializeOwned + IntoParams>(raw: &str) -> Result<T, Api
 
 /// A query parameter the endpoint does not take: 400 naming it (cut to 64
 /// characters) with the ones it takes.
-fn unknown_parameter(name: &str, accepted: &[String]) -> ApiError {
+pub(crate) fn unknown_parameter(name: &str, accepted: &[String]) -> ApiError {
     let shown: String = name.chars().take(64).collect();
     let list = if accepted.is_empty() {
         "none".to_string()
