@@ -369,6 +369,38 @@ async fn patch_changes_and_clears_fields(app: TestApp) {
         &app,
         json!({"name": "k", "owner": "o", "metadata": {"a": 1}, "plan": "free", "concurrency": 2, "expires_at": exp}),
     )
+/// Round 13: `/api/keys/+1`, `/api/keys/01` and `/api/keys/%31` all were
+/// key 1. An id in a path is canonical decimal; any other spelling is the
+/// 400 `/api/keys/abc` gets, on every `{id}` route, and changes nothing.
+async fn ids_in_paths_are_canonical(app: TestApp) {
+    let k = create(&app, json!({"name": "one"})).await;
+    let id = k["id"].as_i64().unwrap_or_default().to_string();
+    let before = json(app.get(&format!("/api/keys/{id}")).await, StatusCode::OK).await;
+    let first = id.chars().next().unwrap_or('1');
+    let encoded = format!("%3{first}{}", &id[1..]);
+    for spelling in [
+        format!("+{id}"),
+        format!("0{id}"),
+        encoded,
+        format!("{id}%20"),
+    ] {
+        for (method, path) in [
+            (Method::GET, format!("/api/keys/{spelling}")),
+            (Method::DELETE, format!("/api/keys/{spelling}")),
+            (Method::POST, format!("/api/keys/{spelling}/rotate")),
+            (Method::POST, format!("/api/keys/{spelling}/quotas/daily")),
+            (Method::GET, format!("/api/analytics/keys/{spelling}")),
+        ] {
+            let res = send(app.req(method.clone(), &path).json(&json!({}))).await;
+            let v = problem(res, StatusCode::BAD_REQUEST, "malformed-request").await;
+            assert_eq!(v["field"], "id", "{method} {path}: {v}");
+        }
+    }
+    let after = json(app.get(&format!("/api/keys/{id}")).await, StatusCode::OK).await;
+    assert_eq!(after, before);
+}
+both!(ids_in_paths_are_canonical);
+
     .await;
     let path = format!("/api/keys/{}", k["id"]);
 
