@@ -90,6 +90,12 @@ async fn create_validates_every_field(app: TestApp) {
         (json!({"name": "k", "concurrency": -1}), "concurrency"),
         (json!({"name": "k", "expires_at": 1000}), "expires_at"),
         (json!({"name": "k", "expires_at": "tomorrow"}), "expires_at"),
+        // Round 13: past the year 9999.
+        (json!({"name": "k", "expires_at": i64::MAX}), "expires_at"),
+        (
+            json!({"name": "k", "expires_at": 253_402_300_800_000_i64}),
+            "expires_at",
+        ),
         (json!({"name": "k", "limits": []}), "limits"),
         (json!({"name": "k", "limits": {}}), "limits"),
         (
@@ -363,12 +369,6 @@ async fn get_and_delete(app: TestApp) {
 }
 both!(get_and_delete);
 
-async fn patch_changes_and_clears_fields(app: TestApp) {
-    let exp = tollgate_core::now_ms() + 86_400_000;
-    let k = create(
-        &app,
-        json!({"name": "k", "owner": "o", "metadata": {"a": 1}, "plan": "free", "concurrency": 2, "expires_at": exp}),
-    )
 /// Round 13: `/api/keys/+1`, `/api/keys/01` and `/api/keys/%31` all were
 /// key 1. An id in a path is canonical decimal; any other spelling is the
 /// 400 `/api/keys/abc` gets, on every `{id}` route, and changes nothing.
@@ -401,6 +401,12 @@ async fn ids_in_paths_are_canonical(app: TestApp) {
 }
 both!(ids_in_paths_are_canonical);
 
+async fn patch_changes_and_clears_fields(app: TestApp) {
+    let exp = tollgate_core::now_ms() + 86_400_000;
+    let k = create(
+        &app,
+        json!({"name": "k", "owner": "o", "metadata": {"a": 1}, "plan": "free", "concurrency": 2, "expires_at": exp}),
+    )
     .await;
     let path = format!("/api/keys/{}", k["id"]);
 
@@ -479,6 +485,8 @@ async fn patch_refuses_bad_input(app: TestApp) {
         (json!({"metadata": 3}), "metadata"),
         (json!({"concurrency": 0}), "concurrency"),
         (json!({"expires_at": -5}), "expires_at"),
+        (json!({"expires_at": i64::MAX}), "expires_at"),
+        (json!({"expires_at": 253_402_300_800_000_i64}), "expires_at"),
         (json!({"id": 5}), "id"),
         (json!({"key_hash": "ab"}), "key_hash"),
         (json!({"created_at": 5}), "created_at"),
