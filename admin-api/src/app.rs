@@ -13,7 +13,7 @@ use crate::error::{method_not_allowed, not_found};
 use crate::state::AppState;
 use crate::{
     admins, analytics, audit, dashboard, deadline, health, identities, keys, listener, login,
-    openapi, password, plans, quotas, refills, service_tokens, usage_export, webhooks,
+    openapi, password, plans, query_guard, quotas, refills, service_tokens, usage_export, webhooks,
 };
 
 /// The largest request body accepted.
@@ -52,6 +52,8 @@ pub fn api_router() -> Router<AppState> {
         .merge(health::router())
         .merge(audit::router())
         .merge(openapi::router())
+        // After every route is merged: a new endpoint gets it too.
+        .route_layer(axum::middleware::from_fn(query_guard::refuse_unknown))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

@@ -265,7 +265,7 @@ pub fn parse_query<T: DeserializeOwned + IntoParams>(raw: &str) -> Result<T, Api
 
 /// A query parameter the endpoint does not take: 400 naming it (cut to 64
 /// characters) with the ones it takes.
-fn unknown_parameter(name: &str, accepted: &[String]) -> ApiError {
+pub(crate) fn unknown_parameter(name: &str, accepted: &[String]) -> ApiError {
     let shown: String = name.chars().take(64).collect();
     let list = if accepted.is_empty() {
         "none".to_string()
@@ -419,7 +419,8 @@ where
 }
 
 /// The single path parameter of a route, as text (problem+json on rejection,
-/// e.g. invalid percent-encoding).
+/// e.g. invalid percent-encoding): percent-decoded, except an `{id}`, which
+/// is the segment as sent ([`id_as_sent`]).
 #[derive(Debug, Clone)]
 pub struct PathParam(pub String);
 
@@ -427,19 +428,35 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Path::<String>::from_request_parts(parts, state)
+        let decoded = axum::extract::Path::<String>::from_request_parts(parts, state)
             .await
-            .map(|p| PathParam(p.0))
-            .map_err(|r| ApiError::malformed(None, r.body_text()))
+            .map(|p| p.0)
+            .map_err(|r| ApiError::malformed(None, r.body_text()))?;
+        Ok(PathParam(id_as_sent(parts).unwrap_or(decoded)))
     }
 }
 
-/// Parse a numeric id from a path segment: 400 naming `id` otherwise.
+/// The `{id}` segment of the request's path as sent, not percent-decoded
+/// (an id is canonical decimal: `%31` is not `1`); `None` when the route
+/// has no `{id}`.
+pub fn id_as_sent(parts: &Parts) -> Option<String> {
+    let route = parts.extensions.get::<axum::extract::MatchedPath>()?;
+    let at = route.as_str().split('/').position(|s| s == "{id}")?;
+    parts.uri.path().split('/').nth(at).map(str::to_string)
+}
+
+/// Parse an id from a path segment: canonical decimal (digits only, no
+/// sign, no leading zero, no percent-encoding), from 1 to `i64::MAX`; a 400
+/// naming `id` otherwise, so `+1`, `01` and `%31` never mean key 1.
 pub fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
+    Some(raw)
+        .filter(|r| !r.starts_with('0') && r.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|r| r.parse::<i64>().ok())
         .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::malformed(Some("id"), format!("{raw:?} is not a valid id")))
+        .ok_or_else(|| {
+            let shown: String = raw.chars().take(64).collect();
+            ApiError::malformed(Some("id"), format!("{shown:?} is not a valid id"))
+        })
 }
 
 /// The TCP peer's address (no forwarded headers are trusted), when the server
@@ -572,5 +589,18 @@ mod tests {
         assert_eq!(parse_id("12").ok(), Some(12));
         assert!(parse_id("x").is_err());
         assert!(parse_id("-1").is_err());
+        for bad in [
+            "",
+            "0",
+            "+1",
+            "01",
+            "%31",
+            "1 ",
+            "１",
+            "9223372036854775808",
+        ] {
+            assert!(parse_id(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_id("9223372036854775807").ok(), Some(i64::MAX));
     }
 }

@@ -22,7 +22,8 @@
 //!   [`admins`], [`keys`], [`plans`], [`analytics`], [`usage_export`],
 //!   [`webhooks`] (with its delivery worker), [`audit`], [`health`],
 //!   [`openapi`], [`dashboard`];
-//! - [`deadline`] (request and body deadlines), [`app`] (the router of
+//! - [`deadline`] (request and body deadlines), [`query_guard`] (no
+//!   query parameter an operation does not take), [`app`] (the router of
 //!   routers, middleware, [`serve`]) and
 //!   [`bootstrap`]; [`listener`] (the HTTP server under [`serve`]).
 
@@ -50,6 +51,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod password;
 pub mod plans;
+pub mod query_guard;
 pub mod quotas;
 pub mod refills;
 pub mod rules;

@@ -78,6 +78,17 @@ impl Limit {
         }
     }
 
+    /// This limit with its defaults left out (a `burst` equal to the rate,
+    /// a `cost` of 1): two limits that mean the same have the same
+    /// canonical form, so a PATCH that only spells a default changes nothing.
+    pub fn canonical(&self) -> Limit {
+        Limit {
+            burst: self.burst.filter(|b| *b != self.rate || self.is_quota()),
+            cost: self.cost.filter(|c| *c != 1),
+            ..self.clone()
+        }
+    }
+
     /// Whether this limit is a calendar quota rather than a token bucket.
     pub fn is_quota(&self) -> bool {
         self.quota.is_some()

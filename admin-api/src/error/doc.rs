@@ -38,7 +38,7 @@ pub struct ProblemDoc {
 ///
 /// | status | when |
 /// | --- | --- |
-/// | 400 `malformed-request` | it reads a path or query parameter (a query parameter it does not take) or a JSON body, or accepts a bearer token (more than one `Authorization` header) |
+/// | 400 `malformed-request` | always: a query parameter it does not take (`query_guard`); also a bad path parameter, JSON body, or more than one `Authorization` header |
 /// | 401 `unauthorized` | it accepts a bearer token |
 /// | 403 `insufficient-role` | its least role is `admin` or `owner` |
 /// | 404 `not-found` | it has a path parameter |
@@ -96,12 +96,11 @@ fn add_problems(op: &mut Operation, uses_db: bool) {
             .entry(status.to_string())
             .or_insert_with(|| response.into());
     };
-    if in_path || in_query || body || roles.is_some() {
-        add(
-            "400",
-            "Malformed request: invalid JSON, a query parameter the operation does not take (named in `field`), a value the database cannot store, or more than one Authorization header",
-        );
-    }
+    // Every operation refuses a query parameter it does not take.
+    add(
+        "400",
+        "Malformed request: invalid JSON, a query parameter the operation does not take (named in `field`), a value the database cannot store, or more than one Authorization header",
+    );
     if let Some(roles) = &roles {
         add("401", "Missing or invalid token");
         if roles.iter().any(|r| r == "admin" || r == "owner") {

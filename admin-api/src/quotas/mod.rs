@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{audit, RequireAdmin};
 use crate::error::{ApiError, ApiResult, ProblemDoc};
-use crate::extract::{parse_id, ApiJson};
+use crate::extract::{id_as_sent, parse_id, ApiJson};
 use crate::state::AppState;
 
 pub mod usage;
@@ -48,6 +48,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdAndName {
             axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
                 .await
                 .map_err(|r| ApiError::malformed(None, r.body_text()))?;
+        let id = id_as_sent(parts).unwrap_or(id);
         Ok(IdAndName(parse_id(&id)?, name))
     }
 }

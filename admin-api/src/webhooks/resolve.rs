@@ -1,6 +1,6 @@
 //! Name resolution for webhook deliveries: a host name is resolved as the
-//! system resolves it, and the link-local addresses among the answers (the
-//! cloud metadata service, `tollgate_core::webhooks::is_link_local`) are
+//! system resolves it, and the link-local and cloud metadata addresses
+//! among the answers (`tollgate_core::webhooks::is_refused_ip`) are
 //! dropped before the client connects. The URL check at creation refuses
 //! such literals; this closes the same door for a name that resolves there,
 //! at the moment of each delivery (so a name re-pointed later is caught too,
@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use tollgate_core::webhooks::is_link_local;
+use tollgate_core::webhooks::is_refused_ip;
 
 /// The resolver the delivery client uses.
 #[derive(Debug, Default)]
@@ -24,15 +24,15 @@ impl GuardedResolver {
 
 /// Why a delivery has nowhere to go.
 #[derive(Debug, thiserror::Error)]
-#[error("{0} resolves only to link-local addresses (169.254.0.0/16, fe80::/10): not delivered")]
+#[error("{0} resolves only to link-local or cloud metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254, 100.100.100.200): not delivered")]
 pub struct OnlyLinkLocal(String);
 
-/// What may be connected to of `addrs` (the link-local ones dropped), or
+/// What may be connected to of `addrs` (the refused ones dropped), or
 /// why nothing may.
 pub fn allowed(name: &str, addrs: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, OnlyLinkLocal> {
     let kept: Vec<SocketAddr> = addrs
         .into_iter()
-        .filter(|a| !is_link_local(a.ip()))
+        .filter(|a| !is_refused_ip(a.ip()))
         .collect();
     if kept.is_empty() {
         return Err(OnlyLinkLocal(name.to_string()));
@@ -80,6 +80,7 @@ mod tests {
                 addr("fe80::1"),
                 addr("::ffff:169.254.1.1"),
                 addr("2001:db8::5"),
+                addr("fd00:ec2::254"),
             ],
         )
         .expect("two usable");

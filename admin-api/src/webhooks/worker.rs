@@ -208,7 +208,7 @@ async fn send(client: &reqwest::Client, c: &Claimed) -> Attempt {
 }
 
 /// An error and its causes, `: `-separated ("error sending request: client
-/// error (Connect): … resolves only to link-local addresses …").
+/// error (Connect): … resolves only to link-local or cloud metadata addresses …").
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();

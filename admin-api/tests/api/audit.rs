@@ -248,6 +248,83 @@ async fn patches_that_change_nothing_leave_no_trace(app: TestApp) {
 }
 both!(patches_that_change_nothing_leave_no_trace);
 
+/// Round 13: a limit's `burst` equal to its rate or `cost: 1` (the
+/// defaults) spelled out or left out, or metadata `1` against `1.0`, wrote
+/// a `key.update` row on every alternation. They mean the same: compared
+/// in canonical form, such a patch changes nothing.
+async fn patches_that_only_respell_defaults_leave_no_trace(app: TestApp) {
+    let bare = json!([{"name": "m", "rate": 60, "per": "1m"}]);
+    let key = json(
+        app.post(
+            "/api/keys",
+            json!({"name": "k", "limits": bare, "metadata": {"tier": 1, "l": [2]}}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let identity = json(
+        app.post(
+            "/api/identities",
+            json!({"external_id": "cus_r", "name": "R", "metadata": {"n": 3}, "limits": bare}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    json(
+        app.post("/api/plans", json!({"name": "p", "limits": bare}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let respelt = [
+        json!({"limits": [{"name": "m", "rate": 60, "per": "1m", "burst": 60}]}),
+        json!({"limits": bare}),
+        json!({"limits": [{"name": "m", "rate": 60, "per": "1m", "cost": 1}]}),
+        json!({"limits": bare}),
+    ];
+    let paths = [
+        format!("/api/keys/{}", key["id"]),
+        format!("/api/identities/{}", identity["id"]),
+        "/api/plans/p".to_string(),
+    ];
+    for path in &paths {
+        let current = json(app.get(path).await, StatusCode::OK).await;
+        let mut bodies = respelt.to_vec();
+        if !path.starts_with("/api/plans") {
+            let meta = current["metadata"].clone();
+            let floats = if path.starts_with("/api/keys") {
+                json!({"tier": 1.0, "l": [2.0]})
+            } else {
+                json!({"n": 3.0})
+            };
+            bodies.extend([json!({"metadata": floats}), json!({"metadata": meta})]);
+        }
+        for body in bodies {
+            let answer = json(app.patch(path, body.clone()).await, StatusCode::OK).await;
+            assert_eq!(answer["updated_at"], current["updated_at"], "{path} {body}");
+        }
+    }
+    for action in ["key.update", "identity.update", "plan.update"] {
+        let page = events(&app, &format!("?action={action}")).await;
+        assert_eq!(page["total"], 0, "{action}: {page}");
+    }
+    // A burst that differs from the rate is a change.
+    json(
+        app.patch(
+            &paths[0],
+            json!({"limits": [{"name": "m", "rate": 60, "per": "1m", "burst": 120}]}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let page = events(&app, "?action=key.update").await;
+    assert_eq!(page["total"], 1, "{page}");
+}
+both!(patches_that_only_respell_defaults_leave_no_trace);
+
 async fn audit_filters_page_and_refuse_hostile_values(app: TestApp) {
     for i in 0..5 {
         json(

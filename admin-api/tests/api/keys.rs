@@ -90,6 +90,12 @@ async fn create_validates_every_field(app: TestApp) {
         (json!({"name": "k", "concurrency": -1}), "concurrency"),
         (json!({"name": "k", "expires_at": 1000}), "expires_at"),
         (json!({"name": "k", "expires_at": "tomorrow"}), "expires_at"),
+        // Round 13: past the year 9999.
+        (json!({"name": "k", "expires_at": i64::MAX}), "expires_at"),
+        (
+            json!({"name": "k", "expires_at": 253_402_300_800_000_i64}),
+            "expires_at",
+        ),
         (json!({"name": "k", "limits": []}), "limits"),
         (json!({"name": "k", "limits": {}}), "limits"),
         (
@@ -363,6 +369,38 @@ async fn get_and_delete(app: TestApp) {
 }
 both!(get_and_delete);
 
+/// Round 13: `/api/keys/+1`, `/api/keys/01` and `/api/keys/%31` all were
+/// key 1. An id in a path is canonical decimal; any other spelling is the
+/// 400 `/api/keys/abc` gets, on every `{id}` route, and changes nothing.
+async fn ids_in_paths_are_canonical(app: TestApp) {
+    let k = create(&app, json!({"name": "one"})).await;
+    let id = k["id"].as_i64().unwrap_or_default().to_string();
+    let before = json(app.get(&format!("/api/keys/{id}")).await, StatusCode::OK).await;
+    let first = id.chars().next().unwrap_or('1');
+    let encoded = format!("%3{first}{}", &id[1..]);
+    for spelling in [
+        format!("+{id}"),
+        format!("0{id}"),
+        encoded,
+        format!("{id}%20"),
+    ] {
+        for (method, path) in [
+            (Method::GET, format!("/api/keys/{spelling}")),
+            (Method::DELETE, format!("/api/keys/{spelling}")),
+            (Method::POST, format!("/api/keys/{spelling}/rotate")),
+            (Method::POST, format!("/api/keys/{spelling}/quotas/daily")),
+            (Method::GET, format!("/api/analytics/keys/{spelling}")),
+        ] {
+            let res = send(app.req(method.clone(), &path).json(&json!({}))).await;
+            let v = problem(res, StatusCode::BAD_REQUEST, "malformed-request").await;
+            assert_eq!(v["field"], "id", "{method} {path}: {v}");
+        }
+    }
+    let after = json(app.get(&format!("/api/keys/{id}")).await, StatusCode::OK).await;
+    assert_eq!(after, before);
+}
+both!(ids_in_paths_are_canonical);
+
 async fn patch_changes_and_clears_fields(app: TestApp) {
     let exp = tollgate_core::now_ms() + 86_400_000;
     let k = create(
@@ -447,6 +485,8 @@ async fn patch_refuses_bad_input(app: TestApp) {
         (json!({"metadata": 3}), "metadata"),
         (json!({"concurrency": 0}), "concurrency"),
         (json!({"expires_at": -5}), "expires_at"),
+        (json!({"expires_at": i64::MAX}), "expires_at"),
+        (json!({"expires_at": 253_402_300_800_000_i64}), "expires_at"),
         (json!({"id": 5}), "id"),
         (json!({"key_hash": "ab"}), "key_hash"),
         (json!({"created_at": 5}), "created_at"),

@@ -10,7 +10,7 @@ use crate::both;
 use crate::common::*;
 
 /// Every route the admin API serves, as (method, OpenAPI path).
-const ROUTES: &[(&str, &str)] = &[
+pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/auth/login"),
     ("post", "/api/auth/logout"),
     ("get", "/api/admins"),

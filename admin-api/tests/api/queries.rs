@@ -3,11 +3,11 @@
 //! the endpoint does not take a 400 `malformed-request` naming it, never a
 //! 200 with the value taken as absent, a 500 or a panic.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::both;
-use crate::common::{invalid, json, problem, TestApp};
+use crate::common::{invalid, json, problem, send, TestApp};
 
 /// The typed parameters of each endpoint: (path, parameter, a valid value).
 fn typed(key_id: i64) -> Vec<(String, &'static str, String)> {
@@ -216,3 +216,84 @@ async fn unknown_query_parameters_are_refused_everywhere(app: TestApp) {
     .await;
 }
 both!(unknown_query_parameters_are_refused_everywhere);
+
+/// A 400 `malformed-request` naming `name`, saying the endpoint takes none.
+async fn takes_none(res: reqwest::Response, name: &str, what: &str) {
+    let v = problem(res, StatusCode::BAD_REQUEST, "malformed-request").await;
+    assert_eq!(v["field"], name, "{what}: {v}");
+    let detail = v["detail"].as_str().unwrap_or_default();
+    assert_eq!(
+        detail,
+        format!("{name}: unknown query parameter (this endpoint takes: none)"),
+        "{what}: {v}"
+    );
+}
+
+/// Round 13: endpoints that take no query ignored one, even when it reads
+/// like a safety switch: `DELETE /api/keys/N?dry_run=true` deleted the key
+/// and `POST …/rotate?grace_seconds=3600` rotated with no grace. Every
+/// operation now refuses a parameter it does not take (one route layer),
+/// before anything is changed.
+async fn endpoints_without_a_query_refuse_one(app: TestApp) {
+    let key = json(
+        app.post("/api/keys", json!({"name": "k", "metadata": {"a": 1}}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = key["id"].as_i64().unwrap_or_default();
+    let one = format!("/api/keys/{id}");
+    let before = json(app.get(&one).await, StatusCode::OK).await;
+    let audit = json(app.get("/api/audit").await, StatusCode::OK).await["total"].clone();
+    let rotate = format!("{one}/rotate");
+    let cases: [(Method, &str, &str, Option<serde_json::Value>); 5] = [
+        (Method::DELETE, &one, "dry_run=true", None),
+        (Method::POST, &rotate, "grace_seconds=3600", Some(json!({}))),
+        (
+            Method::PATCH,
+            &one,
+            "bogus=1",
+            Some(json!({"name": "renamed"})),
+        ),
+        (Method::GET, &one, "bogus=1", None),
+        (
+            Method::POST,
+            "/api/keys",
+            "bogus=1",
+            Some(json!({"name": "k2"})),
+        ),
+    ];
+    for (method, path, query, body) in cases {
+        let url = format!("{path}?{query}");
+        let mut req = app.req(method.clone(), &url);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let name = query.split('=').next().unwrap_or_default();
+        takes_none(send(req).await, name, &format!("{method} {url}")).await;
+    }
+    // Nothing changed: the key is there, not rotated, not renamed; no key
+    // was created and no audit row written.
+    let after = json(app.get(&one).await, StatusCode::OK).await;
+    assert_eq!(after, before);
+    let list = json(app.get("/api/keys").await, StatusCode::OK).await;
+    assert_eq!(list["total"], 1, "{list}");
+    let now = json(app.get("/api/audit").await, StatusCode::OK).await["total"].clone();
+    assert_eq!(now, audit);
+    // Every route, whatever it is: the layer answers before the handler.
+    for (method, path) in crate::openapi::ROUTES {
+        let path = path.replace("{id}", &id.to_string()).replace("{name}", "x");
+        let method =
+            Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap_or(Method::GET);
+        let url = format!("{path}?bogus=1");
+        let res = send(app.req(method.clone(), &url).json(&json!({}))).await;
+        let v = problem(res, StatusCode::BAD_REQUEST, "malformed-request").await;
+        assert_eq!(v["field"], "bogus", "{method} {url}: {v}");
+    }
+    json(app.get(&one).await, StatusCode::OK).await;
+    // Without the parameter, the same calls work.
+    json(app.post(&rotate, json!({})).await, StatusCode::OK).await;
+    let res = app.delete(&one).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+}
+both!(endpoints_without_a_query_refuse_one);

@@ -101,6 +101,16 @@ async fn endpoints_are_checked(app: TestApp) {
             "url",
         ),
         (json!({"url": "http://[fe80::1]/"}), "url"),
+        // Round 13: AWS's IPv6 metadata service in three spellings,
+        // Alibaba's, and one carried by NAT64.
+        (json!({"url": "http://[fd00:ec2::254]/"}), "url"),
+        (
+            json!({"url": "http://[FD00:0EC2:0:0:0:0:0:254]:80/"}),
+            "url",
+        ),
+        (json!({"url": "https://[fd00:ec2:0::254]/latest"}), "url"),
+        (json!({"url": "http://100.100.100.200/"}), "url"),
+        (json!({"url": "http://[64:ff9b::100.100.100.200]/"}), "url"),
         (json!({"url": "http://2852039166/"}), "url"),
         // Round 7: the metadata service through the local-use NAT64 prefix
         // (RFC 8215, after a /96 and a /64 translator prefix) and as a
@@ -367,8 +377,10 @@ async fn a_name_resolving_to_a_link_local_address_is_not_delivered_there(app: Te
         .trim_end_matches("/hook")
         .to_string();
     let metadata: std::net::IpAddr = "169.254.169.254".parse().expect("ip");
+    // Round 13: AWS's IPv6 metadata service is refused too.
+    let aws_v6: std::net::IpAddr = "fd00:ec2::254".parse().expect("ip");
     let local: std::net::IpAddr = "127.0.0.1".parse().expect("ip");
-    testing::set_host("only-metadata.webhook.test", &[metadata]);
+    testing::set_host("only-metadata.webhook.test", &[metadata, aws_v6]);
     testing::set_host("metadata-and-sink.webhook.test", &[metadata, local]);
     let create = |host: &str| json!({"url": format!("http://{host}:{port}/hook"), "events": ["key.disabled"]});
     let mut ids = Vec::new();

@@ -50,12 +50,12 @@ impl IdentityPatch {
     /// Whether applying the patch to `i` changes nothing (every field absent
     /// or equal): then there is nothing to write and nothing to audit.
     pub fn changes_nothing(&self, i: &Identity) -> bool {
-        use super::keeps;
+        use super::{keeps, keeps_json, keeps_limits};
         keeps(&self.external_id, &i.external_id)
             && keeps(&self.name, &i.name)
-            && keeps(&self.metadata, &i.metadata)
+            && keeps_json(&self.metadata, &i.metadata)
             && keeps(&self.plan, &i.plan)
-            && keeps(&self.limits, &i.limits)
+            && keeps_limits(&self.limits, &i.limits)
     }
 }
 

@@ -88,14 +88,15 @@ pub struct KeyPatch {
 
 impl KeyPatch {
     /// Whether applying the patch to `k` changes nothing (every field absent
-    /// or equal): then there is nothing to write and nothing to audit.
+    /// or equal, limits and metadata in their canonical forms): then there
+    /// is nothing to write and nothing to audit.
     pub fn changes_nothing(&self, k: &ApiKey) -> bool {
-        use super::keeps;
+        use super::{keeps, keeps_json, keeps_limits};
         keeps(&self.name, &k.name)
             && keeps(&self.owner, &k.owner)
-            && keeps(&self.metadata, &k.metadata)
+            && keeps_json(&self.metadata, &k.metadata)
             && keeps(&self.plan, &k.plan)
-            && keeps(&self.limits, &k.limits)
+            && keeps_limits(&self.limits, &k.limits)
             && keeps(&self.concurrency, &k.concurrency)
             && keeps(&self.enabled, &k.enabled)
             && keeps(&self.expires_at, &k.expires_at)

@@ -44,6 +44,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection};
 
+use crate::limits::Limit;
+
 pub use identities::{Identity, IdentityFilter, IdentityPatch, NewIdentity};
 pub use keys::{ApiKey, Fingerprint, KeyFilter, KeyPatch, KeyRecord, NewApiKey};
 pub use plans::StoredPlan;
@@ -385,6 +387,52 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 /// value it already has.
 pub(crate) fn keeps<T: PartialEq>(patch: &Option<T>, current: &T) -> bool {
     patch.as_ref().is_none_or(|v| v == current)
+}
+
+/// [`keeps`] for limits, compared in their canonical form
+/// ([`Limit::canonical`]): `burst` equal to the rate or `cost: 1` spelled
+/// out or left out is the same.
+pub(crate) fn keeps_limits(
+    patch: &Option<Option<Vec<Limit>>>,
+    current: &Option<Vec<Limit>>,
+) -> bool {
+    let canonical = |ls: &Option<Vec<Limit>>| {
+        ls.as_ref()
+            .map(|ls| ls.iter().map(Limit::canonical).collect::<Vec<_>>())
+    };
+    patch
+        .as_ref()
+        .is_none_or(|v| canonical(v) == canonical(current))
+}
+
+/// [`keeps`] for JSON metadata, compared with integral numbers as integers:
+/// `1` and `1.0` are the same.
+pub(crate) fn keeps_json(patch: &Option<serde_json::Value>, current: &serde_json::Value) -> bool {
+    patch
+        .as_ref()
+        .is_none_or(|v| canonical_json(v) == canonical_json(current))
+}
+
+fn canonical_json(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            // Below 2^53 every integer is exact as a float.
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 =>
+            {
+                #[allow(clippy::cast_possible_truncation)]
+                Value::from(f as i64)
+            }
+            _ => v.clone(),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(canonical_json).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), canonical_json(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 pub(crate) fn u32_column(value: Option<i64>, what: &str) -> Result<Option<u32>, DbError> {

@@ -31,8 +31,10 @@ impl StoredPlan {
         limits: Option<&[Limit]>,
         concurrency: Option<Option<u32>>,
     ) -> bool {
-        limits.is_none_or(|l| l == self.limits.as_slice())
-            && super::keeps(&concurrency, &self.concurrency)
+        limits.is_none_or(|l| {
+            l.iter().map(Limit::canonical).collect::<Vec<_>>()
+                == self.limits.iter().map(Limit::canonical).collect::<Vec<_>>()
+        }) && super::keeps(&concurrency, &self.concurrency)
     }
 }
 

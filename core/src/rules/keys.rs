@@ -139,11 +139,27 @@ pub fn check_new_key(k: &NewApiKey, now: i64) -> Result<(), FieldError> {
                 "must be in the future (Unix ms)",
             ));
         }
+        check_expiry_bound(at)?;
     }
     if let Some(plan) = &k.plan {
         check_plan_ref(plan).map_err(field("plan"))?;
     }
     check_access(k.scopes.as_ref(), k.allowed_ips.as_deref())
+}
+
+/// The latest expiry a key may have: the last millisecond of the year 9999
+/// (UTC), so every expiry is a date a client, the dashboard and the CLI can
+/// print (`i64::MAX` ms is the year 292 million).
+pub const MAX_EXPIRES_AT_MS: i64 = 253_402_300_799_999;
+
+fn check_expiry_bound(at: i64) -> Result<(), FieldError> {
+    if at > MAX_EXPIRES_AT_MS {
+        return Err(FieldError::new(
+            "expires_at",
+            format!("must be at most {MAX_EXPIRES_AT_MS} (9999-12-31T23:59:59.999Z, Unix ms)"),
+        ));
+    }
+    Ok(())
 }
 
 /// A change to a key (an expiry in the past is allowed: it expires the key).
@@ -170,6 +186,7 @@ pub fn check_patch(p: &KeyPatch) -> Result<(), FieldError> {
                 "must be a positive Unix ms timestamp",
             ));
         }
+        check_expiry_bound(at)?;
     }
     if let Some(Some(plan)) = &p.plan {
         check_plan_ref(plan).map_err(field("plan"))?;
@@ -293,6 +310,30 @@ mod tests {
             check_patch(&zero).map_err(|e| e.field),
             Err("expires_at".into())
         );
+        for at in [MAX_EXPIRES_AT_MS + 1, i64::MAX] {
+            let far = KeyPatch {
+                expires_at: Some(Some(at)),
+                ..KeyPatch::default()
+            };
+            assert_eq!(
+                check_patch(&far).map_err(|e| e.field),
+                Err("expires_at".into())
+            );
+            let new = NewApiKey {
+                name: "a".into(),
+                expires_at: Some(at),
+                ..Default::default()
+            };
+            assert_eq!(
+                check_new_key(&new, 10).map_err(|e| e.field),
+                Err("expires_at".into())
+            );
+        }
+        let last = KeyPatch {
+            expires_at: Some(Some(MAX_EXPIRES_AT_MS)),
+            ..KeyPatch::default()
+        };
+        assert_eq!(check_patch(&last), Ok(()));
         assert!(check_grace(MAX_GRACE).is_ok());
         assert!(check_grace(MAX_GRACE + Duration::from_secs(1)).is_err());
     }
