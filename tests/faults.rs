@@ -25,11 +25,13 @@ use tollgate_core::db::{Db, KeyFilter, NewApiKey};
 // --- a test upstream -----------------------------------------------------------
 
 /// An HTTP/1.1 upstream answering `{"target": NAME}`; `/slow/{ms}` waits
-/// first; `/health` is not counted as a hit.
+/// first; `/health` is not counted as a hit; `arrived` counts the slow
+/// requests that came (before their wait).
 struct Upstream {
     name: &'static str,
     port: u16,
     hits: Arc<AtomicU64>,
+    arrived: Arc<AtomicU64>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -39,6 +41,7 @@ impl Upstream {
             name,
             port,
             hits: Arc::new(AtomicU64::new(0)),
+            arrived: Arc::new(AtomicU64::new(0)),
             task: None,
         };
         u.restart().await;
@@ -57,13 +60,13 @@ impl Upstream {
                 }
             }
         };
-        let (name, hits) = (self.name, self.hits.clone());
+        let (name, hits, arrived) = (self.name, self.hits.clone(), self.arrived.clone());
         self.task = Some(tokio::spawn(async move {
             // Dropping the set (when this task is aborted) aborts every connection.
             let mut conns = JoinSet::new();
             loop {
                 if let Ok((stream, _)) = listener.accept().await {
-                    conns.spawn(serve_conn(stream, name, hits.clone()));
+                    conns.spawn(serve_conn(stream, name, hits.clone(), arrived.clone()));
                 }
                 while conns.try_join_next().is_some() {}
             }
@@ -91,7 +94,12 @@ impl Drop for Upstream {
     }
 }
 
-async fn serve_conn(mut s: tokio::net::TcpStream, name: &'static str, hits: Arc<AtomicU64>) {
+async fn serve_conn(
+    mut s: tokio::net::TcpStream,
+    name: &'static str,
+    hits: Arc<AtomicU64>,
+    arrived: Arc<AtomicU64>,
+) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -111,6 +119,7 @@ async fn serve_conn(mut s: tokio::net::TcpStream, name: &'static str, hits: Arc<
         buf.drain(..end);
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
         if let Some(ms) = path.strip_prefix("/slow/") {
+            arrived.fetch_add(1, Ordering::Relaxed);
             let ms = ms.parse::<u64>().unwrap_or(0).min(60_000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
@@ -447,6 +456,79 @@ async fn sigterm_finishes_in_flight_flushes_usage_and_exits_within_grace() {
         outcomes(&usage_of(&db, key.id).await),
         (4, 0, 0, 0, 0),
         "usage written at shutdown"
+    );
+    assert!(db.list_instances().await.expect("instances").is_empty());
+}
+
+/// Round 13 (black-box): SIGINT during a graceful stop (SIGTERM, a 20 s
+/// grace period, a request still in flight) makes it a fast stop: the
+/// usage of the requests that finished (one during the grace period) is
+/// written and the process exits within the fast-stop bound, not when the
+/// grace period ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_during_a_graceful_stop_makes_it_fast() {
+    let up = Upstream::start("u", free_port()).await;
+    let (dir, db) = sqlite().await;
+    let (key, plain) = db.create_key(&named("cut")).await.expect("key");
+    let yaml = format!(
+        "{USAGE_HELD}upstreams:\n  u: {{ targets: [\"127.0.0.1:{}\"] }}\nroutes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: u\n    strip_prefix: /api\n",
+        up.port
+    );
+    let mut p = Proxy::start(dir, db.url(), "  grace_period: 20s\n", &yaml).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        assert_eq!(
+            get(&client, &p.url("/api/x"), Some(&plain)).await.status(),
+            200
+        );
+    }
+    let slow = |ms: u64| {
+        let (client, url, plain) = (
+            client.clone(),
+            p.url(&format!("/api/slow/{ms}")),
+            plain.clone(),
+        );
+        tokio::spawn(async move {
+            let sent = client.get(&url).header("x-api-key", plain).send().await;
+            sent.map(|r| r.status().as_u16())
+        })
+    };
+    let (short, long) = (slow(1500), slow(60_000));
+    wait_for(
+        "both slow requests upstream",
+        Duration::from_secs(10),
+        || async { up.arrived.load(Ordering::Relaxed) == 2 },
+    )
+    .await;
+    p.signal("TERM");
+    // The graceful stop has begun once the flusher wrote what it held.
+    wait_for(
+        "usage written at the graceful stop",
+        Duration::from_secs(10),
+        || async { outcomes(&usage_of(&db, key.id).await).0 == 3 },
+    )
+    .await;
+    assert_eq!(
+        short.await.expect("short task").expect("short request"),
+        200,
+        "finished in the grace period"
+    );
+    let t = Instant::now();
+    p.signal("INT");
+    let status = p
+        .wait_exit(tollgate_proxy::server::FAST_STOP_FLUSH + Duration::from_secs(2))
+        .await;
+    let took = t.elapsed();
+    assert!(status.success(), "exit status {status}");
+    println!("SIGTERM, SIGINT → exit {took:?} after the SIGINT (grace 20 s)");
+    assert!(
+        long.await.expect("long task").is_err(),
+        "the request in flight is cut"
+    );
+    assert_eq!(
+        outcomes(&usage_of(&db, key.id).await),
+        (4, 0, 0, 0, 0),
+        "usage of every finished request written"
     );
     assert!(db.list_instances().await.expect("instances").is_empty());
 }
