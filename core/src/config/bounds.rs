@@ -32,3 +32,7 @@ pub const REDIS_TIMEOUT: (Duration, Duration) = (MS, secs(10));
 pub const CONNECT_TIMEOUT: (Duration, Duration) = (MS, secs(300));
 /// `upstreams.NAME.timeouts.read`, `write` and `idle`.
 pub const UPSTREAM_IO_TIMEOUT: (Duration, Duration) = (MS, secs(3600));
+/// The shortest background period (`storage.key_refresh`,
+/// `usage.flush_interval`, `health_check.interval`,
+/// `proxy.websocket_key_check`): shorter ones spin an idle proxy's CPU.
+pub const MIN_BACKGROUND_INTERVAL: Duration = Duration::from_millis(100);

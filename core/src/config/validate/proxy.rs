@@ -230,7 +230,7 @@ impl Validator<'_> {
         let websocket_key_check = self.duration_within(
             "proxy.websocket_key_check",
             &p.websocket_key_check,
-            (Duration::from_millis(10), MAX_WEBSOCKET_KEY_CHECK),
+            (bounds::MIN_BACKGROUND_INTERVAL, MAX_WEBSOCKET_KEY_CHECK),
             d.websocket_key_check,
             "a revoked key's WebSockets stay open that long",
         );

@@ -154,7 +154,7 @@ impl Validator<'_> {
                 let interval = self.duration_within(
                     &child(&hp, "interval"),
                     &h.interval,
-                    (Duration::from_millis(1), MAX_HEALTH_CHECK_INTERVAL),
+                    (bounds::MIN_BACKGROUND_INTERVAL, MAX_HEALTH_CHECK_INTERVAL),
                     DEFAULT_HEALTH_CHECK_INTERVAL,
                     "a target that fails stays in use, or one back stays out, that long",
                 );
