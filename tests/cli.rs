@@ -485,6 +485,35 @@ fn check_config_refuses_values_that_could_never_work() {
     assert_eq!(stderr.lines().count(), 4, "{stderr}");
 }
 
+/// Round 13 (black-box): a duration with no maximum turned a stop or a
+/// deadline off (`grace_period: 106751991167d`: SIGTERM never finished);
+/// each is refused at its position, with its maximum and what it would do.
+#[test]
+fn check_config_refuses_durations_beyond_their_maximum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("long.yaml");
+    std::fs::write(
+        &file,
+        "proxy:\n  grace_period: 106751991167d\n  header_timeout: 6m\nlimiter:\n  redis_timeout: 11s\nupstreams:\n  demo: { targets: [\"127.0.0.1:3001\"], timeouts: { read: 2h } }\nroutes:\n  - { name: api, match: { path_prefix: /api }, upstream: demo, auth: none }\n",
+    )
+    .expect("write");
+    let (ok, _, stderr) = check_config(&file, &[]);
+    assert!(!ok);
+    let f = file.display().to_string();
+    for (at, what) in [
+        ("2:17", "proxy.grace_period: must be at most 1h, got \"106751991167d\" (a graceful stop (SIGTERM) waits that long"),
+        ("3:19", "proxy.header_timeout: must be at most 5m, got \"6m\" (a client sending its header slowly"),
+        ("5:18", "limiter.redis_timeout: must be at most 10s, got \"11s\""),
+        ("7:58", "upstreams.demo.timeouts.read: must be at most 1h, got \"2h\""),
+    ] {
+        assert!(
+            stderr.contains(&format!("{f}:{at}: {what}")),
+            "{at} {what}:\n{stderr}"
+        );
+    }
+    assert_eq!(stderr.lines().count(), 4, "{stderr}");
+}
+
 #[test]
 fn check_config_refuses_a_config_without_routes_unless_it_says_so() {
     let dir = tempfile::tempdir().expect("tempdir");

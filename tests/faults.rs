@@ -517,6 +517,80 @@ async fn requests_cut_by_a_fast_stop_are_recorded() {
     requests_cut_by_a_stop_are_recorded("INT").await;
 }
 
+/// Round 13 (black-box): SIGINT during a graceful stop (SIGTERM, a 20 s
+/// grace period, a request still in flight) makes it a fast stop: the
+/// usage of the requests that finished (one during the grace period) is
+/// written and the process exits within the fast-stop bound, not when the
+/// grace period ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_during_a_graceful_stop_makes_it_fast() {
+    let up = Upstream::start("u", free_port()).await;
+    let (dir, db) = sqlite().await;
+    let (key, plain) = db.create_key(&named("cut")).await.expect("key");
+    let yaml = format!(
+        "{USAGE_HELD}upstreams:\n  u: {{ targets: [\"127.0.0.1:{}\"] }}\nroutes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: u\n    strip_prefix: /api\n",
+        up.port
+    );
+    let mut p = Proxy::start(dir, db.url(), "  grace_period: 20s\n", &yaml).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        assert_eq!(
+            get(&client, &p.url("/api/x"), Some(&plain)).await.status(),
+            200
+        );
+    }
+    let slow = |ms: u64| {
+        let (client, url, plain) = (
+            client.clone(),
+            p.url(&format!("/api/slow/{ms}")),
+            plain.clone(),
+        );
+        tokio::spawn(async move {
+            let sent = client.get(&url).header("x-api-key", plain).send().await;
+            sent.map(|r| r.status().as_u16())
+        })
+    };
+    let (short, long) = (slow(1500), slow(60_000));
+    wait_for(
+        "both slow requests upstream",
+        Duration::from_secs(10),
+        || async { up.arrived.load(Ordering::Relaxed) == 5 },
+    )
+    .await;
+    p.signal("TERM");
+    // The graceful stop has begun once the flusher wrote what it held.
+    wait_for(
+        "usage written at the graceful stop",
+        Duration::from_secs(10),
+        || async { outcomes(&usage_of(&db, key.id).await).0 == 3 },
+    )
+    .await;
+    assert_eq!(
+        short.await.expect("short task").expect("short request"),
+        200,
+        "finished in the grace period"
+    );
+    let t = Instant::now();
+    p.signal("INT");
+    let status = p
+        .wait_exit(tollgate_proxy::server::FAST_STOP_FLUSH + Duration::from_secs(2))
+        .await;
+    let took = t.elapsed();
+    assert!(status.success(), "exit status {status}");
+    println!("SIGTERM, SIGINT → exit {took:?} after the SIGINT (grace 20 s)");
+    assert!(
+        long.await.expect("long task").is_err(),
+        "the request in flight is cut"
+    );
+    // Every finished request, and the cut one (allowed, or an upstream
+    // error where Pingora saw the cut as one).
+    let (allowed, limited, unauthorized, forbidden, errors) =
+        outcomes(&usage_of(&db, key.id).await);
+    assert!(allowed >= 4, "usage of every finished request written: {allowed}");
+    assert_eq!((allowed + errors, limited, unauthorized, forbidden), (5, 0, 0, 0));
+    assert!(db.list_instances().await.expect("instances").is_empty());
+}
+
 /// SIGINT (Ctrl-C) in `tollgate dev`: a fast exit that still writes the usage
 /// held in memory first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -201,17 +201,20 @@ pub struct Built {
     /// Span export, flushed once the server stopped.
     spans: Option<tollgate_telemetry::Spans>,
     /// What is written once more after the server stopped.
-    last_write: crate::usage::shutdown::LastWrite,
+    last_write: Arc<crate::usage::shutdown::LastWrite>,
 }
 
 impl Built {
     /// Run until SIGTERM (graceful), SIGINT (fast) or SIGQUIT (upgrade). A
     /// fast stop first lets the usage flusher write what it holds, for at
-    /// most [`FAST_STOP_FLUSH`].
+    /// most [`FAST_STOP_FLUSH`]; a SIGINT during a graceful stop makes it
+    /// a fast one.
     pub fn run(self) {
+        let (last, state) = (self.last_write.clone(), self.state.clone());
         let args = RunArgs {
             shutdown_signal: Box::new(Signals {
                 usage: self.usage_stop.clone(),
+                last_write: Arc::new(move || last.run(&state)),
             }),
         };
         self.server.run(args);
@@ -277,7 +280,6 @@ pub fn build(prepared: Prepared) -> Built {
     let state = Arc::new(State::new(ConfigState::compile(config, None), db_state));
     let limiter = Arc::new(LocalLimiter::default());
     let limiters = Arc::new(Limiters::new(limiter.clone()));
-
     limiters.credits.set_refills(crate::refills::refills_of(
         &state.db.load().keys,
         &state.config.load().config.plans,
@@ -290,12 +292,13 @@ pub fn build(prepared: Prepared) -> Built {
     }
     limiter.seed_quotas(&quota_counts);
     let usage = UsageRecorder::new();
-    let last_write = crate::usage::shutdown::LastWrite {
+    let last_write = Arc::new(crate::usage::shutdown::LastWrite {
         limiters: limiters.clone(),
         recorder: usage.clone(),
         database_url: database_url.clone(),
         counter: counter.clone(),
-    };
+        taken: Default::default(),
+    });
     // Connections per client address, and the HTTP/2 streams they carry.
     let conns = Arc::new(ConnTable::default());
     let gateway = Gateway::new(state.clone(), limiters.clone(), usage.clone())

@@ -6,6 +6,7 @@
 //! problem with its `file:line:column`; [`position`] maps a path inside the
 //! document (`routes[2].upstream`) back to where it is written.
 
+pub mod bounds;
 pub mod depth;
 pub mod model;
 pub mod position;

@@ -11,7 +11,12 @@
 //!   telling background services, so [`Signals`] first sets the flusher's
 //!   fast-stop flag and stops it through [`UsageStop::flush_now`]: it
 //!   flushes once, with no grace period, and the signal waits for that at
-//!   most [`FAST_STOP_FLUSH`].
+//!   most [`FAST_STOP_FLUSH`];
+//! - graceful, then fast (SIGTERM, then SIGINT during the grace period):
+//!   Pingora would sleep out the grace period whatever comes, so [`Signals`]
+//!   keeps listening for SIGINT and then does what a fast stop does (the
+//!   flusher stops waiting and writes once, [`LastWrite`]) and ends the
+//!   process (black-box round 13).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,6 +25,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 use super::buffer::bounded;
@@ -58,37 +64,85 @@ fn bound_fast_stop() {
 /// Pingora's Unix signals (SIGQUIT upgrade, SIGTERM graceful, SIGINT fast),
 /// except that before a fast stop the usage flusher writes what it holds:
 /// Pingora drops every runtime at once on SIGINT without telling background
-/// services, which would lose up to `usage.flush_interval` of usage.
+/// services, which would lose up to `usage.flush_interval` of usage. A
+/// SIGINT during a graceful stop makes it a fast one ([`cut_short`]).
 pub(crate) struct Signals {
     pub(crate) usage: Arc<UsageStop>,
+    /// The [`LastWrite`] of this server, run before a stop cut short ends
+    /// the process.
+    pub(crate) last_write: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// A signal stream, or none (logged) if the signal cannot be listened for.
+fn listen(kind: SignalKind) -> Option<Signal> {
+    signal(kind)
+        .map_err(|e| tracing::error!("cannot listen for signal {kind:?}: {e}"))
+        .ok()
+}
+
+/// The next signal of `s`; never without one.
+async fn next(s: &mut Option<Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
-        use tokio::signal::unix::{signal, SignalKind};
-        async fn on(kind: SignalKind) {
-            match signal(kind) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(e) => {
-                    tracing::error!("cannot listen for signal {kind:?}: {e}");
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
+        // One SIGINT stream for the whole run: one sent during a graceful
+        // stop is not lost between two listeners.
+        let mut interrupt = listen(SignalKind::interrupt());
+        let (mut quit, mut term) = (listen(SignalKind::quit()), listen(SignalKind::terminate()));
         let signal = tokio::select! {
-            _ = on(SignalKind::quit()) => ShutdownSignal::GracefulUpgrade,
-            _ = on(SignalKind::terminate()) => ShutdownSignal::GracefulTerminate,
-            _ = on(SignalKind::interrupt()) => ShutdownSignal::FastShutdown,
+            _ = next(&mut quit) => ShutdownSignal::GracefulUpgrade,
+            _ = next(&mut term) => ShutdownSignal::GracefulTerminate,
+            _ = next(&mut interrupt) => ShutdownSignal::FastShutdown,
         };
         if matches!(signal, ShutdownSignal::FastShutdown) {
             tracing::info!("SIGINT: fast stop, flushing usage first");
             self.usage.flush_now(FAST_STOP_FLUSH).await;
             bound_fast_stop();
+        } else {
+            // The server's own runtime keeps running while Pingora sleeps
+            // out the grace period.
+            tokio::spawn(cut_short(
+                interrupt,
+                self.usage.clone(),
+                self.last_write.clone(),
+            ));
         }
         signal
+    }
+}
+
+/// During a graceful stop: on SIGINT, stop as a fast stop does (the usage
+/// flusher stops waiting for requests in flight and writes once, at most
+/// [`FAST_STOP_FLUSH`]; then the last write) and end the process, at most
+/// [`FAST_STOP_RUNTIMES`] after the flush. Requests still in flight are
+/// cut, as on a fast stop.
+async fn cut_short(
+    mut interrupt: Option<Signal>,
+    usage: Arc<UsageStop>,
+    last_write: Arc<dyn Fn() + Send + Sync>,
+) {
+    next(&mut interrupt).await;
+    tracing::warn!("SIGINT during the graceful stop: fast stop, flushing usage first");
+    usage.flush_now(FAST_STOP_FLUSH).await;
+    bound_fast_stop();
+    // Its own thread: the last write blocks on a runtime of its own.
+    let spawned = std::thread::Builder::new()
+        .name("tollgate-cut-short".into())
+        .spawn(move || {
+            last_write();
+            std::process::exit(0);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("fast stop: no thread for the last write ({e}); exiting");
+        std::process::exit(0);
     }
 }
 
@@ -186,7 +240,8 @@ impl UsageFlusher {
             FAST_STOP_FLUSH.min(margin.max(Duration::from_millis(200)))
         };
         self.tick(run, short).await;
-        loop {
+        // A SIGINT during the grace period ends the wait (`cut_short`).
+        while !self.fast_stop.load(Ordering::Acquire) {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -225,12 +280,14 @@ impl UsageFlusher {
 /// most [`CUT_REQUESTS_WAIT`]). A request that finished in the last part of
 /// the grace period (after the flusher's final tick) is settled in these
 /// (black-box round 5: its cost and refunds were lost; round 13: its usage).
-/// One connection, at most [`FAST_STOP_FLUSH`].
+/// One connection, at most [`FAST_STOP_FLUSH`]; once, whether the server
+/// stopped or a SIGINT cut its graceful stop short.
 pub(crate) struct LastWrite {
     pub(crate) limiters: Arc<crate::limiter::backends::Limiters>,
     pub(crate) recorder: Arc<super::UsageRecorder>,
     pub(crate) database_url: String,
     pub(crate) counter: String,
+    pub(crate) taken: std::sync::atomic::AtomicBool,
 }
 
 /// How long the last write waits for the contexts of requests a stop cut
@@ -240,6 +297,9 @@ pub const CUT_REQUESTS_WAIT: Duration = Duration::from_millis(500);
 
 impl LastWrite {
     pub(crate) fn run(&self, state: &crate::state::State) {
+        if self.taken.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let backend = state.config.load().config.limiter.backend;
         let writes_quotas = backend == tollgate_core::config::LimiterBackend::Local;
         if !self.recorder.wait_reported(CUT_REQUESTS_WAIT) {

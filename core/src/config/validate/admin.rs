@@ -48,17 +48,19 @@ impl Validator<'_> {
                 allowed_hosts.push(text);
             }
         }
-        let header_timeout = self.duration_or(
+        let header_timeout = self.duration_within(
             "admin.header_timeout",
             &a.header_timeout,
-            Duration::from_millis(100),
+            bounds::HEADER_TIMEOUT,
             DEFAULT_ADMIN_HEADER_TIMEOUT,
+            SLOW_HEADER,
         );
-        let idle_timeout = self.duration_or(
+        let idle_timeout = self.duration_within(
             "admin.idle_timeout",
             &a.idle_timeout,
-            Duration::from_secs(1),
+            bounds::ADMIN_IDLE_TIMEOUT,
             DEFAULT_ADMIN_IDLE_TIMEOUT,
+            "an idle connection stays open that long",
         );
         let max_connections = self.number_or(
             "admin.max_connections",
@@ -67,11 +69,12 @@ impl Validator<'_> {
             1_000_000,
             DEFAULT_ADMIN_MAX_CONNECTIONS,
         );
-        let audit_retention = self.duration_or(
+        let audit_retention = self.duration_within(
             "admin.audit_retention",
             &a.audit_retention,
-            Duration::from_secs(86_400),
+            bounds::AUDIT_RETENTION,
             DEFAULT_AUDIT_RETENTION,
+            "audit events are never deleted",
         );
         AdminConfig {
             listen,

@@ -37,11 +37,12 @@ impl Validator<'_> {
                 "applies to rediss:// (TLS) URLs only, and redis_url is not one",
             );
         }
-        let redis_timeout = self.duration_or(
+        let redis_timeout = self.duration_within(
             "limiter.redis_timeout",
             &l.redis_timeout,
-            Duration::from_millis(1),
+            bounds::REDIS_TIMEOUT,
             DEFAULT_REDIS_TIMEOUT,
+            "every request waits that long for a Redis that does not answer",
         );
         let on_redis_error = self.choice_or(
             "limiter.on_redis_error",

@@ -40,8 +40,9 @@ use crate::limits::Limit;
 use crate::path::PathPolicy;
 use crate::rules::{self, limits as limit_rules};
 
+use super::bounds;
 use super::model::*;
-use scalars::{given, is_token};
+use scalars::{given, is_token, SLOW_HEADER};
 
 mod admin;
 mod cors;

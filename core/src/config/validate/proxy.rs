@@ -35,17 +35,19 @@ impl Validator<'_> {
             u64::from(u32::MAX),
             DEFAULT_AUTH_FAILURES_PER_SECOND,
         );
-        let grace_period = self.duration_or(
+        let grace_period = self.duration_within(
             "proxy.grace_period",
             &p.grace_period,
-            Duration::ZERO,
+            bounds::GRACE_PERIOD,
             DEFAULT_GRACE_PERIOD,
+            "a graceful stop (SIGTERM) waits that long for requests in flight",
         );
-        let keepalive_timeout = self.duration_or(
+        let keepalive_timeout = self.duration_within(
             "proxy.keepalive_timeout",
             &p.keepalive_timeout,
-            Duration::ZERO,
+            bounds::KEEPALIVE_TIMEOUT,
             DEFAULT_KEEPALIVE_TIMEOUT,
+            "an idle connection stays open that long",
         );
         let tls = p.tls.as_ref().and_then(|t| {
             let listen = match given(&t.listen) {
@@ -196,17 +198,19 @@ impl Validator<'_> {
             }
         }
         let proxy_protocol = self.flag_or("proxy.proxy_protocol", &p.proxy_protocol, false);
-        let header_timeout = self.duration_or(
+        let header_timeout = self.duration_within(
             "proxy.header_timeout",
             &p.header_timeout,
-            Duration::from_millis(100),
+            bounds::HEADER_TIMEOUT,
             d.header_timeout,
+            SLOW_HEADER,
         );
-        let body_timeout = self.duration_or(
+        let body_timeout = self.duration_within(
             "proxy.body_timeout",
             &p.body_timeout,
-            Duration::from_millis(100),
+            bounds::BODY_TIMEOUT,
             d.body_timeout,
+            "a stalled request body holds its connection that long",
         );
         let max_header_bytes = match given(&p.max_header_bytes) {
             None => d.max_header_bytes,
@@ -226,7 +230,7 @@ impl Validator<'_> {
         let websocket_key_check = self.duration_within(
             "proxy.websocket_key_check",
             &p.websocket_key_check,
-            (Duration::from_millis(10), MAX_WEBSOCKET_KEY_CHECK),
+            (bounds::MIN_BACKGROUND_INTERVAL, MAX_WEBSOCKET_KEY_CHECK),
             d.websocket_key_check,
             "a revoked key's WebSockets stay open that long",
         );

@@ -12,6 +12,10 @@ pub(super) fn given(s: &Option<Scalar>) -> Option<&Scalar> {
     }
 }
 
+/// What a long header timeout does (`proxy.` and `admin.header_timeout`).
+pub(super) const SLOW_HEADER: &str =
+    "a client sending its header slowly (slowloris) holds its connection that long";
+
 /// An RFC 9110 token (`tchar`): header field names and methods.
 pub(super) fn is_token(s: &str) -> bool {
     !s.is_empty()
@@ -127,24 +131,12 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn duration_or(
-        &mut self,
-        path: &str,
-        s: &Option<Scalar>,
-        min: Duration,
-        default: Duration,
-    ) -> Duration {
-        match given(s) {
-            Some(s) => self.duration(path, s, min).unwrap_or(default),
-            None => default,
-        }
-    }
-
-    /// [`Self::duration_or`] with an upper bound: a longer value is refused
-    /// (`default` is used), saying what it would do (`why`). Every
-    /// background period and lease has one, so that a typo (`60h` for
-    /// `60s`) or a huge number cannot silently stop the work it paces
-    /// (black-box round 12).
+    /// An optional duration in `min..=max`, `default` if omitted: a longer
+    /// value is refused (`default` is used), saying what it would do
+    /// (`why`). Every duration setting has a maximum, so that a typo (`60h`
+    /// for `60s`) or a huge number cannot silently stop the work it paces
+    /// (background periods: black-box round 12) or turn a deadline off
+    /// (timeouts, the grace period: round 13; ranges in `config::bounds`).
     pub(super) fn duration_within(
         &mut self,
         path: &str,

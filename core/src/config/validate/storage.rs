@@ -31,7 +31,7 @@ impl Validator<'_> {
         let key_refresh = self.duration_within(
             "storage.key_refresh",
             &s.key_refresh,
-            (Duration::from_millis(1), MAX_KEY_REFRESH),
+            (bounds::MIN_BACKGROUND_INTERVAL, MAX_KEY_REFRESH),
             DEFAULT_KEY_REFRESH,
             "key, plan and credit changes, revocations included, reach the proxies only that often",
         );
@@ -45,7 +45,7 @@ impl Validator<'_> {
         let flush_interval = self.duration_within(
             "usage.flush_interval",
             &u.flush_interval,
-            (Duration::from_millis(1), MAX_FLUSH_INTERVAL),
+            (bounds::MIN_BACKGROUND_INTERVAL, MAX_FLUSH_INTERVAL),
             DEFAULT_FLUSH_INTERVAL,
             "usage, heartbeats, quota counts and credit spends are written only that often",
         );

@@ -154,7 +154,7 @@ impl Validator<'_> {
                 let interval = self.duration_within(
                     &child(&hp, "interval"),
                     &h.interval,
-                    (Duration::from_millis(1), MAX_HEALTH_CHECK_INTERVAL),
+                    (bounds::MIN_BACKGROUND_INTERVAL, MAX_HEALTH_CHECK_INTERVAL),
                     DEFAULT_HEALTH_CHECK_INTERVAL,
                     "a target that fails stays in use, or one back stays out, that long",
                 );
@@ -168,22 +168,37 @@ impl Validator<'_> {
                 None => defaults,
                 Some(t) => {
                     let tp = child(&path, "timeouts");
-                    let min = Duration::from_millis(1);
+                    let io = bounds::UPSTREAM_IO_TIMEOUT;
+                    let stalled = "a request waits that long for a stalled upstream";
                     Timeouts {
-                        connect: self.duration_or(
+                        connect: self.duration_within(
                             &child(&tp, "connect"),
                             &t.connect,
-                            min,
+                            bounds::CONNECT_TIMEOUT,
                             defaults.connect,
+                            "a request waits that long for a target that does not answer",
                         ),
-                        read: self.duration_or(&child(&tp, "read"), &t.read, min, defaults.read),
-                        write: self.duration_or(
+                        read: self.duration_within(
+                            &child(&tp, "read"),
+                            &t.read,
+                            io,
+                            defaults.read,
+                            stalled,
+                        ),
+                        write: self.duration_within(
                             &child(&tp, "write"),
                             &t.write,
-                            min,
+                            io,
                             defaults.write,
+                            stalled,
                         ),
-                        idle: self.duration_or(&child(&tp, "idle"), &t.idle, min, defaults.idle),
+                        idle: self.duration_within(
+                            &child(&tp, "idle"),
+                            &t.idle,
+                            io,
+                            defaults.idle,
+                            "an idle upstream connection is kept that long",
+                        ),
                     }
                 }
             };

@@ -3,6 +3,7 @@
 use super::*;
 
 mod access;
+mod bounds;
 mod problems;
 mod protocols;
 mod route_io;
