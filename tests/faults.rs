@@ -586,8 +586,14 @@ async fn sigint_during_a_graceful_stop_makes_it_fast() {
     // error where Pingora saw the cut as one).
     let (allowed, limited, unauthorized, forbidden, errors) =
         outcomes(&usage_of(&db, key.id).await);
-    assert!(allowed >= 4, "usage of every finished request written: {allowed}");
-    assert_eq!((allowed + errors, limited, unauthorized, forbidden), (5, 0, 0, 0));
+    assert!(
+        allowed >= 4,
+        "usage of every finished request written: {allowed}"
+    );
+    assert_eq!(
+        (allowed + errors, limited, unauthorized, forbidden),
+        (5, 0, 0, 0)
+    );
     assert!(db.list_instances().await.expect("instances").is_empty());
 }
 
