@@ -582,17 +582,13 @@ async fn sigint_during_a_graceful_stop_makes_it_fast() {
         long.await.expect("long task").is_err(),
         "the request in flight is cut"
     );
-    // Every finished request, and the cut one (allowed, or an upstream
-    // error where Pingora saw the cut as one).
-    let (allowed, limited, unauthorized, forbidden, errors) =
-        outcomes(&usage_of(&db, key.id).await);
-    assert!(
-        allowed >= 4,
-        "usage of every finished request written: {allowed}"
-    );
+    // Every finished request; the one cut is not recorded (Pingora's main
+    // thread sleeps out the grace period, so its context is never dropped:
+    // a known gap, ARCHITECTURE.md).
     assert_eq!(
-        (allowed + errors, limited, unauthorized, forbidden),
-        (5, 0, 0, 0)
+        outcomes(&usage_of(&db, key.id).await),
+        (4, 0, 0, 0, 0),
+        "usage of every finished request written"
     );
     assert!(db.list_instances().await.expect("instances").is_empty());
 }

@@ -21,7 +21,7 @@ use crate::metrics::{self, MetricsApp};
 use crate::service::Gateway;
 use crate::state::{ConfigState, DbState, State};
 use crate::tls::{self, ListenerCert, TlsError};
-use crate::usage::shutdown::{Signals, UsageService, UsageStop};
+use crate::usage::shutdown::{InFlight, Signals, UsageService, UsageStop};
 use crate::usage::{UsageFlusher, UsageRecorder};
 
 /// Why a proxy cannot start.
@@ -214,11 +214,11 @@ impl Built {
         let args = RunArgs {
             shutdown_signal: Box::new(Signals {
                 usage: self.usage_stop.clone(),
-                last_write: Arc::new(move || last.run(&state)),
+                last_write: Arc::new(move || last.run(&state, InFlight::Abandoned)),
             }),
         };
         self.server.run(args);
-        self.last_write.run(&self.state);
+        self.last_write.run(&self.state, InFlight::Dropped);
         tollgate_telemetry::stop(self.spans.as_ref());
     }
 
@@ -226,7 +226,7 @@ impl Built {
     /// own semantics: a fast stop does not flush usage).
     pub fn run_with(self, args: RunArgs) {
         self.server.run(args);
-        self.last_write.run(&self.state);
+        self.last_write.run(&self.state, InFlight::Dropped);
         tollgate_telemetry::stop(self.spans.as_ref());
     }
 }

@@ -295,14 +295,34 @@ pub(crate) struct LastWrite {
 /// within [`FAST_STOP_RUNTIMES`], which bounds a fast stop.
 pub const CUT_REQUESTS_WAIT: Duration = Duration::from_millis(500);
 
+/// What became of the requests still in flight when the last write runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum InFlight {
+    /// The server stopped: their contexts are dropped with the runtimes and
+    /// record themselves; wait for them.
+    Dropped,
+    /// A SIGINT cut a graceful stop short: Pingora's main thread sleeps out
+    /// the grace period, so the process ends with them still running and
+    /// they are never recorded (a known gap): do not wait for them.
+    Abandoned,
+}
+
 impl LastWrite {
-    pub(crate) fn run(&self, state: &crate::state::State) {
+    pub(crate) fn run(&self, state: &crate::state::State, in_flight: InFlight) {
         if self.taken.swap(true, Ordering::AcqRel) {
             return;
         }
         let backend = state.config.load().config.limiter.backend;
         let writes_quotas = backend == tollgate_core::config::LimiterBackend::Local;
-        if !self.recorder.wait_reported(CUT_REQUESTS_WAIT) {
+        if in_flight == InFlight::Abandoned {
+            let open = self.recorder.open_requests();
+            if open > 0 {
+                tracing::warn!(
+                    open,
+                    "SIGINT during the graceful stop: the requests still in flight are cut unrecorded"
+                );
+            }
+        } else if !self.recorder.wait_reported(CUT_REQUESTS_WAIT) {
             tracing::warn!(
                 open = self.recorder.open_requests(),
                 "requests cut by the stop not reported within {CUT_REQUESTS_WAIT:?}: their usage is lost"
