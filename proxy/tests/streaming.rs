@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::raw;
-use common::streams::{counting_upstream, large_body_upstream, sse_upstream, wait_until};
+use common::streams::{
+    counting_upstream, large_body_upstream, sse_upstream, wait_until, HeldUpstream,
+};
 use common::{metric_value, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_core::db::usage::UsageFilter;
@@ -32,6 +34,7 @@ routes:
   - {{ name: stream, match: {{ path_prefix: /stream }}, upstream: up, default_plan: free }}
   - {{ name: open, match: {{ path_prefix: /open }}, upstream: up, auth: none }}
   - {{ name: cut, match: {{ path_prefix: /cut }}, upstream: up, default_plan: free }}
+  - {{ name: gone, match: {{ path_prefix: /gone }}, upstream: up, default_plan: free }}
 "#
     )
 }
@@ -212,6 +215,52 @@ async fn a_client_that_closes_mid_answer_counts_as_allowed() {
             }
         }
         assert!(start.elapsed() < Duration::from_secs(20), "usage {rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A client that hangs up while its request is at the upstream, before any
+/// answer (B9: counted `upstream_error`, as if the upstream had failed).
+/// It was admitted and sent on: `allowed`, with no status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_before_the_answer_counts_as_allowed() {
+    let upstream = HeldUpstream::start().await;
+    let (p, key) = TestProxy::sqlite_with_key(&config(upstream.addr), "gone").await;
+    let mut s = raw::connect(None, p.addr).await;
+    s.write_all(format!("GET /gone/x HTTP/1.1\r\nHost: t\r\nx-api-key: {key}\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    assert!(
+        wait_until(Duration::from_secs(10), || upstream.seen() == 1).await,
+        "the request reached the upstream"
+    );
+    drop(s);
+    // The upstream answers only now, to a client that is gone: whether
+    // Pingora saw the hang-up first or fails the write, it is the client's.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    upstream.release(0);
+    let outcome = |text: &str, o: &str| {
+        metric_value(
+            text,
+            "tollgate_requests_total",
+            &["route=\"gone\"", &format!("outcome=\"{o}\"")],
+        )
+    };
+    let start = Instant::now();
+    loop {
+        let m = p.metrics_text().await;
+        let (allowed, errors) = (outcome(&m, "allowed"), outcome(&m, "upstream_error"));
+        assert_eq!(
+            errors, 0.0,
+            "a client's hang-up counted as an upstream error"
+        );
+        if allowed == 1.0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "allowed {allowed}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -92,12 +92,12 @@ impl Gateway {
 
 /// The outcome of a request the proxy did not answer itself: an answer
 /// ≥ 500 or a failure is `upstream_error`, except a failure on the
-/// client's side (it closed or stopped reading) after the upstream's
-/// answer went out: that request was admitted and served (`allowed`).
+/// client's side (it hung up before the answer, or closed or stopped
+/// reading during it): that request was admitted and sent on (`allowed`).
 pub(super) fn outcome_of(e: Option<&Error>, status: u16) -> &'static str {
     match e {
         _ if status >= 500 => outcome::UPSTREAM_ERROR,
-        Some(e) if status > 0 && *e.esource() == ErrorSource::Downstream => outcome::ALLOWED,
+        Some(e) if *e.esource() == ErrorSource::Downstream => outcome::ALLOWED,
         Some(_) => outcome::UPSTREAM_ERROR,
         None => outcome::ALLOWED,
     }
@@ -127,5 +127,26 @@ fn span_facts<'a>(session: &'a Session, ctx: &'a Ctx) -> RequestFacts<'a> {
         redis_time: ctx.limiter_time.filter(|_| redis),
         upstream: ctx.target.as_ref().map(|t| t.target.to_string()),
         ..RequestFacts::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora::ErrorType;
+
+    #[test]
+    fn a_failure_on_the_clients_side_is_allowed() {
+        let down = Error::new(ErrorType::ConnectionClosed).into_down();
+        let up = Error::new(ErrorType::ConnectionClosed).into_up();
+        // Hung up before the answer, or part way through it.
+        assert_eq!(outcome_of(Some(&down), 0), outcome::ALLOWED);
+        assert_eq!(outcome_of(Some(&down), 200), outcome::ALLOWED);
+        // The upstream's failures, and answers ≥ 500, whatever else failed.
+        assert_eq!(outcome_of(Some(&down), 502), outcome::UPSTREAM_ERROR);
+        assert_eq!(outcome_of(Some(&up), 0), outcome::UPSTREAM_ERROR);
+        assert_eq!(outcome_of(Some(&up), 200), outcome::UPSTREAM_ERROR);
+        assert_eq!(outcome_of(None, 200), outcome::ALLOWED);
+        assert_eq!(outcome_of(None, 503), outcome::UPSTREAM_ERROR);
     }
 }
