@@ -377,7 +377,11 @@ impl ProxyHttp for Gateway {
         session.set_keepalive(Some(if edge_deadline { 0 } else { secs.max(1) }));
         // Each read of the request body waits at most body_timeout (HTTP/1;
         // h2 streams have their own flow control and limits).
-        session.set_read_timeout(Some(cfg.config.proxy.edge.body_timeout));
+        let body_timeout = cfg.config.proxy.edge.body_timeout;
+        session.set_read_timeout(Some(body_timeout));
+        // And each write of the answer (HTTP/1 and h2): a client that stops
+        // reading frees its stream slot and upstream connection then.
+        session.set_write_timeout(Some(body_timeout));
         if !self.ladder.on(Step::Route) {
             // Cost ladder, step 0: straight to the first route's upstream.
             ctx.route = cfg.router.routes().first().cloned();
