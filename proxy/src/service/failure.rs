@@ -22,6 +22,20 @@ fn body_stalled(e: &Error) -> bool {
         && matches!(e.etype(), ErrorType::ReadTimedout)
 }
 
+/// The upstream timed out while an HTTP/2 request body had made no
+/// progress for `proxy.body_timeout`: the client's fault, not the
+/// upstream's (Pingora 0.9.1 has no h2 body read timeout, so this is only
+/// found at the upstream's timeout).
+fn h2_body_stalled(e: &Error, ctx: &Ctx) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    ) && !matches!(e.esource(), pingora::ErrorSource::Downstream)
+        && ctx
+            .h2_body_since
+            .is_some_and(|t| t.elapsed() >= ctx.body_timeout())
+}
+
 /// A write of the answer to the client made no progress for
 /// `proxy.body_timeout`: the client stopped reading.
 fn answer_stalled(e: &Error) -> bool {
@@ -68,7 +82,7 @@ impl Gateway {
                 can_reuse_downstream: false,
             };
         }
-        if body_stalled(e) {
+        if body_stalled(e) || h2_body_stalled(e, ctx) {
             // The client's body stopped coming: its fault, answered 408.
             ctx.outcome = Some(edge_metrics::BAD_REQUEST);
             session.set_keepalive(None);
