@@ -377,7 +377,14 @@ impl ProxyHttp for Gateway {
         session.set_keepalive(Some(if edge_deadline { 0 } else { secs.max(1) }));
         // Each read of the request body waits at most body_timeout (HTTP/1;
         // h2 streams have their own flow control and limits).
-        session.set_read_timeout(Some(cfg.config.proxy.edge.body_timeout));
+        let body_timeout = cfg.config.proxy.edge.body_timeout;
+        session.set_read_timeout(Some(body_timeout));
+        // And each write of the answer (HTTP/1 and h2): a client that stops
+        // reading frees its stream slot and upstream connection then.
+        session.set_write_timeout(Some(body_timeout));
+        if session.is_http2() && !session.is_body_done() {
+            ctx.h2_body_since = Some(std::time::Instant::now());
+        }
         if !self.ladder.on(Step::Route) {
             // Cost ladder, step 0: straight to the first route's upstream.
             ctx.route = cfg.router.routes().first().cloned();
@@ -418,12 +425,15 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
         // An upgraded connection's bytes are not a request body.
         if session.was_upgraded() {
             return Ok(());
+        }
+        if ctx.h2_body_since.is_some() {
+            ctx.h2_body_since = (!end_of_stream).then(std::time::Instant::now);
         }
         if let Some(piece) = body {
             if !ctx.body.take(piece.len()) {

@@ -336,3 +336,64 @@ async fn a_stalled_request_body_gets_408_at_body_timeout() {
     let text = String::from_utf8_lossy(&out);
     assert_eq!(raw::statuses(&text), vec![201], "{text}");
 }
+
+/// Black-box round 13: an h2 POST with `content-length: 100000` and no
+/// DATA frames got `504` at the upstream's read timeout, counted as an
+/// upstream error. Now `408` problem+json `body_timeout` for that stream,
+/// counted `bad_request`; the connection serves on. (Pingora 0.9.1 has no
+/// h2 body read timeout: it comes at `timeouts.read`, 3 s here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_http2_request_body_gets_408() {
+    let yaml = BODY
+        .replace("  body_timeout: 1s\n", "  body_timeout: 1s\n  h2c: true\n")
+        .replace(
+            "demo: { targets: [\"{upstream}\"] }",
+            "demo: { targets: [\"{upstream}\"], timeouts: { read: 3s } }",
+        );
+    let p = TestProxy::start(&yaml, Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let never = futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+    let start = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        client
+            .post(p.url("/open/users"))
+            .header("content-type", "application/json")
+            .header("content-length", "100000")
+            .body(reqwest::Body::wrap_stream(never))
+            .send(),
+    )
+    .await
+    .expect("no answer in 30 s")
+    .expect("h2c");
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 408);
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let body: serde_json::Value = r.json().await.expect("problem");
+    assert_eq!(body["body_timeout_ms"], 1000, "{body}");
+    // Only that stream ended: the connection serves on.
+    let r = client.get(p.url("/open/users")).send().await.expect("h2c");
+    assert_eq!(r.status(), 200);
+    let m = p.metrics_text().await;
+    assert_eq!(
+        common::metric_value(&m, "tollgate_requests_total", &["open", "upstream_error"]),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        common::metric_value(&m, "tollgate_requests_total", &["\"open\"", "bad_request"]),
+        1.0,
+        "{m}"
+    );
+}

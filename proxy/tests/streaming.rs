@@ -1,7 +1,8 @@
 //! Streaming both ways (issue #22 item 2), through a real Pingora listener:
 //! server-sent events reach the client one by one as the upstream writes
 //! them, and a chunked request body reaches the upstream piece by piece;
-//! a client that closes part way through a large answer is counted allowed.
+//! a client that closes part way through a large answer is counted allowed,
+//! and one that stops reading it is cut at `body_timeout`.
 
 mod common;
 
@@ -150,7 +151,7 @@ async fn a_chunked_request_body_streams_to_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_closes_mid_answer_counts_as_allowed() {
     const CUT: u64 = 3;
-    let upstream = large_body_upstream(20 << 20).await;
+    let (upstream, _) = large_body_upstream(20 << 20).await;
     let (p, key) = TestProxy::sqlite_with_key(&config(upstream), "cut").await;
     for _ in 0..CUT {
         let mut s = raw::connect(None, p.addr).await;
@@ -263,4 +264,115 @@ async fn a_client_that_hangs_up_before_the_answer_counts_as_allowed() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A proxy in front of `big` (an answer of 20 MB) with a 2 s
+/// `body_timeout` and room for one HTTP/2 stream per address.
+fn stalled_config(big: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+proxy:
+  listen: "{{listen}}"
+  metrics_listen: "{{metrics}}"
+  threads: 2
+  h2c: true
+  body_timeout: 2s
+  max_connections_per_ip: 2
+upstreams:
+  big: {{ targets: ["{big}"] }}
+  demo: {{ targets: ["{{upstream}}"] }}
+routes:
+  - {{ name: big, match: {{ path_prefix: /big }}, upstream: big, auth: none }}
+  - {{ name: open, match: {{ path_prefix: /open }}, upstream: demo, strip_prefix: /open, auth: none }}
+"#
+    )
+}
+
+/// Wait (bounded) until the upstream's answers under way are `n`; how long
+/// that took.
+async fn until_open(open: &AtomicUsize, n: usize, within: Duration) -> Duration {
+    let start = Instant::now();
+    assert!(
+        wait_until(within, || open.load(Ordering::SeqCst) == n).await,
+        "{} upstream answers under way after {within:?}, not {n}",
+        open.load(Ordering::SeqCst)
+    );
+    start.elapsed()
+}
+
+/// Wait (bounded) until route `big` counts `n` requests `allowed`, and
+/// none as an upstream error.
+async fn until_allowed(p: &TestProxy, n: f64) {
+    let start = Instant::now();
+    loop {
+        let m = p.metrics_text().await;
+        let count = |o: &str| {
+            metric_value(
+                &m,
+                "tollgate_requests_total",
+                &["route=\"big\"", &format!("outcome=\"{o}\"")],
+            )
+        };
+        assert_eq!(count("upstream_error"), 0.0, "{m}");
+        if count("allowed") == n {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Black-box round 13: a client that asks for a large answer and never
+/// reads it held its upstream connection (and on HTTP/2 its stream slot)
+/// ~75 s. A write that makes no progress for `body_timeout` ends the
+/// request: counted `allowed` (the client's failure after admission), its
+/// upstream connection closed, its connection (HTTP/1) or stream slot
+/// (HTTP/2) freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_at_body_timeout() {
+    let (big, open) = large_body_upstream(20 << 20).await;
+    let p = TestProxy::start(&stalled_config(big), common::Store::Sqlite)
+        .await
+        .expect("sqlite");
+    // HTTP/1, with a tiny receive buffer, never read.
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut s = sock.connect(p.addr).await.expect("connect");
+    s.write_all(b"GET /big/x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("request");
+    until_open(&open, 1, Duration::from_secs(10)).await;
+    let took = until_open(&open, 0, Duration::from_secs(20)).await;
+    assert!(took >= Duration::from_millis(1900), "cut early: {took:?}");
+    until_allowed(&p, 1.0).await;
+    // The proxy closed the client's connection too: what is buffered
+    // drains, then it ends.
+    let mut buf = vec![0u8; 64 * 1024];
+    let start = Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => assert!(start.elapsed() < Duration::from_secs(20), "still open"),
+            Err(_) => panic!("the proxy left the connection open"),
+        }
+    }
+
+    // HTTP/2: the stalled stream holds the address's one stream slot.
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .http2_initial_stream_window_size(65_535)
+        .build()
+        .expect("client");
+    let held = client.get(p.url("/big/x")).send().await.expect("h2c");
+    assert_eq!(held.version(), reqwest::Version::HTTP_2);
+    assert_eq!(held.status(), 200);
+    let r = client.get(p.url("/open/users")).send().await.expect("h2c");
+    assert_eq!(r.status(), 429, "the stalled stream holds no slot");
+    let took = until_open(&open, 0, Duration::from_secs(20)).await;
+    assert!(took >= Duration::from_millis(500), "cut early: {took:?}");
+    until_allowed(&p, 2.0).await;
+    // The slot is free again: the same connection serves the next stream.
+    let r = client.get(p.url("/open/users")).send().await.expect("h2c");
+    assert_eq!(r.status(), 200);
+    drop(held);
 }

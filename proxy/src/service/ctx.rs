@@ -75,6 +75,9 @@ pub struct Ctx {
     pub(super) method: http::Method,
     /// The upstream's answer status, 0 before it came.
     pub(super) answered: u16,
+    /// While an HTTP/2 request body is still coming: when its last piece
+    /// came (Pingora 0.9.1 has no read timeout for h2 bodies).
+    pub(super) h2_body_since: Option<Instant>,
 }
 
 impl Ctx {
@@ -113,6 +116,7 @@ impl Ctx {
             open,
             method: http::Method::GET,
             answered: 0,
+            h2_body_since: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! A request that failed after the request filter let it through: the
-//! client's body went over `max_body_bytes` or stalled, or the upstream
+//! client's body went over `max_body_bytes` or stalled, the client stopped
+//! reading the answer, or the upstream
 //! could not be reached or did not answer. The client gets a problem
 //! answer (or gRPC status) when no response header went out yet.
 
@@ -19,6 +20,27 @@ use super::{is_grpc, Ctx, Gateway};
 fn body_stalled(e: &Error) -> bool {
     matches!(e.esource(), pingora::ErrorSource::Downstream)
         && matches!(e.etype(), ErrorType::ReadTimedout)
+}
+
+/// The upstream timed out while an HTTP/2 request body had made no
+/// progress for `proxy.body_timeout`: the client's fault, not the
+/// upstream's (Pingora 0.9.1 has no h2 body read timeout, so this is only
+/// found at the upstream's timeout).
+fn h2_body_stalled(e: &Error, ctx: &Ctx) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    ) && !matches!(e.esource(), pingora::ErrorSource::Downstream)
+        && ctx
+            .h2_body_since
+            .is_some_and(|t| t.elapsed() >= ctx.body_timeout())
+}
+
+/// A write of the answer to the client made no progress for
+/// `proxy.body_timeout`: the client stopped reading.
+fn answer_stalled(e: &Error) -> bool {
+    matches!(e.esource(), pingora::ErrorSource::Downstream)
+        && matches!(e.etype(), ErrorType::WriteTimedout)
 }
 
 impl Gateway {
@@ -60,7 +82,7 @@ impl Gateway {
                 can_reuse_downstream: false,
             };
         }
-        if body_stalled(e) {
+        if body_stalled(e) || h2_body_stalled(e, ctx) {
             // The client's body stopped coming: its fault, answered 408.
             ctx.outcome = Some(edge_metrics::BAD_REQUEST);
             session.set_keepalive(None);
@@ -71,6 +93,16 @@ impl Gateway {
             }
             return FailToProxy {
                 error_code: 408,
+                can_reuse_downstream: false,
+            };
+        }
+        if answer_stalled(e) {
+            // Admitted and served; the client stopped taking the answer.
+            // Nothing can be sent: the request ends, and with it its stream
+            // slot and upstream connection.
+            ctx.outcome = Some(outcome::ALLOWED);
+            return FailToProxy {
+                error_code: 0,
                 can_reuse_downstream: false,
             };
         }

@@ -199,15 +199,19 @@ impl HeldUpstream {
 
 /// An HTTP/1 upstream answering every request `200` with a body of `bytes`
 /// bytes (`Content-Length`), written 64 KiB at a time as the reader takes
-/// them; it stops writing when the connection is gone.
-pub async fn large_body_upstream(bytes: usize) -> SocketAddr {
+/// them; it stops writing when the connection is gone. The count is of its
+/// answers under way (head read, connection not yet over).
+pub async fn large_body_upstream(bytes: usize) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = super::listener();
     let addr = listener.local_addr().expect("addr");
+    let open = Arc::new(AtomicUsize::new(0));
+    let count = open.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else {
                 continue;
             };
+            let open = count.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -217,23 +221,30 @@ pub async fn large_body_upstream(bytes: usize) -> SocketAddr {
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {bytes}\r\nConnection: close\r\n\r\n"
-                );
-                if s.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                let piece = vec![b'x'; 64 * 1024];
-                let mut left = bytes;
-                while left > 0 {
-                    let n = left.min(piece.len());
-                    if s.write_all(&piece[..n]).await.is_err() {
-                        return;
-                    }
-                    left -= n;
-                }
+                open.fetch_add(1, Ordering::SeqCst);
+                answer_large(&mut s, bytes).await;
+                open.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
-    addr
+    (addr, open)
+}
+
+/// Write the large answer until it is whole or the connection is gone.
+async fn answer_large(s: &mut tokio::net::TcpStream, bytes: usize) {
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {bytes}\r\nConnection: close\r\n\r\n");
+    if s.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let piece = vec![b'x'; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(piece.len());
+        if s.write_all(&piece[..n]).await.is_err() {
+            return;
+        }
+        left -= n;
+    }
+    // Whole: held until the proxy closes it, as a slow upstream would.
+    let _ = s.read(&mut [0u8; 1]).await;
 }
