@@ -35,7 +35,9 @@ impl RawResponse {
 /// Connect to `to`, from `from` if given.
 pub async fn connect(from: Option<IpAddr>, to: SocketAddr) -> TcpStream {
     match from {
-        None => TcpStream::connect(to).await.expect("connect"),
+        None => TcpStream::connect(to)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {to}: {e}")),
         Some(ip) => {
             let s = TcpSocket::new_v4().expect("socket");
             s.bind(SocketAddr::new(ip, 0)).expect("bind local address");
