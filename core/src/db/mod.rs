@@ -206,7 +206,8 @@ async fn postgres_options(
         )),
         pg_tls::Trust::Pinned(pin) => {
             let relay = pg_tls::Relay::start(pin).await.map_err(sqlx::Error::Io)?;
-            let options = pg_tls::driver_options(url, Some(relay.port())).map_err(DbError::Tls)?;
+            let options =
+                pg_tls::driver_options(url, Some(relay.socket_dir())).map_err(DbError::Tls)?;
             Ok((options, Some(relay)))
         }
     }

@@ -5,7 +5,7 @@
 //! would have no effect. Here, with `sslmode=verify-ca|verify-full` (or
 //! `require`, which libpq verifies like `verify-ca` when a root file is
 //! named) and `sslrootcert=FILE`, the certificates of FILE are the *only*
-//! roots: a [`relay`] on 127.0.0.1 makes the TLS connection with rustls and
+//! roots: a [`relay`] on a private Unix socket makes the TLS connection with rustls and
 //! exactly those roots, and sqlx talks plain PostgreSQL to the relay.
 //! `sslrootcert=system` is the system's store (sqlx's default roots).
 //!
@@ -240,15 +240,15 @@ impl ServerCertVerifier for AnyName {
 }
 
 /// The URL sqlx is given: for [`Trust::Pinned`], plain PostgreSQL to the
-/// relay at `port` on 127.0.0.1 (user, password, database and the other
+/// relay's Unix socket in `relay_dir` (user, password, database and the other
 /// parameters kept); for [`Trust::System`], without `sslrootcert` (sqlx's
 /// roots are the system's).
 pub(crate) fn driver_options(
     url: &str,
-    relay_port: Option<u16>,
+    relay_dir: Option<&std::path::Path>,
 ) -> Result<AnyConnectOptions, String> {
     let mut opts: AnyConnectOptions = url.parse().map_err(|e| format!("{e}"))?;
-    let drop_keys: &[&str] = if relay_port.is_some() {
+    let drop_keys: &[&str] = if relay_dir.is_some() {
         &[
             "sslrootcert",
             "ssl-root-cert",
@@ -273,17 +273,18 @@ pub(crate) fn driver_options(
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let u = &mut opts.database_url;
-    if let Some(port) = relay_port {
-        u.set_host(Some("127.0.0.1")).map_err(|e| e.to_string())?;
-        u.set_port(Some(port))
+    if relay_dir.is_some() {
+        u.set_host(Some("localhost")).map_err(|e| e.to_string())?;
+        u.set_port(Some(relay::RELAY_PORT))
             .map_err(|()| "cannot set the relay port".to_string())?;
     }
     u.set_query(None);
-    if !kept.is_empty() || relay_port.is_some() {
+    if !kept.is_empty() || relay_dir.is_some() {
         let mut q = u.query_pairs_mut();
         q.extend_pairs(kept);
-        if relay_port.is_some() {
+        if let Some(dir) = relay_dir {
             q.append_pair("sslmode", "disable");
+            q.append_pair("host", &dir.to_string_lossy());
         }
     }
     Ok(opts)

@@ -1,15 +1,17 @@
-//! The relay of a pinned PostgreSQL connection: sqlx connects to a listener
-//! on 127.0.0.1; each accepted connection is carried over a TLS connection to
-//! the server that trusts only the pinned roots. The relay holds no
-//! credentials (sqlx authenticates through it), so a local process that
-//! reaches the listener gains nothing it could not do by connecting itself.
+//! The relay of a pinned PostgreSQL connection: sqlx connects to a Unix
+//! socket in a directory of its own (mode 0700, removed with the relay);
+//! each accepted connection is carried over a TLS connection to the server
+//! that trusts only the pinned roots. The relay holds no password (sqlx
+//! authenticates through it) but presents `sslcert` if one is given, so no
+//! other local user may reach it: hence a private Unix socket, not a
+//! loopback port.
 
-use std::net::Ipv4Addr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::task::AbortHandle;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -20,10 +22,14 @@ use super::Pin;
 /// PostgreSQL's SSLRequest: length 8, code 80877103.
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
+/// The port in the socket's name (sqlx looks for `DIR/.s.PGSQL.PORT`).
+pub(crate) const RELAY_PORT: u16 = 5432;
+
 /// A running relay; dropping it stops accepting (connections already
 /// carried end with their client).
 pub(crate) struct Relay {
-    port: u16,
+    /// The socket's directory (0700); removed when the relay is dropped.
+    dir: tempfile::TempDir,
     accept: AbortHandle,
     last_error: Arc<Mutex<Option<String>>>,
 }
@@ -36,8 +42,12 @@ impl Drop for Relay {
 
 impl Relay {
     pub(crate) async fn start(pin: Arc<Pin>) -> std::io::Result<Self> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        let port = listener.local_addr()?.port();
+        // Created 0700: no moment when another user could enter it.
+        let dir = tempfile::Builder::new()
+            .prefix("tollgate-pg-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()?;
+        let listener = UnixListener::bind(dir.path().join(format!(".s.PGSQL.{RELAY_PORT}")))?;
         let last_error = Arc::new(Mutex::new(None));
         let errors = last_error.clone();
         let accept = tokio::spawn(async move {
@@ -56,14 +66,16 @@ impl Relay {
         })
         .abort_handle();
         Ok(Self {
-            port,
+            dir,
             accept,
             last_error,
         })
     }
 
-    pub(crate) fn port(&self) -> u16 {
-        self.port
+    /// The directory of its socket (`.s.PGSQL.`[`RELAY_PORT`]), as sqlx's
+    /// `host=` takes it.
+    pub(crate) fn socket_dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Why the last connection through the relay failed, if one did.
@@ -75,7 +87,7 @@ impl Relay {
 /// As long as sqlx waits for a connection from the pool.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn carry(mut client: TcpStream, pin: &Pin, errors: &Mutex<Option<String>>) {
+async fn carry(mut client: UnixStream, pin: &Pin, errors: &Mutex<Option<String>>) {
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect(pin))
         .await
         .unwrap_or_else(|_| Err("no TLS connection within 10s".into()));

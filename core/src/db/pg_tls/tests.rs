@@ -89,9 +89,15 @@ fn the_driver_talks_plain_postgres_to_the_relay() {
         "sslmode=verify-full&sslrootcert={}&application_name=tg",
         ca.display()
     ));
-    let opts = driver_options(&u, Some(4321)).expect("opts");
+    let relay = tempfile::tempdir().expect("relay dir");
+    let opts = driver_options(&u, Some(relay.path())).expect("opts");
     let d = &opts.database_url;
-    assert_eq!((d.host_str(), d.port()), (Some("127.0.0.1"), Some(4321)));
+    assert_eq!((d.host_str(), d.port()), (Some("localhost"), Some(5432)));
+    let host = d
+        .query_pairs()
+        .find(|(k, _)| k == "host")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(host.as_deref(), Some(&*relay.path().to_string_lossy()));
     assert_eq!(
         (d.username(), d.password(), d.path()),
         ("tg", Some("s3cret"), "/tollgate")
@@ -105,4 +111,24 @@ fn the_driver_talks_plain_postgres_to_the_relay() {
         !q.contains("sslrootcert") && !q.contains("verify-full"),
         "{q}"
     );
+}
+
+/// The relay presents `sslcert` to the server for whoever connects to it:
+/// its socket is in a directory only this user can enter, gone with it.
+#[tokio::test]
+async fn the_relay_socket_is_private_and_removed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = write(dir.path(), "ca.pem", &ca_pem());
+    let u = url(&format!("sslmode=verify-full&sslrootcert={}", ca.display()));
+    let Ok(Trust::Pinned(pin)) = trust_of(&u) else {
+        panic!("not pinned");
+    };
+    let relay = Relay::start(pin).await.expect("relay");
+    let at = relay.socket_dir().to_path_buf();
+    let mode = std::fs::metadata(&at).expect("dir").permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{at:?}");
+    assert!(at.join(".s.PGSQL.5432").exists());
+    drop(relay);
+    assert!(!at.exists(), "{at:?} left behind");
 }
