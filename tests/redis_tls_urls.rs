@@ -91,6 +91,23 @@ fn check_config(dir: &Path, db_url: &str, yaml: &str) -> (bool, String) {
     )
 }
 
+/// `tollgate proxy` on this config exits non-zero at once: its stderr.
+fn proxy_refuses_to_start(dir: &Path, db_url: &str, yaml: &str) -> String {
+    let text = format!(
+        "proxy:\n  listen: \"127.0.0.1:1\"\nstorage:\n  database_url: \"{db_url}\"\n{yaml}"
+    );
+    let file = write(dir, "start.yaml", &text);
+    let out = tollgate()
+        .arg("proxy")
+        .arg("--config")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run proxy");
+    assert!(!out.status.success(), "started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 async fn status(p: &Proxy, key: &str) -> u16 {
     reqwest::Client::new()
         .get(p.url("/api/users"))
@@ -307,9 +324,44 @@ async fn postgres_over_tls_with_sslrootcert_and_refused_without_tls() {
     assert!(Db::connect(&format!("{base}?sslmode=disable"))
         .await
         .is_err());
+    // sslrootcert pins: only its certificates are trusted (sqlx alone would
+    // add them to the system's roots). A CA that did not sign the server's
+    // certificate is refused in every verifying mode, with the reason.
     let other = write(dir.path(), "other-ca.pem", &pki().ca);
-    let wrong = format!("{base}?sslmode=verify-full&sslrootcert={}", other.display());
-    assert!(Db::connect(&wrong).await.is_err());
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let wrong = format!("{base}?sslmode={mode}&sslrootcert={}", other.display());
+        let e = Db::connect(&wrong).await.expect_err(mode).to_string();
+        assert!(
+            e.contains("sslrootcert") && e.contains("other-ca.pem"),
+            "{mode}: {e}"
+        );
+        let right = format!("{base}?sslmode={mode}&sslrootcert={}", ca.display());
+        Db::connect(&right).await.expect(mode).close().await;
+    }
+    // A root file that is missing or not PEM is a config error at its
+    // setting, for check-config and at start; the password is never printed.
+    let junk = write(dir.path(), "junk.pem", "not a certificate\n");
+    let missing = dir.path().join("missing.pem");
+    let with_password = base.replacen("postgres@", "postgres:s3cret@", 1);
+    for file in [&missing, &junk] {
+        let url = format!(
+            "{with_password}?sslmode=verify-full&sslrootcert={}",
+            file.display()
+        );
+        let (ok, err) = check_config(dir.path(), &url, &yaml);
+        assert!(!ok, "{file:?} accepted");
+        assert!(
+            err.contains("storage.database_url") && err.contains("sslrootcert"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "password printed: {err}");
+        let err = proxy_refuses_to_start(dir.path(), &url, &yaml);
+        assert!(
+            err.contains("storage.database_url") && err.contains("sslrootcert"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "password printed: {err}");
+    }
     // A bad sslmode is refused by check-config.
     let (ok, err) = check_config(dir.path(), &format!("{base}?sslmode=sometimes"), &yaml);
     assert!(!ok && err.contains("storage.database_url"), "{err}");

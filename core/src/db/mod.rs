@@ -23,6 +23,7 @@ pub mod instances;
 pub mod keys;
 #[cfg(any(test, feature = "testing"))]
 pub mod own_postgres;
+pub mod pg_tls;
 pub mod plans;
 pub mod quota_adjustments;
 pub mod quota_counts;
@@ -78,6 +79,10 @@ pub enum DbError {
     Corrupt(String),
     #[error("{0}")]
     Conflict(String),
+    /// PostgreSQL's TLS settings (`sslrootcert`, …) are unusable or the
+    /// server failed them; never holds the URL.
+    #[error("{0}")]
+    Tls(String),
     /// A value that would take stored data out of its range (422 naming
     /// `field` on HTTP): nothing was stored.
     #[error("{field}: {message}")]
@@ -94,6 +99,9 @@ pub struct Db {
     kind: DbKind,
     /// The URL as given to [`Db::connect`] (may hold a password: never logged).
     url: Arc<str>,
+    /// The TLS relay of a pinned `sslrootcert` (`pg_tls`), alive as long as
+    /// the pool.
+    _relay: Option<Arc<pg_tls::Relay>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -172,10 +180,46 @@ pub async fn connect_read_only(url: &str) -> Result<Option<AnyConnection>, DbErr
     let url = match DbKind::of_url(url)? {
         DbKind::Sqlite if is_sqlite_memory(url) => return Ok(None),
         DbKind::Sqlite => sqlite_read_only_url(url),
-        DbKind::Postgres => url.to_string(),
+        DbKind::Postgres => {
+            let (options, relay) = postgres_options(url).await?;
+            // The relay's accept loop may stop: this connection is carried on.
+            return match options.connect().await {
+                Ok(conn) => Ok(Some(conn)),
+                Err(e) => Err(relay_error(relay.as_ref(), e)),
+            };
+        }
     };
     let options: AnyConnectOptions = url.parse()?;
     Ok(Some(options.connect().await?))
+}
+
+/// The options sqlx connects with, and the relay a pinned `sslrootcert`
+/// needs (see [`pg_tls`]).
+async fn postgres_options(
+    url: &str,
+) -> Result<(AnyConnectOptions, Option<pg_tls::Relay>), DbError> {
+    match pg_tls::trust_of(url).map_err(DbError::Tls)? {
+        pg_tls::Trust::Driver => Ok((url.parse()?, None)),
+        pg_tls::Trust::System => Ok((
+            pg_tls::driver_options(url, None).map_err(DbError::Tls)?,
+            None,
+        )),
+        pg_tls::Trust::Pinned(pin) => {
+            let relay = pg_tls::Relay::start(pin).await.map_err(sqlx::Error::Io)?;
+            let options =
+                pg_tls::driver_options(url, Some(relay.socket_dir())).map_err(DbError::Tls)?;
+            Ok((options, Some(relay)))
+        }
+    }
+}
+
+/// A failed connection through the relay is reported with the relay's reason
+/// (the certificate was not trusted, …): sqlx only saw the relay hang up.
+fn relay_error(relay: Option<&pg_tls::Relay>, e: sqlx::Error) -> DbError {
+    match relay.and_then(pg_tls::Relay::last_error) {
+        Some(reason) => DbError::Tls(reason),
+        None => DbError::Sqlx(e),
+    }
 }
 
 fn is_sqlite_memory(url: &str) -> bool {
@@ -286,16 +330,18 @@ impl Db {
             pool,
             kind: DbKind::Sqlite,
             url: Arc::from(url),
+            _relay: None,
         })
     }
 
     async fn connect_postgres(url: &str) -> Result<Self, DbError> {
-        let options: AnyConnectOptions = url.parse()?;
+        let (options, relay) = postgres_options(url).await?;
         let pool = AnyPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
-            .await?;
+            .await
+            .map_err(|e| relay_error(relay.as_ref(), e))?;
         // sqlx takes an advisory lock, so concurrent starts migrate once. A
         // database that is up to date is left alone, so that a role without
         // CREATE rights (the proxies' role, deploy/postgres/roles.sql) can
@@ -307,6 +353,7 @@ impl Db {
             pool,
             kind: DbKind::Postgres,
             url: Arc::from(url),
+            _relay: relay.map(Arc::new),
         })
     }
 

@@ -185,14 +185,9 @@ where
                 continue;
             };
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
+                let Some(buf) = read_head(&mut s).await else {
+                    return;
+                };
                 let head = String::from_utf8_lossy(&buf).into_owned();
                 let target = head.split(' ').nth(1).unwrap_or_default().to_string();
                 let body = answer(&target);
@@ -238,4 +233,18 @@ pub fn resolve_dots(path: &str) -> String {
         }
     }
     format!("/{}", out.join("/"))
+}
+
+/// Read from `s` until a request head has ended (`\r\n\r\n`): what was
+/// read, or `None` if the connection ended first.
+pub async fn read_head(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some(buf)
 }

@@ -105,14 +105,9 @@ pub async fn sse_upstream(
             };
             let received = received.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
+                let Some(buf) = super::raw::read_head(&mut s).await else {
+                    return;
+                };
                 let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
                 if s.write_all(head.as_bytes()).await.is_err() {
                     return;
@@ -164,14 +159,9 @@ impl HeldUpstream {
                 };
                 let waiting = shared.clone();
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
+                    let Some(buf) = super::raw::read_head(&mut s).await else {
+                        return;
+                    };
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     waiting.lock().push(Some(tx));
                     let _ = rx.await;
@@ -213,14 +203,9 @@ pub async fn large_body_upstream(bytes: usize) -> (SocketAddr, Arc<AtomicUsize>)
             };
             let open = count.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
+                let Some(buf) = super::raw::read_head(&mut s).await else {
+                    return;
+                };
                 open.fetch_add(1, Ordering::SeqCst);
                 answer_large(&mut s, bytes).await;
                 open.fetch_sub(1, Ordering::SeqCst);

@@ -15,6 +15,10 @@ impl Validator<'_> {
                         "storage.database_url",
                         format!("invalid PostgreSQL URL: {e}"),
                     );
+                } else if let Err(e) = crate::db::pg_tls::check_url(&url) {
+                    // The root file (and client certificate) as a connection
+                    // will read them: missing, unreadable or not PEM.
+                    self.error("storage.database_url", e);
                 }
                 url
             }
