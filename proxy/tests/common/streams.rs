@@ -105,9 +105,9 @@ pub async fn sse_upstream(
             };
             let received = received.clone();
             tokio::spawn(async move {
-                let Some(buf) = super::raw::read_head(&mut s).await else {
+                if super::raw::read_head(&mut s).await.is_none() {
                     return;
-                };
+                }
                 let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
                 if s.write_all(head.as_bytes()).await.is_err() {
                     return;
@@ -159,9 +159,9 @@ impl HeldUpstream {
                 };
                 let waiting = shared.clone();
                 tokio::spawn(async move {
-                    let Some(buf) = super::raw::read_head(&mut s).await else {
+                    if super::raw::read_head(&mut s).await.is_none() {
                         return;
-                    };
+                    }
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     waiting.lock().push(Some(tx));
                     let _ = rx.await;
@@ -203,9 +203,9 @@ pub async fn large_body_upstream(bytes: usize) -> (SocketAddr, Arc<AtomicUsize>)
             };
             let open = count.clone();
             tokio::spawn(async move {
-                let Some(buf) = super::raw::read_head(&mut s).await else {
+                if super::raw::read_head(&mut s).await.is_none() {
                     return;
-                };
+                }
                 open.fetch_add(1, Ordering::SeqCst);
                 answer_large(&mut s, bytes).await;
                 open.fetch_sub(1, Ordering::SeqCst);
