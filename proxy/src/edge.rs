@@ -283,8 +283,16 @@ pub fn inspect(
             ),
         ));
     }
-    let canonical = path::canonicalize(req.raw_path(), cfg.path_policy)
-        .map_err(|e| Refusal::keep(e.reason(), answer::bad_path(e)))?;
+    let canonical = path::canonicalize(req.raw_path(), cfg.path_policy).map_err(|e| {
+        // A control byte (raw, it breaks the request line itself: RFC 9112
+        // §3) closes the connection: what follows it is not trusted to be a
+        // request.
+        if e == path::PathError::ControlByte {
+            Refusal::close(e.reason(), answer::bad_path(e))
+        } else {
+            Refusal::keep(e.reason(), answer::bad_path(e))
+        }
+    })?;
     check_framing(req, raw)?;
     let peer = peer.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let client = net::resolve_with(peer, &cfg.trusted_proxies, || {

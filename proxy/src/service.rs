@@ -382,6 +382,9 @@ impl ProxyHttp for Gateway {
         // And each write of the answer (HTTP/1 and h2): a client that stops
         // reading frees its stream slot and upstream connection then.
         session.set_write_timeout(Some(body_timeout));
+        // HTTP/1 requests sent before the previous answer was read are
+        // served in turn (RFC 9112 §9.3.2; the edge scans each one's header).
+        session.set_pipelining_enabled(true);
         if session.is_http2() && !session.is_body_done() {
             ctx.h2_body_since = Some(std::time::Instant::now());
         }

@@ -415,6 +415,45 @@ async fn header_fields_are_counted_per_request_not_in_bodies() {
     assert_eq!(raw::statuses(&all), vec![201, 200, 431], "{all}");
 }
 
+/// Black-box round 14: the field count restarted per request, so a
+/// pipelined request whose body arrived in the same read could have its body
+/// counted as header fields (a false 431), and a pipelined follow-up's header
+/// went unscanned (Pingora's bare 400 for 257 fields). Sent in ONE write: a
+/// POST with a 300-line body, then a GET, are both served; a GET, then a
+/// GET with 257 fields: the second is 431 problem+json.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_scanned_each_from_its_own_start() {
+    let (p, key) = setup().await;
+    let body = "a\r\n".repeat(300);
+    let post = format!(
+        "POST /api/users HTTP/1.1\r\nHost: t\r\nx-api-key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let get = format!(
+        "GET /api/users HTTP/1.1\r\nHost: t\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n"
+    );
+    let both = format!("{post}{get}");
+    let resp = raw::exchange(None, p.addr, both.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(raw::statuses(&resp), vec![201, 200], "{resp}");
+
+    // The same with a chunked body whose chunks hold the lines.
+    let chunks: String = (0..300).map(|_| "3\r\na\r\n\r\n").collect();
+    let chunked = format!(
+        "POST /api/users HTTP/1.1\r\nHost: t\r\nx-api-key: {key}\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}0\r\nx-t: 1\r\n\r\n"
+    );
+    let both = format!("{chunked}{get}");
+    let resp = raw::exchange(None, p.addr, both.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(raw::statuses(&resp), vec![201, 200], "{resp}");
+
+    let first = format!("GET /api/users HTTP/1.1\r\nHost: t\r\nx-api-key: {key}\r\n\r\n");
+    let many = raw::with_fields("/api/users", &key, 257);
+    let both = format!("{first}{many}");
+    let resp = raw::exchange(None, p.addr, both.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(raw::statuses(&resp), vec![200, 431], "{resp}");
+    let second = &resp[resp.rfind("HTTP/1.1 431").unwrap_or_default()..];
+    assert_431(&raw::parse(second), "max_header_fields");
+}
+
 /// RFC 9112 framing: every smuggling shape is a 400 and the connection is
 /// closed, so a request hidden behind it is never served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

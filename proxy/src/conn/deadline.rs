@@ -13,12 +13,15 @@
 //! - if nothing arrived (an idle keep-alive connection), it ends the read
 //!   (end of file) and Pingora closes the connection quietly.
 //!
-//! It also scans each request header as it is read ([`HeaderScan`]): one
-//! byte before Pingora's parser would give up on it (too many fields, too
-//! many bytes) and answer a bare `400`, it writes `431` problem+json
-//! (`Connection: close`) the same way, without passing those bytes on, and
-//! reads what the client still sends for at most [`super::ANSWER_GRACE`]
-//! before the connection ends, so that the answer is not lost to a reset.
+//! It also follows the request stream as it is read ([`RequestScan`]: each
+//! request header from its own first byte, bodies skipped by their framing,
+//! pipelined requests included): one byte before Pingora's parser would give
+//! up on a header (too many fields, too many bytes) and answer a bare `400`,
+//! it passes on only the bytes before that one (earlier pipelined requests
+//! are served), then, at the parser's next read, writes `431` problem+json
+//! (`Connection: close`) the same way and reads what the client still sends
+//! for at most [`super::ANSWER_GRACE`] before the connection ends, so that
+//! the answer is not lost to a reset.
 //!
 //! Everything else (digests, ALPN, peek, id) is the wrapped stream's.
 
@@ -42,7 +45,8 @@ use tokio::time::{Instant, Sleep};
 
 use crate::answer::{self, Answer};
 
-use super::fields::HeaderScan;
+use super::fields::Over;
+use super::framing::RequestScan;
 use super::ConnEnd;
 
 /// Shared between a [`HeaderDeadline`] and the edge that waits on it.
@@ -90,8 +94,11 @@ pub struct HeaderDeadline {
     read: usize,
     phase: Phase,
     answer: Vec<u8>,
-    /// The request header being read, against the parser's limits.
-    scan: HeaderScan,
+    /// The request stream, against the parser's limits.
+    scan: RequestScan,
+    /// A header went over a limit after the bytes last passed on: refuse at
+    /// the next read.
+    over: Option<Over>,
     /// `proxy.max_header_bytes`, named by a 431 for too many bytes.
     max_header_bytes: usize,
     /// Drain the client's bytes after the answer (a refusal).
@@ -143,7 +150,8 @@ impl HeaderDeadline {
             read: 0,
             phase: Phase::Reading,
             answer: Vec::new(),
-            scan: HeaderScan::new(),
+            scan: RequestScan::new(),
+            over: None,
             max_header_bytes,
             linger: false,
         }))
@@ -154,7 +162,6 @@ impl HeaderDeadline {
     fn start_next_request(&mut self) {
         self.read = 0;
         self.idle = true;
-        self.scan = HeaderScan::new();
         let ms = self.flags.idle_ms.load(Ordering::Acquire);
         if ms > 0 {
             self.keepalive = Duration::from_millis(ms);
@@ -287,14 +294,27 @@ impl AsyncRead for HeaderDeadline {
         if this.flags.rearm.swap(false, Ordering::AcqRel) {
             this.start_next_request();
         }
+        if let Some(over) = this.over {
+            if this.flags.done.load(Ordering::Acquire) {
+                // An earlier pipelined request is being served (Pingora's
+                // idle probe): its answer goes first; the refused header is
+                // the next one Pingora reads.
+                return Poll::Pending;
+            }
+            let refusal = over.refusal(this.max_header_bytes);
+            return this.refuse(&refusal, cx).map(Ok);
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &r {
-            if let Err(over) = this.scan.feed(&buf.filled()[before..]) {
-                // Pingora's parser never sees these bytes.
-                buf.set_filled(before);
-                let refusal = over.refusal(this.max_header_bytes);
-                return this.refuse(&refusal, cx).map(Ok);
+            if let Err((at, over)) = this.scan.feed(&buf.filled()[before..]) {
+                // Pingora's parser never sees the bytes from `at` on.
+                buf.set_filled(before + at);
+                if at == 0 {
+                    let refusal = over.refusal(this.max_header_bytes);
+                    return this.refuse(&refusal, cx).map(Ok);
+                }
+                this.over = Some(over);
             }
             let n = buf.filled().len() - before;
             this.read += n;

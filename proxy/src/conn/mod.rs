@@ -25,6 +25,7 @@
 
 mod deadline;
 mod fields;
+mod framing;
 mod handshake;
 mod side;
 
@@ -92,11 +93,10 @@ pub fn header_done_idle(idle: Duration) -> bool {
 
 /// Called by the service when a request is finished (answered and logged):
 /// on a keep-alive connection the next request header gets its own deadline
-/// (`keepalive_timeout` for its first byte, then `header_timeout`) and its
-/// own scan against the parser's limits. (Pingora closes a connection
-/// answered before its request body was read, so what comes next is the
-/// next request, never the rest of a body.) Outside an [`EdgeApp`] (HTTP/2
-/// streams) a no-op.
+/// (`keepalive_timeout` for its first byte, then `header_timeout`). (The
+/// scan against the parser's limits follows the byte stream itself, bodies
+/// and pipelined requests included: `framing`.) Outside an
+/// [`EdgeApp`] (HTTP/2 streams) a no-op.
 pub fn request_finished() {
     let _ = HEADER_DONE.try_with(|f| {
         f.done.store(false, Ordering::Release);
