@@ -29,7 +29,7 @@ pub fn login(outcome: &str) {
 }
 
 /// `tollgate_admin_connections_refused_total{reason}`: connections closed at
-/// accept (`max_connections`) or for a timeout (`header_timeout`:
+/// accept (`max_connections`, `per_ip_cap`) or for a timeout (`header_timeout`:
 /// no first request header within it of accept, `idle`, and `body_timeout`: a request body not received
 /// in time, answered 408).
 pub fn connection_refused(reason: &str) {
@@ -37,7 +37,7 @@ pub fn connection_refused(reason: &str) {
     if let Some(c) = C.get_or_init(|| {
         counter(
             "tollgate_admin_connections_refused_total",
-            "Admin API connections closed by the listener, by reason (max_connections, header_timeout, idle, body_timeout)",
+            "Admin API connections closed by the listener, by reason (max_connections, per_ip_cap, header_timeout, idle, body_timeout)",
             &["reason"],
         )
     }) {

@@ -8,12 +8,16 @@
 //!   that long is closed (silent and half-sent connections).
 //! - `admin.max_connections`: connections beyond it are closed at accept, so
 //!   idle sockets cannot use up the process's file descriptors.
+//! - `admin.max_connections_per_ip`: one client address (IPv6: /64) holds at
+//!   most that many of them, so it cannot lock everyone else out
+//!   ([`per_ip`]); more are closed at accept.
 //! - `Host` allow-list: a browser tricked by DNS rebinding sends the
 //!   attacker's host name, so only `localhost`, IP literals (which cannot be
 //!   rebound) and the names in `admin.allowed_hosts` are answered; anything
 //!   else is 421 `host-not-allowed`.
 
 mod idle;
+mod per_ip;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -134,6 +138,8 @@ pub struct Options {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// 0: no cap.
+    pub max_connections_per_ip: u32,
 }
 
 impl Options {
@@ -143,6 +149,7 @@ impl Options {
             header_timeout: c.header_timeout,
             idle_timeout: c.idle_timeout,
             max_connections: c.max_connections,
+            max_connections_per_ip: c.max_connections_per_ip,
         }
     }
 }
@@ -156,6 +163,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let per_ip = per_ip::PerIp::new(opts.max_connections_per_ip);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -170,6 +178,12 @@ pub async fn serve(
                 }
             },
             () = &mut shutdown => break,
+        };
+        // The address's own cap first: a client at it takes no global slot.
+        let Some(ip_slot) = per_ip.admit(peer.ip()) else {
+            crate::metrics::connection_refused("per_ip_cap");
+            drop(stream);
+            continue;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             crate::metrics::connection_refused("max_connections");
@@ -198,7 +212,7 @@ pub async fn serve(
         ));
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slots = (permit, ip_slot);
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
