@@ -76,7 +76,8 @@ async fn no_store(
 }
 
 /// Serve the admin API on `listener` until `shutdown` completes, then finish
-/// the requests in flight: header and idle timeouts, `admin.max_connections`,
+/// the requests in flight: header and idle timeouts, `admin.max_connections`
+/// and `max_connections_per_ip`,
 /// the `Host` allow-list (see [`listener`]) and the audit retention task.
 pub async fn serve(
     listener: tokio::net::TcpListener,

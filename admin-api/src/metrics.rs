@@ -29,14 +29,15 @@ pub fn login(outcome: &str) {
 }
 
 /// `tollgate_admin_connections_refused_total{reason}`: connections closed at
-/// accept (`max_connections`) or for a timeout (`idle`, and `body_timeout`:
-/// a request body not received in time, answered 408).
+/// accept (`max_connections`, `per_ip_cap`) or for a timeout (`header_timeout`:
+/// no first request header within it of accept, `idle`, and `body_timeout`: a request body not received
+/// in time, answered 408).
 pub fn connection_refused(reason: &str) {
     static C: OnceLock<Option<IntCounterVec>> = OnceLock::new();
     if let Some(c) = C.get_or_init(|| {
         counter(
             "tollgate_admin_connections_refused_total",
-            "Admin API connections closed by the listener, by reason (max_connections, idle, body_timeout)",
+            "Admin API connections closed by the listener, by reason (max_connections, per_ip_cap, header_timeout, idle, body_timeout)",
             &["reason"],
         )
     }) {

@@ -1,5 +1,6 @@
 //! The admin listener: `Host` allow-list (DNS rebinding), header and idle
-//! timeouts, the connection cap, `Cache-Control: no-store`, and the health
+//! timeouts (a silent connection too), the connection caps (total and per
+//! address), `Cache-Control: no-store`, and the health
 //! endpoint's public summary and cached probe.
 
 use std::io::{Read, Write};
@@ -209,9 +210,20 @@ async fn silent_half_sent_and_idle_connections_are_closed(app: TestApp) {
 }
 both!(silent_half_sent_and_idle_connections_are_closed);
 
-/// `tollgate_admin_connections_refused_total{reason}` as `/metrics` shows it.
+/// A client from 127.0.0.2 that keeps no connection open: it never counts
+/// against 127.0.0.1's connections, nor is refused with them.
+fn other_address() -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(Some("127.0.0.2".parse().expect("ip")))
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client")
+}
+
+/// `tollgate_admin_connections_refused_total{reason}` as `/metrics` shows it
+/// (asked from [`other_address`]).
 async fn refused(app: &TestApp, reason: &str) -> u64 {
-    let text = send(app.anon(Method::GET, "/metrics"))
+    let text = send(other_address().get(app.url("/metrics")))
         .await
         .text()
         .await
@@ -354,6 +366,112 @@ async fn connections_beyond_the_cap_are_closed(app: TestApp) {
 }
 both!(connections_beyond_the_cap_are_closed);
 
+/// Round 14 (black-box): 512 silent connections locked everyone out of the
+/// admin port for the 60 s idle timeout, again and again. A connection
+/// whose first request header is not in within `admin.header_timeout` of
+/// accept (nothing sent, or one byte) is closed then.
+async fn a_silent_connection_is_closed_at_the_header_timeout(app: TestApp) {
+    let postgres = app.db.kind() == tollgate_core::db::DbKind::Postgres;
+    drop(app);
+    let Some(app) = TestApp::fresh(postgres, config_with("  header_timeout: 1s\n"), 1, 4).await
+    else {
+        return;
+    };
+    let before = refused(&app, "header_timeout").await;
+    let addr = app.addr();
+    let took = tokio::task::spawn_blocking(move || {
+        let mut silent = TcpStream::connect(addr).expect("connect");
+        let start = Instant::now();
+        // The idle timeout is 60 s: well past this.
+        assert!(
+            closed_within(&mut silent, Duration::from_secs(10)),
+            "a silent connection outlived header_timeout"
+        );
+        let took = start.elapsed();
+        // One byte that leaves HTTP/1 or HTTP/2 undecided ("P" of the h2
+        // preface), then nothing: the same deadline.
+        let mut one_byte = TcpStream::connect(addr).expect("connect");
+        one_byte.write_all(b"P").expect("write");
+        assert!(
+            closed_within(&mut one_byte, Duration::from_secs(10)),
+            "a one-byte connection outlived header_timeout"
+        );
+        took
+    })
+    .await
+    .expect("join");
+    assert!(took >= Duration::from_millis(800), "closed after {took:?}");
+    assert!(refused(&app, "header_timeout").await > before);
+    // A prompt request is still served.
+    let res = send(app.anon(Method::GET, "/api/health")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+both!(a_silent_connection_is_closed_at_the_header_timeout);
+
+/// Round 14 (black-box): one address may hold `admin.max_connections_per_ip`
+/// (default 32) admin connections; more are closed at accept, and another
+/// address is still served.
+async fn one_address_cannot_take_every_connection(app: TestApp) {
+    let postgres = app.db.kind() == tollgate_core::db::DbKind::Postgres;
+    drop(app);
+    // Long header timeout: the held connections stay while we look.
+    let Some(app) = TestApp::fresh(postgres, config_with("  header_timeout: 60s\n"), 1, 4).await
+    else {
+        return;
+    };
+    let before = refused(&app, "per_ip_cap").await;
+    let addr = app.addr();
+    let (held, refused_now) = tokio::task::spawn_blocking(move || {
+        let mut conns: Vec<TcpStream> = (0..40)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        // Accepted in order: the 33rd and later are closed at once.
+        let over = conns.split_off(32);
+        let refused_now = over
+            .into_iter()
+            .filter_map(|mut s| closed_within(&mut s, Duration::from_secs(10)).then_some(()))
+            .count();
+        (conns, refused_now)
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        refused_now, 8,
+        "connections over the per-address cap were kept"
+    );
+    // Another loopback address is served meanwhile.
+    let res = send(other_address().get(app.url("/api/health"))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // The held ones are still open (not the ones closed).
+    let mut held = held;
+    let first = held.first_mut().expect("held");
+    first.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 1];
+    assert!(
+        matches!(first.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a connection under the cap was closed"
+    );
+    drop(held);
+    // The address's slots come back once its connections close.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let res = reqwest::Client::new()
+            .get(app.url("/api/health"))
+            .send()
+            .await;
+        if res.is_ok_and(|r| r.status() == StatusCode::OK) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the address's slots never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused(&app, "per_ip_cap").await >= before + 8);
+}
+both!(one_address_cannot_take_every_connection);
+
 async fn answers_with_secrets_are_not_cached(app: TestApp) {
     let res = app.login("admin", ADMIN_PASSWORD).await;
     assert_eq!(res.headers()["cache-control"], "no-store");
@@ -404,7 +522,9 @@ both!(health_without_a_token_is_only_a_status);
 async fn health_probes_are_cached_and_shared(app: TestApp) {
     let before = app.state.health_cache().probes();
     let mut calls = Vec::new();
-    for _ in 0..40 {
+    // 30 at once: under `admin.max_connections_per_ip` (32), as each may
+    // take a connection of its own.
+    for _ in 0..30 {
         let req = app.anon(Method::GET, "/api/health");
         calls.push(tokio::spawn(async move {
             req.send().await.expect("r").status()

@@ -210,6 +210,9 @@ pub struct AdminConfig {
     pub idle_timeout: Duration,
     /// Open connections accepted at once; more are closed at accept.
     pub max_connections: usize,
+    /// Open connections per client address (IPv6: per /64), so one client
+    /// cannot take every `max_connections` slot; 0: no cap.
+    pub max_connections_per_ip: u32,
     /// Audit events older than this are deleted.
     pub audit_retention: Duration,
 }
@@ -223,6 +226,7 @@ pub const MAX_SESSION_TTL: Duration = Duration::from_secs(30 * 86_400);
 pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_ADMIN_MAX_CONNECTIONS: u64 = 512;
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS_PER_IP: u32 = 32;
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(365 * 86_400);
 
 #[derive(Debug, Clone, PartialEq)]

@@ -201,7 +201,7 @@ pub struct RawTls {
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping of admin settings (listen, jwt_secret_env, session_ttl, allowed_hosts, header_timeout, idle_timeout, max_connections, audit_retention)"
+    expecting = "a mapping of admin settings (listen, jwt_secret_env, session_ttl, allowed_hosts, header_timeout, idle_timeout, max_connections, max_connections_per_ip, audit_retention)"
 )]
 pub struct RawAdmin {
     pub listen: Option<Scalar>,
@@ -211,6 +211,7 @@ pub struct RawAdmin {
     pub header_timeout: Option<Scalar>,
     pub idle_timeout: Option<Scalar>,
     pub max_connections: Option<Scalar>,
+    pub max_connections_per_ip: Option<Scalar>,
     pub audit_retention: Option<Scalar>,
 }
 

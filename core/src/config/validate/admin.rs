@@ -69,6 +69,14 @@ impl Validator<'_> {
             1_000_000,
             DEFAULT_ADMIN_MAX_CONNECTIONS,
         );
+        // One client may not take every slot (black-box round 14).
+        let max_connections_per_ip = self.count_or(
+            "admin.max_connections_per_ip",
+            &a.max_connections_per_ip,
+            0,
+            1_000_000,
+            DEFAULT_ADMIN_MAX_CONNECTIONS_PER_IP,
+        );
         let audit_retention = self.duration_within(
             "admin.audit_retention",
             &a.audit_retention,
@@ -84,6 +92,7 @@ impl Validator<'_> {
             header_timeout,
             idle_timeout,
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            max_connections_per_ip,
             audit_retention,
         }
     }

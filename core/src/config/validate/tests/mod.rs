@@ -90,6 +90,7 @@ fn empty_document_gives_the_defaults() {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 512,
+            max_connections_per_ip: 32,
             audit_retention: Duration::from_secs(365 * 86_400),
         },
         storage: StorageConfig {

@@ -171,6 +171,8 @@ fn bad_inputs_are_reported_where_they_are() {
             ("admin:\n  session_ttl: 1s\n", 2, 16, "admin.session_ttl: must be at least 1m"),
             ("admin:\n  allowed_hosts: [\"evil host/\"]\n", 2, 19, "admin.allowed_hosts[0]: \"evil host/\" is not a host name"),
             ("admin:\n  max_connections: 0\n", 2, 20, "admin.max_connections: must be greater than 0"),
+            ("admin:\n  max_connections_per_ip: -1\n", 2, 27, "admin.max_connections_per_ip: must be at least 0"),
+            ("admin:\n  max_connections_per_ip: 2000000\n", 2, 27, "admin.max_connections_per_ip: must be"),
             ("admin:\n  audit_retention: 1h\n", 2, 20, "admin.audit_retention: must be at least 1d"),
             ("limiter:\n  backend: memcached\n", 2, 12, "limiter.backend: expected local or redis, got \"memcached\""),
             ("limiter:\n  backend: redis\n", 2, 3, "limiter.redis_url: missing required field (required when backend is redis)"),

@@ -2,21 +2,27 @@
 //! admin port needs.
 //!
 //! - `admin.header_timeout`: a client must send a whole request header in
-//!   time (slowloris).
+//!   time (slowloris); the first one counts from accept, so a connection
+//!   that sends nothing is closed then too ([`idle`]).
 //! - `admin.idle_timeout`: a connection with nothing received or sent for
 //!   that long is closed (silent and half-sent connections).
 //! - `admin.max_connections`: connections beyond it are closed at accept, so
 //!   idle sockets cannot use up the process's file descriptors.
+//! - `admin.max_connections_per_ip`: one client address (IPv6: /64) holds at
+//!   most that many of them, so it cannot lock everyone else out
+//!   ([`per_ip`]); more are closed at accept.
 //! - `Host` allow-list: a browser tricked by DNS rebinding sends the
 //!   attacker's host name, so only `localhost`, IP literals (which cannot be
 //!   rebound) and the names in `admin.allowed_hosts` are answered; anything
 //!   else is 421 `host-not-allowed`.
 
+mod idle;
+mod per_ip;
+
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -24,10 +30,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
-use tokio::time::Sleep;
 use tollgate_core::config::AdminConfig;
 use tower::ServiceExt;
 
@@ -135,6 +138,8 @@ pub struct Options {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// 0: no cap.
+    pub max_connections_per_ip: u32,
 }
 
 impl Options {
@@ -144,6 +149,7 @@ impl Options {
             header_timeout: c.header_timeout,
             idle_timeout: c.idle_timeout,
             max_connections: c.max_connections,
+            max_connections_per_ip: c.max_connections_per_ip,
         }
     }
 }
@@ -157,6 +163,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let per_ip = per_ip::PerIp::new(opts.max_connections_per_ip);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -172,24 +179,40 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // The address's own cap first: a client at it takes no global slot.
+        let Some(ip_slot) = per_ip.admit(peer.ip()) else {
+            crate::metrics::connection_refused("per_ip_cap");
+            drop(stream);
+            continue;
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             crate::metrics::connection_refused("max_connections");
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // Set when the first request header is in: the end of the header
+        // deadline counted from accept (`idle::IdleIo`).
+        let header_done = Arc::new(AtomicBool::new(false));
+        let done = header_done.clone();
         let svc =
             app.clone()
                 .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    done.store(true, Ordering::Release);
                     req.extensions_mut().insert(ConnectInfo(peer));
                     req
                 });
         let svc = hyper_util::service::TowerToHyperService::new(svc);
-        let io = TokioIo::new(IdleIo::new(stream, opts.idle_timeout));
         let header_timeout = opts.header_timeout;
+        let io = TokioIo::new(idle::IdleIo::new(
+            stream,
+            opts.idle_timeout,
+            header_timeout,
+            header_done,
+        ));
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slots = (permit, ip_slot);
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -210,93 +233,6 @@ pub async fn serve(
         tracing::warn!("admin API connections still open after 10 s; closing them");
     }
     Ok(())
-}
-
-/// A TCP stream that fails its pending read once nothing was received or
-/// sent for `timeout`.
-struct IdleIo {
-    inner: TcpStream,
-    timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
-}
-
-impl IdleIo {
-    fn new(inner: TcpStream, timeout: Duration) -> Self {
-        Self {
-            inner,
-            timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
-        }
-    }
-
-    fn touch(&mut self) {
-        let at = tokio::time::Instant::now() + self.timeout;
-        self.sleep.as_mut().reset(at);
-    }
-}
-
-impl AsyncRead for IdleIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                self.touch();
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if self.sleep.as_mut().poll(cx).is_ready() {
-                    crate::metrics::connection_refused("idle");
-                    Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "idle connection closed",
-                    )))
-                } else {
-                    Poll::Pending
-                }
-            }
-        }
-    }
-}
-
-impl AsyncWrite for IdleIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
 }
 
 #[cfg(test)]
