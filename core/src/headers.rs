@@ -85,6 +85,60 @@ pub fn cgi(name: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The most `Connection` tokens a request may carry (Pingora refuses the
+/// tenth nomination when it builds the upstream request).
+pub const MAX_CONNECTION_TOKENS: usize = 9;
+
+/// Why a request's `Connection` field lines (`values`) are refused, if they
+/// are. Each token names a hop-by-hop header that is removed before
+/// forwarding (RFC 9110 §7.6.1), so a token naming a header that frames the
+/// request or that the proxy sets (`Host`, `Content-Length`,
+/// `Transfer-Encoding`, `X-Forwarded-*`, `X-Request-Id`, `X-Tollgate-*`)
+/// would take it from the forwarded request; so are tokens that are not
+/// header names (`:authority`, `"quoted"`) and more than
+/// [`MAX_CONNECTION_TOKENS`]. `close`, `keep-alive`, `upgrade`, `te` and
+/// other names pass. Refused before routing: Pingora would refuse these
+/// only once the key and limits were spent.
+pub fn connection_problem<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<String> {
+    let mut count = 0;
+    for token in values
+        .into_iter()
+        .flat_map(|v| v.split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+    {
+        count += 1;
+        if count > MAX_CONNECTION_TOKENS {
+            return Some(format!(
+                "the Connection header may list {MAX_CONNECTION_TOKENS} options at most"
+            ));
+        }
+        let Some(name) = std::str::from_utf8(token)
+            .ok()
+            .filter(|t| t.bytes().all(is_tchar))
+        else {
+            return Some("a Connection option must be a header name".into());
+        };
+        let n = cgi(name);
+        let n = n.as_ref();
+        if ["host", "content-length", "transfer-encoding"].contains(&n)
+            || SET_BY_PROXY.contains(&n)
+            || n.starts_with("x-forwarded-")
+            || n.starts_with(OWN_PREFIX)
+        {
+            return Some(format!(
+                "the Connection header may not list {name}: the proxy frames or sets it"
+            ));
+        }
+    }
+    None
+}
+
+/// A `tchar` of RFC 9110 §5.6.2: what a header name is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// Headers that carry something else a request needs, beyond the lists
 /// above: credentials and session state (`Authorization` is already read
 /// for `Bearer` keys), `Expect`, CORS and trace context, the body's type.
@@ -235,5 +289,42 @@ mod tests {
             m.contains("\"Host\" is a hop-by-hop or framing header"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn connection_options_naming_what_the_proxy_frames_or_sets_are_refused() {
+        let problem = |v: &str| connection_problem([v.as_bytes()]);
+        for ok in [
+            "keep-alive",
+            "close",
+            "Upgrade",
+            "keep-alive, Upgrade",
+            "TE, close",
+            "x-custom-hop, , foo",
+            "",
+        ] {
+            assert_eq!(problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "host",
+            "Host",
+            "keep-alive, x-forwarded-for",
+            "X_Forwarded_Host",
+            "x-forwarded-proto",
+            "x-forwarded-whatever",
+            "content-length",
+            "Transfer-Encoding",
+            "x-request-id",
+            "x-client-request-id",
+            "x-tollgate-key-id",
+            ":authority",
+            "\"x-forwarded-for\"",
+            "a,b,c,d,e,f,g,h,i,j",
+        ] {
+            assert!(problem(bad).is_some(), "{bad}");
+        }
+        // Across field lines too.
+        assert!(connection_problem([&b"keep-alive"[..], b"host"]).is_some());
+        assert_eq!(connection_problem([&b"a,b,c"[..], b"d,e,f,g,h,i"]), None);
     }
 }

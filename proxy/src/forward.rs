@@ -1,5 +1,6 @@
 //! What the upstream is told, and what it is not: the API key never reaches
-//! it (header or `Authorization: Bearer`, on every route), nor the proxy's own
+//! it (header or `Authorization: Bearer`, on every route; nor any header
+//! carrying a valid key in another form, see [`keys::carries_key`]), nor the proxy's own
 //! `X-Tollgate-*` headers as sent by a client, nor an untrusted client's
 //! forwarding headers, method overrides or path overrides. Header names are
 //! compared as CGI-style servers see them: case-insensitively and with `_`
@@ -26,20 +27,6 @@ pub fn overridden_methods(req: &RequestHeader) -> impl Iterator<Item = String> +
         .iter()
         .filter(|(name, _)| METHOD_OVERRIDE_HEADERS.contains(&cgi(name.as_str()).as_ref()))
         .map(|(_, v)| v.to_str().unwrap_or_default().trim().to_ascii_uppercase())
-}
-
-/// Credential headers: a key anywhere in them, even base64-encoded, keeps
-/// the whole header from the upstream.
-const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization"];
-
-/// Whether a header value carries a valid Tollgate key in any form (any
-/// scheme, whitespace, list member, cookie; in credentials also base64).
-fn carries_key(name: &str, v: &[u8]) -> bool {
-    if CREDENTIAL_HEADERS.contains(&name) {
-        keys::credentials_contain_key(v)
-    } else {
-        keys::contains_key(v)
-    }
 }
 
 /// Whether a request target as sent (`raw`) is exactly `path` plus `?query`.
@@ -115,7 +102,7 @@ pub fn to_remove(headers: &HeaderMap, f: &Forwarding<'_>) -> smallvec::SmallVec<
             || (!f.client.peer_trusted && CLIENT_ADDRESS_HEADERS.contains(&n))
             || (n == "authorization"
                 && (f.key_from_bearer || crate::auth::is_bearer_key(value.as_bytes())))
-            || carries_key(n, value.as_bytes());
+            || keys::carries_key(value.as_bytes());
         if drop && !out.contains(name) {
             out.push(name.clone());
         }

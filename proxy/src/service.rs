@@ -496,6 +496,15 @@ impl ProxyHttp for Gateway {
         upstream::edit(session, upstream_request, ctx)
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        upstream::refuse_unasked_switch(upstream_response, ctx)
+    }
+
     async fn response_filter(
         &self,
         session: &mut Session,

@@ -65,7 +65,19 @@ async fn the_key_never_reaches_the_upstream_on_any_route() {
             base64::engine::general_purpose::STANDARD.encode(format!("user:{key}"))
         )
     };
+    // Round 14 (black-box): other encodings in any header.
+    let b64 = |s: String| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let x_auth = format!("Basic {}", b64(format!("user:{key}")));
+    let percent = format!("tg%5F{}", &key[3..]);
+    let b64_cookie = format!("s={}", b64(key.clone()));
     let odd: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("/open/users", vec![("X-Auth", &x_auth)]),
+        ("/open/users", vec![("X-Foo", &percent)]),
+        ("/open/users", vec![("Cookie", &b64_cookie)]),
+        ("/api/users", vec![("x-api-key", &key), ("X-Foo", &percent)]),
         ("/open/users", vec![("Authorization", &tab)]),
         ("/open/users", vec![("Authorization", &listed)]),
         ("/open/users", vec![("Authorization", &key)]),

@@ -287,3 +287,59 @@ async fn idle_connections_are_closed_after_the_keepalive_timeout() {
         "closed after {waited:?}"
     );
 }
+
+/// Round 14 (black-box): `Connection: host` (or another header the proxy
+/// frames or sets) was refused by Pingora only after the key and limits:
+/// a token spent, an upstream connection opened, an ERROR logged, and a
+/// bare 400. Now a 400 problem with a reason at the edge, closed, counted,
+/// and the key's one token is still there for its next real request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_options_naming_proxy_headers_are_refused_at_the_edge() {
+    const ONE: &str = r#"
+plans:
+  free: { limits: [ { name: minute, rate: 1000, per: 1m } ] }
+upstreams:
+  demo: { targets: ["{upstream}"] }
+routes:
+  - { name: users, match: { path_prefix: /api/users }, upstream: demo, strip_prefix: /api, default_plan: free }
+  - { name: one, match: { path_prefix: /one }, upstream: demo, strip_prefix: /one, default_plan: free, limits: [ { name: one, rate: 1, per: 1h } ] }
+  - { name: open, match: { path_prefix: /open }, upstream: demo, strip_prefix: /open, auth: none }
+"#;
+    let (p, key) = TestProxy::sqlite_with_key(ONE, "conn").await;
+    // Ordinary options still work (on a keyless route: no token spent).
+    for ok in ["keep-alive", "keep-alive, x-custom-hop", "TE"] {
+        let r = raw::get(None, p.addr, "/open/users", &[("Connection", ok)]).await;
+        assert_eq!(r.status, 200, "{ok}: {}", r.raw);
+    }
+    let refused = [
+        "host",
+        "x-forwarded-for",
+        "keep-alive, X-Forwarded-Host",
+        "content-length",
+        "x-request-id",
+        "\"x-forwarded-for\"",
+    ];
+    for bad in refused {
+        let r = raw::get(
+            None,
+            p.addr,
+            "/one/users",
+            &[("x-api-key", &key), ("Connection", bad)],
+        )
+        .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.raw);
+        assert_eq!(r.json()["reason"], "bad-connection", "{bad}: {}", r.raw);
+        assert_eq!(r.header("connection"), Some("close"), "{bad}: {}", r.raw);
+    }
+    // The route's one token was not spent by the refusals.
+    let ok = raw::get(None, p.addr, "/one/users", &[("x-api-key", &key)]).await;
+    assert_eq!(ok.status, 200, "{}", ok.raw);
+    let over = raw::get(None, p.addr, "/one/users", &[("x-api-key", &key)]).await;
+    assert_eq!(over.status, 429, "{}", over.raw);
+    let m = p.metrics_text().await;
+    assert_eq!(
+        common::metric_value(&m, "tollgate_edge_refused_total", &["bad-connection"]),
+        refused.len() as f64,
+        "{m}"
+    );
+}

@@ -589,3 +589,65 @@ async fn frames_before_the_101_are_refused_or_tunnelled() {
         }
     }
 }
+
+/// Round 14 (black-box): an upstream answering `101` to a request whose
+/// upgrade was not forwarded (no `Upgrade` asked, or not a `websocket`
+/// route) had its `101` passed to the client, then the connection failed.
+/// Now a 502 problem (an upstream failure, counted `upstream_error`), the
+/// connection closed, and nothing of the would-be tunnel reaches the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unasked_for_101_is_a_bad_gateway() {
+    use common::raw;
+    let up = raw::start_switching_upstream().await;
+    let yaml = format!(
+        r#"
+plans:
+  free: {{ limits: [ {{ name: minute, rate: 100000, per: 1m }} ] }}
+upstreams:
+  demo: {{ targets: ["{{upstream}}"] }}
+  switcher: {{ targets: ["{up}"] }}
+routes:
+  - {{ name: users, match: {{ path_prefix: /api/users }}, upstream: demo, strip_prefix: /api, default_plan: free }}
+  - {{ name: switch, match: {{ path_prefix: /switch }}, upstream: switcher, default_plan: free }}
+  - {{ name: wsswitch, match: {{ path_prefix: /wsswitch }}, upstream: switcher, default_plan: free, websocket: true }}
+"#
+    );
+    let p = TestProxy::start(&yaml, common::Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let (_, key) = p.key(common::named("switch")).await;
+    let upgrade = [
+        ("x-api-key", key.as_str()),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+    for (path, headers) in [
+        ("/switch/a", &upgrade[..1]),
+        ("/wsswitch/a", &upgrade[..1]),
+        // An upgrade on a route without `websocket` is not forwarded.
+        ("/switch/a", &upgrade[..]),
+    ] {
+        let r = raw::get(None, p.addr, path, headers).await;
+        assert_eq!(r.status, 502, "{path} {headers:?}: {}", r.raw);
+        assert_eq!(raw::statuses(&r.raw), [502], "{path}: {}", r.raw);
+        assert_eq!(
+            r.json()["type"],
+            "https://tollgate.dev/problems/upstream-error",
+            "{}",
+            r.raw
+        );
+        assert_eq!(r.header("connection"), Some("close"), "{}", r.raw);
+        assert!(!r.raw.contains("TUNNEL"), "{path}: {}", r.raw);
+    }
+    let m = p.metrics_text().await;
+    assert_eq!(
+        common::metric_value(
+            &m,
+            "tollgate_requests_total",
+            &["\"switch\"", "upstream_error"]
+        ),
+        2.0,
+        "{m}"
+    );
+}

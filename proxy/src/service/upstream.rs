@@ -1,7 +1,8 @@
 //! What the upstream is sent: the routed path (less `strip_prefix`), the
-//! header edits of [`crate::forward`], the trace context and `Host`.
+//! header edits of [`crate::forward`], the trace context and `Host`; and
+//! the one upstream answer refused outright (an unasked-for `101`).
 
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use pingora::ErrorType;
@@ -115,5 +116,23 @@ pub(super) fn edit(
         Ok(())
     })?;
     ctx.trace = trace;
+    Ok(())
+}
+
+/// Refuse a `101 Switching Protocols` to a request whose upgrade was not
+/// forwarded (anything but a WebSocket handshake on a `websocket` route):
+/// the client asked for no protocol switch, and a tunnel would bypass
+/// routes, keys and limits. Pingora 0.9 only refuses a `101` when the
+/// client's and the upstream's requests disagree about the upgrade; with
+/// `Upgrade` absent from both it passed the `101` on and then failed the
+/// connection. Answered 502 (an upstream failure) and closed.
+pub(super) fn refuse_unasked_switch(upstream_response: &ResponseHeader, ctx: &Ctx) -> Result<()> {
+    if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS && !ctx.websocket {
+        return Err(Error::explain(
+            ErrorType::HTTPStatus(502),
+            "the upstream switched protocols on a request that asked for no upgrade",
+        )
+        .into_up());
+    }
     Ok(())
 }

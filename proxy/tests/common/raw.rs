@@ -248,3 +248,31 @@ pub async fn read_head(s: &mut TcpStream) -> Option<Vec<u8>> {
     }
     Some(buf)
 }
+
+/// A test upstream that answers every request head with `101 Switching
+/// Protocols` and then `TUNNEL` on the raw connection, whatever was asked.
+pub async fn start_switching_upstream() -> SocketAddr {
+    let listener = super::listener();
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                if read_head(&mut s).await.is_some() {
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                              Connection: Upgrade\r\n\r\nTUNNEL",
+                        )
+                        .await;
+                    // Held open, as a tunnel would be, until the proxy closes.
+                    let mut sink = [0u8; 1024];
+                    while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+                }
+            });
+        }
+    });
+    addr
+}
