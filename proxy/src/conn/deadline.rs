@@ -166,6 +166,16 @@ impl HeaderDeadline {
         if ms > 0 {
             self.keepalive = Duration::from_millis(ms);
         }
+        if self.scan.header_begun() {
+            // Its first bytes came in an earlier read, with the last
+            // request's (pipelined): they are in Pingora's buffer, no read
+            // will bring them again. Its header deadline runs from now and
+            // ends in a 408 (round 14: it waited out the keep-alive wait).
+            self.idle = false;
+            self.read = 1;
+            self.set_deadline(Instant::now() + self.timeout);
+            return;
+        }
         self.set_deadline(Instant::now() + self.keepalive);
     }
 

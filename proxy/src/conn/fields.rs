@@ -98,6 +98,12 @@ impl HeaderScan {
         }
     }
 
+    /// Bytes of a request line or a field line have arrived (empty lines
+    /// before a request, which the parser skips, do not count).
+    pub fn begun(&self) -> bool {
+        self.request_line || (!self.at_line_start && !self.line_empty)
+    }
+
     /// Count `bytes`, the next bytes read. `Ok(Some((n, body)))`: the header
     /// ended with the `n`th byte (its blank line included) and `body`
     /// follows. `Err((at, over))` as soon as they start the field line after

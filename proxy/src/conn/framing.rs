@@ -74,6 +74,12 @@ impl RequestScan {
         }
     }
 
+    /// Part of a request header has been followed and not its end: bytes
+    /// of the next request arrived (with an earlier one's, when pipelined).
+    pub fn header_begun(&self) -> bool {
+        matches!(&self.state, State::Header(h) if h.begun())
+    }
+
     /// Follow `bytes`, the next bytes read. `Err((at, over))`: a request
     /// header went over a parser limit at `bytes[at]`; what comes before
     /// may pass (earlier requests), the rest must not reach the parser.

@@ -138,3 +138,21 @@ proptest! {
         prop_assert_eq!(feed_cut(bytes.as_bytes(), &cuts), whole);
     }
 }
+
+#[test]
+fn the_start_of_a_pipelined_header_is_seen() {
+    let mut scan = RequestScan::new();
+    assert!(!scan.header_begun());
+    scan.feed(get(1).as_bytes()).expect("whole request");
+    assert!(!scan.header_begun(), "a whole request leaves nothing begun");
+    // Empty lines before a request are skipped by the parser: not begun.
+    scan.feed(b"\r\n").expect("empty line");
+    assert!(!scan.header_begun());
+    scan.feed(b"GET / HT").expect("part of a request line");
+    assert!(scan.header_begun());
+    scan.feed(b"TP/1.1\r\nHost: t\r\n\r\n").expect("its end");
+    assert!(!scan.header_begun());
+    // A body being skipped is not a header.
+    scan.feed(post(3).as_bytes().split_at(60).0).expect("part of a post");
+    assert!(!scan.header_begun());
+}
