@@ -153,6 +153,7 @@ fn the_start_of_a_pipelined_header_is_seen() {
     scan.feed(b"TP/1.1\r\nHost: t\r\n\r\n").expect("its end");
     assert!(!scan.header_begun());
     // A body being skipped is not a header.
-    scan.feed(post(3).as_bytes().split_at(60).0).expect("part of a post");
+    scan.feed(post(3).as_bytes().split_at(60).0)
+        .expect("part of a post");
     assert!(!scan.header_begun());
 }
