@@ -22,6 +22,7 @@
 //! length, alphabet, checksum), not only the key presented.
 
 use super::{KEY_LEN, PREFIX};
+use crate::path::hex;
 
 /// The shortest base64 run that can hold a whole key: 41 bytes are 328
 /// bits, 55 characters of 6 bits.
@@ -97,15 +98,6 @@ fn decode(sextets: &[u8]) -> Vec<u8> {
         }
     }
     out
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// `value` with its `%XX` escapes decoded (others kept as sent), or `None`
