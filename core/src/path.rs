@@ -152,8 +152,7 @@ fn is_control(b: u8) -> bool {
     b <= 0x20 || b == 0x7f
 }
 
-/// The value of one hexadecimal digit (either case).
-pub(crate) fn hex(b: u8) -> Option<u8> {
+fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),

@@ -22,7 +22,6 @@
 //! length, alphabet, checksum), not only the key presented.
 
 use super::{KEY_LEN, PREFIX};
-use crate::path::hex;
 
 /// The shortest base64 run that can hold a whole key: 41 bytes are 328
 /// bits, 55 characters of 6 bits.
@@ -103,28 +102,10 @@ fn decode(sextets: &[u8]) -> Vec<u8> {
 /// `value` with its `%XX` escapes decoded (others kept as sent), or `None`
 /// when it has no escape at all.
 fn percent_decoded(value: &[u8]) -> Option<Vec<u8>> {
-    let first = value.iter().position(|&b| b == b'%')?;
-    let mut out = Vec::with_capacity(value.len());
-    out.extend_from_slice(&value[..first]);
-    let mut escaped = false;
-    let mut i = first;
-    while i < value.len() {
-        let pair = value
-            .get(i + 1..i + 3)
-            .and_then(|p| Some(hex(p[0])? << 4 | hex(p[1])?));
-        match (value[i], pair) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                escaped = true;
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
+    match std::borrow::Cow::from(percent_encoding::percent_decode(value)) {
+        std::borrow::Cow::Owned(decoded) => Some(decoded),
+        std::borrow::Cow::Borrowed(_) => None,
     }
-    escaped.then_some(out)
 }
 
 /// The prefix is what the needles are built from.

@@ -177,27 +177,17 @@ pub async fn start_interpreting_upstream(answer: fn(&str) -> String) -> SocketAd
 /// answer `200` with `answer(raw target)` as the body, and close.
 pub fn serve_heads<F>(listener: tokio::net::TcpListener, answer: F)
 where
-    F: Fn(&str) -> String + Copy + Send + 'static,
+    F: Fn(&str) -> String + Copy + Send + Sync + 'static,
 {
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let Some(buf) = read_head(&mut s).await else {
-                    return;
-                };
-                let head = String::from_utf8_lossy(&buf).into_owned();
-                let target = head.split(' ').nth(1).unwrap_or_default().to_string();
-                let body = answer(&target);
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(resp.as_bytes()).await;
-            });
-        }
+    on_each_head(listener, move |mut s, buf| async move {
+        let head = String::from_utf8_lossy(&buf).into_owned();
+        let target = head.split(' ').nth(1).unwrap_or_default().to_string();
+        let body = answer(&target);
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = s.write_all(resp.as_bytes()).await;
     });
 }
 
@@ -235,6 +225,30 @@ pub fn resolve_dots(path: &str) -> String {
     format!("/{}", out.join("/"))
 }
 
+/// On `listener`, in the background: each connection on a task of its own
+/// reads one request head, then `serve` gets the connection and that head
+/// (a connection closed before a whole head is dropped).
+pub fn on_each_head<F, Fut>(listener: tokio::net::TcpListener, serve: F)
+where
+    F: Fn(TcpStream, Vec<u8>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let serve = std::sync::Arc::new(serve);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let serve = serve.clone();
+            tokio::spawn(async move {
+                if let Some(head) = read_head(&mut s).await {
+                    serve(s, head).await;
+                }
+            });
+        }
+    });
+}
+
 /// Read from `s` until a request head has ended (`\r\n\r\n`): what was
 /// read, or `None` if the connection ended first.
 pub async fn read_head(s: &mut TcpStream) -> Option<Vec<u8>> {
@@ -254,25 +268,16 @@ pub async fn read_head(s: &mut TcpStream) -> Option<Vec<u8>> {
 pub async fn start_switching_upstream() -> SocketAddr {
     let listener = super::listener();
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                if read_head(&mut s).await.is_some() {
-                    let _ = s
-                        .write_all(
-                            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                              Connection: Upgrade\r\n\r\nTUNNEL",
-                        )
-                        .await;
-                    // Held open, as a tunnel would be, until the proxy closes.
-                    let mut sink = [0u8; 1024];
-                    while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
-                }
-            });
-        }
+    on_each_head(listener, |mut s, _| async move {
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                  Connection: Upgrade\r\n\r\nTUNNEL",
+            )
+            .await;
+        // Held open, as a tunnel would be, until the proxy closes.
+        let mut sink = [0u8; 1024];
+        while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
     });
     addr
 }

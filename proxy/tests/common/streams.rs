@@ -98,40 +98,32 @@ pub async fn sse_upstream(
 ) -> SocketAddr {
     let listener = super::listener();
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            let received = received.clone();
-            tokio::spawn(async move {
-                if super::raw::read_head(&mut s).await.is_none() {
+    super::raw::on_each_head(listener, move |mut s, _| {
+        let received = received.clone();
+        async move {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
+            if s.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let start = received.load(Ordering::SeqCst);
+            for i in 0..events {
+                let event = format!("id: {i}\ndata: {}\n\n", base.elapsed().as_micros());
+                let framed = format!("{:x}\r\n{event}\r\n", event.len());
+                if s.write_all(framed.as_bytes()).await.is_err() {
                     return;
                 }
-                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
-                if s.write_all(head.as_bytes()).await.is_err() {
+                let got = wait_until(Duration::from_secs(10), || {
+                    received.load(Ordering::SeqCst) > start + i
+                })
+                .await;
+                if !got {
                     return;
                 }
-                let start = received.load(Ordering::SeqCst);
-                for i in 0..events {
-                    let event = format!("id: {i}\ndata: {}\n\n", base.elapsed().as_micros());
-                    let framed = format!("{:x}\r\n{event}\r\n", event.len());
-                    if s.write_all(framed.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let got = wait_until(Duration::from_secs(10), || {
-                        received.load(Ordering::SeqCst) > start + i
-                    })
-                    .await;
-                    if !got {
-                        return;
-                    }
-                    if i + 1 < events {
-                        tokio::time::sleep(every).await;
-                    }
+                if i + 1 < events {
+                    tokio::time::sleep(every).await;
                 }
-                let _ = s.write_all(b"0\r\n\r\n").await;
-            });
+            }
+            let _ = s.write_all(b"0\r\n\r\n").await;
         }
     });
     addr
@@ -152,23 +144,15 @@ impl HeldUpstream {
         let addr = listener.local_addr().expect("addr");
         let waiting = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let shared = waiting.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else {
-                    continue;
-                };
-                let waiting = shared.clone();
-                tokio::spawn(async move {
-                    if super::raw::read_head(&mut s).await.is_none() {
-                        return;
-                    }
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    waiting.lock().push(Some(tx));
-                    let _ = rx.await;
-                    let answer =
-                        "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nheld";
-                    let _ = s.write_all(answer.as_bytes()).await;
-                });
+        super::raw::on_each_head(listener, move |mut s, _| {
+            let waiting = shared.clone();
+            async move {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                waiting.lock().push(Some(tx));
+                let _ = rx.await;
+                let answer =
+                    "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nheld";
+                let _ = s.write_all(answer.as_bytes()).await;
             }
         });
         Self { addr, waiting }
@@ -196,20 +180,12 @@ pub async fn large_body_upstream(bytes: usize) -> (SocketAddr, Arc<AtomicUsize>)
     let addr = listener.local_addr().expect("addr");
     let open = Arc::new(AtomicUsize::new(0));
     let count = open.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            let open = count.clone();
-            tokio::spawn(async move {
-                if super::raw::read_head(&mut s).await.is_none() {
-                    return;
-                }
-                open.fetch_add(1, Ordering::SeqCst);
-                answer_large(&mut s, bytes).await;
-                open.fetch_sub(1, Ordering::SeqCst);
-            });
+    super::raw::on_each_head(listener, move |mut s, _| {
+        let open = count.clone();
+        async move {
+            open.fetch_add(1, Ordering::SeqCst);
+            answer_large(&mut s, bytes).await;
+            open.fetch_sub(1, Ordering::SeqCst);
         }
     });
     (addr, open)
