@@ -21,6 +21,15 @@ fn config_with(admin_extra: &str) -> tollgate_core::config::Config {
     tollgate_core::config::parse(&yaml, "test.yaml").expect("valid config")
 }
 
+/// A fresh app on `app`'s kind of database with `admin_extra` in its
+/// `admin:` section (`app` is dropped first); `None` where that database is
+/// not available.
+async fn restarted_with(app: TestApp, admin_extra: &str) -> Option<TestApp> {
+    let postgres = app.db.kind() == tollgate_core::db::DbKind::Postgres;
+    drop(app);
+    TestApp::fresh(postgres, config_with(admin_extra), 1, 4).await
+}
+
 /// Send raw bytes, read until the server closes or `wait` passes.
 fn raw(app: &TestApp, bytes: &[u8], wait: Duration) -> String {
     let mut s = TcpStream::connect(app.addr()).expect("connect");
@@ -159,15 +168,7 @@ async fn foreign_hosts_are_refused(app: TestApp) {
 both!(foreign_hosts_are_refused);
 
 async fn silent_half_sent_and_idle_connections_are_closed(app: TestApp) {
-    let postgres = app.db.kind() == tollgate_core::db::DbKind::Postgres;
-    drop(app);
-    let Some(app) = TestApp::fresh(
-        postgres,
-        config_with("  header_timeout: 500ms\n  idle_timeout: 1s\n"),
-        1,
-        4,
-    )
-    .await
+    let Some(app) = restarted_with(app, "  header_timeout: 500ms\n  idle_timeout: 1s\n").await
     else {
         return;
     };
@@ -241,10 +242,7 @@ async fn refused(app: &TestApp, reason: &str) -> u64 {
 /// not arrived within `admin.header_timeout`, then the connection closes
 /// (a database that does not answer stays 503: `outage.rs`).
 async fn a_trickled_body_is_a_408_not_a_database_outage(app: TestApp) {
-    let postgres = app.db.kind() == tollgate_core::db::DbKind::Postgres;
-    drop(app);
-    let Some(app) = TestApp::fresh(postgres, config_with("  header_timeout: 1s\n"), 1, 4).await
-    else {
+    let Some(app) = restarted_with(app, "  header_timeout: 1s\n").await else {
         return;
     };
     let before = refused(&app, "body_timeout").await;
@@ -326,10 +324,7 @@ async fn a_trickled_body_is_a_408_not_a_database_outage(app: TestApp) {
 both!(a_trickled_body_is_a_408_not_a_database_outage);
 
 async fn connections_beyond_the_cap_are_closed(app: TestApp) {
-    let postgres = app.db.kind() == tollgate_core::db::DbKind::Postgres;
-    drop(app);
-    let Some(app) = TestApp::fresh(postgres, config_with("  max_connections: 4\n"), 1, 4).await
-    else {
+    let Some(app) = restarted_with(app, "  max_connections: 4\n").await else {
         return;
     };
     let addr = app.addr();
@@ -371,10 +366,7 @@ both!(connections_beyond_the_cap_are_closed);
 /// whose first request header is not in within `admin.header_timeout` of
 /// accept (nothing sent, or one byte) is closed then.
 async fn a_silent_connection_is_closed_at_the_header_timeout(app: TestApp) {
-    let postgres = app.db.kind() == tollgate_core::db::DbKind::Postgres;
-    drop(app);
-    let Some(app) = TestApp::fresh(postgres, config_with("  header_timeout: 1s\n"), 1, 4).await
-    else {
+    let Some(app) = restarted_with(app, "  header_timeout: 1s\n").await else {
         return;
     };
     let before = refused(&app, "header_timeout").await;
@@ -412,11 +404,8 @@ both!(a_silent_connection_is_closed_at_the_header_timeout);
 /// (default 32) admin connections; more are closed at accept, and another
 /// address is still served.
 async fn one_address_cannot_take_every_connection(app: TestApp) {
-    let postgres = app.db.kind() == tollgate_core::db::DbKind::Postgres;
-    drop(app);
     // Long header timeout: the held connections stay while we look.
-    let Some(app) = TestApp::fresh(postgres, config_with("  header_timeout: 60s\n"), 1, 4).await
-    else {
+    let Some(app) = restarted_with(app, "  header_timeout: 60s\n").await else {
         return;
     };
     let before = refused(&app, "per_ip_cap").await;
