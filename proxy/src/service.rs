@@ -283,34 +283,14 @@ impl Gateway {
         // A HEAD answer is the GET answer's header fields without the body
         // (RFC 9110 §9.3.2): Pingora drops it on HTTP/1 by itself, but would
         // send it as DATA on HTTP/2 (a malformed response, RFC 9113 §8.1.1).
-        let head = session.req_header().method == http::Method::HEAD;
-        // Pingora times the writes of a body, not of a header: a client that
-        // reads none of the proxy's own answers (a pipelined flood) would
-        // hold the connection for ever (round 14). The whole answer gets
-        // the write timeout.
-        let limit = session.get_write_timeout();
-        let write = async {
-            if head {
-                return session.write_response_header(Box::new(resp), true).await;
-            }
-            session.write_response_header(Box::new(resp), false).await?;
-            session
-                .write_response_body(Some(Bytes::from(a.body)), true)
-                .await
-        };
-        match limit {
-            Some(t) => match tokio::time::timeout(t, write).await {
-                Ok(wrote) => wrote?,
-                Err(_) => {
-                    return Err(Error::explain(
-                        ErrorType::WriteTimedout,
-                        format!("writing the proxy's answer, timeout: {t:?}"),
-                    )
-                    .into_down())
-                }
-            },
-            None => write.await?,
+        if session.req_header().method == http::Method::HEAD {
+            session.write_response_header(Box::new(resp), true).await?;
+            return Ok(true);
         }
+        session.write_response_header(Box::new(resp), false).await?;
+        session
+            .write_response_body(Some(Bytes::from(a.body)), true)
+            .await?;
         Ok(true)
     }
 }

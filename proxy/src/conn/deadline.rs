@@ -23,6 +23,11 @@
 //! for at most [`super::ANSWER_GRACE`] before the connection ends, so that
 //! the answer is not lost to a reset.
 //!
+//! Writes are timed too: one that makes no progress for `proxy.body_timeout`
+//! fails (`TimedOut`), whatever is written (Pingora's answer header, the
+//! proxy's own answers, a tunnel), so a client that reads nothing cannot
+//! hold its connection.
+//!
 //! Everything else (digests, ALPN, peek, id) is the wrapped stream's.
 
 use std::fmt;
@@ -103,6 +108,11 @@ pub struct HeaderDeadline {
     max_header_bytes: usize,
     /// Drain the client's bytes after the answer (a refusal).
     linger: bool,
+    /// `proxy.body_timeout`: the longest a write may make no progress.
+    write_timeout: Duration,
+    /// Since when a write has made no progress (armed on the first
+    /// `Pending`, dropped at any progress).
+    write_stall: Option<Pin<Box<Sleep>>>,
 }
 
 /// The most bytes a refused connection reads after its answer.
@@ -123,7 +133,8 @@ impl HeaderDeadline {
     /// first request header; `timeout` is the configured `header_timeout`
     /// (later headers, and the answer), `keepalive` the idle wait before
     /// each later request, `max_header_bytes` the configured limit a 431
-    /// names.
+    /// names, `write_timeout` the longest a write of an answer may make no
+    /// progress (`proxy.body_timeout`).
     pub fn arm(
         stream: Stream,
         flags: Arc<DeadlineFlags>,
@@ -131,6 +142,7 @@ impl HeaderDeadline {
         timeout: Duration,
         keepalive: Duration,
         max_header_bytes: usize,
+        write_timeout: Duration,
     ) -> Option<Stream> {
         let inner = if stream.as_any().is::<HeaderDeadline>() {
             // Never fails (the type was just checked); `None` closes.
@@ -154,6 +166,8 @@ impl HeaderDeadline {
             over: None,
             max_header_bytes,
             linger: false,
+            write_timeout,
+            write_stall: None,
         }))
     }
 
@@ -344,17 +358,51 @@ impl AsyncRead for HeaderDeadline {
     }
 }
 
+impl HeaderDeadline {
+    /// A write's outcome `r`, ended with `TimedOut` once writes have made no
+    /// progress for `write_timeout`. Every answer (Pingora's, the proxy's
+    /// own, a tunnel's) is written through here: a client that reads none of
+    /// them (a pipelined flood) cannot hold its connection (black-box round
+    /// 14; Pingora times writes of a body, not of a header).
+    fn timed_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if r.is_ready() {
+            self.write_stall = None;
+            return r;
+        }
+        let limit = self.write_timeout;
+        let stall = self
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if stall.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.write_stall = None;
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the client took nothing of the answer for {limit:?}"),
+        )))
+    }
+}
+
 impl AsyncWrite for HeaderDeadline {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.timed_write(cx, r)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.timed_write(cx, r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -366,7 +414,9 @@ impl AsyncWrite for HeaderDeadline {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.timed_write(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {

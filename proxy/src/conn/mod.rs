@@ -461,6 +461,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
             edge.header_timeout,
             proxy.keepalive_timeout,
             edge.max_header_bytes,
+            edge.body_timeout,
         )?;
         // Pingora serves every request of an HTTP/1 keep-alive connection
         // inside this one call; the stream re-arms its deadline per request.
