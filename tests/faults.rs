@@ -519,9 +519,9 @@ async fn requests_cut_by_a_fast_stop_are_recorded() {
 
 /// Round 13 (black-box): SIGINT during a graceful stop (SIGTERM, a 20 s
 /// grace period, a request still in flight) makes it a fast stop: the
-/// usage of the requests that finished (one during the grace period) is
-/// written and the process exits within the fast-stop bound, not when the
-/// grace period ends.
+/// usage of the requests that finished (one during the grace period) and of
+/// the one cut is written and the process exits within the fast-stop bound,
+/// not when the grace period ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_during_a_graceful_stop_makes_it_fast() {
     let up = Upstream::start("u", free_port()).await;
@@ -582,13 +582,17 @@ async fn sigint_during_a_graceful_stop_makes_it_fast() {
         long.await.expect("long task").is_err(),
         "the request in flight is cut"
     );
-    // Every finished request; the one cut is not recorded (Pingora's main
-    // thread sleeps out the grace period, so its context is never dropped:
-    // a known gap, ARCHITECTURE.md).
+    // Every finished request, and the one cut (round 15: it was never
+    // recorded, Pingora's main thread sleeping out the grace period; its
+    // connection is shut down now, so it ends and records itself): allowed,
+    // or an upstream error where Pingora saw the cut as one.
+    let (allowed, limited, unauthorized, forbidden, errors) =
+        outcomes(&usage_of(&db, key.id).await);
+    assert!(allowed >= 4, "{allowed} allowed");
     assert_eq!(
-        outcomes(&usage_of(&db, key.id).await),
-        (4, 0, 0, 0, 0),
-        "usage of every finished request written"
+        (allowed + errors, limited, unauthorized, forbidden),
+        (5, 0, 0, 0),
+        "usage of every finished request and of the one cut written ({allowed} allowed, {errors} upstream errors)"
     );
     assert!(db.list_instances().await.expect("instances").is_empty());
 }

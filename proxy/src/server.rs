@@ -21,7 +21,7 @@ use crate::metrics::{self, MetricsApp};
 use crate::service::Gateway;
 use crate::state::{ConfigState, DbState, State};
 use crate::tls::{self, ListenerCert, TlsError};
-use crate::usage::shutdown::{InFlight, Signals, UsageService, UsageStop};
+use crate::usage::shutdown::{Signals, UsageService, UsageStop};
 use crate::usage::{UsageFlusher, UsageRecorder};
 
 /// Why a proxy cannot start.
@@ -202,23 +202,39 @@ pub struct Built {
     spans: Option<tollgate_telemetry::Spans>,
     /// What is written once more after the server stopped.
     last_write: Arc<crate::usage::shutdown::LastWrite>,
+    /// The proxy listener's open connections (shut down when a SIGINT cuts
+    /// a graceful stop short).
+    conns: Arc<ConnTable>,
 }
 
 impl Built {
     /// Run until SIGTERM (graceful), SIGINT (fast) or SIGQUIT (upgrade). A
     /// fast stop first lets the usage flusher write what it holds, for at
     /// most [`FAST_STOP_FLUSH`]; a SIGINT during a graceful stop makes it
-    /// a fast one.
+    /// a fast one (the connections still open are shut down, so that their
+    /// requests end and are recorded by the last write).
     pub fn run(self) {
-        let (last, state) = (self.last_write.clone(), self.state.clone());
+        let (last, state, conns) = (
+            self.last_write.clone(),
+            self.state.clone(),
+            self.conns.clone(),
+        );
+        let cut_then_write = move || {
+            let cut = conns.shut_down_live();
+            tracing::info!(
+                connections = cut,
+                "SIGINT during the graceful stop: open connections shut down"
+            );
+            last.run(&state);
+        };
         let args = RunArgs {
             shutdown_signal: Box::new(Signals {
                 usage: self.usage_stop.clone(),
-                last_write: Arc::new(move || last.run(&state, InFlight::Abandoned)),
+                cut_then_write: Arc::new(cut_then_write),
             }),
         };
         self.server.run(args);
-        self.last_write.run(&self.state, InFlight::Dropped);
+        self.last_write.run(&self.state);
         tollgate_telemetry::stop(self.spans.as_ref());
     }
 
@@ -226,7 +242,7 @@ impl Built {
     /// own semantics: a fast stop does not flush usage).
     pub fn run_with(self, args: RunArgs) {
         self.server.run(args);
-        self.last_write.run(&self.state, InFlight::Dropped);
+        self.last_write.run(&self.state);
         tollgate_telemetry::stop(self.spans.as_ref());
     }
 }
@@ -304,6 +320,7 @@ pub fn build(prepared: Prepared) -> Built {
     let gateway = Gateway::new(state.clone(), limiters.clone(), usage.clone())
         .with_spans(spans.clone())
         .with_conns(conns.clone());
+    let edge_conns = conns.clone();
 
     let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
     let mut server_options = app.server_options.clone().unwrap_or_default();
@@ -397,6 +414,7 @@ pub fn build(prepared: Prepared) -> Built {
         usage_stop,
         spans,
         last_write,
+        conns: edge_conns,
     }
 }
 

@@ -6,9 +6,9 @@
 //! `proxy.header_timeout`, it shuts the socket down. The handshake's pending
 //! read then ends and Pingora drops the connection.
 //!
-//! The socket is named by its file descriptor plus its two addresses: a
-//! descriptor closed and reused by another connection in the meantime has
-//! other addresses and is left alone.
+//! The socket is named by its file descriptor plus its two addresses
+//! ([`Socket`]): a descriptor closed and reused by another connection in
+//! the meantime has other addresses and is left alone.
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::socket::{getpeername, getsockname, shutdown, Shutdown, SockaddrStorage};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
+use super::live::Socket;
 use crate::edge_metrics;
 
 /// Sockets in a TLS handshake, by descriptor.
@@ -29,16 +29,11 @@ pub struct HandshakeWatch {
     next: AtomicU64,
 }
 
-/// The socket's two addresses, or `None` if `fd` is not a connected socket.
-fn addresses(fd: RawFd) -> Option<(SockaddrStorage, SockaddrStorage)> {
-    Some((getsockname(fd).ok()?, getpeername(fd).ok()?))
-}
-
 impl HandshakeWatch {
     /// Watch the socket `fd`: shut it down after `timeout` unless
     /// [`Self::finished`] is called for it first. Needs a tokio runtime.
     pub fn start(self: &Arc<Self>, fd: RawFd, timeout: Duration) {
-        let Some(names) = addresses(fd) else {
+        let Some(socket) = Socket::of(fd) else {
             return;
         };
         let generation = self.next.fetch_add(1, Ordering::Relaxed);
@@ -58,9 +53,8 @@ impl HandshakeWatch {
                     pending.remove(&fd);
                 }
             }
-            if addresses(fd).is_some_and(|now| now == names) {
+            if socket.shut_down() {
                 edge_metrics::HEADER_TIMEOUTS.inc();
-                let _ = shutdown(fd, Shutdown::Both);
             }
         });
     }

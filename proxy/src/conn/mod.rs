@@ -21,21 +21,28 @@
 //!   connection that misses a deadline gets `408 Request Timeout` if part of
 //!   a request arrived, and is closed;
 //! - on TLS listeners the handshake (and the PROXY header before it) must be
-//!   done within `proxy.header_timeout` too ([`HandshakeWatch`]).
+//!   done within `proxy.header_timeout` too ([`HandshakeWatch`]);
+//! - on the proxy listener the table keeps each open connection's socket
+//!   ([`live::Socket`]), so that a SIGINT during a graceful stop can end
+//!   them all ([`ConnTable::shut_down_live`]) and their requests record
+//!   their usage before the process exits.
 
 mod deadline;
 mod fields;
 mod framing;
 mod handshake;
+mod live;
 mod side;
+mod table;
 
 pub use crate::conn_end::ConnEnd;
 pub use handshake::HandshakeWatch;
+pub use live::Socket;
 pub use side::{
     nofile_limit, side_app, side_cap, SideHttp, METRICS_MAX_CONNECTIONS, VERIFY_MAX_CONNECTIONS,
 };
+pub use table::{ConnTable, StreamSlot};
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -44,7 +51,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
 use pingora::apps::ServerApp;
 use pingora::listeners::PreTlsProcess;
 use pingora::protocols::l4::socket::SocketAddr as PSocketAddr;
@@ -104,111 +110,9 @@ pub fn request_finished() {
     });
 }
 
-/// Open connections per client address, and which address each open
-/// connection (by its unique id, the file descriptor) was counted for.
-#[derive(Debug, Default)]
-pub struct ConnTable {
-    inner: Mutex<ConnInner>,
-    /// The most connections open at once on the listener (0: no cap).
-    total_cap: u32,
-}
-
-#[derive(Debug, Default)]
-struct ConnInner {
-    per_ip: HashMap<IpAddr, u32>,
-    open: HashMap<i32, IpAddr>,
-}
-
-impl ConnTable {
-    /// A table that also caps the listener's open connections at `total`.
-    pub fn with_total_cap(total: u32) -> Self {
-        Self {
-            total_cap: total,
-            ..Self::default()
-        }
-    }
-
-    /// Whether `id` is already counted (a reused keep-alive connection).
-    fn is_open(&self, id: i32) -> bool {
-        self.inner.lock().open.contains_key(&id)
-    }
-
-    /// Count a new connection; `Err(reason)` (not counted) when `ip` is at
-    /// `cap` (`per_ip_cap`) or the listener at its total cap (`total_cap`).
-    pub fn admit(&self, id: i32, ip: IpAddr, cap: u32) -> Result<(), &'static str> {
-        let mut g = self.inner.lock();
-        if self.total_cap > 0 && g.open.len() >= self.total_cap as usize {
-            return Err("total_cap");
-        }
-        let n = g.per_ip.entry(ip).or_insert(0);
-        if cap > 0 && *n >= cap {
-            if *n == 0 {
-                g.per_ip.remove(&ip);
-            }
-            return Err("per_ip_cap");
-        }
-        *n += 1;
-        g.open.insert(id, ip);
-        Ok(())
-    }
-
-    /// The connection `id` is closed.
-    pub fn release(&self, id: i32) {
-        let ip = self.inner.lock().open.remove(&id);
-        if let Some(ip) = ip {
-            self.release_ip(ip);
-        }
-    }
-
-    pub fn count(&self, ip: IpAddr) -> u32 {
-        self.inner.lock().per_ip.get(&ip).copied().unwrap_or(0)
-    }
-
-    /// Count an HTTP/2 stream in flight against `ip` (its connection is
-    /// counted already): `None` when `ip` is at `cap` (0: no cap). Each
-    /// stream may take an upstream connection of its own, so streams share
-    /// the address's budget with connections; the slot is given back when
-    /// dropped.
-    pub fn admit_stream(self: &Arc<Self>, ip: IpAddr, cap: u32) -> Option<StreamSlot> {
-        let mut g = self.inner.lock();
-        let n = g.per_ip.entry(ip).or_insert(0);
-        if cap > 0 && *n >= cap {
-            return None;
-        }
-        *n += 1;
-        Some(StreamSlot {
-            table: self.clone(),
-            ip,
-        })
-    }
-
-    fn release_ip(&self, ip: IpAddr) {
-        let mut g = self.inner.lock();
-        if let Some(n) = g.per_ip.get_mut(&ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                g.per_ip.remove(&ip);
-            }
-        }
-    }
-}
-
-/// An HTTP/2 stream counted against its client address
-/// ([`ConnTable::admit_stream`]) until dropped.
-#[derive(Debug)]
-pub struct StreamSlot {
-    table: Arc<ConnTable>,
-    ip: IpAddr,
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.table.release_ip(self.ip);
-    }
-}
-
-/// Releases a connection's count when dropped, unless kept (the connection
-/// goes back to Pingora for its next request).
+/// Releases a connection's count (and forgets its socket) when dropped,
+/// right after Pingora is done with the connection, unless kept (the
+/// connection goes back to Pingora for its next request).
 struct Counted<'a> {
     table: &'a ConnTable,
     id: i32,
@@ -403,7 +307,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
                 .map(net::bucket_key)
                 .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
             let cap = connection_cap(peer, edge);
-            if let Err(reason) = self.conns.admit(id, ip, cap) {
+            // The proxy listener's sockets, for a SIGINT that cuts a
+            // graceful stop short (once per connection).
+            let socket = if self.side { None } else { Socket::of(id) };
+            if let Err(reason) = self.conns.admit_socket(id, ip, cap, socket) {
                 edge_metrics::CONNECTIONS_REFUSED
                     .with_label_values(&[reason])
                     .inc();
@@ -502,71 +409,5 @@ mod tests {
         assert_eq!(connection_cap(Some(lb), &edge), 0);
         assert_eq!(connection_cap(Some(client), &edge), 7);
         assert_eq!(connection_cap(None, &edge), 7);
-    }
-
-    #[test]
-    fn conn_table_caps_and_releases() {
-        let t = ConnTable::default();
-        let a: IpAddr = "127.0.0.2".parse().expect("ip");
-        let b: IpAddr = "127.0.0.3".parse().expect("ip");
-        assert!(t.admit(10, a, 2).is_ok());
-        assert!(t.admit(11, a, 2).is_ok());
-        assert_eq!(t.admit(12, a, 2), Err("per_ip_cap"));
-        assert!(t.admit(13, b, 2).is_ok());
-        t.release(10);
-        assert_eq!(t.count(a), 1);
-        assert!(t.admit(12, a, 2).is_ok());
-        // 0 = no cap.
-        for id in 100..400 {
-            assert!(t.admit(id, b, 0).is_ok());
-        }
-        for id in 100..400 {
-            t.release(id);
-        }
-        t.release(13);
-        assert_eq!(t.count(b), 0);
-        // Releasing twice is harmless.
-        t.release(13);
-        assert_eq!(t.count(b), 0);
-    }
-
-    #[test]
-    fn streams_share_their_address_budget_with_connections() {
-        let t = Arc::new(ConnTable::default());
-        let a: IpAddr = "127.0.0.2".parse().expect("ip");
-        assert!(t.admit(10, a, 3).is_ok());
-        let s1 = t.admit_stream(a, 3).expect("a slot");
-        let s2 = t.admit_stream(a, 3).expect("a slot");
-        assert!(t.admit_stream(a, 3).is_none(), "over the cap");
-        assert_eq!(
-            t.admit(11, a, 3),
-            Err("per_ip_cap"),
-            "streams count for connections"
-        );
-        drop(s1);
-        assert_eq!(t.count(a), 2);
-        assert!(t.admit(11, a, 3).is_ok());
-        drop(s2);
-        t.release(10);
-        t.release(11);
-        assert_eq!(t.count(a), 0, "every slot given back");
-        // 0 = no cap (a trusted proxy).
-        let many: Vec<_> = (0..500).filter_map(|_| t.admit_stream(a, 0)).collect();
-        assert_eq!(many.len(), 500);
-        drop(many);
-        assert_eq!(t.count(a), 0);
-    }
-
-    #[test]
-    fn a_total_cap_holds_across_addresses() {
-        let t = ConnTable::with_total_cap(3);
-        for (id, ip) in [(1, "127.0.0.2"), (2, "127.0.0.3"), (3, "127.0.0.4")] {
-            assert!(t.admit(id, ip.parse().expect("ip"), 0).is_ok());
-        }
-        let other: IpAddr = "127.0.0.5".parse().expect("ip");
-        assert_eq!(t.admit(4, other, 0), Err("total_cap"));
-        assert_eq!(t.count(other), 0);
-        t.release(2);
-        assert!(t.admit(4, other, 0).is_ok());
     }
 }

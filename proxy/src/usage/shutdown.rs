@@ -15,8 +15,10 @@
 //! - graceful, then fast (SIGTERM, then SIGINT during the grace period):
 //!   Pingora would sleep out the grace period whatever comes, so [`Signals`]
 //!   keeps listening for SIGINT and then does what a fast stop does (the
-//!   flusher stops waiting and writes once, [`LastWrite`]) and ends the
-//!   process (black-box round 13).
+//!   flusher stops waiting and writes once), shuts down the connections
+//!   still open so that their requests end and record themselves, runs the
+//!   [`LastWrite`] and ends the process (black-box round 13; round 15: the
+//!   requests it cut were not recorded).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -68,9 +70,10 @@ fn bound_fast_stop() {
 /// SIGINT during a graceful stop makes it a fast one ([`cut_short`]).
 pub(crate) struct Signals {
     pub(crate) usage: Arc<UsageStop>,
-    /// The [`LastWrite`] of this server, run before a stop cut short ends
-    /// the process.
-    pub(crate) last_write: Arc<dyn Fn() + Send + Sync>,
+    /// Before a stop cut short ends the process: shut down the connections
+    /// still open (their requests end and record their usage), then the
+    /// [`LastWrite`] of this server.
+    pub(crate) cut_then_write: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// A signal stream, or none (logged) if the signal cannot be listened for.
@@ -112,7 +115,7 @@ impl ShutdownSignalWatch for Signals {
             tokio::spawn(cut_short(
                 interrupt,
                 self.usage.clone(),
-                self.last_write.clone(),
+                self.cut_then_write.clone(),
             ));
         }
         signal
@@ -121,13 +124,14 @@ impl ShutdownSignalWatch for Signals {
 
 /// During a graceful stop: on SIGINT, stop as a fast stop does (the usage
 /// flusher stops waiting for requests in flight and writes once, at most
-/// [`FAST_STOP_FLUSH`]; then the last write) and end the process, at most
-/// [`FAST_STOP_RUNTIMES`] after the flush. Requests still in flight are
-/// cut, as on a fast stop.
+/// [`FAST_STOP_FLUSH`]), cut the requests still in flight (their
+/// connections are shut down: they end and record themselves), run the last
+/// write and end the process, at most [`FAST_STOP_RUNTIMES`] after the
+/// flush.
 async fn cut_short(
     mut interrupt: Option<Signal>,
     usage: Arc<UsageStop>,
-    last_write: Arc<dyn Fn() + Send + Sync>,
+    cut_then_write: Arc<dyn Fn() + Send + Sync>,
 ) {
     next(&mut interrupt).await;
     tracing::warn!("SIGINT during the graceful stop: fast stop, flushing usage first");
@@ -137,7 +141,7 @@ async fn cut_short(
     let spawned = std::thread::Builder::new()
         .name("tollgate-cut-short".into())
         .spawn(move || {
-            last_write();
+            cut_then_write();
             std::process::exit(0);
         });
     if let Err(e) = spawned {
@@ -273,11 +277,12 @@ impl UsageFlusher {
 }
 
 /// The last write, once the server stopped (every runtime is gone, so no
-/// request is in flight any more): the local quota counts and credit
+/// request is in flight any more) or a SIGINT cut its graceful stop short
+/// (every connection still open was shut down): the local quota counts and credit
 /// spends changed since the flusher's last write, and the usage recorded
-/// since, including the requests the stop cut (recorded as their contexts
-/// were dropped with the runtimes: [`super::open`]; it waits for those at
-/// most [`CUT_REQUESTS_WAIT`]). A request that finished in the last part of
+/// since, including the requests the stop cut (recorded as they ended or
+/// their contexts were dropped with the runtimes: [`super::open`]; it
+/// waits for those at most [`CUT_REQUESTS_WAIT`]). A request that finished in the last part of
 /// the grace period (after the flusher's final tick) is settled in these
 /// (black-box round 5: its cost and refunds were lost; round 13: its usage).
 /// One connection, at most [`FAST_STOP_FLUSH`]; once, whether the server
@@ -291,38 +296,19 @@ pub(crate) struct LastWrite {
 }
 
 /// How long the last write waits for the contexts of requests a stop cut
-/// to be dropped (their runtimes' threads drop them as they stop): well
-/// within [`FAST_STOP_RUNTIMES`], which bounds a fast stop.
+/// to be dropped (their runtimes' threads drop them as they stop, or they
+/// end as their connections are shut down): well within
+/// [`FAST_STOP_RUNTIMES`], which bounds a fast stop.
 pub const CUT_REQUESTS_WAIT: Duration = Duration::from_millis(500);
 
-/// What became of the requests still in flight when the last write runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum InFlight {
-    /// The server stopped: their contexts are dropped with the runtimes and
-    /// record themselves; wait for them.
-    Dropped,
-    /// A SIGINT cut a graceful stop short: Pingora's main thread sleeps out
-    /// the grace period, so the process ends with them still running and
-    /// they are never recorded (a known gap): do not wait for them.
-    Abandoned,
-}
-
 impl LastWrite {
-    pub(crate) fn run(&self, state: &crate::state::State, in_flight: InFlight) {
+    pub(crate) fn run(&self, state: &crate::state::State) {
         if self.taken.swap(true, Ordering::AcqRel) {
             return;
         }
         let backend = state.config.load().config.limiter.backend;
         let writes_quotas = backend == tollgate_core::config::LimiterBackend::Local;
-        if in_flight == InFlight::Abandoned {
-            let open = self.recorder.open_requests();
-            if open > 0 {
-                tracing::warn!(
-                    open,
-                    "SIGINT during the graceful stop: the requests still in flight are cut unrecorded"
-                );
-            }
-        } else if !self.recorder.wait_reported(CUT_REQUESTS_WAIT) {
+        if !self.recorder.wait_reported(CUT_REQUESTS_WAIT) {
             tracing::warn!(
                 open = self.recorder.open_requests(),
                 "requests cut by the stop not reported within {CUT_REQUESTS_WAIT:?}: their usage is lost"
