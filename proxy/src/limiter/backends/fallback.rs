@@ -182,6 +182,25 @@ mod tests {
         assert_eq!(admitted(&l, local, 1, &b, 30).await, (10, vec!["local"]));
     }
 
+    /// Tokens given back to a fallback bucket are the share's tokens (a
+    /// share's token is N × the limit's time).
+    #[test]
+    fn a_settlement_gives_back_the_shares_tokens() {
+        let b = bucket(3600);
+        let l = Limiters::new(Arc::new(LocalLimiter::new(4)));
+        l.peers().set(2);
+        let k = Subject::Key(1);
+        let take = |n| {
+            (0..n)
+                .filter(|_| l.fallback_check(&k, &[&b]).allowed)
+                .count()
+        };
+        assert_eq!(take(10), 5);
+        let back = l.fallback_settle(&k, &[&b], tollgate_core::cost::Settle::Return(2), 0);
+        assert_eq!(back, vec![-2]);
+        assert_eq!(take(10), 2);
+    }
+
     #[test]
     fn the_fallback_reports_its_share() {
         let b = bucket(60);
