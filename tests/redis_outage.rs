@@ -69,6 +69,12 @@ async fn setup() -> Option<Setup> {
 }
 
 async fn setup_with(concurrency: u32, redis_timeout: &str) -> Option<Setup> {
+    setup_on(|redis_url, upstream| yaml(redis_url, upstream, concurrency, redis_timeout)).await
+}
+
+/// Two proxies on the config `yaml(redis_url, upstream port)`, which has
+/// the `/api/users` route.
+async fn setup_on(yaml: impl FnOnce(&str, u16) -> String) -> Option<Setup> {
     let redis = OwnRedis::start()?;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
@@ -79,12 +85,7 @@ async fn setup_with(concurrency: u32, redis_timeout: &str) -> Option<Setup> {
         })
         .await
         .expect("key");
-    let y = yaml(
-        &redis.url(),
-        common::demo_upstream().await,
-        concurrency,
-        redis_timeout,
-    );
+    let y = yaml(&redis.url(), common::demo_upstream().await);
     let mut proxies = Vec::new();
     for _ in 0..2 {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -301,4 +302,118 @@ async fn a_killed_proxys_concurrency_holds_expire_with_the_lease() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!("slots back {:?} after the kill", killed.elapsed());
+}
+
+/// Black-box round 14: with `on_redis_error: local` each proxy decided a
+/// request Redis could not answer from its own bucket with the whole limit
+/// (two proxies, a burst of 10: up to 20 admitted). Now each takes its
+/// share: 1/N of the burst, N = the live proxies their heartbeats count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_in_the_fallback_share_the_burst() {
+    const BURST: usize = 10;
+    let Some(mut s) = setup_on(|redis_url, upstream| {
+        format!(
+            r#"limiter:
+  backend: redis
+  redis_url: "{redis_url}"
+  on_redis_error: local
+usage:
+  flush_interval: 1s
+plans:
+  b: {{ limits: [ {{ name: burst, rate: {BURST}, per: 1h }} ] }}
+upstreams:
+  demo: {{ targets: ["127.0.0.1:{upstream}"] }}
+routes:
+  - name: users
+    match: {{ path_prefix: /api/users }}
+    upstream: demo
+    strip_prefix: /api
+    default_plan: b
+"#
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    // The warm-up took one token from Redis' bucket, none from the proxies' own.
+    let start = Instant::now();
+    for p in &s.proxies {
+        loop {
+            let metrics = p.metrics().await;
+            let peers = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("tollgate_limiter_fallback_peers "))
+                .map(str::to_string);
+            if peers.as_deref() == Some("2") {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "never saw two live proxies: {peers:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::task::block_in_place(|| s.redis.terminate());
+
+    // Three bursts' worth at each proxy at once, eight connections each.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let mut tasks = Vec::new();
+    for p in 0..2 {
+        for _ in 0..8 {
+            let (client, url, key) = (
+                client.clone(),
+                s.proxies[p].url("/api/users"),
+                s.key.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..(3 * BURST).div_ceil(8) {
+                    let r = client.get(&url).header("x-api-key", &key).send().await;
+                    seen.push(r.map(|r| {
+                        let policy = r
+                            .headers()
+                            .get("ratelimit-policy")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                        (r.status().as_u16(), policy)
+                    }));
+                }
+                (p, seen)
+            }));
+        }
+    }
+    let mut admitted = [0usize; 2];
+    let mut policies = Vec::new();
+    for t in tasks {
+        let (p, seen) = t.await.expect("client task");
+        for r in seen {
+            let (status, policy) = r.expect("answered");
+            assert!(status == 200 || status == 429, "status {status}");
+            policies.push(policy);
+            admitted[p] += usize::from(status == 200);
+        }
+    }
+    println!("admitted with Redis down: {admitted:?}");
+    let share = BURST.div_ceil(2);
+    assert!(
+        admitted.iter().all(|&a| a <= share),
+        "a proxy admitted more than its share ({share}): {admitted:?}"
+    );
+    assert!(
+        admitted.iter().sum::<usize>() <= BURST,
+        "together more than the burst: {admitted:?}"
+    );
+    assert!(admitted.iter().all(|&a| a > 0), "{admitted:?}");
+    // The fallback reports the share it decided on, admitted or refused.
+    assert!(
+        policies
+            .iter()
+            .all(|p| p.as_deref() == Some("\"burst\";q=5;w=3600")),
+        "{policies:?}"
+    );
 }

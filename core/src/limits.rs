@@ -17,6 +17,9 @@ use crate::duration;
 pub use crate::limit_scope::LimitScope;
 use crate::quota::{Calendar, QuotaSpec};
 
+mod share;
+pub use share::share;
+
 /// One token bucket policy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

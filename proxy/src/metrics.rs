@@ -155,6 +155,10 @@ metric!(LEASED_TOKENS: IntGauge = register_int_gauge!(
     "tollgate_limiter_leased_tokens",
     "Tokens this proxy holds in Redis token leases, unspent (taken from Redis, not yet admitted or given back)"
 ));
+metric!(FALLBACK_PEERS: IntGauge = register_int_gauge!(
+    "tollgate_limiter_fallback_peers",
+    "Live proxies (heartbeats in the instances table) that each limit is shared by when on_redis_error: local decides: each proxy takes 1/N of it"
+));
 metric!(LEASE_HITS: IntGauge = register_int_gauge!(
     "tollgate_limiter_lease_hits",
     "Requests admitted from this proxy's Redis token leases without asking Redis (since start)"
@@ -249,6 +253,7 @@ pub fn init() {
     LazyLock::force(&OVER_LIMIT_CACHE_HITS);
     LazyLock::force(&LEASED_TOKENS);
     LazyLock::force(&LEASE_HITS);
+    FALLBACK_PEERS.set(1);
     LazyLock::force(&USAGE_ROWS_WRITTEN);
     LazyLock::force(&USAGE_FLUSH_ERRORS);
     LazyLock::force(&USAGE_BUFFERED_ROWS);

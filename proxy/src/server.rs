@@ -387,6 +387,7 @@ pub fn build(prepared: Prepared) -> Built {
         listen.to_string(),
     )
     .with_credits(limiters.credits.clone())
+    .with_peers(limiters.peers())
     .with_quotas(limiter.clone(), counter)
     .with_instance(instance);
     let usage_stop = Arc::new(UsageStop::new(flusher.fast_stop_flag()));

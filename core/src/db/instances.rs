@@ -3,6 +3,8 @@
 //! `last_seen` is recent, and each reports the health of the upstream targets
 //! it balances over.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -101,7 +103,26 @@ fn instance_from_row(row: &sqlx::any::AnyRow) -> Result<Instance, DbError> {
     })
 }
 
+/// How long a proxy counts as live after its last heartbeat, given the
+/// heartbeat period (`usage.flush_interval`): three periods, so one late
+/// or failed beat (a slow database, a busy proxy) does not drop it. The
+/// duplicate-name start-up check does not judge a row's age (it waits for
+/// one new beat), so this is the one age rule.
+pub fn live_within(heartbeat: Duration) -> Duration {
+    heartbeat.saturating_mul(3)
+}
+
 impl Db {
+    /// How many instances have beaten at or after `since` (Unix ms): the
+    /// live proxies ([`live_within`]), this one included once it has beaten.
+    pub async fn count_live_instances(&self, since: i64) -> Result<u64, DbError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE last_seen >= $1")
+            .bind(since)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Record a heartbeat now (insert or refresh the instance's row).
     pub async fn upsert_instance(&self, hb: &Heartbeat) -> Result<(), DbError> {
         self.upsert_instance_at(hb, now_ms()).await

@@ -4,6 +4,7 @@
 
 pub mod balance;
 pub mod credits;
+pub mod fallback;
 pub mod quota_adjust;
 
 use std::path::PathBuf;
@@ -99,6 +100,9 @@ pub struct Limiters {
     pub events: Arc<crate::limiter::events::Notices>,
     /// Quota resets and adjustments applied (see [`super::quota_adjust`]).
     pub quota_adjustments: Arc<super::quota_adjust::QuotaAdjustBook>,
+    /// The live proxies the `local` fallback shares each limit with
+    /// ([`fallback`]), counted by the heartbeat.
+    peers: Arc<fallback::Peers>,
     redis: ArcSwapOption<RedisSlot>,
     /// Serialises creation, so that concurrent first requests make one.
     creating: Mutex<()>,
@@ -146,6 +150,7 @@ impl Limiters {
             credits: Arc::new(super::credits::CreditBook::new()),
             events: Arc::new(crate::limiter::events::Notices::new()),
             quota_adjustments: Arc::default(),
+            peers: Arc::default(),
             redis: ArcSwapOption::empty(),
             creating: Mutex::new(()),
         }
@@ -304,7 +309,7 @@ impl Limiters {
                 tracing::debug!("redis limiter: {e}");
                 let verdict = match cfg.on_redis_error {
                     OnRedisError::Local => {
-                        Verdict::Decided(self.local.check(subject, buckets), "fallback")
+                        Verdict::Decided(self.fallback_check(subject, buckets), "fallback")
                     }
                     OnRedisError::Allow => Verdict::Decided(
                         Decision {
@@ -361,7 +366,7 @@ impl Limiters {
                 metrics::REDIS_ERRORS.with_label_values(&[e.kind()]).inc();
                 tracing::debug!("redis limiter (peek): {e}");
                 match cfg.on_redis_error {
-                    OnRedisError::Local => Some((self.local.peek(subject, buckets), "fallback")),
+                    OnRedisError::Local => Some((self.fallback_peek(subject, buckets), "fallback")),
                     OnRedisError::Allow | OnRedisError::Deny => None,
                 }
             }

@@ -67,6 +67,10 @@ impl Limiters {
             _ => 0,
         };
         let applied: Vec<i64> = match held {
+            // Taken by the `local` fallback: from this proxy's share.
+            Held::Local if cfg.backend == tollgate_core::config::LimiterBackend::Redis => {
+                self.fallback_settle(subject, buckets, s, admitted_us)
+            }
             Held::Local => self.local.settle(subject, buckets, s, admitted_us),
             Held::Redis => {
                 let Some(redis) = self.redis_for(cfg) else {

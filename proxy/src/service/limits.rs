@@ -95,6 +95,11 @@ impl Gateway {
             }
         };
         ctx.backend = backend;
+        if backend == "fallback" {
+            // The fallback decided on this proxy's share of the limits:
+            // `RateLimit-Policy` says so (rendered from the decision).
+            ctx.policy = None;
+        }
         if !decision.allowed {
             if route.route.shadow {
                 ctx.outcome = Some(outcome::SHADOW_LIMITED);

@@ -45,6 +45,9 @@ pub struct UsageFlusher {
     /// The local limiter whose quota counts are written with each flush,
     /// and the name they are written under.
     pub(super) quotas: Option<(Arc<crate::limiter::LocalLimiter>, String)>,
+    /// Where the live proxies counted at each heartbeat go (the `local`
+    /// fallback's share, Redis backend only).
+    peers: Option<Arc<crate::limiter::backends::fallback::Peers>>,
 }
 
 impl UsageFlusher {
@@ -65,6 +68,7 @@ impl UsageFlusher {
             fast_stop: Arc::new(AtomicBool::new(false)),
             credits: None,
             quotas: None,
+            peers: None,
         }
     }
 
@@ -82,6 +86,12 @@ impl UsageFlusher {
         counter: String,
     ) -> Self {
         self.quotas = Some((local, counter));
+        self
+    }
+
+    /// Count the live proxies into `peers` at each heartbeat.
+    pub fn with_peers(mut self, peers: Arc<crate::limiter::backends::fallback::Peers>) -> Self {
+        self.peers = Some(peers);
         self
     }
 
@@ -205,7 +215,24 @@ impl UsageFlusher {
         if let Some(name) = counter {
             self.check_name(db, name, limit).await;
         }
+        if !local {
+            self.count_peers(db, limit).await;
+        }
         Ok(())
+    }
+
+    /// Count the live proxies (this one included: it has just beaten) for
+    /// the `local` fallback's share; an error keeps the last count.
+    async fn count_peers(&self, db: &Db, limit: Duration) {
+        let Some(peers) = &self.peers else { return };
+        let every = self.state.config.load().config.usage.flush_interval;
+        let window = tollgate_core::db::instances::live_within(every);
+        let since = tollgate_core::now_ms()
+            .saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+        match bounded(limit, db.count_live_instances(since)).await {
+            Ok(n) => peers.set(n),
+            Err(e) => tracing::debug!("counting live proxies (the last count stays): {e}"),
+        }
     }
 
     /// At start: connect and beat once, writing nothing else (what the
