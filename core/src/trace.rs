@@ -42,6 +42,9 @@ pub fn incoming(traceparent: Option<&[u8]>, tracestate: Option<&[u8]>) -> Incomi
         .and(tracestate)
         .and_then(|v| std::str::from_utf8(v).ok())
         .filter(|s| valid_tracestate(s))
+        // Round 15 (black-box): a list member holding a key is well formed,
+        // but the state is passed on to the upstream; it is dropped whole.
+        .filter(|s| !crate::keys::carries_key(s.as_bytes()))
         .map(str::to_string);
     Incoming { parent, tracestate }
 }
@@ -362,6 +365,19 @@ mod tests {
             assert_eq!(inc.tracestate, None, "{bad:?}");
         }
         assert!(valid_tracestate("vendor@tenant=x, other=1"));
+    }
+
+    /// Round 15 (black-box): a well-formed member holding a key is not
+    /// passed on to the upstream.
+    #[test]
+    fn a_tracestate_carrying_a_key_is_dropped() {
+        let key = crate::keys::generate().expect("rng").plain;
+        for state in [format!("vendor={key}"), format!("a=b,v@t={key}")] {
+            assert!(valid_tracestate(&state), "{state}");
+            let inc = incoming(Some(VALID.as_bytes()), Some(state.as_bytes()));
+            assert!(inc.parent.is_some());
+            assert_eq!(inc.tracestate, None, "{state}");
+        }
     }
 
     #[test]

@@ -147,6 +147,8 @@ pub fn apply(headers: &mut HeaderMap, f: &Forwarding<'_>) -> Result<()> {
         headers
             .get(names::X_FORWARDED_HOST)
             .filter(|v| v.to_str().is_ok_and(tollgate_core::net::is_host))
+            // Kept past `to_remove`: one carrying a key is not passed on.
+            .filter(|v| !keys::carries_key(v.as_bytes()))
             .cloned()
     } else {
         None
@@ -385,5 +387,19 @@ mod tests {
         assert_eq!(r.headers["x-forwarded-for"], "203.0.113.5, 10.0.0.1");
         assert_eq!(r.headers["x-real-ip"], "203.0.113.5");
         assert_eq!(r.headers["x-http-method-override"], "PUT");
+    }
+
+    /// Round 15 (black-box): a value kept past the key scan and set again
+    /// must not bring the key back.
+    #[test]
+    fn a_trusted_forwarded_host_carrying_a_key_is_not_passed_on() {
+        let key = keys::generate().expect("rng").plain;
+        let c = client(true);
+        let mut r = RequestHeader::build("GET", b"/", None).expect("req");
+        r.append_header("X-Forwarded-Host", key.as_str())
+            .expect("h");
+        apply_to(&mut r, &base(&c)).expect("apply");
+        // The request's own Host instead.
+        assert_eq!(r.headers["x-forwarded-host"], "api.example");
     }
 }

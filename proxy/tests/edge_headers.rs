@@ -111,6 +111,28 @@ async fn the_key_never_reaches_the_upstream_on_any_route() {
             }
         }
     }
+    // Round 15 (black-box): a key as the client's request id was passed on
+    // as `X-Client-Request-Id` (and logged); it is not taken as an id.
+    let b64_key = b64(key.clone());
+    let ids: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("/open/users", vec![("X-Request-Id", &key)]),
+        ("/open/users", vec![("X-Request-Id", &b64_key)]),
+        (
+            "/api/users",
+            vec![("x-api-key", &key), ("X-Request-Id", &key)],
+        ),
+    ];
+    for (path, headers) in &ids {
+        let r = raw::get(None, p.addr, path, headers).await;
+        assert_eq!(r.status, 200, "{path} {headers:?}: {}", r.raw);
+        assert!(!r.raw.contains(&key[3..]), "{path} {headers:?}: {}", r.raw);
+        assert!(!r.raw.contains(&b64_key), "{path} {headers:?}: {}", r.raw);
+        assert!(
+            !seen_headers(&r).contains_key("x-client-request-id"),
+            "{}",
+            r.raw
+        );
+    }
     for (path, headers) in cases {
         let r = raw::get(None, p.addr, path, &headers).await;
         assert_eq!(r.status, 200, "{path} {headers:?}: {}", r.raw);

@@ -210,6 +210,24 @@ async fn each_request_is_one_span_and_the_upstream_its_child() {
     assert_ne!(s.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_ne!(s.trace_id, "11111111111111111111111111111111");
 
+    // Round 15 (black-box): a valid tracestate whose member holds a key
+    // was passed on; it is dropped (the parent is kept).
+    let r = reqwest::Client::new()
+        .get(proxy.url("/api/users"))
+        .header("x-api-key", &key)
+        .header("traceparent", parent)
+        .header("tracestate", format!("vendor={key}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 200);
+    let body = r.text().await.expect("body");
+    assert!(
+        !body.contains(&key[3..]),
+        "the key reached the upstream: {body}"
+    );
+    assert!(body.contains("4bf92f3577b34da6a3ce929d0e0e4736"), "{body}");
+
     // Every span was valid OTLP, and the metric counts them.
     assert!(c.bad_requests.lock().expect("bad").is_empty());
     let m = proxy.metrics_text().await;
