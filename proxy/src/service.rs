@@ -310,13 +310,15 @@ fn preflight(cfg: &ConfigState, path: &str, req: &RequestHeader, ctx: &mut Ctx) 
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = Ctx;
+    type CTX = Box<Ctx>;
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx::new(self.ladder.on(Step::Usage).then(|| self.usage.open()))
+    fn new_ctx(&self) -> Box<Ctx> {
+        Box::new(Ctx::new(
+            self.ladder.on(Step::Usage).then(|| self.usage.open()),
+        ))
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         ctx.method = session.req_header().method.clone();
         // The one snapshot of the config this request uses throughout.
         let cfg = self.state.config.load_full();
@@ -383,7 +385,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         // An upgraded connection's bytes are not a request body.
         if session.was_upgraded() {
@@ -406,7 +408,11 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
         let Some(route) = &ctx.route else {
             return Err(Error::explain(
                 ErrorType::InternalError,
@@ -438,7 +444,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if ctx.ws_hold != Hold::No {
             // The held-open framing is the proxy's, not the client's.
@@ -454,7 +460,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         upstream::refuse_unasked_switch(upstream_response, ctx)
     }
@@ -463,7 +469,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         ctx.answered = upstream_response.status.as_u16();
         ctx.ws_hold = ctx.ws_hold.answered(upstream_response.status);
@@ -539,7 +545,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         _body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut Ctx,
+        ctx: &mut Self::CTX,
     ) -> Result<Option<Duration>> {
         if end_of_stream && ctx.ws_hold == Hold::Refused {
             end_held_half(session, ctx);
@@ -547,15 +553,20 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _e: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, _e: &Error) -> bool {
         ctx.ws_hold == Hold::Ended
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
         self.fail(session, e, ctx).await
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         // Ending a refused handshake's held half is no failure.
         let e = e.filter(|_| ctx.ws_hold != Hold::Ended);
         // Pingora calls this once per request, before it reads the next one
