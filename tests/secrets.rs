@@ -1,7 +1,7 @@
 //! The full API key exists only in the answer that creates (or rotates) it:
 //! a real `tollgate dev`, logging at debug level with the access log on, is
 //! driven through a key's whole life (create, use through the proxy, refused
-//! by its limits, rotate, disable, delete) and its logs, both `/metrics`
+//! by its limits, put in the URL path by mistake, rotate, disable, delete) and its logs, both `/metrics`
 //! endpoints and every admin listing must never contain the key, its secret
 //! part or its SHA-256.
 //!
@@ -147,6 +147,22 @@ async fn the_key_never_appears_in_logs_metrics_or_listings() {
         }
     }
     assert!(limited > 0, "the free plan's burst must run out");
+    // Round 15 (black-box): the key in the URL path by mistake, with the
+    // key (refused: 429, a violation row) and without (401), literal and
+    // percent-encoded: neither the access log nor the violations keep it.
+    let encoded = format!("tg%5F{}", &key[3..]);
+    for (path, with_key) in [
+        (format!("/api/products/{key}"), true),
+        (format!("/api/products/{key}"), false),
+        (format!("/api/products/x/{encoded}"), true),
+    ] {
+        let mut req = client.get(dev.proxy_url(&path));
+        if with_key {
+            req = req.header("x-api-key", &key);
+        }
+        let status = req.send().await.expect("proxy request").status().as_u16();
+        assert_eq!(status, if with_key { 429 } else { 401 }, "{path}");
+    }
     // … a near miss (one character changed) is refused …
     let mut near = key.clone();
     let last = if near.ends_with('A') { 'B' } else { 'A' };
@@ -212,7 +228,7 @@ async fn the_key_never_appears_in_logs_metrics_or_listings() {
         let (_, v) = api
             .call(&dev, Method::GET, "/api/analytics/violations", None)
             .await;
-        if v.contains(&format!("\"key_id\":{id}")) {
+        if v.contains(&format!("\"key_id\":{id}")) && v.contains("/api/products/x/tg_[redacted]") {
             break;
         }
         if start.elapsed() > Duration::from_secs(10) {
@@ -220,6 +236,11 @@ async fn the_key_never_appears_in_logs_metrics_or_listings() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let (_, v) = api
+        .call(&dev, Method::GET, "/api/analytics/violations", None)
+        .await;
+    assert_absent("the violations", &v, &secrets);
+    assert!(v.contains("/api/products/tg_[redacted]"), "{v}");
     for path in &read {
         let (status, body) = api.call(&dev, Method::GET, path, None).await;
         assert_eq!(status, 200, "{path}: {body}");
@@ -261,6 +282,10 @@ async fn the_key_never_appears_in_logs_metrics_or_listings() {
         "the access log ran and names the request (and key id): {logs}"
     );
     assert_absent("the log", &logs, &secrets);
+    assert!(
+        logs.contains("/api/products/tg_[redacted]"),
+        "the key in the path is logged redacted: {logs}"
+    );
     // The near miss is somebody's guess at a key: not logged either.
     assert_absent(
         "the log",

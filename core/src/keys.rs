@@ -9,7 +9,9 @@
 use sha2::{Digest, Sha256};
 
 mod carried;
+mod redact;
 pub use carried::carries_key;
+pub use redact::{redact_keys, REDACTED};
 
 pub const PREFIX: &str = "tg_";
 const SECRET_LEN: usize = 32;

@@ -48,7 +48,10 @@ pub fn span(trace: &RequestTrace, facts: &RequestFacts<'_>, elapsed: Duration) -
     };
     let mut attributes = vec![
         KeyValue::new("http.request.method", facts.method.to_string()),
-        KeyValue::new("url.path", facts.path.to_string()),
+        KeyValue::new(
+            "url.path",
+            tollgate_core::keys::redact_keys(facts.path).into_owned(),
+        ),
         KeyValue::new("http.response.status_code", i64::from(facts.status)),
         KeyValue::new("tollgate.route", facts.route.to_string()),
         KeyValue::new("tollgate.identity", facts.identity.to_string()),

@@ -154,6 +154,23 @@ async fn each_request_is_one_span_and_the_upstream_its_child() {
     assert_eq!(s.parent_span_id, "");
     assert_eq!(s.trace_id.len(), 32);
 
+    // Round 15 (black-box): a key put in the URL path by mistake is not
+    // exported in `url.path`, literal or percent-encoded.
+    let encoded = format!("tg%5F{}", &key[3..]);
+    for (path, want) in [
+        (format!("/api/users/{key}/x"), "/api/users/tg_[redacted]/x"),
+        (format!("/api/users/{encoded}"), "/api/users/tg_[redacted]"),
+    ] {
+        let r = reqwest::Client::new()
+            .get(proxy.url(&path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status().as_u16(), 401, "{path}");
+        let s = span_with_request_id(&c, &r).await;
+        assert_eq!(s.attr("url.path"), Some(want), "{path}");
+    }
+
     // Hostile trace context: a fresh, valid trace each time.
     let (_, key2) = proxy
         .key(NewApiKey {

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tollgate_core::config::Target;
+use tollgate_core::keys::redact_keys;
 
 use super::Line;
 
@@ -247,7 +248,7 @@ pub fn text(out: &mut Vec<u8>, l: &Line<'_>, ansi: bool, now_us: u64) {
     text_name(out, false, "method", ansi);
     out.extend_from_slice(l.method.as_bytes());
     text_name(out, false, "path", ansi);
-    out.extend_from_slice(l.path.as_bytes());
+    out.extend_from_slice(redact_keys(l.path).as_bytes());
     text_name(out, false, "client", ansi);
     push_client(out, l.client);
     text_name(out, false, "status", ansi);
@@ -288,7 +289,7 @@ pub fn json(out: &mut Vec<u8>, l: &Line<'_>, now_us: u64) {
     out.extend_from_slice(b",\"method\":");
     push_json_str(out, l.method);
     out.extend_from_slice(b",\"path\":");
-    push_json_str(out, l.path);
+    push_json_str(out, &redact_keys(l.path));
     out.extend_from_slice(b",\"client\":\"");
     // Digits, dots, colons, hex and `Some(…)`/`None`: nothing to escape.
     push_client(out, l.client);

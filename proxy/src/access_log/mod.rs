@@ -122,7 +122,7 @@ pub fn emit(l: &Line<'_>) {
         route = l.route,
         key_id = l.key_id,
         method = %l.method,
-        path = %l.path,
+        path = %tollgate_core::keys::redact_keys(l.path),
         client = ?l.client,
         status = l.status,
         outcome = l.outcome,

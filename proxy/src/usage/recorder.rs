@@ -28,6 +28,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tollgate_core::db::usage::{latency_bucket, minute_of, Counts, NewViolation};
 use tollgate_core::db::violation_aggregates::{self, AggregateKey};
+use tollgate_core::keys::redact_keys;
 
 use crate::metrics::{self, outcome};
 
@@ -256,7 +257,7 @@ impl UsageRecorder {
                 key_id,
                 route: route.to_string(),
                 method: truncated(method.to_string(), MAX_METHOD),
-                path: truncated(path.to_string(), MAX_PATH),
+                path: truncated(redact_keys(path).into_owned(), MAX_PATH),
                 client_ip: client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
                 limit_name: (!violated.is_empty())
                     .then(|| truncated(violated.join(","), MAX_LIMIT_NAME)),
