@@ -96,17 +96,9 @@ mod tests {
         use crate::limiter::backends::Limiters;
         use std::sync::Arc;
         use std::time::{Duration, Instant};
-        use tollgate_core::config::{LimiterBackend, LimiterConfig, OnRedisError};
+        use tollgate_core::config::LimiterBackend;
 
-        let cfg = |backend| LimiterConfig {
-            backend,
-            redis_url: None,
-            redis_timeout: Duration::from_millis(20),
-            on_redis_error: OnRedisError::Local,
-            redis_ca_file: None,
-            concurrency_lease: Duration::from_secs(10),
-            lease_ttl: Duration::ZERO,
-        };
+        let cfg = crate::limiter::fallback_only;
         let limiters = Limiters::new(Arc::new(LocalLimiter::new(1)));
         let spec = QuotaSpec {
             period: Period::Day,

@@ -211,6 +211,24 @@ pub fn compile(scope: Scope<'_>, limits: &[Limit]) -> Buckets {
         .into()
 }
 
+/// A limiter config whose Redis has no URL, so every Redis-backend decision
+/// is the `on_redis_error: local` fallback's (unit tests).
+#[cfg(test)]
+pub(crate) fn fallback_only(
+    backend: tollgate_core::config::LimiterBackend,
+) -> tollgate_core::config::LimiterConfig {
+    use std::time::Duration;
+    tollgate_core::config::LimiterConfig {
+        backend,
+        redis_url: None,
+        redis_timeout: Duration::from_millis(20),
+        on_redis_error: tollgate_core::config::OnRedisError::Local,
+        redis_ca_file: None,
+        concurrency_lease: Duration::from_secs(10),
+        lease_ttl: Duration::ZERO,
+    }
+}
+
 #[cfg(test)]
 mod policy_tests {
     use super::*;

@@ -104,7 +104,7 @@ impl Limiters {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use tollgate_core::config::{LimiterBackend, LimiterConfig, OnRedisError};
+    use tollgate_core::config::{LimiterBackend, LimiterConfig};
     use tollgate_core::limits::Limit;
 
     use super::super::Verdict;
@@ -112,16 +112,8 @@ mod tests {
     use crate::limiter::{LocalLimiter, Scope};
 
     fn cfg(backend: LimiterBackend) -> LimiterConfig {
-        LimiterConfig {
-            backend,
-            // Redis without a URL: every decision is the fallback's.
-            redis_url: None,
-            redis_timeout: Duration::from_millis(20),
-            on_redis_error: OnRedisError::Local,
-            redis_ca_file: None,
-            concurrency_lease: Duration::from_secs(10),
-            lease_ttl: Duration::ZERO,
-        }
+        // Redis without a URL: every decision is the fallback's.
+        crate::limiter::fallback_only(backend)
     }
 
     fn bucket(per_s: u64) -> Bucket {
