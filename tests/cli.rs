@@ -69,6 +69,22 @@ fn check_config_reports_every_problem_with_its_position() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with(&format!("{f}:")), "{stderr}");
+
+    // A wildcard on another listener's port: one of the two could not bind
+    // (black-box round 15).
+    std::fs::write(
+        &file,
+        "proxy:\n  listen: \"127.0.0.1:41280\"\nverify:\n  listen: \"0.0.0.0:41280\"\n",
+    )
+    .expect("write");
+    let (ok, out, err) = check_config(&file, &["--skip-files"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.starts_with(&format!(
+            "{f}:4:11: verify.listen: 0.0.0.0:41280 overlaps proxy.listen (127.0.0.1:41280)"
+        )),
+        "{err}"
+    );
 }
 
 fn sqlite_config(dir: &std::path::Path) -> std::path::PathBuf {

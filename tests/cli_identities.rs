@@ -187,3 +187,55 @@ fn an_id_that_is_also_an_external_id_is_refused_until_qualified() {
         assert!(!ok && err.contains("no identity"), "{which}: {err}");
     }
 }
+
+/// A reader that closes the pipe early (`tollgate audit list | head -c5`)
+/// ends the command quietly, exit 0 (black-box round 15: `panicked … failed
+/// printing to stdout: Broken pipe`). The pipe's read end is closed before
+/// the command starts, so its first write fails: no race.
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &Ports::new(), &[]);
+    let (ok, out, err) = run(
+        &config,
+        &[
+            "identities",
+            "create",
+            "--external-id",
+            "cus_a",
+            "--name",
+            "A",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    for args in [
+        &["audit", "list"][..],
+        &["audit", "list", "--json"][..],
+        &["identities", "show", "cus_a", "--json"][..],
+        &["identities", "list"][..],
+        &["keys", "list", "--json"][..],
+        &[
+            "usage",
+            "export",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-01-02",
+            "--group-by",
+            "key",
+        ][..],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = tollgate()
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .stdout(writer)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+    }
+}

@@ -135,12 +135,12 @@ async fn execute(db: &Db, cmd: AuditCommand) -> anyhow::Result<()> {
     };
     let (events, total) = db.list_audit(&filter).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&events)?);
+        outln!("{}", serde_json::to_string_pretty(&events)?);
     } else if events.is_empty() {
-        println!("no audit events");
+        outln!("no audit events");
     } else {
         for e in &events {
-            println!("{}", line(e));
+            outln!("{}", line(e));
         }
         if total > i64::try_from(events.len()).unwrap_or(i64::MAX) {
             eprintln!("({} of {total} shown; use --limit)", events.len());

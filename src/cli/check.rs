@@ -49,7 +49,7 @@ pub fn run(file: &Path, skip_files: bool) -> ExitCode {
         }
     }
     if problems.is_empty() {
-        println!("{}: {}", file.display(), config.summary());
+        outln!("{}: {}", file.display(), config.summary());
         ExitCode::SUCCESS
     } else {
         for p in &problems {

@@ -25,9 +25,11 @@ pub async fn top_up(db: &Db, id: i64, delta: i64) -> anyhow::Result<()> {
     if let Err(e) = db.record_audit(event).await {
         eprintln!("warning: the change is done but could not be written to the audit log: {e}");
     }
-    println!(
+    outln!(
         "key {} ({}): {delta:+} credits (adjustment {}); {granted} granted in all",
-        key.id, key.name, adj.id
+        key.id,
+        key.name,
+        adj.id
     );
     Ok(())
 }
@@ -52,9 +54,11 @@ pub async fn top_up_identity(db: &Db, which: &str, delta: i64) -> anyhow::Result
     if let Err(e) = db.record_audit(event).await {
         eprintln!("warning: the change is done but could not be written to the audit log: {e}");
     }
-    println!(
+    outln!(
         "identity {} ({}): {delta:+} credits (adjustment {}); {granted} granted in all",
-        identity.id, identity.external_id, adj.id
+        identity.id,
+        identity.external_id,
+        adj.id
     );
     Ok(())
 }

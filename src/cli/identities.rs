@@ -165,7 +165,7 @@ async fn execute(
             }
             let i = db.create_identity(&new).await?;
             record(db, "identity.create", i.id, None, Some(&i)).await;
-            println!("created identity {} ({})", i.id, i.external_id);
+            outln!("created identity {} ({})", i.id, i.external_id);
         }
         IdentitiesCommand::List { search, json } => {
             let (all, _) = db
@@ -175,13 +175,13 @@ async fn execute(
                 })
                 .await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                outln!("{}", serde_json::to_string_pretty(&all)?);
             } else if all.is_empty() {
-                println!("no identities");
+                outln!("no identities");
             } else {
-                println!("{:>6}  {:<32}  {:<24}  PLAN", "ID", "EXTERNAL ID", "NAME");
+                outln!("{:>6}  {:<32}  {:<24}  PLAN", "ID", "EXTERNAL ID", "NAME");
                 for i in &all {
-                    println!(
+                    outln!(
                         "{:>6}  {:<32}  {:<24}  {}",
                         i.id,
                         i.external_id,
@@ -201,22 +201,22 @@ async fn execute(
                 .await?;
             if json {
                 let out = serde_json::json!({ "identity": i, "keys": keys });
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                outln!("{}", serde_json::to_string_pretty(&out)?);
             } else {
-                println!("id:          {}", i.id);
-                println!("external id: {}", i.external_id);
-                println!("name:        {}", i.name);
-                println!("plan:        {}", i.plan.as_deref().unwrap_or("-"));
-                println!("metadata:    {}", i.metadata);
+                outln!("id:          {}", i.id);
+                outln!("external id: {}", i.external_id);
+                outln!("name:        {}", i.name);
+                outln!("plan:        {}", i.plan.as_deref().unwrap_or("-"));
+                outln!("metadata:    {}", i.metadata);
                 let granted = db
                     .credits_granted(tollgate_core::credits::SubjectKind::Identity, i.id)
                     .await?;
                 if let Some(g) = granted {
-                    println!("credits:     {g} granted in all");
+                    outln!("credits:     {g} granted in all");
                 }
-                println!("keys:        {}", keys.len());
+                outln!("keys:        {}", keys.len());
                 for k in &keys {
-                    println!("  {:>6}  {}  {}", k.id, k.key_prefix, k.name);
+                    outln!("  {:>6}  {}  {}", k.id, k.key_prefix, k.name);
                 }
             }
         }
@@ -232,7 +232,7 @@ async fn execute(
                 bail!("no identity {identity:?}");
             }
             record(db, "identity.delete", i.id, Some(&i), None).await;
-            println!("deleted identity {} ({})", i.id, i.external_id);
+            outln!("deleted identity {} ({})", i.id, i.external_id);
         }
         IdentitiesCommand::Credits { identity, add } => {
             super::credits::top_up_identity(db, &identity, add).await?

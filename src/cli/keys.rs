@@ -218,9 +218,9 @@ async fn execute(
             new.name = key_rules::normalise_name(&new.name);
             let (key, plain) = db.create_key(&new).await.context("cannot create the key")?;
             record_key(db, "key.create", key.id, None, Some(&key)).await;
-            println!("created key {}", key.id);
+            outln!("created key {}", key.id);
             print_details(&key);
-            println!("key:     {plain}");
+            outln!("key:     {plain}");
             eprintln!("This is the only time the full key is shown: store it now.");
         }
         KeysCommand::Update {
@@ -250,17 +250,17 @@ async fn execute(
             };
             let key = db.update_key(id, &patch).await?.ok_or_else(|| no_key(id))?;
             record_key(db, "key.update", id, Some(&before), Some(&key)).await;
-            println!("updated key {} ({})", key.id, key.name);
+            outln!("updated key {} ({})", key.id, key.name);
             print_details(&key);
         }
         KeysCommand::List { name, plan, json } => {
             let keys = list_all(db, name, plan).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&keys)?);
+                outln!("{}", serde_json::to_string_pretty(&keys)?);
             } else if keys.is_empty() {
-                println!("no keys");
+                outln!("no keys");
             } else {
-                print!("{}", table(&keys, now_ms()));
+                out!("{}", table(&keys, now_ms()));
             }
         }
         KeysCommand::Credits { id, add } => super::credits::top_up(db, id, add).await?,
@@ -276,7 +276,7 @@ async fn execute(
                 .await?
                 .ok_or_else(|| no_key(id))?;
             record_key(db, "key.disable", id, before.as_ref(), Some(&key)).await;
-            println!("disabled key {} ({})", key.id, key.name);
+            outln!("disabled key {} ({})", key.id, key.name);
         }
         KeysCommand::Enable { id } => {
             let before = db.get_key(id).await?;
@@ -285,7 +285,7 @@ async fn execute(
                 .await?
                 .ok_or_else(|| no_key(id))?;
             record_key(db, "key.enable", id, before.as_ref(), Some(&key)).await;
-            println!("enabled key {} ({})", key.id, key.name);
+            outln!("enabled key {} ({})", key.id, key.name);
         }
         KeysCommand::Rotate { id, grace } => {
             let grace = grace.unwrap_or(Duration::ZERO);
@@ -295,15 +295,15 @@ async fn execute(
             let before = db.get_key(id).await?;
             let (key, plain) = db.rotate_key(id, grace).await?.ok_or_else(|| no_key(id))?;
             record_key(db, "key.rotate", id, before.as_ref(), Some(&key)).await;
-            println!("rotated key {} ({})", key.id, key.name);
-            println!("prefix:  {}", key.key_prefix);
-            println!("key:     {plain}");
+            outln!("rotated key {} ({})", key.id, key.name);
+            outln!("prefix:  {}", key.key_prefix);
+            outln!("key:     {plain}");
             if grace.is_zero() {
-                println!("the previous secret no longer works");
+                outln!("the previous secret no longer works");
             } else {
                 let until =
                     now_ms().saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
-                println!("the previous secret works until {}", when(until));
+                outln!("the previous secret works until {}", when(until));
             }
             eprintln!("This is the only time the new key is shown: store it now.");
         }
@@ -315,8 +315,8 @@ async fn execute(
             }
             record_key(db, "key.delete", id, before.as_ref(), None).await;
             match name {
-                Some(n) => println!("deleted key {id} ({n})"),
-                None => println!("deleted key {id}"),
+                Some(n) => outln!("deleted key {id} ({n})"),
+                None => outln!("deleted key {id}"),
             }
         }
     }
@@ -355,26 +355,26 @@ async fn list_all(
 }
 
 fn print_details(key: &ApiKey) {
-    println!("name:    {}", key.name);
+    outln!("name:    {}", key.name);
     if let Some(owner) = &key.owner {
-        println!("owner:   {owner}");
+        outln!("owner:   {owner}");
     }
-    println!("plan:    {}", key.plan.as_deref().unwrap_or("-"));
+    outln!("plan:    {}", key.plan.as_deref().unwrap_or("-"));
     if let Some(at) = key.expires_at {
-        println!("expires: {}", when(at));
+        outln!("expires: {}", when(at));
     }
     if let Some(s) = &key.scopes {
         if let Some(r) = &s.routes {
-            println!("routes:  {}", r.join(","));
+            outln!("routes:  {}", r.join(","));
         }
         if let Some(m) = &s.methods {
-            println!("methods: {}", m.join(","));
+            outln!("methods: {}", m.join(","));
         }
     }
     if let Some(ips) = &key.allowed_ips {
-        println!("from:    {}", ips.join(","));
+        outln!("from:    {}", ips.join(","));
     }
-    println!("prefix:  {}", key.key_prefix);
+    outln!("prefix:  {}", key.key_prefix);
 }
 
 /// Unix ms as `2025-01-31 12:00 UTC`.

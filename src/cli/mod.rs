@@ -1,5 +1,8 @@
 //! The subcommands that do more than dispatch.
 
+#[macro_use]
+pub mod out;
+
 pub mod audit;
 pub mod check;
 pub mod credits;

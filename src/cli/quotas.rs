@@ -68,7 +68,7 @@ pub async fn adjust(
         QuotaChange::Delta(d) => format!("used {d:+}"),
     };
     let end_s = a.period.end_us.div_euclid(1_000_000);
-    println!(
+    outln!(
         "{} {id}: quota {name} {what} for the current period (adjustment {}; the period ends at {end_s}, Unix seconds)",
         kind.as_str(),
         a.id

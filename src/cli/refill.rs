@@ -48,7 +48,7 @@ pub async fn refill(
         if !db.clear_credit_refill(kind, id).await? {
             bail!("{label} has no refill of its own");
         }
-        println!("{label}: refill removed");
+        outln!("{label}: refill removed");
         json!({ "removed": true })
     } else {
         let spec = RefillSpec {
@@ -77,7 +77,7 @@ pub async fn refill(
             ),
             (None, None) => String::new(),
         };
-        println!(
+        outln!(
             "{label}: credits set to {} {when}",
             spec.amount.unwrap_or(0)
         );

@@ -67,29 +67,29 @@ async fn execute(db: &Db, cmd: ServiceTokensCommand) -> anyhow::Result<()> {
                 .await
                 .context("cannot create the service token")?;
             record(db, "service_token.create", token.id, None, Some(&token)).await;
-            println!("created service token {}", token.id);
-            println!("name:    {}", token.name);
-            println!("token:   {plain}");
+            outln!("created service token {}", token.id);
+            outln!("name:    {}", token.name);
+            outln!("token:   {plain}");
             eprintln!("This is the only time the token is shown: store it now.");
         }
         ServiceTokensCommand::List { json } => {
             let tokens = db.list_service_tokens().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&tokens)?);
+                outln!("{}", serde_json::to_string_pretty(&tokens)?);
             } else if tokens.is_empty() {
-                println!("no service tokens");
+                outln!("no service tokens");
             } else {
-                println!("{:>6}  {:<10}  {:<20}  name", "id", "prefix", "created");
+                outln!("{:>6}  {:<10}  {:<20}  name", "id", "prefix", "created");
                 for t in tokens {
                     let created = when(t.created_at);
-                    println!("{:>6}  {:<10}  {:<20}  {}", t.id, t.prefix, created, t.name);
+                    outln!("{:>6}  {:<10}  {:<20}  {}", t.id, t.prefix, created, t.name);
                 }
             }
         }
         ServiceTokensCommand::Delete { id } => match db.delete_service_token(id).await? {
             Some(t) => {
                 record(db, "service_token.delete", id, Some(&t), None).await;
-                println!("deleted service token {id}");
+                outln!("deleted service token {id}");
             }
             None => bail!("no service token with id {id}"),
         },

@@ -48,6 +48,7 @@ mod admin;
 mod cors;
 mod cost;
 mod limiter;
+mod listeners;
 mod log;
 mod plans;
 mod proxy;
@@ -242,7 +243,8 @@ impl Validator<'_> {
         let log = self.log(raw.log.as_ref().unwrap_or(&RawLog::default()));
         let usage = self.usage(raw.usage.as_ref().unwrap_or(&RawUsage::default()));
         let telemetry = self.telemetry(raw.telemetry.as_ref().unwrap_or(&RawTelemetry::default()));
-        let verify = self.verify(raw.verify.as_ref(), &proxy);
+        let verify = self.verify(raw.verify.as_ref());
+        self.listeners(&proxy, &admin, &verify);
         let empty_plans = OrderedMap::default();
         let raw_plans = raw.plans.as_ref().unwrap_or(&empty_plans);
         let plans = self.plans(raw_plans);

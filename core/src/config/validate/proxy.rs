@@ -65,22 +65,6 @@ impl Validator<'_> {
                 key: PathBuf::from(key?),
             })
         });
-        // One process binds all three: they must differ.
-        let mut bound = vec![("proxy.listen", listen)];
-        if let Some(m) = metrics_listen {
-            bound.push(("proxy.metrics_listen", m));
-        }
-        if let Some(t) = &tls {
-            bound.push(("proxy.tls.listen", t.listen));
-        }
-        for (i, (path, addr)) in bound.iter().enumerate() {
-            if let Some((other, _)) = bound[..i]
-                .iter()
-                .find(|(_, a)| a == addr && addr.port() != 0)
-            {
-                self.error(path, format!("{addr} is already used by {other}"));
-            }
-        }
         let edge = self.edge(p);
         let tuning = self.tuning(p);
         let usage_path = self.usage_path(&p.usage_path);

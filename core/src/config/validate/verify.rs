@@ -1,23 +1,15 @@
 //! `verify:`: the verify API's listener, bound by the proxy process beside
-//! its own listeners (so it must differ from them).
+//! its own listeners (so it must differ from them: `listeners`).
 
 use super::raw::RawVerify;
 use super::*;
 
 impl Validator<'_> {
-    pub(super) fn verify(&mut self, v: Option<&RawVerify>, proxy: &ProxyConfig) -> VerifyConfig {
+    pub(super) fn verify(&mut self, v: Option<&RawVerify>) -> VerifyConfig {
         let path = "verify.listen";
         let listen = v
             .and_then(|v| given(&v.listen))
             .and_then(|s| self.addr(path, s));
-        if let Some(addr) = listen.filter(|a| a.port() != 0) {
-            let mut bound = vec![("proxy.listen", proxy.listen)];
-            bound.extend(proxy.metrics_listen.map(|m| ("proxy.metrics_listen", m)));
-            bound.extend(proxy.tls.as_ref().map(|t| ("proxy.tls.listen", t.listen)));
-            if let Some((other, _)) = bound.iter().find(|(_, a)| *a == addr) {
-                self.error(path, format!("{addr} is already used by {other}"));
-            }
-        }
         VerifyConfig { listen }
     }
 }
