@@ -13,7 +13,7 @@ use tollgate_telemetry::{KeyValue, Span, SpanStatus, Spans};
 /// The middleware: time the request, record its span when it is answered.
 pub async fn record(State(spans): State<Spans>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_string();
+    let method = tollgate_core::keys::recorded_method(req.method().as_str()).to_string();
     let template = req
         .extensions()
         .get::<MatchedPath>()

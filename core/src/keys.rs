@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 mod carried;
 mod redact;
 pub use carried::carries_key;
-pub use redact::{redact_keys, REDACTED};
+pub use redact::{recorded_method, redact_keys, REDACTED, REDACTED_METHOD};
 
 pub const PREFIX: &str = "tg_";
 const SECRET_LEN: usize = 32;

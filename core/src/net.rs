@@ -205,7 +205,16 @@ pub fn resolve_with<'a>(
             }
         }
     }
-    let mut chain = entries.join(", ");
+    // Black-box round 15: the received chain is passed on, so one carrying
+    // a key (an entry no address parser reads) is dropped; the peer stays.
+    let mut chain = if entries
+        .iter()
+        .any(|e| crate::keys::carries_key(e.as_bytes()))
+    {
+        String::new()
+    } else {
+        entries.join(", ")
+    };
     if !chain.is_empty() {
         chain.push_str(", ");
     }
@@ -782,5 +791,17 @@ mod tests {
                 .unwrap_or_else(|| entries.first().map(|e| ip(e)).unwrap_or(peer));
             prop_assert_eq!(r.client, expected);
         }
+    }
+
+    #[test]
+    fn a_trusted_chain_carrying_a_key_is_not_passed_on() {
+        let t = trusted(&["127.0.0.2"]);
+        let key = crate::keys::generate().expect("rng").plain;
+        let chain = format!("1.2.3.4, {key}");
+        let r = resolve(ip("127.0.0.2"), &[chain.as_str()], &t);
+        assert!(r.peer_trusted);
+        assert_eq!(r.forwarded_for, "127.0.0.2");
+        let r = resolve(ip("127.0.0.2"), &["1.2.3.4"], &t);
+        assert_eq!(r.forwarded_for, "1.2.3.4, 127.0.0.2");
     }
 }

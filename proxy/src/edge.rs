@@ -6,6 +6,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, Version};
 use pingora::http::RequestHeader;
 use tollgate_core::config::EdgeConfig;
+use tollgate_core::keys;
 use tollgate_core::net::{self, ClientAddress};
 use tollgate_core::path::{self, Canonical};
 
@@ -100,6 +101,18 @@ fn only_chunked(te: &Lines<'_>) -> bool {
         && te
             .first
             .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// A method carrying a key becomes [`keys::REDACTED_METHOD`] before anything
+/// reads it (black-box round 15: it was forwarded, logged and stored);
+/// [`inspect`] then refuses it.
+pub fn redact_method(req: &mut RequestHeader) {
+    let m = keys::recorded_method(req.method.as_str());
+    if m != req.method.as_str() {
+        if let Ok(m) = http::Method::from_bytes(m.as_bytes()) {
+            req.set_method(m);
+        }
+    }
 }
 
 /// Request line plus header fields, counted as on the wire (`name: value\r\n`).
@@ -292,6 +305,12 @@ pub fn inspect(
     cfg: &EdgeConfig,
 ) -> Result<Inbound, Refusal> {
     check_size(req, raw, cfg.max_header_bytes)?;
+    if req.method.as_str() == keys::REDACTED_METHOD {
+        return Err(Refusal::close(
+            "bad-method",
+            answer::bad_request("bad-method", "a method may not carry an API key"),
+        ));
+    }
     if miscased_method(req.method.as_str()) {
         return Err(Refusal::keep(
             "bad-method",

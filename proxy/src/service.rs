@@ -319,6 +319,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        edge::redact_method(session.req_header_mut());
         ctx.method = session.req_header().method.clone();
         // The one snapshot of the config this request uses throughout.
         let cfg = self.state.config.load_full();

@@ -133,6 +133,16 @@ async fn the_key_never_reaches_the_upstream_on_any_route() {
             r.raw
         );
     }
+    // Round 15 re-check: a key as the method was forwarded (and logged).
+    for path in ["/open/users", "/api/users"] {
+        let req = format!(
+            "{key} {path} HTTP/1.1\r\nHost: a\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n"
+        );
+        let r = raw::send(None, p.addr, req.as_bytes()).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.raw);
+        assert_eq!(r.json()["reason"], "bad-method", "{}", r.raw);
+        assert!(!r.raw.contains(&key[3..]), "{path}: {}", r.raw);
+    }
     for (path, headers) in cases {
         let r = raw::get(None, p.addr, path, &headers).await;
         assert_eq!(r.status, 200, "{path} {headers:?}: {}", r.raw);

@@ -16,6 +16,20 @@ use super::{validate, KEY_LEN, PREFIX};
 /// What a key in a path is replaced by.
 pub const REDACTED: &str = "tg_[redacted]";
 
+/// What a request method carrying a key is replaced with (a method is one
+/// token, so it is replaced whole): never forwarded, logged or stored.
+pub const REDACTED_METHOD: &str = "REDACTED";
+
+/// `method` as it may be recorded: [`REDACTED_METHOD`] if it carries a key
+/// (black-box round 15: a key sent as the method was logged and forwarded).
+pub fn recorded_method(method: &str) -> &str {
+    if super::carries_key(method.as_bytes()) {
+        REDACTED_METHOD
+    } else {
+        method
+    }
+}
+
 /// `text` with every valid key in it (literal or percent-encoded) replaced
 /// by [`REDACTED`]; borrowed when there is none.
 pub fn redact_keys(text: &str) -> Cow<'_, str> {
@@ -126,5 +140,13 @@ mod tests {
             assert!(matches!(r, Cow::Borrowed(_)), "{path}");
             assert_eq!(r, path);
         }
+    }
+
+    #[test]
+    fn a_method_carrying_a_key_is_recorded_redacted() {
+        let k = crate::keys::generate().expect("rng").plain;
+        assert_eq!(recorded_method(&k), REDACTED_METHOD);
+        assert_eq!(recorded_method("GET"), "GET");
+        assert_eq!(recorded_method("PROPFIND"), "PROPFIND");
     }
 }
