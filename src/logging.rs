@@ -23,7 +23,10 @@ pub fn init(log: &LogConfig) -> Guard {
     let filter = from_env.unwrap_or_else(|| EnvFilter::new(format!("{},pingora=warn", log.level)));
     // What the fmt layer would choose by itself (NO_COLOR), said to both
     // writers so their lines look the same.
-    let ansi = !std::env::var("NO_COLOR").is_ok_and(|v| !v.is_empty());
+    // Colour only on a terminal (black-box round 15: escape codes in log
+    // files).
+    let ansi = !std::env::var("NO_COLOR").is_ok_and(|v| !v.is_empty())
+        && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)

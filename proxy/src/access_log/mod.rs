@@ -114,6 +114,18 @@ pub fn write(line: &Line<'_>) {
     emit(line);
 }
 
+/// A client address as logged: the address, or `-`.
+pub(crate) struct Client(pub Option<std::net::IpAddr>);
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => write!(f, "{ip}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// The line as a `tracing` event (the subscriber formats and writes it).
 pub fn emit(l: &Line<'_>) {
     tracing::info!(
@@ -123,7 +135,7 @@ pub fn emit(l: &Line<'_>) {
         key_id = l.key_id,
         method = %l.method,
         path = %tollgate_core::keys::redact_keys(l.path),
-        client = ?l.client,
+        client = %Client(l.client),
         status = l.status,
         outcome = l.outcome,
         limiter = l.limiter,
