@@ -136,6 +136,19 @@ pub fn contains_key(value: &[u8]) -> bool {
     })
 }
 
+/// Whether `value` holds something shaped like a key once case is ignored
+/// (`tg_`, then 38 letters or digits): a lower-cased key. HTTP lower-cases
+/// host names and header names, and a lower-cased key fails its checksum,
+/// so [`contains_key`] cannot see it there (black-box round 15: such a key
+/// could be recovered offline from its case variants).
+pub fn key_shaped(value: &[u8]) -> bool {
+    value.len() >= KEY_LEN
+        && value.windows(KEY_LEN).any(|w| {
+            w[..PREFIX.len()].eq_ignore_ascii_case(PREFIX.as_bytes())
+                && w[PREFIX.len()..].iter().all(u8::is_ascii_alphanumeric)
+        })
+}
+
 /// The short, non-secret prefix listings show.
 pub fn display_prefix(key: &str) -> String {
     key.chars().take(DISPLAY_PREFIX_LEN).collect()
@@ -238,5 +251,25 @@ mod tests {
             counts.iter().all(|&c| (120..300).contains(&c)),
             "{counts:?}"
         );
+    }
+
+    #[test]
+    fn a_key_in_any_case_is_key_shaped() {
+        let k = generate().expect("rng").plain;
+        for v in [
+            k.clone(),
+            k.to_ascii_lowercase(),
+            format!("x.{}.y", k.to_ascii_uppercase()),
+        ] {
+            assert!(key_shaped(v.as_bytes()), "{v}");
+        }
+        for v in [
+            "api.example.com",
+            "tg_short",
+            &k[..KEY_LEN - 1],
+            "x-api-key",
+        ] {
+            assert!(!key_shaped(v.as_bytes()), "{v}");
+        }
     }
 }

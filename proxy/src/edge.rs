@@ -354,6 +354,17 @@ pub fn inspect(
             .or_else(|| req.headers.get(HOST).and_then(lower_host)),
         None => req.headers.get(HOST).and_then(lower_host),
     };
+    // A key as the host would reach the upstream lower-cased (Host,
+    // `X-Forwarded-Host`), where its checksum no longer tells it.
+    if host
+        .as_ref()
+        .is_some_and(|h| keys::key_shaped(h.as_bytes()))
+    {
+        return Err(Refusal::close(
+            "bad-host",
+            answer::bad_request("bad-host", "a host may not carry an API key"),
+        ));
+    }
     Ok(Inbound {
         canonical,
         client,

@@ -102,7 +102,9 @@ pub fn to_remove(headers: &HeaderMap, f: &Forwarding<'_>) -> smallvec::SmallVec<
             || (!f.client.peer_trusted && CLIENT_ADDRESS_HEADERS.contains(&n))
             || (n == "authorization"
                 && (f.key_from_bearer || crate::auth::is_bearer_key(value.as_bytes())))
-            || keys::carries_key(value.as_bytes());
+            || keys::carries_key(value.as_bytes())
+            // A key as the name arrives lower-cased (round 15 re-check).
+            || keys::key_shaped(name.as_str().as_bytes());
         if drop && !out.contains(name) {
             out.push(name.clone());
         }

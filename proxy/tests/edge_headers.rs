@@ -133,6 +133,30 @@ async fn the_key_never_reaches_the_upstream_on_any_route() {
             r.raw
         );
     }
+    // Round 15 re-check: a key as the host or a header name arrived
+    // lower-cased (its checksum no longer tells it).
+    let lower = key.to_ascii_lowercase();
+    for path in ["/open/users", "/api/users"] {
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {key}\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n"
+        );
+        let r = raw::send(None, p.addr, req.as_bytes()).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.raw);
+        assert_eq!(r.json()["reason"], "bad-host", "{}", r.raw);
+        let r = raw::get(
+            None,
+            p.addr,
+            path,
+            &[("x-api-key", &key), (key.as_str(), "1")],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.raw);
+        assert!(
+            !r.raw.to_ascii_lowercase().contains(&lower[3..]),
+            "{path}: {}",
+            r.raw
+        );
+    }
     // Round 15 re-check: a key as the method was forwarded (and logged).
     for path in ["/open/users", "/api/users"] {
         let req = format!(
