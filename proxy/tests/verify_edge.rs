@@ -434,3 +434,33 @@ async fn verify_answers_oversized_headers_with_431() {
     let r = post(verify, &token, "", br#"{"key":"x"}"#).await;
     assert_eq!(r.status, 200, "{}", r.raw);
 }
+
+/// Requests sent before the previous answer was read (pipelined, RFC 9112
+/// §9.3.2) are answered in turn, as on the proxy listener; one with a
+/// framing error still ends the connection after the answers before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_answers_pipelined_requests_in_turn() {
+    let (_p, verify, token) = start().await;
+    let one = |body: &str, last: bool| {
+        format!(
+            "POST /v1/verify HTTP/1.1\r\nHost: v\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n{}\r\n{body}",
+            body.len(),
+            if last { "Connection: close\r\n" } else { "" }
+        )
+    };
+    let three = [
+        one(r#"{"key":"a"}"#, false),
+        one("[]", false),
+        one(r#"{"key":"b"}"#, true),
+    ]
+    .concat();
+    let got = raw::exchange(None, verify, three.as_bytes(), Duration::from_secs(10)).await;
+    assert_eq!(raw::statuses(&got), vec![200, 400, 200], "{got}");
+    // A bad one in the middle: the one before is answered, then 400 + close.
+    let bad =
+        "POST /v1/verify HTTP/1.1\r\nHost: v\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}";
+    let req = [one(r#"{"key":"a"}"#, false), bad.into()].concat();
+    let got = raw::exchange(None, verify, req.as_bytes(), Duration::from_secs(10)).await;
+    assert_eq!(raw::statuses(&got), vec![200, 400], "{got}");
+}

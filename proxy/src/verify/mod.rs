@@ -344,6 +344,10 @@ pub fn add_services(
 #[async_trait]
 impl ServeHttp for VerifyApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // Requests sent before this answer was read are served in turn
+        // (RFC 9112 §9.3.2), as on the proxy listener; the edge scans each
+        // one's header.
+        session.set_pipelining_enabled(true);
         let reply = match self.answer(session).await {
             Ok(reply) => reply,
             Err(mut refusal) => {
