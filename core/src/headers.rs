@@ -6,7 +6,7 @@
 
 /// Forwarding headers an untrusted client may not set (the proxy sets its own
 /// `X-Forwarded-For`, `-Proto` and `-Host`).
-pub const CLIENT_ADDRESS_HEADERS: [&str; 13] = [
+pub const CLIENT_ADDRESS_HEADERS: [&str; 33] = [
     "forwarded",
     "forwarded-for",
     "x-forwarded",
@@ -20,6 +20,28 @@ pub const CLIENT_ADDRESS_HEADERS: [&str; 13] = [
     "cf-connecting-ip",
     "x-client-ip",
     "x-cluster-client-ip",
+    // Black-box round 16: the client-address headers of other balancers,
+    // CDNs and clouds, which an upstream behind them may believe.
+    "client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-real-client-ip",
+    "x-true-client-ip",
+    "x-proxyuser-ip",
+    "proxy-client-ip",
+    "wl-proxy-client-ip",
+    "x-envoy-external-address",
+    "akamai-client-ip",
+    "cloudfront-viewer-address",
+    "x-azure-clientip",
+    "x-azure-socketip",
+    "x-appengine-user-ip",
+    "ali-cdn-real-ip",
+    "fly-client-ip",
+    "do-connecting-ip",
+    "cdn-src-ip",
+    "x-cdn-src-ip",
 ];
 
 /// Headers some frameworks take as the real method.

@@ -223,6 +223,72 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     assert_eq!(statuses, vec![200, 200, 429, 429]);
 }
 
+/// Every client-address header other balancers, CDNs and clouds set
+/// (`core::headers::CLIENT_ADDRESS_HEADERS`, black-box round 16 added 20) is
+/// dropped from an untrusted client, in any case; a trusted proxy's pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_address_headers_of_every_kind_are_dropped_from_untrusted_clients() {
+    let p = TestProxy::start(FORWARDING, Store::Sqlite)
+        .await
+        .expect("sqlite");
+    // The list, and what round 16 saw reach an upstream, named here too so
+    // that a name taken off the list fails.
+    let mut names = tollgate_core::headers::CLIENT_ADDRESS_HEADERS.to_vec();
+    names.extend([
+        "client-ip",
+        "x-originating-ip",
+        "x-remote-ip",
+        "x-remote-addr",
+        "x-proxyuser-ip",
+        "x-envoy-external-address",
+        "akamai-client-ip",
+        "cloudfront-viewer-address",
+        "x-azure-clientip",
+        "x-appengine-user-ip",
+        "ali-cdn-real-ip",
+    ]);
+    names.sort_unstable();
+    names.dedup();
+    // Title case, as clients send them (`Cloudfront-Viewer-Address`).
+    let title: Vec<String> = names
+        .iter()
+        .map(|n| {
+            n.split('-')
+                .map(|w| {
+                    let mut c = w.chars();
+                    c.next()
+                        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                        .unwrap_or_default()
+                })
+                .collect::<Vec<_>>()
+                .join("-")
+        })
+        .collect();
+    let headers: Vec<(&str, &str)> = title.iter().map(|n| (n.as_str(), "6.6.6.6")).collect();
+    let r = raw::get(ip("127.0.0.9"), p.addr, "/open/users", &headers).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let reached: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !seen(&r, n).is_empty())
+        .collect();
+    assert!(reached.is_empty(), "reached the upstream: {reached:?}");
+    // From the trusted balancer they are its to set, and pass.
+    let r = raw::get(
+        ip("127.0.0.1"),
+        p.addr,
+        "/open/users",
+        &[
+            ("Client-IP", "203.0.113.7"),
+            ("Fly-Client-IP", "203.0.113.7"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(seen(&r, "client-ip"), "203.0.113.7");
+    assert_eq!(seen(&r, "fly-client-ip"), "203.0.113.7");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_clients_share_a_bucket_per_64() {
     let p = TestProxy::start(FORWARDING, Store::Sqlite)
