@@ -85,8 +85,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let config = state.config();
-    let local = listener.local_addr()?;
-    let opts = listener::Options::from_config(&config.admin, local);
+    let live = state.listener_options();
     let retention = audit::spawn_retention(state.clone());
     let deliveries = webhooks::worker::spawn(state.clone());
     // The hash unknown usernames are checked against: computed once, off
@@ -103,10 +102,10 @@ pub async fn serve(
         ));
     }
     let app = app.layer(axum::middleware::from_fn_with_state(
-        std::sync::Arc::new(opts.hosts.clone()),
+        live.clone(),
         listener::check_host,
     ));
-    let result = listener::serve(listener, app, opts, shutdown).await;
+    let result = listener::serve(listener, app, live, shutdown).await;
     retention.abort();
     deliveries.abort();
     if spans.is_some() {

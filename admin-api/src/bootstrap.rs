@@ -139,16 +139,8 @@ async fn ensure_first_admin_with(
 /// The JWT secret: `$env_name` if set, else the one kept in the database
 /// (generated on first use).
 pub async fn resolve_jwt_secret(db: &Db, env_name: &str) -> Result<Vec<u8>, BootstrapError> {
-    if !env_name.is_empty() {
-        if let Some(s) = std::env::var(env_name).ok().filter(|s| !s.is_empty()) {
-            if let Some(reason) = password::weak_secret_reason(&s) {
-                return Err(BootstrapError::WeakSecret {
-                    var: env_name.to_string(),
-                    reason,
-                });
-            }
-            return Ok(s.into_bytes());
-        }
+    if let Some(s) = env_secret(env_name)? {
+        return Ok(s.into_bytes());
     }
     if let Some(s) = db.get_setting(settings::JWT_SECRET).await? {
         return Ok(s.into_bytes());
@@ -161,4 +153,24 @@ pub async fn resolve_jwt_secret(db: &Db, env_name: &str) -> Result<Vec<u8>, Boot
         "generated a JWT secret and stored it in the database (set {env_name} to provide your own)"
     );
     Ok(stored.into_bytes())
+}
+
+/// The secret in the variable named `env_name`, if it is set and non-empty;
+/// refused when weak ([`BootstrapError::WeakSecret`]). Also what a reload
+/// naming another variable is checked with, so that a config the admin
+/// could not start with is never accepted by a running one.
+pub fn env_secret(env_name: &str) -> Result<Option<String>, BootstrapError> {
+    if env_name.is_empty() {
+        return Ok(None);
+    }
+    let Some(s) = std::env::var(env_name).ok().filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    match password::weak_secret_reason(&s) {
+        Some(reason) => Err(BootstrapError::WeakSecret {
+            var: env_name.to_string(),
+            reason,
+        }),
+        None => Ok(Some(s)),
+    }
 }

@@ -5,6 +5,8 @@
 //! password or role change ends every older session) is checked by
 //! [`crate::auth::authenticate`] against the database.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -36,13 +38,15 @@ pub struct Claims {
     pub gen: i64,
 }
 
-/// The HS256 signing and verification keys, and the session lifetime.
+/// The HS256 signing and verification keys, and the session lifetime
+/// (`admin.session_ttl`, followed on reload: [`Self::set_ttl`]).
 #[derive(Clone)]
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
-    ttl: Duration,
+    /// Seconds; shared by the clones.
+    ttl_secs: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -61,18 +65,25 @@ impl JwtKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
-            ttl,
+            ttl_secs: Arc::new(AtomicU64::new(ttl.as_secs())),
         }
     }
 
     pub fn ttl(&self) -> Duration {
-        self.ttl
+        Duration::from_secs(self.ttl_secs.load(Ordering::Relaxed))
+    }
+
+    /// A reloaded `admin.session_ttl`: new tokens live that long, and a
+    /// token whose lifetime is longer is refused from now on (as after a
+    /// restart with it).
+    pub fn set_ttl(&self, ttl: Duration) {
+        self.ttl_secs.store(ttl.as_secs(), Ordering::Relaxed);
     }
 
     /// A token for `admin`, and when it expires (Unix ms).
     pub fn issue(&self, admin: &Admin) -> ApiResult<(String, i64)> {
         let now = unix_secs();
-        let exp = now + self.ttl.as_secs();
+        let exp = now + self.ttl().as_secs();
         let mut jti = [0u8; 16];
         getrandom::fill(&mut jti).map_err(|e| ApiError::internal(format!("OS RNG failed: {e}")))?;
         let claims = Claims {
@@ -103,7 +114,7 @@ impl JwtKeys {
                     _ => "the token is malformed",
                 })
             })?;
-        if claims.exp.saturating_sub(claims.iat) > self.ttl.as_secs() + 5 {
+        if claims.exp.saturating_sub(claims.iat) > self.ttl().as_secs() + 5 {
             return Err(ApiError::unauthorized(
                 "the token's lifetime is longer than admin.session_ttl",
             ));

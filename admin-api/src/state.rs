@@ -27,6 +27,8 @@ struct Inner {
     health: HealthCache,
     started_at: i64,
     exports: Arc<crate::export_slots::ExportSlots>,
+    /// The listener's options (`admin.*`), swapped with the config.
+    listener: crate::listener::Live,
 }
 
 impl std::fmt::Debug for AppState {
@@ -47,6 +49,7 @@ impl AppState {
     /// [`AppState::new`] with a given argon2 gate (tests size it).
     pub fn with_argon2(db: Db, config: Config, jwt_secret: &[u8], argon2: Argon2Gate) -> Self {
         let ttl = config.admin.session_ttl;
+        let listener = crate::listener::Options::from_config(&config.admin);
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -57,6 +60,7 @@ impl AppState {
                 health: HealthCache::default(),
                 started_at: tollgate_core::now_ms(),
                 exports: Arc::default(),
+                listener: Arc::new(ArcSwap::from_pointee(listener)),
             }),
         }
     }
@@ -75,9 +79,25 @@ impl AppState {
         self.inner.config.load_full()
     }
 
-    /// Swap in a reloaded config (hot reload of the YAML file).
+    /// Swap in a reloaded config (hot reload of the YAML file): the plans,
+    /// `admin.session_ttl` (tokens issued for longer are refused from now
+    /// on) and the listener's `admin.*` options apply at once. What needs a
+    /// restart (`admin.listen`, `admin.jwt_secret_env`,
+    /// `storage.database_url`) is the caller's to report
+    /// (`tollgate_core::config::restart::needs_restart`).
     pub fn set_config(&self, config: Config) {
+        self.inner.jwt.set_ttl(config.admin.session_ttl);
+        self.inner
+            .listener
+            .store(Arc::new(crate::listener::Options::from_config(
+                &config.admin,
+            )));
         self.inner.config.store(Arc::new(config));
+    }
+
+    /// The admin listener's current options (read per accept and request).
+    pub fn listener_options(&self) -> crate::listener::Live {
+        self.inner.listener.clone()
     }
 
     pub fn jwt(&self) -> &JwtKeys {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use tollgate_core::config::reload::{self, FileWatch, WatchEvent, RELOAD_POLL, RELOAD_SETTLE};
+use tollgate_core::config::restart;
 use tollgate_core::config::Config;
 use tollgate_core::db::{Db, KeyFilter, NewApiKey};
 use tollgate_proxy::server::{build, PrepareError, Prepared};
@@ -133,6 +134,23 @@ async fn admin_config(
     let both = reload::plan_conflicts(&new, plans.iter().map(|p| p.name.as_str()));
     if let Some(msg) = reload::plan_conflict_message(&both) {
         return Err(format!("{}: {msg}", path.display()));
+    }
+    let old = state.config();
+    // A secret the admin would refuse to start with is refused here too,
+    // though it applies only after a restart (round 16, black-box).
+    if new.admin.jwt_secret_env != old.admin.jwt_secret_env {
+        if let Err(tollgate_admin_api::BootstrapError::WeakSecret { var, reason }) =
+            tollgate_admin_api::env_secret(&new.admin.jwt_secret_env)
+        {
+            return Err(format!(
+                "{}: admin.jwt_secret_env: {var} {reason}",
+                path.display()
+            ));
+        }
+    }
+    let changed = restart::needs_restart(&old, &new, restart::Role::Admin);
+    if let Some(msg) = restart::restart_message(&changed) {
+        tracing::warn!("{msg}");
     }
     Ok(new)
 }

@@ -20,17 +20,16 @@ mod idle;
 mod per_ip;
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::Semaphore;
 use tollgate_core::config::AdminConfig;
 use tower::ServiceExt;
 
@@ -91,13 +90,11 @@ fn split_port(h: &str) -> (&str, bool) {
 }
 
 /// Middleware: refuse requests whose `Host` or target authority (absolute-form
-/// HTTP/1 target, HTTP/2 `:authority`) is not allowed. Every name the request
-/// carries must pass; more than one `Host` header is 400.
-pub async fn check_host(
-    State(hosts): State<Arc<AllowedHosts>>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// HTTP/1 target, HTTP/2 `:authority`) is not allowed by the current
+/// `admin.allowed_hosts`. Every name the request carries must pass; more
+/// than one `Host` header is 400.
+pub async fn check_host(State(live): State<Live>, req: Request, next: Next) -> Response {
+    let hosts = &live.load().hosts;
     let mut host_headers = req.headers().get_all(axum::http::header::HOST).iter();
     let header = host_headers.next();
     if host_headers.next().is_some() {
@@ -131,6 +128,10 @@ pub async fn check_host(
     next.run(req).await
 }
 
+/// The listener's options as the config now says: read at each accept and
+/// each request, swapped by a reload (`AppState::set_config`).
+pub type Live = Arc<ArcSwap<Options>>;
+
 /// What the listener enforces.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -143,7 +144,7 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn from_config(c: &AdminConfig, _local: SocketAddr) -> Self {
+    pub fn from_config(c: &AdminConfig) -> Self {
         Self {
             hosts: AllowedHosts::new(&c.allowed_hosts),
             header_timeout: c.header_timeout,
@@ -154,16 +155,41 @@ impl Options {
     }
 }
 
+/// Open connections, against `admin.max_connections` as it is at accept.
+#[derive(Debug, Default)]
+struct Open(AtomicUsize);
+
+/// One open connection, given back when dropped.
+struct Counted(Arc<Open>);
+
+impl Open {
+    fn admit(self: &Arc<Self>, max: usize) -> Option<Counted> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max.max(1)).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Counted(self.clone()))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Serve `app` until `shutdown`, then let the connections in flight finish
-/// (at most 10 s).
+/// (at most 10 s). The options are read at each accept (a reload applies to
+/// the connections accepted after it).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
-    opts: Options,
+    live: Live,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
-    let per_ip = per_ip::PerIp::new(opts.max_connections_per_ip);
+    let open = Arc::new(Open::default());
+    let per_ip = per_ip::PerIp::new(live.load().max_connections_per_ip);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -179,13 +205,15 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let opts = live.load_full();
+        per_ip.set_cap(opts.max_connections_per_ip);
         // The address's own cap first: a client at it takes no global slot.
         let Some(ip_slot) = per_ip.admit(peer.ip()) else {
             crate::metrics::connection_refused("per_ip_cap");
             drop(stream);
             continue;
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let Some(permit) = open.admit(opts.max_connections) else {
             crate::metrics::connection_refused("max_connections");
             drop(stream);
             continue;

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -15,15 +16,16 @@ use tollgate_core::net;
 /// Open connections per client address.
 #[derive(Debug)]
 pub(super) struct PerIp {
-    /// 0: no cap.
-    cap: u32,
+    /// 0: no cap. Followed on reload ([`Self::set_cap`]): connections
+    /// already open stay.
+    cap: AtomicU32,
     open: Mutex<HashMap<IpAddr, u32>>,
 }
 
 impl PerIp {
     pub(super) fn new(cap: u32) -> Arc<Self> {
         Arc::new(Self {
-            cap,
+            cap: AtomicU32::new(cap),
             open: Mutex::new(HashMap::new()),
         })
     }
@@ -34,7 +36,8 @@ impl PerIp {
         let key = net::bucket_key(peer);
         let mut open = self.open.lock();
         let n = open.entry(key).or_insert(0);
-        if self.cap > 0 && *n >= self.cap {
+        let cap = self.cap.load(Ordering::Relaxed);
+        if cap > 0 && *n >= cap {
             return None;
         }
         *n += 1;
@@ -42,6 +45,10 @@ impl PerIp {
             table: self.clone(),
             key,
         })
+    }
+
+    pub(super) fn set_cap(&self, cap: u32) {
+        self.cap.store(cap, Ordering::Relaxed);
     }
 
     #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod model;
 pub mod position;
 mod raw;
 pub mod reload;
+pub mod restart;
 #[cfg(test)]
 mod tuning_tests;
 mod validate;

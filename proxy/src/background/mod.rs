@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tollgate_core::config::reload::{self, FileWatch, WatchEvent, RELOAD_POLL, RELOAD_SETTLE};
+use tollgate_core::config::restart;
 use tollgate_core::db::{Db, Fingerprint};
 
 use crate::keyset::KeySet;
@@ -388,13 +389,9 @@ async fn apply_config(
         return Err(format!("{}: {msg}", path.display()));
     }
     let old = state.config.load_full();
-    if new.proxy.listen != old.config.proxy.listen
-        || new.proxy.metrics_listen != old.config.proxy.metrics_listen
-        || new.verify.listen != old.config.verify.listen
-        || new.proxy.tls.as_ref().map(|t| t.listen)
-            != old.config.proxy.tls.as_ref().map(|t| t.listen)
-    {
-        tracing::warn!("listen addresses changed: they take effect after a restart");
+    let restart = restart::needs_restart(&old.config, &new, restart::Role::Proxy);
+    if let Some(msg) = restart::restart_message(&restart) {
+        tracing::warn!("{msg}");
     }
     // Certificate, key and CA files are re-read with every reload.
     let files = tls::prepare_reload(&new).map_err(|e| e.to_string())?;
