@@ -137,6 +137,60 @@ async fn requests_cut_by_a_fast_stop_are_recorded() {
 /// not when the grace period ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_during_a_graceful_stop_makes_it_fast() {
+    sigint_during_a_graceful_stop(Client::H1(reqwest::Client::new()), "").await;
+}
+
+/// The same over one HTTP/2 connection (h2c, prior knowledge): its socket
+/// is shut down too, the stream in flight on it is cut and recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_during_a_graceful_stop_makes_it_fast_over_http2() {
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    sigint_during_a_graceful_stop(Client::H2c(Box::new(h2)), "  h2c: true\n").await;
+}
+
+/// A client of the proxy: HTTP/1.1, or HTTP/2 by prior knowledge.
+#[derive(Clone)]
+enum Client {
+    H1(reqwest::Client),
+    H2c(
+        Box<
+            hyper_util::client::legacy::Client<
+                hyper_util::client::legacy::connect::HttpConnector,
+                http_body_util::Empty<bytes::Bytes>,
+            >,
+        >,
+    ),
+}
+
+impl Client {
+    /// GET `url` with the key `key`: its status, or why none came.
+    async fn get(&self, url: &str, key: &str) -> Result<u16, String> {
+        match self {
+            Self::H1(c) => c
+                .get(url)
+                .header("x-api-key", key)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string()),
+            Self::H2c(c) => {
+                let req = http::Request::get(url)
+                    .header("x-api-key", key)
+                    .body(http_body_util::Empty::new())
+                    .expect("request");
+                let r = c.request(req).await.map_err(|e| e.to_string())?;
+                assert_eq!(r.version(), http::Version::HTTP_2);
+                Ok(r.status().as_u16())
+            }
+        }
+    }
+}
+
+/// SIGTERM with a 20 s grace period, one request finishing in it and one
+/// in flight, then SIGINT, on `client` (`proxy_extra`: added to `proxy:`).
+async fn sigint_during_a_graceful_stop(client: Client, proxy_extra: &str) {
     let up = Upstream::start("u", free_port()).await;
     let (dir, db) = sqlite().await;
     let (key, plain) = db.create_key(&named("cut")).await.expect("key");
@@ -144,13 +198,10 @@ async fn sigint_during_a_graceful_stop_makes_it_fast() {
         "{USAGE_HELD}upstreams:\n  u: {{ targets: [\"127.0.0.1:{}\"] }}\nroutes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: u\n    strip_prefix: /api\n",
         up.port
     );
-    let mut p = Proxy::start(dir, db.url(), "  grace_period: 20s\n", &yaml).await;
-    let client = reqwest::Client::new();
+    let extra = format!("  grace_period: 20s\n{proxy_extra}");
+    let mut p = Proxy::start(dir, db.url(), &extra, &yaml).await;
     for _ in 0..3 {
-        assert_eq!(
-            get(&client, &p.url("/api/x"), Some(&plain)).await.status(),
-            200
-        );
+        assert_eq!(client.get(&p.url("/api/x"), &plain).await, Ok(200));
     }
     let slow = |ms: u64| {
         let (client, url, plain) = (
@@ -158,10 +209,7 @@ async fn sigint_during_a_graceful_stop_makes_it_fast() {
             p.url(&format!("/api/slow/{ms}")),
             plain.clone(),
         );
-        tokio::spawn(async move {
-            let sent = client.get(&url).header("x-api-key", plain).send().await;
-            sent.map(|r| r.status().as_u16())
-        })
+        tokio::spawn(async move { client.get(&url, &plain).await })
     };
     let (short, long) = (slow(1500), slow(60_000));
     wait_for(
