@@ -153,7 +153,7 @@ mod tests {
         assert_eq!(limited.header("grpc-status"), Some("8"));
         assert_eq!(limited.header("retry-after"), Some("1"));
         assert_eq!(
-            answer(answer::not_found("/x")).header("grpc-status"),
+            answer(answer::not_found()).header("grpc-status"),
             Some("12")
         );
         assert_eq!(

@@ -183,10 +183,7 @@ impl Gateway {
                 outcome::METHOD_NOT_ALLOWED,
                 answer::method_not_allowed(req.method.as_str(), &allowed),
             )),
-            RouteMatch::NotFound => Err((
-                outcome::NOT_FOUND,
-                answer::not_found(&inbound.canonical.path),
-            )),
+            RouteMatch::NotFound => Err((outcome::NOT_FOUND, answer::not_found())),
         };
         ctx.inbound = Some(inbound);
         let route = match routed {

@@ -183,6 +183,14 @@ async fn refusals_are_problem_json_with_the_right_status() {
     assert!(problem(r).await["type"]
         .as_str()
         .is_some_and(|t| t.ends_with("/no-route")));
+    // Round 16: the 404 repeated the path, a key in it too.
+    let r = get(&p.url(&format!("/nowhere/{good}")), None).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let body = r.text().await.expect("body");
+    assert!(
+        !body.contains(&good) && !body.contains("/nowhere"),
+        "{body}"
+    );
 
     let r = reqwest::Client::new()
         .delete(p.url("/api/users/1"))

@@ -3,7 +3,9 @@
 //! process that is killed on drop.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod credits;
+pub mod faults;
 /// Every port of the process from one registry.
 #[path = "../../proxy/tests/common/ports.rs"]
 pub mod ports;

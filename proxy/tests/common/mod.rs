@@ -2,6 +2,7 @@
 //! listeners) in front of the real demo upstream, over a fresh database.
 #![allow(dead_code)]
 
+pub mod edge;
 pub mod model;
 pub mod ports;
 pub mod raw;
