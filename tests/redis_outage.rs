@@ -336,25 +336,9 @@ routes:
     else {
         return;
     };
-    // The warm-up took one token from Redis' bucket, none from the proxies' own.
-    let start = Instant::now();
-    for p in &s.proxies {
-        loop {
-            let metrics = p.metrics().await;
-            let peers = metrics
-                .lines()
-                .find_map(|l| l.strip_prefix("tollgate_limiter_fallback_peers "))
-                .map(str::to_string);
-            if peers.as_deref() == Some("2") {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "never saw two live proxies: {peers:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    // The warm-up took one token from Redis' bucket (and, seeding the
+    // shares from Redis' reply, at most one from the proxies' own).
+    wait_for_two_peers(&s).await;
     tokio::task::block_in_place(|| s.redis.terminate());
 
     // Three bursts' worth at each proxy at once, eight connections each.
@@ -415,5 +399,135 @@ routes:
             .iter()
             .all(|p| p.as_deref() == Some("\"burst\";q=5;w=3600")),
         "{policies:?}"
+    );
+}
+
+/// Both proxies count two live proxies (their heartbeats), so the fallback
+/// takes half of each limit.
+async fn wait_for_two_peers(s: &Setup) {
+    let start = Instant::now();
+    for p in &s.proxies {
+        loop {
+            let metrics = p.metrics().await;
+            let peers = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("tollgate_limiter_fallback_peers "))
+                .map(str::to_string);
+            if peers.as_deref() == Some("2") {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "never saw two live proxies: {peers:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Round 14's "Redis healthy but late": each fallback share started full,
+/// whatever Redis had admitted, so a Redis missing its deadline after the
+/// burst was spent let each proxy admit its share again (two proxies,
+/// burst 10: 5 more at each). Now each Redis reply lowers the share to what
+/// Redis had left / N: after the burst is drained through Redis, a late
+/// Redis leaves the fallback only the refill since (10 per hour here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_redis_after_the_burst_leaves_the_fallback_only_the_refill() {
+    const BURST: usize = 10;
+    // A generous deadline while draining: every decision there is Redis'
+    // on a busy box; CLIENT PAUSE then makes every call miss it.
+    let Some(s) = setup_on(|redis_url, upstream| {
+        format!(
+            r#"limiter:
+  backend: redis
+  redis_url: "{redis_url}"
+  redis_timeout: 500ms
+  on_redis_error: local
+usage:
+  flush_interval: 1s
+plans:
+  b: {{ limits: [ {{ name: burst, rate: {BURST}, per: 1h }} ] }}
+upstreams:
+  demo: {{ targets: ["127.0.0.1:{upstream}"] }}
+routes:
+  - name: users
+    match: {{ path_prefix: /api/users }}
+    upstream: demo
+    strip_prefix: /api
+    default_plan: b
+"#
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    wait_for_two_peers(&s).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    // (status, remaining in `RateLimit`, `RateLimit-Policy`)
+    let get = |p: usize| {
+        let (client, url, key) = (client.clone(), s.proxies[p].url("/api/users"), &s.key);
+        async move {
+            let r = client
+                .get(&url)
+                .header("x-api-key", key)
+                .send()
+                .await
+                .expect("answered");
+            let header = |name: &str| {
+                r.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let remaining = header("ratelimit")
+                .and_then(|v| v.split(";r=").nth(1).map(str::to_string))
+                .and_then(|v| v.split(';').next().and_then(|n| n.parse::<u64>().ok()));
+            (r.status().as_u16(), remaining, header("ratelimit-policy"))
+        }
+    };
+    // Drain the burst through proxy 0 (Redis deciding) until it reports
+    // nothing left, then ask through proxy 1 once: each proxy's last Redis
+    // reply says the bucket is empty.
+    let drained = Instant::now();
+    let mut admitted = 0;
+    loop {
+        let (status, remaining, _) = get(0).await;
+        assert_eq!(status, 200, "refused before the burst was spent");
+        admitted += 1;
+        if remaining == Some(0) {
+            break;
+        }
+        assert!(admitted < 2 * BURST, "never drained: {remaining:?}");
+    }
+    let (status, _, _) = get(1).await;
+    println!("drained through Redis: {admitted} at proxy 0, then {status} at proxy 1");
+
+    // Redis healthy but late: every call misses the deadline.
+    let reply = raw_command(s.redis.port, "CLIENT PAUSE 20000 ALL").expect("pause");
+    assert!(reply.starts_with("+OK"), "{reply}");
+    let mut late = [0usize; 2];
+    let mut fallback_decided = 0;
+    for _ in 0..BURST {
+        for (p, admitted) in late.iter_mut().enumerate() {
+            let (status, _, policy) = get(p).await;
+            assert!(status == 200 || status == 429, "status {status}");
+            *admitted += usize::from(status == 200);
+            // The fallback reports its share (q=5); Redis the limit (q=10).
+            fallback_decided += usize::from(policy.as_deref() == Some("\"burst\";q=5;w=3600"));
+        }
+    }
+    let _ = raw_command(s.redis.port, "CLIENT UNPAUSE");
+    // What refilled since the drain at 10 per hour, rounded up (1 for
+    // anything under six minutes): without the seed, 5 at proxy 0.
+    let refill = (drained.elapsed().as_secs_f64() * BURST as f64 / 3600.0).ceil() as usize;
+    println!("admitted with Redis late: {late:?}, fallback decisions: {fallback_decided}, refill bound {refill}");
+    assert!(fallback_decided > 0, "the fallback never decided");
+    assert!(
+        late.iter().sum::<usize>() <= refill,
+        "the fallback admitted more than the refill since the drain ({refill}): {late:?}"
     );
 }

@@ -18,7 +18,7 @@ pub use crate::limit_scope::LimitScope;
 use crate::quota::{Calendar, QuotaSpec};
 
 mod share;
-pub use share::share;
+pub use share::{seed_tat, seeded_level, share};
 
 /// One token bucket policy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -123,8 +123,7 @@ impl Limit {
 
     /// Nanoseconds for one token to come back.
     pub fn emission_interval_ns(&self) -> u64 {
-        let per = u64::try_from(self.per.as_nanos()).unwrap_or(u64::MAX);
-        (per / self.rate.max(1)).max(1)
+        emission_ns(self.per, self.rate)
     }
 
     /// The window in whole seconds, as the `w` parameter of `RateLimit-Policy`.
@@ -175,12 +174,25 @@ pub struct Clamped {
 /// interval in the backend's unit (`per / rate`, truncated), `max_span` the
 /// longest span in that unit. A cost above the burst stays above it.
 pub fn clamp(limit: &Limit, interval: u64, max_span: u64) -> Clamped {
+    clamp_values(limit.burst(), limit.cost(), interval, max_span)
+}
+
+/// Nanoseconds for one token of `rate` per `per` to come back (at least 1).
+fn emission_ns(per: Duration, rate: u64) -> u64 {
+    let per = u64::try_from(per.as_nanos()).unwrap_or(u64::MAX);
+    (per / rate.max(1)).max(1)
+}
+
+/// [`clamp`] of a limit's configured `burst` and `cost` (a cost above the
+/// burst never fits, whatever the clamp).
+fn clamp_values(burst: u64, cost: u64, interval: u64, max_span: u64) -> Clamped {
     let interval = interval.clamp(1, max_span.max(1));
-    let burst = limit.burst().min(max_span / interval);
-    let cost = if limit.never_fits() {
+    let never_fits = cost > burst;
+    let burst = burst.min(max_span / interval);
+    let cost = if never_fits {
         burst + 1
     } else {
-        limit.cost().min(burst)
+        cost.min(burst)
     };
     Clamped {
         interval,

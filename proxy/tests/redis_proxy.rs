@@ -162,10 +162,13 @@ async fn redis_killed_policy_local_falls_back_then_recovers() {
         worst < Duration::from_millis(500),
         "a request waited {worst:?}"
     );
-    // The local fallback enforces the same limits (burst 3) for this instance.
+    // The local fallback enforces the same limits (burst 3) for this
+    // instance, from what is left after the set-up's one admission: taken
+    // by Redis (its reply lowered the share to the 2 it had left) or, on a
+    // busy machine, by the fallback itself (from the share).
     assert_eq!(
         statuses.iter().filter(|&&s| s == 200).count(),
-        3usize.saturating_sub(fallen_back),
+        2,
         "{statuses:?}"
     );
     assert!(

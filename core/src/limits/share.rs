@@ -3,7 +3,7 @@
 //! every rate limit (like Tyk's distributed rate limiter), so together they
 //! admit about the limit instead of N × it.
 
-use super::Limit;
+use super::{clamp_ns, clamp_values, emission_ns, Clamped, Limit, MAX_SPAN_NS};
 
 /// `amount` split over `peers` (at least 1): rounded up, never below 1
 /// (one request) and never above `amount` (for `amount ≥ 1`). So
@@ -28,6 +28,48 @@ impl Limit {
             burst: Some(share(burst, peers).max(self.cost().min(burst))),
             ..self.clone()
         }
+    }
+}
+
+impl Limit {
+    /// [`clamp_ns`] of [`Self::shared`], without building the shared limit
+    /// (no allocation: the fallback seeds its shares on Redis replies).
+    pub fn shared_ns(&self, peers: u64) -> Clamped {
+        if peers <= 1 || self.is_quota() {
+            return clamp_ns(self);
+        }
+        let (burst, cost) = (self.burst(), self.cost());
+        let rate = share(self.rate, peers);
+        let shared_burst = share(burst, peers).max(cost.min(burst));
+        clamp_values(shared_burst, cost, emission_ns(self.per, rate), MAX_SPAN_NS)
+    }
+}
+
+/// The most tokens one of `peers` proxies' fallback share of a limit may
+/// hold once Redis reported `remaining` tokens left in the whole limit:
+/// `remaining / peers`, rounded up like [`share`], and 0 when Redis had
+/// none. So the N shares together hold at most what Redis had left (plus
+/// less than one token per proxy), not N × 1/N of the burst.
+pub fn seeded_level(remaining: u64, peers: u64) -> u64 {
+    remaining.div_ceil(peers.max(1))
+}
+
+/// A share bucket's TAT (ns; `share` its clamped numbers,
+/// [`Limit::shared_ns`]) lowered at `now` to hold at most
+/// [`seeded_level`]`(remaining, peers)` tokens: the TAT never moves back (a
+/// seed never refills a bucket, whatever Redis reports), and never past
+/// empty (`now + burst × interval`, unless it already was: a settled debt
+/// stays), and unchanged when it holds no more than that already. From
+/// there the share refills at its own rate (rate / N).
+pub fn seed_tat(tat: u64, now: u64, share: Clamped, remaining: u64, peers: u64) -> u64 {
+    let level = seeded_level(remaining, peers).min(share.burst);
+    let empty_for = (share.burst - level).saturating_mul(share.interval);
+    let lowered = now.saturating_add(empty_for);
+    if lowered > tat.max(now) {
+        lowered
+    } else {
+        // Already as low (or a full bucket left full): unchanged.
+        tat
     }
 }
 
@@ -77,7 +119,70 @@ mod tests {
         assert_eq!(q.shared(3), q);
     }
 
+    /// Tokens a bucket with TAT `tat` holds at `now` (as a check counts them).
+    fn level(c: Clamped, tat: u64, now: u64) -> u64 {
+        (c.burst * c.interval).saturating_sub(tat.saturating_sub(now)) / c.interval
+    }
+
+    #[test]
+    fn a_seed_lowers_a_share_to_what_redis_had_left_over_n() {
+        let l = Limit::new("b", 10, Duration::from_secs(3600), None, None);
+        let c = l.shared_ns(2);
+        assert_eq!((c.burst, c.interval), (5, 720_000_000_000));
+        let now = 1_000;
+        // Redis had nothing left: the share is empty.
+        let empty = seed_tat(0, now, c, 0, 2);
+        assert_eq!((empty, level(c, empty, now)), (now + 5 * c.interval, 0));
+        // 3 left over 2 proxies: 2 each (rounded up).
+        assert_eq!(level(c, seed_tat(0, now, c, 3, 2), now), 2);
+        // Plenty left: a full share stays as it is (nothing stored).
+        assert_eq!(seed_tat(0, now, c, 10, 2), 0);
+        // Never raised: a share holding 1 keeps 1 whatever Redis reports.
+        let one = now + 4 * c.interval;
+        assert_eq!(seed_tat(one, now, c, 10, 2), one);
+        // One proxy: the share is the limit.
+        let whole = l.shared_ns(1);
+        assert_eq!(level(whole, seed_tat(0, now, whole, 7, 1), now), 7);
+        assert_eq!(seeded_level(0, 0), 0);
+        assert_eq!(seeded_level(7, 0), 7, "no peers counts as one");
+    }
+
     proptest! {
+        #[test]
+        fn shared_ns_is_the_shared_limits_clamp(
+            rate in 1u64..1_000_000,
+            per_ms in 1u64..100_000_000,
+            burst in proptest::option::of(1u64..1_000_000),
+            cost in proptest::option::of(1u64..1_000),
+            peers in 1u64..100,
+        ) {
+            let l = Limit::new("l", rate, Duration::from_millis(per_ms), burst, cost);
+            prop_assert_eq!(l.shared_ns(peers), clamp_ns(&l.shared(peers)));
+        }
+
+        #[test]
+        fn a_seed_never_exceeds_redis_over_n_and_never_grows_a_bucket(
+            rate in 1u64..100_000,
+            per_ms in 1u64..100_000_000,
+            burst in proptest::option::of(1u64..100_000),
+            peers in 1u64..50,
+            now in 1u64..(1 << 60),
+            used in 0u64..(1 << 52),
+            remaining in 0u64..200_000,
+        ) {
+            let l = Limit::new("l", rate, Duration::from_millis(per_ms), burst, None);
+            let c = l.shared_ns(peers);
+            let tat = if used == 0 { 0 } else { now + used.min(2 * c.burst * c.interval) };
+            let seeded = seed_tat(tat, now, c, remaining, peers);
+            prop_assert!(seeded >= tat, "never grows a bucket");
+            let after = level(c, seeded, now);
+            prop_assert!(after <= level(c, tat, now));
+            prop_assert!(after <= remaining.div_ceil(peers));
+            prop_assert!(after == level(c, tat, now).min(seeded_level(remaining, peers)));
+            // Never below empty (0 tokens) unless it already was.
+            prop_assert!(seeded <= tat.max(now + c.burst * c.interval));
+        }
+
         #[test]
         fn shares_cover_the_limit_and_stay_within_it(amount in 1u64.., peers in 1u64..10_000) {
             let s = share(amount, peers);

@@ -299,7 +299,12 @@ impl Limiters {
             }
         };
         match result {
-            Ok(d) => {
+            Ok(checked) => {
+                // Only when Redis replied (not for a lease spent here).
+                if let (Some(left), OnRedisError::Local) = (&checked.left, cfg.on_redis_error) {
+                    self.fallback_seed(subject, buckets, left);
+                }
+                let d = checked.decision;
                 observe("redis", started);
                 self.events.quotas(subject, buckets, &d);
                 Verdict::Decided(d, "redis")

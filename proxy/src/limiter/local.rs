@@ -19,6 +19,7 @@ use super::sharded::ShardedMap;
 use super::{Bucket, Subject};
 
 mod quota;
+mod seed;
 mod settle;
 mod shared;
 

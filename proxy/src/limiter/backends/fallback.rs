@@ -5,12 +5,20 @@
 //! (`core::limits::share`), so the proxies together admit about the limit
 //! instead of N × it. The in-process backend (`backend: local`) never reads
 //! N.
+//!
+//! Each share starts from what Redis last reported: whenever a Redis call
+//! of this proxy returns (a decision, a lease granted or refilled), each
+//! bucket's share is lowered to at most what Redis had left / N
+//! (`core::limits::seed_tat`), never raised. So when Redis is healthy but
+//! late (some calls miss `redis_timeout`), the fallback admits what Redis
+//! had left, shared, plus the share's refill, not a fresh 1/N of the burst
+//! on top of Redis' admissions. A lease spent here costs nothing more.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use smallvec::SmallVec;
-use tollgate_core::limits::{Decision, LimitState, Policy};
+use tollgate_core::limits::{seed_tat, Decision, LimitState, Policy};
 
 use super::Limiters;
 use crate::limiter::{Bucket, Subject};
@@ -78,6 +86,24 @@ impl Limiters {
     /// The `local` fallback's decision: this process's share of the limits.
     pub(super) fn fallback_check(&self, subject: &Subject, buckets: &[&Bucket]) -> Decision {
         with_share(buckets, self.peers.get(), |b| self.local.check(subject, b))
+    }
+
+    /// Lower this proxy's fallback shares of `buckets` to what Redis
+    /// reported left in each (`left`, in the buckets' order) over N: a
+    /// later fallback decision admits only what Redis had left, shared,
+    /// plus the refill since. Calendar quotas are not shared (counted per
+    /// proxy from zero). Nothing is allocated; nothing stored for a share
+    /// Redis leaves as it is.
+    pub(super) fn fallback_seed(&self, subject: &Subject, buckets: &[&Bucket], left: &[u64]) {
+        let peers = self.peers.get();
+        self.local.lower(subject, buckets, |i, tat, now| {
+            match (buckets.get(i), left.get(i)) {
+                (Some(b), Some(&remaining)) if b.policy.calendar.is_none() => {
+                    seed_tat(tat, now, b.limit.shared_ns(peers), remaining, peers)
+                }
+                _ => tat,
+            }
+        });
     }
 
     /// The `local` fallback's view of the buckets (`proxy.usage_path`).
@@ -191,6 +217,43 @@ mod tests {
         let back = l.fallback_settle(&k, &[&b], tollgate_core::cost::Settle::Return(2), 0);
         assert_eq!(back, vec![-2]);
         assert_eq!(take(10), 2);
+    }
+
+    /// Round 14's "Redis healthy but late": a share is lowered to what Redis
+    /// last reported left / N (never raised), so the fallback admits that,
+    /// not a fresh share of the burst.
+    #[test]
+    fn the_share_starts_from_what_redis_had_left() {
+        let b = bucket(3600);
+        let l = Limiters::new(Arc::new(LocalLimiter::new(4)));
+        l.peers().set(2);
+        let take = |k: &Subject| {
+            (0..10)
+                .filter(|_| l.fallback_check(k, &[&b]).allowed)
+                .count()
+        };
+        // Plenty left in Redis: nothing stored, the share stays full.
+        l.fallback_seed(&Subject::Key(1), &[&b], &[10]);
+        assert!(
+            l.local.is_empty(),
+            "a seed that lowers nothing stores nothing"
+        );
+        assert_eq!(take(&Subject::Key(1)), 5);
+        // Redis had 3 left: 2 for each of 2 proxies (rounded up).
+        l.fallback_seed(&Subject::Key(2), &[&b], &[3]);
+        assert_eq!(take(&Subject::Key(2)), 2);
+        // Redis had none left: nothing.
+        l.fallback_seed(&Subject::Key(3), &[&b], &[0]);
+        assert_eq!(take(&Subject::Key(3)), 0);
+        // Never raised: a drained share stays drained whatever Redis reports.
+        l.fallback_seed(&Subject::Key(1), &[&b], &[10]);
+        assert_eq!(take(&Subject::Key(1)), 0);
+        // An identity's buckets and an IP's are seeded too.
+        let ip = Subject::Ip("192.0.2.7".parse().expect("ip"));
+        l.fallback_seed(&ip, &[&b], &[0]);
+        assert_eq!(take(&ip), 0);
+        l.fallback_seed(&Subject::Identity(9), &[&b], &[2]);
+        assert_eq!(take(&Subject::Identity(9)), 1);
     }
 
     #[test]

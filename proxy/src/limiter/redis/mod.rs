@@ -61,8 +61,8 @@ pub use error::RedisLimitError;
 use lease::{LeaseArgs, Leases};
 pub use over_limit::OverLimitCache;
 pub use script::{
-    bucket_key, decide_from_replies, parse_reply, BucketReply, LimitTimes, ScriptArgs, MAX_SPAN_US,
-    SCRIPT_SOURCE,
+    bucket_key, decide_from_replies, left_in_redis, parse_reply, BucketReply, LimitTimes,
+    ScriptArgs, MAX_SPAN_US, SCRIPT_SOURCE,
 };
 
 /// Tuning of a [`RedisLimiter`]; `Default` is what production uses apart
@@ -101,6 +101,25 @@ impl Default for RedisLimiterOptions {
             ca_pem: None,
             concurrency_lease: Duration::from_secs(10),
             lease_ttl: DEFAULT_LEASE_TTL,
+        }
+    }
+}
+
+/// A decision of [`RedisLimiter::check_by`], with what Redis reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub decision: Decision,
+    /// Tokens left in each Redis bucket after the call, when Redis was
+    /// asked (this proxy's new lease counted as taken: it is spent here);
+    /// `None` when the decision was served here (a lease, a cached refusal).
+    pub left: Option<SmallVec<[u64; 4]>>,
+}
+
+impl Checked {
+    fn here(decision: Decision) -> Self {
+        Self {
+            decision,
+            left: None,
         }
     }
 }
@@ -232,7 +251,9 @@ impl RedisLimiter {
         subject: &Subject,
         buckets: &[&Bucket],
     ) -> Result<Decision, RedisLimitError> {
-        self.check_by(subject, buckets, self.deadline()).await
+        self.check_by(subject, buckets, self.deadline())
+            .await
+            .map(|c| c.decision)
     }
 
     /// [`Self::check`] bounded by `deadline` instead of a timeout of its own:
@@ -246,12 +267,12 @@ impl RedisLimiter {
         subject: &Subject,
         buckets: &[&Bucket],
         deadline: Instant,
-    ) -> Result<Decision, RedisLimitError> {
+    ) -> Result<Checked, RedisLimitError> {
         if buckets.is_empty() {
-            return Ok(Decision {
+            return Ok(Checked::here(Decision {
                 allowed: true,
                 limits: Default::default(),
-            });
+            }));
         }
         // Served from this proxy's leases: tokens Redis already granted
         // (never with a quota: the script counts quotas on every call; never
@@ -262,10 +283,10 @@ impl RedisLimiter {
             .flatten()
         {
             self.over_limit.forget(subject);
-            return Ok(decision);
+            return Ok(Checked::here(decision));
         }
         if let Some(decision) = self.over_limit.get(subject, buckets, Instant::now()) {
-            return Ok(decision);
+            return Ok(Checked::here(decision));
         }
         // Redis evaluates no earlier than this: waits counted from here are
         // never shorter than Redis' own.
@@ -306,7 +327,10 @@ impl RedisLimiter {
             }
             Err(_) => self.breaker.failure(),
         }
-        result.map(|(decision, _, _)| decision)
+        result.map(|(decision, _, replies)| Checked {
+            decision,
+            left: Some(left_in_redis(&replies)),
+        })
     }
 
     /// Tests only: one script call at an explicit instant (µs on any clock)

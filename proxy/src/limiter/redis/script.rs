@@ -177,6 +177,20 @@ pub struct BucketReply {
     pub granted: u64,
 }
 
+/// Tokens left in each Redis bucket after the call that gave `replies`
+/// (leases granted counted as taken): a call that some bucket refused took
+/// nothing from the others (the script takes all or nothing).
+pub fn left_in_redis(replies: &[BucketReply]) -> SmallVec<[u64; 4]> {
+    let allowed = replies.iter().all(|r| r.allowed);
+    replies
+        .iter()
+        .map(|r| match (r.allowed, allowed) {
+            (true, false) => r.remaining.saturating_add(r.granted),
+            _ => r.remaining,
+        })
+        .collect()
+}
+
 /// Parse the script's flat reply (see `lua/token_bucket.lua`).
 pub fn parse_reply(reply: &[i64], limits: usize) -> Result<Vec<BucketReply>, RedisLimitError> {
     if reply.len() != limits * REPLY_STRIDE {
@@ -271,6 +285,23 @@ mod tests {
     use super::*;
     use crate::limiter::Scope;
     use tollgate_core::limits::check_bucket;
+
+    /// What Redis holds after a call: a lease granted counts as taken; a
+    /// call another bucket refused took nothing.
+    #[test]
+    fn left_in_redis_counts_only_what_the_script_took() {
+        let reply = |allowed, remaining, granted| BucketReply {
+            allowed,
+            remaining,
+            reset_us: 0,
+            retry_us: Some(0),
+            granted,
+        };
+        let admitted = [reply(true, 3, 4), reply(true, 7, 1)];
+        assert_eq!(left_in_redis(&admitted).as_slice(), &[3, 7]);
+        let refused = [reply(true, 3, 4), reply(false, 0, 0)];
+        assert_eq!(left_in_redis(&refused).as_slice(), &[7, 0]);
+    }
 
     #[test]
     fn key_format_shares_the_subject_hash_tag() {
