@@ -130,6 +130,58 @@ async fn requests_cut_by_a_fast_stop_are_recorded() {
     requests_cut_by_a_stop_are_recorded("INT").await;
 }
 
+/// A fast stop whose last write has to wait (another session holds
+/// `usage_minute` locked past the 1 s the runtimes get to stop, as a busy
+/// disk or database would) does not end in the middle of it: the requests
+/// it cut are still written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_stop_waits_for_its_last_write() {
+    let Some(db) = tollgate_core::db::testing::fresh_postgres().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::start("u", free_port()).await;
+    let (key, plain) = db.create_key(&named("late")).await.expect("key");
+    let yaml = format!(
+        "{USAGE_HELD}upstreams:\n  u: {{ targets: [\"127.0.0.1:{}\"], timeouts: {{ read: 60s }} }}\nroutes:\n  - name: api\n    match: {{ path_prefix: /api }}\n    upstream: u\n    strip_prefix: /api\n",
+        up.port
+    );
+    let mut p = Proxy::start(dir, db.url(), "  grace_period: 1s\n", &yaml).await;
+    let client = reqwest::Client::new();
+    let cut: Vec<_> = (0..3)
+        .map(|_| {
+            let (client, url, plain) = (client.clone(), p.url("/api/slow/30000"), plain.clone());
+            tokio::spawn(async move { client.get(url).header("x-api-key", plain).send().await })
+        })
+        .collect();
+    wait_for(
+        "3 requests at the upstream",
+        Duration::from_secs(10),
+        || async { up.arrived.load(Ordering::Relaxed) == 3 },
+    )
+    .await;
+    let mut lock = db.pool().begin().await.expect("begin");
+    sqlx::query("LOCK TABLE usage_minute IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    p.signal("INT");
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    lock.rollback().await.expect("unlock");
+    let status = p.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
+    for c in cut {
+        assert!(c.await.expect("task").is_err(), "cut, not answered");
+    }
+    let (allowed, limited, unauthorized, forbidden, errors) =
+        outcomes(&usage_of(&db, key.id).await);
+    assert_eq!(
+        (allowed + errors, limited, unauthorized, forbidden),
+        (3, 0, 0, 0),
+        "the cut requests are written after the lock ({allowed} allowed, {errors} upstream errors)"
+    );
+}
+
 /// Round 13 (black-box): SIGINT during a graceful stop (SIGTERM, a 20 s
 /// grace period, a request still in flight) makes it a fast stop: the
 /// usage of the requests that finished (one during the grace period) and of

@@ -227,10 +227,13 @@ impl Built {
             );
             last.run(&state);
         };
+        let (last, state) = (self.last_write.clone(), self.state.clone());
+        let last_write = move || last.run(&state);
         let args = RunArgs {
             shutdown_signal: Box::new(Signals {
                 usage: self.usage_stop.clone(),
                 cut_then_write: Arc::new(cut_then_write),
+                last_write: Arc::new(last_write),
             }),
         };
         self.server.run(args);
@@ -314,6 +317,7 @@ pub fn build(prepared: Prepared) -> Built {
         database_url: database_url.clone(),
         counter: counter.clone(),
         taken: Default::default(),
+        finished: Default::default(),
     });
     // Connections per client address, and the HTTP/2 streams they carry.
     let conns = Arc::new(ConnTable::default());

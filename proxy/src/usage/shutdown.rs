@@ -40,19 +40,23 @@ pub const FAST_STOP_FLUSH: Duration = Duration::from_secs(3);
 /// How long the runtimes may take to stop after a fast stop's usage flush.
 pub const FAST_STOP_RUNTIMES: Duration = Duration::from_secs(1);
 
-/// After a fast stop's usage flush the process ends within
-/// [`FAST_STOP_RUNTIMES`]. Pingora 0.9.1's no-steal runtime
-/// (`proxy.work_stealing: false`) joins its threads without a timeout, and
-/// on a fast stop an accept loop can be left polling a listener whose
-/// runtime is shutting down ("A Tokio 1.x context was found, but it is
-/// being shutdown"): the call fails at once, the loop never yields, the
-/// join never returns. Usage is written by then; what is left is dropping
-/// memory.
-fn bound_fast_stop() {
+/// After a fast stop's usage flush the runtimes get [`FAST_STOP_RUNTIMES`]
+/// to stop. Pingora 0.9.1's no-steal runtime (`proxy.work_stealing:
+/// false`) joins its threads without a timeout, and on a fast stop an
+/// accept loop can be left polling a listener whose runtime is shutting
+/// down ("A Tokio 1.x context was found, but it is being shutdown"): the
+/// call fails at once, the loop never yields, the join never returns. Then
+/// `last_write` (the [`LastWrite`]: what the stop cut, recorded as the
+/// runtimes dropped its requests) is run here, or waited for when it is
+/// already running, so the process never ends in the middle of it (on a box
+/// busy with I/O that write alone can take longer than the bound), and the
+/// process ends.
+fn bound_fast_stop(last_write: Arc<dyn Fn() + Send + Sync>) {
     let spawned = std::thread::Builder::new()
         .name("tollgate-fast-stop".into())
-        .spawn(|| {
+        .spawn(move || {
             std::thread::sleep(FAST_STOP_RUNTIMES);
+            last_write();
             tracing::warn!(
                 "fast stop: the runtimes did not stop within {FAST_STOP_RUNTIMES:?} of the usage flush; exiting"
             );
@@ -74,6 +78,10 @@ pub(crate) struct Signals {
     /// still open (their requests end and record their usage), then the
     /// [`LastWrite`] of this server.
     pub(crate) cut_then_write: Arc<dyn Fn() + Send + Sync>,
+    /// The [`LastWrite`] of this server alone (run, or waited for when it
+    /// runs already): what a fast stop's deadline does before it ends the
+    /// process.
+    pub(crate) last_write: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// A signal stream, or none (logged) if the signal cannot be listened for.
@@ -108,7 +116,7 @@ impl ShutdownSignalWatch for Signals {
         if matches!(signal, ShutdownSignal::FastShutdown) {
             tracing::info!("SIGINT: fast stop, flushing usage first");
             self.usage.flush_now(FAST_STOP_FLUSH).await;
-            bound_fast_stop();
+            bound_fast_stop(self.last_write.clone());
         } else {
             // The server's own runtime keeps running while Pingora sleeps
             // out the grace period.
@@ -116,6 +124,7 @@ impl ShutdownSignalWatch for Signals {
                 interrupt,
                 self.usage.clone(),
                 self.cut_then_write.clone(),
+                self.last_write.clone(),
             ));
         }
         signal
@@ -132,11 +141,12 @@ async fn cut_short(
     mut interrupt: Option<Signal>,
     usage: Arc<UsageStop>,
     cut_then_write: Arc<dyn Fn() + Send + Sync>,
+    last_write: Arc<dyn Fn() + Send + Sync>,
 ) {
     next(&mut interrupt).await;
     tracing::warn!("SIGINT during the graceful stop: fast stop, flushing usage first");
     usage.flush_now(FAST_STOP_FLUSH).await;
-    bound_fast_stop();
+    bound_fast_stop(last_write);
     // Its own thread: the last write blocks on a runtime of its own.
     let spawned = std::thread::Builder::new()
         .name("tollgate-cut-short".into())
@@ -293,6 +303,8 @@ pub(crate) struct LastWrite {
     pub(crate) database_url: String,
     pub(crate) counter: String,
     pub(crate) taken: std::sync::atomic::AtomicBool,
+    /// Set once the write that took it is over.
+    pub(crate) finished: std::sync::atomic::AtomicBool,
 }
 
 /// How long the last write waits for the contexts of requests a stop cut
@@ -301,11 +313,30 @@ pub(crate) struct LastWrite {
 /// [`FAST_STOP_RUNTIMES`], which bounds a fast stop.
 pub const CUT_REQUESTS_WAIT: Duration = Duration::from_millis(500);
 
+/// The longest a [`LastWrite`] takes: its wait for cut requests, then one
+/// bounded write.
+pub const LAST_WRITE_BOUND: Duration = Duration::from_millis(
+    CUT_REQUESTS_WAIT.as_millis() as u64 + FAST_STOP_FLUSH.as_millis() as u64,
+);
+
 impl LastWrite {
+    /// Write once; a second caller (the fast stop's deadline, or the server
+    /// once it stopped) waits for the first to finish, at most
+    /// [`LAST_WRITE_BOUND`], so that neither ends the process in the middle
+    /// of it.
     pub(crate) fn run(&self, state: &crate::state::State) {
         if self.taken.swap(true, Ordering::AcqRel) {
+            let until = Instant::now() + LAST_WRITE_BOUND;
+            while !self.finished.load(Ordering::Acquire) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             return;
         }
+        self.write(state);
+        self.finished.store(true, Ordering::Release);
+    }
+
+    fn write(&self, state: &crate::state::State) {
         let backend = state.config.load().config.limiter.backend;
         let writes_quotas = backend == tollgate_core::config::LimiterBackend::Local;
         if !self.recorder.wait_reported(CUT_REQUESTS_WAIT) {
