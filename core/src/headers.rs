@@ -44,6 +44,51 @@ pub const CLIENT_ADDRESS_HEADERS: [&str; 33] = [
     "x-cdn-src-ip",
 ];
 
+/// Prefixes no untrusted client may send: every `X-Forwarded-*` (the proxy
+/// sets `-For`, `-Proto` and `-Host` itself; the others, `-Ssl`,
+/// `-Scheme`, `-Client-Cert`, …, tell frameworks how the request came in)
+/// and Envoy's `x-envoy-*` (what an Envoy behind the proxy believes of
+/// internal callers). Re-check of round 16.
+pub const CLIENT_FORWARDING_PREFIXES: [&str; 2] = ["x-forwarded-", "x-envoy-"];
+
+/// What the names of client-address headers hold, beyond the list above
+/// (`CF-Connecting-IPv6`, `X-ARR-ClientIP`, `Incap-Client-IP`,
+/// `X-Vercel-Forwarded-For`, `X-Nf-Client-Connection-Ip`, `Remote-Addr`,
+/// …): other balancers, CDNs and clouds name theirs alike.
+pub const CLIENT_ADDRESS_FRAGMENTS: [&str; 16] = [
+    "client-ip",
+    "clientip",
+    "client-addr",
+    "connecting-ip",
+    "connection-ip",
+    "real-ip",
+    "remote-addr",
+    "remote-ip",
+    "source-ip",
+    "true-ip",
+    "user-ip",
+    "viewer-address",
+    "external-address",
+    "pseudo-ip",
+    "forwarded-for",
+    "ip-authorization",
+];
+
+/// Whether `name` (CGI form, [`cgi`]) is a forwarding or client-address
+/// header an untrusted client may not send: one of
+/// [`CLIENT_ADDRESS_HEADERS`], under a [`CLIENT_FORWARDING_PREFIXES`]
+/// prefix, or holding a [`CLIENT_ADDRESS_FRAGMENTS`] fragment. Most names
+/// are refused by a look for `ip`, `addr` and `forwarded` before the
+/// fragments are searched.
+pub fn is_client_address_header(name: &str) -> bool {
+    CLIENT_ADDRESS_HEADERS.contains(&name)
+        || CLIENT_FORWARDING_PREFIXES
+            .iter()
+            .any(|p| name.starts_with(p))
+        || ((name.contains("ip") || name.contains("addr") || name.contains("forwarded"))
+            && CLIENT_ADDRESS_FRAGMENTS.iter().any(|f| name.contains(f)))
+}
+
 /// Headers some frameworks take as the real method.
 pub const METHOD_OVERRIDE_HEADERS: [&str; 4] = [
     "x-http-method-override",
@@ -202,7 +247,7 @@ pub fn key_header_problem(name: &str) -> Option<String> {
     let n = n.as_ref();
     let what = if FRAMING_HEADERS.contains(&n) || UPGRADE_HEADERS.contains(&n) {
         "a hop-by-hop or framing header"
-    } else if CLIENT_ADDRESS_HEADERS.contains(&n) || SET_BY_PROXY.contains(&n) {
+    } else if is_client_address_header(n) || SET_BY_PROXY.contains(&n) {
         "a forwarding header the proxy sets or drops"
     } else if n.starts_with(OWN_PREFIX) {
         "one of the proxy's own X-Tollgate-* headers"
@@ -256,6 +301,55 @@ mod tests {
             content_coding([&b"\xffgzip"[..]]),
             Some("\u{fffd}gzip".into())
         );
+    }
+
+    #[test]
+    fn client_address_headers_are_known_by_name_prefix_and_fragment() {
+        for h in [
+            "forwarded",
+            "x-real-ip",
+            "cf-connecting-ip",
+            "cf-connecting-ipv6",
+            "cf-pseudo-ipv4",
+            "x-arr-clientip",
+            "incap-client-ip",
+            "x-sucuri-clientip",
+            "x-vercel-forwarded-for",
+            "x-nf-client-connection-ip",
+            "x-appengine-remote-addr",
+            "x-true-ip",
+            "x-real-remote-addr",
+            "x-original-remote-addr",
+            "x-client-addr",
+            "x-source-ip",
+            "source-ip",
+            "remote-addr",
+            "x-wap-network-client-ip",
+            "x-zscaler-client-ip",
+            "x-custom-ip-authorization",
+            "x-forwarded-ssl",
+            "x-forwarded-scheme",
+            "x-forwarded-client-cert",
+            "x-forwarded-ip",
+            "x-envoy-internal",
+            "x-envoy-external-address",
+        ] {
+            assert!(is_client_address_header(h), "{h}");
+        }
+        for h in [
+            "accept",
+            "user-agent",
+            "x-api-key",
+            "authorization",
+            "content-type",
+            "x-ship-to",
+            "x-description",
+            "if-modified-since",
+            "x-tollgate-key-id",
+            "traceparent",
+        ] {
+            assert!(!is_client_address_header(h), "{h}");
+        }
     }
 
     #[test]

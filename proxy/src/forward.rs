@@ -16,8 +16,8 @@ use tollgate_core::net::ClientAddress;
 
 pub use tollgate_core::headers::METHOD_OVERRIDE_HEADERS;
 use tollgate_core::headers::{
-    cgi, CLIENT_ADDRESS_HEADERS, FRAMING_HEADERS, OWN_PREFIX, PATH_OVERRIDE_HEADERS, SET_BY_PROXY,
-    UPGRADE_HEADERS,
+    cgi, is_client_address_header, FRAMING_HEADERS, OWN_PREFIX, PATH_OVERRIDE_HEADERS,
+    SET_BY_PROXY, UPGRADE_HEADERS,
 };
 
 /// The methods a request's override headers name (any spelling, upper-cased;
@@ -99,7 +99,7 @@ pub fn to_remove(headers: &HeaderMap, f: &Forwarding<'_>) -> smallvec::SmallVec<
             || SET_BY_PROXY.contains(&n)
             || PATH_OVERRIDE_HEADERS.contains(&n)
             || (!f.allow_method_override && METHOD_OVERRIDE_HEADERS.contains(&n))
-            || (!f.client.peer_trusted && CLIENT_ADDRESS_HEADERS.contains(&n))
+            || (!f.client.peer_trusted && is_client_address_header(n))
             || (n == "authorization"
                 && (f.key_from_bearer || crate::auth::is_bearer_key(value.as_bytes())))
             || keys::carries_key(value.as_bytes())

@@ -246,6 +246,24 @@ async fn client_address_headers_of_every_kind_are_dropped_from_untrusted_clients
         "x-azure-clientip",
         "x-appengine-user-ip",
         "ali-cdn-real-ip",
+        // Re-check of round 16: more of them, and X-Forwarded-* variants.
+        "cf-connecting-ipv6",
+        "x-arr-clientip",
+        "incap-client-ip",
+        "x-sucuri-clientip",
+        "x-vercel-forwarded-for",
+        "x-nf-client-connection-ip",
+        "x-appengine-remote-addr",
+        "cf-pseudo-ipv4",
+        "x-true-ip",
+        "x-real-remote-addr",
+        "remote-addr",
+        "x-source-ip",
+        "x-custom-ip-authorization",
+        "x-forwarded-ssl",
+        "x-forwarded-scheme",
+        "x-forwarded-client-cert",
+        "x-envoy-internal",
     ]);
     names.sort_unstable();
     names.dedup();
