@@ -128,8 +128,8 @@ impl DbKind {
     }
 }
 
-/// The URL without a password, for error messages.
-fn redact(url: &str) -> String {
+/// The URL without a password, for error messages (config validation too).
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let userinfo = &url[s + 3..at];

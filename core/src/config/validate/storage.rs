@@ -6,8 +6,10 @@ impl Validator<'_> {
     pub(super) fn storage(&mut self, s: &RawStorage) -> StorageConfig {
         let database_url = match self.text(&s.database_url) {
             None => DEFAULT_DATABASE_URL.to_string(),
-            Some(url) if url.starts_with("sqlite:") => url,
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            // The scheme in any case, as URLs allow (RFC 3986 §3.1).
+            Some(url) if scheme_is(&url, &["sqlite"]) => lower_scheme(url),
+            Some(url) if scheme_is(&url, &["postgres", "postgresql"]) && url.contains("://") => {
+                let url = lower_scheme(url);
                 // As the driver will read it: sslmode, sslrootcert, … are
                 // checked here, not at the first connection.
                 if let Err(e) = url.parse::<sqlx::postgres::PgConnectOptions>() {
@@ -26,7 +28,8 @@ impl Validator<'_> {
                 self.error(
                     "storage.database_url",
                     format!(
-                        "unsupported database URL {url:?}: expected sqlite:… (e.g. sqlite://tollgate.db) or postgres://…"
+                        "unsupported database URL {:?}: expected sqlite:… (e.g. sqlite://tollgate.db) or postgres://…",
+                        crate::db::redact(&url)
                     ),
                 );
                 DEFAULT_DATABASE_URL.to_string()
@@ -80,5 +83,22 @@ impl Validator<'_> {
             violation_retention_days: u32::try_from(violation_retention_days).unwrap_or(u32::MAX),
             buffer_rows: usize::try_from(buffer_rows).unwrap_or(usize::MAX),
         }
+    }
+}
+
+/// Whether `url`'s scheme (before the first `:`) is one of `schemes`, in
+/// any case.
+fn scheme_is(url: &str, schemes: &[&str]) -> bool {
+    url.split_once(':')
+        .is_some_and(|(s, _)| schemes.iter().any(|x| s.eq_ignore_ascii_case(x)))
+}
+
+/// `url` with its scheme in lower case (what the drivers match).
+fn lower_scheme(url: String) -> String {
+    match url.split_once(':') {
+        Some((s, rest)) if s.bytes().any(|b| b.is_ascii_uppercase()) => {
+            format!("{}:{rest}", s.to_ascii_lowercase())
+        }
+        _ => url,
     }
 }

@@ -53,6 +53,9 @@ fn shipped_configs_validate() {
     assert_eq!(prod.upstreams["api"].targets.len(), 2);
     assert_eq!(prod.log.format, LogFormat::Json);
     assert!(prod.storage.database_url.starts_with("postgres://"));
+    // A scheme in capitals is the same scheme (RFC 3986), read in lower case.
+    let shouted = ok(&PRODUCTION.replacen("postgres://", "Postgres://", 1));
+    assert_eq!(shouted.storage.database_url, prod.storage.database_url);
     assert_eq!(prod.proxy.tls.as_ref().map(|t| t.listen.port()), Some(8443));
     let billing = &prod.upstreams["billing"];
     assert!(billing.targets.iter().all(|t| t.tls));

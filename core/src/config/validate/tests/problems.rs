@@ -191,6 +191,8 @@ fn bad_inputs_are_reported_where_they_are() {
             ("log:\n  level: verbose\n", 2, 10, "log.level: expected trace, debug, info, warn or error"),
             ("log:\n  format: xml\n", 2, 11, "log.format: expected text or json"),
             ("storage:\n  database_url: mysql://db\n", 2, 17, "unsupported database URL \"mysql://db\""),
+            // Round 16 re-check: the password is never printed.
+            ("storage:\n  database_url: \"mysql://u:S3cretPW@db/prod\"\n", 2, 17, "unsupported database URL \"mysql://u:***@db/prod\""),
             ("usage:\n  retention_days: 0\n", 2, 19, "usage.retention_days: must be greater than 0"),
             ("proxy:\n  tls: { listen: \"0.0.0.0:8443\", cert: \"\" }\n", 2, 40, "proxy.tls.cert: must not be empty"),
             ("proxy:\n  tls: { listen: \"0.0.0.0:8443\", cert: a }\n", 2, 8, "proxy.tls.key: missing required field"),
