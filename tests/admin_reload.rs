@@ -169,6 +169,17 @@ fn the_admin_role_applies_a_reloaded_admin_section() {
         tokio::time::sleep(Duration::from_millis(2_500)).await;
         let (still, _) = login(&base).await;
         assert_eq!(lifetime(&still), 60);
+        // Both counted, as the proxy counts its own.
+        let m = reqwest::get(format!("{base}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        for result in ["ok", "failed"] {
+            let line = format!("tollgate_admin_config_reloads_total{{result=\"{result}\"}} 1");
+            assert!(m.contains(&line), "no {line:?} in:\n{m}");
+        }
     });
     let log = admin.log();
     assert!(
@@ -179,4 +190,64 @@ fn the_admin_role_applies_a_reloaded_admin_section() {
         log.contains("admin.jwt_secret_env: TOLLGATE_WEAK_SECRET"),
         "the weak secret was not refused: {log}"
     );
+}
+
+/// `tollgate dev` runs the proxy and the admin API on one file: a reload the
+/// admin half refuses (a weak `jwt_secret_env`) is refused by the proxy
+/// half too, so the two never serve different configs (round 16 re-check).
+#[test]
+fn dev_refuses_a_weak_secret_reload_in_both_halves() {
+    let dev = common::Dev::start(
+        &[],
+        &[
+            ("TOLLGATE_ADMIN_PASSWORD", "dev-pass-1234"),
+            ("TOLLGATE_WEAK_SECRET", "changeme"),
+        ],
+    );
+    let config = dev.dir.path().join("tollgate.yaml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let weak = text.replacen(
+        "jwt_secret_env: \"TOLLGATE_JWT_SECRET\"",
+        "jwt_secret_env: \"TOLLGATE_WEAK_SECRET\"",
+        1,
+    );
+    assert_ne!(weak, text);
+    let metrics = dev.admin_url("/metrics");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let read = || async {
+            reqwest::get(&metrics)
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text")
+        };
+        let start = Instant::now();
+        while !read().await.contains("tollgate_config_reloads_total") {
+            assert!(start.elapsed() < Duration::from_secs(20), "no metrics");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        replace(&config, &weak);
+        let (proxy, admin) = (
+            "tollgate_config_reloads_total{result=\"failed\"} 1",
+            "tollgate_admin_config_reloads_total{result=\"failed\"} 1",
+        );
+        let start = Instant::now();
+        loop {
+            let m = read().await;
+            if m.contains(proxy) && m.contains(admin) {
+                assert!(
+                    !m.contains("tollgate_config_reloads_total{result=\"ok\"} 1"),
+                    "{m}"
+                );
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "both halves did not refuse it:\n{m}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
 }

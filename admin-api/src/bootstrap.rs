@@ -156,10 +156,10 @@ pub async fn resolve_jwt_secret(db: &Db, env_name: &str) -> Result<Vec<u8>, Boot
 }
 
 /// The secret in the variable named `env_name`, if it is set and non-empty;
-/// refused when weak ([`BootstrapError::WeakSecret`]). Also what a reload
-/// naming another variable is checked with, so that a config the admin
-/// could not start with is never accepted by a running one.
-pub fn env_secret(env_name: &str) -> Result<Option<String>, BootstrapError> {
+/// refused when weak ([`BootstrapError::WeakSecret`]; a reload naming
+/// another variable is checked by the same rule:
+/// `tollgate_core::config::restart::restart_problem`).
+fn env_secret(env_name: &str) -> Result<Option<String>, BootstrapError> {
     if env_name.is_empty() {
         return Ok(None);
     }

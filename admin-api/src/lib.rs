@@ -63,8 +63,8 @@ pub mod webhooks;
 
 pub use app::{api_router, app, serve, MAX_BODY_BYTES};
 pub use bootstrap::{
-    bootstrap, bootstrap_dev, bootstrap_with_db, ensure_first_admin, env_secret,
-    resolve_jwt_secret, BootstrapError, PasswordPolicy, ADMIN_PASSWORD_ENV, INITIAL_ADMIN,
+    bootstrap, bootstrap_dev, bootstrap_with_db, ensure_first_admin, resolve_jwt_secret,
+    BootstrapError, PasswordPolicy, ADMIN_PASSWORD_ENV, INITIAL_ADMIN,
 };
 pub use deadline::REQUEST_DEADLINE;
 pub use state::AppState;

@@ -72,3 +72,20 @@ pub fn audit_failed() {
         c.with_label_values::<&str>(&[]).inc();
     }
 }
+
+/// `tollgate_admin_config_reloads_total{result}`: the admin role's reloads
+/// of its config file (`ok`, `failed`: refused, the running config stays;
+/// `unreadable`), as the proxy counts its own in
+/// `tollgate_config_reloads_total` (a `dev` process has both).
+pub fn config_reload(result: &str) {
+    static C: OnceLock<Option<IntCounterVec>> = OnceLock::new();
+    if let Some(c) = C.get_or_init(|| {
+        counter(
+            "tollgate_admin_config_reloads_total",
+            "Config file reloads of the admin role, by result (ok, failed, unreadable)",
+            &["result"],
+        )
+    }) {
+        c.with_label_values(&[result]).inc();
+    }
+}

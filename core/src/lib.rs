@@ -28,6 +28,7 @@ pub mod quota_adjust;
 pub mod redis_url;
 pub mod refill;
 pub mod rules;
+pub mod secret_strength;
 pub mod service_tokens;
 pub mod trace;
 pub mod usage;

@@ -88,16 +88,21 @@ async fn reload_admin_config(state: tollgate_admin_api::AppState, path: std::pat
             WatchEvent::Readable => {
                 tracing::info!(file = %path.display(), "config file readable again");
             }
-            WatchEvent::Unreadable(e) => tracing::error!(
-                file = %path.display(),
-                "config file unreadable, the running config stays: {e}"
-            ),
+            WatchEvent::Unreadable(e) => {
+                reloads("unreadable");
+                tracing::error!(
+                    file = %path.display(),
+                    "config file unreadable, the running config stays: {e}"
+                );
+            }
             WatchEvent::Changed(text) => match admin_config(&state, &path, &text).await {
                 Ok(new) => {
                     state.set_config(new);
+                    reloads("ok");
                     tracing::info!(file = %path.display(), "config reloaded");
                 }
                 Err(e) => {
+                    reloads("failed");
                     tracing::error!("config reload refused, the running config stays:\n{e}");
                     watch.refused(std::time::Instant::now());
                 }
@@ -107,6 +112,7 @@ async fn reload_admin_config(state: tollgate_admin_api::AppState, path: std::pat
             WatchEvent::Retry(text) => match admin_config(&state, &path, &text).await {
                 Ok(new) => {
                     state.set_config(new);
+                    reloads("ok");
                     tracing::info!(file = %path.display(), "config reloaded (what refused it is gone)");
                 }
                 Err(e) => {
@@ -116,6 +122,10 @@ async fn reload_admin_config(state: tollgate_admin_api::AppState, path: std::pat
             },
         }
     }
+}
+
+fn reloads(result: &str) {
+    tollgate_admin_api::metrics::config_reload(result);
 }
 
 async fn admin_config(
@@ -138,15 +148,8 @@ async fn admin_config(
     let old = state.config();
     // A secret the admin would refuse to start with is refused here too,
     // though it applies only after a restart (round 16, black-box).
-    if new.admin.jwt_secret_env != old.admin.jwt_secret_env {
-        if let Err(tollgate_admin_api::BootstrapError::WeakSecret { var, reason }) =
-            tollgate_admin_api::env_secret(&new.admin.jwt_secret_env)
-        {
-            return Err(format!(
-                "{}: admin.jwt_secret_env: {var} {reason}",
-                path.display()
-            ));
-        }
+    if let Some(problem) = restart::restart_problem(&old, &new) {
+        return Err(format!("{}: {problem}", path.display()));
     }
     let changed = restart::needs_restart(&old, &new, restart::Role::Admin);
     if let Some(msg) = restart::restart_message(&changed) {

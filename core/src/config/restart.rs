@@ -104,6 +104,21 @@ pub fn needs_restart(old: &Config, new: &Config, role: Role) -> Vec<&'static str
     changed
 }
 
+/// Why a reload from `old` to `new` must be refused though the setting
+/// waits for a restart: a changed `admin.jwt_secret_env` naming a
+/// variable whose value the admin refuses at start
+/// ([`crate::secret_strength::weak_secret_reason`]). Checked by every
+/// role, so that `dev`'s proxy and admin halves agree on every file.
+pub fn restart_problem(old: &Config, new: &Config) -> Option<String> {
+    let var = &new.admin.jwt_secret_env;
+    if var.is_empty() || *var == old.admin.jwt_secret_env {
+        return None;
+    }
+    let value = std::env::var(var).ok().filter(|v| !v.is_empty())?;
+    crate::secret_strength::weak_secret_reason(&value)
+        .map(|reason| format!("admin.jwt_secret_env: {var} {reason}"))
+}
+
 /// The warning for [`needs_restart`]'s answer (empty: `None`).
 pub fn restart_message(changed: &[&str]) -> Option<String> {
     (!changed.is_empty()).then(|| {

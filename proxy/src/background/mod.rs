@@ -389,6 +389,10 @@ async fn apply_config(
         return Err(format!("{}: {msg}", path.display()));
     }
     let old = state.config.load_full();
+    // Refused as the admin role refuses it (`dev` runs both on one file).
+    if let Some(problem) = restart::restart_problem(&old.config, &new) {
+        return Err(format!("{}: {problem}", path.display()));
+    }
     let restart = restart::needs_restart(&old.config, &new, restart::Role::Proxy);
     if let Some(msg) = restart::restart_message(&restart) {
         tracing::warn!("{msg}");
