@@ -129,3 +129,65 @@ async fn a_top_up_of_50_admits_exactly_50_more_across_two_proxies() {
     }
     assert_eq!(admitted, 50);
 }
+
+/// Round 17 (black-box): a reload that points `limiter.redis_url` at
+/// another (empty) Redis handed every spent credit out again (the top-ups
+/// were applied to the new store; the spends lived in the old one). The
+/// running store is kept until a restart, and the reload names it; the
+/// rest of the reload applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_another_redis_hands_out_no_spent_credit() {
+    let (Some(a), Some(b)) = (OwnRedis::start(), OwnRedis::start()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+    let (key_row, key) = db
+        .create_key(&NewApiKey {
+            name: "prepaid".into(),
+            ..NewApiKey::default()
+        })
+        .await
+        .expect("key");
+    let upstream = common::demo_upstream().await;
+    let p = Proxy::start(dir, db.url(), "", &yaml(&a.url(), upstream)).await;
+    let client = reqwest::Client::new();
+    top_up(&p.config, key_row.id, 3);
+    let start = Instant::now();
+    let mut admitted = 0;
+    loop {
+        match call(&client, &p, &key).await {
+            (200, Some(_), _) => admitted += 1,
+            (200, None, _) => {}
+            (429, Some(0), _) if admitted == 3 => break,
+            other => panic!("{other:?}"),
+        }
+        assert!(admitted <= 3, "more than the 3 credits");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "credits not seen"
+        );
+    }
+    // Point it at the other, empty Redis.
+    let text = std::fs::read_to_string(&p.config).expect("config");
+    let moved = text.replacen(&a.url(), &b.url(), 1);
+    assert_ne!(moved, text);
+    let next = p.config.with_extension("yaml.next");
+    std::fs::write(&next, moved).expect("write");
+    std::fs::rename(&next, &p.config).expect("rename");
+    let start = Instant::now();
+    while !p
+        .metrics()
+        .await
+        .contains("tollgate_config_reloads_total{result=\"ok\"} 1")
+    {
+        assert!(start.elapsed() < Duration::from_secs(20), "no reload");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Past a credit refresh or two: still nothing left.
+    for _ in 0..20 {
+        let (s, c, body) = call(&client, &p, &key).await;
+        assert_eq!((s, c), (429, Some(0)), "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

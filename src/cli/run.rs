@@ -155,6 +155,7 @@ async fn admin_config(
     if let Some(msg) = restart::restart_message(&changed) {
         tracing::warn!("{msg}");
     }
+    restart::keep_running_store(&old, &mut new);
     Ok(new)
 }
 

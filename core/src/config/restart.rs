@@ -90,6 +90,16 @@ pub fn needs_restart(old: &Config, new: &Config, role: Role) -> Vec<&'static str
         old.storage.database_url != new.storage.database_url,
         "storage.database_url",
     );
+    check(
+        true,
+        old.limiter.backend != new.limiter.backend,
+        "limiter.backend",
+    );
+    check(
+        true,
+        old.limiter.backend == new.limiter.backend && !same_redis_store(old, new),
+        "limiter.redis_url (another Redis)",
+    );
     let (a, b) = (&old.telemetry, &new.telemetry);
     check(
         true,
@@ -102,6 +112,37 @@ pub fn needs_restart(old: &Config, new: &Config, role: Role) -> Vec<&'static str
         "telemetry.service_name",
     );
     changed
+}
+
+/// Whether `old` and `new` name the same Redis data (the same nodes, database
+/// and cluster mode): credentials, TLS and timeouts may change on reload,
+/// the data the limits and credit balances live in may not.
+fn same_redis_store(old: &Config, new: &Config) -> bool {
+    let store = |c: &Config| {
+        c.limiter.redis_url.as_deref().map(|u| {
+            crate::redis_url::parse(u)
+                .map(|r| (r.nodes, r.db, r.cluster))
+                .ok()
+        })
+    };
+    store(old) == store(new)
+}
+
+/// Keep the running limiter backend and Redis data store in `new` when a
+/// reload would switch them (round 17, black-box: a hot switch to an empty
+/// Redis handed every spent credit out again, as only a restart on a new
+/// Redis documents). Named by [`needs_restart`]; the rest of the reload
+/// applies. Whether anything was kept.
+pub fn keep_running_store(old: &Config, new: &mut Config) -> bool {
+    if old.limiter.backend == new.limiter.backend && same_redis_store(old, new) {
+        return false;
+    }
+    new.limiter.backend = old.limiter.backend;
+    new.limiter.redis_url.clone_from(&old.limiter.redis_url);
+    new.limiter
+        .redis_ca_file
+        .clone_from(&old.limiter.redis_ca_file);
+    true
 }
 
 /// Why a reload from `old` to `new` must be refused though the setting
@@ -170,5 +211,47 @@ mod tests {
             "{msg}"
         );
         assert_eq!(restart_message(&[]), None);
+    }
+
+    #[test]
+    fn another_redis_store_is_kept_until_a_restart() {
+        let redis = |url: &str| {
+            config(&format!(
+                "limiter: {{ backend: redis, redis_url: \"{url}\" }}"
+            ))
+        };
+        let old = redis("redis://a:6379/0");
+        // Credentials and TLS change on reload; the store stays.
+        let mut new = redis("rediss://user:pw@a:6379/0");
+        assert!(needs_restart(&old, &new, Role::Proxy).is_empty());
+        assert!(!keep_running_store(&old, &mut new));
+        assert_eq!(
+            new.limiter.redis_url.as_deref(),
+            Some("rediss://user:pw@a:6379/0")
+        );
+        // Another node, database or cluster: kept as running, and named.
+        for other in [
+            "redis://b:6379/0",
+            "redis://a:6379/1",
+            "redis+cluster://a:6379",
+        ] {
+            let mut new = redis(other);
+            assert_eq!(
+                needs_restart(&old, &new, Role::Proxy),
+                ["limiter.redis_url (another Redis)"],
+                "{other}"
+            );
+            assert!(keep_running_store(&old, &mut new), "{other}");
+            assert_eq!(new.limiter.redis_url, old.limiter.redis_url);
+        }
+        // Another backend too.
+        let mut local = config("");
+        assert_eq!(
+            needs_restart(&old, &local, Role::Admin),
+            ["limiter.backend"]
+        );
+        assert!(keep_running_store(&old, &mut local));
+        assert_eq!(local.limiter.backend, old.limiter.backend);
+        assert_eq!(local.limiter.redis_url, old.limiter.redis_url);
     }
 }

@@ -397,6 +397,7 @@ async fn apply_config(
     if let Some(msg) = restart::restart_message(&restart) {
         tracing::warn!("{msg}");
     }
+    restart::keep_running_store(&old.config, &mut new);
     // Certificate, key and CA files are re-read with every reload.
     let files = tls::prepare_reload(&new).map_err(|e| e.to_string())?;
     let compiled = tokio::task::spawn_blocking(move || ConfigState::compile(new, Some(&old)))
