@@ -142,6 +142,10 @@ metric!(REDIS_BREAKER_STATE: IntGauge = register_int_gauge!(
     "tollgate_redis_breaker_state",
     "Redis circuit breaker: 0 closed, 1 open, 2 half-open"
 ));
+metric!(REDIS_UP: IntGauge = register_int_gauge!(
+    "tollgate_redis_up",
+    "1 while the keepalive PING through the Redis limiter's connection is answered, else 0"
+));
 metric!(LIMITER_FALLBACKS: IntCounterVec = register_int_counter_vec!(
     "tollgate_limiter_fallback_decisions_total",
     "Decisions made by the on_redis_error policy instead of Redis, by policy",
@@ -249,6 +253,7 @@ pub fn init() {
     LazyLock::force(&AUTH_THROTTLED);
     LazyLock::force(&REDIS_ERRORS);
     LazyLock::force(&REDIS_BREAKER_STATE);
+    LazyLock::force(&REDIS_UP);
     LazyLock::force(&LIMITER_FALLBACKS);
     LazyLock::force(&OVER_LIMIT_CACHE_HITS);
     LazyLock::force(&LEASED_TOKENS);

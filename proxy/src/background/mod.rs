@@ -515,13 +515,17 @@ async fn watch_redis(state: Arc<State>, limiters: Arc<Limiters>) {
         match limiters.redis_for(&cfg.config.limiter) {
             Some(redis) => {
                 metrics::REDIS_BREAKER_STATE.set(redis.breaker_state().as_i64());
+                metrics::REDIS_UP.set(i64::from(redis.reachable()));
                 metrics::OVER_LIMIT_CACHE_HITS.set(redis.over_limit_cache().hits() as i64);
                 let leases = redis.leases();
                 metrics::LEASED_TOKENS.set(i64::try_from(leases.outstanding()).unwrap_or(i64::MAX));
                 metrics::LEASE_HITS.set(i64::try_from(leases.hits()).unwrap_or(i64::MAX));
                 redis.over_limit_cache().sweep(Instant::now());
             }
-            None => metrics::REDIS_BREAKER_STATE.set(0),
+            None => {
+                metrics::REDIS_BREAKER_STATE.set(0);
+                metrics::REDIS_UP.set(0);
+            }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -36,7 +36,7 @@ impl RedisLimiter {
             .await;
         match &result {
             Ok(_) => self.breaker.success(),
-            Err(_) => self.breaker.failure(),
+            Err(_) => self.failed(),
         }
         result
     }

@@ -1,7 +1,18 @@
 //! The connection to Redis: one multiplexed connection (a
 //! `ConnectionManager`, or a cluster connection) shared by every request,
-//! built lazily on the limiter's own runtime.
+//! built lazily on the limiter's own runtime, and kept alive by
+//! [`spawn_keepalive`].
+//!
+//! A multiplexed connection whose server went away (killed, restarted) is
+//! only replaced when a call through it fails. Without the keepalive that
+//! call would be a request's, however long Redis has been back; with it, a
+//! PING through the very connection requests use finds the dead connection
+//! within [`KEEPALIVE_EVERY`] of the loss (while Redis is still away) and
+//! has it replaced, so the first request after Redis is back gets a fresh
+//! connection (or one refused connect, which the script call retries: it
+//! never reached Redis).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -9,6 +20,7 @@ use ::redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::io::tcp::TcpSettings;
 use ::redis::{IntoConnectionInfo, RedisError, ScriptInvocation, TlsCertificates};
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tollgate_core::redis_url::RedisUrl;
 
@@ -55,6 +67,58 @@ impl Conn {
             Conn::Cluster(c) => cmd.query_async::<()>(c).await,
         }
     }
+}
+
+/// How often the keepalive PINGs a connection that answers.
+pub const KEEPALIVE_EVERY: Duration = Duration::from_millis(100);
+/// How soon it PINGs again after a failure (each failed PING starts a
+/// reconnect; the next one waits for it).
+const KEEPALIVE_RETRY: Duration = Duration::from_millis(20);
+
+/// What the keepalive shares with the limiter.
+#[derive(Debug, Default)]
+pub struct Keepalive {
+    /// The last PING through the requests' connection was answered.
+    reachable: AtomicBool,
+    /// Wakes the keepalive early (after a failed call).
+    wake: tokio::sync::Notify,
+}
+
+impl Keepalive {
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    /// A call failed: PING now, so a dead connection is replaced before the
+    /// next request needs it.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// PING through `conn` (the connection every call uses) every
+/// [`KEEPALIVE_EVERY`], at once when woken, and every [`KEEPALIVE_RETRY`]
+/// while it fails: a failed PING makes the connection reconnect, so a
+/// connection that died while Redis was away is replaced by the keepalive,
+/// never discovered by a request. PING is idempotent: nothing is counted.
+pub(super) fn spawn_keepalive(
+    handle: &Handle,
+    conn: Conn,
+    state: std::sync::Arc<Keepalive>,
+    limit: Duration,
+) {
+    drop(handle.spawn(async move {
+        loop {
+            let mut c = conn.clone();
+            let ok = matches!(tokio::time::timeout(limit, c.ping()).await, Ok(Ok(())));
+            state.reachable.store(ok, Ordering::Relaxed);
+            let pause = if ok { KEEPALIVE_EVERY } else { KEEPALIVE_RETRY };
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = state.wake.notified() => {}
+            }
+        }
+    }));
 }
 
 /// Aborts the spawned Redis call if the caller stops waiting for it.

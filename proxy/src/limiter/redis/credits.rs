@@ -120,7 +120,7 @@ impl RedisLimiter {
                 r
             }
             Err(e) => {
-                self.breaker.failure();
+                self.failed();
                 return Err(e);
             }
         };

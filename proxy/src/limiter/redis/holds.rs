@@ -131,7 +131,7 @@ impl RedisLimiter {
                 Ok(None)
             }
             Err(e) => {
-                self.breaker.failure();
+                self.failed();
                 // The script may have run: remove what it may have added.
                 drop(hold());
                 Err(e)

@@ -56,7 +56,7 @@ use tollgate_core::redis_url;
 
 use super::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use super::{Bucket, Subject};
-use conn::{connect, AbortOnDrop, Conn};
+use conn::{connect, spawn_keepalive, AbortOnDrop, Conn, Keepalive};
 pub use error::RedisLimitError;
 use lease::{LeaseArgs, Leases};
 pub use over_limit::OverLimitCache;
@@ -140,6 +140,8 @@ pub struct RedisLimiter {
     lease: Duration,
     /// Token leases of this process (see [`lease`]).
     leases: Arc<Leases>,
+    /// The PINGs that keep the connection alive (see [`conn`]).
+    keepalive: Arc<Keepalive>,
 }
 
 impl fmt::Debug for RedisLimiter {
@@ -219,6 +221,16 @@ impl RedisLimiter {
             conn.clone(),
             options.timeout,
         );
+        let keepalive = Arc::new(Keepalive::default());
+        spawn_keepalive(
+            runtime.handle(),
+            conn.clone(),
+            keepalive.clone(),
+            options
+                .timeout
+                .saturating_mul(2)
+                .max(Duration::from_millis(500)),
+        );
         Ok(Self {
             conn,
             handle: runtime.handle().clone(),
@@ -233,6 +245,7 @@ impl RedisLimiter {
             holds,
             lease: options.concurrency_lease,
             leases,
+            keepalive,
         })
     }
 
@@ -325,7 +338,7 @@ impl RedisLimiter {
                         .insert(subject, buckets, decision, times, started);
                 }
             }
-            Err(_) => self.breaker.failure(),
+            Err(_) => self.failed(),
         }
         result.map(|(decision, _, replies)| Checked {
             decision,
@@ -455,6 +468,19 @@ impl RedisLimiter {
     pub async fn ping(&self) -> Result<(), RedisLimitError> {
         self.run(self.deadline(), |mut conn| async move { conn.ping().await })
             .await
+    }
+
+    /// A call failed: tell the breaker, and have the keepalive PING now
+    /// (a dead connection is replaced before the next request needs it).
+    fn failed(&self) {
+        self.breaker.failure();
+        self.keepalive.wake();
+    }
+
+    /// The keepalive's last PING through the requests' connection was
+    /// answered (false before the first one).
+    pub fn reachable(&self) -> bool {
+        self.keepalive.reachable()
     }
 
     pub fn breaker(&self) -> &CircuitBreaker {

@@ -55,7 +55,7 @@ impl RedisLimiter {
             .await;
         match &result {
             Ok(_) => self.breaker.success(),
-            Err(_) => self.breaker.failure(),
+            Err(_) => self.failed(),
         }
         let used: Vec<i64> = result?;
         if used.len() != buckets.len() {
