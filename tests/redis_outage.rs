@@ -74,7 +74,12 @@ async fn setup_with(concurrency: u32, redis_timeout: &str) -> Option<Setup> {
 
 /// Two proxies on the config `yaml(redis_url, upstream port)`, which has
 /// the `/api/users` route.
-async fn setup_on(yaml: impl FnOnce(&str, u16) -> String) -> Option<Setup> {
+async fn setup_on(yaml: impl Fn(&str, u16) -> String) -> Option<Setup> {
+    setup_each(|redis_url, upstream, _| yaml(redis_url, upstream)).await
+}
+
+/// Two proxies, proxy `i` on `yaml(redis_url, upstream port, i)`.
+async fn setup_each(yaml: impl Fn(&str, u16, usize) -> String) -> Option<Setup> {
     let redis = OwnRedis::start()?;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
@@ -85,10 +90,11 @@ async fn setup_on(yaml: impl FnOnce(&str, u16) -> String) -> Option<Setup> {
         })
         .await
         .expect("key");
-    let y = yaml(&redis.url(), common::demo_upstream().await);
+    let upstream = common::demo_upstream().await;
     let mut proxies = Vec::new();
-    for _ in 0..2 {
+    for i in 0..2 {
         let dir = tempfile::tempdir().expect("tempdir");
+        let y = yaml(&redis.url(), upstream, i);
         proxies.push(Proxy::start(dir, db.url(), "", &y).await);
     }
     let client = reqwest::Client::new();
@@ -402,17 +408,70 @@ routes:
     );
 }
 
+/// Black-box round 17: a proxy judged the others' heartbeats by its own
+/// period (p1, p2 at `flush_interval: 1s` saw p3 at `20s` dead between its
+/// beats, counted N=2 where p3 counted 3: 27 admitted of a limit of 20).
+/// Now each row is judged by the period it was written with: a proxy at 1s
+/// counts one at 6s live all the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_with_a_longer_heartbeat_stays_counted_between_its_beats() {
+    let Some(s) = setup_each(|redis_url, upstream, i| {
+        let every = if i == 0 { "1s" } else { "6s" };
+        format!(
+            r#"limiter:
+  backend: redis
+  redis_url: "{redis_url}"
+  on_redis_error: local
+usage:
+  flush_interval: {every}
+plans:
+  b: {{ limits: [ {{ name: burst, rate: 10, per: 1h }} ] }}
+upstreams:
+  demo: {{ targets: ["127.0.0.1:{upstream}"] }}
+routes:
+  - name: users
+    match: {{ path_prefix: /api/users }}
+    upstream: demo
+    strip_prefix: /api
+    default_plan: b
+"#
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    wait_for_two_peers(&s).await;
+    // Proxy 0 counts every second; over more than one 6 s period of proxy
+    // 1 (judged by 1 s, it was dead for 3 s of every 6) it always sees 2.
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < Duration::from_secs(9) {
+        seen.push(fallback_peers(&s.proxies[0]).await);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        seen.iter().all(|p| p.as_deref() == Some("2")),
+        "proxy 0 lost count of proxy 1 between its beats: {seen:?}"
+    );
+}
+
+/// `tollgate_limiter_fallback_peers` of proxy `p`: the N its fallback uses.
+async fn fallback_peers(p: &Proxy) -> Option<String> {
+    p.metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate_limiter_fallback_peers "))
+        .map(str::to_string)
+}
+
 /// Both proxies count two live proxies (their heartbeats), so the fallback
 /// takes half of each limit.
 async fn wait_for_two_peers(s: &Setup) {
     let start = Instant::now();
     for p in &s.proxies {
         loop {
-            let metrics = p.metrics().await;
-            let peers = metrics
-                .lines()
-                .find_map(|l| l.strip_prefix("tollgate_limiter_fallback_peers "))
-                .map(str::to_string);
+            let peers = fallback_peers(p).await;
             if peers.as_deref() == Some("2") {
                 break;
             }

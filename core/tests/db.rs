@@ -972,6 +972,8 @@ async fn both_migration_sets_build_the_same_schema() {
                 "upstream_health",
                 // Migration 0017: the quota-count name (round 5, N1).
                 "counter",
+                // Migration 0018: its own heartbeat period (round 17).
+                "beat_every_ms",
             ][..],
         ),
         (

@@ -107,7 +107,11 @@ impl Prepared {
         let counter = crate::usage::quota_counts::counter_name(&config.proxy);
         let instance = crate::usage::heartbeat::Instance::new();
         if config.limiter.backend == tollgate_core::config::LimiterBackend::Local {
-            let me = instance.claim(&counter, &config.proxy.listen.to_string());
+            let me = instance.claim(
+                &counter,
+                &config.proxy.listen.to_string(),
+                config.usage.flush_interval,
+            );
             if let Err(e) = claim_name(&db, &counter, config.usage.flush_interval, &me).await {
                 db.close().await;
                 return Err(e);

@@ -89,6 +89,7 @@ async fn a_crashed_runs_row_does_not_keep_its_name_from_starting() {
         stats: serde_json::json!({}),
         upstream_health: Vec::new(),
         counter: Some("gw-d".into()),
+        beat_every: std::time::Duration::from_secs(5),
     })
     .await
     .expect("heartbeat");

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::redis::{raw_command, single_and_cluster, OwnRedis};
 use common::{metric_value, named, Store, TestProxy};
+use tollgate_core::db::usage::{UsageFilter, ViolationFilter};
 
 fn yaml(redis_url: &str, policy: &str, rate: u32, per: &str, burst: u32) -> String {
     format!(
@@ -270,6 +271,71 @@ async fn redis_killed_policy_allow_admits_and_deny_refuses_with_503() {
     assert!(body["type"]
         .as_str()
         .is_some_and(|t| t.ends_with("/limiter-unavailable")));
+}
+
+/// Black-box round 17: the proxy's own 503 `limiter-unavailable` (Redis
+/// down, `deny`) was counted in the usage rows, and so the analytics and the
+/// billing export, as `upstream_errors` (metrics: outcome="unavailable").
+/// Refused by the limiter layer and never forwarded, it counts as `limited`,
+/// and is no violation (no limit was exceeded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_refusal_while_redis_is_down_counts_as_limited_in_usage() {
+    let Some(mut redis) = OwnRedis::start() else {
+        return;
+    };
+    let y = format!(
+        "{}usage:\n  flush_interval: 100ms\n",
+        yaml(&redis.url(), "deny", 1000, "1h", 1000)
+    );
+    let p = TestProxy::start(&y, Store::Sqlite).await.expect("sqlite");
+    let key = p.serving_key("r", Duration::from_secs(3)).await;
+    let totals = || async {
+        let filter = UsageFilter {
+            from: 0,
+            to: i64::MAX,
+            ..UsageFilter::default()
+        };
+        p.db.usage_totals(&filter).await.expect("totals").counts
+    };
+    // What the warm-up recorded (admitted), all written: the same over a
+    // few flushes.
+    let start = Instant::now();
+    let before = loop {
+        let a = totals().await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        if a.total() > 0 && totals().await == a {
+            break a;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{a:?}");
+    };
+    assert_eq!((before.limited, before.upstream_errors), (0, 0));
+    redis.kill();
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        assert_eq!(status(&client, &p.url("/api/users"), &key).await, 503);
+    }
+    let start = Instant::now();
+    loop {
+        let c = totals().await;
+        if c.total() >= before.total() + 5 {
+            assert_eq!(
+                (c.allowed, c.limited, c.upstream_errors),
+                (before.allowed, 5, 0),
+                "{c:?}"
+            );
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{c:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let filter = ViolationFilter {
+        from: 0,
+        to: i64::MAX,
+        limit: 100,
+        ..ViolationFilter::default()
+    };
+    let (listed, n) = p.db.list_violations(&filter).await.expect("violations");
+    assert_eq!(n, 0, "{listed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

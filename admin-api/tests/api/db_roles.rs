@@ -168,6 +168,7 @@ async fn the_proxy_role_cannot_read_admin_secrets() {
             stats: serde_json::json!({}),
             upstream_health: Vec::new(),
             counter: Some("p1@127.0.0.1:8080".into()),
+            beat_every: std::time::Duration::from_secs(5),
         })
         .await
         .expect("heartbeat");

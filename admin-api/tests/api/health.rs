@@ -28,6 +28,7 @@ fn heartbeat(id: &str, healthy_3001: bool) -> Heartbeat {
             up_since: healthy_3001.then_some(now - 3_600_000),
         }],
         counter: None,
+        beat_every: std::time::Duration::from_secs(5),
     }
 }
 

@@ -63,6 +63,19 @@ pub struct Heartbeat {
     /// (`quota_counts.instance`), if it writes any.
     #[serde(default)]
     pub counter: Option<String>,
+    /// This proxy's heartbeat period (`usage.flush_interval`): its row is
+    /// judged live by it ([`LIVE_BEATS`]), not by the period of the proxy
+    /// counting.
+    #[serde(default = "default_beat_every")]
+    pub beat_every: Duration,
+}
+
+/// The period a row written without one is judged by (the default
+/// `usage.flush_interval`; the column's default in migration 0018).
+pub const DEFAULT_BEAT_EVERY: Duration = Duration::from_secs(5);
+
+fn default_beat_every() -> Duration {
+    DEFAULT_BEAT_EVERY
 }
 
 /// A stored instance row.
@@ -103,23 +116,39 @@ fn instance_from_row(row: &sqlx::any::AnyRow) -> Result<Instance, DbError> {
     })
 }
 
-/// How long a proxy counts as live after its last heartbeat, given the
-/// heartbeat period (`usage.flush_interval`): three periods, so one late
-/// or failed beat (a slow database, a busy proxy) does not drop it. The
-/// duplicate-name start-up check does not judge a row's age (it waits for
-/// one new beat), so this is the one age rule.
-pub fn live_within(heartbeat: Duration) -> Duration {
-    heartbeat.saturating_mul(3)
+/// How many of its own heartbeat periods a proxy counts as live after its
+/// last beat: three, so one late or failed beat (a slow database, a busy
+/// proxy) does not drop it. Each row is judged by the period it was written
+/// with (`instances.beat_every_ms`), never by the period of the proxy
+/// counting: a proxy at `flush_interval: 1s` counting one at `20s` would
+/// otherwise see it dead between its beats (round 17). The duplicate-name
+/// start-up check does not judge a row's age (it waits for one new beat), so
+/// this is the one age rule.
+pub const LIVE_BEATS: i64 = 3;
+
+/// Whether a row last seen at `last_seen` (Unix ms) with heartbeat period
+/// `beat_every_ms` is live at `now`: the rule [`Db::count_live_instances`]
+/// applies in SQL.
+pub fn is_live(last_seen: i64, beat_every_ms: i64, now: i64) -> bool {
+    last_seen.saturating_add(beat_every_ms.saturating_mul(LIVE_BEATS)) >= now
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl Db {
-    /// How many instances have beaten at or after `since` (Unix ms): the
-    /// live proxies ([`live_within`]), this one included once it has beaten.
-    pub async fn count_live_instances(&self, since: i64) -> Result<u64, DbError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE last_seen >= $1")
-            .bind(since)
-            .fetch_one(self.pool())
-            .await?;
+    /// How many instances are live at `now` (Unix ms), each judged by its
+    /// own heartbeat period ([`is_live`], [`LIVE_BEATS`]): the live proxies,
+    /// this one included once it has beaten.
+    pub async fn count_live_instances(&self, now: i64) -> Result<u64, DbError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM instances WHERE last_seen + $2 * beat_every_ms >= $1",
+        )
+        .bind(now)
+        .bind(LIVE_BEATS)
+        .fetch_one(self.pool())
+        .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -135,12 +164,12 @@ impl Db {
         let health = serde_json::to_string(&hb.upstream_health)
             .map_err(|e| DbError::Corrupt(format!("instance upstream health: {e}")))?;
         sqlx::query(
-            "INSERT INTO instances (id, address, version, started_at, last_seen, stats, upstream_health, counter) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+            "INSERT INTO instances (id, address, version, started_at, last_seen, stats, upstream_health, counter, beat_every_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (id) DO UPDATE SET address = excluded.address, version = excluded.version, \
              started_at = excluded.started_at, last_seen = excluded.last_seen, \
              stats = excluded.stats, upstream_health = excluded.upstream_health, \
-             counter = excluded.counter",
+             counter = excluded.counter, beat_every_ms = excluded.beat_every_ms",
         )
         .bind(&hb.id)
         .bind(&hb.address)
@@ -150,6 +179,7 @@ impl Db {
         .bind(stats)
         .bind(health)
         .bind(hb.counter.as_deref())
+        .bind(millis(hb.beat_every).max(1))
         .execute(self.pool())
         .await?;
         Ok(())
@@ -266,6 +296,15 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_row_is_live_for_three_of_its_own_periods() {
+        assert!(is_live(1_000, 1_000, 4_000));
+        assert!(!is_live(1_000, 1_000, 4_001));
+        assert!(is_live(1_000, 20_000, 61_000));
+        assert!(!is_live(1_000, 20_000, 61_001));
+        assert!(is_live(i64::MAX, i64::MAX, i64::MAX));
+    }
 
     #[test]
     fn reports_of_older_proxies_still_read() {

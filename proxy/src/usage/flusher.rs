@@ -222,14 +222,11 @@ impl UsageFlusher {
     }
 
     /// Count the live proxies (this one included: it has just beaten) for
-    /// the `local` fallback's share; an error keeps the last count.
+    /// the `local` fallback's share, each judged by its own heartbeat
+    /// period; an error keeps the last count.
     async fn count_peers(&self, db: &Db, limit: Duration) {
         let Some(peers) = &self.peers else { return };
-        let every = self.state.config.load().config.usage.flush_interval;
-        let window = tollgate_core::db::instances::live_within(every);
-        let since = tollgate_core::now_ms()
-            .saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
-        match bounded(limit, db.count_live_instances(since)).await {
+        match bounded(limit, db.count_live_instances(tollgate_core::now_ms())).await {
             Ok(n) => peers.set(n),
             Err(e) => tracing::debug!("counting live proxies (the last count stays): {e}"),
         }

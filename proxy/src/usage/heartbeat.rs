@@ -4,7 +4,7 @@
 //! written by the flusher at every tick (an upsert of absolute values: a
 //! retry never counts twice).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tollgate_core::db::instances::Heartbeat;
 
@@ -28,8 +28,9 @@ impl Instance {
         }
     }
 
-    /// The first heartbeat, before the proxy listens: it claims `counter`.
-    pub fn claim(&self, counter: &str, address: &str) -> Heartbeat {
+    /// The first heartbeat, before the proxy listens: it claims `counter`;
+    /// `beat_every`: its heartbeat period (`usage.flush_interval`).
+    pub fn claim(&self, counter: &str, address: &str, beat_every: Duration) -> Heartbeat {
         Heartbeat {
             id: self.id.clone(),
             address: address.to_string(),
@@ -38,6 +39,7 @@ impl Instance {
             stats: serde_json::json!({}),
             upstream_health: Vec::new(),
             counter: Some(counter.to_string()),
+            beat_every,
         }
     }
 }
@@ -115,7 +117,8 @@ pub fn heartbeat(
     held_rows: usize,
 ) -> Heartbeat {
     let t = recorder.totals();
-    let upstream_health = state.config.load().upstream_health();
+    let config = state.config.load();
+    let upstream_health = config.upstream_health();
     Heartbeat {
         id: id.to_string(),
         address: address.to_string(),
@@ -133,5 +136,6 @@ pub fn heartbeat(
         }),
         upstream_health,
         counter: counter.map(str::to_string),
+        beat_every: config.config.usage.flush_interval,
     }
 }

@@ -3,10 +3,13 @@
 //! until the flusher takes it with [`UsageRecorder::drain`].
 //!
 //! What is counted per (minute, key — 0 for none —, route): the outcome
-//! columns are disjoint (see [`tollgate_core::db::usage`]): `limited` (429),
-//! `unauthorized` (401), `forbidden` (403), `upstream_errors` (outcome
-//! `upstream_error`/`unavailable`, or any answer ≥ 500), else `allowed`
-//! (including shadow-limited requests, which are forwarded).
+//! columns are disjoint (see [`tollgate_core::db::usage`]): `limited` (429,
+//! and the proxy's own 503 `limiter-unavailable`, outcome `unavailable`:
+//! refused by the limiter layer, never forwarded, so never the upstream's
+//! error; not listed as a violation, no limit was exceeded), `unauthorized`
+//! (401), `forbidden` (403), `upstream_errors` (outcome `upstream_error`, or
+//! any other answer ≥ 500), else `allowed` (including shadow-limited
+//! requests, which are forwarded).
 //!
 //! Refused requests: a valid key over its limits is kept as one `violations`
 //! row (up to [`MAX_HELD_VIOLATIONS`] held); every refusal without a valid key
@@ -88,7 +91,11 @@ fn classify(outcome: &str, status: u16) -> Class {
         outcome::LIMITED => Class::Limited,
         outcome::UNAUTHORIZED => Class::Unauthorized,
         outcome::FORBIDDEN => Class::Forbidden,
-        outcome::UPSTREAM_ERROR | outcome::UNAVAILABLE => Class::UpstreamError,
+        // Round 17: the limiter could not decide (Redis down, `deny`, or a
+        // credit holder): the proxy refused it itself, the upstream never
+        // saw it.
+        outcome::UNAVAILABLE => Class::Limited,
+        outcome::UPSTREAM_ERROR => Class::UpstreamError,
         _ if status >= 500 => Class::UpstreamError,
         _ => Class::Allowed,
     }
@@ -241,10 +248,12 @@ impl UsageRecorder {
             (0, Class::Forbidden) => 403,
             (s, _) => s,
         };
+        // A refusal kept as a violation; not `unavailable`: no limit was
+        // exceeded, the limiter was down (usage still counts it as limited).
         let refused = matches!(
             class,
             Class::Limited | Class::Unauthorized | Class::Forbidden
-        );
+        ) && outcome != outcome::UNAVAILABLE;
         let reason_text = if reason.is_empty() { outcome } else { reason };
         let (violation, mut aggregate) = if !refused {
             (None, None)
@@ -516,6 +525,20 @@ mod tests {
         assert_eq!(d.last_used, HashMap::from([(1, 120_500)]));
         let t = r.totals();
         assert_eq!((t.requests, t.allowed, t.upstream_errors), (8, 3, 2));
+    }
+
+    #[test]
+    fn the_proxys_own_503_limiter_unavailable_counts_as_limited_not_a_violation() {
+        let r = UsageRecorder::default();
+        r.record(event(Some(1), "users", outcome::UNAVAILABLE, 503, 10));
+        r.record(event(Some(1), "users", outcome::UNAVAILABLE, 503, 10));
+        let d = r.drain();
+        let rows: HashMap<_, _> = d.rows.into_iter().collect();
+        let k1 = rows[&(120_000, 1, Arc::from("users"))];
+        assert_eq!((k1.allowed, k1.limited, k1.upstream_errors), (0, 2, 0));
+        assert!(d.violations.is_empty() && d.aggregates.is_empty());
+        let t = r.totals();
+        assert_eq!((t.limited, t.upstream_errors), (2, 0));
     }
 
     #[test]

@@ -1,0 +1,12 @@
+-- Black-box round 17, finding 1: each proxy's liveness is judged by its OWN
+-- heartbeat period. With the period of the proxy counting (its
+-- usage.flush_interval), a proxy at 1s saw one at 20s as dead between its
+-- beats, counted fewer peers and took too large a share of each limit in the
+-- `on_redis_error: local` fallback.
+--
+-- instances.beat_every_ms: the heartbeat period (usage.flush_interval, ms)
+-- of the proxy that wrote the row, written with each heartbeat. A row is
+-- live while last_seen + 3 * beat_every_ms >= now
+-- (core::db::instances::LIVE_BEATS). Rows of older proxies get 5000, the
+-- default flush_interval.
+ALTER TABLE instances ADD COLUMN beat_every_ms BIGINT NOT NULL DEFAULT 5000;
