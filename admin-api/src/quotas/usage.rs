@@ -89,30 +89,49 @@ async fn read(state: &AppState, keys: &[String]) -> Result<Vec<Option<i64>>, &'s
     else {
         return Err("per-proxy");
     };
+    let cache = state.health_cache();
+    let ca_file = config.limiter.redis_ca_file.as_deref();
     let read = async {
-        let conn = redis_conn(
-            state.health_cache(),
-            url,
-            config.limiter.redis_ca_file.as_deref(),
-        )
-        .await
-        .map_err(|_| ())?;
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
-            let cmd = redis::cmd("GET").arg(k).clone();
-            let v: Option<i64> = match conn.clone() {
-                RedisConn::Single(mut c) => cmd.query_async(&mut c).await,
-                RedisConn::Cluster(mut c) => cmd.query_async(&mut c).await,
+        match gets(cache, url, ca_file, keys).await {
+            Ok(v) => Ok(v),
+            // The kept connection may have died with a Redis that is back
+            // now (round 17): these are reads, so once more on a new one.
+            Err(()) => {
+                *cache.redis.lock().await = None;
+                gets(cache, url, ca_file, keys).await
             }
-            .map_err(|_| ())?;
-            out.push(v);
         }
-        Ok::<_, ()>(out)
     };
     match tokio::time::timeout(REDIS_TIMEOUT, read).await {
         Ok(Ok(v)) => Ok(v),
-        _ => Err("unavailable"),
+        Ok(Err(())) => {
+            // Reconnect next time rather than trust a broken connection.
+            *cache.redis.lock().await = None;
+            Err("unavailable")
+        }
+        Err(_) => Err("unavailable"),
     }
+}
+
+/// `GET` of each of `keys` on the kept (or a new) connection.
+async fn gets(
+    cache: &crate::health_report::HealthCache,
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    keys: &[String],
+) -> Result<Vec<Option<i64>>, ()> {
+    let conn = redis_conn(cache, url, ca_file).await.map_err(|_| ())?;
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        let cmd = redis::cmd("GET").arg(k).clone();
+        let v: Option<i64> = match conn.clone() {
+            RedisConn::Single(mut c) => cmd.query_async(&mut c).await,
+            RedisConn::Cluster(mut c) => cmd.query_async(&mut c).await,
+        }
+        .map_err(|_| ())?;
+        out.push(v);
+    }
+    Ok(out)
 }
 
 /// The counts the local proxies last wrote of `periods` (each quota and

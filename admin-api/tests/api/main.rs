@@ -20,6 +20,7 @@ mod plans;
 mod queries;
 mod quota_adjust;
 mod quotas;
+mod relay;
 mod roles;
 mod security;
 mod service_tokens;

@@ -15,85 +15,11 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::Connection;
-use tokio::io::copy_bidirectional;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tollgate_admin_api::REQUEST_DEADLINE;
 use tollgate_core::db::Db;
 
 use crate::common::*;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Up,
-    /// Like a stopped server: open connections are reset, new ones closed.
-    Stopped,
-    /// Like a network partition: nothing answers, nothing is closed.
-    Silent,
-}
-
-/// A TCP relay to the database that the test can break.
-struct Relay {
-    addr: SocketAddr,
-    mode: watch::Sender<Mode>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn wait_while(rx: &mut watch::Receiver<Mode>, mode: Mode) {
-    while *rx.borrow_and_update() == mode {
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-impl Relay {
-    async fn start(target: SocketAddr) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (mode, rx) = watch::channel(Mode::Up);
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let rx = rx.clone();
-                tokio::spawn(relay(client, target, rx));
-            }
-        });
-        Relay { addr, mode, task }
-    }
-
-    fn set(&self, mode: Mode) {
-        self.mode.send_replace(mode);
-    }
-}
-
-async fn relay(mut client: TcpStream, target: SocketAddr, mut rx: watch::Receiver<Mode>) {
-    let mode = *rx.borrow_and_update();
-    match mode {
-        Mode::Stopped => return,
-        Mode::Silent => {
-            wait_while(&mut rx, Mode::Silent).await;
-            return;
-        }
-        Mode::Up => {}
-    }
-    let Ok(mut server) = TcpStream::connect(target).await else {
-        return;
-    };
-    tokio::select! {
-        _ = copy_bidirectional(&mut client, &mut server) => return,
-        _ = wait_while(&mut rx, Mode::Up) => {}
-    }
-    // Partitioned: keep both sockets open and say nothing until it ends.
-    if *rx.borrow() == Mode::Silent {
-        wait_while(&mut rx, Mode::Silent).await;
-    }
-}
+use crate::relay::{Mode, Relay};
 
 /// `postgres://u:p@host:port/db` → (host:port, the URL with `addr` instead).
 async fn through(url: &str, addr: SocketAddr) -> (SocketAddr, String) {

@@ -519,3 +519,50 @@ async fn quota_use_is_read_from_redis() {
         "{v}"
     );
 }
+
+/// Round 17 (black-box): the kept Redis connection of the quota read died
+/// with a Redis restart (here: a relay that closes it) and stayed dead,
+/// `counted: unavailable`, until `/api/health` failed once. The first read
+/// after Redis is back answers from Redis (a read is retried once on a new
+/// connection).
+#[tokio::test]
+async fn quota_use_reads_redis_again_after_it_comes_back() {
+    use crate::relay::{Mode, Relay};
+    let Some(url) = service_url("TOLLGATE_TEST_REDIS_URL") else {
+        return;
+    };
+    let authority = url.trim_start_matches("redis://").trim_end_matches('/');
+    let target = tokio::net::lookup_host(authority)
+        .await
+        .expect("resolve")
+        .next()
+        .expect("an address");
+    let relay = Relay::start(target).await;
+    let limiter = format!(
+        "  backend: redis\n  redis_url: \"redis://{}\"\n  redis_timeout: 20ms",
+        relay.addr
+    );
+    let config = tollgate_core::config::parse(&test_yaml(&limiter), "test.yaml").expect("valid");
+    let app = TestApp::sqlite_with(config).await;
+    let key = json(
+        app.post(
+            "/api/keys",
+            json!({"name": "metered", "limits": [{"name": "daily", "quota": 5, "period": "day"}]}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = key["id"].as_i64().expect("id");
+    assert_eq!(key_quotas(&app, id).await["counted"], "redis");
+    // Redis goes away (its connections closed) and comes back; no read
+    // meanwhile.
+    relay.set(Mode::Stopped);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    relay.set(Mode::Up);
+    let v = key_quotas(&app, id).await;
+    assert_eq!(
+        v["counted"], "redis",
+        "the first read after it is back: {v}"
+    );
+}
