@@ -15,6 +15,8 @@ mod forwarded;
 mod proxy_protocol;
 #[doc(hidden)]
 pub mod test_hosts;
+#[cfg(test)]
+mod test_util;
 
 pub use cidr::{
     any_matches, bucket_key, canonical, canonical_net, matches, parse_cidr, TrustedProxies,

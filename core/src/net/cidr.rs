@@ -112,16 +112,9 @@ pub fn bucket_key(ip: IpAddr) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_util::{ip, trusted};
     use super::*;
     use proptest::prelude::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("ip")
-    }
-
-    fn trusted(list: &[&str]) -> TrustedProxies {
-        TrustedProxies::new(list.iter().map(|s| parse_cidr(s).expect("cidr")).collect())
-    }
 
     #[test]
     fn ipv4_mapped_and_v6_buckets() {

@@ -144,18 +144,10 @@ pub fn is_host(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_util::{ip, trusted};
     use super::*;
-    use crate::net::parse_cidr;
     use proptest::prelude::*;
     use std::net::Ipv6Addr;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("ip")
-    }
-
-    fn trusted(list: &[&str]) -> TrustedProxies {
-        TrustedProxies::new(list.iter().map(|s| parse_cidr(s).expect("cidr")).collect())
-    }
 
     proptest! {
         #[test]
