@@ -106,12 +106,20 @@ pub(super) fn spawn_keepalive(
     conn: Conn,
     state: std::sync::Arc<Keepalive>,
     limit: Duration,
+    breaker: std::sync::Arc<crate::limiter::breaker::CircuitBreaker>,
+    request_timeout: Duration,
 ) {
     drop(handle.spawn(async move {
         loop {
             let mut c = conn.clone();
+            let started = tokio::time::Instant::now();
             let ok = matches!(tokio::time::timeout(limit, c.ping()).await, Ok(Ok(())));
             state.reachable.store(ok, Ordering::Relaxed);
+            // Answered as fast as a request must be: Redis is back, the
+            // breaker need not wait out its cool-down.
+            if ok && started.elapsed() <= request_timeout {
+                breaker.recovered();
+            }
             let pause = if ok { KEEPALIVE_EVERY } else { KEEPALIVE_RETRY };
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}

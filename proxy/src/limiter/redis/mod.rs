@@ -130,7 +130,7 @@ pub struct RedisLimiter {
     handle: Handle,
     runtime: Option<Runtime>,
     timeout: Duration,
-    breaker: CircuitBreaker,
+    breaker: Arc<CircuitBreaker>,
     over_limit: OverLimitCache,
     /// The URL without credentials, for logs.
     target: String,
@@ -222,6 +222,7 @@ impl RedisLimiter {
             options.timeout,
         );
         let keepalive = Arc::new(Keepalive::default());
+        let breaker = Arc::new(CircuitBreaker::new(options.breaker));
         spawn_keepalive(
             runtime.handle(),
             conn.clone(),
@@ -230,13 +231,15 @@ impl RedisLimiter {
                 .timeout
                 .saturating_mul(2)
                 .max(Duration::from_millis(500)),
+            breaker.clone(),
+            options.timeout,
         );
         Ok(Self {
             conn,
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
             timeout: options.timeout,
-            breaker: CircuitBreaker::new(options.breaker),
+            breaker,
             over_limit: OverLimitCache::new(
                 options.over_limit_capacity,
                 options.over_limit_max_ttl,
