@@ -27,6 +27,16 @@ pub async fn wait(period: impl Fn() -> Duration) {
     }
 }
 
+/// Wait until `period()` is longer than `than` (read every [`RECHECK`]):
+/// a reload that lengthens the heartbeat period must be announced at once,
+/// or the other proxies, expecting the old period, count this one dead
+/// until its next, later beat (black-box round 17 re-check).
+pub async fn longer_than(period: impl Fn() -> Duration, than: Duration) {
+    while period() <= than {
+        tokio::time::sleep(RECHECK).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +46,20 @@ mod tests {
 
     fn ms(v: &AtomicU64) -> Duration {
         Duration::from_millis(v.load(Ordering::Relaxed))
+    }
+
+    #[tokio::test]
+    async fn a_lengthened_period_is_seen_within_a_recheck() {
+        let period = Arc::new(AtomicU64::new(1_000));
+        let p = period.clone();
+        let waiting = tokio::spawn(async move { longer_than(|| ms(&p), ms(&p)).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "the same period is no change");
+        period.store(30_000, Ordering::Relaxed);
+        tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .expect("the longer period was not seen")
+            .expect("the wait panicked");
     }
 
     #[tokio::test]

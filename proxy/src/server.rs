@@ -154,7 +154,6 @@ async fn claim_name(
     every: Duration,
     me: &tollgate_core::db::instances::Heartbeat,
 ) -> Result<(), PrepareError> {
-    let every = every.min(Duration::from_secs(30));
     let twin = |other: String, at: i64| PrepareError::Twin {
         name: name.to_string(),
         other,
@@ -162,6 +161,14 @@ async fn claim_name(
     };
     let holder = db.claim_name(name, &me.id, tollgate_core::now_ms()).await?;
     if holder.0 != me.id {
+        // The holder beats at its own period, which may be longer than
+        // this proxy's (black-box round 17 re-check: a holder at 20 s was
+        // taken over by a proxy at 100 ms); at most 30 s either way.
+        let last = db.last_beat_of(&holder.0).await?;
+        let theirs = last.map_or(every, |(_, ms)| {
+            Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+        });
+        let every = every.max(theirs).min(Duration::from_secs(30));
         tracing::warn!(
             "the quota-count name {name:?} is held by instance {} (heartbeat {} ms ago): \
              waiting up to {:?} for its next heartbeat before taking it over",
@@ -177,6 +184,16 @@ async fn claim_name(
                 None => return Box::pin(claim_name(db, name, every, me)).await,
                 Some(now) if now != holder => return Err(twin(now.0, now.1)),
                 Some(_) => {}
+            }
+        }
+        // A holder whose period is longer than the wait could not be seen
+        // beating: it is live while its row is, by the one age rule
+        // (`instances::is_live`).
+        if theirs > every {
+            if let Some((seen, ms)) = db.last_beat_of(&holder.0).await? {
+                if tollgate_core::db::instances::is_live(seen, ms, tollgate_core::now_ms()) {
+                    return Err(twin(holder.0, seen));
+                }
             }
         }
         let taken = db

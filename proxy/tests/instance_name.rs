@@ -14,6 +14,10 @@ use tollgate_core::db::instances::Heartbeat;
 use tollgate_proxy::server::{build, PrepareError, Prepared, ShutdownHandle};
 
 fn yaml(name: &str) -> String {
+    yaml_every(name, "200ms")
+}
+
+fn yaml_every(name: &str, flush_interval: &str) -> String {
     format!(
         r#"
 proxy:
@@ -22,7 +26,7 @@ proxy:
   threads: 2
   instance_name: "{name}"
 usage:
-  flush_interval: 200ms
+  flush_interval: {flush_interval}
 plans:
   p: {{ limits: [ {{ name: daily, rate: 100, per: 1d }} ] }}
 upstreams:
@@ -72,6 +76,26 @@ async fn a_second_live_proxy_of_the_same_name_refuses_to_start() {
         "{:?}",
         start.elapsed()
     );
+}
+
+/// Black-box round 17 re-check: a holder beating every 3 s was taken over
+/// by a proxy beating every 200 ms, which waited only its own period for
+/// the holder's next beat. It waits the holder's period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_holder_with_a_longer_heartbeat_keeps_its_name() {
+    let p = TestProxy::start(&yaml_every("gw-slow", "3s"), Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let start = Instant::now();
+    while p.db.name_holder("gw-slow").await.expect("read").is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no claim");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match prepare_beside(&p, "gw-slow").await {
+        Err(PrepareError::Twin { name, .. }) => assert_eq!(name, "gw-slow"),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("the live holder's name was taken over"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

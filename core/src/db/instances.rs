@@ -208,6 +208,17 @@ impl Db {
             .ok_or_else(|| DbError::Corrupt(format!("instance name {name:?} vanished")))
     }
 
+    /// When `instance` last beat (Unix ms) and the heartbeat period it
+    /// announced (ms); `None`: no row.
+    pub async fn last_beat_of(&self, instance: &str) -> Result<Option<(i64, i64)>, DbError> {
+        let row = sqlx::query("SELECT last_seen, beat_every_ms FROM instances WHERE id = $1")
+            .bind(instance)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|r| Ok((r.try_get("last_seen")?, r.try_get("beat_every_ms")?)))
+            .transpose()
+    }
+
     /// Who holds `name`, and its `beat_at`.
     pub async fn name_holder(&self, name: &str) -> Result<Option<(String, i64)>, DbError> {
         let row = sqlx::query("SELECT instance, beat_at FROM instance_names WHERE name = $1")

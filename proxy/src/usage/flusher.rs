@@ -295,10 +295,14 @@ impl BackgroundService for UsageFlusher {
         // name that this one is live (`server::claim_name`).
         self.first_beat(&mut run, DB_TIMEOUT).await;
         loop {
-            // The interval as reloaded meanwhile, too.
+            // The interval as reloaded meanwhile, too; a longer one is
+            // announced at once (the beat carries it): the other proxies
+            // judge this one live by the period its last beat announced.
             let every = || self.state.config.load().config.usage.flush_interval;
+            let announced = every();
             tokio::select! {
                 _ = crate::period::wait(every) => {}
+                _ = crate::period::longer_than(every, announced) => {}
                 _ = shutdown.changed() => break,
             }
             self.tick(&mut run, DB_TIMEOUT).await;
