@@ -324,3 +324,58 @@ async fn head_over_h2_has_no_body_either() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Black-box round 17 re-check: with the Redis backend down (`local`
+/// policy), a credit holder's usage read showed its top-ups as `credits`
+/// (this proxy's book, without the spends Redis holds). The balance is
+/// unknown then: `null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_are_null_while_redis_cannot_say() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(mut redis) = common::redis::OwnRedis::start() else {
+        return;
+    };
+    let up = raw::start_interpreting_upstream(counted).await;
+    let limiter = format!(
+        "limiter:\n  backend: redis\n  redis_url: \"{}\"\n  redis_timeout: 200ms\n  on_redis_error: local\n",
+        redis.url()
+    );
+    let p = TestProxy::start(&yaml(up, &limiter, &tag(), ""), Store::Sqlite)
+        .await
+        .expect("sqlite");
+    let (k, key) = key_on_p(&p, "prepaid").await;
+    p.db.add_credits(tollgate_core::credits::SubjectKind::Key, k.id, 10, "test")
+        .await
+        .expect("top-up");
+    let start = Instant::now();
+    loop {
+        let (s, v) = get(&p, "/_tollgate/usage", Some(&key)).await;
+        if s == 200 && v["credits"] == 10 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "credits never seen: {v}"
+        );
+        // Within the reads a key may make (5 a second).
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Spend 2 through Redis.
+    for _ in 0..2 {
+        assert_eq!(get(&p, "/api/users", Some(&key)).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(
+        get(&p, "/_tollgate/usage", Some(&key)).await.1["credits"],
+        8
+    );
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (s, v) = get(&p, "/_tollgate/usage", Some(&key)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["limiter"], "fallback", "{v}");
+    assert!(
+        v["credits"].is_null(),
+        "not the top-ups as the balance: {v}"
+    );
+}

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use tollgate_core::config::{LimiterConfig, OnRedisError};
+use tollgate_core::config::LimiterConfig;
 
 use super::Limiters;
 use crate::limiter::credits::holder;
@@ -11,8 +11,11 @@ use crate::metrics;
 
 impl Limiters {
     /// The balance a request of `subject` would spend: `None` when it holds
-    /// no credits, or when Redis cannot answer and `on_redis_error` is not
-    /// `local` (then this proxy's own balance is not the one that counts).
+    /// no credits, or when the Redis backend cannot answer, whatever
+    /// `on_redis_error` says: the balance lives in Redis only, and this
+    /// proxy's book holds the top-ups without the spends (black-box round
+    /// 17 re-check: it showed them as the balance), while a credit holder's
+    /// requests are refused until Redis answers.
     pub async fn balance(
         &self,
         cfg: &LimiterConfig,
@@ -33,10 +36,7 @@ impl Limiters {
             Err(e) => {
                 metrics::REDIS_ERRORS.with_label_values(&[e.kind()]).inc();
                 tracing::debug!("redis limiter (balance): {e}");
-                match cfg.on_redis_error {
-                    OnRedisError::Local => local(),
-                    OnRedisError::Allow | OnRedisError::Deny => None,
-                }
+                None
             }
         }
     }
