@@ -97,7 +97,7 @@ pub fn needs_restart(old: &Config, new: &Config, role: Role) -> Vec<&'static str
     );
     check(
         true,
-        old.limiter.backend == new.limiter.backend && !same_redis_store(old, new),
+        !same_redis_store(old, new),
         "limiter.redis_url (another Redis)",
     );
     let (a, b) = (&old.telemetry, &new.telemetry);
@@ -248,7 +248,7 @@ mod tests {
         let mut local = config("");
         assert_eq!(
             needs_restart(&old, &local, Role::Admin),
-            ["limiter.backend"]
+            ["limiter.backend", "limiter.redis_url (another Redis)"]
         );
         assert!(keep_running_store(&old, &mut local));
         assert_eq!(local.limiter.backend, old.limiter.backend);
