@@ -5,6 +5,19 @@ use std::sync::OnceLock;
 
 use prometheus::{IntCounterVec, Opts};
 
+/// Count one in the counter `cell` holds, registering it on first use.
+fn inc(
+    cell: &OnceLock<Option<IntCounterVec>>,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    values: &[&str],
+) {
+    if let Some(c) = cell.get_or_init(|| counter(name, help, labels)) {
+        c.with_label_values(values).inc();
+    }
+}
+
 fn counter(name: &str, help: &str, labels: &[&str]) -> Option<IntCounterVec> {
     let c = IntCounterVec::new(Opts::new(name, help), labels).ok()?;
     if let Err(e) = prometheus::register(Box::new(c.clone())) {
@@ -17,15 +30,13 @@ fn counter(name: &str, help: &str, labels: &[&str]) -> Option<IntCounterVec> {
 /// and busy (503, too many password checks at once).
 pub fn login(outcome: &str) {
     static C: OnceLock<Option<IntCounterVec>> = OnceLock::new();
-    if let Some(c) = C.get_or_init(|| {
-        counter(
-            "tollgate_admin_logins_total",
-            "Admin login attempts by outcome (success, failure, throttled, busy)",
-            &["outcome"],
-        )
-    }) {
-        c.with_label_values(&[outcome]).inc();
-    }
+    inc(
+        &C,
+        "tollgate_admin_logins_total",
+        "Admin login attempts by outcome (success, failure, throttled, busy)",
+        &["outcome"],
+        &[outcome],
+    );
 }
 
 /// `tollgate_admin_connections_refused_total{reason}`: connections closed at
@@ -34,43 +45,31 @@ pub fn login(outcome: &str) {
 /// in time, answered 408).
 pub fn connection_refused(reason: &str) {
     static C: OnceLock<Option<IntCounterVec>> = OnceLock::new();
-    if let Some(c) = C.get_or_init(|| {
-        counter(
-            "tollgate_admin_connections_refused_total",
-            "Admin API connections closed by the listener, by reason (max_connections, per_ip_cap, header_timeout, idle, body_timeout)",
-            &["reason"],
-        )
-    }) {
-        c.with_label_values(&[reason]).inc();
-    }
+    inc(&C, "tollgate_admin_connections_refused_total", "Admin API connections closed by the listener, by reason (max_connections, per_ip_cap, header_timeout, idle, body_timeout)", &["reason"], &[reason]);
 }
 
 /// `tollgate_admin_host_refused_total`: requests refused for their `Host`.
 pub fn host_refused() {
     static C: OnceLock<Option<IntCounterVec>> = OnceLock::new();
-    if let Some(c) = C.get_or_init(|| {
-        counter(
-            "tollgate_admin_host_refused_total",
-            "Admin API requests refused because their Host is not in admin.allowed_hosts",
-            &[],
-        )
-    }) {
-        c.with_label_values::<&str>(&[]).inc();
-    }
+    inc(
+        &C,
+        "tollgate_admin_host_refused_total",
+        "Admin API requests refused because their Host is not in admin.allowed_hosts",
+        &[],
+        &[],
+    );
 }
 
 /// `tollgate_admin_audit_write_failures_total`.
 pub fn audit_failed() {
     static C: OnceLock<Option<IntCounterVec>> = OnceLock::new();
-    if let Some(c) = C.get_or_init(|| {
-        counter(
-            "tollgate_admin_audit_write_failures_total",
-            "Audit events that could not be written",
-            &[],
-        )
-    }) {
-        c.with_label_values::<&str>(&[]).inc();
-    }
+    inc(
+        &C,
+        "tollgate_admin_audit_write_failures_total",
+        "Audit events that could not be written",
+        &[],
+        &[],
+    );
 }
 
 /// `tollgate_admin_config_reloads_total{result}`: the admin role's reloads
@@ -79,13 +78,11 @@ pub fn audit_failed() {
 /// `tollgate_config_reloads_total` (a `dev` process has both).
 pub fn config_reload(result: &str) {
     static C: OnceLock<Option<IntCounterVec>> = OnceLock::new();
-    if let Some(c) = C.get_or_init(|| {
-        counter(
-            "tollgate_admin_config_reloads_total",
-            "Config file reloads of the admin role, by result (ok, failed, unreadable)",
-            &["result"],
-        )
-    }) {
-        c.with_label_values(&[result]).inc();
-    }
+    inc(
+        &C,
+        "tollgate_admin_config_reloads_total",
+        "Config file reloads of the admin role, by result (ok, failed, unreadable)",
+        &["result"],
+        &[result],
+    );
 }
