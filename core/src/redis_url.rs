@@ -129,6 +129,20 @@ pub fn parse(url: &str) -> Result<RedisUrl, RedisUrlError> {
                 None => (u, None),
             };
             let decode = |s: &str, what: &str| -> Result<String, RedisUrlError> {
+                // Every `%` starts a `%XX` escape (round 16 re-check: `%ZZ`
+                // was passed on as written).
+                let b = s.as_bytes();
+                let bad_escape = b.iter().enumerate().any(|(i, c)| {
+                    *c == b'%'
+                        && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                            && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+                });
+                if bad_escape {
+                    return fail(
+                        url,
+                        format!("the {what} has a '%' that is not a %XX escape"),
+                    );
+                }
                 match percent_decode_str(s).decode_utf8() {
                     Ok(d) if !d.chars().any(char::is_control) => Ok(d.into_owned()),
                     _ => fail(

@@ -39,6 +39,7 @@ impl Validator<'_> {
                 || !text
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+                || !port_is_valid(&text)
             {
                 self.error(
                     &path,
@@ -94,6 +95,54 @@ impl Validator<'_> {
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             max_connections_per_ip,
             audit_retention,
+        }
+    }
+}
+
+/// Whether the port of an allowed host (`name:port`, `[v6]:port`), if it
+/// has one, is a TCP port (1–65535); an IPv6 literal without brackets has
+/// none (round 16 re-check: `x.example:99999` was accepted).
+fn port_is_valid(host: &str) -> bool {
+    let port = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((_, "")) => return true,
+            Some((_, tail)) => match tail.strip_prefix(':') {
+                Some(p) => p,
+                None => return false,
+            },
+            None => return false,
+        },
+        None if host.matches(':').count() == 1 => host.rsplit(':').next().unwrap_or_default(),
+        None => return true,
+    };
+    port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::port_is_valid;
+
+    #[test]
+    fn allowed_host_ports_are_tcp_ports() {
+        for ok in [
+            "a.example",
+            "a.example:8443",
+            "[::1]",
+            "[::1]:8081",
+            "::1",
+            "10.0.0.1:1",
+        ] {
+            assert!(port_is_valid(ok), "{ok}");
+        }
+        for bad in [
+            "a.example:99999",
+            "a.example:0",
+            "a.example:",
+            "[::1]:",
+            "[::1]x",
+            "[::1",
+        ] {
+            assert!(!port_is_valid(bad), "{bad}");
         }
     }
 }

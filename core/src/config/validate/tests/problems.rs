@@ -170,6 +170,9 @@ fn bad_inputs_are_reported_where_they_are() {
             ("admin:\n  session_ttl: 90d\n", 2, 16, "admin.session_ttl: must be at most 30d"),
             ("admin:\n  session_ttl: 1s\n", 2, 16, "admin.session_ttl: must be at least 1m"),
             ("admin:\n  allowed_hosts: [\"evil host/\"]\n", 2, 19, "admin.allowed_hosts[0]: \"evil host/\" is not a host name"),
+            // Round 16 re-check: a port is a TCP port.
+            ("admin:\n  allowed_hosts: [ok.example, \"x.example:99999\"]\n", 2, 31, "admin.allowed_hosts[1]: \"x.example:99999\" is not a host name"),
+            ("admin:\n  allowed_hosts: [\"[::1]:0\"]\n", 2, 19, "admin.allowed_hosts[0]"),
             ("admin:\n  max_connections: 0\n", 2, 20, "admin.max_connections: must be greater than 0"),
             ("admin:\n  max_connections_per_ip: -1\n", 2, 27, "admin.max_connections_per_ip: must be at least 0"),
             ("admin:\n  max_connections_per_ip: 2000000\n", 2, 27, "admin.max_connections_per_ip: must be"),
@@ -179,6 +182,8 @@ fn bad_inputs_are_reported_where_they_are() {
             ("limiter:\n  backend: redis\n  redis_url: \"http://r:6379\"\n", 3, 14, "unsupported scheme"),
             ("limiter:\n  backend: redis\n  redis_url: \"redis://u:hunter2@a:1,b:2\"\n", 3, 14, "several hosts: use redis+cluster:// (or rediss+cluster://) for Redis Cluster in Redis URL \"redis://***@a:1,b:2\""),
             ("limiter:\n  backend: redis\n  redis_url: \"rediss://h:1#insecure\"\n", 3, 14, "query strings and fragments are not supported"),
+            // Round 16 re-check: every `%` is an escape.
+            ("limiter:\n  backend: redis\n  redis_url: \"redis://u:S3cret%ZZ@h:1\"\n", 3, 14, "the password has a '%' that is not a %XX escape in Redis URL \"redis://***@h:1\""),
             ("limiter:\n  backend: redis\n  redis_url: \"redis://h:1\"\n  redis_ca_file: ca.pem\n", 4, 18, "applies to rediss:// (TLS) URLs only"),
             ("limiter:\n  redis_ca_file: \"\"\n", 2, 18, "must not be empty"),
             ("storage:\n  database_url: \"postgres://u:p@h/db?sslmode=sometimes\"\n", 2, 17, "storage.database_url: invalid PostgreSQL URL"),
