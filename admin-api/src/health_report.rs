@@ -36,6 +36,12 @@ impl HealthCache {
         self.redis_connects
             .load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// Drop the kept Redis connection: the next read or probe connects
+    /// anew rather than trust one that failed.
+    pub(crate) async fn forget_redis(&self) {
+        *self.redis.lock().await = None;
+    }
 }
 
 /// A kept connection to Redis.

@@ -148,14 +148,8 @@ async fn admin_config(
     let old = state.config();
     // A secret the admin would refuse to start with is refused here too,
     // though it applies only after a restart (round 16, black-box).
-    if let Some(problem) = restart::restart_problem(&old, &new) {
-        return Err(format!("{}: {problem}", path.display()));
-    }
-    let changed = restart::needs_restart(&old, &new, restart::Role::Admin);
-    if let Some(msg) = restart::restart_message(&changed) {
-        tracing::warn!("{msg}");
-    }
-    restart::keep_running_store(&old, &mut new);
+    restart::settle(&old, &mut new, restart::Role::Admin)
+        .map_err(|problem| format!("{}: {problem}", path.display()))?;
     Ok(new)
 }
 

@@ -207,7 +207,7 @@ async fn ping_redis(
     let result = tokio::time::timeout(REDIS_TIMEOUT, check).await;
     if !matches!(result, Ok(Ok(_))) {
         // Reconnect next time rather than trust a broken connection.
-        *cache.redis.lock().await = None;
+        cache.forget_redis().await;
     }
     match result {
         Ok(Ok(_)) => up(kind, start),

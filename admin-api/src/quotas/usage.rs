@@ -97,7 +97,7 @@ async fn read(state: &AppState, keys: &[String]) -> Result<Vec<Option<i64>>, &'s
             // The kept connection may have died with a Redis that is back
             // now (round 17): these are reads, so once more on a new one.
             Err(()) => {
-                *cache.redis.lock().await = None;
+                cache.forget_redis().await;
                 gets(cache, url, ca_file, keys).await
             }
         }
@@ -106,7 +106,7 @@ async fn read(state: &AppState, keys: &[String]) -> Result<Vec<Option<i64>>, &'s
         Ok(Ok(v)) => Ok(v),
         Ok(Err(())) => {
             // Reconnect next time rather than trust a broken connection.
-            *cache.redis.lock().await = None;
+            cache.forget_redis().await;
             Err("unavailable")
         }
         Err(_) => Err("unavailable"),

@@ -160,6 +160,21 @@ pub fn restart_problem(old: &Config, new: &Config) -> Option<String> {
         .map(|reason| format!("admin.jwt_secret_env: {var} {reason}"))
 }
 
+/// What every reload does with the restart-only settings, in one place for
+/// both roles: refuse what a restart would refuse ([`restart_problem`]),
+/// warn once about what waits for a restart ([`needs_restart`]) and keep
+/// the running Redis store and backend ([`keep_running_store`]).
+pub fn settle(old: &Config, new: &mut Config, role: Role) -> Result<(), String> {
+    if let Some(problem) = restart_problem(old, new) {
+        return Err(problem);
+    }
+    if let Some(msg) = restart_message(&needs_restart(old, new, role)) {
+        tracing::warn!("{msg}");
+    }
+    keep_running_store(old, new);
+    Ok(())
+}
+
 /// The warning for [`needs_restart`]'s answer (empty: `None`).
 pub fn restart_message(changed: &[&str]) -> Option<String> {
     (!changed.is_empty()).then(|| {

@@ -389,15 +389,9 @@ async fn apply_config(
         return Err(format!("{}: {msg}", path.display()));
     }
     let old = state.config.load_full();
-    // Refused as the admin role refuses it (`dev` runs both on one file).
-    if let Some(problem) = restart::restart_problem(&old.config, &new) {
-        return Err(format!("{}: {problem}", path.display()));
-    }
-    let restart = restart::needs_restart(&old.config, &new, restart::Role::Proxy);
-    if let Some(msg) = restart::restart_message(&restart) {
-        tracing::warn!("{msg}");
-    }
-    restart::keep_running_store(&old.config, &mut new);
+    // As the admin role does (`dev` runs both on one file).
+    restart::settle(&old.config, &mut new, restart::Role::Proxy)
+        .map_err(|problem| format!("{}: {problem}", path.display()))?;
     // Certificate, key and CA files are re-read with every reload.
     let files = tls::prepare_reload(&new).map_err(|e| e.to_string())?;
     let compiled = tokio::task::spawn_blocking(move || ConfigState::compile(new, Some(&old)))
