@@ -166,7 +166,15 @@ fn the_admin_role_applies_a_reloaded_admin_section() {
         );
         assert_ne!(weak, edited);
         replace(&config, &weak.replacen("session_ttl: 1m", "session_ttl: 2m", 1));
-        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        // Wait for the refusal itself (bounded), not a fixed time.
+        let start = Instant::now();
+        while !admin
+            .log()
+            .contains("admin.jwt_secret_env: TOLLGATE_WEAK_SECRET")
+        {
+            assert!(start.elapsed() < Duration::from_secs(20), "no refusal: {}", admin.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let (still, _) = login(&base).await;
         assert_eq!(lifetime(&still), 60);
         // Both counted, as the proxy counts its own.
