@@ -5,14 +5,14 @@
 //! at once; what needs a restart (`storage.database_url`) is named in a
 //! warning; a `jwt_secret_env` naming a weak secret is refused as at start.
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{tollgate, write_config, Ports};
+use crate::common::{tollgate, write_config, Ports};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A child process killed when the test ends, logging to a file.

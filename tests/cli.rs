@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
-use common::cli::{printed, KillOnDrop, CERT, KEY};
-use common::{tollgate, write_config, Dev, Ports};
+use crate::common::cli::{printed, KillOnDrop, CERT, KEY};
+use crate::common::{tollgate, write_config, Dev, Ports};
 
 #[test]
 fn dev_runs_everything_and_stops_on_ctrl_c() {

@@ -1,10 +1,10 @@
 //! `tollgate check-config` (and the proxy's own refusal of a TLS file it
 //! cannot load), through the real binary.
 
-mod common;
+use crate::common;
 
-use common::cli::{check_config, CERT, KEY, OTHER_KEY};
-use common::{tollgate, write_config, Ports};
+use crate::common::cli::{check_config, CERT, KEY, OTHER_KEY};
+use crate::common::{tollgate, write_config, Ports};
 
 #[test]
 fn check_config_accepts_the_shipped_configs() {

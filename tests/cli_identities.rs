@@ -2,9 +2,7 @@
 //! configured database, through the real binary; bad input is refused with
 //! the admin API's rules, nothing written.
 
-mod common;
-
-use common::{tollgate, write_config, Ports};
+use crate::common::{tollgate, write_config, Ports};
 
 fn run(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = tollgate()

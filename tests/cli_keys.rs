@@ -2,10 +2,8 @@
 //! database, through the real binary: bad input is refused with the admin
 //! API's rules and messages.
 
-mod common;
-
-use common::cli::{keys, sqlite_config};
-use common::tollgate;
+use crate::common::cli::{keys, sqlite_config};
+use crate::common::tollgate;
 
 #[test]
 fn keys_cli_manages_keys_in_the_configured_database() {

@@ -3,9 +3,7 @@
 //! period and audited; bad input refused with the admin API's messages,
 //! nothing written.
 
-mod common;
-
-use common::{tollgate, write_config, Ports};
+use crate::common::{tollgate, write_config, Ports};
 use tollgate_core::quota::adjust::QuotaChange;
 
 fn run(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {

@@ -4,10 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::cli::{check_config, KillOnDrop};
-use common::{tollgate, write_config, Dev, Ports};
+use crate::common::cli::{check_config, KillOnDrop};
+use crate::common::{tollgate, write_config, Dev, Ports};
 
 #[test]
 fn the_admin_role_reloads_its_config_like_the_proxy() {

@@ -9,12 +9,12 @@
 //! reservation; an upstream that cannot be reached (502) refunds it; the
 //! client never sees the upstream's cost header.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::proxy::Proxy;
-use common::redis::OwnRedis;
+use crate::common::proxy::Proxy;
+use crate::common::redis::OwnRedis;
 use tollgate_core::db::NewApiKey;
 
 /// Two proxies' config on Redis at `redis_url`.

@@ -4,13 +4,13 @@
 //! exactly 50 more requests across both proxies; then 429
 //! `credits-exhausted`, which spends nothing.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::credits::{call, users_on_redis as yaml};
-use common::proxy::Proxy;
-use common::redis::OwnRedis;
+use crate::common::credits::{call, users_on_redis as yaml};
+use crate::common::proxy::Proxy;
+use crate::common::redis::OwnRedis;
 use tollgate_core::db::NewApiKey;
 
 fn top_up(config: &std::path::Path, id: i64, n: i64) {

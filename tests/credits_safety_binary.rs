@@ -3,12 +3,12 @@
 //! with the local limiter does not give spent credits back, and a request
 //! refunded on the route's `refund_on` gets its credits back.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::proxy::Proxy;
-use common::redis::OwnRedis;
+use crate::common::proxy::Proxy;
+use crate::common::redis::OwnRedis;
 use tollgate_core::db::NewApiKey;
 
 const ROUTES: &str = r#"routes:

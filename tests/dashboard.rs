@@ -6,15 +6,15 @@
 //! Screenshots of every page go to a temporary directory (printed), or to
 //! `$TOLLGATE_SCREENSHOT_DIR`. With that variable set, the demo-traffic test
 //! also takes the README's screenshots there after a minute of demo traffic
-//! (`TOLLGATE_SCREENSHOT_DIR=docs/screenshots cargo test --test dashboard`).
+//! (`TOLLGATE_SCREENSHOT_DIR=docs/screenshots cargo test --test integration dashboard::`).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, Dev};
+use crate::common::{free_port, Dev};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};

@@ -1,11 +1,11 @@
 //! The admin API driving the real proxy: both run in one real `tollgate dev`
 //! process; every change made through the API must reach the proxy within 1 s.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::Dev;
+use crate::common::Dev;
 use serde_json::{json, Value};
 
 struct Api {

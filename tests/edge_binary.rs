@@ -5,13 +5,11 @@
 //! real listener in `proxy/tests/edge_*.rs`; this file proves the shipped
 //! binary has them switched on.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::Dev;
+use crate::common::Dev;
 
 /// Send `request` as raw bytes and read until the server closes.
 fn exchange(port: u16, request: &str) -> String {

@@ -4,14 +4,12 @@
 //! (upstream faults: `faults_upstream.rs`; stops: `faults_stop.rs`; config
 //! edits: `faults_config.rs`).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::faults::*;
-use common::free_port;
-use common::proxy::Proxy;
+use crate::common::faults::*;
+use crate::common::free_port;
+use crate::common::proxy::Proxy;
 use tokio::task::JoinSet;
 use tollgate_core::db::own_postgres::OwnPostgres;
 use tollgate_core::db::Db;

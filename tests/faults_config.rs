@@ -2,13 +2,11 @@
 //! unsafe edits (truncated, emptied, deleted, a named pipe) are never
 //! applied, and missing or doubly defined plans fail closed.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::faults::*;
-use common::proxy::Proxy;
-use common::{free_port, tollgate};
+use crate::common::faults::*;
+use crate::common::proxy::Proxy;
+use crate::common::{free_port, tollgate};
 use tollgate_core::db::NewApiKey;
 
 /// Truncated, emptied, half-written and deleted config files never replace

@@ -3,14 +3,12 @@
 //! makes it fast, and every request cut short is recorded with the usage
 //! held in memory.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::faults::*;
-use common::proxy::Proxy;
-use common::{free_port, Dev};
+use crate::common::faults::*;
+use crate::common::proxy::Proxy;
+use crate::common::{free_port, Dev};
 use tollgate_core::db::{Db, KeyFilter};
 
 const USAGE_HELD: &str = "usage:\n  flush_interval: 1h\n";

@@ -2,13 +2,13 @@
 //! upstream (504), a down target (502), a flapping one taken out of and back
 //! into the pool by health checks.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::faults::*;
-use common::proxy::Proxy;
-use common::{closed_port, free_port};
+use crate::common::faults::*;
+use crate::common::proxy::Proxy;
+use crate::common::{closed_port, free_port};
 
 /// An upstream slower than its `timeouts.read` gets 504 problem+json after
 /// about that timeout (not the client's patience), counted as an upstream

@@ -5,12 +5,12 @@
 //! upstream gets `X-Tollgate-Identity` with the identity's external id
 //! (never a client's forged one).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::proxy::Proxy;
-use common::redis::OwnRedis;
+use crate::common::proxy::Proxy;
+use crate::common::redis::OwnRedis;
 use tollgate_core::db::{Db, NewApiKey, NewIdentity};
 
 /// The shared limit: so slow to refill (5 per hour) that a slow machine

@@ -6,13 +6,13 @@
 //! top-up of 4 admits exactly 4 more. The identity's balance comes first:
 //! a key's own credits are not spent while its identity holds some.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::credits::{call, users_on_redis as yaml};
-use common::proxy::Proxy;
-use common::redis::OwnRedis;
+use crate::common::credits::{call, users_on_redis as yaml};
+use crate::common::proxy::Proxy;
+use crate::common::redis::OwnRedis;
 use tollgate_core::db::{NewApiKey, NewIdentity};
 
 /// `tollgate <what> credits <which> --add n`.

@@ -6,14 +6,14 @@
 //! proxies, after `used_delta: -2` exactly 2 more. With the local backend,
 //! the same on one proxy.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::proxy::Proxy;
-use common::redis::OwnRedis;
-use common::{free_port, tollgate};
+use crate::common::proxy::Proxy;
+use crate::common::redis::OwnRedis;
+use crate::common::{free_port, tollgate};
 use serde_json::{json, Value};
 use tollgate_core::db::NewApiKey;
 

@@ -6,12 +6,12 @@
 //! the time to the period's end (27 to 31 days: the period began today),
 //! and the quota in the RateLimit headers.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::proxy::Proxy;
-use common::redis::OwnRedis;
+use crate::common::proxy::Proxy;
+use crate::common::redis::OwnRedis;
 use tollgate_core::db::NewApiKey;
 use tollgate_proxy::limiter::scenarios::quota::monthly_from_today;
 

@@ -4,9 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::Dev;
+use crate::common::Dev;
 
 /// The fenced block that follows "`tollgate dev` prints:" in README.md.
 fn readme_dev_block() -> Vec<String> {

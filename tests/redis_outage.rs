@@ -15,13 +15,13 @@
 //! held across a Redis call (the ~1 s this test was written for) is above it
 //! however busy the machine is.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::proxy::Proxy;
-use common::redis::{raw_command, OwnRedis};
+use crate::common::proxy::Proxy;
+use crate::common::redis::{raw_command, OwnRedis};
 use tollgate_core::db::{Db, NewApiKey};
 
 /// What a Redis outage may add to the slowest request the same load saw

@@ -5,13 +5,13 @@
 //! connection (round 17: it was, with 503 `limiter-unavailable` under
 //! `on_redis_error: deny` however long Redis had been back).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::faults::metric_value;
-use common::proxy::Proxy;
-use common::redis::OwnRedis;
+use crate::common::faults::metric_value;
+use crate::common::proxy::Proxy;
+use crate::common::redis::OwnRedis;
 use tollgate_core::db::NewApiKey;
 
 fn yaml(redis_url: &str, upstream: u16) -> String {

@@ -5,15 +5,15 @@
 //! `check-config` makes anything panic: one that cannot connect follows
 //! `on_redis_error`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::proxy::Proxy;
-use common::redis::{OwnRedis, RedisTls};
-use common::tollgate;
+use crate::common::proxy::Proxy;
+use crate::common::redis::{OwnRedis, RedisTls};
+use crate::common::tollgate;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tollgate_core::db::own_postgres::OwnPostgres;
 use tollgate_core::db::{Db, NewApiKey};

@@ -10,11 +10,11 @@
 //! the SQLite files are created 0600, and `tollgate keys …` changes land in
 //! the audit log (`tollgate audit list`) without the key.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::Dev;
+use crate::common::Dev;
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "secrets-test-password";

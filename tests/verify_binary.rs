@@ -6,11 +6,9 @@
 //! twin `tollgate service-tokens create/list/delete` works on the same
 //! database.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{free_port, tollgate, Dev};
+use crate::common::{free_port, tollgate, Dev};
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -14,16 +14,16 @@
 //!   both proxies, the next request is refused, and the sink gets exactly
 //!   one `credits.exhausted` (and one `credits.low`) for that top-up.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::proxy::Proxy;
+use crate::common::redis::OwnRedis;
 use base64::Engine as _;
-use common::proxy::Proxy;
-use common::redis::OwnRedis;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_core::db::identities::NewIdentity;

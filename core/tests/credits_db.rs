@@ -1,8 +1,5 @@
 //! `credit_adjustments` on both databases (issue #20 item 2).
 
-#[macro_use]
-mod common;
-
 use tollgate_core::credits::{SubjectKind, MAX_DELTA};
 use tollgate_core::db::{Db, DbError};
 

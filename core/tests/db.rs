@@ -14,9 +14,6 @@ use tollgate_core::limits::Limit;
 use tollgate_core::now_ms;
 use tollgate_core::rules::access::Scopes;
 
-#[macro_use]
-mod common;
-
 both!(create_and_get, create_and_get_body);
 both!(list_filters_and_pages, list_body);
 both!(update_and_clear, update_body);

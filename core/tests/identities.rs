@@ -7,9 +7,6 @@ use tollgate_core::db::{
 };
 use tollgate_core::limits::{Limit, LimitScope};
 
-#[macro_use]
-mod common;
-
 both!(identities_crud, crud_body);
 both!(keys_join_and_leave, keys_body);
 both!(identities_fingerprint_changes, fingerprint_body);

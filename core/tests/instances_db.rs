@@ -2,9 +2,6 @@
 //! each row is judged by its own heartbeat period, not by the period of the
 //! proxy counting.
 
-#[macro_use]
-mod common;
-
 use std::time::Duration;
 
 use tollgate_core::db::instances::{Heartbeat, LIVE_BEATS};

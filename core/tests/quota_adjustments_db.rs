@@ -1,8 +1,5 @@
 //! `quota_adjustments` on both databases (issue #20, reset / adjust a quota).
 
-#[macro_use]
-mod common;
-
 use tollgate_core::credits::SubjectKind;
 use tollgate_core::db::quota_adjustments::NewQuotaAdjustment;
 use tollgate_core::db::{Db, DbError};

@@ -7,9 +7,6 @@ use tollgate_core::db::usage::{
 };
 use tollgate_core::db::Db;
 
-#[macro_use]
-mod common;
-
 both!(batch_totals_equal_per_key_totals, batch_totals_body);
 both!(batch_totals_of_no_or_unknown_keys, batch_edges_body);
 

@@ -11,9 +11,6 @@ use tollgate_core::webhooks::endpoints::NewWebhook;
 use tollgate_core::webhooks::enqueue_event;
 use tollgate_core::webhooks::outbox::{Attempt, Recorded};
 
-#[macro_use]
-mod common;
-
 both!(two_processes_never_claim_the_same_delivery, claims_body);
 both!(attempts_release_or_finish_a_delivery, attempts_body);
 both!(

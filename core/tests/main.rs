@@ -1,0 +1,17 @@
+//! The core crate's integration tests (the database layer on SQLite and
+//! PostgreSQL, and the property tests of the limit model), as one test
+//! binary: every file beside this one is a module.
+
+#[macro_use]
+mod common;
+
+mod cost_props;
+mod credits_db;
+mod db;
+mod identities;
+mod instances_db;
+mod props;
+mod props_refill;
+mod quota_adjustments_db;
+mod usage;
+mod webhooks;
