@@ -37,8 +37,11 @@ fn identities_cli_manages_identities_and_their_keys() {
     );
     assert!(ok, "{out}{err}");
     assert!(out.contains("created identity 1 (cus_acme)"), "{out}");
-    // Taken, malformed or oversized input is refused and nothing is written.
+    // Taken, malformed or oversized input is refused and nothing is written
+    // (a name is checked as sent, as by the admin API, then stored trimmed).
+    let long_name = format!(" {}", "x".repeat(200));
     for args in [
+        &["--external-id", "ok", "--name", long_name.as_str()][..],
         &["--external-id", "cus_acme", "--name", "Again"][..],
         &["--external-id", "a b", "--name", "Bad"][..],
         &["--external-id", "x\r\nX-Evil: 1", "--name", "Bad"][..],

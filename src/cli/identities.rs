@@ -153,9 +153,9 @@ async fn execute(
                 .map(|m| serde_json::from_str::<Value>(&m))
                 .transpose()
                 .context("--metadata: not JSON")?;
-            let new = NewIdentity {
+            let mut new = NewIdentity {
                 external_id,
-                name: name.trim().to_string(),
+                name,
                 metadata,
                 plan,
                 limits: None,
@@ -163,6 +163,7 @@ async fn execute(
             if let Err(e) = identity_rules::check_new_identity(&new) {
                 bail!("--{}: {}", e.field.replace('_', "-"), e.message);
             }
+            new.name = identity_rules::normalise_name(&new.name);
             let i = db.create_identity(&new).await?;
             record(db, "identity.create", i.id, None, Some(&i)).await;
             outln!("created identity {} ({})", i.id, i.external_id);

@@ -117,14 +117,15 @@ pub async fn create_identity(
         Some(ls) => Some(limits_from_body("limits", ls)?),
         None => None,
     };
-    let new = NewIdentity {
+    let mut new = NewIdentity {
         external_id: req.external_id,
-        name: req.name.trim().to_string(),
+        name: req.name,
         metadata: req.metadata,
         plan: req.plan,
         limits,
     };
     identity_rules::check_new_identity(&new)?;
+    new.name = identity_rules::normalise_name(&new.name);
     if let Some(plan) = &new.plan {
         check_plan(&state, plan).await?;
     }
@@ -196,7 +197,7 @@ pub async fn patch_identity(
     let id = parse_id(&id)?;
     let mut patch = IdentityPatch {
         external_id: req.external_id,
-        name: req.name.map(|n| n.trim().to_string()),
+        name: req.name,
         ..IdentityPatch::default()
     };
     patch.metadata = req
@@ -210,6 +211,7 @@ pub async fn patch_identity(
         });
     }
     identity_rules::check_identity_patch(&patch)?;
+    patch.name = patch.name.as_deref().map(identity_rules::normalise_name);
     if let Some(Some(p)) = &patch.plan {
         check_plan(&state, p).await?;
     }

@@ -173,6 +173,11 @@ async fn hostile_identity_inputs_are_4xx(app: TestApp) {
             "external_id",
         ),
         (json!({"external_id": "ok", "name": " "}), "name"),
+        // Checked as sent (the schema's maxLength), then stored trimmed.
+        (
+            json!({"external_id": "ok", "name": format!(" {}", "é".repeat(200))}),
+            "name",
+        ),
         (json!({"external_id": "ok", "name": "a\u{0}b"}), "name"),
         (
             json!({"external_id": "ok", "name": "x", "metadata": [1]}),
@@ -252,6 +257,25 @@ async fn hostile_identity_inputs_are_4xx(app: TestApp) {
         "name",
     )
     .await;
+    invalid(
+        app.patch(
+            &format!("/api/identities/{id}"),
+            json!({"name": format!("{} ", "x".repeat(200))}),
+        )
+        .await,
+        "name",
+    )
+    .await;
+    let renamed = json(
+        app.patch(
+            &format!("/api/identities/{id}"),
+            json!({"name": "  Acme  "}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(renamed["name"], "Acme");
     // Unknown identity ids: 422 on keys, 404 on the resource, 400 for junk ids.
     invalid(
         app.post("/api/keys", json!({"name": "k", "identity_id": 999_999}))

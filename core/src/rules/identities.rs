@@ -11,6 +11,7 @@
 
 use serde_json::Value;
 
+pub use super::keys::normalise_name;
 use super::keys::{check_object, check_plan_ref, check_text};
 use super::limits::{check_limits, ListKind};
 use super::FieldError;
@@ -49,7 +50,8 @@ fn field(name: &'static str) -> impl Fn(String) -> FieldError {
     move |m| FieldError::new(name, m)
 }
 
-/// A new identity, before it is stored.
+/// A new identity as sent, before it is stored: the name is checked as sent
+/// (the API's `maxLength`), then stored through [`normalise_name`].
 pub fn check_new_identity(i: &NewIdentity) -> Result<(), FieldError> {
     check_external_id(&i.external_id).map_err(field("external_id"))?;
     check_text(&i.name, false).map_err(field("name"))?;
