@@ -319,3 +319,43 @@ fn check_config_warns_when_the_database_cannot_be_read() {
     let (ok, _, err) = check_config(&file, &["--skip-files"]);
     assert!(ok && err.is_empty(), "{err}");
 }
+
+/// Round 18 (black-box): a database a newer binary migrated is refused by
+/// `check-config`, the CLI, the proxy and the admin API alike (it was run
+/// against as if it were this binary's), naming what to do.
+#[test]
+fn a_database_from_a_newer_binary_is_refused_everywhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), &Ports::new(), &[]);
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let db = tollgate_core::db::Db::connect(&url).await.expect("migrate");
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+             execution_time) VALUES (99999, 'from the future', TRUE, X'00', 1)",
+        )
+        .execute(db.pool())
+        .await
+        .expect("a newer migration");
+        db.close().await;
+    });
+    let newer = "the database was migrated by a newer Tollgate: it has migration 99999";
+    let (ok, out, err) = check_config(&config, &[]);
+    assert!(!ok, "check-config said ok: {out}");
+    assert!(err.contains(newer), "{err}");
+    let (ok, _, err) = crate::common::cli::keys(&config, &["list"]);
+    assert!(!ok && err.contains(newer), "{err}");
+    for role in ["proxy", "admin"] {
+        let out = tollgate()
+            .arg(role)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{role} started");
+        assert!(err.contains(newer), "{role}: {err}");
+    }
+}

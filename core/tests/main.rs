@@ -13,5 +13,6 @@ mod instances_db;
 mod props;
 mod props_refill;
 mod quota_adjustments_db;
+mod schema_db;
 mod usage;
 mod webhooks;

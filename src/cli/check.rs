@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tollgate_core::config::position::{self, Position, PositionIndex};
 use tollgate_core::config::{self, reload, Config};
-use tollgate_core::db::plans;
+use tollgate_core::db::{plans, DbError};
 use tollgate_proxy::tls;
 
 /// How long `check-config` waits for the database before warning.
@@ -60,8 +60,9 @@ pub fn run(file: &Path, skip_files: bool) -> ExitCode {
 }
 
 /// The message a start or reload would refuse this config with because one
-/// of its plans is also a database plan (`None`: no such plan), or why the
-/// database could not be read.
+/// of its plans is also a database plan, or because the database's schema is
+/// not this binary's (`None`: neither), or why the database could not be
+/// read.
 fn database_plan_conflict(config: &Config) -> Result<Option<String>, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -72,8 +73,13 @@ fn database_plan_conflict(config: &Config) -> Result<Option<String>, String> {
         .block_on(async {
             tokio::time::timeout(DATABASE_WAIT, plans::plan_names_read_only(url)).await
         })
-        .map_err(|_| format!("no answer within {}s", DATABASE_WAIT.as_secs()))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| format!("no answer within {}s", DATABASE_WAIT.as_secs()))?;
+    let names = match names {
+        Ok(names) => names,
+        // A schema start would refuse is a problem, not "not checked".
+        Err(DbError::Schema(why)) => return Ok(Some(format!("storage.database_url: {why}"))),
+        Err(e) => return Err(e.to_string()),
+    };
     let both = reload::plan_conflicts(config, names.iter().map(String::as_str));
     Ok(reload::plan_conflict_message(&both))
 }

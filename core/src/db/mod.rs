@@ -29,6 +29,7 @@ pub mod quota_adjustments;
 pub mod quota_counts;
 pub mod refills;
 mod rows;
+mod schema;
 pub mod service_tokens;
 pub mod settings;
 mod stmt;
@@ -73,6 +74,10 @@ pub enum DbError {
     Sqlx(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database's migrations are not this binary's: a newer binary's,
+    /// edited, or failed part-way (`schema`). Nothing was run.
+    #[error("{0}")]
+    Schema(String),
     #[error("{0}")]
     Random(#[from] crate::keys::RandomError),
     #[error("stored data is invalid: {0}")]
@@ -174,7 +179,8 @@ fn sqlite_read_only_url(url: &str) -> String {
 /// One connection to the database at `url` that changes nothing: no SQLite
 /// file is created, no migration runs (for `check-config`, which looks
 /// without touching). An in-memory SQLite URL is `None`: nothing is stored
-/// there.
+/// there. A schema that is not this binary's is [`DbError::Schema`], as at
+/// [`Db::connect`].
 pub async fn connect_read_only(url: &str) -> Result<Option<AnyConnection>, DbError> {
     install_drivers();
     let url = match DbKind::of_url(url)? {
@@ -183,14 +189,18 @@ pub async fn connect_read_only(url: &str) -> Result<Option<AnyConnection>, DbErr
         DbKind::Postgres => {
             let (options, relay) = postgres_options(url).await?;
             // The relay's accept loop may stop: this connection is carried on.
-            return match options.connect().await {
-                Ok(conn) => Ok(Some(conn)),
-                Err(e) => Err(relay_error(relay.as_ref(), e)),
+            let mut conn = match options.connect().await {
+                Ok(conn) => conn,
+                Err(e) => return Err(relay_error(relay.as_ref(), e)),
             };
+            schema::check(&mut conn, &POSTGRES_MIGRATIONS).await?;
+            return Ok(Some(conn));
         }
     };
     let options: AnyConnectOptions = url.parse()?;
-    Ok(Some(options.connect().await?))
+    let mut conn = options.connect().await?;
+    schema::check(&mut conn, &SQLITE_MIGRATIONS).await?;
+    Ok(Some(conn))
 }
 
 /// The options sqlx connects with, and the relay a pinned `sslrootcert`
@@ -305,6 +315,7 @@ impl Db {
             let mut conn = options.connect().await?;
             sqlite_pragmas(&mut conn).await?;
             sqlite_enable_wal(&mut conn).await?;
+            schema::check(&mut conn, &SQLITE_MIGRATIONS).await?;
             migrate_sqlite(&mut conn).await?;
             conn.close().await?;
         }
@@ -345,8 +356,12 @@ impl Db {
         // sqlx takes an advisory lock, so concurrent starts migrate once. A
         // database that is up to date is left alone, so that a role without
         // CREATE rights (the proxies' role, deploy/postgres/roles.sql) can
-        // connect; with migrations pending such a role fails here.
-        if !postgres_up_to_date(&pool).await {
+        // connect; with migrations pending such a role fails here. A schema
+        // that is not this binary's is refused before anything runs.
+        let mut conn = pool.acquire().await?;
+        let state = schema::check(&mut conn, &POSTGRES_MIGRATIONS).await;
+        drop(conn);
+        if state? == schema::Schema::Behind {
             POSTGRES_MIGRATIONS.run(&pool).await?;
         }
         Ok(Self {
@@ -389,20 +404,6 @@ impl Db {
     pub async fn ping(&self) -> Result<(), DbError> {
         sqlx::query("SELECT 1").execute(self.pool()).await?;
         Ok(())
-    }
-}
-
-/// Whether every embedded PostgreSQL migration is recorded as applied.
-async fn postgres_up_to_date(pool: &AnyPool) -> bool {
-    let applied: Result<Vec<i64>, _> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(pool)
-            .await;
-    match applied {
-        Ok(done) => POSTGRES_MIGRATIONS
-            .iter()
-            .all(|m| done.contains(&m.version)),
-        Err(_) => false,
     }
 }
 
