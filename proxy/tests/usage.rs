@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{free_port, metric_value, render, start_upstream, wait_listening, Store, TestProxy};
+use tollgate_core::db::instances::{Heartbeat, Instance};
 use tollgate_core::db::own_postgres::OwnPostgres;
 use tollgate_core::db::usage::{Counts, NewViolation, UsageFilter, UsageRow, ViolationFilter};
 use tollgate_core::db::violation_aggregates::{AggregateFilter, AggregateKey, ViolationAggregate};
@@ -204,6 +205,26 @@ async fn known_mix_is_written_exactly(store: Store) {
     }])
     .await
     .expect("old aggregate");
+    // Proxies that crashed (no clean stop removed their rows): one a day
+    // ago and more is forgotten by retention, one an hour ago is kept.
+    for (id, ago) in [
+        ("crashed-days-ago", 2 * 86_400_000),
+        ("crashed-lately", 3_600_000),
+    ] {
+        let beat = Heartbeat {
+            id: id.into(),
+            address: "127.0.0.1:1".into(),
+            version: "old".into(),
+            started_at: 0,
+            stats: serde_json::json!({}),
+            upstream_health: Vec::new(),
+            counter: None,
+            beat_every: Duration::from_secs(5),
+        };
+        db.upsert_instance_at(&beat, now_ms() - ago)
+            .await
+            .expect("a crashed proxy's row");
+    }
 
     let started = now_ms();
     let p = TestProxy::start_with_db(YAML, db.clone(), dir).await;
@@ -346,17 +367,35 @@ async fn known_mix_is_written_exactly(store: Store) {
     assert_eq!(kc.last_used_at, None);
 
     // The heartbeat: this instance's figures and upstream health.
+    let ours = |l: Vec<Instance>| l.into_iter().find(|i| i.version != "old");
     wait_for("heartbeat", Duration::from_secs(5), || async {
         db.list_instances()
             .await
             .ok()
-            .and_then(|l| l.into_iter().next())
+            .and_then(ours)
             .is_some_and(|i| i.stats["requests"] == 17)
     })
     .await;
+    let crashed = || async {
+        let mut ids: Vec<String> = db
+            .list_instances()
+            .await
+            .expect("instances")
+            .into_iter()
+            .filter(|i| i.version == "old")
+            .map(|i| i.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    wait_for(
+        "crashed proxies' rows forgotten after a day",
+        Duration::from_secs(5),
+        || async { crashed().await == ["crashed-lately"] },
+    )
+    .await;
     let instances = db.list_instances().await.expect("instances");
-    assert_eq!(instances.len(), 1);
-    let inst = &instances[0];
+    let inst = &ours(instances).expect("this proxy's row");
     assert_eq!(inst.address, p.addr.to_string());
     assert_eq!(inst.version, env!("CARGO_PKG_VERSION"));
     assert_eq!(inst.stats["limited"], 2);

@@ -126,6 +126,12 @@ fn instance_from_row(row: &sqlx::any::AnyRow) -> Result<Instance, DbError> {
 /// this is the one age rule.
 pub const LIVE_BEATS: i64 = 3;
 
+/// How long the row of a proxy that stopped beating without a clean stop
+/// (killed, crashed, its host lost) is kept: listed as down meanwhile, then
+/// forgotten by retention ([`Db::prune_instances`]), so restarts after
+/// crashes, each a new instance id, do not pile up rows (round 18).
+pub const FORGET_AFTER_MS: i64 = 86_400_000;
+
 /// Whether a row last seen at `last_seen` (Unix ms) with heartbeat period
 /// `beat_every_ms` is live at `now`: the rule [`Db::count_live_instances`]
 /// applies in SQL.

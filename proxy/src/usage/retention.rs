@@ -1,11 +1,13 @@
 //! Retention: usage older than `usage.retention_days`, violations and
 //! violation counts older than `usage.violation_retention_days`, deleted by
 //! the flusher once an hour (an hour of data per statement, see
-//! [`tollgate_core::db::Db::purge`]).
+//! [`tollgate_core::db::Db::purge`]); and the rows of proxies not seen for
+//! [`FORGET_AFTER_MS`].
 
 use std::time::{Duration, Instant};
 
 use tollgate_core::config::UsageConfig;
+use tollgate_core::db::instances::FORGET_AFTER_MS;
 use tollgate_core::db::Db;
 
 use super::buffer::{bounded, FlushError};
@@ -39,6 +41,10 @@ impl Retention {
             db.purge(now - days * DAY_MS, now - violation_days * DAY_MS),
         )
         .await?;
+        let instances = bounded(limit, db.prune_instances(now - FORGET_AFTER_MS)).await?;
+        if instances > 0 {
+            tracing::info!(instances, "forgot proxies not seen for a day");
+        }
         self.last = Some(Instant::now());
         if purged.usage_rows > 0 || purged.violations > 0 || purged.aggregates > 0 {
             bounded(limit, db.analyze_usage()).await?;
