@@ -446,3 +446,48 @@ async fn a_viewer_cannot_read_the_audit_log(app: TestApp) {
     problem(res, StatusCode::FORBIDDEN, "insufficient-role").await;
 }
 both!(a_viewer_cannot_read_the_audit_log);
+
+/// Round 18 (black-box): the connection writing a change's audit row was
+/// terminated (failover, pooler restart, `pg_terminate_backend`) and the
+/// client's 200 had no audit row. The row is now written again on a fresh
+/// connection. PostgreSQL only: a trigger kills the backend of the first
+/// audit insert (a sequence counts: it is not rolled back with the insert).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_row_outlives_a_terminated_connection() {
+    let Some(app) = TestApp::postgres().await else {
+        return;
+    };
+    for sql in [
+        "CREATE SEQUENCE audit_kill_once",
+        "CREATE FUNCTION audit_kill_once() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF nextval('audit_kill_once') = 1 THEN \
+         PERFORM pg_terminate_backend(pg_backend_pid()); END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER audit_kill_once BEFORE INSERT ON audit_events \
+         FOR EACH ROW EXECUTE FUNCTION audit_kill_once()",
+    ] {
+        sqlx::query(sql).execute(app.db.pool()).await.expect(sql);
+    }
+    let created = json(
+        app.post("/api/keys", json!({"name": "survivor", "plan": "free"}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = created["id"].as_i64().expect("id");
+    let fired: i64 = sqlx::query_scalar("SELECT last_value FROM audit_kill_once")
+        .fetch_one(app.db.pool())
+        .await
+        .expect("sequence");
+    assert!(
+        fired >= 2,
+        "the first audit insert was not killed (fired {fired})"
+    );
+    let page = events(&app, &format!("?target_type=key&target={id}")).await;
+    let actions: Vec<&str> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|e| e["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(actions, ["key.create"], "{page}");
+}
