@@ -6,7 +6,8 @@
 //! that names the file — and the plans of `storage.database_url`: a YAML plan
 //! of the same name as a database plan is refused as a start or reload
 //! refuses it (the same rule, `reload::plan_conflicts`). The database is
-//! read without being changed; one that cannot be read is a warning.
+//! read without being changed; one that cannot be read is a warning (one
+//! whose TLS connection is refused says that a start is refused too).
 //!
 //! Positions come from core's index of the YAML, the same one validation
 //! uses.
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use tollgate_core::config::position::{self, Position, PositionIndex};
 use tollgate_core::config::{self, reload, Config};
-use tollgate_core::db::plans;
+use tollgate_core::db::{plans, DbError};
 use tollgate_proxy::tls;
 
 /// How long `check-config` waits for the database before warning.
@@ -73,7 +74,14 @@ fn database_plan_conflict(config: &Config) -> Result<Option<String>, String> {
             tokio::time::timeout(DATABASE_WAIT, plans::plan_names_read_only(url)).await
         })
         .map_err(|_| format!("no answer within {}s", DATABASE_WAIT.as_secs()))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            // The pinned TLS connection failed (a refused certificate, …):
+            // a start connects the same way, so it would be refused too.
+            DbError::Tls(reason) => {
+                format!("{reason}; a start is refused the same way while this is so")
+            }
+            e => e.to_string(),
+        })?;
     let both = reload::plan_conflicts(config, names.iter().map(String::as_str));
     Ok(reload::plan_conflict_message(&both))
 }
