@@ -108,6 +108,24 @@ fn proxy_refuses_to_start(dir: &Path, db_url: &str, yaml: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// One route to `127.0.0.1:{up}`, for a config whose storage is the point.
+fn routes_yaml(up: u16) -> String {
+    format!(
+        "plans:\n  p: {{ limits: [ {{ name: s, rate: 100, per: 1s }} ] }}\nupstreams:\n  demo: {{ targets: [\"127.0.0.1:{up}\"] }}\nroutes:\n  - name: users\n    match: {{ path_prefix: /api/users }}\n    upstream: demo\n    strip_prefix: /api\n    default_plan: p\n"
+    )
+}
+
+/// A self-signed certificate for `name` marked CA:TRUE, as `openssl req
+/// -x509 -subj /CN=NAME -addext subjectAltName=…` makes it: (cert, key).
+fn self_signed_ca(name: &str) -> (String, String) {
+    let mut params = CertificateParams::new(vec![name.to_string()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("self-signed");
+    (cert.pem(), key.serialize_pem())
+}
+
 async fn status(p: &Proxy, key: &str) -> u16 {
     reqwest::Client::new()
         .get(p.url("/api/users"))
@@ -309,9 +327,7 @@ async fn postgres_over_tls_with_sslrootcert_and_refused_without_tls() {
 
     // The same URL in a config: check-config and the real proxy use it.
     let up = common::demo_upstream().await;
-    let yaml = format!(
-        "plans:\n  p: {{ limits: [ {{ name: s, rate: 100, per: 1s }} ] }}\nupstreams:\n  demo: {{ targets: [\"127.0.0.1:{up}\"] }}\nroutes:\n  - name: users\n    match: {{ path_prefix: /api/users }}\n    upstream: demo\n    strip_prefix: /api\n    default_plan: p\n"
-    );
+    let yaml = routes_yaml(up);
     let (ok, err) = check_config(dir.path(), &verified, &yaml);
     assert!(ok, "{err}");
     let p = Proxy::start(tempfile::tempdir().expect("dir"), &verified, "", &yaml).await;
@@ -365,4 +381,60 @@ async fn postgres_over_tls_with_sslrootcert_and_refused_without_tls() {
     // A bad sslmode is refused by check-config.
     let (ok, err) = check_config(dir.path(), &format!("{base}?sslmode=sometimes"), &yaml);
     assert!(!ok && err.contains("storage.database_url"), "{err}");
+}
+
+/// Round 18: the usual self-signed server certificate (`openssl req -x509`
+/// marks it CA:TRUE), named as its own `sslrootcert`, connects as with libpq
+/// (webpki alone refused it as `CaUsedAsEndEntity`). Under verify-full another
+/// host name is still refused; a CA certificate that is not itself in the
+/// file is refused in words, by start, and check-config's warning says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_with_its_self_signed_certificate_pinned_connects_as_with_libpq() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed_ca("127.0.0.1");
+    let Some(pg) = OwnPostgres::start_tls(&cert, &key) else {
+        return;
+    };
+    let pinned = write(dir.path(), "ss.crt", &cert);
+    let base = pg.url();
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let url = format!("{base}?sslmode={mode}&sslrootcert={}", pinned.display());
+        Db::connect(&url).await.expect(mode).close().await;
+    }
+    let yaml = routes_yaml(1);
+    let verified = format!(
+        "{base}?sslmode=verify-full&sslrootcert={}",
+        pinned.display()
+    );
+    let (ok, err) = check_config(dir.path(), &verified, &yaml);
+    assert!(ok && !err.contains("warning"), "{err}");
+
+    // verify-full to another name of the same server: refused.
+    let by_name = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        base.replacen("127.0.0.1", "localhost", 1),
+        pinned.display()
+    );
+    let e = Db::connect(&by_name)
+        .await
+        .expect_err("localhost")
+        .to_string();
+    assert!(e.contains("not valid for name"), "{e}");
+
+    // A CA certificate not itself in the file.
+    let other = write(dir.path(), "other.crt", &self_signed_ca("127.0.0.1").0);
+    let url = format!("{base}?sslmode=verify-full&sslrootcert={}", other.display());
+    let e = Db::connect(&url).await.expect_err("unrelated").to_string();
+    let words =
+        "is a CA certificate (basicConstraints CA:TRUE) that is not itself in the sslrootcert file";
+    assert!(e.contains(words), "{e}");
+    let (ok, err) = check_config(dir.path(), &url, &yaml);
+    assert!(
+        ok && err.contains("warning: database not checked")
+            && err.contains(words)
+            && err.contains("start is refused"),
+        "{err}"
+    );
+    let err = proxy_refuses_to_start(dir.path(), &url, &yaml);
+    assert!(err.contains(words), "{err}");
 }

@@ -6,7 +6,8 @@
 //! that names the file — and the plans of `storage.database_url`: a YAML plan
 //! of the same name as a database plan is refused as a start or reload
 //! refuses it (the same rule, `reload::plan_conflicts`). The database is
-//! read without being changed; one that cannot be read is a warning.
+//! read without being changed; one that cannot be read is a warning (one
+//! whose TLS connection is refused says that a start is refused too).
 //!
 //! Positions come from core's index of the YAML, the same one validation
 //! uses.
@@ -78,6 +79,13 @@ fn database_plan_conflict(config: &Config) -> Result<Option<String>, String> {
         Ok(names) => names,
         // A schema start would refuse is a problem, not "not checked".
         Err(DbError::Schema(why)) => return Ok(Some(format!("storage.database_url: {why}"))),
+        // The pinned TLS connection failed (a refused certificate, …): a
+        // start connects the same way, so it would be refused too.
+        Err(DbError::Tls(reason)) => {
+            return Err(format!(
+                "{reason}; a start is refused the same way while this is so"
+            ))
+        }
         Err(e) => return Err(e.to_string()),
     };
     let both = reload::plan_conflicts(config, names.iter().map(String::as_str));

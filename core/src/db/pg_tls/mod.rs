@@ -6,30 +6,28 @@
 //! `require`, which libpq verifies like `verify-ca` when a root file is
 //! named) and `sslrootcert=FILE`, the certificates of FILE are the *only*
 //! roots: a [`relay`] on a private Unix socket makes the TLS connection with rustls and
-//! exactly those roots, and sqlx talks plain PostgreSQL to the relay.
+//! exactly those roots, and sqlx talks plain PostgreSQL to the relay. As
+//! with libpq, a self-signed server certificate marked as a CA (`openssl req
+//! -x509` makes such) is accepted when that very certificate is in FILE
+//! ([`verify`]).
 //! `sslrootcert=system` is the system's store (sqlx's default roots).
 //!
 //! [`check_url`] is the rule config validation and [`Db::connect`](super::Db)
 //! share: a named root file must be a readable PEM file of certificates.
 
 mod relay;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sqlx::any::AnyConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
-use tokio_rustls::rustls::client::danger::{
-    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
-};
 use tokio_rustls::rustls::client::WebPkiServerVerifier;
-use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use tokio_rustls::rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, Error as TlsError, RootCertStore,
-    SignatureScheme,
-};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use crate::files;
 
@@ -122,13 +120,27 @@ fn read(what: &str, path: &Path) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("{what} {}: {e}", path.display()))
 }
 
+/// The certificates of a PEM file (the only roots), as read and as a store.
+struct Roots {
+    certs: Vec<CertificateDer<'static>>,
+    store: RootCertStore,
+}
+
+impl Roots {
+    fn len(&self) -> usize {
+        self.certs.len()
+    }
+}
+
 /// The certificates of a PEM file as the only roots.
-fn load_roots(path: &Path) -> Result<RootCertStore, String> {
+fn load_roots(path: &Path) -> Result<Roots, String> {
     let pem = read("sslrootcert", path)?;
     let mut store = RootCertStore::empty();
+    let mut certs = Vec::new();
     for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
         let cert = cert
             .map_err(|e| format!("sslrootcert {}: certificate {}: {e}", path.display(), i + 1))?;
+        certs.push(cert.clone());
         store.add(cert).map_err(|e| {
             format!(
                 "sslrootcert {}: certificate {} is not a usable CA certificate: {e}",
@@ -143,7 +155,7 @@ fn load_roots(path: &Path) -> Result<RootCertStore, String> {
             path.display()
         ));
     }
-    Ok(store)
+    Ok(Roots { certs, store })
 }
 
 type ClientAuth = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
@@ -163,24 +175,17 @@ fn load_client(cert: &Path, key: &Path) -> Result<ClientAuth, String> {
 }
 
 fn client_config(
-    roots: RootCertStore,
+    roots: Roots,
     verify_host: bool,
     client: Option<ClientAuth>,
 ) -> Result<Arc<ClientConfig>, String> {
     let provider = Arc::new(ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
+    let verifier = pinned_verifier(roots, verify_host, provider.clone())?;
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let builder = if verify_host {
-        builder.with_root_certificates(roots)
-    } else {
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(|e| e.to_string())?;
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyName { inner }))
-    };
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
     let config = match client {
         Some((chain, key)) => builder
             .with_client_auth_cert(chain, key)
@@ -190,53 +195,21 @@ fn client_config(
     Ok(Arc::new(config))
 }
 
-/// `verify-ca`: the chain must lead to a pinned root; the name is not checked.
-#[derive(Debug)]
-struct AnyName {
-    inner: Arc<WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for AnyName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, TlsError> {
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(TlsError::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, TlsError> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
+/// webpki's check against exactly `roots` (the name too if `verify_host`),
+/// and libpq's acceptance of a pinned self-signed CA certificate.
+fn pinned_verifier(
+    roots: Roots,
+    verify_host: bool,
+    provider: Arc<CryptoProvider>,
+) -> Result<verify::PinnedVerifier, String> {
+    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots.store), provider)
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(verify::PinnedVerifier {
+        inner,
+        pinned: roots.certs,
+        verify_host,
+    })
 }
 
 /// The URL sqlx is given: for [`Trust::Pinned`], plain PostgreSQL to the

@@ -131,5 +131,5 @@ pub(crate) async fn connect(pin: &Pin) -> Result<TlsStream<TcpStream>, String> {
     TlsConnector::from(pin.config.clone())
         .connect(name, tcp)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| super::verify::describe(&e))
 }

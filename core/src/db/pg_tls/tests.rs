@@ -1,6 +1,12 @@
 use super::*;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rcgen::{
+    date_time_ymd, BasicConstraints, Certificate, CertificateParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair,
+};
+use tokio_rustls::rustls::client::danger::ServerCertVerifier;
+use tokio_rustls::rustls::pki_types::{ServerName, UnixTime};
+use tokio_rustls::rustls::{CertificateError, Error as TlsError, OtherError};
 
 fn ca_pem() -> String {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -131,4 +137,121 @@ async fn the_relay_socket_is_private_and_removed() {
     assert!(at.join(".s.PGSQL.5432").exists());
     drop(relay);
     assert!(!at.exists(), "{at:?} left behind");
+}
+
+/// A self-signed certificate marked `CA:TRUE` for `name`, as
+/// `openssl req -x509 … -subj /CN=NAME -addext subjectAltName=…` makes it.
+fn self_signed_ca(name: &str, edit: impl FnOnce(&mut CertificateParams)) -> Certificate {
+    let mut params = CertificateParams::new(vec![name.to_string()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    edit(&mut params);
+    params
+        .self_signed(&KeyPair::generate().expect("key"))
+        .expect("self-signed")
+}
+
+fn ip() -> ServerName<'static> {
+    ServerName::try_from("127.0.0.1").expect("name")
+}
+
+fn is_cert_error(e: &TlsError, want: fn(&CertificateError) -> bool) -> bool {
+    matches!(e, TlsError::InvalidCertificate(c) if want(c))
+}
+
+/// Round 18: libpq accepts the usual self-signed server certificate (CA:TRUE)
+/// when it is itself in `sslrootcert`; webpki alone refuses it.
+#[test]
+fn a_pinned_self_signed_ca_certificate_is_accepted_only_if_valid_and_named() {
+    let now = UnixTime::now();
+    let cert = self_signed_ca("127.0.0.1", |_| {});
+    let other = self_signed_ca("127.0.0.1", |_| {});
+    let file = [other.der().clone(), cert.der().clone()];
+    verify::pinned_ca_leaf(cert.der(), &file, Some(&ip()), now).expect("verify-full");
+    verify::pinned_ca_leaf(cert.der(), &file, None, now).expect("verify-ca");
+
+    // Not in the file (another CA certificate is): refused, in words.
+    let e = verify::pinned_ca_leaf(cert.der(), &file[..1], None, now).expect_err("not pinned");
+    assert!(
+        matches!(&e, TlsError::InvalidCertificate(CertificateError::Other(OtherError(o)))
+            if o.to_string().contains("not itself in the sslrootcert file")),
+        "{e}"
+    );
+    // Expired, or not valid yet.
+    let expired = self_signed_ca("127.0.0.1", |p| {
+        p.not_before = date_time_ymd(2000, 1, 1);
+        p.not_after = date_time_ymd(2001, 1, 1);
+    });
+    let e = verify::pinned_ca_leaf(expired.der(), &[expired.der().clone()], None, now)
+        .expect_err("expired");
+    assert!(
+        is_cert_error(&e, |c| matches!(c, CertificateError::Expired)),
+        "{e}"
+    );
+    let later = self_signed_ca("127.0.0.1", |p| {
+        p.not_before = date_time_ymd(2999, 1, 1);
+        p.not_after = date_time_ymd(3000, 1, 1);
+    });
+    let e = verify::pinned_ca_leaf(later.der(), &[later.der().clone()], None, now)
+        .expect_err("not valid yet");
+    assert!(
+        is_cert_error(&e, |c| matches!(c, CertificateError::NotValidYet)),
+        "{e}"
+    );
+    // Another name: refused by verify-full, accepted by verify-ca.
+    let named = self_signed_ca("db.example", |_| {});
+    let pinned = [named.der().clone()];
+    let e = verify::pinned_ca_leaf(named.der(), &pinned, Some(&ip()), now).expect_err("name");
+    assert!(
+        is_cert_error(&e, |c| matches!(
+            c,
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
+        )),
+        "{e}"
+    );
+    verify::pinned_ca_leaf(named.der(), &pinned, None, now).expect("verify-ca: no name check");
+    // A certificate for clients only is not a server's.
+    let client = self_signed_ca("127.0.0.1", |p| {
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    });
+    let e = verify::pinned_ca_leaf(client.der(), &[client.der().clone()], None, now)
+        .expect_err("client only");
+    assert!(
+        is_cert_error(&e, |c| matches!(c, CertificateError::InvalidPurpose)),
+        "{e}"
+    );
+}
+
+/// The whole verifier (webpki first): the pinned self-signed CA certificate
+/// passes; an unrelated CA certificate is refused with the reason in words.
+#[test]
+fn the_pinned_verifier_takes_the_pinned_ca_certificate_and_says_why_not_another() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cert = self_signed_ca("127.0.0.1", |_| {});
+    let file = write(dir.path(), "ss.crt", &cert.pem());
+    let provider = Arc::new(ring::default_provider());
+    let now = UnixTime::now();
+    for verify_host in [true, false] {
+        let roots = load_roots(&file).expect("roots");
+        let v = pinned_verifier(roots, verify_host, provider.clone()).expect("verifier");
+        v.verify_server_cert(cert.der(), &[], &ip(), &[], now)
+            .expect("the pinned self-signed certificate");
+        let unrelated = self_signed_ca("127.0.0.1", |_| {});
+        let e = v
+            .verify_server_cert(unrelated.der(), &[], &ip(), &[], now)
+            .expect_err("an unrelated CA certificate");
+        let said = verify::describe(&std::io::Error::new(std::io::ErrorKind::InvalidData, e));
+        assert!(
+            said.contains("is a CA certificate")
+                && said.contains("not itself in the sslrootcert file"),
+            "{said}"
+        );
+    }
+    // verify-full: the pinned certificate under another name is refused.
+    let roots = load_roots(&file).expect("roots");
+    let v = pinned_verifier(roots, true, provider).expect("verifier");
+    let other = ServerName::try_from("db.example").expect("name");
+    assert!(v
+        .verify_server_cert(cert.der(), &[], &other, &[], now)
+        .is_err());
 }
