@@ -77,6 +77,14 @@ pub fn key_view(k: Option<&ApiKey>) -> Value {
     v
 }
 
+/// Record a change of the command line's; a failure is reported (and logged
+/// whole by [`Db::record_audit`]) but does not undo the change.
+pub async fn record(db: &Db, event: NewAuditEvent) {
+    if let Err(e) = db.record_audit(event).await {
+        eprintln!("warning: the change is done but could not be written to the audit log: {e}");
+    }
+}
+
 /// Record a key change; a failure is reported but does not undo the change.
 pub async fn record_key(
     db: &Db,
@@ -88,9 +96,7 @@ pub async fn record_key(
     let event = cli_event(action)
         .target("key", id)
         .changes(diff(&key_view(before), &key_view(after)));
-    if let Err(e) = db.record_audit(event).await {
-        eprintln!("warning: the change is done but could not be written to the audit log: {e}");
-    }
+    record(db, event).await;
     // The same webhook events as the admin API's (delivered by the admin
     // process's worker).
     use tollgate_core::webhooks::{enqueue_key_event, KEY_DELETED, KEY_DISABLED, KEY_ROTATED};

@@ -7,7 +7,7 @@ use serde_json::json;
 use tollgate_core::credits::{check_delta, SubjectKind};
 use tollgate_core::db::Db;
 
-use super::audit::{cli_event, os_user};
+use super::audit::{cli_event, os_user, record};
 
 pub async fn top_up(db: &Db, id: i64, delta: i64) -> anyhow::Result<()> {
     if let Err(why) = check_delta(delta) {
@@ -22,9 +22,7 @@ pub async fn top_up(db: &Db, id: i64, delta: i64) -> anyhow::Result<()> {
     let event = cli_event("key.credits")
         .target("key", id)
         .changes(json!({ "delta": delta, "adjustment": adj.id }));
-    if let Err(e) = db.record_audit(event).await {
-        eprintln!("warning: the change is done but could not be written to the audit log: {e}");
-    }
+    record(db, event).await;
     outln!(
         "key {} ({}): {delta:+} credits (adjustment {}); {granted} granted in all",
         key.id,
@@ -51,9 +49,7 @@ pub async fn top_up_identity(db: &Db, which: &str, delta: i64) -> anyhow::Result
     let event = cli_event("identity.credits")
         .target("identity", identity.id)
         .changes(json!({ "delta": delta, "adjustment": adj.id }));
-    if let Err(e) = db.record_audit(event).await {
-        eprintln!("warning: the change is done but could not be written to the audit log: {e}");
-    }
+    record(db, event).await;
     outln!(
         "identity {} ({}): {delta:+} credits (adjustment {}); {granted} granted in all",
         identity.id,

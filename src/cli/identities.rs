@@ -9,7 +9,7 @@ use tollgate_core::db::audit::diff;
 use tollgate_core::db::{Db, Identity, IdentityFilter, KeyFilter, NewIdentity};
 use tollgate_core::rules::identities as identity_rules;
 
-use super::audit::cli_event;
+use super::audit::{self, cli_event};
 use super::identity_arg::find;
 
 #[derive(Debug, Subcommand)]
@@ -98,9 +98,7 @@ async fn record(
     let event = cli_event(action)
         .target("identity", id)
         .changes(diff(&view(before), &view(after)));
-    if let Err(e) = db.record_audit(event).await {
-        eprintln!("warning: the change is done but could not be written to the audit log: {e}");
-    }
+    audit::record(db, event).await;
 }
 
 /// Refuse `identities create --plan NAME` when the plan exists nowhere.

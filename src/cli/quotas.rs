@@ -13,7 +13,7 @@ use tollgate_core::credits::SubjectKind;
 use tollgate_core::db::Db;
 use tollgate_core::quota::adjust::QuotaChange;
 
-use super::audit::{cli_event, os_user};
+use super::audit::{cli_event, os_user, record};
 
 /// `--reset` / `--used-delta N` of both commands.
 #[derive(Debug, Default, clap::Args)]
@@ -60,9 +60,7 @@ pub async fn adjust(
             "adjustment": a.id,
             "period_start": a.period.start_us.div_euclid(1_000),
         }));
-    if let Err(e) = db.record_audit(event).await {
-        eprintln!("warning: the change is done but could not be written to the audit log: {e}");
-    }
+    record(db, event).await;
     let what = match change {
         QuotaChange::Reset => "reset".to_string(),
         QuotaChange::Delta(d) => format!("used {d:+}"),

@@ -10,7 +10,7 @@ use tollgate_core::credits::SubjectKind;
 use tollgate_core::db::Db;
 use tollgate_core::refill::{Refill, RefillSpec};
 
-use super::audit::cli_event;
+use super::audit::{cli_event, record};
 
 /// The refill options.
 #[derive(Debug, Clone, clap::Args)]
@@ -87,9 +87,7 @@ pub async fn refill(
         })
     };
     let event = event.changes(changes);
-    if let Err(e) = db.record_audit(event).await {
-        eprintln!("warning: the change is done but could not be written to the audit log: {e}");
-    }
+    record(db, event).await;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use tollgate_core::db::service_tokens::ServiceToken;
 use tollgate_core::db::Db;
 use tollgate_core::service_tokens::check_name;
 
-use super::audit::cli_event;
+use super::audit::{self, cli_event};
 
 #[derive(Debug, Subcommand)]
 pub enum ServiceTokensCommand {
@@ -50,9 +50,7 @@ async fn record(
     let event = cli_event(action)
         .target("service_token", id)
         .changes(diff(&view(before), &view(after)));
-    if let Err(e) = db.record_audit(event).await {
-        eprintln!("warning: the change is done but could not be written to the audit log: {e}");
-    }
+    audit::record(db, event).await;
 }
 
 async fn execute(db: &Db, cmd: ServiceTokensCommand) -> anyhow::Result<()> {
