@@ -447,26 +447,50 @@ async fn a_viewer_cannot_read_the_audit_log(app: TestApp) {
 }
 both!(a_viewer_cannot_read_the_audit_log);
 
-/// Round 18 (black-box): the connection writing a change's audit row was
-/// terminated (failover, pooler restart, `pg_terminate_backend`) and the
-/// client's 200 had no audit row. The row is now written again on a fresh
-/// connection. PostgreSQL only: a trigger kills the backend of the first
-/// audit insert (a sequence counts: it is not rolled back with the insert).
+/// Make the first insert into `table` from now on kill its own backend, as
+/// a failover or `pg_terminate_backend` would (a sequence counts: it is not
+/// rolled back with the insert); `fired()` tells how often it was reached.
+async fn kill_first_insert(app: &TestApp, table: &str) -> impl Fn() -> i64 {
+    let seq = format!("{table}_kill_once");
+    for sql in [
+        format!("CREATE SEQUENCE {seq}"),
+        format!(
+            "CREATE FUNCTION {seq}() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF nextval('{seq}') = 1 THEN \
+             PERFORM pg_terminate_backend(pg_backend_pid()); END IF; RETURN NEW; END $$"
+        ),
+        format!(
+            "CREATE TRIGGER {seq} BEFORE INSERT ON {table} \
+             FOR EACH ROW EXECUTE FUNCTION {seq}()"
+        ),
+    ] {
+        sqlx::query(&sql).execute(app.db.pool()).await.expect(&sql);
+    }
+    let db = app.db.clone();
+    move || {
+        let (db, sql) = (db.clone(), format!("SELECT last_value FROM {seq}"));
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async move {
+                sqlx::query_scalar(&sql)
+                    .fetch_one(db.pool())
+                    .await
+                    .expect("sequence")
+            })
+        })
+    }
+}
+
+/// Round 18 (black-box) and its re-check: the connection writing a
+/// change's audit row, or its webhook event, was terminated (failover,
+/// pooler restart, `pg_terminate_backend`): the client's 200 had no audit
+/// row, a `key.disabled` event was never enqueued. Both are now written
+/// again on a fresh connection. PostgreSQL only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_audit_row_outlives_a_terminated_connection() {
+async fn a_changes_records_outlive_a_terminated_connection() {
     let Some(app) = TestApp::postgres().await else {
         return;
     };
-    for sql in [
-        "CREATE SEQUENCE audit_kill_once",
-        "CREATE FUNCTION audit_kill_once() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN IF nextval('audit_kill_once') = 1 THEN \
-         PERFORM pg_terminate_backend(pg_backend_pid()); END IF; RETURN NEW; END $$",
-        "CREATE TRIGGER audit_kill_once BEFORE INSERT ON audit_events \
-         FOR EACH ROW EXECUTE FUNCTION audit_kill_once()",
-    ] {
-        sqlx::query(sql).execute(app.db.pool()).await.expect(sql);
-    }
+    let audit_fired = kill_first_insert(&app, "audit_events").await;
     let created = json(
         app.post("/api/keys", json!({"name": "survivor", "plan": "free"}))
             .await,
@@ -474,14 +498,7 @@ async fn an_audit_row_outlives_a_terminated_connection() {
     )
     .await;
     let id = created["id"].as_i64().expect("id");
-    let fired: i64 = sqlx::query_scalar("SELECT last_value FROM audit_kill_once")
-        .fetch_one(app.db.pool())
-        .await
-        .expect("sequence");
-    assert!(
-        fired >= 2,
-        "the first audit insert was not killed (fired {fired})"
-    );
+    assert!(audit_fired() >= 2, "the first audit insert was not killed");
     let page = events(&app, &format!("?target_type=key&target={id}")).await;
     let actions: Vec<&str> = page["items"]
         .as_array()
@@ -490,4 +507,27 @@ async fn an_audit_row_outlives_a_terminated_connection() {
         .map(|e| e["action"].as_str().expect("action"))
         .collect();
     assert_eq!(actions, ["key.create"], "{page}");
+
+    json(
+        app.post(
+            "/api/webhooks",
+            json!({"url": "https://hooks.example.com/t", "events": ["key.disabled"]}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let event_fired = kill_first_insert(&app, "webhook_events").await;
+    json(
+        app.patch(&format!("/api/keys/{id}"), json!({"enabled": false}))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(event_fired() >= 2, "the first event insert was not killed");
+    let enqueued: Vec<String> = sqlx::query_scalar("SELECT type FROM webhook_events ORDER BY id")
+        .fetch_all(app.db.pool())
+        .await
+        .expect("events");
+    assert_eq!(enqueued, ["key.disabled"]);
 }

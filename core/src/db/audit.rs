@@ -241,31 +241,9 @@ fn bounded(s: String, max: usize) -> String {
     s[..end].to_string()
 }
 
-/// How often an audit row is tried before it is given up (the change it
-/// records is already done): the first try and two more on a fresh
-/// connection, [`AUDIT_RETRY_PAUSE`] and twice that apart.
-pub const AUDIT_TRIES: u32 = 3;
-/// The pause before the second try.
-pub const AUDIT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// Whether `e` may pass on another connection: the connection was lost or
-/// closed by the server (terminated backend, failover, restart), not the
-/// statement refused.
-fn is_transient(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
-        // Class 08: connection exception; 57P: operator intervention
-        // (admin shutdown, crash shutdown, cannot connect now).
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
-        _ => false,
-    }
-}
-
 impl Db {
     /// Append one event (secret fields removed from `changes`). A lost
-    /// connection is retried on a fresh one ([`AUDIT_TRIES`]); an event that
+    /// connection is retried on a fresh one ([`super::retry`]); an event that
     /// still cannot be written is logged whole (redacted) at error level, so
     /// the record survives in the logs.
     pub async fn record_audit(&self, e: NewAuditEvent) -> Result<(), DbError> {
@@ -282,11 +260,8 @@ impl Db {
         let action = bounded(e.action, 64);
         let target_type = e.target_type.map(|s| bounded(s, 64));
         let target = e.target.map(|s| bounded(s, 256));
-        let mut pause = AUDIT_RETRY_PAUSE;
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let written = sqlx::query(
+        let written = super::retry::on_lost_connection("audit event", || async {
+            sqlx::query(
                 "INSERT INTO audit_events \
                  (at, actor_kind, actor, actor_id, client_ip, action, target_type, target, changes) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -301,32 +276,26 @@ impl Db {
             .bind(&target)
             .bind(&changes)
             .execute(self.pool())
-            .await;
-            match written {
-                Ok(_) => return Ok(()),
-                Err(err) if tries < AUDIT_TRIES && is_transient(&err) => {
-                    tracing::warn!(%action, error = %err, "audit event not written, trying again");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-                Err(err) => {
-                    tracing::error!(
-                        at,
-                        actor_kind = kind,
-                        %actor,
-                        actor_id,
-                        client_ip = client_ip.as_deref().unwrap_or(""),
-                        %action,
-                        target_type = target_type.as_deref().unwrap_or(""),
-                        target = target.as_deref().unwrap_or(""),
-                        changes = changes.as_deref().unwrap_or(""),
-                        error = %err,
-                        "audit event NOT written to the database (the change is done): this line is its record"
-                    );
-                    return Err(err.into());
-                }
-            }
+            .await
+            .map_err(DbError::from)
+        })
+        .await;
+        if let Err(err) = &written {
+            tracing::error!(
+                at,
+                actor_kind = kind,
+                %actor,
+                actor_id,
+                client_ip = client_ip.as_deref().unwrap_or(""),
+                %action,
+                target_type = target_type.as_deref().unwrap_or(""),
+                target = target.as_deref().unwrap_or(""),
+                changes = changes.as_deref().unwrap_or(""),
+                error = %err,
+                "audit event NOT written to the database (the change is done): this line is its record"
+            );
         }
+        written.map(|_| ())
     }
 
     /// Matching events, newest first, and how many match in all.

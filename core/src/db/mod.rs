@@ -28,6 +28,7 @@ pub mod plans;
 pub mod quota_adjustments;
 pub mod quota_counts;
 pub mod refills;
+pub mod retry;
 mod rows;
 mod schema;
 pub mod service_tokens;

@@ -128,13 +128,29 @@ impl Db {
     /// Enqueue an event once per `(type, subject, period)` with a delivery
     /// to every enabled endpoint that wants it (or only to endpoint `only`,
     /// whatever its filter: the test event). `None` when the event was
-    /// already enqueued. See [`super::enqueue_event`].
+    /// already enqueued. See [`super::enqueue_event`]. A lost connection is
+    /// tried again on a fresh one (`db::retry`): the event's key makes a
+    /// repeat of a write that did commit a no-op.
     pub async fn enqueue_webhook_event(
         &self,
         event_type: &str,
         subject: &str,
         period: &str,
         data: serde_json::Value,
+        only: Option<i64>,
+    ) -> Result<Option<i64>, DbError> {
+        crate::db::retry::on_lost_connection("webhook event", || {
+            self.enqueue_once(event_type, subject, period, &data, only)
+        })
+        .await
+    }
+
+    async fn enqueue_once(
+        &self,
+        event_type: &str,
+        subject: &str,
+        period: &str,
+        data: &serde_json::Value,
         only: Option<i64>,
     ) -> Result<Option<i64>, DbError> {
         let now = now_ms();
