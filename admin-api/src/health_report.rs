@@ -185,7 +185,7 @@ impl TargetHealthView {
         self.up_since = report.up_since.filter(|_| report.healthy);
         self.uptime_seconds = self
             .up_since
-            .map(|since| u64::try_from((now - since) / 1000).unwrap_or(0));
+            .map(|since| u64::try_from(now.saturating_sub(since) / 1000).unwrap_or(0));
         self.reported_by = Some(by.to_string());
     }
 }

@@ -24,7 +24,6 @@ pub use crate::health_report::{
     AdminHealth, ComponentHealth, HealthCache, HealthReport, HealthSummary, InstanceHealth, Status,
     TargetHealthView,
 };
-pub use probe::INSTANCE_STALE_AFTER;
 
 /// How long a probe's result is served before the next probe.
 pub const PROBE_CACHE: Duration = Duration::from_secs(1);

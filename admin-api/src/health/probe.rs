@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use tollgate_core::config::LimiterBackend;
-use tollgate_core::db::instances::{Instance, TargetHealth};
+use tollgate_core::db::instances::{is_live, Instance, TargetHealth};
 use tollgate_core::db::DbKind;
 
 use crate::health_report::{
@@ -15,8 +15,6 @@ use crate::health_report::{
 };
 use crate::state::AppState;
 
-/// An instance whose last heartbeat is older than this is reported down.
-pub const INSTANCE_STALE_AFTER: Duration = Duration::from_secs(15);
 const DB_TIMEOUT: Duration = Duration::from_secs(2);
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -59,8 +57,9 @@ pub(super) async fn probe(state: &AppState) -> (StatusCode, HealthReport) {
     } else {
         Vec::new()
     };
-    let stale_ms = i64::try_from(INSTANCE_STALE_AFTER.as_millis()).unwrap_or(15_000);
-    let is_up = |i: &Instance| now - i.last_seen <= stale_ms;
+    // Up by the one liveness rule (three of its own heartbeat periods), as
+    // the proxies count each other.
+    let is_up = |i: &Instance| is_live(i.last_seen, i.beat_every_ms, now);
     let instances: Vec<InstanceHealth> = stored
         .iter()
         .map(|i| InstanceHealth {
@@ -70,7 +69,8 @@ pub(super) async fn probe(state: &AppState) -> (StatusCode, HealthReport) {
             status: if is_up(i) { Status::Up } else { Status::Down },
             started_at: i.started_at,
             last_seen: i.last_seen,
-            uptime_seconds: u64::try_from((i.last_seen - i.started_at) / 1000).unwrap_or(0),
+            uptime_seconds: u64::try_from(i.last_seen.saturating_sub(i.started_at) / 1000)
+                .unwrap_or(0),
             stats: i.stats.clone(),
         })
         .collect();

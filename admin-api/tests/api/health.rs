@@ -259,3 +259,47 @@ async fn fresh_health(app: &TestApp) -> Value {
     .await;
     json(app.get("/api/health").await, StatusCode::OK).await
 }
+
+/// Round 18 re-check (black-box): rows with extreme times, which the
+/// proxies' database role can write (started at `i64::MIN` and seen ten
+/// years ahead; seen at `i64::MIN`), made `/api/health` panic on an overflow
+/// and were never forgotten. Health answers, judging them by the one
+/// liveness rule, and retention's rule forgets both.
+async fn extreme_instance_rows_neither_break_health_nor_stay(app: TestApp) {
+    let now = tollgate_core::now_ms();
+    let ten_years = 10 * 365 * 86_400_000_i64;
+    for (id, started, seen) in [
+        ("from-the-future", i64::MIN, now + ten_years),
+        ("from-the-past", 0, i64::MIN),
+    ] {
+        // Its report holds a target up since the dawn of `i64` too.
+        let report = json!([{"upstream": "demo", "target": "127.0.0.1:3001", "healthy": true,
+            "up_since": i64::MIN}]);
+        sqlx::query(
+            "INSERT INTO instances (id, address, version, started_at, last_seen, beat_every_ms, \
+             upstream_health) VALUES ($1, 'x', '0', $2, $3, 1000, $4)",
+        )
+        .bind(id)
+        .bind(started)
+        .bind(seen)
+        .bind(report.to_string())
+        .execute(app.db.pool())
+        .await
+        .expect("an extreme row");
+    }
+    let h = fresh_health(&app).await;
+    let status = |id: &str| {
+        h["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .find(|i| i["id"] == id)
+            .map(|i| i["status"].clone())
+    };
+    assert_eq!(status("from-the-past"), Some(json!("down")), "{h}");
+    assert_eq!(status("from-the-future"), Some(json!("up")), "{h}");
+    assert_eq!(app.db.forget_instances(now).await.expect("forget"), 2);
+    let h = fresh_health(&app).await;
+    assert_eq!(h["instances"], json!([]), "{h}");
+}
+both!(extreme_instance_rows_neither_break_health_nor_stay);

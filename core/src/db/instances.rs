@@ -87,6 +87,8 @@ pub struct Instance {
     pub started_at: i64,
     /// Unix ms of the last heartbeat.
     pub last_seen: i64,
+    /// The proxy's heartbeat period, by which [`is_live`] judges the row.
+    pub beat_every_ms: i64,
     pub stats: serde_json::Value,
     pub upstream_health: Vec<TargetHealth>,
 }
@@ -110,6 +112,7 @@ fn instance_from_row(row: &sqlx::any::AnyRow) -> Result<Instance, DbError> {
         version: row.try_get("version")?,
         started_at: row.try_get("started_at")?,
         last_seen: row.try_get("last_seen")?,
+        beat_every_ms: row.try_get("beat_every_ms")?,
         id,
         stats,
         upstream_health,
@@ -283,8 +286,8 @@ impl Db {
     /// Every known instance, most recently seen first.
     pub async fn list_instances(&self) -> Result<Vec<Instance>, DbError> {
         let rows = sqlx::query(
-            "SELECT id, address, version, started_at, last_seen, stats, upstream_health \
-             FROM instances ORDER BY last_seen DESC, id",
+            "SELECT id, address, version, started_at, last_seen, beat_every_ms, stats, \
+             upstream_health FROM instances ORDER BY last_seen DESC, id",
         )
         .fetch_all(self.pool())
         .await?;
@@ -298,6 +301,19 @@ impl Db {
             .execute(self.pool())
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Retention's rule at `now`: forget the rows of proxies not seen for
+    /// [`FORGET_AFTER_MS`], and rows that claim a heartbeat more than that
+    /// ahead (a clock far off, a row written by hand), which would otherwise
+    /// never age; returns how many.
+    pub async fn forget_instances(&self, now: i64) -> Result<u64, DbError> {
+        let done = sqlx::query("DELETE FROM instances WHERE last_seen < $1 OR last_seen > $2")
+            .bind(now.saturating_sub(FORGET_AFTER_MS))
+            .bind(now.saturating_add(FORGET_AFTER_MS))
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// Forget instances not seen since `before` (Unix ms); returns how many.

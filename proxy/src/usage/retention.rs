@@ -2,12 +2,11 @@
 //! violation counts older than `usage.violation_retention_days`, deleted by
 //! the flusher once an hour (an hour of data per statement, see
 //! [`tollgate_core::db::Db::purge`]); and the rows of proxies not seen for
-//! [`FORGET_AFTER_MS`].
+//! `core::db::instances::FORGET_AFTER_MS`.
 
 use std::time::{Duration, Instant};
 
 use tollgate_core::config::UsageConfig;
-use tollgate_core::db::instances::FORGET_AFTER_MS;
 use tollgate_core::db::Db;
 
 use super::buffer::{bounded, FlushError};
@@ -41,7 +40,7 @@ impl Retention {
             db.purge(now - days * DAY_MS, now - violation_days * DAY_MS),
         )
         .await?;
-        let instances = bounded(limit, db.prune_instances(now - FORGET_AFTER_MS)).await?;
+        let instances = bounded(limit, db.forget_instances(now)).await?;
         if instances > 0 {
             tracing::info!(instances, "forgot proxies not seen for a day");
         }
