@@ -1,6 +1,7 @@
-//! A database migrated by a newer binary, or whose applied migration was
-//! edited, is refused at connect and by `check-config`'s read-only look, on
-//! both databases (black-box round 18, finding 1); nothing is run against it.
+//! A database migrated by a newer binary, whose applied migration was
+//! edited, or whose migration record is gone, is refused at connect and by
+//! `check-config`'s read-only look, on both databases (black-box round 18,
+//! finding 1, and its re-check); nothing is run against it.
 
 use tollgate_core::db::testing::url_of;
 use tollgate_core::db::{plans, Db, DbError};
@@ -65,6 +66,9 @@ async fn newer_or_edited_schemas_are_refused(db: &Db) {
     )
     .await;
     refused(&url, "changed after it was applied").await;
+    // Its migration record lost: migrating again would fail part-way.
+    exec(db, "DROP TABLE _sqlx_migrations", None).await;
+    refused(&url, "no record of its migrations").await;
 }
 
 both!(

@@ -29,9 +29,8 @@ pub(crate) struct Applied {
     pub success: bool,
 }
 
-/// The rows of `_sqlx_migrations`; none when the table does not exist (a
-/// database no Tollgate has migrated).
-pub(crate) async fn applied(conn: &mut AnyConnection) -> Result<Vec<Applied>, DbError> {
+/// The rows of `_sqlx_migrations`; `None` when the table does not exist.
+pub(crate) async fn applied(conn: &mut AnyConnection) -> Result<Option<Vec<Applied>>, DbError> {
     // Booleans through `Any`: SQLite stores them as integers, which `Any`
     // cannot decode as `bool`.
     let rows = sqlx::query(
@@ -42,7 +41,7 @@ pub(crate) async fn applied(conn: &mut AnyConnection) -> Result<Vec<Applied>, Db
     .await;
     let rows = match rows {
         Ok(rows) => rows,
-        Err(e) if is_missing_table(&e) => return Ok(Vec::new()),
+        Err(e) if is_missing_table(&e) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     rows.iter()
@@ -54,7 +53,20 @@ pub(crate) async fn applied(conn: &mut AnyConnection) -> Result<Vec<Applied>, Db
             })
         })
         .collect::<Result<_, sqlx::Error>>()
+        .map(Some)
         .map_err(DbError::from)
+}
+
+/// Whether the first migration's tables are there (`api_keys`).
+async fn has_tollgate_tables(conn: &mut AnyConnection) -> Result<bool, DbError> {
+    match sqlx::query("SELECT 1 FROM api_keys LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if is_missing_table(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn is_missing_table(e: &sqlx::Error) -> bool {
@@ -71,10 +83,17 @@ pub(crate) fn judge(migrator: &Migrator, applied: &[Applied]) -> Result<Schema, 
     let newest = migrator.iter().map(|m| m.version).max().unwrap_or(0);
     for a in applied {
         let Some(own) = migrator.iter().find(|m| m.version == a.version) else {
+            if a.version > newest {
+                return Err(DbError::Schema(format!(
+                    "the database was migrated by a newer Tollgate: it has migration {}, \
+                     this binary knows migrations up to {newest}; run that version (or a \
+                     newer one) against it, or restore the backup taken before the upgrade",
+                    a.version
+                )));
+            }
             return Err(DbError::Schema(format!(
-                "the database was migrated by a newer Tollgate: it has migration {}, \
-                 this binary knows migrations up to {newest}; run that version (or a \
-                 newer one) against it, or restore the backup taken before the upgrade",
+                "the database records migration {}, which no Tollgate has (its migration \
+                 record was edited); refusing to run against an unknown schema",
                 a.version
             )));
         };
@@ -103,13 +122,22 @@ pub(crate) fn judge(migrator: &Migrator, applied: &[Applied]) -> Result<Schema, 
     })
 }
 
-/// [`applied`] then [`judge`].
+/// [`applied`] then [`judge`]. A database with Tollgate's tables but no
+/// record of its migrations is refused: migrating would fail part-way over
+/// the tables that are there.
 pub(crate) async fn check(
     conn: &mut AnyConnection,
     migrator: &Migrator,
 ) -> Result<Schema, DbError> {
-    let applied = applied(conn).await?;
-    judge(migrator, &applied)
+    match applied(conn).await? {
+        Some(applied) => judge(migrator, &applied),
+        None if has_tollgate_tables(conn).await? => Err(DbError::Schema(
+            "the database holds Tollgate's tables but no record of its migrations \
+             (_sqlx_migrations is missing); restore it from a backup"
+                .into(),
+        )),
+        None => Ok(Schema::Behind),
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +177,18 @@ mod tests {
                 e.contains("newer Tollgate") && e.contains(&next.to_string()),
                 "{e}"
             );
+
+            let mut unknown = all.clone();
+            unknown.insert(
+                0,
+                Applied {
+                    version: -1,
+                    checksum: vec![0],
+                    success: true,
+                },
+            );
+            let e = judge(m, &unknown).expect_err("unknown").to_string();
+            assert!(e.contains("migration -1, which no Tollgate has"), "{e}");
 
             let mut edited = all.clone();
             edited[0].checksum = vec![1];
