@@ -2,7 +2,7 @@ use super::*;
 
 use rcgen::{
     date_time_ymd, BasicConstraints, Certificate, CertificateParams, CertifiedIssuer, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 use tokio_rustls::rustls::client::danger::ServerCertVerifier;
 use tokio_rustls::rustls::pki_types::{ServerName, UnixTime};
@@ -254,4 +254,67 @@ fn the_pinned_verifier_takes_the_pinned_ca_certificate_and_says_why_not_another(
     assert!(v
         .verify_server_cert(cert.der(), &[], &other, &[], now)
         .is_err());
+}
+
+/// Round 18 re-check: a certificate whose key usage allows only certificate
+/// and CRL signing is no server's (libpq refuses it; webpki does not look):
+/// refused whether pinned itself or issued by the pinned CA; one allowing
+/// digitalSignature passes.
+#[test]
+fn a_server_certificate_must_allow_a_servers_key_usage() {
+    let dir = tempfile::tempdir().expect("dir");
+    let provider = Arc::new(ring::default_provider());
+    let now = UnixTime::now();
+    let signing_only = |p: &mut CertificateParams| {
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    };
+    // Pinned itself (the self-signed CA:TRUE path).
+    let own = self_signed_ca("127.0.0.1", signing_only);
+    let file = write(dir.path(), "own.crt", &own.pem());
+    let v = pinned_verifier(load_roots(&file).expect("roots"), true, provider.clone())
+        .expect("verifier");
+    let e = v
+        .verify_server_cert(own.der(), &[], &ip(), &[], now)
+        .expect_err("signing-only key usage");
+    assert!(
+        is_cert_error(&e, |c| matches!(c, CertificateError::InvalidPurpose)),
+        "{e}"
+    );
+    let fine = self_signed_ca("127.0.0.1", |p| {
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+    });
+    let file = write(dir.path(), "fine.crt", &fine.pem());
+    let v = pinned_verifier(load_roots(&file).expect("roots"), true, provider.clone())
+        .expect("verifier");
+    v.verify_server_cert(fine.der(), &[], &ip(), &[], now)
+        .expect("digitalSignature is a server's");
+    // Issued by the pinned CA (webpki's own path), CA:FALSE.
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    signing_only(&mut leaf);
+    let leaf = leaf
+        .signed_by(&KeyPair::generate().expect("key"), &ca)
+        .expect("leaf");
+    let file = write(dir.path(), "ca.crt", &ca.pem());
+    for verify_host in [true, false] {
+        let v = pinned_verifier(
+            load_roots(&file).expect("roots"),
+            verify_host,
+            provider.clone(),
+        )
+        .expect("verifier");
+        let e = v
+            .verify_server_cert(leaf.der(), &[], &ip(), &[], now)
+            .expect_err("signing-only leaf");
+        assert!(
+            is_cert_error(&e, |c| matches!(c, CertificateError::InvalidPurpose)),
+            "{e}"
+        );
+    }
 }

@@ -53,21 +53,25 @@ impl ServerCertVerifier for PinnedVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, TlsError> {
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(e) if is_ca_used_as_end_entity(&e) => {
-                let name = self.verify_host.then_some(server_name);
-                pinned_ca_leaf(end_entity, &self.pinned, name, now)
-                    .map(|()| ServerCertVerified::assertion())
-            }
-            // `verify-ca`: the chain is checked, the name is not.
-            Err(TlsError::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if !self.verify_host => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
+        let verified =
+            match self
+                .inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            {
+                Err(e) if is_ca_used_as_end_entity(&e) => {
+                    let name = self.verify_host.then_some(server_name);
+                    pinned_ca_leaf(end_entity, &self.pinned, name, now)
+                        .map(|()| ServerCertVerified::assertion())
+                }
+                // `verify-ca`: the chain is checked, the name is not.
+                Err(TlsError::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) if !self.verify_host => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }?;
+        key_usage_allows_a_server(end_entity)?;
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
@@ -139,6 +143,27 @@ pub(crate) fn pinned_ca_leaf(
         verify_server_name(&ParsedCertificate::try_from(end_entity)?, name)?;
     }
     Ok(())
+}
+
+/// The check OpenSSL (so libpq) makes of a server certificate's key usage
+/// and webpki does not: a certificate that states its key usage must allow
+/// a TLS server's (digitalSignature, keyEncipherment or keyAgreement); one
+/// limited to signing certificates or CRLs is not a server's (round 18
+/// re-check).
+pub(crate) fn key_usage_allows_a_server(end_entity: &CertificateDer<'_>) -> Result<(), TlsError> {
+    let (_, cert) = X509Certificate::from_der(end_entity.as_ref())
+        .map_err(|_| TlsError::InvalidCertificate(CertificateError::BadEncoding))?;
+    match cert.key_usage() {
+        Ok(None) => Ok(()),
+        Ok(Some(ku))
+            if ku.value.digital_signature()
+                || ku.value.key_encipherment()
+                || ku.value.key_agreement() =>
+        {
+            Ok(())
+        }
+        Ok(Some(_)) | Err(_) => Err(CertificateError::InvalidPurpose.into()),
+    }
 }
 
 /// A failed TLS connection in words: rustls prints the reasons it has no
