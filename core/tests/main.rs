@@ -7,7 +7,10 @@ mod common;
 
 mod cost_props;
 mod credits_db;
-mod db;
+mod db_fingerprints;
+mod db_keys;
+mod db_plans;
+mod db_schema;
 mod identities;
 mod instances_db;
 mod props;
