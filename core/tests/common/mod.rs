@@ -2,7 +2,8 @@
 //! fresh SQLite file and once on a fresh PostgreSQL database (the latter is
 //! skipped with a notice when `TOLLGATE_TEST_POSTGRES_URL` is unset, and fails
 //! instead when `CI` or `TOLLGATE_REQUIRE_SERVICES` is set),
-//! and the small helpers that make limits and keys.
+//! the small helpers that make limits and keys, and the property tests'
+//! proptest config.
 
 /// `both!(name, body)`: `name::sqlite` and `name::postgres` run `body(&db)`.
 macro_rules! both {
@@ -32,6 +33,7 @@ macro_rules! both {
 
 use std::time::Duration;
 
+use proptest::test_runner::Config as ProptestConfig;
 use tollgate_core::db::{ApiKey, Db, NewApiKey};
 use tollgate_core::limits::Limit;
 
@@ -48,4 +50,14 @@ pub fn named(name: &str) -> NewApiKey {
 
 pub async fn create(db: &Db, new: NewApiKey) -> (ApiKey, String) {
     db.create_key(&new).await.expect("create key")
+}
+
+/// `cases` cases, no regression files written next to the sources (failing
+/// cases worth keeping become plain tests).
+pub fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
