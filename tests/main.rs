@@ -16,6 +16,8 @@ mod cost_binary;
 mod credits_binary;
 mod credits_safety_binary;
 mod dashboard;
+mod dashboard_demo;
+mod dashboard_viewer;
 mod e2e_admin;
 mod edge_binary;
 mod faults;

@@ -16,7 +16,7 @@
 //!   into debt (its TAT beyond `now + burst × T`: later requests wait), but
 //!   never by more than one reservation: over any window of length `t`, the
 //!   tokens charged are at most `burst + reserve + t / T` (proved by the
-//!   property test in `core/tests/props.rs`). An actual cost beyond that is
+//!   property test in `core/tests/cost_props.rs`). An actual cost beyond that is
 //!   not charged (counted by the proxy's settlement metric).
 
 use std::fmt;

@@ -7,10 +7,15 @@ mod common;
 
 mod cost_props;
 mod credits_db;
-mod db;
+mod db_fingerprints;
+mod db_keys;
+mod db_plans;
+mod db_schema;
 mod identities;
 mod instances_db;
-mod props;
+mod props_buckets;
+mod props_config;
+mod props_keys;
 mod props_refill;
 mod quota_adjustments_db;
 mod schema_db;

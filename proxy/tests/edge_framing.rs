@@ -63,7 +63,7 @@ fn assert_431(r: &raw::RawResponse, field: &str) {
 /// parser takes) got Pingora's bare `400` on the proxy listener, and so did
 /// a header past the parser's 1 MiB buffer. The connection edge answers
 /// both with `431` problem+json and closes, before the parser gives up;
-/// 256 fields are served. (TLS: `tls.rs`.)
+/// 256 fields are served. (TLS: `tls_clients.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_header_fields_are_431_problem_and_close() {
     let (p, key) = setup().await;

@@ -3,6 +3,8 @@
 //! process that is killed on drop.
 #![allow(dead_code)]
 
+/// Headless Chromium for the dashboard tests.
+pub mod browser;
 pub mod cli;
 pub mod credits;
 pub mod faults;

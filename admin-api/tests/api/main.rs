@@ -5,6 +5,9 @@ mod common;
 
 mod admins;
 mod analytics;
+mod analytics_fixture;
+mod analytics_keys;
+mod analytics_violations;
 mod audit;
 mod auth;
 mod brute_force;

@@ -8,6 +8,7 @@ pub mod ports;
 pub mod raw;
 pub mod redis;
 pub mod streams;
+pub mod tls;
 
 #[allow(unused_imports)]
 pub use ports::{closed_port, free_port, listener};
