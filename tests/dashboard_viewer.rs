@@ -54,9 +54,35 @@ async fn a_viewer_sees_data_but_cannot_change_keys() {
         .await;
     assert_eq!(offered, json!([false, 0]), "actions offered to a viewer");
     ui.shot("viewer-keys").await;
-    // Monitoring shows the details (a viewer's token gets them).
+    // Monitoring shows the details (a viewer's token gets them). A row with
+    // times no JavaScript Date holds (the proxies' database role writes that
+    // table; round 18 re-check) leaves the page whole: the running proxy's
+    // row and the odd one are both shown.
+    let url = format!("sqlite://{}", dev.dir.path().join("t.db").display());
+    let db = tollgate_core::db::Db::connect(&url)
+        .await
+        .expect("the dev database");
+    sqlx::query(
+        "INSERT INTO instances (id, address, version, started_at, last_seen, beat_every_ms, \
+         upstream_health) VALUES ('far-times', 'x', '0', $1, $2, 1000, $3)",
+    )
+    .bind(i64::MIN)
+    .bind(i64::MAX)
+    .bind(r#"[{"upstream":"demo","target":"far:1","healthy":true,"up_since":9223372036854775807}]"#)
+    .execute(db.pool())
+    .await
+    .expect("an instance row with far times");
+    db.close().await;
     ui.click("nav a[href='/monitoring']").await;
     ui.wait_for("#instances-table").await;
+    ui.wait(
+        "the running proxy beside a row with far times",
+        20,
+        "const rows = [...document.querySelectorAll('#instances-table tbody tr[data-instance]')]; \
+         return rows.some(r => r.dataset.instance === 'far-times') \
+           && rows.some(r => r.dataset.instance !== 'far-times' && r.textContent.includes('Up'))",
+    )
+    .await;
     // What the page does not offer, the API refuses.
     let session = ui_session(&ui).await;
     let viewer = session["token"].as_str().expect("token").to_string();

@@ -66,7 +66,16 @@ async fn newer_or_edited_schemas_are_refused(db: &Db) {
     )
     .await;
     refused(&url, "changed after it was applied").await;
-    // Its migration record lost: migrating again would fail part-way.
+    // Its migration record cut or lost: migrating again would fail part-way.
+    exec(
+        db,
+        &format!("DELETE FROM _sqlx_migrations WHERE version = {newest} OR version = 1"),
+        None,
+    )
+    .await;
+    refused(&url, "lacks migration 1 though later ones are applied").await;
+    exec(db, "DELETE FROM _sqlx_migrations", None).await;
+    refused(&url, "no record of its migrations").await;
     exec(db, "DROP TABLE _sqlx_migrations", None).await;
     refused(&url, "no record of its migrations").await;
 }
@@ -75,3 +84,26 @@ both!(
     newer_or_edited_schemas_are_refused_at_connect,
     newer_or_edited_schemas_are_refused
 );
+
+/// Round 18 second re-check: SQLite stores any type in any column; a
+/// migration record whose version is text is refused as not Tollgate's
+/// (check-config said ok while every start failed to decode it).
+#[tokio::test]
+async fn a_migration_record_of_another_shape_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = tollgate_core::db::testing::fresh_sqlite(dir.path()).await;
+    let url = url_of(&db);
+    exec(
+        &db,
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ('abc', 'odd', TRUE, X'00', 1)",
+        None,
+    )
+    .await;
+    db.close().await;
+    refused(
+        &url,
+        "the migration record (_sqlx_migrations) is not Tollgate's",
+    )
+    .await;
+}

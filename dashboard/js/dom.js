@@ -131,14 +131,22 @@ const dtFmt = new Intl.DateTimeFormat(undefined, {
 });
 const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
 
+/** A Date of `ms`, or null for none or one no Date holds (beyond ±8.64e15 ms). */
+function dateOf(ms) {
+  if (!ms) return null;
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? null : d;
+}
+
 export function fmtDateTime(ms) {
-  return ms ? dtFmt.format(new Date(ms)) : '—';
+  const d = dateOf(ms);
+  return d ? dtFmt.format(d) : '—';
 }
 
 /** Time of day for today's timestamps, date and time otherwise. */
 export function fmtWhen(ms) {
-  if (!ms) return '—';
-  const d = new Date(ms);
+  const d = dateOf(ms);
+  if (!d) return '—';
   return d.toDateString() === new Date().toDateString() ? timeFmt.format(d) : dtFmt.format(d);
 }
 

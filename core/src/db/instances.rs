@@ -93,19 +93,30 @@ pub struct Instance {
     pub upstream_health: Vec<TargetHealth>,
 }
 
+/// One row as read. Its figures (`stats`, `upstream_health`) are what a
+/// proxy reported, written by the proxies' database role: a report that does
+/// not parse is read as none (and warned about), so one bad row never hides
+/// the others from health and monitoring (round 18 re-check).
 fn instance_from_row(row: &sqlx::any::AnyRow) -> Result<Instance, DbError> {
     let id: String = row.try_get("id")?;
     let stats: Option<String> = row.try_get("stats")?;
     let health: Option<String> = row.try_get("upstream_health")?;
     let stats = match stats.as_deref() {
         None | Some("") => serde_json::Value::Object(Default::default()),
-        Some(s) => serde_json::from_str(s)
-            .map_err(|e| DbError::Corrupt(format!("instances.stats of {id:?}: {e}")))?,
+        Some(s) => serde_json::from_str::<serde_json::Value>(s)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| {
+                tracing::warn!(instance = %id, "instances.stats is not a JSON object: read as none");
+                serde_json::Value::Object(Default::default())
+            }),
     };
     let upstream_health = match health.as_deref() {
         None | Some("") => Vec::new(),
-        Some(s) => serde_json::from_str(s)
-            .map_err(|e| DbError::Corrupt(format!("instances.upstream_health of {id:?}: {e}")))?,
+        Some(s) => serde_json::from_str(s).unwrap_or_else(|e| {
+            tracing::warn!(instance = %id, error = %e, "instances.upstream_health does not parse: read as none");
+            Vec::new()
+        }),
     };
     Ok(Instance {
         address: row.try_get("address")?,

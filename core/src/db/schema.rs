@@ -54,7 +54,11 @@ pub(crate) async fn applied(conn: &mut AnyConnection) -> Result<Option<Vec<Appli
         })
         .collect::<Result<_, sqlx::Error>>()
         .map(Some)
-        .map_err(DbError::from)
+        .map_err(|e| {
+            DbError::Schema(format!(
+                "the migration record (_sqlx_migrations) is not Tollgate's: {e}"
+            ))
+        })
 }
 
 /// Whether the first migration's tables are there (`api_keys`).
@@ -112,6 +116,20 @@ pub(crate) fn judge(migrator: &Migrator, applied: &[Applied]) -> Result<Schema, 
             )));
         }
     }
+    // Behind means a prefix of the binary's migrations: one missing below
+    // an applied one was taken out of the record by hand, and migrating
+    // would run it again over its own tables.
+    let newest_applied = applied.iter().map(|a| a.version).max();
+    if let Some(gap) = migrator.iter().find(|m| {
+        newest_applied.is_some_and(|n| m.version < n)
+            && !applied.iter().any(|a| a.version == m.version)
+    }) {
+        return Err(DbError::Schema(format!(
+            "the migration record lacks migration {} though later ones are applied \
+             (edited by hand); restore it from a backup",
+            gap.version
+        )));
+    }
     let all = migrator
         .iter()
         .all(|m| applied.iter().any(|a| a.version == m.version));
@@ -129,15 +147,16 @@ pub(crate) async fn check(
     conn: &mut AnyConnection,
     migrator: &Migrator,
 ) -> Result<Schema, DbError> {
-    match applied(conn).await? {
-        Some(applied) => judge(migrator, &applied),
-        None if has_tollgate_tables(conn).await? => Err(DbError::Schema(
+    let applied = applied(conn).await?;
+    let recorded = applied.as_ref().is_some_and(|a| !a.is_empty());
+    if !recorded && has_tollgate_tables(conn).await? {
+        return Err(DbError::Schema(
             "the database holds Tollgate's tables but no record of its migrations \
-             (_sqlx_migrations is missing); restore it from a backup"
+             (_sqlx_migrations is missing or empty); restore it from a backup"
                 .into(),
-        )),
-        None => Ok(Schema::Behind),
+        ));
     }
+    judge(migrator, applied.as_deref().unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -189,6 +208,11 @@ mod tests {
             );
             let e = judge(m, &unknown).expect_err("unknown").to_string();
             assert!(e.contains("migration -1, which no Tollgate has"), "{e}");
+
+            let mut gap = all.clone();
+            gap.remove(1);
+            let e = judge(m, &gap).expect_err("gap").to_string();
+            assert!(e.contains("lacks migration"), "{e}");
 
             let mut edited = all.clone();
             edited[0].checksum = vec![1];
