@@ -142,7 +142,7 @@ pub const LIVE_BEATS: i64 = 3;
 
 /// How long the row of a proxy that stopped beating without a clean stop
 /// (killed, crashed, its host lost) is kept: listed as down meanwhile, then
-/// forgotten by retention ([`Db::prune_instances`]), so restarts after
+/// forgotten by retention ([`Db::forget_instances`]), so restarts after
 /// crashes, each a new instance id, do not pile up rows (round 18).
 pub const FORGET_AFTER_MS: i64 = 86_400_000;
 
